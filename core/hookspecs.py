@@ -1,0 +1,152 @@
+"""The whole extension surface of the webhook router, in pipeline order.
+
+A plugin is a module or an object with functions decorated ``@hookimpl`` (from
+``core.plugins``), named like the specs below and taking any subset of their arguments.
+
+Async contract
+--------------
+pluggy calls hooks synchronously; an ``async def`` hook therefore returns a coroutine.
+The router never lets pluggy combine results. ``core.plugins.call_hook`` calls the
+implementations one at a time in pluggy's order (``tryfirst`` ones first, then the most
+recently registered first, ``trylast`` ones last; the built-ins are registered last, so
+they run before user plugins unless marked ``trylast``) and, when one returns an
+awaitable, **awaits it before calling the next**. Sync and async implementations can be
+mixed freely and each sees the effects of those before it. pluggy's hook wrappers are not
+supported on these hooks. How the results of several implementations combine is stated
+in each hook's docstring below.
+
+Errors
+------
+A hook that raises a ``core.errors.WebhookError`` answers the request with that error's
+status and message. Any other exception is logged (redacted) and answered as a 500 before
+anything was sent to an exchange, or recorded as "outcome unknown" after. Exceptions in
+``after_execute`` and ``on_error`` are logged and never change the answer.
+
+The ``router`` argument is the running ``core.router.Router``: settings, the journal, the
+registered executors and the per-plugin state a plugin chooses to keep on itself.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "ccxt_trading_webhook"
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# ---------------------------------------------------------------- lifecycle (startup)
+
+
+@hookspec
+def register_executors(register, router):
+    """Declare which exchange accounts this plugin executes. Called once at startup.
+
+    ``register(account_name, executor)`` records an executor (an object implementing
+    ``core.execution.Executor``) for an account name. The router owns the registry: a
+    name registered by two plugins fails startup with a message naming both plugins.
+    After all plugins have registered, the router awaits every executor's ``start()``
+    concurrently; one that fails is kept as *not ready* (shown in ``GET /``) and its
+    alerts get a clear error, while the other accounts keep working.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def router_startup(router):
+    """Called once when the server starts, after executors are registered and started.
+
+    Open long-lived resources here (stores, HTTP sessions, background tasks) and keep
+    them on the plugin object. Raising aborts startup with the plugin's name.
+
+    Return value: ignored (awaited if a coroutine).
+    """
+
+
+# ---------------------------------------------------------------- per alert
+
+
+@hookspec
+def parse_payload(body, content_type, router):
+    """Turn the raw request body into a payload dict.
+
+    ``body`` is the raw bytes (already within the size limit); ``content_type`` the
+    media type without parameters, lower-cased ('' when absent).
+
+    Return: a ``dict`` to claim the body, or ``None`` to pass. The **first non-None**
+    result wins and later implementations are not called. The built-in JSON parser
+    (``trylast``) accepts ``application/json`` and ``text/plain`` (TradingView's), and
+    raises ``BadRequest`` (400) or ``UnsupportedMediaType`` (415).
+    """
+
+
+@hookspec
+def authenticate(request, router):
+    """Decide whether ``request`` (a ``core.models.InboundRequest``) may trade.
+
+    Return ``AuthResult.accept(principal)``, ``AuthResult.reject(reason[, status])`` or
+    ``None`` to abstain. **Every** implementation is called. Any rejection wins (the
+    first one's status is used, 401 or 403); otherwise at least one acceptance is needed
+    (the first acceptance's principal is used); if all abstain the request gets 401.
+    Clients get one 401 body whatever the reason, so no plugin can become an oracle;
+    the reason is logged.
+    """
+
+
+@hookspec
+def transform_payload(payload, request, router):
+    """Normalize the authenticated payload in place, before it is validated as an alert.
+
+    ``payload`` is a mutable dict; implementations form a chain, each seeing the previous
+    one's changes (built-ins first: the TradingView normalization maps its ticker, side
+    and amount forms onto ``core.models.Alert`` fields). Raise ``Unprocessable`` (422)
+    to refuse the alert with a reason naming the field.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def execute_order(order, executor, alert, router):
+    """Place ``order`` (a ``core.models.OrderRequest``) for ``alert`` on ``executor``.
+
+    Return a ``core.models.OrderResult`` to claim the order, or ``None`` to pass. The
+    **first non-None** result wins. The built-in implementation (``trylast``) calls
+    ``executor.submit(order)``; a plugin may claim orders first (dry-run, routing).
+    Exceptions are ccxt's or ``WebhookError``; the router maps them.
+    """
+
+
+@hookspec
+def after_execute(alert, order, result, router):
+    """Called after an order was executed (``result`` is its ``OrderResult``).
+
+    For journals, notifications and metrics. **Every** implementation is called; errors
+    are logged and do not change the answer. Keep it fast: the webhook's answer waits
+    for awaited implementations, so start slow work (notifications) as a task.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def on_error(alert, order, error, router):
+    """Called when an accepted alert failed: ``error`` is the exception, ``order`` the
+    ``OrderRequest`` if one was built (else ``None``).
+
+    **Every** implementation is called; errors in it are logged and ignored.
+
+    Return value: ignored.
+    """
+
+
+# ---------------------------------------------------------------- lifecycle (shutdown)
+
+
+@hookspec
+def router_shutdown(router):
+    """Called once at shutdown, after orders in flight have finished (bounded wait) and
+    before executors are closed. Close what ``router_startup`` opened.
+
+    **Every** implementation is called, even if one raises. Return value: ignored.
+    """

@@ -1,0 +1,252 @@
+"""The journal of record: every accepted alert and every order attempt, durably.
+
+An alert is written (and committed) before the webhook answers. Its state moves along
+
+    received → submitting → submitted | filled | rejected | failed | unknown
+    unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
+    received/submitting (left by a crash, too old) → expired
+
+and each order attempt is a row of its own with the client order id, the route, the
+request, the exchange's answer or error, and its timings. No secret is ever stored: the
+payload is journaled without token and credentials, and passes the redactor as well.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from core.database import SqliteDatabase, transaction
+from core.redaction import REDACTOR
+
+ALERT_STATES = ("received", "submitting", "submitted", "filled", "rejected", "failed", "unknown", "reconciled", "expired")
+FINAL_STATES = frozenset({"submitted", "filled", "rejected", "failed", "reconciled", "expired"})
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    alert_id      TEXT PRIMARY KEY,
+    explicit_id   INTEGER NOT NULL,
+    body_hash     TEXT NOT NULL,
+    received_at   REAL NOT NULL,
+    updated_at    REAL NOT NULL,
+    principal     TEXT,
+    account       TEXT,
+    symbol        TEXT,
+    side          TEXT,
+    amount        TEXT,
+    state         TEXT NOT NULL,
+    payload       TEXT NOT NULL,
+    result        TEXT,
+    error_code    TEXT,
+    error_message TEXT,
+    http_status   INTEGER,
+    duplicates    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
+CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
+CREATE TABLE IF NOT EXISTS orders (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    alert_id        TEXT NOT NULL REFERENCES alerts(alert_id),
+    attempt         INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL,
+    account         TEXT NOT NULL,
+    exchange        TEXT NOT NULL,
+    route           TEXT NOT NULL,
+    request         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    response        TEXT,
+    error           TEXT,
+    started_at      REAL NOT NULL,
+    finished_at     REAL
+);
+CREATE INDEX IF NOT EXISTS orders_alert ON orders(alert_id);
+CREATE INDEX IF NOT EXISTS orders_client_id ON orders(client_order_id);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The journal's answer to a new alert: its id, and whether it was seen before."""
+
+    alert_id: str
+    duplicate: bool
+    row: dict[str, Any]
+
+
+class Journal:
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
+        self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- admission -------------------------------------------------------------
+
+    async def admit(
+        self,
+        *,
+        explicit_id: str | None,
+        body_hash: str,
+        received_at: float,
+        dedup_window: float,
+        principal: str | None,
+        account: str,
+        symbol: str,
+        side: str,
+        amount: str,
+        payload: dict[str, Any],
+    ) -> Admission:
+        """Record a new alert, or return the one it duplicates; atomic across processes.
+
+        An explicit id is a duplicate of the same id seen at any time (kept ≥ 24 h). An
+        alert without one is a duplicate of an alert with the same body hash received
+        within ``dedup_window`` seconds (TradingView's resends); later, it is new.
+        """
+        payload_json = _dumps(payload)
+
+        def admit(conn: sqlite3.Connection) -> Admission:
+            with transaction(conn):
+                if explicit_id is not None:
+                    row = conn.execute("SELECT * FROM alerts WHERE alert_id = ?", (explicit_id,)).fetchone()
+                else:
+                    row = conn.execute(
+                        "SELECT * FROM alerts WHERE body_hash = ? AND explicit_id = 0 AND received_at >= ? "
+                        "ORDER BY received_at DESC LIMIT 1",
+                        (body_hash, received_at - dedup_window),
+                    ).fetchone()
+                if row is not None:
+                    conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
+                    return Admission(row["alert_id"], True, dict(row))
+                alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
+                conn.execute(
+                    "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
+                    " symbol, side, amount, state, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
+                     symbol, side, amount, "received", payload_json),
+                )
+                return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"})
+
+        return await self.db.run(admit)
+
+    # -- state -----------------------------------------------------------------
+
+    async def set_state(
+        self,
+        alert_id: str,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        assert state in ALERT_STATES, state
+        now = time.time()
+        result_json = _dumps(result) if result is not None else None
+        message = REDACTOR.redact(error_message) if error_message else None
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
+                " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
+                (state, now, result_json, error_code, message, http_status, alert_id),
+            )
+
+        await self.db.run(update)
+
+    async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]) -> int:
+        now = time.time()
+        request_json = _dumps(request)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            with transaction(conn):
+                attempt = conn.execute("SELECT COUNT(*) FROM orders WHERE alert_id = ?", (alert_id,)).fetchone()[0] + 1
+                cur = conn.execute(
+                    "INSERT INTO orders (alert_id, attempt, client_order_id, account, exchange, route, request, state, started_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    (alert_id, attempt, client_order_id, account, exchange, route, request_json, "submitting", now),
+                )
+                conn.execute("UPDATE alerts SET state = 'submitting', updated_at = ? WHERE alert_id = ?", (now, alert_id))
+                return int(cur.lastrowid)
+
+        return await self.db.run(insert)
+
+    async def order_finished(self, order_row: int, state: str, *, response: dict[str, Any] | None = None, error: str | None = None) -> None:
+        now = time.time()
+        response_json = _dumps(response) if response is not None else None
+        error_text = REDACTOR.redact(error) if error else None
+
+        def update(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE orders SET state = ?, response = ?, error = ?, finished_at = ? WHERE id = ?",
+                (state, response_json, error_text, now, order_row),
+            )
+
+        await self.db.run(update)
+
+    # -- reading ---------------------------------------------------------------
+
+    @staticmethod
+    def _alert_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+        data = dict(row)
+        for key in ("payload", "result"):
+            if data.get(key):
+                data[key] = json.loads(data[key])
+        data["orders"] = []
+        for order in conn.execute("SELECT * FROM orders WHERE alert_id = ? ORDER BY id", (row["alert_id"],)):
+            item = dict(order)
+            for key in ("request", "response"):
+                if item.get(key):
+                    item[key] = json.loads(item[key])
+            data["orders"].append(item)
+        return data
+
+    def get_sync(self, alert_id: str) -> dict[str, Any] | None:
+        return self.db.run_sync(lambda conn: self._get(conn, alert_id))
+
+    async def get(self, alert_id: str) -> dict[str, Any] | None:
+        return await self.db.run(lambda conn: self._get(conn, alert_id))
+
+    def _get(self, conn: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
+        row = conn.execute("SELECT * FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        return self._alert_dict(conn, row) if row else None
+
+    def list_sync(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            query = "SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code, duplicates FROM alerts"
+            args: tuple = ()
+            if state:
+                query += " WHERE state = ?"
+                args = (state,)
+            query += " ORDER BY received_at DESC LIMIT ?"
+            return [dict(r) for r in conn.execute(query, args + (limit,))]
+
+        return self.db.run_sync(rows)
+
+    def stats_sync(self) -> dict[str, Any]:
+        def stats(conn: sqlite3.Connection) -> dict[str, Any]:
+            by_state = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state")}
+            orders = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
+            dups = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM alerts").fetchone()[0]
+            return {"alerts": by_state, "orders": orders, "duplicates": dups}
+
+        return self.db.run_sync(stats)
+
+    async def unfinished(self) -> list[dict[str, Any]]:
+        """Alerts a crash may have left behind (received, submitting or unknown)."""
+
+        def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [
+                self._alert_dict(conn, r)
+                for r in conn.execute("SELECT * FROM alerts WHERE state IN ('received', 'submitting', 'unknown') ORDER BY received_at")
+            ]
+
+        return await self.db.run(rows)

@@ -1,0 +1,50 @@
+"""LOG_LEVEL and LOG_FORMAT (human text or JSON lines), with redaction always on."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from core.redaction import REDACTOR, install_redaction
+
+_STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message, extras, exc."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                data[key] = value
+        if record.exc_text:
+            data["exc"] = record.exc_text
+        return REDACTOR.redact(json.dumps(data, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Configure the root logger once per process (repeat calls adjust level and format)."""
+    install_redaction()
+    root = logging.getLogger()
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    handler = next((h for h in root.handlers if getattr(h, "_router_handler", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler._router_handler = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # ccxt logs request bodies at DEBUG; keep it at WARNING unless asked for explicitly.
+    logging.getLogger("ccxt").setLevel(max(root.level, logging.WARNING))

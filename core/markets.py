@@ -1,0 +1,169 @@
+"""TradingView tickers → the account's markets, and the checks an order must pass first.
+
+Resolution uses only the exchange's own loaded market data (ccxt's ``markets``,
+``markets_by_id`` and, for kraken, ``marketsByAltname``): no hand-kept quote lists.
+Accepted forms: ``BINANCE:BTCUSDT``, ``BTCUSDT``, ``BTCUSDT.P`` (perpetual), ``BTC/USDT``,
+``BTC/USDT:USDT``, ``XBTUSD``, ``BTC-USDT``. Where one id names a spot market and a
+perpetual, ``market_type`` (or ``.P``) decides, else the account's default market type.
+
+Amounts and prices go through ccxt's precision; min/max amount, min cost, the price
+tick and market status are checked here because ccxt does not check them before
+sending. Every refusal is a 422 whose message says what to change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import ccxt
+
+from core.errors import Unprocessable
+from core.models import Alert, OrderRequest
+
+_PERP_SUFFIX = re.compile(r"(\.P|PERP)$", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[-_/:.]")
+_TYPE_ALIASES = {"spot": "spot", "swap": "swap", "perp": "swap", "perpetual": "swap", "future": "future", "futures": "future"}
+
+
+def _squash(text: str) -> str:
+    return _SEPARATORS.sub("", text).upper()
+
+
+class MarketIndex:
+    """Look-ups over one exchange's loaded markets, built once per market load."""
+
+    def __init__(self, exchange: ccxt.Exchange):
+        self.exchange = exchange
+        self.by_squashed: dict[str, list[dict[str, Any]]] = {}
+        for market in exchange.markets.values():
+            keys = {_squash(market["id"]), _squash(f"{market['base']}{market['quote']}")}
+            for key in keys:
+                self.by_squashed.setdefault(key, []).append(market)
+
+    def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> dict[str, Any]:
+        name = ticker.split(":", 1)[1] if ":" in ticker and "/" not in ticker else ticker
+        wanted = _TYPE_ALIASES.get(market_type or "", None)
+        if _PERP_SUFFIX.search(name) and "/" not in name:
+            name = _PERP_SUFFIX.sub("", name)
+            wanted = wanted or "swap"
+        markets = self.exchange.markets
+        if name in markets:
+            candidates = [markets[name]]
+        else:
+            candidates = list(self.exchange.markets_by_id.get(name) or self.exchange.markets_by_id.get(name.upper()) or [])
+            altnames = self.exchange.options.get("marketsByAltname") if isinstance(self.exchange.options, dict) else None
+            if not candidates and isinstance(altnames, dict) and name.upper() in altnames:
+                found = altnames[name.upper()]
+                candidates = found if isinstance(found, list) else [found]
+            if not candidates:
+                candidates = list(self.by_squashed.get(_squash(name), []))
+        if wanted:
+            typed = [m for m in candidates if m.get("type") == wanted or (wanted == "future" and m.get("future"))]
+            if not typed:
+                raise Unprocessable(
+                    f"symbol '{ticker}' is not a {wanted} market on {self.exchange.id}"
+                    + (f" (found: {', '.join(sorted({m['symbol'] for m in candidates}))})" if candidates else ""),
+                    code="unknown_symbol",
+                )
+            candidates = typed
+        if not candidates:
+            raise Unprocessable(f"symbol '{ticker}' is not a market on {self.exchange.id}", code="unknown_symbol")
+        if len(candidates) > 1:
+            preferred = [m for m in candidates if m.get("type") == (default_type or "spot")]
+            # Linear (USDT-settled) before inverse when a base/quote pair has both.
+            candidates = preferred or sorted(candidates, key=lambda m: (not m.get("linear", True), m["symbol"]))
+        return candidates[0]
+
+
+def market_index(exchange: ccxt.Exchange) -> MarketIndex:
+    """The index for the exchange's current markets (rebuilt when markets are reloaded)."""
+    cached = getattr(exchange, "_router_market_index", None)
+    if cached is None or cached[0] is not exchange.markets:
+        cached = (exchange.markets, MarketIndex(exchange))
+        exchange._router_market_index = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
+def _fmt(value: Any) -> str:
+    return format(Decimal(str(value)).normalize(), "f")
+
+
+def prepare_order(
+    exchange: ccxt.Exchange,
+    alert: Alert,
+    *,
+    account: str,
+    client_order_id: str,
+    default_type: str | None = None,
+    reference_price: Callable[[str], Decimal | None] | None = None,
+) -> OrderRequest:
+    """Resolve, round and check an alert into an order for ``exchange``; 422 on refusal.
+
+    A market order is valued at the alert's price (TradingView's ``{{close}}``), else at
+    ``reference_price(symbol)`` (the last price the executor knows, if any), for the
+    minimum-cost check; with neither, that check is left to the exchange.
+    """
+    market = market_index(exchange).resolve(alert.symbol, alert.market_type, default_type)
+    symbol, venue = market["symbol"], exchange.id
+    if market.get("active") is False:
+        raise Unprocessable(f"market {symbol} is not trading on {venue} now", code="market_closed")
+    limits = market.get("limits") or {}
+    unit = market.get("base") if market.get("spot") or not market.get("contract") else "contracts"
+
+    min_amount = (limits.get("amount") or {}).get("min")
+    if min_amount is not None and alert.amount < Decimal(str(min_amount)):
+        raise Unprocessable(
+            f"amount {_fmt(alert.amount)} {unit} is below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
+            code="amount_below_minimum",
+        )
+    max_amount = (limits.get("amount") or {}).get("max")
+    if max_amount is not None and alert.amount > Decimal(str(max_amount)):
+        raise Unprocessable(
+            f"amount {_fmt(alert.amount)} {unit} is above the maximum {_fmt(max_amount)} for {symbol} on {venue}",
+            code="amount_above_maximum",
+        )
+    try:
+        amount = exchange.amount_to_precision(symbol, str(alert.amount))
+    except ccxt.InvalidOrder:
+        amount = "0"
+    if Decimal(amount) <= 0:
+        step = (market.get("precision") or {}).get("amount")
+        raise Unprocessable(f"amount {_fmt(alert.amount)} {unit} rounds to 0 at {symbol}'s step {_fmt(step) if step else '?'} on {venue}",
+                            code="amount_below_minimum")
+
+    price: str | None = None
+    if alert.order_type == "limit":
+        assert alert.price is not None
+        price = exchange.price_to_precision(symbol, str(alert.price))
+        if Decimal(price) != alert.price:
+            tick = (market.get("precision") or {}).get("price")
+            raise Unprocessable(
+                f"price {_fmt(alert.price)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
+                code="price_off_tick",
+            )
+    value_price = Decimal(price) if price else (alert.price or (reference_price(symbol) if reference_price else None))
+    min_cost = (limits.get("cost") or {}).get("min")
+    if min_cost is not None and value_price is not None:
+        contract_size = Decimal(str(market.get("contractSize") or 1))
+        cost = Decimal(amount) * contract_size * value_price
+        if cost < Decimal(str(min_cost)):
+            raise Unprocessable(
+                f"order value {_fmt(cost)} {market.get('quote')} is below the minimum {_fmt(min_cost)} for {symbol} on {venue}",
+                code="cost_below_minimum",
+            )
+    return OrderRequest(
+        account=account,
+        exchange=venue,
+        symbol=symbol,
+        market_type=market.get("type") or "spot",
+        side=alert.side,
+        order_type=alert.order_type,
+        amount=amount,
+        price=price,
+        client_order_id=client_order_id,
+        reference_price=_fmt(value_price) if value_price is not None else None,
+        params=dict(alert.params),
+    )

@@ -1,0 +1,112 @@
+"""Secret redaction, built into the logging path itself.
+
+Every ``LogRecord`` created in the process goes through ``RedactingRecordFactory``: the
+final message, the formatted exception and the stack are rewritten before any handler or
+formatter sees them, so no call site (ours, hypercorn's, ccxt's) can leak a secret by
+forgetting to scrub it. Two mechanisms:
+
+* known values: the webhook secret, account keys, tokens and payload ``apiKey``/``secret``
+  values are registered with the process's ``Redactor`` and replaced wherever they appear;
+* known keys: ``"secret": "..."``, ``apiKey=...``, ``X-Signature: ...`` and the like are
+  masked by pattern, which also covers values never registered.
+
+Error bodies built by ``core.app`` go through the same ``Redactor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import traceback
+from collections import OrderedDict
+
+MASK = "***"
+# Values shorter than this are not registered (they would mask ordinary words);
+# the key patterns still mask them where they appear as a field.
+MIN_SECRET_LENGTH = 6
+
+_SECRET_KEYS = r"(?:secret|api[_-]?secret|api[_-]?key|apikey|token|password|passphrase|signature|x-signature|x-mbx-apikey|private[_-]?key)"
+_KEY_PATTERNS = [
+    # "key": "value"  and  'key': 'value'
+    re.compile(r"""(?i)(["']""" + _SECRET_KEYS + r"""["']\s*:\s*)(["'])(?:(?!\2).)*\2"""),
+    # key=value in query strings and headers rendered as text
+    re.compile(r"(?i)(\b" + _SECRET_KEYS + r"=)[^&\s\"',;]+"),
+    # key: value (headers)
+    re.compile(r"(?i)(\b" + _SECRET_KEYS + r":\s+)[^\s\"',;]+"),
+]
+
+
+class Redactor:
+    """Replaces registered secret values and secret-looking fields in text."""
+
+    def __init__(self, max_values: int = 4096):
+        self._static: set[str] = set()
+        self._dynamic: OrderedDict[str, None] = OrderedDict()
+        self._max = max_values
+        self._lock = threading.Lock()
+
+    def add(self, value: object, *, static: bool = False) -> None:
+        """Register a secret. Static ones (config) stay; dynamic ones (payload) are bounded LRU."""
+        if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
+            return
+        with self._lock:
+            if static:
+                self._static.add(value)
+                return
+            self._dynamic[value] = None
+            self._dynamic.move_to_end(value)
+            while len(self._dynamic) > self._max:
+                self._dynamic.popitem(last=False)
+
+    def redact(self, text: str) -> str:
+        if not text:
+            return text
+        with self._lock:
+            values = list(self._static) + list(self._dynamic)
+        # Longest first so a secret containing another is masked whole.
+        for value in sorted(values, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, MASK)
+        for pattern in _KEY_PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + (m.group(2) + MASK + m.group(2) if m.lastindex and m.lastindex >= 2 else MASK), text)
+        return text
+
+
+REDACTOR = Redactor()
+"""The process's redactor: logging is process-wide, so its redaction is too."""
+
+
+class RedactingRecordFactory:
+    """A LogRecord factory whose records carry an already-redacted message and traceback."""
+
+    def __init__(self, previous, redactor: Redactor):
+        self.previous = previous
+        self.redactor = redactor
+
+    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+        record = self.previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string must not lose the line
+            message = f"{record.msg!r} {record.args!r}"
+        record.msg = self.redactor.redact(message)
+        record.args = None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = self.redactor.redact("".join(traceback.format_exception(*record.exc_info)).rstrip("\n"))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = self.redactor.redact(record.stack_info)
+        return record
+
+
+_install_lock = threading.Lock()
+
+
+def install_redaction(redactor: Redactor = REDACTOR) -> None:
+    """Make every LogRecord of this process redacted (idempotent)."""
+    with _install_lock:
+        current = logging.getLogRecordFactory()
+        if isinstance(current, RedactingRecordFactory):
+            return
+        logging.setLogRecordFactory(RedactingRecordFactory(current, redactor))

@@ -1,0 +1,291 @@
+"""The alert pipeline: parse → authenticate → transform → validate → route → journal →
+execute → after_execute / on_error, and the app-owned execution of orders.
+
+The request only *waits* for execution: the order runs in a task owned by the router,
+so a client disconnect or the answer deadline never cancels it, and shutdown waits
+(bounded) for orders in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core import __version__
+from core.config import PluginsFile, RouterOptions, Settings
+from core.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
+from core.execution import Executor, ExecutorRegistry, client_order_id
+from core.journal import Journal
+from core.models import Alert, AuthResult, Credentials, InboundRequest, OrderRequest, OrderResult
+from core.outcomes import Outcome, classify_exception
+from core.plugins import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
+from core.redaction import REDACTOR
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lane:
+    """Serializes execution for one (account, symbol): FIFO, like asyncio.Lock's waiters."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class Router:
+    """One running deployment: settings, plugins, accounts, journal and tasks in flight."""
+
+    def __init__(self, settings: Settings, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None):
+        self.settings = settings
+        self.plugins_file = plugins_file or PluginsFile.load(settings.plugins_file, settings.environ)
+        self.plugins: PluginSet = create_plugin_manager(self.plugins_file, extra_plugins)
+        self.options: RouterOptions = self.plugins_file.validate("router", RouterOptions)  # type: ignore[assignment]
+        self.executors = ExecutorRegistry(default_account=settings.default_exchange)
+        self.journal: Journal | None = None
+        self.started_at = time.time()
+        self._inflight: dict[str, asyncio.Task] = {}
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
+            REDACTOR.add(secret, static=True)
+
+    @property
+    def hook(self):
+        return self.plugins.hook
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_path
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(self.data_dir / "journal.sqlite3", synchronous=self.options.journal_synchronous)
+        for impl in reversed(self.hook.register_executors.get_hookimpls()):
+            await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
+        await self.executors.start_all()
+        await call_hook(self.hook.router_startup, router=self)
+        log.info(
+            "router %s started: plugins %s; accounts %s",
+            __version__, ", ".join(self.plugins.names()),
+            ", ".join(f"{e.account}({e.exchange}, {'ready' if e.ready else 'NOT READY'})" for e in self.executors),
+        )
+
+    async def stop(self) -> None:
+        pending = [t for t in self._inflight.values() if not t.done()]
+        if pending:
+            log.info("waiting up to %.0fs for %d order(s) in flight", self.options.shutdown_grace, len(pending))
+            await asyncio.wait(pending, timeout=self.options.shutdown_grace)
+        await call_hook_safely(self.hook.router_shutdown, router=self)
+        await self.executors.close_all()
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+
+    def health(self) -> dict[str, Any]:
+        accounts = {e.account: e.status() for e in self.executors}
+        ok = all(a["ready"] for a in accounts.values())
+        return {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "plugins": [{"name": p.name, "source": p.source} for p in self.plugins.loaded],
+            "accounts": accounts,
+            "default_account": getattr(self.executors.default, "account", None),
+        }
+
+    # ------------------------------------------------------------ the pipeline
+
+    async def parse(self, body: bytes, content_type: str) -> dict[str, Any]:
+        payload = await call_hook_first(self.hook.parse_payload, body=body, content_type=content_type, router=self)
+        if payload is None:
+            raise BadRequest("no parser accepted the body")
+        if not isinstance(payload, dict):
+            raise Unprocessable("the alert must be a JSON object", code="invalid_alert")
+        # Before anything can log it: payload secrets join the redactor.
+        for key in SECRET_FIELDS:
+            REDACTOR.add(payload.get(key))
+        return payload
+
+    async def authenticate(self, request: InboundRequest) -> AuthResult:
+        results = [r for r in await call_hook(self.hook.authenticate, request=request, router=self) if r is not None]
+        rejection = next((r for r in results if not r.accepted), None)
+        if rejection is not None:
+            log.warning("request from %s refused: %s", request.remote_addr, rejection.reason)
+            return rejection
+        acceptance = next((r for r in results if r.accepted), None)
+        if acceptance is None:
+            log.warning("request from %s refused: no credentials", request.remote_addr)
+            return AuthResult.reject("no credentials")
+        return acceptance
+
+    async def build_alert(self, request: InboundRequest, principal: str | None) -> Alert:
+        payload = request.payload
+        await call_hook(self.hook.transform_payload, payload=payload, request=request, router=self)
+        fields: dict[str, Any] = {"principal": principal}
+        raw: dict[str, Any] = {}
+        secrets: dict[str, Any] = {}
+        for key, value in payload.items():
+            if key in SECRET_FIELDS:
+                secrets[SECRET_FIELDS[key]] = value
+            elif key in ALERT_FIELDS:
+                fields[key] = value
+            else:
+                raw[key] = value
+        secrets.pop("token", None)
+        if secrets:
+            fields["credentials"] = payload_credentials(secrets, allowed=self.options.allow_payload_credentials)
+        fields["raw"] = raw
+        try:
+            return Alert.model_validate(fields)
+        except ValidationError as exc:
+            raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
+
+    async def receive(self, request: InboundRequest) -> Outcome:
+        """Run one webhook request through the pipeline; the answer to send."""
+        auth = await self.authenticate(request)
+        if not auth.accepted:
+            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        alert = await self.build_alert(request, auth.principal)
+        executor = self.executors.resolve(alert)
+        if not executor.ready:
+            raise ServiceUnavailable(f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready")
+        # Journal and start together, shielded: once the alert is journaled its execution
+        # task must exist, even if the client goes away mid-request.
+        started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth)))
+        if isinstance(started, Outcome):
+            return started
+        return await self._answer_within_budget(alert.alert_id or "", started)
+
+    async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult) -> "Outcome | asyncio.Task":
+        assert self.journal is not None
+        admission = await self.journal.admit(
+            explicit_id=alert.alert_id,
+            body_hash=hashlib.sha256(request.body).hexdigest(),
+            received_at=request.received_at,
+            dedup_window=self.options.dedup_window,
+            principal=auth.principal,
+            account=executor.account,
+            symbol=alert.symbol,
+            side=alert.side,
+            amount=str(alert.amount),
+            payload=alert.model_dump(mode="json", exclude={"credentials"}),
+        )
+        if admission.duplicate:
+            return await self._duplicate_outcome(admission.alert_id)
+        alert.alert_id = admission.alert_id
+        task = asyncio.create_task(self._execute(alert, executor), name=f"alert-{alert.alert_id}")
+        self._inflight[alert.alert_id] = task
+        task.add_done_callback(lambda t, aid=alert.alert_id: self._inflight.pop(aid, None))
+        return task
+
+    async def _answer_within_budget(self, alert_id: str, task: asyncio.Task) -> Outcome:
+        # shield: the request may be cancelled (client gone); the order must not be.
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout=self.options.response_budget)
+        except TimeoutError:
+            return Outcome(202, {"status": "accepted", "alert_id": alert_id,
+                                 "message": f"execution continues; see GET /alerts/{alert_id}"})
+
+    async def _duplicate_outcome(self, alert_id: str) -> Outcome:
+        task = self._inflight.get(alert_id)
+        if task is not None:
+            outcome = await self._answer_within_budget(alert_id, task)
+        else:
+            assert self.journal is not None
+            row = await self.journal.get(alert_id) or {}
+            outcome = Outcome.from_journal(row)
+        body = dict(outcome.body)
+        body["duplicate"] = True
+        status = 200 if outcome.status < 300 else outcome.status
+        if outcome.status == 202:
+            status = 202
+        return Outcome(status, body)
+
+    # ------------------------------------------------------------ execution (app-owned)
+
+    def _lane(self, account: str, symbol: str) -> Lane:
+        return self._lanes.setdefault((account, symbol.upper()), Lane())
+
+    async def _execute(self, alert: Alert, executor: Executor) -> Outcome:
+        key = (executor.account, alert.symbol.upper())
+        lane = self._lane(*key)
+        lane.users += 1
+        try:
+            async with lane.lock:
+                return await self._execute_in_lane(alert, executor)
+        finally:
+            lane.users -= 1
+            if lane.users == 0:
+                self._lanes.pop(key, None)
+
+    async def _execute_in_lane(self, alert: Alert, executor: Executor) -> Outcome:
+        assert self.journal is not None and alert.alert_id is not None
+        journal, alert_id = self.journal, alert.alert_id
+        order: OrderRequest | None = None
+        try:
+            order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
+        except Exception as exc:
+            outcome = classify_exception(exc, sent=False, alert_id=alert_id)
+            await journal.set_state(alert_id, outcome.state, error_code=outcome.code, error_message=outcome.message, http_status=outcome.status)
+            await call_hook_safely(self.hook.on_error, alert=alert, order=None, error=exc, router=self)
+            return outcome
+        row = await journal.order_started(
+            alert_id, client_order_id=order.client_order_id, account=order.account, exchange=order.exchange,
+            route=executor.route, request=order.model_dump(mode="json"),
+        )
+        try:
+            result = await call_hook_first(self.hook.execute_order, order=order, executor=executor, alert=alert, router=self)
+            if not isinstance(result, OrderResult):
+                raise TypeError(f"execute_order returned {type(result).__name__}, not OrderResult")
+        except Exception as exc:
+            outcome = classify_exception(exc, sent=True, alert_id=alert_id)
+            await journal.order_finished(row, outcome.state, error=outcome.message)
+            await journal.set_state(alert_id, outcome.state, error_code=outcome.code, error_message=outcome.message, http_status=outcome.status)
+            await call_hook_safely(self.hook.on_error, alert=alert, order=order, error=exc, router=self)
+            return outcome
+        state = "filled" if result.status == "closed" else "submitted"
+        answer = result.model_dump(mode="json")
+        await journal.order_finished(row, state, response=answer)
+        await journal.set_state(alert_id, state, result=answer, http_status=200)
+        await call_hook_safely(self.hook.after_execute, alert=alert, order=order, result=result, router=self)
+        return Outcome(200, {"status": state, "alert_id": alert_id, "order": answer}, state=state)
+
+
+# Payload keys that carry secrets, and the Credentials field each one fills.
+SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "secret": "secret",
+                 "apiSecret": "secret", "api_secret": "secret", "password": "password", "passphrase": "password"}
+ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal"}
+
+
+def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
+    """The seed's per-alert apiKey/secret, used for that order only."""
+    if not allowed:
+        raise Unprocessable("credentials in the payload are disabled (router.allow_payload_credentials); "
+                            "name a configured account instead", code="payload_credentials_disabled")
+    if not all(isinstance(values.get(k), str) and values.get(k) for k in ("api_key", "secret")):
+        raise Unprocessable("apiKey and secret must both be non-empty strings", code="invalid_alert")
+    return Credentials.model_validate(values)
+
+
+def _forbidden(auth: AuthResult) -> WebhookError:
+    return Forbidden("this request is not allowed")
+
+
+def describe_alert_error(exc: ValidationError) -> str:
+    """A pydantic error as one line naming the field, without echoing the input."""
+    parts = []
+    for err in exc.errors()[:3]:
+        field_name = ".".join(str(p) for p in err["loc"]) or "alert"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{field_name}: {message}")
+    return "; ".join(parts)
