@@ -46,5 +46,8 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         handler._router_handler = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # hypercorn has handlers of its own; don't print its lines twice through ours.
+    for name in ("hypercorn.error", "hypercorn.access"):
+        logging.getLogger(name).propagate = False
     # ccxt logs request bodies at DEBUG; keep it at WARNING unless asked for explicitly.
     logging.getLogger("ccxt").setLevel(max(root.level, logging.WARNING))

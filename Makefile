@@ -1,0 +1,43 @@
+# The two quick-start commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= $(shell grep -s '^HOST=' .env | cut -d= -f2)
+PORT ?= $(shell grep -s '^PORT=' .env | cut -d= -f2)
+
+.PHONY: run test test-fast emulator bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[redis]'
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[test,redis]'
+	touch $@
+
+.env:
+	$(PY) -m core init-env
+
+## Install, write .env (paper exchange, random WEBHOOK_SECRET) and serve on 127.0.0.1:8000.
+run: $(VENV)/.installed .env
+	$(PY) -m hypercorn core.app:app --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000) --access-logfile -
+
+## Install and run the whole test suite (slow fault/load tests included).
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+## The suite without the slow fault/load tests.
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -m 'not slow'
+
+emulator: $(VENV)/.installed-test
+	$(PY) -m tests.emulator --port 9000
+
+bench: $(VENV)/.installed-test
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) data

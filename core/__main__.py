@@ -1,0 +1,79 @@
+"""Command line: ``python -m core <command>``.
+
+    init-env                 write .env from .env.example with a random WEBHOOK_SECRET
+                             (only when .env does not exist)
+    journal list [--state S] [--limit N]
+    journal show <alert_id>
+    journal stats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from pathlib import Path
+
+from core.config import Settings
+from core.journal import Journal
+
+
+def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
+    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone."""
+    if path.exists():
+        return False
+    lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
+    secret = secrets.token_hex(32)
+    out = [f"WEBHOOK_SECRET={secret}" if line.startswith("WEBHOOK_SECRET=") else line for line in lines]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    return True
+
+
+def _journal(settings: Settings) -> Journal:
+    path = settings.data_path / "journal.sqlite3"
+    if not path.exists():
+        sys.exit(f"no journal at {path} (DATA_DIR={settings.data_dir})")
+    return Journal(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
+    journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
+    jsub = journal.add_subparsers(dest="action", required=True)
+    listing = jsub.add_parser("list")
+    listing.add_argument("--state")
+    listing.add_argument("--limit", type=int, default=50)
+    show = jsub.add_parser("show")
+    show.add_argument("alert_id")
+    jsub.add_parser("stats")
+    args = parser.parse_args(argv)
+
+    if args.command == "init-env":
+        print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
+        return 0
+    settings = Settings.from_env()
+    jr = _journal(settings)
+    try:
+        if args.action == "list":
+            for row in jr.list_sync(limit=args.limit, state=args.state):
+                print(f"{row['alert_id']:<48} {row['state']:<10} {row['account'] or '-':<10} {row['symbol']:<16} "
+                      f"{row['side']:<4} {row['amount']:<12} {row['error_code'] or ''}")
+        elif args.action == "show":
+            alert = jr.get_sync(args.alert_id)
+            if alert is None:
+                print(f"no alert {args.alert_id}", file=sys.stderr)
+                return 1
+            print(json.dumps(alert, indent=2, default=str))
+        else:
+            print(json.dumps(jr.stats_sync(), indent=2))
+    finally:
+        jr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Fixtures: settings on a temporary DATA_DIR, an in-process app, a real server process."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from core.app import create_app
+from core.config import PluginsFile, Settings
+from tests.support import SECRET, ServerProcess, base_env
+
+pytest_plugins: list[str] = []
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., Settings]:
+    def make(**environ: str) -> Settings:
+        env = {"WEBHOOK_SECRET": SECRET, "DEFAULT_EXCHANGE": "paper", "DATA_DIR": str(data_dir),
+               "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "RATE_LIMIT": "1000/second"}
+        env.update(environ)
+        return Settings.from_env(env_file=None, environ=env)
+
+    return make
+
+
+@pytest.fixture
+def write_plugins_yaml(data_dir: Path) -> Callable[[str], Path]:
+    def write(text: str) -> Path:
+        path = data_dir / "plugins.yaml"
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def app_client(make_settings) -> AsyncIterator[Callable]:
+    """``async with app_client(**env, extra_plugins=[...]) as (client, app)``: a started app."""
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def start(extra_plugins: list | None = None, plugins_file: PluginsFile | None = None, **environ: str):
+        settings = make_settings(**environ)
+        app = create_app(settings, plugins_file=plugins_file, extra_plugins=extra_plugins)
+        async with app.test_app() as test_app:
+            yield test_app.test_client(), app
+
+    yield start
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, data_dir: Path):
+    """Start real hypercorn servers; all are stopped at the end of the test."""
+    servers: list[ServerProcess] = []
+
+    def start(*, workers: int = 1, port: int | None = None, data: Path | None = None, extra_args: list[str] | None = None, **env: str) -> ServerProcess:
+        server = ServerProcess(base_env(data or data_dir, **env), tmp_path, port=port, workers=workers, extra_args=extra_args)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def all_log_text(caplog) -> Callable[[], str]:
+    """Every log line of the test, formatted as the handlers would print them."""
+    caplog.set_level(logging.DEBUG)
+
+    def text() -> str:
+        formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+        return "\n".join(formatter.format(r) for r in caplog.records)
+
+    return text
