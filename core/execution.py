@@ -116,6 +116,7 @@ class ExecutorRegistry:
 
         1. ``account`` names an account; 2. ``exchange`` names an account, or is the
         default account's exchange; 3. no ``account``/``exchange``: the default account.
+        Alerts carrying credentials are routed by ``Router.executor_for`` first.
         """
         if alert.account:
             executor = self.get(alert.account)

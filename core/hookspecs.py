@@ -67,6 +67,22 @@ def router_startup(router):
 
 
 @hookspec
+def executor_for_credentials(exchange, credentials, router):
+    """Provide an executor for an alert that carries its own exchange credentials.
+
+    Called only when an alert carries ``apiKey``/``secret`` (the seed's format, allowed
+    while ``router.allow_payload_credentials`` is true) and it is routed to an exchange
+    that is not the paper ledger. ``exchange`` is the exchange id (lower-case, e.g.
+    ``binance``); ``credentials`` a ``core.models.Credentials`` (secret values wrapped).
+    The executor is used for that alert only; the plugin may cache it under a hash of
+    the credentials (never the raw secret) and must close what it evicts.
+
+    Return: an ``Executor`` (already started), or ``None`` to pass. The **first
+    non-None** result wins; if none, the alert is refused with 422.
+    """
+
+
+@hookspec
 def parse_payload(body, content_type, router):
     """Turn the raw request body into a payload dict.
 

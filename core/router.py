@@ -148,13 +148,29 @@ class Router:
         except ValidationError as exc:
             raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
 
+    async def executor_for(self, alert: Alert) -> Executor:
+        """The configured account for the alert, or an executor for its own credentials."""
+        if alert.credentials is None:
+            return self.executors.resolve(alert)
+        if alert.account:
+            raise Unprocessable("an alert names either an account or apiKey/secret, not both", code="invalid_alert")
+        exchange = (alert.exchange or self.settings.default_exchange).lower()
+        configured = self.executors.get(exchange) or self.executors.default
+        if configured is not None and configured.route == "paper" and configured.matches_exchange(exchange):
+            return configured  # paper trading ignores credentials (and never stores them)
+        executor = await call_hook_first(self.hook.executor_for_credentials, exchange=exchange,
+                                         credentials=alert.credentials, router=self)
+        if executor is None:
+            raise Unprocessable(f"no plugin can trade on '{exchange}' with credentials from the alert", code="unknown_exchange")
+        return executor
+
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request through the pipeline; the answer to send."""
         auth = await self.authenticate(request)
         if not auth.accepted:
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         alert = await self.build_alert(request, auth.principal)
-        executor = self.executors.resolve(alert)
+        executor = await self.executor_for(alert)
         if not executor.ready:
             raise ServiceUnavailable(f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready")
         # Journal and start together, shielded: once the alert is journaled its execution
