@@ -95,7 +95,7 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
         try:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
-            raise ConfigError(f"plugin '{name}' ({origin}): {exc}") from None
+            raise ConfigError(f"plugin '{name}' ({origin}): {_one_line(exc)}") from None
         except ValueError as exc:
             other = next((p for p in loaded if p.name == name), None)
             where = f" (already loaded from {other.origin})" if other else ""
@@ -116,7 +116,7 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise ConfigError(f"plugin '{_plugin_name(pm, exc.plugin)}': {exc}") from None
+        raise ConfigError(f"plugin '{_plugin_name(pm, exc.plugin)}': {_one_line(exc)}") from None
 
     unknown_disabled = disabled - seen
     if unknown_disabled:
@@ -126,6 +126,10 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
         name = sorted(sections)[0]
         raise ConfigError(f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})")
     return PluginSet(pm, loaded)
+
+
+def _one_line(exc: Exception) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:

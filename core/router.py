@@ -149,14 +149,18 @@ class Router:
             raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
 
     async def executor_for(self, alert: Alert) -> Executor:
-        """The configured account for the alert, or an executor for its own credentials."""
+        """The configured account for the alert, or an executor for its own credentials.
+
+        As in the seed, an alert carrying apiKey/secret trades with them on the exchange
+        it names (else DEFAULT_EXCHANGE), unless that is a paper account.
+        """
         if alert.credentials is None:
             return self.executors.resolve(alert)
         if alert.account:
             raise Unprocessable("an alert names either an account or apiKey/secret, not both", code="invalid_alert")
         exchange = (alert.exchange or self.settings.default_exchange).lower()
-        configured = self.executors.get(exchange) or self.executors.default
-        if configured is not None and configured.route == "paper" and configured.matches_exchange(exchange):
+        configured = self.executors.get(exchange)
+        if configured is not None and configured.route == "paper":
             return configured  # paper trading ignores credentials (and never stores them)
         executor = await call_hook_first(self.hook.executor_for_credentials, exchange=exchange,
                                          credentials=alert.credentials, router=self)
