@@ -75,6 +75,20 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         outcome = await router.receive(inbound)
         return jsonify(outcome.body), outcome.status, outcome.headers
 
+    @app.get("/alerts/<alert_id>")
+    async def alert_status(alert_id: str) -> Response:
+        """Read-only: authenticated like a webhook (HMAC headers over an empty body, or
+        ``Authorization: Bearer <token>``)."""
+        router = _router(app)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        bearer = headers.get("authorization", "")
+        payload = {"token": bearer[7:].strip()} if bearer.lower().startswith("bearer ") else {}
+        for value in payload.values():
+            REDACTOR.add(value)
+        inbound = InboundRequest(body=b"", headers=headers, remote_addr=request.remote_addr or "", scheme=request.scheme,
+                                 payload=payload, received_at=time.time(), query={})
+        return jsonify(await router.alert_status(inbound, alert_id))
+
     @app.errorhandler(WebhookError)
     async def webhook_error(error: WebhookError) -> tuple[Response, int, dict[str, str]]:
         body = error.to_body()

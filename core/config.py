@@ -202,5 +202,23 @@ class RouterOptions(PluginOptions):
     allow_payload_credentials: bool = True
     # Seconds shutdown waits for orders in flight.
     shutdown_grace: float = Field(10.0, ge=0)
+    # Retries of refusals that booked nothing (rate limits): backoff from base to max seconds,
+    # with jitter, while the answer budget lasts.
+    retry_base_delay: float = Field(0.1, gt=0)
+    retry_max_delay: float = Field(1.0, gt=0)
+    # Outcome unknown: look the order up by client order id every interval..max seconds.
+    reconcile_interval: float = Field(0.5, gt=0)
+    reconcile_max_delay: float = Field(5.0, gt=0)
+    # Send again only after the exchange said "absent" this long after the lost request:
+    # longer than the exchange's receive window (binance: 10 s), so it can no longer execute.
+    resubmit_after: float = Field(15.0, ge=0)
+    # Give up reconciling (state stays "unknown", reported through on_error) after this.
+    reconcile_timeout: float = Field(300.0, gt=0)
+    # On recovery, an alert never sent that is older than this is marked expired, not sent.
+    recovery_max_age: float = Field(300.0, gt=0)
+    # Workers heartbeat into the journal; one silent for worker_stale_after seconds is dead
+    # and its unfinished alerts are recovered by another (or by the next start).
+    worker_heartbeat: float = Field(2.0, gt=0)
+    worker_stale_after: float = Field(6.0, gt=0)
     # SQLite synchronous mode of the journal: FULL survives power loss, NORMAL a crash.
     journal_synchronous: str = Field("FULL", pattern="^(FULL|NORMAL)$")

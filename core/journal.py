@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     error_code    TEXT,
     error_message TEXT,
     http_status   INTEGER,
-    duplicates    INTEGER NOT NULL DEFAULT 0
+    duplicates    INTEGER NOT NULL DEFAULT 0,
+    owner         TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
@@ -65,7 +66,12 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_alert ON orders(alert_id);
 CREATE INDEX IF NOT EXISTS orders_client_id ON orders(client_order_id);
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id    TEXT PRIMARY KEY,
+    heartbeat_at REAL NOT NULL
+);
 """
+UNFINISHED = ("received", "submitting", "unknown")
 
 
 def _dumps(value: Any) -> str:
@@ -103,6 +109,7 @@ class Journal:
         side: str,
         amount: str,
         payload: dict[str, Any],
+        owner: str | None = None,
     ) -> Admission:
         """Record a new alert, or return the one it duplicates; atomic across processes.
 
@@ -128,9 +135,9 @@ class Journal:
                 alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
                 conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json),
+                     symbol, side, amount, "received", payload_json, owner),
                 )
                 return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"})
 
@@ -179,18 +186,73 @@ class Journal:
 
         return await self.db.run(insert)
 
-    async def order_finished(self, order_row: int, state: str, *, response: dict[str, Any] | None = None, error: str | None = None) -> None:
+    async def order_finished(
+        self,
+        order_row: int,
+        state: str,
+        *,
+        response: dict[str, Any] | None = None,
+        error: str | None = None,
+        alert_id: str | None = None,
+        alert_state: str | None = None,
+        error_code: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        """Record an attempt's end, and (with ``alert_state``) the alert's, in one commit."""
         now = time.time()
         response_json = _dumps(response) if response is not None else None
         error_text = REDACTOR.redact(error) if error else None
 
         def update(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE orders SET state = ?, response = ?, error = ?, finished_at = ? WHERE id = ?",
-                (state, response_json, error_text, now, order_row),
-            )
+            with transaction(conn):
+                conn.execute(
+                    "UPDATE orders SET state = ?, response = ?, error = ?, finished_at = ? WHERE id = ?",
+                    (state, response_json, error_text, now, order_row),
+                )
+                if alert_state is not None:
+                    assert alert_state in ALERT_STATES, alert_state
+                    conn.execute(
+                        "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
+                        " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
+                        (alert_state, now, response_json if alert_state in ("filled", "submitted", "reconciled") else None,
+                         error_code, error_text if error_code else None, http_status, alert_id),
+                    )
 
         await self.db.run(update)
+
+    # -- workers and recovery ------------------------------------------------------
+
+    async def heartbeat(self, worker_id: str) -> None:
+        now = time.time()
+        await self.db.run(lambda conn: conn.execute(
+            "INSERT INTO workers (worker_id, heartbeat_at) VALUES (?, ?) "
+            "ON CONFLICT(worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (worker_id, now)))
+
+    async def retire(self, worker_id: str) -> None:
+        """A worker that stops cleanly hands its unfinished alerts over at once."""
+        await self.db.run(lambda conn: conn.execute("DELETE FROM workers WHERE worker_id = ?", (worker_id,)))
+
+    async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
+        """Take over unfinished alerts whose owner is gone (no heartbeat for ``stale_after`` s).
+
+        Atomic across processes: each orphan is claimed by exactly one worker.
+        """
+        alive_since = time.time() - stale_after
+
+        def claim(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            with transaction(conn):
+                rows = conn.execute(
+                    f"SELECT alert_id FROM alerts WHERE state IN ({','.join('?' * len(UNFINISHED))}) AND "
+                    "(owner IS NULL OR owner NOT IN (SELECT worker_id FROM workers WHERE heartbeat_at >= ?)) "
+                    "ORDER BY received_at",
+                    (*UNFINISHED, alive_since),
+                ).fetchall()
+                for row in rows:
+                    conn.execute("UPDATE alerts SET owner = ? WHERE alert_id = ?", (worker_id, row["alert_id"]))
+                conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (alive_since - 3600,))
+                return [self._get(conn, row["alert_id"]) for row in rows]
+
+        return await self.db.run(claim)
 
     # -- reading ---------------------------------------------------------------
 
@@ -239,14 +301,3 @@ class Journal:
             return {"alerts": by_state, "orders": orders, "duplicates": dups}
 
         return self.db.run_sync(stats)
-
-    async def unfinished(self) -> list[dict[str, Any]]:
-        """Alerts a crash may have left behind (received, submitting or unknown)."""
-
-        def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            return [
-                self._alert_dict(conn, r)
-                for r in conn.execute("SELECT * FROM alerts WHERE state IN ('received', 'submitting', 'unknown') ORDER BY received_at")
-            ]
-
-        return await self.db.run(rows)

@@ -98,6 +98,7 @@ class Alert(BaseModel):
     market_type: Literal["spot", "swap", "future"] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     principal: str | None = None
+    received_at: float = 0.0  # set by the router on arrival (never taken from the payload)
     credentials: Credentials | None = Field(default=None, exclude=True, repr=False)
     raw: dict[str, Any] = Field(default_factory=dict)
 

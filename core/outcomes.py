@@ -49,14 +49,22 @@ _REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.Bad
              ccxt.NotSupported, ccxt.MarginModeAlreadySet, ccxt.ExchangeError)
 _AUTH = (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended, ccxt.AccountNotEnabled)
 # Refused before booking: the exchange said "not now".
-_BUSY = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.OnMaintenance, ccxt.ExchangeNotAvailable)
+_BUSY = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)
+
+
+def order_not_sent(exc: BaseException) -> bool:
+    """Executors mark an exception ``order_not_sent = True`` when no byte of the order left
+    the process (connection refused, WebSocket never opened): sending again is safe."""
+    return bool(getattr(exc, "order_not_sent", False))
 
 
 def classify_exception(exc: BaseException, *, sent: bool, alert_id: str | None = None) -> Outcome:
     """Map an exception to the alert's state and answer.
 
-    ``sent`` says whether an order request may have left the process.
+    ``sent`` says whether an order request may have left the process. A 5xx (with
+    Retry-After) only where nothing can have been booked, so that a resend is safe.
     """
+    sent = sent and not order_not_sent(exc)
     if isinstance(exc, WebhookError):
         state = "rejected" if exc.status == 422 else "failed"
         return Outcome.error(exc.status, exc.code, exc.message, state=state, alert_id=alert_id, headers=exc.headers)

@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +19,16 @@ from pydantic import ValidationError
 
 from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
-from core.errors import BadRequest, Forbidden, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
-from core.execution import Executor, ExecutorRegistry, client_order_id
+from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
+from core.engine import ExecutionEngine
+from core.execution import Executor, ExecutorRegistry
 from core.journal import Journal
-from core.models import Alert, AuthResult, Credentials, InboundRequest, OrderRequest, OrderResult
-from core.outcomes import Outcome, classify_exception
+from core.models import Alert, AuthResult, Credentials, InboundRequest
+from core.outcomes import Outcome
 from core.plugins import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
 from core.redaction import REDACTOR
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Lane:
-    """Serializes execution for one (account, symbol): FIFO, like asyncio.Lock's waiters."""
-
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
 
 
 class Router:
@@ -49,9 +41,8 @@ class Router:
         self.options: RouterOptions = self.plugins_file.validate("router", RouterOptions)  # type: ignore[assignment]
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.journal: Journal | None = None
+        self.engine = ExecutionEngine(self)
         self.started_at = time.time()
-        self._inflight: dict[str, asyncio.Task] = {}
-        self._lanes: dict[tuple[str, str], Lane] = {}
         for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
             REDACTOR.add(secret, static=True)
 
@@ -72,6 +63,7 @@ class Router:
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await self.executors.start_all()
         await call_hook(self.hook.router_startup, router=self)
+        await self.engine.start()
         log.info(
             "router %s started: plugins %s; accounts %s",
             __version__, ", ".join(self.plugins.names()),
@@ -79,10 +71,7 @@ class Router:
         )
 
     async def stop(self) -> None:
-        pending = [t for t in self._inflight.values() if not t.done()]
-        if pending:
-            log.info("waiting up to %.0fs for %d order(s) in flight", self.options.shutdown_grace, len(pending))
-            await asyncio.wait(pending, timeout=self.options.shutdown_grace)
+        await self.engine.stop(self.options.shutdown_grace)
         await call_hook_safely(self.hook.router_shutdown, router=self)
         await self.executors.close_all()
         if self.journal is not None:
@@ -143,6 +132,7 @@ class Router:
         if secrets:
             fields["credentials"] = payload_credentials(secrets, allowed=self.options.allow_payload_credentials)
         fields["raw"] = raw
+        fields["received_at"] = request.received_at
         try:
             return Alert.model_validate(fields)
         except ValidationError as exc:
@@ -168,6 +158,19 @@ class Router:
             raise Unprocessable(f"no plugin can trade on '{exchange}' with credentials from the alert", code="unknown_exchange")
         return executor
 
+    async def alert_status(self, request: InboundRequest, alert_id: str) -> dict[str, Any]:
+        """The journaled alert with its order attempts, for an authenticated reader."""
+        auth = await self.authenticate(request)
+        if not auth.accepted:
+            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        assert self.journal is not None
+        row = await self.journal.get(alert_id)
+        if row is None:
+            raise NotFound(f"no alert '{alert_id[:128]}' in the journal")
+        row.pop("body_hash", None)
+        row.pop("owner", None)
+        return row
+
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request through the pipeline; the answer to send."""
         auth = await self.authenticate(request)
@@ -182,7 +185,7 @@ class Router:
         started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth)))
         if isinstance(started, Outcome):
             return started
-        return await self._answer_within_budget(alert.alert_id or "", started)
+        return await self._answer_within_budget(alert.alert_id or "", started, request.received_at)
 
     async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult) -> "Outcome | asyncio.Task":
         assert self.journal is not None
@@ -197,27 +200,27 @@ class Router:
             side=alert.side,
             amount=str(alert.amount),
             payload=alert.model_dump(mode="json", exclude={"credentials"}),
+            owner=self.engine.worker_id,
         )
         if admission.duplicate:
-            return await self._duplicate_outcome(admission.alert_id)
+            return await self._duplicate_outcome(admission.alert_id, request.received_at)
         alert.alert_id = admission.alert_id
-        task = asyncio.create_task(self._execute(alert, executor), name=f"alert-{alert.alert_id}")
-        self._inflight[alert.alert_id] = task
-        task.add_done_callback(lambda t, aid=alert.alert_id: self._inflight.pop(aid, None))
-        return task
+        return self.engine.submit(alert, executor)
 
-    async def _answer_within_budget(self, alert_id: str, task: asyncio.Task) -> Outcome:
+    async def _answer_within_budget(self, alert_id: str, task: asyncio.Task, received_at: float) -> Outcome:
         # shield: the request may be cancelled (client gone); the order must not be.
+        remaining = max(0.05, self.options.response_budget - (time.time() - received_at))
         try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout=self.options.response_budget)
+            return await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
         except TimeoutError:
-            return Outcome(202, {"status": "accepted", "alert_id": alert_id,
-                                 "message": f"execution continues; see GET /alerts/{alert_id}"})
+            phase = self.engine.phase.get(alert_id, "executing")
+            return Outcome(202, {"status": "accepted", "phase": phase, "alert_id": alert_id,
+                                 "message": f"journaled; {phase} continues; see GET /alerts/{alert_id}"})
 
-    async def _duplicate_outcome(self, alert_id: str) -> Outcome:
-        task = self._inflight.get(alert_id)
+    async def _duplicate_outcome(self, alert_id: str, received_at: float) -> Outcome:
+        task = self.engine.inflight.get(alert_id)
         if task is not None:
-            outcome = await self._answer_within_budget(alert_id, task)
+            outcome = await self._answer_within_budget(alert_id, task, received_at)
         else:
             assert self.journal is not None
             row = await self.journal.get(alert_id) or {}
@@ -229,60 +232,11 @@ class Router:
             status = 202
         return Outcome(status, body)
 
-    # ------------------------------------------------------------ execution (app-owned)
-
-    def _lane(self, account: str, symbol: str) -> Lane:
-        return self._lanes.setdefault((account, symbol.upper()), Lane())
-
-    async def _execute(self, alert: Alert, executor: Executor) -> Outcome:
-        key = (executor.account, alert.symbol.upper())
-        lane = self._lane(*key)
-        lane.users += 1
-        try:
-            async with lane.lock:
-                return await self._execute_in_lane(alert, executor)
-        finally:
-            lane.users -= 1
-            if lane.users == 0:
-                self._lanes.pop(key, None)
-
-    async def _execute_in_lane(self, alert: Alert, executor: Executor) -> Outcome:
-        assert self.journal is not None and alert.alert_id is not None
-        journal, alert_id = self.journal, alert.alert_id
-        order: OrderRequest | None = None
-        try:
-            order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
-        except Exception as exc:
-            outcome = classify_exception(exc, sent=False, alert_id=alert_id)
-            await journal.set_state(alert_id, outcome.state, error_code=outcome.code, error_message=outcome.message, http_status=outcome.status)
-            await call_hook_safely(self.hook.on_error, alert=alert, order=None, error=exc, router=self)
-            return outcome
-        row = await journal.order_started(
-            alert_id, client_order_id=order.client_order_id, account=order.account, exchange=order.exchange,
-            route=executor.route, request=order.model_dump(mode="json"),
-        )
-        try:
-            result = await call_hook_first(self.hook.execute_order, order=order, executor=executor, alert=alert, router=self)
-            if not isinstance(result, OrderResult):
-                raise TypeError(f"execute_order returned {type(result).__name__}, not OrderResult")
-        except Exception as exc:
-            outcome = classify_exception(exc, sent=True, alert_id=alert_id)
-            await journal.order_finished(row, outcome.state, error=outcome.message)
-            await journal.set_state(alert_id, outcome.state, error_code=outcome.code, error_message=outcome.message, http_status=outcome.status)
-            await call_hook_safely(self.hook.on_error, alert=alert, order=order, error=exc, router=self)
-            return outcome
-        state = "filled" if result.status == "closed" else "submitted"
-        answer = result.model_dump(mode="json")
-        await journal.order_finished(row, state, response=answer)
-        await journal.set_state(alert_id, state, result=answer, http_status=200)
-        await call_hook_safely(self.hook.after_execute, alert=alert, order=order, result=result, router=self)
-        return Outcome(200, {"status": state, "alert_id": alert_id, "order": answer}, state=state)
-
 
 # Payload keys that carry secrets, and the Credentials field each one fills.
 SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "secret": "secret",
                  "apiSecret": "secret", "api_secret": "secret", "password": "password", "passphrase": "password"}
-ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal"}
+ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal", "received_at"}
 
 
 def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:

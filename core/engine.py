@@ -1,0 +1,312 @@
+"""App-owned execution: ordering lanes, retries, reconciliation and crash recovery.
+
+* **Lanes.** Alerts for one (account, symbol) execute one at a time, in arrival order
+  (asyncio.Lock wakes its waiters first-in first-out); other symbols run in parallel.
+* **Retries.** Refusals that booked nothing (rate limits, a request that provably never
+  left) are retried with capped exponential backoff and jitter while the alert's answer
+  budget lasts; deterministic errors never are.
+* **Outcome unknown.** A timeout or a lost connection after sending means the order may
+  exist. The engine looks it up by client order id with backoff; only when the exchange
+  has said "absent" for longer than ``resubmit_after`` (beyond the exchange's receive
+  window, after which the lost request can no longer execute) does it send again, with
+  the same client order id.
+* **Recovery.** Every worker heartbeats into the journal. Unfinished alerts whose owner
+  stopped heartbeating (a crash, kill -9) are claimed — atomically, by exactly one
+  worker — and reconciled or executed; those never sent and older than
+  ``recovery_max_age`` are marked expired and reported instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ccxt
+
+from core.execution import Executor, client_order_id
+from core.models import Alert, OrderRequest, OrderResult
+from core.outcomes import Outcome, classify_exception, order_not_sent
+from core.plugins import call_hook_first, call_hook_safely
+
+if TYPE_CHECKING:
+    from core.router import Router
+
+log = logging.getLogger(__name__)
+
+# Refused before anything was booked: safe to send again at once (after a pause).
+_RETRY_NOT_BOOKED = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)
+
+
+class AlertExpired(Exception):
+    """An alert left unexecuted by a crash was too old to execute on recovery."""
+
+
+class OutcomeStillUnknown(Exception):
+    """Reconciliation gave up: the order's fate must be checked on the exchange by hand."""
+
+
+@dataclass
+class Lane:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class ExecutionEngine:
+    def __init__(self, router: "Router"):
+        self.router = router
+        self.options = router.options
+        self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.inflight: dict[str, asyncio.Task] = {}
+        self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._background: list[asyncio.Task] = []
+        self._recovering: set[str] = set()
+
+    @property
+    def journal(self):
+        return self.router.journal
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await self.journal.heartbeat(self.worker_id)
+        self._background.append(asyncio.create_task(self._maintenance_loop(), name="journal-maintenance"))
+
+    async def stop(self, grace: float) -> None:
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        pending = [t for t in self.inflight.values() if not t.done()]
+        if pending:
+            log.info("waiting up to %.0fs for %d order(s) in flight", grace, len(pending))
+            done, still = await asyncio.wait(pending, timeout=grace)
+            if still:
+                log.warning("%d alert(s) still executing at shutdown; another worker or the next start recovers them", len(still))
+                for task in still:
+                    task.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
+                return  # keep our heartbeat row: it goes stale and the alerts are claimed
+        await self.journal.retire(self.worker_id)
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            try:
+                await self.journal.heartbeat(self.worker_id)
+                for row in await self.journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
+                    self._recover(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("journal maintenance failed; retrying")
+            await asyncio.sleep(self.options.worker_heartbeat)
+
+    # ------------------------------------------------------------ entry points
+
+    def submit(self, alert: Alert, executor: Executor) -> asyncio.Task:
+        """Start executing a freshly journaled alert; the task belongs to the engine."""
+        return self._spawn(alert.alert_id or "", self._in_lane(alert, executor, self._execute(alert, executor)))
+
+    def _spawn(self, alert_id: str, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=f"alert-{alert_id}")
+        self.inflight[alert_id] = task
+
+        def done(t: asyncio.Task) -> None:
+            self.inflight.pop(alert_id, None)
+            self.phase.pop(alert_id, None)
+
+        task.add_done_callback(done)
+        return task
+
+    async def _in_lane(self, alert: Alert, executor: Executor, work) -> Outcome:
+        key = (executor.account, alert.symbol.upper())
+        lane = self._lanes.setdefault(key, Lane())
+        lane.users += 1
+        try:
+            async with lane.lock:
+                return await work
+        finally:
+            lane.users -= 1
+            if lane.users == 0:
+                self._lanes.pop(key, None)
+
+    # ------------------------------------------------------------ execution
+
+    async def _execute(self, alert: Alert, executor: Executor) -> Outcome:
+        alert_id = alert.alert_id or ""
+        try:
+            order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
+        except Exception as exc:
+            return await self._failed(alert, None, None, exc, sent=False)
+        # Retries must end before the answer is due (TradingView waits 3 s at most).
+        remaining = self.options.response_budget - (time.time() - alert.received_at) - 0.1
+        return await self._send(alert, executor, order, time.monotonic() + max(0.0, remaining))
+
+    async def _send(self, alert: Alert, executor: Executor, order: OrderRequest, deadline: float) -> Outcome:
+        delay = self.options.retry_base_delay
+        while True:
+            self.phase[alert.alert_id or ""] = "submitting"
+            sent_at = time.time()
+            row = await self.journal.order_started(
+                alert.alert_id, client_order_id=order.client_order_id, account=order.account,
+                exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+            try:
+                result = await self._place(alert, executor, order)
+            except Exception as exc:
+                not_booked = order_not_sent(exc) or isinstance(exc, _RETRY_NOT_BOOKED)
+                pause = delay * (0.5 + random.random())
+                if not_booked and _retryable(exc) and time.monotonic() + pause < deadline:
+                    await self.journal.order_finished(row, "failed", error=_describe(exc))
+                    log.warning("alert %s: %s; retrying in %.2fs", alert.alert_id, type(exc).__name__, pause)
+                    await asyncio.sleep(pause)
+                    delay = min(delay * 2, self.options.retry_max_delay)
+                    continue
+                if not not_booked and _may_be_booked(exc):
+                    await self.journal.order_finished(row, "unknown", error=_describe(exc), alert_id=alert.alert_id,
+                                                      alert_state="unknown", error_code="outcome_unknown", http_status=202)
+                    log.warning("alert %s: outcome unknown after %s; reconciling by client order id %s",
+                                alert.alert_id, type(exc).__name__, order.client_order_id)
+                    return await self._reconcile(alert, executor, order, sent_at)
+                return await self._failed(alert, order, row, exc, sent=not not_booked)
+            return await self._succeeded(alert, order, row, result, state=None)
+
+    async def _place(self, alert: Alert, executor: Executor, order: OrderRequest) -> OrderResult:
+        result = await call_hook_first(self.router.hook.execute_order, order=order, executor=executor, alert=alert, router=self.router)
+        if not isinstance(result, OrderResult):
+            raise TypeError(f"execute_order returned {type(result).__name__}, not an OrderResult")
+        return result
+
+    async def _succeeded(self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None) -> Outcome:
+        state = state or ("filled" if result.status == "closed" else "submitted")
+        answer = result.model_dump(mode="json")
+        await self.journal.order_finished(row, "filled" if result.status == "closed" else "submitted", response=answer,
+                                          alert_id=alert.alert_id, alert_state=state, http_status=200)
+        await call_hook_safely(self.router.hook.after_execute, alert=alert, order=order, result=result, router=self.router)
+        return Outcome(200, {"status": state, "alert_id": alert.alert_id, "order": answer}, state=state)
+
+    async def _failed(self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool) -> Outcome:
+        outcome = classify_exception(exc, sent=sent, alert_id=alert.alert_id)
+        if row is not None:
+            await self.journal.order_finished(row, outcome.state, error=outcome.message, alert_id=alert.alert_id,
+                                              alert_state=outcome.state, error_code=outcome.code, http_status=outcome.status)
+        else:
+            await self.journal.set_state(alert.alert_id, outcome.state, error_code=outcome.code,
+                                         error_message=outcome.message, http_status=outcome.status)
+        if outcome.status >= 500 and not isinstance(exc, (ccxt.BaseError,)) and not hasattr(exc, "status"):
+            log.error("alert %s failed", alert.alert_id, exc_info=exc)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        return outcome
+
+    # ------------------------------------------------------------ reconciliation
+
+    async def _reconcile(self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float) -> Outcome:
+        """Find the order by client order id; resend only once it is proven absent."""
+        alert_id = alert.alert_id or ""
+        self.phase[alert_id] = "reconciling"
+        give_up = time.monotonic() + self.options.reconcile_timeout
+        delay = self.options.reconcile_interval
+        while time.monotonic() < give_up:
+            await asyncio.sleep(delay * (0.75 + random.random() / 2))
+            delay = min(delay * 2, self.options.reconcile_max_delay)
+            try:
+                found = await executor.lookup(order)
+            except Exception as exc:
+                log.warning("alert %s: looking up %s failed: %s", alert_id, order.client_order_id, _describe(exc))
+                continue
+            if found is not None:
+                row = await self.journal.order_started(
+                    alert_id, client_order_id=order.client_order_id, account=order.account, exchange=order.exchange,
+                    route="lookup", request={"lookup": order.client_order_id})
+                log.info("alert %s: reconciled: %s is %s at the exchange", alert_id, order.client_order_id, found.status)
+                return await self._succeeded(alert, order, row, found, state="reconciled")
+            if time.time() - sent_at < self.options.resubmit_after:
+                continue
+            if time.time() - alert.received_at > self.options.recovery_max_age:
+                return await self._expire(alert, order, "the order was never booked and the alert is too old to send now")
+            # Proven absent past the window in which the lost request could still execute.
+            log.warning("alert %s: %s is not at the exchange; sending it again", alert_id, order.client_order_id)
+            self.phase[alert_id] = "submitting"
+            sent_at = time.time()
+            row = await self.journal.order_started(
+                alert_id, client_order_id=order.client_order_id, account=order.account,
+                exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+            try:
+                result = await self._place(alert, executor, order)
+            except Exception as exc:
+                if order_not_sent(exc) or isinstance(exc, _RETRY_NOT_BOOKED):
+                    await self.journal.order_finished(row, "failed", error=_describe(exc))
+                    sent_at = 0.0  # nothing was sent: may try again after the next lookup
+                    continue
+                if _may_be_booked(exc):
+                    await self.journal.order_finished(row, "unknown", error=_describe(exc))
+                    self.phase[alert_id] = "reconciling"
+                    continue
+                return await self._failed(alert, order, row, exc, sent=True)
+            return await self._succeeded(alert, order, row, result, state=None)
+        exc = OutcomeStillUnknown(f"order {order.client_order_id} not found at the exchange after "
+                                  f"{self.options.reconcile_timeout:.0f}s; check the exchange")
+        await self.journal.set_state(alert_id, "unknown", error_code="outcome_unknown", error_message=str(exc), http_status=202)
+        log.error("alert %s: %s", alert_id, exc)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        return Outcome.error(202, "outcome_unknown", str(exc), state="unknown", alert_id=alert_id)
+
+    async def _expire(self, alert: Alert, order: OrderRequest | None, why: str) -> Outcome:
+        exc = AlertExpired(why)
+        await self.journal.set_state(alert.alert_id, "expired", error_code="expired", error_message=why, http_status=422)
+        log.warning("alert %s expired: %s", alert.alert_id, why)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        return Outcome.error(422, "expired", why, state="expired", alert_id=alert.alert_id)
+
+    # ------------------------------------------------------------ recovery
+
+    def _recover(self, row: dict[str, Any]) -> None:
+        alert_id = row["alert_id"]
+        if alert_id in self.inflight:
+            return
+        try:
+            alert = Alert.model_validate(row["payload"])
+        except Exception as exc:
+            log.error("alert %s cannot be recovered: its journaled payload is invalid: %s", alert_id, exc)
+            return
+        alert.alert_id = alert_id
+        alert.received_at = row["received_at"]
+        executor = self.router.executors.get(row["account"] or "")
+        if executor is None or not executor.ready:
+            why = (f"account '{row['account']}' is not configured (credentials from an alert are never stored)"
+                   if executor is None else f"account '{row['account']}' is not ready")
+            log.error("alert %s cannot be recovered now: %s", alert_id, why)
+            if executor is None:
+                self._spawn(alert_id, self._expire(alert, None, why))
+            return
+        orders = row.get("orders") or []
+        log.warning("recovering alert %s (%s, %d attempt(s))", alert_id, row["state"], len(orders))
+        if not orders:
+            if time.time() - row["received_at"] > self.options.recovery_max_age:
+                self._spawn(alert_id, self._expire(alert, None, "it was never sent and is too old to send now"))
+            else:
+                self._spawn(alert_id, self._in_lane(alert, executor, self._execute(alert, executor)))
+            return
+        last = orders[-1]
+        request = dict(last["request"]) if last.get("route") != "lookup" else dict(orders[0]["request"])
+        order = OrderRequest.model_validate(request)
+        self._spawn(alert_id, self._in_lane(alert, executor, self._reconcile(alert, executor, order, last["started_at"])))
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, (ccxt.NetworkError, ccxt.ExchangeNotAvailable)) or order_not_sent(exc)
+
+
+def _may_be_booked(exc: BaseException) -> bool:
+    """After sending: a network failure or an unexpected error leaves the order's fate open."""
+    if isinstance(exc, ccxt.NetworkError):
+        return True
+    return not isinstance(exc, ccxt.BaseError) and not hasattr(exc, "status")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
