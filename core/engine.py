@@ -25,11 +25,13 @@ import random
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import ccxt
 
 from core.execution import Executor, client_order_id
+from core.journal import GAVE_UP
 from core.models import Alert, OrderRequest, OrderResult
 from core.outcomes import Outcome, classify_exception, order_not_sent
 from core.plugins import call_hook_first, call_hook_safely
@@ -108,9 +110,9 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------ entry points
 
-    def submit(self, alert: Alert, executor: Executor) -> asyncio.Task:
+    def submit(self, alert: Alert, executor: Executor, *, lane: str, seq: int) -> asyncio.Task:
         """Start executing a freshly journaled alert; the task belongs to the engine."""
-        return self._spawn(alert.alert_id or "", self._in_lane(alert, executor, self._execute(alert, executor)))
+        return self._spawn(alert.alert_id or "", self._in_lane(lane, seq, lambda: self._execute(alert, executor)))
 
     def _spawn(self, alert_id: str, coro) -> asyncio.Task:
         task = asyncio.create_task(coro, name=f"alert-{alert_id}")
@@ -123,13 +125,18 @@ class ExecutionEngine:
         task.add_done_callback(done)
         return task
 
-    async def _in_lane(self, alert: Alert, executor: Executor, work) -> Outcome:
-        key = (executor.account, alert.symbol.upper())
+    async def _in_lane(self, key: str, seq: int, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
+        """Run ``work`` when every earlier alert of the lane is finished, in this process
+        (a FIFO lock) and in any other worker sharing the journal (its arrival order)."""
         lane = self._lanes.setdefault(key, Lane())
         lane.users += 1
         try:
             async with lane.lock:
-                return await work
+                delay = 0.005
+                while await self.journal.earlier_unfinished(key, seq):
+                    await asyncio.sleep(delay)  # another worker holds an earlier alert of this lane
+                    delay = min(delay * 2, 0.1)
+                return await work()
         finally:
             lane.users -= 1
             if lane.users == 0:
@@ -250,7 +257,7 @@ class ExecutionEngine:
             return await self._succeeded(alert, order, row, result, state=None)
         exc = OutcomeStillUnknown(f"order {order.client_order_id} not found at the exchange after "
                                   f"{self.options.reconcile_timeout:.0f}s; check the exchange")
-        await self.journal.set_state(alert_id, "unknown", error_code="outcome_unknown", error_message=str(exc), http_status=202)
+        await self.journal.set_state(alert_id, "unknown", error_code=GAVE_UP, error_message=str(exc), http_status=202)
         log.error("alert %s: %s", alert_id, exc)
         await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
         return Outcome.error(202, "outcome_unknown", str(exc), state="unknown", alert_id=alert_id)
@@ -289,12 +296,13 @@ class ExecutionEngine:
             if time.time() - row["received_at"] > self.options.recovery_max_age:
                 self._spawn(alert_id, self._expire(alert, None, "it was never sent and is too old to send now"))
             else:
-                self._spawn(alert_id, self._in_lane(alert, executor, self._execute(alert, executor)))
+                self._spawn(alert_id, self._in_lane(row["lane"], row["seq"], lambda: self._execute(alert, executor)))
             return
         last = orders[-1]
         request = dict(last["request"]) if last.get("route") != "lookup" else dict(orders[0]["request"])
         order = OrderRequest.model_validate(request)
-        self._spawn(alert_id, self._in_lane(alert, executor, self._reconcile(alert, executor, order, last["started_at"])))
+        self._spawn(alert_id, self._in_lane(row["lane"], row["seq"],
+                                            lambda: self._reconcile(alert, executor, order, last["started_at"])))
 
 
 def _retryable(exc: BaseException) -> bool:

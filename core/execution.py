@@ -53,6 +53,11 @@ class Executor(abc.ABC):
         """Whether an alert naming exchange ``name`` (e.g. TradingView's BINANCE) fits."""
         return name.lower() == self.exchange.lower()
 
+    def lane_key(self, alert: Alert) -> str:
+        """The market an alert trades, as the key of its ordering lane. Executors with
+        loaded markets resolve it, so BTCUSDT and BINANCE:BTCUSDT share one lane."""
+        return alert.symbol.upper()
+
     def status(self) -> dict[str, Any]:
         """For the health check: never a secret."""
         return {"exchange": self.exchange, "ready": self.ready, "route": self.route, **({"error": self.error} if self.error else {})}

@@ -45,8 +45,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     error_message TEXT,
     http_status   INTEGER,
     duplicates    INTEGER NOT NULL DEFAULT 0,
-    owner         TEXT
+    owner         TEXT,
+    lane          TEXT NOT NULL DEFAULT ''
 );
+CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
 CREATE TABLE IF NOT EXISTS orders (
@@ -72,6 +74,10 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 UNFINISHED = ("received", "submitting", "unknown")
+# Reconciliation that gave up leaves the alert "unknown" with this code: it no longer
+# holds its lane, and it is not recovered again (a human must check the exchange).
+GAVE_UP = "outcome_unknown_gave_up"
+_UNFINISHED_SQL = f"(state IN ('received', 'submitting') OR (state = 'unknown' AND COALESCE(error_code, '') != '{GAVE_UP}'))"
 
 
 def _dumps(value: Any) -> str:
@@ -85,6 +91,7 @@ class Admission:
     alert_id: str
     duplicate: bool
     row: dict[str, Any]
+    seq: int = 0  # the alert's place in the journal: arrival order
 
 
 class Journal:
@@ -110,6 +117,7 @@ class Journal:
         amount: str,
         payload: dict[str, Any],
         owner: str | None = None,
+        lane: str = "",
     ) -> Admission:
         """Record a new alert, or return the one it duplicates; atomic across processes.
 
@@ -133,13 +141,13 @@ class Journal:
                     conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
                     return Admission(row["alert_id"], True, dict(row))
                 alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
-                conn.execute(
+                cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload, owner) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json, owner),
+                     symbol, side, amount, "received", payload_json, owner, lane),
                 )
-                return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"})
+                return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"}, seq=int(cur.lastrowid))
 
         return await self.db.run(admit)
 
@@ -242,10 +250,10 @@ class Journal:
         def claim(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             with transaction(conn):
                 rows = conn.execute(
-                    f"SELECT alert_id FROM alerts WHERE state IN ({','.join('?' * len(UNFINISHED))}) AND "
+                    f"SELECT alert_id FROM alerts WHERE {_UNFINISHED_SQL} AND "
                     "(owner IS NULL OR owner NOT IN (SELECT worker_id FROM workers WHERE heartbeat_at >= ?)) "
-                    "ORDER BY received_at",
-                    (*UNFINISHED, alive_since),
+                    "ORDER BY rowid",
+                    (alive_since,),
                 ).fetchall()
                 for row in rows:
                     conn.execute("UPDATE alerts SET owner = ? WHERE alert_id = ?", (worker_id, row["alert_id"]))
@@ -277,8 +285,19 @@ class Journal:
     async def get(self, alert_id: str) -> dict[str, Any] | None:
         return await self.db.run(lambda conn: self._get(conn, alert_id))
 
+    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
+        """Whether an alert that arrived before ``seq`` in the same lane is still unfinished
+        (in any worker): the cross-process half of per-symbol ordering."""
+
+        def check(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                f"SELECT 1 FROM alerts WHERE lane = ? AND rowid < ? AND {_UNFINISHED_SQL} LIMIT 1", (lane, seq)
+            ).fetchone() is not None
+
+        return await self.db.run(check)
+
     def _get(self, conn: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
-        row = conn.execute("SELECT * FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        row = conn.execute("SELECT rowid AS seq, * FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return self._alert_dict(conn, row) if row else None
 
     def list_sync(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:

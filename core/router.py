@@ -189,6 +189,10 @@ class Router:
 
     async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult) -> "Outcome | asyncio.Task":
         assert self.journal is not None
+        try:
+            lane = f"{executor.account}|{executor.lane_key(alert)}"
+        except WebhookError:
+            lane = f"{executor.account}|{alert.symbol.upper()}"  # prepare() refuses it with the reason
         admission = await self.journal.admit(
             explicit_id=alert.alert_id,
             body_hash=hashlib.sha256(request.body).hexdigest(),
@@ -201,11 +205,12 @@ class Router:
             amount=str(alert.amount),
             payload=alert.model_dump(mode="json", exclude={"credentials"}),
             owner=self.engine.worker_id,
+            lane=lane,
         )
         if admission.duplicate:
             return await self._duplicate_outcome(admission.alert_id, request.received_at)
         alert.alert_id = admission.alert_id
-        return self.engine.submit(alert, executor)
+        return self.engine.submit(alert, executor, lane=lane, seq=admission.seq)
 
     async def _answer_within_budget(self, alert_id: str, task: asyncio.Task, received_at: float) -> Outcome:
         # shield: the request may be cancelled (client gone); the order must not be.
