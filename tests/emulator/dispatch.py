@@ -1,0 +1,110 @@
+"""Transport-neutral request handling shared by the venues.
+
+A venue endpoint is an ``async def handler(ctx) -> Reply``.  :class:`CallRunner`
+wraps it with what every request goes through - the ``down`` check, fault
+injection before/after booking and the order-placement log - so REST and
+WebSocket requests behave identically.  The transport layer (``server.py`` for
+HTTP, ``binance_ws.py`` for the WebSocket API) only turns a :class:`Reply` or
+:data:`DROP` into bytes on the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Protocol
+
+from . import faults as F
+from .faults import Call, Fault
+from .state import Account, ExchangeState
+
+
+@dataclass
+class Reply:
+    """What a venue answers: HTTP-style status, JSON-able body, extra headers."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive for HTTP requests
+
+
+class _Drop:
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP = _Drop()  # close the connection without answering
+
+
+class VenueError(Exception):
+    """A refusal rendered in the venue's own error format."""
+
+    def __init__(self, reply: Reply, code: Any = None, message: str = "") -> None:
+        super().__init__(f"{code} {message}")
+        self.reply = reply
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class RequestContext:
+    """One parsed request, whatever the transport."""
+
+    call: Call
+    params: dict[str, Any]
+    headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive for HTTP requests
+    raw_query: str = ""
+    raw_body: str = ""
+    account: Account | None = None
+    log: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[[RequestContext], Awaitable[Reply]]
+
+
+class FaultRenderer(Protocol):
+    def fault_reply(self, fault: Fault, ctx: RequestContext) -> Reply: ...
+
+    def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply: ...
+
+    def summarize_order(self, ctx: RequestContext) -> dict[str, Any]: ...
+
+
+class CallRunner:
+    """Applies faults and logging around venue handlers."""
+
+    def __init__(self, state: ExchangeState, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self.state = state
+        self.sleep = sleep
+
+    async def run(self, venue: FaultRenderer, ctx: RequestContext, handler: Handler,
+                  check_down: bool = True) -> Reply | _Drop:
+        call = ctx.call
+        down = self.state.faults.take_down(call) if check_down else None
+        if down is not None:
+            return DROP if down.mode == "reset" else venue.down_reply(down, ctx)
+        fault = self.state.faults.take(call)
+        if call.action == F.PLACE:
+            ctx.log = self.state.log_request(call, venue.summarize_order(ctx))
+            if fault is not None:
+                ctx.log["fault"] = fault.kind
+        if fault is not None and fault.kind in F.SHORT_CIRCUIT_KINDS:
+            if ctx.log is not None:
+                ctx.log["outcome"] = "fault"
+            return DROP if fault.kind == F.DROP_BEFORE_BOOK else venue.fault_reply(fault, ctx)
+        if fault is not None and fault.kind == F.DELAY_BEFORE_BOOK:
+            await self.sleep(fault.seconds)
+        try:
+            reply = await handler(ctx)
+        except VenueError as error:
+            reply = error.reply
+            if ctx.log is not None and ctx.log["outcome"] == "pending":
+                ctx.log.update(outcome="rejected", error={"code": error.code, "msg": error.message})
+        if ctx.log is not None and ctx.log["outcome"] == "pending":
+            ctx.log["outcome"] = "answered"
+        self.state._notify()
+        if fault is not None and fault.kind == F.DELAY_AFTER_BOOK:
+            await self.sleep(fault.seconds)
+        if fault is not None and fault.kind == F.DROP_AFTER_BOOK:
+            return DROP
+        return reply
