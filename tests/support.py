@@ -26,7 +26,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_SIGNED: set[tuple[str, str, int]] = set()
+
+
 def signed_headers(body: bytes, secret: str = SECRET, timestamp: int | None = None, *, bound: bool = True) -> dict[str, str]:
+    """Headers of a signed request. A signature is accepted once (issue 3), so, like a real
+    sender re-signing a resend, a second call for the same body within the same second
+    signs with an earlier timestamp (well inside the window); an exact replay is made by
+    sending the same headers again."""
+    if timestamp is None and bound:
+        timestamp = int(time.time())
+        digest = hashlib.sha256(body).hexdigest()
+        while (secret, digest, timestamp) in _SIGNED:
+            timestamp -= 1
+        _SIGNED.add((secret, digest, timestamp))
     ts = str(int(time.time()) if timestamp is None else timestamp)
     message = ts.encode() + b"." + body if bound else body
     return {
@@ -52,6 +65,7 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
         "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
         "LOG_LEVEL": "INFO",
         "RATE_LIMIT": "1000/second",
+        "AUTH_FAILURE_LIMIT": "1000/second",
         "PYTHONPATH": str(ROOT),
         "PYTHONUNBUFFERED": "1",
     })

@@ -1,0 +1,183 @@
+"""Rate limits of ``POST /webhook``: RATE_LIMIT per client and a stricter budget for
+requests that fail before they authenticate (AUTH_FAILURE_LIMIT).
+
+Built on quart-rate-limiter's parts: its ``RateLimit`` (count per period), its stores
+(``RateLimiterStoreABC``: memory here, its ``RedisStore`` for several processes or
+machines) and its algorithm, GCRA, which spreads ``N/period`` evenly and allows a burst
+of ``N``. Its ``RateLimiter`` extension is not used: it checks and charges every limit
+in ``before_request`` with one key function, while the webhook needs a budget that is
+*checked* on every request but *charged* only by failures, and a limit keyed by the
+authenticated principal, which is known only after authentication. Its default key
+(``access_route[0]``) also trusts any client's X-Forwarded-For; here the key is the
+address ``core.proxy`` established.
+
+The order on a request:
+
+1. the failure budget of the client's address is checked, not charged: once spent,
+   the address gets 429 before its request is even parsed or authenticated;
+2. ``RATE_LIMIT_KEY=ip`` (default): RATE_LIMIT is checked and charged for the address;
+3. a request refused before it authenticated (400, 401, 403, 413, 415) charges the
+   failure budget of its address;
+4. ``RATE_LIMIT_KEY=principal``: after authentication, RATE_LIMIT is checked and
+   charged for the principal (``token:<label>``, ``hmac``).
+
+IPv6 clients are keyed by their /64, which one host usually owns whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from quart_rate_limiter import RateLimit
+from quart_rate_limiter.store import RateLimiterStoreABC
+
+from core.errors import RateLimited
+
+PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+_LIMIT = re.compile(r"^\s*(\d{1,9})\s*(?:/|per)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
+DISABLED = frozenset({"off", "none", "0"})
+
+
+def parse_rate_limits(text: str) -> list[RateLimit]:
+    """``"10/minute"``, ``"3/second,100/hour"`` → limits; ``"off"`` → none.
+
+    Raises ``ValueError`` with a message naming the part that is wrong.
+    """
+    if text.strip().lower() in DISABLED:
+        return []
+    limits = []
+    for part in text.split(","):
+        match = _LIMIT.match(part)
+        if match is None:
+            raise ValueError(f"{part.strip()!r} is not N/second, N/minute, N/hour or N/day (several separated by commas, or off)")
+        count = int(match.group(1))
+        if count <= 0:
+            raise ValueError(f"{part.strip()!r}: the count must be at least 1")
+        limits.append(RateLimit(count, timedelta(seconds=PERIODS[match.group(2).lower()])))
+    return limits
+
+
+def address_key(address: str) -> str:
+    """The rate-limit key of a client address: the address, or the /64 of an IPv6 one."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class BoundedMemoryStore(RateLimiterStoreABC):
+    """quart-rate-limiter's memory store, bounded: a theoretical arrival time in the past
+    means the same as no entry, so those are dropped when the store grows, and beyond
+    ``max_keys`` the oldest entries go. Rotating addresses cannot exhaust the memory."""
+
+    def __init__(self, max_keys: int = 100_000, clock: Callable[[], float] = time.time):
+        self._tats: dict[str, datetime] = {}
+        self._max = max_keys
+        self._clock = clock
+
+    async def get(self, key: str, default: datetime) -> datetime:
+        return self._tats.get(key, default)
+
+    async def set(self, key: str, tat: datetime) -> None:
+        self._tats.pop(key, None)  # re-insert: dict order is then oldest-written first
+        self._tats[key] = tat
+        if len(self._tats) > self._max:
+            now = datetime.fromtimestamp(self._clock(), timezone.utc)
+            self._tats = {k: v for k, v in self._tats.items() if v > now}
+            while len(self._tats) > self._max:
+                del self._tats[next(iter(self._tats))]
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    async def before_serving(self) -> None:
+        pass
+
+    async def after_serving(self) -> None:
+        pass
+
+
+class WebhookLimits:
+    """The three budgets of ``POST /webhook`` over one store (see the module docstring)."""
+
+    def __init__(self, limits: list[RateLimit], failure_limits: list[RateLimit], *, key_by: str = "ip",
+                 store: RateLimiterStoreABC | None = None, clock: Callable[[], float] = time.time):
+        if key_by not in ("ip", "principal"):
+            raise ValueError("key_by must be 'ip' or 'principal'")
+        self.limits = limits
+        self.failure_limits = failure_limits
+        self.key_by = key_by
+        self.store = store or BoundedMemoryStore(clock=clock)
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings, *, store: RateLimiterStoreABC | None = None,
+                      clock: Callable[[], float] = time.time) -> "WebhookLimits":
+        return cls(parse_rate_limits(settings.rate_limit), parse_rate_limits(settings.auth_failure_limit),
+                   key_by=settings.rate_limit_key, store=store, clock=clock)
+
+    async def before_request(self, address: str) -> None:
+        """Before anything else: the failure budget (checked) and, keyed by address, RATE_LIMIT."""
+        await self.check_failures(address)
+        if self.key_by == "ip":
+            await self._hit("requests", address_key(address), self.limits)
+
+    async def check_failures(self, address: str) -> None:
+        """429 once ``address`` has spent its failure budget (nothing is charged)."""
+        await self._check("auth-failures", address_key(address), self.failure_limits)
+
+    async def authenticated(self, principal: str) -> None:
+        """After a successful authentication: RATE_LIMIT keyed by principal, if so configured."""
+        if self.key_by == "principal":
+            await self._hit("requests", f"principal:{principal}", self.limits)
+
+    async def failed(self, address: str) -> None:
+        """A request from ``address`` was refused before it authenticated."""
+        await self._charge("auth-failures", address_key(address), self.failure_limits)
+
+    # GCRA, as quart-rate-limiter computes it: a "theoretical arrival time" per key moves
+    # by period/count per request; a request is refused while it is more than
+    # period - period/count ahead of now.
+
+    async def _hit(self, budget: str, key: str, limits: list[RateLimit]) -> None:
+        await self._check(budget, key, limits)
+        await self._charge(budget, key, limits)
+
+    async def _check(self, budget: str, key: str, limits: list[RateLimit]) -> None:
+        now = self._clock()
+        wait = 0.0
+        for limit in limits:
+            tat = max(await self._tat(budget, key, limit, now), now)
+            allowed_ahead = limit.period.total_seconds() - limit.inverse
+            if tat - now > allowed_ahead:
+                wait = max(wait, tat - allowed_ahead - now)
+        if wait > 0:
+            retry_after = max(1, math.ceil(wait))
+            raise RateLimited(f"too many requests; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+
+    async def _charge(self, budget: str, key: str, limits: list[RateLimit]) -> None:
+        now = self._clock()
+        for limit in limits:
+            tat = max(await self._tat(budget, key, limit, now), now) + limit.inverse
+            await self.store.set(self._key(budget, key, limit), datetime.fromtimestamp(tat, timezone.utc))
+
+    async def _tat(self, budget: str, key: str, limit: RateLimit, now: float) -> float:
+        default = datetime.fromtimestamp(now, timezone.utc)
+        stored = await self.store.get(self._key(budget, key, limit), default)
+        if stored.tzinfo is None:
+            stored = stored.replace(tzinfo=timezone.utc)
+        return stored.timestamp()
+
+    @staticmethod
+    def _key(budget: str, key: str, limit: RateLimit) -> str:
+        return f"webhook-{budget}-{limit.key}-{key}"

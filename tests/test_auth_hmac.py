@@ -1,0 +1,209 @@
+"""HMAC mode: both signature forms, the window, constant-time comparison and the replay
+cache (a request accepted once is never accepted again)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import threading
+import time
+
+import pytest
+
+from core.replay import SqliteReplayCache
+from plugins.auth import hmac_auth
+from plugins.auth.hmac_auth import replay_key, sign
+from tests.abuse_support import UNAUTHORIZED, ledger_count
+from tests.support import SECRET, alert_body, signed_headers
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------- the replay cache
+
+
+async def test_replay_cache_answers_true_once(tmp_path):
+    cache = SqliteReplayCache(tmp_path / "replay.sqlite3")
+    try:
+        assert await cache.add_if_absent("k", time.time() + 60) is True
+        assert await cache.add_if_absent("k", time.time() + 60) is False
+        assert await cache.add_if_absent("forever", None) is True
+        assert await cache.add_if_absent("forever", None) is False
+    finally:
+        await cache.close()
+
+
+async def test_expiring_keys_go_permanent_ones_stay(tmp_path):
+    clock = FakeClock()
+    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", clock=clock, prune_interval=0)
+    try:
+        assert await cache.add_if_absent("bound", clock.now + 10)
+        assert await cache.add_if_absent("body", None)
+        clock.now += 5
+        assert not await cache.add_if_absent("bound", clock.now + 10)
+        clock.now += 100  # years later, as far as the cache can tell
+        assert not await cache.add_if_absent("body", None), "a body-only signature is remembered for ever"
+        assert await cache.add_if_absent("other", None)  # this insert prunes the expired row
+        assert await cache.count() == 2
+        assert await cache.add_if_absent("bound", clock.now + 10), "an expired key may be recorded again"
+    finally:
+        await cache.close()
+
+
+async def test_replay_cache_survives_reopening(tmp_path):
+    first = SqliteReplayCache(tmp_path / "replay.sqlite3")
+    assert await first.add_if_absent("k", None)
+    await first.close()
+    second = SqliteReplayCache(tmp_path / "replay.sqlite3")
+    try:
+        assert not await second.add_if_absent("k", None)
+    finally:
+        await second.close()
+
+
+def test_set_if_absent_is_atomic_across_connections(tmp_path):
+    # Eight caches (eight connections, as eight workers would have) race for the same keys.
+    path = tmp_path / "replay.sqlite3"
+    wins: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        async def run() -> list[bool]:
+            cache = SqliteReplayCache(path)
+            try:
+                barrier.wait()
+                return [await cache.add_if_absent(f"key-{i}", None) for i in range(20)]
+            finally:
+                await cache.close()
+
+        results = asyncio.run(run())
+        with lock:
+            wins.extend(results)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(wins) == 160 and sum(wins) == 20, "each key is accepted exactly once"
+
+
+# ---------------------------------------------------------------- the plugin, in process
+
+
+async def post(client, body: bytes, headers: dict[str, str]):
+    response = await client.post("/webhook", data=body, headers=headers)
+    return response.status_code, await response.get_json()
+
+
+async def test_both_forms_are_accepted_once(app_client, data_dir):
+    async with app_client() as (client, app):
+        for bound in (True, False):
+            body = alert_body(id=f"once-{bound}")
+            headers = signed_headers(body, bound=bound)
+            assert (await post(client, body, headers))[0] == 200
+            assert await post(client, body, headers) == (401, UNAUTHORIZED)
+    assert ledger_count(data_dir) == 2
+
+
+async def test_body_only_replay_with_a_fresh_timestamp_is_refused(app_client):
+    body = alert_body(id="fresh-ts")
+    headers = signed_headers(body, bound=False, timestamp=int(time.time()) - 200)
+    async with app_client() as (client, app):
+        assert (await post(client, body, headers))[0] == 200
+        for offset in (0, 100, -100):
+            replay = headers | {"X-Timestamp": str(int(time.time()) + offset)}
+            assert await post(client, body, replay) == (401, UNAUTHORIZED)
+
+
+async def test_signature_case_and_whitespace_do_not_make_a_new_request(app_client):
+    body = alert_body(id="case")
+    headers = signed_headers(body)
+    async with app_client() as (client, app):
+        assert (await post(client, body, headers))[0] == 200
+        for variant in (headers["X-Signature"].upper(), headers["X-Signature"] + " ", "\t" + headers["X-Signature"]):
+            assert (await post(client, body, headers | {"X-Signature": variant}))[0] == 401
+
+
+async def test_body_only_form_can_be_switched_off(app_client, write_plugins_yaml):
+    write_plugins_yaml("hmac:\n  allow_body_only: false\n")
+    async with app_client() as (client, app):
+        body = alert_body(id="no-body-only")
+        assert (await post(client, body, signed_headers(body, bound=False)))[0] == 401
+        assert (await post(client, body, signed_headers(body)))[0] == 200
+
+
+async def test_window_edges(app_client):
+    async with app_client(SIGNATURE_CACHE_TTL="60") as (client, app):
+        now = int(time.time())
+        for offset, status in ((-50, 200), (50, 200), (-70, 401), (70, 401)):
+            body = alert_body(id=f"edge{offset}")
+            assert (await post(client, body, signed_headers(body, timestamp=now + offset)))[0] == status, offset
+
+
+async def test_without_webhook_secret_every_signature_is_refused(app_client):
+    body = alert_body(id="nosecret")
+    async with app_client(WEBHOOK_SECRET="") as (client, app):
+        assert await post(client, body, signed_headers(body, secret="")) == (401, UNAUTHORIZED)
+
+
+async def test_only_verified_signatures_are_recorded(app_client):
+    async with app_client() as (client, app):
+        cache = app.extensions["router"].plugins.get("hmac").replay
+        for i in range(20):
+            body = alert_body(id=f"junk-{i}")
+            await post(client, body, signed_headers(body, secret="attacker"))
+            await post(client, body, signed_headers(body, timestamp=int(time.time()) - 10_000))
+        assert await cache.count() == 0
+        body = alert_body(id="good")
+        await post(client, body, signed_headers(body))
+        assert await cache.count() == 1
+
+
+@pytest.mark.parametrize("ttl, remembered", [(120, 86400), (200_000, 200_000)])
+async def test_bound_signatures_are_remembered_until_their_window_ends(app_client, ttl, remembered):
+    # Until the window ends — and at least a day, so that restarting with a wider
+    # SIGNATURE_CACHE_TTL cannot revive a signature seen under the narrower one.
+    body = alert_body(id=f"expiry-{ttl}")
+    sent_at = int(time.time())
+    headers = signed_headers(body, timestamp=sent_at)
+    async with app_client(SIGNATURE_CACHE_TTL=str(ttl)) as (client, app):
+        assert (await post(client, body, headers))[0] == 200
+        cache = app.extensions["router"].plugins.get("hmac").replay
+        key = replay_key(headers["X-Signature"].encode())
+        rows = await cache.db.run(lambda c: c.execute("SELECT expires_at FROM seen_signatures WHERE key = ?", (key,)).fetchall())
+        assert [r[0] for r in rows] == [sent_at + remembered + 1]
+        body_only = alert_body(id=f"expiry-body-{ttl}")
+        assert (await post(client, body_only, signed_headers(body_only, bound=False)))[0] == 200
+        forever = await cache.db.run(lambda c: c.execute("SELECT COUNT(*) FROM seen_signatures WHERE expires_at IS NULL").fetchone()[0])
+        assert forever == 1
+
+
+async def test_signatures_are_compared_in_constant_time(app_client, monkeypatch):
+    calls: list[tuple] = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((type(a), type(b)))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac_auth.hmac, "compare_digest", spy)
+    async with app_client() as (client, app):
+        for headers in ({"X-Signature": "00" * 32, "X-Timestamp": "nope"}, {"X-Signature": "é" * 64, "X-Timestamp": "1"}):
+            assert (await post(client, alert_body(), {"Content-Type": "application/json"} | headers))[0] == 401
+    # Both forms compared for every request, whatever else was wrong, and never with ==.
+    assert len(calls) == 4 and all(t == (bytes, bytes) for t in calls)
+
+
+def test_sign_matches_the_documented_construction():
+    body = b'{"a":1}'
+    assert sign("k", body, "1700000000") == hmac.new(b"k", b"1700000000." + body, "sha256").hexdigest()
+    assert sign("k", body) == hmac.new(b"k", body, "sha256").hexdigest()
+    assert signed_headers(body, timestamp=1700000000)["X-Signature"] == sign(SECRET, body, "1700000000")

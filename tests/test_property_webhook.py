@@ -1,0 +1,154 @@
+"""Property: whatever arrives at POST /webhook — any body, any headers, with or without
+valid credentials — the answer is never a 5xx, and no order is ever placed without valid
+authentication. Derandomized, so every run sends the same examples."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.app import create_app
+from plugins.auth.hmac_auth import sign
+from tests.abuse_support import client_from, issue_token, issue_token_async, ledger_count, running_server
+from tests.support import SECRET
+
+AUTH_MODES = ["none", "wrong-signature", "stale-signature", "bound", "body-only", "token", "bogus-token"]
+VALID_MODES = {"bound", "body-only", "token"}
+
+header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
+header_name = st.one_of(
+    st.sampled_from(["X-Signature", "X-Timestamp", "Content-Type", "Content-Encoding", "X-Forwarded-For", "X-Forwarded-Proto",
+                     "Authorization", "X-Token", "Token", "Remote-Addr", "Host", "Transfer-Encoding", "Expect"]),
+    st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z"),
+)
+content_type = st.sampled_from(["application/json", "text/plain", "text/plain; charset=utf-8", "application/json; charset=latin-1",
+                                "", "application/xml", "multipart/form-data", "text/html", "application/x-www-form-urlencoded"])
+scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                   st.text(max_size=40), st.sampled_from(["{{close}}", "NaN", "-1", "0", "1e400", "BTCUSDT", "buy", "sell"]))
+alert_like = st.fixed_dictionaries({}, optional={
+    "symbol": st.one_of(st.sampled_from(["BINANCE:BTCUSDT", "BTCUSDT", "BTC/USDT", "ETHUSDT.P"]), scalar),
+    "side": st.one_of(st.sampled_from(["buy", "sell", "long", "short"]), scalar),
+    "amount": st.one_of(st.sampled_from(["0.001", "0.01", 1]), scalar),
+    "price": st.one_of(st.sampled_from(["50000", 3000]), scalar),
+    "order_type": st.one_of(st.sampled_from(["market", "limit"]), scalar),
+    "account": scalar, "exchange": scalar, "id": scalar, "apiKey": scalar, "secret": scalar,
+    "token": scalar,
+    "extra": st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                          max_leaves=10),
+})
+tradable = st.integers(0, 10**12).map(lambda i: {"symbol": "BINANCE:BTCUSDT", "side": "buy", "amount": "0.001",
+                                                  "price": "50000", "id": f"prop-{i}"})
+mutated = st.tuples(tradable, alert_like).map(lambda pair: {**pair[0], **pair[1]})
+raw_body = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode), st.just(b""))
+
+
+@st.composite
+def requests(draw):
+    structured = draw(st.booleans())
+    alert = draw(st.one_of(tradable, mutated, alert_like)) if structured else None
+    mode = draw(st.sampled_from(AUTH_MODES))
+    headers = draw(st.dictionaries(header_name, header_value, max_size=6))
+    if draw(st.booleans()):
+        headers["Content-Type"] = draw(content_type)
+    elif not any(n.lower() == "content-type" for n in headers):
+        headers["Content-Type"] = "application/json"
+    if alert is not None and structured and draw(st.booleans()):
+        alert.setdefault("id", f"prop-{draw(st.integers(0, 10**9))}")
+    return alert, None if structured else draw(raw_body), mode, headers
+
+
+def authenticate(alert, raw, mode: str, headers: dict[str, str], token: str) -> tuple[bytes, dict[str, str]]:
+    """The request to send: ``mode`` decides the credentials, applied last."""
+    if alert is not None:
+        if mode == "token":
+            alert = {**alert, "token": token}
+        elif mode == "bogus-token":
+            alert = {**alert, "token": "bogus-" + token[6:]}
+        body = json.dumps(alert).encode()
+    else:
+        body = raw
+    headers = dict(headers)
+    now = str(int(time.time()))
+    if mode in ("bound", "body-only", "wrong-signature", "stale-signature"):
+        for name in [n for n in headers if n.lower() in ("x-signature", "x-timestamp")]:
+            del headers[name]
+        stamp = str(int(now) - 10_000) if mode == "stale-signature" else now
+        secret = "wrong-secret" if mode == "wrong-signature" else SECRET
+        headers["X-Timestamp"] = stamp
+        headers["X-Signature"] = sign(secret, body, None if mode == "body-only" else stamp)
+    elif mode == "token":
+        for name in [n for n in headers if n.lower() in ("x-signature",)]:
+            del headers[name]
+    return body, headers
+
+
+def check(status: int, mode: str, orders_before: int, orders_after: int, answer: str) -> None:
+    assert status < 500, (status, answer)
+    if mode not in VALID_MODES:
+        assert status not in (200, 202), (status, answer)
+        assert orders_after == orders_before, "an order without valid authentication"
+    assert orders_after - orders_before in (0, 1)
+    assert "Traceback" not in answer and SECRET not in answer
+
+
+PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def test_any_request_in_process_never_5xx_never_an_unauthenticated_order(make_settings, data_dir):
+    app = create_app(make_settings())
+    loop = asyncio.new_event_loop()
+    test_app = app.test_app()
+    loop.run_until_complete(test_app.startup())
+    client = test_app.test_client()
+    token = loop.run_until_complete(issue_token_async(data_dir, label="property"))
+    seen_orders = []
+
+    async def send(body: bytes, headers: dict[str, str]):
+        response = await client.post("/webhook", data=body, headers=headers)
+        return response.status_code, await response.get_data(as_text=True)
+
+    @PROPERTY
+    @given(requests())
+    def property_holds(request):
+        alert, raw, mode, headers = request
+        body, headers = authenticate(alert, raw, mode, headers, token)
+        before = ledger_count(data_dir)
+        status, answer = loop.run_until_complete(send(body, headers))
+        after = ledger_count(data_dir)
+        check(status, mode, before, after, answer)
+        seen_orders.append(after - before)
+
+    try:
+        property_holds()
+    finally:
+        loop.run_until_complete(test_app.shutdown())
+        loop.close()
+    assert sum(seen_orders) > 0, "the generator must also produce valid alerts"
+
+
+def test_any_request_to_the_real_server_never_5xx_never_an_unauthenticated_order(tmp_path):
+    with running_server(tmp_path) as server, client_from(base_url=server.url) as http:
+        token = issue_token(server.data_dir, label="property")
+
+        @settings(PROPERTY, max_examples=100)
+        @given(requests())
+        def property_holds(request):
+            alert, raw, mode, headers = request
+            body, headers = authenticate(alert, raw, mode, headers, token)
+            wire = {name: value.encode("latin-1") for name, value in headers.items()
+                    if name.lower() not in ("host", "transfer-encoding", "content-length", "expect", "content-encoding")}
+            before = ledger_count(server.data_dir)
+            try:
+                response = http.post("/webhook", content=body, headers=wire)
+            except httpx.LocalProtocolError:
+                return  # a header the client library itself refuses to send
+            check(response.status_code, mode, before, ledger_count(server.data_dir), response.text)
+
+        property_holds()
+        assert "Traceback" not in server.log()

@@ -1,0 +1,235 @@
+"""Rate limits: RATE_LIMIT per client address (or principal), the stricter budget of
+requests refused before they authenticate, 429 with Retry-After; the server tests use
+distinct loopback source addresses (127.0.0.x) as distinct clients."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+import pytest
+
+from core.config import Settings
+from core.errors import ConfigError, RateLimited
+from core.ratelimit import BoundedMemoryStore, WebhookLimits, address_key, parse_rate_limits
+from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, running_server, token_body
+from tests.support import alert_body, signed_headers
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10/minute", [(10, 60)]),
+    ("3/second, 100/hour,1000/day", [(3, 1), (100, 3600), (1000, 86400)]),
+    ("5 per minute", [(5, 60)]),
+    ("2/Minutes", [(2, 60)]),
+    ("off", []),
+])
+def test_rate_limit_forms(text, expected):
+    assert [(limit.count, limit.period.total_seconds()) for limit in parse_rate_limits(text)] == expected
+
+
+@pytest.mark.parametrize("text", ["10", "10/fortnight", "0/minute", "-1/minute", "ten/minute", "10/minute;5/second", "10/minute,"])
+def test_bad_rate_limits_stop_startup_naming_the_variable(text):
+    with pytest.raises(ConfigError, match="RATE_LIMIT"):
+        Settings.from_env(env_file=None, environ={"RATE_LIMIT": text})
+    with pytest.raises(ConfigError, match="AUTH_FAILURE_LIMIT"):
+        Settings.from_env(env_file=None, environ={"AUTH_FAILURE_LIMIT": text})
+
+
+def test_rate_limit_key_and_defaults():
+    settings = Settings.from_env(env_file=None, environ={"RATE_LIMIT_KEY": "Principal"})
+    assert (settings.rate_limit_key, settings.auth_failure_limit, settings.trusted_proxies) == ("principal", "5/minute,30/hour", "")
+    with pytest.raises(ConfigError, match="RATE_LIMIT_KEY"):
+        Settings.from_env(env_file=None, environ={"RATE_LIMIT_KEY": "user"})
+
+
+# ---------------------------------------------------------------- the budgets, with a clock
+
+
+def limits(rate="3/minute", failures="2/minute", key_by="ip"):
+    clock = FakeClock()
+    return WebhookLimits(parse_rate_limits(rate), parse_rate_limits(failures), key_by=key_by, clock=clock), clock
+
+
+async def test_fourth_request_in_the_minute_is_refused_with_retry_after():
+    budget, clock = limits()
+    for _ in range(3):
+        await budget.before_request("10.0.0.1")
+    with pytest.raises(RateLimited) as refused:
+        await budget.before_request("10.0.0.1")
+    assert refused.value.status == 429 and refused.value.code == "rate_limited"
+    assert refused.value.headers["Retry-After"] == "20"  # 3/minute: one more every 20 s
+    await budget.before_request("10.0.0.2")  # another address is unaffected
+    clock.now += 20
+    await budget.before_request("10.0.0.1")
+    with pytest.raises(RateLimited):
+        await budget.before_request("10.0.0.1")
+
+
+async def test_refused_requests_do_not_spend_the_budget():
+    budget, clock = limits(rate="1/second")
+    await budget.before_request("10.0.0.1")
+    for _ in range(50):
+        with pytest.raises(RateLimited):
+            await budget.before_request("10.0.0.1")
+    clock.now += 1
+    await budget.before_request("10.0.0.1")
+
+
+async def test_several_limits_all_apply():
+    budget, clock = limits(rate="2/second,3/minute")
+    await budget.before_request("a")
+    await budget.before_request("a")
+    with pytest.raises(RateLimited) as per_second:
+        await budget.before_request("a")
+    assert per_second.value.headers["Retry-After"] == "1"
+    clock.now += 1
+    await budget.before_request("a")
+    clock.now += 1
+    with pytest.raises(RateLimited) as per_minute:
+        await budget.before_request("a")
+    assert int(per_minute.value.headers["Retry-After"]) > 1
+
+
+async def test_failure_budget_is_checked_always_charged_only_by_failures():
+    budget, clock = limits(rate="100/second", failures="2/minute")
+    for _ in range(10):
+        await budget.before_request("10.0.0.1")  # successes never charge it
+    await budget.failed("10.0.0.1")
+    await budget.failed("10.0.0.1")
+    with pytest.raises(RateLimited) as refused:
+        await budget.before_request("10.0.0.1")
+    assert refused.value.headers["Retry-After"] == "30"
+    await budget.before_request("10.0.0.9")
+    clock.now += 30
+    await budget.before_request("10.0.0.1")
+
+
+async def test_principal_keying_applies_after_authentication_only():
+    budget, clock = limits(rate="2/minute", key_by="principal")
+    for _ in range(10):
+        await budget.before_request("10.0.0.1")  # the address is not limited by RATE_LIMIT
+    await budget.authenticated("token:a")
+    await budget.authenticated("token:a")
+    with pytest.raises(RateLimited):
+        await budget.authenticated("token:a")
+    await budget.authenticated("token:b")
+
+
+def test_ipv6_clients_are_keyed_by_their_64():
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::2") == "2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:3::1") != address_key("2001:db8:1:2::1")
+    assert address_key("::ffff:52.89.214.238") == "52.89.214.238"
+    assert address_key("203.0.113.7") == "203.0.113.7"
+
+
+async def test_memory_store_is_bounded():
+    clock = FakeClock()
+    store = BoundedMemoryStore(max_keys=100, clock=clock)
+    budget = WebhookLimits(parse_rate_limits("1/second"), [], store=store, clock=clock)
+    for i in range(1000):
+        await budget.before_request(f"10.0.{i // 256}.{i % 256}")
+    assert len(store) <= 100
+    clock.now += 5
+    await budget.before_request("192.0.2.1")  # past entries are dropped first
+    assert len(store) <= 100
+
+
+def test_store_speaks_quart_rate_limiters_interface():
+    from quart_rate_limiter.store import RateLimiterStoreABC
+
+    assert issubclass(BoundedMemoryStore, RateLimiterStoreABC)
+    assert parse_rate_limits("1/hour")[0].period == timedelta(hours=1)
+
+
+# ---------------------------------------------------------------- in process: principal keying end to end
+
+
+async def test_principal_keying_end_to_end(app_client, data_dir):
+    first = await issue_token_async(data_dir, label="strategy-a")
+    second = await issue_token_async(data_dir, label="strategy-b")
+    async with app_client(RATE_LIMIT="2/minute", RATE_LIMIT_KEY="principal") as (client, app):
+        async def send(token, alert_id):
+            response = await client.post("/webhook", data=token_body(token, id=alert_id), headers=TEXT_PLAIN)
+            return response.status_code, response.headers.get("Retry-After")
+
+        assert [await send(first, f"a{i}") for i in range(2)] == [(200, None), (200, None)]
+        status, retry_after = await send(first, "a3")
+        assert status == 429 and int(retry_after) > 0
+        assert (await send(second, "b1"))[0] == 200  # same address, another principal
+        # Unauthenticated requests do not spend a principal's budget.
+        for _ in range(5):
+            assert (await client.post("/webhook", data=alert_body(), headers=TEXT_PLAIN)).status_code == 401
+        assert (await send(second, "b2"))[0] == 200
+    assert ledger_count(data_dir) == 4
+
+
+# ---------------------------------------------------------------- the real server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    env = {"RATE_LIMIT": "3/minute", "AUTH_FAILURE_LIMIT": "2/minute", "TRUSTED_PROXIES": "127.0.0.1"}
+    with running_server(tmp_path_factory.mktemp("ratelimit"), **env) as server:
+        yield server
+
+
+_ids = itertools.count()
+
+
+def post_signed(http, **headers):
+    body = alert_body(id=f"rl-{next(_ids)}")
+    return http.post("/webhook", content=body, headers=signed_headers(body) | headers)
+
+
+def test_fourth_request_from_one_address_gets_429_another_address_is_unaffected(server):
+    with client_from("127.0.0.2", base_url=server.url) as first, client_from("127.0.0.3", base_url=server.url) as second:
+        before = ledger_count(server.data_dir)
+        assert [post_signed(first).status_code for _ in range(3)] == [200, 200, 200]
+        limited = post_signed(first)
+        assert limited.status_code == 429
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert ledger_count(server.data_dir) == before + 3, "a 429 executes nothing"
+        assert post_signed(second).status_code == 200
+        assert first.get("/").status_code == 200, "GET / is not rate limited"
+
+
+def test_forwarded_for_from_an_untrusted_peer_does_not_change_the_key(server):
+    with client_from("127.0.0.4", base_url=server.url) as untrusted:
+        statuses = [post_signed(untrusted, **{"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(4)]
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_forwarded_for_from_a_trusted_proxy_is_the_key(server):
+    with client_from("127.0.0.1", base_url=server.url) as proxy:
+        for client in ("203.0.113.1", "203.0.113.2"):
+            statuses = [post_signed(proxy, **{"X-Forwarded-For": f"10.9.9.9, {client}"}).status_code for _ in range(4)]
+            assert statuses == [200, 200, 200, 429], client
+        # Spoofed entries to the left of the proxy's own are ignored: still 203.0.113.1.
+        assert post_signed(proxy, **{"X-Forwarded-For": "1.2.3.4, 203.0.113.1"}).status_code == 429
+
+
+def test_failed_authentication_has_its_own_stricter_budget(server):
+    with client_from("127.0.0.5", base_url=server.url) as attacker, client_from("127.0.0.6", base_url=server.url) as other:
+        bad = alert_body(id="guess")
+        assert [attacker.post("/webhook", content=bad, headers=signed_headers(bad, secret="guess")).status_code
+                for _ in range(2)] == [401, 401]
+        before = ledger_count(server.data_dir)
+        # Spent: refused before authentication, even with a valid signature.
+        blocked = post_signed(attacker)
+        assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+        assert ledger_count(server.data_dir) == before
+        # Garbage bodies count as failures too, and other addresses are unaffected.
+        assert other.post("/webhook", content=b"{nope", headers={"Content-Type": "application/json"}).status_code == 400
+        assert post_signed(other).status_code == 200
