@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
 import random
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
+from core.errors import StoreUnavailable
 from core.execution import Executor, client_order_id
 from core.journal import GAVE_UP
 from core.models import Alert, OrderRequest, OrderResult
@@ -55,8 +57,14 @@ class OutcomeStillUnknown(Exception):
 
 @dataclass
 class Lane:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
+    """This process's alerts of one (account, market), served lowest arrival number first."""
+
+    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
+    waiting: list[int] = field(default_factory=list)  # a heap of arrival numbers (seq)
+    running: bool = False
+
+    def is_next(self, seq: int) -> bool:
+        return not self.running and self.waiting[0] == seq
 
 
 class ExecutionEngine:
@@ -68,16 +76,23 @@ class ExecutionEngine:
         self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._background: list[asyncio.Task] = []
-        self._recovering: set[str] = set()
+        self._patient: _Patient | None = None
 
     @property
-    def journal(self):
-        return self.router.journal
+    def journal(self) -> "_Patient":
+        """The journal, for execution: its writes wait out a state-store outage, because an
+        alert already accepted must have every step recorded before it goes on."""
+        if self._patient is None or self._patient.journal is not self.router.journal:
+            self._patient = _Patient(self.router.journal)
+        return self._patient
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        await self.journal.heartbeat(self.worker_id)
+        try:
+            await self.router.journal.heartbeat(self.worker_id)
+        except StoreUnavailable as exc:  # start anyway: health says why, alerts get 503
+            log.error("state store unavailable at startup: %s", exc.message)
         self._background.append(asyncio.create_task(self._maintenance_loop(), name="journal-maintenance"))
 
     async def stop(self, grace: float) -> None:
@@ -94,16 +109,22 @@ class ExecutionEngine:
                     task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
                 return  # keep our heartbeat row: it goes stale and the alerts are claimed
-        await self.journal.retire(self.worker_id)
+        try:
+            await self.router.journal.retire(self.worker_id)
+        except StoreUnavailable:
+            pass  # our heartbeat goes stale by itself
 
     async def _maintenance_loop(self) -> None:
+        journal = self.router.journal
         while True:
             try:
-                await self.journal.heartbeat(self.worker_id)
-                for row in await self.journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
+                await journal.heartbeat(self.worker_id)
+                for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
                     self._recover(row)
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                log.error("journal maintenance waits for the state store: %s", exc.message)
             except Exception:
                 log.exception("journal maintenance failed; retrying")
             await asyncio.sleep(self.options.worker_heartbeat)
@@ -126,20 +147,36 @@ class ExecutionEngine:
         return task
 
     async def _in_lane(self, key: str, seq: int, work: Callable[[], Awaitable[Outcome]]) -> Outcome:
-        """Run ``work`` when every earlier alert of the lane is finished, in this process
-        (a FIFO lock) and in any other worker sharing the journal (its arrival order)."""
+        """Run ``work`` once every alert that arrived earlier in the lane has finished.
+
+        Arrival order is the journal's ``seq``. Within this process the lane serves the
+        lowest ``seq`` first (admissions may complete out of order); across processes the
+        journal is asked whether an earlier alert of the lane is still unfinished.
+        """
         lane = self._lanes.setdefault(key, Lane())
-        lane.users += 1
+        heapq.heappush(lane.waiting, seq)
         try:
-            async with lane.lock:
+            while True:
+                async with lane.turn:
+                    await lane.turn.wait_for(lambda: lane.is_next(seq))
                 delay = 0.005
                 while await self.journal.earlier_unfinished(key, seq):
-                    await asyncio.sleep(delay)  # another worker holds an earlier alert of this lane
+                    await asyncio.sleep(delay)  # an earlier alert of this lane is still executing elsewhere
                     delay = min(delay * 2, 0.1)
+                async with lane.turn:
+                    if lane.is_next(seq):  # no earlier alert of this process arrived meanwhile
+                        lane.running = True
+                        break
+            try:
                 return await work()
+            finally:
+                lane.running = False
         finally:
-            lane.users -= 1
-            if lane.users == 0:
+            async with lane.turn:
+                lane.waiting.remove(seq)
+                heapq.heapify(lane.waiting)
+                lane.turn.notify_all()
+            if not lane.waiting:
                 self._lanes.pop(key, None)
 
     # ------------------------------------------------------------ execution
@@ -162,6 +199,10 @@ class ExecutionEngine:
             row = await self.journal.order_started(
                 alert.alert_id, client_order_id=order.client_order_id, account=order.account,
                 exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+            if time.time() - alert.received_at > self.options.recovery_max_age:
+                # Held up (e.g. waiting for the state store) past the age an order may be sent at.
+                await self.journal.order_finished(row, "failed", error="not sent: the alert expired")
+                return await self._expire(alert, order, "the alert is too old to send now")
             try:
                 result = await self._place(alert, executor, order)
             except Exception as exc:
@@ -303,6 +344,28 @@ class ExecutionEngine:
         order = OrderRequest.model_validate(request)
         self._spawn(alert_id, self._in_lane(row["lane"], row["seq"],
                                             lambda: self._reconcile(alert, executor, order, last["started_at"])))
+
+
+class _Patient:
+    """Journal calls that retry (with backoff, logging each wait) while the store is down."""
+
+    def __init__(self, journal: Any):
+        self.journal = journal
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self.journal, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            delay = 0.1
+            while True:
+                try:
+                    return await method(*args, **kwargs)
+                except StoreUnavailable as exc:
+                    log.error("journal %s waits for the state store: %s", name, exc.message)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        return call
 
 
 def _retryable(exc: BaseException) -> bool:

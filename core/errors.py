@@ -87,5 +87,11 @@ class ServiceUnavailable(WebhookError):
     code = "unavailable"
 
 
+class StoreUnavailable(ServiceUnavailable):
+    """The shared state store (Redis) cannot be reached; nothing was sent."""
+
+    code = "state_store_unavailable"
+
+
 class ConfigError(Exception):
     """A startup error: one readable line naming the file, the plugin and the field."""

@@ -101,6 +101,12 @@ class Journal:
     def close(self) -> None:
         self.db.close()
 
+    async def aclose(self) -> None:
+        self.close()
+
+    async def ping(self) -> None:
+        await self.db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
     # -- admission -------------------------------------------------------------
 
     async def admit(
@@ -300,23 +306,33 @@ class Journal:
         row = conn.execute("SELECT rowid AS seq, * FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         return self._alert_dict(conn, row) if row else None
 
-    def list_sync(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        def rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            query = "SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code, duplicates FROM alerts"
-            args: tuple = ()
-            if state:
-                query += " WHERE state = ?"
-                args = (state,)
-            query += " ORDER BY received_at DESC LIMIT ?"
-            return [dict(r) for r in conn.execute(query, args + (limit,))]
+    async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        return await self.db.run(lambda conn: self._list(conn, limit, state))
 
-        return self.db.run_sync(rows)
+    async def stats(self) -> dict[str, Any]:
+        return await self.db.run(self._stats)
+
+    def list_sync(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        return self.db.run_sync(lambda conn: self._list(conn, limit, state))
 
     def stats_sync(self) -> dict[str, Any]:
-        def stats(conn: sqlite3.Connection) -> dict[str, Any]:
-            by_state = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state")}
-            orders = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
-            dups = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM alerts").fetchone()[0]
-            return {"alerts": by_state, "orders": orders, "duplicates": dups}
+        return self.db.run_sync(self._stats)
 
-        return self.db.run_sync(stats)
+    @staticmethod
+    def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
+        query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
+                 " duplicates FROM alerts")
+        args: tuple = ()
+        if state:
+            query += " WHERE state = ?"
+            args = (state,)
+        query += " ORDER BY received_at DESC LIMIT ?"
+        return [dict(r) for r in conn.execute(query, args + (limit,))]
+
+    @staticmethod
+    def _stats(conn: sqlite3.Connection) -> dict[str, Any]:
+        by_state = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM alerts GROUP BY state")}
+        orders = {r[0]: r[1] for r in conn.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")}
+        dups = conn.execute("SELECT COALESCE(SUM(duplicates), 0) FROM alerts").fetchone()[0]
+        unfinished = conn.execute(f"SELECT COUNT(*) FROM alerts WHERE {_UNFINISHED_SQL}").fetchone()[0]
+        return {"alerts": by_state, "orders": orders, "duplicates": dups, "unfinished": unfinished}

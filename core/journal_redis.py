@@ -1,0 +1,287 @@
+"""The journal of record on Redis, for deployments of several workers or machines.
+
+Same contract as the SQLite ``Journal`` (``core.journal``): an alert is committed before
+it is answered, admission and deduplication are atomic (Lua scripts run as one step on
+the Redis server), arrival order is one counter for the whole deployment, and orphaned
+alerts are claimed by exactly one worker.
+
+Keys, under a prefix (``state.prefix``, default ``tvr``):
+
+    {p}:seq            arrival counter (INCR)
+    {p}:a:{alert_id}   the alert (hash; expires after state.retention_days)
+    {p}:o:{alert_id}   its order attempts (hash: attempt number → JSON)
+    {p}:b:{body_hash}  alert id of a body seen within the dedup window (expires)
+    {p}:u              unfinished alerts by arrival (sorted set) — for recovery
+    {p}:l:{lane}       unfinished alerts of one (account, market) — the lane's queue
+    {p}:w:{worker}     a live worker's heartbeat (expires after worker_stale_after)
+    {p}:recent         alerts by arrival time, for listing (trimmed)
+    {p}:stats          alerts per state
+
+Durability is Redis's: run it with ``appendonly yes`` and ``appendfsync always`` (or
+``everysec``, accepting up to a second of loss on a Redis crash), and set
+``state.wait_replicas`` to have each write acknowledged by replicas before the answer.
+When Redis cannot be reached every call raises ``StoreUnavailable`` (503): the router
+refuses new alerts (nothing was sent, so TradingView's resend is safe) and the engine
+keeps retrying the writes of orders already in flight until Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from core.errors import StoreUnavailable
+from core.journal import ALERT_STATES, GAVE_UP, UNFINISHED, Admission
+from core.redaction import REDACTOR
+
+try:  # the redis extra
+    import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+except ImportError:  # pragma: no cover - checked when STATE_URL asks for Redis
+    aioredis = None  # type: ignore[assignment]
+
+_ADMIT = """
+local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local window, retention, lane = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local id
+if explicit ~= '' then
+  if redis.call('EXISTS', p..':a:'..explicit) == 1 then
+    redis.call('HINCRBY', p..':a:'..explicit, 'duplicates', 1)
+    return {explicit, 1, 0}
+  end
+  id = explicit
+else
+  -- value "<alert_id> <arrival ms>": a resend is a duplicate within the window of arrival
+  local seen = redis.call('GET', p..':b:'..bh)
+  if seen then
+    local sep = string.find(seen, ' ', 1, true)
+    local existing, at = string.sub(seen, 1, sep - 1), tonumber(string.sub(seen, sep + 1))
+    if tonumber(ms) - at <= window and redis.call('EXISTS', p..':a:'..existing) == 1 then
+      redis.call('HINCRBY', p..':a:'..existing, 'duplicates', 1)
+      return {existing, 1, 0}
+    end
+  end
+  id = string.sub(bh, 1, 20)..'-'..ms
+end
+local seq = redis.call('INCR', p..':seq')
+local key = p..':a:'..id
+redis.call('HSET', key, 'alert_id', id, 'seq', seq, 'state', 'received', 'lane', lane, 'duplicates', 0,
+           'explicit_id', explicit ~= '' and 1 or 0)
+for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', key, retention)
+if explicit == '' and window > 0 then redis.call('SET', p..':b:'..bh, id..' '..ms, 'PX', window + 60000) end
+redis.call('ZADD', p..':u', seq, id)
+redis.call('ZADD', p..':l:'..lane, seq, id)
+redis.call('ZADD', p..':recent', ms, id)
+redis.call('ZREMRANGEBYRANK', p..':recent', 0, -100001)
+redis.call('HINCRBY', p..':stats', 'received', 1)
+return {id, 0, seq}
+"""
+
+_SET_STATE = """
+local p, id, state, finished = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..':a:'..id
+if redis.call('EXISTS', key) == 0 then return 0 end
+local old = redis.call('HGET', key, 'state')
+for i = 5, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', key, 'state', state)
+if old ~= state then
+  redis.call('HINCRBY', p..':stats', old, -1)
+  redis.call('HINCRBY', p..':stats', state, 1)
+end
+if finished == '1' then
+  redis.call('ZREM', p..':u', id)
+  redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
+end
+return 1
+"""
+
+_CLAIM = """
+local p, worker = ARGV[1], ARGV[2]
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGE', p..':u', 0, 499)) do
+  local key = p..':a:'..id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', p..':u', id)
+  else
+    local owner = redis.call('HGET', key, 'owner')
+    if (not owner) or owner == '' or redis.call('EXISTS', p..':w:'..owner) == 0 then
+      redis.call('HSET', key, 'owner', worker)
+      table.insert(claimed, id)
+    end
+  end
+end
+return claimed
+"""
+
+_JSON_FIELDS = ("payload", "result")
+_NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
+                  "explicit_id": int, "attempts": int}
+
+
+def _dumps(value: Any) -> str:
+    return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
+
+
+class RedisJournal:
+    """The journal on Redis; see the module docstring for the data layout."""
+
+    def __init__(self, url: str, *, prefix: str = "tvr", retention_days: float = 7.0, wait_replicas: int = 0,
+                 worker_stale_after: float = 6.0):
+        if aioredis is None:
+            raise RuntimeError("STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')")
+        self.client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0,
+                                              health_check_interval=10, decode_responses=True)
+        self.prefix = prefix
+        self.retention = int(retention_days * 86400)
+        self.wait_replicas = wait_replicas
+        self.stale_after_ms = int(worker_stale_after * 1000)
+        self._admit = self.client.register_script(_ADMIT)
+        self._set_state = self.client.register_script(_SET_STATE)
+        self._claim = self.client.register_script(_CLAIM)
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
+
+    async def _durable(self, awaitable):
+        """Run a write; with wait_replicas, return only once replicas acknowledged it."""
+        try:
+            result = await awaitable
+            if self.wait_replicas:
+                await self.client.wait(self.wait_replicas, 2000)
+            return result
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"the state store (Redis) is unavailable: {type(exc).__name__}") from None
+
+    async def ping(self) -> None:
+        await self._durable(self.client.ping())
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def close(self) -> None:  # the SQLite journal's synchronous close; Redis closes in aclose()
+        pass
+
+    # -- admission and state ---------------------------------------------------
+
+    async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
+                    principal: str | None, account: str, symbol: str, side: str, amount: str,
+                    payload: dict[str, Any], owner: str | None = None, lane: str = "") -> Admission:
+        fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
+                  "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
+                  "payload": _dumps(payload), "owner": owner or ""}
+        args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
+                str(self.retention), lane]
+        for key, value in fields.items():
+            args += [key, value]
+        alert_id, duplicate, seq = await self._durable(self._admit(args=args))
+        return Admission(alert_id, bool(int(duplicate)), {"alert_id": alert_id}, seq=int(seq))
+
+    async def set_state(self, alert_id: str, state: str, *, result: dict[str, Any] | None = None,
+                        error_code: str | None = None, error_message: str | None = None,
+                        http_status: int | None = None) -> None:
+        assert state in ALERT_STATES, state
+        fields: dict[str, str] = {"updated_at": repr(time.time()), "error_code": error_code or "",
+                                  "error_message": REDACTOR.redact(error_message) if error_message else ""}
+        if result is not None:
+            fields["result"] = _dumps(result)
+        if http_status is not None:
+            fields["http_status"] = str(http_status)
+        finished = state not in UNFINISHED or error_code == GAVE_UP
+        args = [self.prefix, alert_id, state, "1" if finished else "0"]
+        for key, value in fields.items():
+            args += [key, value]
+        await self._durable(self._set_state(args=args))
+
+    async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str,
+                            request: dict[str, Any]) -> dict[str, Any]:
+        attempt = {"alert_id": alert_id, "client_order_id": client_order_id, "account": account, "exchange": exchange,
+                   "route": route, "request": json.loads(_dumps(request)), "state": "submitting",
+                   "started_at": time.time(), "finished_at": None, "response": None, "error": None}
+        number = await self._durable(self.client.hincrby(self._key("a", alert_id), "attempts", 1))
+        attempt["attempt"] = number
+        await self._write_attempt(attempt)
+        await self.set_state(alert_id, "submitting")
+        return attempt
+
+    async def _write_attempt(self, attempt: dict[str, Any]) -> None:
+        key = self._key("o", attempt["alert_id"])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, str(attempt["attempt"]), json.dumps(attempt))
+        pipe.expire(key, self.retention)
+        await self._durable(pipe.execute())
+
+    async def order_finished(self, attempt: dict[str, Any], state: str, *, response: dict[str, Any] | None = None,
+                             error: str | None = None, alert_id: str | None = None, alert_state: str | None = None,
+                             error_code: str | None = None, http_status: int | None = None) -> None:
+        attempt = dict(attempt)
+        attempt.update(state=state, finished_at=time.time(),
+                       response=json.loads(_dumps(response)) if response is not None else None,
+                       error=REDACTOR.redact(error) if error else None)
+        await self._write_attempt(attempt)
+        if alert_state is not None:
+            await self.set_state(alert_id or attempt["alert_id"], alert_state,
+                                 result=response if alert_state in ("filled", "submitted", "reconciled") else None,
+                                 error_code=error_code, error_message=error if error_code else None,
+                                 http_status=http_status)
+
+    # -- workers and recovery --------------------------------------------------
+
+    async def heartbeat(self, worker_id: str) -> None:
+        await self._durable(self.client.set(self._key("w", worker_id), repr(time.time()), px=self.stale_after_ms))
+
+    async def retire(self, worker_id: str) -> None:
+        await self._durable(self.client.delete(self._key("w", worker_id)))
+
+    async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
+        ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
+        rows = [await self.get(alert_id) for alert_id in ids]
+        return [row for row in rows if row is not None]
+
+    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
+        found = await self._durable(self.client.zrangebyscore(self._key("l", lane), "-inf", f"({seq}", start=0, num=1))
+        return bool(found)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _decode(self, raw: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = dict(raw)
+        for key, cast in _NUMBER_FIELDS.items():
+            if data.get(key) not in (None, ""):
+                data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+            else:
+                data[key] = None
+        for key in _JSON_FIELDS:
+            data[key] = json.loads(data[key]) if data.get(key) else None
+        for key in ("error_code", "error_message", "principal", "owner"):
+            data[key] = data.get(key) or None
+        return data
+
+    async def get(self, alert_id: str) -> dict[str, Any] | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._key("a", alert_id))
+        pipe.hgetall(self._key("o", alert_id))
+        raw, orders = await self._durable(pipe.execute())
+        if not raw:
+            return None
+        data = self._decode(raw)
+        data["orders"] = [json.loads(orders[number]) for number in sorted(orders, key=int)]
+        return data
+
+    async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
+        rows = []
+        for alert_id in ids:
+            raw = await self._durable(self.client.hgetall(self._key("a", alert_id)))
+            if raw and (state is None or raw.get("state") == state):
+                rows.append(self._decode(raw))
+            if len(rows) >= limit:
+                break
+        return rows
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await self._durable(self.client.hgetall(self._key("stats")))
+        alerts = {k: int(v) for k, v in counts.items() if int(v)}
+        return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}
