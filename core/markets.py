@@ -40,11 +40,16 @@ class MarketIndex:
         self.by_squashed: dict[str, list[dict[str, Any]]] = {}
         for market in exchange.markets.values():
             keys = {_squash(market["id"]), _squash(f"{market['base']}{market['quote']}")}
+            if market.get("altname"):  # kraken: XBTUSD for XXBTZUSD (BTC/USD)
+                keys.add(_squash(str(market["altname"])))
             for key in keys:
                 self.by_squashed.setdefault(key, []).append(market)
 
     def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> dict[str, Any]:
-        name = ticker.split(":", 1)[1] if ":" in ticker and "/" not in ticker else ticker
+        # An exchange prefix (BINANCE:BTCUSDT, BINANCE:BTC/USDT) goes; a settle suffix
+        # (BTC/USDT:USDT) stays: the prefix is the part before ':' without a '/'.
+        head, colon, tail = ticker.partition(":")
+        name = tail if colon and "/" not in head and tail else ticker
         wanted = _TYPE_ALIASES.get(market_type or "", None)
         if _PERP_SUFFIX.search(name) and "/" not in name:
             name = _PERP_SUFFIX.sub("", name)
@@ -72,10 +77,12 @@ class MarketIndex:
         if not candidates:
             raise Unprocessable(f"symbol '{ticker}' is not a market on {self.exchange.id}", code="unknown_symbol")
         if len(candidates) > 1:
-            preferred = [m for m in candidates if m.get("type") == (default_type or "spot")]
-            # Linear (USDT-settled) before inverse when a base/quote pair has both.
-            candidates = preferred or sorted(candidates, key=lambda m: (not m.get("linear", True), m["symbol"]))
-        return candidates[0]
+            preferred = [m for m in candidates if m.get("type") == (default_type or "spot")] or candidates
+            # Then spot, perpetuals before dated futures, linear (USDT-settled) before inverse.
+            candidates = sorted(preferred, key=lambda m: (m.get("type") not in ("spot", "swap"), m.get("type") != "spot",
+                                                          m.get("linear") is False, m["symbol"]))
+        # The canonical market (ccxt's markets_by_id holds the parsed, not the merged, dicts).
+        return self.exchange.markets.get(candidates[0]["symbol"], candidates[0])
 
 
 def market_index(exchange: ccxt.Exchange) -> MarketIndex:
@@ -125,14 +132,26 @@ def prepare_order(
             f"amount {_fmt(alert.amount)} {unit} is above the maximum {_fmt(max_amount)} for {symbol} on {venue}",
             code="amount_above_maximum",
         )
+    max_market = (limits.get("market") or {}).get("max")  # binance's MARKET_LOT_SIZE
+    if alert.order_type == "market" and max_market and alert.amount > Decimal(str(max_market)):
+        raise Unprocessable(
+            f"amount {_fmt(alert.amount)} {unit} is above the maximum {_fmt(max_market)} for a market order on {symbol} "
+            f"on {venue}", code="amount_above_maximum",
+        )
     try:
         amount = exchange.amount_to_precision(symbol, str(alert.amount))
     except ccxt.InvalidOrder:
         amount = "0"
+    step = (market.get("precision") or {}).get("amount")
     if Decimal(amount) <= 0:
-        step = (market.get("precision") or {}).get("amount")
         raise Unprocessable(f"amount {_fmt(alert.amount)} {unit} rounds to 0 at {symbol}'s step {_fmt(step) if step else '?'} on {venue}",
                             code="amount_below_minimum")
+    if min_amount is not None and Decimal(amount) < Decimal(str(min_amount)):
+        # A step that does not divide the minimum: the rounded amount fell below it.
+        raise Unprocessable(
+            f"amount {_fmt(alert.amount)} {unit} rounds down to {_fmt(amount)} at the step {_fmt(step) if step else '?'}, "
+            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum",
+        )
 
     price: str | None = None
     if alert.order_type == "limit":
@@ -144,15 +163,27 @@ def prepare_order(
                 f"price {_fmt(alert.price)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
                 code="price_off_tick",
             )
+        price_limits = limits.get("price") or {}
+        if price_limits.get("min") and alert.price < Decimal(str(price_limits["min"])):
+            raise Unprocessable(f"price {_fmt(alert.price)} is below the minimum {_fmt(price_limits['min'])} for {symbol} on {venue}",
+                                code="price_out_of_range")
+        if price_limits.get("max") and alert.price > Decimal(str(price_limits["max"])):
+            raise Unprocessable(f"price {_fmt(alert.price)} is above the maximum {_fmt(price_limits['max'])} for {symbol} on {venue}",
+                                code="price_out_of_range")
     value_price = Decimal(price) if price else (alert.price or (reference_price(symbol) if reference_price else None))
-    min_cost = (limits.get("cost") or {}).get("min")
-    if min_cost is not None and value_price is not None:
+    cost_limits = limits.get("cost") or {}
+    if value_price is not None and (cost_limits.get("min") or cost_limits.get("max")):
         contract_size = Decimal(str(market.get("contractSize") or 1))
         cost = Decimal(amount) * contract_size * value_price
-        if cost < Decimal(str(min_cost)):
+        if cost_limits.get("min") and cost < Decimal(str(cost_limits["min"])):
             raise Unprocessable(
-                f"order value {_fmt(cost)} {market.get('quote')} is below the minimum {_fmt(min_cost)} for {symbol} on {venue}",
+                f"order value {_fmt(cost)} {market.get('quote')} is below the minimum {_fmt(cost_limits['min'])} for {symbol} on {venue}",
                 code="cost_below_minimum",
+            )
+        if cost_limits.get("max") and cost > Decimal(str(cost_limits["max"])):
+            raise Unprocessable(
+                f"order value {_fmt(cost)} {market.get('quote')} is above the maximum {_fmt(cost_limits['max'])} for {symbol} on {venue}",
+                code="cost_above_maximum",
             )
     return OrderRequest(
         account=account,

@@ -181,3 +181,40 @@ class WebhookLimits:
     @staticmethod
     def _key(budget: str, key: str, limit: RateLimit) -> str:
         return f"webhook-{budget}-{limit.key}-{key}"
+
+
+class SqliteRateStore(RateLimiterStoreABC):
+    """Theoretical arrival times in ``DATA_DIR/ratelimit.sqlite3``, so the workers of one
+    machine (``hypercorn --workers N``) count against the same limits."""
+
+    SCHEMA = "CREATE TABLE IF NOT EXISTS tats (key TEXT PRIMARY KEY, tat REAL NOT NULL) WITHOUT ROWID;"
+
+    def __init__(self, path, *, clock: Callable[[], float] = time.time):
+        from core.database import SqliteDatabase
+
+        # OFF: a limit forgotten in a power cut is harmless; speed matters on every request.
+        self.db = SqliteDatabase(path, synchronous="OFF", schema=self.SCHEMA)
+        self._clock = clock
+        self._writes = 0
+
+    async def get(self, key: str, default: datetime) -> datetime:
+        row = await self.db.run(lambda conn: conn.execute("SELECT tat FROM tats WHERE key = ?", (key,)).fetchone())
+        return default if row is None else datetime.fromtimestamp(row[0], timezone.utc)
+
+    async def set(self, key: str, tat: datetime) -> None:
+        self._writes += 1
+        prune = self._writes % 1000 == 0
+
+        def write(conn) -> None:
+            conn.execute("INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+                         (key, tat.timestamp()))
+            if prune:
+                conn.execute("DELETE FROM tats WHERE tat < ?", (self._clock(),))
+
+        await self.db.run(write)
+
+    async def before_serving(self) -> None:
+        pass
+
+    async def after_serving(self) -> None:
+        self.db.close()

@@ -24,7 +24,7 @@ from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
 from core.errors import Unprocessable
 from core.execution import Executor
-from core.markets import prepare_order
+from core.markets import market_index, prepare_order
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
 
@@ -127,6 +127,29 @@ class PaperExecutor(Executor):
 
         await self.db.run(seed)
 
+    def lane_key(self, alert: Alert) -> str:
+        """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
+        try:
+            return market_index(self.markets).resolve(alert.symbol, alert.market_type, self.options.default_market_type)["symbol"]
+        except Exception:
+            return alert.symbol.upper()
+
+    async def balances(self) -> dict[str, str]:
+        """The account's balance per asset."""
+        def read(conn: sqlite3.Connection) -> dict[str, str]:
+            return {r["asset"]: r["amount"] for r in conn.execute(
+                "SELECT asset, amount FROM paper_balances WHERE account = ? ORDER BY asset", (self.account,))}
+
+        return await self.db.run(read)
+
+    async def positions(self) -> dict[str, dict[str, str]]:
+        """Open perpetual positions: symbol → signed contracts and entry price."""
+        def read(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
+            return {r["symbol"]: {"contracts": r["contracts"], "entry_price": r["entry_price"]} for r in conn.execute(
+                "SELECT * FROM paper_positions WHERE account = ? AND CAST(contracts AS REAL) != 0", (self.account,))}
+
+        return await self.db.run(read)
+
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         return prepare_order(self.markets, alert, account=self.account, client_order_id=client_order_id,
                              default_type=self.options.default_market_type, reference_price=self._last_price)
@@ -152,7 +175,8 @@ class PaperExecutor(Executor):
     def _result(self, order: OrderRequest, row: sqlite3.Row) -> OrderResult:
         return OrderResult(
             account=self.account, exchange="paper", symbol=row["symbol"], side=row["side"], order_type=row["type"],
-            amount=row["amount"], price=order.price, order_id=row["id"], client_order_id=row["client_order_id"],
+            # The price it filled at, as ccxt reports a market order's.
+            amount=row["amount"], price=order.price or row["price"], order_id=row["id"], client_order_id=row["client_order_id"],
             status=row["status"], filled=row["amount"], average=row["price"], route="paper",
         )
 
@@ -180,7 +204,7 @@ class PaperExecutor(Executor):
                 if have + delta < 0:
                     raise Unprocessable(
                         f"insufficient {asset} balance on paper account '{self.account}': "
-                        f"need {format(-delta, 'f')}, have {format(have, 'f')}", code="insufficient_funds")
+                        f"need {format((-delta).normalize(), 'f')}, have {format(have.normalize(), 'f')}", code="insufficient_funds")
             for asset, delta in changes.items():
                 conn.execute(
                     "INSERT INTO paper_balances (account, asset, amount) VALUES (?,?,?) "

@@ -10,7 +10,10 @@ friends are understood.
 * Aliases: ``ticker`` → symbol; ``action``/``order_action`` → side; ``contracts``/
   ``qty``/``quantity``/``size`` → amount; ``id`` → alert_id; ``type``/``orderType`` →
   order_type; ``marketType`` → market_type.
+* Field names in any case (``Ticker``, ``Side``, ``Contracts``).
 * Sides in any case: buy/long → buy, sell/short → sell.
+* ``market_type`` in any case: spot; swap/perp/perpetual/linear/inverse → swap;
+  future/futures/delivery → future.
 * Amounts and prices may be strings (``"0.01"``); thousands separators are refused.
 """
 
@@ -26,6 +29,9 @@ from core.plugins import hookimpl
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
 ORDER_TYPES = {"market": "market", "mkt": "market", "limit": "limit", "lmt": "limit"}
+ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params")
+MARKET_TYPES = {"spot": "spot", "swap": "swap", "perp": "swap", "perps": "swap", "perpetual": "swap", "perpetuals": "swap",
+                "linear": "swap", "inverse": "swap", "future": "future", "futures": "future", "delivery": "future"}
 
 
 def _find_placeholder(value: Any, path: str) -> str | None:
@@ -68,6 +74,11 @@ class Plugin:
         field = _find_placeholder(payload, "")
         if field is not None:
             raise Unprocessable(f"field '{field}' holds an unreplaced TradingView placeholder", code="unreplaced_placeholder")
+        # Field names in any case ("Ticker", "Side"); secrets keep theirs (apiKey, secret).
+        by_lower = {name.lower(): name for name in (*self.options.aliases, *ALERT_FIELD_NAMES)}
+        for key in [k for k in payload if isinstance(k, str) and k not in by_lower.values() and k.lower() in by_lower]:
+            if by_lower[key.lower()] not in payload:
+                payload[by_lower[key.lower()]] = payload.pop(key)
         for alias, target in self.options.aliases.items():
             if alias in payload and target not in payload:
                 payload[target] = payload.pop(alias)
@@ -80,7 +91,8 @@ class Plugin:
             kind = payload["order_type"].strip().lower()
             payload["order_type"] = ORDER_TYPES.get(kind, kind)
         if isinstance(payload.get("market_type"), str):
-            payload["market_type"] = payload["market_type"].strip().lower()
+            kind = payload["market_type"].strip().lower()
+            payload["market_type"] = MARKET_TYPES.get(kind, kind)
         for key in ("amount", "price"):
             if isinstance(payload.get(key), str):
                 payload[key] = payload[key].strip()
