@@ -1,0 +1,116 @@
+"""An alert's outcome as ``after_execute`` / ``on_error`` report it, for notifiers and metrics.
+
+The hooks receive the alert, the order and either the exchange's ``OrderResult`` or the
+exception. ``event_from_result`` and ``event_from_error`` turn them into one flat,
+secret-free ``AlertEvent`` whose ``state`` is the alert's journal state (filled,
+submitted, reconciled, rejected, failed, unknown, expired), derived exactly as the engine
+derives it. Building an event is cheap and synchronous: hooks call it on the answer path.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import ccxt
+
+from core.engine import AlertExpired, OutcomeStillUnknown
+from core.journal import GAVE_UP
+from core.models import Alert, OrderRequest, OrderResult
+from core.outcomes import classify_exception
+from core.redaction import REDACTOR
+
+if TYPE_CHECKING:
+    from core.router import Router
+
+# The states an event can carry, in the order the README lists them.
+EVENT_STATES = ("filled", "submitted", "reconciled", "rejected", "failed", "unknown", "expired")
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """What happened to one alert. Never holds a secret (messages pass the redactor)."""
+
+    state: str
+    alert_id: str
+    account: str | None
+    exchange: str | None
+    symbol: str
+    side: str
+    amount: str
+    order_type: str
+    price: str | None = None
+    route: str | None = None
+    order_id: str | None = None
+    client_order_id: str | None = None
+    order_status: str | None = None  # the exchange's: open | closed | canceled | ...
+    filled: str | None = None
+    average: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_type: str | None = None  # the exception's class name (ccxt's for exchange errors)
+    exchange_error: bool = False  # the exception came from the exchange (a ccxt error)
+    at: float = field(default_factory=time.time)
+
+    @property
+    def failed(self) -> bool:
+        return self.error_code is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _base(alert: Alert, order: OrderRequest | None) -> dict[str, Any]:
+    if order is not None:
+        return {"alert_id": alert.alert_id or "", "account": order.account, "exchange": order.exchange,
+                "symbol": order.symbol, "side": order.side, "amount": order.amount, "order_type": order.order_type,
+                "price": order.price, "client_order_id": order.client_order_id}
+    return {"alert_id": alert.alert_id or "", "account": alert.account, "exchange": alert.exchange,
+            "symbol": alert.symbol, "side": alert.side, "amount": format(alert.amount, "f"),
+            "order_type": alert.order_type, "price": format(alert.price, "f") if alert.price is not None else None}
+
+
+def event_from_result(alert: Alert, order: OrderRequest, result: OrderResult, router: Router) -> AlertEvent:
+    """The event of an ``after_execute`` call: filled, submitted, or reconciled (an order
+    whose outcome was unknown and that was then found at the exchange)."""
+    state = "filled" if result.status == "closed" else "submitted"
+    engine = getattr(router, "engine", None)
+    if engine is not None and engine.phase.get(alert.alert_id or "") == "reconciling":
+        state = "reconciled"  # the engine answers "reconciled" when a lookup found the order
+    fields = _base(alert, order)
+    fields.update(account=result.account, exchange=result.exchange, symbol=result.symbol, side=result.side,
+                  amount=result.amount, order_type=result.order_type, price=result.price or order.price,
+                  client_order_id=result.client_order_id)
+    return AlertEvent(state=state, route=result.route, order_id=result.order_id, order_status=result.status,
+                      filled=result.filled, average=result.average, **fields)
+
+
+def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseException, router: Router) -> AlertEvent:
+    """The event of an ``on_error`` call: rejected, failed, expired, or unknown (gave up).
+
+    The engine reports through ``on_error`` only after journaling; an order that was built
+    was also sent (or provably not sent, which ``classify_exception`` recognizes itself),
+    so ``sent=order is not None`` reproduces the engine's classification.
+    """
+    if isinstance(error, AlertExpired):
+        state, code, message = "expired", "expired", REDACTOR.redact(str(error))
+    elif isinstance(error, OutcomeStillUnknown):
+        state, code, message = "unknown", GAVE_UP, REDACTOR.redact(str(error))
+    else:
+        outcome = classify_exception(error, sent=order is not None, alert_id=alert.alert_id)
+        state, code, message = outcome.state, outcome.code, outcome.message
+    fields = _base(alert, order)
+    if order is None and not fields["account"] and alert.credentials is None:
+        fields.update(_routed_account(alert, router))
+    return AlertEvent(state=state, error_code=code, error_message=message[:500], error_type=type(error).__name__,
+                      exchange_error=isinstance(error, ccxt.BaseError), **fields)
+
+
+def _routed_account(alert: Alert, router: Router) -> dict[str, Any]:
+    """The account an alert without one went to (the default), for the message; best effort."""
+    try:
+        executor = router.executors.resolve(alert)
+    except Exception:  # noqa: BLE001 - only cosmetic: the event keeps what the alert said
+        return {}
+    return {"account": executor.account, "exchange": executor.exchange}
