@@ -22,7 +22,8 @@ from datetime import datetime, timezone
 
 from core.config import Settings
 from core.errors import ConfigError
-from core.tokens import LABEL_PATTERN, SqliteTokenStore, TokenInfo
+from core.state import StateBackend
+from core.tokens import LABEL_PATTERN, TokenInfo, TokenStore
 
 USAGE = __doc__
 
@@ -49,9 +50,9 @@ def _ttl(value: str) -> int:
     return seconds
 
 
-def _store(settings: Settings) -> SqliteTokenStore:
-    settings.data_path.mkdir(parents=True, exist_ok=True)
-    return SqliteTokenStore(settings.data_path / "tokens.sqlite3")
+def _store(settings: Settings) -> TokenStore:
+    """The deployment's token store: SQLite under DATA_DIR, or Redis with STATE_URL."""
+    return StateBackend.from_settings(settings).token_store()
 
 
 async def issue(settings: Settings, ttl: int | None, label: str | None) -> int:

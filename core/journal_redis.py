@@ -31,16 +31,10 @@ import json
 import time
 from typing import Any
 
-from core.errors import StoreUnavailable
 from core.journal import ALERT_STATES, GAVE_UP, UNFINISHED, Admission
 from core.redaction import REDACTOR
+from core.state_redis import guarded
 
-try:  # the redis extra
-    import redis.asyncio as aioredis
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-except ImportError:  # pragma: no cover - checked when STATE_URL asks for Redis
-    aioredis = None  # type: ignore[assignment]
 
 _ADMIT = """
 local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -128,12 +122,9 @@ def _dumps(value: Any) -> str:
 class RedisJournal:
     """The journal on Redis; see the module docstring for the data layout."""
 
-    def __init__(self, url: str, *, prefix: str = "tvr", retention_days: float = 7.0, wait_replicas: int = 0,
+    def __init__(self, client: Any, *, prefix: str = "tvr", retention_days: float = 7.0, wait_replicas: int = 0,
                  worker_stale_after: float = 6.0):
-        if aioredis is None:
-            raise RuntimeError("STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')")
-        self.client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0,
-                                              health_check_interval=10, decode_responses=True)
+        self.client = client  # owned by core.state.StateBackend
         self.prefix = prefix
         self.retention = int(retention_days * 86400)
         self.wait_replicas = wait_replicas
@@ -146,20 +137,17 @@ class RedisJournal:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
 
     async def _durable(self, awaitable):
-        """Run a write; with wait_replicas, return only once replicas acknowledged it."""
-        try:
-            result = await awaitable
-            if self.wait_replicas:
-                await self.client.wait(self.wait_replicas, 2000)
-            return result
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"the state store (Redis) is unavailable: {type(exc).__name__}") from None
+        """Run a call; with wait_replicas, return only once replicas acknowledged it."""
+        result = await guarded(awaitable)
+        if self.wait_replicas:
+            await guarded(self.client.wait(self.wait_replicas, 2000))
+        return result
 
     async def ping(self) -> None:
         await self._durable(self.client.ping())
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        pass  # the backend closes the shared client
 
     def close(self) -> None:  # the SQLite journal's synchronous close; Redis closes in aclose()
         pass

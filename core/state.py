@@ -1,10 +1,10 @@
 """Where shared state lives: SQLite files under DATA_DIR (the default) or Redis.
 
 ``STATE_URL=redis://host:6379/0`` (or ``state.url`` in plugins.yaml) moves the journal
-of record, deduplication, arrival order, worker heartbeats and recovery claims — and,
-through the auth and rate-limit plugins, replay protection, tokens and rate limits — to
-Redis, so every guarantee holds across workers and machines. With SQLite they hold
-across the workers of one machine (``hypercorn --workers N``) sharing DATA_DIR.
+of record, deduplication, arrival order, worker heartbeats and recovery claims, the
+replay cache, tokens and rate limits to Redis, so every guarantee holds across workers
+and machines. With SQLite they hold across the workers of one machine
+(``hypercorn --workers N``) sharing DATA_DIR.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from core.config import PluginOptions, RouterOptions, Settings
+from core.config import PluginOptions, PluginsFile, RouterOptions, Settings
 from core.errors import ConfigError
 
 
@@ -30,29 +30,96 @@ class StateOptions(PluginOptions):
     wait_replicas: int = Field(0, ge=0)
 
 
-def state_url(settings: Settings, options: StateOptions) -> str:
-    url = (options.url or settings.state_url or "sqlite").strip()
-    if url != "sqlite" and not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError(f"{settings.plugins_file}: plugin 'state': field 'url': expected 'sqlite' or a redis:// URL")
-    return url
-
-
-def open_journal(settings: Settings, options: StateOptions, router_options: RouterOptions) -> Any:
-    """The journal of record for this deployment's state backend."""
-    url = state_url(settings, options)
-    if url == "sqlite":
-        from core.journal import Journal
-
-        return Journal(settings.data_path / "journal.sqlite3", synchronous=router_options.journal_synchronous)
-    from core.journal_redis import RedisJournal
-
-    return RedisJournal(url, prefix=options.prefix or settings.state_prefix, retention_days=options.retention_days,
-                        wait_replicas=options.wait_replicas, worker_stale_after=router_options.worker_stale_after)
-
-
 def describe_url(url: str) -> str:
     """The URL without its password, for the health check and logs."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+class StateBackend:
+    """Opens the stores of one deployment; one Redis connection pool is shared by all."""
+
+    def __init__(self, settings: Settings, options: StateOptions | None = None, router_options: RouterOptions | None = None):
+        self.settings = settings
+        self.options = options or StateOptions()
+        self.router_options = router_options or RouterOptions()
+        self.url = (self.options.url or settings.state_url or "sqlite").strip()
+        if self.url != "sqlite" and not self.url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{settings.plugins_file}: plugin 'state': field 'url': expected 'sqlite' or a redis:// URL")
+        self.prefix = self.options.prefix or settings.state_prefix
+        self._client: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "StateBackend":
+        """For command-line tools: the backend plugins.yaml and the environment name."""
+        plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
+        return cls(settings, plugins_file.validate("state", StateOptions))  # type: ignore[arg-type]
+
+    @property
+    def is_redis(self) -> bool:
+        return self.url != "sqlite"
+
+    @property
+    def description(self) -> str:
+        return describe_url(self.url)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from core.state_redis import redis_client
+            except ImportError:
+                raise ConfigError("STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')") from None
+            self._client = redis_client(self.url)
+        return self._client
+
+    @property
+    def data_dir(self):
+        path = self.settings.data_path
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def journal(self) -> Any:
+        if not self.is_redis:
+            from core.journal import Journal
+
+            return Journal(self.data_dir / "journal.sqlite3", synchronous=self.router_options.journal_synchronous)
+        from core.journal_redis import RedisJournal
+
+        return RedisJournal(self.client, prefix=self.prefix, retention_days=self.options.retention_days,
+                            wait_replicas=self.options.wait_replicas,
+                            worker_stale_after=self.router_options.worker_stale_after)
+
+    def replay_cache(self) -> Any:
+        if not self.is_redis:
+            from core.replay import SqliteReplayCache
+
+            return SqliteReplayCache(self.data_dir / "replay.sqlite3")
+        from core.state_redis import RedisReplayCache
+
+        return RedisReplayCache(self.client, self.prefix)
+
+    def token_store(self, *, synchronous: str = "FULL") -> Any:
+        if not self.is_redis:
+            from core.tokens import SqliteTokenStore
+
+            return SqliteTokenStore(self.data_dir / "tokens.sqlite3", synchronous=synchronous)
+        from core.state_redis import RedisTokenStore
+
+        return RedisTokenStore(self.client, self.prefix)
+
+    def rate_store(self) -> Any:
+        if not self.is_redis:
+            from core.ratelimit import SqliteRateStore
+
+            return SqliteRateStore(self.data_dir / "ratelimit.sqlite3")
+        from core.state_redis import RedisRateStore
+
+        return RedisRateStore(self.client, self.prefix)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None

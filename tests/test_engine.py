@@ -10,6 +10,7 @@ import time
 import ccxt
 import pytest
 
+from core.app import read_signature_message
 from core.models import InboundRequest
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
@@ -114,7 +115,7 @@ async def test_answer_is_202_past_the_budget_and_execution_goes_on(app_client, s
         task = app.extensions["router"].engine.inflight.get("slow-1")
         if task is not None:
             await task
-        status_body = await (await client.get("/alerts/slow-1", headers=signed_headers(b""))).get_json()
+        status_body = await (await client.get("/alerts/slow-1", headers=signed_headers(read_signature_message("slow-1")))).get_json()
     assert status_body["state"] == "filled" and len(status_body["orders"]) == 1
     assert "payload" in status_body and "body_hash" not in status_body
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 import sqlite3
 
+import pytest
+
+from tests.conftest import STATE_BACKENDS
 from tests.support import alert_body, signed_headers
+
+pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 
 
 async def test_health_lists_plugins_and_accounts(app_client):
@@ -24,15 +29,15 @@ async def test_signed_alert_fills_on_paper_and_lands_in_ledger(app_client, data_
     async with app_client() as (client, app):
         response = await client.post("/webhook", data=body, headers=signed_headers(body))
         answer = await response.get_json()
+        journaled = await app.extensions["router"].journal.get("a-1")
     assert response.status_code == 200, answer
     assert answer["status"] == "filled" and answer["alert_id"] == "a-1"
     order = answer["order"]
     assert (order["symbol"], order["side"], order["amount"], order["average"]) == ("BTC/USDT", "buy", "0.001", "50000")
     rows = sqlite3.connect(data_dir / "paper.sqlite3").execute("SELECT client_order_id, symbol, amount FROM paper_orders").fetchall()
     assert rows == [(order["client_order_id"], "BTC/USDT", "0.001")]
-    journal = sqlite3.connect(data_dir / "journal.sqlite3")
-    assert journal.execute("SELECT state FROM alerts WHERE alert_id = 'a-1'").fetchone() == ("filled",)
-    assert journal.execute("SELECT state, client_order_id FROM orders").fetchall() == [("filled", order["client_order_id"])]
+    assert journaled["state"] == "filled"
+    assert [(o["state"], o["client_order_id"]) for o in journaled["orders"]] == [("filled", order["client_order_id"])]
 
 
 async def test_text_plain_json_is_accepted(app_client):

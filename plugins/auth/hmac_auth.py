@@ -33,7 +33,7 @@ import re
 from core.config import PluginOptions
 from core.models import AuthResult, InboundRequest
 from core.plugins import hookimpl
-from core.replay import ReplayCache, SqliteReplayCache
+from core.replay import ReplayCache
 
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: int() would take "1_700", "+17", "١٧"
 REMEMBER_BOUND_AT_LEAST = 86400  # seconds; see the module docstring
@@ -61,7 +61,7 @@ class Plugin:
 
     @hookimpl
     def router_startup(self, router) -> None:
-        self.replay = SqliteReplayCache(router.data_dir / "replay.sqlite3")
+        self.replay = router.state.replay_cache()
 
     @hookimpl
     async def router_shutdown(self, router) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from core.models import AuthResult, InboundRequest
 from core.plugins import hookimpl
-from core.tokens import SqliteTokenStore, TokenStore
+from core.tokens import TokenStore
 
 FIELD = "token"
 
@@ -27,7 +27,7 @@ class Plugin:
     @hookimpl
     def router_startup(self, router) -> None:
         # NORMAL: the server only records last use and deletes expired tokens.
-        self.store = SqliteTokenStore(router.data_dir / "tokens.sqlite3", synchronous="NORMAL")
+        self.store = router.state.token_store(synchronous="NORMAL")
 
     @hookimpl
     async def router_shutdown(self, router) -> None:
