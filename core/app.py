@@ -4,8 +4,14 @@
 and plugins are loaded when the server starts (``before_serving``), so a configuration
 error stops startup with one readable line, and importing this module is cheap.
 
-Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline. Errors map to status
-codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
+Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``GET /metrics`` the
+Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here).
+Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
+
+Abuse protection around the pipeline: ``core.proxy`` establishes the client's address and
+scheme (TRUSTED_PROXIES); ``POST /webhook`` then refuses plain HTTP when REQUIRE_HTTPS is
+set (``GET /`` stays reachable for platform health checks) and applies the rate limits
+of ``core.ratelimit`` before the body is read.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
-from core.errors import PayloadTooLarge, WebhookError
+from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.logging_setup import configure_logging
+from core.metrics import recorder_for
 from core.models import InboundRequest
+from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
 from core.router import Router
 
@@ -35,12 +43,15 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     app = Quart("ccxt_trading_webhook")
     app.config["MAX_CONTENT_LENGTH"] = 65536
     app.config["PROPAGATE_EXCEPTIONS"] = False
+    proxy = ProxyHeadersMiddleware(app.asgi_app)  # trusts nobody until startup configures it
+    app.asgi_app = proxy  # type: ignore[method-assign]
 
     @app.before_serving
     async def start_router() -> None:
         active = settings or Settings.from_env()
         configure_logging(active.log_level, active.log_format)
         router = Router(active, plugins_file, extra_plugins)
+        proxy.trust(active.trusted_proxies)
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
         await router.start()
         app.extensions["router"] = router
@@ -53,22 +64,30 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.get("/")
     async def health() -> Response:
-        return jsonify(_router(app).health())
+        return jsonify(await _router(app).health())
 
     @app.post("/webhook")
     async def webhook() -> tuple[Response, int, dict[str, str]]:
         router = _router(app)
         received_at = time.time()
+        client = request.remote_addr or ""
+        _require_https(router)
+        await router.limits.before_request(client)
         limit = router.options.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        body = await request.get_data(cache=False, as_text=False)
+        try:
+            if request.content_length is not None and request.content_length > limit:
+                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+            body = await request.get_data(cache=False, as_text=False)
+            payload = await router.parse(body, request.mimetype or "")
+        except (WebhookError, RequestEntityTooLarge):
+            await router.limits.failed(client)  # refused before authenticating
+            raise
         inbound = InboundRequest(
             body=body,
             headers={k.lower(): v for k, v in request.headers.items()},
-            remote_addr=request.remote_addr or "",
+            remote_addr=client,
             scheme=request.scheme,
-            payload=await router.parse(body, request.mimetype or ""),
+            payload=payload,
             received_at=received_at,
             query=dict(request.args),
         )
@@ -77,17 +96,45 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.get("/alerts/<alert_id>")
     async def alert_status(alert_id: str) -> Response:
-        """Read-only: authenticated like a webhook (HMAC headers over an empty body, or
-        ``Authorization: Bearer <token>``)."""
+        """Read-only: authenticated like a webhook — HMAC headers whose signed "body" is the
+        request line ``GET /alerts/<alert_id>`` (so a signature reads one alert), or
+        ``Authorization: Bearer <token>``."""
         router = _router(app)
+        _require_https(router)
+        await router.limits.check_failures(request.remote_addr or "")
         headers = {k.lower(): v for k, v in request.headers.items()}
         bearer = headers.get("authorization", "")
         payload = {"token": bearer[7:].strip()} if bearer.lower().startswith("bearer ") else {}
         for value in payload.values():
             REDACTOR.add(value)
-        inbound = InboundRequest(body=b"", headers=headers, remote_addr=request.remote_addr or "", scheme=request.scheme,
-                                 payload=payload, received_at=time.time(), query={})
+        inbound = InboundRequest(body=read_signature_message(alert_id), headers=headers, remote_addr=request.remote_addr or "",
+                                 scheme=request.scheme, payload=payload, received_at=time.time(), query={})
         return jsonify(await router.alert_status(inbound, alert_id))
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text format; open like ``GET /`` unless ``metrics.bearer_token`` is
+        set, then it needs ``Authorization: Bearer <token>`` (and HTTPS if REQUIRE_HTTPS)."""
+        router = _router(app)
+        recorder = recorder_for(router)
+        if recorder is None:
+            raise NotFound("metrics are disabled (router.disabled: [metrics])")
+        if recorder.options.bearer_token:
+            _require_https(router)
+            await router.limits.check_failures(request.remote_addr or "")
+            if not recorder.authorized(request.headers.get("Authorization", "")):
+                await router.limits.failed(request.remote_addr or "")
+                raise Unauthorized("authentication failed")
+        body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
+        return Response(body, content_type=content_type)
+
+    @app.after_request
+    async def count_webhook_answer(response: Response) -> Response:
+        if request.path == "/webhook" and request.method == "POST":
+            recorder = recorder_for(app.extensions.get("router"))
+            if recorder is not None:
+                recorder.webhook_answered(response.status_code)
+        return response
 
     @app.errorhandler(WebhookError)
     async def webhook_error(error: WebhookError) -> tuple[Response, int, dict[str, str]]:
@@ -112,8 +159,19 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     return app
 
 
+def read_signature_message(alert_id: str) -> bytes:
+    """What an HMAC signature of ``GET /alerts/<alert_id>`` covers, in place of a body."""
+    return f"GET /alerts/{alert_id}".encode()
+
+
 def _router(app: Quart) -> Router:
     return app.extensions["router"]
+
+
+def _require_https(router: Router) -> None:
+    """REQUIRE_HTTPS: the scheme is the client's (``core.proxy`` applied TRUSTED_PROXIES)."""
+    if router.settings.require_https and request.scheme != "https":
+        raise Forbidden("this endpoint accepts HTTPS only", code="https_required")
 
 
 app = create_app()

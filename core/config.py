@@ -46,9 +46,17 @@ class Settings(BaseModel):
     signature_cache_ttl: int = Field(300, alias="SIGNATURE_CACHE_TTL", gt=0)
     token_ttl: int = Field(86400, alias="TOKEN_TTL", gt=0)
     require_https: bool = Field(False, alias="REQUIRE_HTTPS")
+    # Auth and abuse protection (core.ratelimit, core.proxy): RATE_LIMIT keyed by client
+    # address or by authenticated principal; the stricter budget of requests refused before
+    # they authenticated; the proxies whose X-Forwarded-For/-Proto are believed.
+    rate_limit_key: str = Field("ip", alias="RATE_LIMIT_KEY", pattern="^(ip|principal)$")
+    auth_failure_limit: str = Field("5/minute,30/hour", alias="AUTH_FAILURE_LIMIT")
+    trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
     use_websockets: bool = Field(False, alias="USE_WEBSOCKETS")
     plugins_file: str = Field("./plugins.yaml", alias="PLUGINS_FILE")
     data_dir: str = Field("./data", alias="DATA_DIR")
+    state_url: str = Field("", alias="STATE_URL", repr=False)
+    state_prefix: str = Field("tvr", alias="STATE_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     # The whole environment (with .env), for ${VAR} interpolation in plugins.yaml.
     environ: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -57,6 +65,30 @@ class Settings(BaseModel):
     def _parse_bool(cls, value: Any) -> Any:
         if isinstance(value, str):
             return value.strip().lower() in _TRUE
+        return value
+
+    @field_validator("rate_limit", "auth_failure_limit", mode="before")
+    @classmethod
+    def _rate_limits(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[info.field_name].default  # RATE_LIMIT= in .env means the default
+        if isinstance(value, str):
+            from core.ratelimit import parse_rate_limits
+
+            parse_rate_limits(value)  # raises ValueError naming the bad part
+        return value
+
+    @field_validator("rate_limit_key", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return (value.strip().lower() or "ip") if isinstance(value, str) else value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        from core.proxy import TrustedProxies
+
+        TrustedProxies(value)  # raises ValueError naming the bad entry
         return value
 
     @field_validator("log_level", mode="before")
@@ -74,8 +106,9 @@ class Settings(BaseModel):
             return cls.model_validate({**values, "environ": env})
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = cls.model_fields[err["loc"][0]].alias if err["loc"] and err["loc"][0] in cls.model_fields else err["loc"]
-            raise ConfigError(f"environment: {field}: {err['msg']}") from None
+            loc = err["loc"][0] if err["loc"] else "?"
+            field = cls.model_fields[loc].alias if loc in cls.model_fields else loc
+            raise ConfigError(f"environment: {field}: {err['msg'].removeprefix('Value error, ')}") from None
 
     @property
     def data_path(self) -> Path:

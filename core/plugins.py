@@ -37,12 +37,21 @@ log = logging.getLogger(__name__)
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
+# Sections of plugins.yaml that configure core itself, not a plugin.
+CORE_SECTIONS = frozenset({"router", "state"})
+
 # The built-ins, registered last through the same path as every other plugin.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("json_payload", "plugins.transforms.json_payload"),
+    ("ip_allowlist", "plugins.auth.ip_allowlist"),
     ("hmac", "plugins.auth.hmac_auth"),
+    ("token", "plugins.auth.token_auth"),
     ("tradingview", "plugins.transforms.tradingview"),
     ("paper", "plugins.exchanges.paper"),
+    ("ccxt", "plugins.exchanges.ccxt_exchange"),
+    ("webhook_notify", "plugins.notifiers.webhook_notify"),
+    ("telegram", "plugins.notifiers.telegram"),
+    ("metrics", "core.metrics"),
     ("default_execution", "core.execution"),
 )
 
@@ -121,7 +130,7 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
     unknown_disabled = disabled - seen
     if unknown_disabled:
         raise ConfigError(f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {', '.join(sorted(unknown_disabled))}")
-    sections = set(plugins_file.section_names()) - {"router"} - seen
+    sections = set(plugins_file.section_names()) - CORE_SECTIONS - seen
     if sections:
         name = sorted(sections)[0]
         raise ConfigError(f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})")

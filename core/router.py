@@ -22,10 +22,11 @@ from core.config import PluginsFile, RouterOptions, Settings
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.engine import ExecutionEngine
 from core.execution import Executor, ExecutorRegistry
-from core.journal import Journal
+from core.state import StateBackend, StateOptions
 from core.models import Alert, AuthResult, Credentials, InboundRequest
 from core.outcomes import Outcome
 from core.plugins import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
+from core.ratelimit import WebhookLimits
 from core.redaction import REDACTOR
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,10 @@ class Router:
         self.plugins_file = plugins_file or PluginsFile.load(settings.plugins_file, settings.environ)
         self.plugins: PluginSet = create_plugin_manager(self.plugins_file, extra_plugins)
         self.options: RouterOptions = self.plugins_file.validate("router", RouterOptions)  # type: ignore[assignment]
+        self.state = StateBackend(settings, self.plugins_file.validate("state", StateOptions), self.options)  # type: ignore[arg-type]
+        REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
+        self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
         self.journal: Journal | None = None
         self.engine = ExecutionEngine(self)
         self.started_at = time.time()
@@ -58,7 +62,7 @@ class Router:
 
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(self.data_dir / "journal.sqlite3", synchronous=self.options.journal_synchronous)
+        self.journal = self.state.journal()
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await self.executors.start_all()
@@ -75,14 +79,23 @@ class Router:
         await call_hook_safely(self.hook.router_shutdown, router=self)
         await self.executors.close_all()
         if self.journal is not None:
-            self.journal.close()
+            await self.journal.aclose()
             self.journal = None
+        await self.limits.store.after_serving()
+        await self.state.aclose()
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
         accounts = {e.account: e.status() for e in self.executors}
-        ok = all(a["ready"] for a in accounts.values())
+        state: dict[str, Any] = {"backend": self.state.description, "ok": True}
+        try:
+            assert self.journal is not None
+            await asyncio.wait_for(self.journal.ping(), timeout=2)
+        except Exception as exc:
+            state.update(ok=False, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:200])
+        ok = state["ok"] and all(a["ready"] for a in accounts.values())
         return {
             "status": "ok" if ok else "degraded",
+            "state": state,
             "version": __version__,
             "uptime_s": round(time.time() - self.started_at, 1),
             "plugins": [{"name": p.name, "source": p.source} for p in self.plugins.loaded],
@@ -162,6 +175,7 @@ class Router:
         """The journaled alert with its order attempts, for an authenticated reader."""
         auth = await self.authenticate(request)
         if not auth.accepted:
+            await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
@@ -175,7 +189,9 @@ class Router:
         """Run one webhook request through the pipeline; the answer to send."""
         auth = await self.authenticate(request)
         if not auth.accepted:
+            await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         executor = await self.executor_for(alert)
         if not executor.ready:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -22,11 +23,63 @@ def data_dir(tmp_path: Path) -> Path:
     return path
 
 
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def redis_answers(url: str = REDIS_TEST_URL) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
 @pytest.fixture
-def make_settings(data_dir: Path) -> Callable[..., Settings]:
+def state_url(request) -> str:
+    """The state backend under test: "sqlite" unless a test is parametrized with
+    ``@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)``. Redis tests use
+    TEST_REDIS_URL with a key prefix of their own (``state_prefix``), deleted afterwards.
+    Without a Redis they are skipped locally and fail in CI (CI=true), where .ci/run starts one."""
+    url = getattr(request, "param", "sqlite")
+    if url == "sqlite":
+        return url
+    import redis
+
+    if not redis_answers(url):
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Redis is not answering at {url} (CI starts it in .ci/run)")
+        pytest.skip(f"Redis is not answering at {url}")
+    prefix = request.getfixturevalue("state_prefix")
+
+    def remove_keys() -> None:
+        client = redis.Redis.from_url(url)
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+    request.addfinalizer(remove_keys)
+    return url
+
+
+@pytest.fixture
+def state_prefix() -> str:
+    """A Redis key prefix no other test (or concurrent test run) uses."""
+    import uuid
+
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+STATE_BACKENDS = ["sqlite", REDIS_TEST_URL]
+
+
+@pytest.fixture
+def make_settings(data_dir: Path, state_url: str, state_prefix: str) -> Callable[..., Settings]:
     def make(**environ: str) -> Settings:
         env = {"WEBHOOK_SECRET": SECRET, "DEFAULT_EXCHANGE": "paper", "DATA_DIR": str(data_dir),
-               "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "RATE_LIMIT": "1000/second"}
+               "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "RATE_LIMIT": "1000/second",
+               "AUTH_FAILURE_LIMIT": "1000/second", "STATE_URL": state_url,
+               "STATE_PREFIX": state_prefix}
         env.update(environ)
         return Settings.from_env(env_file=None, environ=env)
 
