@@ -16,7 +16,10 @@ of ``core.ratelimit`` before the body is read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+import signal
 import time
 
 from quart import Quart, Response, jsonify, request
@@ -45,6 +48,16 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     app.config["PROPAGATE_EXCEPTIONS"] = False
     proxy = ProxyHeadersMiddleware(app.asgi_app)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
+
+    @app.before_serving
+    async def graceful_sigterm_in_workers() -> None:
+        if multiprocessing.parent_process() is not None:
+            # A hypercorn worker. Its master turns SIGTERM into a graceful shutdown of every
+            # worker (finish requests, then after_serving waits for orders in flight). A
+            # SIGTERM sent to the whole process group (Heroku, systemd, Ctrl-C in a shell)
+            # would otherwise kill the worker first and skip that wait.
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGTERM, lambda: log.info("SIGTERM: shutting down gracefully when hypercorn's master says so"))
 
     @app.before_serving
     async def start_router() -> None:

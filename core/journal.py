@@ -291,6 +291,21 @@ class Journal:
     async def get(self, alert_id: str) -> dict[str, Any] | None:
         return await self.db.run(lambda conn: self._get(conn, alert_id))
 
+    async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
+        """A resend of an alert that failed with nothing sent (its answer was a 5xx) is
+        executed again: move it back to ``received`` for ``owner``. Atomic: of several
+        concurrent resends exactly one reopens it. The reopened row, or None."""
+
+        def reopen(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            with transaction(conn):
+                changed = conn.execute(
+                    "UPDATE alerts SET state = 'received', owner = ?, updated_at = ?, error_code = NULL, "
+                    "error_message = NULL, http_status = NULL WHERE alert_id = ? AND state = 'failed' AND http_status >= 500",
+                    (owner, time.time(), alert_id)).rowcount
+                return self._get(conn, alert_id) if changed else None
+
+        return await self.db.run(reopen)
+
     async def earlier_unfinished(self, lane: str, seq: int) -> bool:
         """Whether an alert that arrived before ``seq`` in the same lane is still unfinished
         (in any worker): the cross-process half of per-symbol ordering."""

@@ -92,6 +92,22 @@ end
 return 1
 """
 
+_REOPEN = """
+local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..':a:'..id
+if redis.call('HGET', key, 'state') ~= 'failed' or (tonumber(redis.call('HGET', key, 'http_status')) or 0) < 500 then
+  return 0
+end
+redis.call('HSET', key, 'state', 'received', 'owner', owner, 'updated_at', now, 'error_code', '', 'error_message', '',
+           'http_status', '')
+redis.call('HINCRBY', p..':stats', 'failed', -1)
+redis.call('HINCRBY', p..':stats', 'received', 1)
+local seq = redis.call('HGET', key, 'seq')
+redis.call('ZADD', p..':u', seq, id)
+redis.call('ZADD', p..':l:'..redis.call('HGET', key, 'lane'), seq, id)
+return 1
+"""
+
 _CLAIM = """
 local p, worker = ARGV[1], ARGV[2]
 local claimed = {}
@@ -132,6 +148,7 @@ class RedisJournal:
         self._admit = self.client.register_script(_ADMIT)
         self._set_state = self.client.register_script(_SET_STATE)
         self._claim = self.client.register_script(_CLAIM)
+        self._reopen = self.client.register_script(_REOPEN)
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
@@ -227,6 +244,11 @@ class RedisJournal:
         ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
         rows = [await self.get(alert_id) for alert_id in ids]
         return [row for row in rows if row is not None]
+
+    async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
+        if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
+            return None
+        return await self.get(alert_id)
 
     async def earlier_unfinished(self, lane: str, seq: int) -> bool:
         found = await self._durable(self.client.zrangebyscore(self._key("l", lane), "-inf", f"({seq}", start=0, num=1))

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 # Symbols may carry an exchange prefix and a contract suffix (BINANCE:BTCUSDT.P, BTC/USDT:USDT).
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:/._-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-ALERT_ID_PATTERN = re.compile(r"^[\x21-\x7e]{1,128}$")
+# Printable ASCII; inner spaces allowed (TradingView's {{strategy.order.id}} is often "Long Entry").
+ALERT_ID_PATTERN = re.compile(r"^[\x21-\x7e](?:[\x20-\x7e]{0,126}[\x21-\x7e])?$")
 MAX_AMOUNT = Decimal("1e12")
 
 
@@ -119,8 +120,10 @@ class Alert(BaseModel):
     @field_validator("alert_id")
     @classmethod
     def _alert_id(cls, value: str | None) -> str | None:
-        if value is not None and not ALERT_ID_PATTERN.match(value):
-            raise ValueError("must be 1-128 printable ASCII characters without spaces")
+        if value is not None:
+            value = value.strip()
+            if not ALERT_ID_PATTERN.match(value):
+                raise ValueError("must be 1-128 printable ASCII characters")
         return value
 
     @field_validator("amount", mode="before")

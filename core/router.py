@@ -223,9 +223,14 @@ class Router:
             owner=self.engine.worker_id,
             lane=lane,
         )
-        if admission.duplicate:
-            return await self._duplicate_outcome(admission.alert_id, request.received_at)
         alert.alert_id = admission.alert_id
+        if admission.duplicate:
+            reopened = await self.journal.reopen(admission.alert_id, self.engine.worker_id)
+            if reopened is None:
+                return await self._duplicate_outcome(admission.alert_id, request.received_at)
+            # It failed with nothing sent (a 5xx): this resend is what the 5xx asked for.
+            log.info("alert %s is sent again: its last attempt failed before anything was sent", alert.alert_id)
+            return self.engine.submit(alert, executor, lane=reopened["lane"], seq=reopened["seq"])
         return self.engine.submit(alert, executor, lane=lane, seq=admission.seq)
 
     async def _answer_within_budget(self, alert_id: str, task: asyncio.Task, received_at: float) -> Outcome:
@@ -239,19 +244,30 @@ class Router:
                                  "message": f"journaled; {phase} continues; see GET /alerts/{alert_id}"})
 
     async def _duplicate_outcome(self, alert_id: str, received_at: float) -> Outcome:
-        task = self.engine.inflight.get(alert_id)
-        if task is not None:
-            outcome = await self._answer_within_budget(alert_id, task, received_at)
-        else:
-            assert self.journal is not None
+        """The original alert's outcome, waited for within the answer budget.
+
+        The original may be executing in this process (await its task), or its task may
+        not be registered yet, or it runs in another worker: then the journal tells when
+        it is done. Past the budget the duplicate gets 202 like the original did.
+        """
+        assert self.journal is not None
+        deadline = received_at + self.options.response_budget
+        delay = 0.01
+        while True:
+            task = self.engine.inflight.get(alert_id)
+            if task is not None:
+                outcome = await self._answer_within_budget(alert_id, task, received_at)
+                break
             row = await self.journal.get(alert_id) or {}
             outcome = Outcome.from_journal(row)
+            if outcome.status != 202 or row.get("error_code") or time.time() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)  # the original is still executing somewhere: poll its journal row
+            delay = min(delay * 2, 0.1)
         body = dict(outcome.body)
         body["duplicate"] = True
-        status = 200 if outcome.status < 300 else outcome.status
-        if outcome.status == 202:
-            status = 202
-        return Outcome(status, body)
+        # Seen before: 200 with the original outcome in the body, 202 while it executes.
+        return Outcome(202 if outcome.status == 202 else 200, body, state=outcome.state)
 
 
 # Payload keys that carry secrets, and the Credentials field each one fills.

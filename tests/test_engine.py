@@ -209,3 +209,26 @@ async def test_recovery_executes_unsent_alerts_and_expires_old_ones(app_client, 
             await asyncio.sleep(0.02)  # polling the journal for the recovery's result, bounded
     assert fresh["state"] == "filled" and old["state"] == "expired", (fresh["state"], old["state"])
     assert len(scripted.calls) == 1 and scripted.calls[0].client_order_id == fresh["orders"][0]["client_order_id"]
+
+
+async def test_resend_of_an_alert_that_failed_before_sending_executes_it(app_client, scripted, write_plugins_yaml):
+    write_plugins_yaml(FAST.format(budget=0.3, resubmit_after=0.2))
+    scripted.script = [ccxt.RateLimitExceeded("429")] * 100
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        status, answer = await post(client, id="busy-1")
+        assert status == 503 and not scripted.booked  # nothing sent: TradingView resends
+        scripted.script = []
+        resends = await asyncio.gather(*(post(client, id="busy-1") for _ in range(3)))
+    assert sorted(s for s, _ in resends) == [200, 200, 200]
+    assert len(scripted.booked) == 1
+    assert sorted(bool(a.get("duplicate")) for _, a in resends) == [False, True, True]
+
+
+async def test_duplicate_of_a_refused_alert_is_200_with_the_original_outcome(app_client, scripted):
+    scripted.script = [ccxt.InvalidOrder("binance Filter failure: LOT_SIZE")]
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        first = await post(client, id="bad-1")
+        again = await post(client, id="bad-1")
+    assert first[0] == 422
+    assert again[0] == 200 and again[1]["duplicate"] is True and again[1]["error"]["code"] == "exchange_rejected"
+    assert len(scripted.calls) == 1
