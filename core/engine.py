@@ -34,7 +34,7 @@ import ccxt
 from core.errors import StoreUnavailable
 from core.execution import Executor, client_order_id
 from core.journal import GAVE_UP
-from core.models import Alert, OrderRequest, OrderResult
+from core.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.outcomes import Outcome, classify_exception, order_not_sent
 from core.plugins import call_hook_first, call_hook_safely
 
@@ -185,6 +185,10 @@ class ExecutionEngine:
         alert_id = alert.alert_id or ""
         try:
             order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
+        except NothingToDo as reason:
+            await self.journal.set_state(alert_id, "skipped", result={"status": "nothing_to_do", "message": str(reason)},
+                                         http_status=200)
+            return Outcome(200, {"status": "nothing_to_do", "alert_id": alert_id, "message": str(reason)}, state="skipped")
         except Exception as exc:
             return await self._failed(alert, None, None, exc, sent=False)
         # Retries must end before the answer is due (TradingView waits 3 s at most).
@@ -230,11 +234,13 @@ class ExecutionEngine:
         return result
 
     async def _succeeded(self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None) -> Outcome:
-        state = state or ("filled" if result.status == "closed" else "submitted")
+        done = _done_state(order, result)
+        state = state or done
         answer = result.model_dump(mode="json")
-        await self.journal.order_finished(row, "filled" if result.status == "closed" else "submitted", response=answer,
-                                          alert_id=alert.alert_id, alert_state=state, http_status=200)
-        await call_hook_safely(self.router.hook.after_execute, alert=alert, order=order, result=result, router=self.router)
+        await self.journal.order_finished(row, done, response=answer, alert_id=alert.alert_id, alert_state=state,
+                                          http_status=200)
+        await call_hook_safely(self.router.hook.after_execute, alert=alert, order=order, result=result, state=state,
+                               router=self.router)
         return Outcome(200, {"status": state, "alert_id": alert.alert_id, "order": answer}, state=state)
 
     async def _failed(self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool) -> Outcome:
@@ -247,7 +253,8 @@ class ExecutionEngine:
                                          error_message=outcome.message, http_status=outcome.status)
         if outcome.status >= 500 and not isinstance(exc, (ccxt.BaseError,)) and not hasattr(exc, "status"):
             log.error("alert %s failed", alert.alert_id, exc_info=exc)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state=outcome.state,
+                               router=self.router)
         return outcome
 
     # ------------------------------------------------------------ reconciliation
@@ -300,14 +307,16 @@ class ExecutionEngine:
                                   f"{self.options.reconcile_timeout:.0f}s; check the exchange")
         await self.journal.set_state(alert_id, "unknown", error_code=GAVE_UP, error_message=str(exc), http_status=202)
         log.error("alert %s: %s", alert_id, exc)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="unknown",
+                               router=self.router)
         return Outcome.error(202, "outcome_unknown", str(exc), state="unknown", alert_id=alert_id)
 
     async def _expire(self, alert: Alert, order: OrderRequest | None, why: str) -> Outcome:
         exc = AlertExpired(why)
         await self.journal.set_state(alert.alert_id, "expired", error_code="expired", error_message=why, http_status=422)
         log.warning("alert %s expired: %s", alert.alert_id, why)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, router=self.router)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="expired",
+                               router=self.router)
         return Outcome.error(422, "expired", why, state="expired", alert_id=alert.alert_id)
 
     # ------------------------------------------------------------ recovery
@@ -366,6 +375,13 @@ class _Patient:
                     delay = min(delay * 2, 5.0)
 
         return call
+
+
+def _done_state(order: OrderRequest, result: OrderResult) -> str:
+    """What a successful answer means: canceled (a cancel), filled, or submitted (resting)."""
+    if order.action != "create":
+        return "canceled"
+    return "filled" if result.status == "closed" else "submitted"
 
 
 def _retryable(exc: BaseException) -> bool:

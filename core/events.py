@@ -3,8 +3,8 @@
 The hooks receive the alert, the order and either the exchange's ``OrderResult`` or the
 exception. ``event_from_result`` and ``event_from_error`` turn them into one flat,
 secret-free ``AlertEvent`` whose ``state`` is the alert's journal state (filled,
-submitted, reconciled, rejected, failed, unknown, expired), derived exactly as the engine
-derives it. Building an event is cheap and synchronous: hooks call it on the answer path.
+submitted, canceled, reconciled, rejected, failed, unknown, expired), as the engine
+passes it to the hooks. Building an event is cheap and synchronous: hooks call it on the answer path.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from core.router import Router
 
 # The states an event can carry, in the order the README lists them.
-EVENT_STATES = ("filled", "submitted", "reconciled", "rejected", "failed", "unknown", "expired")
+EVENT_STATES = ("filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired")
 
 
 @dataclass(frozen=True)
@@ -64,42 +64,36 @@ class AlertEvent:
 def _base(alert: Alert, order: OrderRequest | None) -> dict[str, Any]:
     if order is not None:
         return {"alert_id": alert.alert_id or "", "account": order.account, "exchange": order.exchange,
-                "symbol": order.symbol, "side": order.side, "amount": order.amount, "order_type": order.order_type,
-                "price": order.price, "client_order_id": order.client_order_id}
-    return {"alert_id": alert.alert_id or "", "account": alert.account, "exchange": alert.exchange,
-            "symbol": alert.symbol, "side": alert.side, "amount": format(alert.amount, "f"),
+                "symbol": order.symbol, "side": order.side or "", "amount": order.amount or "",
+                "order_type": order.order_type, "price": order.price, "client_order_id": order.client_order_id}
+    return {"alert_id": alert.alert_id or "", "account": alert.accounts[0] if alert.accounts else None,
+            "exchange": alert.exchange, "symbol": alert.symbol, "side": alert.side or "",
+            "amount": format(alert.amount, "f") if alert.amount is not None else "",
             "order_type": alert.order_type, "price": format(alert.price, "f") if alert.price is not None else None}
 
 
-def event_from_result(alert: Alert, order: OrderRequest, result: OrderResult, router: Router) -> AlertEvent:
-    """The event of an ``after_execute`` call: filled, submitted, or reconciled (an order
-    whose outcome was unknown and that was then found at the exchange)."""
-    state = "filled" if result.status == "closed" else "submitted"
-    engine = getattr(router, "engine", None)
-    if engine is not None and engine.phase.get(alert.alert_id or "") == "reconciling":
-        state = "reconciled"  # the engine answers "reconciled" when a lookup found the order
+def event_from_result(alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> AlertEvent:
+    """The event of an ``after_execute`` call, in the alert's journal ``state``: filled,
+    submitted, canceled, or reconciled (an unknown outcome found at the exchange)."""
     fields = _base(alert, order)
-    fields.update(account=result.account, exchange=result.exchange, symbol=result.symbol, side=result.side,
-                  amount=result.amount, order_type=result.order_type, price=result.price or order.price,
+    fields.update(account=result.account, exchange=result.exchange, symbol=result.symbol, side=result.side or "",
+                  amount=result.amount or "", order_type=result.order_type, price=result.price or order.price,
                   client_order_id=result.client_order_id)
     return AlertEvent(state=state, route=result.route, order_id=result.order_id, order_status=result.status,
                       filled=result.filled, average=result.average, **fields)
 
 
-def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseException, router: Router) -> AlertEvent:
-    """The event of an ``on_error`` call: rejected, failed, expired, or unknown (gave up).
-
-    The engine reports through ``on_error`` only after journaling; an order that was built
-    was also sent (or provably not sent, which ``classify_exception`` recognizes itself),
-    so ``sent=order is not None`` reproduces the engine's classification.
-    """
+def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseException, state: str,
+                     router: Router) -> AlertEvent:
+    """The event of an ``on_error`` call, in the alert's journal ``state``: rejected,
+    failed, expired, or unknown (reconciliation gave up)."""
     if isinstance(error, AlertExpired):
-        state, code, message = "expired", "expired", REDACTOR.redact(str(error))
+        code, message = "expired", REDACTOR.redact(str(error))
     elif isinstance(error, OutcomeStillUnknown):
-        state, code, message = "unknown", GAVE_UP, REDACTOR.redact(str(error))
+        code, message = GAVE_UP, REDACTOR.redact(str(error))
     else:
         outcome = classify_exception(error, sent=order is not None, alert_id=alert.alert_id)
-        state, code, message = outcome.state, outcome.code, outcome.message
+        code, message = outcome.code, outcome.message
     fields = _base(alert, order)
     if order is None and not fields["account"] and alert.credentials is None:
         fields.update(_routed_account(alert, router))

@@ -134,8 +134,12 @@ def execute_order(order, executor, alert, router):
 
 
 @hookspec
-def after_execute(alert, order, result, router):
-    """Called after an order was executed (``result`` is its ``OrderResult``).
+def after_execute(alert, order, result, state, router):
+    """Called after an order was executed (``result`` is its ``OrderResult``) and journaled.
+
+    ``state`` is the alert's journal state: ``filled``, ``submitted`` (resting),
+    ``canceled`` (a cancel alert) or ``reconciled`` (its outcome was unknown and a lookup
+    found it at the exchange).
 
     For journals, notifications and metrics. **Every** implementation is called; errors
     are logged and do not change the answer. Keep it fast: the webhook's answer waits
@@ -146,9 +150,11 @@ def after_execute(alert, order, result, router):
 
 
 @hookspec
-def on_error(alert, order, error, router):
-    """Called when an accepted alert failed: ``error`` is the exception, ``order`` the
-    ``OrderRequest`` if one was built (else ``None``).
+def on_error(alert, order, error, state, router):
+    """Called when an accepted alert failed, once that is journaled: ``error`` is the
+    exception, ``order`` the ``OrderRequest`` if one was built (else ``None``), ``state``
+    the alert's journal state (``rejected``, ``failed``, ``expired``, or ``unknown`` when
+    reconciliation gave up).
 
     **Every** implementation is called; errors in it are logged and ignored.
 

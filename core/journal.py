@@ -2,9 +2,11 @@
 
 An alert is written (and committed) before the webhook answers. Its state moves along
 
-    received → submitting → submitted | filled | rejected | failed | unknown
+    received → submitting → submitted | filled | canceled | rejected | failed | unknown
+    received → skipped (nothing to do: a target already reached, close when flat)
     unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
     received/submitting (left by a crash, too old) → expired
+    failed with nothing sent (answered 5xx) → received again when the sender resends
 
 and each order attempt is a row of its own with the client order id, the route, the
 request, the exchange's answer or error, and its timings. No secret is ever stored: the
@@ -23,8 +25,9 @@ from typing import Any
 from core.database import SqliteDatabase, transaction
 from core.redaction import REDACTOR
 
-ALERT_STATES = ("received", "submitting", "submitted", "filled", "rejected", "failed", "unknown", "reconciled", "expired")
-FINAL_STATES = frozenset({"submitted", "filled", "rejected", "failed", "reconciled", "expired"})
+ALERT_STATES = ("received", "submitting", "submitted", "filled", "canceled", "skipped", "rejected", "failed", "unknown",
+                "reconciled", "expired")
+FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -74,6 +77,7 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 UNFINISHED = ("received", "submitting", "unknown")
+SUCCESS_STATES = frozenset({"filled", "submitted", "canceled", "skipped", "reconciled"})
 # Reconciliation that gave up leaves the alert "unknown" with this code: it no longer
 # holds its lane, and it is not recovered again (a human must check the exchange).
 GAVE_UP = "outcome_unknown_gave_up"
@@ -228,7 +232,7 @@ class Journal:
                     conn.execute(
                         "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
                         " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
-                        (alert_state, now, response_json if alert_state in ("filled", "submitted", "reconciled") else None,
+                        (alert_state, now, response_json if alert_state in SUCCESS_STATES else None,
                          error_code, error_text if error_code else None, http_status, alert_id),
                     )
 

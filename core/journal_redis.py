@@ -31,7 +31,7 @@ import json
 import time
 from typing import Any
 
-from core.journal import ALERT_STATES, GAVE_UP, UNFINISHED, Admission
+from core.journal import ALERT_STATES, GAVE_UP, SUCCESS_STATES, UNFINISHED, Admission
 from core.redaction import REDACTOR
 from core.state_redis import guarded
 
@@ -228,7 +228,7 @@ class RedisJournal:
         await self._write_attempt(attempt)
         if alert_state is not None:
             await self.set_state(alert_id or attempt["alert_id"], alert_state,
-                                 result=response if alert_state in ("filled", "submitted", "reconciled") else None,
+                                 result=response if alert_state in SUCCESS_STATES else None,
                                  error_code=error_code, error_message=error if error_code else None,
                                  http_status=http_status)
 

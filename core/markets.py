@@ -113,6 +113,10 @@ def prepare_order(
     ``reference_price(symbol)`` (the last price the executor knows, if any), for the
     minimum-cost check; with neither, that check is left to the exchange.
     """
+    if alert.action != "order" or alert.amount_type != "base" or alert.order_type not in ("market", "limit"):
+        raise Unprocessable(f"{exchange.id} does not support action '{alert.action}', amount_type '{alert.amount_type}' "
+                            f"or order_type '{alert.order_type}' here", code="not_supported")
+    assert alert.amount is not None and alert.side is not None
     market = market_index(exchange).resolve(alert.symbol, alert.market_type, default_type)
     symbol, venue = market["symbol"], exchange.id
     if market.get("active") is False:

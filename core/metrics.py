@@ -276,14 +276,14 @@ class Plugin:
             self.recorder.order_sent(order, executor)
 
     @hookimpl
-    def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, router: Router) -> None:
+    def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> None:
         if self.recorder is not None:
-            self.recorder.alert_finished(event_from_result(alert, order, result, router))
+            self.recorder.alert_finished(event_from_result(alert, order, result, state))
 
     @hookimpl
-    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, router: Router) -> None:
+    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router) -> None:
         if self.recorder is not None:
-            self.recorder.alert_finished(event_from_error(alert, order, error, router), error)
+            self.recorder.alert_finished(event_from_error(alert, order, error, state, router), error)
 
     @hookimpl
     def router_shutdown(self) -> None:

@@ -79,24 +79,56 @@ class Credentials(BaseModel):
     password: SecretStr | None = None
 
 
+ACTIONS = ("order", "target", "close", "flip", "cancel", "cancel_all")
+AMOUNT_TYPES = ("base", "quote", "percent_of_balance", "percent_of_position")
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit")
+
+
 class Alert(BaseModel):
     """A validated, normalized alert, ready to be routed to an account.
 
     Transforms turn TradingView's many shapes into these fields; anything they did not
     consume stays in ``raw`` for plugins (minus the token and credentials).
+
+    ``action`` says what the alert asks for:
+
+    * ``order`` (default): an order of ``side`` and ``amount`` (read as ``amount_type``);
+    * ``target``: go to a position of ``target_position`` contracts (signed: long > 0,
+      short < 0, flat 0; or ``market_position`` long/short/flat with ``amount`` as the
+      size) — the order is computed from the exchange's current position, so repeating
+      the alert changes nothing;
+    * ``close``: close the position (reduce-only); nothing to do when flat;
+    * ``flip``: reverse the position (long 1 → short 1, or to ``amount`` on the other side);
+    * ``cancel``: cancel ``order_id`` or ``cancel_client_order_id``;
+    * ``cancel_all``: cancel every open order of ``symbol``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     alert_id: str | None = None
-    account: str | None = None
+    action: Literal["order", "target", "close", "flip", "cancel", "cancel_all"] = "order"
+    # One account, or several to fan out to (each executed and journaled on its own).
+    account: str | list[str] | None = None
     exchange: str | None = None
     symbol: str
-    side: Literal["buy", "sell"]
-    amount: Decimal
+    side: Literal["buy", "sell"] | None = None
+    amount: Decimal | None = None
+    amount_type: Literal["base", "quote", "percent_of_balance", "percent_of_position"] = "base"
     price: Decimal | None = None
-    order_type: Literal["market", "limit"] = "market"
+    order_type: Literal["market", "limit", "stop", "stop_limit"] = "market"
+    stop_price: Decimal | None = None
     market_type: Literal["spot", "swap", "future"] | None = None
+    target_position: Decimal | None = None
+    market_position: Literal["long", "short", "flat"] | None = None
+    stop_loss: Decimal | None = None
+    take_profit: Decimal | None = None
+    reduce_only: bool = False
+    post_only: bool = False
+    time_in_force: Literal["GTC", "IOC", "FOK", "PO"] | None = None
+    leverage: int | None = Field(default=None, ge=1, le=200)
+    margin_mode: Literal["cross", "isolated"] | None = None
+    order_id: str | None = Field(default=None, max_length=64)
+    cancel_client_order_id: str | None = Field(default=None, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
     principal: str | None = None
     received_at: float = 0.0  # set by the router on arrival (never taken from the payload)
@@ -110,7 +142,20 @@ class Alert(BaseModel):
             raise ValueError("symbol must be 1-64 letters, digits or : / . _ - (e.g. BINANCE:BTCUSDT, BTC/USDT)")
         return value
 
-    @field_validator("account", "exchange")
+    @field_validator("account")
+    @classmethod
+    def _accounts(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = value if isinstance(value, list) else [value] if value is not None else []
+        if isinstance(value, list) and not 1 <= len(value) <= 20:
+            raise ValueError("a list of 1 to 20 accounts")
+        for name in names:
+            if not isinstance(name, str) or not NAME_PATTERN.match(name):
+                raise ValueError("must be 1-64 letters, digits or _ . -")
+        if isinstance(value, list) and len({n.lower() for n in value}) != len(value):
+            raise ValueError("an account is named twice")
+        return value
+
+    @field_validator("exchange")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         if value is not None and not NAME_PATTERN.match(value):
@@ -128,37 +173,90 @@ class Alert(BaseModel):
 
     @field_validator("amount", mode="before")
     @classmethod
-    def _amount(cls, value: Any) -> Decimal:
+    def _amount(cls, value: Any) -> Decimal | None:
         number = _decimal(value, "amount")
         if number is None:
-            raise ValueError("amount is required")
+            return None
         if number <= 0:
             raise ValueError("amount must be greater than 0")
         if number > MAX_AMOUNT:
             raise ValueError(f"amount must be at most {MAX_AMOUNT:f}")
         return number
 
-    @field_validator("price", mode="before")
+    @field_validator("price", "stop_price", "stop_loss", "take_profit", mode="before")
     @classmethod
-    def _price(cls, value: Any) -> Decimal | None:
-        number = _decimal(value, "price")
+    def _price(cls, value: Any, info) -> Decimal | None:
+        number = _decimal(value, info.field_name)
         if number is None:
             return None
         if number <= 0:
-            raise ValueError("price must be greater than 0")
+            raise ValueError(f"{info.field_name} must be greater than 0")
         if number > MAX_AMOUNT:
-            raise ValueError(f"price must be at most {MAX_AMOUNT:f}")
+            raise ValueError(f"{info.field_name} must be at most {MAX_AMOUNT:f}")
+        return number
+
+    @field_validator("target_position", mode="before")
+    @classmethod
+    def _target(cls, value: Any) -> Decimal | None:
+        number = _decimal(value, "target_position")
+        if number is not None and abs(number) > MAX_AMOUNT:
+            raise ValueError(f"target_position must be within ±{MAX_AMOUNT:f}")
         return number
 
     @model_validator(mode="after")
-    def _limit_needs_price(self) -> "Alert":
-        if self.order_type == "limit" and self.price is None:
-            raise ValueError("a limit order needs a price")
+    def _consistent(self) -> "Alert":
+        if self.action == "order":
+            if self.side is None:
+                raise ValueError("side is required (buy or sell)")
+            if self.amount is None:
+                raise ValueError("amount is required")
+        if self.action == "target" and self.target_position is None:
+            if self.market_position is None:
+                raise ValueError("a target alert needs target_position, or market_position (long/short/flat)")
+            if self.market_position != "flat" and self.amount is None:
+                raise ValueError("market_position long/short needs amount (the position size)")
+        if self.action == "cancel" and not (self.order_id or self.cancel_client_order_id):
+            raise ValueError("a cancel alert needs order_id or cancel_client_order_id")
+        if self.order_type in ("limit", "stop_limit") and self.price is None:
+            raise ValueError(f"a {self.order_type.replace('_', '-')} order needs a price")
+        if self.order_type in ("stop", "stop_limit") and self.stop_price is None:
+            raise ValueError(f"a {self.order_type.replace('_', '-')} order needs stop_price")
+        if self.amount_type in ("percent_of_balance", "percent_of_position") and self.amount is not None and self.amount > 100:
+            raise ValueError("a percentage amount must be at most 100")
         return self
+
+    @property
+    def accounts(self) -> list[str]:
+        """The accounts named (several for a fan-out); empty when the alert names none."""
+        if self.account is None:
+            return []
+        return list(self.account) if isinstance(self.account, list) else [self.account]
+
+    @property
+    def target(self) -> Decimal | None:
+        """The signed target position of a target alert (long > 0, short < 0, flat 0)."""
+        if self.target_position is not None:
+            return self.target_position
+        if self.market_position == "flat":
+            return Decimal(0)
+        if self.market_position is not None and self.amount is not None:
+            return self.amount if self.market_position == "long" else -self.amount
+        return None
+
+
+class NothingToDo(Exception):
+    """An executor found the alert already satisfied (a target reached, close when flat):
+    answered 200 with the reason; no order is placed."""
 
 
 class OrderRequest(BaseModel):
-    """What an executor sends: the alert resolved against one account's market."""
+    """What an executor sends: the alert resolved against one account's market.
+
+    ``action`` ``create`` places an order (with optional stop-loss / take-profit, placed
+    by the executor attached or as separate orders with client ids derived from this
+    one); ``cancel`` cancels ``cancel_id`` / ``cancel_client_order_id``; ``cancel_all``
+    cancels the symbol's open orders.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -166,13 +264,27 @@ class OrderRequest(BaseModel):
     exchange: str
     symbol: str  # the exchange's unified symbol (BTC/USDT, BTC/USDT:USDT)
     market_type: str
-    side: Literal["buy", "sell"]
-    order_type: Literal["market", "limit"]
-    amount: str  # after the exchange's precision
+    action: Literal["create", "cancel", "cancel_all"] = "create"
+    side: Literal["buy", "sell"] | None = None
+    order_type: Literal["market", "limit", "stop", "stop_limit"] = "market"
+    amount: str | None = None  # after the exchange's precision
+    cost: str | None = None  # a market buy by quote amount, where the exchange takes one
     price: str | None = None
+    stop_price: str | None = None
+    stop_loss: str | None = None
+    take_profit: str | None = None
+    reduce_only: bool = False
+    post_only: bool = False
+    time_in_force: str | None = None
+    leverage: int | None = None
+    margin_mode: str | None = None
+    cancel_id: str | None = None
+    cancel_client_order_id: str | None = None
     client_order_id: str
     # The price the order was valued at (limit price, the alert's price, or the last price).
     reference_price: str | None = None
+    # The position before the order (target / close / flip), for the answer and the journal.
+    position_before: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -184,9 +296,9 @@ class OrderResult(BaseModel):
     account: str
     exchange: str
     symbol: str
-    side: str
-    order_type: str
-    amount: str
+    side: str | None = None
+    order_type: str = "market"
+    amount: str | None = None
     price: str | None = None
     order_id: str | None = None
     client_order_id: str
@@ -194,6 +306,8 @@ class OrderResult(BaseModel):
     filled: str | None = None
     average: str | None = None
     route: str = "rest"  # rest | websocket | paper
+    # Stop-loss / take-profit placed as orders of their own, and orders a cancel removed.
+    children: list[dict[str, Any]] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict, exclude=True)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import ccxt
 
 from core.errors import WebhookError
+from core.journal import SUCCESS_STATES
 from core.redaction import REDACTOR
 
 
@@ -37,7 +38,7 @@ class Outcome:
         """The answer an alert got (or would get now), rebuilt from its journal row."""
         state = row.get("state", "unknown")
         alert_id = row.get("alert_id")
-        if row.get("result") and state in ("filled", "submitted", "reconciled"):
+        if row.get("result") and state in SUCCESS_STATES:
             return cls(200, {"status": state, "alert_id": alert_id, "order": row["result"]}, state=state)
         if row.get("error_code"):
             return cls.error(row.get("http_status") or 422, row["error_code"], row.get("error_message") or "", state=state, alert_id=alert_id)

@@ -66,7 +66,9 @@ async def test_every_hook_is_called_by_the_pipeline(app_client):
     assert not missing, f"hooks never called by the pipeline: {sorted(missing)}"
     assert isinstance(recorder.calls["execute_order"][0]["executor"], Executor)
     assert recorder.calls["on_error"][0]["alert"].alert_id == "meta-refused"
+    assert recorder.calls["on_error"][0]["state"] == "rejected"  # the journal state, passed by the engine
     assert recorder.calls["after_execute"][0]["result"].status == "closed"
+    assert recorder.calls["after_execute"][0]["state"] == "filled"
 
 
 def test_hookspecs_and_recorder_agree_with_pluggy():

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EventState = Literal["filled", "submitted", "reconciled", "rejected", "failed", "unknown", "expired"]
+EventState = Literal["filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired"]
 MAX_TEXT = 1900  # under Discord's 2000 characters (Telegram: 4096, Slack: 40000)
 MAX_RETRY_AFTER = 60.0
 
@@ -149,14 +149,14 @@ class Notifier:
         log.info("notifier %s: sending %s", self.name, ", ".join(self.options.events))
 
     @hookimpl
-    def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, router: Router) -> None:
+    def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> None:
         if self.queue is not None:
-            self.enqueue(event_from_result(alert, order, result, router))
+            self.enqueue(event_from_result(alert, order, result, state))
 
     @hookimpl
-    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, router: Router) -> None:
+    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router) -> None:
         if self.queue is not None:
-            self.enqueue(event_from_error(alert, order, error, router))
+            self.enqueue(event_from_error(alert, order, error, state, router))
 
     @hookimpl
     async def router_shutdown(self) -> None:
