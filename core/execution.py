@@ -123,10 +123,11 @@ class ExecutorRegistry:
         default account's exchange; 3. no ``account``/``exchange``: the default account.
         Alerts carrying credentials are routed by ``Router.executor_for`` first.
         """
-        if alert.account:
-            executor = self.get(alert.account)
+        if alert.accounts:
+            name = alert.accounts[0]  # one account; several are fanned out by the router first
+            executor = self.get(name)
             if executor is None:
-                raise Unprocessable(f"unknown account '{alert.account}'", code="unknown_account")
+                raise Unprocessable(f"unknown account '{name}'", code="unknown_account")
             return executor
         default = self.default
         if alert.exchange:

@@ -193,17 +193,51 @@ class Router:
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
+        if len(alert.accounts) > 1:
+            return await self._fan_out(request, alert, auth)
+        return await self._receive_one(request, alert, auth, hashlib.sha256(request.body).hexdigest())
+
+    async def _receive_one(self, request: InboundRequest, alert: Alert, auth: AuthResult, body_hash: str) -> Outcome:
         executor = await self.executor_for(alert)
         if not executor.ready:
             raise ServiceUnavailable(f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready")
         # Journal and start together, shielded: once the alert is journaled its execution
         # task must exist, even if the client goes away mid-request.
-        started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth)))
+        started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth, body_hash)))
         if isinstance(started, Outcome):
             return started
         return await self._answer_within_budget(alert.alert_id or "", started, request.received_at)
 
-    async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult) -> "Outcome | asyncio.Task":
+    async def _fan_out(self, request: InboundRequest, alert: Alert, auth: AuthResult) -> Outcome:
+        """One alert, several accounts: each executes and is journaled on its own (its own
+        alert id ``<id>@<account>``, its own client order id), and one account's failure
+        does not hold up the others. The answer lists every account's outcome."""
+        parent = alert.alert_id
+
+        async def one(name: str) -> Outcome:
+            child_id = f"{parent[:127 - len(name)]}@{name}" if parent else None
+            child = alert.model_copy(update={"account": name, "alert_id": child_id}, deep=True)
+            child.credentials = alert.credentials
+            try:
+                return await self._receive_one(request, child, auth, hashlib.sha256(request.body + b"@" + name.lower().encode()).hexdigest())
+            except WebhookError as exc:
+                return Outcome.error(exc.status, exc.code, exc.message, state="rejected" if exc.status < 500 else "failed")
+
+        outcomes = await asyncio.gather(*(one(name) for name in alert.accounts))
+        statuses = [o.status for o in outcomes]
+        if 202 in statuses:
+            status = 202  # something is still executing (or reconciling): never a 5xx then
+        elif any(200 <= s < 300 for s in statuses):
+            status = 200
+        elif any(s >= 500 for s in statuses):
+            status = 503  # nothing was sent anywhere: a resend retries the accounts that failed
+        else:
+            status = max(statuses)
+        body = {"status": "fanout", "alert_id": parent, "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes)}}
+        return Outcome(status, body, headers={"Retry-After": "5"} if status == 503 else {})
+
+    async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult,
+                     body_hash: str) -> "Outcome | asyncio.Task":
         assert self.journal is not None
         try:
             lane = f"{executor.account}|{executor.lane_key(alert)}"
@@ -211,14 +245,14 @@ class Router:
             lane = f"{executor.account}|{alert.symbol.upper()}"  # prepare() refuses it with the reason
         admission = await self.journal.admit(
             explicit_id=alert.alert_id,
-            body_hash=hashlib.sha256(request.body).hexdigest(),
+            body_hash=body_hash,
             received_at=request.received_at,
             dedup_window=self.options.dedup_window,
             principal=auth.principal,
             account=executor.account,
             symbol=alert.symbol,
-            side=alert.side,
-            amount=str(alert.amount),
+            side=alert.side or alert.action,
+            amount=str(alert.amount) if alert.amount is not None else "",
             payload=alert.model_dump(mode="json", exclude={"credentials"}),
             owner=self.engine.worker_id,
             lane=lane,
