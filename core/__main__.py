@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import secrets
 import sys
 from pathlib import Path
 
 from core.config import Settings
-from core.journal import Journal
+from core.errors import ConfigError
+from core.state import StateBackend
 
 
 def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
@@ -31,11 +33,31 @@ def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) ->
     return True
 
 
-def _journal(settings: Settings) -> Journal:
-    path = settings.data_path / "journal.sqlite3"
-    if not path.exists():
-        sys.exit(f"no journal at {path} (DATA_DIR={settings.data_dir})")
-    return Journal(path)
+async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The journal of this deployment's state backend (SQLite under DATA_DIR, or Redis)."""
+    backend = StateBackend.from_settings(settings)
+    if not backend.is_redis and not (settings.data_path / "journal.sqlite3").exists():
+        print(f"no journal at {settings.data_path / 'journal.sqlite3'} (DATA_DIR={settings.data_dir})", file=sys.stderr)
+        return 1
+    journal = backend.journal()
+    try:
+        if args.action == "list":
+            for row in await journal.list(limit=args.limit, state=args.state):
+                print(f"{row['alert_id']:<48} {row['state']:<10} {row['account'] or '-':<10} {row['symbol']:<16} "
+                      f"{row['side']:<6} {row['amount'] or '':<12} {row['error_code'] or ''}")
+        elif args.action == "show":
+            alert = await journal.get(args.alert_id)
+            if alert is None:
+                print(f"no alert {args.alert_id}", file=sys.stderr)
+                return 1
+            alert.pop("body_hash", None)
+            print(json.dumps(alert, indent=2, default=str))
+        else:
+            print(json.dumps(await journal.stats(), indent=2))
+    finally:
+        await journal.aclose()
+        await backend.aclose()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,24 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init-env":
         print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
         return 0
-    settings = Settings.from_env()
-    jr = _journal(settings)
     try:
-        if args.action == "list":
-            for row in jr.list_sync(limit=args.limit, state=args.state):
-                print(f"{row['alert_id']:<48} {row['state']:<10} {row['account'] or '-':<10} {row['symbol']:<16} "
-                      f"{row['side']:<4} {row['amount']:<12} {row['error_code'] or ''}")
-        elif args.action == "show":
-            alert = jr.get_sync(args.alert_id)
-            if alert is None:
-                print(f"no alert {args.alert_id}", file=sys.stderr)
-                return 1
-            print(json.dumps(alert, indent=2, default=str))
-        else:
-            print(json.dumps(jr.stats_sync(), indent=2))
-    finally:
-        jr.close()
-    return 0
+        return asyncio.run(journal_command(args, Settings.from_env()))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
