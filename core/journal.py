@@ -88,6 +88,16 @@ def _dumps(value: Any) -> str:
     return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
 
 
+def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, now: float, result_json: str | None,
+                  error_code: str | None, error_message: str | None, http_status: int | None) -> None:
+    assert state in ALERT_STATES, state
+    conn.execute(
+        "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
+        " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
+        (state, now, result_json, error_code, error_message, http_status, alert_id),
+    )
+
+
 @dataclass(frozen=True)
 class Admission:
     """The journal's answer to a new alert: its id, and whether it was seen before."""
@@ -173,19 +183,10 @@ class Journal:
         error_message: str | None = None,
         http_status: int | None = None,
     ) -> None:
-        assert state in ALERT_STATES, state
-        now = time.time()
         result_json = _dumps(result) if result is not None else None
         message = REDACTOR.redact(error_message) if error_message else None
-
-        def update(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
-                " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
-                (state, now, result_json, error_code, message, http_status, alert_id),
-            )
-
-        await self.db.run(update)
+        now = time.time()
+        await self.db.run(lambda conn: _update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status))
 
     async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]) -> int:
         now = time.time()
@@ -228,13 +229,9 @@ class Journal:
                     (state, response_json, error_text, now, order_row),
                 )
                 if alert_state is not None:
-                    assert alert_state in ALERT_STATES, alert_state
-                    conn.execute(
-                        "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
-                        " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
-                        (alert_state, now, response_json if alert_state in SUCCESS_STATES else None,
-                         error_code, error_text if error_code else None, http_status, alert_id),
-                    )
+                    _update_alert(conn, alert_id, alert_state, now,
+                                  response_json if alert_state in SUCCESS_STATES else None,
+                                  error_code, error_text if error_code else None, http_status)
 
         await self.db.run(update)
 

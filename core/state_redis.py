@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreUnavailable
-from core.tokens import ID_LENGTH, LABEL_PATTERN, TokenInfo, hash_token, new_token
+from core.tokens import ID_LENGTH, TokenInfo, check_issue, hash_token, new_token
 
 
 def redis_client(url: str) -> aioredis.Redis:
@@ -73,10 +73,7 @@ class RedisTokenStore:
                          last_used_at=float(row["last_used_at"]) if row.get("last_used_at") else None)
 
     async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None) -> tuple[str, TokenInfo]:
-        if ttl <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
-        if label is not None and not LABEL_PATTERN.match(label):
-            raise ValueError("label must be 1-64 letters, digits or _ . : @ - (starting with a letter or digit)")
+        check_issue(ttl, label)
         token = token or new_token()
         digest, now = hash_token(token), self._clock()
         row = {"label": label or "", "created_at": repr(now), "expires_at": repr(now + ttl)}

@@ -52,6 +52,14 @@ def new_token() -> str:
             return token
 
 
+def check_issue(ttl: float, label: str | None) -> None:
+    """What every store refuses to issue: a lifetime not above 0, a label off the pattern."""
+    if ttl <= 0:
+        raise ValueError("ttl must be a positive number of seconds")
+    if label is not None and not LABEL_PATTERN.match(label):
+        raise ValueError("label must be 1-64 letters, digits or _ . : @ - (starting with a letter or digit)")
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     """What is known of a token without the token: for listings and principals."""
@@ -108,10 +116,7 @@ class SqliteTokenStore:
         self._clock = clock
 
     async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None) -> tuple[str, TokenInfo]:
-        if ttl <= 0:
-            raise ValueError("ttl must be a positive number of seconds")
-        if label is not None and not LABEL_PATTERN.match(label):
-            raise ValueError("label must be 1-64 letters, digits or _ . : @ - (starting with a letter or digit)")
+        check_issue(ttl, label)
         token = token or new_token()
         now = self._clock()
 
