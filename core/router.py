@@ -44,7 +44,7 @@ class Router:
         REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
-        self.journal: Journal | None = None
+        self.journal: Any = None  # core.journal.Journal or core.journal_redis.RedisJournal, opened at start()
         self.engine = ExecutionEngine(self)
         self.started_at = time.time()
         for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
@@ -233,7 +233,7 @@ class Router:
             status = 503  # nothing was sent anywhere: a resend retries the accounts that failed
         else:
             status = max(statuses)
-        body = {"status": "fanout", "alert_id": parent, "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes)}}
+        body = {"status": "fanout", "alert_id": parent, "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes, strict=True)}}
         return Outcome(status, body, headers={"Retry-After": "5"} if status == 503 else {})
 
     async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult,
@@ -321,6 +321,7 @@ def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials
 
 
 def _forbidden(auth: AuthResult) -> WebhookError:
+    # One body for every refusal of this kind, like 401 (the reason is logged).
     return Forbidden("this request is not allowed")
 
 

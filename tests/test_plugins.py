@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -109,7 +108,7 @@ def start_router(make_settings, extra=None) -> None:
 
 class Misspelt:
     @hookimpl
-    def transfrom_payload(self, payload):  # noqa: the typo is the point
+    def transfrom_payload(self, payload):  # the typo is the point
         pass
 
 
