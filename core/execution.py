@@ -74,7 +74,10 @@ class Executor(abc.ABC):
         """Send the order once. Raise ccxt's errors (or WebhookError) on failure."""
 
     async def lookup(self, order: OrderRequest) -> OrderResult | None:
-        """Find an order by its client order id (after an unknown outcome); None if absent."""
+        """After an unknown outcome, what became of ``order`` at the exchange, for any
+        action: create → the order found by its client order id; cancel → the target
+        order if it is now canceled; cancel_all → a result once nothing is open. None when
+        the exchange says it did not happen (the engine may then send it again)."""
         return None
 
 

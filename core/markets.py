@@ -9,12 +9,20 @@ perpetual, ``market_type`` (or ``.P``) decides, else the account's default marke
 Amounts and prices go through ccxt's precision; min/max amount, min cost, the price
 tick and market status are checked here because ccxt does not check them before
 sending. Every refusal is a 422 whose message says what to change.
+
+``prepare_order`` turns an alert into an ``OrderRequest``: the amount (or, for a market
+buy sized by cost, the cost), limit and stop prices, post-only / reduce-only / time in
+force, stop-loss and take-profit (rounded to the tick, on the right side of the entry)
+and leverage / margin mode (derivatives only). The side and size come from a ``Sizing``
+that ``core.sizing`` works out from the alert's action and amount type — a plain order
+in base units needs none — and its ``story`` prefixes the refusals of converted amounts.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -98,6 +106,38 @@ def _fmt(value: Any) -> str:
     return format(Decimal(str(value)).normalize(), "f")
 
 
+def unit_of(market: dict[str, Any]) -> str:
+    """What amounts of the market count: the base currency on spot, contracts on derivatives."""
+    return market.get("base") if market.get("spot") or not market.get("contract") else "contracts"
+
+
+def resolve_market(exchange: ccxt.Exchange, alert: Alert, default_type: str | None = None) -> dict[str, Any]:
+    """The market an alert trades on ``exchange``; 422 when it is unknown or not trading."""
+    market = market_index(exchange).resolve(alert.symbol, alert.market_type, default_type)
+    if market.get("active") is False:
+        raise Unprocessable(f"market {market['symbol']} is not trading on {exchange.id} now", code="market_closed")
+    return market
+
+
+@dataclass
+class Sizing:
+    """An order's side and size as ``core.sizing`` worked them out from the alert's action,
+    amount type and what the account holds; ``prepare_order`` then rounds and checks it.
+
+    ``story`` tells how the amount was arrived at ("10% of 100 USDT free is 10 USDT =
+    0.0002 BTC at 50000"): refusals quote it, so the trader sees the numbers.
+    """
+
+    side: str
+    amount: Decimal | None  # base units (contracts on derivatives); None for a market buy sized by cost
+    cost: Decimal | None = None  # quote amount of a market buy the exchange sizes itself
+    story: str | None = None
+    reduce_only: bool = False
+    position_before: Decimal | None = None
+    position_after: Decimal | None = None  # target / flip: where the position goes
+    reference_price: Decimal | None = None  # the price a conversion used
+
+
 def prepare_order(
     exchange: ccxt.Exchange,
     alert: Alert,
@@ -106,99 +146,183 @@ def prepare_order(
     client_order_id: str,
     default_type: str | None = None,
     reference_price: Callable[[str], Decimal | None] | None = None,
+    market: dict[str, Any] | None = None,
+    sizing: Sizing | None = None,
+    leverage: int | None = None,
+    margin_mode: str | None = None,
 ) -> OrderRequest:
     """Resolve, round and check an alert into an order for ``exchange``; 422 on refusal.
+
+    Without ``sizing`` the alert must be a plain order (action ``order``) in base units;
+    ``core.sizing.prepare_alert`` handles the other actions and amount types and hands
+    its result here as ``sizing``. ``leverage``/``margin_mode`` are the account's
+    defaults (derivatives only); the alert's own win.
 
     A market order is valued at the alert's price (TradingView's ``{{close}}``), else at
     ``reference_price(symbol)`` (the last price the executor knows, if any), for the
     minimum-cost check; with neither, that check is left to the exchange.
     """
-    if alert.action != "order" or alert.amount_type != "base" or alert.order_type not in ("market", "limit"):
-        raise Unprocessable(f"{exchange.id} does not support action '{alert.action}', amount_type '{alert.amount_type}' "
-                            f"or order_type '{alert.order_type}' here", code="not_supported")
-    assert alert.amount is not None and alert.side is not None
-    market = market_index(exchange).resolve(alert.symbol, alert.market_type, default_type)
+    if sizing is None:
+        if alert.action != "order" or alert.amount_type != "base":
+            raise Unprocessable(f"{exchange.id}: action '{alert.action}' with amount_type '{alert.amount_type}' needs the "
+                                f"account's balances and positions, which this executor does not read", code="not_supported")
+        assert alert.amount is not None and alert.side is not None
+        sizing = Sizing(side=alert.side, amount=alert.amount)
+    market = market or resolve_market(exchange, alert, default_type)
     symbol, venue = market["symbol"], exchange.id
-    if market.get("active") is False:
-        raise Unprocessable(f"market {symbol} is not trading on {venue} now", code="market_closed")
-    limits = market.get("limits") or {}
-    unit = market.get("base") if market.get("spot") or not market.get("contract") else "contracts"
+    contract = bool(market.get("contract"))
+    params = dict(alert.params)
+    reduce_only = sizing.reduce_only or alert.reduce_only or params.get("reduceOnly") in (True, "true")
+    if not contract:
+        for name, value in (("reduce_only", reduce_only), ("leverage", alert.leverage), ("margin_mode", alert.margin_mode)):
+            if value:
+                raise Unprocessable(f"{name} applies to derivatives; {symbol} is a spot market on {venue}"
+                                    + (" (to sell what you hold, send action close)" if name == "reduce_only" else ""),
+                                    code="not_supported")
+    post_only = alert.post_only or alert.time_in_force == "PO"
+    limit_like = alert.order_type in ("limit", "stop_limit")
+    if post_only and alert.order_type != "limit":
+        raise Unprocessable(f"post_only needs a limit order (this is a {alert.order_type.replace('_', '-')} order)",
+                            code="invalid_order")
+    if sizing.cost is not None and alert.order_type != "market":
+        raise Unprocessable("an order sized by cost must be a market buy", code="invalid_order")
 
-    min_amount = (limits.get("amount") or {}).get("min")
-    if min_amount is not None and alert.amount < Decimal(str(min_amount)):
-        raise Unprocessable(
-            f"amount {_fmt(alert.amount)} {unit} is below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
-            code="amount_below_minimum",
-        )
-    max_amount = (limits.get("amount") or {}).get("max")
-    if max_amount is not None and alert.amount > Decimal(str(max_amount)):
-        raise Unprocessable(
-            f"amount {_fmt(alert.amount)} {unit} is above the maximum {_fmt(max_amount)} for {symbol} on {venue}",
-            code="amount_above_maximum",
-        )
-    max_market = (limits.get("market") or {}).get("max")  # binance's MARKET_LOT_SIZE
-    if alert.order_type == "market" and max_market and alert.amount > Decimal(str(max_market)):
-        raise Unprocessable(
-            f"amount {_fmt(alert.amount)} {unit} is above the maximum {_fmt(max_market)} for a market order on {symbol} "
-            f"on {venue}", code="amount_above_maximum",
-        )
-    try:
-        amount = exchange.amount_to_precision(symbol, str(alert.amount))
-    except ccxt.InvalidOrder:
-        amount = "0"
-    step = (market.get("precision") or {}).get("amount")
-    if Decimal(amount) <= 0:
-        raise Unprocessable(f"amount {_fmt(alert.amount)} {unit} rounds to 0 at {symbol}'s step {_fmt(step) if step else '?'} on {venue}",
-                            code="amount_below_minimum")
-    if min_amount is not None and Decimal(amount) < Decimal(str(min_amount)):
-        # A step that does not divide the minimum: the rounded amount fell below it.
-        raise Unprocessable(
-            f"amount {_fmt(alert.amount)} {unit} rounds down to {_fmt(amount)} at the step {_fmt(step) if step else '?'}, "
-            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum",
-        )
+    amount: str | None = None
+    if sizing.amount is not None:
+        amount = _checked_amount(exchange, market, sizing, alert.order_type)
 
-    price: str | None = None
-    if alert.order_type == "limit":
-        assert alert.price is not None
-        price = exchange.price_to_precision(symbol, str(alert.price))
-        if Decimal(price) != alert.price:
-            tick = (market.get("precision") or {}).get("price")
-            raise Unprocessable(
-                f"price {_fmt(alert.price)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
-                code="price_off_tick",
-            )
-        price_limits = limits.get("price") or {}
-        if price_limits.get("min") and alert.price < Decimal(str(price_limits["min"])):
-            raise Unprocessable(f"price {_fmt(alert.price)} is below the minimum {_fmt(price_limits['min'])} for {symbol} on {venue}",
-                                code="price_out_of_range")
-        if price_limits.get("max") and alert.price > Decimal(str(price_limits["max"])):
-            raise Unprocessable(f"price {_fmt(alert.price)} is above the maximum {_fmt(price_limits['max'])} for {symbol} on {venue}",
-                                code="price_out_of_range")
-    value_price = Decimal(price) if price else (alert.price or (reference_price(symbol) if reference_price else None))
-    cost_limits = limits.get("cost") or {}
-    if value_price is not None and (cost_limits.get("min") or cost_limits.get("max")):
-        contract_size = Decimal(str(market.get("contractSize") or 1))
-        cost = Decimal(amount) * contract_size * value_price
-        if cost_limits.get("min") and cost < Decimal(str(cost_limits["min"])):
-            raise Unprocessable(
-                f"order value {_fmt(cost)} {market.get('quote')} is below the minimum {_fmt(cost_limits['min'])} for {symbol} on {venue}",
-                code="cost_below_minimum",
-            )
-        if cost_limits.get("max") and cost > Decimal(str(cost_limits["max"])):
-            raise Unprocessable(
-                f"order value {_fmt(cost)} {market.get('quote')} is above the maximum {_fmt(cost_limits['max'])} for {symbol} on {venue}",
-                code="cost_above_maximum",
-            )
+    price = _checked_price(exchange, market, "price", alert.price) if limit_like else None
+    stop_price = _checked_price(exchange, market, "stop_price", alert.stop_price) if alert.order_type in ("stop", "stop_limit") else None
+    value_price = (Decimal(price) if price else Decimal(stop_price) if stop_price else
+                   alert.price or sizing.reference_price or (reference_price(symbol) if reference_price else None))
+    cost: str | None = None
+    if sizing.cost is not None:
+        cost = exchange.cost_to_precision(symbol, str(sizing.cost))
+    _check_cost(market, venue, sizing, amount, cost, value_price, reduce_only=reduce_only and contract)
+    stop_loss, take_profit = _protection(exchange, market, alert, sizing, value_price)
     return OrderRequest(
         account=account,
         exchange=venue,
         symbol=symbol,
         market_type=market.get("type") or "spot",
-        side=alert.side,
+        side=sizing.side,  # type: ignore[arg-type]
         order_type=alert.order_type,
         amount=amount,
+        cost=cost,
         price=price,
+        stop_price=stop_price,
+        stop_loss=stop_loss,
+        take_profit=take_profit,
+        reduce_only=bool(reduce_only),
+        post_only=post_only,
+        time_in_force=(alert.time_in_force if limit_like and alert.time_in_force != "PO" else None),
+        leverage=(alert.leverage or leverage) if contract else None,
+        margin_mode=(alert.margin_mode or margin_mode) if contract else None,
         client_order_id=client_order_id,
         reference_price=_fmt(value_price) if value_price is not None else None,
-        params=dict(alert.params),
+        position_before=_fmt(sizing.position_before) if sizing.position_before is not None else None,
+        params=params,
     )
+
+
+def _checked_amount(exchange: ccxt.Exchange, market: dict[str, Any], sizing: Sizing, order_type: str) -> str:
+    """The amount after the exchange's precision, within the market's limits; 422 otherwise."""
+    assert sizing.amount is not None
+    symbol, venue, unit = market["symbol"], exchange.id, unit_of(market)
+    limits = market.get("limits") or {}
+    requested = sizing.amount
+    subject = sizing.story or f"amount {_fmt(requested)} {unit}"
+    lead = f"{sizing.story}," if sizing.story else f"{subject} is"
+    min_amount = (limits.get("amount") or {}).get("min")
+    if min_amount is not None and requested < Decimal(str(min_amount)):
+        raise Unprocessable(f"{lead} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
+    max_amount = (limits.get("amount") or {}).get("max")
+    if max_amount is not None and requested > Decimal(str(max_amount)):
+        raise Unprocessable(f"{lead} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum")
+    max_market = (limits.get("market") or {}).get("max")  # binance's MARKET_LOT_SIZE
+    if order_type in ("market", "stop") and max_market and requested > Decimal(str(max_market)):
+        raise Unprocessable(f"{lead} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
+                            code="amount_above_maximum")
+    try:
+        amount = exchange.amount_to_precision(symbol, str(requested))
+    except ccxt.InvalidOrder:
+        amount = "0"
+    step = (market.get("precision") or {}).get("amount")
+    step_text = _fmt(step) if step else "?"
+    if Decimal(amount) <= 0:
+        raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text} on {venue}",
+                            code="amount_below_minimum")
+    if min_amount is not None and Decimal(amount) < Decimal(str(min_amount)):
+        # A step that does not divide the minimum: the rounded amount fell below it.
+        raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step {step_text}, "
+                            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
+    return amount
+
+
+def _checked_price(exchange: ccxt.Exchange, market: dict[str, Any], name: str, value: Decimal | None) -> str:
+    """A limit or trigger price: on the tick and within the market's range, else 422."""
+    assert value is not None
+    symbol, venue = market["symbol"], exchange.id
+    label = "price" if name == "price" else "stop_price"
+    rounded = exchange.price_to_precision(symbol, str(value))
+    if Decimal(rounded) != value:
+        tick = (market.get("precision") or {}).get("price")
+        raise Unprocessable(f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
+                            code="price_off_tick")
+    price_limits = (market.get("limits") or {}).get("price") or {}
+    if price_limits.get("min") and value < Decimal(str(price_limits["min"])):
+        raise Unprocessable(f"{label} {_fmt(value)} is below the minimum {_fmt(price_limits['min'])} for {symbol} on {venue}",
+                            code="price_out_of_range")
+    if price_limits.get("max") and value > Decimal(str(price_limits["max"])):
+        raise Unprocessable(f"{label} {_fmt(value)} is above the maximum {_fmt(price_limits['max'])} for {symbol} on {venue}",
+                            code="price_out_of_range")
+    return rounded
+
+
+def _check_cost(market: dict[str, Any], venue: str, sizing: Sizing, amount: str | None, cost: str | None,
+                value_price: Decimal | None, *, reduce_only: bool) -> None:
+    cost_limits = (market.get("limits") or {}).get("cost") or {}
+    if not (cost_limits.get("min") or cost_limits.get("max")):
+        return
+    if cost is not None:
+        value = Decimal(cost)
+    elif amount is not None and value_price is not None:
+        value = Decimal(amount) * Decimal(str(market.get("contractSize") or 1)) * value_price
+    else:
+        return  # a market order without a price: the exchange checks
+    symbol, quote = market["symbol"], market.get("quote")
+    lead = f"{sizing.story}: order value" if sizing.story else "order value"
+    # Reduce-only orders on derivatives may be smaller than the minimum value (binance, bybit).
+    if cost_limits.get("min") and value < Decimal(str(cost_limits["min"])) and not reduce_only:
+        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is below the minimum {_fmt(cost_limits['min'])} for {symbol} on {venue}",
+                            code="cost_below_minimum")
+    if cost_limits.get("max") and value > Decimal(str(cost_limits["max"])):
+        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is above the maximum {_fmt(cost_limits['max'])} for {symbol} on {venue}",
+                            code="cost_above_maximum")
+
+
+def _protection(exchange: ccxt.Exchange, market: dict[str, Any], alert: Alert, sizing: Sizing,
+                reference: Decimal | None) -> tuple[str | None, str | None]:
+    """Stop-loss and take-profit trigger prices, rounded to the tick and on the right side of
+    the entry: below it (stop-loss) and above it (take-profit) for a long, the reverse for a short."""
+    if alert.stop_loss is None and alert.take_profit is None:
+        return None, None
+    symbol = market["symbol"]
+    if sizing.position_after is not None:
+        if sizing.position_after == 0:
+            raise Unprocessable(f"stop_loss/take_profit protect a position, and this alert leaves {symbol} flat",
+                                code="invalid_order")
+        long = sizing.position_after > 0
+    else:
+        long = sizing.side == "buy"
+    rounded = [exchange.price_to_precision(symbol, str(v)) if v is not None else None for v in (alert.stop_loss, alert.take_profit)]
+    if reference is not None:
+        what = f"{'long' if long else 'short'} entry at {_fmt(reference)}"
+        stop_loss, take_profit = (Decimal(v) if v is not None else None for v in rounded)
+        if stop_loss is not None and (stop_loss >= reference if long else stop_loss <= reference):
+            raise Unprocessable(f"stop_loss {_fmt(stop_loss)} must be {'below' if long else 'above'} the {what} on {symbol}",
+                                code="invalid_order")
+        if take_profit is not None and (take_profit <= reference if long else take_profit >= reference):
+            raise Unprocessable(f"take_profit {_fmt(take_profit)} must be {'above' if long else 'below'} the {what} on {symbol}",
+                                code="invalid_order")
+    return rounded[0], rounded[1]

@@ -528,3 +528,20 @@ def test_standalone_process_serves_and_stops_on_sigterm():
         process.stdout.close()
         process.stderr.close()
     assert code == 0 and time.monotonic() - started < 5
+
+
+async def test_bybit_attached_stop_loss_take_profit_and_margin_mode(connect, emu):
+    bybit = await connect("bybit")
+    await bybit.set_margin_mode("isolated", PERP)
+    created = await bybit.create_order(PERP, "market", "buy", 0.01, params={
+        "clientOrderId": "by-tpsl", "stopLoss": {"triggerPrice": 45000}, "takeProfit": {"triggerPrice": 55000}})
+    fetched = (await bybit.fetch_open_orders(PERP, params={"orderLinkId": "by-tpsl"}))[0]
+    assert (fetched["id"], fetched["stopLossPrice"], fetched["takeProfitPrice"]) == (created["id"], 45000, 55000)
+    [booked] = emu.orders()
+    assert (booked["stop_loss"], booked["take_profit"]) == ("45000", "55000")
+    [position] = emu.positions("emu-key-1")
+    assert (position["stop_loss"], position["take_profit"], position["margin_type"]) == ("45000", "55000", "ISOLATED")
+    [held] = await bybit.fetch_positions([PERP])
+    assert (held["stopLossPrice"], held["takeProfitPrice"], held["info"]["tradeMode"]) == (45000, 55000, 1)
+    with pytest.raises(ccxt.BadRequest, match="should lower than base_price"):  # a long's stop-loss above the price
+        await bybit.create_order(PERP, "market", "buy", 0.01, params={"stopLoss": {"triggerPrice": 51000}})

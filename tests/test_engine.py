@@ -84,8 +84,10 @@ async def test_alerts_for_one_symbol_execute_in_arrival_order(app_client, script
         await scripted.call_started.wait()
         release.set()
         answers = await asyncio.gather(*sends)
+        # Under load the last ones may be answered 202 (past the 1 s budget): let them finish.
+        await asyncio.gather(*list(app.extensions["router"].engine.inflight.values()))
         rows = [await app.extensions["router"].journal.get(f"seq-{i:02d}") for i in range(20)]
-    assert all(status == 200 for status, _ in answers)
+    assert all(status in (200, 202) for status, _ in answers)
     arrival = [row["orders"][0]["client_order_id"] for row in sorted(rows, key=lambda r: r["seq"])]
     assert scripted.started_calls == arrival
 

@@ -13,8 +13,9 @@ ccxt is imported here, once per process, when the plugin is loaded at startup.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
@@ -77,6 +78,10 @@ class AccountOptions(PluginOptions):
     # Load the exchange's currency list with the markets (a private call on some
     # exchanges; orders do not need it).
     load_currencies: bool = False
+    # Leverage and margin mode set on the symbol before each derivatives order (an
+    # alert's own "leverage"/"margin_mode" win); unset: whatever the exchange has.
+    leverage: int | None = Field(None, ge=1, le=200)
+    margin_mode: Literal["cross", "isolated"] | None = None
     # Handed unchanged to the ccxt constructor, deep-merged last: urls, options, timeout,
     # headers, proxies. How an account points at a testnet or the emulator.
     ccxt: dict[str, Any] = Field(default_factory=dict)
@@ -247,6 +252,17 @@ class ClientIdRule:
         if len(proposed) <= self.length and proposed.startswith(self.prefix) and self == DEFAULT_CLIENT_ID_RULE:
             return proposed
         return client_order_id(alert_id, account, prefix=self.prefix, length=self.length)
+
+    def child(self, entry: str, kind: str) -> str:
+        """The client order id of an entry's stop-loss (``kind`` "sl") or take-profit ("tp")
+        order: derived from the entry's, so a resend or a reconciliation finds it instead of
+        placing it twice. "tv…" becomes "sl…"/"tp…" (gate: "t-sl…"); exchanges that take
+        hex digits only (kraken) get a hash of the entry's id."""
+        if not self.prefix:
+            return hashlib.sha256(f"{kind}\x00{entry}".encode()).hexdigest()[:len(entry)]
+        if self.prefix == "tv":
+            return kind + entry[2:]
+        return (self.prefix + kind + entry[len(self.prefix) + 2:])[:self.length]
 
 
 DEFAULT_CLIENT_ID_RULE = ClientIdRule()

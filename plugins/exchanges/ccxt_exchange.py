@@ -15,7 +15,16 @@ process carries ``order_not_sent = True``. Orders go over the WebSocket API
 WebSocket message provably never left (``ccxt_websocket.WsOrderGate``) goes over REST
 instead, one whose answer was lost is an unknown outcome — never sent twice.
 
-``lookup`` finds an order by its client order id, for reconciliation.
+``prepare`` reads what the alert needs (positions, balances, the ticker, the order to
+cancel; ``core.sizing``) and places nothing. ``submit`` sets the margin mode and leverage
+when asked (an exchange's "already set" is fine; a failure there sends no order), then
+sends the entry; stop-loss / take-profit ride on it where ccxt supports that
+(``has['createOrderWithTakeProfitAndStopLoss']``), else follow as reduce-only orders
+whose client ids derive from the entry's. Cancels go by order id or client id; binance's
+conditional contract orders (its Algo Order API) are reached with ``{'trigger': True}``.
+
+``lookup`` finds an order by its client order id, for reconciliation (placing the
+entry's missing stop-loss / take-profit), or tells whether a cancel took effect.
 """
 
 from __future__ import annotations
@@ -37,9 +46,10 @@ import ccxt
 from pydantic import Field, SecretStr
 
 from core.config import PluginOptions
-from core.errors import ConfigError, ServiceUnavailable
+from core.errors import ConfigError, ServiceUnavailable, Unprocessable
 from core.execution import Executor
-from core.markets import market_index, prepare_order
+from core.markets import market_index
+from core.sizing import prepare_alert
 from core.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
 from core.plugins import hookimpl
 from core.redaction import REDACTOR
@@ -64,6 +74,13 @@ FETCH_ORDER_BY_CLIENT_ID = frozenset({
 })
 # Exchanges whose order lists filter by the client order id, and the parameter.
 LIST_ORDERS_BY_CLIENT_ID = {"bybit": "orderLinkId"}
+# Exchanges whose conditional contract orders live apart (binance's Algo Order API) and
+# are reached with params {'trigger': True}.
+SEPARATE_TRIGGER_BOOKS = frozenset({"binance"})
+# Exchanges whose contract trigger orders need params['triggerDirection'] (above/below).
+TRIGGER_DIRECTION = frozenset({"bybit"})
+# What exchanges answer when a leverage or margin mode is already what was asked.
+ALREADY_SET = ("No need to change", "not modified", "110043", "110026", "-4046")
 # After the WebSocket API could not be reached, orders go over REST for this long.
 WS_PAUSE_SECONDS = 15.0
 
@@ -283,30 +300,89 @@ class CcxtExecutor(Executor):
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         coid = self.id_rule.for_alert(alert.alert_id or client_order_id, self.account, client_order_id)
-        return prepare_order(self.client, alert, account=self.account, client_order_id=coid, default_type=self.default_type)
+        async with self._use():
+            order = await prepare_alert(self.client, alert, self, account=self.account, client_order_id=coid,
+                                        default_type=self.default_type, leverage=self.options.leverage,
+                                        margin_mode=self.options.margin_mode)
+        if order.stop_loss and order.take_profit and order.market_type == "spot" and not self._attaches(order):
+            # Two separate sell orders would each lock the whole base amount: the second is refused.
+            raise Unprocessable(f"on {self.exchange} spot, stop_loss and take_profit would be two orders selling the same "
+                                f"{self.client.market(order.symbol)['base']}; send one of them", code="not_supported")
+        for what, value, feature in (("leverage", order.leverage, "setLeverage"), ("margin_mode", order.margin_mode, "setMarginMode")):
+            if value and not self.client.has.get(feature):
+                raise Unprocessable(f"ccxt cannot set the {what.replace('_', ' ')} on {self.exchange}: set it on the exchange and "
+                                    f"leave {what} out of the alert and the account", code="not_supported")
+        return order
 
-    def _order_args(self, order: OrderRequest) -> tuple[Any, ...]:
-        params = dict(order.params)
-        params[self.id_rule.param] = order.client_order_id
-        price: float | None = float(order.price) if order.price is not None else None
-        if (order.order_type == "market" and order.side == "buy" and order.reference_price
-                and self.client.safe_bool(self.client.options, "createMarketBuyOrderRequiresPrice", False)):
-            price = float(order.reference_price)  # the exchange sizes market buys by cost
-        return order.symbol, order.order_type, order.side, float(Decimal(order.amount)), price, params
+    # -- what prepare_alert reads (core.sizing.AccountReader)
+
+    async def position(self, market: dict[str, Any]) -> Decimal:
+        """The signed contracts held on ``market`` (long > 0), from fetch_positions."""
+        symbol = market["symbol"]
+        if self.client.has.get("fetchPositions"):
+            positions = await self.client.fetch_positions([symbol])
+        elif self.client.has.get("fetchPosition"):
+            positions = [await self.client.fetch_position(symbol)]
+        else:
+            raise Unprocessable(f"ccxt cannot read positions on {self.exchange}", code="not_supported")
+        total = Decimal(0)
+        for position in positions or []:
+            if not position or position.get("symbol") != symbol:
+                continue
+            contracts = Decimal(str(position.get("contracts") or 0))
+            side = position.get("side")
+            total += -abs(contracts) if side == "short" else abs(contracts) if side == "long" else contracts
+        return total
+
+    async def balance(self, asset: str, market: dict[str, Any]) -> tuple[Decimal, Decimal]:
+        balances = await self.client.fetch_balance({"type": market.get("type") or "spot"})
+        entry = balances.get(asset) or {}
+        total = entry.get("total")
+        free = entry.get("free")
+        free = total if free is None else free
+        return Decimal(str(free or 0)), Decimal(str(total or 0))
+
+    async def price(self, market: dict[str, Any]) -> Decimal:
+        ticker = await self.client.fetch_ticker(market["symbol"])
+        price = ticker.get("last") or ticker.get("close")
+        if not price and ticker.get("bid") and ticker.get("ask"):
+            price = (ticker["bid"] + ticker["ask"]) / 2
+        return Decimal(str(price or 0))
+
+    def buys_by_cost(self, market: dict[str, Any]) -> bool:
+        return bool(market.get("spot")) and bool(self.client.has.get("createMarketBuyOrderWithCost"))
+
+    async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
+        found = await self._fetch_order(market["symbol"], order_id, client_order_id)
+        return (found.get("status") or "open") if found else None
+
+    async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._open_orders(market["symbol"])
+
+    # -- sending
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         async with self._use():
+            if order.action == "cancel":
+                return await self._cancel(order)
+            if order.action == "cancel_all":
+                return await self._cancel_all(order)
+            await self._configure(order)
             args = self._order_args(order)
             throttlers = self._throttlers()
             for throttler in throttlers:
                 credit_idle_time(throttler)
             try:
-                if self.gate is not None and not self._ws_paused():
-                    return await self._submit_ws(order, args)
-                return await self._submit_rest(order, args)
+                if order.cost is not None:
+                    result, raw = await self._submit_rest(order, args)
+                elif self.gate is not None and not self._ws_paused() and not order.stop_price:
+                    result, raw = await self._submit_ws(order, args)
+                else:
+                    result, raw = await self._submit_rest(order, args)
             finally:
                 for throttler in throttlers + [t for t in self._throttlers() if t not in throttlers]:
                     mark_idle(throttler)
+            return await self._protect(order, result, raw)
 
     def _throttlers(self) -> list[Any]:
         """ccxt's REST throttle and those of its WebSocket connections (when it throttles)."""
@@ -316,9 +392,67 @@ class CcxtExecutor(Executor):
         found += [getattr(ws, "throttle", None) for ws in (getattr(self.client, "clients", None) or {}).values()]
         return [t for t in found if t is not None]
 
-    async def _submit_rest(self, order: OrderRequest, args: tuple[Any, ...]) -> OrderResult:
+    def _order_args(self, order: OrderRequest) -> tuple[Any, ...]:
+        params = dict(order.params)
+        params[self.id_rule.param] = order.client_order_id
+        kind = "limit" if order.order_type in ("limit", "stop_limit") else "market"
+        price: float | None = float(order.price) if order.price is not None else None
+        if (kind == "market" and order.side == "buy" and order.reference_price and order.cost is None
+                and self.client.safe_bool(self.client.options, "createMarketBuyOrderRequiresPrice", False)):
+            price = float(order.reference_price)  # the exchange sizes market buys by cost
+        if order.stop_price is not None:
+            params["triggerPrice"] = float(order.stop_price)
+            if _mro_names(self.client) & TRIGGER_DIRECTION and order.market_type != "spot":
+                # A stop buys when the price rises to it and sells when it falls to it.
+                params["triggerDirection"] = "above" if order.side == "buy" else "below"
+        if order.reduce_only:
+            params["reduceOnly"] = True
+        if order.post_only:
+            params["postOnly"] = True
+        if order.time_in_force:
+            params["timeInForce"] = order.time_in_force
+        if self._attaches(order):
+            if order.stop_loss:
+                params["stopLoss"] = {"triggerPrice": float(order.stop_loss)}
+            if order.take_profit:
+                params["takeProfit"] = {"triggerPrice": float(order.take_profit)}
+        if order.cost is not None:
+            return order.symbol, float(Decimal(order.cost)), params
+        assert order.amount is not None
+        return order.symbol, kind, order.side, float(Decimal(order.amount)), price, params
+
+    def _attaches(self, order: OrderRequest) -> bool:
+        """Stop-loss / take-profit ride on the entry (ccxt's unified stopLoss/takeProfit) where
+        ccxt supports it — bybit, okx — except on spot market orders (bybit refuses them there)."""
+        return bool(self.client.has.get("createOrderWithTakeProfitAndStopLoss")) and (
+            order.market_type != "spot" or order.order_type != "market")
+
+    async def _configure(self, order: OrderRequest) -> None:
+        """Margin mode, then leverage, on the order's symbol; "already set" is fine. Nothing
+        of the order has been sent when this fails."""
+        settings = (("margin mode", order.margin_mode, self.client.set_margin_mode),
+                    ("leverage", order.leverage, self.client.set_leverage))
+        for what, value, method in settings:
+            if not value:
+                continue
+            try:
+                await method(value, order.symbol)
+            except Exception as exc:
+                if isinstance(exc, (ccxt.MarginModeAlreadySet, ccxt.NoChange)) or any(
+                        mark in str(exc) for mark in ALREADY_SET):
+                    continue
+                refused = key_refusal(exc)
+                if isinstance(refused, ccxt.ExchangeError) and not isinstance(refused, (ccxt.AuthenticationError, ccxt.PermissionDenied)):
+                    raise Unprocessable(f"{self.exchange} refused {what} {value} for {order.symbol}, so the order was not sent: "
+                                        f"{str(exc)[:200]}", code="exchange_rejected") from exc
+                raise mark_not_sent(refused) from (exc if refused is not exc else None)
+
+    async def _submit_rest(self, order: OrderRequest, args: tuple[Any, ...]) -> tuple[OrderResult, dict[str, Any]]:
         try:
-            raw = await self.client.create_order(*args)
+            if order.cost is not None:
+                raw = await self.client.create_market_buy_order_with_cost(*args)
+            else:
+                raw = await self.client.create_order(*args)
         except Exception as exc:
             if never_left(exc):
                 raise mark_not_sent(exc)
@@ -326,7 +460,8 @@ class CcxtExecutor(Executor):
             if refused is not exc:
                 raise refused from exc
             raise
-        return self._result(order, await self._complete(order, raw), "rest")
+        raw = await self._complete(order, raw)
+        return self._result(order, raw, "rest"), raw
 
     async def _complete(self, order: OrderRequest, raw: dict[str, Any]) -> dict[str, Any]:
         """An acknowledgement with ids only (bybit): ask once for the order's state."""
@@ -337,7 +472,7 @@ class CcxtExecutor(Executor):
                 log.info("account %s: order %s placed; fetching its state failed: %s", self.account, raw.get("id"), exc)
         return raw
 
-    async def _submit_ws(self, order: OrderRequest, args: tuple[Any, ...]) -> OrderResult:
+    async def _submit_ws(self, order: OrderRequest, args: tuple[Any, ...]) -> tuple[OrderResult, dict[str, Any]]:
         assert self.gate is not None
         ticket = self.gate.track(order.client_order_id)
         timeout = max(self.client.timeout / 1000, 1.0)
@@ -361,7 +496,8 @@ class CcxtExecutor(Executor):
                         order.client_order_id, type(exc).__name__)
             return await self._submit_rest(order, args)
         ticket.settle()
-        return self._result(order, await self._complete(order, raw), "websocket")
+        raw = await self._complete(order, raw)
+        return self._result(order, raw, "websocket"), raw
 
     def _ws_paused(self) -> bool:
         return time.monotonic() < self._ws_paused_until
@@ -378,7 +514,7 @@ class CcxtExecutor(Executor):
             exchange=self.exchange,
             symbol=raw.get("symbol") or order.symbol,
             side=raw.get("side") or order.side,
-            order_type=raw.get("type") or order.order_type,
+            order_type=order.order_type if order.stop_price else (raw.get("type") or order.order_type),
             amount=decimal_str(raw.get("amount")) or order.amount,
             price=decimal_str(raw.get("price")) or order.price,
             order_id=str(order_id) if order_id is not None else None,
@@ -391,22 +527,208 @@ class CcxtExecutor(Executor):
             info=raw.get("info") if isinstance(raw.get("info"), dict) else {},
         )
 
+    # -- stop-loss and take-profit
+
+    def _protection_plan(self, order: OrderRequest, result: OrderResult, raw: dict[str, Any] | None) -> tuple[str, Decimal]:
+        """The side and size of the orders protecting what the entry leaves open."""
+        market = self.client.market(order.symbol)
+        if market.get("contract") and order.position_before is not None and order.amount is not None:
+            signed = Decimal(order.amount) if order.side == "buy" else -Decimal(order.amount)
+            after = Decimal(order.position_before) + signed
+            return ("sell" if after > 0 else "buy"), abs(after)
+        filled = Decimal(result.filled or 0)
+        size = filled if filled > 0 else Decimal(order.amount or 0)
+        if not market.get("contract") and raw:
+            for fee in raw.get("fees") or ([raw["fee"]] if raw.get("fee") else []):
+                if fee and fee.get("currency") == market.get("base") and fee.get("cost"):
+                    size -= Decimal(str(fee["cost"]))  # a spot buy's fee paid in the base currency
+        try:
+            size = Decimal(self.client.amount_to_precision(order.symbol, str(size)))
+        except ccxt.InvalidOrder:
+            size = Decimal(0)
+        return ("sell" if order.side == "buy" else "buy"), size
+
+    def _child_specs(self, order: OrderRequest) -> list[tuple[str, str, str]]:
+        """(kind, trigger price, client order id) of each protective order the entry asks for."""
+        specs = []
+        for kind, tag, trigger in (("stop_loss", "sl", order.stop_loss), ("take_profit", "tp", order.take_profit)):
+            if trigger is not None:
+                specs.append((kind, trigger, self.id_rule.child(order.client_order_id, tag)))
+        return specs
+
+    async def _protect(self, order: OrderRequest, result: OrderResult, raw: dict[str, Any] | None,
+                       existing: dict[str, dict[str, Any]] | None = None) -> OrderResult:
+        """Report attached stop-loss/take-profit, or place them as reduce-only orders of their own
+        after the entry (``existing``: those a lookup already found, which are not placed again)."""
+        specs = self._child_specs(order)
+        if not specs:
+            return result
+        if self._attaches(order):
+            result.children = [{"type": kind, "trigger_price": trigger, "attached": True, "status": "attached"}
+                               for kind, trigger, _ in specs]
+            return result
+        side, size = self._protection_plan(order, result, raw)
+        contract = order.market_type != "spot"
+        children = []
+        for kind, trigger, coid in specs:
+            child: dict[str, Any] = {"type": kind, "client_order_id": coid, "side": side, "amount": decimal_str(size),
+                                     "trigger_price": trigger}
+            found = (existing or {}).get(coid)
+            if found is not None:
+                children.append(child | {"order_id": found.get("id"), "status": found.get("status") or "open"})
+                continue
+            if size <= 0:
+                children.append(child | {"status": "not_placed", "error": "the entry left nothing to protect"})
+                continue
+            params: dict[str, Any] = {self.id_rule.param: coid,
+                                      ("stopLossPrice" if kind == "stop_loss" else "takeProfitPrice"): float(trigger)}
+            if contract:
+                params["reduceOnly"] = True
+            try:
+                placed = await self.client.create_order(order.symbol, "market", side, float(size), None, params)
+                children.append(child | {"order_id": placed.get("id"), "status": placed.get("status") or "open"})
+            except Exception as exc:
+                may_exist = isinstance(exc, ccxt.NetworkError) and not never_left(exc)
+                log.warning("account %s: %s %s for %s was %s: %s", self.account, kind, coid, order.client_order_id,
+                            "maybe placed" if may_exist else "not placed", exc)
+                children.append(child | {"status": "unknown" if may_exist else "failed",
+                                         "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        result.children = children
+        return result
+
+    # -- cancels
+
+    async def _cancel(self, order: OrderRequest) -> OrderResult:
+        params = {"clientOrderId": order.cancel_client_order_id} if order.cancel_client_order_id else {}
+        try:
+            try:
+                raw = await self.client.cancel_order(order.cancel_id, order.symbol, params)
+            except ccxt.OrderNotFound:
+                if not self._separate_trigger_book(order.symbol):
+                    raise
+                raw = await self.client.cancel_order(order.cancel_id, order.symbol, params | {"trigger": True})
+        except ccxt.OrderNotFound:
+            # Canceled already — by this very request when its connection dropped and the HTTP
+            # client resent it (aiohttp retries a DELETE once) — is what was asked; filled is not.
+            found = await self._fetch_order(order.symbol, order.cancel_id, order.cancel_client_order_id)
+            if not found or found.get("status") != "canceled":
+                raise
+            raw = found
+        except Exception as exc:
+            if never_left(exc):
+                raise mark_not_sent(exc)
+            refused = key_refusal(exc)
+            if refused is not exc:
+                raise refused from exc
+            raise
+        canceled = {"order_id": str(raw.get("id") or order.cancel_id or "") or None,
+                    "client_order_id": raw.get("clientOrderId") or order.cancel_client_order_id, "status": "canceled"}
+        return self._cancel_result(order, [canceled], raw)
+
+    async def _cancel_all(self, order: OrderRequest) -> OrderResult:
+        try:
+            open_orders = await self._open_orders(order.symbol)
+        except ccxt.NetworkError as exc:
+            raise mark_not_sent(exc)  # only read so far: nothing was canceled
+        try:
+            with contextlib.suppress(ccxt.OrderNotFound):  # binance spot: nothing open
+                await self.client.cancel_all_orders(order.symbol)
+            if self._separate_trigger_book(order.symbol) and any(o.get("_trigger") for o in open_orders):
+                with contextlib.suppress(ccxt.OrderNotFound):
+                    await self.client.cancel_all_orders(order.symbol, {"trigger": True})
+        except Exception as exc:
+            if never_left(exc):
+                raise mark_not_sent(exc)
+            raise
+        children = [{"order_id": o.get("id"), "client_order_id": o.get("clientOrderId"), "side": o.get("side"),
+                     "type": o.get("type"), "amount": decimal_str(o.get("amount")), "status": "canceled"} for o in open_orders]
+        return self._cancel_result(order, children, {})
+
+    def _cancel_result(self, order: OrderRequest, children: list[dict[str, Any]], raw: dict[str, Any]) -> OrderResult:
+        first = children[0] if order.action == "cancel" and children else {}
+        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol, side=raw.get("side"),
+                           order_type=raw.get("type") or "market", amount=decimal_str(raw.get("amount")),
+                           price=decimal_str(raw.get("price")), order_id=first.get("order_id"),
+                           client_order_id=first.get("client_order_id") or order.client_order_id, status="canceled",
+                           route="rest", children=children)
+
+    def _separate_trigger_book(self, symbol: str) -> bool:
+        """binance keeps conditional contract orders (Algo Order API) apart: ccxt reaches them
+        with params {'trigger': True} when reading, cancelling and listing."""
+        market = self.client.market(symbol)
+        return bool(_mro_names(self.client) & SEPARATE_TRIGGER_BOOKS) and bool(market.get("contract"))
+
+    async def _open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        found = list(await self.client.fetch_open_orders(symbol))
+        if self._separate_trigger_book(symbol):
+            found += [o | {"_trigger": True} for o in await self.client.fetch_open_orders(symbol, None, None, {"trigger": True})]
+        return found
+
+    async def _fetch_order(self, symbol: str, order_id: str | None, client_order_id: str | None) -> dict[str, Any] | None:
+        """One order by exchange id or client id, conditional ones included; None when absent."""
+        if client_order_id:
+            return await self._find_client_id(symbol, client_order_id)
+        names = _mro_names(self.client)
+        param = next((p for name, p in LIST_ORDERS_BY_CLIENT_ID.items() if name in names), None)
+        if param is not None:  # bybit: its order lists filter by orderId as well
+            for method in ("fetchOpenOrders", "fetchCanceledAndClosedOrders"):
+                for found in await getattr(self.client, method)(symbol, None, None, {"orderId": order_id}):
+                    if str(found.get("id")) == str(order_id):
+                        return found
+            return None
+        for params in ({}, {"trigger": True}) if self._separate_trigger_book(symbol) else ({},):
+            try:
+                return await self.client.fetch_order(order_id, symbol, params)
+            except ccxt.OrderNotFound:
+                continue
+        return None
+
     # ------------------------------------------------------------ reconciliation
 
     async def lookup(self, order: OrderRequest) -> OrderResult | None:
-        """The order with ``order.client_order_id``, or None when the exchange has none."""
+        """After an unknown outcome: the order with ``order.client_order_id`` (its missing
+        stop-loss / take-profit placed now), whether a cancel's order is now canceled, or
+        whether a cancel-all left nothing open; None while the exchange shows neither."""
         async with self._use():
+            if order.action == "cancel":
+                found = await self._fetch_order(order.symbol, order.cancel_id, order.cancel_client_order_id)
+                if not found or found.get("status") != "canceled":
+                    return None
+                target = {"order_id": found.get("id"), "client_order_id": found.get("clientOrderId"), "status": "canceled"}
+                return self._cancel_result(order, [target], found)
+            if order.action == "cancel_all":
+                if await self._open_orders(order.symbol):
+                    return None
+                return self._cancel_result(order, [], {})
             raw = await self._find(order)
-        return self._result(order, raw, self.route) if raw else None
+            if not raw:
+                return None
+            existing = {}
+            if not self._attaches(order):
+                for _, _, coid in self._child_specs(order):
+                    child = await self._find_client_id(order.symbol, coid, trigger=True)
+                    if child:
+                        existing[coid] = child
+            return await self._protect(order, self._result(order, raw, self.route), raw, existing)
 
     async def _find(self, order: OrderRequest) -> dict[str, Any] | None:
-        coid, symbol, client = order.client_order_id, order.symbol, self.client
+        return await self._find_client_id(order.symbol, order.client_order_id, trigger=order.stop_price is not None)
+
+    async def _find_client_id(self, symbol: str, coid: str, trigger: bool | None = None) -> dict[str, Any] | None:
+        """The order with client id ``coid``. ``trigger`` None: look in both books where the
+        exchange keeps conditional orders apart; True/False: in that one first."""
+        client = self.client
         names = _mro_names(client)
         if names & FETCH_ORDER_BY_CLIENT_ID:
-            try:
-                return await client.fetch_order_with_client_order_id(coid, symbol)
-            except ccxt.OrderNotFound:
-                return None
+            books: tuple[dict[str, Any], ...] = ({},)
+            if self._separate_trigger_book(symbol):
+                books = ({"trigger": True}, {}) if trigger else ({}, {"trigger": True})
+            for params in books:
+                try:
+                    return await client.fetch_order_with_client_order_id(coid, symbol, params)
+                except ccxt.OrderNotFound:
+                    continue
+            return None
         param = next((p for name, p in LIST_ORDERS_BY_CLIENT_ID.items() if name in names), None)
         if param is not None:
             listings = [("fetchOpenOrders", {param: coid}), ("fetchCanceledAndClosedOrders", {param: coid})]

@@ -7,15 +7,24 @@ structure, so alerts are resolved, rounded and checked exactly as for a real exc
 or the configured last price; limit orders fill at their price. A fee is charged in the
 quote currency. An order beyond the balance is refused (422). A client order id already
 in the ledger returns the booked order instead of booking again.
+
+The trading features are the ccxt accounts' (``core.sizing``): sizing by quote amount
+(converted at the alert's price, or the last price) and by percentages of the balance or
+the position, target / close / flip on positions (spot: the base balance), leverage and
+margin mode per symbol (an open position's margin follows a leverage change). Stop and
+stop-limit orders, and stop-loss / take-profit (orders of their own, client ids "sl…"/
+"tp…" from the entry's), rest in the ledger as open orders — paper has no price feed to
+trigger them — until a cancel or cancel-all.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import ccxt
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +33,8 @@ from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
 from core.errors import Unprocessable
 from core.execution import Executor
-from core.markets import market_index, prepare_order
+from core.markets import market_index
+from core.sizing import prepare_alert
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
 
@@ -41,6 +51,7 @@ CREATE TABLE IF NOT EXISTS paper_orders (
     fee             TEXT NOT NULL,
     status          TEXT NOT NULL,
     created_at      REAL NOT NULL,
+    details         TEXT NOT NULL DEFAULT '{}',  -- stop price, reduce/post-only, time in force, SL/TP parent
     UNIQUE (account, client_order_id)
 );
 CREATE TABLE IF NOT EXISTS paper_balances (
@@ -48,6 +59,13 @@ CREATE TABLE IF NOT EXISTS paper_balances (
     asset   TEXT NOT NULL,
     amount  TEXT NOT NULL,
     PRIMARY KEY (account, asset)
+);
+CREATE TABLE IF NOT EXISTS paper_settings (
+    account     TEXT NOT NULL,
+    symbol      TEXT NOT NULL,
+    leverage    TEXT NOT NULL,
+    margin_mode TEXT NOT NULL,
+    PRIMARY KEY (account, symbol)
 );
 CREATE TABLE IF NOT EXISTS paper_positions (
     account     TEXT NOT NULL,
@@ -121,6 +139,9 @@ class PaperExecutor(Executor):
 
         def seed(conn: sqlite3.Connection) -> None:
             with transaction(conn):
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(paper_orders)")}
+                if "details" not in columns:  # a ledger from before stop orders and SL/TP
+                    conn.execute("ALTER TABLE paper_orders ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
                 for asset, amount in balances.items():
                     conn.execute("INSERT OR IGNORE INTO paper_balances (account, asset, amount) VALUES (?,?,?)",
                                  (self.account, asset, amount))
@@ -150,89 +171,227 @@ class PaperExecutor(Executor):
 
         return await self.db.run(read)
 
+    async def orders(self, status: str | None = None) -> list[dict[str, Any]]:
+        """The ledger's orders, oldest first (``status``: open, closed, canceled)."""
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND (? IS NULL OR status = ?) ORDER BY created_at, rowid",
+                                (self.account, status, status)).fetchall()
+            return [dict(row) | {"details": json.loads(row["details"] or "{}")} for row in rows]
+
+        return await self.db.run(read)
+
+    async def settings(self, symbol: str) -> dict[str, Any]:
+        """The leverage and margin mode the ledger applies to ``symbol``."""
+        return await self.db.run(lambda conn: self._settings(conn, symbol))
+
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
-        return prepare_order(self.markets, alert, account=self.account, client_order_id=client_order_id,
-                             default_type=self.options.default_market_type, reference_price=self._last_price)
+        return await prepare_alert(self.markets, alert, _PaperReader(self, alert), account=self.account,
+                                   client_order_id=client_order_id, default_type=self.options.default_market_type,
+                                   leverage=self.options.account_leverage, margin_mode=self.options.margin_mode,
+                                   reference_price=self._last_price)
 
     def _last_price(self, symbol: str) -> Decimal:
         return self.options.markets[symbol].last_price
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         market = self.options.markets[order.symbol]
+        if order.action == "cancel":
+            return await self.db.run(lambda conn: self._cancel(conn, order))
+        if order.action == "cancel_all":
+            return await self.db.run(lambda conn: self._cancel_all(conn, order))
         fill_price = Decimal(order.price or order.reference_price or market.last_price)
         return await self.db.run(lambda conn: self._book(conn, order, market, fill_price))
 
     async def lookup(self, order: OrderRequest) -> OrderResult | None:
         def find(conn: sqlite3.Connection) -> OrderResult | None:
-            row = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ?",
-                               (self.account, order.client_order_id)).fetchone()
-            return self._result(order, row) if row else None
+            if order.action == "cancel":
+                row = self._find(conn, order.symbol, order.cancel_id, order.cancel_client_order_id)
+                return self._cancel_result(order, [row]) if row is not None and row["status"] == "canceled" else None
+            if order.action == "cancel_all":
+                return None if self._open(conn, order.symbol) else self._cancel_result(order, [])
+            row = self._find(conn, order.symbol, None, order.client_order_id)
+            return self._result(order, row, self._children(conn, order.client_order_id)) if row else None
 
         return await self.db.run(find)
 
     # -- the ledger (runs on the database thread) ------------------------------
 
-    def _result(self, order: OrderRequest, row: sqlite3.Row) -> OrderResult:
+    def _find(self, conn: sqlite3.Connection, symbol: str, order_id: str | None, client_order_id: str | None) -> sqlite3.Row | None:
+        if order_id:
+            return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND id = ? AND symbol = ?",
+                                (self.account, order_id, symbol)).fetchone()
+        return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ? AND symbol = ?",
+                            (self.account, client_order_id, symbol)).fetchone()
+
+    def _open(self, conn: sqlite3.Connection, symbol: str) -> list[sqlite3.Row]:
+        return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND symbol = ? AND status = 'open' ORDER BY created_at, rowid",
+                            (self.account, symbol)).fetchall()
+
+    def _children(self, conn: sqlite3.Connection, entry: str) -> list[dict[str, Any]]:
+        rows = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id IN (?, ?) ORDER BY rowid",
+                            (self.account, "sl" + entry[2:], "tp" + entry[2:])).fetchall()
+        return [self._child(row) for row in rows]
+
+    @staticmethod
+    def _child(row: sqlite3.Row) -> dict[str, Any]:
+        details = json.loads(row["details"] or "{}")
+        return {"type": details.get("kind"), "client_order_id": row["client_order_id"], "order_id": row["id"],
+                "side": row["side"], "amount": row["amount"], "trigger_price": details.get("stop_price"), "status": row["status"]}
+
+    def _result(self, order: OrderRequest, row: sqlite3.Row, children: list[dict[str, Any]] | None = None) -> OrderResult:
+        filled = row["status"] == "closed"
         return OrderResult(
             account=self.account, exchange="paper", symbol=row["symbol"], side=row["side"], order_type=row["type"],
             # The price it filled at, as ccxt reports a market order's.
             amount=row["amount"], price=order.price or row["price"], order_id=row["id"], client_order_id=row["client_order_id"],
-            status=row["status"], filled=row["amount"], average=row["price"], route="paper",
+            status=row["status"], filled=row["amount"] if filled else "0", average=row["price"] if filled else None,
+            route="paper", children=children or [],
         )
+
+    def _settings(self, conn: sqlite3.Connection, symbol: str) -> dict[str, Any]:
+        row = conn.execute("SELECT leverage, margin_mode FROM paper_settings WHERE account = ? AND symbol = ?",
+                           (self.account, symbol)).fetchone()
+        if row is None:
+            return {"leverage": self.options.leverage, "margin_mode": self.options.margin_mode or "cross"}
+        return {"leverage": Decimal(row["leverage"]), "margin_mode": row["margin_mode"]}
+
+    def _configure(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket) -> None:
+        """Leverage and margin mode for the symbol; an open position's margin follows the leverage."""
+        if not order.leverage and not order.margin_mode:
+            return
+        current = self._settings(conn, order.symbol)
+        leverage = Decimal(order.leverage) if order.leverage else current["leverage"]
+        margin_mode = order.margin_mode or current["margin_mode"]
+        if leverage != current["leverage"]:
+            row = conn.execute("SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
+                               (self.account, order.symbol)).fetchone()
+            if row and Decimal(row["contracts"]):
+                notional = abs(Decimal(row["contracts"])) * Decimal(row["entry_price"])
+                self._move_balance(conn, market.quote, notional / current["leverage"] - notional / leverage)
+        conn.execute("INSERT INTO paper_settings (account, symbol, leverage, margin_mode) VALUES (?,?,?,?) "
+                     "ON CONFLICT(account, symbol) DO UPDATE SET leverage = excluded.leverage, margin_mode = excluded.margin_mode",
+                     (self.account, order.symbol, str(leverage), margin_mode))
+
+    def _move_balance(self, conn: sqlite3.Connection, asset: str, delta: Decimal) -> None:
+        row = conn.execute("SELECT amount FROM paper_balances WHERE account = ? AND asset = ?", (self.account, asset)).fetchone()
+        have = Decimal(row["amount"]) if row else Decimal(0)
+        if have + delta < 0:
+            raise Unprocessable(f"insufficient {asset} balance on paper account '{self.account}': "
+                                f"need {_text(-delta)}, have {_text(have)}", code="insufficient_funds")
+        conn.execute("INSERT INTO paper_balances (account, asset, amount) VALUES (?,?,?) "
+                     "ON CONFLICT(account, asset) DO UPDATE SET amount = excluded.amount", (self.account, asset, str(have + delta)))
+
+    def _insert(self, conn: sqlite3.Connection, order: OrderRequest, *, client_order_id: str, side: str, order_type: str,
+                amount: str, price: Decimal, fee: Decimal, status: str, details: dict[str, Any]) -> sqlite3.Row:
+        order_id = uuid.uuid4().hex[:16]
+        conn.execute(
+            "INSERT INTO paper_orders (id, account, client_order_id, symbol, side, type, amount, price, fee, status, created_at, details)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (order_id, self.account, client_order_id, order.symbol, side, order_type, amount, _text(price), str(fee), status,
+             time.time(), json.dumps({k: v for k, v in details.items() if v not in (None, False)})),
+        )
+        return conn.execute("SELECT * FROM paper_orders WHERE id = ?", (order_id,)).fetchone()
 
     def _book(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket, price: Decimal) -> OrderResult:
         with transaction(conn):
             existing = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ?",
                                     (self.account, order.client_order_id)).fetchone()
             if existing:
-                return self._result(order, existing)
+                return self._result(order, existing, self._children(conn, order.client_order_id))
+            self._configure(conn, order, market)
+            assert order.amount is not None
+            details = {"reduce_only": order.reduce_only, "post_only": order.post_only, "time_in_force": order.time_in_force,
+                       "stop_price": order.stop_price}
+            if order.stop_price is not None:
+                # Paper has no price feed: a stop order rests in the ledger until it is canceled.
+                row = self._insert(conn, order, client_order_id=order.client_order_id, side=order.side or "buy",
+                                   order_type=order.order_type, amount=order.amount, price=Decimal(order.price or order.stop_price),
+                                   fee=Decimal(0), status="open", details=details)
+                return self._result(order, row, self._protect(conn, order, market, order.amount))
             amount = Decimal(order.amount)
             notional = amount * price
             fee = (notional * self.options.fee_rate).quantize(Decimal("0.00000001"))
-            balance = {r["asset"]: Decimal(r["amount"]) for r in
-                       conn.execute("SELECT asset, amount FROM paper_balances WHERE account = ?", (self.account,))}
-            changes: dict[str, Decimal] = {}
             if market.type == "spot":
                 if order.side == "buy":
                     changes = {market.quote: -(notional + fee), market.base: amount}
                 else:
                     changes = {market.base: -amount, market.quote: notional - fee}
             else:
-                changes = self._position_change(conn, order, market, amount, price, fee, balance)
+                changes = self._position_change(conn, order, market, amount, price, fee)
+            balance = {r["asset"]: Decimal(r["amount"]) for r in
+                       conn.execute("SELECT asset, amount FROM paper_balances WHERE account = ?", (self.account,))}
             for asset, delta in changes.items():
                 have = balance.get(asset, Decimal(0))
                 if have + delta < 0:
                     raise Unprocessable(
                         f"insufficient {asset} balance on paper account '{self.account}': "
-                        f"need {format((-delta).normalize(), 'f')}, have {format(have.normalize(), 'f')}", code="insufficient_funds")
+                        f"need {_text(-delta)}, have {_text(have)}", code="insufficient_funds")
             for asset, delta in changes.items():
-                conn.execute(
-                    "INSERT INTO paper_balances (account, asset, amount) VALUES (?,?,?) "
-                    "ON CONFLICT(account, asset) DO UPDATE SET amount = ?",
-                    (self.account, asset, str(balance.get(asset, Decimal(0)) + delta), str(balance.get(asset, Decimal(0)) + delta)),
-                )
-            order_id = uuid.uuid4().hex[:16]
-            conn.execute(
-                "INSERT INTO paper_orders (id, account, client_order_id, symbol, side, type, amount, price, fee, status, created_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (order_id, self.account, order.client_order_id, order.symbol, order.side, order.order_type,
-                 order.amount, format(price.normalize(), "f"), str(fee), "closed", time.time()),
-            )
-            row = conn.execute("SELECT * FROM paper_orders WHERE id = ?", (order_id,)).fetchone()
-            return self._result(order, row)
+                self._move_balance(conn, asset, delta)
+            row = self._insert(conn, order, client_order_id=order.client_order_id, side=order.side or "buy",
+                               order_type=order.order_type, amount=order.amount, price=price, fee=fee, status="closed",
+                               details=details)
+            return self._result(order, row, self._protect(conn, order, market, order.amount))
+
+    def _protect(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket, amount: str) -> list[dict[str, Any]]:
+        """Stop-loss / take-profit as orders of their own, resting in the ledger (client ids
+        "sl…"/"tp…" from the entry's), sized to what the entry leaves open."""
+        if order.stop_loss is None and order.take_profit is None:
+            return []
+        if market.type == "swap" and order.position_before is not None:
+            after = Decimal(order.position_before) + (Decimal(amount) if order.side == "buy" else -Decimal(amount))
+            side, size = ("sell" if after > 0 else "buy"), abs(after)
+        else:
+            side, size = ("sell" if order.side == "buy" else "buy"), Decimal(amount)
+        children = []
+        for kind, tag, trigger in (("stop_loss", "sl", order.stop_loss), ("take_profit", "tp", order.take_profit)):
+            if trigger is None:
+                continue
+            row = self._insert(conn, order, client_order_id=tag + order.client_order_id[2:], side=side, order_type="stop",
+                               amount=_text(size), price=Decimal(trigger), fee=Decimal(0), status="open",
+                               details={"kind": kind, "stop_price": trigger, "reduce_only": market.type == "swap",
+                                        "parent": order.client_order_id})
+            children.append(self._child(row))
+        return children
+
+    def _cancel(self, conn: sqlite3.Connection, order: OrderRequest) -> OrderResult:
+        with transaction(conn):
+            row = self._find(conn, order.symbol, order.cancel_id, order.cancel_client_order_id)
+            if row is None or row["status"] != "open":
+                what = f"order {order.cancel_id}" if order.cancel_id else f"order with client id {order.cancel_client_order_id}"
+                raise Unprocessable(f"no open {what} on {order.symbol} in paper account '{self.account}'", code="order_not_found")
+            conn.execute("UPDATE paper_orders SET status = 'canceled' WHERE id = ?", (row["id"],))
+            return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None)])
+
+    def _cancel_all(self, conn: sqlite3.Connection, order: OrderRequest) -> OrderResult:
+        with transaction(conn):
+            rows = self._open(conn, order.symbol)
+            conn.execute("UPDATE paper_orders SET status = 'canceled' WHERE account = ? AND symbol = ? AND status = 'open'",
+                         (self.account, order.symbol))
+            return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None) for row in rows])
+
+    def _cancel_result(self, order: OrderRequest, rows: list[sqlite3.Row]) -> OrderResult:
+        children = [{"order_id": r["id"], "client_order_id": r["client_order_id"], "side": r["side"], "type": r["type"],
+                     "amount": r["amount"], "status": r["status"]} for r in rows]
+        first = rows[0] if order.action == "cancel" and rows else None
+        return OrderResult(account=self.account, exchange="paper", symbol=order.symbol,
+                           side=first["side"] if first else None, order_type=first["type"] if first else "market",
+                           amount=first["amount"] if first else None, order_id=first["id"] if first else None,
+                           client_order_id=first["client_order_id"] if first else order.client_order_id,
+                           status="canceled", route="paper", children=children)
 
     def _position_change(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket,
-                         amount: Decimal, price: Decimal, fee: Decimal, balance: dict[str, Decimal]) -> dict[str, Decimal]:
+                         amount: Decimal, price: Decimal, fee: Decimal) -> dict[str, Decimal]:
         """Update the perpetual position; return the quote balance change (margin, PnL, fee)."""
         row = conn.execute("SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
                            (self.account, order.symbol)).fetchone()
         size = Decimal(row["contracts"]) if row else Decimal(0)
         entry = Decimal(row["entry_price"]) if row else Decimal(0)
         signed = amount if order.side == "buy" else -amount
-        if order.params.get("reduceOnly") and (size == 0 or (size > 0) == (signed > 0) or abs(signed) > abs(size)):
+        if (order.reduce_only or order.params.get("reduceOnly")) and (size == 0 or (size > 0) == (signed > 0) or abs(signed) > abs(size)):
             raise Unprocessable(f"reduce-only order would not reduce the {order.symbol} position ({format(size, 'f')})",
                                 code="reduce_only_rejected")
-        leverage = self.options.leverage
+        leverage = self._settings(conn, order.symbol)["leverage"]
         new_size = size + signed
         closing = min(abs(signed), abs(size)) if size and (size > 0) != (signed > 0) else Decimal(0)
         pnl = closing * (price - entry) * (1 if size > 0 else -1) if closing else Decimal(0)
@@ -255,16 +414,60 @@ class PaperExecutor(Executor):
         return {market.quote: margin_released - margin_locked + pnl - fee}
 
 
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
+
+
+class _PaperReader:
+    """What ``core.sizing`` reads of a paper account for one alert (``AccountReader``)."""
+
+    def __init__(self, executor: PaperExecutor, alert: Alert):
+        self.executor = executor
+        self.alert = alert
+
+    async def position(self, market: dict[str, Any]) -> Decimal:
+        held = (await self.executor.positions()).get(market["symbol"])
+        return Decimal(held["contracts"]) if held else Decimal(0)
+
+    async def balance(self, asset: str, market: dict[str, Any]) -> tuple[Decimal, Decimal]:
+        amount = Decimal((await self.executor.balances()).get(asset, "0"))
+        return amount, amount  # paper locks nothing for resting orders
+
+    async def price(self, market: dict[str, Any]) -> Decimal:
+        # A paper market order fills at the alert's price, else the configured last price.
+        return self.alert.price or self.executor.options.markets[market["symbol"]].last_price
+
+    def buys_by_cost(self, market: dict[str, Any]) -> bool:
+        return False
+
+    async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
+        ex = self.executor
+        row = await ex.db.run(lambda conn: ex._find(conn, market["symbol"], order_id, client_order_id))
+        return row["status"] if row else None
+
+    async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
+        ex = self.executor
+        return [dict(r) for r in await ex.db.run(lambda conn: ex._open(conn, market["symbol"]))]
+
+
 class Plugin:
     """Registers the paper accounts (one named ``paper`` unless configured otherwise)."""
 
     class Options(PluginOptions):
         accounts: list[str] = Field(default_factory=lambda: ["paper"], min_length=1)
         fee_rate: Decimal = Field(Decimal("0.001"), ge=0, le=Decimal("0.1"))
+        # Leverage of perpetual positions (the margin they hold), and the account's default
+        # for orders that set none; an alert's "leverage"/"margin_mode" change it per symbol.
         leverage: Decimal = Field(Decimal(1), gt=0, le=125)
+        margin_mode: Literal["cross", "isolated"] | None = None
         default_market_type: str = Field("spot", pattern="^(spot|swap)$")
         initial_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)})
         markets: dict[str, PaperMarket] = Field(default_factory=lambda: dict(DEFAULT_MARKETS))
+
+        @property
+        def account_leverage(self) -> int | None:
+            """The leverage orders default to (an integer above 1), as a ccxt account's ``leverage``."""
+            return int(self.leverage) if self.leverage > 1 and self.leverage == int(self.leverage) else None
 
     def __init__(self, options: "Plugin.Options"):
         self.options = options

@@ -1,4 +1,4 @@
-"""TradingView normalization: placeholders, field aliases, sides, amounts and prices.
+"""TradingView normalization: placeholders, field aliases, sides, actions, amounts and prices.
 
 Runs first in the transform chain (a built-in), mapping TradingView's message shapes
 onto ``core.models.Alert`` fields; the symbol itself is resolved later against the
@@ -7,11 +7,30 @@ friends are understood.
 
 * A placeholder left unreplaced (``"{{close}}"``) anywhere in the alert → 422 naming
   the field; it is never traded.
-* Aliases: ``ticker`` → symbol; ``action``/``order_action`` → side; ``contracts``/
-  ``qty``/``quantity``/``size`` → amount; ``id`` → alert_id; ``type``/``orderType`` →
-  order_type; ``marketType`` → market_type.
+* Aliases: ``ticker`` → symbol; ``order_action`` → side; ``contracts``/``qty``/
+  ``quantity``/``size`` → amount; ``id`` → alert_id; ``type``/``orderType`` →
+  order_type; ``marketType`` → market_type; ``amountType`` → amount_type;
+  ``marketPosition`` → market_position; ``position_size``/``positionSize``/
+  ``targetPosition`` → target_position; ``sl``/``stopLoss`` → stop_loss; ``tp``/
+  ``takeProfit`` → take_profit; ``stopPrice``/``triggerPrice``/``trigger_price`` →
+  stop_price; ``tif``/``timeInForce`` → time_in_force; ``reduceOnly`` → reduce_only;
+  ``postOnly`` → post_only; ``marginMode`` → margin_mode; ``orderId`` → order_id;
+  ``clientOrderId``/``client_order_id``/``origClientOrderId`` → cancel_client_order_id.
+* ``action``: TradingView's ``{{strategy.order.action}}`` (buy/sell) is the side; the
+  router's actions (order, target, close, flip, cancel, cancel_all; also ``exit``,
+  ``reverse``, ``cancel-all``) are the action. An alert with ``market_position`` or
+  ``target_position`` and no side is a target alert.
+* ``market_position_size`` (``{{strategy.market_position_size}}``) is the amount of a
+  ``market_position`` long/short alert.
 * Field names in any case (``Ticker``, ``Side``, ``Contracts``).
 * Sides in any case: buy/long → buy, sell/short → sell.
+* Values in any case: ``order_type`` market, limit, stop (``stop-market``), stop_limit
+  (``stop-limit``, ``stoplimit``); ``time_in_force`` GTC, IOC, FOK, PO (``GTX``,
+  ``post_only``); ``amount_type`` base (``contracts``), quote (``usdt``, ``cost``),
+  percent_of_balance (``percent``), percent_of_position; ``margin_mode`` cross
+  (``crossed``), isolated; booleans as true/false, "true"/"false", 1/0, "yes"/"no".
+* ``amount: "10%"`` is 10 % of the balance (``amount_type`` percent_of_balance unless given);
+  ``leverage: "5x"`` is 5.
 * ``market_type`` in any case: spot; swap/perp/perpetual/linear/inverse → swap;
   future/futures/delivery → future.
 * Amounts and prices may be strings (``"0.01"``); thousands separators are refused.
@@ -20,6 +39,7 @@ friends are understood.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.config import PluginOptions
@@ -28,8 +48,21 @@ from core.plugins import hookimpl
 
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
-ORDER_TYPES = {"market": "market", "mkt": "market", "limit": "limit", "lmt": "limit"}
-ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params")
+ACTIONS = {"order": "order", "target": "target", "close": "close", "exit": "close", "flip": "flip", "reverse": "flip",
+           "cancel": "cancel", "cancel_all": "cancel_all", "cancelall": "cancel_all"}
+ORDER_TYPES = {"market": "market", "mkt": "market", "limit": "limit", "lmt": "limit", "stop": "stop", "stop_market": "stop",
+               "stopmarket": "stop", "stop_limit": "stop_limit", "stoplimit": "stop_limit"}
+TIMES_IN_FORCE = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK", "po": "PO", "gtx": "PO", "post_only": "PO", "postonly": "PO"}
+AMOUNT_TYPES = {"base": "base", "contracts": "base", "coin": "base", "quote": "quote", "usdt": "quote", "usd": "quote",
+                "cost": "quote", "percent": "percent_of_balance", "percent_of_balance": "percent_of_balance",
+                "balance_percent": "percent_of_balance", "percent_of_position": "percent_of_position",
+                "position_percent": "percent_of_position"}
+MARGIN_MODES = {"cross": "cross", "crossed": "cross", "isolated": "isolated"}
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params",
+                     "action", "amount_type", "target_position", "market_position", "stop_price", "stop_loss", "take_profit",
+                     "reduce_only", "post_only", "time_in_force", "leverage", "margin_mode", "order_id", "cancel_client_order_id",
+                     "market_position_size")
 MARKET_TYPES = {"spot": "spot", "swap": "swap", "perp": "swap", "perps": "swap", "perpetual": "swap", "perpetuals": "swap",
                 "linear": "swap", "inverse": "swap", "future": "future", "futures": "future", "delivery": "future"}
 
@@ -50,11 +83,14 @@ def _find_placeholder(value: Any, path: str) -> str | None:
     return None
 
 
+def _word(value: str) -> str:
+    return re.sub(r"[\s-]+", "_", value.strip().lower())
+
+
 class Plugin:
     class Options(PluginOptions):
         aliases: dict[str, str] = {
             "ticker": "symbol",
-            "action": "side",
             "order_action": "side",
             "contracts": "amount",
             "qty": "amount",
@@ -64,6 +100,28 @@ class Plugin:
             "type": "order_type",
             "orderType": "order_type",
             "marketType": "market_type",
+            "amountType": "amount_type",
+            "marketPosition": "market_position",
+            "position_size": "target_position",
+            "positionSize": "target_position",
+            "targetPosition": "target_position",
+            "marketPositionSize": "market_position_size",
+            "sl": "stop_loss",
+            "stopLoss": "stop_loss",
+            "tp": "take_profit",
+            "takeProfit": "take_profit",
+            "stopPrice": "stop_price",
+            "triggerPrice": "stop_price",
+            "trigger_price": "stop_price",
+            "tif": "time_in_force",
+            "timeInForce": "time_in_force",
+            "reduceOnly": "reduce_only",
+            "postOnly": "post_only",
+            "marginMode": "margin_mode",
+            "orderId": "order_id",
+            "clientOrderId": "cancel_client_order_id",
+            "client_order_id": "cancel_client_order_id",
+            "origClientOrderId": "cancel_client_order_id",
         }
 
     def __init__(self, options: "Plugin.Options"):
@@ -82,24 +140,74 @@ class Plugin:
         for alias, target in self.options.aliases.items():
             if alias in payload and target not in payload:
                 payload[target] = payload.pop(alias)
+        self._action(payload)
         if isinstance(payload.get("side"), str):
             side = payload["side"].strip().lower()
             if side not in SIDES:
                 raise Unprocessable(f"side must be buy or sell (or long/short), got {payload['side'][:20]!r}", code="invalid_alert")
             payload["side"] = SIDES[side]
-        if isinstance(payload.get("order_type"), str):
-            kind = payload["order_type"].strip().lower()
-            payload["order_type"] = ORDER_TYPES.get(kind, kind)
-        if isinstance(payload.get("market_type"), str):
-            kind = payload["market_type"].strip().lower()
-            payload["market_type"] = MARKET_TYPES.get(kind, kind)
-        for key in ("amount", "price"):
+        for key, names in (("order_type", ORDER_TYPES), ("market_type", MARKET_TYPES), ("amount_type", AMOUNT_TYPES),
+                           ("margin_mode", MARGIN_MODES)):
+            if isinstance(payload.get(key), str):
+                payload[key] = names.get(_word(payload[key]), payload[key].strip().lower())
+        if isinstance(payload.get("time_in_force"), str):
+            payload["time_in_force"] = TIMES_IN_FORCE.get(_word(payload["time_in_force"]), payload["time_in_force"].strip().upper())
+        if isinstance(payload.get("market_position"), str):
+            payload["market_position"] = payload["market_position"].strip().lower()
+        for key in ("reduce_only", "post_only"):
+            value = payload.get(key)
+            if isinstance(value, str) and value.strip().lower() in BOOLEANS:
+                payload[key] = BOOLEANS[value.strip().lower()]
+            elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+                payload[key] = bool(value)
+        for key in ("amount", "price", "stop_price", "stop_loss", "take_profit", "target_position", "market_position_size"):
             if isinstance(payload.get(key), str):
                 payload[key] = payload[key].strip()
-        for key in ("symbol", "exchange", "account"):
+        if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
+            payload["amount"] = payload["amount"][:-1].strip()
+            payload.setdefault("amount_type", "percent_of_balance")
+        if isinstance(payload.get("leverage"), str):
+            payload["leverage"] = _integral(payload["leverage"].strip().lower().removesuffix("x").strip())
+        self._position_size(payload)
+        for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):
             if isinstance(payload.get(key), str):
                 payload[key] = payload[key].strip()
-        if isinstance(payload.get("alert_id"), (int, float)) and not isinstance(payload.get("alert_id"), bool):
-            payload["alert_id"] = str(payload["alert_id"])
+        for key in ("alert_id", "order_id"):
+            if isinstance(payload.get(key), (int, float)) and not isinstance(payload.get(key), bool):
+                payload[key] = str(payload[key])
         if payload.get("exchange") == "":
             payload.pop("exchange")
+
+    @staticmethod
+    def _action(payload: dict[str, Any]) -> None:
+        """``action``: a side (TradingView's {{strategy.order.action}}) or the router's action."""
+        value = payload.get("action")
+        if isinstance(value, str):
+            word = _word(value)
+            if word in SIDES:
+                payload.pop("action")
+                side = payload.get("side")
+                if side is None:
+                    payload["side"] = value
+                elif isinstance(side, str) and SIDES.get(side.strip().lower()) != SIDES[word]:
+                    raise Unprocessable(f"action {value.strip()!r} and side {side.strip()!r} disagree", code="invalid_alert")
+            elif word in ACTIONS:
+                payload["action"] = ACTIONS[word]
+        if "action" not in payload and "side" not in payload and (
+                payload.get("market_position") not in (None, "") or payload.get("target_position") not in (None, "")):
+            payload["action"] = "target"
+
+    @staticmethod
+    def _position_size(payload: dict[str, Any]) -> None:
+        """``{{strategy.market_position_size}}``: the size of a long/short market_position."""
+        position = payload.get("market_position")
+        if isinstance(position, str) and position in ("long", "short") and payload.get("amount") in (None, ""):
+            payload["amount"] = payload.pop("market_position_size")
+
+
+def _integral(text: str) -> Any:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return text
+    return int(number) if number.is_finite() and number == int(number) else text

@@ -7,6 +7,14 @@ requests are signed with ``X-BAPI-SIGN = HMAC_SHA256(secret, timestamp + apiKey
 
 Order ids are UUIDs; ``orderLinkId`` may never be reused on the same account
 and category (retCode 110072), unlike Binance client ids.
+
+A stop-loss / take-profit attached to an order (``stopLoss``/``takeProfit``, as
+ccxt sends its unified params) is checked against the side and the last price,
+recorded on the order (``stop_loss``/``take_profit`` in ``/_emu/orders``, and
+the order's ``stopLoss``/``takeProfit``) and, once the order fills, on the
+linear position; it is not triggered.  ``/v5/account/set-margin-mode`` sets the
+unified account's margin mode (``ISOLATED_MARGIN``/``REGULAR_MARGIN``), shown by
+``/v5/account/info`` and as every linear position's ``margin_type``.
 """
 
 from __future__ import annotations
@@ -224,6 +232,7 @@ class BybitVenue:
         direction = None
         if trigger is not None:
             direction = self._trigger_direction(market, p, trigger)
+        attached = self._attached_tpsl(market, p, side, price if order_type == "Limit" else None)
         account = self._account(ctx)
         link_id = str(p.get("orderLinkId") or "")
         if link_id:
@@ -241,7 +250,7 @@ class BybitVenue:
             transport=ctx.call.transport,
             extra={"reduce_only_policy": "clamp", "market_unit": "quoteCoin" if quote_unit else "baseCoin",
                    "last_price": self.state.price(market),
-                   "order_filter": "StopOrder" if trigger is not None else "Order"},
+                   "order_filter": "StopOrder" if trigger is not None else "Order", **attached},
         )
         try:
             self.state.submit(order)
@@ -251,6 +260,24 @@ class BybitVenue:
         if ctx.log is not None:
             ctx.log.update(outcome="booked", order_id=order.order_id, client_order_id=link_id, status=order.status)
         return ok({"orderId": order.order_id, "orderLinkId": link_id})
+
+    def _attached_tpsl(self, market: MarketSpec, p: dict[str, Any], side: str, price: Decimal | None) -> dict[str, Any]:
+        """stopLoss/takeProfit riding on an order: below/above the entry for a buy, the reverse for a sell."""
+        found = {}
+        entry = price if price is not None else self.state.price(market)
+        for name, key, loss in (("stopLoss", "stop_loss", True), ("takeProfit", "take_profit", False)):
+            value = self._number(p, name)
+            if value is None:
+                continue
+            if not is_multiple(value, market.tick_size):
+                raise error(10001, f"params error: {name} invalid")
+            below = (side == BUY) == loss  # a long's stop-loss and a short's take-profit sit below the entry
+            if (below and value >= entry) or (not below and value <= entry):
+                raise error(10001, f"{'StopLoss' if loss else 'TakeProfit'}:{plain(value)} set for "
+                                  f"{'Buy' if side == BUY else 'Sell'} position should {'lower' if below else 'greater'} "
+                                  f"than base_price:{plain(entry)}??LastPrice")
+            found[key] = value
+        return found
 
     def _spot_checks(self, m: MarketSpec, qty: Decimal, price: Decimal | None, quote_unit: bool) -> None:
         if quote_unit:
@@ -437,7 +464,9 @@ class BybitVenue:
             if fee_asset else {}, "timeInForce": order.time_in_force, "orderType": order.venue_type,
             "stopOrderType": "Stop" if order.trigger_price is not None else "", "orderIv": "",
             "triggerPrice": plain(order.trigger_price) if order.trigger_price is not None else "",
-            "takeProfit": "", "stopLoss": "", "tpTriggerBy": "", "slTriggerBy": "",
+            "takeProfit": plain(order.extra.get("take_profit")), "stopLoss": plain(order.extra.get("stop_loss")),
+            "tpTriggerBy": "LastPrice" if "take_profit" in order.extra else "",
+            "slTriggerBy": "LastPrice" if "stop_loss" in order.extra else "",
             "triggerDirection": {"rise": 1, "fall": 2}.get(order.trigger_direction or "", 0),
             "triggerBy": "LastPrice" if order.trigger_price is not None else "",
             "lastPriceOnCreated": plain(order.extra.get("last_price")), "basePrice": "",
@@ -526,10 +555,12 @@ class BybitVenue:
         return {
             "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": m.symbol, "side": side,
             "size": plain(abs(amount)), "avgPrice": plain(entry), "positionValue": plain(abs(amount) * entry),
-            "tradeMode": 0, "positionStatus": "Normal", "autoAddMargin": 0, "adlRankIndicator": 2 if amount else 0,
+            "tradeMode": 1 if account.margin_type.get((m.book, m.symbol)) == "ISOLATED" else 0, "positionStatus": "Normal", "autoAddMargin": 0, "adlRankIndicator": 2 if amount else 0,
             "leverage": str(leverage), "positionBalance": plain(value / leverage), "markPrice": plain(mark),
             "liqPrice": "", "bustPrice": "", "positionMM": plain(value * D("0.005")),
-            "positionIM": plain(value / leverage), "tpslMode": "Full", "takeProfit": "", "stopLoss": "",
+            "positionIM": plain(value / leverage), "tpslMode": "Full",
+            "takeProfit": plain(position.take_profit) if position and amount else "",
+            "stopLoss": plain(position.stop_loss) if position and amount else "",
             "trailingStop": "0", "unrealisedPnl": plain((mark - entry) * amount),
             "curRealisedPnl": plain(position.realized_pnl if position else D(0)),
             "cumRealisedPnl": plain(position.realized_pnl if position else D(0)), "seq": 1, "isReduceOnly": False,
@@ -566,8 +597,18 @@ class BybitVenue:
             "parentUid": "0", "kycLevel": "LEVEL_DEFAULT", "kycRegion": "",
         })
 
+    async def set_margin_mode(self, ctx: RequestContext) -> Reply:
+        mode = str(ctx.params.get("setMarginMode") or "")
+        if mode not in ("ISOLATED_MARGIN", "REGULAR_MARGIN", "PORTFOLIO_MARGIN"):
+            raise error(10001, "params error: setMarginMode invalid")
+        account = self._account(ctx)
+        for market in self.state.markets_of("bybit.linear"):
+            account.margin_type[(market.book, market.symbol)] = "ISOLATED" if mode == "ISOLATED_MARGIN" else "CROSSED"
+        account.margin_type[("bybit", "*")] = mode
+        return ok({"reasons": []})
+
     async def account_info(self, ctx: RequestContext) -> Reply:
-        return ok({"marginMode": "REGULAR_MARGIN", "updatedTime": str(now_ms()), "unifiedMarginStatus": 6,
+        return ok({"marginMode": self._account(ctx).margin_type.get(("bybit", "*"), "REGULAR_MARGIN"), "updatedTime": str(now_ms()), "unifiedMarginStatus": 6,
                    "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
                    "spotHedgingStatus": "OFF"})
 
@@ -668,6 +709,7 @@ class BybitVenue:
             E("GET", "/v5/execution/list", self.executions, F.QUERY, None, s),
             E("GET", "/v5/account/wallet-balance", self.wallet_balance, F.QUERY, None, s),
             E("GET", "/v5/account/info", self.account_info, F.QUERY, None, s),
+            E("POST", "/v5/account/set-margin-mode", self.set_margin_mode, F.QUERY, None, s),
             E("GET", "/v5/user/query-api", self.query_api, F.QUERY, None, s),
             E("GET", "/v5/asset/coin/query-info", self.coin_info, F.QUERY, None, s),
             E("GET", "/v5/position/list", self.positions, F.QUERY, LINEAR, s),

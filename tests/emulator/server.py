@@ -31,8 +31,10 @@ Control API (every method also exists on :class:`Emulator` and on
                              ``order_id``, ``status`` (NEW, FILLED, CANCELED,
                              EXPIRED, TRIGGERED), ``executed_qty``,
                              ``avg_price``, ``transport`` (rest|ws),
-                             ``booked_at`` (epoch s) ...; any field is a query
-                             filter, plus ``since_seq``
+                             ``booked_at`` (epoch s), ``reduce_only``,
+                             ``post_only``, ``time_in_force``, ``stop_loss``/
+                             ``take_profit`` (attached, bybit) ...; any field
+                             is a query filter, plus ``since_seq``
 ``GET  /_emu/requests``      order-placement attempts incl. refused and faulted
                              ones: ``seq``, ``time``, ``venue``, ``route``,
                              ``transport``, ``account_key``, ``symbol``,
@@ -45,7 +47,9 @@ Control API (every method also exists on :class:`Emulator` and on
                              "market_type"?}``; fills/fires what becomes
                              marketable
 ``GET  /_emu/prices``        every market's price
-``GET  /_emu/positions``     ``?key=``: positions per account
+``GET  /_emu/positions``     ``?key=``: positions per account (signed
+                             ``amount``, ``leverage``, ``margin_type``,
+                             attached ``stop_loss``/``take_profit``)
 ``GET  /_emu/balances``      ``?key=``: ``{key: {wallet: {asset: {free,
                              locked, total}}}}``
 ``GET|POST /_emu/accounts``  list keys / add ``{"key", "secret",

@@ -90,6 +90,8 @@ class Position:
     realized_pnl: Decimal = D(0)
     created_ms: int = 0
     updated_ms: int = 0
+    stop_loss: Decimal | None = None  # attached by an order (Bybit); recorded, not triggered
+    take_profit: Decimal | None = None
 
 
 @dataclass
@@ -196,7 +198,9 @@ class Order:
             "trigger_price": plain(self.trigger_price) if self.trigger_price is not None else None,
             "client_order_id": self.client_order_id, "order_id": self.order_id, "status": self.status,
             "executed_qty": plain(self.executed_qty), "avg_price": plain(self.avg_price),
-            "reduce_only": self.reduce_only, "time_in_force": self.time_in_force,
+            "reduce_only": self.reduce_only, "post_only": self.post_only, "time_in_force": self.time_in_force,
+            "stop_loss": plain(self.extra["stop_loss"]) if "stop_loss" in self.extra else None,
+            "take_profit": plain(self.extra["take_profit"]) if "take_profit" in self.extra else None,
             "transport": self.transport, "booked_at": self.booked_at, "booked_ms": self.created_ms,
             "updated_ms": self.updated_ms, "parent_order_id": self.parent_order_id,
             "child_order_id": self.child_order_id,
@@ -525,6 +529,12 @@ class ExchangeState:
         else:
             commission, commission_asset = quote_qty * rate, market.settle
             realized = self._apply_position(account, market, order.side, qty, fill_price, stamp)
+            position = account.position(market.book, market.symbol)
+            if position.amount == 0:
+                position.stop_loss = position.take_profit = None
+            for name in ("stop_loss", "take_profit"):
+                if name in order.extra:
+                    setattr(position, name, order.extra[name])
             settle = account.balance(wallet, market.settle)
             settle.free += realized - commission
         order.fills.append(Fill(trade_id=next(self._trade_ids), price=fill_price, qty=qty, quote_qty=quote_qty,
@@ -641,6 +651,8 @@ class ExchangeState:
                     "account_key": account.key, "venue": market.venue, "market_type": market.market_type,
                     "symbol": symbol, "amount": plain(position.amount), "entry_price": plain(position.entry_price),
                     "realized_pnl": plain(position.realized_pnl), "leverage": self.leverage(account, market),
+                    "stop_loss": plain(position.stop_loss) if position.stop_loss is not None else None,
+                    "take_profit": plain(position.take_profit) if position.take_profit is not None else None,
                     "margin_type": account.margin_type.get((book, symbol), "CROSSED"),
                     "updated_ms": position.updated_ms,
                 })
