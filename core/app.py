@@ -17,6 +17,7 @@ of ``core.ratelimit`` before the body is read.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import signal
@@ -68,6 +69,11 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
         await router.start()
         app.extensions["router"] = router
+        # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
+        # lives as long as the process: keep it out of the cyclic GC, whose full passes over
+        # it paused the event loop ~70 ms every few hundred alerts. Refcounting still frees it.
+        gc.collect()
+        gc.freeze()
 
     @app.after_serving
     async def stop_router() -> None:

@@ -1,82 +1,291 @@
-"""SQLite access for async code: one connection, one thread, WAL.
+"""SQLite access for async code: one connection, one thread, WAL, group commit.
 
-Every statement of a database runs on its own single worker thread, so the event loop
-never blocks on disk and writes are serialized without locks in Python. Several
-processes (``hypercorn --workers N``) may share a file: WAL lets readers run alongside
-the one writer, ``BEGIN IMMEDIATE`` makes read-then-write steps atomic across processes
-and ``busy_timeout`` waits for another process's write instead of failing.
+Every job (``await db.run(fn)``: ``fn(conn)`` on the database's connection) runs on the
+database's own worker thread, so the event loop never blocks on disk and writes are
+serialized without locks in Python. Several processes (``hypercorn --workers N``) may
+share a file: WAL lets readers run alongside the one writer, ``BEGIN IMMEDIATE`` makes
+read-then-write steps atomic across processes and ``busy_timeout`` waits for another
+process's write instead of failing.
+
+**Group commit.** Jobs that queue up while the thread is busy (concurrent alerts) run
+together in one ``BEGIN IMMEDIATE`` transaction, each inside its own SAVEPOINT — a job
+that raises undoes only its own changes — and share its single COMMIT, so one fsync
+(synchronous=FULL) makes all of them durable. Every caller is answered only after that
+COMMIT: when ``await db.run(fn)`` returns, ``fn``'s writes are as durable as they were
+with one transaction per job; if the COMMIT fails, every job of the batch gets its
+error. ``transaction(conn)`` inside a batch becomes a SAVEPOINT. A job alone in the queue
+runs alone, exactly as before, so a quiet server waits for no one.
+
+**Inline.** Handing a job to the thread and back costs more than a small read takes.
+``run(fn, read_only=True)`` runs ``fn`` on the calling (event-loop) thread, on a second,
+query-only connection, when this process has no job queued or running (so it sees every
+write this process made before it) and the read takes no lock wait (``busy_timeout`` 0;
+a busy database sends the job to the thread). ``SqliteDatabase(..., inline=True)`` does
+the same for every job of a database with ``synchronous=OFF`` (no fsync: rate-limit
+counters), each inline job in its own transaction (undone whole, then sent to the thread,
+if it meets a lock).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes: BUSY_SNAPSHOT is 517)
+
+
+class _Busy(Exception):
+    """An inline job met a lock: it runs on the thread instead (nothing of it was kept)."""
+
+
+class _Job:
+    __slots__ = ("fn", "loop", "future", "result", "error")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+        self.result: Any = None
+        self.error: BaseException | None = None
+
 
 class SqliteDatabase:
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", schema: str = ""):
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", schema: str = "", inline: bool = False,
+                 max_batch: int = 128):
+        if inline and synchronous.upper() != "OFF":
+            raise ValueError("inline=True is for databases with synchronous=OFF: a COMMIT must not fsync on the event loop")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"sqlite-{self.path.stem}")
         self._conn: sqlite3.Connection | None = None
         self._synchronous = synchronous
         self._schema = schema
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the worker's connection: the worker thread or run_sync
+        self._queued = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._busy = 0  # jobs queued or running on the thread
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._max_batch = max_batch
+        self._inline = inline
+        self._inline_conn: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA foreign_keys=ON")
-            if self._schema:
-                # executescript commits first; CREATE ... IF NOT EXISTS is safe to repeat.
-                conn.executescript(self._schema)
-            self._conn = conn
+            self._conn = self._open(busy_timeout_ms=30000, query_only=False, schema=True)
         return self._conn
+
+    def _open(self, *, busy_timeout_ms: int, query_only: bool, schema: bool) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        if not query_only:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        if self._schema and schema:
+            # executescript commits first; CREATE ... IF NOT EXISTS is safe to repeat.
+            conn.executescript(self._schema)
+        if query_only:
+            conn.execute("PRAGMA query_only=ON")  # an inline "read" that writes fails loudly
+        return conn
 
     def run_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` on this thread (for CLIs and startup)."""
         with self._lock:
             return fn(self._connect())
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on the database's thread and return its result."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool = False) -> T:
+        """Run ``fn(conn)`` and return its result once its writes are committed.
+
+        ``read_only``: ``fn`` only reads; it may run at once on this thread (see the module
+        docstring). Either way it sees every write this process committed before.
+        """
+        # Inline only once the thread's connection exists (it creates the schema, waiting
+        # for other processes as long as it takes).
+        if (read_only or self._inline) and self._busy == 0 and self._conn is not None and not self._closed:
+            try:
+                return self._run_inline(fn, read_only=read_only and not self._inline)
+            except _Busy:
+                pass
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, self.run_sync, fn)
+        job = _Job(fn, loop, loop.create_future())
+        with self._queued:
+            if self._closed:
+                raise RuntimeError(f"database {self.path.name} is closed")
+            self._jobs.append(job)
+            self._busy += 1
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
+                self._thread.start()
+            self._queued.notify()
+        return await job.future
+
+    # -- inline ----------------------------------------------------------------
+
+    def _run_inline(self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool) -> T:
+        try:
+            if self._inline_conn is None:
+                self._inline_conn = self._open(busy_timeout_ms=0, query_only=read_only, schema=False)
+            conn = self._inline_conn
+            if read_only:
+                return fn(conn)  # autocommit, as a job alone on the thread runs
+            conn.execute("BEGIN")  # a write undone whole if it meets a lock, then redone on the thread
+            result = fn(conn)
+            conn.execute("COMMIT")
+            return result
+        except sqlite3.OperationalError as exc:
+            if self._inline_conn is not None:
+                _rollback(self._inline_conn)
+            if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _BUSY_CODES or "locked" in str(exc):
+                raise _Busy from exc
+            raise
+        except BaseException:
+            if self._inline_conn is not None:
+                _rollback(self._inline_conn)
+            raise
+
+    # -- the worker thread ---------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            with self._queued:
+                while not self._jobs and not self._closed:
+                    self._queued.wait()
+                if not self._jobs:
+                    return  # closed, and every queued job has run
+                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+            with self._lock:
+                try:
+                    self._execute(self._connect(), batch)
+                except BaseException as exc:  # no connection: every job of the batch fails
+                    for job in batch:
+                        job.error = exc
+            with self._queued:
+                self._busy -= len(batch)
+            self._deliver(batch)
+
+    def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        if len(batch) == 1:
+            job = batch[0]
+            try:
+                job.result = job.fn(conn)
+            except BaseException as exc:
+                job.error = exc
+            finally:
+                if conn.in_transaction:  # a job must not leave a transaction open
+                    _rollback(conn)
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for job in batch:
+                job.error = exc
+            return
+        done: list[_Job] = []
+        for index, job in enumerate(batch):
+            conn.execute("SAVEPOINT job")
+            try:
+                job.result = job.fn(conn)
+            except BaseException as exc:
+                job.error = exc
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (I/O error, disk full): the jobs
+                # before this one lost their writes too; the rest start a new batch.
+                lost = job.error or sqlite3.OperationalError("the transaction was rolled back")
+                for earlier in done + [job]:
+                    earlier.result, earlier.error = None, earlier.error or lost
+                if index + 1 < len(batch):
+                    self._execute(conn, batch[index + 1:])
+                return
+            if job.error is None:
+                conn.execute("RELEASE job")
+            else:
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            done.append(job)
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            for job in batch:
+                job.result, job.error = None, job.error or exc
+
+    @staticmethod
+    def _deliver(batch: list[_Job]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in batch:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: no one is waiting
+                loop.call_soon_threadsafe(_settle, jobs)
 
     def close(self) -> None:
-        def close_conn() -> None:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
+        """Run the jobs already queued, then close the connections."""
+        with self._queued:
+            self._closed = True
+            self._queued.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
 
-        self._thread.submit(close_conn).result()
-        self._thread.shutdown(wait=True)
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.cancelled():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 class _immediate:
-    """``with _immediate(conn):`` — a write transaction taken up front (BEGIN IMMEDIATE)."""
+    """``with _immediate(conn):`` — a write transaction taken up front (BEGIN IMMEDIATE),
+    or a SAVEPOINT when the connection is already in a transaction (a group commit)."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
+        self.nested = False
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
+        if self.conn.in_transaction:
+            self.nested = True
+            self.conn.execute("SAVEPOINT tx")
+        else:
+            self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
     def __exit__(self, exc_type, *_: Any) -> None:
-        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        if not self.nested:
+            self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        elif not self.conn.in_transaction:
+            return  # SQLite already rolled everything back; the batch reports it
+        elif exc_type:
+            self.conn.execute("ROLLBACK TO tx")
+            self.conn.execute("RELEASE tx")
+        else:
+            self.conn.execute("RELEASE tx")
 
 
 def transaction(conn: sqlite3.Connection) -> _immediate:

@@ -312,11 +312,15 @@ class Journal:
         (in any worker): the cross-process half of per-symbol ordering."""
 
         def check(conn: sqlite3.Connection) -> bool:
+            # The same condition as _UNFINISHED_SQL, written so that the (lane, state) index
+            # finds the lane's unfinished alerts directly: a scan of the lane's whole history
+            # cost ~1 ms per 10,000 alerts, on every alert.
             return conn.execute(
-                f"SELECT 1 FROM alerts WHERE lane = ? AND rowid < ? AND {_UNFINISHED_SQL} LIMIT 1", (lane, seq)
+                "SELECT 1 FROM alerts INDEXED BY alerts_lane WHERE lane = ? AND state IN ('received', 'submitting', 'unknown')"
+                f" AND rowid < ? AND (state != 'unknown' OR COALESCE(error_code, '') != '{GAVE_UP}') LIMIT 1", (lane, seq)
             ).fetchone() is not None
 
-        return await self.db.run(check)
+        return await self.db.run(check, read_only=True)  # inline when idle: no thread hop
 
     def _get(self, conn: sqlite3.Connection, alert_id: str) -> dict[str, Any] | None:
         row = conn.execute("SELECT rowid AS seq, * FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()

@@ -35,6 +35,18 @@ _KEY_PATTERNS = [
     # key: value (headers)
     re.compile(r"(?i)(\b" + _SECRET_KEYS + r":\s+)[^\s\"',;]+"),
 ]
+# Every key pattern needs one of the key names, each of which contains one of these
+# stems: ASCII text without any is left as it is, after a few substring checks instead of
+# three substitutions (the journal redacts every alert it stores). Other text takes the
+# patterns (under IGNORECASE, non-ASCII letters such as "ſ" match ASCII ones).
+_KEY_STEMS = ("secret", "api", "token", "password", "passphrase", "signature", "private")
+
+
+def _may_name_a_secret(text: str) -> bool:
+    if not text.isascii():
+        return True
+    lowered = text.lower()
+    return any(stem in lowered for stem in _KEY_STEMS)
 
 
 class Redactor:
@@ -45,6 +57,7 @@ class Redactor:
         self._dynamic: OrderedDict[str, None] = OrderedDict()
         self._max = max_values
         self._lock = threading.Lock()
+        self._longest_first: list[str] | None = None  # the values in masking order, until one is added
 
     def add(self, value: object, *, static: bool = False) -> None:
         """Register a secret. Static ones (config) stay; dynamic ones (payload) are bounded LRU."""
@@ -52,8 +65,12 @@ class Redactor:
             return
         with self._lock:
             if static:
-                self._static.add(value)
+                if value not in self._static:
+                    self._static.add(value)
+                    self._longest_first = None
                 return
+            if value not in self._dynamic:
+                self._longest_first = None
             self._dynamic[value] = None
             self._dynamic.move_to_end(value)
             while len(self._dynamic) > self._max:
@@ -63,11 +80,15 @@ class Redactor:
         if not text:
             return text
         with self._lock:
-            values = list(self._static) + list(self._dynamic)
-        # Longest first so a secret containing another is masked whole.
-        for value in sorted(values, key=len, reverse=True):
+            values = self._longest_first
+            if values is None:
+                # Longest first so a secret containing another is masked whole.
+                values = self._longest_first = sorted([*self._static, *self._dynamic], key=len, reverse=True)
+        for value in values:
             if value in text:
                 text = text.replace(value, MASK)
+        if not _may_name_a_secret(text):
+            return text
         for pattern in _KEY_PATTERNS:
             text = pattern.sub(lambda m: m.group(1) + (m.group(2) + MASK + m.group(2) if m.lastindex and m.lastindex >= 2 else MASK), text)
         return text

@@ -1,0 +1,71 @@
+"""The project's exchange emulator (``tests.emulator.Emulator``) with the benchmark's markets.
+
+    python -m bench.emulator --key KEY --secret SECRET
+
+Prints ``emulator listening on http://127.0.0.1:PORT`` like ``python -m tests.emulator``.
+Besides the emulator's default instruments it lists ``SYMBOLS`` Binance spot markets
+(``B00USDT`` … ``B31USDT``, price 100), so that the alerts of a burst can each trade
+their own market, as many strategies firing on one candle close do: the router executes
+the alerts of one (account, market) one at a time, in arrival order, and a burst on a
+single market measures that guarantee, not the router's concurrency. The benchmark
+account holds ample balances of every asset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+SYMBOLS = 32
+PRICE = "100"
+
+
+def bench_bases() -> list[str]:
+    return [f"B{i:02d}" for i in range(SYMBOLS)]
+
+
+def bench_tickers() -> list[str]:
+    """The TradingView tickers of the benchmark markets (Binance ids)."""
+    return [f"{base}USDT" for base in bench_bases()]
+
+
+async def serve(key: str, secret: str) -> None:
+    from tests.emulator import Emulator
+    from tests.emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
+
+    markets = default_markets() + [
+        MarketSpec(venue=BINANCE, market_type=SPOT, symbol=f"{base}USDT", base=base, quote="USDT",
+                   tick_size=D("0.01"), min_price=D("0.01"), max_price=D("1000000"), step_size=D("0.001"),
+                   min_qty=D("0.001"), max_qty=D("9000000"), market_max_qty=D("9000000"), min_notional=D("5"),
+                   base_precision=8, quote_precision=8)
+        for base in bench_bases()]
+    plenty = "1000000000000"
+    balances = {"binance.spot": {"USDT": plenty, "BTC": plenty, "ETH": plenty, "SOL": plenty,
+                                 **{base: plenty for base in bench_bases()}}}
+    prices = {f"{base}USDT": PRICE for base in bench_bases()}
+    emulator = Emulator(accounts={key: secret}, prices=prices, balances=balances, markets=markets)
+    await emulator.start("127.0.0.1", 0)
+    print(f"emulator listening on {emulator.base_url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await emulator.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.emulator", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--secret", required=True)
+    args = parser.parse_args(argv)
+    asyncio.run(serve(args.key, args.secret))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

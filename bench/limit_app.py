@@ -1,0 +1,120 @@
+"""The limit: the least work any webhook-to-exchange server can do, as a raw ASGI app.
+
+    hypercorn bench.limit_app:app
+
+No framework, no plugins, no journal, no replay cache, no rate limit: it checks the HMAC
+of ``"<X-Timestamp>.<body>"`` (the router's recommended form) and the timestamp window,
+reads ``id``, ``ticker``, ``action`` and ``contracts`` from the JSON body and calls
+``create_order`` on one ccxt binance client, created at startup with its markets loaded
+and ccxt's throttle off, with the client order id the router would use for the same
+alert. The router's figures are divided by this app's, measured in the same run, served
+by the same hypercorn with the same options.
+
+Environment: ``BENCH_WEBHOOK_SECRET``; ``BENCH_CCXT_CONFIG``, the ccxt constructor config
+as JSON (the emulator's urls and keys, ``enableRateLimit: false``, spot markets only: the
+same as the router's benchmark account); ``BENCH_ACCOUNT``, the account name client order
+ids are derived from, as the router does.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import hmac
+import json
+import os
+import time
+from typing import Any
+
+SIGNATURE_WINDOW = 300
+
+_state: dict[str, Any] = {}
+
+
+def client_order_id(alert_id: str, account: str) -> str:
+    """``core.execution.client_order_id`` (not imported: this app loads nothing of core).
+    The benchmark's booked-order check uses core's function, so a divergence shows there."""
+    return ("tv" + hashlib.sha256(f"{account}\x00{alert_id}".encode()).hexdigest())[:32]
+
+
+async def _startup() -> None:
+    import ccxt.async_support as ccxt_async
+
+    client = ccxt_async.binance(json.loads(os.environ["BENCH_CCXT_CONFIG"]))
+    await client.load_markets()
+    _state.update(client=client, secret=os.environ["BENCH_WEBHOOK_SECRET"].encode(),
+                  account=os.environ.get("BENCH_ACCOUNT", "bench"), ccxt=ccxt_async)
+    gc.collect()
+    gc.freeze()  # as the router does after startup: no full GC passes over ccxt's objects
+
+
+async def _shutdown() -> None:
+    client = _state.pop("client", None)
+    if client is not None:
+        await client.close()
+
+
+async def _answer(send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send({"type": "http.response.body", "body": data})
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await _startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await _shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["method"] == "GET" and scope["path"] == "/":
+        await _answer(send, 200, {"status": "ok"})
+        return
+    if scope["method"] != "POST" or scope["path"] != "/webhook":
+        await _answer(send, 404, {"error": "not found"})
+        return
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    headers = dict(scope["headers"])
+    timestamp = headers.get(b"x-timestamp", b"")
+    signature = headers.get(b"x-signature", b"")
+    expected = hmac.new(_state["secret"], timestamp + b"." + body, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(signature, expected) or not timestamp.isdigit() \
+            or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW:
+        await _answer(send, 401, {"error": "authentication failed"})
+        return
+    try:
+        alert = json.loads(body)
+        client = _state["client"]
+        symbol = client.markets_by_id[alert["ticker"]][0]["symbol"]
+        side = alert["action"].lower()
+        amount = float(alert["contracts"])
+        coid = client_order_id(str(alert["id"]), _state["account"])
+    except Exception as exc:
+        await _answer(send, 422, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    try:
+        order = await client.create_order(symbol, "market", side, amount, None, {"clientOrderId": coid})
+    except _state["ccxt"].BaseError as exc:
+        await _answer(send, 502, {"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+        return
+    state = "filled" if order.get("status") == "closed" else "submitted"
+    await _answer(send, 200, {"status": state, "alert_id": alert["id"],
+                              "order": {"id": order.get("id"), "client_order_id": order.get("clientOrderId"),
+                                        "status": order.get("status"), "filled": order.get("filled")}})

@@ -1,0 +1,141 @@
+"""The benchmark's processes: each in its own session (process group) on a free loopback
+port, with its output in a log file, stopped with its whole group however the run ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """A minimal environment: nothing from the caller's shell configures the processes."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+class Process:
+    """One child process group: ``start()``, ``stop()``; its log is kept for failures."""
+
+    running: list[Process] = []  # every started process, for the orchestrator's cleanup
+
+    def __init__(self, name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, log_dir: Path):
+        self.name = name
+        self.cmd = cmd
+        self.env = env
+        self.cwd = cwd
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0  # time.monotonic() just before the spawn
+
+    def start(self) -> Process:
+        self._log = open(self.log_path, "ab")
+        self.started_at = time.monotonic()
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        Process.running.append(self)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self, tail: int = 4000) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return text[-tail:]
+
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match:
+        """Poll the log for ``pattern`` (bounded); raise with the log if the process dies."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = regex.search(self.log(tail=1 << 20))
+            if found:
+                return found
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.name}: no line matching {pattern!r} after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the group, then SIGKILL after ``timeout``."""
+        if self.proc is not None and self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.proc is not None:
+            _signal_group(self.proc.pid, signal.SIGKILL)  # leftovers of the group (hypercorn's worker)
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+        if self in Process.running:
+            Process.running.remove(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for process in reversed(list(cls.running)):
+            try:
+                process.stop(timeout=5)
+            except Exception:  # cleanup goes on for the others
+                pass
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (hypercorn's worker processes)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may contain spaces and parentheses
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def rss_mb(pid: int) -> float | None:
+    """VmRSS of ``pid`` in MB (10^6 bytes), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        return None
+    return None

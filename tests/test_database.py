@@ -1,0 +1,150 @@
+"""core.database: group commit keeps every job's own outcome; inline reads see what was
+committed before them; a busy database sends inline work to the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+
+import pytest
+
+from core.database import SqliteDatabase, transaction
+
+SCHEMA = "CREATE TABLE IF NOT EXISTS items (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA)
+    yield database
+    database.close()
+
+
+def insert(name: str, value: int = 1):
+    def job(conn: sqlite3.Connection) -> str:
+        with transaction(conn):
+            conn.execute("INSERT INTO items (name, value) VALUES (?, ?)", (name, value))
+        return name
+
+    return job
+
+
+def rows(conn: sqlite3.Connection) -> dict[str, int]:
+    return {r["name"]: r["value"] for r in conn.execute("SELECT name, value FROM items")}
+
+
+def blocker(started: threading.Event, release: threading.Event):
+    def job(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    return job
+
+
+async def test_concurrent_jobs_share_one_commit_and_keep_their_own_outcomes(db):
+    await db.run(lambda conn: None)  # the worker exists
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    # Queued while the thread is busy: one batch. "b" fails (duplicate key), alone.
+    batch = [asyncio.ensure_future(db.run(insert(name))) for name in ("a", "b", "c")]
+    duplicate = asyncio.ensure_future(db.run(insert("b", 2)))
+    release.set()
+    await first
+    assert [await job for job in batch] == ["a", "b", "c"]
+    with pytest.raises(sqlite3.IntegrityError):
+        await duplicate
+    assert await db.run(rows) == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_a_failing_job_in_a_batch_undoes_only_its_own_writes(db):
+    await db.run(lambda conn: None)
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO items (name, value) VALUES ('half', 1)")  # no transaction(): still undone
+        raise ValueError("boom")
+
+    jobs = [asyncio.ensure_future(db.run(insert("x"))), asyncio.ensure_future(db.run(half_then_fail)),
+            asyncio.ensure_future(db.run(insert("y")))]
+    release.set()
+    await first
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert results[0] == "x" and results[2] == "y"
+    assert isinstance(results[1], ValueError)
+    assert await db.run(rows) == {"x": 1, "y": 1}
+
+
+async def test_results_arrive_only_after_the_batch_is_committed(db, tmp_path):
+    await db.run(insert("seed"))
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    jobs = [asyncio.ensure_future(db.run(insert(f"n{i}"))) for i in range(20)]
+    release.set()
+    await first
+    await asyncio.gather(*jobs)
+    # Another connection (another process) sees every answered write.
+    other = sqlite3.connect(tmp_path / "t.sqlite3")
+    try:
+        assert other.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 21
+    finally:
+        other.close()
+
+
+async def test_inline_reads_see_every_write_committed_before_them(db):
+    await db.run(insert("a"))
+    seen = await db.run(rows, read_only=True)
+    assert seen == {"a": 1}
+    # An inline read that writes is refused (query-only connection), not committed.
+    with pytest.raises(sqlite3.OperationalError):
+        await db.run(lambda conn: conn.execute("INSERT INTO items VALUES ('z', 1)"), read_only=True)
+    assert await db.run(rows) == {"a": 1}
+
+
+async def test_a_read_while_writes_are_queued_waits_behind_them(db):
+    await db.run(lambda conn: None)
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    write = asyncio.ensure_future(db.run(insert("queued")))
+    read = asyncio.ensure_future(db.run(rows, read_only=True))
+    release.set()
+    await asyncio.gather(first, write)
+    assert await read == {"queued": 1}
+
+
+async def test_inline_database_falls_back_to_the_thread_when_another_writer_holds_the_lock(tmp_path):
+    path = tmp_path / "counters.sqlite3"
+    db = SqliteDatabase(path, synchronous="OFF", schema=SCHEMA, inline=True)
+    try:
+        await db.run(insert("first"))  # the thread's connection exists: later jobs run inline
+        await db.run(insert("inline"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        job = asyncio.ensure_future(db.run(insert("after-lock")))
+        await asyncio.sleep(0.05)
+        assert not job.done()  # inline met the lock: queued on the thread, which waits
+        other.execute("COMMIT")
+        other.close()
+        assert await job == "after-lock"
+        assert set(await db.run(rows)) == {"first", "inline", "after-lock"}
+    finally:
+        db.close()
+
+
+def test_inline_needs_synchronous_off(tmp_path):
+    with pytest.raises(ValueError):
+        SqliteDatabase(tmp_path / "x.sqlite3", synchronous="FULL", inline=True)
+
+
+async def test_close_runs_the_jobs_already_queued(db):
+    jobs = [asyncio.ensure_future(db.run(insert(f"q{i}"))) for i in range(5)]
+    await asyncio.sleep(0)
+    db.close()
+    assert [await job for job in jobs] == [f"q{i}" for i in range(5)]
+    with pytest.raises(RuntimeError):
+        await db.run(rows)
