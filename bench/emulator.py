@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
 SYMBOLS = 32
@@ -33,6 +32,7 @@ def bench_tickers() -> list[str]:
 
 async def serve(key: str, secret: str) -> None:
     from tests.emulator import Emulator
+    from tests.emulator.__main__ import serve_until_signalled
     from tests.emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
 
     markets = default_markets() + [
@@ -46,16 +46,7 @@ async def serve(key: str, secret: str) -> None:
                                  **{base: plenty for base in bench_bases()}}}
     prices = {f"{base}USDT": PRICE for base in bench_bases()}
     emulator = Emulator(accounts={key: secret}, prices=prices, balances=balances, markets=markets)
-    await emulator.start("127.0.0.1", 0)
-    print(f"emulator listening on {emulator.base_url}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await emulator.stop()
+    await serve_until_signalled(emulator, "127.0.0.1", 0)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -454,12 +454,10 @@ class CcxtExecutor(Executor):
             else:
                 raw = await self.client.create_order(*args)
         except Exception as exc:
-            if never_left(exc):
-                raise mark_not_sent(exc)
-            refused = key_refusal(exc)
-            if refused is not exc:
-                raise refused from exc
-            raise
+            translated = _as_sent(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         raw = await self._complete(order, raw)
         return self._result(order, raw, "rest"), raw
 
@@ -615,12 +613,10 @@ class CcxtExecutor(Executor):
                 raise
             raw = found
         except Exception as exc:
-            if never_left(exc):
-                raise mark_not_sent(exc)
-            refused = key_refusal(exc)
-            if refused is not exc:
-                raise refused from exc
-            raise
+            translated = _as_sent(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         canceled = {"order_id": str(raw.get("id") or order.cancel_id or "") or None,
                     "client_order_id": raw.get("clientOrderId") or order.cancel_client_order_id, "status": "canceled"}
         return self._cancel_result(order, [canceled], raw)
@@ -896,3 +892,12 @@ class Plugin:
             if executor._maintenance is not None:
                 executor._maintenance.cancel()
         await self.payload.close_all()
+
+
+def _as_sent(exc: Exception) -> Exception:
+    """An exception from sending, as the engine must see it: marked not sent when nothing
+    left the process, binance's -2015 restored to an authentication error (ccxt reports it
+    as DDoSProtection once a key has worked), else unchanged."""
+    if never_left(exc):
+        return mark_not_sent(exc)
+    return key_refusal(exc)

@@ -37,8 +37,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    emulator = Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None)
-    await emulator.start(args.host, args.port)
+    await serve_until_signalled(Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None),
+                                args.host, args.port)
+
+
+async def serve_until_signalled(emulator: Emulator, host: str, port: int) -> None:
+    """Start ``emulator``, print the line tests wait for, serve until SIGTERM or SIGINT."""
+    await emulator.start(host, port)
     print(f"emulator listening on {emulator.base_url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
