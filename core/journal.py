@@ -332,12 +332,6 @@ class Journal:
     async def stats(self) -> dict[str, Any]:
         return await self.db.run(self._stats)
 
-    def list_sync(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        return self.db.run_sync(lambda conn: self._list(conn, limit, state))
-
-    def stats_sync(self) -> dict[str, Any]:
-        return self.db.run_sync(self._stats)
-
     @staticmethod
     def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
         query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
