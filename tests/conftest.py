@@ -136,3 +136,32 @@ def all_log_text(caplog) -> Callable[[], str]:
         return "\n".join(formatter.format(r) for r in caplog.records)
 
     return text
+
+
+@pytest.fixture
+def transform():
+    """The TradingView transform applied as the router applies it: alert fields to the
+    model, anything else to ``alert.raw``."""
+    from core.models import Alert
+    from plugins.transforms.tradingview import Plugin
+
+    plugin = Plugin(Plugin.Options())
+
+    def run(payload: dict) -> Alert:
+        data = dict(payload)
+        plugin.transform_payload(data)
+        fields = {k: v for k, v in data.items() if k in Alert.model_fields}
+        return Alert.model_validate(fields | {"raw": {k: v for k, v in data.items() if k not in Alert.model_fields}})
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory):
+    """The exchange emulator in its own process, shared by a module's tests (modules that
+    need a fresh one per test define their own ``emulator`` fixture)."""
+    from tests.ccxt_support import EmulatorProcess
+
+    process = EmulatorProcess(tmp_path_factory.mktemp("emulator")).start()
+    yield process
+    process.stop()

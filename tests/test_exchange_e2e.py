@@ -13,7 +13,6 @@ import pytest
 
 from core.execution import client_order_id
 from tests.ccxt_support import (
-    EmulatorProcess,
     alert_status,
     emulator_account,
     plugins_yaml,
@@ -22,13 +21,6 @@ from tests.ccxt_support import (
     tradingview_alert,
 )
 from tests.support import ServerProcess, base_env, signed_headers
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    process = EmulatorProcess(tmp_path_factory.mktemp("emulator")).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,22 +11,7 @@ from decimal import Decimal
 import pytest
 
 from core.errors import Unprocessable
-from core.models import Alert
-from plugins.transforms.tradingview import Plugin
 from tests.support import ROOT, signed_headers
-
-
-@pytest.fixture
-def transform():
-    plugin = Plugin(Plugin.Options())
-
-    def run(payload: dict) -> Alert:
-        data = dict(payload)
-        plugin.transform_payload(data)
-        fields = {k: v for k, v in data.items() if k in Alert.model_fields}
-        return Alert.model_validate(fields | {"raw": {k: v for k, v in data.items() if k not in Alert.model_fields}})
-
-    return run
 
 
 def test_action_is_the_side_or_the_routers_action(transform):

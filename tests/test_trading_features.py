@@ -15,19 +15,12 @@ import time
 import pytest
 
 from core.execution import client_order_id
-from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml, send_alert
+from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert
 from tests.support import ServerProcess, base_env
 
 pytestmark = pytest.mark.slow
 
 SMALL_KEY, SMALL_SECRET = "emu-small", "emu-small-secret"
-
-
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
-    process = EmulatorProcess(tmp_path_factory.mktemp("emulator")).start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")

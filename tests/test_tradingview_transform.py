@@ -7,22 +7,6 @@ from decimal import Decimal
 import pytest
 
 from core.errors import Unprocessable
-from core.models import Alert
-from plugins.transforms.tradingview import Plugin
-
-
-@pytest.fixture
-def transform():
-    plugin = Plugin(Plugin.Options())
-
-    def run(payload: dict) -> Alert:
-        data = dict(payload)
-        plugin.transform_payload(data)
-        # As the router does: alert fields to the model, anything else to alert.raw.
-        fields = {k: v for k, v in data.items() if k in Alert.model_fields}
-        return Alert.model_validate(fields | {"raw": {k: v for k, v in data.items() if k not in Alert.model_fields}})
-
-    return run
 
 
 def test_seed_payload_with_filled_placeholders(transform):
