@@ -18,17 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import SECRET, alert_body, signed_headers
+from tests.test_engine import FAST
 
-FAST = """
-router:
-  response_budget: {budget}
-  retry_base_delay: 0.01
-  retry_max_delay: 0.05
-  reconcile_interval: 0.01
-  reconcile_max_delay: 0.05
-  resubmit_after: 0.2
-  worker_heartbeat: 0.05
-"""
 P = "ccxt_webhook_"
 
 
@@ -60,7 +51,7 @@ async def post(client, **fields) -> int:
 
 @pytest.fixture
 def scripted(write_plugins_yaml) -> ScriptedExecutor:
-    write_plugins_yaml(FAST.format(budget=1.0))
+    write_plugins_yaml(FAST.format(budget=1.0, resubmit_after=0.2))
     return ScriptedExecutor()
 
 
@@ -96,7 +87,7 @@ async def test_a_known_mix_of_alerts_is_counted_exactly(app_client, scripted):
 
 
 async def test_orders_in_flight_and_backlog_follow_a_hanging_order(app_client, scripted, write_plugins_yaml):
-    write_plugins_yaml(FAST.format(budget=0.2))
+    write_plugins_yaml(FAST.format(budget=0.2, resubmit_after=0.2))
     release = asyncio.Event()
     scripted.script = [("wait", release)]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):

@@ -20,10 +20,10 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import aiohttp
-from pydantic import Field, field_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from core.config import PluginOptions
 from core.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
@@ -50,6 +50,10 @@ def split_list(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [str(v).strip() for v in value if v is not None and str(v).strip()]
     return value
+
+
+# A list option that also takes one comma- or space-separated string (from ${VAR}).
+CommaList = Annotated[list[str], BeforeValidator(split_list)]
 
 
 class NotifierOptions(PluginOptions):

@@ -9,19 +9,18 @@ line (destinations are logged as "telegram chat <id>"). No token and no chat: in
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.events import AlertEvent
 from plugins.notifiers.notifier import (
+    CommaList,
     Delivery,
     Notifier,
     NotifierOptions,
     format_message,
     register_secrets,
-    split_list,
 )
 
 
@@ -31,16 +30,11 @@ class Plugin(Notifier):
         bot_token: str = Field("", repr=False)
         # Chats to tell: a list, or one string of comma-separated ids ("${TELEGRAM_CHAT_IDS:-}");
         # numeric ids (groups are negative) or @channel names.
-        chat_ids: list[str] = Field(default_factory=list, validate_default=True)
+        chat_ids: CommaList = Field(default_factory=list, validate_default=True)
         # The Bot API server.
         base_url: str = "https://api.telegram.org"
         # Deliver silently (no sound on the phones).
         disable_notification: bool = False
-
-        @field_validator("chat_ids", mode="before")
-        @classmethod
-        def _split(cls, value: Any) -> Any:
-            return split_list(value)
 
         @field_validator("chat_ids")
         @classmethod

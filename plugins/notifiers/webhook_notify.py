@@ -16,12 +16,12 @@ from pydantic import Field, field_validator
 
 from core.events import AlertEvent
 from plugins.notifiers.notifier import (
+    CommaList,
     Delivery,
     Notifier,
     NotifierOptions,
     format_message,
     register_secrets,
-    split_list,
 )
 
 Format = Literal["auto", "discord", "slack", "generic"]
@@ -53,16 +53,11 @@ def payload(event: AlertEvent, fmt: str) -> dict[str, Any]:
 class Plugin(Notifier):
     class Options(NotifierOptions):
         # Where to POST: a list, or one string of comma-separated URLs (e.g. "${NOTIFY_WEBHOOK_URLS:-}").
-        urls: list[str] = Field(default_factory=list)
+        urls: CommaList = Field(default_factory=list)
         # auto | discord | slack | generic (see the module docstring).
         format: Format = "auto"
         # Extra request headers (e.g. Authorization for your own endpoint); treated as secrets.
         headers: dict[str, str] = Field(default_factory=dict)
-
-        @field_validator("urls", mode="before")
-        @classmethod
-        def _split(cls, value: Any) -> Any:
-            return split_list(value)
 
         @field_validator("urls")
         @classmethod
