@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import os
@@ -76,6 +77,7 @@ class ExecutionEngine:
         self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._background: list[asyncio.Task] = []
+        self._stopping = asyncio.Event()
         self._patient: _Patient | None = None
 
     @property
@@ -96,9 +98,13 @@ class ExecutionEngine:
         self._background.append(asyncio.create_task(self._maintenance_loop(), name="journal-maintenance"))
 
     async def stop(self, grace: float) -> None:
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        # The loop ends on this event rather than on cancellation alone: a store client
+        # may swallow a CancelledError delivered in the middle of its call.
+        self._stopping.set()
+        if self._background:
+            _, stuck = await asyncio.wait(self._background, timeout=5)
+            for task in stuck:
+                task.cancel()
         pending = [t for t in self.inflight.values() if not t.done()]
         if pending:
             log.info("waiting up to %.0fs for %d order(s) in flight", grace, len(pending))
@@ -116,7 +122,7 @@ class ExecutionEngine:
 
     async def _maintenance_loop(self) -> None:
         journal = self.router.journal
-        while True:
+        while not self._stopping.is_set():
             try:
                 await journal.heartbeat(self.worker_id)
                 for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
@@ -127,7 +133,8 @@ class ExecutionEngine:
                 log.error("journal maintenance waits for the state store: %s", exc.message)
             except Exception:
                 log.exception("journal maintenance failed; retrying")
-            await asyncio.sleep(self.options.worker_heartbeat)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.options.worker_heartbeat)
 
     # ------------------------------------------------------------ entry points
 

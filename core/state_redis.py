@@ -7,6 +7,7 @@ failures raise ``StoreUnavailable`` (503: nothing was sent; a resend is safe).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -27,10 +28,18 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 async def guarded(awaitable: Any) -> Any:
-    """Await a Redis call; a lost connection becomes StoreUnavailable (503)."""
+    """Await a Redis call; a lost connection becomes StoreUnavailable (503).
+
+    redis-py reports a call cancelled mid-flight as a connection error; while the task is
+    being cancelled that is the cancellation, and it must stay one (a loop catching
+    StoreUnavailable would otherwise never stop).
+    """
     try:
         return await awaitable
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError() from exc
         raise StoreUnavailable(f"the state store (Redis) is unavailable: {type(exc).__name__}") from None
 
 
