@@ -126,7 +126,11 @@ class ExecutionEngine:
             try:
                 await journal.heartbeat(self.worker_id)
                 for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
-                    self._recover(row)
+                    try:
+                        self._recover(row)
+                    except Exception as exc:  # a row with bad fields: set aside, the others go on
+                        await journal.quarantine(row.get("alert_id", ""), f"the journal row cannot be recovered: "
+                                                 f"{type(exc).__name__}: {str(exc)[:300]}")
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:
@@ -332,11 +336,7 @@ class ExecutionEngine:
         alert_id = row["alert_id"]
         if alert_id in self.inflight:
             return
-        try:
-            alert = Alert.model_validate(row["payload"])
-        except Exception as exc:
-            log.error("alert %s cannot be recovered: its journaled payload is invalid: %s", alert_id, exc)
-            return
+        alert = Alert.model_validate(row["payload"])  # invalid: raises, and the row is quarantined
         alert.alert_id = alert_id
         alert.received_at = row["received_at"]
         executor = self.router.executors.get(row["account"] or "")

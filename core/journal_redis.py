@@ -31,8 +31,9 @@ import json
 import time
 from typing import Any
 
-from core.journal import ALERT_STATES, GAVE_UP, SUCCESS_STATES, UNFINISHED, Admission
-from core.redaction import REDACTOR
+from core.journal import (ALERT_STATES, GAVE_UP, QUARANTINED, SUCCESS_STATES, UNFINISHED, Admission, decode_json_fields,
+                          log_quarantined, quarantine_reason)
+from core.redaction import REDACTOR, without_secrets
 from core.state_redis import guarded
 
 
@@ -132,7 +133,8 @@ _NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplic
 
 
 def _dumps(value: Any) -> str:
-    return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
+    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
+    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
 
 
 class RedisJournal:
@@ -242,8 +244,22 @@ class RedisJournal:
 
     async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
         ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
-        rows = [await self.get(alert_id) for alert_id in ids]
-        return [row for row in rows if row is not None]
+        claimed = []
+        for alert_id in ids:
+            row = await self.get(alert_id)
+            if row is not None and row.get("unreadable"):
+                await self.quarantine(alert_id, quarantine_reason(row["unreadable"]))
+            elif row is not None:
+                claimed.append(row)
+        return claimed
+
+    async def quarantine(self, alert_id: str, reason: str) -> None:
+        """Set an unfinished alert aside: it cannot be read or recovered (see core.journal)."""
+        await self.set_state(alert_id, QUARANTINED, error_code=QUARANTINED, error_message=reason[:500])
+        log_quarantined(alert_id, reason)
+
+    async def quarantined_count(self) -> int:
+        return int(await self._durable(self.client.hget(self._key("stats"), QUARANTINED)) or 0)
 
     async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
         if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
@@ -256,17 +272,25 @@ class RedisJournal:
 
     # -- reading ---------------------------------------------------------------
 
-    def _decode(self, raw: dict[str, str]) -> dict[str, Any]:
+    def _decode(self, raw: dict[str, str], problems: list[str] | None = None) -> dict[str, Any]:
+        """The stored hash as a row. A field that cannot be decoded is None and named in
+        ``unreadable`` (and in ``problems``), never an exception."""
         data: dict[str, Any] = dict(raw)
+        problems = [] if problems is None else problems
         for key, cast in _NUMBER_FIELDS.items():
             if data.get(key) not in (None, ""):
-                data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                try:
+                    data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                except (TypeError, ValueError, OverflowError):
+                    data[key] = None
+                    problems.append(f"{key} is not a number")
             else:
                 data[key] = None
-        for key in _JSON_FIELDS:
-            data[key] = json.loads(data[key]) if data.get(key) else None
+        decode_json_fields(data, _JSON_FIELDS, "", problems)
         for key in ("error_code", "error_message", "principal", "owner"):
             data[key] = data.get(key) or None
+        if problems:
+            data["unreadable"] = problems
         return data
 
     async def get(self, alert_id: str) -> dict[str, Any] | None:
@@ -276,8 +300,18 @@ class RedisJournal:
         raw, orders = await self._durable(pipe.execute())
         if not raw:
             return None
-        data = self._decode(raw)
-        data["orders"] = [json.loads(orders[number]) for number in sorted(orders, key=int)]
+        problems: list[str] = []
+        attempts = []
+        for number in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
+            try:
+                attempt = json.loads(orders[number])
+                if not isinstance(attempt, dict):
+                    raise ValueError("not an object")
+                attempts.append(attempt)
+            except ValueError as exc:
+                problems.append(f"order attempt {number} is not valid JSON ({type(exc).__name__})")
+        data = self._decode(raw, problems)
+        data["orders"] = attempts
         return data
 
     async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:

@@ -90,6 +90,9 @@ class Router:
         try:
             assert self.journal is not None
             await asyncio.wait_for(self.journal.ping(), timeout=2)
+            quarantined = await asyncio.wait_for(self.journal.quarantined_count(), timeout=2)
+            if quarantined:
+                state["quarantined"] = quarantined  # journal rows set aside unread: see `journal list`
         except Exception as exc:
             state.update(ok=False, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:200])
         ok = state["ok"] and all(a["ready"] for a in accounts.values())
@@ -111,9 +114,7 @@ class Router:
             raise BadRequest("no parser accepted the body")
         if not isinstance(payload, dict):
             raise Unprocessable("the alert must be a JSON object", code="invalid_alert")
-        # Before anything can log it: payload secrets join the redactor.
-        for key in SECRET_FIELDS:
-            REDACTOR.add(payload.get(key))
+        # Not registered with the redactor here: only values that authenticate are (receive()).
         return payload
 
     async def authenticate(self, request: InboundRequest) -> AuthResult:
@@ -173,10 +174,12 @@ class Router:
 
     async def alert_status(self, request: InboundRequest, alert_id: str) -> dict[str, Any]:
         """The journaled alert with its order attempts, for an authenticated reader."""
+        presented = _presented_secrets(request.payload)
         auth = await self.authenticate(request)
         if not auth.accepted:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        _register_secrets(presented)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
         if row is None:
@@ -187,10 +190,12 @@ class Router:
 
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request through the pipeline; the answer to send."""
+        presented = _presented_secrets(request.payload)  # auth plugins may pop them
         auth = await self.authenticate(request)
         if not auth.accepted:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        _register_secrets(presented)
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         if len(alert.accounts) > 1:
@@ -308,6 +313,17 @@ class Router:
 SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "secret": "secret",
                  "apiSecret": "secret", "api_secret": "secret", "password": "password", "passphrase": "password"}
 ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal", "received_at"}
+
+
+def _presented_secrets(payload: dict[str, Any]) -> list[Any]:
+    return [payload[key] for key in SECRET_FIELDS if key in payload]
+
+
+def _register_secrets(values: list[Any]) -> None:
+    """The token and credentials of a request that authenticated join the log redactor.
+    Never earlier: a value from an unauthenticated request must not choose what is masked."""
+    for value in values:
+        REDACTOR.add(value)
 
 
 def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
