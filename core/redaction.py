@@ -170,13 +170,29 @@ class RedactingRecordFactory:
         record.msg = escape_controls(self.redactor.redact(message))
         record.args = None
         if record.exc_info and record.exc_info[0] is not None:
-            text = "".join(traceback.format_exception(*record.exc_info)).rstrip("\n")
-            record.exc_text = escape_controls(self.redactor.redact(text), keep_newlines=True)
+            record.exc_text = self._traceback(record.exc_info)
             record.exc_info = None
         if record.stack_info:
             record.stack_info = escape_controls(self.redactor.redact(record.stack_info), keep_newlines=True)
         return record
 
+
+    def _traceback(self, exc_info) -> str:
+        """The traceback, redacted; its own line breaks kept, while an exception's message
+        (which may quote a request) is escaped to one line like any message."""
+        chunks = []
+        for chunk in traceback.TracebackException(*exc_info).format():
+            chunk = self.redactor.redact(chunk)
+            if chunk.startswith(_TRACEBACK_FRAMING):
+                chunks.append(escape_controls(chunk, keep_newlines=True))
+            else:  # "ValueError: <message>", notes: one line each
+                chunks.append(escape_controls(chunk.rstrip("\n")) + "\n")
+        return "".join(chunks).rstrip("\n")
+
+
+# Traceback chunks written by Python itself (frames, headers, chaining), not by the exception.
+_TRACEBACK_FRAMING = ('  File "', "Traceback (most recent call last):", "\nThe above exception was",
+                      "\nDuring handling of the above exception", "  [Previous line repeated")
 
 _install_lock = threading.Lock()
 
