@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, DecimalException
 from typing import Any
 
 import ccxt
@@ -264,7 +264,10 @@ def _checked_price(exchange: ccxt.Exchange, market: dict[str, Any], name: str, v
     assert value is not None
     symbol, venue = market["symbol"], exchange.id
     label = "price" if name == "price" else "stop_price"
-    rounded = exchange.price_to_precision(symbol, str(value))
+    try:
+        rounded = exchange.price_to_precision(symbol, str(value))
+    except DecimalException:  # e.g. Underflow of a price far below any tick
+        raise Unprocessable(f"{label} {value} cannot be rounded to a tick for {symbol} on {venue}", code="price_off_tick") from None
     if Decimal(rounded) != value:
         tick = (market.get("precision") or {}).get("price")
         raise Unprocessable(f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",

@@ -333,7 +333,10 @@ def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials
                             "name a configured account instead", code="payload_credentials_disabled")
     if not all(isinstance(values.get(k), str) and values.get(k) for k in ("api_key", "secret")):
         raise Unprocessable("apiKey and secret must both be non-empty strings", code="invalid_alert")
-    return Credentials.model_validate(values)
+    try:
+        return Credentials.model_validate(values)
+    except ValidationError as exc:  # e.g. a password that is not a string
+        raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
 
 
 def _forbidden(auth: AuthResult) -> WebhookError:
