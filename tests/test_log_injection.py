@@ -64,3 +64,26 @@ def test_the_access_log_escapes_the_decoded_path(tmp_path, data_dir):
     assert "\x1b" not in log and "\u2028" not in log
     assert not any(line.startswith("INFO forged") for line in log.splitlines()), log
     assert r"/a\x0d\x0aINFO forged\x1b[31m\u2028end" in log
+
+
+def test_a_json_log_line_stays_valid_json_whatever_value_is_masked():
+    """Masking is applied to fields, not to the JSON text: a registered value that matches
+    the line's own punctuation cannot break it."""
+    from core.redaction import REDACTOR
+
+    REDACTOR.add('", "level', static=True)
+    install_redaction()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.json-line")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("plain", extra={"detail": {"note": 'x", "level y', "apiKey": "k"}})
+    finally:
+        logger.removeHandler(handler)
+        REDACTOR._static.discard('", "level')
+        REDACTOR._longest_first = None
+    record = json.loads(stream.getvalue())
+    assert record["level"] == "WARNING" and record["detail"] == {"note": "x*** y", "apiKey": "***"}
