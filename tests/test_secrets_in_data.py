@@ -172,44 +172,70 @@ async def test_unreadable_rows_are_quarantined_and_the_others_recover(app_client
     assert reader.status_code == 200 and (await reader.get_json())["state"] == "quarantined"
 
 
+def _run_with_journal(data_dir, state_url: str, state_prefix: str, work):
+    """Run ``work(journal)`` on the deployment's journal, from outside the server."""
+    async def run():
+        if state_url == "sqlite":
+            journal = Journal(data_dir / "journal.sqlite3")
+        else:
+            from core.journal_redis import RedisJournal
+            from core.state_redis import redis_client
+
+            client = redis_client(state_url)
+            journal = RedisJournal(client, prefix=state_prefix)
+        try:
+            return await work(journal)
+        finally:
+            if state_url == "sqlite":
+                journal.close()
+            else:
+                await client.aclose()
+
+    return asyncio.run(run())
+
+
 @pytest.mark.slow
-def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others(tmp_path, data_dir):
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
+def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others(tmp_path, data_dir, state_url,
+                                                                                 state_prefix):
+    import httpx
+
     (data_dir / "plugins.yaml").write_text(FAST)
-    server = ServerProcess(base_env(data_dir), tmp_path).start()
+    server = ServerProcess(base_env(data_dir, STATE_URL=state_url, STATE_PREFIX=state_prefix), tmp_path).start()
+    ids = ("before-kill", "orphan-1", "corrupt-1", "orphan-2")
     try:
         body = alert_body(id="before-kill")
-        import httpx
-
         assert httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body), timeout=10).status_code == 200
         server.kill()
 
         # What a worker killed mid-way leaves: alerts journaled, never executed; one of
-        # them unreadable (the corruption today's redactor caused, or a damaged file).
-        async def leave_orphans() -> None:
-            journal = Journal(data_dir / "journal.sqlite3")
-            try:
-                for alert_id in ("orphan-1", "corrupt-1", "orphan-2"):
-                    await _journal_orphan(journal, alert_id)
-            finally:
-                journal.close()
+        # them unreadable (the corruption the old redactor caused, or a damaged file).
+        async def leave_orphans(journal) -> None:
+            for alert_id in ids[1:]:
+                await _journal_orphan(journal, alert_id)
+            if state_url == "sqlite":
+                with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
+                    conn.execute("UPDATE alerts SET payload = ? WHERE alert_id = 'corrupt-1'", ('{"symbol":"BTCUSDT",***',))
+            else:
+                await journal.client.hset(f"{state_prefix}:a:corrupt-1", "payload", '{"symbol":"BTCUSDT",***')
 
-        asyncio.run(leave_orphans())
-        with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
-            conn.execute("UPDATE alerts SET payload = ? WHERE alert_id = 'corrupt-1'", ('{"symbol":"BTCUSDT",***',))
+        async def states(journal) -> dict[str, str]:
+            return {alert_id: (await journal.get(alert_id) or {}).get("state") for alert_id in ids}
+
+        _run_with_journal(data_dir, state_url, state_prefix, leave_orphans)
         server.start()
         deadline = time.monotonic() + 20
-        states: dict[str, str] = {}
+        found: dict[str, str] = {}
         while time.monotonic() < deadline:
-            with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
-                states = dict(conn.execute("SELECT alert_id, state FROM alerts").fetchall())
-            if states.get("orphan-1") == "filled" and states.get("orphan-2") == "filled":
+            found = _run_with_journal(data_dir, state_url, state_prefix, states)
+            if found["orphan-1"] == "filled" and found["orphan-2"] == "filled" and found["corrupt-1"] != "received":
                 break
             time.sleep(0.05)  # polling the real condition (the journal), bounded
-        assert states == {"before-kill": "filled", "orphan-1": "filled", "corrupt-1": "quarantined", "orphan-2": "filled"}
+        assert found == {"before-kill": "filled", "orphan-1": "filled", "corrupt-1": "quarantined", "orphan-2": "filled"}
         health = httpx.get(server.url + "/", timeout=5).json()
-        assert health.get("state", {}).get("quarantined", 1) == 1
+        assert health.get("state", {}).get("quarantined", 1) == 1  # where GET / shows the state
         log = server.log()
-        assert log.count("quarantined") >= 1 and "corrupt-1" in log
+        assert "alert corrupt-1 quarantined" in log and "payload is not valid JSON" in log
         assert "Traceback" not in log
     finally:
         server.stop()
