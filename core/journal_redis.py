@@ -305,11 +305,13 @@ class RedisJournal:
         for number in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
             try:
                 attempt = json.loads(orders[number])
-                if not isinstance(attempt, dict):
-                    raise ValueError("not an object")
-                attempts.append(attempt)
             except ValueError as exc:
                 problems.append(f"order attempt {number} is not valid JSON ({type(exc).__name__})")
+                continue
+            if isinstance(attempt, dict):
+                attempts.append(attempt)
+            else:
+                problems.append(f"order attempt {number} is not a JSON object")
         data = self._decode(raw, problems)
         data["orders"] = attempts
         return data

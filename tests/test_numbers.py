@@ -80,7 +80,7 @@ def test_number_bombs_in_the_transform_are_refused_at_once(transform, leverage):
     ({"apiKey": "k" * 12, "secret": "s" * 12, "password": 123456}, "password"),  # was an uncaught ValidationError
 ])
 async def test_signed_alerts_that_answered_500_or_hung_are_422_naming_the_field(app_client, fields, field):
-    async with app_client(**{}) as (client, app):
+    async with app_client() as (client, app):
         app.extensions["router"].options.allow_payload_credentials = True  # to reach the password check
         body = alert_body(**fields)
         response = await client.post("/webhook", data=body, headers=signed_headers(body))

@@ -92,7 +92,7 @@ async def test_a_token_that_authenticated_is_masked_in_logs_and_one_that_did_not
 
     token = await issue_token_async(data_dir, label="owner")
     refused = "never-authenticated-value-123"
-    async with app_client() as (client, app):
+    async with app_client() as (client, _app):
         assert await poison_with_body_token(client, refused) == 401
         body = json.dumps({"token": token, **json.loads(alert_body(id="tok-1"))}).encode()
         response = await client.post("/webhook", data=body, headers={"Content-Type": "application/json"})
