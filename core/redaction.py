@@ -51,7 +51,7 @@ _KEY_PATTERNS = [
 ]
 # Every key pattern needs one of the key names, each of which contains one of these
 # stems: ASCII text without any is left as it is, after a few substring checks instead of
-# three substitutions (the journal redacts every alert it stores). Other text takes the
+# three substitutions (every log record is redacted). Other text takes the
 # patterns (under IGNORECASE, non-ASCII letters such as "ſ" match ASCII ones).
 _KEY_STEMS = ("secret", "api", "token", "password", "passphrase", "signature", "private")
 
