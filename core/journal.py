@@ -4,6 +4,7 @@ An alert is written (and committed) before the webhook answers. Its state moves 
 
     received → submitting → submitted | filled | canceled | rejected | failed | unknown
     received → skipped (nothing to do: a target already reached, close when flat)
+    received → refused (a risk limit or a halt refused it; nothing was sent)
     unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
     received/submitting (left by a crash, too old) → expired
     failed with nothing sent (answered 5xx) → received again when the sender resends
@@ -26,8 +27,9 @@ from core.database import SqliteDatabase, transaction
 from core.redaction import REDACTOR
 
 ALERT_STATES = ("received", "submitting", "submitted", "filled", "canceled", "skipped", "rejected", "failed", "unknown",
-                "reconciled", "expired")
-FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired"})
+                "reconciled", "expired", "refused")
+FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired",
+                          "refused"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (

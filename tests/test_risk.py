@@ -1,0 +1,196 @@
+"""Risk limits and the kill switch through the app on the paper exchange (fast, in process):
+each limit's refusal and the order just inside it, halts and resume over the signed
+control endpoint, the closing order that always passes, configuration errors, the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from decimal import Decimal
+
+import pytest
+
+from core.app import control_signature_message, read_signature_message
+from core.config import PluginsFile
+from core.errors import ConfigError
+from core.killswitch import is_reducing
+from core.models import Alert, OrderRequest
+from tests.support import ROOT, SECRET, signed_headers
+
+
+def risk_yaml(**defaults) -> str:
+    import yaml
+
+    return yaml.safe_dump({"risk": {"defaults": defaults}})
+
+
+async def send(client, **fields):
+    body = json.dumps({"symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "price": "50000", **fields}).encode()
+    response = await client.post("/webhook", data=body, headers=signed_headers(body))
+    return response.status_code, await response.get_json()
+
+
+async def control(client, action: str, **payload):
+    body = json.dumps(payload).encode() if payload else b""
+    headers = signed_headers(control_signature_message(action, body))
+    response = await client.post(f"/control/{action}", data=body, headers=headers)
+    return response.status_code, await response.get_json()
+
+
+async def journaled(client, alert_id: str) -> dict:
+    response = await client.get(f"/alerts/{alert_id}", headers=signed_headers(read_signature_message(alert_id)))
+    return await response.get_json()
+
+
+@pytest.mark.parametrize("limits,inside,outside,named", [
+    ({"max_order_notional": 1000}, {"amount": "0.02"}, {"amount": "0.021"},
+     "max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT"),
+    ({"max_position_notional": 1500}, {"amount": "0.03"}, {"amount": "0.002"},
+     "max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, above the limit 1500.00 USDT"),
+    ({"max_leverage": 5}, {"leverage": 5}, {"leverage": 6}, "max_leverage: leverage 6 is above the limit 5"),
+    ({"max_price_deviation": 2}, {"price": "51000"}, {"price": "51001"},
+     "max_price_deviation: the alert's price 51001.00 is 2.00% from the last price 50000.00, above the limit 2.00%"),
+    ({"symbols": ["BTC/USDT:USDT"]}, {}, {"symbol": "ETHUSDT.P", "amount": "0.1", "price": "3000"},
+     "symbols: ETH/USDT:USDT is not in the allow-list BTC/USDT:USDT"),
+    ({"trading_hours": {"sun": ["00:00-00:01"]}}, None, {}, "trading_hours: "),
+])
+async def test_each_limit_refuses_the_alert_that_breaks_it(app_client, write_plugins_yaml, limits, inside, outside, named):
+    write_plugins_yaml(risk_yaml(**limits))
+    async with app_client() as (client, app):
+        if inside is not None:
+            status, body = await send(client, alert_id="inside", **inside)
+            assert status == 200, body
+        status, body = await send(client, alert_id="outside", **outside)
+        assert status == 422, body
+        assert body["error"]["code"] == "risk_limit"
+        assert named in body["error"]["message"]
+        row = await journaled(client, "outside")
+        assert row["state"] == "refused" and row["orders"] == [] and row["error_code"] == "risk_limit"
+        ledger = await app.extensions["router"].executors.get("paper").orders()
+        assert len(ledger) == (1 if inside is not None else 0)
+
+
+async def test_max_orders_per_minute_counts_opening_orders_only(app_client, write_plugins_yaml):
+    write_plugins_yaml(risk_yaml(max_orders_per_minute=2))
+    async with app_client() as (client, app):
+        assert (await send(client, alert_id="o1"))[0] == 200
+        assert (await send(client, alert_id="o2"))[0] == 200
+        status, body = await send(client, alert_id="o3")
+        assert status == 422 and "max_orders_per_minute: 2 opening orders were sent on account 'paper' in the last 60 s; the limit is 2" in body["error"]["message"]
+        status, body = await send(client, alert_id="close", action="close")
+        assert status == 200, body  # a closing order is never refused by a limit
+
+
+async def test_per_account_overrides_and_daily_loss_halts_until_resumed(app_client, write_plugins_yaml):
+    import yaml
+
+    write_plugins_yaml(yaml.safe_dump({
+        "paper": {"accounts": ["paper", "strict"]},
+        "risk": {"defaults": {"max_order_notional": 100000}, "accounts": {"strict": {"max_daily_loss": 10}}},
+    }))
+    async with app_client() as (client, app):
+        status, body = await send(client, alert_id="a1", account="strict", amount="0.1")  # baseline taken; fee 5 USDT
+        assert status == 200, body
+        status, body = await send(client, alert_id="a2", account="strict", amount="0.1")  # another 5 USDT fee: loss 5
+        assert status == 200, body
+        status, body = await send(client, alert_id="a3", account="strict", amount="0.2")  # loss 10 reached
+        assert status == 422 and "max_daily_loss" in body["error"]["message"], body
+        status, body = await send(client, alert_id="a4", account="strict", amount="0.01")
+        assert status == 422 and "halted (max_daily_loss" in body["error"]["message"], body
+        assert (await send(client, alert_id="a5", account="paper", amount="0.01"))[0] == 200  # other accounts trade
+        health = await (await client.get("/")).get_json()
+        assert health["halts"]["strict"]["by"] == "max_daily_loss" and health["halts"]["strict"]["until"]
+
+
+async def test_halt_over_http_refuses_opening_orders_and_lets_closing_ones_through(app_client):
+    async with app_client() as (client, app):
+        assert (await send(client, alert_id="open-1", amount="0.02"))[0] == 200
+        status, body = await control(client, "halt", account="paper", reason="news")
+        assert status == 200 and body["status"] == "halted", body
+        status, body = await send(client, alert_id="open-2")
+        assert status == 422 and body["error"]["code"] == "risk_limit", body
+        assert body["error"]["message"].startswith("refused by halt: account 'paper' is halted (news; by http:hmac")
+        status, body = await send(client, alert_id="reduce", side="sell", amount="0.01", reduce_only=True)
+        assert status == 200, body
+        status, body = await send(client, alert_id="close", action="close")
+        assert status == 200 and body["order"]["amount"] == "0.01", body
+        metrics = (await (await client.get("/metrics")).get_data()).decode()
+        assert 'account_halted{account="paper"} 1.0' in metrics
+        status, body = await control(client, "resume", account="paper")
+        assert status == 200 and body["accounts"] == ["paper"]
+        assert (await send(client, alert_id="open-3"))[0] == 200
+
+
+async def test_control_needs_a_signature_over_its_request_line(app_client):
+    async with app_client() as (client, app):
+        body = b'{"account": "paper"}'
+        for headers in (signed_headers(body), signed_headers(control_signature_message("resume", body)), {}):
+            response = await client.post("/control/halt", data=body, headers=headers)
+            assert response.status_code == 401
+        assert (await control(client, "halt", account="nope"))[0] == 422
+        health = await (await client.get("/")).get_json()
+        assert health["halts"] == {}
+
+
+async def test_flatten_on_paper_cancels_orders_and_closes_positions_once(app_client):
+    async with app_client() as (client, app):
+        assert (await send(client, alert_id="p1", amount="0.02", stop_loss="45000"))[0] == 200
+        assert (await send(client, alert_id="p2", symbol="ETHUSDT.P", side="sell", amount="1", price="3000"))[0] == 200
+        status, body = await control(client, "flatten", account="paper")
+        assert status == 202, body
+        router = app.extensions["router"]
+        task = router.kill_switch._running.get(body["flatten_id"])
+        if task is not None:
+            await task
+        paper = router.executors.get("paper")
+        assert await paper.fetch_positions() == {} and await paper.fetch_open_orders() == {}
+        [record] = (await router.kill_switch.status())["flattens"]
+        assert record["state"] == "done" and len(record["steps"]) == 3, record
+        for step_id in record["steps"]:
+            assert (await journaled(client, step_id))["state"] in ("filled", "canceled")
+        assert (await send(client, alert_id="after"))[0] == 422  # flatten halts
+
+
+def test_reducing_orders():
+    alert = Alert(symbol="X", side="sell", amount=Decimal(1))
+    order = OrderRequest(account="a", exchange="e", symbol="X", market_type="swap", side="sell", amount="1",
+                         client_order_id="c", position_before="2")
+    assert is_reducing(alert, order)
+    assert not is_reducing(alert, order.model_copy(update={"amount": "3"}))
+    assert not is_reducing(alert, order.model_copy(update={"position_before": None}))
+    assert is_reducing(alert, order.model_copy(update={"action": "cancel_all"}))
+
+
+@pytest.mark.parametrize("section,field", [
+    ({"defaults": {"max_leverage": 0}}, "defaults.max_leverage"),
+    ({"defaults": {"max_notional": 1}}, "defaults.max_notional"),
+    ({"accounts": {"x": {"trading_hours": {"mon": ["10:00-09:00"]}}}}, "accounts.x.trading_hours"),
+    ({"strategies": {"s": {"on_mismatch": "panic"}}}, "strategies.s.on_mismatch"),
+])
+def test_risk_section_errors_name_the_file_and_field(tmp_path, section, field):
+    import yaml
+
+    from core.plugins import create_plugin_manager
+
+    path = tmp_path / "plugins.yaml"
+    path.write_text(yaml.safe_dump({"risk": section}))
+    with pytest.raises(ConfigError) as info:
+        create_plugin_manager(PluginsFile.load(path, {}))
+    assert str(info.value).startswith(f"{path}: plugin 'risk': field '{field}")
+
+
+def test_cli_halt_status_resume(data_dir):
+    env = {"WEBHOOK_SECRET": SECRET, "DATA_DIR": str(data_dir), "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+
+    def run(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "core", "risk", *args], env=env, cwd=data_dir, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert run("halt", "--account", "Paper", "--reason", "manual") == "halted paper\n"
+    assert json.loads(run("status"))["halts"]["paper"]["reason"] == "manual"
+    assert run("resume") == "resumed paper\n"
+    assert json.loads(run("status"))["halts"] == {}
