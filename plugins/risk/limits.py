@@ -227,7 +227,9 @@ class Plugin:
 
     @hookimpl
     def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, state: str, router) -> None:
-        name, size = alert.raw.get("strategy"), alert.raw.get("position_size")
+        # The TradingView transform reads "position_size" as target_position; on an order
+        # alert (a side and an amount) that is the strategy's position after the order.
+        name, size = alert.raw.get("strategy"), alert.raw.get("position_size", alert.target_position)
         if name is None or size is None or order.action != "create":
             return
         if alert.alert_id and alert.alert_id.endswith("-sync"):
