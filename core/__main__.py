@@ -68,7 +68,7 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
 
 async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
     """The kill switch, through the state store every server of this deployment reads."""
-    from core.killswitch import ALL, new_flatten_record
+    from core.risk_store import ALL, new_flatten_record
 
     backend = StateBackend.from_settings(settings)
     store = backend.risk_store()

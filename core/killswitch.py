@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import logging
 import time
-import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +33,7 @@ from core.journal import FINAL_STATES, GAVE_UP
 from core.models import Alert, AuthResult, InboundRequest, OrderRequest
 from core.outcomes import Outcome
 from core.plugins import call_hook
+from core.risk_store import ALL, new_flatten_record
 
 if TYPE_CHECKING:
     from core.execution import Executor
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ALL = "*"
 FLATTEN_ROUNDS = 3
 
 
@@ -259,6 +258,3 @@ class KillSwitch:
         await self.store.save_flatten(record)
 
 
-def new_flatten_record(account: str | None, *, by: str) -> dict[str, Any]:
-    return {"flatten_id": uuid.uuid4().hex[:12], "account": (account or ALL).lower(), "by": by, "state": "pending",
-            "requested_at": time.time(), "owner": None, "heartbeat_at": 0, "steps": {}}

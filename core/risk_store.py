@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -54,6 +55,13 @@ CREATE TABLE IF NOT EXISTS baselines (
 """
 
 OPEN_FLATTEN_STATES = ("pending", "running")
+ALL = "*"  # the halt of every account
+
+
+def new_flatten_record(account: str | None, *, by: str) -> dict[str, Any]:
+    """A flatten request: run by the worker that claims it (``claim_flatten``)."""
+    return {"flatten_id": uuid.uuid4().hex[:12], "account": (account or ALL).lower(), "by": by, "state": "pending",
+            "requested_at": time.time(), "owner": None, "heartbeat_at": 0, "steps": {}}
 
 
 class RiskStore(Protocol):
@@ -241,7 +249,6 @@ class RedisRiskStore:
 
     async def count_order(self, key: str, limit: int, window: float) -> tuple[bool, int]:
         from core.state_redis import guarded
-        import uuid
 
         counted, seen = await guarded(self._count(keys=[f"{self.prefix}:risk:n:{key}"],
                                                   args=[time.time(), window, limit, uuid.uuid4().hex]))

@@ -194,3 +194,93 @@ def test_cli_halt_status_resume(data_dir):
     assert json.loads(run("status"))["halts"]["paper"]["reason"] == "manual"
     assert run("resume") == "resumed paper\n"
     assert json.loads(run("status"))["halts"] == {}
+
+
+class FakeBotApi:
+    """Telegram's getUpdates (long poll) and sendMessage, on 127.0.0.1."""
+
+    def __init__(self, token: str):
+        self.token = token
+        self.updates: list[dict] = []
+        self.sent: list[dict] = []
+        self.changed = None
+        self.runner = None
+        self.url = ""
+
+    async def start(self) -> "FakeBotApi":
+        import asyncio
+
+        from aiohttp import web
+
+        self.changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_get(f"/bot{self.token}/getUpdates", self._updates)
+        app.router.add_post(f"/bot{self.token}/sendMessage", self._send)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = "http://{}:{}".format(*self.runner.addresses[0][:2])
+        return self
+
+    async def _updates(self, request):
+        import asyncio
+
+        from aiohttp import web
+
+        offset = int(request.query.get("offset") or 0)
+        async with self.changed:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            if not self.updates:  # a long poll: answer when an update arrives or the poll times out
+                try:
+                    await asyncio.wait_for(self.changed.wait_for(lambda: self.updates), int(request.query["timeout"]) or 0.01)
+                except TimeoutError:
+                    pass
+            return web.json_response({"ok": True, "result": list(self.updates)})
+
+    async def _send(self, request):
+        from aiohttp import web
+
+        body = await request.json()
+        async with self.changed:
+            self.sent.append(body)
+            self.changed.notify_all()
+        return web.json_response({"ok": True})
+
+    async def command(self, update_id: int, chat: int, text: str) -> None:
+        async with self.changed:
+            self.updates.append({"update_id": update_id, "message": {"chat": {"id": chat}, "text": text}})
+            self.changed.notify_all()
+
+    async def replies(self, count: int) -> list[dict]:
+        import asyncio
+
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.sent) >= count), 10)
+        return self.sent[:count]
+
+
+async def test_telegram_commands_from_configured_chats_only(app_client, write_plugins_yaml):
+    token = "123456:TEST-commands-token-abcdef"
+    api = await FakeBotApi(token).start()
+    try:
+        write_plugins_yaml(f"telegram:\n  bot_token: '{token}'\n  chat_ids: [111]\n  base_url: {api.url}\n"
+                           "  poll_timeout: 5\n  events: [filled]\n")
+        async with app_client() as (client, app):
+            switch = app.extensions["router"].kill_switch
+            await api.command(1, 999, "/halt")  # a stranger: ignored, no answer
+            await api.command(2, 111, "/halt@my_bot paper market is crazy")
+            [reply] = await api.replies(1)
+            assert reply == {"chat_id": 111, "text": "halted paper: opening orders are refused until /resume"}
+            assert (await switch.halts())["paper"]["reason"] == "market is crazy"
+            assert (await switch.halts())["paper"]["by"] == "telegram:111"
+            status, body = await send(client, alert_id="tg-refused")
+            assert status == 422 and "halted (market is crazy; by telegram:111" in body["error"]["message"]
+            await api.command(3, 111, "/status")
+            await api.command(4, 111, "/resume")
+            _, status_reply, resume_reply = await api.replies(3)
+            assert status_reply["text"].startswith("halts: paper: market is crazy (by telegram:111)")
+            assert resume_reply["text"] == "resumed paper"
+            assert await switch.halts() == {}
+    finally:
+        await api.runner.cleanup()
