@@ -284,3 +284,31 @@ async def test_telegram_commands_from_configured_chats_only(app_client, write_pl
             assert await switch.halts() == {}
     finally:
         await api.runner.cleanup()
+
+
+class ScopedAuth:
+    """A throwaway auth plugin: X-Test-Credential "ops" carries the control scope, "viewer" none."""
+
+    from core.plugins import hookimpl
+
+    @hookimpl
+    def authenticate(self, request):
+        from core.models import AuthResult
+
+        credential = request.header("x-test-credential")
+        if credential == "ops":
+            return AuthResult.accept("token:ops", scopes=("control",))
+        if credential == "viewer":
+            return AuthResult.accept("token:viewer")
+        return None
+
+
+async def test_control_needs_the_control_scope_unless_signed_with_the_webhook_secret(app_client):
+    async with app_client(extra_plugins=[("scoped", ScopedAuth())]) as (client, app):
+        body = b'{"account": "paper"}'
+        response = await client.post("/control/halt", data=body, headers={"X-Test-Credential": "viewer"})
+        assert response.status_code == 403
+        assert await app.extensions["router"].kill_switch.halts() == {}
+        response = await client.post("/control/halt", data=body, headers={"X-Test-Credential": "ops"})
+        assert response.status_code == 200
+        assert (await app.extensions["router"].kill_switch.halts())["paper"]["by"] == "http:token:ops"
