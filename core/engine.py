@@ -277,7 +277,9 @@ class ExecutionEngine:
         log.warning("alert %s refused: %s", alert.alert_id, exc.message)
         await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="refused",
                                router=self.router)
-        return Outcome.error(exc.status, exc.code, exc.message, state="refused", alert_id=alert.alert_id)
+        outcome = Outcome.error(exc.status, exc.code, exc.message, state="refused", alert_id=alert.alert_id)
+        outcome.body["error"]["limit"] = exc.limit
+        return outcome
 
     # ------------------------------------------------------------ reconciliation
 

@@ -76,6 +76,8 @@ class KillSwitch:
 
     async def start(self) -> None:
         self.store = self.router.state.risk_store()
+        with contextlib.suppress(StoreUnavailable):
+            await self.store.halts()  # opens the store now, so the first alert's read is cheap
         self._stopping = asyncio.Event()
         self._loop_task = asyncio.create_task(self._take_up_flattens(), name="risk-flattens")
 
@@ -202,7 +204,7 @@ class KillSwitch:
         fid = record["flatten_id"]
         owner = self.router.engine.worker_id
         record.update(state="running", owner=owner)
-        await self.store.save_flatten(record)
+        await self._save(record)
         lease = asyncio.create_task(self._keep_lease(fid))
         try:
             accounts = [e for e in self.router.executors
@@ -219,7 +221,7 @@ class KillSwitch:
         finally:
             lease.cancel()
         record["finished_at"] = time.time()
-        await self.store.save_flatten(record)
+        await self._save(record)
         level = logging.ERROR if record["state"] == "failed" else logging.WARNING
         log.log(level, "risk: flatten %s %s%s", fid, record["state"], f": {record['error']}" if record.get("error") else "")
 
@@ -255,6 +257,11 @@ class KillSwitch:
 
     async def _note_step(self, record: dict[str, Any], row: dict[str, Any]) -> None:
         record.setdefault("steps", {})[row.get("alert_id", "?")] = row.get("state")
+        await self._save(record)
+
+    async def _save(self, record: dict[str, Any]) -> None:
+        """Save the flatten's progress; we hold its lease, so saving renews it."""
+        record["heartbeat_at"] = time.time()
         await self.store.save_flatten(record)
 
 

@@ -63,7 +63,7 @@ async def test_each_limit_refuses_the_alert_that_breaks_it(app_client, write_plu
             assert status == 200, body
         status, body = await send(client, alert_id="outside", **outside)
         assert status == 422, body
-        assert body["error"]["code"] == "risk_limit"
+        assert body["error"]["code"] == "risk_limit" and body["error"]["limit"] in named
         assert named in body["error"]["message"]
         row = await journaled(client, "outside")
         assert row["state"] == "refused" and row["orders"] == [] and row["error_code"] == "risk_limit"
@@ -101,6 +101,9 @@ async def test_per_account_overrides_and_daily_loss_halts_until_resumed(app_clie
         assert (await send(client, alert_id="a5", account="paper", amount="0.01"))[0] == 200  # other accounts trade
         health = await (await client.get("/")).get_json()
         assert health["halts"]["strict"]["by"] == "max_daily_loss" and health["halts"]["strict"]["until"]
+        assert (await control(client, "resume", account="strict"))[1]["accounts"] == ["strict"]
+        status, body = await send(client, alert_id="a6", account="strict", amount="0.01")
+        assert status == 200, body  # resumed by hand: trades again today
 
 
 async def test_halt_over_http_refuses_opening_orders_and_lets_closing_ones_through(app_client):

@@ -60,7 +60,8 @@ class Limits(PluginOptions):
     max_orders_per_minute: int | None = Field(None, ge=1)
     # Largest difference, in percent, between the alert's price and the exchange's last price.
     max_price_deviation: Decimal | None = Field(None, gt=0)
-    # Loss in the equity currency since the start of the UTC day that halts the account until the next day.
+    # Loss in the equity currency since the start of the UTC day that halts the account until the next
+    # UTC day (a manual resume lets it trade again that day).
     max_daily_loss: Decimal | None = Field(None, gt=0)
     # The currency equity is read in, for max_daily_loss.
     equity_currency: str = Field("USDT", pattern=r"^[A-Za-z0-9]{1,16}$")
@@ -215,6 +216,12 @@ class Plugin:
         start = await router.kill_switch.store.baseline(executor.account.lower(), now.strftime("%Y-%m-%d"), equity)
         loss = start - equity
         if loss >= limits.max_daily_loss:
+            # Halt once a day: the halt check before this hook let the order through, so an
+            # account halted earlier today has been resumed by hand; that decision stands.
+            marker = Decimal(int(now.timestamp() * 1000))
+            first = await router.kill_switch.store.baseline(executor.account.lower(), now.strftime("%Y-%m-%d#halted"), marker)
+            if first != marker:
+                return
             tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
             reason = (f"max_daily_loss: equity {_fmt(equity)} {currency} is {_fmt(loss)} below the day's start "
                       f"{_fmt(start)}; the limit is {_fmt(limits.max_daily_loss)}")
