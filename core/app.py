@@ -143,8 +143,12 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         if action not in ("halt", "flatten", "resume", "status"):
             raise NotFound(f"no control action '{action[:32]}' (halt, flatten, resume, status)")
         await router.limits.check_failures(request.remote_addr or "")
-        body = await request.get_data(cache=False, as_text=False)
-        payload = await router.parse(body, "application/json") if body.strip() else {}
+        try:
+            body = await request.get_data(cache=False, as_text=False)
+            payload = await router.parse(body, "application/json") if body.strip() else {}
+        except (WebhookError, RequestEntityTooLarge):
+            await router.limits.failed(request.remote_addr or "")  # refused before authenticating
+            raise
         inbound = InboundRequest(body=control_signature_message(action, body), headers={k.lower(): v for k, v in request.headers.items()},
                                  remote_addr=request.remote_addr or "", scheme=request.scheme, payload=payload,
                                  received_at=time.time(), query={})
