@@ -117,6 +117,10 @@ class KillSwitch:
         log.warning("risk: resumed %s by %s", ", ".join(cleared) or "nothing (no halt)", by)
         return cleared
 
+    async def flatten_record(self, flatten_id: str) -> dict[str, Any] | None:
+        """A flatten's request and progress (``GET /alerts/flatten-<id>``)."""
+        return next((f for f in await self.store.flattens(limit=1000) if f["flatten_id"] == flatten_id), None)
+
     async def status(self) -> dict[str, Any]:
         return {"halts": await self.halts(), "flattens": await self.store.flattens(limit=10)}
 

@@ -188,6 +188,10 @@ class Router:
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
+        if row is None and alert_id.startswith("flatten-"):
+            flatten = await self.kill_switch.flatten_record(alert_id.removeprefix("flatten-"))
+            if flatten is not None:
+                return flatten  # its steps are alerts of their own: GET /alerts/<step id>
         if row is None:
             raise NotFound(f"no alert '{alert_id[:128]}' in the journal")
         row.pop("body_hash", None)

@@ -152,6 +152,7 @@ async def test_flatten_on_paper_cancels_orders_and_closes_positions_once(app_cli
         assert record["state"] == "done" and len(record["steps"]) == 3, record
         for step_id in record["steps"]:
             assert (await journaled(client, step_id))["state"] in ("filled", "canceled")
+        assert (await journaled(client, f"flatten-{record['flatten_id']}"))["steps"] == record["steps"]
         assert (await send(client, alert_id="after"))[0] == 422  # flatten halts
 
 
