@@ -65,7 +65,7 @@ def _describe_halt(account: str, record: dict[str, Any]) -> str:
 
 
 class KillSwitch:
-    def __init__(self, router: "Router"):
+    def __init__(self, router: Router):
         self.router = router
         self.store: Any = None
         self._loop_task: asyncio.Task | None = None
@@ -126,7 +126,7 @@ class KillSwitch:
 
     # ------------------------------------------------------------ the gate before every order
 
-    async def check(self, alert: Alert, executor: "Executor", order: OrderRequest) -> None:
+    async def check(self, alert: Alert, executor: Executor, order: OrderRequest) -> None:
         """Raise ``RiskLimitExceeded`` to refuse ``order``; return to let it be sent."""
         reducing = is_reducing(alert, order)
         if not reducing:
@@ -139,7 +139,7 @@ class KillSwitch:
 
     # ------------------------------------------------------------ orders the router places itself
 
-    async def place(self, alert: Alert, executor: "Executor", *, principal: str, timeout: float = 120.0) -> dict[str, Any]:
+    async def place(self, alert: Alert, executor: Executor, *, principal: str, timeout: float = 120.0) -> dict[str, Any]:
         """Journal and execute an alert of the router's own (a flatten step, a correction)
         with an explicit id, exactly once: a second call with the same id waits for the
         first one's outcome. The alert's journal row when it is final."""
@@ -236,7 +236,7 @@ class KillSwitch:
             with contextlib.suppress(StoreUnavailable):
                 await self.store.claim_flatten(fid, self.router.engine.worker_id, options.worker_stale_after)
 
-    async def _flatten_account(self, record: dict[str, Any], executor: "Executor") -> None:
+    async def _flatten_account(self, record: dict[str, Any], executor: Executor) -> None:
         """Rounds of: list what is open, cancel each market's orders, close each position;
         until nothing is left. Step ids depend only on (flatten, account, round, market),
         so a flatten taken up after a crash re-plans onto the same journaled steps."""

@@ -211,7 +211,7 @@ class FakeBotApi:
         self.runner = None
         self.url = ""
 
-    async def start(self) -> "FakeBotApi":
+    async def start(self) -> FakeBotApi:
         import asyncio
 
         from aiohttp import web
@@ -229,6 +229,7 @@ class FakeBotApi:
 
     async def _updates(self, request):
         import asyncio
+        import contextlib
 
         from aiohttp import web
 
@@ -236,10 +237,8 @@ class FakeBotApi:
         async with self.changed:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
             if not self.updates:  # a long poll: answer when an update arrives or the poll times out
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.changed.wait_for(lambda: self.updates), int(request.query["timeout"]) or 0.01)
-                except TimeoutError:
-                    pass
             return web.json_response({"ok": True, "result": list(self.updates)})
 
     async def _send(self, request):

@@ -17,7 +17,7 @@ import yaml
 
 from core.app import control_signature_message
 from tests.ccxt_support import alert_status, emulator_account, send_alert
-from tests.support import ROOT, ServerProcess, base_env, signed_headers
+from tests.support import ServerProcess, base_env, signed_headers
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WAIT = 30  # seconds: a bound on waiting for a condition, never a synchronisation
@@ -130,8 +130,8 @@ def positions(emu) -> dict[str, str]:
     ("capped", [{"contracts": "0.02"}], {"contracts": "0.021"},
      "refused by max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT"),
     ("capped", [{"contracts": "0.02"}, {"contracts": "0.01"}], {"contracts": "0.002"},
-     "refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
-     "above the limit 1500.00 USDT"),
+     ("refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
+      "above the limit 1500.00 USDT")),
     ("guarded", [{"price": "50500"}], {"price": "50501"},
      "refused by max_price_deviation: the alert's price 50501.00 is 1.00% from the last price 50000.00, above the limit 1.00%"),
     ("guarded", [{"leverage": 5}], {"leverage": 6}, "refused by max_leverage: leverage 6 is above the limit 5"),
@@ -243,8 +243,8 @@ def test_strategy_position_sync_after_a_lost_alert(server, emu, sink, strategy, 
     text = event["text"]
     ratio = "2" if strategy == "s-halt" else "1"
     expected = "0.04" if strategy == "s-halt" else "0.02"
-    assert f"strategy '{strategy}' expects {expected} BTC/USDT:USDT on account 'sync' (position_size 0.02 × ratio " \
-           f"{ratio}.00) but the exchange holds 0.01" in text.replace("0.0100", "0.01"), text
+    assert (f"strategy '{strategy}' expects {expected} BTC/USDT:USDT on account 'sync' (position_size 0.02 × ratio "
+            f"{ratio}.00) but the exchange holds 0.01") in text, text
     try:
         if expected_state == "notify":
             assert len(emu.orders()) == 1
@@ -328,11 +328,10 @@ def test_max_orders_per_minute_holds_across_two_workers_under_a_burst(tmp_path, 
     data = tmp_path / "burst"
     data.mkdir()
     (data / "plugins.yaml").write_text(yaml.safe_dump(risk_config(emulator.url, only=("rated",))))
-    with ServerProcess(base_env(data), data, workers=2) as server:
-        with httpx.Client(limits=httpx.Limits(max_connections=12)) as client, \
-                concurrent.futures.ThreadPoolExecutor(12) as pool:
-            answers = list(pool.map(lambda i: send_alert(server.url, alert("rated", unique(f"b{i}")), client=client),
-                                    range(12)))
+    with ServerProcess(base_env(data), data, workers=2) as server, httpx.Client(
+            limits=httpx.Limits(max_connections=12)) as client, concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: send_alert(server.url, alert("rated", unique(f"b{i}")), client=client),
+                                range(12)))
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200, 200] + [422] * 10, [r.text for r in answers]
     assert len(emulator.control.orders()) == 2

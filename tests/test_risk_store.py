@@ -70,6 +70,6 @@ async def test_a_flatten_lease_is_held_by_one_worker_until_it_goes_stale(store):
 
 
 async def test_the_day_baseline_is_set_once(store):
-    assert await store.baseline("main", "2026-12-06", Decimal("1000")) == Decimal("1000")
-    assert await store.baseline("main", "2026-12-06", Decimal("900")) == Decimal("1000")
-    assert await store.baseline("main", "2026-12-07", Decimal("900")) == Decimal("900")
+    assert await store.baseline("main", "2026-12-06", Decimal(1000)) == Decimal(1000)
+    assert await store.baseline("main", "2026-12-06", Decimal(900)) == Decimal(1000)
+    assert await store.baseline("main", "2026-12-07", Decimal(900)) == Decimal(900)

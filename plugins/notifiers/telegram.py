@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.events import AlertEvent

@@ -30,7 +30,6 @@ from pydantic import Field, field_validator
 
 from core.config import PluginOptions
 from core.errors import RiskLimitExceeded, WebhookError
-from core.killswitch import is_reducing
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import call_hook_safely, hookimpl
 
@@ -130,7 +129,7 @@ class Plugin:
         # Strategies whose alerts carry "strategy" and "position_size".
         strategies: dict[str, Strategy] = Field(default_factory=dict)
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
         self._by_account: dict[str, Limits] = {}
         self._overrides = {name.lower(): limits for name, limits in options.accounts.items()}
@@ -159,7 +158,7 @@ class Plugin:
             raise RiskLimitExceeded("symbols", f"refused by symbols: {symbol} is not in the allow-list "
                                                f"{', '.join(limits.symbols) or '(empty)'}", value=limits.symbols, figure=symbol)
         if limits.trading_hours is not None:
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             if not limits.open_at(now):
                 hours = "; ".join(f"{k} {', '.join(v)}" for k, v in limits.trading_hours.items())
                 raise RiskLimitExceeded("trading_hours", f"refused by trading_hours: {now:%a %H:%M} UTC is outside {hours}",
@@ -208,7 +207,7 @@ class Plugin:
 
     async def _check_daily_loss(self, limits: Limits, executor, router) -> None:
         currency = limits.equity_currency.upper()
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             equity = await executor.fetch_equity(currency)
         except Exception as exc:
@@ -222,7 +221,7 @@ class Plugin:
             first = await router.kill_switch.store.baseline(executor.account.lower(), now.strftime("%Y-%m-%d#halted"), marker)
             if first != marker:
                 return
-            tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+            tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
             reason = (f"max_daily_loss: equity {_fmt(equity)} {currency} is {_fmt(loss)} below the day's start "
                       f"{_fmt(start)}; the limit is {_fmt(limits.max_daily_loss)}")
             await router.kill_switch.halt(executor.account, reason=reason, by="max_daily_loss", until=tomorrow.timestamp())
