@@ -315,3 +315,31 @@ async def test_control_needs_the_control_scope_unless_signed_with_the_webhook_se
         response = await client.post("/control/halt", data=body, headers={"X-Test-Credential": "ops"})
         assert response.status_code == 200
         assert (await app.extensions["router"].kill_switch.halts())["paper"]["by"] == "http:token:ops"
+
+
+@pytest.mark.slow
+def test_a_flatten_requested_from_the_command_line_is_carried_out_by_the_running_server(server_factory, data_dir):
+    import time
+
+    import httpx
+
+    server = server_factory()
+    for alert_id, fields in (("cli-1", {"stop_loss": "45000"}), ("cli-2", {"symbol": "ETHUSDT.P", "side": "sell", "amount": "1", "price": "3000"})):
+        body = json.dumps({"symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "price": "50000", "alert_id": alert_id, **fields}).encode()
+        assert httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body)).status_code == 200
+    env = dict(server.env)
+    done = subprocess.run([sys.executable, "-m", "core", "risk", "halt", "--account", "paper", "--flatten"], env=env,
+                          cwd=data_dir, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "flatten" in done.stdout, done.stderr
+    deadline = time.monotonic() + 30
+    while True:  # the server takes it up within router.worker_heartbeat seconds
+        body = b""
+        status = httpx.post(server.url + "/control/status", content=body,
+                            headers=signed_headers(control_signature_message("status", body))).json()
+        if status["flattens"] and status["flattens"][0]["state"] in ("done", "failed"):
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)  # polling the real condition, bounded
+    record = status["flattens"][0]
+    assert record["state"] == "done" and record["by"] == "cli" and len(record["steps"]) == 3, record
+    assert status["halts"]["paper"]["by"] == "cli"
