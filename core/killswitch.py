@@ -139,12 +139,14 @@ class KillSwitch:
 
     # ------------------------------------------------------------ orders the router places itself
 
-    async def place(self, alert: Alert, executor: Executor, *, principal: str, timeout: float = 120.0) -> dict[str, Any]:
+    async def place(self, alert: Alert, executor: Executor, *, principal: str) -> dict[str, Any]:
         """Journal and execute an alert of the router's own (a flatten step, a correction)
         with an explicit id, exactly once: a second call with the same id waits for the
-        first one's outcome. The alert's journal row when it is final."""
+        first one's outcome. The alert's journal row when it is final (or when even a
+        reconciliation would have given up: the row as it stands)."""
         assert alert.alert_id
         router = self.router
+        timeout = router.options.reconcile_timeout + router.options.response_budget + 30
         alert.received_at = time.time()
         request = InboundRequest(body=b"", headers={}, remote_addr="", scheme="", payload={}, received_at=alert.received_at)
         body_hash = hashlib.sha256(b"risk:" + alert.alert_id.encode()).hexdigest()
