@@ -5,6 +5,12 @@
     journal list [--state S] [--limit N]
     journal show <alert_id>
     journal stats
+    risk halt [--account NAME] [--flatten] [--reason TEXT]
+                             refuse new opening orders on one account (or all); with
+                             --flatten also cancel every open order and close every
+                             position (a running server does it within seconds)
+    risk resume [--account NAME]
+    risk status
 """
 
 from __future__ import annotations
@@ -60,6 +66,36 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The kill switch, through the state store every server of this deployment reads."""
+    from core.risk_store import ALL, new_flatten_record
+
+    backend = StateBackend.from_settings(settings)
+    store = backend.risk_store()
+    try:
+        if args.action == "halt":
+            import time
+
+            account = (args.account or ALL).lower()
+            await store.set_halt(account, {"reason": args.reason or ("flatten" if args.flatten else "halted from the command line"),
+                                           "by": "cli", "since": time.time(), "until": None})
+            print(f"halted {'every account' if account == ALL else account}")
+            if args.flatten:
+                record = new_flatten_record(args.account, by="cli")
+                await store.save_flatten(record)
+                print(f"flatten {record['flatten_id']} requested: a running server cancels every open order and closes "
+                      f"every position; see `python -m core risk status`")
+        elif args.action == "resume":
+            cleared = await store.clear_halt(args.account.lower() if args.account else None)
+            print(f"resumed {', '.join(cleared)}" if cleared else "nothing was halted")
+        else:
+            print(json.dumps({"halts": await store.halts(), "flattens": await store.flattens(limit=10)}, indent=2, default=str))
+    finally:
+        await store.aclose()
+        await backend.aclose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -72,13 +108,23 @@ def main(argv: list[str] | None = None) -> int:
     show = jsub.add_parser("show")
     show.add_argument("alert_id")
     jsub.add_parser("stats")
+    risk = sub.add_parser("risk", help="the kill switch: halt, flatten, resume, status")
+    rsub = risk.add_subparsers(dest="action", required=True)
+    halt = rsub.add_parser("halt", help="refuse new opening orders (all accounts unless --account)")
+    halt.add_argument("--account")
+    halt.add_argument("--flatten", action="store_true", help="also cancel every open order and close every position")
+    halt.add_argument("--reason", default="")
+    resume = rsub.add_parser("resume", help="lift a halt (every halt unless --account)")
+    resume.add_argument("--account")
+    rsub.add_parser("status")
     args = parser.parse_args(argv)
 
     if args.command == "init-env":
         print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
         return 0
+    command = risk_command if args.command == "risk" else journal_command
     try:
-        return asyncio.run(journal_command(args, Settings.from_env()))
+        return asyncio.run(command(args, Settings.from_env()))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -4,7 +4,8 @@
 and plugins are loaded when the server starts (``before_serving``), so a configuration
 error stops startup with one readable line, and importing this module is cheap.
 
-Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``GET /metrics`` the
+Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
+the kill switch (``core.killswitch``); ``GET /metrics`` the
 Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
 
@@ -128,6 +129,30 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
                                  scheme=request.scheme, payload=payload, received_at=time.time(), query={})
         return jsonify(await router.alert_status(inbound, alert_id))
 
+    @app.post("/control/<action>")
+    async def control(action: str) -> tuple[Response, int]:
+        """The kill switch over HTTP: ``halt``, ``flatten``, ``resume`` (``status`` reads).
+        Authenticated like a webhook, with HMAC headers whose signed "body" is the request
+        line, a newline and the body (``control_signature_message``), or a token in the
+        body carrying the ``control`` scope. Body: ``{"account": NAME, "reason": TEXT}``,
+        both optional (no account: every account)."""
+        router = _router(app)
+        _require_https(router)
+        if action not in ("halt", "flatten", "resume", "status"):
+            raise NotFound(f"no control action '{action[:32]}' (halt, flatten, resume, status)")
+        await router.limits.check_failures(request.remote_addr or "")
+        try:
+            body = await request.get_data(cache=False, as_text=False)
+            payload = await router.parse(body, "application/json") if body.strip() else {}
+        except (WebhookError, RequestEntityTooLarge):
+            await router.limits.failed(request.remote_addr or "")  # refused before authenticating
+            raise
+        inbound = InboundRequest(body=control_signature_message(action, body), headers={k.lower(): v for k, v in request.headers.items()},
+                                 remote_addr=request.remote_addr or "", scheme=request.scheme, payload=payload,
+                                 received_at=time.time(), query={})
+        outcome = await router.control(inbound, action)
+        return jsonify(outcome.body), outcome.status
+
     @app.get("/metrics")
     async def metrics() -> Response:
         """Prometheus text format; open like ``GET /`` unless ``metrics.bearer_token`` is
@@ -179,6 +204,11 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 def read_signature_message(alert_id: str) -> bytes:
     """What an HMAC signature of ``GET /alerts/<alert_id>`` covers, in place of a body."""
     return f"GET /alerts/{alert_id}".encode()
+
+
+def control_signature_message(action: str, body: bytes) -> bytes:
+    """What an HMAC signature of ``POST /control/<action>`` covers: the request line and the body."""
+    return f"POST /control/{action}\n".encode() + body
 
 
 def _router(app: Quart) -> Router:

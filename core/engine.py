@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import ccxt
 
-from core.errors import StoreUnavailable
+from core.errors import RiskLimitExceeded, StoreUnavailable
 from core.execution import Executor, client_order_id
 from core.journal import GAVE_UP
 from core.models import Alert, NothingToDo, OrderRequest, OrderResult
@@ -202,6 +202,12 @@ class ExecutionEngine:
             return Outcome(200, {"status": "nothing_to_do", "alert_id": alert_id, "message": str(reason)}, state="skipped")
         except Exception as exc:
             return await self._failed(alert, None, None, exc, sent=False)
+        try:
+            await self.router.kill_switch.check(alert, executor, order)
+        except RiskLimitExceeded as exc:
+            return await self._refused(alert, order, exc)
+        except Exception as exc:
+            return await self._failed(alert, order, None, exc, sent=False)
         # Retries must end before the answer is due (TradingView waits 3 s at most).
         remaining = self.options.response_budget - (time.time() - alert.received_at) - 0.1
         return await self._send(alert, executor, order, time.monotonic() + max(0.0, remaining))
@@ -266,6 +272,17 @@ class ExecutionEngine:
             log.error("alert %s failed", alert.alert_id, exc_info=exc)
         await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state=outcome.state,
                                router=self.router)
+        return outcome
+
+    async def _refused(self, alert: Alert, order: OrderRequest, exc: RiskLimitExceeded) -> Outcome:
+        """A risk limit or a halt refused the order: journaled ``refused``, reported, nothing sent."""
+        await self.journal.set_state(alert.alert_id, "refused", error_code=exc.code, error_message=exc.message,
+                                     http_status=exc.status)
+        log.warning("alert %s refused: %s", alert.alert_id, exc.message)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="refused",
+                               router=self.router)
+        outcome = Outcome.error(exc.status, exc.code, exc.message, state="refused", alert_id=alert.alert_id)
+        outcome.body["error"]["limit"] = exc.limit
         return outcome
 
     # ------------------------------------------------------------ reconciliation

@@ -11,6 +11,7 @@ import abc
 import asyncio
 import hashlib
 import logging
+from decimal import Decimal
 from typing import Any
 
 from core.errors import ConfigError, Unprocessable
@@ -30,6 +31,10 @@ def client_order_id(alert_id: str, account: str, prefix: str = "tv", length: int
     """
     digest = hashlib.sha256(f"{account}\x00{alert_id}".encode()).hexdigest()
     return (prefix + digest)[:length]
+
+
+class VenueNotSupported(Exception):
+    """An optional executor read (``fetch_*``) this venue's plugin does not provide."""
 
 
 class Executor(abc.ABC):
@@ -79,6 +84,32 @@ class Executor(abc.ABC):
         order if it is now canceled; cancel_all → a result once nothing is open. None when
         the exchange says it did not happen (the engine may then send it again)."""
         return None
+
+
+    # -- optional reads, for risk limits, the kill switch and position sync. The defaults
+    # raise VenueNotSupported: a limit that needs the read then refuses (fails closed).
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        """The last traded price of ``symbol`` (the unified symbol of an ``OrderRequest``)."""
+        raise VenueNotSupported(f"reading the last price is not supported by this venue ({self.exchange})")
+
+    async def fetch_position(self, symbol: str) -> Decimal:
+        """The signed position held on ``symbol`` (long > 0, short < 0): contracts on a
+        derivatives market, the base asset's total balance on a spot market."""
+        raise VenueNotSupported(f"reading positions is not supported by this venue ({self.exchange})")
+
+    async def fetch_positions(self) -> dict[str, Decimal]:
+        """Every open derivatives position: unified symbol → signed contracts (non-zero only).
+        Spot balances are not positions here (a flatten does not sell them)."""
+        raise VenueNotSupported(f"listing positions is not supported by this venue ({self.exchange})")
+
+    async def fetch_equity(self, currency: str) -> Decimal:
+        """The account's equity in ``currency`` (balance plus unrealized profit and loss)."""
+        raise VenueNotSupported(f"reading the equity is not supported by this venue ({self.exchange})")
+
+    async def fetch_open_orders(self) -> dict[str, int]:
+        """Open orders of every market: unified symbol → how many are open."""
+        raise VenueNotSupported(f"listing open orders is not supported by this venue ({self.exchange})")
 
 
 class ExecutorRegistry:

@@ -4,6 +4,7 @@ An alert is written (and committed) before the webhook answers. Its state moves 
 
     received → submitting → submitted | filled | canceled | rejected | failed | unknown
     received → skipped (nothing to do: a target already reached, close when flat)
+    received → refused (a risk limit or a halt refused it; nothing was sent)
     unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
     received/submitting (left by a crash, too old) → expired
     failed with nothing sent (answered 5xx) → received again when the sender resends
@@ -40,9 +41,9 @@ from core.redaction import REDACTOR, without_secrets
 log = logging.getLogger(__name__)
 
 ALERT_STATES = ("received", "submitting", "submitted", "filled", "canceled", "skipped", "rejected", "failed", "unknown",
-                "reconciled", "expired", "quarantined")
+                "reconciled", "expired", "refused", "quarantined")
 FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired",
-                          "quarantined"})
+                          "refused", "quarantined"})
 QUARANTINED = "quarantined"  # the state and error code of a row that cannot be read
 
 SCHEMA = """

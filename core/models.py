@@ -46,10 +46,12 @@ class AuthResult:
     principal: str | None = None
     reason: str = ""
     status: int = 401  # 401 bad credentials, 403 not allowed (address, scheme)
+    # What the credential may do beyond sending alerts, e.g. "control" (the kill switch).
+    scopes: tuple[str, ...] = ()
 
     @classmethod
-    def accept(cls, principal: str) -> "AuthResult":
-        return cls(True, principal=principal)
+    def accept(cls, principal: str, scopes: tuple[str, ...] = ()) -> "AuthResult":
+        return cls(True, principal=principal, scopes=tuple(scopes))
 
     @classmethod
     def reject(cls, reason: str, status: int = 401) -> "AuthResult":

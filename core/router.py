@@ -21,6 +21,7 @@ from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.engine import ExecutionEngine
+from core.killswitch import KillSwitch
 from core.execution import Executor, ExecutorRegistry
 from core.state import StateBackend, StateOptions
 from core.models import Alert, AuthResult, Credentials, InboundRequest
@@ -46,6 +47,7 @@ class Router:
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
         self.journal: Any = None  # core.journal.Journal or core.journal_redis.RedisJournal, opened at start()
         self.engine = ExecutionEngine(self)
+        self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
         for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
             REDACTOR.add(secret, static=True)
@@ -66,6 +68,7 @@ class Router:
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await self.executors.start_all()
+        await self.kill_switch.start()
         await call_hook(self.hook.router_startup, router=self)
         await self.engine.start()
         log.info(
@@ -76,6 +79,7 @@ class Router:
 
     async def stop(self) -> None:
         await self.engine.stop(self.options.shutdown_grace)
+        await self.kill_switch.stop()
         await call_hook_safely(self.hook.router_shutdown, router=self)
         await self.executors.close_all()
         if self.journal is not None:
@@ -96,6 +100,10 @@ class Router:
         except Exception as exc:
             state.update(ok=False, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:200])
         ok = state["ok"] and all(a["ready"] for a in accounts.values())
+        try:
+            halts = await self.kill_switch.halts()
+        except Exception as exc:
+            halts = {"error": getattr(exc, "message", None) or type(exc).__name__}
         return {
             "status": "ok" if ok else "degraded",
             "state": state,
@@ -104,6 +112,7 @@ class Router:
             "plugins": [{"name": p.name, "source": p.source} for p in self.plugins.loaded],
             "accounts": accounts,
             "default_account": getattr(self.executors.default, "account", None),
+            "halts": halts,
         }
 
     # ------------------------------------------------------------ the pipeline
@@ -182,11 +191,42 @@ class Router:
         _register_secrets(presented)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
+        if row is None and alert_id.startswith("flatten-"):
+            flatten = await self.kill_switch.flatten_record(alert_id.removeprefix("flatten-"))
+            if flatten is not None:
+                return flatten  # its steps are alerts of their own: GET /alerts/<step id>
         if row is None:
             raise NotFound(f"no alert '{alert_id[:128]}' in the journal")
         row.pop("body_hash", None)
         row.pop("owner", None)
         return row
+
+    async def control(self, request: InboundRequest, action: str) -> Outcome:
+        """The kill switch for an authenticated operator: HMAC (the webhook secret's holder)
+        or a token with the ``control`` scope."""
+        auth = await self.authenticate(request)
+        if not auth.accepted:
+            await self.limits.failed(request.remote_addr)
+            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        if auth.principal != "hmac" and "control" not in auth.scopes:
+            log.warning("control %s refused for %s: no control scope", action, auth.principal)
+            raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
+        account = request.payload.get("account")
+        if account is not None and (not isinstance(account, str) or self.executors.get(account) is None):
+            raise Unprocessable(f"unknown account '{str(account)[:64]}'", code="unknown_account")
+        reason = str(request.payload.get("reason") or "")[:200]
+        by = f"http:{auth.principal}"
+        if action == "halt":
+            record = await self.kill_switch.halt(account, reason=reason or "halted over HTTP", by=by)
+            return Outcome(200, {"status": "halted", "account": account or "*", "halt": record})
+        if action == "flatten":
+            record = await self.kill_switch.request_flatten(account, by=by, reason=reason)
+            return Outcome(202, {"status": "flattening", "account": account or "*", "flatten_id": record["flatten_id"],
+                                 "message": "halted; every open order is canceled and every position closed; "
+                                            "see GET / (halts) and python -m core risk status"})
+        if action == "resume":
+            return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
+        return Outcome(200, await self.kill_switch.status())
 
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request through the pipeline; the answer to send."""

@@ -47,7 +47,7 @@ from pydantic import Field, SecretStr
 
 from core.config import PluginOptions
 from core.errors import ConfigError, ServiceUnavailable, Unprocessable
-from core.execution import Executor
+from core.execution import Executor, VenueNotSupported
 from core.markets import market_index
 from core.sizing import prepare_alert
 from core.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
@@ -358,6 +358,66 @@ class CcxtExecutor(Executor):
 
     async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
         return await self._open_orders(market["symbol"])
+
+    # -- the optional reads of core.execution.Executor (risk limits, flatten, position sync)
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        async with self._use():
+            return await self.price(self.client.market(symbol))
+
+    async def fetch_position(self, symbol: str) -> Decimal:
+        market = self.client.market(symbol)
+        async with self._use():
+            if market.get("contract"):
+                return await self.position(market)
+            return (await self.balance(market["base"], market))[1]
+
+    def _contract_types(self) -> list[str]:
+        return sorted({m.get("type") for m in (self.client.markets or {}).values() if m.get("contract")} - {None})
+
+    async def fetch_positions(self) -> dict[str, Decimal]:
+        if not self._contract_types():
+            return {}
+        if not self.client.has.get("fetchPositions"):
+            raise VenueNotSupported(f"ccxt cannot list positions on {self.exchange}")
+        held: dict[str, Decimal] = {}
+        async with self._use():
+            for position in await self.client.fetch_positions() or []:
+                symbol, contracts = position.get("symbol"), Decimal(str(position.get("contracts") or 0))
+                if not symbol or not contracts:
+                    continue
+                side = position.get("side")
+                signed = -abs(contracts) if side == "short" else abs(contracts) if side == "long" else contracts
+                held[symbol] = held.get(symbol, Decimal(0)) + signed
+        return {symbol: size for symbol, size in held.items() if size}
+
+    async def fetch_equity(self, currency: str) -> Decimal:
+        """The total of ``currency`` in the derivatives wallet where the account trades
+        contracts (ccxt's total there includes unrealized profit), else the spot one."""
+        types = self._contract_types()
+        async with self._use():
+            balances = await self.client.fetch_balance({"type": types[0]} if types else {})
+        total = (balances.get(currency) or {}).get("total")
+        return Decimal(str(total or 0))
+
+    async def fetch_open_orders(self) -> dict[str, int]:
+        if not self.client.has.get("fetchOpenOrders"):
+            raise VenueNotSupported(f"ccxt cannot list open orders on {self.exchange}")
+        # Listing without a symbol is deliberate here (a flatten must see every market).
+        self.client.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+        if isinstance(self.client.options.get("fetchOpenOrders"), dict):
+            self.client.options["fetchOpenOrders"]["warnWithoutSymbol"] = False
+        types = sorted({m.get("type") for m in (self.client.markets or {}).values()} - {None})
+        seen: dict[str, set[str]] = {}
+        async with self._use():
+            for kind in types:
+                books = [{"type": kind}]
+                if kind != "spot" and _mro_names(self.client) & SEPARATE_TRIGGER_BOOKS:
+                    books.append({"type": kind, "trigger": True})
+                for params in books:
+                    for order in await self.client.fetch_open_orders(None, None, None, params):
+                        seen.setdefault(order["symbol"], set()).add(str(order.get("id")))
+        return {symbol: len(ids) for symbol, ids in seen.items()}
 
     # -- sending
 

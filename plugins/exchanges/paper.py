@@ -214,6 +214,42 @@ class PaperExecutor(Executor):
 
         return await self.db.run(find)
 
+    # -- the optional reads of core.execution.Executor (risk limits, flatten, position sync)
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        return self._last_price(symbol)
+
+    async def fetch_position(self, symbol: str) -> Decimal:
+        market = self.options.markets[symbol]
+        if market.type == "spot":
+            return Decimal((await self.balances()).get(market.base, "0"))
+        held = (await self.positions()).get(symbol)
+        return Decimal(held["contracts"]) if held else Decimal(0)
+
+    async def fetch_positions(self) -> dict[str, Decimal]:
+        return {symbol: Decimal(p["contracts"]) for symbol, p in (await self.positions()).items()}
+
+    async def fetch_equity(self, currency: str) -> Decimal:
+        """The currency's balance plus, for positions settled in it, their margin and
+        unrealized profit at the configured last price."""
+        equity = Decimal((await self.balances()).get(currency, "0"))
+        for symbol, held in (await self.positions()).items():
+            market = self.options.markets.get(symbol)
+            if market is None or market.quote != currency:
+                continue
+            contracts, entry = Decimal(held["contracts"]), Decimal(held["entry_price"])
+            leverage = (await self.settings(symbol))["leverage"]
+            equity += abs(contracts) * entry / leverage + contracts * (market.last_price - entry)
+        return equity
+
+    async def fetch_open_orders(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {r[0]: r[1] for r in conn.execute(
+                "SELECT symbol, COUNT(*) FROM paper_orders WHERE account = ? AND status = 'open' GROUP BY symbol",
+                (self.account,))}
+
+        return await self.db.run(read)
+
     # -- the ledger (runs on the database thread) ------------------------------
 
     def _find(self, conn: sqlite3.Connection, symbol: str, order_id: str | None, client_order_id: str | None) -> sqlite3.Row | None:
