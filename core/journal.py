@@ -335,13 +335,32 @@ class Journal:
     @staticmethod
     def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
         query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
-                 " duplicates FROM alerts")
+                 " duplicates, payload FROM alerts")
         args: tuple = ()
         if state:
             query += " WHERE state = ?"
             args = (state,)
         query += " ORDER BY received_at DESC LIMIT ?"
-        return [dict(r) for r in conn.execute(query, args + (limit,))]
+        return [dict(r) | {"payload": json.loads(r["payload"])} for r in conn.execute(query, args + (limit,))]
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) | {"orders": []} for r in conn.execute(
+                "SELECT alert_id, account, state, received_at, updated_at FROM alerts WHERE received_at >= ?"
+                " ORDER BY received_at DESC LIMIT ?", (since, limit))]
+            by_id = {r["alert_id"]: r for r in rows}
+            if rows:
+                oldest = rows[-1]["received_at"]
+                for o in conn.execute("SELECT o.alert_id, o.account, o.state, o.started_at, o.finished_at FROM orders o"
+                                      " JOIN alerts a ON a.alert_id = o.alert_id WHERE a.received_at >= ?", (oldest,)):
+                    if o["alert_id"] in by_id:
+                        by_id[o["alert_id"]]["orders"].append(dict(o))
+            return rows[::-1]
+
+        return await self.db.run(read)
 
     @staticmethod
     def _stats(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -291,6 +291,28 @@ class RedisJournal:
                 break
         return rows
 
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+        ids = await self._durable(self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000),
+                                                               start=0, num=limit))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 200):
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
+                pipe.hgetall(self._key("o", alert_id))
+            found = await self._durable(pipe.execute())
+            for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
+                if fields[2] is None:
+                    continue  # expired meanwhile
+                attempts = [json.loads(orders[n]) for n in sorted(orders, key=int)]
+                rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
+                             "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
+                             "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
+                                        for a in attempts]})
+        return rows[::-1]
+
     async def stats(self) -> dict[str, Any]:
         counts = await self._durable(self.client.hgetall(self._key("stats")))
         alerts = {k: int(v) for k, v in counts.items() if int(v)}
