@@ -141,7 +141,7 @@ def dashboard_blueprint() -> Blueprint:
 
     # ------------------------------------------------------------ alerts
 
-    @bp.get("/")
+    @bp.get("", strict_slashes=False)
     async def index() -> Response:
         return redirect("/dashboard/alerts", 302)
 
