@@ -208,3 +208,17 @@ async def test_no_page_shows_a_secret(app_client, data_dir):
         assert "token:cli" in detail and "filled" in detail
         refused_page = await (await client.get("/dashboard/alert/refused-one")).get_data(as_text=True)
         assert "unknown_symbol" in refused_page
+
+
+def test_init_env_writes_a_random_dashboard_password(tmp_path):
+    from core.__main__ import init_env
+    from core.config import Settings
+
+    example = tmp_path / ".env.example"
+    example.write_text("WEBHOOK_SECRET=\nDASHBOARD_PASSWORD=\nDEFAULT_EXCHANGE=paper\n")
+    password = init_env(tmp_path / ".env", example)
+    assert password and len(password) >= 20
+    settings = Settings.from_env(tmp_path / ".env", environ={})
+    assert settings.dashboard_password == password and len(settings.webhook_secret) == 64
+    assert init_env(tmp_path / ".env", example) is None  # an existing .env is left alone
+    assert init_env(tmp_path / "other.env", example) != password
