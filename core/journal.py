@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     http_status   INTEGER,
     duplicates    INTEGER NOT NULL DEFAULT 0,
     owner         TEXT,
-    lane          TEXT NOT NULL DEFAULT ''
+    lane          TEXT NOT NULL DEFAULT '',
+    authenticated_at REAL,
+    journaled_at  REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
@@ -98,6 +100,19 @@ def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, no
     )
 
 
+def _add_timing_columns(conn: sqlite3.Connection) -> None:
+    """A journal written before alerts recorded when they were authenticated and journaled
+    gets the two columns (empty for its old rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    for column in ("authenticated_at", "journaled_at"):
+        if column not in columns:
+            try:
+                conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} REAL")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 @dataclass(frozen=True)
 class Admission:
     """The journal's answer to a new alert: its id, and whether it was seen before."""
@@ -111,6 +126,7 @@ class Admission:
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
         self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
+        self.db.run_sync(_add_timing_columns)
 
     def close(self) -> None:
         self.db.close()
@@ -138,6 +154,7 @@ class Journal:
         payload: dict[str, Any],
         owner: str | None = None,
         lane: str = "",
+        authenticated_at: float | None = None,
     ) -> Admission:
         """Record a new alert, or return the one it duplicates; atomic across processes.
 
@@ -163,9 +180,10 @@ class Journal:
                 alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload, owner, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json, owner, lane),
+                     symbol, side, amount, "received", payload_json, owner, lane, authenticated_at, time.time()),
                 )
                 return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"}, seq=int(cur.lastrowid))
 

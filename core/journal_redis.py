@@ -128,7 +128,7 @@ return claimed
 
 _JSON_FIELDS = ("payload", "result")
 _NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
-                  "explicit_id": int, "attempts": int}
+                  "explicit_id": int, "attempts": int, "authenticated_at": float, "journaled_at": float}
 
 
 def _dumps(value: Any) -> str:
@@ -173,10 +173,13 @@ class RedisJournal:
 
     async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
                     principal: str | None, account: str, symbol: str, side: str, amount: str,
-                    payload: dict[str, Any], owner: str | None = None, lane: str = "") -> Admission:
+                    payload: dict[str, Any], owner: str | None = None, lane: str = "",
+                    authenticated_at: float | None = None) -> Admission:
         fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
                   "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
-                  "payload": _dumps(payload), "owner": owner or ""}
+                  "payload": _dumps(payload), "owner": owner or "",
+                  "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+                  "journaled_at": repr(time.time())}
         args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
                 str(self.retention), lane]
         for key, value in fields.items():

@@ -191,6 +191,7 @@ class Router:
         if not auth.accepted:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        request.authenticated_at = time.time()
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         if len(alert.accounts) > 1:
@@ -247,6 +248,7 @@ class Router:
             explicit_id=alert.alert_id,
             body_hash=body_hash,
             received_at=request.received_at,
+            authenticated_at=request.authenticated_at,
             dedup_window=self.options.dedup_window,
             principal=auth.principal,
             account=executor.account,

@@ -110,7 +110,7 @@ def test_an_alert_appears_live_and_its_page_shows_the_timeline_and_the_exchange_
     expect(page.locator(".exchange-order-id").first).to_have_text(str(booked[0]["order_id"]))
     timeline = page.locator("#timeline li")
     expect(timeline).to_have_count(6)
-    for step in ("received", "sent", "answered", "filled"):
+    for step in ("received", "authenticated", "journaled", "sent", "answered", "filled"):
         item = page.locator("#timeline li", has=page.locator(".step", has_text=re.compile(f"^{step}$")))
         expect(item.locator(".at")).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$"))
     expect(page.locator("#timeline li.timed .delta").first).to_have_text(re.compile(r"^\+\d+\.\d (ms|s)$"))
