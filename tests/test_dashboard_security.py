@@ -68,7 +68,7 @@ async def test_every_route_without_a_session_redirects_pages_and_refuses_the_res
 
 
 async def test_a_forged_or_expired_cookie_is_no_session(app_client):
-    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, app):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _app):
         other = SessionSigner("another-password-123", SECRET, 3600)
         _, forged = other.new_session()
         client.set_cookie("127.0.0.1", "dashboard_session", forged, path="/dashboard")

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from core.journal import ALERT_STATES
@@ -56,7 +57,7 @@ class FeedFilter:
     limit: int = 100
 
     @classmethod
-    def from_args(cls, args: Any) -> "FeedFilter":
+    def from_args(cls, args: Any) -> FeedFilter:
         def text(name: str) -> str:
             return (args.get(name) or "").strip()[:64]
 
@@ -314,13 +315,11 @@ def _time(text: str) -> float | None:
         return float(text)
     except ValueError:
         pass
-    from datetime import datetime, timezone
-
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)).timestamp()
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def _iso(ts: float) -> str:

@@ -20,7 +20,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 SESSION_COOKIE = "dashboard_session"
@@ -94,8 +94,8 @@ class LoggedOut:
         return f"dashboard-logout-{sid}"
 
     async def add(self, session: Session) -> None:
-        await self.store.set(self._key(session.sid), datetime.fromtimestamp(session.expires_at, timezone.utc))
+        await self.store.set(self._key(session.sid), datetime.fromtimestamp(session.expires_at, UTC))
 
     async def contains(self, session: Session) -> bool:
-        never = datetime.fromtimestamp(0, timezone.utc)
+        never = datetime.fromtimestamp(0, UTC)
         return (await self.store.get(self._key(session.sid), never)).timestamp() > 0

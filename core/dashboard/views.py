@@ -121,7 +121,7 @@ def dashboard_blueprint() -> Blueprint:
             await router.limits.failed(address)
             log.warning("dashboard: failed login from %s", address)
             return await _login_page("Wrong password.", 401)
-        session, cookie = board.signer.new_session()
+        _session, cookie = board.signer.new_session()
         target = form.get("next", "")
         if not (target.startswith("/dashboard") and "//" not in target and "\\" not in target):
             target = "/dashboard/alerts"
