@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from core.plugins import hookimpl
+from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor
 from tests.test_dashboard_security import PASSWORD, csrf_from, log_in
 
@@ -110,6 +113,7 @@ async def test_accounts_show_what_each_executor_can_tell(app_client):
             assert "not ready" in down and "exchange unreachable" in down
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_tokens_issued_in_the_page_authenticate_and_revoked_ones_do_not(app_client):
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         await log_in(client)

@@ -9,6 +9,7 @@ import re
 import pytest
 
 from core.dashboard.session import SessionSigner
+from tests.conftest import STATE_BACKENDS
 from tests.support import SECRET, alert_body, signed_headers
 
 PASSWORD = "dashboard-password-for-tests"
@@ -81,6 +82,7 @@ async def test_a_forged_or_expired_cookie_is_no_session(app_client):
     assert signer.read(body[:-2] + "xx." + mac, now=1001.0) is None  # tampered
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)  # logout is kept in the shared store
 async def test_login_sets_a_strict_httponly_cookie_and_logout_ends_the_session(app_client):
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         response = await log_in(client)
@@ -136,6 +138,7 @@ async def test_login_without_its_csrf_token_is_403(app_client):
         assert (await client.post("/dashboard/login", form={"password": PASSWORD})).status_code == 403
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_wrong_passwords_spend_the_address_failure_budget(app_client):
     async with app_client(DASHBOARD_PASSWORD=PASSWORD, AUTH_FAILURE_LIMIT="3/minute") as (client, _):
         for _ in range(3):
