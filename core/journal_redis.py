@@ -286,12 +286,15 @@ class RedisJournal:
     async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
         ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
         rows = []
-        for alert_id in ids:
-            raw = await self._durable(self.client.hgetall(self._key("a", alert_id)))
-            if raw and (state is None or raw.get("state") == state):
-                rows.append(self._decode(raw))
-            if len(rows) >= limit:
-                break
+        for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hgetall(self._key("a", alert_id))
+            for raw in await self._durable(pipe.execute()):
+                if raw and (state is None or raw.get("state") == state):
+                    rows.append(self._decode(raw))
+                if len(rows) >= limit:
+                    return rows
         return rows
 
     async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:

@@ -103,3 +103,18 @@ def test_scrub_drops_secret_keys_at_any_depth():
     value = {"apiKey": "k", "nested": [{"secret": "s", "Api-Key": "h", "symbol": "BTC/USDT"}], "token": "t", "price": 1}
     assert reads.scrub(value) == {"nested": [{"symbol": "BTC/USDT"}], "price": 1}
     assert "k" not in json.loads(reads.pretty(value)).values()
+
+
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
+async def test_the_feed_lists_the_newest_first_and_filters_by_state(app_client):
+    async with app_client() as (client, app):
+        for i in range(4):
+            body = alert_body(id=f"feed-{i}", symbol="BTCUSDT" if i != 2 else "NOPE/USDT")
+            await client.post("/webhook", data=body, headers=signed_headers(body))
+        journal = app.extensions["router"].journal
+        newest = await reads.alert_feed(journal, reads.FeedFilter(limit=2))
+        assert [r["alert_id"] for r in newest] == ["feed-3", "feed-2"]
+        refused = await reads.alert_feed(journal, reads.FeedFilter(state="refused"))
+        assert [r["alert_id"] for r in refused] == ["feed-2"] and refused[0]["error_code"] == "unknown_symbol"
+        assert [r["alert_id"] for r in await reads.alert_feed(journal, reads.FeedFilter(state="filled", limit=2))] == [
+            "feed-3", "feed-1"]
