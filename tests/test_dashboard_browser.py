@@ -198,6 +198,16 @@ def test_accounts_show_the_exchange_balances_and_refresh(page, server, emulator,
     assert emulator.control.balances("emu-key-1")  # what the page reads is the emulator's account
     shoot(page, "accounts")
 
+    # The exchange refuses to show the balances: the page says so, the rest still shows.
+    emulator.control.add_fault("key_error", match={"route": "GET /api/v3/account"}, count=1)
+    try:
+        page.click("#refresh")
+        expect(account.locator("p.note")).to_contain_text(re.compile(r"^\w+: binance .*-2015"))
+        expect(account).to_contain_text("ready")
+        shoot(page, "accounts-refused")
+    finally:
+        emulator.control.clear_faults()
+
 
 def test_latency_plots_and_outcomes(page, server, tmp_path):
     from playwright.sync_api import expect
