@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,10 @@ class Dashboard:
     signer: SessionSigner
     logged_out: LoggedOut
     tokens: Any = None  # a core.tokens.TokenStore, opened when the tokens page is first used
+    # The journal the pages read: on SQLite a connection (and thread) of its own, so a page
+    # never queues behind — or delays — the webhook's writes (WAL lets it read meanwhile).
+    journal: Any = None
+    opening: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 def dashboard_blueprint() -> Blueprint:
@@ -78,10 +83,12 @@ def dashboard_blueprint() -> Blueprint:
         return response
 
     @bp.after_app_serving
-    async def close_token_store() -> None:
+    async def close_stores() -> None:
         board: Dashboard | None = current_app.extensions.pop("dashboard", None)
         if board is not None and board.tokens is not None:
             await board.tokens.close()
+        if board is not None and board.journal is not None:
+            await board.journal.aclose()
 
     @bp.app_template_filter("ts")
     def format_ts(value: float | None) -> str:
@@ -148,23 +155,23 @@ def dashboard_blueprint() -> Blueprint:
     @bp.get("/alerts")
     async def alerts() -> str:
         feed = reads.FeedFilter.from_args(request.args)
-        rows = await reads.alert_feed(g.router.journal, feed)
+        rows = await reads.alert_feed(await _journal(), feed)
         return await _render("alerts.html", "alerts", feed=feed, rows=rows, feed_query=urlencode(feed.query()),
                              states=["refused", *reads.ALERT_STATES])
 
     @bp.get("/alerts/feed")
     async def alerts_feed() -> str:
         feed = reads.FeedFilter.from_args(request.args)
-        return await render_template("dashboard/_feed_rows.html", rows=await reads.alert_feed(g.router.journal, feed))
+        return await render_template("dashboard/_feed_rows.html", rows=await reads.alert_feed(await _journal(), feed))
 
     @bp.get("/api/alerts")
     async def alerts_json() -> Response:
         feed = reads.FeedFilter.from_args(request.args)
-        return jsonify({"alerts": await reads.alert_feed(g.router.journal, feed)})
+        return jsonify({"alerts": await reads.alert_feed(await _journal(), feed)})
 
     @bp.get("/alert/<path:alert_id>")
     async def alert_page(alert_id: str) -> tuple[str, int]:
-        row = await g.router.journal.get(alert_id[:256])
+        row = await (await _journal()).get(alert_id[:256])
         if row is None:
             return await _render("missing.html", "alerts", what=f"No alert '{alert_id[:256]}' in the journal."), 404
         return await _render("alert.html", "alerts", alert=reads.alert_view(row)), 200
@@ -188,13 +195,13 @@ def dashboard_blueprint() -> Blueprint:
         window = request.args.get("window", "1h")
         window = window if window in LATENCY_WINDOWS else "1h"
         return await _render("latency.html", "latency", window=window, windows=list(LATENCY_WINDOWS),
-                             stats=await g.router.journal.stats())
+                             stats=await (await _journal()).stats())
 
     @bp.get("/api/latency")
     async def latency_json() -> Response:
         span, bucket = LATENCY_WINDOWS.get(request.args.get("window", "1h"), LATENCY_WINDOWS["1h"])
         now = time.time()
-        rows = await g.router.journal.timings(now - span)
+        rows = await (await _journal()).timings(now - span)
         return jsonify(reads.latency_series(rows, bucket, now - span, now))
 
     # ------------------------------------------------------------ tokens
@@ -282,6 +289,16 @@ def _dashboard(router: Any) -> Dashboard:
                           LoggedOut(router.limits.store))
         current_app.extensions["dashboard"] = board
     return board
+
+
+async def _journal() -> Any:
+    board: Dashboard = g.board
+    if g.router.state.is_redis:
+        return g.router.journal  # Redis serves concurrent readers itself
+    async with board.opening:
+        if board.journal is None:  # opening runs the schema check: off the event loop
+            board.journal = await asyncio.to_thread(g.router.state.journal)
+    return board.journal
 
 
 async def _token_store() -> Any:
