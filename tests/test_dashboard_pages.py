@@ -152,3 +152,20 @@ async def test_login_goes_back_to_the_page_asked_for_but_never_off_site(app_clie
             assert response.headers["Location"] == expected, target
 
 
+
+
+async def test_an_alert_page_counts_its_duplicates(app_client):
+    from tests.support import alert_body, signed_headers
+
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
+        body = alert_body(id="resent-1")
+        for _ in range(3):  # TradingView resending the same alert
+            assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
+        await log_in(client)
+        html = await (await client.get("/dashboard/alert/resent-1")).get_data(as_text=True)
+        assert re.search(r"<dt>Duplicates</dt><dd>2 \(resends answered", html)
+        assert re.search(r"<dt>Order attempts</dt><dd>1</dd>", html)
+        feed = await (await client.get("/dashboard/alerts/feed", headers={"HX-Request": "true"})).get_data(as_text=True)
+        assert "×3" in feed
+        missing = await client.get("/dashboard/alert/no-such-alert")
+        assert missing.status_code == 404 and "No alert" in await missing.get_data(as_text=True)
