@@ -96,10 +96,6 @@ def dashboard_blueprint() -> Blueprint:
             return "—"
         return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value)) + f".{int(value * 1000) % 1000:03d}"
 
-    @bp.app_template_filter("hms")
-    def format_hms(value: float | None) -> str:
-        return time.strftime("%H:%M:%S", time.gmtime(value)) if value else "—"
-
     @bp.app_template_filter("ms")
     def format_ms(value: float | None) -> str:
         if value is None:
