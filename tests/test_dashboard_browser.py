@@ -221,13 +221,16 @@ def test_latency_plots_and_outcomes(page, server, tmp_path):
     shoot(page, "latency")
 
 
-def test_every_page_fits_a_360_px_screen(page, server):
+def test_every_page_fits_a_360_px_screen_and_shows_no_secret(page, server):
     page.set_viewport_size({"width": 360, "height": 740})
     for name in PAGES:
         page.goto(f"{server.url}/dashboard/{name}")
         page.wait_for_load_state("networkidle")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 360, f"{name} is {width} px wide"
+        html = page.content()
+        for secret in (SECRET, PASSWORD, "emu-key-1", "emu-secret-1"):  # the account's exchange keys included
+            assert secret not in html, (name, secret[:6])
         shoot(page, f"{name}-360")
     first = page.goto(f"{server.url}/dashboard/alerts")
     assert first is not None and first.ok
