@@ -1,7 +1,7 @@
 """Command line: ``python -m core <command>``.
 
-    init-env                 write .env from .env.example with a random WEBHOOK_SECRET
-                             (only when .env does not exist)
+    init-env                 write .env from .env.example with a random WEBHOOK_SECRET and
+                             DASHBOARD_PASSWORD (printed once; only when .env does not exist)
     journal list [--state S] [--limit N]
     journal show <alert_id>
     journal stats
@@ -27,16 +27,19 @@ from core.errors import ConfigError
 from core.state import StateBackend
 
 
-def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
-    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone."""
+def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> str | None:
+    """Create ``.env`` with a fresh WEBHOOK_SECRET and DASHBOARD_PASSWORD; leave an existing
+    one alone. The dashboard password written, or None when ``.env`` existed."""
     if path.exists():
-        return False
+        return None
     lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
-    secret = secrets.token_hex(32)
-    out = [f"WEBHOOK_SECRET={secret}" if line.startswith("WEBHOOK_SECRET=") else line for line in lines]
+    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
+    out = [f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in fresh and "=" in line else line
+           for line in lines]
+    out += [f"{name}={value}" for name, value in fresh.items() if not any(line.startswith(name + "=") for line in lines)]
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     path.chmod(0o600)
-    return True
+    return fresh["DASHBOARD_PASSWORD"]
 
 
 async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -99,7 +102,7 @@ async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
+    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET and DASHBOARD_PASSWORD if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
     listing = jsub.add_parser("list")
@@ -120,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "init-env":
-        print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
+        password = init_env()
+        if password is None:
+            print(".env exists; left as it is")
+        else:
+            print("wrote .env with a new WEBHOOK_SECRET")
+            print(f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)")
         return 0
     command = risk_command if args.command == "risk" else journal_command
     try:

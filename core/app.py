@@ -6,7 +6,8 @@ error stops startup with one readable line, and importing this module is cheap.
 
 Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
 the kill switch (``core.killswitch``); ``GET /metrics`` the
-Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here).
+Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here);
+``/dashboard`` the web dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
 
 Abuse protection around the pipeline: ``core.proxy`` establishes the client's address and
@@ -28,6 +29,7 @@ from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
+from core.dashboard import dashboard_blueprint
 from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     app.config["PROPAGATE_EXCEPTIONS"] = False
     proxy = ProxyHeadersMiddleware(app.asgi_app)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
+    app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
 
     @app.before_serving
     async def graceful_sigterm_in_workers() -> None:

@@ -78,6 +78,14 @@ class Executor(abc.ABC):
     async def submit(self, order: OrderRequest) -> OrderResult:
         """Send the order once. Raise ccxt's errors (or WebhookError) on failure."""
 
+    async def account_snapshot(self) -> dict[str, Any] | None:
+        """What the account holds now, for the dashboard (read only when a page asks):
+        ``{"balances": {asset: {"free", "used", "total"}}, "positions": [{"symbol",
+        "contracts", "side", "entry_price"}], "open_orders": [{"symbol", "side", "type",
+        "amount", "price", "id", "client_order_id"}], "errors": {part: message}}``, values
+        as strings. Never a secret. ``None`` (the default): this executor cannot tell."""
+        return None
+
     async def lookup(self, order: OrderRequest) -> OrderResult | None:
         """After an unknown outcome, what became of ``order`` at the exchange, for any
         action: create → the order found by its client order id; cancel → the target

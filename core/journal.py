@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     http_status   INTEGER,
     duplicates    INTEGER NOT NULL DEFAULT 0,
     owner         TEXT,
-    lane          TEXT NOT NULL DEFAULT ''
+    lane          TEXT NOT NULL DEFAULT '',
+    authenticated_at REAL,
+    journaled_at  REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
@@ -139,6 +141,19 @@ def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, no
     )
 
 
+def _add_timing_columns(conn: sqlite3.Connection) -> None:
+    """A journal written before alerts recorded when they were authenticated and journaled
+    gets the two columns (empty for its old rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    for column in ("authenticated_at", "journaled_at"):
+        if column not in columns:
+            try:
+                conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} REAL")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
+
+
 @dataclass(frozen=True)
 class Admission:
     """The journal's answer to a new alert: its id, and whether it was seen before."""
@@ -152,6 +167,7 @@ class Admission:
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
         self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
+        self.db.run_sync(_add_timing_columns)
 
     def close(self) -> None:
         self.db.close()
@@ -179,6 +195,7 @@ class Journal:
         payload: dict[str, Any],
         owner: str | None = None,
         lane: str = "",
+        authenticated_at: float | None = None,
     ) -> Admission:
         """Record a new alert, or return the one it duplicates; atomic across processes.
 
@@ -204,9 +221,10 @@ class Journal:
                 alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload, owner, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json, owner, lane),
+                     symbol, side, amount, "received", payload_json, owner, lane, authenticated_at, time.time()),
                 )
                 return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"}, seq=int(cur.lastrowid))
 
@@ -397,13 +415,32 @@ class Journal:
     @staticmethod
     def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
         query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
-                 " duplicates FROM alerts")
+                 " duplicates, payload FROM alerts")
         args: tuple = ()
         if state:
             query += " WHERE state = ?"
             args = (state,)
         query += " ORDER BY received_at DESC LIMIT ?"
-        return [dict(r) for r in conn.execute(query, args + (limit,))]
+        return [dict(r) | {"payload": json.loads(r["payload"])} for r in conn.execute(query, args + (limit,))]
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) | {"orders": []} for r in conn.execute(
+                "SELECT alert_id, account, state, received_at, updated_at FROM alerts WHERE received_at >= ?"
+                " ORDER BY received_at DESC LIMIT ?", (since, limit))]
+            by_id = {r["alert_id"]: r for r in rows}
+            if rows:
+                oldest = rows[-1]["received_at"]
+                for o in conn.execute("SELECT o.alert_id, o.account, o.state, o.started_at, o.finished_at FROM orders o"
+                                      " JOIN alerts a ON a.alert_id = o.alert_id WHERE a.received_at >= ?", (oldest,)):
+                    if o["alert_id"] in by_id:
+                        by_id[o["alert_id"]]["orders"].append(dict(o))
+            return rows[::-1]
+
+        return await self.db.run(read)
 
     @staticmethod
     def _stats(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -129,7 +129,7 @@ return claimed
 
 _JSON_FIELDS = ("payload", "result")
 _NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
-                  "explicit_id": int, "attempts": int}
+                  "explicit_id": int, "attempts": int, "authenticated_at": float, "journaled_at": float}
 
 
 def _dumps(value: Any) -> str:
@@ -175,10 +175,13 @@ class RedisJournal:
 
     async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
                     principal: str | None, account: str, symbol: str, side: str, amount: str,
-                    payload: dict[str, Any], owner: str | None = None, lane: str = "") -> Admission:
+                    payload: dict[str, Any], owner: str | None = None, lane: str = "",
+                    authenticated_at: float | None = None) -> Admission:
         fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
                   "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
-                  "payload": _dumps(payload), "owner": owner or ""}
+                  "payload": _dumps(payload), "owner": owner or "",
+                  "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+                  "journaled_at": repr(time.time())}
         args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
                 str(self.retention), lane]
         for key, value in fields.items():
@@ -319,13 +322,38 @@ class RedisJournal:
     async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
         ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
         rows = []
-        for alert_id in ids:
-            raw = await self._durable(self.client.hgetall(self._key("a", alert_id)))
-            if raw and (state is None or raw.get("state") == state):
-                rows.append(self._decode(raw))
-            if len(rows) >= limit:
-                break
+        for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hgetall(self._key("a", alert_id))
+            for raw in await self._durable(pipe.execute()):
+                if raw and (state is None or raw.get("state") == state):
+                    rows.append(self._decode(raw))
+                if len(rows) >= limit:
+                    return rows
         return rows
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+        ids = await self._durable(self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000),
+                                                               start=0, num=limit))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 200):
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
+                pipe.hgetall(self._key("o", alert_id))
+            found = await self._durable(pipe.execute())
+            for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
+                if fields[2] is None:
+                    continue  # expired meanwhile
+                attempts = [json.loads(orders[n]) for n in sorted(orders, key=int)]
+                rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
+                             "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
+                             "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
+                                        for a in attempts]})
+        return rows[::-1]
 
     async def stats(self) -> dict[str, Any]:
         counts = await self._durable(self.client.hgetall(self._key("stats")))

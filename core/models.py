@@ -29,6 +29,7 @@ class InboundRequest:
     payload: dict[str, Any]
     received_at: float
     query: dict[str, str] = field(default_factory=dict)
+    authenticated_at: float | None = None  # set by the router once authentication accepted it
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

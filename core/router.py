@@ -49,7 +49,7 @@ class Router:
         self.engine = ExecutionEngine(self)
         self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
-        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
+        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.dashboard_password):
             REDACTOR.add(secret, static=True)
 
     @property
@@ -236,6 +236,7 @@ class Router:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         _register_secrets(presented)
+        request.authenticated_at = time.time()
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         if len(alert.accounts) > 1:
@@ -292,6 +293,7 @@ class Router:
             explicit_id=alert.alert_id,
             body_hash=body_hash,
             received_at=request.received_at,
+            authenticated_at=request.authenticated_at,
             dedup_window=self.options.dedup_window,
             principal=auth.principal,
             account=executor.account,

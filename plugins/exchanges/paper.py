@@ -180,6 +180,20 @@ class PaperExecutor(Executor):
 
         return await self.db.run(read)
 
+    async def account_snapshot(self) -> dict[str, Any]:
+        """The ledger's balances, positions and open orders (for the dashboard)."""
+        balances = await self.balances()
+        positions = await self.positions()
+        return {
+            "balances": {asset: {"free": amount, "used": "0", "total": amount} for asset, amount in balances.items()},
+            "positions": [{"symbol": symbol, "contracts": p["contracts"], "entry_price": p["entry_price"],
+                           "side": "short" if p["contracts"].startswith("-") else "long"} for symbol, p in positions.items()],
+            "open_orders": [{"symbol": o["symbol"], "side": o["side"], "type": o["type"],
+                             "amount": o["amount"], "price": o["price"], "id": o["id"],
+                             "client_order_id": o.get("client_order_id")} for o in await self.orders("open")],
+            "errors": {},
+        }
+
     async def settings(self, symbol: str) -> dict[str, Any]:
         """The leverage and margin mode the ledger applies to ``symbol``."""
         return await self.db.run(lambda conn: self._settings(conn, symbol))
