@@ -25,7 +25,7 @@ def test_ascii_decimal_forms_are_read(value, expected):
 @pytest.mark.parametrize("value", [
     "1_000", "1,000", "١", "٣.٥", "１", "৫", "0x10", "1e", "e5", "--1", "1.2.3", "NaN", "nan", "Infinity", "-inf", "sNaN",
     "1e999999999", "1e-300000000", "1e31", "1e-31", "1" * 41, "0." + "0" * 70 + "1", "1e10000", 10 ** 31, 1e300,
-    float("inf"), True, False, [], {}, "1 000", "½", "", 
+    float("inf"), True, False, [], {}, "1 000", "½", "\u00a01", "1\u2003", "\u200b1", "", 
 ])
 def test_anything_else_is_refused_naming_the_field(value):
     if value == "":
@@ -87,6 +87,7 @@ def test_number_bombs_are_refused_at_once_naming_the_field():
     ({"stop_price": "1E+999999", "order_type": "stop"}, "stop_price"),
     ({"amount": "1_000"}, "amount"),
     ({"amount": "١"}, "amount"),
+    ({"amount": "\u00a01"}, "amount"),  # a no-break space is not an ASCII space
     ({"target_position": "١٠", "side": None, "action": "target"}, "target_position"),
     ({"market_position": "long", "side": None, "amount": None}, "amount"),  # no size: was a KeyError
     ({"apiKey": "k" * 12, "secret": "s" * 12, "password": 123456}, "password"),  # was an uncaught ValidationError
