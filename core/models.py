@@ -94,7 +94,7 @@ def parse_decimal(value: Any, name: str) -> Decimal | None:
             raise ValueError(f"{name} must be a finite number")
         text = str(value)
     elif isinstance(value, str):
-        text = value.strip()
+        text = value.strip(" \t\r\n")  # ASCII spaces only
     else:
         raise ValueError(f"{name} must be a number")
     form = _DECIMAL_TEXT.fullmatch(text) if len(text) <= MAX_NUMBER_TEXT else None
