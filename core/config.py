@@ -231,8 +231,10 @@ class RouterOptions(PluginOptions):
     # An alert without an explicit id that repeats a body seen within this many seconds is
     # a TradingView resend (5 s apart, up to three) and is not executed again.
     dedup_window: float = Field(60.0, ge=0)
-    # Accept the seed's per-alert apiKey/secret (used for that order only, never stored).
-    allow_payload_credentials: bool = True
+    # Accept the classic payload's per-alert apiKey/secret (used for that order only, never
+    # stored). Off: keys in alert messages are readable by anyone who sees the message, and
+    # let a token holder trade with any keys on any exchange (docs/security.md).
+    allow_payload_credentials: bool = False
     # Seconds shutdown waits for orders in flight.
     shutdown_grace: float = Field(10.0, ge=0)
     # Retries of refusals that booked nothing (rate limits): backoff from base to max seconds,

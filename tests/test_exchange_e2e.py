@@ -44,7 +44,8 @@ def accounts(emulator) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, accounts):
     data = tmp_path_factory.mktemp("server")
-    (data / "plugins.yaml").write_text(plugins_yaml(accounts))
+    # Payload credentials are off by default; one test below trades with them.
+    (data / "plugins.yaml").write_text(plugins_yaml(accounts, router={"allow_payload_credentials": True}))
     process = ServerProcess(base_env(data), data).start()
     yield process
     process.stop()
