@@ -276,3 +276,19 @@ def test_manage_tokens_reads_data_dir_from_dotenv(tmp_path):
     with sqlite3.connect(tmp_path / "elsewhere" / "tokens.sqlite3") as conn:
         created, expires = conn.execute("SELECT created_at, expires_at FROM tokens").fetchone()
     assert expires - created == 300
+
+
+async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_account(tmp_path):
+    token = new_token()
+    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:
+        conn.execute("CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+                     " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID")
+        conn.execute("INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60))
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
+    try:
+        info = await store.verify(token)
+        assert info is not None and info.label == "old" and info.scope == frozenset()
+        _, scoped = await store.issue(ttl=60, accounts=("bob",))
+        assert scoped.accounts == ("bob",)
+    finally:
+        await store.close()
