@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -22,14 +23,28 @@ from core.state import StateBackend
 
 
 def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
-    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone."""
+    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone.
+
+    The file is 0600 from its first byte: written whole to a temporary file created 0600,
+    then linked into place, which fails rather than replace a ``.env`` made meanwhile."""
     if path.exists():
         return False
     lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
     secret = secrets.token_hex(32)
     out = [f"WEBHOOK_SECRET={secret}" if line.startswith("WEBHOOK_SECRET=") else line for line in lines]
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(out) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+    finally:
+        temporary.unlink(missing_ok=True)
     return True
 
 

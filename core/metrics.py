@@ -42,6 +42,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from core.config import PluginOptions
+from core.database import private_dir
 from core.engine import AlertExpired, OutcomeStillUnknown
 from core.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
 from core.execution import Executor
@@ -68,7 +69,7 @@ class MetricsRecorder:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)  # 0700: the samples name accounts and exchanges
         for path in _process_files(directory, lambda pid: pid == os.getpid() or not _alive(pid)):
             path.unlink(missing_ok=True)  # left by a process that is gone: a previous run
         # prometheus_client picks its value class when imported, from this variable; the

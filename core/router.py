@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
+from core.database import private_dir
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.engine import ExecutionEngine
 from core.execution import Executor, ExecutorRegistry
@@ -61,7 +62,7 @@ class Router:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.journal = self.state.journal()
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
