@@ -1,7 +1,7 @@
 """Command line: ``python -m core <command>``.
 
-    init-env                 write .env from .env.example with a random WEBHOOK_SECRET
-                             (only when .env does not exist)
+    init-env                 write .env from .env.example with a random WEBHOOK_SECRET and
+                             METRICS_TOKEN (only when .env does not exist)
     journal list [--state S] [--limit N]
     journal show <alert_id>
     journal stats
@@ -23,15 +23,16 @@ from core.state import StateBackend
 
 
 def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
-    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone.
+    """Create ``.env`` with a fresh WEBHOOK_SECRET and METRICS_TOKEN; leave an existing one alone.
 
     The file is 0600 from its first byte: written whole to a temporary file created 0600,
     then linked into place, which fails rather than replace a ``.env`` made meanwhile."""
     if path.exists():
         return False
     lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
-    secret = secrets.token_hex(32)
-    out = [f"WEBHOOK_SECRET={secret}" if line.startswith("WEBHOOK_SECRET=") else line for line in lines]
+    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "METRICS_TOKEN": secrets.token_urlsafe(32)}
+    out = [f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in fresh and "=" in line else line
+           for line in lines]
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -78,7 +79,7 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
+    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET and METRICS_TOKEN if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
     listing = jsub.add_parser("list")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "init-env":
-        print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
+        print("wrote .env with a new WEBHOOK_SECRET and METRICS_TOKEN" if init_env() else ".env exists; left as it is")
         return 0
     try:
         return asyncio.run(journal_command(args, Settings.from_env()))

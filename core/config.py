@@ -53,6 +53,8 @@ class Settings(BaseModel):
     auth_failure_limit: str = Field("5/minute,30/hour", alias="AUTH_FAILURE_LIMIT")
     trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
     use_websockets: bool = Field(False, alias="USE_WEBSOCKETS")
+    # A bearer token for monitoring: GET /metrics and the full health at GET / (docs/security.md).
+    metrics_token: str = Field("", alias="METRICS_TOKEN", repr=False)
     plugins_file: str = Field("./plugins.yaml", alias="PLUGINS_FILE")
     data_dir: str = Field("./data", alias="DATA_DIR")
     state_url: str = Field("", alias="STATE_URL", repr=False)

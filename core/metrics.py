@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from pydantic import Field
 
 from core.config import PluginOptions
 from core.database import private_dir
@@ -240,8 +241,10 @@ class Plugin:
     """The built-in ``metrics`` plugin: feeds the recorder from the hooks, serves scrapes."""
 
     class Options(PluginOptions):
-        # Require "Authorization: Bearer <token>" on GET /metrics. Empty: open, like GET /.
-        bearer_token: str = ""
+        # A bearer token GET /metrics accepts besides METRICS_TOKEN and a signed request line.
+        bearer_token: str = Field("", repr=False)
+        # Open GET /metrics to anyone (a scraper on a private network); default: credentials.
+        public: bool = False
         # The directory the workers share their samples in (see the module docstring).
         directory: str = ""
 
@@ -250,13 +253,13 @@ class Plugin:
         self.recorder: MetricsRecorder | None = None
         REDACTOR.add(options.bearer_token, static=True)
 
-    def authorized(self, authorization: str) -> bool:
-        """Whether a scrape with this ``Authorization`` header may read the metrics."""
-        token = self.options.bearer_token
-        if not token:
-            return True
+    def authorized(self, authorization: str, metrics_token: str = "") -> bool:
+        """Whether ``Authorization: Bearer <token>`` names ``bearer_token`` or METRICS_TOKEN
+        (a signed request line is checked by the app, through the auth plugins)."""
         scheme, _, given = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        presented = given.strip().encode()
+        matches = [hmac.compare_digest(presented, token.encode()) for token in (self.options.bearer_token, metrics_token) if token]
+        return scheme.lower() == "bearer" and any(matches)
 
     async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
         assert self.recorder is not None

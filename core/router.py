@@ -48,7 +48,7 @@ class Router:
         self.journal: Any = None  # core.journal.Journal or core.journal_redis.RedisJournal, opened at start()
         self.engine = ExecutionEngine(self)
         self.started_at = time.time()
-        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
+        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.metrics_token):
             REDACTOR.add(secret, static=True)
 
     @property
