@@ -9,6 +9,7 @@ import pytest
 from core.router import fan_out_id, journal_key
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, token_body
 from tests.test_tokens import manage
+from tests.conftest import STATE_BACKENDS
 from tests.support import alert_body, signed_headers
 
 TWO_ACCOUNTS = "paper:\n  accounts: [paper, bob]\n"
@@ -80,6 +81,7 @@ async def test_alert_ids_are_per_principal_and_get_alerts_shows_only_ones_own(ap
         assert (await journal.get("a-2"))["principal"] == "hmac"
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_a_plain_id_cannot_take_the_place_of_a_fan_out_leg(app_client, write_plugins_yaml, data_dir):
     write_plugins_yaml("paper:\n  accounts: [paper, sub]\n")
     async with app_client() as (client, _app):
@@ -94,6 +96,7 @@ async def test_a_plain_id_cannot_take_the_place_of_a_fan_out_leg(app_client, wri
     assert ledger_count(data_dir) == 3
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_fan_out_legs_of_long_ids_that_differ_at_the_end_do_not_collide(app_client, write_plugins_yaml, data_dir):
     write_plugins_yaml("paper:\n  accounts: [paper, sub]\n")
     async with app_client() as (client, _app):
@@ -106,6 +109,7 @@ async def test_fan_out_legs_of_long_ids_that_differ_at_the_end_do_not_collide(ap
     assert ledger_count(data_dir) == 4
 
 
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_named_hmac_keys_are_scoped_and_namespaced(app_client, write_plugins_yaml, data_dir):
     key = "ci-bot-secret-0123456789"
     write_plugins_yaml(TWO_ACCOUNTS + f"hmac:\n  keys:\n    ci:\n      secret: {key}\n      accounts: [bob]\n")
