@@ -202,12 +202,13 @@ async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer:
     authorization = headers.get("authorization", "")
     if not authorization and "x-signature" not in headers:
         return None
-    await router.limits.check_failures(client)
     scheme, _, given = authorization.partition(" ")
     presented = given.strip() if scheme.lower() == "bearer" else ""
     monitoring = [t for t in (router.settings.metrics_token, bearer) if t]
+    # Checked before anything touches a store: monitoring must work while Redis is down.
     if presented and any(hmac.compare_digest(presented.encode(), t.encode()) for t in monitoring):
         return True
+    await router.limits.check_failures(client)
     if authorization and not (presented and tokens):
         await router.limits.failed(client)
         return False
