@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.router import journal_key
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.conftest import REDIS_TEST_URL, redis_answers
 from tests.support import MONITOR, ROOT, ServerProcess, base_env, free_port, signed_headers
@@ -131,13 +132,14 @@ def test_a_token_revoked_through_one_server_is_refused_by_the_other(deployment):
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    token = manage("issue", "--label", "tv").splitlines()[0].strip()
+    token = manage("issue", "--label", "tv", "--account", "emu").splitlines()[0].strip()  # the alerts name "emu"
     assert post(a, json.dumps({"token": token, **json.loads(alert("tok-1"))}).encode(),
                 {"Content-Type": "text/plain"}).status_code == 200
+    assert len(deployment.orders(client_id(journal_key("token:tv", "tok-1")))) == 1  # the token's own id namespace
     manage("revoke", token)
     refused = post(b, json.dumps({"token": token, **json.loads(alert("tok-2"))}).encode(), {"Content-Type": "text/plain"})
     assert refused.status_code == 401
-    assert deployment.orders(client_id("tok-2")) == []
+    assert deployment.orders(client_id(journal_key("token:tv", "tok-2"))) == []
 
 
 def test_rate_limit_counts_across_both_servers(deployment):
