@@ -55,7 +55,7 @@ class AuthResult:
     accounts: frozenset[str] | None = None
 
     @classmethod
-    def accept(cls, principal: str, accounts: "frozenset[str] | tuple[str, ...] | list[str] | None" = None) -> "AuthResult":
+    def accept(cls, principal: str, accounts: frozenset[str] | tuple[str, ...] | list[str] | None = None) -> "AuthResult":
         scope = None if accounts is None else frozenset(a.lower() for a in accounts)
         return cls(True, principal=principal, accounts=scope)
 
