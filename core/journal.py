@@ -421,7 +421,12 @@ class Journal:
             query += " WHERE state = ?"
             args = (state,)
         query += " ORDER BY received_at DESC LIMIT ?"
-        return [dict(r) | {"payload": json.loads(r["payload"])} for r in conn.execute(query, args + (limit,))]
+        rows = []
+        for r in conn.execute(query, args + (limit,)):
+            row = dict(r)
+            decode_json_fields(row, ("payload",), "", [])  # an unreadable payload lists as None (see quarantine)
+            rows.append(row)
+        return rows
 
     async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
         """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
