@@ -50,7 +50,7 @@ from core.errors import OrderError
 from core.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
 from core.execution import Executor
 from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import hookimpl
+from core.plugins import hookimpl, observes_only
 from core.redaction import REDACTOR
 
 if TYPE_CHECKING:
@@ -302,6 +302,7 @@ class Plugin:
         return Response(body, content_type=content_type)
 
     @hookimpl(tryfirst=True)
+    @observes_only
     def execute_order(self, order: OrderRequest, executor: Executor) -> None:
         """Only notes when the order left (for its latency); never claims it."""
         if self.recorder is not None:
