@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy
-from core.execution import Executor, LookupResult, child_order_id, client_order_id
+from core.execution import Executor, child_order_id, client_order_id
 from core.host import JournalReader, PluginHost
 from core.journal import GAVE_UP
 from core.markets import MarketBook
