@@ -314,3 +314,13 @@ async def test_after_a_crash_mid_send_an_absent_from_the_executor_is_not_trusted
     assert (row["state"], row["error_code"]) == ("unknown", GAVE_UP), row
     assert "plugin(s) hedger" in row["error_message"]
     assert routed.lookups >= 1 and len(elsewhere.booked) == 1 and len(elsewhere.calls) == 1 and not routed.calls
+
+
+def test_an_order_result_speaks_the_routers_words_whatever_the_plugin_wrote():
+    """A plugin that copies its client's word (ccxt's "closed") still reports "filled", so the
+    alert is journaled filled, not submitted."""
+    def result(status: str) -> OrderResult:
+        return OrderResult(account="a", exchange="x", symbol="S", client_order_id="c", status=status)
+
+    assert [result(w).status for w in ("closed", "filled", "NEW", "Cancelled", "pending_cancel", "nonsense")] == [
+        "filled", "filled", "open", "canceled", "open", "unknown"]
