@@ -1,10 +1,16 @@
 """Command line: ``python -m core <command>``.
 
-    init-env                 write .env from .env.example with a random WEBHOOK_SECRET
-                             (only when .env does not exist)
+    init-env                 write .env from .env.example with a random WEBHOOK_SECRET and
+                             DASHBOARD_PASSWORD (printed once; only when .env does not exist)
     journal list [--state S] [--limit N]
     journal show <alert_id>
     journal stats
+    risk halt [--account NAME] [--flatten] [--reason TEXT]
+                             refuse new opening orders on one account (or all); with
+                             --flatten also cancel every open order and close every
+                             position (a running server does it within seconds)
+    risk resume [--account NAME]
+    risk status
 """
 
 from __future__ import annotations
@@ -21,16 +27,19 @@ from core.errors import ConfigError
 from core.state import StateBackend
 
 
-def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> bool:
-    """Create ``.env`` with a fresh WEBHOOK_SECRET; leave an existing one alone."""
+def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> str | None:
+    """Create ``.env`` with a fresh WEBHOOK_SECRET and DASHBOARD_PASSWORD; leave an existing
+    one alone. The dashboard password written, or None when ``.env`` existed."""
     if path.exists():
-        return False
+        return None
     lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
-    secret = secrets.token_hex(32)
-    out = [f"WEBHOOK_SECRET={secret}" if line.startswith("WEBHOOK_SECRET=") else line for line in lines]
+    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
+    out = [f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in fresh and "=" in line else line
+           for line in lines]
+    out += [f"{name}={value}" for name, value in fresh.items() if not any(line.startswith(name + "=") for line in lines)]
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     path.chmod(0o600)
-    return True
+    return fresh["DASHBOARD_PASSWORD"]
 
 
 async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -60,10 +69,40 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
+    """The kill switch, through the state store every server of this deployment reads."""
+    from core.risk_store import ALL, new_flatten_record
+
+    backend = StateBackend.from_settings(settings)
+    store = backend.risk_store()
+    try:
+        if args.action == "halt":
+            import time
+
+            account = (args.account or ALL).lower()
+            await store.set_halt(account, {"reason": args.reason or ("flatten" if args.flatten else "halted from the command line"),
+                                           "by": "cli", "since": time.time(), "until": None})
+            print(f"halted {'every account' if account == ALL else account}")
+            if args.flatten:
+                record = new_flatten_record(args.account, by="cli")
+                await store.save_flatten(record)
+                print(f"flatten {record['flatten_id']} requested: a running server cancels every open order and closes "
+                      f"every position; see `python -m core risk status`")
+        elif args.action == "resume":
+            cleared = await store.clear_halt(args.account.lower() if args.account else None)
+            print(f"resumed {', '.join(cleared)}" if cleared else "nothing was halted")
+        else:
+            print(json.dumps({"halts": await store.halts(), "flattens": await store.flattens(limit=10)}, indent=2, default=str))
+    finally:
+        await store.aclose()
+        await backend.aclose()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
+    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET and DASHBOARD_PASSWORD if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
     listing = jsub.add_parser("list")
@@ -72,13 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     show = jsub.add_parser("show")
     show.add_argument("alert_id")
     jsub.add_parser("stats")
+    risk = sub.add_parser("risk", help="the kill switch: halt, flatten, resume, status")
+    rsub = risk.add_subparsers(dest="action", required=True)
+    halt = rsub.add_parser("halt", help="refuse new opening orders (all accounts unless --account)")
+    halt.add_argument("--account")
+    halt.add_argument("--flatten", action="store_true", help="also cancel every open order and close every position")
+    halt.add_argument("--reason", default="")
+    resume = rsub.add_parser("resume", help="lift a halt (every halt unless --account)")
+    resume.add_argument("--account")
+    rsub.add_parser("status")
     args = parser.parse_args(argv)
 
     if args.command == "init-env":
-        print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
+        password = init_env()
+        if password is None:
+            print(".env exists; left as it is")
+        else:
+            print("wrote .env with a new WEBHOOK_SECRET")
+            print(f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)")
         return 0
+    command = risk_command if args.command == "risk" else journal_command
     try:
-        return asyncio.run(journal_command(args, Settings.from_env()))
+        return asyncio.run(command(args, Settings.from_env()))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2

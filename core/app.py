@@ -4,8 +4,10 @@
 and plugins are loaded when the server starts (``before_serving``), so a configuration
 error stops startup with one readable line, and importing this module is cheap.
 
-Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``GET /metrics`` the
-Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here).
+Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
+the kill switch (``core.killswitch``); ``GET /metrics`` the
+Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here);
+``/dashboard`` the web dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
 
 Abuse protection around the pipeline: ``core.proxy`` establishes the client's address and
@@ -27,6 +29,7 @@ from quart import Quart, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
+from core.dashboard import dashboard_blueprint
 from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
@@ -50,6 +53,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     app.config["PROPAGATE_EXCEPTIONS"] = False
     proxy = ProxyHeadersMiddleware(app.asgi_app)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
+    app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
 
     @app.before_serving
     async def graceful_sigterm_in_workers() -> None:
@@ -126,11 +130,33 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         headers = {k.lower(): v for k, v in request.headers.items()}
         bearer = headers.get("authorization", "")
         payload = {"token": bearer[7:].strip()} if bearer.lower().startswith("bearer ") else {}
-        for value in payload.values():
-            REDACTOR.add(value)
         inbound = InboundRequest(body=read_signature_message(alert_id), headers=headers, remote_addr=request.remote_addr or "",
                                  scheme=request.scheme, payload=payload, received_at=time.time(), query={})
         return jsonify(await router.alert_status(inbound, alert_id))
+
+    @app.post("/control/<action>")
+    async def control(action: str) -> tuple[Response, int]:
+        """The kill switch over HTTP: ``halt``, ``flatten``, ``resume`` (``status`` reads).
+        Authenticated like a webhook, with HMAC headers whose signed "body" is the request
+        line, a newline and the body (``control_signature_message``), or a token in the
+        body carrying the ``control`` scope. Body: ``{"account": NAME, "reason": TEXT}``,
+        both optional (no account: every account)."""
+        router = _router(app)
+        _require_https(router)
+        if action not in ("halt", "flatten", "resume", "status"):
+            raise NotFound(f"no control action '{action[:32]}' (halt, flatten, resume, status)")
+        await router.limits.check_failures(request.remote_addr or "")
+        try:
+            body = await request.get_data(cache=False, as_text=False)
+            payload = await router.parse(body, "application/json") if body.strip() else {}
+        except (WebhookError, RequestEntityTooLarge):
+            await router.limits.failed(request.remote_addr or "")  # refused before authenticating
+            raise
+        inbound = InboundRequest(body=control_signature_message(action, body), headers={k.lower(): v for k, v in request.headers.items()},
+                                 remote_addr=request.remote_addr or "", scheme=request.scheme, payload=payload,
+                                 received_at=time.time(), query={})
+        outcome = await router.control(inbound, action)
+        return jsonify(outcome.body), outcome.status
 
     @app.after_request
     async def count_webhook_answer(response: Response) -> Response:
@@ -182,13 +208,11 @@ async def serve_metrics() -> Response:
     return Response(body, content_type=content_type)
 
 
-# The app's own routes; plugins add theirs through the register_routes hook.
-APP_ROUTES = frozenset({"/", "/webhook", "/alerts/<alert_id>"})
-
-
 async def _add_plugin_routes(app: Quart, router: Router) -> None:
-    """The routes plugins register (``register_routes``: metrics, dashboards, ...)."""
-    for plugin, path, view, methods in await collect_routes(router.hook.register_routes, router, set(APP_ROUTES)):
+    """The routes plugins register (``register_routes``: metrics, dashboards, ...); the
+    app's own (``/``, ``/webhook``, ``/alerts/<alert_id>``, ...) cannot be taken."""
+    own = {rule.rule for rule in app.url_map.iter_rules() if not rule.endpoint.startswith("plugin.")}
+    for plugin, path, view, methods in await collect_routes(router.hook.register_routes, router, own):
         endpoint = f"plugin.{plugin}.{path}"
         if endpoint in app.view_functions:  # the same app started again (tests): the new view serves
             app.view_functions[endpoint] = view
@@ -199,6 +223,11 @@ async def _add_plugin_routes(app: Quart, router: Router) -> None:
 def read_signature_message(alert_id: str) -> bytes:
     """What an HMAC signature of ``GET /alerts/<alert_id>`` covers, in place of a body."""
     return f"GET /alerts/{alert_id}".encode()
+
+
+def control_signature_message(action: str, body: bytes) -> bytes:
+    """What an HMAC signature of ``POST /control/<action>`` covers: the request line and the body."""
+    return f"POST /control/{action}\n".encode() + body
 
 
 def _router(app: Quart) -> Router:

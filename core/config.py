@@ -57,6 +57,9 @@ class Settings(BaseModel):
     data_dir: str = Field("./data", alias="DATA_DIR")
     state_url: str = Field("", alias="STATE_URL", repr=False)
     state_prefix: str = Field("tvr", alias="STATE_PREFIX", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    # The web dashboard (core.dashboard): off unless a password is set.
+    dashboard_password: str = Field("", alias="DASHBOARD_PASSWORD", repr=False)
+    dashboard_session_ttl: int = Field(28800, alias="DASHBOARD_SESSION_TTL", gt=0)
     # The whole environment (with .env), for ${VAR} interpolation in plugins.yaml.
     environ: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
@@ -89,6 +92,13 @@ class Settings(BaseModel):
         from core.proxy import TrustedProxies
 
         TrustedProxies(value)  # raises ValueError naming the bad entry
+        return value
+
+    @field_validator("dashboard_password")
+    @classmethod
+    def _dashboard_password(cls, value: str) -> str:
+        if value and len(value) < 12:
+            raise ValueError("must be empty (dashboard off) or at least 12 characters")
         return value
 
     @field_validator("log_level", mode="before")

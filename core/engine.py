@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from core.errors import OrderError, StoreUnavailable, WebhookError
+from core.errors import OrderError, RiskLimitExceeded, StoreUnavailable, WebhookError
 from core.execution import Executor, LookupResult, client_order_id
 from core.journal import GAVE_UP
 from core.models import Alert, NothingToDo, OrderRequest, OrderResult
@@ -123,7 +123,11 @@ class ExecutionEngine:
             try:
                 await journal.heartbeat(self.worker_id)
                 for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
-                    self._recover(row)
+                    try:
+                        self._recover(row)
+                    except Exception as exc:  # a row with bad fields: set aside, the others go on
+                        await journal.quarantine(row.get("alert_id", ""), f"the journal row cannot be recovered: "
+                                                 f"{type(exc).__name__}: {str(exc)[:300]}")
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:
@@ -195,6 +199,12 @@ class ExecutionEngine:
             return Outcome(200, {"status": "nothing_to_do", "alert_id": alert_id, "message": str(reason)}, state="skipped")
         except Exception as exc:
             return await self._failed(alert, None, None, exc, sent=False)
+        try:
+            await self.router.kill_switch.check(alert, executor, order)
+        except RiskLimitExceeded as exc:
+            return await self._refused(alert, order, exc)
+        except Exception as exc:
+            return await self._failed(alert, order, None, exc, sent=False)
         # Retries must end before the answer is due (TradingView waits 3 s at most).
         remaining = self.options.response_budget - (time.time() - alert.received_at) - 0.1
         return await self._send(alert, executor, order, time.monotonic() + max(0.0, remaining))
@@ -305,6 +315,17 @@ class ExecutionEngine:
                                router=self.router)
         return outcome
 
+    async def _refused(self, alert: Alert, order: OrderRequest, exc: RiskLimitExceeded) -> Outcome:
+        """A risk limit or a halt refused the order: journaled ``refused``, reported, nothing sent."""
+        await self.journal.set_state(alert.alert_id, "refused", error_code=exc.code, error_message=exc.message,
+                                     http_status=exc.status)
+        log.warning("alert %s refused: %s", alert.alert_id, exc.message)
+        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="refused",
+                               router=self.router)
+        outcome = Outcome.error(exc.status, exc.code, exc.message, state="refused", alert_id=alert.alert_id)
+        outcome.body["error"]["limit"] = exc.limit
+        return outcome
+
     # ------------------------------------------------------------ reconciliation
 
     async def _reconcile(self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float,
@@ -383,11 +404,7 @@ class ExecutionEngine:
         alert_id = row["alert_id"]
         if alert_id in self.inflight:
             return
-        try:
-            alert = Alert.model_validate(row["payload"])
-        except Exception as exc:
-            log.error("alert %s cannot be recovered: its journaled payload is invalid: %s", alert_id, exc)
-            return
+        alert = Alert.model_validate(row["payload"])  # invalid: raises, and the row is quarantined
         alert.alert_id = alert_id
         alert.received_at = row["received_at"]
         executor = self.router.executors.get(row["account"] or "")

@@ -68,6 +68,27 @@ class Unprocessable(WebhookError):
     code = "unprocessable"
 
 
+class RiskLimitExceeded(Unprocessable):
+    """A risk limit or a halt refused the alert before anything was sent (422 ``risk_limit``).
+
+    ``limit`` names the limit (``max_order_notional``, ``halt``...), ``value`` its
+    configured value and ``figure`` what the alert came to; the message says all three.
+    """
+
+    code = "risk_limit"
+
+    def __init__(self, limit: str, message: str, *, value: object = None, figure: object = None):
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.figure = figure
+
+    def to_body(self) -> dict:
+        body = super().to_body()
+        body["error"]["limit"] = self.limit
+        return body
+
+
 class RateLimited(WebhookError):
     status = 429
     code = "rate_limited"

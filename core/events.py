@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from core.router import Router
 
 # The states an event can carry, in the order the README lists them.
-EVENT_STATES = ("filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired")
+EVENT_STATES = ("filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused",
+                "mismatch")
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from core.errors import ConfigError, Unprocessable
@@ -42,6 +43,10 @@ def child_order_id(parent: str, kind: str) -> str:
         return kind + parent[2:]
     digest = hashlib.sha256(f"{kind}\x00{parent}".encode()).hexdigest()
     return (kind + digest)[:max(len(parent), 10)]
+
+
+class VenueNotSupported(Exception):
+    """An optional executor read (``fetch_*``) this venue's plugin does not provide."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,14 @@ class Executor(abc.ABC):
         ``OutcomeUnknown``, ``CredentialsRefused``) or ``Unprocessable``; any other
         exception is read as ``OutcomeUnknown`` (the order may be booked)."""
 
+    async def account_snapshot(self) -> dict[str, Any] | None:
+        """What the account holds now, for the dashboard (read only when a page asks):
+        ``{"balances": {asset: {"free", "used", "total"}}, "positions": [{"symbol",
+        "contracts", "side", "entry_price"}], "open_orders": [{"symbol", "side", "type",
+        "amount", "price", "id", "client_order_id"}], "errors": {part: message}}``, values
+        as strings. Never a secret. ``None`` (the default): this executor cannot tell."""
+        return None
+
     async def lookup(self, order: OrderRequest) -> LookupResult:
         """After an unknown outcome, what became of ``order`` at the venue, for any action:
         create → the order found by its client order id; cancel → the target order if it
@@ -155,6 +168,31 @@ class Executor(abc.ABC):
         double an order: the alert stays ``unknown`` for a human to check. Answer
         ``absent`` only when the venue said so for sure."""
         return LookupResult.cannot_tell(f"{type(self).__name__} cannot look orders up", ask_again=False)
+
+    # -- optional reads, for risk limits, the kill switch and position sync. The defaults
+    # raise VenueNotSupported: a limit that needs the read then refuses (fails closed).
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        """The last traded price of ``symbol`` (the unified symbol of an ``OrderRequest``)."""
+        raise VenueNotSupported(f"reading the last price is not supported by this venue ({self.exchange})")
+
+    async def fetch_position(self, symbol: str) -> Decimal:
+        """The signed position held on ``symbol`` (long > 0, short < 0): contracts on a
+        derivatives market, the base asset's total balance on a spot market."""
+        raise VenueNotSupported(f"reading positions is not supported by this venue ({self.exchange})")
+
+    async def fetch_positions(self) -> dict[str, Decimal]:
+        """Every open derivatives position: unified symbol → signed contracts (non-zero only).
+        Spot balances are not positions here (a flatten does not sell them)."""
+        raise VenueNotSupported(f"listing positions is not supported by this venue ({self.exchange})")
+
+    async def fetch_equity(self, currency: str) -> Decimal:
+        """The account's equity in ``currency`` (balance plus unrealized profit and loss)."""
+        raise VenueNotSupported(f"reading the equity is not supported by this venue ({self.exchange})")
+
+    async def fetch_open_orders(self) -> dict[str, int]:
+        """Open orders of every market: unified symbol → how many are open."""
+        raise VenueNotSupported(f"listing open orders is not supported by this venue ({self.exchange})")
 
 
 class ExecutorRegistry:

@@ -157,6 +157,30 @@ def transform_payload(payload, request, router: "PluginHost"):
 
 
 @hookspec
+def check_risk(alert, order, executor, reducing, router: "PluginHost"):
+    """Refuse an order before it is sent: the risk phase, after the executor prepared
+    ``order`` (a ``core.models.OrderRequest``: market resolved, amount after precision,
+    ``reference_price`` and ``position_before`` where known) and before ``execute_order``.
+
+    Called for every order of every execution plugin, and for orders the router places
+    itself (a flatten's steps, a strategy correction). ``reducing`` is True when the order
+    can only lower risk (reduce-only, a close, a cancel, or an order that shrinks the
+    position it was computed from); the built-in limits never refuse such an order by
+    position, notional or hours. The kill switch (a halt) is checked by the router before
+    this hook and refuses opening orders only.
+
+    Raise ``core.errors.RiskLimitExceeded(limit, message, value=..., figure=...)`` to
+    refuse: the alert is answered 422 ``risk_limit``, journaled as ``refused``, reported
+    through ``on_error``, and nothing is sent. Return ``None`` to pass. **Every**
+    implementation is called in order until one raises; reads of the exchange
+    (``executor.fetch_last_price`` and the other optional ``Executor`` reads) may raise
+    ``core.execution.VenueNotSupported``: decide whether your check then refuses or skips.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
 def execute_order(order, executor, alert, router: "PluginHost"):
     """Place ``order`` (a ``core.models.OrderRequest``) for ``alert`` on ``executor``.
 

@@ -4,18 +4,31 @@ An alert is written (and committed) before the webhook answers. Its state moves 
 
     received → submitting → submitted | filled | canceled | rejected | failed | unknown
     received → skipped (nothing to do: a target already reached, close when flat)
+    received → refused (a risk limit or a halt refused it; nothing was sent)
     unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
     received/submitting (left by a crash, too old) → expired
     failed with nothing sent (answered 5xx) → received again when the sender resends
 
 and each order attempt is a row of its own with the client order id, the route, the
-request, the exchange's answer or error, and its timings. No secret is ever stored: the
-payload is journaled without token and credentials, and passes the redactor as well.
+request, the exchange's answer or error, and its timings.
+
+    unfinished, but its row cannot be read (bad JSON, bad fields) → quarantined
+
+No secret is ever stored, structurally: the payload is journaled without token and
+credentials, and secret-named fields are dropped (``core.redaction.without_secrets``)
+before the JSON is built. Stored JSON is never rewritten by text redaction (values a
+request chose could otherwise corrupt it).
+
+A row that cannot be read is *quarantined*: its state becomes ``quarantined`` (final: it
+no longer holds its lane and is never recovered automatically; a human checks the
+exchange), it is logged once and counted (GET / ``state.quarantined``), and the other
+rows are read and recovered as usual.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -23,11 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from core.database import SqliteDatabase, transaction
-from core.redaction import REDACTOR
+from core.redaction import REDACTOR, without_secrets
+
+log = logging.getLogger(__name__)
 
 ALERT_STATES = ("received", "submitting", "submitted", "filled", "canceled", "skipped", "rejected", "failed", "unknown",
-                "reconciled", "expired")
-FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired"})
+                "reconciled", "expired", "refused", "quarantined")
+FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired",
+                          "refused", "quarantined"})
+QUARANTINED = "quarantined"  # the state and error code of a row that cannot be read
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -49,7 +66,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     http_status   INTEGER,
     duplicates    INTEGER NOT NULL DEFAULT 0,
     owner         TEXT,
-    lane          TEXT NOT NULL DEFAULT ''
+    lane          TEXT NOT NULL DEFAULT '',
+    authenticated_at REAL,
+    journaled_at  REAL
 );
 CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
@@ -85,8 +104,32 @@ _UNFINISHED_SQL = f"(state IN ('received', 'submitting') OR (state = 'unknown' A
 
 
 def _dumps(value: Any) -> str:
-    return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
+    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
+    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
 
+
+def decode_json_fields(data: dict[str, Any], keys: tuple[str, ...], where: str, problems: list[str]) -> None:
+    """Decode the JSON columns ``keys`` of a stored row in place; one that is not valid JSON
+    becomes None and is named in ``problems`` (the row is then quarantined, not fatal)."""
+    for key in keys:
+        text = data.get(key)
+        if not text:
+            data[key] = None if text in (None, "") else text
+            continue
+        try:
+            data[key] = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            data[key] = None
+            problems.append(f"{where}{key} is not valid JSON ({type(exc).__name__})")
+
+
+def quarantine_reason(problems: list[str]) -> str:
+    return "the journal row cannot be read: " + "; ".join(problems)[:400]
+
+
+def log_quarantined(alert_id: str, reason: str) -> None:
+    log.error("alert %s quarantined (state 'quarantined', not recovered; check the exchange by hand): %s",
+              alert_id, reason)
 
 def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, now: float, result_json: str | None,
                   error_code: str | None, error_message: str | None, http_status: int | None) -> None:
@@ -96,6 +139,19 @@ def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, no
         " error_message = ?, http_status = COALESCE(?, http_status) WHERE alert_id = ?",
         (state, now, result_json, error_code, error_message, http_status, alert_id),
     )
+
+
+def _add_timing_columns(conn: sqlite3.Connection) -> None:
+    """A journal written before alerts recorded when they were authenticated and journaled
+    gets the two columns (empty for its old rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+    for column in ("authenticated_at", "journaled_at"):
+        if column not in columns:
+            try:
+                conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} REAL")
+            except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 @dataclass(frozen=True)
@@ -111,6 +167,7 @@ class Admission:
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
         self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
+        self.db.run_sync(_add_timing_columns)
 
     def close(self) -> None:
         self.db.close()
@@ -138,6 +195,7 @@ class Journal:
         payload: dict[str, Any],
         owner: str | None = None,
         lane: str = "",
+        authenticated_at: float | None = None,
     ) -> Admission:
         """Record a new alert, or return the one it duplicates; atomic across processes.
 
@@ -163,9 +221,10 @@ class Journal:
                 alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload, owner, lane) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json, owner, lane),
+                     symbol, side, amount, "received", payload_json, owner, lane, authenticated_at, time.time()),
                 )
                 return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"}, seq=int(cur.lastrowid))
 
@@ -262,28 +321,49 @@ class Journal:
                     "ORDER BY rowid",
                     (alive_since,),
                 ).fetchall()
+                claimed, quarantined = [], []
                 for row in rows:
                     conn.execute("UPDATE alerts SET owner = ? WHERE alert_id = ?", (worker_id, row["alert_id"]))
+                    alert = self._get(conn, row["alert_id"])
+                    if alert is not None and alert.get("unreadable"):
+                        reason = quarantine_reason(alert["unreadable"])
+                        _update_alert(conn, alert["alert_id"], QUARANTINED, time.time(), None, QUARANTINED, reason, None)
+                        quarantined.append((alert["alert_id"], reason))
+                    elif alert is not None:
+                        claimed.append(alert)
                 conn.execute("DELETE FROM workers WHERE heartbeat_at < ?", (alive_since - 3600,))
-                return [self._get(conn, row["alert_id"]) for row in rows]
+                return claimed, quarantined
 
-        return await self.db.run(claim)
+        claimed, quarantined = await self.db.run(claim)
+        for alert_id, reason in quarantined:
+            log_quarantined(alert_id, reason)
+        return claimed
+
+    async def quarantine(self, alert_id: str, reason: str) -> None:
+        """Set an unfinished alert aside: it cannot be read or recovered (see the module doc)."""
+        await self.set_state(alert_id, QUARANTINED, error_code=QUARANTINED, error_message=reason[:500])
+        log_quarantined(alert_id, reason)
+
+    async def quarantined_count(self) -> int:
+        return await self.db.run(lambda conn: conn.execute(
+            "SELECT COUNT(*) FROM alerts WHERE state = ?", (QUARANTINED,)).fetchone()[0], read_only=True)
 
     # -- reading ---------------------------------------------------------------
 
     @staticmethod
     def _alert_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+        """The row with its JSON decoded. A column that cannot be decoded is None and the
+        row carries ``unreadable`` (a list of what is wrong) instead of raising."""
         data = dict(row)
-        for key in ("payload", "result"):
-            if data.get(key):
-                data[key] = json.loads(data[key])
+        problems: list[str] = []
+        decode_json_fields(data, ("payload", "result"), "", problems)
         data["orders"] = []
         for order in conn.execute("SELECT * FROM orders WHERE alert_id = ? ORDER BY id", (row["alert_id"],)):
             item = dict(order)
-            for key in ("request", "response"):
-                if item.get(key):
-                    item[key] = json.loads(item[key])
+            decode_json_fields(item, ("request", "response"), f"order attempt {item.get('attempt')}: ", problems)
             data["orders"].append(item)
+        if problems:
+            data["unreadable"] = problems
         return data
 
     def get_sync(self, alert_id: str) -> dict[str, Any] | None:
@@ -335,13 +415,32 @@ class Journal:
     @staticmethod
     def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
         query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
-                 " duplicates FROM alerts")
+                 " duplicates, payload FROM alerts")
         args: tuple = ()
         if state:
             query += " WHERE state = ?"
             args = (state,)
         query += " ORDER BY received_at DESC LIMIT ?"
-        return [dict(r) for r in conn.execute(query, args + (limit,))]
+        return [dict(r) | {"payload": json.loads(r["payload"])} for r in conn.execute(query, args + (limit,))]
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = [dict(r) | {"orders": []} for r in conn.execute(
+                "SELECT alert_id, account, state, received_at, updated_at FROM alerts WHERE received_at >= ?"
+                " ORDER BY received_at DESC LIMIT ?", (since, limit))]
+            by_id = {r["alert_id"]: r for r in rows}
+            if rows:
+                oldest = rows[-1]["received_at"]
+                for o in conn.execute("SELECT o.alert_id, o.account, o.state, o.started_at, o.finished_at FROM orders o"
+                                      " JOIN alerts a ON a.alert_id = o.alert_id WHERE a.received_at >= ?", (oldest,)):
+                    if o["alert_id"] in by_id:
+                        by_id[o["alert_id"]]["orders"].append(dict(o))
+            return rows[::-1]
+
+        return await self.db.run(read)
 
     @staticmethod
     def _stats(conn: sqlite3.Connection) -> dict[str, Any]:

@@ -31,8 +31,9 @@ import json
 import time
 from typing import Any
 
-from core.journal import ALERT_STATES, GAVE_UP, SUCCESS_STATES, UNFINISHED, Admission
-from core.redaction import REDACTOR
+from core.journal import (ALERT_STATES, GAVE_UP, QUARANTINED, SUCCESS_STATES, UNFINISHED, Admission, decode_json_fields,
+                          log_quarantined, quarantine_reason)
+from core.redaction import REDACTOR, without_secrets
 from core.state_redis import guarded
 
 
@@ -128,11 +129,12 @@ return claimed
 
 _JSON_FIELDS = ("payload", "result")
 _NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
-                  "explicit_id": int, "attempts": int}
+                  "explicit_id": int, "attempts": int, "authenticated_at": float, "journaled_at": float}
 
 
 def _dumps(value: Any) -> str:
-    return REDACTOR.redact(json.dumps(value, default=str, separators=(",", ":")))
+    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
+    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
 
 
 class RedisJournal:
@@ -173,10 +175,13 @@ class RedisJournal:
 
     async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
                     principal: str | None, account: str, symbol: str, side: str, amount: str,
-                    payload: dict[str, Any], owner: str | None = None, lane: str = "") -> Admission:
+                    payload: dict[str, Any], owner: str | None = None, lane: str = "",
+                    authenticated_at: float | None = None) -> Admission:
         fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
                   "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
-                  "payload": _dumps(payload), "owner": owner or ""}
+                  "payload": _dumps(payload), "owner": owner or "",
+                  "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+                  "journaled_at": repr(time.time())}
         args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
                 str(self.retention), lane]
         for key, value in fields.items():
@@ -242,8 +247,22 @@ class RedisJournal:
 
     async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
         ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
-        rows = [await self.get(alert_id) for alert_id in ids]
-        return [row for row in rows if row is not None]
+        claimed = []
+        for alert_id in ids:
+            row = await self.get(alert_id)
+            if row is not None and row.get("unreadable"):
+                await self.quarantine(alert_id, quarantine_reason(row["unreadable"]))
+            elif row is not None:
+                claimed.append(row)
+        return claimed
+
+    async def quarantine(self, alert_id: str, reason: str) -> None:
+        """Set an unfinished alert aside: it cannot be read or recovered (see core.journal)."""
+        await self.set_state(alert_id, QUARANTINED, error_code=QUARANTINED, error_message=reason[:500])
+        log_quarantined(alert_id, reason)
+
+    async def quarantined_count(self) -> int:
+        return int(await self._durable(self.client.hget(self._key("stats"), QUARANTINED)) or 0)
 
     async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
         if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
@@ -256,17 +275,25 @@ class RedisJournal:
 
     # -- reading ---------------------------------------------------------------
 
-    def _decode(self, raw: dict[str, str]) -> dict[str, Any]:
+    def _decode(self, raw: dict[str, str], problems: list[str] | None = None) -> dict[str, Any]:
+        """The stored hash as a row. A field that cannot be decoded is None and named in
+        ``unreadable`` (and in ``problems``), never an exception."""
         data: dict[str, Any] = dict(raw)
+        problems = [] if problems is None else problems
         for key, cast in _NUMBER_FIELDS.items():
             if data.get(key) not in (None, ""):
-                data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                try:
+                    data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                except (TypeError, ValueError, OverflowError):
+                    data[key] = None
+                    problems.append(f"{key} is not a number")
             else:
                 data[key] = None
-        for key in _JSON_FIELDS:
-            data[key] = json.loads(data[key]) if data.get(key) else None
+        decode_json_fields(data, _JSON_FIELDS, "", problems)
         for key in ("error_code", "error_message", "principal", "owner"):
             data[key] = data.get(key) or None
+        if problems:
+            data["unreadable"] = problems
         return data
 
     async def get(self, alert_id: str) -> dict[str, Any] | None:
@@ -276,20 +303,57 @@ class RedisJournal:
         raw, orders = await self._durable(pipe.execute())
         if not raw:
             return None
-        data = self._decode(raw)
-        data["orders"] = [json.loads(orders[number]) for number in sorted(orders, key=int)]
+        problems: list[str] = []
+        attempts = []
+        for number in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
+            try:
+                attempt = json.loads(orders[number])
+            except ValueError as exc:
+                problems.append(f"order attempt {number} is not valid JSON ({type(exc).__name__})")
+                continue
+            if isinstance(attempt, dict):
+                attempts.append(attempt)
+            else:
+                problems.append(f"order attempt {number} is not a JSON object")
+        data = self._decode(raw, problems)
+        data["orders"] = attempts
         return data
 
     async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
         ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
         rows = []
-        for alert_id in ids:
-            raw = await self._durable(self.client.hgetall(self._key("a", alert_id)))
-            if raw and (state is None or raw.get("state") == state):
-                rows.append(self._decode(raw))
-            if len(rows) >= limit:
-                break
+        for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hgetall(self._key("a", alert_id))
+            for raw in await self._durable(pipe.execute()):
+                if raw and (state is None or raw.get("state") == state):
+                    rows.append(self._decode(raw))
+                if len(rows) >= limit:
+                    return rows
         return rows
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+        ids = await self._durable(self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000),
+                                                               start=0, num=limit))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 200):
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
+                pipe.hgetall(self._key("o", alert_id))
+            found = await self._durable(pipe.execute())
+            for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
+                if fields[2] is None:
+                    continue  # expired meanwhile
+                attempts = [json.loads(orders[n]) for n in sorted(orders, key=int)]
+                rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
+                             "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
+                             "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
+                                        for a in attempts]})
+        return rows[::-1]
 
     async def stats(self) -> dict[str, Any]:
         counts = await self._durable(self.client.hgetall(self._key("stats")))

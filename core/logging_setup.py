@@ -1,4 +1,8 @@
-"""LOG_LEVEL and LOG_FORMAT (human text or JSON lines), with redaction always on."""
+"""LOG_LEVEL and LOG_FORMAT (human text or JSON lines), with redaction always on.
+
+Every record is redacted and has its control characters escaped when it is made
+(``core.redaction.RedactingRecordFactory``), whichever logger made it: a log line is one
+line, whatever a request sent."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import logging
 import sys
 import time
 
-from core.redaction import REDACTOR, install_redaction
+from core.redaction import MASK, REDACTOR, install_redaction, is_secret_name
 
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -22,12 +26,29 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        # The message and exc were redacted and escaped when the record was made
+        # (core.redaction); extras are redacted one by one here. The JSON text itself is
+        # never rewritten (a masked substring could break the line), and json.dumps
+        # escapes every control and non-ASCII character.
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                data[key] = value
+                data[key] = MASK if is_secret_name(key) else _redacted(value)
         if record.exc_text:
             data["exc"] = record.exc_text
-        return REDACTOR.redact(json.dumps(data, default=str))
+        return json.dumps(data, default=str)
+
+
+def _redacted(value: object) -> object:
+    """An extra field of a record, with secrets masked inside every string it holds."""
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {str(k): MASK if is_secret_name(k) else _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return REDACTOR.redact(str(value))
 
 
 class TextFormatter(logging.Formatter):

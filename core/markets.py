@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, DecimalException
 from typing import Any
 
 from core.errors import Unprocessable
@@ -287,7 +287,10 @@ def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal |
     assert value is not None
     symbol, venue = market.symbol, book.venue
     label = "price" if name == "price" else "stop_price"
-    rounded = book.price_to_precision(market, value)
+    try:
+        rounded = book.price_to_precision(market, value)
+    except DecimalException:  # e.g. Underflow of a price far below any tick
+        raise Unprocessable(f"{label} {value} cannot be rounded to a tick for {symbol} on {venue}", code="price_off_tick") from None
     if Decimal(rounded) != value:
         tick = market.price_tick
         raise Unprocessable(f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",

@@ -147,7 +147,7 @@ class MetricsRecorder:
 
     # ------------------------------------------------------------ scraping
 
-    async def exposition(self, journal: Journal | None, accept: str = "") -> tuple[bytes, str]:
+    async def exposition(self, journal: Journal | None, accept: str = "", halted: dict[str, int] | None = None) -> tuple[bytes, str]:
         """Every worker's samples plus the journal's backlog, in the format ``accept``
         asks for (Prometheus text by default, OpenMetrics on request); and its media type."""
         backlog = None
@@ -157,9 +157,9 @@ class MetricsRecorder:
             except Exception as exc:  # noqa: BLE001 - the store is down: still expose what this process knows
                 log.warning("metrics: journal backlog unavailable: %s", exc)
         encoder, content_type = choose_encoder(accept)
-        return await asyncio.to_thread(self._generate, backlog, encoder), content_type
+        return await asyncio.to_thread(self._generate, backlog, encoder, halted), content_type
 
-    def _generate(self, backlog: dict[str, int] | None, encoder) -> bytes:
+    def _generate(self, backlog: dict[str, int] | None, encoder, halted: dict[str, int] | None = None) -> bytes:
         for path in _process_files(self.directory, lambda pid: not _alive(pid)):
             if path.name.startswith("gauge_live"):
                 mark_process_dead(_pid_of(path), str(self.directory))  # a dead worker's orders are not in flight
@@ -167,6 +167,8 @@ class MetricsRecorder:
         MultiProcessCollector(registry, path=str(self.directory))
         if backlog is not None:
             registry.register(_BacklogCollector(backlog))
+        if halted is not None:
+            registry.register(_HaltCollector(halted))
         return encoder(registry)
 
 
@@ -189,6 +191,28 @@ class _BacklogCollector:
         for state in BACKLOG_STATES:
             family.add_metric([state], self.counts.get(state, 0))
         yield family
+
+
+class _HaltCollector:
+    def __init__(self, halted: dict[str, int]):
+        self.halted = halted
+
+    def collect(self):
+        family = GaugeMetricFamily(f"{NAMESPACE}_account_halted", "1 while the kill switch halts the account's opening orders.",
+                                   labels=["account"])
+        for account, value in sorted(self.halted.items()):
+            family.add_metric([account], value)
+        yield family
+
+
+async def account_halts(router: Router) -> dict[str, int] | None:
+    """Account → 1 when halted (by its own halt or one of every account), else 0."""
+    try:
+        halts = await router.kill_switch.halts()
+    except Exception as exc:  # noqa: BLE001 - the store is down: expose the rest
+        log.warning("metrics: halts unavailable: %s", exc)
+        return None
+    return {e.account: int(e.account.lower() in halts or "*" in halts) for e in router.executors}
 
 
 async def journal_backlog(journal: Journal) -> dict[str, int]:
@@ -261,7 +285,7 @@ class Plugin:
 
     async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
         assert self.recorder is not None
-        return await self.recorder.exposition(router.journal, accept)
+        return await self.recorder.exposition(router.journal, accept, await account_halts(router))
 
     def webhook_answered(self, status: int) -> None:
         if self.recorder is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -31,6 +31,7 @@ class InboundRequest:
     payload: dict[str, Any]
     received_at: float
     query: dict[str, str] = field(default_factory=dict)
+    authenticated_at: float | None = None  # set by the router once authentication accepted it
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -48,28 +49,79 @@ class AuthResult:
     principal: str | None = None
     reason: str = ""
     status: int = 401  # 401 bad credentials, 403 not allowed (address, scheme)
+    # What the credential may do beyond sending alerts, e.g. "control" (the kill switch).
+    scopes: tuple[str, ...] = ()
 
     @classmethod
-    def accept(cls, principal: str) -> "AuthResult":
-        return cls(True, principal=principal)
+    def accept(cls, principal: str, scopes: tuple[str, ...] = ()) -> "AuthResult":
+        return cls(True, principal=principal, scopes=tuple(scopes))
 
     @classmethod
     def reject(cls, reason: str, status: int = 401) -> "AuthResult":
         return cls(False, reason=reason, status=status)
 
 
-def _decimal(value: Any, name: str) -> Decimal | None:
+# Every number of an alert is read by parse_decimal, here and nowhere else: ASCII decimal
+# forms only, with bounded digits and exponent, so no input can make Decimal/int work
+# on a number with a billion digits (an int(Decimal("1e999999999")) hangs the loop).
+_DECIMAL_TEXT = re.compile(r"[+-]?(?P<mantissa>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE](?P<exponent>[+-]?[0-9]+))?")
+MAX_NUMBER_TEXT = 64  # characters of a number written as text
+MAX_NUMBER_DIGITS = 40  # digits of its mantissa
+MAX_NUMBER_EXPONENT = 30  # |power of ten of its leading digit|: 1e-30 < |x| < 1e31
+
+
+def parse_decimal(value: Any, name: str) -> Decimal | None:
+    """A number of the alert as a ``Decimal``; None for null or "".
+
+    Accepted: a JSON number (not a boolean) or a string of ASCII decimal form — optional
+    sign, digits, one decimal point, an optional exponent (``-0.5``, ``.25``, ``1e-5``) —
+    at most 64 characters and 40 digits, its magnitude within 1e-30 and 1e31 (or zero).
+    Refused with a ValueError naming ``name``: thousands separators (``1,000``, ``1_000``),
+    non-ASCII digits, hex, ``NaN``/``Infinity``, anything else.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, not true/false")
+    if isinstance(value, int):
+        if abs(value) >= 10 ** (MAX_NUMBER_EXPONENT + 1):
+            raise ValueError(f"{name} is out of range (at most 1e{MAX_NUMBER_EXPONENT + 1})")
+        text = str(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number")
+        text = repr(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite():
+            raise ValueError(f"{name} must be a finite number")
+        text = str(value)
+    elif isinstance(value, str):
+        text = value.strip()
+    else:
         raise ValueError(f"{name} must be a number")
-    try:
-        number = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        raise ValueError(f"{name} must be a number, got {str(value)[:40]!r}") from None
-    if not number.is_finite():
-        raise ValueError(f"{name} must be a finite number")
+    form = _DECIMAL_TEXT.fullmatch(text) if len(text) <= MAX_NUMBER_TEXT else None
+    if form is None:
+        shown = text[:24].encode("ascii", "backslashreplace").decode()
+        raise ValueError(f"{name} must be a decimal number like 0.01, -2 or 1e-5 (ASCII digits, no separators), got {shown!r}")
+    out_of_range = ValueError(f"{name} is out of range (between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT + 1})")
+    if sum(c.isdigit() for c in form["mantissa"]) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"{name} has more than {MAX_NUMBER_DIGITS} digits")
+    if form["exponent"] is not None and len(form["exponent"].lstrip("+-").lstrip("0")) > 3:
+        raise out_of_range  # |exponent| >= 1000: far outside the range, whatever the digits
+    number = Decimal(text)
+    if number and not -MAX_NUMBER_EXPONENT <= number.adjusted() <= MAX_NUMBER_EXPONENT:
+        raise out_of_range
     return number
+
+
+def parse_integer(value: Any, name: str) -> int | None:
+    """A whole number of the alert (``5``, ``"5"``, ``5.0``), read by ``parse_decimal``."""
+    number = parse_decimal(value, name)
+    if number is None:
+        return None
+    if number != number.to_integral_value():
+        raise ValueError(f"{name} must be a whole number")
+    return int(number)  # bounded above: at most 31 digits
 
 
 class Credentials(BaseModel):
@@ -176,7 +228,7 @@ class Alert(BaseModel):
     @field_validator("amount", mode="before")
     @classmethod
     def _amount(cls, value: Any) -> Decimal | None:
-        number = _decimal(value, "amount")
+        number = parse_decimal(value, "amount")
         if number is None:
             return None
         if number <= 0:
@@ -188,7 +240,7 @@ class Alert(BaseModel):
     @field_validator("price", "stop_price", "stop_loss", "take_profit", mode="before")
     @classmethod
     def _price(cls, value: Any, info) -> Decimal | None:
-        number = _decimal(value, info.field_name)
+        number = parse_decimal(value, info.field_name)
         if number is None:
             return None
         if number <= 0:
@@ -197,10 +249,15 @@ class Alert(BaseModel):
             raise ValueError(f"{info.field_name} must be at most {MAX_AMOUNT:f}")
         return number
 
+    @field_validator("leverage", mode="before")
+    @classmethod
+    def _leverage(cls, value: Any) -> int | None:
+        return parse_integer(value, "leverage")
+
     @field_validator("target_position", mode="before")
     @classmethod
     def _target(cls, value: Any) -> Decimal | None:
-        number = _decimal(value, "target_position")
+        number = parse_decimal(value, "target_position")
         if number is not None and abs(number) > MAX_AMOUNT:
             raise ValueError(f"target_position must be within ±{MAX_AMOUNT:f}")
         return number

@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tradingview", "plugins.transforms.tradingview"),
     ("paper", "plugins.exchanges.paper"),
     ("ccxt", "plugins.exchanges.ccxt_exchange"),
+    ("risk", "plugins.risk.limits"),
     ("webhook_notify", "plugins.notifiers.webhook_notify"),
     ("telegram", "plugins.notifiers.telegram"),
     ("metrics", "core.metrics"),

@@ -21,6 +21,7 @@ from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.engine import ExecutionEngine
+from core.killswitch import KillSwitch
 from core.execution import Executor, ExecutorRegistry
 from core.state import StateBackend, StateOptions
 from core.models import Alert, AuthResult, Credentials, InboundRequest
@@ -46,9 +47,10 @@ class Router:
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
         self.journal: Any = None  # core.journal.Journal or core.journal_redis.RedisJournal, opened at start()
         self.engine = ExecutionEngine(self)
+        self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
-        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
+        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.dashboard_password):
             REDACTOR.add(secret, static=True)
 
     @property
@@ -84,6 +86,7 @@ class Router:
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await self.executors.start_all()
+        await self.kill_switch.start()
         await call_hook(self.hook.router_startup, router=self)
         await self.engine.start()
         log.info(
@@ -94,6 +97,7 @@ class Router:
 
     async def stop(self) -> None:
         await self.engine.stop(self.options.shutdown_grace)
+        await self.kill_switch.stop()
         await call_hook_safely(self.hook.router_shutdown, router=self)
         await self.executors.close_all()
         if self.journal is not None:
@@ -108,9 +112,16 @@ class Router:
         try:
             assert self.journal is not None
             await asyncio.wait_for(self.journal.ping(), timeout=2)
+            quarantined = await asyncio.wait_for(self.journal.quarantined_count(), timeout=2)
+            if quarantined:
+                state["quarantined"] = quarantined  # journal rows set aside unread: see `journal list`
         except Exception as exc:
             state.update(ok=False, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:200])
         ok = state["ok"] and all(a["ready"] for a in accounts.values())
+        try:
+            halts = await self.kill_switch.halts()
+        except Exception as exc:
+            halts = {"error": getattr(exc, "message", None) or type(exc).__name__}
         return {
             "status": "ok" if ok else "degraded",
             "state": state,
@@ -119,6 +130,7 @@ class Router:
             "plugins": [{"name": p.name, "source": p.source} for p in self.plugins.loaded],
             "accounts": accounts,
             "default_account": getattr(self.executors.default, "account", None),
+            "halts": halts,
         }
 
     # ------------------------------------------------------------ the pipeline
@@ -129,9 +141,7 @@ class Router:
             raise BadRequest("no parser accepted the body")
         if not isinstance(payload, dict):
             raise Unprocessable("the alert must be a JSON object", code="invalid_alert")
-        # Before anything can log it: payload secrets join the redactor.
-        for key in SECRET_FIELDS:
-            REDACTOR.add(payload.get(key))
+        # Not registered with the redactor here: only values that authenticate are (receive()).
         return payload
 
     async def authenticate(self, request: InboundRequest) -> AuthResult:
@@ -191,24 +201,60 @@ class Router:
 
     async def alert_status(self, request: InboundRequest, alert_id: str) -> dict[str, Any]:
         """The journaled alert with its order attempts, for an authenticated reader."""
+        presented = _presented_secrets(request.payload)
         auth = await self.authenticate(request)
         if not auth.accepted:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        _register_secrets(presented)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
+        if row is None and alert_id.startswith("flatten-"):
+            flatten = await self.kill_switch.flatten_record(alert_id.removeprefix("flatten-"))
+            if flatten is not None:
+                return flatten  # its steps are alerts of their own: GET /alerts/<step id>
         if row is None:
             raise NotFound(f"no alert '{alert_id[:128]}' in the journal")
         row.pop("body_hash", None)
         row.pop("owner", None)
         return row
 
-    async def receive(self, request: InboundRequest) -> Outcome:
-        """Run one webhook request through the pipeline; the answer to send."""
+    async def control(self, request: InboundRequest, action: str) -> Outcome:
+        """The kill switch for an authenticated operator: HMAC (the webhook secret's holder)
+        or a token with the ``control`` scope."""
         auth = await self.authenticate(request)
         if not auth.accepted:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        if auth.principal != "hmac" and "control" not in auth.scopes:
+            log.warning("control %s refused for %s: no control scope", action, auth.principal)
+            raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
+        account = request.payload.get("account")
+        if account is not None and (not isinstance(account, str) or self.executors.get(account) is None):
+            raise Unprocessable(f"unknown account '{str(account)[:64]}'", code="unknown_account")
+        reason = str(request.payload.get("reason") or "")[:200]
+        by = f"http:{auth.principal}"
+        if action == "halt":
+            record = await self.kill_switch.halt(account, reason=reason or "halted over HTTP", by=by)
+            return Outcome(200, {"status": "halted", "account": account or "*", "halt": record})
+        if action == "flatten":
+            record = await self.kill_switch.request_flatten(account, by=by, reason=reason)
+            return Outcome(202, {"status": "flattening", "account": account or "*", "flatten_id": record["flatten_id"],
+                                 "message": "halted; every open order is canceled and every position closed; "
+                                            "see GET / (halts) and python -m core risk status"})
+        if action == "resume":
+            return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
+        return Outcome(200, await self.kill_switch.status())
+
+    async def receive(self, request: InboundRequest) -> Outcome:
+        """Run one webhook request through the pipeline; the answer to send."""
+        presented = _presented_secrets(request.payload)  # auth plugins may pop them
+        auth = await self.authenticate(request)
+        if not auth.accepted:
+            await self.limits.failed(request.remote_addr)
+            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        _register_secrets(presented)
+        request.authenticated_at = time.time()
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         if len(alert.accounts) > 1:
@@ -265,6 +311,7 @@ class Router:
             explicit_id=alert.alert_id,
             body_hash=body_hash,
             received_at=request.received_at,
+            authenticated_at=request.authenticated_at,
             dedup_window=self.options.dedup_window,
             principal=auth.principal,
             account=executor.account,
@@ -328,6 +375,17 @@ SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "s
 ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal", "received_at"}
 
 
+def _presented_secrets(payload: dict[str, Any]) -> list[Any]:
+    return [payload[key] for key in SECRET_FIELDS if key in payload]
+
+
+def _register_secrets(values: list[Any]) -> None:
+    """The token and credentials of a request that authenticated join the log redactor.
+    Never earlier: a value from an unauthenticated request must not choose what is masked."""
+    for value in values:
+        REDACTOR.add(value)
+
+
 def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
     """The seed's per-alert apiKey/secret, used for that order only."""
     if not allowed:
@@ -335,7 +393,10 @@ def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials
                             "name a configured account instead", code="payload_credentials_disabled")
     if not all(isinstance(values.get(k), str) and values.get(k) for k in ("api_key", "secret")):
         raise Unprocessable("apiKey and secret must both be non-empty strings", code="invalid_alert")
-    return Credentials.model_validate(values)
+    try:
+        return Credentials.model_validate(values)
+    except ValidationError as exc:  # e.g. a password that is not a string
+        raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
 
 
 def _forbidden(auth: AuthResult) -> WebhookError:

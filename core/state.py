@@ -119,6 +119,16 @@ class StateBackend:
 
         return RedisRateStore(self.client, self.prefix)
 
+    def risk_store(self) -> Any:
+        """Halts, flattens, order counts and day baselines (``core.risk_store``)."""
+        if not self.is_redis:
+            from core.risk_store import SqliteRiskStore
+
+            return SqliteRiskStore(self.data_dir / "risk.sqlite3")
+        from core.risk_store import RedisRiskStore
+
+        return RedisRiskStore(self.client, self.prefix)
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()

@@ -15,6 +15,15 @@ from tests.support import SECRET, ServerProcess, base_env
 
 pytest_plugins: list[str] = []
 
+# Hypothesis profiles: CI (CI=true) runs the property suites at full size, a local run at a
+# tenth; HYPOTHESIS_PROFILE=ci runs the full size locally. Derandomized: a run is repeatable.
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("ci", max_examples=3000, derandomize=True, database=None, deadline=None)
+hypothesis_settings.register_profile("dev", max_examples=300, derandomize=True, database=None, deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                                 or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
+
 
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:

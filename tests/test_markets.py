@@ -225,3 +225,16 @@ async def test_order_request_carries_client_order_id_and_params(load):
     assert order.client_order_id == "tv" + "0" * 30
     assert order.params == {"reduceOnly": True}
     assert (order.account, order.exchange, order.side) == ("acct", "binance", "buy")
+
+
+async def test_a_price_far_below_any_tick_is_refused_not_an_underflow(load):
+    """Issue 11, finding 5: ccxt's rounding raised decimal.Underflow (answered 500). The
+    alert model refuses such a number already; the market check holds on its own too."""
+    from decimal import Decimal
+
+    binance = await load("binance")
+    alert = Alert.model_validate({"symbol": "BTCUSDT", "side": "buy", "amount": "0.01", "order_type": "limit", "price": "1"})
+    alert = alert.model_copy(update={"price": Decimal("1e-300000000")})
+    with pytest.raises(Unprocessable) as info:
+        prepare_order(market_book(binance), alert, account="acct", client_order_id="tv" + "0" * 30)
+    assert info.value.status == 422 and "price" in info.value.message

@@ -47,4 +47,4 @@ class Plugin:
         info = await self.store.verify(token if isinstance(token, str) else "")
         if info is None:
             return AuthResult.reject("unknown, expired or revoked token")
-        return AuthResult.accept(info.principal)
+        return AuthResult.accept(info.principal, scopes=tuple(getattr(info, "scopes", ()) or ()))

@@ -171,6 +171,20 @@ class PaperExecutor(Executor):
 
         return await self.db.run(read)
 
+    async def account_snapshot(self) -> dict[str, Any]:
+        """The ledger's balances, positions and open orders (for the dashboard)."""
+        balances = await self.balances()
+        positions = await self.positions()
+        return {
+            "balances": {asset: {"free": amount, "used": "0", "total": amount} for asset, amount in balances.items()},
+            "positions": [{"symbol": symbol, "contracts": p["contracts"], "entry_price": p["entry_price"],
+                           "side": "short" if p["contracts"].startswith("-") else "long"} for symbol, p in positions.items()],
+            "open_orders": [{"symbol": o["symbol"], "side": o["side"], "type": o["type"],
+                             "amount": o["amount"], "price": o["price"], "id": o["id"],
+                             "client_order_id": o.get("client_order_id")} for o in await self.orders("open")],
+            "errors": {},
+        }
+
     async def settings(self, symbol: str) -> dict[str, Any]:
         """The leverage and margin mode the ledger applies to ``symbol``."""
         return await self.db.run(lambda conn: self._settings(conn, symbol))
@@ -211,6 +225,42 @@ class PaperExecutor(Executor):
             return LookupResult.found(self._result(order, row, self._children(conn, order.client_order_id)))
 
         return await self.db.run(find)
+
+    # -- the optional reads of core.execution.Executor (risk limits, flatten, position sync)
+
+    async def fetch_last_price(self, symbol: str) -> Decimal:
+        return self._last_price(symbol)
+
+    async def fetch_position(self, symbol: str) -> Decimal:
+        market = self.options.markets[symbol]
+        if market.type == "spot":
+            return Decimal((await self.balances()).get(market.base, "0"))
+        held = (await self.positions()).get(symbol)
+        return Decimal(held["contracts"]) if held else Decimal(0)
+
+    async def fetch_positions(self) -> dict[str, Decimal]:
+        return {symbol: Decimal(p["contracts"]) for symbol, p in (await self.positions()).items()}
+
+    async def fetch_equity(self, currency: str) -> Decimal:
+        """The currency's balance plus, for positions settled in it, their margin and
+        unrealized profit at the configured last price."""
+        equity = Decimal((await self.balances()).get(currency, "0"))
+        for symbol, held in (await self.positions()).items():
+            market = self.options.markets.get(symbol)
+            if market is None or market.quote != currency:
+                continue
+            contracts, entry = Decimal(held["contracts"]), Decimal(held["entry_price"])
+            leverage = (await self.settings(symbol))["leverage"]
+            equity += abs(contracts) * entry / leverage + contracts * (market.last_price - entry)
+        return equity
+
+    async def fetch_open_orders(self) -> dict[str, int]:
+        def read(conn: sqlite3.Connection) -> dict[str, int]:
+            return {r[0]: r[1] for r in conn.execute(
+                "SELECT symbol, COUNT(*) FROM paper_orders WHERE account = ? AND status = 'open' GROUP BY symbol",
+                (self.account,))}
+
+        return await self.db.run(read)
 
     # -- the ledger (runs on the database thread) ------------------------------
 

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EventState = Literal["filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired"]
+EventState = Literal["filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused",
+                     "mismatch"]
 MAX_TEXT = 1900  # under Discord's 2000 characters (Telegram: 4096, Slack: 40000)
 MAX_RETRY_AFTER = 60.0
 
@@ -59,7 +60,8 @@ CommaList = Annotated[list[str], BeforeValidator(split_list)]
 class NotifierOptions(PluginOptions):
     """Options every notifier has."""
 
-    # Which outcomes to report: filled, submitted, reconciled, rejected, failed, unknown, expired.
+    # Which outcomes to report: filled, submitted, reconciled, rejected, failed, unknown, expired,
+    # refused (a risk limit or a halt), mismatch (a strategy's position differs from the exchange's).
     events: list[EventState] = Field(default_factory=lambda: list(EVENT_STATES))
     # Seconds one HTTP request may take, and further attempts after a failed one.
     timeout: float = Field(5.0, gt=0, le=300)
@@ -93,6 +95,7 @@ def format_message(event: AlertEvent) -> str:
         "filled": "Filled", "submitted": "Submitted (open at the exchange)", "reconciled": "Reconciled (found at the exchange)",
         "rejected": "Rejected", "failed": "Failed (nothing was executed)",
         "unknown": "Outcome unknown: check the exchange", "expired": "Expired (never sent)",
+        "refused": "Refused by a risk limit (nothing was sent)", "mismatch": "Strategy position mismatch",
     }.get(event.state, event.state)
     order = f"{event.side} {event.amount} {event.symbol}"
     if event.order_type == "limit" and event.price:

@@ -33,13 +33,14 @@ friends are understood.
   ``leverage: "5x"`` is 5.
 * ``market_type`` in any case: spot; swap/perp/perpetual/linear/inverse → swap;
   future/futures/delivery → future.
-* Amounts and prices may be strings (``"0.01"``); thousands separators are refused.
+* Amounts and prices may be strings (``"0.01"``); every number is read by
+  ``core.models.parse_decimal`` (ASCII decimal forms only, bounded digits and exponent):
+  thousands separators, ``1_000`` and non-ASCII digits are refused with 422.
 """
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from core.config import PluginOptions
@@ -166,8 +167,8 @@ class Plugin:
         if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
             payload["amount"] = payload["amount"][:-1].strip()
             payload.setdefault("amount_type", "percent_of_balance")
-        if isinstance(payload.get("leverage"), str):
-            payload["leverage"] = _integral(payload["leverage"].strip().lower().removesuffix("x").strip())
+        if isinstance(payload.get("leverage"), str):  # "5x" → "5"; the number is read by core.models.parse_integer
+            payload["leverage"] = payload["leverage"].strip().lower().removesuffix("x").strip()
         self._position_size(payload)
         for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):
             if isinstance(payload.get(key), str):
@@ -202,12 +203,5 @@ class Plugin:
         """``{{strategy.market_position_size}}``: the size of a long/short market_position."""
         position = payload.get("market_position")
         if isinstance(position, str) and position in ("long", "short") and payload.get("amount") in (None, ""):
-            payload["amount"] = payload.pop("market_position_size")
-
-
-def _integral(text: str) -> Any:
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        return text
-    return int(number) if number.is_finite() and number == int(number) else text
+            # Without a size either, the model refuses it: "market_position long/short needs amount".
+            payload["amount"] = payload.pop("market_position_size", None)

@@ -1,0 +1,1 @@
+"""Risk guardrails: the built-in limits and strategy position sync (``plugins.risk.limits``)."""

@@ -1,0 +1,98 @@
+"""Issue 11, findings 4, 5 and 6: every number of an alert is read by one parser
+(``core.models.parse_decimal``) — ASCII decimal forms only, bounded digits and exponent —
+and signed alerts that used to answer 500 (or hang) are refused with 422 naming the field."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+
+import pytest
+
+from core.models import Alert, parse_decimal, parse_integer
+from tests.support import alert_body, signed_headers
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("0.01", "0.01"), ("-2", "-2"), ("+3.5", "3.5"), (".25", "0.25"), ("5.", "5"), ("1e-5", "0.00001"),
+    ("2.5E3", "2500"), (" 7 ", "7"), (1, "1"), (0.1, "0.1"), (-0.0, "0"), ("0", "0"),
+    ("1e30", "1e30"), ("1e-30", "1e-30"),
+])
+def test_ascii_decimal_forms_are_read(value, expected):
+    assert parse_decimal(value, "amount") == Decimal(expected)
+
+
+@pytest.mark.parametrize("value", [
+    "1_000", "1,000", "١", "٣.٥", "１", "৫", "0x10", "1e", "e5", "--1", "1.2.3", "NaN", "nan", "Infinity", "-inf", "sNaN",
+    "1e999999999", "1e-300000000", "1e31", "1e-31", "1" * 41, "0." + "0" * 70 + "1", "1e10000", 10 ** 31, 1e300,
+    float("inf"), True, False, [], {}, "1 000", "½", "", 
+])
+def test_anything_else_is_refused_naming_the_field(value):
+    if value == "":
+        assert parse_decimal(value, "amount") is None
+        return
+    with pytest.raises(ValueError, match="^price"):
+        parse_decimal(value, "price")
+
+
+def test_whole_numbers():
+    assert parse_integer("5", "leverage") == 5 and parse_integer(5.0, "leverage") == 5 and parse_integer("1e1", "leverage") == 10
+    with pytest.raises(ValueError, match="whole number"):
+        parse_integer("2.5", "leverage")
+    with pytest.raises(ValueError, match="out of range"):
+        parse_integer("1e999999999", "leverage")
+
+
+def _bounded(fn, *args):
+    """Run ``fn`` in a thread; a hang (today's int(Decimal("1e999999999"))) fails the test
+    instead of wedging the run. 30 s is a hang detector, far above the microseconds it takes."""
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn(*args)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive(), f"{fn.__name__}{args!r} did not return: a hang"
+    return result
+
+
+@pytest.mark.parametrize("leverage", ["1e999999999", "1e999999999x", 1e308, "9" * 60, 10 ** 4000])
+def test_number_bombs_in_the_transform_are_refused_at_once(transform, leverage):
+    result = _bounded(transform, {"symbol": "BTCUSDT", "side": "buy", "amount": "1", "leverage": leverage})
+    assert "leverage" in str(result.get("error")), result
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"leverage": "1_000"}, "leverage"),  # (the hang itself is proven bounded on the transform, above)
+    ({"amount": "1e999999999"}, "amount"),
+    ({"price": "1e-300000000", "order_type": "limit"}, "price"),
+    ({"stop_price": "1E+999999", "order_type": "stop"}, "stop_price"),
+    ({"amount": "1_000"}, "amount"),
+    ({"amount": "١"}, "amount"),
+    ({"target_position": "١٠", "side": None, "action": "target"}, "target_position"),
+    ({"market_position": "long", "side": None, "amount": None}, "amount"),  # no size: was a KeyError
+    ({"apiKey": "k" * 12, "secret": "s" * 12, "password": 123456}, "password"),  # was an uncaught ValidationError
+])
+async def test_signed_alerts_that_answered_500_or_hung_are_422_naming_the_field(app_client, fields, field):
+    async with app_client() as (client, app):
+        app.extensions["router"].options.allow_payload_credentials = True  # to reach the password check
+        body = alert_body(**fields)
+        response = await client.post("/webhook", data=body, headers=signed_headers(body))
+        answer = await response.get_json()
+    assert response.status_code == 422, answer
+    assert field in answer["error"]["message"], answer
+
+
+def test_the_alert_model_reads_every_number_with_the_one_parser():
+    numeric = {"amount", "price", "stop_price", "target_position", "stop_loss", "take_profit", "leverage"}
+    for name in numeric:
+        with pytest.raises(ValueError, match=name):
+            Alert.model_validate({"symbol": "BTCUSDT", "side": "buy", "amount": "1", name: "1_000"})
+    alert = Alert.model_validate(json.loads('{"symbol": "BTCUSDT", "side": "buy", "amount": "0.5", "leverage": "5"}'))
+    assert alert.amount == Decimal("0.5") and alert.leverage == 5
