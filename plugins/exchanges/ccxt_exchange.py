@@ -163,11 +163,15 @@ class CcxtExecutor(Executor):
             raise ccxt.ExchangeError(f"{self.exchange} returned no markets"
                                      + (f" of type {', '.join(self.options.market_types)}" if self.options.market_types else ""))
         self.markets_loaded_at = time.time()
+        # Translated now (off the event loop: thousands of markets on a big exchange), not
+        # on the first alert's path.
+        await asyncio.to_thread(market_book, self.client)
 
     def adopt_markets(self, other: CcxtExecutor) -> None:
         """Use another client's loaded markets (same exchange and settings): no request."""
         self.client.set_markets(other.client.markets, other.client.currencies)
         self.markets_loaded_at = other.markets_loaded_at
+        market_book(self.client)
 
     def start_maintenance(self) -> None:
         if self._maintenance is None:
