@@ -458,3 +458,29 @@ def test_configuration_mistakes_stop_startup_with_one_line(tmp_path, text, messa
 def test_default_exchange_must_be_paper_or_ccxt(tmp_path):
     with pytest.raises(ConfigError, match="DEFAULT_EXCHANGE: 'nope' is neither paper nor a ccxt exchange id"):
         load_plugin(tmp_path, "", DEFAULT_EXCHANGE="nope", DEFAULT_API_KEY="k" * 8, DEFAULT_API_SECRET="s" * 8)
+
+
+async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_order_absent():
+    """Where ccxt can only list recent orders, "not among them" cannot tell: no resend on it."""
+    from core.models import OrderRequest
+
+    ex = CcxtExecutor("scan", AccountOptions(exchange="cryptocom"), use_websockets=False)
+    assert not ex._asks_by_client_id()
+    listed: list[dict] = []
+
+    async def recent(symbol, since=None, limit=None, params=None):
+        return listed
+
+    ex.client.fetchOpenOrders = ex.client.fetchClosedOrders = recent  # the listing, without the network
+    ex.client.has = {**ex.client.has, "fetchOpenOrders": True, "fetchClosedOrders": True}
+    order = OrderRequest(account="scan", exchange="cryptocom", symbol="BTC/USDT", market_type="spot", side="buy",
+                         amount="0.01", client_order_id="tv" + "5" * 30)
+    try:
+        answer = await ex.lookup(order)
+        assert (answer.kind, answer.ask_again) == ("cannot_tell", True) and "recent orders" in answer.reason
+        listed.append({"id": "77", "clientOrderId": order.client_order_id, "status": "closed", "symbol": "BTC/USDT",
+                       "amount": 0.01, "filled": 0.01})
+        found = await ex.lookup(order)
+        assert found.is_found and (found.result.order_id, found.result.status) == ("77", "filled")
+    finally:
+        await ex.close()

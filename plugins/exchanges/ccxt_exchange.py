@@ -778,6 +778,10 @@ class CcxtExecutor(Executor):
                 return LookupResult.found(self._cancel_result(order, [], {}))
             raw = await self._find(order)
             if not raw:
+                if not self._asks_by_client_id():
+                    # Only the recent orders were scanned: not seen there is not "absent".
+                    return LookupResult.cannot_tell(f"{self.exchange} cannot be asked for an order by client id, and "
+                                                    f"{order.client_order_id} is not among its recent orders")
                 return LookupResult.absent(f"no order with client id {order.client_order_id}")
             existing = {}
             if not self._attaches(order):
@@ -786,6 +790,11 @@ class CcxtExecutor(Executor):
                     if child:
                         existing[coid] = child
             return LookupResult.found(await self._protect(order, self._result(order, raw, self.route), raw, existing))
+
+    def _asks_by_client_id(self) -> bool:
+        """Whether the exchange answers a query by client order id (else recent orders are scanned)."""
+        names = _mro_names(self.client)
+        return bool(names & FETCH_ORDER_BY_CLIENT_ID) or any(name in names for name in LIST_ORDERS_BY_CLIENT_ID)
 
     async def _find(self, order: OrderRequest) -> dict[str, Any] | None:
         return await self._find_client_id(order.symbol, order.client_order_id, trigger=order.stop_price is not None)
