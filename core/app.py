@@ -29,7 +29,7 @@ import multiprocessing
 import signal
 import time
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
@@ -40,6 +40,7 @@ from core.metrics import recorder_for
 from core.models import InboundRequest
 from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
+from core.plugins import collect_routes
 from core.router import Router
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         router = Router(active, plugins_file, extra_plugins)
         proxy.trust(active.trusted_proxies)
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
+        await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
         await router.start()
         app.extensions["router"] = router
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
@@ -169,25 +171,6 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         outcome = await router.control(inbound, action)
         return jsonify(outcome.body), outcome.status
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus text format, for ``Authorization: Bearer <METRICS_TOKEN>`` (or
-        ``metrics.bearer_token``) or HMAC headers signing the request line ``GET /metrics``
-        (and over HTTPS if REQUIRE_HTTPS); for anyone with ``metrics.public: true``."""
-        router = _router(app)
-        recorder = recorder_for(router)
-        if recorder is None:
-            raise NotFound("metrics are disabled (router.disabled: [metrics])")
-        if not recorder.options.public:
-            _require_https(router)
-            reader = await _monitoring_reader(router, "GET /metrics", tokens=False, bearer=recorder.options.bearer_token)
-            if reader is None:
-                await router.limits.failed(request.remote_addr or "")
-            if not reader:
-                raise Unauthorized("authentication failed")
-        body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
-        return Response(body, content_type=content_type)
-
     @app.after_request
     async def count_webhook_answer(response: Response) -> Response:
         if request.path == "/webhook" and request.method == "POST":
@@ -244,6 +227,38 @@ async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer:
         await router.limits.failed(client)
         return False
     return True
+
+
+async def serve_metrics() -> Response:
+    """``GET /metrics``, registered by the metrics plugin (``core.metrics``) through the
+    ``register_routes`` hook. Prometheus text format, for ``Authorization: Bearer
+    <METRICS_TOKEN>`` (or ``metrics.bearer_token``) or HMAC headers signing the request line
+    ``GET /metrics`` (and over HTTPS if REQUIRE_HTTPS); for anyone with ``metrics.public: true``."""
+    router = _router(current_app)
+    recorder = recorder_for(router)
+    if recorder is None:
+        raise NotFound("metrics are disabled (router.disabled: [metrics])")
+    if not recorder.options.public:
+        _require_https(router)
+        reader = await _monitoring_reader(router, "GET /metrics", tokens=False, bearer=recorder.options.bearer_token)
+        if reader is None:
+            await router.limits.failed(request.remote_addr or "")
+        if not reader:
+            raise Unauthorized("authentication failed")
+    body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)
+
+
+async def _add_plugin_routes(app: Quart, router: Router) -> None:
+    """The routes plugins register (``register_routes``: metrics, dashboards, ...); the
+    app's own (``/``, ``/webhook``, ``/alerts/<alert_id>``, ...) cannot be taken."""
+    own = {rule.rule for rule in app.url_map.iter_rules() if not rule.endpoint.startswith("plugin.")}
+    for plugin, path, view, methods in await collect_routes(router.hook.register_routes, router, own):
+        endpoint = f"plugin.{plugin}.{path}"
+        if endpoint in app.view_functions:  # the same app started again (tests): the new view serves
+            app.view_functions[endpoint] = view
+        else:
+            app.add_url_rule(path, endpoint=endpoint, view_func=view, methods=list(methods))
 
 
 def read_signature_message(alert_id: str) -> bytes:

@@ -35,6 +35,15 @@ from core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
+
+
+def observes_only(function):
+    """Mark an ``execute_order`` implementation that watches orders and never claims one
+    (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
+    ``lookup_order`` may have placed an order the router cannot look up, so after a crash
+    mid-send the router never resends on an executor's "absent" (core.engine)."""
+    function.observes_only = True
+    return function
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 # Sections of plugins.yaml that configure core itself, not a plugin.
@@ -209,6 +218,11 @@ def _instantiate(name: str, obj: Any, plugins_file: PluginsFile) -> object:
 # ---------------------------------------------------------------- calling hooks
 
 
+def hook_implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
+    """A hook's implementations in calling order (what ``call_hook`` calls, one by one)."""
+    return _implementations(hook)
+
+
 def _implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
     # pluggy keeps trylast first and tryfirst last and calls the list in reverse.
     for impl in reversed(hook.get_hookimpls()):
@@ -246,3 +260,27 @@ async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
             await call_implementation(impl, kwargs)
         except Exception:
             log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)
+
+
+async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str]) -> list[tuple[str, str, Any, tuple[str, ...]]]:
+    """Every ``register_routes`` implementation's routes: (plugin, path, view, methods).
+
+    A path registered twice, or one in ``reserved`` (the app's own), is a ``ConfigError``
+    naming the plugin."""
+    routes: list[tuple[str, str, Any, tuple[str, ...]]] = []
+    owners: dict[str, str] = {}
+    for impl in _implementations(hook):
+        def register(path: str, view: Any, methods: Any = ("GET",), _plugin: str = impl.plugin_name) -> None:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: a path must start with '/' (got {path!r})")
+            if not callable(view):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: the view for {path} is not callable")
+            if path in reserved:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is one of the router's own routes")
+            if path in owners:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is already registered by plugin '{owners[path]}'")
+            owners[path] = _plugin
+            routes.append((_plugin, path, view, tuple(m.upper() for m in methods)))
+
+        await call_implementation(impl, {"register": register, "router": router})
+    return routes

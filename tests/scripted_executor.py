@@ -8,13 +8,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from core.execution import Executor
-from core.markets import prepare_order
+from core.execution import Executor, LookupResult
+from core.markets import MarketBook, prepare_order
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
-from plugins.exchanges.paper import DEFAULT_MARKETS, ccxt_market
-
-import ccxt
+from plugins.exchanges.paper import DEFAULT_MARKETS, paper_market
 
 
 class ScriptedExecutor(Executor):
@@ -33,9 +31,7 @@ class ScriptedExecutor(Executor):
         self.started_calls: list[str] = []
         self.call_started = asyncio.Event()
         self._ids = itertools.count(1)
-        self.markets = ccxt.Exchange({"id": "scripted"})
-        self.markets.precisionMode = ccxt.TICK_SIZE
-        self.markets.set_markets([ccxt_market(s, m) for s, m in DEFAULT_MARKETS.items()])
+        self.markets = MarketBook("scripted", [paper_market(s, m) for s, m in DEFAULT_MARKETS.items()])
         self.on_submit: Callable[[OrderRequest], None] | None = None
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
@@ -44,7 +40,7 @@ class ScriptedExecutor(Executor):
     def _book(self, order: OrderRequest) -> OrderResult:
         result = OrderResult(account=self.account, exchange="scripted", symbol=order.symbol, side=order.side,
                              order_type=order.order_type, amount=order.amount, order_id=str(next(self._ids)),
-                             client_order_id=order.client_order_id, status="closed", filled=order.amount,
+                             client_order_id=order.client_order_id, status="filled", filled=order.amount,
                              average="50000", route="rest")
         self.booked[order.client_order_id + f"#{len(self.booked)}"] = result
         return result
@@ -64,9 +60,10 @@ class ScriptedExecutor(Executor):
             raise action[1]
         return self._book(order)
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
+    async def lookup(self, order: OrderRequest) -> LookupResult:
         self.lookups += 1
-        return next((r for r in self.booked.values() if r.client_order_id == order.client_order_id), None)
+        found = next((r for r in self.booked.values() if r.client_order_id == order.client_order_id), None)
+        return LookupResult.found(found) if found else LookupResult.absent()
 
     def orders_for(self, client_order_id: str) -> list[OrderResult]:
         return [r for r in self.booked.values() if r.client_order_id == client_order_id]

@@ -62,7 +62,7 @@ async def test_an_unauthenticated_value_never_changes_what_the_journal_stores(ap
         assert response.status_code == 200, await response.get_json()
     assert row["state"] == "filled" and "unreadable" not in row  # every stored JSON column decodes
     assert row["orders"][0]["request"]["action"] == "create"
-    assert row["orders"][0]["response"]["status"] == "closed"
+    assert row["orders"][0]["response"]["status"] == "filled"
     assert ledger_count(data_dir) == 2
 
 
