@@ -37,6 +37,10 @@ class InboundRequest:
         return self.headers.get(name.lower())
 
 
+# The principal of the owner's key (WEBHOOK_SECRET): every account, alert ids as sent.
+OWNER_PRINCIPAL = "hmac"
+
+
 @dataclass(frozen=True, slots=True)
 class AuthResult:
     """An auth plugin's decision. Return ``None`` from the hook to abstain.

@@ -25,7 +25,7 @@ from core.engine import ExecutionEngine
 from core.killswitch import KillSwitch
 from core.execution import Executor, ExecutorRegistry
 from core.state import StateBackend, StateOptions
-from core.models import Alert, AuthResult, Credentials, InboundRequest
+from core.models import OWNER_PRINCIPAL, Alert, AuthResult, Credentials, InboundRequest
 from core.outcomes import Outcome
 from core.plugins import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
 from core.ratelimit import WebhookLimits
@@ -411,15 +411,15 @@ class Router:
         return Outcome(202 if outcome.status == 202 else 200, body, state=outcome.state)
 
 
-# Alert ids in the journal. The owner's (WEBHOOK_SECRET's) ids are kept as sent; every
-# other principal's are "<principal>›<id>", and a fan-out leg's "<parent>→<account>". An
-# alert id is printable ASCII (core.models), so no id as sent can contain "›" or "→":
-# no sender can take another's id or a leg's.
-OWNER_PRINCIPAL = "hmac"
 PAYLOAD_CREDENTIALS_WARNING = (
     "router.allow_payload_credentials is on: an alert carrying apiKey/secret trades with those keys on any "
     "exchange, and anyone who can read an alert message (TradingView's alert log, a shared chart, a proxy) "
     "can read them; prefer named accounts (see docs/security.md)")
+
+# Alert ids in the journal. The owner's (WEBHOOK_SECRET's) ids are kept as sent; every
+# other principal's are "<principal>›<id>", and a fan-out leg's "<parent>→<account>". An
+# alert id is printable ASCII (core.models), so no id as sent can contain "›" or "→":
+# no sender can take another's id or a leg's.
 NAMESPACE_SEPARATOR = "\u203a"  # ›
 FAN_OUT_SEPARATOR = "\u2192"  # →
 

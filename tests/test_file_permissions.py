@@ -63,9 +63,9 @@ def test_init_env_creates_dotenv_0600_even_if_interrupted_before_any_chmod(tmp_p
     example = tmp_path / ".env.example"
     example.write_text("WEBHOOK_SECRET=\nDEFAULT_EXCHANGE=paper\n")
     env = tmp_path / ".env"
-    assert init_env(env, example) is True
+    assert init_env(env, example) is not None  # the new dashboard password
     assert mode(env) == 0o600
     text = env.read_text()
     assert text.startswith("WEBHOOK_SECRET=") and len(text.splitlines()[0]) == len("WEBHOOK_SECRET=") + 64
-    assert init_env(env, example) is False and env.read_text() == text  # an existing .env is left alone
+    assert init_env(env, example) is None and env.read_text() == text  # an existing .env is left alone
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env", ".env.example"]  # no temporary file left

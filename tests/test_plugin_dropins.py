@@ -21,7 +21,7 @@ import pytest
 
 from core.app import read_signature_message
 from core.journal import GAVE_UP
-from tests.support import ROOT, signed_headers
+from tests.support import MONITOR, ROOT, signed_headers
 from tests.test_conformance import LineBroker
 
 FAST = """
@@ -86,7 +86,7 @@ async def test_the_guides_example_executor_trades_as_a_dropin(server_factory, da
     (data_dir / "plugins.yaml").write_text(FAST.format(plugins=dropins) + "example_executor:\n  api_key: ${EXAMPLE_KEY}\n")
     server = await asyncio.to_thread(server_factory, EXAMPLE_KEY=key)
     async with httpx.AsyncClient(timeout=10) as client:
-        health = (await client.get(server.url + "/")).json()
+        health = (await client.get(server.url + "/", headers=MONITOR)).json()
         bought = await post(client, server.url, {"account": "example", "symbol": "NASDAQ:AAPL", "side": "buy",
                                                   "amount": "2.50005", "id": "example-1"})
         too_small = await post(client, server.url, {"account": "example", "symbol": "MSFT", "side": "buy",

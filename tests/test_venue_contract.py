@@ -21,7 +21,7 @@ from core.outcomes import classify_exception
 from core.plugins import hookimpl
 from core.venue import Market, MarketLimits, order_status
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
-from tests.support import ROOT, alert_body, signed_headers
+from tests.support import MONITOR, ROOT, alert_body, signed_headers
 from tests.test_engine import FAST
 
 CORE = ROOT / "core"
@@ -157,7 +157,7 @@ async def test_plugins_get_a_typed_host_and_serve_routes_through_the_hook(app_cl
     async with app_client(extra_plugins=[("host_user", plugin)]) as (client, app):
         response = await client.get("/hello")
         assert response.status_code == 200 and await response.get_json() == {"plugin": "host_user", "started": True}
-        assert (await client.get("/metrics")).status_code == 200  # the metrics plugin's route, through the same hook
+        assert (await client.get("/metrics", headers=MONITOR)).status_code == 200  # the metrics plugin's route, through the same hook
     host = plugin.host
     assert isinstance(host, PluginHost) and isinstance(host.journal, (JournalReader, type(None)))
     assert host.data_dir.is_dir() and host.config_path.name == "plugins.yaml"
