@@ -20,9 +20,7 @@ from core.journal import ALERT_STATES
 # Keys whose values are never shown, at any depth (payload credentials, exchange keys).
 SECRET_KEYS = frozenset({"token", "apikey", "api_key", "secret", "apisecret", "api_secret", "password", "passphrase",
                          "signature", "x-signature", "privatekey", "private_key"})
-# The feed's "refused" filter: every alert that did not trade, including the journal's own
-# state "refused" (a risk limit or a halt refused it before anything was sent).
-REFUSED_STATES = frozenset({"refused", "rejected", "failed", "expired", "unknown"})
+REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown"})
 
 
 def scrub(value: Any) -> Any:
@@ -95,7 +93,7 @@ class FeedFilter:
 
 async def alert_feed(journal: Any, feed: FeedFilter) -> list[dict[str, Any]]:
     """The newest alerts that pass ``feed``, newest first."""
-    state = feed.state if feed.state in ALERT_STATES and feed.state != "refused" else None
+    state = feed.state if feed.state in ALERT_STATES else None
     scan = feed.limit if not (feed.account or feed.symbol or feed.strategy or feed.since or feed.until
                               or feed.state == "refused") else 1000
     rows = await journal.list(limit=scan, state=state)
