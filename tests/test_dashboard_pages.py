@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import pytest
 
 from core.plugins import hookimpl
+from core.risk_store import new_flatten_record
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor
 from tests.support import alert_body, signed_headers
@@ -71,6 +73,8 @@ async def test_the_risk_page_halts_and_resumes_through_the_kill_switch(app_clien
         body = alert_body(id="while-halted", symbol="BTCUSDT", amount="0.001")
         refused = await client.post("/webhook", data=body, headers=signed_headers(body))
         assert refused.status_code == 422 and (await refused.get_json())["error"]["code"] == "risk_limit"
+        listed = await (await client.get("/dashboard/api/alerts?state=refused")).get_json()
+        assert [(a["alert_id"], a["state"]) for a in listed["alerts"]] == [("while-halted", "refused")]
 
         html = await risk_post(client, html, "halt", reason="")  # every account
         assert (await kill_switch.halts())["*"]["by"] == "dashboard"
@@ -112,6 +116,18 @@ async def test_a_flatten_from_the_page_shows_its_steps(app_client):
         step_id = next(iter(record["steps"]))
         assert f'id="flatten-{flatten_id}"' in html and f'href="/dashboard/alert/{step_id}"' in html
         assert "-close-BTC_USDT_USDT" in step_id and 'id="risk-state-paper">HALTED' in html
+        assert "Flatten in progress" not in html
+
+        # A flatten another worker is running (its lease fresh, so this one leaves it be).
+        running = new_flatten_record(None, by="cli") | {"state": "running", "owner": "other-worker",
+                                                        "heartbeat_at": time.time() + 3600,
+                                                        "steps": {"flatten-x-paper-r1-cancel-ETH_USDT": "canceled"}}
+        await kill_switch.store.save_flatten(running)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        card = html[html.index(f'id="flatten-{running["flatten_id"]}"'):]
+        card = card[:card.index("</section>")]
+        assert "Flatten in progress" in card and "every account" in card and "by cli" in card
+        assert 'href="/dashboard/alert/flatten-x-paper-r1-cancel-ETH_USDT"' in card and ">canceled<" in card
 
 
 async def test_without_the_risk_plugin_halts_still_show_and_no_limits_are_configured(app_client, write_plugins_yaml):
