@@ -1,7 +1,8 @@
 """Command line: ``python -m core <command>``.
 
     init-env                 write .env from .env.example with a random WEBHOOK_SECRET and
-                             DASHBOARD_PASSWORD (printed once; only when .env does not exist)
+                             METRICS_TOKEN and DASHBOARD_PASSWORD (the password printed once;
+                             only when .env does not exist)
     journal list [--state S] [--limit N]
     journal show <alert_id>
     journal stats
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -28,17 +30,32 @@ from core.state import StateBackend
 
 
 def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> str | None:
-    """Create ``.env`` with a fresh WEBHOOK_SECRET and DASHBOARD_PASSWORD; leave an existing
-    one alone. The dashboard password written, or None when ``.env`` existed."""
+    """Create ``.env`` with a fresh WEBHOOK_SECRET, METRICS_TOKEN and DASHBOARD_PASSWORD; leave
+    an existing one alone. The dashboard password written, or None when ``.env`` existed.
+
+    The file is 0600 from its first byte: written whole to a temporary file created 0600,
+    then linked into place, which fails rather than replace a ``.env`` made meanwhile."""
     if path.exists():
         return None
     lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
-    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
+    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "METRICS_TOKEN": secrets.token_urlsafe(32),
+             "DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
     out = [f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in fresh and "=" in line else line
            for line in lines]
     out += [f"{name}={value}" for name, value in fresh.items() if not any(line.startswith(name + "=") for line in lines)]
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write("\n".join(out) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return None
+    finally:
+        temporary.unlink(missing_ok=True)
     return fresh["DASHBOARD_PASSWORD"]
 
 
@@ -102,7 +119,8 @@ async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET and DASHBOARD_PASSWORD if it does not exist")
+    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET, METRICS_TOKEN and DASHBOARD_PASSWORD "
+                                     "if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
     listing = jsub.add_parser("list")
@@ -127,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if password is None:
             print(".env exists; left as it is")
         else:
-            print("wrote .env with a new WEBHOOK_SECRET")
+            print("wrote .env with a new WEBHOOK_SECRET and METRICS_TOKEN")
             print(f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)")
         return 0
     command = risk_command if args.command == "risk" else journal_command

@@ -4,10 +4,13 @@
 and plugins are loaded when the server starts (``before_serving``), so a configuration
 error stops startup with one readable line, and importing this module is cheap.
 
-Routes: ``GET /`` health; ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
+Routes: ``GET /`` health (liveness only without credentials; everything, accounts and
+plugins included, with a signed request line ``GET /``, a token or METRICS_TOKEN as
+``Authorization: Bearer``); ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
 the kill switch (``core.killswitch``); ``GET /metrics`` the
-Prometheus metrics of ``core.metrics`` (every webhook answer's status is counted here);
-``/dashboard`` the web dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
+Prometheus metrics of ``core.metrics`` (METRICS_TOKEN or a signed ``GET /metrics`` unless
+``metrics.public``; every webhook answer's status is counted here); ``/dashboard`` the web
+dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
 
 Abuse protection around the pipeline: ``core.proxy`` establishes the client's address and
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 import multiprocessing
 import signal
@@ -87,7 +91,16 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.get("/")
     async def health() -> Response:
-        return jsonify(await _router(app).health())
+        """Liveness for anyone (platform health checks send no credentials); the full
+        health (accounts, plugins, versions, warnings) for an authenticated reader."""
+        router = _router(app)
+        full = await router.health()
+        reader = await _monitoring_reader(router, "GET /", tokens=True)
+        if reader is None:
+            return jsonify({"status": full["status"]})
+        if not reader:
+            raise Unauthorized("authentication failed")
+        return jsonify(full)
 
     @app.post("/webhook")
     async def webhook() -> tuple[Response, int, dict[str, str]]:
@@ -158,17 +171,19 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        """Prometheus text format; open like ``GET /`` unless ``metrics.bearer_token`` is
-        set, then it needs ``Authorization: Bearer <token>`` (and HTTPS if REQUIRE_HTTPS)."""
+        """Prometheus text format, for ``Authorization: Bearer <METRICS_TOKEN>`` (or
+        ``metrics.bearer_token``) or HMAC headers signing the request line ``GET /metrics``
+        (and over HTTPS if REQUIRE_HTTPS); for anyone with ``metrics.public: true``."""
         router = _router(app)
         recorder = recorder_for(router)
         if recorder is None:
             raise NotFound("metrics are disabled (router.disabled: [metrics])")
-        if recorder.options.bearer_token:
+        if not recorder.options.public:
             _require_https(router)
-            await router.limits.check_failures(request.remote_addr or "")
-            if not recorder.authorized(request.headers.get("Authorization", "")):
+            reader = await _monitoring_reader(router, "GET /metrics", tokens=False, bearer=recorder.options.bearer_token)
+            if reader is None:
                 await router.limits.failed(request.remote_addr or "")
+            if not reader:
                 raise Unauthorized("authentication failed")
         body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
         return Response(body, content_type=content_type)
@@ -202,6 +217,33 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         return jsonify({"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}), 500
 
     return app
+
+
+async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer: str = "") -> bool | None:
+    """Whether this request reads as a monitor: ``Authorization: Bearer`` METRICS_TOKEN (or
+    ``bearer``), an issued token (``tokens``), or HMAC headers signing ``line``. ``None``
+    when it presents no credentials at all; ``False`` (a failure counted) for bad ones."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    client = request.remote_addr or ""
+    authorization = headers.get("authorization", "")
+    if not authorization and "x-signature" not in headers:
+        return None
+    scheme, _, given = authorization.partition(" ")
+    presented = given.strip() if scheme.lower() == "bearer" else ""
+    monitoring = [t for t in (router.settings.metrics_token, bearer) if t]
+    # Checked before anything touches a store: monitoring must work while Redis is down.
+    if presented and any(hmac.compare_digest(presented.encode(), t.encode()) for t in monitoring):
+        return True
+    await router.limits.check_failures(client)
+    if authorization and not (presented and tokens):
+        await router.limits.failed(client)
+        return False
+    inbound = InboundRequest(body=line.encode(), headers=headers, remote_addr=client, scheme=request.scheme,
+                             payload={"token": presented} if presented else {}, received_at=time.time(), query={})
+    if not (await router.authenticate(inbound)).accepted:
+        await router.limits.failed(client)
+        return False
+    return True
 
 
 def read_signature_message(alert_id: str) -> bytes:

@@ -53,6 +53,8 @@ class Settings(BaseModel):
     auth_failure_limit: str = Field("5/minute,30/hour", alias="AUTH_FAILURE_LIMIT")
     trusted_proxies: str = Field("", alias="TRUSTED_PROXIES")
     use_websockets: bool = Field(False, alias="USE_WEBSOCKETS")
+    # A bearer token for monitoring: GET /metrics and the full health at GET / (docs/security.md).
+    metrics_token: str = Field("", alias="METRICS_TOKEN", repr=False)
     plugins_file: str = Field("./plugins.yaml", alias="PLUGINS_FILE")
     data_dir: str = Field("./data", alias="DATA_DIR")
     state_url: str = Field("", alias="STATE_URL", repr=False)
@@ -241,8 +243,10 @@ class RouterOptions(PluginOptions):
     # An alert without an explicit id that repeats a body seen within this many seconds is
     # a TradingView resend (5 s apart, up to three) and is not executed again.
     dedup_window: float = Field(60.0, ge=0)
-    # Accept the seed's per-alert apiKey/secret (used for that order only, never stored).
-    allow_payload_credentials: bool = True
+    # Accept the classic payload's per-alert apiKey/secret (used for that order only, never
+    # stored). Off: keys in alert messages are readable by anyone who sees the message, and
+    # let a token holder trade with any keys on any exchange (docs/security.md).
+    allow_payload_credentials: bool = False
     # Seconds shutdown waits for orders in flight.
     shutdown_grace: float = Field(10.0, ge=0)
     # Retries of refusals that booked nothing (rate limits): backoff from base to max seconds,

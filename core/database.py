@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -40,6 +41,22 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes: BUSY_SNAPSHOT is 517)
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory, created 0700 (owner only) when it does not exist: DATA_DIR
+    holds the journal, token hashes and rate counters. An existing one is left as it is."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` 0600 unless it exists, atomically (never readable by others, not even
+    for a moment). SQLite creates a database's -wal and -shm files with its mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 class _Busy(Exception):
@@ -63,7 +80,7 @@ class SqliteDatabase:
         if inline and synchronous.upper() != "OFF":
             raise ValueError("inline=True is for databases with synchronous=OFF: a COMMIT must not fsync on the event loop")
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self._conn: sqlite3.Connection | None = None
         self._synchronous = synchronous
         self._schema = schema
@@ -83,6 +100,7 @@ class SqliteDatabase:
         return self._conn
 
     def _open(self, *, busy_timeout_ms: int, query_only: bool, schema: bool) -> sqlite3.Connection:
+        create_private_file(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")

@@ -100,8 +100,10 @@ def parse_payload(body, content_type, router):
 def authenticate(request, router):
     """Decide whether ``request`` (a ``core.models.InboundRequest``) may trade.
 
-    Return ``AuthResult.accept(principal)``, ``AuthResult.reject(reason[, status])`` or
-    ``None`` to abstain. **Every** implementation is called. Any rejection wins (the
+    Return ``AuthResult.accept(principal[, accounts])``, ``AuthResult.reject(reason[, status])`` or
+    ``None`` to abstain. ``accounts`` limits what the principal may trade on (omitted: every
+    account; an empty list: the default account only); a principal other than the owner's
+    ``"hmac"`` has alert ids of its own and reads only its own alerts. **Every** implementation is called. Any rejection wins (the
     first one's status is used, 401 or 403); otherwise at least one acceptance is needed
     (the first acceptance's principal is used); if all abstain the request gets 401.
     Clients get one 401 body whatever the reason, so no plugin can become an oracle;

@@ -8,11 +8,10 @@ An alert is written (and committed) before the webhook answers. Its state moves 
     unknown → reconciled (found at the exchange) | failed (proven absent, not retried)
     received/submitting (left by a crash, too old) → expired
     failed with nothing sent (answered 5xx) → received again when the sender resends
+    unfinished, but its row cannot be read (bad JSON, bad fields) → quarantined
 
 and each order attempt is a row of its own with the client order id, the route, the
 request, the exchange's answer or error, and its timings.
-
-    unfinished, but its row cannot be read (bad JSON, bad fields) → quarantined
 
 No secret is ever stored, structurally: the payload is journaled without token and
 credentials, and secret-named fields are dropped (``core.redaction.without_secrets``)
@@ -130,6 +129,7 @@ def quarantine_reason(problems: list[str]) -> str:
 def log_quarantined(alert_id: str, reason: str) -> None:
     log.error("alert %s quarantined (state 'quarantined', not recovered; check the exchange by hand): %s",
               alert_id, reason)
+
 
 def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, now: float, result_json: str | None,
                   error_code: str | None, error_message: str | None, http_status: int | None) -> None:
@@ -421,7 +421,12 @@ class Journal:
             query += " WHERE state = ?"
             args = (state,)
         query += " ORDER BY received_at DESC LIMIT ?"
-        return [dict(r) | {"payload": json.loads(r["payload"])} for r in conn.execute(query, args + (limit,))]
+        rows = []
+        for r in conn.execute(query, args + (limit,)):
+            row = dict(r)
+            decode_json_fields(row, ("payload",), "", [])  # an unreadable payload lists as None (see quarantine)
+            rows.append(row)
+        return rows
 
     async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
         """The newest alerts received since ``since`` (at most ``limit``), oldest first, with

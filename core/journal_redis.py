@@ -348,7 +348,14 @@ class RedisJournal:
             for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
                 if fields[2] is None:
                     continue  # expired meanwhile
-                attempts = [json.loads(orders[n]) for n in sorted(orders, key=int)]
+                attempts = []
+                for n in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
+                    try:
+                        attempt = json.loads(orders[n])
+                    except ValueError:
+                        continue  # unreadable: the alert's own read quarantines it
+                    if isinstance(attempt, dict):
+                        attempts.append(attempt)
                 rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
                              "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
                              "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}

@@ -40,8 +40,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, valu
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from pydantic import Field
 
 from core.config import PluginOptions
+from core.database import private_dir
 from core.engine import AlertExpired, OutcomeStillUnknown
 from core.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
 from core.execution import Executor
@@ -68,7 +70,7 @@ class MetricsRecorder:
 
     def __init__(self, directory: Path):
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        private_dir(directory)  # 0700: the samples name accounts and exchanges
         for path in _process_files(directory, lambda pid: pid == os.getpid() or not _alive(pid)):
             path.unlink(missing_ok=True)  # left by a process that is gone: a previous run
         # prometheus_client picks its value class when imported, from this variable; the
@@ -263,8 +265,10 @@ class Plugin:
     """The built-in ``metrics`` plugin: feeds the recorder from the hooks, serves scrapes."""
 
     class Options(PluginOptions):
-        # Require "Authorization: Bearer <token>" on GET /metrics. Empty: open, like GET /.
-        bearer_token: str = ""
+        # A bearer token GET /metrics accepts besides METRICS_TOKEN and a signed request line.
+        bearer_token: str = Field("", repr=False)
+        # Open GET /metrics to anyone (a scraper on a private network); default: credentials.
+        public: bool = False
         # The directory the workers share their samples in (see the module docstring).
         directory: str = ""
 
@@ -273,13 +277,13 @@ class Plugin:
         self.recorder: MetricsRecorder | None = None
         REDACTOR.add(options.bearer_token, static=True)
 
-    def authorized(self, authorization: str) -> bool:
-        """Whether a scrape with this ``Authorization`` header may read the metrics."""
-        token = self.options.bearer_token
-        if not token:
-            return True
+    def authorized(self, authorization: str, metrics_token: str = "") -> bool:
+        """Whether ``Authorization: Bearer <token>`` names ``bearer_token`` or METRICS_TOKEN
+        (a signed request line is checked by the app, through the auth plugins)."""
         scheme, _, given = authorization.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        presented = given.strip().encode()
+        matches = [hmac.compare_digest(presented, token.encode()) for token in (self.options.bearer_token, metrics_token) if token]
+        return scheme.lower() == "bearer" and any(matches)
 
     async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
         assert self.recorder is not None

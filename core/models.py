@@ -40,19 +40,28 @@ class AuthResult:
     """An auth plugin's decision. Return ``None`` from the hook to abstain.
 
     ``principal`` names who was authenticated (a token label, "hmac"); it keys per-principal
-    rate limits and is journaled. ``reason`` is for the log only: clients get one 401 body.
+    rate limits, is journaled and namespaces the principal's alert ids. ``reason`` is for
+    the log only: clients get one 401 body.
+
+    ``accounts`` is what the principal may trade on: ``None`` every account (the owner's
+    WEBHOOK_SECRET, and plugins that say nothing); a set of account names only those; the
+    empty set the default account only. The router refuses (403) an alert, or a fan-out
+    leg, for any other account.
     """
 
     accepted: bool
     principal: str | None = None
     reason: str = ""
     status: int = 401  # 401 bad credentials, 403 not allowed (address, scheme)
+    accounts: frozenset[str] | None = None
     # What the credential may do beyond sending alerts, e.g. "control" (the kill switch).
     scopes: tuple[str, ...] = ()
 
     @classmethod
-    def accept(cls, principal: str, scopes: tuple[str, ...] = ()) -> "AuthResult":
-        return cls(True, principal=principal, scopes=tuple(scopes))
+    def accept(cls, principal: str, accounts: frozenset[str] | tuple[str, ...] | list[str] | None = None,
+               scopes: tuple[str, ...] = ()) -> "AuthResult":
+        scope = None if accounts is None else frozenset(a.lower() for a in accounts)
+        return cls(True, principal=principal, accounts=scope, scopes=tuple(scopes))
 
     @classmethod
     def reject(cls, reason: str, status: int = 401) -> "AuthResult":
@@ -94,7 +103,7 @@ def parse_decimal(value: Any, name: str) -> Decimal | None:
             raise ValueError(f"{name} must be a finite number")
         text = str(value)
     elif isinstance(value, str):
-        text = value.strip()
+        text = value.strip(" \t\r\n")  # ASCII spaces only
     else:
         raise ValueError(f"{name} must be a number")
     form = _DECIMAL_TEXT.fullmatch(text) if len(text) <= MAX_NUMBER_TEXT else None

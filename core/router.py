@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
+from core.database import private_dir
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.engine import ExecutionEngine
 from core.killswitch import KillSwitch
@@ -49,7 +50,8 @@ class Router:
         self.engine = ExecutionEngine(self)
         self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
-        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.dashboard_password):
+        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.metrics_token,
+                       settings.dashboard_password):
             REDACTOR.add(secret, static=True)
 
     @property
@@ -63,7 +65,7 @@ class Router:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)
         self.journal = self.state.journal()
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
@@ -71,6 +73,8 @@ class Router:
         await self.kill_switch.start()
         await call_hook(self.hook.router_startup, router=self)
         await self.engine.start()
+        if self.options.allow_payload_credentials:
+            log.warning(PAYLOAD_CREDENTIALS_WARNING)
         log.info(
             "router %s started: plugins %s; accounts %s",
             __version__, ", ".join(self.plugins.names()),
@@ -113,6 +117,7 @@ class Router:
             "accounts": accounts,
             "default_account": getattr(self.executors.default, "account", None),
             "halts": halts,
+            "warnings": [PAYLOAD_CREDENTIALS_WARNING] if self.options.allow_payload_credentials else [],
         }
 
     # ------------------------------------------------------------ the pipeline
@@ -161,14 +166,23 @@ class Router:
         except ValidationError as exc:
             raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
 
-    async def executor_for(self, alert: Alert) -> Executor:
+    async def executor_for(self, alert: Alert, auth: AuthResult | None = None) -> Executor:
         """The configured account for the alert, or an executor for its own credentials.
 
-        As in the seed, an alert carrying apiKey/secret trades with them on the exchange
-        it names (else DEFAULT_EXCHANGE), unless that is a paper account.
+        As in the classic interface, an alert carrying apiKey/secret (when
+        ``allow_payload_credentials`` is on) trades with them on the exchange it names
+        (else DEFAULT_EXCHANGE), unless that is a paper account. ``auth`` limits the
+        accounts: one outside its scope is refused with 403, and credentials from the
+        alert need a principal allowed every account.
         """
         if alert.credentials is None:
-            return self.executors.resolve(alert)
+            executor = self.executors.resolve(alert)
+            if auth is not None:
+                self.check_scope(auth, executor.account)
+            return executor
+        if auth is not None and auth.accounts is not None:
+            raise Forbidden("this credential may trade only on its own accounts, not with keys from the alert",
+                            code="account_not_allowed")
         if alert.account:
             raise Unprocessable("an alert names either an account or apiKey/secret, not both", code="invalid_alert")
         exchange = (alert.exchange or self.settings.default_exchange).lower()
@@ -181,8 +195,18 @@ class Router:
             raise Unprocessable(f"no plugin can trade on '{exchange}' with credentials from the alert", code="unknown_exchange")
         return executor
 
+    def check_scope(self, auth: AuthResult, account: str) -> None:
+        """403 unless ``auth`` may trade on ``account`` (an empty scope: the default account)."""
+        if auth.accounts is None:
+            return
+        allowed = auth.accounts or {getattr(self.executors.default, "account", "").lower()}
+        if account.lower() not in allowed:
+            raise Forbidden(f"this credential may not trade on account '{account}'", code="account_not_allowed")
+
     async def alert_status(self, request: InboundRequest, alert_id: str) -> dict[str, Any]:
-        """The journaled alert with its order attempts, for an authenticated reader."""
+        """The journaled alert with its order attempts, for an authenticated reader: the
+        owner reads any alert, any other principal only its own (others are "not found",
+        exactly like an id that does not exist)."""
         presented = _presented_secrets(request.payload)
         auth = await self.authenticate(request)
         if not auth.accepted:
@@ -190,15 +214,20 @@ class Router:
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
         _register_secrets(presented)
         assert self.journal is not None
-        row = await self.journal.get(alert_id)
-        if row is None and alert_id.startswith("flatten-"):
+        namespace = id_namespace(auth.principal)
+        key = journal_key(namespace, alert_id) if namespace else alert_id
+        row = await self.journal.get(key)
+        if row is None and namespace:
+            row = await self.journal.get(alert_id)  # an id the journal made (no id sent): its principal decides
+        if row is None and not namespace and alert_id.startswith("flatten-"):
             flatten = await self.kill_switch.flatten_record(alert_id.removeprefix("flatten-"))
             if flatten is not None:
                 return flatten  # its steps are alerts of their own: GET /alerts/<step id>
-        if row is None:
+        if row is None or (namespace and row.get("principal") != auth.principal):
             raise NotFound(f"no alert '{alert_id[:128]}' in the journal")
         row.pop("body_hash", None)
         row.pop("owner", None)
+        row["alert_id"] = shown_id(namespace, row["alert_id"])
         return row
 
     async def control(self, request: InboundRequest, action: str) -> Outcome:
@@ -214,6 +243,10 @@ class Router:
         account = request.payload.get("account")
         if account is not None and (not isinstance(account, str) or self.executors.get(account) is None):
             raise Unprocessable(f"unknown account '{str(account)[:64]}'", code="unknown_account")
+        if auth.accounts is not None:  # a scoped credential controls its own accounts only, one at a time
+            if account is None:
+                raise Forbidden("this credential may control only its own accounts: name one", code="account_not_allowed")
+            self.check_scope(auth, account)
         reason = str(request.payload.get("reason") or "")[:200]
         by = f"http:{auth.principal}"
         if action == "halt":
@@ -239,12 +272,19 @@ class Router:
         request.authenticated_at = time.time()
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
+        # Each principal's ids live in a namespace of their own: another sender's "a-2"
+        # (or its identical body) is never taken for this one's.
+        namespace = id_namespace(auth.principal)
+        if alert.alert_id is not None and namespace:
+            alert.alert_id = journal_key(namespace, alert.alert_id)
         if len(alert.accounts) > 1:
-            return await self._fan_out(request, alert, auth)
-        return await self._receive_one(request, alert, auth, hashlib.sha256(request.body).hexdigest())
+            outcome = await self._fan_out(request, alert, auth, namespace)
+        else:
+            outcome = await self._receive_one(request, alert, auth, body_hash(namespace, request.body))
+        return shown_outcome(namespace, outcome)
 
     async def _receive_one(self, request: InboundRequest, alert: Alert, auth: AuthResult, body_hash: str) -> Outcome:
-        executor = await self.executor_for(alert)
+        executor = await self.executor_for(alert, auth)
         if not executor.ready:
             raise ServiceUnavailable(f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready")
         # Journal and start together, shielded: once the alert is journaled its execution
@@ -254,18 +294,19 @@ class Router:
             return started
         return await self._answer_within_budget(alert.alert_id or "", started, request.received_at)
 
-    async def _fan_out(self, request: InboundRequest, alert: Alert, auth: AuthResult) -> Outcome:
+    async def _fan_out(self, request: InboundRequest, alert: Alert, auth: AuthResult, namespace: str = "") -> Outcome:
         """One alert, several accounts: each executes and is journaled on its own (its own
-        alert id ``<id>@<account>``, its own client order id), and one account's failure
-        does not hold up the others. The answer lists every account's outcome."""
+        alert id ``<id>→<account>``, its own client order id), and one account's failure
+        does not hold up the others. The answer lists every account's outcome. A leg's id
+        holds a character no alert id may contain, so no plain id can take a leg's place."""
         parent = alert.alert_id
 
         async def one(name: str) -> Outcome:
-            child_id = f"{parent[:127 - len(name)]}@{name}" if parent else None
+            child_id = fan_out_id(parent, name) if parent else None
             child = alert.model_copy(update={"account": name, "alert_id": child_id}, deep=True)
             child.credentials = alert.credentials
             try:
-                return await self._receive_one(request, child, auth, hashlib.sha256(request.body + b"@" + name.lower().encode()).hexdigest())
+                return await self._receive_one(request, child, auth, body_hash(namespace, request.body + b"@" + name.lower().encode()))
             except WebhookError as exc:
                 return Outcome.error(exc.status, exc.code, exc.message, state="rejected" if exc.status < 500 else "failed")
 
@@ -300,7 +341,8 @@ class Router:
             symbol=alert.symbol,
             side=alert.side or alert.action,
             amount=str(alert.amount) if alert.amount is not None else "",
-            payload=alert.model_dump(mode="json", exclude={"credentials"}),
+            # Without the id: the row's id is the journal's key (namespaced, a fan-out leg's).
+            payload=alert.model_dump(mode="json", exclude={"credentials", "alert_id"}),
             owner=self.engine.worker_id,
             lane=lane,
         )
@@ -351,6 +393,59 @@ class Router:
         return Outcome(202 if outcome.status == 202 else 200, body, state=outcome.state)
 
 
+# Alert ids in the journal. The owner's (WEBHOOK_SECRET's) ids are kept as sent; every
+# other principal's are "<principal>›<id>", and a fan-out leg's "<parent>→<account>". An
+# alert id is printable ASCII (core.models), so no id as sent can contain "›" or "→":
+# no sender can take another's id or a leg's.
+OWNER_PRINCIPAL = "hmac"
+PAYLOAD_CREDENTIALS_WARNING = (
+    "router.allow_payload_credentials is on: an alert carrying apiKey/secret trades with those keys on any "
+    "exchange, and anyone who can read an alert message (TradingView's alert log, a shared chart, a proxy) "
+    "can read them; prefer named accounts (see docs/security.md)")
+NAMESPACE_SEPARATOR = "\u203a"  # ›
+FAN_OUT_SEPARATOR = "\u2192"  # →
+
+
+def id_namespace(principal: str | None) -> str:
+    """The namespace of a principal's alert ids: none for the owner."""
+    return "" if principal in (OWNER_PRINCIPAL, None) else principal
+
+
+def journal_key(namespace: str, alert_id: str) -> str:
+    return f"{namespace}{NAMESPACE_SEPARATOR}{alert_id}" if namespace else alert_id
+
+
+def shown_id(namespace: str, key: str) -> str:
+    """A journal key as its sender knows it (its own namespace left out)."""
+    prefix = f"{namespace}{NAMESPACE_SEPARATOR}"
+    return key[len(prefix):] if namespace and key.startswith(prefix) else key
+
+
+def fan_out_id(parent: str, account: str) -> str:
+    """A leg's id: unique for each (parent, account), whatever their lengths."""
+    return f"{parent}{FAN_OUT_SEPARATOR}{account}"
+
+
+def body_hash(namespace: str, body: bytes) -> str:
+    """What resends without an id are recognised by, per principal."""
+    return hashlib.sha256(namespace.encode() + b"\x00" + body if namespace else body).hexdigest()
+
+
+def shown_outcome(namespace: str, outcome: Outcome) -> Outcome:
+    if not namespace:
+        return outcome
+    body = dict(outcome.body)
+    if isinstance(body.get("alert_id"), str):
+        body["alert_id"] = shown_id(namespace, body["alert_id"])
+    if isinstance(body.get("accounts"), dict):
+        body["accounts"] = {name: shown_outcome(namespace, Outcome(0, leg)).body if isinstance(leg, dict) else leg
+                            for name, leg in body["accounts"].items()}
+    if isinstance(body.get("message"), str):
+        body["message"] = body["message"].replace(f"{namespace}{NAMESPACE_SEPARATOR}", "")
+    return Outcome(outcome.status, body, state=outcome.state, code=outcome.code, message=outcome.message,
+                   headers=outcome.headers)
+
+
 # Payload keys that carry secrets, and the Credentials field each one fills.
 SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "secret": "secret",
                  "apiSecret": "secret", "api_secret": "secret", "password": "password", "passphrase": "password"}
@@ -369,7 +464,7 @@ def _register_secrets(values: list[Any]) -> None:
 
 
 def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
-    """The seed's per-alert apiKey/secret, used for that order only."""
+    """The classic payload's per-alert apiKey/secret, used for that order only."""
     if not allowed:
         raise Unprocessable("credentials in the payload are disabled (router.allow_payload_credentials); "
                             "name a configured account instead", code="payload_credentials_disabled")

@@ -77,9 +77,9 @@ class StateBackend:
 
     @property
     def data_dir(self):
-        path = self.settings.data_path
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        from core.database import private_dir
+
+        return private_dir(self.settings.data_path)
 
     def journal(self) -> Any:
         if not self.is_redis:

@@ -6,6 +6,11 @@ presented value and does one indexed lookup, whatever the value is, so unknown, 
 and expired tokens cost the same; an expired token is deleted when it is presented.
 Nothing is cached: a revocation applies to the next request of a running server.
 
+**Scope.** A token trades only on the accounts it was issued for (``issue --account NAME``,
+repeatable; ``*`` for every account); a token issued without one trades only the default
+account. Its principal (``token:<label or id>``) also namespaces its alert ids: two
+tokens may use the same id, and ``GET /alerts/<id>`` shows a token only its own alerts.
+
 ``SqliteTokenStore`` keeps the hashes in ``DATA_DIR/tokens.sqlite3``, shared by the
 server's processes and ``manage_tokens.py``; a Redis implementation of ``TokenStore``
 serves several machines.
@@ -27,6 +32,8 @@ from core.database import SqliteDatabase, transaction
 TOKEN_BYTES = 32  # 256 bits; the issue asks for at least 128
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 ID_LENGTH = 12  # hex characters of the token's hash shown as its id
+ACCOUNT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")  # an account name (core.models), or * for all
+ALL_ACCOUNTS = "*"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -34,7 +41,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     label        TEXT,
     created_at   REAL NOT NULL,
     expires_at   REAL NOT NULL,
-    last_used_at REAL
+    last_used_at REAL,
+    accounts     TEXT   -- comma-separated account names it may trade on; NULL: the default account
 ) WITHOUT ROWID;
 """
 
@@ -52,12 +60,25 @@ def new_token() -> str:
             return token
 
 
-def check_issue(ttl: float, label: str | None) -> None:
-    """What every store refuses to issue: a lifetime not above 0, a label off the pattern."""
+def check_issue(ttl: float, label: str | None, accounts: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """What every store refuses to issue: a lifetime not above 0, a label or an account off
+    the pattern. The accounts as stored: lower-cased, sorted, once each."""
     if ttl <= 0:
         raise ValueError("ttl must be a positive number of seconds")
     if label is not None and not LABEL_PATTERN.match(label):
         raise ValueError("label must be 1-64 letters, digits or _ . : @ - (starting with a letter or digit)")
+    for account in accounts:
+        if not ACCOUNT_PATTERN.match(account):
+            raise ValueError(f"account {account!r}: 1-64 letters, digits or _ . - (or * for every account)")
+    return tuple(sorted({a.lower() for a in accounts}))
+
+
+def join_accounts(accounts: tuple[str, ...]) -> str | None:
+    return ",".join(accounts) or None
+
+
+def split_accounts(stored: str | None) -> tuple[str, ...]:
+    return tuple(a for a in (stored or "").split(",") if a)
 
 
 @dataclass(frozen=True)
@@ -69,17 +90,24 @@ class TokenInfo:
     created_at: float
     expires_at: float
     last_used_at: float | None
+    accounts: tuple[str, ...] = ()  # what it may trade on; () the default account, ("*",) every one
 
     @property
     def principal(self) -> str:
         """Who authenticated, for the journal and per-principal rate limits."""
         return f"token:{self.label or self.id}"
 
+    @property
+    def scope(self) -> frozenset[str] | None:
+        """``AuthResult.accounts``: None for every account, else the names (empty: the default)."""
+        return None if ALL_ACCOUNTS in self.accounts else frozenset(self.accounts)
+
 
 class TokenStore(Protocol):
-    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None) -> tuple[str, TokenInfo]:
-        """Store a new token (``token`` imports a given one) valid for ``ttl`` seconds;
-        the token and its info."""
+    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
+                    accounts: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+        """Store a new token (``token`` imports a given one) valid for ``ttl`` seconds and
+        for ``accounts`` (none: the default account; ``*``: every one); the token and its info."""
 
     async def verify(self, token: str) -> TokenInfo | None:
         """The token's info if it is known and not expired (its last use recorded);
@@ -100,7 +128,15 @@ class TokenStore(Protocol):
 
 def _info(row) -> TokenInfo:
     return TokenInfo(id=row["token_hash"][:ID_LENGTH], label=row["label"], created_at=row["created_at"],
-                     expires_at=row["expires_at"], last_used_at=row["last_used_at"])
+                     expires_at=row["expires_at"], last_used_at=row["last_used_at"],
+                     accounts=split_accounts(row["accounts"]))
+
+
+def _add_accounts_column(conn) -> None:
+    """Token files from before scoping: their tokens keep NULL (the default account only)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
+    if "accounts" not in columns:
+        conn.execute("ALTER TABLE tokens ADD COLUMN accounts TEXT")
 
 
 class SqliteTokenStore:
@@ -114,22 +150,31 @@ class SqliteTokenStore:
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, synchronous: str = "FULL"):
         self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
         self._clock = clock
+        self._migrated = False
 
-    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None) -> tuple[str, TokenInfo]:
-        check_issue(ttl, label)
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            await self.db.run(_add_accounts_column)
+            self._migrated = True
+
+    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
+                    accounts: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+        accounts = check_issue(ttl, label, accounts)
         token = token or new_token()
         now = self._clock()
+        await self._migrate()
 
         def insert(conn) -> TokenInfo:
             with transaction(conn):
-                conn.execute("INSERT INTO tokens (token_hash, label, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                             (hash_token(token), label, now, now + ttl))
+                conn.execute("INSERT INTO tokens (token_hash, label, created_at, expires_at, accounts) VALUES (?, ?, ?, ?, ?)",
+                             (hash_token(token), label, now, now + ttl, join_accounts(accounts)))
                 return _info(conn.execute("SELECT * FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone())
 
         return token, await self.db.run(insert)
 
     async def verify(self, token: str) -> TokenInfo | None:
         digest = hash_token(token)  # always hashed: every presented value costs the same
+        await self._migrate()
 
         def check(conn) -> TokenInfo | None:
             now = self._clock()
@@ -170,6 +215,7 @@ class SqliteTokenStore:
         return await self.db.run(delete)
 
     async def list(self) -> list[TokenInfo]:
+        await self._migrate()
         rows = await self.db.run(lambda conn: conn.execute("SELECT * FROM tokens ORDER BY created_at, token_hash").fetchall())
         return [_info(row) for row in rows]
 

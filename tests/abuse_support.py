@@ -40,11 +40,11 @@ def client_from(address: str = "127.0.0.1", **kwargs) -> httpx.Client:
 
 
 async def issue_token_async(data_dir: Path, *, label: str | None = None, ttl: float = 3600, token: str | None = None,
-                            clock: Callable[[], float] = time.time) -> str:
+                            clock: Callable[[], float] = time.time, accounts: tuple[str, ...] = ()) -> str:
     """Issue a token straight into a DATA_DIR (as manage_tokens.py does)."""
     store = SqliteTokenStore(data_dir / "tokens.sqlite3", clock=clock)
     try:
-        value, _ = await store.issue(ttl=ttl, label=label, token=token)
+        value, _ = await store.issue(ttl=ttl, label=label, token=token, accounts=accounts)
         return value
     finally:
         await store.close()
@@ -67,7 +67,7 @@ def revoke_token(data_dir: Path, token: str) -> bool:
 
 
 def token_body(token: object, **fields) -> bytes:
-    """The seed's TradingView message: the token in the JSON body."""
+    """The classic TradingView message: the token in the JSON body."""
     alert = json.loads(alert_body(**fields))
     return json.dumps({"token": token, **alert}).encode()
 

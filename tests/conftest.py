@@ -11,7 +11,7 @@ import pytest
 
 from core.app import create_app
 from core.config import PluginsFile, Settings
-from tests.support import SECRET, ServerProcess, base_env
+from tests.support import METRICS_TOKEN, SECRET, ServerProcess, base_env
 
 pytest_plugins: list[str] = []
 
@@ -85,7 +85,7 @@ STATE_BACKENDS = ["sqlite", REDIS_TEST_URL]
 @pytest.fixture
 def make_settings(data_dir: Path, state_url: str, state_prefix: str) -> Callable[..., Settings]:
     def make(**environ: str) -> Settings:
-        env = {"WEBHOOK_SECRET": SECRET, "DEFAULT_EXCHANGE": "paper", "DATA_DIR": str(data_dir),
+        env = {"WEBHOOK_SECRET": SECRET, "METRICS_TOKEN": METRICS_TOKEN, "DEFAULT_EXCHANGE": "paper", "DATA_DIR": str(data_dir),
                "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "RATE_LIMIT": "1000/second",
                "AUTH_FAILURE_LIMIT": "1000/second", "STATE_URL": state_url,
                "STATE_PREFIX": state_prefix}

@@ -18,6 +18,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-webhook-secret-0123456789"
+METRICS_TOKEN = "test-metrics-token-0123456789"
+# What GET / needs to show the full health (accounts, plugins) and GET /metrics to answer.
+MONITOR = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def free_port() -> int:
@@ -60,6 +63,7 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR")}
     env.update({
         "WEBHOOK_SECRET": SECRET,
+        "METRICS_TOKEN": METRICS_TOKEN,
         "DEFAULT_EXCHANGE": "paper",
         "DATA_DIR": str(data_dir),
         "PLUGINS_FILE": str(data_dir / "plugins.yaml"),

@@ -125,7 +125,7 @@ def test_a_refused_alert_shows_the_reason(page, server, tmp_path):
     alert_id = unique("refused")
     sent = simulate(server, tmp_path, "--id", alert_id, "--symbol", "BINANCE:NOSUCHUSDT")
     assert "HTTP 422" in sent.stdout, sent.stdout
-    page.goto(f"{server.url}/dashboard/alerts?state=refused")
+    page.goto(f"{server.url}/dashboard/alerts?state=problems")
     row = page.locator(f'#feed a[title="{alert_id}"]')
     expect(row).to_be_visible(timeout=10_000)
     expect(page.locator("#feed tr", has=page.locator(f'a[title="{alert_id}"]'))).to_contain_text("unknown_symbol")

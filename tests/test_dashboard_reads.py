@@ -90,7 +90,7 @@ def test_latency_series_percentiles_per_bucket_and_account():
 def test_feed_filters():
     row = {"alert_id": "x", "state": "failed", "account": "Binance", "symbol": "BINANCE:BTCUSDT", "received_at": 100.0,
            "principal": "token:bot", "payload": {"raw": {}}}
-    assert reads.FeedFilter(state="refused").matches(row)
+    assert reads.FeedFilter(state="problems").matches(row)
     assert reads.FeedFilter(account="binance", symbol="btcusdt", strategy="bot").matches(row)
     assert not reads.FeedFilter(account="bybit").matches(row)
     assert not reads.FeedFilter(since=101).matches(row) and reads.FeedFilter(until=101).matches(row)
@@ -114,7 +114,7 @@ async def test_the_feed_lists_the_newest_first_and_filters_by_state(app_client):
         journal = app.extensions["router"].journal
         newest = await reads.alert_feed(journal, reads.FeedFilter(limit=2))
         assert [r["alert_id"] for r in newest] == ["feed-3", "feed-2"]
-        refused = await reads.alert_feed(journal, reads.FeedFilter(state="refused"))
+        refused = await reads.alert_feed(journal, reads.FeedFilter(state="problems"))
         assert [r["alert_id"] for r in refused] == ["feed-2"] and refused[0]["error_code"] == "unknown_symbol"
         assert [r["alert_id"] for r in await reads.alert_feed(journal, reads.FeedFilter(state="filled", limit=2))] == [
             "feed-3", "feed-1"]

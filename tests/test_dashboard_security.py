@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+from urllib.parse import quote
 
 import pytest
 
 from core.dashboard.session import SessionSigner
+from core.router import journal_key
 from tests.conftest import STATE_BACKENDS
 from tests.support import SECRET, alert_body, signed_headers
 
@@ -167,9 +169,10 @@ async def test_pages_carry_a_csp_without_inline_script(app_client):
             assert "<style" not in html and 'style="' not in html
 
 
-async def test_no_page_shows_a_secret(app_client, data_dir):
+async def test_no_page_shows_a_secret(app_client, data_dir, write_plugins_yaml):
     """Webhook secret, dashboard password, exchange keys, payload credentials and issued
     tokens appear in no page; a new token only on the page that issues it."""
+    write_plugins_yaml("router:\n  allow_payload_credentials: true\n")  # off by default; none may show when on
     api_key, api_secret = "payload-api-key-9f8e7d", "payload-api-secret-6c5b4a"
     async with app_client(DASHBOARD_PASSWORD=PASSWORD, DEFAULT_API_KEY="default-key-1a2b3c",
                           DEFAULT_API_SECRET="default-secret-4d5e6f") as (client, app):
@@ -197,7 +200,8 @@ async def test_no_page_shows_a_secret(app_client, data_dir):
         pages = ["/dashboard/alerts", "/dashboard/alerts/feed", "/dashboard/api/alerts", "/dashboard/accounts",
                  "/dashboard/accounts/panel", "/dashboard/latency", "/dashboard/api/latency", "/dashboard/tokens",
                  "/dashboard/risk", "/dashboard/login"]
-        pages += [f"/dashboard/alert/{i}" for i in ("with-credentials", "with-token", "refused-one")]
+        with_token = quote(journal_key("token:cli", "with-token"))  # a token's ids live in its own namespace
+        pages += [f"/dashboard/alert/{i}" for i in ("with-credentials", with_token, "refused-one")]
         for path in pages:
             response = await client.get(path)
             assert response.status_code == 200, path
@@ -207,7 +211,7 @@ async def test_no_page_shows_a_secret(app_client, data_dir):
         for value in secrets_[:-1]:
             assert value not in issued_html
         # The alert pages are real: they show what was journaled.
-        detail = await (await client.get("/dashboard/alert/with-token")).get_data(as_text=True)
+        detail = await (await client.get(f"/dashboard/alert/{with_token}")).get_data(as_text=True)
         assert "token:cli" in detail and "filled" in detail
         refused_page = await (await client.get("/dashboard/alert/refused-one")).get_data(as_text=True)
         assert "unknown_symbol" in refused_page

@@ -20,7 +20,7 @@ from tests.ccxt_support import (
     send_alert,
     tradingview_alert,
 )
-from tests.support import ServerProcess, base_env, signed_headers
+from tests.support import MONITOR, ServerProcess, base_env, signed_headers
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def accounts(emulator) -> dict:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, accounts):
     data = tmp_path_factory.mktemp("server")
-    (data / "plugins.yaml").write_text(plugins_yaml(accounts))
+    # Payload credentials are off by default; one test below trades with them.
+    (data / "plugins.yaml").write_text(plugins_yaml(accounts, router={"allow_payload_credentials": True}))
     process = ServerProcess(base_env(data), data).start()
     yield process
     process.stop()
@@ -156,7 +157,7 @@ def test_websocket_connection_refused_goes_over_rest_once(server, emu):
     assert response.status_code == 200, response.text
     assert response.json()["order"]["route"] == "rest"
     assert [(o["transport"], o["client_order_id"]) for o in emu.orders()] == [("rest", client_order_id(alert_id, "ws_refused"))]
-    assert httpx.get(server.url + "/").json()["accounts"]["ws_refused"]["websocket_fallbacks"] >= 1
+    assert httpx.get(server.url + "/", headers=MONITOR).json()["accounts"]["ws_refused"]["websocket_fallbacks"] >= 1
 
 
 def test_websocket_dropped_after_sending_is_never_sent_twice(server, emu):
@@ -207,17 +208,17 @@ def test_throttled_account_places_orders(server, emu):
     for n in range(3):
         assert send_alert(server.url, tradingview_alert("BTCUSDT", unique(f"thr{n}"), account="throttled")).status_code == 200
     assert len(emu.orders()) == 3
-    assert "rate_limit" not in httpx.get(server.url + "/").json()["accounts"]["throttled"]  # ccxt's throttle is on
+    assert "rate_limit" not in httpx.get(server.url + "/", headers=MONITOR).json()["accounts"]["throttled"]  # ccxt's throttle is on
 
 
 def test_health_check_shows_each_accounts_route_and_no_secret(server):
-    health = httpx.get(server.url + "/").json()
+    health = httpx.get(server.url + "/", headers=MONITOR).json()
     routes = {name: a["route"] for name, a in health["accounts"].items()}
     assert routes == {"paper": "paper", "rest": "rest", "ws": "websocket", "second": "rest", "ws_refused": "websocket",
                       "throttled": "rest", "bybit": "rest"}
     assert all(a["ready"] for a in health["accounts"].values()), health
     assert {"ccxt", "paper"} <= {p["name"] for p in health["plugins"]}
-    text = httpx.get(server.url + "/").text
+    text = httpx.get(server.url + "/", headers=MONITOR).text
     assert "emu-secret" not in text and "emu-key" not in text
 
 
@@ -229,7 +230,7 @@ def test_account_whose_exchange_is_down_at_startup(tmp_path, emulator, emu):
     (tmp_path / "plugins.yaml").write_text(plugins_yaml(accounts))
     server = ServerProcess(base_env(tmp_path), tmp_path).start()
     try:
-        health = httpx.get(server.url + "/").json()
+        health = httpx.get(server.url + "/", headers=MONITOR).json()
         assert health["status"] == "degraded"
         assert health["accounts"]["perps"]["ready"] is False and "ExchangeNotAvailable" in health["accounts"]["perps"]["error"]
         assert health["accounts"]["spot"]["ready"] is True
@@ -238,7 +239,7 @@ def test_account_whose_exchange_is_down_at_startup(tmp_path, emulator, emu):
         assert send_alert(server.url, tradingview_alert("BTCUSDT", unique("up"), account="spot")).status_code == 200
         emu.clear_faults()
         deadline = time.monotonic() + 10
-        while not httpx.get(server.url + "/").json()["accounts"]["perps"]["ready"]:
+        while not httpx.get(server.url + "/", headers=MONITOR).json()["accounts"]["perps"]["ready"]:
             assert time.monotonic() < deadline, "the account did not recover"
             time.sleep(0.05)  # polling the health check, bounded
         assert send_alert(server.url, tradingview_alert("BTCUSDT.P", unique("back"), account="perps")).status_code == 200
@@ -249,7 +250,7 @@ def test_account_whose_exchange_is_down_at_startup(tmp_path, emulator, emu):
 
 @pytest.mark.slow
 def test_200_alerts_at_concurrency_50_over_two_symbols(server, emu):
-    before = httpx.get(server.url + "/").json()["accounts"]
+    before = httpx.get(server.url + "/", headers=MONITOR).json()["accounts"]
     tickers = ["BINANCE:BTCUSDT", "BINANCE:ETHUSDT"]
     ids = [unique(f"load{n}") for n in range(200)]
 
@@ -277,7 +278,7 @@ def test_200_alerts_at_concurrency_50_over_two_symbols(server, emu):
     booked = emu.orders()
     assert len(booked) == 200 and {o["client_order_id"] for o in booked} == {client_order_id(i, "rest") for i in ids}
     assert {o["symbol"] for o in booked} == {"BTCUSDT", "ETHUSDT"}
-    after = httpx.get(server.url + "/").json()["accounts"]
+    after = httpx.get(server.url + "/", headers=MONITOR).json()["accounts"]
     assert after["rest"]["client"] == before["rest"]["client"]  # the same ccxt client all along
     assert after["rest"]["markets_loaded_at"] == before["rest"]["markets_loaded_at"]  # markets loaded once
     latencies.sort()

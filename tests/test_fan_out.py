@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from core.execution import client_order_id
+from core.router import fan_out_id
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
 
@@ -19,10 +20,10 @@ async def test_fan_out_to_two_paper_accounts_places_two_orders(app_client, write
         response = await client.post("/webhook", data=body, headers=signed_headers(body))
         answer = await response.get_json()
         again = await (await client.post("/webhook", data=body, headers=signed_headers(body))).get_json()
-        rows = {name: await app.extensions["router"].journal.get(f"fan-1@{name}") for name in ("alice", "bob")}
+        rows = {name: await app.extensions["router"].journal.get(fan_out_id("fan-1", name)) for name in ("alice", "bob")}
     assert response.status_code == 200 and answer["status"] == "fanout" and answer["alert_id"] == "fan-1"
     ids = {name: answer["accounts"][name]["order"]["client_order_id"] for name in ("alice", "bob")}
-    assert ids == {"alice": client_order_id("fan-1@alice", "alice"), "bob": client_order_id("fan-1@bob", "bob")}
+    assert ids == {"alice": client_order_id(fan_out_id("fan-1", "alice"), "alice"), "bob": client_order_id(fan_out_id("fan-1", "bob"), "bob")}
     assert ids["alice"] != ids["bob"]
     assert all(rows[name]["state"] == "filled" and rows[name]["account"] == name for name in rows)
     assert all(again["accounts"][name]["duplicate"] is True for name in ("alice", "bob"))  # a resend places nothing
@@ -64,7 +65,7 @@ def test_fan_out_through_ccxt_one_refused_key_does_not_block_the_other(tmp_path,
             assert answer["accounts"]["sub"]["error"]["code"] == "exchange_auth_failed"
             booked = emulator.control.orders()
             assert [(o["account_key"], o["client_order_id"]) for o in booked] == [
-                ("emu-key-1", client_order_id("fan-3@main", "main"))]
-            assert alert_status(server.url, "fan-3@sub")["state"] == "failed"
+                ("emu-key-1", client_order_id(fan_out_id("fan-3", "main"), "main"))]
+            assert alert_status(server.url, fan_out_id("fan-3", "sub"))["state"] == "failed"
     finally:
         emulator.stop()

@@ -54,7 +54,8 @@ def test_every_hook_has_a_docstring_saying_when_and_what():
         assert "Return" in doc or "return" in doc, f"hook {name}'s docstring does not say what it returns"
 
 
-async def test_every_hook_is_called_by_the_pipeline(app_client):
+async def test_every_hook_is_called_by_the_pipeline(app_client, write_plugins_yaml):
+    write_plugins_yaml("router:\n  allow_payload_credentials: true\n")  # executor_for_credentials needs them
     recorder = Recorder()
     async with app_client(extra_plugins=[("recorder", recorder)]) as (client, app):
         filled = alert_body(id="meta-filled")

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
-from tests.support import SECRET, alert_body, signed_headers
+from tests.support import MONITOR, SECRET, alert_body, signed_headers
 from tests.test_engine import FAST
 
 P = "ccxt_webhook_"
@@ -37,7 +37,7 @@ def value(samples: dict, name: str, **labels: str) -> float:
 
 
 async def scrape(client, **headers: str) -> dict:
-    response = await client.get("/metrics", headers=headers)
+    response = await client.get("/metrics", headers=headers or MONITOR)
     assert response.status_code == 200, await response.get_data(as_text=True)
     assert response.headers["Content-Type"].startswith("text/plain")
     return parse(await response.get_data(as_text=True))
@@ -218,7 +218,7 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
     assert sum(per_worker_webhook_answers(folder).values()) == sent + 1
     for _ in range(4):  # whichever worker serves the scrape, it reports every worker's alerts
         with httpx.Client(base_url=server.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
-            response = client.get("/metrics")
+            response = client.get("/metrics", headers=MONITOR)
         assert response.status_code == 200
         samples = parse(response.text)
         assert value(samples, "alerts_total", outcome="filled") == sent

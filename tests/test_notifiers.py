@@ -29,7 +29,7 @@ from core.plugins import create_plugin_manager
 from plugins.notifiers.notifier import format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
-from tests.support import SECRET, alert_body, signed_headers
+from tests.support import MONITOR, SECRET, alert_body, signed_headers
 
 ROUTER = """
 router:
@@ -129,7 +129,7 @@ async def post(client, **fields) -> tuple[int, dict]:
 
 async def test_unconfigured_notifiers_are_loaded_and_inert(app_client):
     async with app_client() as (client, app):
-        health = await (await client.get("/")).get_json()
+        health = await (await client.get("/", headers=MONITOR)).get_json()
         body = alert_body(id="quiet-1")
         assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
         for name in ("webhook_notify", "telegram"):

@@ -11,7 +11,7 @@ from core.config import PluginsFile, Settings
 from core.errors import ConfigError
 from core.plugins import hookimpl
 from core.router import Router
-from tests.support import alert_body, signed_headers
+from tests.support import MONITOR, alert_body, signed_headers
 
 
 async def post_alert(client, **fields):
@@ -35,7 +35,7 @@ async def test_dropin_transform_file_changes_the_alert(app_client, write_plugins
     write_plugins_yaml(f"router:\n  plugin_dir: {folder}\n")
     async with app_client() as (client, app):
         status, answer = await post_alert(client, amount="0.004")
-        health = await (await client.get("/")).get_json()
+        health = await (await client.get("/", headers=MONITOR)).get_json()
     assert status == 200, answer
     assert answer["order"]["amount"] == "0.002"
     assert {"name": "half_size", "source": "dropin"} in health["plugins"]
@@ -56,7 +56,7 @@ async def test_plugin_installed_through_the_entry_point_group_is_loaded(app_clie
     monkeypatch.syspath_prepend(str(site))
     async with app_client() as (client, app):
         status, answer = await post_alert(client, side="buy")
-        health = await (await client.get("/")).get_json()
+        health = await (await client.get("/", headers=MONITOR)).get_json()
     assert status == 200, answer
     assert answer["order"]["side"] == "sell"
     assert {"name": "extra_side", "source": "entrypoint"} in health["plugins"]

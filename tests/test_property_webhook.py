@@ -6,6 +6,7 @@ answered (never a 5xx, never a hang). Derandomized, so every run sends the same 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import itertools
 import json
 import threading
@@ -229,8 +230,10 @@ def signed_alerts(draw) -> dict:
 def test_signed_alerts_with_any_field_values_and_types_never_5xx_never_hang(make_settings, write_plugins_yaml):
     write_plugins_yaml("router:\n  journal_synchronous: NORMAL\n")
     app = create_app(make_settings(RATE_LIMIT="100000/second"))
-    # The app runs on a loop of its own thread: a request that hangs it fails the test
-    # (after HANG seconds, far above any answer) instead of wedging the run.
+    # Hang detectors, far above any answer: the app runs on a loop of its own thread, so a
+    # request that never completes fails the test after 60 s; a hang inside C code that
+    # holds the GIL (int(Decimal("1e999999999"))) stops even that thread, so faulthandler's
+    # watchdog (a C thread) then prints every thread's stack and ends the run after 90 s.
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -254,11 +257,14 @@ def test_signed_alerts_with_any_field_values_and_types_never_5xx_never_hang(make
     def property_holds(alert):
         assert not hung, f"the app hung earlier on {hung[0][:300]!r}"
         body = json.dumps({**alert, "n": next(nonce)}).encode()  # unique: never refused as a replay
+        faulthandler.dump_traceback_later(90, exit=True)
         try:
             status, answer = run(send(body), timeout=60)
         except FutureTimeout:
             hung.append(body)
             raise AssertionError(f"no answer within 60 s (a hang) to {body[:300]!r}") from None
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         statuses[status] = statuses.get(status, 0) + 1
         assert status < 500, (status, answer, body)
         assert "Traceback" not in answer and SECRET not in answer

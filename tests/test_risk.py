@@ -16,7 +16,7 @@ from core.config import PluginsFile
 from core.errors import ConfigError
 from core.killswitch import is_reducing
 from core.models import Alert, OrderRequest
-from tests.support import ROOT, SECRET, signed_headers
+from tests.support import MONITOR, ROOT, SECRET, signed_headers
 
 
 def risk_yaml(**defaults) -> str:
@@ -99,7 +99,7 @@ async def test_per_account_overrides_and_daily_loss_halts_until_resumed(app_clie
         status, body = await send(client, alert_id="a4", account="strict", amount="0.01")
         assert status == 422 and "halted (max_daily_loss" in body["error"]["message"], body
         assert (await send(client, alert_id="a5", account="paper", amount="0.01"))[0] == 200  # other accounts trade
-        health = await (await client.get("/")).get_json()
+        health = await (await client.get("/", headers=MONITOR)).get_json()
         assert health["halts"]["strict"]["by"] == "max_daily_loss" and health["halts"]["strict"]["until"]
         assert (await control(client, "resume", account="strict"))[1]["accounts"] == ["strict"]
         status, body = await send(client, alert_id="a6", account="strict", amount="0.01")
@@ -118,7 +118,7 @@ async def test_halt_over_http_refuses_opening_orders_and_lets_closing_ones_throu
         assert status == 200, body
         status, body = await send(client, alert_id="close", action="close")
         assert status == 200 and body["order"]["amount"] == "0.01", body
-        metrics = (await (await client.get("/metrics")).get_data()).decode()
+        metrics = (await (await client.get("/metrics", headers=MONITOR)).get_data()).decode()
         assert 'account_halted{account="paper"} 1.0' in metrics
         status, body = await control(client, "resume", account="paper")
         assert status == 200 and body["accounts"] == ["paper"]
@@ -132,7 +132,7 @@ async def test_control_needs_a_signature_over_its_request_line(app_client):
             response = await client.post("/control/halt", data=body, headers=headers)
             assert response.status_code == 401
         assert (await control(client, "halt", account="nope"))[0] == 422
-        health = await (await client.get("/")).get_json()
+        health = await (await client.get("/", headers=MONITOR)).get_json()
         assert health["halts"] == {}
 
 

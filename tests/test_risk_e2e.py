@@ -17,7 +17,7 @@ import yaml
 
 from core.app import control_signature_message
 from tests.ccxt_support import alert_status, emulator_account, send_alert
-from tests.support import ServerProcess, base_env, signed_headers
+from tests.support import MONITOR, ServerProcess, base_env, signed_headers
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WAIT = 30  # seconds: a bound on waiting for a condition, never a synchronisation
@@ -167,7 +167,7 @@ def test_daily_loss_halts_the_account_until_resumed(server, emu):
         assert response.status_code == 422 and "refused by max_daily_loss: equity" in response.json()["error"]["message"]
         response = send_alert(server.url, alert("lossy", unique("d"), contracts="0.003", price="49000"))
         assert "account 'lossy' is halted (max_daily_loss" in response.json()["error"]["message"]
-        assert httpx.get(server.url + "/").json()["halts"]["lossy"]["by"] == "max_daily_loss"
+        assert httpx.get(server.url + "/", headers=MONITOR).json()["halts"]["lossy"]["by"] == "max_daily_loss"
         response = send_alert(server.url, alert("lossy", unique("close"), action="sell", contracts="0.02", price="49000",
                                                 reduce_only=True))
         assert response.status_code == 200, response.text  # a reducing order passes the halt
@@ -184,7 +184,7 @@ def test_a_closing_order_passes_while_halted_and_over_a_limit(server, emu):
         response = send_alert(server.url, alert("capped", unique("o"), contracts="0.002"))
         assert response.status_code == 422 and response.json()["error"]["message"].startswith(
             "refused by halt: account 'capped' is halted (test; by http:hmac")
-        metrics = httpx.get(server.url + "/metrics").text
+        metrics = httpx.get(server.url + "/metrics", headers=MONITOR).text
         assert 'account_halted{account="capped"} 1.0' in metrics and 'account_halted{account="plain"} 0.0' in metrics
         response = send_alert(server.url, {"ticker": "BTCUSDT.P", "action": "close", "id": unique("c"), "account": "capped"})
         assert response.status_code == 200, response.text

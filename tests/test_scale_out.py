@@ -24,9 +24,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.router import journal_key
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.conftest import REDIS_TEST_URL, redis_answers
-from tests.support import ROOT, ServerProcess, base_env, free_port, signed_headers
+from tests.support import MONITOR, ROOT, ServerProcess, base_env, free_port, signed_headers
 
 pytestmark = pytest.mark.slow
 
@@ -131,13 +132,14 @@ def test_a_token_revoked_through_one_server_is_refused_by_the_other(deployment):
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
-    token = manage("issue", "--label", "tv").splitlines()[0].strip()
+    token = manage("issue", "--label", "tv", "--account", "emu").splitlines()[0].strip()  # the alerts name "emu"
     assert post(a, json.dumps({"token": token, **json.loads(alert("tok-1"))}).encode(),
                 {"Content-Type": "text/plain"}).status_code == 200
+    assert len(deployment.orders(client_id(journal_key("token:tv", "tok-1")))) == 1  # the token's own id namespace
     manage("revoke", token)
     refused = post(b, json.dumps({"token": token, **json.loads(alert("tok-2"))}).encode(), {"Content-Type": "text/plain"})
     assert refused.status_code == 401
-    assert deployment.orders(client_id("tok-2")) == []
+    assert deployment.orders(client_id(journal_key("token:tv", "tok-2"))) == []
 
 
 def test_rate_limit_counts_across_both_servers(deployment):
@@ -230,7 +232,7 @@ def test_redis_outage_refuses_new_alerts_with_503_and_recovers_by_itself(tmp_pat
         refused = post(server, alert("during-outage"))
         assert refused.status_code == 503, refused.text
         assert refused.json()["error"]["code"] == "state_store_unavailable"
-        health = httpx.get(server.url + "/", timeout=10).json()
+        health = httpx.get(server.url + "/", headers=MONITOR, timeout=10).json()
         assert health["status"] == "degraded" and health["state"]["ok"] is False and "Redis" in health["state"]["error"]
         assert emulator.control.orders(client_order_id=client_id("during-outage")) == []
 
@@ -243,7 +245,7 @@ def test_redis_outage_refuses_new_alerts_with_503_and_recovers_by_itself(tmp_pat
                 break
             time.sleep(0.1)  # redis-py reconnects on the next command; retrying like TradingView would
         assert answer is not None and answer.status_code == 200, answer.text
-        assert httpx.get(server.url + "/", timeout=10).json()["state"]["ok"] is True
+        assert httpx.get(server.url + "/", headers=MONITOR, timeout=10).json()["state"]["ok"] is True
         # The alert accepted before the outage is still known (replay refused, journal intact).
         assert alert_status(server.url, "before-outage")["state"] == "filled"
     finally:

@@ -60,7 +60,7 @@ async def test_an_unauthenticated_value_never_changes_what_the_journal_stores(ap
         body = alert_body(id="owner-2", side="sell")
         response = await client.post("/webhook", data=body, headers=signed_headers(body))
         assert response.status_code == 200, await response.get_json()
-    assert row["state"] == "filled"
+    assert row["state"] == "filled" and "unreadable" not in row  # every stored JSON column decodes
     assert row["orders"][0]["request"]["action"] == "create"
     assert row["orders"][0]["response"]["status"] == "closed"
     assert ledger_count(data_dir) == 2

@@ -34,7 +34,8 @@ class LeakyPlugin:
         logging.getLogger("leaky").info("query string apiKey=%s&signature=%s", payload.get("apiKey"), "abc123def456")
 
 
-async def test_secrets_never_appear_in_logs_bodies_or_journal(app_client, all_log_text, data_dir):
+async def test_secrets_never_appear_in_logs_bodies_or_journal(app_client, all_log_text, data_dir, write_plugins_yaml):
+    write_plugins_yaml("router:\n  allow_payload_credentials: true\n")  # off by default; the keys must not leak when on
     secrets = dict(apiKey=API_KEY, secret=API_SECRET, token=TOKEN)
     requests = [
         (alert_body(id="ok-1", **secrets), True),                                      # valid (paper ignores the keys)

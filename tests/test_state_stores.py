@@ -60,6 +60,23 @@ async def test_tokens_issue_verify_revoke_list_and_expire(backend):
         await store.close()
 
 
+async def test_tokens_keep_the_accounts_they_were_issued_for(backend):
+    store = backend.token_store()
+    try:
+        scoped, info = await store.issue(ttl=3600, label="bots", accounts=("Bob", "alice", "bob"))
+        assert info.accounts == ("alice", "bob")
+        default_only, _ = await store.issue(ttl=3600, label="plain")
+        every, _ = await store.issue(ttl=3600, label="all", accounts=("*",))
+        assert (await store.verify(scoped)).scope == frozenset({"alice", "bob"})
+        assert (await store.verify(default_only)).scope == frozenset()  # the default account only
+        assert (await store.verify(every)).scope is None  # every account
+        assert {i.label: i.accounts for i in await store.list()} == {"bots": ("alice", "bob"), "plain": (), "all": ("*",)}
+        with pytest.raises(ValueError, match="account"):
+            await store.issue(ttl=3600, accounts=("no spaces",))
+    finally:
+        await store.close()
+
+
 async def test_expired_token_is_refused_and_removed(backend):
     store = backend.token_store()
     store._clock = lambda: 1_000.0  # issued long ago

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.plugins import hookimpl
+from core.router import journal_key
 from core.tokens import SqliteTokenStore, hash_token, new_token
 from tests.abuse_support import TEXT_PLAIN, UNAUTHORIZED, client_from, issue_token, issue_token_async, ledger_count, token_body
 from tests.support import ROOT, alert_body, base_env, signed_headers
@@ -135,7 +136,7 @@ async def test_token_mode_accepts_and_strips_the_token(app_client, data_dir):
     async with app_client(extra_plugins=[("spy", spy)]) as (client, app):
         response = await client.post("/webhook", data=token_body(token, id="tok-1"), headers=TEXT_PLAIN)
         assert response.status_code == 200, await response.get_json()
-        row = await app.extensions["router"].journal.get("tok-1")
+        row = await app.extensions["router"].journal.get(journal_key("token:tv", "tok-1"))
     assert spy.seen and all("token" not in seen for seen in spy.seen)
     assert row["principal"] == "token:tv"
     assert token not in json.dumps(row, default=str)
@@ -202,7 +203,7 @@ def test_manage_tokens_issue_list_revoke_against_a_running_server(server_factory
         assert listing.returncode == 0
         assert token not in listing.stdout + listing.stderr and default_ttl.stdout.strip() not in listing.stdout
         lines = listing.stdout.splitlines()
-        assert lines[0].split() == ["ID", "LABEL", "CREATED", "EXPIRES", "LAST", "USE"]
+        assert lines[0].split() == ["ID", "LABEL", "ACCOUNTS", "CREATED", "EXPIRES", "LAST", "USE"]
         main_line = next(line for line in lines if "tv-main" in line)
         assert "never" not in main_line, "the last use is shown"
         other_line = next(line for line in lines[1:] if "tv-main" not in line)
@@ -244,6 +245,7 @@ def test_manage_tokens_revokes_a_token_beginning_with_a_dash_as_printed(server_f
 
 
 @pytest.mark.parametrize("args", [["issue", "--ttl", "0"], ["issue", "--ttl", "soon"], ["issue", "--label", "has space"],
+                                  ["issue", "--account", "not an account"],
                                   ["revoke"], ["revoke", "a", "b"], ["revoke", "--id"], ["frobnicate"], []])
 def test_manage_tokens_refuses_bad_arguments(data_dir, monkeypatch, capsys, args):
     import manage_tokens
@@ -274,3 +276,19 @@ def test_manage_tokens_reads_data_dir_from_dotenv(tmp_path):
     with sqlite3.connect(tmp_path / "elsewhere" / "tokens.sqlite3") as conn:
         created, expires = conn.execute("SELECT created_at, expires_at FROM tokens").fetchone()
     assert expires - created == 300
+
+
+async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_account(tmp_path):
+    token = new_token()
+    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:
+        conn.execute("CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+                     " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID")
+        conn.execute("INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60))
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
+    try:
+        info = await store.verify(token)
+        assert info is not None and info.label == "old" and info.scope == frozenset()
+        _, scoped = await store.issue(ttl=60, accounts=("bob",))
+        assert scoped.accounts == ("bob",)
+    finally:
+        await store.close()

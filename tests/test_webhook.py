@@ -8,14 +8,14 @@ import sqlite3
 import pytest
 
 from tests.conftest import STATE_BACKENDS
-from tests.support import alert_body, signed_headers
+from tests.support import MONITOR, alert_body, signed_headers
 
 pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 
 
 async def test_health_lists_plugins_and_accounts(app_client):
     async with app_client() as (client, app):
-        response = await client.get("/")
+        response = await client.get("/", headers=MONITOR)
         assert response.status_code == 200
         health = await response.get_json()
     assert health["status"] == "ok"

@@ -20,7 +20,9 @@ from core.journal import ALERT_STATES
 # Keys whose values are never shown, at any depth (payload credentials, exchange keys).
 SECRET_KEYS = frozenset({"token", "apikey", "api_key", "secret", "apisecret", "api_secret", "password", "passphrase",
                          "signature", "x-signature", "privatekey", "private_key"})
-REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown"})
+# The feed's "problems" filter: every alert that did not trade as asked.
+REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown", "refused", "quarantined"})
+PROBLEMS = "problems"
 
 
 def scrub(value: Any) -> Any:
@@ -62,7 +64,7 @@ class FeedFilter:
             return (args.get(name) or "").strip()[:64]
 
         state = text("state")
-        return cls(state=state if state in ALERT_STATES or state == "refused" else "", account=text("account"),
+        return cls(state=state if state in ALERT_STATES or state == PROBLEMS else "", account=text("account"),
                    symbol=text("symbol"), strategy=text("strategy"), since=_time(text("since")),
                    until=_time(text("until")), limit=min(max(_int(text("limit"), 100), 1), 500))
 
@@ -77,7 +79,7 @@ class FeedFilter:
         return out
 
     def matches(self, row: dict[str, Any]) -> bool:
-        if self.state == "refused" and row.get("state") not in REFUSED_STATES:
+        if self.state == PROBLEMS and row.get("state") not in REFUSED_STATES:
             return False
         if self.account and (row.get("account") or "").lower() != self.account.lower():
             return False
@@ -95,7 +97,7 @@ async def alert_feed(journal: Any, feed: FeedFilter) -> list[dict[str, Any]]:
     """The newest alerts that pass ``feed``, newest first."""
     state = feed.state if feed.state in ALERT_STATES else None
     scan = feed.limit if not (feed.account or feed.symbol or feed.strategy or feed.since or feed.until
-                              or feed.state == "refused") else 1000
+                              or feed.state == PROBLEMS) else 1000
     rows = await journal.list(limit=scan, state=state)
     out = []
     for row in rows:

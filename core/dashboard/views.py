@@ -155,7 +155,7 @@ def dashboard_blueprint() -> Blueprint:
         feed = reads.FeedFilter.from_args(request.args)
         rows = await reads.alert_feed(await _journal(), feed)
         return await _render("alerts.html", "alerts", feed=feed, rows=rows, feed_query=urlencode(feed.query()),
-                             states=["refused", *reads.ALERT_STATES])
+                             states=[reads.PROBLEMS, *reads.ALERT_STATES])
 
     @bp.get("/alerts/feed")
     async def alerts_feed() -> str:

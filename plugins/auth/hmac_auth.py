@@ -1,8 +1,14 @@
-"""HMAC authentication: ``X-Timestamp`` and ``X-Signature`` headers (the seed's secure mode).
+"""HMAC authentication: ``X-Timestamp`` and ``X-Signature`` headers (the classic interface's secure mode).
 
 The signature is the hex HMAC-SHA256 keyed with WEBHOOK_SECRET, over either
 ``"<X-Timestamp>.<raw body>"`` (recommended: the timestamp is bound to the body) or the
-raw body alone (the seed's form, ``allow_body_only``). A request with ``X-Signature`` is
+raw body alone (the classic form, ``allow_body_only``).
+
+**Keys and scope.** WEBHOOK_SECRET is the owner's key: principal ``hmac``, every account,
+alert ids as sent. ``hmac.keys`` in plugins.yaml adds named keys for other senders, each
+with the accounts it may trade on (none listed: the default account only; ``*``: every
+account); a named key's principal is ``hmac:<name>``, which namespaces its alert ids
+(``GET /alerts/<id>`` shows it only its own). A request with ``X-Signature`` is
 decided here: accepted or rejected, never passed on to the token plugin. Without it,
 this plugin abstains.
 
@@ -30,9 +36,13 @@ import hashlib
 import hmac
 import re
 
+from pydantic import Field, field_validator
+
 from core.config import PluginOptions
-from core.models import AuthResult, InboundRequest
+from core.errors import ConfigError
+from core.models import NAME_PATTERN, AuthResult, InboundRequest
 from core.plugins import hookimpl
+from core.redaction import REDACTOR
 from core.replay import ReplayCache
 
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: int() would take "1_700", "+17", "١٧"
@@ -49,19 +59,60 @@ def replay_key(signature: bytes) -> str:
     return hashlib.sha256(b"hmac-signature:" + signature).hexdigest()
 
 
+class SigningKey(PluginOptions):
+    """A named key of ``hmac.keys``: its secret and the accounts it may trade on."""
+
+    secret: str = Field(min_length=16, repr=False)
+    # Account names; empty: the default account only; ["*"]: every account.
+    accounts: list[str] = Field(default_factory=list)
+
+    @field_validator("accounts")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name != "*" and not NAME_PATTERN.match(name):
+                raise ValueError(f"account {name!r}: 1-64 letters, digits or _ . - (or * for every account)")
+        return value
+
+    @property
+    def scope(self) -> frozenset[str] | None:
+        return None if "*" in self.accounts else frozenset(self.accounts)
+
+
 class Plugin:
     class Options(PluginOptions):
-        # Accept the seed's body-only signature. Its signatures are remembered for ever, so
+        # Accept the classic body-only signature. Its signatures are remembered for ever, so
         # every body must be unique (an "id" or a time in it). Prefer "<timestamp>.<body>".
         allow_body_only: bool = True
+        # Named keys besides WEBHOOK_SECRET (the owner's, every account): name → secret, accounts.
+        keys: dict[str, SigningKey] = Field(default_factory=dict)
+
+        @field_validator("keys")
+        @classmethod
+        def _key_names(cls, value: dict[str, SigningKey]) -> dict[str, SigningKey]:
+            for name in value:
+                if not NAME_PATTERN.match(name):
+                    raise ValueError(f"key name {name!r}: 1-64 letters, digits or _ . -")
+            if len({k.secret for k in value.values()}) != len(value):
+                raise ValueError("two keys have the same secret")
+            return value
 
     def __init__(self, options: "Plugin.Options"):
         self.options = options
         self.replay: ReplayCache | None = None
+        # (principal, secret, accounts): the owner's WEBHOOK_SECRET first, then the named keys.
+        self.keys: list[tuple[str, str, frozenset[str] | None]] = []
 
     @hookimpl
     def router_startup(self, router) -> None:
         self.replay = router.state.replay_cache()
+        owner = router.settings.webhook_secret
+        if owner and any(k.secret == owner for k in self.options.keys.values()):
+            raise ConfigError(f"{router.settings.plugins_file}: plugin 'hmac': field 'keys': a key's secret is WEBHOOK_SECRET")
+        self.keys = [("hmac", owner, None)] if owner else []
+        for name, key in self.options.keys.items():
+            REDACTOR.add(key.secret, static=True)
+            self.keys.append((f"hmac:{name}", key.secret, key.scope))
 
     @hookimpl
     async def router_shutdown(self, router) -> None:
@@ -74,14 +125,18 @@ class Plugin:
         header = request.header("x-signature")
         if header is None:
             return None
-        secret = router.settings.webhook_secret
         timestamp = request.header("x-timestamp") or ""
-        # Both digests are computed and compared whatever is wrong with the request, in
-        # constant time, so every refusal does the same work.
+        # Both digests of every key are computed and compared whatever is wrong with the
+        # request, in constant time, so every refusal does the same work.
         presented = header.strip().lower().encode("ascii", "replace")
-        bound = hmac.compare_digest(presented, sign(secret, request.body, timestamp).encode())
-        body_only = hmac.compare_digest(presented, sign(secret, request.body).encode()) and self.options.allow_body_only
-        if not secret:
+        bound = body_only = False
+        principal, scope = "", None
+        for name, secret, accounts in self.keys:
+            key_bound = hmac.compare_digest(presented, sign(secret, request.body, timestamp).encode())
+            key_body_only = hmac.compare_digest(presented, sign(secret, request.body).encode()) and self.options.allow_body_only
+            if (key_bound or key_body_only) and not principal:
+                bound, body_only, principal, scope = key_bound, key_body_only, name, accounts
+        if not self.keys:
             return AuthResult.reject("X-Signature sent but WEBHOOK_SECRET is not configured")
         if not TIMESTAMP.match(timestamp):
             return AuthResult.reject("X-Timestamp missing or not an integer")
@@ -96,4 +151,4 @@ class Plugin:
         assert self.replay is not None, "router_startup opens the replay cache"
         if not await self.replay.add_if_absent(replay_key(presented), expires_at):
             return AuthResult.reject("replayed signature (accepted before)")
-        return AuthResult.accept("hmac")
+        return AuthResult.accept(principal, scope)

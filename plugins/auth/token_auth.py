@@ -1,10 +1,11 @@
-"""Token authentication: a ``"token"`` field in the JSON body (the seed's fallback, for
+"""Token authentication: a ``"token"`` field in the JSON body (the classic interface's fallback, for
 TradingView, which cannot set headers).
 
 Tokens are issued, listed and revoked with ``python manage_tokens.py`` and stored hashed
 in ``DATA_DIR/tokens.sqlite3`` (``core.tokens``). A request with ``X-Signature`` is
 HMAC's to decide: this plugin abstains on it. Otherwise a body with a ``token`` field is
-accepted when the token is known and not expired (principal ``token:<label>``), and
+accepted when the token is known and not expired (principal ``token:<label>``, scoped to
+the accounts it was issued for: ``manage_tokens.py issue --account NAME``), and
 refused with the one 401 body when it is unknown, revoked or expired; the work done is
 the same for each (one hash, one indexed lookup). A token in a header or the query
 string is not looked at. The token is removed from the payload here, so no later stage
@@ -47,4 +48,5 @@ class Plugin:
         info = await self.store.verify(token if isinstance(token, str) else "")
         if info is None:
             return AuthResult.reject("unknown, expired or revoked token")
-        return AuthResult.accept(info.principal, scopes=tuple(getattr(info, "scopes", ()) or ()))
+        # the accounts it was issued for, and what else it may do (e.g. "control")
+        return AuthResult.accept(info.principal, info.scope, scopes=tuple(getattr(info, "scopes", ()) or ()))

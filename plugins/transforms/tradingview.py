@@ -59,6 +59,7 @@ AMOUNT_TYPES = {"base": "base", "contracts": "base", "coin": "base", "quote": "q
                 "balance_percent": "percent_of_balance", "percent_of_position": "percent_of_position",
                 "position_percent": "percent_of_position"}
 MARGIN_MODES = {"cross": "cross", "crossed": "cross", "isolated": "isolated"}
+ASCII_SPACE = " \t\r\n"  # numbers are ASCII: a no-break or other Unicode space is not stripped (core.models)
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params",
                      "action", "amount_type", "target_position", "market_position", "stop_price", "stop_loss", "take_profit",
@@ -163,12 +164,12 @@ class Plugin:
                 payload[key] = bool(value)
         for key in ("amount", "price", "stop_price", "stop_loss", "take_profit", "target_position", "market_position_size"):
             if isinstance(payload.get(key), str):
-                payload[key] = payload[key].strip()
+                payload[key] = payload[key].strip(ASCII_SPACE)
         if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
-            payload["amount"] = payload["amount"][:-1].strip()
+            payload["amount"] = payload["amount"][:-1].strip(ASCII_SPACE)
             payload.setdefault("amount_type", "percent_of_balance")
         if isinstance(payload.get("leverage"), str):  # "5x" → "5"; the number is read by core.models.parse_integer
-            payload["leverage"] = payload["leverage"].strip().lower().removesuffix("x").strip()
+            payload["leverage"] = payload["leverage"].strip(ASCII_SPACE).lower().removesuffix("x").strip(ASCII_SPACE)
         self._position_size(payload)
         for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):
             if isinstance(payload.get(key), str):
