@@ -126,7 +126,12 @@ class KillSwitch:
         describe them (empty lists when no plugin limits anything)."""
         described: dict[str, list[dict[str, Any]]] = {}
         for executor in self.router.executors:
-            results = await call_hook(self.router.hook.describe_risk_limits, account=executor.account, router=self.router)
+            try:
+                results = await call_hook(self.router.hook.describe_risk_limits, account=executor.account, router=self.router)
+            except Exception as exc:  # a broken description must not hide the halts (nor the buttons) around it
+                log.exception("risk: describing the limits of %s failed", executor.account)
+                results = [[{"limit": "(could not be described)", "value": getattr(exc, "message", None) or type(exc).__name__,
+                             "source": "error", "used": None}]]
             described[executor.account] = [item for result in results if result for item in result]
         return described
 

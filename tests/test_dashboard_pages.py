@@ -130,6 +130,22 @@ async def test_a_flatten_from_the_page_shows_its_steps(app_client):
         assert 'href="/dashboard/alert/flatten-x-paper-r1-cancel-ETH_USDT"' in card and ">canceled<" in card
 
 
+class BrokenDescription:
+    @hookimpl
+    async def describe_risk_limits(self, account):
+        raise ConnectionError("risk service unreachable")
+
+
+async def test_a_plugin_failing_to_describe_its_limits_leaves_the_kill_switch_usable(app_client):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD, extra_plugins=[("broken", BrokenDescription())]) as (client, app):
+        await log_in(client)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        paper = risk_section(html, "paper")
+        assert "(could not be described)" in paper and "ConnectionError" in paper
+        html = await risk_post(client, html, "halt", account="paper")
+        assert 'id="risk-state-paper">HALTED' in html
+
+
 async def test_without_the_risk_plugin_halts_still_show_and_no_limits_are_configured(app_client, write_plugins_yaml):
     import yaml
 
