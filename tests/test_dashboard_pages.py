@@ -26,8 +26,8 @@ def risk_section(html: str, slug: str) -> str:
 
 def limit_row(section: str, limit: str) -> list[str]:
     """The cells of a limit's row as text (tags dropped)."""
-    for row in re.findall(r"<tr>(.*?)</tr>", section, re.S):
-        cells = [" ".join(re.sub(r"<[^>]+>", "", c).split()) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+    for row in re.findall(r"<tr>(.*?)</tr>", section, re.DOTALL):
+        cells = [" ".join(re.sub(r"<[^>]+>", "", c).split()) for c in re.findall(r"<td>(.*?)</td>", row, re.DOTALL)]
         if cells and cells[0].split(" ")[0] == limit:
             return cells
     raise AssertionError(f"no row for {limit}")
@@ -137,7 +137,7 @@ class BrokenDescription:
 
 
 async def test_a_plugin_failing_to_describe_its_limits_leaves_the_kill_switch_usable(app_client):
-    async with app_client(DASHBOARD_PASSWORD=PASSWORD, extra_plugins=[("broken", BrokenDescription())]) as (client, app):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD, extra_plugins=[("broken", BrokenDescription())]) as (client, _):
         await log_in(client)
         html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
         paper = risk_section(html, "paper")
