@@ -183,6 +183,20 @@ def check_risk(alert, order, executor, reducing, router: "PluginHost"):
 
 
 @hookspec
+def describe_risk_limits(account, router: "PluginHost"):
+    """Describe the limits your ``check_risk`` applies to ``account`` (a configured
+    account's name), for the operator: the dashboard's risk page and ``risk status``
+    (``KillSwitch.limits``). Called when such a page or command is asked for, never on an
+    alert's path; keep it cheap (no exchange reads).
+
+    Return a list of dicts ``{"limit": name, "value": configured value as text,
+    "source": "default" | "account" | your plugin's word, "used": current use as text or
+    None}`` (no secret in them), or ``None``. **Every** implementation is called; the
+    lists are concatenated in call order.
+    """
+
+
+@hookspec
 def execute_order(order, executor, alert, router: "PluginHost"):
     """Place ``order`` (a ``core.models.OrderRequest``) for ``alert`` on ``executor``.
 

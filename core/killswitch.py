@@ -121,8 +121,22 @@ class KillSwitch:
         """A flatten's request and progress (``GET /alerts/flatten-<id>``)."""
         return next((f for f in await self.store.flattens(limit=1000) if f["flatten_id"] == flatten_id), None)
 
+    async def limits(self) -> dict[str, list[dict[str, Any]]]:
+        """Each configured account's limits as the ``describe_risk_limits`` implementations
+        describe them (empty lists when no plugin limits anything)."""
+        described: dict[str, list[dict[str, Any]]] = {}
+        for executor in self.router.executors:
+            try:
+                results = await call_hook(self.router.hook.describe_risk_limits, account=executor.account, router=self.router)
+            except Exception as exc:  # a broken description must not hide the halts (nor the buttons) around it
+                log.exception("risk: describing the limits of %s failed", executor.account)
+                results = [[{"limit": "(could not be described)", "value": getattr(exc, "message", None) or type(exc).__name__,
+                             "source": "error", "used": None}]]
+            described[executor.account] = [item for result in results if result for item in result]
+        return described
+
     async def status(self) -> dict[str, Any]:
-        return {"halts": await self.halts(), "flattens": await self.store.flattens(limit=10)}
+        return {"halts": await self.halts(), "flattens": await self.store.flattens(limit=10), "limits": await self.limits()}
 
     # ------------------------------------------------------------ the gate before every order
 

@@ -72,6 +72,7 @@ class RiskStore(Protocol):
     async def flattens(self, *, open_only: bool = False, limit: int = 20) -> list[dict[str, Any]]: ...
     async def claim_flatten(self, flatten_id: str, owner: str, stale_after: float) -> dict[str, Any] | None: ...
     async def count_order(self, key: str, limit: int, window: float) -> tuple[bool, int]: ...
+    async def recent_orders(self, key: str, window: float) -> int: ...
     async def baseline(self, account: str, day: str, equity: Decimal) -> Decimal: ...
     async def aclose(self) -> None: ...
 
@@ -159,6 +160,14 @@ class SqliteRiskStore:
                 return True, seen
 
         return await self.counts.run(hit)
+
+    async def recent_orders(self, key: str, window: float) -> int:
+        """How many orders of ``key`` were counted in the last ``window`` seconds (a read;
+        counts nothing)."""
+        since = time.time() - window
+        row = await self.counts.run(lambda conn: conn.execute(
+            "SELECT COUNT(*) FROM order_counts WHERE key = ? AND at > ?", (key, since)).fetchone(), read_only=True)
+        return int(row[0])
 
     async def baseline(self, account: str, day: str, equity: Decimal) -> Decimal:
         def once(conn: sqlite3.Connection) -> str:
@@ -258,6 +267,11 @@ class RedisRiskStore:
         counted, seen = await guarded(self._count(keys=[f"{self.prefix}:risk:n:{key}"],
                                                   args=[time.time(), window, limit, uuid.uuid4().hex]))
         return bool(counted), int(seen)
+
+    async def recent_orders(self, key: str, window: float) -> int:
+        from core.state_redis import guarded
+
+        return int(await guarded(self.client.zcount(f"{self.prefix}:risk:n:{key}", f"({time.time() - window}", "+inf")))
 
     async def baseline(self, account: str, day: str, equity: Decimal) -> Decimal:
         from core.state_redis import guarded

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ccxt_support import emulator_account, plugins_yaml
+from tests.ccxt_support import emulator_account, plugins_yaml, send_alert, tradingview_alert
 from tests.support import ROOT, SECRET, ServerProcess, base_env
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -36,7 +36,9 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, emulator):
     data = tmp_path_factory.mktemp("dashboard")
-    (data / "plugins.yaml").write_text(plugins_yaml({"binance": emulator_account("binance", emulator.url)}))
+    (data / "plugins.yaml").write_text(plugins_yaml(
+        {"binance": emulator_account("binance", emulator.url)},
+        risk={"defaults": {"max_orders_per_minute": 100}, "accounts": {"binance": {"max_order_notional": 100000}}}))
     process = ServerProcess(base_env(data, DEFAULT_EXCHANGE="binance", DASHBOARD_PASSWORD=PASSWORD), data).start()
     yield process
     process.stop()
@@ -165,21 +167,38 @@ def test_a_token_issued_in_the_page_trades_and_once_revoked_gets_401(page, serve
     assert "HTTP 401" in refused.stdout, refused.stdout
 
 
-def test_halt_from_the_page_refuses_the_next_opening_alert(page, server, tmp_path):
+def test_halt_from_the_page_makes_the_next_opening_alert_refused(page, server, emulator, tmp_path):
     from playwright.sync_api import expect
 
+    opened = send_alert(server.url, tradingview_alert("BTCUSDT.P", unique("pos"), contracts="0.002"))
+    assert opened.status_code == 200, opened.text  # a position for the closing alert below
     page.goto(server.url + "/dashboard/risk")
+    expect(page.locator("#risk-state-binance")).to_have_text("running")
+    limits = page.locator("#account-risk-binance table.limits")
+    expect(limits).to_contain_text("max_order_notional")  # the account's override
+    expect(limits.locator("tr", has_text="max_orders_per_minute")).to_contain_text(re.compile(r"[1-9]\d* in the last 60 s"))
     shoot(page, "risk")
-    if page.locator("#risk-missing").count():
-        pytest.skip("no kill switch on this branch: halt comes with the risk controls of issue 16")
-    page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#risk-halt")
-    expect(page.locator("#risk-state")).to_have_text("HALTED")
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.fill("#account-risk-binance input[name=reason]", "browser test")
+    page.click("#risk-halt-binance")
+    expect(page.locator("#risk-state-binance")).to_have_text("HALTED")
+    assert asked and asked[0].startswith("Halt account binance"), asked
+    expect(page.locator("#account-risk-binance .halt-reason")).to_have_text("browser test")
+    expect(page.locator("#account-risk-binance .halt-by")).to_have_text("dashboard")
+    shoot(page, "risk-halted")
+
     refused = simulate(server, tmp_path, "--id", unique("halted"))
-    assert "HTTP 422" in refused.stdout, refused.stdout
+    assert "HTTP 422" in refused.stdout and '"risk_limit"' in refused.stdout, refused.stdout
+    assert "refused by halt: account 'binance' is halted (browser test; by dashboard" in refused.stdout
+    closed = send_alert(server.url, tradingview_alert("BTCUSDT.P", unique("close"), action="close"))
+    assert closed.status_code == 200, closed.text  # closing orders pass a halt
+
     page.once("dialog", lambda dialog: dialog.accept())
-    page.click("#risk-resume")
-    expect(page.locator("#risk-state")).to_have_text("running")
+    page.click("#risk-resume-binance")
+    expect(page.locator("#risk-state-binance")).to_have_text("running")
+    traded = simulate(server, tmp_path, "--id", unique("resumed"))
+    assert "HTTP 200" in traded.stdout, traded.stdout
 
 
 def test_accounts_show_the_exchange_balances_and_refresh(page, server, emulator, tmp_path):

@@ -1,79 +1,164 @@
-"""The dashboard's pages in-process: the risk seam, accounts that cannot report or are not
+"""The dashboard's pages in-process: the risk page driving the kill switch, accounts that cannot report or are not
 ready, tokens issued and revoked through the page, the login's redirect target."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 
 import pytest
 
 from core.plugins import hookimpl
+from core.risk_store import new_flatten_record
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor
+from tests.support import alert_body, signed_headers
 from tests.test_dashboard_security import PASSWORD, csrf_from, log_in
 
 
-class FakeRiskControls:
-    """Stands in for issue 16's controls: records what the page asked for."""
-
-    def __init__(self):
-        self.halted = False
-        self.calls: list[str] = []
-
-    async def status(self):
-        return {"halted": self.halted, "reason": "dashboard" if self.halted else None,
-                "limits": [{"name": "max order notional", "limit": "1000 USDT", "used": "250 USDT"}]}
-
-    async def halt(self, reason):
-        self.calls.append(f"halt:{reason.split(' ')[0]}")
-        self.halted = True
-        return {}
-
-    async def flatten(self, reason):
-        self.calls.append("flatten")
-        self.halted = True
-        return {}
-
-    async def resume(self):
-        self.calls.append("resume")
-        self.halted = False
-        return {}
+def risk_section(html: str, slug: str) -> str:
+    start = html.index(f'id="account-risk-{slug}"') if slug != "all" else html.index('id="risk-all"')
+    end = html.find("</section>", start)
+    return html[start:end]
 
 
-class RiskPlugin:
-    def __init__(self, controls):
-        self.controls = controls
+def limit_row(section: str, limit: str) -> list[str]:
+    """The cells of a limit's row as text (tags dropped)."""
+    for row in re.findall(r"<tr>(.*?)</tr>", section, re.DOTALL):
+        cells = [" ".join(re.sub(r"<[^>]+>", "", c).split()) for c in re.findall(r"<td>(.*?)</td>", row, re.DOTALL)]
+        if cells and cells[0].split(" ")[0] == limit:
+            return cells
+    raise AssertionError(f"no row for {limit}")
 
-    @hookimpl
-    def router_startup(self, router):
-        router.risk = self.controls
+
+async def risk_post(client, html: str, action: str, **form: str):
+    response = await client.post(f"/dashboard/risk/{action}", form={"csrf_token": csrf_from(html), **form})
+    assert response.status_code == 303, (action, await response.get_data(as_text=True))
+    return await (await client.get(response.headers["Location"])).get_data(as_text=True)
 
 
-async def test_without_risk_controls_the_page_says_so_and_the_actions_are_404(app_client):
-    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
+async def test_the_risk_page_halts_and_resumes_through_the_kill_switch(app_client, write_plugins_yaml):
+    import yaml
+
+    write_plugins_yaml(yaml.safe_dump({
+        "paper": {"accounts": ["paper", "strict"]},
+        "risk": {"defaults": {"max_order_notional": 1000, "max_orders_per_minute": 5},
+                 "accounts": {"strict": {"max_order_notional": 50, "symbols": ["BTC/*"]}}},
+    }))
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, app):
+        kill_switch = app.extensions["router"].kill_switch
+        body = alert_body(id="counted", symbol="BTCUSDT", amount="0.001")
+        assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
         await log_in(client)
         html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
-        assert "Risk controls not configured" in html and 'id="risk-halt"' not in html
-        response = await client.post("/dashboard/risk/halt", form={"csrf_token": csrf_from(
-            await (await client.get("/dashboard/tokens")).get_data(as_text=True))})
-        assert response.status_code == 404
+        paper, strict = risk_section(html, "paper"), risk_section(html, "strict")
+        assert 'id="risk-state-paper">running' in paper and 'id="risk-resume-paper"' not in paper
+        # The limits in force: defaults, and the account's overrides marked as such.
+        assert limit_row(paper, "max_order_notional") == ["max_order_notional default", "1000 (quote currency)", ""]
+        assert limit_row(paper, "max_orders_per_minute") == ["max_orders_per_minute default", "5", "1 in the last 60 s"]
+        assert limit_row(strict, "max_order_notional") == ["max_order_notional account", "50 (quote currency)", ""]
+        assert limit_row(strict, "symbols") == ["symbols account", "BTC/*", ""]
+        assert limit_row(strict, "max_orders_per_minute")[2] == "0 in the last 60 s"
+        assert 'data-confirm="Halt account paper' in paper  # the browser asks before it posts
 
+        html = await risk_post(client, html, "halt", account="paper", reason="news at 14:30")
+        assert (await kill_switch.halts())["paper"] | {"since": 0} == {"reason": "news at 14:30", "by": "dashboard",
+                                                                       "since": 0, "until": None}
+        paper = risk_section(html, "paper")
+        assert 'id="risk-state-paper">HALTED' in paper and "news at 14:30" in paper and ">dashboard<" in paper
+        assert 'id="risk-state-strict">running' in risk_section(html, "strict")
+        assert 'id="risk-resume-paper"' in paper and 'id="risk-done"' in html
+        body = alert_body(id="while-halted", symbol="BTCUSDT", amount="0.001")
+        refused = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert refused.status_code == 422 and (await refused.get_json())["error"]["code"] == "risk_limit"
+        listed = await (await client.get("/dashboard/api/alerts?state=refused")).get_json()
+        assert [(a["alert_id"], a["state"]) for a in listed["alerts"]] == [("while-halted", "refused")]
 
-async def test_the_risk_page_drives_whatever_risk_controls_provide(app_client):
-    controls = FakeRiskControls()
-    async with app_client(DASHBOARD_PASSWORD=PASSWORD, extra_plugins=[("risk", RiskPlugin(controls))]) as (client, _):
-        await log_in(client)
-        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
-        assert "max order notional" in html and "250 USDT" in html and 'id="risk-state">running' in html
-        assert 'data-confirm="Halt' in html  # the browser asks before it posts
-        for action, state in (("halt", "HALTED"), ("resume", "running"), ("flatten", "HALTED")):
-            response = await client.post(f"/dashboard/risk/{action}", form={"csrf_token": csrf_from(html)})
-            assert response.status_code == 303, action
-            html = await (await client.get(response.headers["Location"])).get_data(as_text=True)
-            assert f'id="risk-state">{state}' in html, action
-        assert controls.calls == ["halt:dashboard", "resume", "flatten"]
+        html = await risk_post(client, html, "halt", reason="")  # every account
+        assert (await kill_switch.halts())["*"]["by"] == "dashboard"
+        assert 'id="risk-state-all">HALTED' in html and 'id="risk-state-strict">HALTED' in html
+        html = await risk_post(client, html, "resume", account="paper")
+        assert set(await kill_switch.halts()) == {"*"}  # the account's halt lifted, every account's stands
+        assert 'id="risk-state-paper">HALTED' in html  # still, through the all-accounts halt
+        html = await risk_post(client, html, "resume")
+        assert await kill_switch.halts() == {}
+        assert 'id="risk-state-all">running' in html and 'id="risk-state-paper">running' in html
+
+        for bad in ({"account": "nope"},):
+            response = await client.post("/dashboard/risk/halt", form={"csrf_token": csrf_from(html), **bad})
+            assert response.status_code == 422 and "unknown account" in await response.get_data(as_text=True)
         assert (await client.post("/dashboard/risk/explode", form={"csrf_token": csrf_from(html)})).status_code == 404
+        # Without the CSRF token nothing changes.
+        assert (await client.post("/dashboard/risk/halt", form={"account": "paper"})).status_code == 403
+        assert await kill_switch.halts() == {}
+
+
+async def test_a_flatten_from_the_page_shows_its_steps(app_client):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, app):
+        kill_switch = app.extensions["router"].kill_switch
+        body = alert_body(id="position", symbol="BTCUSDT.P", amount="0.01")
+        assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
+        await log_in(client)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        response = await client.post("/dashboard/risk/flatten", form={"csrf_token": csrf_from(html), "account": "paper"})
+        assert response.status_code == 303
+        flatten_id = re.search(r"flatten=([0-9a-f]+)", response.headers["Location"]).group(1)
+        assert (await kill_switch.halts())["paper"]["by"] == "dashboard"
+        for _ in range(200):  # the flatten runs as a task of the app: wait for its record to finish
+            record = await kill_switch.flatten_record(flatten_id)
+            if record["state"] in ("done", "failed"):
+                break
+            await asyncio.sleep(0.05)
+        assert record["state"] == "done" and record["by"] == "dashboard", record
+        html = await (await client.get(response.headers["Location"])).get_data(as_text=True)
+        step_id = next(iter(record["steps"]))
+        assert f'id="flatten-{flatten_id}"' in html and f'href="/dashboard/alert/{step_id}"' in html
+        assert "-close-BTC_USDT_USDT" in step_id and 'id="risk-state-paper">HALTED' in html
+        assert "Flatten in progress" not in html
+
+        # A flatten another worker is running (its lease fresh, so this one leaves it be).
+        running = new_flatten_record(None, by="cli") | {"state": "running", "owner": "other-worker",
+                                                        "heartbeat_at": time.time() + 3600,
+                                                        "steps": {"flatten-x-paper-r1-cancel-ETH_USDT": "canceled"}}
+        await kill_switch.store.save_flatten(running)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        card = html[html.index(f'id="flatten-{running["flatten_id"]}"'):]
+        card = card[:card.index("</section>")]
+        assert "Flatten in progress" in card and "every account" in card and "by cli" in card
+        assert 'href="/dashboard/alert/flatten-x-paper-r1-cancel-ETH_USDT"' in card and ">canceled<" in card
+
+
+class BrokenDescription:
+    @hookimpl
+    async def describe_risk_limits(self, account):
+        raise ConnectionError("risk service unreachable")
+
+
+async def test_a_plugin_failing_to_describe_its_limits_leaves_the_kill_switch_usable(app_client):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD, extra_plugins=[("broken", BrokenDescription())]) as (client, _):
+        await log_in(client)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        paper = risk_section(html, "paper")
+        assert "(could not be described)" in paper and "ConnectionError" in paper
+        html = await risk_post(client, html, "halt", account="paper")
+        assert 'id="risk-state-paper">HALTED' in html
+
+
+async def test_without_the_risk_plugin_halts_still_show_and_no_limits_are_configured(app_client, write_plugins_yaml):
+    import yaml
+
+    write_plugins_yaml(yaml.safe_dump({"router": {"disabled": ["risk"]}}))
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, app):
+        assert "risk" not in app.extensions["router"].plugins.names()
+        await log_in(client)
+        html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
+        assert 'id="risk-no-limits"' in html and "<table class=\"limits\"" not in html
+        html = await risk_post(client, html, "halt", account="paper", reason="manual")
+        assert 'id="risk-state-paper">HALTED' in html and "manual" in risk_section(html, "paper")
+        body = alert_body(id="halted-no-plugin")
+        assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 422
 
 
 class Unreportable(ScriptedExecutor):

@@ -2,7 +2,7 @@
 
 A recorder plugin is generated from the specs themselves (one implementation per spec,
 with the spec's own arguments), then a startup, a filled alert, a refused alert, an alert
-with payload credentials and a shutdown are run. A new hook that has no docstring, or
+with payload credentials, a kill-switch status and a shutdown are run. A new hook that has no docstring, or
 that the router never calls, fails here.
 """
 
@@ -13,6 +13,7 @@ import inspect
 import pluggy
 
 from core import hookspecs
+from core.app import control_signature_message
 from core.execution import Executor
 from core.plugins import hookimpl
 from tests.support import alert_body, signed_headers
@@ -71,6 +72,8 @@ async def test_every_hook_is_called_by_the_pipeline(app_client, write_plugins_ya
         task = app.extensions["router"].engine.inflight.get("meta-lost")
         if task:
             await task
+        status = await client.post("/control/status", data=b"", headers=signed_headers(control_signature_message("status", b"")))
+        assert status.status_code == 200  # the operator's view of the limits: describe_risk_limits
     missing = set(SPECS) - set(recorder.calls)
     assert not missing, f"hooks never called by the pipeline: {sorted(missing)}"
     assert isinstance(recorder.calls["execute_order"][0]["executor"], Executor)

@@ -43,6 +43,8 @@ async def test_orders_per_minute_counts_at_most_the_limit_under_concurrency(stor
     results = await asyncio.gather(*(store.count_order("opm:a", 3, 60.0) for _ in range(10)))
     assert sorted(counted for counted, _ in results) == [False] * 7 + [True] * 3
     assert (await store.count_order("opm:b", 3, 60.0))[0] is True  # per key
+    # The read the dashboard makes: counts what was counted, counts nothing itself.
+    assert [await store.recent_orders(k, 60.0) for k in ("opm:a", "opm:a", "opm:b", "opm:none")] == [3, 3, 1, 0]
     assert await store.count_order("opm:c", 1, 0.05) == (True, 0)
     assert (await store.count_order("opm:c", 1, 0.05))[0] is False
     deadline = time.monotonic() + 5

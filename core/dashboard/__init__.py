@@ -6,8 +6,8 @@ htmx and uPlot vendored from the npm registry with their licences (no CDN, no bu
 Nothing here runs on the webhook's path: every read happens when a page asks.
 
 See ``docs/dashboard.md``; sessions and CSRF are in ``core.dashboard.session``, what is
-read and how it is shaped in ``core.dashboard.reads``, the risk seam in
-``core.dashboard.risk``.
+read and how it is shaped in ``core.dashboard.reads``, the risk page's reads of
+the kill switch in ``core.dashboard.risk``.
 """
 
 from core.dashboard.views import dashboard_blueprint

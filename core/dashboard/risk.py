@@ -1,37 +1,66 @@
-"""What the dashboard's risk page needs from the risk controls (issue 16), as one seam.
+"""What the dashboard's risk page shows and does, read from the router's kill switch.
 
-The risk work provides an object with this shape and makes ``risk_controls(router)``
-return it; until then it returns ``None`` and the page says "risk controls not
-configured". Nothing else in the dashboard knows how limits or the halt are kept.
+No state of its own: halts and flattens are the kill switch's (``router.kill_switch``,
+kept in the state store every worker reads), limits are what the ``describe_risk_limits``
+implementations say (the built-in risk plugin's validated options; none when it is
+disabled). Actions go through the same ``KillSwitch`` calls as ``POST /control/...``,
+recorded ``by="dashboard"``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.risk_store import ALL, OPEN_FLATTEN_STATES
+
+ACTIONS = ("halt", "flatten", "resume")
+BY = "dashboard"
 
 
-class RiskControls(Protocol):
-    async def status(self) -> dict[str, Any]:
-        """``{"halted": bool, "reason": str | None, "limits": [{"name", "limit", "used"}, ...]}``;
-        no secret in it."""
+@dataclass
+class AccountRisk:
+    name: str
+    halt: dict[str, Any] | None  # the account's own halt
+    limits: list[dict[str, Any]] = field(default_factory=list)
 
-    async def halt(self, reason: str) -> dict[str, Any]:
-        """Refuse every opening order from now on (closing orders still pass)."""
-
-    async def flatten(self, reason: str) -> dict[str, Any]:
-        """Halt, cancel open orders and close positions; a summary of what was done."""
-
-    async def resume(self) -> dict[str, Any]:
-        """Lift the halt."""
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name)
 
 
-def risk_controls(router: Any) -> RiskControls | None:
-    """The deployment's risk controls, or ``None`` while none exist.
+@dataclass
+class RiskView:
+    all_halt: dict[str, Any] | None  # the halt of every account
+    accounts: list[AccountRisk]
+    flattens: list[dict[str, Any]]  # most recent first, each with its steps (step id → state)
 
-    Integration point for issue 16: return the risk plugin's controls here (e.g. an
-    object it keeps on the router). Anything with the methods of ``RiskControls`` fits.
-    """
-    controls = getattr(router, "risk", None)
-    if controls is None or not all(callable(getattr(controls, m, None)) for m in ("status", "halt", "flatten", "resume")):
-        return None
-    return controls
+    @property
+    def running_flattens(self) -> list[dict[str, Any]]:
+        return [f for f in self.flattens if f.get("state") in OPEN_FLATTEN_STATES]
+
+    @property
+    def any_limits(self) -> bool:
+        return any(a.limits for a in self.accounts)
+
+
+async def risk_view(router: Any) -> RiskView:
+    """Halts, recent flattens and each configured account's limits (no exchange read)."""
+    kill_switch = router.kill_switch
+    halts = await kill_switch.halts()
+    limits = await kill_switch.limits()
+    accounts = [AccountRisk(e.account, halts.get(e.account.lower()), limits.get(e.account, [])) for e in router.executors]
+    flattens = await kill_switch.store.flattens(limit=10)
+    return RiskView(halts.get(ALL), accounts, flattens)
+
+
+async def act(router: Any, action: str, account: str | None, reason: str) -> dict[str, Any]:
+    """Halt, flatten or resume ``account`` (``None``: every account) as the dashboard."""
+    kill_switch = router.kill_switch
+    if action == "halt":
+        return await kill_switch.halt(account, reason=reason or "halted from the dashboard", by=BY)
+    if action == "flatten":
+        return await kill_switch.request_flatten(account, by=BY, reason=reason or "flatten from the dashboard")
+    if action == "resume":
+        return {"resumed": await kill_switch.resume(account, by=BY)}
+    raise ValueError(action)

@@ -15,10 +15,12 @@ from urllib.parse import urlencode
 from quart import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
 
 from core.dashboard import reads
-from core.dashboard.risk import risk_controls
+from core.dashboard.risk import ACTIONS as RISK_ACTIONS
+from core.dashboard.risk import act as risk_act
+from core.dashboard.risk import risk_view
 from core.dashboard.session import (COOKIE_PATH, CSRF_FIELD, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, LoggedOut,
                                     SessionSigner)
-from core.errors import Forbidden, NotFound, RateLimited, Unauthorized
+from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unprocessable
 
 log = logging.getLogger(__name__)
 
@@ -249,27 +251,26 @@ def dashboard_blueprint() -> Blueprint:
 
     @bp.get("/risk")
     async def risk() -> str:
-        controls = risk_controls(g.router)
-        status = await controls.status() if controls is not None else None
-        return await _render("risk.html", "risk", configured=controls is not None, status=status,
-                             done=request.args.get("done", ""))
+        return await _render("risk.html", "risk", view=await risk_view(g.router), done=request.args.get("done", ""),
+                             done_account=request.args.get("account", ""), flatten_id=request.args.get("flatten", ""))
 
     @bp.post("/risk/<action>")
     async def risk_action(action: str) -> Response:
-        controls = risk_controls(g.router)
-        if controls is None:
-            raise NotFound("risk controls not configured")
-        reason = f"dashboard ({request.remote_addr})"
-        if action == "halt":
-            await controls.halt(reason)
-        elif action == "flatten":
-            await controls.flatten(reason)
-        elif action == "resume":
-            await controls.resume()
-        else:
+        if action not in RISK_ACTIONS:
             raise NotFound(f"no risk action '{action[:32]}'")
-        log.warning("dashboard: risk %s by %s", action, request.remote_addr)
-        return redirect(f"/dashboard/risk?done={action}", 303)
+        form = await request.form
+        account = form.get("account", "").strip() or None
+        if account is not None:
+            executor = g.router.executors.get(account)
+            if executor is None:
+                raise Unprocessable(f"unknown account '{account[:64]}'", code="unknown_account")
+            account = executor.account
+        record = await risk_act(g.router, action, account, form.get("reason", "").strip()[:200])
+        log.warning("dashboard: risk %s %s from %s", action, account or "every account", request.remote_addr)
+        query = {"done": action, "account": account or ""}
+        if action == "flatten":
+            query["flatten"] = record.get("flatten_id", "")
+        return redirect("/dashboard/risk?" + urlencode(query), 303)
 
     return bp
 

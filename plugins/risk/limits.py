@@ -205,6 +205,38 @@ class Plugin:
                                         f"orders were sent on account '{executor.account}' in the last 60 s; the limit is "
                                         f"{limits.max_orders_per_minute}", value=limits.max_orders_per_minute, figure=seen + 1)
 
+    @hookimpl
+    async def describe_risk_limits(self, account: str, router) -> list[dict[str, Any]]:
+        """The account's limits in force (defaults merged with its overrides); the use of
+        ``max_orders_per_minute`` is read from the risk store, nothing from the exchange."""
+        limits = self.limits_for(account)
+        override = self._overrides.get(account.lower())
+        overridden = override.model_fields_set if override is not None else set()
+        described = []
+        for name in Limits.model_fields:
+            value = getattr(limits, name)
+            if value is None or name == "equity_currency":
+                continue
+            plain = format(value.normalize(), "f") if isinstance(value, Decimal) else str(value)
+            if name == "max_daily_loss":
+                text = f"{plain} {limits.equity_currency}"
+            elif name in ("max_order_notional", "max_position_notional"):
+                text = f"{plain} (quote currency)"
+            elif name == "max_price_deviation":
+                text = f"{plain} %"
+            elif name == "symbols":
+                text = ", ".join(value) or "(none)"
+            elif name == "trading_hours":
+                text = "; ".join(f"{k} {', '.join(v)}" for k, v in value.items()) + " UTC"
+            else:
+                text = plain
+            used = None
+            if name == "max_orders_per_minute":
+                used = str(await router.kill_switch.store.recent_orders(f"opm:{account.lower()}", 60.0)) + " in the last 60 s"
+            described.append({"limit": name, "value": text, "source": "account" if name in overridden else "default",
+                              "used": used})
+        return described
+
     async def _check_daily_loss(self, limits: Limits, executor, router) -> None:
         currency = limits.equity_currency.upper()
         now = dt.datetime.now(dt.UTC)

@@ -19,7 +19,9 @@ document.addEventListener("click", function (event) {
 
 document.addEventListener("submit", function (event) {
   var form = event.target;
-  var question = form.getAttribute && form.getAttribute("data-confirm");
+  // The button pressed may ask its own question (forms with several actions).
+  var button = event.submitter;
+  var question = (button && button.getAttribute("data-confirm")) || (form.getAttribute && form.getAttribute("data-confirm"));
   if (question && !window.confirm(question)) event.preventDefault();
 });
 
