@@ -173,10 +173,7 @@ class Router:
 
     async def alert_status(self, request: InboundRequest, alert_id: str) -> dict[str, Any]:
         """The journaled alert with its order attempts, for an authenticated reader."""
-        auth = await self.authenticate(request)
-        if not auth.accepted:
-            await self.limits.failed(request.remote_addr)
-            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        await self.authenticate_within_budget(request)
         assert self.journal is not None
         row = await self.journal.get(alert_id)
         if row is None:
@@ -185,12 +182,43 @@ class Router:
         row.pop("owner", None)
         return row
 
-    async def receive(self, request: InboundRequest) -> Outcome:
-        """Run one webhook request through the pipeline; the answer to send."""
-        auth = await self.authenticate(request)
+    async def authenticate_within_budget(self, request: InboundRequest) -> AuthResult:
+        """``authenticate``, with the failure budget of the client's address reserved in one
+        atomic step before and given back on success (``core.ratelimit``): concurrent bad
+        requests from one address cannot reach authentication beyond their budget."""
+        await self.limits.reserve_failure(request.remote_addr)
+        try:
+            auth = await self.authenticate(request)
+        except BaseException:
+            await self.limits.release_failure(request.remote_addr)  # not the credentials' fault (503)
+            raise
         if not auth.accepted:
-            await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        await self.limits.release_failure(request.remote_addr)
+        return auth
+
+    async def receive_body(self, request: InboundRequest, content_type: str) -> Outcome:
+        """POST /webhook: authenticate on the raw body and headers, *then* parse the body.
+
+        Nothing is parsed for a request without valid credentials: an HMAC signature is
+        verified over the raw bytes, and the token plugin reads the body's top-level
+        ``token`` without building the JSON (``plugins.auth.token_auth.extract_token``).
+        ``request.payload`` is empty while the ``authenticate`` hooks run. The classic
+        ``token`` field is dropped from the parsed payload: no later stage sees it.
+        """
+        auth = await self.authenticate_within_budget(request)
+        payload = await self.parse(request.body, content_type)
+        payload.pop("token", None)
+        request.payload = payload
+        return await self._receive_authenticated(request, auth)
+
+    async def receive(self, request: InboundRequest) -> Outcome:
+        """Run one webhook request whose body is already parsed (``request.payload``) through
+        the pipeline; the answer to send. ``POST /webhook`` uses ``receive_body``."""
+        auth = await self.authenticate_within_budget(request)
+        return await self._receive_authenticated(request, auth)
+
+    async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         if len(alert.accounts) > 1:

@@ -1,0 +1,173 @@
+"""Request intake: what every HTTP request must get through before the app sees it.
+
+An ASGI middleware inside ``core.proxy``'s (so the client address is the one
+TRUSTED_PROXIES established), in front of Quart:
+
+* **In-flight cap per client address**, checked *before the body is read*: at most
+  ``router.max_inflight_per_address`` requests of one address (an IPv6 /64; its /48
+  ``core.ratelimit.IPV6_SITE_SCALE`` times as many) are between their headers and their
+  answer in this worker at once; the next one is answered 429 at once, and its connection
+  closed, without waiting for its body. Slow senders from one address cannot hold more
+  than that many of the worker's connections and tasks, whatever RATE_LIMIT_KEY is.
+* **A deadline for the body**: the whole body must arrive within ``router.body_timeout``
+  seconds of the headers, else 408 and the connection is closed (Quart's own timeout is
+  60 s). The body is read here, bounded by ``router.max_body_bytes`` (413), and handed to
+  the app whole. The headers have hypercorn's deadline: ``keep_alive_timeout`` in
+  hypercorn.toml, counted from the connection's start or the end of its last answer.
+* **No log flood**: these refusals are logged at most once per address (key) per
+  ``LOG_INTERVAL`` seconds, with the number refused since the last line.
+
+A body refused here (408, 413) charges the failure budget of its address, like any
+request refused before it authenticated (``on_refused``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from core.ratelimit import address_key, address_keys
+
+log = logging.getLogger(__name__)
+
+LOG_INTERVAL = 60.0  # seconds between two log lines about one address's refusals
+MAX_LOG_KEYS = 10_000
+
+
+class RefusalLog:
+    """At most one line per key per ``interval``; counts the rest."""
+
+    def __init__(self, interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def note(self, key: str, message: str) -> bool:
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        more = self._suppressed.pop(key, 0)
+        self._last.pop(key, None)
+        self._last[key] = now
+        if len(self._last) > MAX_LOG_KEYS:  # oldest first: rotating addresses cannot grow it
+            for old in list(self._last)[: len(self._last) - MAX_LOG_KEYS]:
+                del self._last[old]
+                self._suppressed.pop(old, None)
+        suffix = f" ({more} more from it since the last line)" if more else ""
+        log.warning("%s: %s%s", key, message, suffix)
+        return True
+
+
+class IntakeGuard:
+    """The ASGI middleware; ``configure()`` at startup (defaults apply until then)."""
+
+    def __init__(self, app, *, max_inflight: int = 32, body_timeout: float = 5.0, max_body: int = 65536):
+        self.app = app
+        self.max_inflight = max_inflight
+        self.body_timeout = body_timeout
+        self.max_body = max_body
+        self.on_refused: Callable[[str], Awaitable[None]] | None = None
+        self.refusals = RefusalLog()
+        self._inflight: dict[str, int] = {}
+
+    def configure(self, *, max_inflight: int, body_timeout: float, max_body: int,
+                  on_refused: Callable[[str], Awaitable[None]] | None = None) -> None:
+        self.max_inflight, self.body_timeout, self.max_body = max_inflight, body_timeout, max_body
+        self.on_refused = on_refused
+
+    def inflight(self, address: str) -> int:
+        return self._inflight.get(address_key(address), 0)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        address = client[0] if client else ""
+        keys = address_keys(address)
+        if any(self._inflight.get(key, 0) >= self.max_inflight * scale for key, scale in keys):
+            self.refusals.note(keys[-1][0], f"requests refused: more than {self.max_inflight} in flight")
+            await _answer(send, 429, "too_many_in_flight",
+                          "too many requests from this address are in progress; retry later", {"retry-after": "1"})
+            return
+        for key, _ in keys:
+            self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            await self._admitted(scope, receive, send, address)
+        finally:
+            for key, _ in keys:
+                left = self._inflight[key] - 1
+                if left:
+                    self._inflight[key] = left
+                else:
+                    del self._inflight[key]
+
+    async def _admitted(self, scope, receive, send, address: str) -> None:
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await self._refuse(send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + self.body_timeout
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await self._refuse(send, address, 408, "body_timeout",
+                                   f"the body did not arrive within {self.body_timeout:g} s")
+                return
+            if message["type"] != "http.request":
+                return  # the client went away: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await self._refuse(send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send, address: str, status: int, code: str, message: str) -> None:
+        self.refusals.note(address_keys(address)[-1][0], f"request refused with {status} ({code})")
+        if self.on_refused is not None:
+            try:
+                await self.on_refused(address)
+            except Exception as exc:  # the store being down must not turn a refusal into a 500
+                log.debug("charging the failure budget of %s failed: %s", address, exc)
+        await _answer(send, status, code, message)
+
+
+def _content_length(scope) -> int | None:
+    for name, value in scope.get("headers") or []:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _answer(send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
