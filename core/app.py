@@ -31,7 +31,7 @@ from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, Webh
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
-from core.intake import IntakeGuard
+from core.intake import IntakeGuard, quiet_refusals_in_access_log
 from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
 from core.router import Router
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         # The open-file limit up to the hard limit; in a hypercorn worker, a graceful
         # SIGTERM and an exit when the master dies (core.worker).
         raise_file_limit()
+        quiet_refusals_in_access_log()
         if in_hypercorn_worker():
             app.extensions["parent_watcher"] = die_with_parent(asyncio.get_running_loop())
 

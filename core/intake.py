@@ -15,7 +15,9 @@ TRUSTED_PROXIES established), in front of Quart:
   the app whole. The headers have hypercorn's deadline: ``keep_alive_timeout`` in
   hypercorn.toml, counted from the connection's start or the end of its last answer.
 * **No log flood**: these refusals are logged at most once per address (key) per
-  ``LOG_INTERVAL`` seconds, with the number refused since the last line.
+  ``LOG_INTERVAL`` seconds, with the number refused since the last line; hypercorn's
+  access log (``hypercorn.access``) likewise writes at most one line per address per
+  interval for the requests refused here (``quiet_refusals_in_access_log``).
 
 A body refused here (408, 413) charges the failure budget of its address, like any
 request refused before it authenticated (``on_refused``).
@@ -46,22 +48,68 @@ class RefusalLog:
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    def note(self, key: str, message: str) -> bool:
+    def allow(self, key: str) -> bool:
+        """Whether a line about ``key`` may be written now (and, if so, it is counted as written)."""
         now = self._clock()
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return False
-        more = self._suppressed.pop(key, 0)
         self._last.pop(key, None)
         self._last[key] = now
         if len(self._last) > MAX_LOG_KEYS:  # oldest first: rotating addresses cannot grow it
             for old in list(self._last)[: len(self._last) - MAX_LOG_KEYS]:
                 del self._last[old]
                 self._suppressed.pop(old, None)
+        return True
+
+    def note(self, key: str, message: str) -> bool:
+        """Log ``message`` about ``key`` unless a line about it was written within the interval."""
+        more = self._suppressed.get(key, 0)
+        if not self.allow(key):
+            return False
+        self._suppressed.pop(key, None)
         suffix = f" ({more} more from it since the last line)" if more else ""
         log.warning("%s: %s%s", key, message, suffix)
         return True
+
+
+class RefusedAccessFilter(logging.Filter):
+    """Drops hypercorn access lines of requests ``IntakeGuard`` refused beyond one per
+    address per interval; every other line passes.
+
+    Records reach filters already formatted (``core.redaction``), and a line's path is
+    the client's to write, so a line is recognised by its first field only — hypercorn's
+    ``host:port`` of the connection, which the guard noted when it refused it."""
+
+    def __init__(self, interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.refusals = RefusalLog(interval, clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        peer = str(record.msg).split(" ", 1)[0]
+        host = _REFUSED_PEERS.pop(peer, None)
+        return host is None or self.refusals.allow(address_key(host))
+
+
+_REFUSED_PEERS: dict[str, str] = {}  # hypercorn's "host:port" of a refused connection → its client's address
+MAX_REFUSED_PEERS = 10_000
+
+
+def _note_refused_peer(scope, address: str) -> None:
+    peer = scope.get("direct_client") or scope.get("client")
+    if not peer:
+        return
+    _REFUSED_PEERS[f"{peer[0]}:{peer[1]}"] = address
+    while len(_REFUSED_PEERS) > MAX_REFUSED_PEERS:
+        del _REFUSED_PEERS[next(iter(_REFUSED_PEERS))]
+
+
+def quiet_refusals_in_access_log() -> None:
+    """Install ``RefusedAccessFilter`` on hypercorn's access logger (once per process)."""
+    logger = logging.getLogger("hypercorn.access")
+    if not any(isinstance(f, RefusedAccessFilter) for f in logger.filters):
+        logger.addFilter(RefusedAccessFilter())
 
 
 class IntakeGuard:
@@ -93,6 +141,7 @@ class IntakeGuard:
         keys = address_keys(address)
         if any(self._inflight.get(key, 0) >= self.max_inflight * scale for key, scale in keys):
             self.refusals.note(keys[-1][0], f"requests refused: more than {self.max_inflight} in flight")
+            _note_refused_peer(scope, address)
             await _answer(send, 429, "too_many_in_flight",
                           "too many requests from this address are in progress; retry later", {"retry-after": "1"})
             return
@@ -111,7 +160,7 @@ class IntakeGuard:
     async def _admitted(self, scope, receive, send, address: str) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await self._refuse(send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+            await self._refuse(scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
             return
         chunks: list[bytes] = []
         size = 0
@@ -121,7 +170,7 @@ class IntakeGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                await self._refuse(send, address, 408, "body_timeout",
+                await self._refuse(scope, send, address, 408, "body_timeout",
                                    f"the body did not arrive within {self.body_timeout:g} s")
                 return
             if message["type"] != "http.request":
@@ -129,7 +178,7 @@ class IntakeGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await self._refuse(send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+                await self._refuse(scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -145,8 +194,9 @@ class IntakeGuard:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send, address: str, status: int, code: str, message: str) -> None:
+    async def _refuse(self, scope, send, address: str, status: int, code: str, message: str) -> None:
         self.refusals.note(address_keys(address)[-1][0], f"request refused with {status} ({code})")
+        _note_refused_peer(scope, address)
         if self.on_refused is not None:
             try:
                 await self.on_refused(address)
