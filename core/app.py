@@ -31,7 +31,7 @@ from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, Webh
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
-from core.intake import IntakeGuard, quiet_refusals_in_access_log
+from core.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
 from core.router import Router
@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             received_at=received_at,
             query=dict(request.args),
         )
-        outcome = await router.receive_body(inbound, request.mimetype or "")
+        # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.intake).
+        outcome = await router.receive_body(inbound, request.mimetype or "", on_authenticated=request.scope.get(AUTHENTICATED))
         return jsonify(outcome.body), outcome.status, outcome.headers
 
     @app.get("/alerts/<alert_id>")

@@ -7,7 +7,8 @@ TRUSTED_PROXIES established), in front of Quart:
   ``router.max_inflight_per_address`` requests of one address (an IPv6 /64; its /48
   ``core.ratelimit.IPV6_SITE_SCALE`` times as many) are between their headers and their
   answer in this worker at once; the next one is answered 429 at once, and its connection
-  closed, without waiting for its body. Slow senders from one address cannot hold more
+  closed, without waiting for its body (after ``REFUSAL_DELAY``, so that reconnecting at
+  once buys no more than one try per connection per second). Slow senders from one address cannot hold more
   than that many of the worker's connections and tasks, whatever RATE_LIMIT_KEY is.
 * **A deadline for the body**: the whole body must arrive within ``router.body_timeout``
   seconds of the headers, else 408 and the connection is closed (Quart's own timeout is
@@ -18,6 +19,14 @@ TRUSTED_PROXIES established), in front of Quart:
   ``LOG_INTERVAL`` seconds, with the number refused since the last line; hypercorn's
   access log (``hypercorn.access``) likewise writes at most one line per address per
   interval for the requests refused here (``quiet_refusals_in_access_log``).
+
+* **Proven senders first**: an address that authenticated recently (``vouch``, for
+  ``PROVEN_SECONDS``) goes straight through; POSTs from every other address are handled
+  at most ``UNPROVEN_AT_ONCE`` at a time per worker, in arrival order, each until it has
+  authenticated (the app calls ``scope[AUTHENTICATED]()``) or been answered; a wait
+  longer than ``body_timeout`` is answered 503 with Retry-After. Thousands of costly anonymous bodies
+  then queue among themselves instead of each slowing the event loop that the alerts of
+  a known sender (TradingView's four addresses, a signed client) need.
 
 A body refused here (408, 413) charges the failure budget of its address, like any
 request refused before it authenticated (``on_refused``).
@@ -35,6 +44,11 @@ from core.ratelimit import address_key, address_keys
 
 log = logging.getLogger(__name__)
 
+AUTHENTICATED = "intake.authenticated"  # scope key: the callable the app calls once a request authenticated
+UNPROVEN_AT_ONCE = 8  # POSTs from addresses not yet proven handled at once per worker
+PROVEN_SECONDS = 3600.0  # how long a successful authentication vouches for its address
+MAX_PROVEN = 10_000
+REFUSAL_DELAY = 1.0  # seconds before an over-the-cap request gets its 429
 LOG_INTERVAL = 60.0  # seconds between two log lines about one address's refusals
 MAX_LOG_KEYS = 10_000
 
@@ -123,6 +137,20 @@ class IntakeGuard:
         self.on_refused: Callable[[str], Awaitable[None]] | None = None
         self.refusals = RefusalLog()
         self._inflight: dict[str, int] = {}
+        self._proven: dict[str, float] = {}
+        self._unproven_slots: asyncio.Semaphore | None = None
+
+    def vouch(self, address: str) -> None:
+        """``address`` authenticated: its requests skip the queue of unproven ones for a while."""
+        key = address_key(address)
+        self._proven.pop(key, None)
+        self._proven[key] = time.monotonic() + PROVEN_SECONDS
+        while len(self._proven) > MAX_PROVEN:
+            del self._proven[next(iter(self._proven))]
+
+    def proven(self, address: str) -> bool:
+        until = self._proven.get(address_key(address))
+        return until is not None and until > time.monotonic()
 
     def configure(self, *, max_inflight: int, body_timeout: float, max_body: int,
                   on_refused: Callable[[str], Awaitable[None]] | None = None) -> None:
@@ -142,6 +170,9 @@ class IntakeGuard:
         if any(self._inflight.get(key, 0) >= self.max_inflight * scale for key, scale in keys):
             self.refusals.note(keys[-1][0], f"requests refused: more than {self.max_inflight} in flight")
             _note_refused_peer(scope, address)
+            # Answered after a pause that costs no CPU: a sender reconnecting at once gets
+            # through at most its connection count per REFUSAL_DELAY, not as fast as we answer.
+            await asyncio.sleep(REFUSAL_DELAY)
             await _answer(send, 429, "too_many_in_flight",
                           "too many requests from this address are in progress; retry later", {"retry-after": "1"})
             return
@@ -183,6 +214,37 @@ class IntakeGuard:
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
+        if scope.get("method") == "POST" and not self.proven(address):
+            if self._unproven_slots is None:
+                self._unproven_slots = asyncio.Semaphore(UNPROVEN_AT_ONCE)
+            try:
+                await asyncio.wait_for(self._unproven_slots.acquire(), self.body_timeout)
+            except TimeoutError:
+                self.refusals.note(address_keys(address)[-1][0], "request refused with 503 (busy)")
+                _note_refused_peer(scope, address)
+                await _answer(send, 503, "busy", "the server is busy; retry later", {"retry-after": "5"})
+                return
+            slots = self._unproven_slots
+            held = True
+
+            def authenticated() -> None:
+                """Called by the app once the request authenticated: the address is proven
+                and the slot goes to the next one (the order need not finish first)."""
+                nonlocal held
+                self.vouch(address)
+                if held:
+                    held = False
+                    slots.release()
+
+            try:
+                await self._deliver({**scope, AUTHENTICATED: authenticated}, receive, send, body)
+            finally:
+                if held:
+                    slots.release()
+            return
+        await self._deliver({**scope, AUTHENTICATED: lambda: self.vouch(address)}, receive, send, body)
+
+    async def _deliver(self, scope, receive, send, body: bytes) -> None:
         delivered = False
 
         async def replay():

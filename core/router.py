@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,7 +198,8 @@ class Router:
         await self.limits.release_failure(request.remote_addr)
         return auth
 
-    async def receive_body(self, request: InboundRequest, content_type: str) -> Outcome:
+    async def receive_body(self, request: InboundRequest, content_type: str, *,
+                           on_authenticated: "Callable[[], None] | None" = None) -> Outcome:
         """POST /webhook: authenticate on the raw body and headers, *then* parse the body.
 
         Nothing is parsed for a request without valid credentials: an HMAC signature is
@@ -205,8 +207,11 @@ class Router:
         ``token`` without building the JSON (``plugins.auth.token_auth.extract_token``).
         ``request.payload`` is empty while the ``authenticate`` hooks run. The classic
         ``token`` field is dropped from the parsed payload: no later stage sees it.
+        ``on_authenticated`` is called once the request authenticated (``core.intake``).
         """
         auth = await self.authenticate_within_budget(request)
+        if on_authenticated is not None:
+            on_authenticated()
         payload = await self.parse(request.body, content_type)
         payload.pop("token", None)
         request.payload = payload

@@ -93,7 +93,7 @@ def test_requests_in_flight_per_address_are_capped_before_the_body_is_read(patie
             assert other.get("/").status_code == 200
             body = alert_body(id="while-capped")
             assert other.post("/webhook", content=body, headers=signed_headers(body)).status_code == 200
-            for _ in range(30):
+            for _ in range(5):  # each answered after core.intake.REFUSAL_DELAY
                 assert same.get("/").status_code == 429
     finally:
         for sock in slow:
@@ -102,7 +102,7 @@ def test_requests_in_flight_per_address_are_capped_before_the_body_is_read(patie
     intake_lines = [line for line in log.splitlines() if "core.intake" in line and "127.0.0.22" in line]
     access_429 = [line for line in log.splitlines() if "127.0.0.22" in line and '" 429 ' in line]
     assert len(intake_lines) == 1, intake_lines
-    assert len(access_429) == 1, access_429  # 32 refusals, one access line
+    assert len(access_429) == 1, access_429  # several refusals, one access line
 
 
 def test_refusal_logs_write_one_line_per_address_per_interval():
