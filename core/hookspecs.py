@@ -100,6 +100,10 @@ def parse_payload(body, content_type, router):
 def authenticate(request, router):
     """Decide whether ``request`` (a ``core.models.InboundRequest``) may trade.
 
+    For ``POST /webhook`` this runs on the raw ``request.body`` and headers *before* the
+    body is parsed (``request.payload`` is still empty): nothing is parsed for a request
+    without valid credentials. Read what you need from the raw bytes, boundedly.
+
     Return ``AuthResult.accept(principal)``, ``AuthResult.reject(reason[, status])`` or
     ``None`` to abstain. **Every** implementation is called. Any rejection wins (the
     first one's status is used, 401 or 403); otherwise at least one acceptance is needed
