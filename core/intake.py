@@ -5,7 +5,8 @@ TRUSTED_PROXIES established), in front of Quart:
 
 * **In-flight cap per client address**, checked *before the body is read*: at most
   ``router.max_inflight_per_address`` requests of one address (an IPv6 /64; its /48
-  ``core.ratelimit.IPV6_SITE_SCALE`` times as many) are between their headers and their
+  ``core.ratelimit.IPV6_SITE_SCALE`` times as many; an address proven by a recent
+  authentication ``PROVEN_FACTOR`` times as many) are between their headers and their
   answer in this worker at once; the next one is answered 429 at once, and its connection
   closed, without waiting for its body (after ``REFUSAL_DELAY``, so that reconnecting at
   once buys no more than one try per connection per second). Slow senders from one address cannot hold more
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 AUTHENTICATED = "intake.authenticated"  # scope key: the callable the app calls once a request authenticated
 UNPROVEN_AT_ONCE = 8  # POSTs from addresses not yet proven handled at once per worker
-PROVEN_SECONDS = 3600.0  # how long a successful authentication vouches for its address
+PROVEN_SECONDS = 3600.0
+PROVEN_FACTOR = 8  # a proven address may have this many times max_inflight in flight (bursts of alerts)  # how long a successful authentication vouches for its address
 MAX_PROVEN = 10_000
 REFUSAL_DELAY = 1.0  # seconds before an over-the-cap request gets its 429
 LOG_INTERVAL = 60.0  # seconds between two log lines about one address's refusals
@@ -129,7 +131,7 @@ def quiet_refusals_in_access_log() -> None:
 class IntakeGuard:
     """The ASGI middleware; ``configure()`` at startup (defaults apply until then)."""
 
-    def __init__(self, app, *, max_inflight: int = 32, body_timeout: float = 5.0, max_body: int = 65536):
+    def __init__(self, app, *, max_inflight: int = 64, body_timeout: float = 5.0, max_body: int = 65536):
         self.app = app
         self.max_inflight = max_inflight
         self.body_timeout = body_timeout
@@ -167,8 +169,9 @@ class IntakeGuard:
         client = scope.get("client")
         address = client[0] if client else ""
         keys = address_keys(address)
-        if any(self._inflight.get(key, 0) >= self.max_inflight * scale for key, scale in keys):
-            self.refusals.note(keys[-1][0], f"requests refused: more than {self.max_inflight} in flight")
+        cap = self.max_inflight * (PROVEN_FACTOR if self.proven(address) else 1)
+        if any(self._inflight.get(key, 0) >= cap * scale for key, scale in keys):
+            self.refusals.note(keys[-1][0], f"requests refused: more than {cap} in flight")
             _note_refused_peer(scope, address)
             # Answered after a pause that costs no CPU: a sender reconnecting at once gets
             # through at most its connection count per REFUSAL_DELAY, not as fast as we answer.

@@ -201,3 +201,43 @@ def test_workers_exit_when_the_master_is_killed_and_the_port_can_be_reused(tmp_p
     finally:
         second.stop()
         first.stop()
+
+
+async def test_an_address_that_authenticated_may_have_more_in_flight():
+    import asyncio
+
+    from core.intake import PROVEN_FACTOR, IntakeGuard
+
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await receive()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = IntakeGuard(app, max_inflight=2, body_timeout=5)
+    statuses: list[int] = []
+
+    async def request(address: str) -> None:
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await guard({"type": "http", "method": "GET", "client": (address, 1), "headers": []}, receive, send)
+
+    held = [asyncio.create_task(request("198.51.100.5")) for _ in range(2)]
+    while guard.inflight("198.51.100.5") < 2:
+        await asyncio.sleep(0)
+    await request("198.51.100.5")
+    assert statuses == [429]
+    guard.vouch("198.51.100.5")
+    more = [asyncio.create_task(request("198.51.100.5")) for _ in range(2 * PROVEN_FACTOR - 2)]
+    while guard.inflight("198.51.100.5") < 2 * PROVEN_FACTOR:
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(*held, *more)
+    assert statuses == [429] + [200] * (2 * PROVEN_FACTOR)
