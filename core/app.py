@@ -28,10 +28,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
 from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
+from core.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
-from core.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
 from core.router import Router

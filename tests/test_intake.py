@@ -164,7 +164,7 @@ def soft_file_limit(pid: int) -> tuple[str, str]:
 def test_workers_raise_the_open_file_limit_to_the_hard_limit(tmp_path):
     import resource
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 1024:
         pytest.skip(f"the hard limit here is {hard}")
     server = start_server(tmp_path, body_timeout=5,

@@ -12,7 +12,14 @@ import pytest
 
 from core.errors import RateLimited
 from core.plugins import hookimpl
-from core.ratelimit import IPV6_SITE_SCALE, BoundedMemoryStore, SqliteRateStore, WebhookLimits, address_keys, parse_rate_limits
+from core.ratelimit import (
+    IPV6_SITE_SCALE,
+    BoundedMemoryStore,
+    SqliteRateStore,
+    WebhookLimits,
+    address_keys,
+    parse_rate_limits,
+)
 from plugins.auth.token_auth import MISSING, extract_token
 from tests.abuse_support import issue_token_async, token_body
 from tests.conftest import STATE_BACKENDS
@@ -29,13 +36,12 @@ class Counting:
     @hookimpl(tryfirst=True)
     def parse_payload(self, body, content_type, router):
         self.parsed += 1
-        return None  # the built-in parser decides
+        # the built-in parser decides
 
     @hookimpl
     async def authenticate(self, request, router):
         self.authenticating += 1
         await asyncio.sleep(0)  # a real check awaits its store: others run meanwhile
-        return None
 
 
 JSON = {"Content-Type": "application/json"}
@@ -70,7 +76,7 @@ async def test_the_parsed_payload_never_carries_the_token(app_client, data_dir):
         def transform_payload(self, payload, request, router):
             seen.append(dict(payload))
 
-    async with app_client(extra_plugins=[("spy", Spy())]) as (client, app):
+    async with app_client(extra_plugins=[("spy", Spy())]) as (client, _app):
         token = await issue_token_async(data_dir)
         answer = await client.post("/webhook", data=token_body(token, id="t-1"), headers=JSON)
         assert answer.status_code == 200
@@ -98,7 +104,7 @@ def test_token_extraction_reads_only_the_top_level_key(body, expected):
 @pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_concurrent_bad_requests_from_one_address_reach_authentication_at_most_budget_times(app_client):
     counting = Counting()
-    async with app_client(extra_plugins=[("counting", counting)], AUTH_FAILURE_LIMIT="5/minute,30/hour") as (client, app):
+    async with app_client(extra_plugins=[("counting", counting)], AUTH_FAILURE_LIMIT="5/minute,30/hour") as (client, _app):
         bodies = [alert_body(id=f"bad-{i}") for i in range(300)]
         answers = await asyncio.gather(*(client.post("/webhook", data=b, headers=signed_headers(b, secret="guess"))
                                          for b in bodies))
@@ -108,7 +114,7 @@ async def test_concurrent_bad_requests_from_one_address_reach_authentication_at_
 
 
 async def test_a_successful_authentication_gives_its_reservation_back(app_client):
-    async with app_client(AUTH_FAILURE_LIMIT="2/minute") as (client, app):
+    async with app_client(AUTH_FAILURE_LIMIT="2/minute") as (client, _app):
         for i in range(6):  # more successes than the failure budget: none is charged
             body = alert_body(id=f"good-{i}")
             assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
