@@ -23,7 +23,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 ## Install, write .env (paper exchange, random WEBHOOK_SECRET) and serve on 127.0.0.1:8000.
 run: $(VENV)/.installed .env
-	$(PY) -m hypercorn core.app:app --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000) --access-logfile -
+	$(PY) -m hypercorn --config hypercorn.toml --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000) core.app:app
 
 ## Install and run the whole test suite (slow fault/load tests included).
 test: $(VENV)/.installed-test

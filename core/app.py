@@ -14,9 +14,11 @@ dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
 
 Abuse protection around the pipeline: ``core.proxy`` establishes the client's address and
-scheme (TRUSTED_PROXIES); ``POST /webhook`` then refuses plain HTTP when REQUIRE_HTTPS is
-set (``GET /`` stays reachable for platform health checks) and applies the rate limits
-of ``core.ratelimit`` before the body is read.
+scheme (TRUSTED_PROXIES); ``core.intake`` caps the requests in flight per address and
+reads each body within a deadline; ``POST /webhook`` then refuses plain HTTP when
+REQUIRE_HTTPS is set (``GET /`` stays reachable for platform health checks), applies the
+rate limits of ``core.ratelimit`` before the body is read, and authenticates before the
+body is parsed.
 """
 
 from __future__ import annotations
@@ -25,8 +27,6 @@ import asyncio
 import gc
 import hmac
 import logging
-import multiprocessing
-import signal
 import time
 
 from quart import Quart, Response, current_app, jsonify, request
@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from core.config import PluginsFile, Settings
 from core.dashboard import dashboard_blueprint
 from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
+from core.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
@@ -42,8 +43,11 @@ from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
 from core.plugins import collect_routes
 from core.router import Router
+from core.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
 log = logging.getLogger(__name__)
+
+CONTROL_MAX_BODY = 2048
 
 
 def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None) -> Quart:
@@ -55,19 +59,19 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     app = Quart("ccxt_trading_webhook")
     app.config["MAX_CONTENT_LENGTH"] = 65536
     app.config["PROPAGATE_EXCEPTIONS"] = False
-    proxy = ProxyHeadersMiddleware(app.asgi_app)  # trusts nobody until startup configures it
+    intake = IntakeGuard(app.asgi_app)  # in-flight cap per address, body deadline (core.intake)
+    proxy = ProxyHeadersMiddleware(intake)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
     app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
 
     @app.before_serving
-    async def graceful_sigterm_in_workers() -> None:
-        if multiprocessing.parent_process() is not None:
-            # A hypercorn worker. Its master turns SIGTERM into a graceful shutdown of every
-            # worker (finish requests, then after_serving waits for orders in flight). A
-            # SIGTERM sent to the whole process group (Heroku, systemd, Ctrl-C in a shell)
-            # would otherwise kill the worker first and skip that wait.
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGTERM, lambda: log.info("SIGTERM: shutting down gracefully when hypercorn's master says so"))
+    async def arrange_worker() -> None:
+        # The open-file limit up to the hard limit; in a hypercorn worker, a graceful
+        # SIGTERM and an exit when the master dies (core.worker).
+        raise_file_limit()
+        quiet_refusals_in_access_log()
+        if in_hypercorn_worker():
+            app.extensions["parent_watcher"] = die_with_parent(asyncio.get_running_loop())
 
     @app.before_serving
     async def start_router() -> None:
@@ -76,6 +80,8 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         router = Router(active, plugins_file, extra_plugins)
         proxy.trust(active.trusted_proxies)
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
+        intake.configure(max_inflight=router.options.max_inflight_per_address, body_timeout=router.options.body_timeout,
+                         max_body=router.options.max_body_bytes, on_refused=router.limits.failed)
         await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
         await router.start()
         app.extensions["router"] = router
@@ -87,6 +93,9 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.after_serving
     async def stop_router() -> None:
+        watcher = app.extensions.pop("parent_watcher", None)
+        if watcher is not None:
+            watcher.cancel()
         router = app.extensions.pop("router", None)
         if router is not None:
             await router.stop()
@@ -115,8 +124,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         try:
             if request.content_length is not None and request.content_length > limit:
                 raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            body = await request.get_data(cache=False, as_text=False)
-            payload = await router.parse(body, request.mimetype or "")
+            body = await request.get_data(cache=False, as_text=False)  # read whole by core.intake, in time
         except (WebhookError, RequestEntityTooLarge):
             await router.limits.failed(client)  # refused before authenticating
             raise
@@ -125,11 +133,12 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             headers={k.lower(): v for k, v in request.headers.items()},
             remote_addr=client,
             scheme=request.scheme,
-            payload=payload,
+            payload={},  # parsed only once the request has authenticated (Router.receive_body)
             received_at=received_at,
             query=dict(request.args),
         )
-        outcome = await router.receive(inbound)
+        # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.intake).
+        outcome = await router.receive_body(inbound, request.mimetype or "", on_authenticated=request.scope.get(AUTHENTICATED))
         return jsonify(outcome.body), outcome.status, outcome.headers
 
     @app.get("/alerts/<alert_id>")
@@ -160,7 +169,13 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             raise NotFound(f"no control action '{action[:32]}' (halt, flatten, resume, status)")
         await router.limits.check_failures(request.remote_addr or "")
         try:
+            # A control body is tiny ({"account", "reason"}, or a token): parsed before its token
+            # can be checked, so bounded far below a webhook's limit.
+            if request.content_length is not None and request.content_length > CONTROL_MAX_BODY:
+                raise PayloadTooLarge(f"a control request's body is at most {CONTROL_MAX_BODY} bytes")
             body = await request.get_data(cache=False, as_text=False)
+            if len(body) > CONTROL_MAX_BODY:
+                raise PayloadTooLarge(f"a control request's body is at most {CONTROL_MAX_BODY} bytes")
             payload = await router.parse(body, "application/json") if body.strip() else {}
         except (WebhookError, RequestEntityTooLarge):
             await router.limits.failed(request.remote_addr or "")  # refused before authenticating

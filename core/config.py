@@ -237,6 +237,10 @@ class RouterOptions(PluginOptions):
     disabled: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(65536, gt=0)
     max_json_depth: int = Field(32, gt=0)
+    # Intake (core.intake): requests of one client address in progress at once in a worker
+    # (more get 429 before their body is read), and seconds the whole body may take.
+    max_inflight_per_address: int = Field(64, gt=0)
+    body_timeout: float = Field(5.0, gt=0, le=60)
     # Answer within this many seconds (TradingView gives up after 3): 200 when the order
     # finished, else 202 while it goes on.
     response_budget: float = Field(2.5, gt=0, le=30)

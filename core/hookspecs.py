@@ -134,6 +134,10 @@ def parse_payload(body, content_type, router: "PluginHost"):
 def authenticate(request, router: "PluginHost"):
     """Decide whether ``request`` (a ``core.models.InboundRequest``) may trade.
 
+    For ``POST /webhook`` this runs on the raw ``request.body`` and headers *before* the
+    body is parsed (``request.payload`` is still empty): nothing is parsed for a request
+    without valid credentials. Read what you need from the raw bytes, boundedly.
+
     Return ``AuthResult.accept(principal[, accounts])``, ``AuthResult.reject(reason[, status])`` or
     ``None`` to abstain. ``accounts`` limits what the principal may trade on (omitted: every
     account; an empty list: the default account only); a principal other than the owner's

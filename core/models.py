@@ -22,7 +22,8 @@ MAX_AMOUNT = Decimal("1e12")
 
 @dataclass(slots=True)
 class InboundRequest:
-    """What an auth plugin sees of the HTTP request. ``payload`` is the parsed body."""
+    """What an auth plugin sees of the HTTP request. ``payload`` is the parsed body, once
+    the request has authenticated (empty while ``authenticate`` hooks run on POST /webhook)."""
 
     body: bytes
     headers: dict[str, str]  # lower-cased names

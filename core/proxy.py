@@ -119,6 +119,7 @@ class ProxyHeadersMiddleware:
             return scope
         headers = scope.get("headers") or []
         scope = dict(scope)
+        scope["direct_client"] = client  # the connection's own peer (hypercorn logs it; core.intake)
         forwarded_for = _header_values(headers, b"x-forwarded-for")
         if forwarded_for:
             scope["client"] = (self.trusted.client(peer, forwarded_for), 0)

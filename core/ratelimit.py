@@ -16,12 +16,23 @@ The order on a request:
 1. the failure budget of the client's address is checked, not charged: once spent,
    the address gets 429 before its request is even parsed or authenticated;
 2. ``RATE_LIMIT_KEY=ip`` (default): RATE_LIMIT is checked and charged for the address;
-3. a request refused before it authenticated (400, 401, 403, 413, 415) charges the
-   failure budget of its address;
-4. ``RATE_LIMIT_KEY=principal``: after authentication, RATE_LIMIT is checked and
+3. a request refused before authentication starts (400, 413, 415) charges the failure
+   budget of its address;
+4. right before authentication the failure budget is **reserved**: checked and charged
+   in one atomic step of the store, and given back when authentication succeeds. So
+   however many bad requests one address has in flight at once, no more of them reach
+   authentication than its budget allows (checking first and charging after the answer
+   let 60 of 1,000 concurrent ones through a budget of 5);
+5. ``RATE_LIMIT_KEY=principal``: after authentication, RATE_LIMIT is checked and
    charged for the principal (``token:<label>``, ``hmac``).
 
-IPv6 clients are keyed by their /64, which one host usually owns whole.
+Every step that checks and charges is one atomic step of the store (memory: no await
+in between; SQLite: one ``BEGIN IMMEDIATE`` transaction; Redis: one Lua script), so the
+workers of a machine, or the machines sharing a Redis, cannot overspend a budget together.
+
+IPv6 clients are keyed by their /64, which one host usually owns whole, **and** their
+/48 (what one site or customer is usually given) is bounded too, at ``IPV6_SITE_SCALE``
+times each budget: rotating through the 65,536 /64s of a /48 buys no more than that.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from datetime import datetime, timedelta, timezone
 from quart_rate_limiter import RateLimit
 from quart_rate_limiter.store import RateLimiterStoreABC
 
+from core.database import transaction
 from core.errors import RateLimited
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
@@ -62,6 +74,10 @@ def parse_rate_limits(text: str) -> list[RateLimit]:
     return limits
 
 
+IPV6_SITE_SCALE = 16
+"""A /48 may spend this many times each per-address budget (its /64s together)."""
+
+
 def address_key(address: str) -> str:
     """The rate-limit key of a client address: the address, or the /64 of an IPv6 one."""
     try:
@@ -73,6 +89,35 @@ def address_key(address: str) -> str:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def address_keys(address: str) -> list[tuple[str, int]]:
+    """The keys a client address is counted under, each with the factor its budgets are
+    scaled by: the address (the /64 for IPv6) and, for IPv6, its /48."""
+    key = address_key(address)
+    if key.endswith("/64"):
+        site = ipaddress.IPv6Network(key).supernet(new_prefix=48)
+        return [(key, 1), (str(site), IPV6_SITE_SCALE)]
+    return [(key, 1)]
+
+
+# One GCRA step over several keys: (store key, inverse = period/count, period).
+Entry = tuple[str, float, float]
+
+
+def gcra_reserve(tats: dict[str, float], entries: list[Entry], now: float) -> tuple[float, dict[str, float]]:
+    """The wait (0 when allowed) and, when allowed, the new theoretical arrival times.
+
+    quart-rate-limiter's GCRA: a request moves the key's arrival time by period/count and
+    is refused while that would put it more than one period ahead of now. All keys or
+    none are charged."""
+    wait = 0.0
+    updated: dict[str, float] = {}
+    for key, inverse, period in entries:
+        tat = max(tats.get(key, now), now) + inverse
+        wait = max(wait, tat - now - period)
+        updated[key] = tat
+    return (wait, {}) if wait > 0 else (0.0, updated)
 
 
 class BoundedMemoryStore(RateLimiterStoreABC):
@@ -100,6 +145,19 @@ class BoundedMemoryStore(RateLimiterStoreABC):
     def __len__(self) -> int:
         return len(self._tats)
 
+    async def reserve(self, entries: list[Entry], now: float) -> float:
+        # No await between reading and writing: atomic within the process.
+        tats = {key: self._tats[key].timestamp() for key, _, _ in entries if key in self._tats}
+        wait, updated = gcra_reserve(tats, entries, now)
+        for key, tat in updated.items():
+            await self.set(key, datetime.fromtimestamp(tat, timezone.utc))
+        return wait
+
+    async def release(self, entries: list[Entry], now: float) -> None:
+        for key, inverse, _ in entries:
+            if key in self._tats:
+                self._tats[key] = self._tats[key] - timedelta(seconds=inverse)
+
     async def before_serving(self) -> None:
         pass
 
@@ -117,7 +175,7 @@ class WebhookLimits:
         self.limits = limits
         self.failure_limits = failure_limits
         self.key_by = key_by
-        self.store = store or BoundedMemoryStore(clock=clock)
+        self.store = store if store is not None else BoundedMemoryStore(clock=clock)  # an empty store is falsy (__len__)
         self._clock = clock
 
     @classmethod
@@ -130,50 +188,78 @@ class WebhookLimits:
         """Before anything else: the failure budget (checked) and, keyed by address, RATE_LIMIT."""
         await self.check_failures(address)
         if self.key_by == "ip":
-            await self._hit("requests", address_key(address), self.limits)
+            await self._reserve(self._address_entries("requests", address, self.limits))
 
     async def check_failures(self, address: str) -> None:
         """429 once ``address`` has spent its failure budget (nothing is charged)."""
-        await self._check("auth-failures", address_key(address), self.failure_limits)
+        await self._check(self._address_entries("auth-failures", address, self.failure_limits))
+
+    async def reserve_failure(self, address: str) -> None:
+        """Right before authentication: charge the failure budget of ``address`` in one
+        atomic step, or 429 when it is spent. ``release_failure`` gives it back."""
+        await self._reserve(self._address_entries("auth-failures", address, self.failure_limits))
+
+    async def release_failure(self, address: str) -> None:
+        """The request reserved by ``reserve_failure`` authenticated: give the charge back."""
+        entries = self._address_entries("auth-failures", address, self.failure_limits)
+        release = getattr(self.store, "release", None)
+        if release is not None:
+            await release(entries, self._clock())
+            return
+        now = self._clock()  # a store of quart-rate-limiter's interface only: not atomic
+        for key, inverse, _ in entries:
+            tat = await self._tat(key, now)
+            await self.store.set(key, datetime.fromtimestamp(tat - inverse, timezone.utc))
 
     async def authenticated(self, principal: str) -> None:
         """After a successful authentication: RATE_LIMIT keyed by principal, if so configured."""
         if self.key_by == "principal":
-            await self._hit("requests", f"principal:{principal}", self.limits)
+            await self._reserve([(self._key("requests", f"principal:{principal}", limit), limit.inverse,
+                                  limit.period.total_seconds()) for limit in self.limits])
 
     async def failed(self, address: str) -> None:
-        """A request from ``address`` was refused before it authenticated."""
-        await self._charge("auth-failures", address_key(address), self.failure_limits)
+        """A request from ``address`` was refused before authentication (not reserved)."""
+        now = self._clock()
+        for key, inverse, _ in self._address_entries("auth-failures", address, self.failure_limits):
+            tat = max(await self._tat(key, now), now) + inverse
+            await self.store.set(key, datetime.fromtimestamp(tat, timezone.utc))
 
-    # GCRA, as quart-rate-limiter computes it: a "theoretical arrival time" per key moves
-    # by period/count per request; a request is refused while it is more than
-    # period - period/count ahead of now.
+    def _address_entries(self, budget: str, address: str, limits: list[RateLimit]) -> list[Entry]:
+        return [(self._key(budget, key, limit), limit.inverse / scale, limit.period.total_seconds())
+                for key, scale in address_keys(address) for limit in limits]
 
-    async def _hit(self, budget: str, key: str, limits: list[RateLimit]) -> None:
-        await self._check(budget, key, limits)
-        await self._charge(budget, key, limits)
+    # GCRA, as quart-rate-limiter computes it (see ``gcra_reserve``).
 
-    async def _check(self, budget: str, key: str, limits: list[RateLimit]) -> None:
+    async def _reserve(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        now = self._clock()
+        reserve = getattr(self.store, "reserve", None)
+        if reserve is not None:
+            wait = await reserve(entries, now)
+        else:  # a store of quart-rate-limiter's interface only: check, then charge
+            wait, updated = gcra_reserve({key: await self._tat(key, now) for key, _, _ in entries}, entries, now)
+            for key, tat in updated.items():
+                await self.store.set(key, datetime.fromtimestamp(tat, timezone.utc))
+        self._refuse_if(wait)
+
+    async def _check(self, entries: list[Entry]) -> None:
         now = self._clock()
         wait = 0.0
-        for limit in limits:
-            tat = max(await self._tat(budget, key, limit, now), now)
-            allowed_ahead = limit.period.total_seconds() - limit.inverse
-            if tat - now > allowed_ahead:
-                wait = max(wait, tat - allowed_ahead - now)
+        for key, inverse, period in entries:
+            tat = max(await self._tat(key, now), now)
+            wait = max(wait, tat + inverse - now - period)
+        self._refuse_if(wait)
+
+    @staticmethod
+    def _refuse_if(wait: float) -> None:
         if wait > 0:
             retry_after = max(1, math.ceil(wait))
             raise RateLimited(f"too many requests; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
 
-    async def _charge(self, budget: str, key: str, limits: list[RateLimit]) -> None:
-        now = self._clock()
-        for limit in limits:
-            tat = max(await self._tat(budget, key, limit, now), now) + limit.inverse
-            await self.store.set(self._key(budget, key, limit), datetime.fromtimestamp(tat, timezone.utc))
-
-    async def _tat(self, budget: str, key: str, limit: RateLimit, now: float) -> float:
+    async def _tat(self, key: str, now: float) -> float:
         default = datetime.fromtimestamp(now, timezone.utc)
-        stored = await self.store.get(self._key(budget, key, limit), default)
+        stored = await self.store.get(key, default)
         if stored.tzinfo is None:
             stored = stored.replace(tzinfo=timezone.utc)
         return stored.timestamp()
@@ -214,6 +300,24 @@ class SqliteRateStore(RateLimiterStoreABC):
                 conn.execute("DELETE FROM tats WHERE tat < ?", (self._clock(),))
 
         await self.db.run(write)
+
+    async def reserve(self, entries: list[Entry], now: float) -> float:
+        keys = [key for key, _, _ in entries]
+
+        def reserve(conn) -> float:
+            with transaction(conn):  # BEGIN IMMEDIATE: no other worker between read and write
+                marks = ",".join("?" * len(keys))
+                tats = dict(conn.execute(f"SELECT key, tat FROM tats WHERE key IN ({marks})", keys).fetchall())
+                wait, updated = gcra_reserve(tats, entries, now)
+                conn.executemany("INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+                                 list(updated.items()))
+                return wait
+
+        return await self.db.run(reserve)
+
+    async def release(self, entries: list[Entry], now: float) -> None:
+        await self.db.run(lambda conn: conn.executemany("UPDATE tats SET tat = tat - ? WHERE key = ?",
+                                                         [(inverse, key) for key, inverse, _ in entries]))
 
     async def before_serving(self) -> None:
         pass

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -226,10 +227,7 @@ class Router:
         owner reads any alert, any other principal only its own (others are "not found",
         exactly like an id that does not exist)."""
         presented = _presented_secrets(request.payload)
-        auth = await self.authenticate(request)
-        if not auth.accepted:
-            await self.limits.failed(request.remote_addr)
-            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        auth = await self.authenticate_within_budget(request)
         _register_secrets(presented)
         assert self.journal is not None
         namespace = id_namespace(auth.principal)
@@ -251,11 +249,10 @@ class Router:
     async def control(self, request: InboundRequest, action: str) -> Outcome:
         """The kill switch for an authenticated operator: HMAC (the webhook secret's holder)
         or a token with the ``control`` scope."""
-        auth = await self.authenticate(request)
-        if not auth.accepted:
-            await self.limits.failed(request.remote_addr)
-            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-        if auth.principal != "hmac" and "control" not in auth.scopes:
+        presented = _presented_secrets(request.payload)
+        auth = await self.authenticate_within_budget(request)
+        _register_secrets(presented)
+        if auth.principal != OWNER_PRINCIPAL and "control" not in auth.scopes:
             log.warning("control %s refused for %s: no control scope", action, auth.principal)
             raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
         account = request.payload.get("account")
@@ -279,15 +276,51 @@ class Router:
             return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
         return Outcome(200, await self.kill_switch.status())
 
-    async def receive(self, request: InboundRequest) -> Outcome:
-        """Run one webhook request through the pipeline; the answer to send."""
-        presented = _presented_secrets(request.payload)  # auth plugins may pop them
-        auth = await self.authenticate(request)
+    async def authenticate_within_budget(self, request: InboundRequest) -> AuthResult:
+        """``authenticate``, with the failure budget of the client's address reserved in one
+        atomic step before and given back on success (``core.ratelimit``): concurrent bad
+        requests from one address cannot reach authentication beyond their budget."""
+        await self.limits.reserve_failure(request.remote_addr)
+        try:
+            auth = await self.authenticate(request)
+        except BaseException:
+            await self.limits.release_failure(request.remote_addr)  # not the credentials' fault (503)
+            raise
         if not auth.accepted:
-            await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-        _register_secrets(presented)
+        await self.limits.release_failure(request.remote_addr)
         request.authenticated_at = time.time()
+        return auth
+
+    async def receive_body(self, request: InboundRequest, content_type: str, *,
+                           on_authenticated: "Callable[[], None] | None" = None) -> Outcome:
+        """POST /webhook: authenticate on the raw body and headers, *then* parse the body.
+
+        Nothing is parsed for a request without valid credentials: an HMAC signature is
+        verified over the raw bytes, and the token plugin reads the body's top-level
+        ``token`` without building the JSON (``plugins.auth.token_auth.extract_token``).
+        ``request.payload`` is empty while the ``authenticate`` hooks run. The classic
+        ``token`` field is dropped from the parsed payload: no later stage sees it.
+        ``on_authenticated`` is called once the request authenticated (``core.intake``).
+        """
+        auth = await self.authenticate_within_budget(request)
+        if on_authenticated is not None:
+            on_authenticated()
+        payload = await self.parse(request.body, content_type)
+        _register_secrets(_presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
+        payload.pop("token", None)
+        request.payload = payload
+        return await self._receive_authenticated(request, auth)
+
+    async def receive(self, request: InboundRequest) -> Outcome:
+        """Run one webhook request whose body is already parsed (``request.payload``) through
+        the pipeline; the answer to send. ``POST /webhook`` uses ``receive_body``."""
+        presented = _presented_secrets(request.payload)  # auth plugins may pop them
+        auth = await self.authenticate_within_budget(request)
+        _register_secrets(presented)
+        return await self._receive_authenticated(request, auth)
+
+    async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         # Each principal's ids live in a namespace of their own: another sender's "a-2"

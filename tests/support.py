@@ -88,17 +88,19 @@ class ServerProcess:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen | None = None
         self.log_path = cwd / f"server-{self.port}.log"
+        self.preexec = None  # run in the server process before it starts (e.g. a lower file limit)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> "ServerProcess":
-        cmd = [sys.executable, "-m", "hypercorn", "core.app:app", "--bind", f"127.0.0.1:{self.port}",
-               "--workers", str(self.workers), "--graceful-timeout", "5", *self.extra_args]
+        # The project's hypercorn settings (hypercorn.toml), as the Procfile and `make run` use them.
+        cmd = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"), "core.app:app",
+               "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--graceful-timeout", "5", *self.extra_args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=self.preexec)
         self.wait_ready(timeout)
         return self
 

@@ -230,6 +230,7 @@ def test_failed_authentication_has_its_own_stricter_budget(server):
         blocked = post_signed(attacker)
         assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
         assert ledger_count(server.data_dir) == before
-        # Garbage bodies count as failures too, and other addresses are unaffected.
-        assert other.post("/webhook", content=b"{nope", headers={"Content-Type": "application/json"}).status_code == 400
+        # Garbage bodies without credentials are refused (401, never parsed) and count as
+        # failures too, and other addresses are unaffected.
+        assert other.post("/webhook", content=b"{nope", headers={"Content-Type": "application/json"}).status_code == 401
         assert post_signed(other).status_code == 200

@@ -49,16 +49,24 @@ async def test_text_plain_json_is_accepted(app_client):
 
 
 async def test_bad_inputs_get_clear_json_errors(app_client):
+    # Bodies are parsed only once the request has authenticated: a signed sender learns
+    # what is wrong with its body, an anonymous one only that it has no credentials.
     cases = [
         (b"{not json", {"Content-Type": "application/json"}, 400, "bad_request"),
         (b"\xff\xfe{}", {"Content-Type": "application/json"}, 400, "bad_request"),
         (b"[" * 5000 + b"]" * 5000, {"Content-Type": "application/json"}, 400, "bad_request"),
         (b"a=1", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
         (b"x" * 70000, {"Content-Type": "application/json"}, 413, "payload_too_large"),
+    ]
+    anonymous = [
+        (b"{not json", {"Content-Type": "application/json"}, 401, "unauthorized"),
+        (b"x" * 70000, {"Content-Type": "application/json"}, 413, "payload_too_large"),  # before the body is read
         (alert_body(), {"Content-Type": "application/json"}, 401, "unauthorized"),
     ]
     async with app_client() as (client, app):
-        for body, headers, status, code in cases:
+        for signed, (body, headers, status, code) in [(True, case) for case in cases] + [(False, case) for case in anonymous]:
+            if signed:
+                headers = signed_headers(body) | headers
             response = await client.post("/webhook", data=body, headers=headers)
             answer = await response.get_json()
             assert response.status_code == status, (body[:20], answer)
