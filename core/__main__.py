@@ -1,5 +1,9 @@
 """Command line: ``python -m core <command>``.
 
+    serve [--bind H:P] [--workers N] [--graceful-timeout S] [--config hypercorn.toml]
+                             run the server (hypercorn); exits non-zero with one line when
+                             the configuration is wrong or the app fails to start
+    check-config             the same verdict without starting (CI, Heroku's release phase)
     init-env                 write .env from .env.example with a random WEBHOOK_SECRET
                              (only when .env does not exist)
     journal list [--state S] [--limit N]
@@ -12,11 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
-from core.config import Settings
+from core.config import Settings, read_environment
 from core.errors import ConfigError
 from core.state import StateBackend
 
@@ -60,9 +67,103 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+HYPERCORN_CONFIG = "hypercorn.toml"
+
+
+def report_config_error(exc: Exception) -> int:
+    """One line on stderr; the traceback too at LOG_LEVEL=DEBUG."""
+    print(f"error: {exc}", file=sys.stderr)
+    if read_environment().get("LOG_LEVEL", "").strip().upper() == "DEBUG":
+        traceback.print_exception(exc, file=sys.stderr)
+    return 2
+
+
+def check_config_command() -> int:
+    from core.preflight import check_config
+
+    try:
+        lines = asyncio.run(check_config(Settings.from_env()))
+    except ConfigError as exc:
+        return report_config_error(exc)
+    print("configuration ok")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+def default_bind(env: dict[str, str]) -> str | None:
+    """PORT (Heroku, .env) with HOST (default 0.0.0.0 when only PORT is set); None: hypercorn.toml's or 127.0.0.1:8000."""
+    port, host = env.get("PORT", "").strip(), env.get("HOST", "").strip()
+    if port:
+        return f"{host or '0.0.0.0'}:{port}"
+    return f"{host}:8000" if host else None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """hypercorn serving ``core.app:app``; the exit status says whether the app started.
+
+    The environment and plugins.yaml's syntax are checked first; the rest where it is used —
+    in each worker's startup, the same code as ``check-config`` (``Router.configure``) — so
+    the master stays light (no plugins, no ccxt). A
+    worker that cannot start writes one line to a report file and exits; the master then
+    stops, prints that line once and exits 3 (hypercorn's master alone would exit 0).
+    """
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    from core.config import PluginsFile
+    from core.preflight import STARTUP_REPORT_ENV
+
+    try:  # what can be checked without loading the plugins (and ccxt) into the master
+        settings = Settings.from_env()
+        PluginsFile.load(settings.plugins_file, settings.environ)
+    except ConfigError as exc:
+        return report_config_error(exc)
+    env = read_environment()
+    config_path = Path(args.config or HYPERCORN_CONFIG)
+    if args.config and not config_path.is_file():
+        return report_config_error(ConfigError(f"--config: no file at '{args.config}' (expected a hypercorn TOML file)"))
+    try:
+        config = Config.from_toml(config_path) if config_path.is_file() else Config()
+    except Exception as exc:
+        return report_config_error(ConfigError(f"{config_path}: not a valid hypercorn configuration: {exc}"))
+    config.application_path = "core.app:app"
+    bind = args.bind or default_bind(env)
+    if bind:
+        config.bind = [bind]
+    elif not config_path.is_file():
+        config.bind = ["127.0.0.1:8000"]
+    if args.workers is not None:
+        config.workers = args.workers
+    if args.graceful_timeout is not None:
+        config.graceful_timeout = args.graceful_timeout
+    if config.accesslog is None:
+        config.accesslog = "-"
+    with tempfile.TemporaryDirectory(prefix="router-start-") as tmp:
+        report = Path(tmp) / "startup.txt"
+        os.environ[STARTUP_REPORT_ENV] = str(report)
+        try:
+            status = run(config)
+        except OSError as exc:  # the address is in use, a privileged port, ...
+            return report_config_error(ConfigError(f"--bind {', '.join(config.bind)}: cannot listen: {exc.strerror or exc}"))
+        finally:
+            os.environ.pop(STARTUP_REPORT_ENV, None)
+        failure = report.read_text(encoding="utf-8").splitlines() if report.exists() else []
+    if failure:
+        print(failure[0], file=sys.stderr)
+        return 3
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
+    serving = sub.add_parser("serve", help="run the server; exits non-zero with one line if it cannot start")
+    serving.add_argument("--bind", help="HOST:PORT (default: HOST/PORT from the environment, else hypercorn.toml, else 127.0.0.1:8000)")
+    serving.add_argument("--workers", type=int)
+    serving.add_argument("--graceful-timeout", type=float, dest="graceful_timeout")
+    serving.add_argument("--config", help=f"a hypercorn TOML file (default: ./{HYPERCORN_CONFIG} if it exists)")
+    sub.add_parser("check-config", help="check the configuration as a start would, without starting")
     sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
@@ -74,14 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     jsub.add_parser("stats")
     args = parser.parse_args(argv)
 
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "check-config":
+        return check_config_command()
     if args.command == "init-env":
         print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
         return 0
     try:
         return asyncio.run(journal_command(args, Settings.from_env()))
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return report_config_error(exc)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,18 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import signal
+import sys
 import time
 
 from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
-from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
+from core.errors import ConfigError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.logging_setup import configure_logging
+from core.preflight import STARTUP_REPORT_ENV
 from core.metrics import recorder_for
 from core.models import InboundRequest
 from core.proxy import ProxyHeadersMiddleware
@@ -62,12 +65,16 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.before_serving
     async def start_router() -> None:
-        active = settings or Settings.from_env()
-        configure_logging(active.log_level, active.log_format)
-        router = Router(active, plugins_file, extra_plugins)
-        proxy.trust(active.trusted_proxies)
-        app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
-        await router.start()
+        try:
+            active = settings or Settings.from_env()
+            configure_logging(active.log_level, active.log_format)
+            router = Router(active, plugins_file, extra_plugins)
+            proxy.trust(active.trusted_proxies)
+            app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
+            await router.start()
+        except Exception as exc:
+            startup_failed(exc)
+            raise
         app.extensions["router"] = router
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
         # lives as long as the process: keep it out of the cyclic GC, whose full passes over
@@ -176,6 +183,27 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         return jsonify({"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}), 500
 
     return app
+
+
+def startup_failed(exc: Exception) -> None:
+    """Report a failed start as one line (the traceback only at LOG_LEVEL=DEBUG).
+
+    Under ``python -m core serve`` the line goes to the file it names in
+    ROUTER_STARTUP_REPORT: the master prints it once and exits non-zero (hypercorn's own
+    master exits 0 whatever a worker's lifespan did). Otherwise it goes to stderr. A
+    hypercorn worker then exits at once with status 3, which also stops the master,
+    instead of printing the framework's traceback."""
+    line = "error: " + REDACTOR.redact(str(exc) if isinstance(exc, ConfigError) else f"startup failed: {type(exc).__name__}: {exc}")
+    log.debug("startup failed", exc_info=exc)
+    report = os.environ.get(STARTUP_REPORT_ENV)
+    if report:
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+    else:
+        print(line, file=sys.stderr, flush=True)
+    if multiprocessing.parent_process() is not None:
+        logging.shutdown()
+        os._exit(3)
 
 
 def read_signature_message(alert_id: str) -> bytes:

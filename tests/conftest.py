@@ -20,6 +20,7 @@ pytest_plugins: list[str] = []
 def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
+    (path / "plugins.yaml").touch()  # PLUGINS_FILE names it: a named file must exist
     return path
 
 

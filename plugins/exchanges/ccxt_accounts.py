@@ -19,7 +19,8 @@ from typing import Any, Literal
 
 import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from core.config import PluginOptions
 from core.errors import ConfigError
@@ -60,6 +61,9 @@ class AccountOptions(PluginOptions):
     password: SecretStr | None = None
     # The exchange's testnet (ccxt's set_sandbox_mode), where ccxt knows one.
     sandbox: bool = False
+    # An account without keys reads public market data only and cannot trade: refused at
+    # startup unless it says so here.
+    public: bool = False
     # Place orders over the exchange's WebSocket API (ccxt.pro create_order_ws) where
     # ccxt supports it; unset: the USE_WEBSOCKETS setting.
     websocket: bool | None = None
@@ -89,11 +93,18 @@ class AccountOptions(PluginOptions):
     @field_validator("exchange")
     @classmethod
     def _known_exchange(cls, value: str) -> str:
-        value = value.strip().lower()
-        if value not in ccxt_async.exchanges:
-            close = difflib.get_close_matches(value, ccxt_async.exchanges, n=1)
-            raise ValueError(f"unknown ccxt exchange {value!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        return value
+        problem = unknown_exchange_message(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _keys_or_public(self) -> "AccountOptions":
+        if not self.public and not (_filled(self.api_key) and _filled(self.secret)):
+            missing = "api_key" if not _filled(self.api_key) else "secret"
+            raise PydanticCustomError("missing_keys", f"expected {missing} (an account without keys cannot trade: "
+                                      "set api_key and secret, e.g. ${BINANCE_KEY}, or public: true)")
+        return self
 
     @field_validator("market_types")
     @classmethod
@@ -121,6 +132,26 @@ class AccountOptions(PluginOptions):
         if not self.market_types or any(UNIFIED_TYPE[t] == "spot" for t in self.market_types):
             return "spot"
         return UNIFIED_TYPE[self.market_types[0]]
+
+
+def _filled(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value().strip())
+
+
+def unknown_exchange_message(exchange_id: str) -> str | None:
+    """Why ``exchange_id`` is not a ccxt exchange, with a did-you-mean; None if it is one."""
+    value = exchange_id.strip().lower()
+    if value in ccxt_async.exchanges:
+        return None
+    close = difflib.get_close_matches(value, ccxt_async.exchanges, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown ccxt exchange {value!r}{hint}"
+
+
+def suggests_exchange(exchange_id: str) -> bool:
+    """Whether ``exchange_id`` is not a ccxt id but close to one: a typo, most likely."""
+    value = exchange_id.strip().lower()
+    return value not in ccxt_async.exchanges and bool(difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75))
 
 
 class AccountConfigError(ConfigError):
@@ -289,4 +320,5 @@ def is_ccxt_exchange(exchange_id: str) -> bool:
     return exchange_id in ccxt_async.exchanges
 
 
-__all__ = ["AccountConfigError", "AccountOptions", "BuiltClient", "ClientIdRule", "build_client", "client_id_rule", "is_ccxt_exchange"]
+__all__ = ["AccountConfigError", "AccountOptions", "BuiltClient", "ClientIdRule", "build_client", "client_id_rule", "is_ccxt_exchange",
+           "suggests_exchange", "unknown_exchange_message"]

@@ -60,6 +60,8 @@ from plugins.exchanges.ccxt_accounts import (
     build_client,
     client_id_rule,
     is_ccxt_exchange,
+    suggests_exchange,
+    unknown_exchange_message,
 )
 from plugins.exchanges.ccxt_websocket import WsOrderGate
 
@@ -824,8 +826,9 @@ class Plugin:
         if default_exchange != "paper" and "default" not in {name.lower() for name in accounts}:
             keys = bool(settings.default_api_key and settings.default_api_secret)
             if not is_ccxt_exchange(default_exchange):
-                if keys:  # keys for an exchange ccxt does not know: a typo, most likely
-                    raise ConfigError(f"environment: DEFAULT_EXCHANGE: '{settings.default_exchange}' is neither paper nor a ccxt exchange id")
+                if keys or suggests_exchange(default_exchange):  # a typo, most likely
+                    raise ConfigError(f"environment: DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: "
+                                      f"{unknown_exchange_message(default_exchange)}")
                 log.warning("DEFAULT_EXCHANGE=%s is not a ccxt exchange id; the ccxt plugin adds no default account", default_exchange)
             elif keys:
                 accounts["default"] = AccountOptions(exchange=default_exchange, api_key=SecretStr(settings.default_api_key),
@@ -856,7 +859,7 @@ class Plugin:
         template = self._template(exchange)
 
         async def make() -> CcxtExecutor:
-            options = (template.options if template else AccountOptions(exchange=exchange)).model_copy(update={
+            options = (template.options if template else AccountOptions(exchange=exchange, public=True)).model_copy(update={
                 "api_key": credentials.api_key, "secret": credentials.secret, "password": credentials.password,
                 "ccxt": {k: v for k, v in (template.options.ccxt if template else {}).items() if k not in SECRET_CONFIG_KEYS},
             })
