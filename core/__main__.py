@@ -4,6 +4,10 @@
                              run the server (hypercorn); exits non-zero with one line when
                              the configuration is wrong or the app fails to start
     check-config             the same verdict without starting (CI, Heroku's release phase)
+    doctor [--symbol TICKER ...]
+                             preflight before real money: server settings, state backend,
+                             and per account keys, permissions, clock skew, markets;
+                             exits 1 on a blocker
     init-env                 write .env from .env.example with a random WEBHOOK_SECRET
                              (only when .env does not exist)
     journal list [--state S] [--limit N]
@@ -91,6 +95,22 @@ def check_config_command() -> int:
     return 0
 
 
+def doctor_command(args: argparse.Namespace) -> int:
+    from core.doctor import run_doctor
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        return report_config_error(exc)
+    findings = asyncio.run(run_doctor(settings, args.symbol))
+    for finding in findings:
+        print(finding.line())
+    blockers = sum(f.level == "blocker" for f in findings)
+    warnings = sum(f.level == "warning" for f in findings)
+    print(f"\n{blockers} blocker(s), {warnings} warning(s)" + (": fix the blockers before trading real money" if blockers else ""))
+    return 1 if blockers else 0
+
+
 def default_bind(env: dict[str, str]) -> str | None:
     """PORT (Heroku, .env) with HOST (default 0.0.0.0 when only PORT is set); None: hypercorn.toml's or 127.0.0.1:8000."""
     port, host = env.get("PORT", "").strip(), env.get("HOST", "").strip()
@@ -164,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     serving.add_argument("--graceful-timeout", type=float, dest="graceful_timeout")
     serving.add_argument("--config", help=f"a hypercorn TOML file (default: ./{HYPERCORN_CONFIG} if it exists)")
     sub.add_parser("check-config", help="check the configuration as a start would, without starting")
+    doctor = sub.add_parser("doctor", help="preflight checks before real money; exits 1 on a blocker")
+    doctor.add_argument("--symbol", action="append", default=[],
+                        help="a ticker your alerts use (BINANCE:BTCUSDT, ETHUSDT.P); checked on every account; repeatable")
     sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
@@ -179,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "check-config":
         return check_config_command()
+    if args.command == "doctor":
+        return doctor_command(args)
     if args.command == "init-env":
         print("wrote .env with a new WEBHOOK_SECRET" if init_env() else ".env exists; left as it is")
         return 0

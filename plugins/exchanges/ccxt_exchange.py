@@ -57,6 +57,7 @@ from plugins.exchanges.ccxt_accounts import (
     SECRET_CONFIG_KEYS,
     AccountConfigError,
     AccountOptions,
+    account_preflight,
     build_client,
     client_id_rule,
     is_ccxt_exchange,
@@ -270,6 +271,10 @@ class CcxtExecutor(Executor):
             self._in_flight -= 1
             if self._retired and self._in_flight == 0:
                 asyncio.get_running_loop().create_task(self._close_if_idle())
+
+    async def preflight(self, symbols: list[str]) -> list[tuple[str, str]]:
+        """Findings for ``python -m core doctor`` (``ccxt_accounts.account_preflight``)."""
+        return await account_preflight(self, symbols)
 
     def status(self) -> dict[str, Any]:
         status = super().status()
