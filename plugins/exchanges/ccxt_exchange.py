@@ -311,6 +311,8 @@ class CcxtExecutor(Executor):
             order = await prepare_alert(self.client, alert, self, account=self.account, client_order_id=coid,
                                         default_type=self.default_type, leverage=self.options.leverage,
                                         margin_mode=self.options.margin_mode)
+        if self.options.sandbox:
+            order = order.model_copy(update={"sandbox": True})
         if order.stop_loss and order.take_profit and order.market_type == "spot" and not self._attaches(order):
             # Two separate sell orders would each lock the whole base amount: the second is refused.
             raise Unprocessable(f"on {self.exchange} spot, stop_loss and take_profit would be two orders selling the same "
@@ -529,6 +531,7 @@ class CcxtExecutor(Executor):
             filled=decimal_str(raw.get("filled")),
             average=decimal_str(raw.get("average")),
             route=route,
+            sandbox=self.options.sandbox,
             info=raw.get("info") if isinstance(raw.get("info"), dict) else {},
         )
 
@@ -653,7 +656,7 @@ class CcxtExecutor(Executor):
                            order_type=raw.get("type") or "market", amount=decimal_str(raw.get("amount")),
                            price=decimal_str(raw.get("price")), order_id=first.get("order_id"),
                            client_order_id=first.get("client_order_id") or order.client_order_id, status="canceled",
-                           route="rest", children=children)
+                           route="rest", sandbox=self.options.sandbox, children=children)
 
     def _separate_trigger_book(self, symbol: str) -> bool:
         """binance keeps conditional contract orders (Algo Order API) apart: ccxt reaches them
