@@ -8,6 +8,9 @@
                              preflight before real money: server settings, state backend,
                              and per account keys, permissions, clock skew, markets;
                              exits 1 on a blocker
+    <plugin command> ...     commands of loaded plugins (a plugin object's ``commands``:
+                             {name: (help, configure_parser, run)}), e.g. the paper
+                             plugin's ``paper-markets refresh --exchange binance``
     init-env                 write .env from .env.example with a random WEBHOOK_SECRET
                              (only when .env does not exist)
     journal list [--state S] [--limit N]
@@ -175,7 +178,32 @@ def serve(args: argparse.Namespace) -> int:
     return status
 
 
+CORE_COMMANDS = frozenset({"serve", "check-config", "doctor", "init-env", "journal"})
+
+
+def plugin_commands() -> dict[str, tuple]:
+    """Subcommands the loaded plugins offer (their ``commands`` attribute)."""
+    from core.config import PluginsFile
+    from core.plugins import create_plugin_manager
+
+    settings = Settings.from_env()
+    plugins = create_plugin_manager(PluginsFile.load(settings.plugins_file, settings.environ))
+    found: dict[str, tuple] = {}
+    for loaded in plugins.loaded:
+        for name, spec in (getattr(loaded.plugin, "commands", None) or {}).items():
+            if name not in CORE_COMMANDS:
+                found.setdefault(name, spec)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: dict[str, tuple] = {}
+    if argv and argv[0] not in CORE_COMMANDS and not argv[0].startswith("-"):
+        try:
+            extra = plugin_commands()
+        except ConfigError as exc:
+            return report_config_error(exc)
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
     serving = sub.add_parser("serve", help="run the server; exits non-zero with one line if it cannot start")
@@ -196,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     show = jsub.add_parser("show")
     show.add_argument("alert_id")
     jsub.add_parser("stats")
+    for name, (help_text, configure, run) in extra.items():
+        configure(sub.add_parser(name, help=help_text))
+        sub.choices[name].set_defaults(plugin_run=run)
     args = parser.parse_args(argv)
+    if getattr(args, "plugin_run", None) is not None:
+        return args.plugin_run(args)
 
     if args.command == "serve":
         return serve(args)

@@ -19,24 +19,27 @@ trigger them — until a cancel or cancel-all.
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 
 import ccxt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
-from core.errors import Unprocessable
+from core.errors import ConfigError, Unprocessable
 from core.execution import Executor
 from core.markets import market_index
 from core.sizing import prepare_alert
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
+from plugins.exchanges.paper_markets import COMMANDS, load_snapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS paper_orders (
@@ -86,7 +89,8 @@ class PaperMarket(BaseModel):
     price_tick: Decimal
     min_amount: Decimal
     min_cost: Decimal = Decimal(0)
-    last_price: Decimal
+    # None: unknown (a snapshot without prices); market orders then need the alert's price.
+    last_price: Decimal | None = None
 
 
 DEFAULT_MARKETS = {
@@ -119,6 +123,30 @@ def ccxt_market(symbol: str, m: PaperMarket) -> dict[str, Any]:
     }
 
 
+def paper_market(market: dict[str, Any]) -> PaperMarket:
+    """A venue's ccxt market as the ledger books it (precision is the venue's, applied in prepare)."""
+    limits = market.get("limits") or {}
+    last = (market.get("info") or {}).get("last")
+    return PaperMarket.model_construct(
+        base=market["base"], quote=market["quote"], type="swap" if market.get("contract") else "spot",
+        amount_step=Decimal(str((market.get("precision") or {}).get("amount") or 0)),
+        price_tick=Decimal(str((market.get("precision") or {}).get("price") or 0)),
+        min_amount=Decimal(str((limits.get("amount") or {}).get("min") or 0)),
+        min_cost=Decimal(str((limits.get("cost") or {}).get("min") or 0)),
+        last_price=Decimal(str(last)) if last not in (None, "") else None)
+
+
+def close_matches(ticker: str, exchanges: list[ccxt.Exchange], n: int = 3) -> list[str]:
+    """Market ids and symbols close to a ticker (its exchange prefix and .P suffix ignored)."""
+    head, colon, tail = ticker.partition(":")
+    name = (tail if colon and "/" not in head else ticker).upper().removesuffix(".P")
+    names: set[str] = set()
+    for exchange in exchanges:
+        for market in exchange.markets.values():
+            names.update((market["id"].upper(), market["symbol"]))
+    return difflib.get_close_matches(name, sorted(names), n=n, cutoff=0.6)
+
+
 class PaperExecutor(Executor):
     route = "paper"
 
@@ -129,6 +157,16 @@ class PaperExecutor(Executor):
         self.markets = ccxt.Exchange({"id": "paper"})
         self.markets.precisionMode = ccxt.TICK_SIZE
         self.markets.set_markets([ccxt_market(s, m) for s, m in options.markets.items()])
+        # Real venues' markets (paper_markets snapshots): ticker → venue → market, with the
+        # venue's own precision; the ledger books them like the configured ones.
+        self.venues: dict[str, ccxt.Exchange] = {}
+        self.catalog: dict[str, PaperMarket] = dict(options.markets)
+        for venue, markets in options.venue_markets().items():
+            exchange = getattr(ccxt, venue)()
+            exchange.set_markets(markets)
+            self.venues[venue] = exchange
+            for market in markets:
+                self.catalog.setdefault(market["symbol"], paper_market(market))
 
     def matches_exchange(self, name: str) -> bool:
         # Paper stands in for whatever venue the alert names (TradingView's {{exchange}}).
@@ -151,7 +189,7 @@ class PaperExecutor(Executor):
     def lane_key(self, alert: Alert) -> str:
         """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
         try:
-            return market_index(self.markets).resolve(alert.symbol, alert.market_type, self.options.default_market_type)["symbol"]
+            return self._resolve(alert)[1]["symbol"]
         except Exception:
             return alert.symbol.upper()
 
@@ -185,21 +223,49 @@ class PaperExecutor(Executor):
         return await self.db.run(lambda conn: self._settings(conn, symbol))
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
-        return await prepare_alert(self.markets, alert, _PaperReader(self, alert), account=self.account,
+        exchange, _ = self._resolve(alert)
+        return await prepare_alert(exchange, alert, _PaperReader(self, alert), account=self.account,
                                    client_order_id=client_order_id, default_type=self.options.default_market_type,
                                    leverage=self.options.account_leverage, margin_mode=self.options.margin_mode,
                                    reference_price=self._last_price)
 
+    def _resolve(self, alert: Alert) -> tuple[ccxt.Exchange, dict[str, Any]]:
+        """The venue whose markets the alert's ticker names (BINANCE:DOGEUSDT → binance), else
+        the configured markets, the default venue and the other venues, in that order; a 422
+        naming close matches when none has it."""
+        head, colon, _ = alert.symbol.partition(":")
+        named = (alert.exchange or (head if colon and "/" not in head else "")).strip().lower()
+        default = self.options.default_venue
+        order = [self.venues[named]] if named in self.venues else []
+        order += [self.markets] + [self.venues[v] for v in sorted(self.venues, key=lambda v: v != default) if self.venues[v] not in order]
+        first_error: Unprocessable | None = None
+        for exchange in order:
+            try:
+                return exchange, market_index(exchange).resolve(alert.symbol, alert.market_type, self.options.default_market_type)
+            except Unprocessable as exc:
+                first_error = first_error or exc
+        assert first_error is not None
+        close = close_matches(alert.symbol, order)
+        raise Unprocessable(f"{first_error.message} (paper knows {', '.join(['configured markets', *self.venues]) });"
+                            + (f" did you mean {', '.join(close)}?" if close else " no similar market"), code="unknown_symbol")
+
+    def _market(self, symbol: str) -> PaperMarket:
+        return self.catalog[symbol]
+
     def _last_price(self, symbol: str) -> Decimal:
-        return self.options.markets[symbol].last_price
+        price = self.catalog[symbol].last_price
+        if price is None:
+            raise Unprocessable(f"paper has no last price for {symbol}: send the alert's price (TradingView's {{{{close}}}})",
+                                code="price_required")
+        return price
 
     async def submit(self, order: OrderRequest) -> OrderResult:
-        market = self.options.markets[order.symbol]
+        market = self._market(order.symbol)
         if order.action == "cancel":
             return await self.db.run(lambda conn: self._cancel(conn, order))
         if order.action == "cancel_all":
             return await self.db.run(lambda conn: self._cancel_all(conn, order))
-        fill_price = Decimal(order.price or order.reference_price or market.last_price)
+        fill_price = Decimal(order.price or order.reference_price or self._last_price(order.symbol))
         return await self.db.run(lambda conn: self._book(conn, order, market, fill_price))
 
     async def lookup(self, order: OrderRequest) -> OrderResult | None:
@@ -435,7 +501,7 @@ class _PaperReader:
 
     async def price(self, market: dict[str, Any]) -> Decimal:
         # A paper market order fills at the alert's price, else the configured last price.
-        return self.alert.price or self.executor.options.markets[market["symbol"]].last_price
+        return self.alert.price or self.executor._last_price(market["symbol"])
 
     def buys_by_cost(self, market: dict[str, Any]) -> bool:
         return False
@@ -463,11 +529,34 @@ class Plugin:
         default_market_type: str = Field("spot", pattern="^(spot|swap)$")
         initial_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)})
         markets: dict[str, PaperMarket] = Field(default_factory=lambda: dict(DEFAULT_MARKETS))
+        # Real venues' market lists (precision, limits) from the snapshots shipped with the
+        # package (plugins/exchanges/market_snapshots; `python -m core paper-markets refresh`).
+        venues: list[str] = Field(default_factory=lambda: ["binance", "bybit", "kraken"])
+        # The venue a ticker without an exchange prefix is looked up on after `markets`.
+        default_venue: str = "binance"
+        # Where the snapshots are (empty: the ones shipped with the package).
+        snapshot_dir: str = ""
+
+        @model_validator(mode="after")
+        def _snapshots_exist(self) -> "Plugin.Options":
+            for venue in self.venues:
+                if not hasattr(ccxt, venue):
+                    raise ValueError(f"venues: {venue!r} is not a ccxt exchange id")
+            if self.venues and self.default_venue not in self.venues:
+                raise ValueError(f"default_venue: {self.default_venue!r} is not one of venues {self.venues}")
+            return self
+
+        def venue_markets(self) -> dict[str, list[dict[str, Any]]]:
+            folder = Path(self.snapshot_dir) if self.snapshot_dir else None
+            return {venue: load_snapshot(venue, folder)["markets"] for venue in self.venues}
 
         @property
         def account_leverage(self) -> int | None:
             """The leverage orders default to (an integer above 1), as a ccxt account's ``leverage``."""
             return int(self.leverage) if self.leverage > 1 and self.leverage == int(self.leverage) else None
+
+    # python -m core paper-markets refresh|list
+    commands = COMMANDS
 
     def __init__(self, options: "Plugin.Options"):
         self.options = options
@@ -475,6 +564,10 @@ class Plugin:
 
     @hookimpl
     def register_executors(self, register, router) -> None:
+        try:
+            self.options.venue_markets()  # read once here: a missing snapshot stops startup with one line
+        except ValueError as exc:
+            raise ConfigError(f"{router.plugins_file.path}: plugin 'paper': field 'venues': {exc}") from None
         self.db = SqliteDatabase(router.data_dir / "paper.sqlite3", schema=SCHEMA)
         for account in self.options.accounts:
             register(account, PaperExecutor(account, self.options, self.db))
