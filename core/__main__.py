@@ -143,7 +143,11 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     env = read_environment()
+    # --config, else ./hypercorn.toml, else the one next to the code (the server settings
+    # shipped with the project: timeouts, limits, access log).
     config_path = Path(args.config or HYPERCORN_CONFIG)
+    if not args.config and not config_path.is_file():
+        config_path = Path(__file__).resolve().parent.parent / HYPERCORN_CONFIG
     if args.config and not config_path.is_file():
         return report_config_error(ConfigError(f"--config: no file at '{args.config}' (expected a hypercorn TOML file)"))
     try:

@@ -199,3 +199,28 @@ def test_make_run_stops_with_one_line(tmp_path, mistake):
     ours = [line for line in lines if not line.startswith("make")]  # make adds "make: *** [run] Error 3"
     assert_one_line(status, ours, *fragments)
     assert "-m core serve" in out, shlex.join(cmd)
+
+
+def test_serve_uses_hypercorn_toml_and_reports_a_bad_one(tmp_path):
+    env = prepare(tmp_path, {}, {})
+    port = free_port()
+    (tmp_path / "hypercorn.toml").write_text(f'bind = ["127.0.0.1:{port}"]\ngraceful_timeout = 2\n')
+    proc = subprocess.Popen([sys.executable, "-m", "core", "serve"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + EXIT_WITHIN
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)  # polling the real condition (the port answering), bounded
+        else:
+            pytest.fail("serve did not listen where hypercorn.toml says")
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(EXIT_WITHIN)
+    (tmp_path / "hypercorn.toml").write_text("bind = [\n")
+    status, lines, _ = run_until_exit([sys.executable, "-m", "core", "serve"], env, tmp_path)
+    assert_one_line(status, lines, "hypercorn.toml", "not a valid hypercorn configuration")
