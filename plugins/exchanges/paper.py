@@ -164,6 +164,7 @@ class PaperExecutor(Executor):
         for venue, markets in options.venue_markets().items():
             exchange = getattr(ccxt, venue)()
             exchange.set_markets(markets)
+            exchange.id = f"paper ({venue} markets)"  # how refusals name it: nothing goes to the venue
             self.venues[venue] = exchange
             for market in markets:
                 self.catalog.setdefault(market["symbol"], paper_market(market))
@@ -230,9 +231,9 @@ class PaperExecutor(Executor):
                                    reference_price=self._last_price)
 
     def _resolve(self, alert: Alert) -> tuple[ccxt.Exchange, dict[str, Any]]:
-        """The venue whose markets the alert's ticker names (BINANCE:DOGEUSDT → binance), else
-        the configured markets, the default venue and the other venues, in that order; a 422
-        naming close matches when none has it."""
+        """The venue the ticker names (BINANCE:DOGEUSDT → binance: its precision and limits),
+        else the configured markets (``paper.markets``), the default venue and the other
+        venues, in that order; a 422 naming close matches when none has it."""
         head, colon, _ = alert.symbol.partition(":")
         named = (alert.exchange or (head if colon and "/" not in head else "")).strip().lower()
         default = self.options.default_venue
