@@ -14,12 +14,10 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import venv
 from importlib import metadata
-from pathlib import Path
 
 import httpx
 import pytest
