@@ -67,6 +67,7 @@ def test_doctor_passes_a_clean_set_up(tmp_path, emulator):
     assert any("BINANCE:BTCUSDT → BTC/USDT" in line for line in lines(out, "OK", "account main")), out
     assert any("BYBIT:BTCUSDT.P → BTC/USDT:USDT" in line for line in lines(out, "OK", "account bb")), out
     assert any("keys valid" in line for line in lines(out, "OK", "account bb (bybit)")), out
+    assert any("BYBIT:BTCUSDT.P → BTC/USDT:USDT (paper (bybit markets))" in line for line in lines(out, "OK", "account paper")), out
 
 
 def test_doctor_blocks_refused_keys_and_server_mistakes(tmp_path, emulator):

@@ -250,6 +250,17 @@ class PaperExecutor(Executor):
         raise Unprocessable(f"{first_error.message} (paper knows {', '.join(['configured markets', *self.venues]) });"
                             + (f" did you mean {', '.join(close)}?" if close else " no similar market"), code="unknown_symbol")
 
+    async def preflight(self, symbols: list[str]) -> list[tuple[str, str]]:
+        """Findings for ``python -m core doctor``: paper, and where each ticker resolves."""
+        found = [("info", f"paper: no real money; venues {', '.join(self.venues) or 'none'} (snapshots, not live data)")]
+        for symbol in symbols:
+            try:
+                exchange, market = self._resolve(Alert.model_validate({"symbol": symbol, "side": "buy", "amount": "1"}))
+                found.append(("ok", f"{symbol} → {market['symbol']} ({exchange.id})"))
+            except Unprocessable as exc:
+                found.append(("blocker", f"market {symbol!r} is missing: {exc.message}"))
+        return found
+
     def _market(self, symbol: str) -> PaperMarket:
         return self.catalog[symbol]
 
