@@ -203,11 +203,12 @@ def plugin_commands() -> dict[str, tuple]:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra: dict[str, tuple] = {}
-    if argv and argv[0] not in CORE_COMMANDS and not argv[0].startswith("-"):
+    if not argv or argv[0] not in CORE_COMMANDS:  # a plugin's command, or --help listing them
         try:
             extra = plugin_commands()
         except ConfigError as exc:
-            return report_config_error(exc)
+            if argv and not argv[0].startswith("-"):
+                return report_config_error(exc)
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
     serving = sub.add_parser("serve", help="run the server; exits non-zero with one line if it cannot start")
