@@ -120,6 +120,9 @@ def server_findings(router: Any) -> list[Finding]:
     else:
         add("ok", f"IP allowlist: {len(networks)} network(s)")
 
+    if s.default_exchange.strip().lower() != "paper" and router.executors.default is None:
+        add("warning", f"DEFAULT_EXCHANGE={s.default_exchange} has no account (no DEFAULT_API_KEY/DEFAULT_API_SECRET, "
+                       "no account named 'default'): only alerts carrying their own keys can trade")
     found += data_dir_findings(Path(s.data_dir))
     if router.options.allow_payload_credentials:
         add("warning", "router.allow_payload_credentials is on: alerts may carry exchange keys (apiKey/secret); turn "
