@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HOST ?= $(shell grep -s '^HOST=' .env | cut -d= -f2)
 PORT ?= $(shell grep -s '^PORT=' .env | cut -d= -f2)
 
-.PHONY: run test test-fast emulator bench clean
+.PHONY: run check-config test test-fast emulator bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -21,9 +21,14 @@ $(VENV)/.installed-test: $(VENV)/.installed
 .env:
 	$(PY) -m core init-env
 
-## Install, write .env (paper exchange, random WEBHOOK_SECRET) and serve on 127.0.0.1:8000.
+## Install, write .env (paper exchange, random WEBHOOK_SECRET) and serve on 127.0.0.1:8000
+## (python -m core serve: a configuration mistake stops it with one line and a failure status).
 run: $(VENV)/.installed .env
-	$(PY) -m hypercorn --config hypercorn.toml --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000) core.app:app
+	$(PY) -m core serve --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000)
+
+## The configuration's verdict without starting the server.
+check-config: $(VENV)/.installed .env
+	$(PY) -m core check-config
 
 ## Install and run the whole test suite (slow fault/load tests included).
 test: $(VENV)/.installed-test

@@ -1,6 +1,17 @@
 """Command line: ``python -m core <command>``.
 
-    init-env                 write .env from .env.example with a random WEBHOOK_SECRET and
+    serve [--bind H:P] [--workers N] [--graceful-timeout S] [--config hypercorn.toml]
+                             run the server (hypercorn); exits non-zero with one line when
+                             the configuration is wrong or the app fails to start
+    check-config             the same verdict without starting (CI, Heroku's release phase)
+    doctor [--symbol TICKER ...]
+                             preflight before real money: server settings, state backend,
+                             and per account keys, permissions, clock skew, markets;
+                             exits 1 on a blocker
+    <plugin command> ...     commands of loaded plugins (a plugin object's ``commands``:
+                             {name: (help, configure_parser, run)}), e.g. the paper
+                             plugin's ``paper-markets refresh --exchange binance``
+    init-env                 write .env from .env.example with a random WEBHOOK_SECRET,
                              METRICS_TOKEN and DASHBOARD_PASSWORD (the password printed once;
                              only when .env does not exist)
     journal list [--state S] [--limit N]
@@ -22,9 +33,11 @@ import json
 import os
 import secrets
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
-from core.config import Settings
+from core.config import Settings, read_environment
 from core.errors import ConfigError
 from core.state import StateBackend
 
@@ -116,9 +129,152 @@ async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+HYPERCORN_CONFIG = "hypercorn.toml"
+
+
+def report_config_error(exc: Exception) -> int:
+    """One line on stderr; the traceback too at LOG_LEVEL=DEBUG."""
+    print(f"error: {exc}", file=sys.stderr)
+    if read_environment().get("LOG_LEVEL", "").strip().upper() == "DEBUG":
+        traceback.print_exception(exc, file=sys.stderr)
+    return 2
+
+
+def check_config_command() -> int:
+    from core.preflight import check_config
+
+    try:
+        lines = asyncio.run(check_config(Settings.from_env()))
+    except ConfigError as exc:
+        return report_config_error(exc)
+    print("configuration ok")
+    for line in lines:
+        print(f"  {line}")
+    return 0
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    from core.doctor import run_doctor
+
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        return report_config_error(exc)
+    findings = asyncio.run(run_doctor(settings, args.symbol))
+    for finding in findings:
+        print(finding.line())
+    blockers = sum(f.level == "blocker" for f in findings)
+    warnings = sum(f.level == "warning" for f in findings)
+    print(f"\n{blockers} blocker(s), {warnings} warning(s)" + (": fix the blockers before trading real money" if blockers else ""))
+    return 1 if blockers else 0
+
+
+def default_bind(env: dict[str, str]) -> str | None:
+    """PORT (Heroku, .env) with HOST (default 0.0.0.0 when only PORT is set); None: hypercorn.toml's or 127.0.0.1:8000."""
+    port, host = env.get("PORT", "").strip(), env.get("HOST", "").strip()
+    if port:
+        return f"{host or '0.0.0.0'}:{port}"
+    return f"{host}:8000" if host else None
+
+
+def serve(args: argparse.Namespace) -> int:
+    """hypercorn serving ``core.app:app``; the exit status says whether the app started.
+
+    The environment and plugins.yaml's syntax are checked first; the rest where it is used —
+    in each worker's startup, the same code as ``check-config`` (``Router.configure``) — so
+    the master stays light (no plugins, no ccxt). A
+    worker that cannot start writes one line to a report file and exits; the master then
+    stops, prints that line once and exits 3 (hypercorn's master alone would exit 0).
+    """
+    from hypercorn.config import Config
+    from hypercorn.run import run
+
+    from core.config import PluginsFile
+    from core.preflight import STARTUP_REPORT_ENV
+
+    try:  # what can be checked without loading the plugins (and ccxt) into the master
+        settings = Settings.from_env()
+        PluginsFile.load(settings.plugins_file, settings.environ)
+    except ConfigError as exc:
+        return report_config_error(exc)
+    env = read_environment()
+    # --config, else ./hypercorn.toml, else the one next to the code (the server settings
+    # shipped with the project: timeouts, limits, access log).
+    config_path = Path(args.config or HYPERCORN_CONFIG)
+    if not args.config and not config_path.is_file():
+        config_path = Path(__file__).resolve().parent.parent / HYPERCORN_CONFIG
+    if args.config and not config_path.is_file():
+        return report_config_error(ConfigError(f"--config: no file at '{args.config}' (expected a hypercorn TOML file)"))
+    try:
+        config = Config.from_toml(config_path) if config_path.is_file() else Config()
+    except Exception as exc:
+        return report_config_error(ConfigError(f"{config_path}: not a valid hypercorn configuration: {exc}"))
+    config.application_path = "core.app:app"
+    bind = args.bind or default_bind(env)
+    if bind:
+        config.bind = [bind]
+    elif not config_path.is_file():
+        config.bind = ["127.0.0.1:8000"]
+    if args.workers is not None:
+        config.workers = args.workers
+    if args.graceful_timeout is not None:
+        config.graceful_timeout = args.graceful_timeout
+    if config.accesslog is None:
+        config.accesslog = "-"
+    with tempfile.TemporaryDirectory(prefix="router-start-") as tmp:
+        report = Path(tmp) / "startup.txt"
+        os.environ[STARTUP_REPORT_ENV] = str(report)
+        try:
+            status = run(config)
+        except OSError as exc:  # the address is in use, a privileged port, ...
+            return report_config_error(ConfigError(f"--bind {', '.join(config.bind)}: cannot listen: {exc.strerror or exc}"))
+        finally:
+            os.environ.pop(STARTUP_REPORT_ENV, None)
+        failure = report.read_text(encoding="utf-8").splitlines() if report.exists() else []
+    if failure:
+        print(failure[0], file=sys.stderr)
+        return 3
+    return status
+
+
+CORE_COMMANDS = frozenset({"serve", "check-config", "doctor", "init-env", "journal", "risk"})
+
+
+def plugin_commands() -> dict[str, tuple]:
+    """Subcommands the loaded plugins offer (their ``commands`` attribute)."""
+    from core.config import PluginsFile
+    from core.plugins import create_plugin_manager
+
+    settings = Settings.from_env()
+    plugins = create_plugin_manager(PluginsFile.load(settings.plugins_file, settings.environ))
+    found: dict[str, tuple] = {}
+    for loaded in plugins.loaded:
+        for name, spec in (getattr(loaded.plugin, "commands", None) or {}).items():
+            if name not in CORE_COMMANDS:
+                found.setdefault(name, spec)
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    extra: dict[str, tuple] = {}
+    if not argv or argv[0] not in CORE_COMMANDS:  # a plugin's command, or --help listing them
+        try:
+            extra = plugin_commands()
+        except ConfigError as exc:
+            if argv and not argv[0].startswith("-"):
+                return report_config_error(exc)
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
+    serving = sub.add_parser("serve", help="run the server; exits non-zero with one line if it cannot start")
+    serving.add_argument("--bind", help="HOST:PORT (default: HOST/PORT from the environment, else hypercorn.toml, else 127.0.0.1:8000)")
+    serving.add_argument("--workers", type=int)
+    serving.add_argument("--graceful-timeout", type=float, dest="graceful_timeout")
+    serving.add_argument("--config", help=f"a hypercorn TOML file (default: ./{HYPERCORN_CONFIG} if it exists)")
+    sub.add_parser("check-config", help="check the configuration as a start would, without starting")
+    doctor = sub.add_parser("doctor", help="preflight checks before real money; exits 1 on a blocker")
+    doctor.add_argument("--symbol", action="append", default=[],
+                        help="a ticker your alerts use (BINANCE:BTCUSDT, ETHUSDT.P); checked on every account; repeatable")
     sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET, METRICS_TOKEN and DASHBOARD_PASSWORD "
                                      "if it does not exist")
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
@@ -138,8 +294,19 @@ def main(argv: list[str] | None = None) -> int:
     resume = rsub.add_parser("resume", help="lift a halt (every halt unless --account)")
     resume.add_argument("--account")
     rsub.add_parser("status")
+    for name, (help_text, configure, run) in extra.items():
+        configure(sub.add_parser(name, help=help_text))
+        sub.choices[name].set_defaults(plugin_run=run)
     args = parser.parse_args(argv)
+    if getattr(args, "plugin_run", None) is not None:
+        return args.plugin_run(args)
 
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "check-config":
+        return check_config_command()
+    if args.command == "doctor":
+        return doctor_command(args)
     if args.command == "init-env":
         password = init_env()
         if password is None:
@@ -152,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(command(args, Settings.from_env()))
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return report_config_error(exc)
 
 
 if __name__ == "__main__":

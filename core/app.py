@@ -27,6 +27,9 @@ import asyncio
 import gc
 import hmac
 import logging
+import multiprocessing
+import os
+import sys
 import time
 
 from quart import Quart, Response, current_app, jsonify, request
@@ -34,9 +37,10 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
 from core.dashboard import dashboard_blueprint
-from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
+from core.errors import ConfigError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.logging_setup import configure_logging
+from core.preflight import STARTUP_REPORT_ENV
 from core.metrics import recorder_for
 from core.models import InboundRequest
 from core.proxy import ProxyHeadersMiddleware
@@ -75,15 +79,19 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
 
     @app.before_serving
     async def start_router() -> None:
-        active = settings or Settings.from_env()
-        configure_logging(active.log_level, active.log_format)
-        router = Router(active, plugins_file, extra_plugins)
-        proxy.trust(active.trusted_proxies)
-        app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
-        intake.configure(max_inflight=router.options.max_inflight_per_address, body_timeout=router.options.body_timeout,
-                         max_body=router.options.max_body_bytes, on_refused=router.limits.failed)
-        await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
-        await router.start()
+        try:
+            active = settings or Settings.from_env()
+            configure_logging(active.log_level, active.log_format)
+            router = Router(active, plugins_file, extra_plugins)
+            proxy.trust(active.trusted_proxies)
+            app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
+            intake.configure(max_inflight=router.options.max_inflight_per_address, body_timeout=router.options.body_timeout,
+                             max_body=router.options.max_body_bytes, on_refused=router.limits.failed)
+            await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
+            await router.start()
+        except Exception as exc:
+            startup_failed(exc)
+            raise
         app.extensions["router"] = router
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
         # lives as long as the process: keep it out of the cyclic GC, whose full passes over
@@ -274,6 +282,27 @@ async def _add_plugin_routes(app: Quart, router: Router) -> None:
             app.view_functions[endpoint] = view
         else:
             app.add_url_rule(path, endpoint=endpoint, view_func=view, methods=list(methods))
+
+
+def startup_failed(exc: Exception) -> None:
+    """Report a failed start as one line (the traceback only at LOG_LEVEL=DEBUG).
+
+    Under ``python -m core serve`` the line goes to the file it names in
+    ROUTER_STARTUP_REPORT: the master prints it once and exits non-zero (hypercorn's own
+    master exits 0 whatever a worker's lifespan did). Otherwise it goes to stderr. A
+    hypercorn worker then exits at once with status 3, which also stops the master,
+    instead of printing the framework's traceback."""
+    line = "error: " + REDACTOR.redact(str(exc) if isinstance(exc, ConfigError) else f"startup failed: {type(exc).__name__}: {exc}")
+    log.debug("startup failed", exc_info=exc)
+    report = os.environ.get(STARTUP_REPORT_ENV)
+    if report:
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(line + "\n")
+    else:
+        print(line, file=sys.stderr, flush=True)
+    if multiprocessing.parent_process() is not None:
+        logging.shutdown()
+        os._exit(3)
 
 
 def read_signature_message(alert_id: str) -> bytes:

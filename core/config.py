@@ -62,10 +62,14 @@ class Settings(BaseModel):
     # The web dashboard (core.dashboard): off unless a password is set.
     dashboard_password: str = Field("", alias="DASHBOARD_PASSWORD", repr=False)
     dashboard_session_ttl: int = Field(28800, alias="DASHBOARD_SESSION_TTL", gt=0)
+    # Heroku sets DYNO: the filesystem is ephemeral, so SQLite state (journal, tokens) is
+    # lost on every restart unless ALLOW_EPHEMERAL_STATE says that is understood.
+    dyno: str = Field("", alias="DYNO")
+    allow_ephemeral_state: bool = Field(False, alias="ALLOW_EPHEMERAL_STATE")
     # The whole environment (with .env), for ${VAR} interpolation in plugins.yaml.
     environ: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
-    @field_validator("require_https", "use_websockets", mode="before")
+    @field_validator("require_https", "use_websockets", "allow_ephemeral_state", mode="before")
     @classmethod
     def _parse_bool(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -111,6 +115,16 @@ class Settings(BaseModel):
     @classmethod
     def from_env(cls, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         env = read_environment(env_file, environ)
+        named = env.get("PLUGINS_FILE", "").strip()
+        if named and not Path(named).is_file():
+            raise ConfigError(f"environment: PLUGINS_FILE: no file at '{named}' (expected the path of a plugins.yaml; "
+                              "unset it to use ./plugins.yaml)")
+        if not env.get("STATE_URL", "").strip():
+            # Heroku Redis (and other add-ons) hand the URL over as REDIS_TLS_URL / REDIS_URL;
+            # set in the merged environment too, for plugins.yaml's ${STATE_URL:-}.
+            derived = env.get("REDIS_TLS_URL", "").strip() or env.get("REDIS_URL", "").strip()
+            if derived:
+                env = {**env, "STATE_URL": derived}
         known = {f.alias for f in cls.model_fields.values() if f.alias}
         values: dict[str, Any] = {k: v for k, v in env.items() if k in known}
         values.update(overrides)

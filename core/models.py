@@ -358,6 +358,8 @@ class OrderRequest(BaseModel):
     reference_price: str | None = None
     # The position before the order (target / close / flip), for the answer and the journal.
     position_before: str | None = None
+    # Sent to the exchange's testnet (an account with sandbox: true): in every attempt's journal row.
+    sandbox: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -382,6 +384,8 @@ class OrderResult(BaseModel):
     filled: str | None = None
     average: str | None = None
     route: str = "rest"  # rest | websocket | paper
+    # Booked on the exchange's testnet (an account with sandbox: true), not with real money.
+    sandbox: bool = False
     # Stop-loss / take-profit placed as orders of their own, and orders a cancel removed.
     children: list[dict[str, Any]] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict, exclude=True)

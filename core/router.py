@@ -85,9 +85,8 @@ class Router:
 
     async def start(self) -> None:
         private_dir(self.data_dir)
+        await self.configure()
         self.journal = self.state.journal()
-        for impl in reversed(self.hook.register_executors.get_hookimpls()):
-            await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await self.executors.start_all()
         await self.kill_switch.start()
         await call_hook(self.hook.router_startup, router=self)
@@ -99,6 +98,15 @@ class Router:
             __version__, ", ".join(self.plugins.names()),
             ", ".join(f"{e.account}({e.exchange}, {'ready' if e.ready else 'NOT READY'})" for e in self.executors),
         )
+
+    async def configure(self) -> None:
+        """Register the accounts and check the configuration as a whole (``core.preflight``);
+        a ConfigError stops startup. Nothing is connected yet: ``check-config`` runs this."""
+        from core.preflight import check_startup
+
+        for impl in reversed(self.hook.register_executors.get_hookimpls()):
+            await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
+        await check_startup(self)
 
     async def stop(self) -> None:
         await self.engine.stop(self.options.shutdown_grace)

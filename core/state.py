@@ -1,6 +1,7 @@
 """Where shared state lives: SQLite files under DATA_DIR (the default) or Redis.
 
-``STATE_URL=redis://host:6379/0`` (or ``state.url`` in plugins.yaml) moves the journal
+``STATE_URL=redis://host:6379/0`` (or ``state.url`` in plugins.yaml; without either,
+``REDIS_TLS_URL`` or ``REDIS_URL`` as Heroku Redis sets them) moves the journal
 of record, deduplication, arrival order, worker heartbeats and recovery claims, the
 replay cache, tokens and rate limits to Redis, so every guarantee holds across workers
 and machines. With SQLite they hold across the workers of one machine
@@ -28,6 +29,18 @@ class StateOptions(PluginOptions):
     retention_days: float = Field(7.0, ge=1)
     # Wait for this many Redis replicas to acknowledge each journal write before answering.
     wait_replicas: int = Field(0, ge=0)
+
+
+def redis_options(url: str) -> dict[str, Any]:
+    """Connection options a Redis URL needs beyond itself.
+
+    ``rediss://`` (TLS; Heroku Redis on current plans) comes with a self-signed
+    certificate, so the client must not verify it: ``ssl_cert_reqs=None`` — unless the URL
+    says otherwise itself (``?ssl_cert_reqs=required``).
+    """
+    if url.lower().startswith("rediss://") and "ssl_cert_reqs=" not in url:
+        return {"ssl_cert_reqs": None}
+    return {}
 
 
 def describe_url(url: str) -> str:
@@ -72,7 +85,7 @@ class StateBackend:
                 from core.state_redis import redis_client
             except ImportError:
                 raise ConfigError("STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')") from None
-            self._client = redis_client(self.url)
+            self._client = redis_client(self.url, **redis_options(self.url))
         return self._client
 
     @property

@@ -22,9 +22,10 @@ from core.errors import StoreUnavailable
 from core.tokens import ID_LENGTH, TokenInfo, check_issue, hash_token, join_accounts, new_token, split_accounts
 
 
-def redis_client(url: str) -> aioredis.Redis:
+def redis_client(url: str, **options: Any) -> aioredis.Redis:
+    """``options`` (e.g. ``ssl_cert_reqs``, see ``core.state.redis_options``) go to redis-py."""
     return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10,
-                                   decode_responses=True)
+                                   decode_responses=True, **options)
 
 
 async def guarded(awaitable: Any) -> Any:

@@ -29,6 +29,7 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
 def data_dir(tmp_path: Path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
+    (path / "plugins.yaml").touch()  # PLUGINS_FILE names it: a named file must exist
     return path
 
 

@@ -60,6 +60,9 @@ def alert_body(**fields: Any) -> bytes:
 
 def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     """A clean environment for a server: nothing leaks in from the developer's shell."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not (data_dir / "plugins.yaml").exists():
+        (data_dir / "plugins.yaml").touch()  # PLUGINS_FILE names it: a named file must exist
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR")}
     env.update({
         "WEBHOOK_SECRET": SECRET,

@@ -148,7 +148,14 @@ async def test_window_edges(app_client):
             assert (await post(client, body, signed_headers(body, timestamp=now + offset)))[0] == status, offset
 
 
-async def test_without_webhook_secret_every_signature_is_refused(app_client):
+async def test_without_webhook_secret_every_signature_is_refused(app_client, make_settings):
+    from core.state import StateBackend
+
+    backend = StateBackend(make_settings())  # a token is the credential (without any the server refuses to start)
+    store = backend.token_store()
+    await store.issue(ttl=3600, label="tv")
+    await store.close()
+    await backend.aclose()
     body = alert_body(id="nosecret")
     async with app_client(WEBHOOK_SECRET="") as (client, app):
         assert await post(client, body, signed_headers(body, secret="")) == (401, UNAUTHORIZED)

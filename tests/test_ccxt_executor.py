@@ -102,7 +102,7 @@ async def test_rest_and_websocket_routes_place_one_order_each(executor, emu):
 
 
 async def test_websocket_requested_where_ccxt_cannot_place_orders_over_it():
-    ex = CcxtExecutor("cb", AccountOptions(exchange="coinbase", websocket=True), use_websockets=False)
+    ex = CcxtExecutor("cb", AccountOptions(exchange="coinbase", websocket=True, public=True), use_websockets=False)
     try:
         assert ex.route == "rest"
         assert "cannot place coinbase orders over WebSocket" in ex.status()["route_note"]
@@ -111,8 +111,8 @@ async def test_websocket_requested_where_ccxt_cannot_place_orders_over_it():
 
 
 async def test_use_websockets_setting_is_the_default_and_the_account_overrides_it():
-    on = CcxtExecutor("a", AccountOptions(exchange="binance"), use_websockets=True)
-    off = CcxtExecutor("b", AccountOptions(exchange="binance", websocket=False), use_websockets=True)
+    on = CcxtExecutor("a", AccountOptions(exchange="binance", public=True), use_websockets=True)
+    off = CcxtExecutor("b", AccountOptions(exchange="binance", websocket=False, public=True), use_websockets=True)
     try:
         assert (on.route, off.route) == ("websocket", "rest")
         assert isinstance(on.client, ccxt.pro.binance) and not isinstance(off.client, ccxt.pro.binance)
@@ -338,7 +338,7 @@ def test_client_order_id_rules_per_exchange():
 
 
 def test_matches_tradingview_exchange_names():
-    usdm = CcxtExecutor("u", AccountOptions(exchange="binanceusdm"), use_websockets=False)
+    usdm = CcxtExecutor("u", AccountOptions(exchange="binanceusdm", public=True), use_websockets=False)
     assert usdm.matches_exchange("BINANCE") and usdm.matches_exchange("binanceusdm") and not usdm.matches_exchange("BYBIT")
 
 
@@ -414,7 +414,7 @@ async def test_default_account_from_the_environment(tmp_path):
     assert none == {}
     _, keyless = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="binance")
     assert keyless == {}  # no keys, no default account (payload credentials still work)
-    _, configured = load_plugin(tmp_path, "ccxt:\n  accounts:\n    default: {exchange: okx}\n",
+    _, configured = load_plugin(tmp_path, "ccxt:\n  accounts:\n    default: {exchange: okx, public: true}\n",
                                 DEFAULT_EXCHANGE="binance", DEFAULT_API_KEY="k" * 8, DEFAULT_API_SECRET="s" * 8)
     assert configured["default"].exchange == "okx"
     for ex in configured.values():
@@ -444,10 +444,12 @@ ccxt:
 
 @pytest.mark.parametrize("text,message", [
     ("ccxt:\n  accounts:\n    a: {exchange: binanse}\n", "field 'accounts.a.exchange': Value error, unknown ccxt exchange 'binanse' (did you mean 'binance'?)"),
-    ("ccxt:\n  accounts:\n    a: {exchange: kraken, sandbox: true}\n", "field 'accounts.a.sandbox': ccxt knows no testnet for kraken"),
-    ("ccxt:\n  accounts:\n    a: {exchange: kraken, market_types: [option]}\n", "field 'accounts.a.market_types': market type 'option' is not available on kraken"),
+    ("ccxt:\n  accounts:\n    a: {exchange: kraken, sandbox: true, public: true}\n", "field 'accounts.a.sandbox': ccxt knows no testnet for kraken"),
+    ("ccxt:\n  accounts:\n    a: {exchange: kraken, market_types: [option], public: true}\n", "field 'accounts.a.market_types': market type 'option' is not available on kraken"),
     ("ccxt:\n  accounts:\n    a: {exchange: binance, market_types: [stocks]}\n", "field 'accounts.a.market_types'"),
     ("ccxt:\n  accounts:\n    a: {exchange: binance, apikey: x}\n", "field 'accounts.a.apikey': no such option"),
+    ("ccxt:\n  accounts:\n    a: {exchange: binance, api_key: x}\n", "field 'accounts.a': expected secret (an account without keys cannot trade"),
+    ("ccxt:\n  accounts:\n    a: {exchange: binance, api_key: '', secret: ''}\n", "field 'accounts.a': expected api_key"),
 ])
 def test_configuration_mistakes_stop_startup_with_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
@@ -456,8 +458,11 @@ def test_configuration_mistakes_stop_startup_with_one_line(tmp_path, text, messa
 
 
 def test_default_exchange_must_be_paper_or_ccxt(tmp_path):
-    with pytest.raises(ConfigError, match="DEFAULT_EXCHANGE: 'nope' is neither paper nor a ccxt exchange id"):
+    with pytest.raises(ConfigError, match="DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: unknown ccxt exchange 'nope'"):
         load_plugin(tmp_path, "", DEFAULT_EXCHANGE="nope", DEFAULT_API_KEY="k" * 8, DEFAULT_API_SECRET="s" * 8)
+    # A typo stops startup even without keys, and names the exchange meant.
+    with pytest.raises(ConfigError, match=r"unknown ccxt exchange 'binanse' \(did you mean 'binance'\?\)"):
+        load_plugin(tmp_path, "", DEFAULT_EXCHANGE="binanse")
 
 
 async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_order_absent():

@@ -1,6 +1,6 @@
 """The trading fields of an alert: TradingView's aliases and value forms, and every template
-of the README's "Trading features" section, filled as TradingView fills it, validated as an
-alert and executed on the paper account."""
+of docs/tradingview.md (moved there from the README's "Trading features"), filled as
+TradingView fills it, validated as an alert and executed on the paper account."""
 
 from __future__ import annotations
 
@@ -73,14 +73,14 @@ def test_cancel_fields(transform):
 
 
 def readme_templates() -> list[str]:
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "tradingview.md").read_text()
     section = text[text.index("<!-- trading:start -->"):text.index("<!-- trading:end -->")]
     blocks = re.findall(r"```json\n(.*?)```", section, re.S)
     return [line for block in blocks for line in block.splitlines() if line.strip()]
 
 
 FILLED = {  # what TradingView puts in for a short strategy on BTCUSDT.P at 50000
-    "{{ticker}}": "BINANCE:BTCUSDT.P", "{{timenow}}": "2024-06-01T12:00:00Z", "{{strategy.order.id}}": "Short",
+    "{{ticker}}": "BINANCE:BTCUSDT.P", "{{exchange}}": "BINANCE", "{{timenow}}": "2024-06-01T12:00:00Z", "{{strategy.order.id}}": "Short",
     "{{strategy.order.action}}": "sell", "{{strategy.order.contracts}}": "0.5", "{{close}}": "50000",
     "{{strategy.position_size}}": "-0.5", "{{strategy.market_position}}": "short", "{{strategy.market_position_size}}": "0.5",
     "{{plot_0}}": "52000", "{{plot_1}}": "45000",

@@ -100,7 +100,8 @@ async def test_minimum_amount_refusal_explains_itself(app_client):
         response = await client.post("/webhook", data=body, headers=signed_headers(body))
         answer = await response.get_json()
     assert response.status_code == 422
-    assert answer["error"]["message"] == "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on paper"
+    # BINANCE:BTCUSDT on paper: Binance's market (paper's venue snapshot), named as paper's.
+    assert answer["error"]["message"] == "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on paper (binance markets)"
 
 
 async def test_unknown_route_is_json_404(app_client):

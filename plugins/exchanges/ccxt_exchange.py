@@ -57,9 +57,12 @@ from plugins.exchanges.ccxt_accounts import (
     SECRET_CONFIG_KEYS,
     AccountConfigError,
     AccountOptions,
+    account_preflight,
     build_client,
     client_id_rule,
     is_ccxt_exchange,
+    suggests_exchange,
+    unknown_exchange_message,
 )
 from plugins.exchanges.ccxt_markets import market_book
 from plugins.exchanges.ccxt_errors import key_refusal, never_left, not_sent, order_error
@@ -239,6 +242,10 @@ class CcxtExecutor(Executor):
             if self._retired and self._in_flight == 0:
                 asyncio.get_running_loop().create_task(self._close_if_idle())
 
+    async def preflight(self, symbols: list[str]) -> list[tuple[str, str]]:
+        """Findings for ``python -m core doctor`` (``ccxt_accounts.account_preflight``)."""
+        return await account_preflight(self, symbols)
+
     def status(self) -> dict[str, Any]:
         status = super().status()
         status["client"] = self.client_serial
@@ -283,6 +290,8 @@ class CcxtExecutor(Executor):
             order = await prepare_alert(self.book, alert, self, account=self.account, client_order_id=coid,
                                         default_type=self.default_type, leverage=self.options.leverage,
                                         margin_mode=self.options.margin_mode)
+        if self.options.sandbox:
+            order = order.model_copy(update={"sandbox": True})
         if order.stop_loss and order.take_profit and order.market_type == "spot" and not self._attaches(order):
             # Two separate sell orders would each lock the whole base amount: the second is refused.
             raise Unprocessable(f"on {self.exchange} spot, stop_loss and take_profit would be two orders selling the same "
@@ -605,6 +614,7 @@ class CcxtExecutor(Executor):
             filled=decimal_str(raw.get("filled")),
             average=decimal_str(raw.get("average")),
             route=route,
+            sandbox=self.options.sandbox,
             info=raw.get("info") if isinstance(raw.get("info"), dict) else {},
         )
 
@@ -719,7 +729,7 @@ class CcxtExecutor(Executor):
                            order_type=raw.get("type") or "market", amount=decimal_str(raw.get("amount")),
                            price=decimal_str(raw.get("price")), order_id=first.get("order_id"),
                            client_order_id=first.get("client_order_id") or order.client_order_id, status="canceled",
-                           route="rest", children=children)
+                           route="rest", sandbox=self.options.sandbox, children=children)
 
     def _separate_trigger_book(self, symbol: str) -> bool:
         """binance keeps conditional contract orders (Algo Order API) apart: ccxt reaches them
@@ -917,8 +927,9 @@ class Plugin:
         if default_exchange != "paper" and "default" not in {name.lower() for name in accounts}:
             keys = bool(settings.default_api_key and settings.default_api_secret)
             if not is_ccxt_exchange(default_exchange):
-                if keys:  # keys for an exchange ccxt does not know: a typo, most likely
-                    raise ConfigError(f"environment: DEFAULT_EXCHANGE: '{settings.default_exchange}' is neither paper nor a ccxt exchange id")
+                if keys or suggests_exchange(default_exchange):  # a typo, most likely
+                    raise ConfigError(f"environment: DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: "
+                                      f"{unknown_exchange_message(default_exchange)}")
                 log.warning("DEFAULT_EXCHANGE=%s is not a ccxt exchange id; the ccxt plugin adds no default account", default_exchange)
             elif keys:
                 accounts["default"] = AccountOptions(exchange=default_exchange, api_key=SecretStr(settings.default_api_key),
@@ -949,7 +960,7 @@ class Plugin:
         template = self._template(exchange)
 
         async def make() -> CcxtExecutor:
-            options = (template.options if template else AccountOptions(exchange=exchange)).model_copy(update={
+            options = (template.options if template else AccountOptions(exchange=exchange, public=True)).model_copy(update={
                 "api_key": credentials.api_key, "secret": credentials.secret, "password": credentials.password,
                 "ccxt": {k: v for k, v in (template.options.ccxt if template else {}).items() if k not in SECRET_CONFIG_KEYS},
             })

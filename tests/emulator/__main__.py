@@ -33,12 +33,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--account", action="append", default=[], metavar="KEY:SECRET",
                         type=lambda t: _pair(t, ":", "KEY:SECRET"),
                         help="API key/secret pair (replaces the default emu-key-1/emu-key-2 accounts)")
+    parser.add_argument("--markets", choices=("default", "catalogue"), default="default",
+                        help="catalogue: the default instruments plus more popular ones (DOGEUSDT)")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    await serve_until_signalled(Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None),
-                                args.host, args.port)
+    from .markets import catalogue_markets
+
+    markets = catalogue_markets() if args.markets == "catalogue" else None
+    await serve_until_signalled(Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None,
+                                         markets=markets), args.host, args.port)
 
 
 async def serve_until_signalled(emulator: Emulator, host: str, port: int) -> None:

@@ -810,6 +810,10 @@ class BinanceVenue:
         return handlers
 
     # ============================================================ routing
+    async def api_restrictions(self, ctx: RequestContext) -> Reply:
+        """The key's permissions (withdrawals, spot and futures trading)."""
+        return ok({**self._account(ctx).api_restrictions, "createTime": now_ms() - 86_400_000})
+
     def endpoints(self) -> list[Endpoint]:
         E = Endpoint
         routes = [E("GET", f"/api/v3/{name}", h, F.PUBLIC, SPOT) for name, h in self.public_handlers(SPOT).items()]
@@ -853,5 +857,6 @@ class BinanceVenue:
             E("GET", "/fapi/v3/account", self.futures_account_v3, F.QUERY, LINEAR, signed),
             E("GET", "/fapi/v1/leverageBracket", self.futures_leverage_bracket, F.QUERY, LINEAR, signed),
             E("GET", "/fapi/v1/symbolConfig", self.futures_symbol_config, F.QUERY, LINEAR, signed),
+            E("GET", "/sapi/v1/account/apiRestrictions", self.api_restrictions, F.QUERY, SPOT, signed),
         ]
         return routes

@@ -587,9 +587,11 @@ class BybitVenue:
     async def query_api(self, ctx: RequestContext) -> Reply:
         account = self._account(ctx)
         return ok({
-            "id": str(abs(hash(account.key)) % 10**8), "note": "emulator", "apiKey": account.key, "readOnly": 0,
+            "id": str(abs(hash(account.key)) % 10**8), "note": "emulator", "apiKey": account.key,
+            # The key's permissions follow its (binance-shaped) api_restrictions: POST /_emu/api_restrictions.
+            "readOnly": 0 if account.api_restrictions.get("enableSpotAndMarginTrading", True) else 1,
             "secret": "", "permissions": {"ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"],
-                                          "Wallet": ["AccountTransfer"], "Options": [], "Derivatives": [],
+                                          "Wallet": ["AccountTransfer"] + (["Withdraw"] if account.api_restrictions.get("enableWithdrawals") else []), "Options": [], "Derivatives": [],
                                           "CopyTrading": [], "BlockTrade": [], "Exchange": [], "NFT": []},
             "ips": ["*"], "type": 1, "deadlineDay": -1, "expiredAt": "", "createdAt": "2024-01-01T00:00:00Z",
             "unified": 0, "uta": 1, "userID": abs(hash(account.key)) % 10**8, "inviterID": 0,

@@ -78,6 +78,14 @@ class _ControlMethods:
         return self._request("POST", "/_emu/accounts",
                              body=self._query({"key": key, "secret": secret, "balances": balances}))
 
+    def set_clock_offset(self, offset_ms: int) -> Any:
+        """The venues' clock runs ``offset_ms`` ahead of the host's (negative: behind)."""
+        return self._request("POST", "/_emu/clock", body={"offset_ms": offset_ms})
+
+    def set_api_restrictions(self, key: str, **flags: bool) -> Any:
+        """Binance apiRestrictions of ``key``, e.g. ``enableWithdrawals=True``."""
+        return self._request("POST", "/_emu/api_restrictions", body={"key": key, **flags})
+
     def unhandled(self) -> Any:
         return self._request("GET", "/_emu/unhandled")
 

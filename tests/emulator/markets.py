@@ -178,4 +178,15 @@ def default_markets() -> list[MarketSpec]:
     ]
 
 
-DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150")}
+def catalogue_markets() -> list[MarketSpec]:
+    """The default instruments plus more of the venues' popular ones: what the paper
+    exchange's shipped snapshots were refreshed from (``python -m tests.emulator --markets
+    catalogue``). DOGEUSDT's filters follow Binance's published ones for the pair (price
+    tick 0.00001, lot step 1, minimum notional 5 USDT) as known to the author; they are not
+    fetched from Binance."""
+    return default_markets() + [
+        _binance_spot("DOGEUSDT", "DOGE", tick="0.00001", step="1", market_max="9000000", max_qty="9000000"),
+    ]
+
+
+DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150"), "DOGE": D("0.15")}

@@ -54,6 +54,11 @@ Control API (every method also exists on :class:`Emulator` and on
                              locked, total}}}}``
 ``GET|POST /_emu/accounts``  list keys / add ``{"key", "secret",
                              "balances"?: {wallet: {asset: amount}}}``
+``POST /_emu/clock``         ``{"offset_ms": 10000}``: the venues' clock runs
+                             this far ahead of the host's (serverTime,
+                             timestamp checks); reset puts it back
+``POST /_emu/api_restrictions`` ``{"key", "enableWithdrawals": true, ...}``:
+                             binance's apiRestrictions of that key
 ``GET  /_emu/unhandled``     requests that hit no route
 ==========================  ===================================================
 """
@@ -300,6 +305,8 @@ class Emulator:
         r.add_get("/_emu/accounts", self._c_accounts)
         r.add_post("/_emu/accounts", self._c_add_account)
         r.add_get("/_emu/unhandled", self._c_unhandled)
+        r.add_post("/_emu/clock", self._c_clock)
+        r.add_post("/_emu/api_restrictions", self._c_api_restrictions)
 
     @staticmethod
     async def _body(request: web.Request) -> Any:
@@ -367,6 +374,24 @@ class Emulator:
         except (KeyError, ValueError, TypeError) as exc:
             return self._bad(str(exc))
         return web.json_response({"ok": True, "key": body["key"]})
+
+    async def _c_clock(self, request: web.Request) -> web.Response:
+        from .state import CLOCK
+
+        try:
+            CLOCK["offset_ms"] = int((await self._body(request))["offset_ms"])
+        except (KeyError, ValueError, TypeError) as exc:
+            return self._bad(str(exc))
+        return web.json_response({"ok": True, "offset_ms": CLOCK["offset_ms"]})
+
+    async def _c_api_restrictions(self, request: web.Request) -> web.Response:
+        try:
+            body = dict(await self._body(request))
+            account = self.state.accounts[str(body.pop("key"))]
+            account.api_restrictions.update({str(k): bool(v) for k, v in body.items()})
+        except (KeyError, ValueError, TypeError) as exc:
+            return self._bad(f"unknown key or bad body: {exc}")
+        return web.json_response(account.api_restrictions)
 
     async def _c_unhandled(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.unhandled)

@@ -55,8 +55,21 @@ DEFAULT_BALANCES: dict[str, dict[str, Decimal]] = {
 DEFAULT_LEVERAGE = {BINANCE: 20, BYBIT: 10}
 
 
+# The venue's clock is the host's plus this offset (``POST /_emu/clock``): a server whose
+# clock is off. Shared by every venue of the process; reset() puts it back to 0.
+CLOCK = {"offset_ms": 0}
+
+
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return int(time.time() * 1000) + CLOCK["offset_ms"]
+
+
+def default_api_restrictions() -> dict[str, bool]:
+    """What binance's GET /sapi/v1/account/apiRestrictions says of a fresh key: it trades and
+    cannot withdraw (``POST /_emu/api_restrictions`` changes it per key)."""
+    return {"ipRestrict": False, "enableReading": True, "enableSpotAndMarginTrading": True, "enableFutures": True,
+            "enableMargin": False, "enableWithdrawals": False, "enableInternalTransfer": False,
+            "permitsUniversalTransfer": False, "enableVanillaOptions": False, "enablePortfolioMarginTrading": False}
 
 
 def wallet_of(book: str) -> str:
@@ -104,6 +117,7 @@ class Account:
     positions: dict[tuple[str, str], Position] = field(default_factory=dict)
     leverage: dict[tuple[str, str], int] = field(default_factory=dict)
     margin_type: dict[tuple[str, str], str] = field(default_factory=dict)
+    api_restrictions: dict[str, bool] = field(default_factory=default_api_restrictions)
 
     def balance(self, wallet: str, asset: str) -> Balance:
         return self.wallets.setdefault(wallet, {}).setdefault(asset, Balance())
@@ -224,6 +238,7 @@ class ExchangeState:
     # ----------------------------------------------------------------- setup
     def reset(self) -> None:
         """Back to the constructor's configuration: fresh accounts, no orders, no faults."""
+        CLOCK["offset_ms"] = 0
         self.markets: dict[tuple[str, str], MarketSpec] = {(m.book, m.symbol): m for m in self._market_list}
         self.prices: dict[tuple[str, str], Decimal] = {}
         for market in self._market_list:
