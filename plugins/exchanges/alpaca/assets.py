@@ -1,0 +1,128 @@
+"""Alpaca's assets (``GET /v2/assets``) and how a TradingView ticker resolves to one.
+
+Resolution uses the account's asset list, loaded at start, never string rules alone:
+``NASDAQ:AAPL`` and ``AAPL`` find the stock ``AAPL``; ``BTCUSD``, ``COINBASE:BTCUSD``
+and ``BTC/USD`` find the crypto pair ``BTC/USD`` (Alpaca lists pairs with a slash;
+TradingView writes them without). A prefix (TradingView's exchange) is only a hint:
+TradingView says ``AMEX:SPY`` where Alpaca lists SPY on ``ARCA``, so it never decides
+which asset is meant. ``BRK.B``/``BRK/B``/``BRK-B`` find Alpaca's ``BRK.B``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+EQUITY = "us_equity"
+CRYPTO = "crypto"
+# Share quantities: Alpaca takes up to 9 decimals for fractionable stocks.
+EQUITY_QTY_STEP = Decimal("0.000000001")
+# Alpaca refuses notional (fractional) equity orders under $1 and USD crypto buys under $10.
+EQUITY_MIN_NOTIONAL = Decimal(1)
+CRYPTO_USD_MIN_NOTIONAL = Decimal(10)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() and number > 0 else None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One tradable Alpaca asset, with what sizing and rounding need."""
+
+    symbol: str  # Alpaca's own: AAPL, BRK.B, BTC/USD
+    asset_class: str  # us_equity | crypto
+    exchange: str
+    tradable: bool
+    fractionable: bool
+    min_order_size: Decimal | None
+    min_trade_increment: Decimal | None
+    price_increment: Decimal | None
+
+    @classmethod
+    def from_api(cls, row: dict[str, Any]) -> "Asset":
+        return cls(
+            symbol=str(row["symbol"]), asset_class=str(row.get("class") or EQUITY),
+            exchange=str(row.get("exchange") or ""), tradable=bool(row.get("tradable")),
+            fractionable=bool(row.get("fractionable")), min_order_size=_decimal(row.get("min_order_size")),
+            min_trade_increment=_decimal(row.get("min_trade_increment")),
+            price_increment=_decimal(row.get("price_increment")),
+        )
+
+    @property
+    def crypto(self) -> bool:
+        return self.asset_class == CRYPTO
+
+    @property
+    def quote(self) -> str:
+        return self.symbol.split("/")[1] if self.crypto and "/" in self.symbol else "USD"
+
+    @property
+    def qty_step(self) -> Decimal:
+        if self.crypto:
+            return self.min_trade_increment or EQUITY_QTY_STEP
+        return EQUITY_QTY_STEP if self.fractionable else Decimal(1)
+
+    def price_step(self, price: Decimal) -> Decimal:
+        if self.crypto:
+            return self.price_increment or Decimal("0.000000001")
+        # Stocks: whole cents from $1, hundredths of a cent below (SEC rule 612).
+        return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+    def round_qty(self, qty: Decimal) -> Decimal:
+        """Truncate to the asset's step (never round an amount up)."""
+        step = self.qty_step
+        return (qty / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+    def round_price(self, price: Decimal) -> Decimal:
+        step = self.price_step(price)
+        return (price / step).to_integral_value(rounding=ROUND_HALF_UP) * step
+
+
+def _key(text: str) -> str:
+    """A symbol as TradingView and Alpaca might both spell it: upper case, no separators."""
+    return "".join(ch for ch in text.upper() if ch.isalnum())
+
+
+class AssetBook:
+    """The account's tradable assets, indexed for TradingView tickers."""
+
+    def __init__(self, assets: list[Asset]):
+        self.by_symbol: dict[str, Asset] = {}
+        self._by_key: dict[str, list[Asset]] = {}
+        for asset in assets:
+            if not asset.tradable:
+                continue
+            self.by_symbol[asset.symbol.upper()] = asset
+            self._by_key.setdefault(_key(asset.symbol), []).append(asset)
+
+    def __len__(self) -> int:
+        return len(self.by_symbol)
+
+    def resolve(self, ticker: str) -> Asset | None:
+        """The asset a ticker names, or None. ``EXCHANGE:SYMBOL`` drops the prefix; an
+        exact Alpaca symbol wins over a separator-free match (``BTCUSD`` → ``BTC/USD``)."""
+        text = ticker.strip()
+        if ":" in text:
+            text = text.split(":", 1)[1]
+        exact = self.by_symbol.get(text.upper())
+        if exact is not None:
+            return exact
+        candidates = self._by_key.get(_key(text), [])
+        if len(candidates) == 1:
+            return candidates[0]
+        # Two assets spelled alike (a stock and a crypto pair): prefer the stock, as a
+        # crypto pair is always written with its quote currency.
+        stocks = [a for a in candidates if not a.crypto]
+        return stocks[0] if len(stocks) == 1 else None
+
+    def suggestions(self, ticker: str, limit: int = 3) -> list[str]:
+        key = _key(ticker.split(":", 1)[-1])
+        return sorted(s for s in self.by_symbol if _key(s).startswith(key[:3]))[:limit] if key else []
