@@ -27,12 +27,13 @@ from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
-from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
+from core.errors import Forbidden, PayloadTooLarge, WebhookError
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
 from core.proxy import ProxyHeadersMiddleware
 from core.redaction import REDACTOR
+from core.plugins import collect_routes
 from core.router import Router
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
         await router.start()
         app.extensions["router"] = router
+        await _add_plugin_routes(app, router)
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
         # lives as long as the process: keep it out of the cyclic GC, whose full passes over
         # it paused the event loop ~70 ms every few hundred alerts. Refcounting still frees it.
@@ -130,23 +132,6 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
                                  scheme=request.scheme, payload=payload, received_at=time.time(), query={})
         return jsonify(await router.alert_status(inbound, alert_id))
 
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus text format; open like ``GET /`` unless ``metrics.bearer_token`` is
-        set, then it needs ``Authorization: Bearer <token>`` (and HTTPS if REQUIRE_HTTPS)."""
-        router = _router(app)
-        recorder = recorder_for(router)
-        if recorder is None:
-            raise NotFound("metrics are disabled (router.disabled: [metrics])")
-        if recorder.options.bearer_token:
-            _require_https(router)
-            await router.limits.check_failures(request.remote_addr or "")
-            if not recorder.authorized(request.headers.get("Authorization", "")):
-                await router.limits.failed(request.remote_addr or "")
-                raise Unauthorized("authentication failed")
-        body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
-        return Response(body, content_type=content_type)
-
     @app.after_request
     async def count_webhook_answer(response: Response) -> Response:
         if request.path == "/webhook" and request.method == "POST":
@@ -176,6 +161,20 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         return jsonify({"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}), 500
 
     return app
+
+
+# The app's own routes; plugins add theirs through the register_routes hook.
+APP_ROUTES = frozenset({"/", "/webhook", "/alerts/<alert_id>"})
+
+
+async def _add_plugin_routes(app: Quart, router: Router) -> None:
+    """The routes plugins register (``register_routes``: metrics, dashboards, ...)."""
+    for plugin, path, view, methods in await collect_routes(router.hook.register_routes, router, set(APP_ROUTES)):
+        endpoint = f"plugin.{plugin}.{path}"
+        if endpoint in app.view_functions:  # the same app started again (tests): the new view serves
+            app.view_functions[endpoint] = view
+        else:
+            app.add_url_rule(path, endpoint=endpoint, view_func=view, methods=list(methods))
 
 
 def read_signature_message(alert_id: str) -> bytes:

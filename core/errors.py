@@ -73,11 +73,95 @@ class RateLimited(WebhookError):
     code = "rate_limited"
 
 
-class ExchangeAuthError(WebhookError):
-    """The exchange refused the account's credentials; nothing was executed."""
+# ---------------------------------------------------------------- order errors
+#
+# What sending an order to a venue can come to, in the router's words. Executors raise
+# these from ``submit`` (and ``prepare``); each venue plugin translates its client's
+# exceptions into them (the ccxt plugin: ``plugins.exchanges.ccxt_errors``). Core decides
+# from the class alone what the alert's answer is, whether the engine retries, and
+# whether the order may exist at the venue. Any other exception raised by ``submit`` is
+# read as ``OutcomeUnknown``: the order may have been booked.
+
+
+class OrderError(WebhookError):
+    """Base of the order errors. Class attributes say what the router does with it:
+
+    * ``status``/``code``: the HTTP answer and the stable error code (``error.code`` in
+      the body and in the journal);
+    * ``state``: the alert's journal state (rejected, failed, unknown);
+    * ``retry``: the engine may send the same order again (same client order id) after
+      a pause, while the answer budget lasts;
+    * ``may_be_booked``: the order may exist at the venue; the engine reconciles it by
+      client order id and never sends it again unless a lookup proves it absent.
+
+    ``venue_code`` is the venue's own error code, if it gave one (shown, never parsed).
+    """
+
+    status = 500
+    code = "order_error"
+    state = "failed"
+    retry = False
+    may_be_booked = False
+
+    def __init__(self, message: str, *, venue_code: str | int | None = None, code: str | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, code=code)
+        self.venue_code = str(venue_code) if venue_code is not None else None
+        self.retry_after = retry_after
+        if self.status in (429, 503):
+            self.headers = {"Retry-After": str(int(retry_after) if retry_after else 5)}
+
+
+class OrderRejected(OrderError):
+    """The venue refused the order for good (funds, size, symbol, a closed market); nothing
+    was booked. Answered 422; never retried."""
+
+    status = 422
+    code = "exchange_rejected"
+    state = "rejected"
+
+
+class OrderNotSent(OrderError):
+    """The order provably never left the process (connection refused, DNS, the socket never
+    opened): nothing can have been booked, so sending it again is safe. Retried with
+    backoff within the answer budget, then answered 503 with Retry-After."""
+
+    status = 503
+    code = "exchange_unreachable"
+    retry = True
+
+
+class VenueBusy(OrderError):
+    """The venue refused to take the request now (rate limit, overload, maintenance)
+    before booking anything. Retried like ``OrderNotSent``, then 503 with Retry-After."""
+
+    status = 503
+    code = "exchange_busy"
+    retry = True
+
+
+class OutcomeUnknown(OrderError):
+    """The order may have been booked (a timeout or a lost connection after sending). The
+    answer is 202 ``outcome_unknown``, never a 5xx; the engine looks the order up by client
+    order id and sends it again only when the venue says it is absent for sure."""
+
+    status = 202
+    code = "outcome_unknown"
+    state = "unknown"
+    may_be_booked = True
+
+
+class CredentialsRefused(OrderError):
+    """The venue refused the account's credentials or permissions; nothing was executed.
+    Answered 502; never retried."""
 
     status = 502
     code = "exchange_auth_failed"
+
+
+class ExchangeAuthError(CredentialsRefused):
+    """The exchange refused the account's credentials; nothing was executed (the older
+    name of ``CredentialsRefused``)."""
 
 
 class ServiceUnavailable(WebhookError):

@@ -11,7 +11,8 @@ import abc
 import asyncio
 import hashlib
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from core.errors import ConfigError, Unprocessable
 from core.models import Alert, OrderRequest, OrderResult
@@ -32,9 +33,58 @@ def client_order_id(alert_id: str, account: str, prefix: str = "tv", length: int
     return (prefix + digest)[:length]
 
 
-class Executor(abc.ABC):
-    """One account's order placement. Subclasses implement the abstract methods."""
+@dataclass(frozen=True)
+class LookupResult:
+    """What ``Executor.lookup`` found out about an order whose outcome was unknown.
 
+    * ``LookupResult.found(result)``: the venue has the order (``result`` is what it booked);
+    * ``LookupResult.absent()``: the venue says **for sure** the order does not exist — the
+      only answer that lets the engine send it again (after ``resubmit_after``);
+    * ``LookupResult.cannot_tell(reason)``: no answer either way. The alert stays
+      ``unknown`` (journaled, notified, visible in ``GET /alerts/<id>``) and is never sent
+      again on this answer. ``ask_again=True`` (a transient failure) lets the engine ask
+      again later; ``False`` (the default of an executor that cannot look orders up)
+      ends reconciliation at once.
+
+    Raising from ``lookup`` counts as ``cannot_tell`` with ``ask_again=True``.
+    """
+
+    kind: Literal["found", "absent", "cannot_tell"]
+    result: OrderResult | None = None
+    reason: str = ""
+    ask_again: bool = True
+
+    @classmethod
+    def found(cls, result: OrderResult) -> "LookupResult":
+        return cls("found", result=result)
+
+    @classmethod
+    def absent(cls, reason: str = "") -> "LookupResult":
+        return cls("absent", reason=reason)
+
+    @classmethod
+    def cannot_tell(cls, reason: str, *, ask_again: bool = True) -> "LookupResult":
+        return cls("cannot_tell", reason=reason, ask_again=ask_again)
+
+    @property
+    def is_found(self) -> bool:
+        return self.kind == "found"
+
+    @property
+    def is_absent(self) -> bool:
+        return self.kind == "absent"
+
+
+class Executor(abc.ABC):
+    """One account's order placement. Subclasses implement ``prepare`` and ``submit``;
+    ``lookup`` is what makes an unknown outcome recoverable (see docs/plugins/execution.md).
+
+    The engine calls ``prepare`` and ``submit`` of one account concurrently for alerts of
+    different markets (one at a time per ``lane_key``); keep per-order state out of
+    ``self`` or guard it.
+    """
+
+    # How orders travel (rest, websocket, paper, ...): shown in GET / and journaled.
     route = "rest"
 
     def __init__(self, account: str, exchange: str):
@@ -44,18 +94,24 @@ class Executor(abc.ABC):
         self.error: str | None = None
 
     async def start(self) -> None:
-        """Connect and load what orders need (markets). Raise to be marked not ready."""
+        """Connect and load what orders need (markets). Raise to be marked not ready.
+
+        Called once at startup; the router does **not** call it again after a failure:
+        an executor that should recover retries in a background task of its own (and
+        sets ``self.ready = True`` when it succeeds; the ccxt executor does so)."""
 
     async def close(self) -> None:
         """Release connections. Called once at shutdown."""
 
     def matches_exchange(self, name: str) -> bool:
-        """Whether an alert naming exchange ``name`` (e.g. TradingView's BINANCE) fits."""
+        """Whether an alert naming exchange ``name`` (e.g. TradingView's BINANCE) may go to
+        this account when it is the default account."""
         return name.lower() == self.exchange.lower()
 
     def lane_key(self, alert: Alert) -> str:
-        """The market an alert trades, as the key of its ordering lane. Executors with
-        loaded markets resolve it, so BTCUSDT and BINANCE:BTCUSDT share one lane."""
+        """The market an alert trades, as the key of its ordering lane: alerts of one lane
+        execute one at a time in arrival order. Executors with loaded markets resolve it,
+        so BTCUSDT and BINANCE:BTCUSDT share one lane. Must not raise or do I/O."""
         return alert.symbol.upper()
 
     def status(self) -> dict[str, Any]:
@@ -66,19 +122,28 @@ class Executor(abc.ABC):
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         """Resolve the alert to this account's market, apply precision and check limits.
 
-        Raise ``Unprocessable`` with a reason a trader understands when it cannot trade.
+        Raise ``Unprocessable`` with a reason a trader understands when it cannot trade,
+        ``core.models.NothingToDo`` when the alert is already satisfied. Sends nothing.
+        ``client_order_id`` is derived from (alert, account): keep it, or derive the
+        venue's form from it deterministically; never invent a random one.
         """
 
     @abc.abstractmethod
     async def submit(self, order: OrderRequest) -> OrderResult:
-        """Send the order once. Raise ccxt's errors (or WebhookError) on failure."""
+        """Send the order **once**; never retry inside. Raise the order errors of
+        ``core.errors`` (``OrderRejected``, ``OrderNotSent``, ``VenueBusy``,
+        ``OutcomeUnknown``, ``CredentialsRefused``) or ``Unprocessable``; any other
+        exception is read as ``OutcomeUnknown`` (the order may be booked)."""
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
-        """After an unknown outcome, what became of ``order`` at the exchange, for any
-        action: create → the order found by its client order id; cancel → the target
-        order if it is now canceled; cancel_all → a result once nothing is open. None when
-        the exchange says it did not happen (the engine may then send it again)."""
-        return None
+    async def lookup(self, order: OrderRequest) -> LookupResult:
+        """After an unknown outcome, what became of ``order`` at the venue, for any action:
+        create → the order found by its client order id; cancel → the target order if it
+        is now canceled; cancel_all → a result once nothing is open.
+
+        The default cannot tell, so an executor that does not implement it can never
+        double an order: the alert stays ``unknown`` for a human to check. Answer
+        ``absent`` only when the venue said so for sure."""
+        return LookupResult.cannot_tell(f"{type(self).__name__} cannot look orders up", ask_again=False)
 
 
 class ExecutorRegistry:

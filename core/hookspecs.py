@@ -22,13 +22,30 @@ status and message. Any other exception is logged (redacted) and answered as a 5
 anything was sent to an exchange, or recorded as "outcome unknown" after. Exceptions in
 ``after_execute`` and ``on_error`` are logged and never change the answer.
 
-The ``router`` argument is the running ``core.router.Router``: settings, the journal, the
-registered executors and the per-plugin state a plugin chooses to keep on itself.
+The ``router`` argument is the plugin host, a ``core.host.PluginHost``: settings, the
+data directory, a logger with redaction, the journal's read side, secret registration
+and per-plugin state. Plugins use nothing else of the router (the argument keeps its
+name so plugins written before the host existed keep working).
+
+Execution plugins
+-----------------
+For one alert the router calls, in this order: ``parse_payload`` → ``authenticate`` →
+``transform_payload`` → (``executor_for_credentials`` when the alert carries keys) →
+the executor's ``lane_key`` → journal → ``Executor.prepare`` → ``execute_order`` (the
+built-in calls ``Executor.submit``) → after an unknown outcome, ``lookup_order`` (the
+built-in calls ``Executor.lookup``) → ``after_execute`` or ``on_error``. An execution
+plugin implements ``register_executors`` and, to claim orders itself, ``execute_order``
+together with ``lookup_order``. See docs/plugins/hooks.md and docs/plugins/execution.md.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:
+    from core.host import PluginHost  # noqa: F401 - the type of every ``router`` argument
 
 PROJECT = "ccxt_trading_webhook"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -38,7 +55,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def register_executors(register, router):
+def register_executors(register, router: "PluginHost"):
     """Declare which exchange accounts this plugin executes. Called once at startup.
 
     ``register(account_name, executor)`` records an executor (an object implementing
@@ -53,7 +70,23 @@ def register_executors(register, router):
 
 
 @hookspec
-def router_startup(router):
+def register_routes(register, router: "PluginHost"):
+    """Add HTTP routes to the server (as datasette's ``register_routes``). Called once at
+    startup, after ``router_startup``.
+
+    ``register(path, view, methods=("GET",))`` adds ``view``, an ``async def`` Quart view
+    (it reads ``quart.request`` and returns a response or a ``(body, status)`` tuple),
+    at ``path`` (Quart's rule syntax, ``/alerts/<alert_id>``). A path registered twice,
+    or one of the router's own (``/``, ``/webhook``, ``/alerts/<alert_id>``), fails
+    startup naming the plugin. Views raise ``core.errors.WebhookError`` for error
+    answers; they are responsible for their own authentication.
+
+    Return value: ignored.
+    """
+
+
+@hookspec
+def router_startup(router: "PluginHost"):
     """Called once when the server starts, after executors are registered and started.
 
     Open long-lived resources here (stores, HTTP sessions, background tasks) and keep
@@ -67,7 +100,7 @@ def router_startup(router):
 
 
 @hookspec
-def executor_for_credentials(exchange, credentials, router):
+def executor_for_credentials(exchange, credentials, router: "PluginHost"):
     """Provide an executor for an alert that carries its own exchange credentials.
 
     Called only when an alert carries ``apiKey``/``secret`` (the seed's format, allowed
@@ -83,7 +116,7 @@ def executor_for_credentials(exchange, credentials, router):
 
 
 @hookspec
-def parse_payload(body, content_type, router):
+def parse_payload(body, content_type, router: "PluginHost"):
     """Turn the raw request body into a payload dict.
 
     ``body`` is the raw bytes (already within the size limit); ``content_type`` the
@@ -97,7 +130,7 @@ def parse_payload(body, content_type, router):
 
 
 @hookspec
-def authenticate(request, router):
+def authenticate(request, router: "PluginHost"):
     """Decide whether ``request`` (a ``core.models.InboundRequest``) may trade.
 
     Return ``AuthResult.accept(principal)``, ``AuthResult.reject(reason[, status])`` or
@@ -110,7 +143,7 @@ def authenticate(request, router):
 
 
 @hookspec
-def transform_payload(payload, request, router):
+def transform_payload(payload, request, router: "PluginHost"):
     """Normalize the authenticated payload in place, before it is validated as an alert.
 
     ``payload`` is a mutable dict; implementations form a chain, each seeing the previous
@@ -123,18 +156,22 @@ def transform_payload(payload, request, router):
 
 
 @hookspec
-def execute_order(order, executor, alert, router):
+def execute_order(order, executor, alert, router: "PluginHost"):
     """Place ``order`` (a ``core.models.OrderRequest``) for ``alert`` on ``executor``.
 
     Return a ``core.models.OrderResult`` to claim the order, or ``None`` to pass. The
-    **first non-None** result wins. The built-in implementation (``trylast``) calls
-    ``executor.submit(order)``; a plugin may claim orders first (dry-run, routing).
-    Exceptions are ccxt's or ``WebhookError``; the router maps them.
+    **first non-None** result wins; the plugin that returned it (or raised) is recorded
+    in the journal as the order's placer, and reconciliation asks that plugin's
+    ``lookup_order``. The built-in implementation (``trylast``) calls
+    ``executor.submit(order)``; a plugin may claim orders first (dry-run, routing to
+    another venue). Raise the order errors of ``core.errors`` (``OrderRejected``,
+    ``OrderNotSent``, ``VenueBusy``, ``OutcomeUnknown``, ``CredentialsRefused``) or a
+    ``WebhookError``; any other exception means the order may be booked.
     """
 
 
 @hookspec
-def after_execute(alert, order, result, state, router):
+def after_execute(alert, order, result, state, router: "PluginHost"):
     """Called after an order was executed (``result`` is its ``OrderResult``) and journaled.
 
     ``state`` is the alert's journal state: ``filled``, ``submitted`` (resting),
@@ -150,7 +187,7 @@ def after_execute(alert, order, result, state, router):
 
 
 @hookspec
-def on_error(alert, order, error, state, router):
+def on_error(alert, order, error, state, router: "PluginHost"):
     """Called when an accepted alert failed, once that is journaled: ``error`` is the
     exception, ``order`` the ``OrderRequest`` if one was built (else ``None``), ``state``
     the alert's journal state (``rejected``, ``failed``, ``expired``, or ``unknown`` when
@@ -166,7 +203,7 @@ def on_error(alert, order, error, state, router):
 
 
 @hookspec
-def router_shutdown(router):
+def router_shutdown(router: "PluginHost"):
     """Called once at shutdown, after orders in flight have finished (bounded wait) and
     before executors are closed. Close what ``router_startup`` opened.
 

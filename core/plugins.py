@@ -245,3 +245,27 @@ async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
             await call_implementation(impl, kwargs)
         except Exception:
             log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)
+
+
+async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str]) -> list[tuple[str, str, Any, tuple[str, ...]]]:
+    """Every ``register_routes`` implementation's routes: (plugin, path, view, methods).
+
+    A path registered twice, or one in ``reserved`` (the app's own), is a ``ConfigError``
+    naming the plugin."""
+    routes: list[tuple[str, str, Any, tuple[str, ...]]] = []
+    owners: dict[str, str] = {}
+    for impl in _implementations(hook):
+        def register(path: str, view: Any, methods: Any = ("GET",), _plugin: str = impl.plugin_name) -> None:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: a path must start with '/' (got {path!r})")
+            if not callable(view):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: the view for {path} is not callable")
+            if path in reserved:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is one of the router's own routes")
+            if path in owners:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is already registered by plugin '{owners[path]}'")
+            owners[path] = _plugin
+            routes.append((_plugin, path, view, tuple(m.upper() for m in methods)))
+
+        await call_implementation(impl, {"register": register, "router": router})
+    return routes

@@ -47,6 +47,7 @@ class Router:
         self.journal: Any = None  # core.journal.Journal or core.journal_redis.RedisJournal, opened at start()
         self.engine = ExecutionEngine(self)
         self.started_at = time.time()
+        self._plugin_state: dict[str, dict[str, Any]] = {}
         for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret):
             REDACTOR.add(secret, static=True)
 
@@ -57,6 +58,23 @@ class Router:
     @property
     def data_dir(self) -> Path:
         return self.settings.data_path
+
+    # ------------------------------------------------------------ the plugin host (core.host.PluginHost)
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.plugins_file.path)
+
+    def logger(self, name: str) -> logging.Logger:
+        return logging.getLogger(f"plugins.{name}")  # records pass the redactor (core.redaction)
+
+    def register_secret(self, value: Any) -> None:
+        if hasattr(value, "get_secret_value"):  # pydantic SecretStr
+            value = value.get_secret_value()
+        REDACTOR.add(value, static=True)
+
+    def plugin_state(self, name: str) -> dict[str, Any]:
+        return self._plugin_state.setdefault(name, {})
 
     # ------------------------------------------------------------ lifecycle
 
