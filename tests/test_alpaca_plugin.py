@@ -315,3 +315,21 @@ async def test_cancel_and_cancel_all(executor, emulator):
     assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["CANCELED", "CANCELED"]
     with pytest.raises(Unprocessable, match="no such order"):
         await executor.submit(await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id="nope"), "c3"))
+
+
+def test_the_commented_plugins_yaml_example_is_a_valid_configuration():
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parent.parent / "plugins.yaml").read_text()
+    assert "# modules: [plugins.exchanges.alpaca]" in text
+    start = text.index("# alpaca:\n")
+    block = []
+    for line in text[start:].splitlines():
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    example = yaml.safe_load(re.sub(r"\$\{(\w+)\}", r"value-of-\1", "\n".join(block)))
+    options = Plugin.Options.model_validate(example["alpaca"])
+    assert options.accounts["stocks"].endpoint == PAPER_URL
