@@ -4,6 +4,8 @@ Alpaca orders (against the in-process Alpaca emulator, over real HTTP on 127.0.0
 from __future__ import annotations
 
 import ast
+import asyncio
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.errors import from_response, from_transport
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
 from tests.emulator import Emulator
+from tests.support import free_port
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "exchanges" / "alpaca"
 
@@ -333,3 +336,39 @@ def test_the_commented_plugins_yaml_example_is_a_valid_configuration():
     example = yaml.safe_load(re.sub(r"\$\{(\w+)\}", r"value-of-\1", "\n".join(block)))
     options = Plugin.Options.model_validate(example["alpaca"])
     assert options.accounts["stocks"].endpoint == PAPER_URL
+
+
+async def test_extended_hours_is_read_in_any_spelling(executor, emulator):
+    emulator.alpaca.set_clock(False)
+    for raw in ({"extendedHours": True}, {"EXTENDED_HOURS": "yes"}):
+        order = await executor.prepare(make_alert(order_type="limit", price="190", raw=raw), "c1")
+        assert order.params["extended_hours"] is True
+    order = await executor.prepare(make_alert(order_type="limit", price="190", params={"extended_hours": 1}), "c2")
+    assert order.params["extended_hours"] is True
+    with pytest.raises(Unprocessable, match="closed"):
+        await executor.prepare(make_alert(order_type="limit", price="190", raw={"extended_hours": False}), "c3")
+
+
+async def test_an_account_down_at_startup_becomes_ready_by_itself():
+    port = free_port()
+    options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=f"http://127.0.0.1:{port}/alpaca",
+                             retry_seconds=0.02)
+    executor = AlpacaExecutor("alpaca", options)
+    try:
+        with pytest.raises(Exception) as down:
+            await executor.start()
+        assert classify_exception(down.value, sent=False).code == "exchange_unreachable"
+        executor.ready = False  # as the router's registry marks it
+        executor.start_maintenance()
+        emu = Emulator()
+        await emu.start(port=port)
+        try:
+            deadline = time.monotonic() + 5
+            while not executor.ready:
+                assert time.monotonic() < deadline, executor.error
+                await asyncio.sleep(0.02)  # polling the executor's readiness, bounded
+        finally:
+            await emu.stop()
+        assert executor.assets.resolve("AAPL") is not None and executor.error is None
+    finally:
+        await executor.close()

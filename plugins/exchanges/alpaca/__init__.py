@@ -49,6 +49,10 @@ class AccountOptions(PluginOptions):
     # The market clock (GET /v2/clock) is re-read at its next open/close and at least
     # this often (seconds).
     clock_max_age: float = Field(60.0, ge=0, le=3600)
+    # While the account is not ready (Alpaca unreachable at startup), retry this often;
+    # once ready, reload the asset list this often (new listings).
+    retry_seconds: float = Field(30.0, gt=0)
+    assets_refresh_seconds: float = Field(3600.0, ge=10)
     # Stock alerts that do not say "extended_hours" trade in extended hours when true
     # (they must then be limit orders).
     extended_hours: bool = False
@@ -66,7 +70,7 @@ class AccountOptions(PluginOptions):
 
     @property
     def is_paper(self) -> bool:
-        return self.base_url is None and self.paper or self.base_url is not None and "paper" in self.base_url
+        return self.paper
 
     def secret_values(self) -> list[str]:
         return [self.api_key.get_secret_value(), self.secret.get_secret_value()]
@@ -90,3 +94,8 @@ class Plugin:
             executor = AlpacaExecutor(name, options)
             register(name, executor)
             self.executors.append(executor)
+
+    @hookimpl
+    def router_startup(self, router) -> None:
+        for executor in self.executors:
+            executor.start_maintenance()

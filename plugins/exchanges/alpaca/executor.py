@@ -23,6 +23,9 @@ What an alert becomes on Alpaca:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
@@ -33,6 +36,8 @@ from plugins.exchanges.alpaca.assets import (
     CRYPTO_USD_MIN_NOTIONAL, EQUITY, EQUITY_MIN_NOTIONAL, Asset, AssetBook,
 )
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
+
+log = logging.getLogger(__name__)
 
 # TradingView's {{exchange}} for US stocks; an alert naming one may go to an Alpaca account.
 US_STOCK_VENUES = frozenset({"alpaca", "nasdaq", "nyse", "amex", "arca", "nysearca", "bats", "cboe", "otc"})
@@ -68,18 +73,51 @@ class AlpacaExecutor(Executor):
             options.endpoint, options.api_key.get_secret_value(), options.secret.get_secret_value(),
             timeout=options.timeout, clock_max_age=options.clock_max_age)
         self.assets = AssetBook([])
+        self._maintenance: asyncio.Task | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        await self._load_assets()
+
+    async def _load_assets(self) -> None:
         rows: list[dict[str, Any]] = []
         for asset_class in self.options.asset_classes:
             rows.extend(await self.client.assets(asset_class))
-        self.assets = AssetBook([Asset.from_api(row) for row in rows if row.get("symbol")])
-        if not len(self.assets):
+        assets = AssetBook([Asset.from_api(row) for row in rows if row.get("symbol")])
+        if not len(assets):
             raise RuntimeError("Alpaca listed no tradable assets for this account")
+        self.assets = assets
+
+    def start_maintenance(self) -> None:
+        """Background: retry an account that failed to start; reload the assets of a ready
+        one (new listings, assets that stopped trading). The router starts executors once."""
+        if self._maintenance is None:
+            self._maintenance = asyncio.create_task(self._maintain(), name=f"alpaca-assets-{self.account}")
+
+    async def _maintain(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.retry_seconds if not self.ready else self.options.assets_refresh_seconds)
+            try:
+                await self._load_assets()
+            except Exception as exc:
+                if self.ready:
+                    log.warning("account %s (alpaca): reloading assets failed, keeping the %d loaded: %s",
+                                self.account, len(self.assets), exc)
+                else:
+                    self.error = f"{type(exc).__name__}: {exc}"[:300]
+                    log.warning("account %s (alpaca) is still not ready: %s", self.account, self.error)
+                continue
+            if not self.ready:
+                self.ready, self.error = True, None
+                log.info("account %s (alpaca) is ready: %d assets", self.account, len(self.assets))
 
     async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._maintenance
+            self._maintenance = None
         await self.client.close()
 
     def matches_exchange(self, name: str) -> bool:
@@ -114,7 +152,7 @@ class AlpacaExecutor(Executor):
         if alert.action in ("target", "flip"):
             raise _refuse(f"'{alert.action}' alerts are not supported on Alpaca accounts yet; send buy/sell or close")
         self._refuse_unsupported(alert, asset)
-        extended = _flag(alert.raw.get("extended_hours", alert.params.get("extended_hours", self.options.extended_hours)))
+        extended = _flag(self._alert_field(alert, "extended_hours", self.options.extended_hours))
         side, qty, notional, position = await self._size(alert, asset)
         order_type = alert.order_type
         limit_price = asset.round_price(alert.price) if order_type in ("limit", "stop_limit") and alert.price else None
@@ -139,6 +177,17 @@ class AlpacaExecutor(Executor):
             take_profit=take_profit, time_in_force=tif, reference_price=decimal_str(limit_price or alert.price),
             position_before=decimal_str(position), params=params,
         )
+
+    @staticmethod
+    def _alert_field(alert: Alert, name: str, default: Any) -> Any:
+        """A field the router's Alert model does not have (``extended_hours``), from the
+        alert's extra fields or ``params``, spelled snake_case or camelCase in any case."""
+        wanted = name.replace("_", "").lower()
+        for source in (alert.raw, alert.params):
+            for key, value in source.items():
+                if isinstance(key, str) and key.replace("_", "").lower() == wanted:
+                    return value
+        return default
 
     @staticmethod
     def _refuse_unsupported(alert: Alert, asset: Asset) -> None:
