@@ -2,14 +2,17 @@
 
 * **Lanes.** Alerts for one (account, symbol) execute one at a time, in arrival order
   (asyncio.Lock wakes its waiters first-in first-out); other symbols run in parallel.
-* **Retries.** Refusals that booked nothing (rate limits, a request that provably never
-  left) are retried with capped exponential backoff and jitter while the alert's answer
-  budget lasts; deterministic errors never are.
-* **Outcome unknown.** A timeout or a lost connection after sending means the order may
-  exist. The engine looks it up by client order id with backoff; only when the exchange
-  has said "absent" for longer than ``resubmit_after`` (beyond the exchange's receive
-  window, after which the lost request can no longer execute) does it send again, with
-  the same client order id.
+* **Retries.** The order errors of ``core.errors`` say what may be retried: ``VenueBusy``
+  (rate limits) and ``OrderNotSent`` (a request that provably never left) are retried
+  with capped exponential backoff and jitter while the alert's answer budget lasts;
+  ``OrderRejected`` and ``CredentialsRefused`` never are.
+* **Outcome unknown.** ``OutcomeUnknown`` — or any exception that is not an order error,
+  a plain ``ConnectionResetError`` included — means the order may exist. The engine asks
+  the plugin that placed it (``lookup_order``; the built-in asks ``Executor.lookup``) with
+  backoff: *found* settles it; *cannot tell* leaves the alert ``unknown`` (reported, never
+  resent); only when the venue has said *absent for sure* for longer than
+  ``resubmit_after`` (beyond the exchange's receive window, after which the lost request
+  can no longer execute) does it send again, with the same client order id.
 * **Recovery.** Every worker heartbeats into the journal. Unfinished alerts whose owner
   stopped heartbeating (a crash, kill -9) are claimed — atomically, by exactly one
   worker — and reconciled or executed; those never sent and older than
@@ -30,23 +33,17 @@ from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import ccxt
-
-from core.errors import StoreUnavailable
-from core.execution import Executor, client_order_id
+from core.errors import OrderError, StoreUnavailable, WebhookError
+from core.execution import Executor, LookupResult, client_order_id
 from core.journal import GAVE_UP
 from core.models import Alert, NothingToDo, OrderRequest, OrderResult
-from core.outcomes import Outcome, classify_exception, order_not_sent
-from core.plugins import call_hook_first, call_hook_safely
+from core.outcomes import Outcome, as_order_error, classify_exception
+from core.plugins import call_hook_safely, call_implementation, hook_implementations
 
 if TYPE_CHECKING:
     from core.router import Router
 
 log = logging.getLogger(__name__)
-
-# Refused before anything was booked: safe to send again at once (after a pause).
-_RETRY_NOT_BOOKED = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)
-
 
 class AlertExpired(Exception):
     """An alert left unexecuted by a crash was too old to execute on recovery."""
@@ -214,31 +211,61 @@ class ExecutionEngine:
                 # Held up (e.g. waiting for the state store) past the age an order may be sent at.
                 await self.journal.order_finished(row, "failed", error="not sent: the alert expired")
                 return await self._expire(alert, order, "the alert is too old to send now")
+            placer: list[str] = []
             try:
-                result = await self._place(alert, executor, order)
-            except Exception as exc:
-                not_booked = order_not_sent(exc) or isinstance(exc, _RETRY_NOT_BOOKED)
+                result = await self._place(alert, executor, order, placer)
+            except Exception as raised:
+                exc = as_order_error(raised, sent=True)
                 pause = delay * (0.5 + random.random())
-                if not_booked and _retryable(exc) and time.monotonic() + pause < deadline:
+                if _retries(exc) and time.monotonic() + pause < deadline:
                     await self.journal.order_finished(row, "failed", error=_describe(exc))
-                    log.warning("alert %s: %s; retrying in %.2fs", alert.alert_id, type(exc).__name__, pause)
+                    log.warning("alert %s: %s; retrying in %.2fs", alert.alert_id, _describe(exc), pause)
                     await asyncio.sleep(pause)
                     delay = min(delay * 2, self.options.retry_max_delay)
                     continue
-                if not not_booked and _may_be_booked(exc):
+                if _may_be_booked(exc):
+                    placed_by = placer[-1] if placer else None
                     await self.journal.order_finished(row, "unknown", error=_describe(exc), alert_id=alert.alert_id,
-                                                      alert_state="unknown", error_code="outcome_unknown", http_status=202)
+                                                      alert_state="unknown", error_code="outcome_unknown", http_status=202,
+                                                      response={"placed_by": placed_by})
                     log.warning("alert %s: outcome unknown after %s; reconciling by client order id %s",
-                                alert.alert_id, type(exc).__name__, order.client_order_id)
-                    return await self._reconcile(alert, executor, order, sent_at)
-                return await self._failed(alert, order, row, exc, sent=not not_booked)
+                                alert.alert_id, _describe(exc), order.client_order_id)
+                    return await self._reconcile(alert, executor, order, sent_at, placed_by)
+                return await self._failed(alert, order, row, exc, sent=True)
             return await self._succeeded(alert, order, row, result, state=None)
 
-    async def _place(self, alert: Alert, executor: Executor, order: OrderRequest) -> OrderResult:
-        result = await call_hook_first(self.router.hook.execute_order, order=order, executor=executor, alert=alert, router=self.router)
+    async def _place(self, alert: Alert, executor: Executor, order: OrderRequest, placer: list[str]) -> OrderResult:
+        """``execute_order`` until a plugin claims the order; ``placer`` gets the name of the
+        plugin that claimed it, or raised (reconciliation asks that one)."""
+        kwargs = {"order": order, "executor": executor, "alert": alert, "router": self.router}
+        result = None
+        for impl in hook_implementations(self.router.hook.execute_order):
+            placer[:] = [impl.plugin_name]
+            result = await call_implementation(impl, kwargs)
+            if result is not None:
+                break
         if not isinstance(result, OrderResult):
             raise TypeError(f"execute_order returned {type(result).__name__}, not an OrderResult")
         return result
+
+    async def _lookup(self, alert: Alert, executor: Executor, order: OrderRequest, placed_by: str | None) -> LookupResult:
+        """Ask the plugin that placed ``order`` what became of it. ``placed_by`` None (a crash
+        before it was journaled): every ``lookup_order`` in order, the first answer wins."""
+        kwargs = {"order": order, "executor": executor, "alert": alert, "router": self.router}
+        impls = [i for i in hook_implementations(self.router.hook.lookup_order) if placed_by is None or i.plugin_name == placed_by]
+        if not impls:
+            return LookupResult.cannot_tell(f"plugin '{placed_by}' placed the order and implements no lookup_order",
+                                            ask_again=False)
+        for impl in impls:
+            answer = await call_implementation(impl, kwargs)
+            if answer is None:
+                continue
+            if isinstance(answer, OrderResult):  # an executor written before LookupResult
+                return LookupResult.found(answer)
+            if not isinstance(answer, LookupResult):
+                raise TypeError(f"lookup_order of plugin '{impl.plugin_name}' returned {type(answer).__name__}, not a LookupResult")
+            return answer
+        return LookupResult.cannot_tell("no plugin could tell", ask_again=False)
 
     async def _succeeded(self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None) -> Outcome:
         done = _done_state(order, result)
@@ -258,7 +285,7 @@ class ExecutionEngine:
         else:
             await self.journal.set_state(alert.alert_id, outcome.state, error_code=outcome.code,
                                          error_message=outcome.message, http_status=outcome.status)
-        if outcome.status >= 500 and not isinstance(exc, (ccxt.BaseError,)) and not hasattr(exc, "status"):
+        if outcome.status >= 500 and not isinstance(exc, WebhookError):
             log.error("alert %s failed", alert.alert_id, exc_info=exc)
         await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state=outcome.state,
                                router=self.router)
@@ -266,26 +293,34 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------ reconciliation
 
-    async def _reconcile(self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float) -> Outcome:
+    async def _reconcile(self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float,
+                         placed_by: str | None) -> Outcome:
         """Find the order by client order id; resend only once it is proven absent."""
         alert_id = alert.alert_id or ""
         self.phase[alert_id] = "reconciling"
         give_up = time.monotonic() + self.options.reconcile_timeout
         delay = self.options.reconcile_interval
+        why = f"not found at the exchange after {self.options.reconcile_timeout:.0f}s"
         while time.monotonic() < give_up:
             await asyncio.sleep(delay * (0.75 + random.random() / 2))
             delay = min(delay * 2, self.options.reconcile_max_delay)
             try:
-                found = await executor.lookup(order)
+                answer = await self._lookup(alert, executor, order, placed_by)
             except Exception as exc:
                 log.warning("alert %s: looking up %s failed: %s", alert_id, order.client_order_id, _describe(exc))
                 continue
-            if found is not None:
+            if answer.is_found:
+                assert answer.result is not None
                 row = await self.journal.order_started(
                     alert_id, client_order_id=order.client_order_id, account=order.account, exchange=order.exchange,
                     route="lookup", request={"lookup": order.client_order_id})
-                log.info("alert %s: reconciled: %s is %s at the exchange", alert_id, order.client_order_id, found.status)
-                return await self._succeeded(alert, order, row, found, state="reconciled")
+                log.info("alert %s: reconciled: %s is %s at the exchange", alert_id, order.client_order_id, answer.result.status)
+                return await self._succeeded(alert, order, row, answer.result, state="reconciled")
+            if not answer.is_absent:
+                if answer.ask_again:
+                    continue
+                why = f"the exchange cannot tell what became of it ({answer.reason})"
+                break
             if time.time() - sent_at < self.options.resubmit_after:
                 continue
             if time.time() - alert.received_at > self.options.recovery_max_age:
@@ -297,21 +332,23 @@ class ExecutionEngine:
             row = await self.journal.order_started(
                 alert_id, client_order_id=order.client_order_id, account=order.account,
                 exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+            placer: list[str] = []
             try:
-                result = await self._place(alert, executor, order)
-            except Exception as exc:
-                if order_not_sent(exc) or isinstance(exc, _RETRY_NOT_BOOKED):
+                result = await self._place(alert, executor, order, placer)
+            except Exception as raised:
+                exc = as_order_error(raised, sent=True)
+                if _retries(exc):
                     await self.journal.order_finished(row, "failed", error=_describe(exc))
                     sent_at = 0.0  # nothing was sent: may try again after the next lookup
                     continue
                 if _may_be_booked(exc):
-                    await self.journal.order_finished(row, "unknown", error=_describe(exc))
+                    placed_by = placer[-1] if placer else placed_by
+                    await self.journal.order_finished(row, "unknown", error=_describe(exc), response={"placed_by": placed_by})
                     self.phase[alert_id] = "reconciling"
                     continue
                 return await self._failed(alert, order, row, exc, sent=True)
             return await self._succeeded(alert, order, row, result, state=None)
-        exc = OutcomeStillUnknown(f"order {order.client_order_id} not found at the exchange after "
-                                  f"{self.options.reconcile_timeout:.0f}s; check the exchange")
+        exc = OutcomeStillUnknown(f"order {order.client_order_id}: {why}; check the exchange")
         await self.journal.set_state(alert_id, "unknown", error_code=GAVE_UP, error_message=str(exc), http_status=202)
         log.error("alert %s: %s", alert_id, exc)
         await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="unknown",
@@ -358,8 +395,12 @@ class ExecutionEngine:
         last = orders[-1]
         request = dict(last["request"]) if last.get("route") != "lookup" else dict(orders[0]["request"])
         order = OrderRequest.model_validate(request)
+        # The plugin that placed it, when its attempt ended "unknown"; None after a crash
+        # mid-send (every lookup_order is asked then).
+        placed_by = next((o["response"].get("placed_by") for o in reversed(orders)
+                          if isinstance(o.get("response"), dict) and o["response"].get("placed_by")), None)
         self._spawn(alert_id, self._in_lane(row["lane"], row["seq"],
-                                            lambda: self._reconcile(alert, executor, order, last["started_at"])))
+                                            lambda: self._reconcile(alert, executor, order, last["started_at"], placed_by)))
 
 
 class _Patient:
@@ -388,18 +429,16 @@ def _done_state(order: OrderRequest, result: OrderResult) -> str:
     """What a successful answer means: canceled (a cancel), filled, or submitted (resting)."""
     if order.action != "create":
         return "canceled"
-    return "filled" if result.status == "closed" else "submitted"
+    return "filled" if result.status == "filled" else "submitted"
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (ccxt.NetworkError, ccxt.ExchangeNotAvailable)) or order_not_sent(exc)
+def _retries(exc: BaseException) -> bool:
+    """Refused before anything was booked, and worth sending again (rate limits, never sent)."""
+    return isinstance(exc, OrderError) and exc.retry and not exc.may_be_booked
 
 
 def _may_be_booked(exc: BaseException) -> bool:
-    """After sending: a network failure or an unexpected error leaves the order's fate open."""
-    if isinstance(exc, ccxt.NetworkError):
-        return True
-    return not isinstance(exc, ccxt.BaseError) and not hasattr(exc, "status")
+    return isinstance(exc, OrderError) and exc.may_be_booked
 
 
 def _describe(exc: BaseException) -> str:

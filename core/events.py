@@ -13,9 +13,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import ccxt
-
 from core.engine import AlertExpired, OutcomeStillUnknown
+from core.errors import OrderError
 from core.journal import GAVE_UP
 from core.models import Alert, OrderRequest, OrderResult
 from core.outcomes import classify_exception
@@ -44,13 +43,13 @@ class AlertEvent:
     route: str | None = None
     order_id: str | None = None
     client_order_id: str | None = None
-    order_status: str | None = None  # the exchange's: open | closed | canceled | ...
+    order_status: str | None = None  # in the router's words (core.venue.OrderStatus): open | filled | canceled | ...
     filled: str | None = None
     average: str | None = None
     error_code: str | None = None
     error_message: str | None = None
-    error_type: str | None = None  # the exception's class name (ccxt's for exchange errors)
-    exchange_error: bool = False  # the exception came from the exchange (a ccxt error)
+    error_type: str | None = None  # the exception's class name (the venue client's, for an order error it translated)
+    exchange_error: bool = False  # the exchange answered with an error (one of core.errors' order errors)
     at: float = field(default_factory=time.time)
 
     @property
@@ -97,8 +96,15 @@ def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseExcept
     fields = _base(alert, order)
     if order is None and not fields["account"] and alert.credentials is None:
         fields.update(_routed_account(alert, router))
-    return AlertEvent(state=state, error_code=code, error_message=message[:500], error_type=type(error).__name__,
-                      exchange_error=isinstance(error, ccxt.BaseError), **fields)
+    return AlertEvent(state=state, error_code=code, error_message=message[:500], error_type=error_type(error),
+                      exchange_error=isinstance(error, OrderError), **fields)
+
+
+def error_type(error: BaseException) -> str:
+    """The class name to report: the venue client's exception an order error translated
+    (ccxt's InsufficientFunds), else the error's own."""
+    cause = error.__cause__ if isinstance(error, OrderError) else None
+    return type(cause or error).__name__
 
 
 def _routed_account(alert: Alert, router: Router) -> dict[str, Any]:

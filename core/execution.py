@@ -33,6 +33,17 @@ def client_order_id(alert_id: str, account: str, prefix: str = "tv", length: int
     return (prefix + digest)[:length]
 
 
+def child_order_id(parent: str, kind: str) -> str:
+    """The client order id of an order placed on behalf of ``parent`` (its stop-loss
+    ``kind="sl"``, take-profit ``"tp"``, ...): deterministic, so a resend or a lookup finds
+    it instead of placing it twice; distinct from the parent and from other kinds; as long
+    as the parent (never shorter than 10). ``tv…`` ids become ``sl…``/``tp…``."""
+    if parent.startswith("tv") and len(kind) == 2:
+        return kind + parent[2:]
+    digest = hashlib.sha256(f"{kind}\x00{parent}".encode()).hexdigest()
+    return (kind + digest)[:max(len(parent), 10)]
+
+
 @dataclass(frozen=True)
 class LookupResult:
     """What ``Executor.lookup`` found out about an order whose outcome was unknown.
@@ -230,7 +241,17 @@ class ExecutorRegistry:
                 log.exception("closing account %s failed", executor.account)
 
 
+# The plugin name of the built-ins below (core.plugins.BUILTIN_PLUGINS).
+BUILTIN_PLACER = "default_execution"
+
+
 @hookimpl(trylast=True)
 async def execute_order(order: OrderRequest, executor: Executor) -> OrderResult:
     """The built-in: the account's executor places the order."""
     return await executor.submit(order)
+
+
+@hookimpl(trylast=True)
+async def lookup_order(order: OrderRequest, executor: Executor) -> LookupResult | OrderResult | None:
+    """The built-in: the executor that placed the order looks it up."""
+    return await executor.lookup(order)

@@ -171,6 +171,18 @@ def execute_order(order, executor, alert, router: "PluginHost"):
 
 
 @hookspec
+def lookup_order(order, executor, alert, router: "PluginHost"):
+    """After an unknown outcome, what became of ``order`` (``core.execution.LookupResult``).
+
+    Called only on the plugin that placed the order (the one whose ``execute_order``
+    claimed it, or raised); the built-in (``trylast``) calls ``executor.lookup(order)``.
+    A plugin that claims orders in ``execute_order`` without implementing this hook
+    leaves its unknown outcomes ``unknown`` (never resent). Return a ``LookupResult``,
+    or ``None`` for "cannot tell".
+    """
+
+
+@hookspec
 def after_execute(alert, order, result, state, router: "PluginHost"):
     """Called after an order was executed (``result`` is its ``OrderResult``) and journaled.
 

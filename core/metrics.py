@@ -9,7 +9,8 @@ What is measured (all names carry the ``ccxt_webhook_`` prefix):
   A duplicate is answered but is not a new alert.
 * ``order_latency_seconds{exchange,route}`` — from handing the order to the exchange
   (``execute_order``) to the exchange's answer: a booking or a refusal.
-* ``exchange_errors_total{exchange,type}`` — ccxt exceptions that ended an alert, by class.
+* ``exchange_errors_total{exchange,type}`` — order errors (``core.errors``) that ended an
+  alert, by the venue client's exception class (ccxt's InsufficientFunds, ...).
 * ``orders_in_flight`` — orders sent whose fate is not settled yet (answer or reconciliation).
 * ``journal_backlog{state}`` — alerts in the journal still received / submitting / unknown,
   read from the journal (shared by all workers) when scraped.
@@ -35,7 +36,6 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ccxt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
@@ -46,10 +46,10 @@ from quart import Response, current_app, request
 from core.config import PluginOptions
 from core.errors import Forbidden, NotFound, Unauthorized
 from core.engine import AlertExpired, OutcomeStillUnknown
-from core.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
+from core.errors import OrderError
+from core.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
 from core.execution import Executor
 from core.models import Alert, OrderRequest, OrderResult
-from core.outcomes import order_not_sent
 from core.plugins import hookimpl
 from core.redaction import REDACTOR
 
@@ -88,7 +88,7 @@ class MetricsRecorder:
                               ["outcome"], namespace=NAMESPACE, registry=None)
         self.order_latency = Histogram("order_latency_seconds", "Seconds from sending an order to the exchange's answer.",
                                        ["exchange", "route"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS, registry=None)
-        self.exchange_errors = Counter("exchange_errors", "Exchange (ccxt) errors that ended an alert, by exception class.",
+        self.exchange_errors = Counter("exchange_errors", "Exchange errors that ended an alert, by exception class.",
                                        ["exchange", "type"], namespace=NAMESPACE, registry=None)
         self.orders_in_flight = Gauge("orders_in_flight", "Orders sent whose outcome is not settled yet.",
                                       namespace=NAMESPACE, multiprocess_mode="livesum", registry=None)
@@ -143,8 +143,8 @@ class MetricsRecorder:
                 if _exchange_answered(event, error):
                     started, route = sent
                     self.order_latency.labels(exchange, event.route or route).observe(time.perf_counter() - started)
-            if isinstance(error, ccxt.BaseError):
-                self.exchange_errors.labels(exchange, type(error).__name__).inc()
+            if isinstance(error, OrderError):
+                self.exchange_errors.labels(exchange, error_type(error)).inc()
 
         self._record("alert finished", record)
 
@@ -177,7 +177,9 @@ def _exchange_answered(event: AlertEvent, error: BaseException | None) -> bool:
     """Whether the exchange answered the order (booked or refused it): what latency means."""
     if error is None:
         return event.state != "reconciled"  # found by a lookup later: no answer to time
-    return not (isinstance(error, (AlertExpired, OutcomeStillUnknown, ccxt.NetworkError)) or order_not_sent(error))
+    if isinstance(error, OrderError):
+        return not (error.may_be_booked or error.retry)  # refused by the exchange, not lost or never sent
+    return not isinstance(error, (AlertExpired, OutcomeStillUnknown))
 
 
 class _BacklogCollector:

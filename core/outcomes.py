@@ -9,9 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import ccxt
-
-from core.errors import WebhookError
+from core.errors import CredentialsRefused, OrderError, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy, WebhookError
 from core.journal import SUCCESS_STATES
 from core.redaction import REDACTOR
 
@@ -45,18 +43,18 @@ class Outcome:
         return cls(202, {"status": state, "alert_id": alert_id, "message": f"execution continues; see GET /alerts/{alert_id}"}, state=state)
 
 
-# Deterministic refusals: retrying cannot help, the order was not placed.
-_REJECTED = (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol, ccxt.BadRequest, ccxt.OrderNotFound,
-             ccxt.NotSupported, ccxt.MarginModeAlreadySet, ccxt.ExchangeError)
-_AUTH = (ccxt.AuthenticationError, ccxt.PermissionDenied, ccxt.AccountSuspended, ccxt.AccountNotEnabled)
-# Refused before booking: the exchange said "not now".
-_BUSY = (ccxt.RateLimitExceeded, ccxt.DDoSProtection, ccxt.InvalidNonce)
+def as_order_error(exc: BaseException, *, sent: bool) -> BaseException:
+    """An exception from placing an order, in the router's words.
 
-
-def order_not_sent(exc: BaseException) -> bool:
-    """Executors mark an exception ``order_not_sent = True`` when no byte of the order left
-    the process (connection refused, WebSocket never opened): sending again is safe."""
-    return bool(getattr(exc, "order_not_sent", False))
+    The order errors of ``core.errors`` and other ``WebhookError``s stay as they are. Any
+    other exception raised once the order may have left the process (``sent``) — a plain
+    ``ConnectionResetError``, a client library's timeout, a bug — means the order may be
+    booked: it becomes ``OutcomeUnknown`` (the original as its ``__cause__``)."""
+    if isinstance(exc, WebhookError) or not sent:
+        return exc
+    unknown = OutcomeUnknown(f"{type(exc).__name__}: {_reason(exc)}")
+    unknown.__cause__ = exc
+    return unknown
 
 
 def classify_exception(exc: BaseException, *, sent: bool, alert_id: str | None = None) -> Outcome:
@@ -65,31 +63,24 @@ def classify_exception(exc: BaseException, *, sent: bool, alert_id: str | None =
     ``sent`` says whether an order request may have left the process. A 5xx (with
     Retry-After) only where nothing can have been booked, so that a resend is safe.
     """
-    sent = sent and not order_not_sent(exc)
+    exc = as_order_error(exc, sent=sent)
+    if isinstance(exc, OutcomeUnknown):
+        # The order may exist: never 5xx, never resend blindly. Reconciliation decides.
+        return Outcome.error(202, exc.code, f"the order's outcome is unknown and is being reconciled: {_reason(exc)}",
+                             state="unknown", alert_id=alert_id)
+    if isinstance(exc, OrderError):
+        prefix = {OrderRejected: "the exchange refused the order", CredentialsRefused: "the exchange refused the account's credentials",
+                  VenueBusy: "the exchange is not accepting orders now", OrderNotSent: "the exchange could not be reached; nothing was sent"}
+        lead = next((text for cls, text in prefix.items() if isinstance(exc, cls)), "")
+        message = f"{lead}: {_reason(exc)}" if lead and not str(exc).startswith(lead) else _reason(exc)
+        return Outcome.error(exc.status, exc.code, message, state=exc.state, alert_id=alert_id, headers=exc.headers)
     if isinstance(exc, WebhookError):
         state = "rejected" if exc.status == 422 else "failed"
         return Outcome.error(exc.status, exc.code, exc.message, state=state, alert_id=alert_id, headers=exc.headers)
-    if isinstance(exc, _AUTH):
-        return Outcome.error(502, "exchange_auth_failed", f"the exchange refused the account's credentials: {_reason(exc)}",
-                             state="failed", alert_id=alert_id)
-    if isinstance(exc, _BUSY):
-        # The exchange refused to take the request; nothing was booked, a resend is safe.
-        return Outcome.error(503, "exchange_busy", f"the exchange is not accepting orders now: {_reason(exc)}",
-                             state="failed", alert_id=alert_id, headers={"Retry-After": "5"})
-    if isinstance(exc, ccxt.NetworkError) or (sent and not isinstance(exc, _REJECTED)):
-        if not sent:
-            return Outcome.error(503, "exchange_unreachable", f"the exchange could not be reached; nothing was sent: {_reason(exc)}",
-                                 state="failed", alert_id=alert_id, headers={"Retry-After": "5"})
-        # The order may exist: never 5xx, never resend blindly. Reconciliation decides.
-        return Outcome.error(202, "outcome_unknown", f"the order's outcome is unknown and is being reconciled: {_reason(exc)}",
-                             state="unknown", alert_id=alert_id)
-    if isinstance(exc, _REJECTED):
-        return Outcome.error(422, "exchange_rejected", f"the exchange refused the order: {_reason(exc)}",
-                             state="rejected", alert_id=alert_id)
     return Outcome.error(500, "internal_error", "internal error; nothing was sent to the exchange", state="failed", alert_id=alert_id)
 
 
 def _reason(exc: BaseException) -> str:
-    """ccxt messages start with the exchange id and often carry the raw JSON; keep them short."""
-    text = str(exc) or type(exc).__name__
+    """Venue messages often start with the exchange id and carry raw JSON; keep them short."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return REDACTOR.redact(text[:300])

@@ -208,6 +208,11 @@ def _instantiate(name: str, obj: Any, plugins_file: PluginsFile) -> object:
 # ---------------------------------------------------------------- calling hooks
 
 
+def hook_implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
+    """A hook's implementations in calling order (what ``call_hook`` calls, one by one)."""
+    return _implementations(hook)
+
+
 def _implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
     # pluggy keeps trylast first and tryfirst last and calls the list in reverse.
     for impl in reversed(hook.get_hookimpls()):

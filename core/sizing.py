@@ -60,7 +60,8 @@ class AccountReader(Protocol):
         """Whether a market buy on ``market`` can be sent as a quote amount (a cost)."""
 
     async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
-        """open, closed (filled), canceled, expired, rejected; None when there is no such order."""
+        """The order's status in the router's words (``core.venue.OrderStatus``: open, filled,
+        canceled, ...); None when there is no such order."""
 
     async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
         """The market's open orders (conditional ones included)."""
@@ -316,7 +317,7 @@ async def _cancel(exchange: ccxt.Exchange, alert: Alert, reader: AccountReader, 
     state = await reader.order_state(market, alert.order_id, alert.cancel_client_order_id)
     if state is None:
         raise Unprocessable(f"no {what} on {symbol} at {exchange.id}", code="order_not_found")
-    if state != "open":
-        raise NothingToDo(f"{what} on {symbol} is already {'filled' if state == 'closed' else state}")
+    if state not in ("open", "partially_filled"):
+        raise NothingToDo(f"{what} on {symbol} is already {state}")
     return OrderRequest(action="cancel", cancel_id=alert.order_id, cancel_client_order_id=alert.cancel_client_order_id,
                         **request)

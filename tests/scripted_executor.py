@@ -8,7 +8,7 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from core.execution import Executor
+from core.execution import Executor, LookupResult
 from core.markets import prepare_order
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
@@ -44,7 +44,7 @@ class ScriptedExecutor(Executor):
     def _book(self, order: OrderRequest) -> OrderResult:
         result = OrderResult(account=self.account, exchange="scripted", symbol=order.symbol, side=order.side,
                              order_type=order.order_type, amount=order.amount, order_id=str(next(self._ids)),
-                             client_order_id=order.client_order_id, status="closed", filled=order.amount,
+                             client_order_id=order.client_order_id, status="filled", filled=order.amount,
                              average="50000", route="rest")
         self.booked[order.client_order_id + f"#{len(self.booked)}"] = result
         return result
@@ -64,9 +64,10 @@ class ScriptedExecutor(Executor):
             raise action[1]
         return self._book(order)
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
+    async def lookup(self, order: OrderRequest) -> LookupResult:
         self.lookups += 1
-        return next((r for r in self.booked.values() if r.client_order_id == order.client_order_id), None)
+        found = next((r for r in self.booked.values() if r.client_order_id == order.client_order_id), None)
+        return LookupResult.found(found) if found else LookupResult.absent()
 
     def orders_for(self, client_order_id: str) -> list[OrderResult]:
         return [r for r in self.booked.values() if r.client_order_id == client_order_id]

@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from core.config import PluginsFile, Settings
-from core.errors import ConfigError
+from core.errors import ConfigError, CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown
 from core.execution import client_order_id
 from core.models import Alert, Credentials
 from plugins.exchanges.ccxt_accounts import AccountOptions, client_id_rule
@@ -93,8 +93,8 @@ async def test_rest_and_websocket_routes_place_one_order_each(executor, emu):
     _, by_rest = await place(rest, "BINANCE:BTCUSDT", "r-1", amount="0.0123456")
     order, by_ws = await place(ws, "BTCUSDT.P", "w-1", amount="0.0123456")
     assert (by_rest.route, by_rest.symbol, by_rest.amount, by_rest.status, by_rest.filled, by_rest.average) == (
-        "rest", "BTC/USDT", "0.01234", "closed", "0.01234", "50000")
-    assert (by_ws.route, by_ws.symbol, by_ws.amount, by_ws.status, by_ws.filled) == ("websocket", "BTC/USDT:USDT", "0.012", "closed", "0.012")
+        "rest", "BTC/USDT", "0.01234", "filled", "0.01234", "50000")
+    assert (by_ws.route, by_ws.symbol, by_ws.amount, by_ws.status, by_ws.filled) == ("websocket", "BTC/USDT:USDT", "0.012", "filled", "0.012")
     assert by_ws.order_id and by_ws.client_order_id == order.client_order_id == client_order_id("w-1", "ws")
     booked = emu.orders()
     assert [(o["market_type"], o["transport"], o["quantity"], o["client_order_id"]) for o in booked] == [
@@ -124,7 +124,7 @@ async def test_use_websockets_setting_is_the_default_and_the_account_overrides_i
 async def test_bybit_acknowledgement_is_completed_with_the_order_state(executor, emu):
     bybit = await executor(venue="bybit")
     _, result = await place(bybit, "BYBIT:BTCUSDT.P", "by-1")
-    assert (result.symbol, result.status, result.filled, result.average) == ("BTC/USDT:USDT", "closed", "0.01", "50000")
+    assert (result.symbol, result.status, result.filled, result.average) == ("BTC/USDT:USDT", "filled", "0.01", "50000")
     assert emu.orders()[0]["client_order_id"] == result.client_order_id
 
 
@@ -141,7 +141,7 @@ async def test_limit_order_rests_open(executor, emu):
 async def test_websocket_refused_falls_back_to_rest_with_one_order(executor, emu):
     ex = await executor(websocket=True, ccxt=closed_port_ws(emu.base_url))
     order, result = await place(ex, "BTCUSDT", "fb-1")
-    assert result.route == "rest" and result.status == "closed"
+    assert result.route == "rest" and result.status == "filled"
     assert [(o["transport"], o["client_order_id"]) for o in emu.orders()] == [("rest", order.client_order_id)]
     status = ex.status()
     assert status["route"] == "websocket" and status["websocket_fallbacks"] == 1
@@ -154,28 +154,30 @@ async def test_websocket_refused_falls_back_to_rest_with_one_order(executor, emu
 async def test_websocket_dropped_after_sending_is_an_unknown_outcome_not_a_resend(executor, emu):
     ex = await executor(websocket=True)
     emu.add_fault("drop_after_book", match={"route": "ws order.place"})
-    with pytest.raises(ccxt.NetworkError) as info:
+    with pytest.raises(OutcomeUnknown) as info:
         await place(ex, "BTCUSDT", "drop-1")
-    assert not getattr(info.value, "order_not_sent", False)
+    assert isinstance(info.value.__cause__, ccxt.NetworkError)
     assert len(emu.orders()) == 1 and ex.ws_fallbacks == 0
     alert = Alert(symbol="BTCUSDT", side="buy", amount="0.01", alert_id="drop-1")
-    found = await ex.lookup(await ex.prepare(alert, client_order_id("drop-1", ex.account)))
-    assert found is not None and found.status == "closed" and found.order_id == emu.orders()[0]["order_id"]
+    answer = await ex.lookup(await ex.prepare(alert, client_order_id("drop-1", ex.account)))
+    found = answer.result
+    assert answer.is_found and found.status == "filled" and found.order_id == emu.orders()[0]["order_id"]
 
 
 async def test_websocket_answer_never_comes(executor, emu):
     ex = await executor(websocket=True, ccxt={"timeout": 300})
     emu.add_fault("delay_after_book", seconds=2, match={"route": "ws order.place"})
-    with pytest.raises(ccxt.RequestTimeout) as info:
+    with pytest.raises(OutcomeUnknown) as info:
         await place(ex, "BTCUSDT", "slow-1")
-    assert not getattr(info.value, "order_not_sent", False)
+    assert isinstance(info.value.__cause__, ccxt.RequestTimeout)
     assert len(emu.orders()) == 1 and ex.ws_fallbacks == 0
 
 
 async def test_websocket_exchange_refusal_is_not_retried_over_rest(executor, emu):
     ex = await executor(websocket=True)
-    with pytest.raises(ccxt.InsufficientFunds):
+    with pytest.raises(OrderRejected) as info:
         await place(ex, "BTCUSDT", "poor-1", amount="50")  # 2.5M USDT of BTC
+    assert isinstance(info.value.__cause__, ccxt.InsufficientFunds) and info.value.status == 422
     assert ex.ws_fallbacks == 0 and emu.orders() == []
     assert [r["transport"] for r in emu.requests()] == ["ws"]
 
@@ -251,26 +253,27 @@ async def test_rest_connection_refused_is_marked_not_sent(executor, emu):
     dead = f"http://127.0.0.1:{free_port()}"
     ex = await executor()
     ex.client.urls["api"]["private"] = dead + "/api/v3"  # markets loaded; the order endpoint is gone
-    with pytest.raises(ccxt.NetworkError) as info:
+    with pytest.raises(OrderNotSent) as info:
         await place(ex, "BTCUSDT", "refused-1")
-    assert info.value.order_not_sent is True
+    assert isinstance(info.value.__cause__, ccxt.NetworkError) and info.value.retry
     assert emu.requests() == []
 
 
 async def test_rest_timeout_after_sending_may_be_booked(executor, emu):
     ex = await executor(ccxt={"timeout": 300})
     emu.add_fault("delay_after_book", seconds=2)
-    with pytest.raises(ccxt.RequestTimeout) as info:
+    with pytest.raises(OutcomeUnknown) as info:
         await place(ex, "BTCUSDT", "late-1")
-    assert not getattr(info.value, "order_not_sent", False)
+    assert isinstance(info.value.__cause__, ccxt.RequestTimeout) and info.value.may_be_booked
     assert len(emu.orders()) == 1
 
 
 async def test_key_refused_is_an_authentication_error(executor, emu):
     ex = await executor()
     emu.add_fault("key_error", match={"key": "emu-key-1"})
-    with pytest.raises(ccxt.AuthenticationError):
+    with pytest.raises(CredentialsRefused) as info:
         await place(ex, "BTCUSDT", "key-1")
+    assert isinstance(info.value.__cause__, ccxt.AuthenticationError) and info.value.status == 502
     assert emu.orders() == []
 
 
@@ -281,11 +284,12 @@ async def test_key_refused_is_an_authentication_error(executor, emu):
 async def test_lookup_by_client_order_id(executor, emu, venue, symbol):
     ex = await executor(venue=venue)
     order, placed = await place(ex, symbol, f"look-{venue}-{symbol}", amount="0.05")
-    found = await ex.lookup(order)
-    assert found is not None
-    assert (found.order_id, found.client_order_id, found.status) == (placed.order_id, order.client_order_id, "closed")
+    answer = await ex.lookup(order)
+    assert answer.is_found
+    found = answer.result
+    assert (found.order_id, found.client_order_id, found.status) == (placed.order_id, order.client_order_id, "filled")
     absent = order.model_copy(update={"client_order_id": client_order_id("never-sent", ex.account)})
-    assert await ex.lookup(absent) is None
+    assert (await ex.lookup(absent)).is_absent
 
 
 # ------------------------------------------------------------------ startup and markets
@@ -377,7 +381,7 @@ async def test_retired_executor_in_use_closes_after_the_order_and_reopens_for_a_
     ex.retire()
     await eventually(lambda: ex._closed)
     found = await ex.lookup(order)  # a late reconciliation still works
-    assert found is not None
+    assert found.is_found
     await eventually(lambda: ex._closed)
 
 

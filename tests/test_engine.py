@@ -7,10 +7,10 @@ import asyncio
 import json
 import time
 
-import ccxt
 import pytest
 
 from core.app import read_signature_message
+from core.errors import OrderRejected, OutcomeUnknown, VenueBusy
 from core.models import InboundRequest
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
@@ -138,7 +138,7 @@ async def test_client_going_away_never_cancels_the_order(app_client, scripted):
 
 
 async def test_rate_limited_attempts_are_retried_then_filled_once(app_client, scripted):
-    scripted.script = [ccxt.RateLimitExceeded("binance 429"), ccxt.DDoSProtection("binance 418"), "ok"]
+    scripted.script = [VenueBusy("binance 429"), VenueBusy("binance 418"), "ok"]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="rl-1")
         row = await app.extensions["router"].journal.get("rl-1")
@@ -149,7 +149,7 @@ async def test_rate_limited_attempts_are_retried_then_filled_once(app_client, sc
 
 async def test_rate_limit_outlasting_the_budget_is_503_with_nothing_sent(app_client, scripted, write_plugins_yaml):
     write_plugins_yaml(FAST.format(budget=0.3, resubmit_after=0.2))
-    scripted.script = [ccxt.RateLimitExceeded("429")] * 100
+    scripted.script = [VenueBusy("429")] * 100
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="rl-2")
     assert status == 503 and answer["error"]["code"] == "exchange_busy"
@@ -157,7 +157,7 @@ async def test_rate_limit_outlasting_the_budget_is_503_with_nothing_sent(app_cli
 
 
 async def test_deterministic_refusal_is_422_and_never_retried(app_client, scripted):
-    scripted.script = [ccxt.InsufficientFunds("binance Account has insufficient balance for requested action.")]
+    scripted.script = [OrderRejected("binance Account has insufficient balance for requested action.")]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="nf-1")
     assert status == 422 and "insufficient balance" in answer["error"]["message"]
@@ -165,7 +165,7 @@ async def test_deterministic_refusal_is_422_and_never_retried(app_client, script
 
 
 async def test_timeout_after_booking_is_reconciled_not_resent(app_client, scripted):
-    scripted.script = [("book_then_raise", ccxt.RequestTimeout("binance POST /api/v3/order timed out"))]
+    scripted.script = [("book_then_raise", OutcomeUnknown("binance POST /api/v3/order timed out"))]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="to-1")
         task = app.extensions["router"].engine.inflight.get("to-1")
@@ -180,7 +180,7 @@ async def test_timeout_after_booking_is_reconciled_not_resent(app_client, script
 
 
 async def test_lost_request_proven_absent_is_sent_again_once(app_client, scripted):
-    scripted.script = [ccxt.NetworkError("connection reset")]  # sent, never booked
+    scripted.script = [OutcomeUnknown("connection reset")]  # sent, never booked
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         await post(client, id="lost-1")
         task = app.extensions["router"].engine.inflight.get("lost-1")
@@ -215,7 +215,7 @@ async def test_recovery_executes_unsent_alerts_and_expires_old_ones(app_client, 
 
 async def test_resend_of_an_alert_that_failed_before_sending_executes_it(app_client, scripted, write_plugins_yaml):
     write_plugins_yaml(FAST.format(budget=0.3, resubmit_after=0.2))
-    scripted.script = [ccxt.RateLimitExceeded("429")] * 100
+    scripted.script = [VenueBusy("429")] * 100
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="busy-1")
         assert status == 503 and not scripted.booked  # nothing sent: TradingView resends
@@ -227,7 +227,7 @@ async def test_resend_of_an_alert_that_failed_before_sending_executes_it(app_cli
 
 
 async def test_duplicate_of_a_refused_alert_is_200_with_the_original_outcome(app_client, scripted):
-    scripted.script = [ccxt.InvalidOrder("binance Filter failure: LOT_SIZE")]
+    scripted.script = [OrderRejected("binance Filter failure: LOT_SIZE")]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         first = await post(client, id="bad-1")
         again = await post(client, id="bad-1")

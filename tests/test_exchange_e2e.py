@@ -84,7 +84,7 @@ def test_tradingview_alerts_place_exactly_the_expected_order(server, emu, accoun
     assert (order["client_order_id"], order["account_key"], order["transport"]) == (coid, "emu-key-1", transport)
     assert answer["status"] == "filled" and answer["alert_id"] == alert_id
     result = answer["order"]
-    assert (result["order_id"], result["status"], result["filled"], result["average"]) == (order["order_id"], "closed", amount, "50000")
+    assert (result["order_id"], result["status"], result["filled"], result["average"]) == (order["order_id"], "filled", amount, "50000")
     assert (result["symbol"], result["amount"], result["client_order_id"]) == (symbol, amount, coid)
     assert result["route"] == ("websocket" if transport == "ws" else "rest")
 
@@ -200,7 +200,7 @@ def test_bybit_account(server, emu):
     assert response.status_code == 200, response.text
     [order] = emu.orders()
     assert (order["venue"], order["market_type"], order["symbol"], order["quantity"]) == ("bybit", "linear", "ETHUSDT", "0.5")
-    assert response.json()["order"]["status"] == "closed" and response.json()["order"]["average"] == "3000"
+    assert response.json()["order"]["status"] == "filled" and response.json()["order"]["average"] == "3000"
 
 
 def test_throttled_account_places_orders(server, emu):

@@ -42,6 +42,10 @@ class Recorder:
         self.calls.setdefault(name, []).append(kwargs)
         if name == "executor_for_credentials" and kwargs["exchange"] == "recorded":
             return kwargs["router"].executors.get("paper")
+        if name == "execute_order" and kwargs["alert"].alert_id == "meta-lost":
+            # Claims this order by raising as a lost reply would: reconciliation asks this
+            # plugin's lookup_order, whose None means "cannot tell" (never resent).
+            raise ConnectionResetError("reply lost")
         return None
 
 
@@ -59,15 +63,21 @@ async def test_every_hook_is_called_by_the_pipeline(app_client):
         filled = alert_body(id="meta-filled")
         refused = alert_body(id="meta-refused", amount="0.0000001")
         with_credentials = alert_body(id="meta-creds", exchange="recorded", apiKey="key-123456", secret="secret-123456")
-        for body in (filled, refused, with_credentials):
+        lost = alert_body(id="meta-lost")
+        for body in (filled, refused, with_credentials, lost):
             response = await client.post("/webhook", data=body, headers=signed_headers(body))
-            assert response.status_code in (200, 422), await response.get_json()
+            assert response.status_code in (200, 202, 422), await response.get_json()
+        task = app.extensions["router"].engine.inflight.get("meta-lost")
+        if task:
+            await task
     missing = set(SPECS) - set(recorder.calls)
     assert not missing, f"hooks never called by the pipeline: {sorted(missing)}"
     assert isinstance(recorder.calls["execute_order"][0]["executor"], Executor)
     assert recorder.calls["on_error"][0]["alert"].alert_id == "meta-refused"
     assert recorder.calls["on_error"][0]["state"] == "rejected"  # the journal state, passed by the engine
-    assert recorder.calls["after_execute"][0]["result"].status == "closed"
+    assert recorder.calls["after_execute"][0]["result"].status == "filled"
+    assert [c["order"].client_order_id for c in recorder.calls["lookup_order"]] == [
+        c["order"].client_order_id for c in recorder.calls["execute_order"] if c["alert"].alert_id == "meta-lost"]
     assert recorder.calls["after_execute"][0]["state"] == "filled"
 
 

@@ -10,12 +10,12 @@ import shutil
 import time
 from pathlib import Path
 
-import ccxt
 import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.errors import OrderRejected, OutcomeUnknown
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import SECRET, alert_body, signed_headers
 from tests.test_engine import FAST
@@ -56,8 +56,8 @@ def scripted(write_plugins_yaml) -> ScriptedExecutor:
 
 
 async def test_a_known_mix_of_alerts_is_counted_exactly(app_client, scripted):
-    scripted.script = ["ok", "ok", ccxt.InsufficientFunds("scripted: balance too low"), "ok",
-                       ccxt.InsufficientFunds("scripted: balance too low")]
+    scripted.script = ["ok", "ok", OrderRejected("scripted: balance too low"), "ok",
+                       OrderRejected("scripted: balance too low")]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, _app):
         statuses = [await post(client, id=f"mix-{i}") for i in range(5)]  # filled, filled, rejected, filled, rejected
         statuses.append(await post(client, id="mix-0"))  # a resend: answered, not a new alert
@@ -79,7 +79,7 @@ async def test_a_known_mix_of_alerts_is_counted_exactly(app_client, scripted):
     # Five orders reached the exchange and got an answer (three fills, two refusals).
     assert value(samples, "order_latency_seconds_count", exchange="scripted", route="rest") == 5
     assert value(samples, "order_latency_seconds_bucket", exchange="scripted", route="rest", le="+Inf") == 5
-    assert value(samples, "exchange_errors_total", exchange="scripted", type="InsufficientFunds") == 2
+    assert value(samples, "exchange_errors_total", exchange="scripted", type="OrderRejected") == 2
     assert value(samples, "orders_in_flight") == 0
     for state in ("received", "submitting", "unknown"):
         assert (P + "journal_backlog", frozenset({("state", state)})) in samples
@@ -107,7 +107,7 @@ async def test_orders_in_flight_and_backlog_follow_a_hanging_order(app_client, s
 
 
 async def test_a_reconciled_order_counts_once_and_has_no_latency(app_client, scripted):
-    scripted.script = [("book_then_raise", ccxt.RequestTimeout("scripted: no answer"))]  # booked, answer lost
+    scripted.script = [("book_then_raise", OutcomeUnknown("scripted: no answer"))]  # booked, answer lost
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         body = alert_body(account="script", id="lost-answer-1")
         response = await client.post("/webhook", data=body, headers=signed_headers(body))

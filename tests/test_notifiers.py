@@ -21,11 +21,12 @@ from aiohttp import web
 
 from core.config import PluginsFile
 from core.engine import AlertExpired, OutcomeStillUnknown
-from core.errors import ConfigError, Unprocessable
+from core.errors import ConfigError, OrderRejected, Unprocessable
 from core.events import AlertEvent, event_from_error, event_from_result
 from core.journal import GAVE_UP
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import create_plugin_manager
+from plugins.exchanges.ccxt_errors import order_error
 from plugins.notifiers.notifier import format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
@@ -143,7 +144,7 @@ async def test_unconfigured_notifiers_are_loaded_and_inert(app_client):
 async def test_webhook_notify_posts_what_happened_to_each_alert(app_client, write_plugins_yaml, receiver, scripted):
     sink = await receiver()
     write_plugins_yaml(ROUTER + f"webhook_notify:\n  urls: {sink.url}/hook\n")
-    scripted.script = ["ok", ccxt.InsufficientFunds(f"scripted: balance too low for key {SECRET}")]
+    scripted.script = ["ok", OrderRejected(f"scripted: balance too low for key {SECRET}")]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, _app):
         assert (await post(client, id="n-filled"))[0] == 200
         assert (await post(client, id="n-rejected", side="sell", amount="0.5"))[0] == 422
@@ -159,7 +160,7 @@ async def test_webhook_notify_posts_what_happened_to_each_alert(app_client, writ
     text = rejected["json"]["text"]
     assert text.startswith("Rejected: sell 0.5 BTC/USDT on scripted (account script)")
     assert "exchange_rejected: the exchange refused the order" in text and "alert n-rejected" in text
-    assert rejected["json"]["event"]["error_type"] == "InsufficientFunds"
+    assert rejected["json"]["event"]["error_type"] == "OrderRejected"
     everything = json.dumps(sink.requests)
     assert SECRET not in everything and "***" in text
 
@@ -190,7 +191,7 @@ def test_formats_by_destination():
 def test_messages_say_what_happened():
     filled = AlertEvent(state="filled", alert_id="a-1", account="main", exchange="binance", symbol="ETH/USDT",
                         side="sell", amount="2", order_type="limit", price="3000", order_id="42",
-                        order_status="closed", filled="2", average="3001.5", route="rest")
+                        order_status="filled", filled="2", average="3001.5", route="rest")
     assert format_message(filled) == ("Filled: sell 2 ETH/USDT limit 3000 on binance (account main)\n"
                                        "average price 3001.5, filled 2, order id 42\nalert a-1")
     unknown = AlertEvent(state="unknown", alert_id="a-2", account="main", exchange="binance", symbol="ETH/USDT",
@@ -211,15 +212,17 @@ def test_events_carry_the_state_the_engine_journals():
     for error, built, state, code in [
         (AlertExpired("too old to send"), None, "expired", "expired"),
         (OutcomeStillUnknown("not found after 300s"), order, "unknown", GAVE_UP),
-        (ccxt.InsufficientFunds("binance: balance"), order, "rejected", "exchange_rejected"),
-        (ccxt.AuthenticationError("binance: bad key"), order, "failed", "exchange_auth_failed"),
-        (ccxt.RateLimitExceeded("binance: slow down"), order, "failed", "exchange_busy"),
+        (order_error(ccxt.InsufficientFunds("binance: balance"), sent=True), order, "rejected", "exchange_rejected"),
+        (order_error(ccxt.AuthenticationError("binance: bad key"), sent=True), order, "failed", "exchange_auth_failed"),
+        (order_error(ccxt.RateLimitExceeded("binance: slow down"), sent=True), order, "failed", "exchange_busy"),
         (Unprocessable("amount below the minimum"), None, "rejected", "unprocessable"),
     ]:
         event = event_from_error(alert, built, error, state, router)
-        assert (event.state, event.error_code, event.error_type) == (state, code, type(error).__name__), error
+        # The type reported is the venue client's exception the order error translated.
+        assert (event.state, event.error_code, event.error_type) == (state, code, type(error.__cause__ or error).__name__), error
+        assert event.exchange_error == (error.__cause__ is not None)
     result = OrderResult(account="main", exchange="binance", symbol="BTC/USDT", side="buy", order_type="market",
-                         amount="1", client_order_id="tv1", status="closed", average="50000")
+                         amount="1", client_order_id="tv1", status="filled", average="50000")
     for state in ("filled", "submitted", "reconciled", "canceled"):
         assert event_from_result(alert, order, result, state).state == state
 
@@ -246,7 +249,7 @@ async def test_a_receiver_that_never_answers_does_not_delay_the_answer(app_clien
         assert notifier(app, "webhook_notify").queue.qsize() == 2
     # Shutdown gave up on them after drain_timeout, with the receiver still holding the first.
     assert hold.answered == 0 and len(hold.requests) == 1
-    assert len(scripted.calls) == 3 and all(a["order"]["status"] == "closed" for _, a in [first, *later])
+    assert len(scripted.calls) == 3 and all(a["order"]["status"] == "filled" for _, a in [first, *later])
     assert "3 notification(s) not sent at shutdown" in all_log_text()
 
 
@@ -270,7 +273,7 @@ async def test_events_filter_and_bounded_queue(app_client, write_plugins_yaml, r
     hold = await receiver(answer=None)
     write_plugins_yaml(ROUTER + f"webhook_notify:\n  urls: [{hold.url}/hook]\n  events: rejected, failed\n"
                                 "  queue_size: 1\n  drain_timeout: 0\n")
-    scripted.script = ["ok"] + [ccxt.InvalidOrder("scripted: bad order")] * 3
+    scripted.script = ["ok"] + [OrderRejected("scripted: bad order")] * 3
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         assert (await post(client, id="f-filled"))[0] == 200  # not one of the events: never queued
         assert (await post(client, id="f-rejected-1"))[0] == 422

@@ -46,7 +46,7 @@ async def test_market_buy_moves_balances_and_charges_the_fee(paper):
     ex = await paper(fee_rate="0.001")
     result = await trade(ex, "m-1")
     assert (result.symbol, result.side, result.order_type, result.amount, result.status, result.filled, result.average) == (
-        "BTC/USDT", "buy", "market", "0.1", "closed", "0.1", "50000")
+        "BTC/USDT", "buy", "market", "0.1", "filled", "0.1", "50000")
     balances = await ex.balances()
     assert D(balances["USDT"]) == D("100000") - D("5000") - D("5")  # notional and 0.1 % fee in the quote currency
     assert D(balances["BTC"]) == D("1.1")
@@ -95,10 +95,10 @@ async def test_same_client_order_id_books_once_and_lookup_finds_it(paper):
     first = await ex.submit(order)
     again = await ex.submit(order)
     assert again.order_id == first.order_id
-    assert (await ex.lookup(order)).order_id == first.order_id
+    assert (await ex.lookup(order)).result.order_id == first.order_id
     assert D((await ex.balances())["BTC"]) == D("1.1")
     other = order.model_copy(update={"client_order_id": client_order_id("never", "paper")})
-    assert await ex.lookup(other) is None
+    assert (await ex.lookup(other)).is_absent
 
 
 async def test_lane_key_is_the_resolved_market(paper):

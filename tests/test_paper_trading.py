@@ -117,7 +117,7 @@ async def test_stop_loss_and_take_profit_rest_as_their_own_orders(paper):
         ("stop_loss", "sl" + coid[2:], "sell", "0.5", "45000", "open"),
         ("take_profit", "tp" + coid[2:], "sell", "0.5", "55000", "open")]
     order = await ex.prepare(Alert(symbol="BTCUSDT.P", side="buy", amount="1", alert_id="e-1"), coid)
-    assert (await ex.lookup(order)).children == entry.children
+    assert (await ex.lookup(order)).result.children == entry.children
     result = await send(ex, "ca-1", action="cancel_all")
     assert sorted(c["client_order_id"] for c in result.children) == sorted(["sl" + coid[2:], "tp" + coid[2:]])
     with pytest.raises(NothingToDo, match="no open orders on BTC/USDT:USDT"):

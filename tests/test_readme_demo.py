@@ -115,7 +115,7 @@ def test_readme_real_ccxt_demo_works_as_written(tmp_path: Path):
     for answer, booked in zip(answers, orders):
         order = answer["order"]
         assert (order["order_id"], order["client_order_id"], order["status"], order["filled"]) == (
-            booked["order_id"], booked["client_order_id"], "closed", "0.01")
+            booked["order_id"], booked["client_order_id"], "filled", "0.01")
         assert order["average"] == "50000" and order["route"] == "websocket"
     health = json.loads(health_text)
     assert health["accounts"]["demo"]["route"] == "websocket" and health["accounts"]["demo"]["ready"] is True

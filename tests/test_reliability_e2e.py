@@ -117,7 +117,7 @@ def test_client_disconnecting_100ms_into_a_2s_exchange_call_places_the_order_onc
                         10, "the order to complete after the disconnect")
     assert len(emulator.control.orders(client_order_id=cid("disconnect-1"))) == 1
     assert [o["state"] for o in status["orders"]] == ["filled"]
-    assert status["result"]["order_id"] and status["result"]["status"] == "closed"
+    assert status["result"]["order_id"] and status["result"]["status"] == "filled"
 
 
 def test_booked_then_timed_out_then_resent_is_answered_with_the_reconciled_order(start_server, emulator):

@@ -9,7 +9,7 @@ from decimal import Decimal
 import ccxt
 import pytest
 
-from core.errors import Unprocessable
+from core.errors import OrderNotSent, Unprocessable
 from core.execution import client_order_id
 from core.models import Alert, NothingToDo
 from plugins.exchanges.ccxt_accounts import ClientIdRule, client_id_rule
@@ -61,15 +61,15 @@ async def test_lookup_of_a_cancel_and_of_a_cancel_all(executor):
     ex = await executor()
     resting = await ex.submit(await prepared(ex, "rest-1", side="buy", amount="0.01", order_type="limit", price="45000"))
     cancel = await prepared(ex, "cx-1", action="cancel", order_id=resting.order_id)
-    assert await ex.lookup(cancel) is None  # not canceled yet: the engine may send it
+    assert (await ex.lookup(cancel)).is_absent  # not canceled yet: the engine may send it
     await ex.submit(cancel)
-    found = await ex.lookup(cancel)
+    found = (await ex.lookup(cancel)).result
     assert (found.status, found.order_id) == ("canceled", resting.order_id)
     await ex.submit(await prepared(ex, "stop-1", side="sell", amount="0.01", order_type="stop", stop_price="40000"))
     cancel_all = await prepared(ex, "ca-1", action="cancel_all")
-    assert await ex.lookup(cancel_all) is None
+    assert (await ex.lookup(cancel_all)).is_absent
     await ex.submit(cancel_all)
-    assert (await ex.lookup(cancel_all)).status == "canceled"
+    assert (await ex.lookup(cancel_all)).result.status == "canceled"
     with pytest.raises(NothingToDo, match="no open orders"):
         await prepared(ex, "ca-2", action="cancel_all")
 
@@ -79,9 +79,9 @@ async def test_lookup_places_missing_protection_once(executor, emu):
     order = await prepared(ex, "sl-1", side="buy", amount="0.02", stop_loss="45000", take_profit="55000")
     raw = await ex.client.create_order(order.symbol, "market", "buy", 0.02, None, {"clientOrderId": order.client_order_id})
     # The entry was booked but its answer lost: the engine looks it up.
-    first = await ex.lookup(order)
-    again = await ex.lookup(order)
-    assert first.order_id == raw["id"] and first.status == "closed"
+    first = (await ex.lookup(order)).result
+    again = (await ex.lookup(order)).result
+    assert first.order_id == raw["id"] and first.status == "filled"
     assert [c["client_order_id"] for c in first.children] == ["sl" + order.client_order_id[2:], "tp" + order.client_order_id[2:]]
     assert [(c["order_id"], c["status"]) for c in again.children] == [(c["order_id"], "open") for c in first.children]
     assert len(emu.orders()) == 3
@@ -100,9 +100,9 @@ async def test_leverage_already_set_is_fine_and_a_network_failure_is_not_sent(ex
     await bybit.submit(await prepared(bybit, "lev-1", side="buy", amount="0.01", leverage=10))  # bybit's default: 110043
     emu.add_fault("http_error", match={"route": "POST /fapi/v1/leverage"}, status=503)
     ex = await executor()
-    with pytest.raises(ccxt.ExchangeNotAvailable) as info:
+    with pytest.raises(OrderNotSent) as info:
         await ex.submit(await prepared(ex, "lev-2", side="buy", amount="0.01", leverage=5))
-    assert info.value.order_not_sent is True
+    assert isinstance(info.value.__cause__, ccxt.ExchangeNotAvailable)
     assert [o["venue"] for o in emu.orders()] == ["bybit"]
 
 

@@ -8,9 +8,10 @@ the configured market types), reused by every alert, refreshed in the background
 closed at shutdown. An account whose exchange cannot be reached at startup is not ready
 (``GET /`` says why, its alerts get 503) and is retried in the background.
 
-Sending: ``submit`` sends an order **once** and raises ccxt's exception; retries and
-reconciliation belong to the router. An exception raised before anything left the
-process carries ``order_not_sent = True``. Orders go over the WebSocket API
+Sending: ``submit`` sends an order **once**; retries and reconciliation belong to the
+router. ccxt's exceptions reach core as core's order errors (``ccxt_errors.order_error``):
+one raised before anything left the process is ``OrderNotSent``, one that leaves the
+order's fate open ``OutcomeUnknown``. Orders go over the WebSocket API
 (``create_order_ws``) where the account asks for it and ccxt supports it; an order whose
 WebSocket message provably never left (``ccxt_websocket.WsOrderGate``) goes over REST
 instead, one whose answer was lost is an unknown outcome — never sent twice.
@@ -34,23 +35,22 @@ import contextlib
 import hashlib
 import itertools
 import logging
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
-import aiohttp
 import ccxt
 from pydantic import Field, SecretStr
 
 from core.config import PluginOptions
 from core.errors import ConfigError, ServiceUnavailable, Unprocessable
-from core.execution import Executor
+from core.execution import Executor, LookupResult
 from core.markets import market_index
 from core.sizing import prepare_alert
 from core.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
+from core.venue import order_status
 from core.plugins import hookimpl
 from core.redaction import REDACTOR
 from plugins.exchanges.ccxt_accounts import (
@@ -61,6 +61,7 @@ from plugins.exchanges.ccxt_accounts import (
     client_id_rule,
     is_ccxt_exchange,
 )
+from plugins.exchanges.ccxt_errors import key_refusal, never_left, not_sent, order_error
 from plugins.exchanges.ccxt_websocket import WsOrderGate
 
 log = logging.getLogger(__name__)
@@ -83,42 +84,6 @@ TRIGGER_DIRECTION = frozenset({"bybit"})
 ALREADY_SET = ("No need to change", "not modified", "110043", "110026", "-4046")
 # After the WebSocket API could not be reached, orders go over REST for this long.
 WS_PAUSE_SECONDS = 15.0
-
-
-def mark_not_sent(exc: BaseException) -> BaseException:
-    """Tell the router this order never left the process (a resend is safe)."""
-    try:
-        exc.order_not_sent = True  # type: ignore[attr-defined]
-    except AttributeError:
-        pass
-    return exc
-
-
-def never_left(exc: BaseException) -> bool:
-    """Whether a REST request failed before any byte of it was written."""
-    if isinstance(exc, ccxt.ExchangeClosedByUser):
-        return True
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        # ClientConnectorError: refused, unresolvable, TLS handshake failed; ConnectionTimeoutError:
-        # no connection within the timeout. Either way no request was written.
-        if isinstance(cause, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, socket.gaierror)):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def key_refusal(exc: BaseException) -> BaseException:
-    """ccxt reads binance's -2015 ("Invalid API-key, IP, or permissions") as a temporary ban
-    (DDoSProtection) once the key has worked before; for an order router it means the key,
-    its IP whitelist or its permissions were changed: an authentication error, not retried."""
-    if isinstance(exc, ccxt.DDoSProtection) and '"code":-2015' in str(exc).replace(" ", ""):
-        refused = ccxt.AuthenticationError(str(exc))
-        refused.__cause__ = exc
-        return refused
-    return exc
 
 
 def credit_idle_time(throttler: Any) -> None:
@@ -299,6 +264,15 @@ class CcxtExecutor(Executor):
             return alert.symbol.upper()
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
+        try:
+            return await self._prepare(alert, client_order_id)
+        except Exception as exc:  # reads only: nothing was sent
+            translated = order_error(exc, sent=False)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         coid = self.id_rule.for_alert(alert.alert_id or client_order_id, self.account, client_order_id)
         async with self._use():
             order = await prepare_alert(self.client, alert, self, account=self.account, client_order_id=coid,
@@ -354,7 +328,7 @@ class CcxtExecutor(Executor):
 
     async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
         found = await self._fetch_order(market["symbol"], order_id, client_order_id)
-        return (found.get("status") or "open") if found else None
+        return order_status(found.get("status") or "open") if found else None
 
     async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
         return await self._open_orders(market["symbol"])
@@ -362,6 +336,15 @@ class CcxtExecutor(Executor):
     # -- sending
 
     async def submit(self, order: OrderRequest) -> OrderResult:
+        try:
+            return await self._submit(order)
+        except Exception as exc:
+            translated = order_error(exc, sent=True)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    async def _submit(self, order: OrderRequest) -> OrderResult:
         async with self._use():
             if order.action == "cancel":
                 return await self._cancel(order)
@@ -445,19 +428,13 @@ class CcxtExecutor(Executor):
                 if isinstance(refused, ccxt.ExchangeError) and not isinstance(refused, (ccxt.AuthenticationError, ccxt.PermissionDenied)):
                     raise Unprocessable(f"{self.exchange} refused {what} {value} for {order.symbol}, so the order was not sent: "
                                         f"{str(exc)[:200]}", code="exchange_rejected") from exc
-                raise mark_not_sent(refused) from (exc if refused is not exc else None)
+                raise order_error(refused, sent=False) from exc
 
     async def _submit_rest(self, order: OrderRequest, args: tuple[Any, ...]) -> tuple[OrderResult, dict[str, Any]]:
-        try:
-            if order.cost is not None:
-                raw = await self.client.create_market_buy_order_with_cost(*args)
-            else:
-                raw = await self.client.create_order(*args)
-        except Exception as exc:
-            translated = _as_sent(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
+        if order.cost is not None:
+            raw = await self.client.create_market_buy_order_with_cost(*args)
+        else:
+            raw = await self.client.create_order(*args)
         raw = await self._complete(order, raw)
         return self._result(order, raw, "rest"), raw
 
@@ -488,7 +465,7 @@ class CcxtExecutor(Executor):
             if isinstance(exc, (ccxt.NetworkError, TimeoutError, ConnectionError)):
                 self._pause_ws(exc)
             elif not isinstance(exc, (ccxt.NotSupported, ccxt.BadRequest)):
-                raise mark_not_sent(exc)
+                raise not_sent(exc) from exc
             self.ws_fallbacks += 1
             log.warning("account %s: WebSocket order %s was not sent (%s); placing it over REST", self.account,
                         order.client_order_id, type(exc).__name__)
@@ -518,7 +495,7 @@ class CcxtExecutor(Executor):
             order_id=str(order_id) if order_id is not None else None,
             client_order_id=raw.get("clientOrderId") or order.client_order_id,
             # An acknowledgement without a status (bybit answers with ids only) is an open order.
-            status=raw.get("status") or ("open" if order_id is not None else "unknown"),
+            status=order_status(raw.get("status")) if raw.get("status") else ("open" if order_id is not None else "unknown"),
             filled=decimal_str(raw.get("filled")),
             average=decimal_str(raw.get("average")),
             route=route,
@@ -573,7 +550,7 @@ class CcxtExecutor(Executor):
                                      "trigger_price": trigger}
             found = (existing or {}).get(coid)
             if found is not None:
-                children.append(child | {"order_id": found.get("id"), "status": found.get("status") or "open"})
+                children.append(child | {"order_id": found.get("id"), "status": order_status(found.get("status") or "open")})
                 continue
             if size <= 0:
                 children.append(child | {"status": "not_placed", "error": "the entry left nothing to protect"})
@@ -584,7 +561,7 @@ class CcxtExecutor(Executor):
                 params["reduceOnly"] = True
             try:
                 placed = await self.client.create_order(order.symbol, "market", side, float(size), None, params)
-                children.append(child | {"order_id": placed.get("id"), "status": placed.get("status") or "open"})
+                children.append(child | {"order_id": placed.get("id"), "status": order_status(placed.get("status") or "open")})
             except Exception as exc:
                 may_exist = isinstance(exc, ccxt.NetworkError) and not never_left(exc)
                 log.warning("account %s: %s %s for %s was %s: %s", self.account, kind, coid, order.client_order_id,
@@ -612,11 +589,6 @@ class CcxtExecutor(Executor):
             if not found or found.get("status") != "canceled":
                 raise
             raw = found
-        except Exception as exc:
-            translated = _as_sent(exc)
-            if translated is exc:
-                raise
-            raise translated from exc
         canceled = {"order_id": str(raw.get("id") or order.cancel_id or "") or None,
                     "client_order_id": raw.get("clientOrderId") or order.cancel_client_order_id, "status": "canceled"}
         return self._cancel_result(order, [canceled], raw)
@@ -625,17 +597,12 @@ class CcxtExecutor(Executor):
         try:
             open_orders = await self._open_orders(order.symbol)
         except ccxt.NetworkError as exc:
-            raise mark_not_sent(exc)  # only read so far: nothing was canceled
-        try:
-            with contextlib.suppress(ccxt.OrderNotFound):  # binance spot: nothing open
-                await self.client.cancel_all_orders(order.symbol)
-            if self._separate_trigger_book(order.symbol) and any(o.get("_trigger") for o in open_orders):
-                with contextlib.suppress(ccxt.OrderNotFound):
-                    await self.client.cancel_all_orders(order.symbol, {"trigger": True})
-        except Exception as exc:
-            if never_left(exc):
-                raise mark_not_sent(exc)
-            raise
+            raise order_error(exc, sent=False) from exc  # only read so far: nothing was canceled
+        with contextlib.suppress(ccxt.OrderNotFound):  # binance spot: nothing open
+            await self.client.cancel_all_orders(order.symbol)
+        if self._separate_trigger_book(order.symbol) and any(o.get("_trigger") for o in open_orders):
+            with contextlib.suppress(ccxt.OrderNotFound):
+                await self.client.cancel_all_orders(order.symbol, {"trigger": True})
         children = [{"order_id": o.get("id"), "client_order_id": o.get("clientOrderId"), "side": o.get("side"),
                      "type": o.get("type"), "amount": decimal_str(o.get("amount")), "status": "canceled"} for o in open_orders]
         return self._cancel_result(order, children, {})
@@ -681,31 +648,38 @@ class CcxtExecutor(Executor):
 
     # ------------------------------------------------------------ reconciliation
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
+    async def lookup(self, order: OrderRequest) -> LookupResult:
         """After an unknown outcome: the order with ``order.client_order_id`` (its missing
         stop-loss / take-profit placed now), whether a cancel's order is now canceled, or
-        whether a cancel-all left nothing open; None while the exchange shows neither."""
+        whether a cancel-all left nothing open. Absent when the exchange shows neither;
+        cannot tell when the exchange has no way to look an order up by client id."""
+        try:
+            return await self._lookup(order)
+        except ccxt.NotSupported as exc:
+            return LookupResult.cannot_tell(str(exc), ask_again=False)
+
+    async def _lookup(self, order: OrderRequest) -> LookupResult:
         async with self._use():
             if order.action == "cancel":
                 found = await self._fetch_order(order.symbol, order.cancel_id, order.cancel_client_order_id)
                 if not found or found.get("status") != "canceled":
-                    return None
+                    return LookupResult.absent("the order is not canceled")
                 target = {"order_id": found.get("id"), "client_order_id": found.get("clientOrderId"), "status": "canceled"}
-                return self._cancel_result(order, [target], found)
+                return LookupResult.found(self._cancel_result(order, [target], found))
             if order.action == "cancel_all":
                 if await self._open_orders(order.symbol):
-                    return None
-                return self._cancel_result(order, [], {})
+                    return LookupResult.absent("orders are still open")
+                return LookupResult.found(self._cancel_result(order, [], {}))
             raw = await self._find(order)
             if not raw:
-                return None
+                return LookupResult.absent(f"no order with client id {order.client_order_id}")
             existing = {}
             if not self._attaches(order):
                 for _, _, coid in self._child_specs(order):
                     child = await self._find_client_id(order.symbol, coid, trigger=True)
                     if child:
                         existing[coid] = child
-            return await self._protect(order, self._result(order, raw, self.route), raw, existing)
+            return LookupResult.found(await self._protect(order, self._result(order, raw, self.route), raw, existing))
 
     async def _find(self, order: OrderRequest) -> dict[str, Any] | None:
         return await self._find_client_id(order.symbol, order.client_order_id, trigger=order.stop_price is not None)
@@ -893,11 +867,3 @@ class Plugin:
                 executor._maintenance.cancel()
         await self.payload.close_all()
 
-
-def _as_sent(exc: Exception) -> Exception:
-    """An exception from sending, as the engine must see it: marked not sent when nothing
-    left the process, binance's -2015 restored to an authentication error (ccxt reports it
-    as DDoSProtection once a key has worked), else unchanged."""
-    if never_left(exc):
-        return mark_not_sent(exc)
-    return key_refusal(exc)

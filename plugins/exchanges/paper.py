@@ -12,8 +12,8 @@ The trading features are the ccxt accounts' (``core.sizing``): sizing by quote a
 (converted at the alert's price, or the last price) and by percentages of the balance or
 the position, target / close / flip on positions (spot: the base balance), leverage and
 margin mode per symbol (an open position's margin follows a leverage change). Stop and
-stop-limit orders, and stop-loss / take-profit (orders of their own, client ids "sl…"/
-"tp…" from the entry's), rest in the ledger as open orders — paper has no price feed to
+stop-limit orders, and stop-loss / take-profit (orders of their own, client ids derived
+from the entry's by ``core.execution.child_order_id``), rest in the ledger as open orders — paper has no price feed to
 trigger them — until a cancel or cancel-all.
 """
 
@@ -32,10 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
 from core.errors import Unprocessable
-from core.execution import Executor
+from core.execution import Executor, LookupResult, child_order_id
 from core.markets import market_index
 from core.sizing import prepare_alert
 from core.models import Alert, OrderRequest, OrderResult
+from core.venue import order_status
 from core.plugins import hookimpl
 
 SCHEMA = """
@@ -202,15 +203,22 @@ class PaperExecutor(Executor):
         fill_price = Decimal(order.price or order.reference_price or market.last_price)
         return await self.db.run(lambda conn: self._book(conn, order, market, fill_price))
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
-        def find(conn: sqlite3.Connection) -> OrderResult | None:
+    async def lookup(self, order: OrderRequest) -> LookupResult:
+        """The ledger knows every order it booked: found, or absent for sure."""
+        def find(conn: sqlite3.Connection) -> LookupResult:
             if order.action == "cancel":
                 row = self._find(conn, order.symbol, order.cancel_id, order.cancel_client_order_id)
-                return self._cancel_result(order, [row]) if row is not None and row["status"] == "canceled" else None
+                if row is not None and row["status"] == "canceled":
+                    return LookupResult.found(self._cancel_result(order, [row]))
+                return LookupResult.absent("the order is not canceled")
             if order.action == "cancel_all":
-                return None if self._open(conn, order.symbol) else self._cancel_result(order, [])
+                if self._open(conn, order.symbol):
+                    return LookupResult.absent("orders are still open")
+                return LookupResult.found(self._cancel_result(order, []))
             row = self._find(conn, order.symbol, None, order.client_order_id)
-            return self._result(order, row, self._children(conn, order.client_order_id)) if row else None
+            if row is None:
+                return LookupResult.absent(f"no order with client id {order.client_order_id} in the ledger")
+            return LookupResult.found(self._result(order, row, self._children(conn, order.client_order_id)))
 
         return await self.db.run(find)
 
@@ -229,14 +237,14 @@ class PaperExecutor(Executor):
 
     def _children(self, conn: sqlite3.Connection, entry: str) -> list[dict[str, Any]]:
         rows = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id IN (?, ?) ORDER BY rowid",
-                            (self.account, "sl" + entry[2:], "tp" + entry[2:])).fetchall()
+                            (self.account, child_order_id(entry, "sl"), child_order_id(entry, "tp"))).fetchall()
         return [self._child(row) for row in rows]
 
     @staticmethod
     def _child(row: sqlite3.Row) -> dict[str, Any]:
         details = json.loads(row["details"] or "{}")
         return {"type": details.get("kind"), "client_order_id": row["client_order_id"], "order_id": row["id"],
-                "side": row["side"], "amount": row["amount"], "trigger_price": details.get("stop_price"), "status": row["status"]}
+                "side": row["side"], "amount": row["amount"], "trigger_price": details.get("stop_price"), "status": order_status(row["status"])}
 
     def _result(self, order: OrderRequest, row: sqlite3.Row, children: list[dict[str, Any]] | None = None) -> OrderResult:
         filled = row["status"] == "closed"
@@ -244,7 +252,7 @@ class PaperExecutor(Executor):
             account=self.account, exchange="paper", symbol=row["symbol"], side=row["side"], order_type=row["type"],
             # The price it filled at, as ccxt reports a market order's.
             amount=row["amount"], price=order.price or row["price"], order_id=row["id"], client_order_id=row["client_order_id"],
-            status=row["status"], filled=row["amount"] if filled else "0", average=row["price"] if filled else None,
+            status=order_status(row["status"]), filled=row["amount"] if filled else "0", average=row["price"] if filled else None,
             route="paper", children=children or [],
         )
 
@@ -347,7 +355,7 @@ class PaperExecutor(Executor):
         for kind, tag, trigger in (("stop_loss", "sl", order.stop_loss), ("take_profit", "tp", order.take_profit)):
             if trigger is None:
                 continue
-            row = self._insert(conn, order, client_order_id=tag + order.client_order_id[2:], side=side, order_type="stop",
+            row = self._insert(conn, order, client_order_id=child_order_id(order.client_order_id, tag), side=side, order_type="stop",
                                amount=_text(size), price=Decimal(trigger), fee=Decimal(0), status="open",
                                details={"kind": kind, "stop_price": trigger, "reduce_only": market.type == "swap",
                                         "parent": order.client_order_id})
@@ -372,7 +380,7 @@ class PaperExecutor(Executor):
 
     def _cancel_result(self, order: OrderRequest, rows: list[sqlite3.Row]) -> OrderResult:
         children = [{"order_id": r["id"], "client_order_id": r["client_order_id"], "side": r["side"], "type": r["type"],
-                     "amount": r["amount"], "status": r["status"]} for r in rows]
+                     "amount": r["amount"], "status": order_status(r["status"])} for r in rows]
         first = rows[0] if order.action == "cancel" and rows else None
         return OrderResult(account=self.account, exchange="paper", symbol=order.symbol,
                            side=first["side"] if first else None, order_type=first["type"] if first else "market",
@@ -443,7 +451,7 @@ class _PaperReader:
     async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
         ex = self.executor
         row = await ex.db.run(lambda conn: ex._find(conn, market["symbol"], order_id, client_order_id))
-        return row["status"] if row else None
+        return order_status(row["status"]) if row else None
 
     async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
         ex = self.executor
