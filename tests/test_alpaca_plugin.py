@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.errors import Unprocessable
+from core.errors import OrderNotSent, OrderRejected, OutcomeUnknown, Unprocessable, VenueBusy
 from core.models import Alert, NothingToDo
 from core.outcomes import classify_exception
 from core.redaction import REDACTOR
@@ -106,9 +106,17 @@ def test_alpaca_answers_become_the_routers_outcomes(status, body, http, state, c
         assert body["message"] in outcome.message
 
 
-def test_a_rate_limit_is_marked_not_booked_so_the_engine_retries_it():
+def test_what_the_engine_retries_and_what_it_reconciles():
     busy = from_response(answer(429, {"code": 42910000, "message": "rate limit exceeded"}), placing=True)
-    assert getattr(busy, "order_not_sent", False) is True
+    assert isinstance(busy, VenueBusy) and busy.retry and not busy.may_be_booked and busy.venue_code == "42910000"
+    unsent = from_transport(httpx.ConnectError("refused"), placing=True)
+    assert isinstance(unsent, OrderNotSent) and unsent.retry and not unsent.may_be_booked
+    lost = from_transport(httpx.ReadTimeout("read"), placing=True)
+    assert isinstance(lost, OutcomeUnknown) and lost.may_be_booked and not lost.retry
+    refused = from_response(answer(403, {"code": 40310000, "message": "insufficient buying power"}), placing=True)
+    assert isinstance(refused, OrderRejected) and not refused.retry and refused.venue_code == "40310000"
+    # A read that fails has no side effect: never "may be booked".
+    assert isinstance(from_response(answer(502, {}), placing=False), OrderNotSent)
 
 
 @pytest.mark.parametrize("exc,http,state", [
@@ -163,11 +171,15 @@ def test_paper_and_live_endpoints_and_the_override():
 def test_registering_an_account_registers_its_keys_as_secrets():
     plugin = Plugin(Plugin.Options(accounts={"stocks": AccountOptions(api_key="PKREGISTER00000001",
                                                                       secret="registered-secret-value-1")}))
-    registered = {}
-    plugin.register_executors(lambda name, executor: registered.update({name: executor}), router=None)
+    registered, secrets = {}, []
+
+    class Host:  # the part of core.host.PluginHost the hook uses
+        def register_secret(self, value):
+            secrets.append(value)
+
+    plugin.register_executors(lambda name, executor: registered.update({name: executor}), router=Host())
     assert isinstance(registered["stocks"], AlpacaExecutor)
-    assert "registered-secret-value-1" not in REDACTOR.redact("x registered-secret-value-1 y")
-    assert "PKREGISTER00000001" not in REDACTOR.redact("key PKREGISTER00000001")
+    assert sorted(secrets) == ["PKREGISTER00000001", "registered-secret-value-1"]
 
 
 # ---------------------------------------------------------------- alerts → orders
@@ -288,19 +300,19 @@ async def test_percentages_and_close(executor):
     close = await executor.prepare(make_alert(action="close", side=None, amount=None), "c3")
     assert (close.side, close.amount) == ("sell", "10")
     result = await executor.submit(close)
-    assert result.status == "closed"
+    assert result.status == "filled"
     with pytest.raises(NothingToDo):
         await executor.prepare(make_alert(action="close", side=None, amount=None), "c4")
 
 
 async def test_submit_then_lookup_by_client_order_id(executor, emulator):
     order = await executor.prepare(make_alert(amount="1.5"), "tvlookup1")
-    assert await executor.lookup(order) is None  # Alpaca says it does not exist
+    assert (await executor.lookup(order)).is_absent  # Alpaca says for sure it does not exist
     result = await executor.submit(order)
-    assert (result.status, result.filled, result.client_order_id) == ("closed", "1.5", "tvlookup1")
+    assert (result.status, result.filled, result.client_order_id) == ("filled", "1.5", "tvlookup1")
     found = await executor.lookup(order)
-    assert found.order_id == result.order_id and found.status == "closed"
-    with pytest.raises(Unprocessable, match="client_order_id must be unique"):
+    assert found.is_found and found.result.order_id == result.order_id and found.result.status == "filled"
+    with pytest.raises(OrderRejected, match="client_order_id must be unique"):
         await executor.submit(order)
     assert len(emulator.orders(client_order_id="tvlookup1")) == 1
 
@@ -311,10 +323,10 @@ async def test_cancel_and_cancel_all(executor, emulator):
     assert resting.status == "open"
     cancel = await executor.prepare(make_alert(action="cancel", side=None, amount=None, cancel_client_order_id="rest1"), "c1")
     assert (await executor.submit(cancel)).status == "canceled"
-    assert (await executor.lookup(cancel)).status == "canceled"
+    assert (await executor.lookup(cancel)).result.status == "canceled"
     everything = await executor.prepare(make_alert(action="cancel_all", side=None, amount=None), "c2")
     assert [c["client_order_id"] for c in (await executor.submit(everything)).children] == ["rest2"]
-    assert (await executor.lookup(everything)).status == "canceled"
+    assert (await executor.lookup(everything)).result.status == "canceled"
     assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["CANCELED", "CANCELED"]
     with pytest.raises(Unprocessable, match="no such order"):
         await executor.submit(await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id="nope"), "c3"))
@@ -372,3 +384,11 @@ async def test_an_account_down_at_startup_becomes_ready_by_itself():
         assert executor.assets.resolve("AAPL") is not None and executor.error is None
     finally:
         await executor.close()
+
+
+async def test_a_lookup_alpaca_cannot_answer_is_never_absent(executor, emulator):
+    order = await executor.prepare(make_alert(amount="1"), "tvlookup2")
+    emulator.add_fault("http_error", status=502, match={"venue": "alpaca", "route": "GET /v2/orders:by_client_order_id"})
+    with pytest.raises(OrderNotSent):  # the engine reads a raise as "cannot tell, ask again"
+        await executor.lookup(order)
+    assert (await executor.lookup(order)).is_absent

@@ -23,8 +23,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from core.config import PluginOptions
+from core.host import PluginHost
 from core.plugins import hookimpl
-from core.redaction import REDACTOR
 from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
 
@@ -87,15 +87,15 @@ class Plugin:
         self.executors: list[AlpacaExecutor] = []
 
     @hookimpl
-    def register_executors(self, register, router) -> None:
+    def register_executors(self, register, router: PluginHost) -> None:
         for name, options in self.options.accounts.items():
             for value in options.secret_values():
-                REDACTOR.add(value, static=True)
+                router.register_secret(value)
             executor = AlpacaExecutor(name, options)
             register(name, executor)
             self.executors.append(executor)
 
     @hookimpl
-    def router_startup(self, router) -> None:
+    def router_startup(self, router: PluginHost) -> None:
         for executor in self.executors:
             executor.start_maintenance()

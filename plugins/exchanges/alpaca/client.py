@@ -16,7 +16,8 @@ from urllib.parse import quote
 
 import httpx
 
-from plugins.exchanges.alpaca.errors import AlpacaOutcomeUnknown, from_response, from_transport
+from core.errors import OutcomeUnknown
+from plugins.exchanges.alpaca.errors import from_response, from_transport
 
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
@@ -63,7 +64,7 @@ class AlpacaClient:
             return response.json()
         except ValueError:
             if placing:
-                raise AlpacaOutcomeUnknown(f"Alpaca answered {response.status_code} with a body that is not JSON") from None
+                raise OutcomeUnknown(f"Alpaca answered {response.status_code} with a body that is not JSON") from None
             raise from_transport(httpx.DecodingError("not JSON"), placing=False) from None
 
     # ------------------------------------------------------------ endpoints

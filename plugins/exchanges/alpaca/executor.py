@@ -29,9 +29,10 @@ import logging
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from core.errors import Unprocessable
-from core.execution import Executor
+from core.errors import OrderRejected, Unprocessable
+from core.execution import Executor, LookupResult
 from core.models import Alert, NothingToDo, OrderRequest, OrderResult, decimal_str
+from core.venue import order_status
 from plugins.exchanges.alpaca.assets import (
     CRYPTO_USD_MIN_NOTIONAL, EQUITY, EQUITY_MIN_NOTIONAL, Asset, AssetBook,
 )
@@ -43,14 +44,14 @@ log = logging.getLogger(__name__)
 US_STOCK_VENUES = frozenset({"alpaca", "nasdaq", "nyse", "amex", "arca", "nysearca", "bats", "cboe", "otc"})
 CENT = Decimal("0.01")
 
-# Alpaca's order statuses in the router's words (open, closed = filled, canceled, rejected).
-STATUS_WORDS = {
-    "new": "open", "accepted": "open", "pending_new": "open", "partially_filled": "open", "held": "open",
-    "accepted_for_bidding": "open", "calculated": "open", "done_for_day": "open", "pending_cancel": "open",
-    "pending_replace": "open", "stopped": "open", "suspended": "open",
-    "filled": "closed", "canceled": "canceled", "expired": "canceled", "replaced": "canceled",
-    "rejected": "rejected",
-}
+# Alpaca's statuses for a live order that core's status words do not list.
+STILL_OPEN = frozenset({"accepted_for_bidding", "calculated", "pending_replace", "stopped", "suspended"})
+
+
+def status_word(alpaca_status: object) -> str:
+    """An Alpaca order status in the router's words (filled, open, canceled, ...)."""
+    word = str(alpaca_status or "").lower()
+    return "open" if word in STILL_OPEN else order_status(word)
 
 
 def _flag(value: Any) -> bool:
@@ -361,7 +362,7 @@ class AlpacaExecutor(Executor):
             amount=data.get("qty") or order.amount or (data.get("filled_qty") if data.get("notional") else None),
             price=data.get("limit_price"), order_id=data.get("id"),
             client_order_id=str(data.get("client_order_id") or order.client_order_id),
-            status=STATUS_WORDS.get(str(data.get("status")), "open"),
+            status=status_word(data.get("status")),
             filled=data.get("filled_qty"), average=data.get("filled_avg_price"), route=self.route,
             children=legs, info=data,
         )
@@ -396,7 +397,7 @@ class AlpacaExecutor(Executor):
         for row in await self.client.open_orders(order.symbol):
             try:
                 await self.client.cancel_order(str(row["id"]))
-            except Unprocessable:
+            except OrderRejected:
                 continue  # filled or canceled meanwhile
             canceled.append({"order_id": row.get("id"), "client_order_id": row.get("client_order_id")})
         return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol,
@@ -404,21 +405,23 @@ class AlpacaExecutor(Executor):
 
     # ------------------------------------------------------------ lookup
 
-    async def lookup(self, order: OrderRequest) -> OrderResult | None:
-        """Alpaca's own answer by client order id: the order, or None on a 404 (Alpaca
-        says it does not exist). Any other failure raises: the engine asks again."""
+    async def lookup(self, order: OrderRequest) -> LookupResult:
+        """Alpaca's own answer: a 404 from ``GET /v2/orders:by_client_order_id`` is Alpaca
+        saying for sure that no order has this client id (absent); any other failure
+        raises, which the engine reads as "cannot tell, ask again"."""
         if order.action == "create":
             try:
                 data = await self.client.order_by_client_id(order.client_order_id)
             except NotFound:
-                return None
-            return self.result(data, order)
+                return LookupResult.absent(f"Alpaca has no order with client id {order.client_order_id}")
+            return LookupResult.found(self.result(data, order))
         if order.action == "cancel":
             target = await self._target(order)
-            if target is not None and STATUS_WORDS.get(str(target.get("status"))) == "canceled":
-                return self.result(target, order).model_copy(update={"client_order_id": order.client_order_id})
-            return None
+            if target is not None and status_word(target.get("status")) == "canceled":
+                return LookupResult.found(self.result(target, order).model_copy(
+                    update={"client_order_id": order.client_order_id}))
+            return LookupResult.absent("the order is not canceled")
         if not await self.client.open_orders(order.symbol):
-            return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol,
-                               client_order_id=order.client_order_id, status="canceled")
-        return None
+            return LookupResult.found(OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol,
+                                                  client_order_id=order.client_order_id, status="canceled"))
+        return LookupResult.absent(f"{order.symbol} still has open orders")
