@@ -16,7 +16,7 @@ from tests.support import ServerProcess, base_env
 
 ACCOUNT = "alpaca"
 ROUTER = {"modules": ["plugins.exchanges.alpaca"], "reconcile_interval": 0.05, "reconcile_max_delay": 0.2,
-          "retry_base_delay": 0.05}
+          "retry_base_delay": 0.05, "resubmit_after": 0.3}
 
 
 def alpaca_yaml(emulator_url: str, **account: object) -> str:
@@ -158,15 +158,52 @@ def test_a_reply_lost_after_booking_ends_with_exactly_one_order(server, emu):
     alert_id = unique("lost")
     response = send_alert(server.url, alert("AAPL", alert_id, contracts="1"))
     assert response.status_code in (200, 202), response.text
-    deadline = time.monotonic() + 10
-    while alert_status(server.url, alert_id).get("state") != "reconciled":
-        assert time.monotonic() < deadline, alert_status(server.url, alert_id)
-        time.sleep(0.05)  # polling the journal's state, bounded
+    wait_for_state(server, alert_id, "reconciled")
     assert len(booked(emu, alert_id)) == 1
     assert [r["outcome"] for r in sent(emu, alert_id)] == ["booked"]
     # The same alert resent: answered from the journal, never sent again.
     again = send_alert(server.url, alert("AAPL", alert_id, contracts="1"))
     assert again.status_code in (200, 202), again.text
+    assert len(booked(emu, alert_id)) == 1
+
+
+def wait_for_state(server, alert_id: str, *states: str, timeout: float = 10) -> dict:
+    deadline = time.monotonic() + timeout
+    while (row := alert_status(server.url, alert_id)).get("state") not in states:
+        assert time.monotonic() < deadline, {k: row.get(k) for k in ("state", "error_code", "error_message", "orders")}
+        time.sleep(0.05)  # polling the journal's state, bounded
+    return row
+
+
+def test_a_request_dropped_before_booking_is_sent_again_once_alpaca_says_absent(server, emu):
+    emu.add_fault("drop_before_book", match={"venue": "alpaca", "route": "order.place"})
+    alert_id = unique("dropped")
+    response = send_alert(server.url, alert("AAPL", alert_id, contracts="1"))
+    assert response.status_code in (200, 202), response.text
+    wait_for_state(server, alert_id, "filled")
+    assert [r["outcome"] for r in sent(emu, alert_id)] == ["fault", "booked"]
+    assert len(booked(emu, alert_id)) == 1
+
+
+@pytest.mark.slow
+def test_a_timeout_before_booking_ends_with_exactly_one_order(server, emu):
+    # Alpaca books the first request only after the plugin gave up waiting (timeout 2 s).
+    # Meanwhile the lookup said "absent" and the engine sent the order again with the same
+    # client order id: whichever of the two arrives second is refused as a duplicate.
+    emu.add_fault("delay_before_book", seconds=2.5, match={"venue": "alpaca", "route": "order.place"})
+    alert_id = unique("slow")
+    response = send_alert(server.url, alert("AAPL", alert_id, contracts="1"))
+    assert response.status_code in (200, 202), response.text
+    wait_for_state(server, alert_id, "reconciled", "filled")
+    deadline = time.monotonic() + 5
+    while any(r["outcome"] in ("pending", "fault") for r in sent(emu, alert_id)):
+        assert time.monotonic() < deadline, sent(emu, alert_id)
+        time.sleep(0.05)  # the delayed request is still being held by the emulator
+    outcomes = sorted(r["outcome"] for r in sent(emu, alert_id))
+    assert outcomes in (["booked"], ["booked", "rejected"]), sent(emu, alert_id)
+    if len(outcomes) == 2:
+        assert next(r for r in sent(emu, alert_id) if r["outcome"] == "rejected")["error"]["msg"] == \
+            "client_order_id must be unique"
     assert len(booked(emu, alert_id)) == 1
 
 
