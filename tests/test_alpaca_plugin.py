@@ -12,7 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.errors import OrderNotSent, OrderRejected, OutcomeUnknown, Unprocessable, VenueBusy
+from core.errors import (
+    OrderNotSent,
+    OrderRejected,
+    OutcomeUnknown,
+    Unprocessable,
+    VenueBusy,
+)
 from core.models import Alert, NothingToDo
 from core.outcomes import classify_exception
 from core.redaction import REDACTOR
@@ -76,7 +82,7 @@ def test_asset_precision():
     assert coin.round_qty(Decimal("0.00129")) == Decimal("0.0012")
     assert stock.round_price(Decimal("190.126")) == Decimal("190.13")
     assert stock.round_price(Decimal("0.51234")) == Decimal("0.5123")  # sub-dollar stocks: 4 decimals
-    assert coin.round_price(Decimal("50000.6")) == Decimal("50001")
+    assert coin.round_price(Decimal("50000.6")) == Decimal(50001)
 
 
 # ---------------------------------------------------------------- error translation
@@ -392,3 +398,13 @@ async def test_a_lookup_alpaca_cannot_answer_is_never_absent(executor, emulator)
     with pytest.raises(OrderNotSent):  # the engine reads a raise as "cannot tell, ask again"
         await executor.lookup(order)
     assert (await executor.lookup(order)).is_absent
+
+
+def test_an_asset_is_a_core_market():
+    coin = asset("BTC/USD", "crypto", min_order_size="0.0001", min_trade_increment="0.000000001", price_increment="1")
+    market = coin.to_market()
+    assert (market.symbol, market.base, market.quote, market.type, market.contract) == ("BTC/USD", "BTC", "USD", "spot", False)
+    assert (market.amount_step, market.price_tick, market.aliases) == (Decimal("0.000000001"), Decimal(1), ("BTCUSD",))
+    assert (market.limits.amount_min, market.limits.cost_min, market.buys_by_cost) == (Decimal("0.0001"), Decimal(10), True)
+    whole = asset("BRK.A", fractionable=False).to_market()
+    assert (whole.amount_step, whole.price_tick, whole.limits.cost_min, whole.buys_by_cost) == (Decimal(1), Decimal("0.01"), None, False)

@@ -43,7 +43,18 @@ from .dispatch import Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
-    BUY, CANCELED, EXPIRED, FILLED, INSUFFICIENT_BALANCE, NEW, SELL, Account, ExchangeState, Order, Rejection, now_ms,
+    BUY,
+    CANCELED,
+    EXPIRED,
+    FILLED,
+    INSUFFICIENT_BALANCE,
+    NEW,
+    SELL,
+    Account,
+    ExchangeState,
+    Order,
+    Rejection,
+    now_ms,
 )
 
 ALPACA = "alpaca"
@@ -86,7 +97,9 @@ def _asset(symbol: str, cls: str, exchange: str, name: str, *, fractionable: boo
 
 def alpaca_markets() -> list[MarketSpec]:
     """The assets the emulator lists: a few stocks (one not fractionable, one not
-    tradable) and crypto pairs quoted in USD and USDT."""
+    tradable) and crypto pairs quoted in USD and USDT. Starting prices come from
+    ``markets.DEFAULT_PRICES`` by base (AAPL 190, BTC 50000); ``--price AAPL=200`` or
+    ``set_price("BTC/USD", ...)`` change them."""
     return [
         _asset("AAPL", EQUITY, "NASDAQ", "Apple Inc. Common Stock"),
         _asset("MSFT", EQUITY, "NASDAQ", "Microsoft Corporation Common Stock"),
@@ -101,10 +114,6 @@ def alpaca_markets() -> list[MarketSpec]:
         _asset("BTC/USDT", CRYPTO, "CRYPTO", "Bitcoin / USD Tether", min_order_size="0.0001",
                min_trade_increment="0.000000001", price_increment="1", quote="USDT"),
     ]
-
-
-ALPACA_PRICES = {"AAPL": D("190"), "MSFT": D("410"), "SPY": D("500"), "F": D("12"), "BRK.A": D("600000"),
-                 "DLSTD": D("1"), "BTC/USD": D("50000"), "ETH/USD": D("3000"), "BTC/USDT": D("50000")}
 
 
 def error(status: int, code: int, message: str, **extra: Any) -> VenueError:
@@ -144,15 +153,9 @@ class AlpacaVenue:
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
         self.is_open = True
-        for symbol, price in ALPACA_PRICES.items():
-            if state.market(BOOK, symbol) is not None:
-                state.prices[(BOOK, symbol)] = price
 
     def reset(self) -> None:
         self.is_open = True
-        for symbol, price in ALPACA_PRICES.items():
-            if self.state.market(BOOK, symbol) is not None:
-                self.state.prices[(BOOK, symbol)] = price
 
     # ======================================================= request shape
     @staticmethod
@@ -380,18 +383,18 @@ class AlpacaVenue:
             self._check_price(market, tp_price, "take_profit.limit_price")
             if order_class != "oco":
                 if side == BUY and tp_price < base + cent:
-                    raise error(422, UNPROCESSABLE, f"take_profit.limit_price must be >= base_price + 0.01")
+                    raise error(422, UNPROCESSABLE, "take_profit.limit_price must be >= base_price + 0.01")
                 if side == SELL and tp_price > base - cent:
-                    raise error(422, UNPROCESSABLE, f"take_profit.limit_price must be <= base_price - 0.01")
+                    raise error(422, UNPROCESSABLE, "take_profit.limit_price must be <= base_price - 0.01")
             legs.append({"kind": "take_profit", "side": exit_side, "type": "limit", "limit_price": plain(tp_price),
                          "stop_price": None})
         if sl_stop is not None:
             self._check_price(market, sl_stop, "stop_loss.stop_price")
             if order_class != "oco":
                 if side == BUY and sl_stop > base - cent:
-                    raise error(422, UNPROCESSABLE, f"stop_loss.stop_price must be <= base_price - 0.01")
+                    raise error(422, UNPROCESSABLE, "stop_loss.stop_price must be <= base_price - 0.01")
                 if side == SELL and sl_stop < base + cent:
-                    raise error(422, UNPROCESSABLE, f"stop_loss.stop_price must be >= base_price + 0.01")
+                    raise error(422, UNPROCESSABLE, "stop_loss.stop_price must be >= base_price + 0.01")
             legs.append({"kind": "stop_loss", "side": exit_side, "type": "stop_limit" if sl_limit else "stop",
                          "limit_price": plain(sl_limit) if sl_limit else None, "stop_price": plain(sl_stop)})
         for leg in legs:
@@ -595,7 +598,7 @@ class AlpacaVenue:
     def _position(self, ctx: RequestContext) -> tuple[Account, MarketSpec, Decimal]:
         account = self._account(ctx)
         market = self.market_of(ctx.params.get("symbol"))
-        held = dict((m.symbol, q) for m, q in self._holdings(account))
+        held = {m.symbol: q for m, q in self._holdings(account)}
         if market is None or market.symbol not in held:
             raise error(404, NOT_FOUND, "position does not exist")
         return account, market, held[market.symbol]
@@ -605,7 +608,7 @@ class AlpacaVenue:
         return Reply(200, self._render_position(account, market, qty))
 
     async def close_position(self, ctx: RequestContext) -> Reply:
-        account, market, qty = self._position(ctx)
+        account, market, _ = self._position(ctx)
         available = account.balance(BOOK, market.base).free
         order = Order(
             venue=ALPACA, market_type=SPOT, account_key=account.key, symbol=market.symbol, side=SELL,

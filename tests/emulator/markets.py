@@ -178,4 +178,7 @@ def default_markets() -> list[MarketSpec]:
     ]
 
 
-DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150")}
+DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150"),
+                                      # Alpaca's stocks (alpaca.py)
+                                      "AAPL": D("190"), "MSFT": D("410"), "SPY": D("500"), "F": D("12"),
+                                      "BRK.A": D("600000"), "DLSTD": D("1")}

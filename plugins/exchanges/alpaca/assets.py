@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from core.venue import Market, MarketLimits
+
 EQUITY = "us_equity"
 CRYPTO = "crypto"
 # Share quantities: Alpaca takes up to 9 decimals for fractionable stocks.
@@ -75,6 +77,28 @@ class Asset:
             return self.price_increment or Decimal("0.000000001")
         # Stocks: whole cents from $1, hundredths of a cent below (SEC rule 612).
         return Decimal("0.01") if price >= 1 else Decimal("0.0001")
+
+    @property
+    def min_notional(self) -> Decimal | None:
+        """Alpaca's smallest order value: $1 for fractional stock orders, $10 for USD
+        crypto buys; none known otherwise."""
+        if self.crypto:
+            return CRYPTO_USD_MIN_NOTIONAL if self.quote == "USD" else None
+        return EQUITY_MIN_NOTIONAL if self.fractionable else None
+
+    def to_market(self) -> Market:
+        """The asset as core's venue-neutral ``Market`` (what GET / and core's checks read).
+        Stocks' price tick is the cent (sub-dollar prices take 4 decimals, see
+        ``price_step``); crypto pairs answer to their slash-free name too."""
+        base = self.symbol.split("/")[0]
+        return Market(
+            symbol=self.symbol, id=self.symbol, base=base, quote=self.quote, type="spot", active=self.tradable,
+            amount_step=self.qty_step, price_tick=self.price_step(Decimal(1)),
+            limits=MarketLimits(amount_min=self.min_order_size if self.crypto else None, cost_min=self.min_notional),
+            aliases=(self.symbol.replace("/", ""),) if "/" in self.symbol else (),
+            buys_by_cost=self.crypto or self.fractionable,
+            info={"class": self.asset_class, "exchange": self.exchange, "fractionable": self.fractionable},
+        )
 
     def round_qty(self, qty: Decimal) -> Decimal:
         """Truncate to the asset's step (never round an amount up)."""

@@ -106,8 +106,8 @@ class AlpacaClient:
         is_open = bool(clock.get("is_open"))
         valid = self.clock_max_age
         try:
-            stamp = datetime.fromisoformat(str(clock["timestamp"]).replace("Z", "+00:00"))
-            change = datetime.fromisoformat(str(clock["next_close" if is_open else "next_open"]).replace("Z", "+00:00"))
+            stamp = datetime.fromisoformat(str(clock["timestamp"]))  # Python 3.11 reads "Z" and offsets
+            change = datetime.fromisoformat(str(clock["next_close" if is_open else "next_open"]))
             valid = max(0.0, min(self.clock_max_age, (change - stamp).total_seconds()))
         except (KeyError, ValueError, TypeError):
             pass

@@ -21,7 +21,13 @@ from __future__ import annotations
 
 import httpx
 
-from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy
+from core.errors import (
+    CredentialsRefused,
+    OrderNotSent,
+    OrderRejected,
+    OutcomeUnknown,
+    VenueBusy,
+)
 from core.redaction import REDACTOR
 
 # 403 messages that mean the key itself is refused, not the order.

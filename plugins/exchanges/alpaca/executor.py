@@ -33,9 +33,7 @@ from core.errors import OrderRejected, Unprocessable
 from core.execution import Executor, LookupResult
 from core.models import Alert, NothingToDo, OrderRequest, OrderResult, decimal_str
 from core.venue import order_status
-from plugins.exchanges.alpaca.assets import (
-    CRYPTO_USD_MIN_NOTIONAL, EQUITY, EQUITY_MIN_NOTIONAL, Asset, AssetBook,
-)
+from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
 
 log = logging.getLogger(__name__)
@@ -258,9 +256,8 @@ class AlpacaExecutor(Executor):
         if not asset.crypto and not asset.fractionable:
             raise _refuse(f"{asset.symbol} is not fractionable on Alpaca: a dollar amount cannot be bought; send shares")
         notional = dollars.quantize(CENT, rounding=ROUND_DOWN)
-        minimum = EQUITY_MIN_NOTIONAL
-        if asset.crypto:
-            minimum = CRYPTO_USD_MIN_NOTIONAL if side == "buy" and asset.quote == "USD" else Decimal(0)
+        # Alpaca's crypto minimum applies to buys only (a sell of what is held may be smaller).
+        minimum = (asset.min_notional if side == "buy" or not asset.crypto else None) or Decimal(0)
         if notional <= 0 or notional < minimum:
             raise _refuse(f"the order value {decimal_str(notional)} is below Alpaca's minimum of "
                           f"{decimal_str(minimum)} for {asset.symbol}", "below_minimum")
