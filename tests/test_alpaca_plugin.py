@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +29,7 @@ from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.errors import from_response, from_transport
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
 from tests.emulator import Emulator
-from tests.support import free_port
+from tests.support import free_port, signed_headers
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "exchanges" / "alpaca"
 
@@ -408,3 +409,21 @@ def test_an_asset_is_a_core_market():
     assert (market.limits.amount_min, market.limits.cost_min, market.buys_by_cost) == (Decimal("0.0001"), Decimal(10), True)
     whole = asset("BRK.A", fractionable=False).to_market()
     assert (whole.amount_step, whole.price_tick, whole.limits.cost_min, whole.buys_by_cost) == (Decimal(1), Decimal("0.01"), None, False)
+
+
+async def test_an_alpaca_account_named_by_default_exchange_is_the_default_account(app_client, write_plugins_yaml,
+                                                                                  emulator):
+    write_plugins_yaml(f"""
+router:
+  modules: [plugins.exchanges.alpaca]
+alpaca:
+  accounts:
+    alpaca: {{api_key: emu-key-1, secret: emu-secret-1, base_url: "{emulator.base_url}/alpaca", clock_max_age: 0}}
+""")
+    async with app_client(DEFAULT_EXCHANGE="alpaca") as (client, app):
+        for alert_id, fields in (("no-account", {}), ("by-exchange", {"exchange": "NASDAQ"})):
+            body = json.dumps({"symbol": "NASDAQ:AAPL", "side": "buy", "amount": "1", "id": alert_id, **fields}).encode()
+            response = await client.post("/webhook", data=body, headers=signed_headers(body))
+            assert response.status_code == 200, await response.get_json()
+            assert (await response.get_json())["order"]["exchange"] == "alpaca"
+    assert len(emulator.orders(venue="alpaca")) == 2
