@@ -34,15 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import ccxt
-
 from core.config import PluginsFile, Settings
 from core.execution import Executor
-from core.markets import prepare_order
+from core.markets import MarketBook, prepare_order
 from core.models import Alert, InboundRequest, OrderRequest, OrderResult
 from core.plugins import hookimpl
 from core.router import Router
-from plugins.exchanges.paper import DEFAULT_MARKETS, ccxt_market
+from plugins.exchanges.paper import DEFAULT_MARKETS, paper_market
 
 SECRET = "bench-pipeline-secret-0123456789abcdef"
 ACCOUNT = "bench"
@@ -50,15 +48,13 @@ ACCOUNT = "bench"
 
 class NullExecutor(Executor):
     """An account whose exchange fills every order at once, without I/O; its markets are
-    ccxt market structures (BTC/USDT and friends), so orders are prepared for real."""
+    the paper markets (BTC/USDT and friends), so orders are prepared for real."""
 
     route = "null"
 
     def __init__(self) -> None:
         super().__init__(ACCOUNT, "binance")
-        self.markets = ccxt.Exchange({"id": "null"})
-        self.markets.precisionMode = ccxt.TICK_SIZE
-        self.markets.set_markets([ccxt_market(s, m) for s, m in DEFAULT_MARKETS.items()])
+        self.markets = MarketBook("binance", [paper_market(s, m) for s, m in DEFAULT_MARKETS.items()])
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         return prepare_order(self.markets, alert, account=self.account, client_order_id=client_order_id,

@@ -68,9 +68,9 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         router = Router(active, plugins_file, extra_plugins)
         proxy.trust(active.trusted_proxies)
         app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
+        await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
         await router.start()
         app.extensions["router"] = router
-        await _add_plugin_routes(app, router)
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
         # lives as long as the process: keep it out of the cyclic GC, whose full passes over
         # it paused the event loop ~70 ms every few hundred alerts. Refcounting still frees it.

@@ -72,7 +72,8 @@ def register_executors(register, router: "PluginHost"):
 @hookspec
 def register_routes(register, router: "PluginHost"):
     """Add HTTP routes to the server (as datasette's ``register_routes``). Called once at
-    startup, after ``router_startup``.
+    startup, before executors start and before ``router_startup`` (a view runs only once
+    the server serves, when startup is complete).
 
     ``register(path, view, methods=("GET",))`` adds ``view``, an ``async def`` Quart view
     (it reads ``quart.request`` and returns a response or a ``(body, status)`` tuple),

@@ -1,14 +1,16 @@
 """TradingView tickers → the account's markets, and the checks an order must pass first.
 
-Resolution uses only the exchange's own loaded market data (ccxt's ``markets``,
-``markets_by_id`` and, for kraken, ``marketsByAltname``): no hand-kept quote lists.
+Everything here works on core's own ``core.venue.Market`` — whatever the venue plugin
+(ccxt, paper, a broker's API) translated its market data into — collected in one
+``MarketBook`` per account. Resolution uses only that data: no hand-kept quote lists.
 Accepted forms: ``BINANCE:BTCUSDT``, ``BTCUSDT``, ``BTCUSDT.P`` (perpetual), ``BTC/USDT``,
-``BTC/USDT:USDT``, ``XBTUSD``, ``BTC-USDT``. Where one id names a spot market and a
-perpetual, ``market_type`` (or ``.P``) decides, else the account's default market type.
+``BTC/USDT:USDT``, ``XBTUSD`` (an alias), ``BTC-USDT``, ``NASDAQ:AAPL``. Where one id names
+a spot market and a perpetual, ``market_type`` (or ``.P``) decides, else the account's
+default market type.
 
-Amounts and prices go through ccxt's precision; min/max amount, min cost, the price
-tick and market status are checked here because ccxt does not check them before
-sending. Every refusal is a 422 whose message says what to change.
+Precision: amounts are truncated to the market's step, prices rounded (half up) to its
+tick. Min/max amount, min cost, the price tick and market status are checked here, before
+anything is sent: every refusal is a 422 whose message says what to change.
 
 ``prepare_order`` turns an alert into an ``OrderRequest``: the amount (or, for a market
 buy sized by cost, the cost), limit and stop prices, post-only / reduce-only / time in
@@ -21,15 +23,14 @@ in base units needs none — and its ``story`` prefixes the refusals of converte
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
-
-import ccxt
 
 from core.errors import Unprocessable
 from core.models import Alert, OrderRequest
+from core.venue import Market
 
 _PERP_SUFFIX = re.compile(r"(\.P|PERP)$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[-_/:.]")
@@ -40,20 +41,39 @@ def _squash(text: str) -> str:
     return _SEPARATORS.sub("", text).upper()
 
 
-class MarketIndex:
-    """Look-ups over one exchange's loaded markets, built once per market load."""
+class MarketBook:
+    """One venue's markets (``core.venue.Market``), indexed for ticker look-ups, with the
+    precision rules orders follow. Build a new one when the markets are reloaded."""
 
-    def __init__(self, exchange: ccxt.Exchange):
-        self.exchange = exchange
-        self.by_squashed: dict[str, list[dict[str, Any]]] = {}
-        for market in exchange.markets.values():
-            keys = {_squash(market["id"]), _squash(f"{market['base']}{market['quote']}")}
-            if market.get("altname"):  # kraken: XBTUSD for XXBTZUSD (BTC/USD)
-                keys.add(_squash(str(market["altname"])))
+    def __init__(self, venue: str, markets: Iterable[Market]):
+        self.venue = venue
+        self.markets: dict[str, Market] = {}
+        self.by_id: dict[str, list[Market]] = {}
+        self.by_alias: dict[str, list[Market]] = {}
+        self.by_squashed: dict[str, list[Market]] = {}
+        for market in markets:
+            self.markets[market.symbol] = market
+            self.by_id.setdefault(market.id, []).append(market)
+            for alias in market.aliases:
+                self.by_alias.setdefault(alias.upper(), []).append(market)
+            keys = {_squash(market.id), _squash(f"{market.base}{market.quote}")} | {_squash(a) for a in market.aliases}
             for key in keys:
                 self.by_squashed.setdefault(key, []).append(market)
 
-    def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> dict[str, Any]:
+    def __len__(self) -> int:
+        return len(self.markets)
+
+    def __contains__(self, symbol: str) -> bool:
+        return symbol in self.markets
+
+    def market(self, symbol: str) -> Market:
+        """The market of an order's ``symbol`` (the venue's unified name)."""
+        try:
+            return self.markets[symbol]
+        except KeyError:
+            raise Unprocessable(f"symbol '{symbol}' is not a market on {self.venue}", code="unknown_symbol") from None
+
+    def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> Market:
         # An exchange prefix (BINANCE:BTCUSDT, BINANCE:BTC/USDT) goes; a settle suffix
         # (BTC/USDT:USDT) stays: the prefix is the part before ':' without a '/'.
         head, colon, tail = ticker.partition(":")
@@ -62,60 +82,65 @@ class MarketIndex:
         if _PERP_SUFFIX.search(name) and "/" not in name:
             name = _PERP_SUFFIX.sub("", name)
             wanted = wanted or "swap"
-        markets = self.exchange.markets
-        if name in markets:
-            candidates = [markets[name]]
+        if name in self.markets:
+            candidates = [self.markets[name]]
         else:
-            candidates = list(self.exchange.markets_by_id.get(name) or self.exchange.markets_by_id.get(name.upper()) or [])
-            altnames = self.exchange.options.get("marketsByAltname") if isinstance(self.exchange.options, dict) else None
-            if not candidates and isinstance(altnames, dict) and name.upper() in altnames:
-                found = altnames[name.upper()]
-                candidates = found if isinstance(found, list) else [found]
+            candidates = list(self.by_id.get(name) or self.by_id.get(name.upper()) or self.by_alias.get(name.upper()) or [])
             if not candidates:
                 candidates = list(self.by_squashed.get(_squash(name), []))
         if wanted:
-            typed = [m for m in candidates if m.get("type") == wanted or (wanted == "future" and m.get("future"))]
+            typed = [m for m in candidates if m.type == wanted]
             if not typed:
                 raise Unprocessable(
-                    f"symbol '{ticker}' is not a {wanted} market on {self.exchange.id}"
-                    + (f" (found: {', '.join(sorted({m['symbol'] for m in candidates}))})" if candidates else ""),
+                    f"symbol '{ticker}' is not a {wanted} market on {self.venue}"
+                    + (f" (found: {', '.join(sorted({m.symbol for m in candidates}))})" if candidates else ""),
                     code="unknown_symbol",
                 )
             candidates = typed
         if not candidates:
-            raise Unprocessable(f"symbol '{ticker}' is not a market on {self.exchange.id}", code="unknown_symbol")
+            raise Unprocessable(f"symbol '{ticker}' is not a market on {self.venue}", code="unknown_symbol")
         if len(candidates) > 1:
-            preferred = [m for m in candidates if m.get("type") == (default_type or "spot")] or candidates
+            preferred = [m for m in candidates if m.type == (default_type or "spot")] or candidates
             # Then spot, perpetuals before dated futures, linear (USDT-settled) before inverse.
-            candidates = sorted(preferred, key=lambda m: (m.get("type") not in ("spot", "swap"), m.get("type") != "spot",
-                                                          m.get("linear") is False, m["symbol"]))
-        # The canonical market (ccxt's markets_by_id holds the parsed, not the merged, dicts).
-        return self.exchange.markets.get(candidates[0]["symbol"], candidates[0])
+            candidates = sorted(preferred, key=lambda m: (m.type not in ("spot", "swap"), m.type != "spot",
+                                                          m.linear is False, m.symbol))
+        return candidates[0]
+
+    # -- precision
+
+    def amount_to_precision(self, market: Market, value: Any) -> str:
+        """An amount truncated to the market's step (never rounded up past what was asked)."""
+        return _to_step(Decimal(str(value)), market.amount_step, ROUND_DOWN)
+
+    def price_to_precision(self, market: Market, value: Any) -> str:
+        """A price rounded (half up) to the market's tick."""
+        return _to_step(Decimal(str(value)), market.price_tick, ROUND_HALF_UP)
+
+    def cost_to_precision(self, market: Market, value: Any) -> str:
+        """A quote amount truncated to the price tick."""
+        return _to_step(Decimal(str(value)), market.price_tick, ROUND_DOWN)
 
 
-def market_index(exchange: ccxt.Exchange) -> MarketIndex:
-    """The index for the exchange's current markets (rebuilt when markets are reloaded)."""
-    cached = getattr(exchange, "_router_market_index", None)
-    if cached is None or cached[0] is not exchange.markets:
-        cached = (exchange.markets, MarketIndex(exchange))
-        exchange._router_market_index = cached  # type: ignore[attr-defined]
-    return cached[1]
+def _to_step(value: Decimal, step: Decimal | None, rounding: str) -> str:
+    if step is None or step <= 0:
+        return _fmt(value)
+    return _fmt((value / step).to_integral_value(rounding=rounding) * step)
 
 
 def _fmt(value: Any) -> str:
     return format(Decimal(str(value)).normalize(), "f")
 
 
-def unit_of(market: dict[str, Any]) -> str:
+def unit_of(market: Market) -> str:
     """What amounts of the market count: the base currency on spot, contracts on derivatives."""
-    return market.get("base") if market.get("spot") or not market.get("contract") else "contracts"
+    return market.unit
 
 
-def resolve_market(exchange: ccxt.Exchange, alert: Alert, default_type: str | None = None) -> dict[str, Any]:
-    """The market an alert trades on ``exchange``; 422 when it is unknown or not trading."""
-    market = market_index(exchange).resolve(alert.symbol, alert.market_type, default_type)
-    if market.get("active") is False:
-        raise Unprocessable(f"market {market['symbol']} is not trading on {exchange.id} now", code="market_closed")
+def resolve_market(book: MarketBook, alert: Alert, default_type: str | None = None) -> Market:
+    """The market an alert trades in ``book``; 422 when it is unknown or not trading."""
+    market = book.resolve(alert.symbol, alert.market_type, default_type)
+    if not market.active:
+        raise Unprocessable(f"market {market.symbol} is not trading on {book.venue} now", code="market_closed")
     return market
 
 
@@ -139,19 +164,19 @@ class Sizing:
 
 
 def prepare_order(
-    exchange: ccxt.Exchange,
+    book: MarketBook,
     alert: Alert,
     *,
     account: str,
     client_order_id: str,
     default_type: str | None = None,
     reference_price: Callable[[str], Decimal | None] | None = None,
-    market: dict[str, Any] | None = None,
+    market: Market | None = None,
     sizing: Sizing | None = None,
     leverage: int | None = None,
     margin_mode: str | None = None,
 ) -> OrderRequest:
-    """Resolve, round and check an alert into an order for ``exchange``; 422 on refusal.
+    """Resolve, round and check an alert into an order on ``book``'s venue; 422 on refusal.
 
     Without ``sizing`` the alert must be a plain order (action ``order``) in base units;
     ``core.sizing.prepare_alert`` handles the other actions and amount types and hands
@@ -162,15 +187,16 @@ def prepare_order(
     ``reference_price(symbol)`` (the last price the executor knows, if any), for the
     minimum-cost check; with neither, that check is left to the exchange.
     """
+    venue = book.venue
     if sizing is None:
         if alert.action != "order" or alert.amount_type != "base":
-            raise Unprocessable(f"{exchange.id}: action '{alert.action}' with amount_type '{alert.amount_type}' needs the "
+            raise Unprocessable(f"{venue}: action '{alert.action}' with amount_type '{alert.amount_type}' needs the "
                                 f"account's balances and positions, which this executor does not read", code="not_supported")
         assert alert.amount is not None and alert.side is not None
         sizing = Sizing(side=alert.side, amount=alert.amount)
-    market = market or resolve_market(exchange, alert, default_type)
-    symbol, venue = market["symbol"], exchange.id
-    contract = bool(market.get("contract"))
+    market = market or resolve_market(book, alert, default_type)
+    symbol = market.symbol
+    contract = market.contract
     params = dict(alert.params)
     reduce_only = sizing.reduce_only or alert.reduce_only or params.get("reduceOnly") in (True, "true")
     if not contract:
@@ -189,22 +215,22 @@ def prepare_order(
 
     amount: str | None = None
     if sizing.amount is not None:
-        amount = _checked_amount(exchange, market, sizing, alert.order_type)
+        amount = _checked_amount(book, market, sizing, alert.order_type)
 
-    price = _checked_price(exchange, market, "price", alert.price) if limit_like else None
-    stop_price = _checked_price(exchange, market, "stop_price", alert.stop_price) if alert.order_type in ("stop", "stop_limit") else None
+    price = _checked_price(book, market, "price", alert.price) if limit_like else None
+    stop_price = _checked_price(book, market, "stop_price", alert.stop_price) if alert.order_type in ("stop", "stop_limit") else None
     value_price = (Decimal(price) if price else Decimal(stop_price) if stop_price else
                    alert.price or sizing.reference_price or (reference_price(symbol) if reference_price else None))
     cost: str | None = None
     if sizing.cost is not None:
-        cost = exchange.cost_to_precision(symbol, str(sizing.cost))
+        cost = book.cost_to_precision(market, sizing.cost)
     _check_cost(market, venue, sizing, amount, cost, value_price, reduce_only=reduce_only and contract)
-    stop_loss, take_profit = _protection(exchange, market, alert, sizing, value_price)
+    stop_loss, take_profit = _protection(book, market, alert, sizing, value_price)
     return OrderRequest(
         account=account,
         exchange=venue,
         symbol=symbol,
-        market_type=market.get("type") or "spot",
+        market_type=market.type,
         side=sizing.side,  # type: ignore[arg-type]
         order_type=alert.order_type,
         amount=amount,
@@ -225,89 +251,86 @@ def prepare_order(
     )
 
 
-def _checked_amount(exchange: ccxt.Exchange, market: dict[str, Any], sizing: Sizing, order_type: str) -> str:
-    """The amount after the exchange's precision, within the market's limits; 422 otherwise."""
+def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> str:
+    """The amount after the market's precision, within its limits; 422 otherwise."""
     assert sizing.amount is not None
-    symbol, venue, unit = market["symbol"], exchange.id, unit_of(market)
-    limits = market.get("limits") or {}
+    symbol, venue, unit = market.symbol, book.venue, market.unit
+    limits = market.limits
     requested = sizing.amount
     subject = sizing.story or f"amount {_fmt(requested)} {unit}"
     lead = f"{sizing.story}," if sizing.story else f"{subject} is"
-    min_amount = (limits.get("amount") or {}).get("min")
-    if min_amount is not None and requested < Decimal(str(min_amount)):
+    min_amount = limits.amount_min
+    if min_amount is not None and requested < min_amount:
         raise Unprocessable(f"{lead} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
-    max_amount = (limits.get("amount") or {}).get("max")
-    if max_amount is not None and requested > Decimal(str(max_amount)):
+    max_amount = limits.amount_max
+    if max_amount is not None and requested > max_amount:
         raise Unprocessable(f"{lead} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum")
-    max_market = (limits.get("market") or {}).get("max")  # binance's MARKET_LOT_SIZE
-    if order_type in ("market", "stop") and max_market and requested > Decimal(str(max_market)):
+    max_market = limits.market_amount_max  # binance's MARKET_LOT_SIZE
+    if order_type in ("market", "stop") and max_market and requested > max_market:
         raise Unprocessable(f"{lead} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
                             code="amount_above_maximum")
-    try:
-        amount = exchange.amount_to_precision(symbol, str(requested))
-    except ccxt.InvalidOrder:
-        amount = "0"
-    step = (market.get("precision") or {}).get("amount")
+    amount = book.amount_to_precision(market, requested)
+    step = market.amount_step
     step_text = _fmt(step) if step else "?"
     if Decimal(amount) <= 0:
         raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text} on {venue}",
                             code="amount_below_minimum")
-    if min_amount is not None and Decimal(amount) < Decimal(str(min_amount)):
+    if min_amount is not None and Decimal(amount) < min_amount:
         # A step that does not divide the minimum: the rounded amount fell below it.
         raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step {step_text}, "
                             f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
     return amount
 
 
-def _checked_price(exchange: ccxt.Exchange, market: dict[str, Any], name: str, value: Decimal | None) -> str:
+def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:
     """A limit or trigger price: on the tick and within the market's range, else 422."""
     assert value is not None
-    symbol, venue = market["symbol"], exchange.id
+    symbol, venue = market.symbol, book.venue
     label = "price" if name == "price" else "stop_price"
-    rounded = exchange.price_to_precision(symbol, str(value))
+    rounded = book.price_to_precision(market, value)
     if Decimal(rounded) != value:
-        tick = (market.get("precision") or {}).get("price")
+        tick = market.price_tick
         raise Unprocessable(f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
                             code="price_off_tick")
-    price_limits = (market.get("limits") or {}).get("price") or {}
-    if price_limits.get("min") and value < Decimal(str(price_limits["min"])):
-        raise Unprocessable(f"{label} {_fmt(value)} is below the minimum {_fmt(price_limits['min'])} for {symbol} on {venue}",
+    limits = market.limits
+    if limits.price_min and value < limits.price_min:
+        raise Unprocessable(f"{label} {_fmt(value)} is below the minimum {_fmt(limits.price_min)} for {symbol} on {venue}",
                             code="price_out_of_range")
-    if price_limits.get("max") and value > Decimal(str(price_limits["max"])):
-        raise Unprocessable(f"{label} {_fmt(value)} is above the maximum {_fmt(price_limits['max'])} for {symbol} on {venue}",
+    if limits.price_max and value > limits.price_max:
+        raise Unprocessable(f"{label} {_fmt(value)} is above the maximum {_fmt(limits.price_max)} for {symbol} on {venue}",
                             code="price_out_of_range")
     return rounded
 
 
-def _check_cost(market: dict[str, Any], venue: str, sizing: Sizing, amount: str | None, cost: str | None,
+def _check_cost(market: Market, venue: str, sizing: Sizing, amount: str | None, cost: str | None,
                 value_price: Decimal | None, *, reduce_only: bool) -> None:
-    cost_limits = (market.get("limits") or {}).get("cost") or {}
-    if not (cost_limits.get("min") or cost_limits.get("max")):
+    cost_min, cost_max = market.limits.cost_min, market.limits.cost_max
+    if not (cost_min or cost_max):
         return
     if cost is not None:
         value = Decimal(cost)
     elif amount is not None and value_price is not None:
-        value = Decimal(amount) * Decimal(str(market.get("contractSize") or 1)) * value_price
+        value = Decimal(amount) * market.contract_size * value_price
     else:
         return  # a market order without a price: the exchange checks
-    symbol, quote = market["symbol"], market.get("quote")
+    symbol, quote = market.symbol, market.quote
     lead = f"{sizing.story}: order value" if sizing.story else "order value"
     # Reduce-only orders on derivatives may be smaller than the minimum value (binance, bybit).
-    if cost_limits.get("min") and value < Decimal(str(cost_limits["min"])) and not reduce_only:
-        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is below the minimum {_fmt(cost_limits['min'])} for {symbol} on {venue}",
+    if cost_min and value < cost_min and not reduce_only:
+        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is below the minimum {_fmt(cost_min)} for {symbol} on {venue}",
                             code="cost_below_minimum")
-    if cost_limits.get("max") and value > Decimal(str(cost_limits["max"])):
-        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is above the maximum {_fmt(cost_limits['max'])} for {symbol} on {venue}",
+    if cost_max and value > cost_max:
+        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is above the maximum {_fmt(cost_max)} for {symbol} on {venue}",
                             code="cost_above_maximum")
 
 
-def _protection(exchange: ccxt.Exchange, market: dict[str, Any], alert: Alert, sizing: Sizing,
+def _protection(book: MarketBook, market: Market, alert: Alert, sizing: Sizing,
                 reference: Decimal | None) -> tuple[str | None, str | None]:
     """Stop-loss and take-profit trigger prices, rounded to the tick and on the right side of
     the entry: below it (stop-loss) and above it (take-profit) for a long, the reverse for a short."""
     if alert.stop_loss is None and alert.take_profit is None:
         return None, None
-    symbol = market["symbol"]
+    symbol = market.symbol
     if sizing.position_after is not None:
         if sizing.position_after == 0:
             raise Unprocessable(f"stop_loss/take_profit protect a position, and this alert leaves {symbol} flat",
@@ -315,7 +338,7 @@ def _protection(exchange: ccxt.Exchange, market: dict[str, Any], alert: Alert, s
         long = sizing.position_after > 0
     else:
         long = sizing.side == "buy"
-    rounded = [exchange.price_to_precision(symbol, str(v)) if v is not None else None for v in (alert.stop_loss, alert.take_profit)]
+    rounded = [book.price_to_precision(market, v) if v is not None else None for v in (alert.stop_loss, alert.take_profit)]
     if reference is not None:
         what = f"{'long' if long else 'short'} entry at {_fmt(reference)}"
         stop_loss, take_profit = (Decimal(v) if v is not None else None for v in rounded)

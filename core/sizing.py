@@ -9,7 +9,7 @@ Sizing (``amount_type``):
 
 * ``base`` — base units; contracts on derivatives.
 * ``quote`` — quote currency. A spot market buy goes to the exchange as a cost where
-  ccxt can send one (``createMarketBuyOrderWithCost``); anything else is converted at
+  the venue takes one (``reader.buys_by_cost``); anything else is converted at
   the limit price, the stop price, or the current price (``reader.price``).
 * ``percent_of_balance`` — a share of the free balance: of the quote currency for a spot
   buy, of the base currency for a spot sell; on derivatives, of the free settlement
@@ -35,11 +35,10 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Protocol
 
-import ccxt
-
 from core.errors import Unprocessable
-from core.markets import Sizing, prepare_order, resolve_market, unit_of
+from core.markets import MarketBook, Sizing, prepare_order, resolve_market
 from core.models import Alert, NothingToDo, OrderRequest
+from core.venue import Market
 
 HUNDRED = Decimal(100)
 
@@ -47,23 +46,23 @@ HUNDRED = Decimal(100)
 class AccountReader(Protocol):
     """What ``prepare_alert`` may read of an account. Reading only: nothing is placed."""
 
-    async def position(self, market: dict[str, Any]) -> Decimal:
+    async def position(self, market: Market) -> Decimal:
         """The signed position in contracts on a derivatives market (long > 0, flat 0)."""
 
-    async def balance(self, asset: str, market: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
         """(free, total) of ``asset`` in the wallet that trades ``market``."""
 
-    async def price(self, market: dict[str, Any]) -> Decimal:
+    async def price(self, market: Market) -> Decimal:
         """The market's current price."""
 
-    def buys_by_cost(self, market: dict[str, Any]) -> bool:
+    def buys_by_cost(self, market: Market) -> bool:
         """Whether a market buy on ``market`` can be sent as a quote amount (a cost)."""
 
-    async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
+    async def order_state(self, market: Market, order_id: str | None, client_order_id: str | None) -> str | None:
         """The order's status in the router's words (``core.venue.OrderStatus``: open, filled,
         canceled, ...); None when there is no such order."""
 
-    async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
+    async def open_orders(self, market: Market) -> list[dict[str, Any]]:
         """The market's open orders (conditional ones included)."""
 
 
@@ -73,7 +72,7 @@ def show(value: Decimal) -> str:
 
 
 async def prepare_alert(
-    exchange: ccxt.Exchange,
+    book: MarketBook,
     alert: Alert,
     reader: AccountReader,
     *,
@@ -90,10 +89,10 @@ async def prepare_alert(
     ``reference_price(symbol)`` values a market order for the minimum-cost check when
     the alert carries no price (the paper ledger's last price).
     """
-    market = resolve_market(exchange, alert, default_type)
+    market = resolve_market(book, alert, default_type)
     if alert.action in ("cancel", "cancel_all"):
-        return await _cancel(exchange, alert, reader, market, account=account, client_order_id=client_order_id)
-    planner = _Planner(exchange, alert, reader, market, leverage)
+        return await _cancel(book, alert, reader, market, account=account, client_order_id=client_order_id)
+    planner = _Planner(book, alert, reader, market, leverage)
     if alert.action == "order":
         sizing = await planner.order()
     elif alert.action == "target":
@@ -102,7 +101,7 @@ async def prepare_alert(
         sizing = await planner.close()
     else:
         sizing = await planner.flip()
-    return prepare_order(exchange, alert, account=account, client_order_id=client_order_id, default_type=default_type,
+    return prepare_order(book, alert, account=account, client_order_id=client_order_id, default_type=default_type,
                          reference_price=reference_price, market=market, sizing=sizing, leverage=leverage,
                          margin_mode=margin_mode)
 
@@ -110,14 +109,13 @@ async def prepare_alert(
 class _Planner:
     """Works out one alert's side and size; reads through ``reader`` only what it needs."""
 
-    def __init__(self, exchange: ccxt.Exchange, alert: Alert, reader: AccountReader, market: dict[str, Any],
-                 leverage: int | None):
-        self.exchange, self.alert, self.reader, self.market = exchange, alert, reader, market
-        self.symbol = market["symbol"]
-        self.venue = exchange.id
-        self.contract = bool(market.get("contract"))
-        self.unit = unit_of(market)
-        self.base, self.quote = market.get("base"), market.get("quote")
+    def __init__(self, book: MarketBook, alert: Alert, reader: AccountReader, market: Market, leverage: int | None):
+        self.book, self.alert, self.reader, self.market = book, alert, reader, market
+        self.symbol = market.symbol
+        self.venue = book.venue
+        self.contract = market.contract
+        self.unit = market.unit
+        self.base, self.quote = market.base, market.quote
         self.leverage = alert.leverage or leverage
 
     # ------------------------------------------------------------ action: order
@@ -133,7 +131,7 @@ class _Planner:
         pct = f"{show(amount)}%"
         if kind == "percent_of_balance":
             if self.contract:
-                settle = self.market.get("settle") or self.quote
+                settle = self.market.settle or self.quote
                 free, _ = await self.reader.balance(settle, self.market)
                 lev = Decimal(self.leverage or 1)
                 value = free * amount / HUNDRED * lev
@@ -181,7 +179,7 @@ class _Planner:
         if price <= 0:
             raise Unprocessable(f"{self.venue} has no price for {self.symbol} to convert {show(value)} {self.quote} at",
                                 code="no_price")
-        size = value / price / Decimal(str(self.market.get("contractSize") or 1))
+        size = value / price / self.market.contract_size
         told = story or f"{show(value)} {self.quote}"
         return Sizing(side=side, amount=size, story=f"{told} = {show(size)} {self.unit} at {show(price)}", reference_price=price)
 
@@ -209,14 +207,10 @@ class _Planner:
                                 f"{self.alert.order_type.replace('_', '-')} order", code="invalid_alert")
 
     def _rounded(self, amount: Decimal) -> Decimal:
-        try:
-            return Decimal(self.exchange.amount_to_precision(self.symbol, str(amount)))
-        except ccxt.InvalidOrder:
-            return Decimal(0)
+        return Decimal(self.book.amount_to_precision(self.market, amount))
 
     def _min_amount(self) -> Decimal | None:
-        found = ((self.market.get("limits") or {}).get("amount") or {}).get("min")
-        return Decimal(str(found)) if found is not None else None
+        return self.market.limits.amount_min
 
     async def _current(self) -> Decimal:
         if self.contract:
@@ -293,7 +287,7 @@ class _Planner:
 
     async def _skip_dust(self, sizing: Sizing) -> None:
         """Spot: a holding worth less than the minimum order value is dust, not a position."""
-        min_cost = ((self.market.get("limits") or {}).get("cost") or {}).get("min")
+        min_cost = self.market.limits.cost_min
         if not min_cost or sizing.amount is None:
             return
         price = self.alert.price or await self.reader.price(self.market)
@@ -304,10 +298,10 @@ class _Planner:
         sizing.reference_price = price
 
 
-async def _cancel(exchange: ccxt.Exchange, alert: Alert, reader: AccountReader, market: dict[str, Any], *,
+async def _cancel(book: MarketBook, alert: Alert, reader: AccountReader, market: Market, *,
                   account: str, client_order_id: str) -> OrderRequest:
-    symbol = market["symbol"]
-    request = dict(account=account, exchange=exchange.id, symbol=symbol, market_type=market.get("type") or "spot",
+    symbol = market.symbol
+    request = dict(account=account, exchange=book.venue, symbol=symbol, market_type=market.type,
                    client_order_id=client_order_id, params=dict(alert.params))
     if alert.action == "cancel_all":
         if not await reader.open_orders(market):
@@ -316,7 +310,7 @@ async def _cancel(exchange: ccxt.Exchange, alert: Alert, reader: AccountReader, 
     what = f"order {alert.order_id}" if alert.order_id else f"order with client id {alert.cancel_client_order_id}"
     state = await reader.order_state(market, alert.order_id, alert.cancel_client_order_id)
     if state is None:
-        raise Unprocessable(f"no {what} on {symbol} at {exchange.id}", code="order_not_found")
+        raise Unprocessable(f"no {what} on {symbol} at {book.venue}", code="order_not_found")
     if state not in ("open", "partially_filled"):
         raise NothingToDo(f"{what} on {symbol} is already {state}")
     return OrderRequest(action="cancel", cancel_id=alert.order_id, cancel_client_order_id=alert.cancel_client_order_id,

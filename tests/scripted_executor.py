@@ -9,12 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 from core.execution import Executor, LookupResult
-from core.markets import prepare_order
+from core.markets import MarketBook, prepare_order
 from core.models import Alert, OrderRequest, OrderResult
 from core.plugins import hookimpl
-from plugins.exchanges.paper import DEFAULT_MARKETS, ccxt_market
-
-import ccxt
+from plugins.exchanges.paper import DEFAULT_MARKETS, paper_market
 
 
 class ScriptedExecutor(Executor):
@@ -33,9 +31,7 @@ class ScriptedExecutor(Executor):
         self.started_calls: list[str] = []
         self.call_started = asyncio.Event()
         self._ids = itertools.count(1)
-        self.markets = ccxt.Exchange({"id": "scripted"})
-        self.markets.precisionMode = ccxt.TICK_SIZE
-        self.markets.set_markets([ccxt_market(s, m) for s, m in DEFAULT_MARKETS.items()])
+        self.markets = MarketBook("scripted", [paper_market(s, m) for s, m in DEFAULT_MARKETS.items()])
         self.on_submit: Callable[[OrderRequest], None] | None = None
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:

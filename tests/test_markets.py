@@ -2,7 +2,8 @@
 
 The markets are ccxt's own, parsed by ccxt's real binance/binanceusdm/bybit classes from
 the emulator's exchangeInfo/instruments (taken from the live venues), and kraken's from
-a recorded AssetPairs answer.
+a recorded AssetPairs answer, then translated into core's Market by the ccxt plugin
+(plugins.exchanges.ccxt_markets): core itself never sees ccxt.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from core.errors import Unprocessable
 from core.markets import prepare_order
 from core.models import Alert
+from plugins.exchanges.ccxt_markets import market_book
 from tests.emulator import Emulator, ccxt_config
 
 
@@ -72,7 +74,8 @@ async def kraken():
 
 def order_for(client, symbol: str, *, default_type: str | None = None, **fields):
     alert = Alert.model_validate({"symbol": symbol, "side": "buy", "amount": "0.01", **fields})
-    return prepare_order(client, alert, account="acct", client_order_id="tv" + "0" * 30, default_type=default_type)
+    client._router_market_book = None  # tests edit the ccxt markets in place: translate them afresh
+    return prepare_order(market_book(client), alert, account="acct", client_order_id="tv" + "0" * 30, default_type=default_type)
 
 
 def resolve(client, symbol: str, market_type: str | None = None, default_type: str | None = None) -> str:

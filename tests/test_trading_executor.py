@@ -49,7 +49,7 @@ async def prepared(ex: CcxtExecutor, alert_id: str, **fields):
 async def test_reads_signed_positions_balances_and_prices(executor, emu):
     for venue in ("binanceusdm", "bybit"):
         ex = await executor(venue)
-        market = ex.client.market("BTC/USDT:USDT")
+        market = ex.book.market("BTC/USDT:USDT")
         await ex.submit(await prepared(ex, f"{venue}-short", side="sell", amount="0.25"))
         assert await ex.position(market) == Decimal("-0.25")
         assert await ex.price(market) == Decimal("50000")

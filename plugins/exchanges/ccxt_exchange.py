@@ -47,10 +47,10 @@ from pydantic import Field, SecretStr
 from core.config import PluginOptions
 from core.errors import ConfigError, ServiceUnavailable, Unprocessable
 from core.execution import Executor, LookupResult
-from core.markets import market_index
+from core.markets import MarketBook
 from core.sizing import prepare_alert
 from core.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
-from core.venue import order_status
+from core.venue import Market, order_status
 from core.plugins import hookimpl
 from core.redaction import REDACTOR
 from plugins.exchanges.ccxt_accounts import (
@@ -61,6 +61,7 @@ from plugins.exchanges.ccxt_accounts import (
     client_id_rule,
     is_ccxt_exchange,
 )
+from plugins.exchanges.ccxt_markets import market_book
 from plugins.exchanges.ccxt_errors import key_refusal, never_left, not_sent, order_error
 from plugins.exchanges.ccxt_websocket import WsOrderGate
 
@@ -259,7 +260,7 @@ class CcxtExecutor(Executor):
     def lane_key(self, alert: Alert) -> str:
         """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
         try:
-            return market_index(self.client).resolve(alert.symbol, alert.market_type, self.default_type)["symbol"]
+            return self.book.resolve(alert.symbol, alert.market_type, self.default_type).symbol
         except Exception:
             return alert.symbol.upper()
 
@@ -275,7 +276,7 @@ class CcxtExecutor(Executor):
     async def _prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         coid = self.id_rule.for_alert(alert.alert_id or client_order_id, self.account, client_order_id)
         async with self._use():
-            order = await prepare_alert(self.client, alert, self, account=self.account, client_order_id=coid,
+            order = await prepare_alert(self.book, alert, self, account=self.account, client_order_id=coid,
                                         default_type=self.default_type, leverage=self.options.leverage,
                                         margin_mode=self.options.margin_mode)
         if order.stop_loss and order.take_profit and order.market_type == "spot" and not self._attaches(order):
@@ -290,9 +291,14 @@ class CcxtExecutor(Executor):
 
     # -- what prepare_alert reads (core.sizing.AccountReader)
 
-    async def position(self, market: dict[str, Any]) -> Decimal:
+    @property
+    def book(self) -> MarketBook:
+        """The account's markets in core's terms (rebuilt when ccxt reloads them)."""
+        return market_book(self.client)
+
+    async def position(self, market: Market) -> Decimal:
         """The signed contracts held on ``market`` (long > 0), from fetch_positions."""
-        symbol = market["symbol"]
+        symbol = market.symbol
         if self.client.has.get("fetchPositions"):
             positions = await self.client.fetch_positions([symbol])
         elif self.client.has.get("fetchPosition"):
@@ -308,30 +314,30 @@ class CcxtExecutor(Executor):
             total += -abs(contracts) if side == "short" else abs(contracts) if side == "long" else contracts
         return total
 
-    async def balance(self, asset: str, market: dict[str, Any]) -> tuple[Decimal, Decimal]:
-        balances = await self.client.fetch_balance({"type": market.get("type") or "spot"})
+    async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
+        balances = await self.client.fetch_balance({"type": market.type})
         entry = balances.get(asset) or {}
         total = entry.get("total")
         free = entry.get("free")
         free = total if free is None else free
         return Decimal(str(free or 0)), Decimal(str(total or 0))
 
-    async def price(self, market: dict[str, Any]) -> Decimal:
-        ticker = await self.client.fetch_ticker(market["symbol"])
+    async def price(self, market: Market) -> Decimal:
+        ticker = await self.client.fetch_ticker(market.symbol)
         price = ticker.get("last") or ticker.get("close")
         if not price and ticker.get("bid") and ticker.get("ask"):
             price = (ticker["bid"] + ticker["ask"]) / 2
         return Decimal(str(price or 0))
 
-    def buys_by_cost(self, market: dict[str, Any]) -> bool:
-        return bool(market.get("spot")) and bool(self.client.has.get("createMarketBuyOrderWithCost"))
+    def buys_by_cost(self, market: Market) -> bool:
+        return market.buys_by_cost
 
-    async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
-        found = await self._fetch_order(market["symbol"], order_id, client_order_id)
+    async def order_state(self, market: Market, order_id: str | None, client_order_id: str | None) -> str | None:
+        found = await self._fetch_order(market.symbol, order_id, client_order_id)
         return order_status(found.get("status") or "open") if found else None
 
-    async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._open_orders(market["symbol"])
+    async def open_orders(self, market: Market) -> list[dict[str, Any]]:
+        return await self._open_orders(market.symbol)
 
     # -- sending
 

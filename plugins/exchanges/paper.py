@@ -1,8 +1,8 @@
 """The paper exchange: the embedded default (DEFAULT_EXCHANGE=paper), no keys needed.
 
 It keeps a ledger in SQLite under DATA_DIR (``paper.sqlite3``): orders, balances per
-asset and positions for perpetual symbols. Markets are described in ccxt's own market
-structure, so alerts are resolved, rounded and checked exactly as for a real exchange
+asset and positions for perpetual symbols. Markets are core's own (``core.venue.Market``),
+so alerts are resolved, rounded and checked exactly as for a real exchange
 (``core.markets``). Market orders fill at the alert's price (TradingView's ``{{close}}``)
 or the configured last price; limit orders fill at their price. A fee is charged in the
 quote currency. An order beyond the balance is refused (422). A client order id already
@@ -26,17 +26,16 @@ import uuid
 from decimal import Decimal
 from typing import Any, Literal
 
-import ccxt
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
 from core.errors import Unprocessable
 from core.execution import Executor, LookupResult, child_order_id
-from core.markets import market_index
+from core.markets import MarketBook
 from core.sizing import prepare_alert
 from core.models import Alert, OrderRequest, OrderResult
-from core.venue import order_status
+from core.venue import Market, MarketLimits, order_status
 from core.plugins import hookimpl
 
 SCHEMA = """
@@ -104,20 +103,13 @@ DEFAULT_MARKETS = {
 }
 
 
-def ccxt_market(symbol: str, m: PaperMarket) -> dict[str, Any]:
-    """A paper market in ccxt's unified structure (what ``load_markets`` would return)."""
+def paper_market(symbol: str, m: PaperMarket) -> Market:
+    """A paper market in core's terms."""
     swap = m.type == "swap"
-    return {
-        "id": f"{m.base}{m.quote}", "symbol": symbol, "base": m.base, "quote": m.quote, "settle": m.quote if swap else None,
-        "baseId": m.base, "quoteId": m.quote, "settleId": m.quote if swap else None,
-        "type": m.type, "spot": not swap, "margin": False, "swap": swap, "future": False, "option": False,
-        "contract": swap, "linear": True if swap else None, "inverse": False if swap else None, "active": True,
-        "contractSize": 1 if swap else None,
-        "precision": {"amount": float(m.amount_step), "price": float(m.price_tick)},
-        "limits": {"amount": {"min": float(m.min_amount), "max": None}, "cost": {"min": float(m.min_cost), "max": None},
-                   "price": {"min": None, "max": None}, "leverage": {"min": None, "max": None}},
-        "info": {},
-    }
+    return Market(symbol=symbol, id=f"{m.base}{m.quote}", base=m.base, quote=m.quote, type=m.type,
+                  settle=m.quote if swap else None, contract=swap, linear=True if swap else None,
+                  amount_step=m.amount_step, price_tick=m.price_tick,
+                  limits=MarketLimits(amount_min=m.min_amount, cost_min=m.min_cost or None))
 
 
 class PaperExecutor(Executor):
@@ -127,9 +119,7 @@ class PaperExecutor(Executor):
         super().__init__(account, "paper")
         self.options = options
         self.db = db
-        self.markets = ccxt.Exchange({"id": "paper"})
-        self.markets.precisionMode = ccxt.TICK_SIZE
-        self.markets.set_markets([ccxt_market(s, m) for s, m in options.markets.items()])
+        self.markets = MarketBook("paper", [paper_market(s, m) for s, m in options.markets.items()])
 
     def matches_exchange(self, name: str) -> bool:
         # Paper stands in for whatever venue the alert names (TradingView's {{exchange}}).
@@ -152,7 +142,7 @@ class PaperExecutor(Executor):
     def lane_key(self, alert: Alert) -> str:
         """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
         try:
-            return market_index(self.markets).resolve(alert.symbol, alert.market_type, self.options.default_market_type)["symbol"]
+            return self.markets.resolve(alert.symbol, alert.market_type, self.options.default_market_type).symbol
         except Exception:
             return alert.symbol.upper()
 
@@ -433,29 +423,29 @@ class _PaperReader:
         self.executor = executor
         self.alert = alert
 
-    async def position(self, market: dict[str, Any]) -> Decimal:
-        held = (await self.executor.positions()).get(market["symbol"])
+    async def position(self, market: Market) -> Decimal:
+        held = (await self.executor.positions()).get(market.symbol)
         return Decimal(held["contracts"]) if held else Decimal(0)
 
-    async def balance(self, asset: str, market: dict[str, Any]) -> tuple[Decimal, Decimal]:
+    async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
         amount = Decimal((await self.executor.balances()).get(asset, "0"))
         return amount, amount  # paper locks nothing for resting orders
 
-    async def price(self, market: dict[str, Any]) -> Decimal:
+    async def price(self, market: Market) -> Decimal:
         # A paper market order fills at the alert's price, else the configured last price.
-        return self.alert.price or self.executor.options.markets[market["symbol"]].last_price
+        return self.alert.price or self.executor.options.markets[market.symbol].last_price
 
-    def buys_by_cost(self, market: dict[str, Any]) -> bool:
+    def buys_by_cost(self, market: Market) -> bool:
         return False
 
-    async def order_state(self, market: dict[str, Any], order_id: str | None, client_order_id: str | None) -> str | None:
+    async def order_state(self, market: Market, order_id: str | None, client_order_id: str | None) -> str | None:
         ex = self.executor
-        row = await ex.db.run(lambda conn: ex._find(conn, market["symbol"], order_id, client_order_id))
+        row = await ex.db.run(lambda conn: ex._find(conn, market.symbol, order_id, client_order_id))
         return order_status(row["status"]) if row else None
 
-    async def open_orders(self, market: dict[str, Any]) -> list[dict[str, Any]]:
+    async def open_orders(self, market: Market) -> list[dict[str, Any]]:
         ex = self.executor
-        return [dict(r) for r in await ex.db.run(lambda conn: ex._open(conn, market["symbol"]))]
+        return [dict(r) for r in await ex.db.run(lambda conn: ex._open(conn, market.symbol))]
 
 
 class Plugin:
