@@ -1,6 +1,7 @@
 """Alpaca's assets (``GET /v2/assets``) and how a TradingView ticker resolves to one.
 
-Resolution uses the account's asset list, loaded at start, never string rules alone:
+Resolution uses the account's asset list, loaded at start, never string rules alone
+(through core's ``MarketBook``, on the assets as core ``Market`` objects):
 ``NASDAQ:AAPL`` and ``AAPL`` find the stock ``AAPL``; ``BTCUSD``, ``COINBASE:BTCUSD``
 and ``BTC/USD`` find the crypto pair ``BTC/USD`` (Alpaca lists pairs with a slash;
 TradingView writes them without). A prefix (TradingView's exchange) is only a hint:
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from core.errors import Unprocessable
+from core.markets import MarketBook
 from core.venue import Market, MarketLimits
 
 EQUITY = "us_equity"
@@ -110,22 +113,13 @@ class Asset:
         return (price / step).to_integral_value(rounding=ROUND_HALF_UP) * step
 
 
-def _key(text: str) -> str:
-    """A symbol as TradingView and Alpaca might both spell it: upper case, no separators."""
-    return "".join(ch for ch in text.upper() if ch.isalnum())
-
-
 class AssetBook:
-    """The account's tradable assets, indexed for TradingView tickers."""
+    """The account's tradable assets, resolved through core's ``MarketBook`` (each asset
+    as a ``core.venue.Market``: crypto pairs carry their slash-free name as an alias)."""
 
     def __init__(self, assets: list[Asset]):
-        self.by_symbol: dict[str, Asset] = {}
-        self._by_key: dict[str, list[Asset]] = {}
-        for asset in assets:
-            if not asset.tradable:
-                continue
-            self.by_symbol[asset.symbol.upper()] = asset
-            self._by_key.setdefault(_key(asset.symbol), []).append(asset)
+        self.by_symbol: dict[str, Asset] = {a.symbol: a for a in assets if a.tradable}
+        self.markets = MarketBook("alpaca", [a.to_market() for a in self.by_symbol.values()])
 
     def __len__(self) -> int:
         return len(self.by_symbol)
@@ -134,19 +128,16 @@ class AssetBook:
         """The asset a ticker names, or None. ``EXCHANGE:SYMBOL`` drops the prefix; an
         exact Alpaca symbol wins over a separator-free match (``BTCUSD`` → ``BTC/USD``)."""
         text = ticker.strip()
-        if ":" in text:
-            text = text.split(":", 1)[1]
-        exact = self.by_symbol.get(text.upper())
-        if exact is not None:
-            return exact
-        candidates = self._by_key.get(_key(text), [])
-        if len(candidates) == 1:
-            return candidates[0]
-        # Two assets spelled alike (a stock and a crypto pair): prefer the stock, as a
-        # crypto pair is always written with its quote currency.
-        stocks = [a for a in candidates if not a.crypto]
-        return stocks[0] if len(stocks) == 1 else None
+        if not text:
+            return None
+        try:
+            market = self.markets.resolve(text, None, "spot")
+        except Unprocessable:
+            return None
+        return self.by_symbol.get(market.symbol)
 
     def suggestions(self, ticker: str, limit: int = 3) -> list[str]:
-        key = _key(ticker.split(":", 1)[-1])
-        return sorted(s for s in self.by_symbol if _key(s).startswith(key[:3]))[:limit] if key else []
+        key = "".join(ch for ch in ticker.split(":", 1)[-1].upper() if ch.isalnum())
+        if not key:
+            return []
+        return sorted(s for s in self.by_symbol if "".join(ch for ch in s if ch.isalnum()).startswith(key[:3]))[:limit]
