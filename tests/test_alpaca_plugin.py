@@ -249,23 +249,25 @@ async def test_fractional_rules(executor):
         await executor.prepare(make_alert(amount="0.5", time_in_force="GTC"), "c1")
     whole = await executor.prepare(make_alert(amount="2", time_in_force="GTC"), "c2")
     assert (whole.amount, whole.time_in_force) == ("2", "gtc")
-    with pytest.raises(Unprocessable, match="not fractionable"):
+    with pytest.raises(Unprocessable, match="below the minimum 1 for BRK.A"):  # whole shares only
         await executor.prepare(make_alert(symbol="BRK.A", amount="0.5"), "c3")
-    with pytest.raises(Unprocessable, match="not fractionable"):
+    with pytest.raises(Unprocessable, match="quotes no price"):  # not fractionable: no dollar amount as notional
         await executor.prepare(make_alert(symbol="BRK.A", amount="100", amount_type="quote"), "c4")
+    with pytest.raises(Unprocessable, match="below the minimum 1 for BRK.A"):
+        await executor.prepare(make_alert(symbol="BRK.A", amount="100", amount_type="quote", price="600000"), "c4")
     assert (await executor.prepare(make_alert(symbol="BRK.A", amount="1.7"), "c5")).amount == "1"
 
 
 async def test_crypto_rules(executor):
     order = await executor.prepare(make_alert(symbol="BTCUSD", amount="0.0012345678912"), "c1")
     assert (order.symbol, order.amount, order.time_in_force, order.market_type) == (
-        "BTC/USD", "0.001234567", "gtc", "crypto")
+        "BTC/USD", "0.001234567", "gtc", "spot")
     assert (await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", time_in_force="IOC"), "c2")).time_in_force == "ioc"
     with pytest.raises(Unprocessable, match="gtc and ioc"):
         await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", time_in_force="FOK"), "c3")
     with pytest.raises(Unprocessable, match="not stop orders"):
         await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", order_type="stop", stop_price="60000"), "c4")
-    with pytest.raises(Unprocessable, match="minimum order size"):
+    with pytest.raises(Unprocessable, match="below the minimum 0.0001 for BTC/USD"):
         await executor.prepare(make_alert(symbol="BTCUSD", amount="0.00001"), "c5")
 
 
@@ -276,7 +278,7 @@ async def test_brackets_are_checked_before_sending(executor):
     assert oto.params["order_class"] == "oto" and oto.take_profit is None
     with pytest.raises(Unprocessable, match="whole shares"):
         await executor.prepare(make_alert(amount="2.5", stop_loss="180"), "c3")
-    with pytest.raises(Unprocessable, match="losing side"):
+    with pytest.raises(Unprocessable, match="stop_loss 195 must be below the long entry at 190"):
         await executor.prepare(make_alert(amount="2", price="190", stop_loss="195", take_profit="200"), "c4")
 
 
@@ -335,7 +337,7 @@ async def test_cancel_and_cancel_all(executor, emulator):
     assert [c["client_order_id"] for c in (await executor.submit(everything)).children] == ["rest2"]
     assert (await executor.lookup(everything)).result.status == "canceled"
     assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["CANCELED", "CANCELED"]
-    with pytest.raises(Unprocessable, match="no such order"):
+    with pytest.raises(Unprocessable, match="no order nope on AAPL"):
         await executor.submit(await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id="nope"), "c3"))
 
 
@@ -406,9 +408,11 @@ def test_an_asset_is_a_core_market():
     market = coin.to_market()
     assert (market.symbol, market.base, market.quote, market.type, market.contract) == ("BTC/USD", "BTC", "USD", "spot", False)
     assert (market.amount_step, market.price_tick, market.aliases) == (Decimal("0.000000001"), Decimal(1), ("BTCUSD",))
-    assert (market.limits.amount_min, market.limits.cost_min, market.buys_by_cost) == (Decimal("0.0001"), Decimal(10), True)
+    assert (market.limits.amount_min, market.buys_by_cost) == (Decimal("0.0001"), True)
+    assert coin.min_notional == Decimal(10)  # checked by the plugin, for buys only
     whole = asset("BRK.A", fractionable=False).to_market()
-    assert (whole.amount_step, whole.price_tick, whole.limits.cost_min, whole.buys_by_cost) == (Decimal(1), Decimal("0.01"), None, False)
+    assert (whole.amount_step, whole.price_tick, whole.limits.amount_min, whole.buys_by_cost) == (
+        Decimal(1), Decimal("0.0001"), Decimal(1), False)
 
 
 async def test_an_alpaca_account_named_by_default_exchange_is_the_default_account(app_client, write_plugins_yaml,
@@ -427,3 +431,26 @@ alpaca:
             assert response.status_code == 200, await response.get_json()
             assert (await response.get_json())["order"]["exchange"] == "alpaca"
     assert len(emulator.orders(venue="alpaca")) == 2
+
+
+async def test_target_alerts_move_the_holding_through_cores_sizing(executor):
+    await executor.submit(await executor.prepare(make_alert(amount="10"), "hold-10"))
+    target = make_alert(action="target", side=None, amount=None, target_position="4")
+    order = await executor.prepare(target, "t1")
+    assert (order.side, order.amount, order.position_before) == ("sell", "6", "10")
+    await executor.submit(order)
+    with pytest.raises(NothingToDo, match="already"):
+        await executor.prepare(target, "t2")
+    with pytest.raises(Unprocessable, match="cannot go short"):
+        await executor.prepare(make_alert(action="target", side=None, amount=None, target_position="-1"), "t3")
+    with pytest.raises(Unprocessable, match="flip needs a derivatives market"):
+        await executor.prepare(make_alert(action="flip", side=None, amount=None), "t4")
+
+
+async def test_cancels_of_what_is_not_open_are_answered_before_sending(executor, emulator):
+    filled = await executor.submit(await executor.prepare(make_alert(amount="1"), "done1"))
+    with pytest.raises(NothingToDo, match="already filled"):
+        await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id=filled.order_id), "c1")
+    with pytest.raises(NothingToDo, match="no open orders"):
+        await executor.prepare(make_alert(action="cancel_all", side=None, amount=None), "c2")
+    assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["FILLED"]

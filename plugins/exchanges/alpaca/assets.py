@@ -90,14 +90,18 @@ class Asset:
         return EQUITY_MIN_NOTIONAL if self.fractionable else None
 
     def to_market(self) -> Market:
-        """The asset as core's venue-neutral ``Market`` (what GET / and core's checks read).
-        Stocks' price tick is the cent (sub-dollar prices take 4 decimals, see
-        ``price_step``); crypto pairs answer to their slash-free name too."""
+        """The asset as core's venue-neutral ``Market``, which core's resolution, sizing and
+        checks work on. A stock's tick depends on its price (a cent from $1, 1/100 cent
+        below), so its ``price_tick`` is the finest Alpaca accepts and the plugin rounds
+        prices with ``price_step`` first. Alpaca's minimum order values apply to some
+        orders only (fractional stock orders, crypto buys): the plugin checks them itself."""
         base = self.symbol.split("/")[0]
         return Market(
             symbol=self.symbol, id=self.symbol, base=base, quote=self.quote, type="spot", active=self.tradable,
-            amount_step=self.qty_step, price_tick=self.price_step(Decimal(1)),
-            limits=MarketLimits(amount_min=self.min_order_size if self.crypto else None, cost_min=self.min_notional),
+            amount_step=self.qty_step,
+            price_tick=self.price_increment if self.crypto and self.price_increment else Decimal("0.0001"),
+            # A stock's smallest order is one step (a share, or a billionth of one).
+            limits=MarketLimits(amount_min=self.min_order_size if self.crypto and self.min_order_size else self.qty_step),
             aliases=(self.symbol.replace("/", ""),) if "/" in self.symbol else (),
             buys_by_cost=self.crypto or self.fractionable,
             info={"class": self.asset_class, "exchange": self.exchange, "fractionable": self.fractionable},

@@ -1,12 +1,16 @@
 """One Alpaca account's order placement: resolve, size, check the market clock, send.
 
-What an alert becomes on Alpaca:
+The alert is resolved and sized by core (``core.sizing.prepare_alert`` on the assets as
+core ``Market`` objects, reading the account through ``AlpacaAccountReader``), exactly
+as for every venue; this module adds what is Alpaca's own:
 
-* ``amount_type`` base → ``qty`` (shares or coins; fractional shares where the asset is
-  ``fractionable``, truncated to 9 decimals); quote → ``notional`` (dollars) for market
-  orders, else ``qty`` = amount / price; percent_of_balance → of the buying power
-  (buys) or of the position (sells); percent_of_position → of the position.
-* ``order_type`` market, limit, stop, stop_limit as Alpaca's ``type``.
+* Amounts: shares or coins (fractional shares where the asset is ``fractionable``, to 9
+  decimals); a dollar amount (``amount_type`` quote, or a percentage of the buying
+  power) on a market buy goes as ``notional``, in cents; percentages of the position
+  and ``target`` / ``close`` move the holding (no short selling through alerts).
+  Alpaca's minimum values are checked: $1 for fractional stock orders, $10 for USD
+  crypto buys.
+* ``order_type`` market, limit, stop, stop_limit as Alpaca's ``type`` (crypto: no stop).
 * ``stop_loss``/``take_profit`` on a stock → one bracket order (both) or an OTO order
   (one), Alpaca's own ``order_class``; whole shares, day or GTC. Crypto has no
   bracket orders at Alpaca: such an alert is refused (422) rather than split into
@@ -17,8 +21,8 @@ What an alert becomes on Alpaca:
   ``extended_hours`` true). Crypto trades at any time.
 * ``time_in_force``: stocks default to day (fractional and extended-hours orders
   must be day); crypto to gtc (Alpaca takes gtc and ioc only).
-* ``close`` sells (or buys back) the whole position; ``cancel`` / ``cancel_all``
-  cancel by order id or client order id / every open order of the symbol.
+* ``cancel`` / ``cancel_all``: by order id or client order id / every open order of
+  the symbol; one already closed, or none open, is answered without sending.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from typing import Any
 
 from core.errors import OrderRejected, Unprocessable
 from core.execution import Executor, LookupResult
-from core.models import Alert, NothingToDo, OrderRequest, OrderResult, decimal_str
-from core.venue import order_status
+from core.models import Alert, OrderRequest, OrderResult, decimal_str
+from core.sizing import prepare_alert
+from core.venue import Market, order_status
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
 
@@ -58,6 +63,64 @@ def _flag(value: Any) -> bool:
 
 def _refuse(message: str, code: str = "unprocessable") -> Unprocessable:
     return Unprocessable(message, code=code)
+
+
+class AlpacaAccountReader:
+    """What core's sizing reads of the account for one alert (``core.sizing.AccountReader``):
+    buying power and cash, holdings from ``GET /v2/positions/{symbol}``, order states.
+    Alpaca's trading API quotes no prices: a price is the alert's, else the held
+    position's current price."""
+
+    def __init__(self, client: AlpacaClient, alert: Alert):
+        self.client = client
+        self.alert = alert
+        self._positions: dict[str, dict[str, Any] | None] = {}
+
+    async def _position(self, market: Market) -> dict[str, Any] | None:
+        if market.symbol not in self._positions:
+            self._positions[market.symbol] = await self.client.position(market.symbol)
+        return self._positions[market.symbol]
+
+    async def position(self, market: Market) -> Decimal:
+        return Decimal(0)  # no derivatives at Alpaca: holdings are balances
+
+    async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
+        if asset == market.quote:
+            account = await self.client.account()
+            crypto = market.info.get("class") == "crypto"
+            power = account.get("non_marginable_buying_power" if crypto else "buying_power") or "0"
+            return Decimal(str(power)), Decimal(str(account.get("cash") or power))
+        row = await self._position(market)
+        if not row:
+            return Decimal(0), Decimal(0)
+        held = Decimal(str(row.get("qty") or 0))
+        free = row.get("qty_available")
+        return (Decimal(str(free)) if free is not None else held), held
+
+    async def price(self, market: Market) -> Decimal:
+        if self.alert.price is not None:
+            return self.alert.price
+        row = await self._position(market)
+        if row and row.get("current_price"):
+            return Decimal(str(row["current_price"]))
+        raise _refuse(f"Alpaca's trading API quotes no price for {market.symbol}: send the alert's price "
+                      "(TradingView's {{close}}) to convert the amount", "no_price")
+
+    def buys_by_cost(self, market: Market) -> bool:
+        return market.buys_by_cost
+
+    async def order_state(self, market: Market, order_id: str | None, client_order_id: str | None) -> str | None:
+        try:
+            if order_id:
+                return status_word((await self.client.order(order_id)).get("status"))
+            if client_order_id:
+                return status_word((await self.client.order_by_client_id(client_order_id)).get("status"))
+        except NotFound:
+            return None
+        return None
+
+    async def open_orders(self, market: Market) -> list[dict[str, Any]]:
+        return await self.client.open_orders(market.symbol)
 
 
 class AlpacaExecutor(Executor):
@@ -141,41 +204,50 @@ class AlpacaExecutor(Executor):
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         asset = self.resolve(alert.symbol)
-        base = {"account": self.account, "exchange": self.exchange, "symbol": asset.symbol,
-                "market_type": asset.asset_class, "client_order_id": client_order_id}
-        if alert.action == "cancel":
-            return OrderRequest(**base, action="cancel", cancel_id=alert.order_id,
-                                cancel_client_order_id=alert.cancel_client_order_id)
-        if alert.action == "cancel_all":
-            return OrderRequest(**base, action="cancel_all")
-        if alert.action in ("target", "flip"):
-            raise _refuse(f"'{alert.action}' alerts are not supported on Alpaca accounts yet; send buy/sell or close")
+        reader = AlpacaAccountReader(self.client, alert)
+        if alert.action in ("cancel", "cancel_all"):
+            return await prepare_alert(self.assets.markets, alert, reader, account=self.account,
+                                       client_order_id=client_order_id, default_type="spot")
         self._refuse_unsupported(alert, asset)
-        extended = _flag(self._alert_field(alert, "extended_hours", self.options.extended_hours))
-        side, qty, notional, position = await self._size(alert, asset)
-        order_type = alert.order_type
-        limit_price = asset.round_price(alert.price) if order_type in ("limit", "stop_limit") and alert.price else None
-        stop_price = asset.round_price(alert.stop_price) if alert.stop_price else None
-        if asset.crypto:
-            extended = False  # crypto trades around the clock; Alpaca has no session flag for it
+        extended = _flag(self._alert_field(alert, "extended_hours", self.options.extended_hours)) and not asset.crypto
+        if not asset.crypto:  # crypto trades around the clock
+            await self._check_market_hours(alert.order_type, extended)
+        # Prices on the asset's own tick first (a stock's tick depends on its price), then
+        # core's sizing, precision and limits, as for every venue.
+        rounded = {name: asset.round_price(getattr(alert, name))
+                   for name in ("price", "stop_price", "stop_loss", "take_profit") if getattr(alert, name) is not None}
+        order = await prepare_alert(self.assets.markets, alert.model_copy(update=rounded), reader, account=self.account,
+                                    client_order_id=client_order_id, default_type="spot")
+        return self._alpaca_rules(order, alert, asset, extended)
+
+    def _alpaca_rules(self, order: OrderRequest, alert: Alert, asset: Asset, extended: bool) -> OrderRequest:
+        """What Alpaca adds to core's order: notionals in cents and Alpaca's minimums, time
+        in force, extended hours, and stop-loss/take-profit as Alpaca's order class."""
+        update: dict[str, Any] = {}
+        if order.cost is not None:
+            value: Decimal | None = Decimal(order.cost).quantize(CENT, rounding=ROUND_DOWN)
+            update["cost"] = decimal_str(value)
+        elif order.reference_price is not None and order.amount is not None:
+            value = Decimal(order.amount) * Decimal(order.reference_price)
         else:
-            await self._check_market_hours(order_type, extended)
-        fractional = notional is not None or (qty is not None and qty != qty.to_integral_value())
-        brackets = alert.stop_loss is not None or alert.take_profit is not None
+            value = None  # a market order without a price: Alpaca checks
+        qty = Decimal(order.amount) if order.amount is not None else None
+        fractional = order.cost is not None or (qty is not None and qty != qty.to_integral_value())
+        # Alpaca's minimums: $1 for a fractional or dollar-amount stock order, $10 for a USD
+        # crypto buy (a sell of what is held may be smaller).
+        minimum = asset.min_notional if (order.side == "buy" if asset.crypto else fractional) else None
+        if minimum and value is not None and value < minimum:
+            raise _refuse(f"the order value {decimal_str(value)} {asset.quote} is below Alpaca's minimum of "
+                          f"{decimal_str(minimum)} for {asset.symbol}", "cost_below_minimum")
+        brackets = order.stop_loss is not None or order.take_profit is not None
         tif = self._time_in_force(alert, asset, fractional=fractional, extended=extended, brackets=brackets)
         params: dict[str, Any] = {"time_in_force": tif}
         if extended:
             params["extended_hours"] = True
-        stop_loss = take_profit = None
         if brackets:
-            stop_loss, take_profit = self._brackets(alert, asset, side, fractional, extended, limit_price)
-            params["order_class"] = "bracket" if stop_loss and take_profit else "oto"
-        return OrderRequest(
-            **base, side=side, order_type=order_type, amount=decimal_str(qty), cost=decimal_str(notional),
-            price=decimal_str(limit_price), stop_price=decimal_str(stop_price), stop_loss=stop_loss,
-            take_profit=take_profit, time_in_force=tif, reference_price=decimal_str(limit_price or alert.price),
-            position_before=decimal_str(position), params=params,
-        )
+            self._check_brackets(alert, asset, fractional, extended)
+            params["order_class"] = "bracket" if order.stop_loss and order.take_profit else "oto"
+        return order.model_copy(update={**update, "time_in_force": tif, "params": params})
 
     @staticmethod
     def _alert_field(alert: Alert, name: str, default: Any) -> Any:
@@ -188,80 +260,15 @@ class AlpacaExecutor(Executor):
                     return value
         return default
 
+
     @staticmethod
     def _refuse_unsupported(alert: Alert, asset: Asset) -> None:
-        if alert.post_only:
-            raise _refuse("Alpaca has no post-only orders")
-        if alert.reduce_only and alert.action == "order":
-            raise _refuse("Alpaca has no reduce-only orders; send a 'close' alert to close the position")
-        if alert.leverage is not None or alert.margin_mode is not None:
-            raise _refuse("leverage and margin mode are not set per order on Alpaca")
-        if alert.market_type not in (None, "spot"):
-            raise _refuse(f"Alpaca trades stocks and spot crypto, not {alert.market_type}")
+        """What Alpaca lacks that core would pass on (core itself refuses reduce-only,
+        leverage and margin mode on a spot market, and market types that are not listed)."""
+        if alert.post_only or alert.time_in_force == "PO":
+            raise _refuse("Alpaca has no post-only orders", "not_supported")
         if asset.crypto and alert.order_type == "stop":
-            raise _refuse("Alpaca takes market, limit and stop-limit orders for crypto, not stop orders")
-
-    async def _size(self, alert: Alert, asset: Asset) -> tuple[str, Decimal | None, Decimal | None, Decimal | None]:
-        """(side, qty, notional, position before) for an order or close alert."""
-        position: Decimal | None = None
-        if alert.action == "close" or alert.amount_type == "percent_of_position" or (
-                alert.amount_type == "percent_of_balance" and alert.side == "sell"):
-            row = await self.client.position(asset.symbol)
-            position = Decimal(str(row["qty"])) if row else Decimal(0)
-        if alert.action == "close":
-            if not position:
-                raise NothingToDo(f"no {asset.symbol} position to close")
-            side = "sell" if position > 0 else "buy"
-            share = alert.amount / 100 if alert.amount is not None and alert.amount_type in (
-                "percent_of_position", "percent_of_balance") else Decimal(1)
-            return side, self._qty(asset, abs(position) * share), None, position
-        side = alert.side or "buy"
-        amount = alert.amount or Decimal(0)
-        price = alert.price
-        if alert.amount_type == "base":
-            return side, self._qty(asset, amount), None, position
-        if alert.amount_type == "percent_of_position" or (alert.amount_type == "percent_of_balance" and side == "sell"):
-            if not position:
-                raise _refuse(f"no {asset.symbol} position to take {amount}% of")
-            return side, self._qty(asset, abs(position) * amount / 100), None, position
-        if alert.amount_type == "percent_of_balance":
-            account = await self.client.account()
-            power = account.get("non_marginable_buying_power" if asset.crypto else "buying_power") or "0"
-            dollars = Decimal(str(power)) * amount / 100
-        else:  # quote: dollars
-            dollars = amount
-        if alert.order_type == "market" and alert.stop_loss is None and alert.take_profit is None:
-            return side, None, self._notional(asset, side, dollars), position
-        if price is None:
-            raise _refuse("a dollar amount on a limit, stop or bracket order needs the alert's price to convert it to shares")
-        return side, self._qty(asset, dollars / price), None, position
-
-    def _qty(self, asset: Asset, qty: Decimal) -> Decimal:
-        if not asset.crypto and not asset.fractionable and qty != qty.to_integral_value():
-            whole = qty.to_integral_value(rounding=ROUND_DOWN)
-            if whole < 1:
-                raise _refuse(f"{asset.symbol} is not fractionable on Alpaca; the amount must be at least one whole share")
-            qty = whole
-        rounded = asset.round_qty(qty)
-        if rounded <= 0:
-            raise _refuse(f"the amount {decimal_str(qty)} is below {asset.symbol}'s smallest step "
-                          f"{decimal_str(asset.qty_step)}", "below_minimum")
-        if asset.crypto and asset.min_order_size and rounded < asset.min_order_size:
-            raise _refuse(f"the amount {decimal_str(rounded)} is below {asset.symbol}'s minimum order size "
-                          f"{decimal_str(asset.min_order_size)}", "below_minimum")
-        return rounded
-
-    @staticmethod
-    def _notional(asset: Asset, side: str, dollars: Decimal) -> Decimal:
-        if not asset.crypto and not asset.fractionable:
-            raise _refuse(f"{asset.symbol} is not fractionable on Alpaca: a dollar amount cannot be bought; send shares")
-        notional = dollars.quantize(CENT, rounding=ROUND_DOWN)
-        # Alpaca's crypto minimum applies to buys only (a sell of what is held may be smaller).
-        minimum = (asset.min_notional if side == "buy" or not asset.crypto else None) or Decimal(0)
-        if notional <= 0 or notional < minimum:
-            raise _refuse(f"the order value {decimal_str(notional)} is below Alpaca's minimum of "
-                          f"{decimal_str(minimum)} for {asset.symbol}", "below_minimum")
-        return notional
+            raise _refuse("Alpaca takes market, limit and stop-limit orders for crypto, not stop orders", "not_supported")
 
     async def _check_market_hours(self, order_type: str, extended: bool) -> None:
         if extended:
@@ -291,9 +298,11 @@ class AlpacaExecutor(Executor):
             raise _refuse("bracket orders are day or GTC orders on Alpaca")
         return {"GTC": "gtc", "IOC": "ioc", "FOK": "fok"}.get(wanted or "", "day")
 
+
     @staticmethod
-    def _brackets(alert: Alert, asset: Asset, side: str, fractional: bool, extended: bool,
-                  limit_price: Decimal | None) -> tuple[str | None, str | None]:
+    def _check_brackets(alert: Alert, asset: Asset, fractional: bool, extended: bool) -> None:
+        """Alpaca's rules for bracket/OTO orders (core has already put the stop-loss below
+        and the take-profit above a long entry, on the tick)."""
         if asset.crypto:
             raise _refuse("Alpaca has no stop-loss/take-profit (bracket) orders for crypto; send the exits as "
                           "their own alerts", "brackets_unsupported")
@@ -303,18 +312,8 @@ class AlpacaExecutor(Executor):
         if extended:
             raise _refuse("Alpaca's bracket orders cannot trade in extended hours", "brackets_unsupported")
         if alert.order_type not in ("market", "limit"):
-            raise _refuse("stop-loss/take-profit ride on market or limit entries on Alpaca")
-        stop_loss = asset.round_price(alert.stop_loss) if alert.stop_loss else None
-        take_profit = asset.round_price(alert.take_profit) if alert.take_profit else None
-        entry = limit_price or alert.price
-        if entry is not None:
-            below, above = (stop_loss, take_profit) if side == "buy" else (take_profit, stop_loss)
-            if below is not None and below > entry - CENT or above is not None and above < entry + CENT:
-                raise _refuse(f"for a {side} at {decimal_str(entry)} the stop-loss must be on the losing side and "
-                              f"the take-profit on the winning side, at least a cent away")
-        return decimal_str(stop_loss), decimal_str(take_profit)
+            raise _refuse("stop-loss/take-profit ride on market or limit entries on Alpaca", "brackets_unsupported")
 
-    # ------------------------------------------------------------ submit
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         if order.action == "cancel":
