@@ -395,14 +395,18 @@ def load_plugin(tmp_path: Path, yaml_text: str, **env: str):
     plugins_file = PluginsFile.load(path, settings.environ)
     plugin = Plugin(plugins_file.validate("ccxt", Plugin.Options))
     registered: dict = {}
-    router = SimpleNamespace(settings=settings, plugins_file=plugins_file)
+    secrets: list[str] = []
+    # Only what core.host.PluginHost offers: a plugin must need nothing else of the router.
+    router = SimpleNamespace(settings=settings, config_path=path, register_secret=secrets.append)
     plugin.register_executors(lambda name, ex: registered.setdefault(name, ex), router)
+    plugin.secrets = secrets
     return plugin, registered
 
 
 async def test_default_account_from_the_environment(tmp_path):
-    _, registered = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="bybit", DEFAULT_API_KEY="env-key-123", DEFAULT_API_SECRET="env-secret-456")
+    plugin, registered = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="bybit", DEFAULT_API_KEY="env-key-123", DEFAULT_API_SECRET="env-secret-456")
     default = registered["default"]
+    assert {"env-key-123", "env-secret-456"} <= set(plugin.secrets)  # registered with the host's redactor
     assert (default.exchange, default.client.apiKey, default.client.secret) == ("bybit", "env-key-123", "env-secret-456")
     assert "env-secret-456" not in json.dumps(default.status()) and "env-secret-456" not in repr(default.options)
     await default.close()

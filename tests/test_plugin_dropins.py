@@ -78,3 +78,25 @@ async def test_naive_broker_losing_the_reply_ends_with_one_order_and_a_visible_u
         assert "sending it again" not in server.log()
     finally:
         await broker.stop()
+
+
+async def test_the_guides_example_executor_trades_as_a_dropin(server_factory, data_dir, dropins):
+    shutil.copy(ROOT / "docs" / "plugins" / "example_executor.py", dropins / "example_executor.py")
+    key = "example-venue-key-0123456789"
+    (data_dir / "plugins.yaml").write_text(FAST.format(plugins=dropins) + "example_executor:\n  api_key: ${EXAMPLE_KEY}\n")
+    server = await asyncio.to_thread(server_factory, EXAMPLE_KEY=key)
+    async with httpx.AsyncClient(timeout=10) as client:
+        health = (await client.get(server.url + "/")).json()
+        bought = await post(client, server.url, {"account": "example", "symbol": "NASDAQ:AAPL", "side": "buy",
+                                                  "amount": "2.50005", "id": "example-1"})
+        too_small = await post(client, server.url, {"account": "example", "symbol": "MSFT", "side": "buy",
+                                                     "amount": "0.5", "id": "example-2"})
+        nothing = await post(client, server.url, {"account": "example", "symbol": "MSFT", "side": "sell",
+                                                   "amount": "1", "id": "example-3"})
+    assert health["accounts"]["example"]["ready"] is True
+    assert bought.status_code == 200, bought.text
+    order = bought.json()["order"]
+    assert (order["symbol"], order["amount"], order["status"], order["exchange"]) == ("AAPL", "2.5", "filled", "pretendvenue")
+    assert too_small.status_code == 422 and too_small.json()["error"]["code"] == "amount_below_minimum"
+    assert nothing.status_code == 200 and nothing.json()["status"] == "nothing_to_do"
+    assert key not in server.log() and key not in json.dumps(health)

@@ -232,3 +232,30 @@ async def test_reconciliation_asks_the_plugin_that_placed_the_order(app_client, 
         assert (row["state"], row["error_code"]) == ("unknown", GAVE_UP)
         assert "implements no lookup_order" in row["error_message"]
 
+
+
+# ---------------------------------------------------------------- docs that cannot go stale
+
+
+def test_the_hook_docs_name_every_hook_and_the_guide_every_promise():
+    from core import hookspecs
+    from core.testing import CASES
+
+    hooks_doc = (ROOT / "docs" / "plugins" / "hooks.md").read_text()
+    guide = (ROOT / "docs" / "plugins" / "execution.md").read_text()
+    specs = [name for name, fn in vars(hookspecs).items() if hasattr(fn, f"{hookspecs.PROJECT}_spec")]
+    assert [name for name in specs if f"`{name}(" not in hooks_doc] == []
+    for term in ("OrderRejected", "OrderNotSent", "VenueBusy", "OutcomeUnknown", "CredentialsRefused", "NothingToDo",
+                 "LookupResult.found", "LookupResult.absent", "LookupResult.cannot_tell", "lookup_order", "child_order_id",
+                 "order_status", "lane_key", "matches_exchange", "route", "register_secret", "start()", "concurrently",
+                 "MarketBook", "core.testing", "example_executor.py"):
+        assert term in guide, term
+    from core.testing import conformance
+
+    assert [case for case in CASES if f"``{case}``" not in (conformance.__doc__ or "")] == []
+    phrases = {"lost_reply_after_booking": "lost reply after booking", "timeout_before_sending": "timeout before sending",
+               "rejection": "rejection", "rate_limited": "rate limiting", "crash_between_send_and_journal": "crash between send and journal",
+               "crash_before_send": "crash before sending", "cancel_of_unknown_order": "cancel of an unknown order",
+               "resend_of_the_same_alert": "resends of the same alert", "duplicate_client_order_id": "duplicate client\norder id"}
+    assert set(phrases) == set(CASES)
+    assert [c for c, phrase in phrases.items() if phrase.replace("\n", " ") not in guide.replace("\n", " ")] == []

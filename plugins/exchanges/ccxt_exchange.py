@@ -815,11 +815,11 @@ class Plugin:
                          "(alerts name an account or carry their own apiKey/secret)", default_exchange)
         for name, options in accounts.items():
             for value in options.secret_values():
-                REDACTOR.add(value, static=True)
+                router.register_secret(value)
             try:
                 executor = CcxtExecutor(name, options, use_websockets=self.use_websockets)
             except AccountConfigError as exc:
-                raise ConfigError(f"{router.plugins_file.path}: plugin 'ccxt': field 'accounts.{name}.{exc.field}': {exc.message}") from None
+                raise ConfigError(f"{router.config_path}: plugin 'ccxt': field 'accounts.{name}.{exc.field}': {exc.message}") from None
             register(name, executor)
             self.executors.append(executor)
 
