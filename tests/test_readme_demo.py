@@ -139,5 +139,6 @@ def test_readme_account_examples_load(tmp_path: Path, marker: str):
     plugin = Plugin(plugins_file.validate("ccxt", Plugin.Options))
     registered: dict = {}
     plugin.register_executors(lambda name, ex: registered.setdefault(name, ex),
-                              SimpleNamespace(settings=settings, plugins_file=plugins_file))
+                              SimpleNamespace(settings=settings, config_path=tmp_path / "plugins.yaml",
+                                              register_secret=lambda value: None))
     assert registered and all(ex.client.apiKey for ex in registered.values())
