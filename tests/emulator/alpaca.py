@@ -70,7 +70,8 @@ ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
 MAX_CLIENT_ORDER_ID = 128
 CRYPTO_MIN_NOTIONAL_USD = D("10")
 
-# Alpaca's error codes: the first three digits are the HTTP status.
+# Alpaca's error codes (an 8-digit number beside the HTTP status; 40010001, a malformed
+# or invalid request, comes with 422 as well as 400).
 BAD_REQUEST = 40010001
 UNAUTHORIZED = 40110000
 FORBIDDEN = 40310000

@@ -1,7 +1,8 @@
 """Alpaca's HTTP answers and transport failures, translated into core's order errors.
 
-Alpaca answers errors as ``{"code": 40310000, "message": "..."}`` whose first three
-digits are the HTTP status. What each means for an order:
+Alpaca answers errors as ``{"code": 40310000, "message": "..."}``: the HTTP status is
+what decides (the 8-digit code is kept as the error's ``venue_code``, for display; it
+does not always repeat the status: 40010001 comes with 422). What each means for an order:
 
 ==============================  ==============================================  =========
 Alpaca                          the router's word                               retried?
