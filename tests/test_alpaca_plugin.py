@@ -157,6 +157,19 @@ def test_the_plugin_never_imports_ccxt():
             assert not any(n.split(".")[0] == "ccxt" for n in names), f"{path.name} imports ccxt"
 
 
+def test_loading_the_plugin_loads_no_ccxt():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    code = ("import sys, plugins.exchanges.alpaca, plugins.exchanges.alpaca.executor; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ccxt'))")
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": str(root), "PATH": ""})
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "[]"
+
+
 def test_core_does_not_know_the_plugin():
     core = Path(__file__).resolve().parent.parent / "core"
     for path in core.glob("*.py"):
