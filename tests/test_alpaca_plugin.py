@@ -467,3 +467,31 @@ async def test_cancels_of_what_is_not_open_are_answered_before_sending(executor,
     with pytest.raises(NothingToDo, match="no open orders"):
         await executor.prepare(make_alert(action="cancel_all", side=None, amount=None), "c2")
     assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["FILLED"]
+
+
+async def test_a_usdt_pair_is_sized_from_the_usdt_held(executor):
+    await executor.submit(await executor.prepare(make_alert(symbol="ETHUSD", amount="1"), "eth1"))
+    with pytest.raises(NothingToDo, match="no BTC held"):
+        await executor.prepare(make_alert(symbol="BTCUSD", side="sell", amount="50", amount_type="percent_of_position"), "p1")
+    with pytest.raises(Unprocessable, match="nothing to trade"):  # 10% of no USDT
+        await executor.prepare(make_alert(symbol="BTCUSDT", amount="10", amount_type="percent_of_balance"), "p2")
+    half = await executor.prepare(make_alert(symbol="ETHUSD", side="sell", amount="50", amount_type="percent_of_position"), "p3")
+    assert (half.symbol, half.amount) == ("ETH/USD", "0.5")
+
+
+async def test_the_clock_is_kept_until_its_next_change(emulator):
+    options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca",
+                             clock_max_age=3600)
+    executor = AlpacaExecutor("alpaca", options)
+    try:
+        assert await executor.client.market_is_open() is True
+        emulator.alpaca.set_clock(False)
+        # The emulator says the market closes in 6 h: the open clock is not asked again before.
+        assert await executor.client.market_is_open() is True
+    finally:
+        await executor.close()
+    fresh = AlpacaExecutor("alpaca", options.model_copy(update={"clock_max_age": 0}))
+    try:
+        assert await fresh.client.market_is_open() is False
+    finally:
+        await fresh.close()

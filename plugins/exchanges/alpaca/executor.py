@@ -76,21 +76,24 @@ class AlpacaAccountReader:
         self.alert = alert
         self._positions: dict[str, dict[str, Any] | None] = {}
 
-    async def _position(self, market: Market) -> dict[str, Any] | None:
-        if market.symbol not in self._positions:
-            self._positions[market.symbol] = await self.client.position(market.symbol)
-        return self._positions[market.symbol]
+    async def _position(self, symbol: str) -> dict[str, Any] | None:
+        if symbol not in self._positions:
+            self._positions[symbol] = await self.client.position(symbol)
+        return self._positions[symbol]
 
     async def position(self, market: Market) -> Decimal:
         return Decimal(0)  # no derivatives at Alpaca: holdings are balances
 
     async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
-        if asset == market.quote:
+        """Dollars: the buying power (free) and the cash; a coin or stock: the position
+        held (``qty_available`` free, ``qty`` in all) — USDT of a BTC/USDT buy is Alpaca's
+        USDT/USD position."""
+        if asset == "USD":
             account = await self.client.account()
             crypto = market.info.get("class") == "crypto"
             power = account.get("non_marginable_buying_power" if crypto else "buying_power") or "0"
             return Decimal(str(power)), Decimal(str(account.get("cash") or power))
-        row = await self._position(market)
+        row = await self._position(market.symbol if asset == market.base else f"{asset}/USD")
         if not row:
             return Decimal(0), Decimal(0)
         held = Decimal(str(row.get("qty") or 0))
@@ -100,7 +103,7 @@ class AlpacaAccountReader:
     async def price(self, market: Market) -> Decimal:
         if self.alert.price is not None:
             return self.alert.price
-        row = await self._position(market)
+        row = await self._position(market.symbol)
         if row and row.get("current_price"):
             return Decimal(str(row["current_price"]))
         raise _refuse(f"Alpaca's trading API quotes no price for {market.symbol}: send the alert's price "
