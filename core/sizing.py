@@ -66,9 +66,9 @@ class AccountReader(Protocol):
         """The market's open orders (conditional ones included)."""
 
 
-def show(value: Decimal) -> str:
+def show(value: Decimal | int) -> str:
     """A number for a message: plain decimal, at most 12 decimal places."""
-    return format(round(value, 12).normalize(), "f")
+    return format(round(Decimal(value), 12).normalize(), "f")
 
 
 async def prepare_alert(

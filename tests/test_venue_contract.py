@@ -259,3 +259,19 @@ def test_the_hook_docs_name_every_hook_and_the_guide_every_promise():
                "resend_of_the_same_alert": "resends of the same alert", "duplicate_client_order_id": "duplicate client\norder id"}
     assert set(phrases) == set(CASES)
     assert [c for c, phrase in phrases.items() if phrase.replace("\n", " ") not in guide.replace("\n", " ")] == []
+
+
+async def test_closing_dust_on_a_market_without_a_minimum_is_nothing_to_do():
+    """A venue may publish no minimum order (None): the refusal still reads as a number."""
+    from core.models import Alert, NothingToDo
+    from core.sizing import prepare_alert
+
+    stock = Market(symbol="AAPL", id="AAPL", base="AAPL", quote="USD", amount_step=Decimal("1"), price_tick=Decimal("0.01"))
+
+    class Holding:  # an AccountReader holding a fraction of a share
+        async def balance(self, asset, market):
+            return Decimal("0.4"), Decimal("0.4")
+
+    with pytest.raises(NothingToDo, match=r"0\.4 AAPL free is less than the smallest order \(0\)"):
+        await prepare_alert(MarketBook("broker", [stock]), Alert(symbol="AAPL", action="close"), Holding(),
+                            account="a", client_order_id="tv" + "1" * 30)
