@@ -31,7 +31,7 @@ class AlpacaEmulatorAdapter(VenueAdapter):
 
     async def make_executor(self, data_dir: Path) -> Executor:
         options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=self.url + "/alpaca",
-                                 clock_max_age=0, timeout=2)
+                                 clock_max_age=0, timeout=5)
         return AlpacaExecutor(ACCOUNT, options)
 
     async def booked(self, client_order_id: str) -> int:

@@ -21,7 +21,7 @@ ROUTER = {"modules": ["plugins.exchanges.alpaca"], "reconcile_interval": 0.05, "
 
 def alpaca_yaml(emulator_url: str, **account: object) -> str:
     options = {"api_key": "emu-key-1", "secret": "emu-secret-1", "base_url": emulator_url + "/alpaca",
-               "clock_max_age": 0, "timeout": 2, **account}
+               "clock_max_age": 0, "timeout": 4, **account}
     return yaml.safe_dump({"router": ROUTER, "alpaca": {"accounts": {ACCOUNT: options}}}, sort_keys=False)
 
 
@@ -187,15 +187,15 @@ def test_a_request_dropped_before_booking_is_sent_again_once_alpaca_says_absent(
 
 @pytest.mark.slow
 def test_a_timeout_before_booking_ends_with_exactly_one_order(server, emu):
-    # Alpaca books the first request only after the plugin gave up waiting (timeout 2 s).
+    # Alpaca books the first request only after the plugin gave up waiting (timeout 4 s).
     # Meanwhile the lookup said "absent" and the engine sent the order again with the same
     # client order id: whichever of the two arrives second is refused as a duplicate.
-    emu.add_fault("delay_before_book", seconds=2.5, match={"venue": "alpaca", "route": "order.place"})
+    emu.add_fault("delay_before_book", seconds=4.5, match={"venue": "alpaca", "route": "order.place"})
     alert_id = unique("slow")
     response = send_alert(server.url, alert("AAPL", alert_id, contracts="1"))
     assert response.status_code in (200, 202), response.text
     wait_for_state(server, alert_id, "reconciled", "filled")
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 10
     while any(r["outcome"] in ("pending", "fault") for r in sent(emu, alert_id)):
         assert time.monotonic() < deadline, sent(emu, alert_id)
         time.sleep(0.05)  # the delayed request is still being held by the emulator

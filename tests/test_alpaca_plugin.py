@@ -214,7 +214,7 @@ async def emulator():
 @pytest.fixture
 async def executor(emulator):
     options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca",
-                             clock_max_age=0, timeout=2)
+                             clock_max_age=0, timeout=10)
     executor = AlpacaExecutor("alpaca", options)
     await executor.start()
     yield executor
@@ -397,7 +397,7 @@ async def test_an_account_down_at_startup_becomes_ready_by_itself():
         emu = Emulator()
         await emu.start(port=port)
         try:
-            deadline = time.monotonic() + 5
+            deadline = time.monotonic() + 20
             while not executor.ready:
                 assert time.monotonic() < deadline, executor.error
                 await asyncio.sleep(0.02)  # polling the executor's readiness, bounded
