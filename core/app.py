@@ -23,11 +23,11 @@ import multiprocessing
 import signal
 import time
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.config import PluginsFile, Settings
-from core.errors import Forbidden, PayloadTooLarge, WebhookError
+from core.errors import Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.logging_setup import configure_logging
 from core.metrics import recorder_for
 from core.models import InboundRequest
@@ -161,6 +161,25 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         return jsonify({"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}), 500
 
     return app
+
+
+async def serve_metrics() -> Response:
+    """``GET /metrics``, registered by the metrics plugin (``core.metrics``) through the
+    ``register_routes`` hook. Prometheus text format; open like ``GET /`` unless
+    ``metrics.bearer_token`` is set, then it needs ``Authorization: Bearer <token>`` (and
+    HTTPS if REQUIRE_HTTPS)."""
+    router = _router(current_app)
+    recorder = recorder_for(router)
+    if recorder is None:
+        raise NotFound("metrics are disabled (router.disabled: [metrics])")
+    if recorder.options.bearer_token:
+        _require_https(router)
+        await router.limits.check_failures(request.remote_addr or "")
+        if not recorder.authorized(request.headers.get("Authorization", "")):
+            await router.limits.failed(request.remote_addr or "")
+            raise Unauthorized("authentication failed")
+    body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
+    return Response(body, content_type=content_type)
 
 
 # The app's own routes; plugins add theirs through the register_routes hook.

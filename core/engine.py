@@ -264,8 +264,22 @@ class ExecutionEngine:
                 return LookupResult.found(answer)
             if not isinstance(answer, LookupResult):
                 raise TypeError(f"lookup_order of plugin '{impl.plugin_name}' returned {type(answer).__name__}, not a LookupResult")
+            if answer.is_absent and placed_by is None and self._unlookable_placers():
+                # Who placed it is unknown (a crash mid-send) and a plugin that may claim
+                # orders cannot look them up: "absent" from the executor proves nothing.
+                return LookupResult.cannot_tell(
+                    f"the order may have been placed by plugin(s) {', '.join(self._unlookable_placers())}, which "
+                    "implement execute_order but no lookup_order", ask_again=False)
             return answer
         return LookupResult.cannot_tell("no plugin could tell", ask_again=False)
+
+    def _unlookable_placers(self) -> list[str]:
+        """Plugins that may claim orders (``execute_order`` not marked ``observes_only``) but
+        implement no ``lookup_order``."""
+        hook = self.router.hook
+        lookers = {i.plugin_name for i in hook.lookup_order.get_hookimpls()}
+        return sorted({i.plugin_name for i in hook.execute_order.get_hookimpls()
+                       if i.plugin_name not in lookers and not getattr(i.function, "observes_only", False)})
 
     async def _succeeded(self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None) -> Outcome:
         done = _done_state(order, result)

@@ -178,7 +178,10 @@ def lookup_order(order, executor, alert, router: "PluginHost"):
     Called only on the plugin that placed the order (the one whose ``execute_order``
     claimed it, or raised); the built-in (``trylast``) calls ``executor.lookup(order)``.
     A plugin that claims orders in ``execute_order`` without implementing this hook
-    leaves its unknown outcomes ``unknown`` (never resent). Return a ``LookupResult``,
+    leaves its unknown outcomes ``unknown`` (never resent). After a crash mid-send (the
+    placer was not journaled) every implementation is asked, first answer wins, and an
+    ``absent`` is not trusted while a plugin implements ``execute_order`` (not marked
+    ``core.plugins.observes_only``) without ``lookup_order``. Return a ``LookupResult``,
     or ``None`` for "cannot tell".
     """
 

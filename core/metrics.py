@@ -41,16 +41,13 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from quart import Response, current_app, request
-
 from core.config import PluginOptions
-from core.errors import Forbidden, NotFound, Unauthorized
 from core.engine import AlertExpired, OutcomeStillUnknown
 from core.errors import OrderError
 from core.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
 from core.execution import Executor
 from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import hookimpl
+from core.plugins import hookimpl, observes_only
 from core.redaction import REDACTOR
 
 if TYPE_CHECKING:
@@ -232,12 +229,6 @@ def metrics_directory(configured: str, router: Router) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
-def _require_https(router: Router) -> None:
-    """REQUIRE_HTTPS, as ``core.app`` applies it: the scheme is the client's."""
-    if router.settings.require_https and request.scheme != "https":
-        raise Forbidden("this endpoint accepts HTTPS only", code="https_required")
-
-
 def recorder_for(router: Router | None) -> Plugin | None:
     """The running metrics plugin of ``router`` (None when it is disabled)."""
     if router is None:
@@ -282,26 +273,14 @@ class Plugin:
 
     @hookimpl
     def register_routes(self, register) -> None:
-        register("/metrics", self.serve, methods=["GET"])
+        # The view lives in core.app with the app's other authentication helpers (imported
+        # here, at startup, because core.app imports this module).
+        from core.app import serve_metrics
 
-    async def serve(self) -> Response:
-        """``GET /metrics``: Prometheus text format; open like ``GET /`` unless
-        ``metrics.bearer_token`` is set, then it needs ``Authorization: Bearer <token>``
-        (and HTTPS if REQUIRE_HTTPS)."""
-        router = current_app.extensions["router"]
-        recorder = recorder_for(router)
-        if recorder is None:
-            raise NotFound("metrics are disabled (router.disabled: [metrics])")
-        if recorder.options.bearer_token:
-            _require_https(router)
-            await router.limits.check_failures(request.remote_addr or "")
-            if not recorder.authorized(request.headers.get("Authorization", "")):
-                await router.limits.failed(request.remote_addr or "")
-                raise Unauthorized("authentication failed")
-        body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
-        return Response(body, content_type=content_type)
+        register("/metrics", serve_metrics, methods=["GET"])
 
     @hookimpl(tryfirst=True)
+    @observes_only
     def execute_order(self, order: OrderRequest, executor: Executor) -> None:
         """Only notes when the order left (for its latency); never claims it."""
         if self.recorder is not None:

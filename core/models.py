@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from core.venue import OrderStatus, order_status
+
 # Symbols may carry an exchange prefix and a contract suffix (BINANCE:BTCUSDT.P, BTC/USDT:USDT).
 SYMBOL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:/._-]{0,63}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -302,13 +304,21 @@ class OrderResult(BaseModel):
     price: str | None = None
     order_id: str | None = None
     client_order_id: str
-    status: str  # open | closed (filled) | canceled | rejected | unknown
+    # In the router's words (core.venue.OrderStatus): open, partially_filled, filled,
+    # canceled, rejected, expired, unknown. A venue's own word is translated on the way in
+    # (ccxt's "closed" becomes "filled"; an unknown word "unknown").
+    status: OrderStatus
     filled: str | None = None
     average: str | None = None
     route: str = "rest"  # rest | websocket | paper
     # Stop-loss / take-profit placed as orders of their own, and orders a cancel removed.
     children: list[dict[str, Any]] = Field(default_factory=list)
     info: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: Any) -> str:
+        return order_status(value)
 
 
 def decimal_str(value: Any) -> str | None:

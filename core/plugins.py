@@ -35,6 +35,15 @@ from core.errors import ConfigError
 log = logging.getLogger(__name__)
 
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
+
+
+def observes_only(function):
+    """Mark an ``execute_order`` implementation that watches orders and never claims one
+    (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
+    ``lookup_order`` may have placed an order the router cannot look up, so after a crash
+    mid-send the router never resends on an executor's "absent" (core.engine)."""
+    function.observes_only = True
+    return function
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 # Sections of plugins.yaml that configure core itself, not a plugin.

@@ -5,13 +5,14 @@ precision, and reconciliation asks the plugin that placed the order."""
 from __future__ import annotations
 
 import ast
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy
-from core.execution import Executor, LookupResult, child_order_id, client_order_id
+from core.execution import Executor, child_order_id, client_order_id
 from core.host import JournalReader, PluginHost
 from core.journal import GAVE_UP
 from core.markets import MarketBook
@@ -275,3 +276,51 @@ async def test_closing_dust_on_a_market_without_a_minimum_is_nothing_to_do():
     with pytest.raises(NothingToDo, match=r"0\.4 AAPL free is less than the smallest order \(0\)"):
         await prepare_alert(MarketBook("broker", [stock]), Alert(symbol="AAPL", action="close"), Holding(),
                             account="a", client_order_id="tv" + "1" * 30)
+
+
+async def test_after_a_crash_mid_send_an_absent_from_the_executor_is_not_trusted_while_a_plugin_may_have_placed_it(
+        app_client, write_plugins_yaml):
+    """The journal does not say who placed the order (the worker died mid-send) and a
+    plugin claims orders without a lookup_order: the executor's "absent" proves nothing."""
+    import hashlib
+    import time
+
+    from core.models import Alert
+
+    write_plugins_yaml(FAST.format(budget=1.0, resubmit_after=0.1))
+    routed, elsewhere = ScriptedExecutor("script"), ScriptedExecutor("elsewhere")
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(routed)), ("hedger", RoutesElsewhere(elsewhere))]) as (
+            client, app):
+        router = app.extensions["router"]
+        alert = Alert(alert_id="crashed-1", account="script", symbol="BTCUSDT", side="buy", amount="0.001", price="50000",
+                      received_at=time.time())
+        order = await routed.prepare(alert, client_order_id("crashed-1", "script"))
+        await router.journal.heartbeat("dead-worker")
+        await router.journal.admit(explicit_id="crashed-1", body_hash=hashlib.sha256(b"crashed-1").hexdigest(),
+                                   received_at=alert.received_at, dedup_window=60, principal="hmac", account="script",
+                                   symbol="BTCUSDT", side="buy", amount="0.001",
+                                   payload=alert.model_dump(mode="json", exclude={"credentials"}), owner="dead-worker",
+                                   lane="script|BTC/USDT")
+        await router.journal.order_started("crashed-1", client_order_id=order.client_order_id, account="script",
+                                           exchange="scripted", route="rest", request=order.model_dump(mode="json"))
+        await elsewhere.submit(order)  # the hedger had placed it when the worker died
+        deadline = time.monotonic() + 10
+        row = {}
+        while time.monotonic() < deadline:
+            row = await router.journal.get("crashed-1")
+            if row["state"] == "unknown" and row["error_code"] == GAVE_UP:
+                break
+            await asyncio.sleep(0.02)  # recovery runs in the background: poll the journal, bounded
+    assert (row["state"], row["error_code"]) == ("unknown", GAVE_UP), row
+    assert "plugin(s) hedger" in row["error_message"]
+    assert routed.lookups >= 1 and len(elsewhere.booked) == 1 and len(elsewhere.calls) == 1 and not routed.calls
+
+
+def test_an_order_result_speaks_the_routers_words_whatever_the_plugin_wrote():
+    """A plugin that copies its client's word (ccxt's "closed") still reports "filled", so the
+    alert is journaled filled, not submitted."""
+    def result(status: str) -> OrderResult:
+        return OrderResult(account="a", exchange="x", symbol="S", client_order_id="c", status=status)
+
+    assert [result(w).status for w in ("closed", "filled", "NEW", "Cancelled", "pending_cancel", "nonsense")] == [
+        "filled", "filled", "open", "canceled", "open", "unknown"]
