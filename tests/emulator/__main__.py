@@ -24,7 +24,8 @@ def _pair(text: str, separator: str, what: str) -> tuple[str, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.emulator",
-        description="Loopback exchange emulator (Binance spot + USD-M REST and WebSocket API, Bybit v5) for ccxt.")
+        description="Loopback exchange emulator (Binance spot + USD-M REST and WebSocket API, Bybit v5) for ccxt, "
+                    "and Alpaca Trading API v2 under /alpaca.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
     parser.add_argument("--price", action="append", default=[], metavar="SYMBOL=PRICE",

@@ -89,6 +89,12 @@ class _ControlMethods:
     def unhandled(self) -> Any:
         return self._request("GET", "/_emu/unhandled")
 
+    def alpaca_clock(self, is_open: bool | None = None) -> Any:
+        """Alpaca's market clock: read it, or open/close the market (opening executes queued orders)."""
+        if is_open is None:
+            return self._request("GET", "/_emu/alpaca/clock")
+        return self._request("POST", "/_emu/alpaca/clock", body={"is_open": is_open})
+
 
 class EmulatorControl(_ControlMethods):
     """Blocking control client: ``EmulatorControl('http://127.0.0.1:9000').orders()``."""

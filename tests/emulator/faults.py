@@ -7,14 +7,15 @@ decremented (``count: null`` = until cleared).
 
 Match fields (all optional, all must fit):
 
-* ``venue`` - ``binance`` or ``bybit``
+* ``venue`` - ``binance``, ``bybit`` or ``alpaca``
 * ``market_type`` - ``spot`` or ``linear``
 * ``route`` - ``"*"`` (any request), an action (``order.place``, ``order.cancel``,
   ``order.status``), a transport-qualified action (``ws order.place``,
   ``rest order.place``), a venue-qualified one (``binance order.place``,
   ``bybit order.create``), or an exact route (``POST /api/v3/order``,
   ``POST /fapi/v1/order``, ``POST /fapi/v1/algoOrder``, ``ws-api order.place``,
-  ``POST /v5/order/create``).  Default: ``order.place`` for every kind except
+  ``POST /v5/order/create``, Alpaca's ``POST /v2/orders`` or
+  ``GET /v2/orders:by_client_order_id``).  Default: ``order.place`` for every kind except
   ``down`` whose default is ``*``.
 * ``key`` - the API key the request carries
 * ``symbol`` - exchange symbol id (``BTCUSDT``)

@@ -189,4 +189,7 @@ def catalogue_markets() -> list[MarketSpec]:
     ]
 
 
-DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150"), "DOGE": D("0.15")}
+DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150"), "DOGE": D("0.15"),
+                                      # Alpaca's stocks (alpaca.py)
+                                      "AAPL": D("190"), "MSFT": D("410"), "SPY": D("500"), "F": D("12"),
+                                      "BRK.A": D("600000"), "DLSTD": D("1")}

@@ -5,6 +5,7 @@ Paths (relative to ``emu.base_url``):
 * Binance spot REST ``/api/v3/...``, USD-M REST ``/fapi/v1|v2|v3/...``
 * Binance WebSocket API ``/ws-api/v3`` (spot) and ``/ws-fapi/v1`` (USD-M)
 * Bybit v5 REST under ``/bybit`` (``/bybit/v5/...``)
+* Alpaca Trading API v2 under ``/alpaca`` (``/alpaca/v2/...``; ``alpaca.py``)
 * control API ``/_emu/...`` (JSON, below)
 
 Anything else answers 404 and is recorded in ``GET /_emu/unhandled`` so that
@@ -60,6 +61,7 @@ Control API (every method also exists on :class:`Emulator` and on
 ``POST /_emu/api_restrictions`` ``{"key", "enableWithdrawals": true, ...}``:
                              binance's apiRestrictions of that key
 ``GET  /_emu/unhandled``     requests that hit no route
+``GET|POST /_emu/alpaca/clock`` Alpaca's market clock: ``{"is_open": bool}``
 ==========================  ===================================================
 """
 
@@ -72,12 +74,13 @@ from typing import Any, Callable
 from aiohttp import web
 
 from . import faults as F
+from .alpaca import ALPACA_PREFIX, AlpacaVenue, alpaca_markets
 from .binance import BinanceVenue
 from .binance_ws import BinanceWsApi
 from .bybit import BYBIT_PREFIX, BybitVenue
 from .dispatch import DROP, CallRunner, Reply, RequestContext
 from .faults import Call
-from .markets import BINANCE, LINEAR, SPOT, MarketSpec
+from .markets import BINANCE, LINEAR, SPOT, MarketSpec, default_markets
 from .state import ExchangeState
 
 
@@ -90,6 +93,8 @@ def _filtered(rows: list[dict[str, Any]], filters: dict[str, Any]) -> list[dict[
 
 
 def _json_response(reply: Reply) -> web.StreamResponse:
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=reply.headers)
     if isinstance(reply.body, (dict, list)):
         return web.Response(status=reply.status, text=json.dumps(reply.body), content_type="application/json",
                             headers=reply.headers)
@@ -112,7 +117,8 @@ class Emulator:
 
     def __init__(self, accounts: dict[str, str] | None = None, prices: dict[str, Any] | None = None,
                  balances: dict[str, dict[str, Any]] | None = None, markets: list[MarketSpec] | None = None) -> None:
-        self.state = ExchangeState(accounts=accounts, prices=prices, balances=balances, markets=markets)
+        self.state = ExchangeState(accounts=accounts, prices=prices, balances=balances,
+                                   markets=markets or default_markets() + alpaca_markets())
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._waiters = 0
@@ -120,6 +126,7 @@ class Emulator:
         self.runner = CallRunner(self.state, self._sleep)
         self.binance = BinanceVenue(self.state)
         self.bybit = BybitVenue(self.state)
+        self.alpaca = AlpacaVenue(self.state)
         self.host: str | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -199,6 +206,7 @@ class Emulator:
 
     def reset(self) -> None:
         self.state.reset()
+        self.alpaca.reset()
 
     def add_fault(self, kind: str, **spec: Any) -> dict[str, Any]:
         return self.state.faults.add_dict({"kind": kind, **spec}).to_dict()
@@ -247,6 +255,10 @@ class Emulator:
         for endpoint in self.bybit.endpoints():
             app.router.add_route(endpoint.method, BYBIT_PREFIX + endpoint.path,
                                  self._rest_adapter(self.bybit, endpoint))
+        for endpoint in self.alpaca.endpoints():
+            app.router.add_route(endpoint.method, ALPACA_PREFIX + endpoint.path,
+                                 self._rest_adapter(self.alpaca, endpoint))
+        self.alpaca.control_routes(app)
         for market_type in (SPOT, LINEAR):
             ws_api = BinanceWsApi(self.binance, self.runner, market_type)
             app.router.add_get(ws_api.path, ws_api.handle)
@@ -258,6 +270,7 @@ class Emulator:
             raw_query = request.rel_url.raw_query_string
             raw_body = await request.text() if request.can_read_body else ""
             params = venue.parse_params(raw_query, raw_body, request.headers.get("Content-Type", ""))
+            params.update(request.match_info)  # path parameters (Alpaca's /v2/orders/{order_id})
             call = Call(venue=venue.venue, route=f"{endpoint.method} {endpoint.path}", action=endpoint.action,
                         transport="rest", market_type=venue.market_type_of(endpoint, params),
                         api_key=venue.api_key_of(request.headers, params), symbol=params.get("symbol"),
