@@ -331,10 +331,13 @@ def test_unknown_account_is_422(server, http, fields, code):
 
 
 def test_unknown_exchange_or_account_is_422_without_a_catch_all_default(tmp_path):
-    # DEFAULT_EXCHANGE=binance without keys: no default account; paper is the account "paper".
+    # DEFAULT_EXCHANGE=binance without keys: no default account (a configuration that starts only
+    # while alerts may carry their own keys); paper is the account "paper".
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "plugins.yaml").write_text("router:\n  allow_payload_credentials: true\n")
     with running_server(tmp_path, DEFAULT_EXCHANGE="binance") as server, client_from(base_url=server.url) as http:
         for fields, code in [({"exchange": "kraken"}, "unknown_exchange"), ({"exchange": "nosuchexchange"}, "unknown_exchange"),
-                             ({"exchange": "nosuchexchange", "apiKey": "k" * 16, "secret": "s" * 16}, "payload_credentials_disabled"),
+                             ({"exchange": "nosuchexchange", "apiKey": "k" * 16, "secret": "s" * 16}, "unknown_exchange"),
                              ({"account": "nope"}, "unknown_account"), ({}, "unknown_account")]:
             body = alert_body(id=_uid("route"), **fields)
             refused(server, http, body, signed_headers(body), 422, code)

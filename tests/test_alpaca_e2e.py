@@ -12,7 +12,7 @@ import yaml
 
 from core.execution import client_order_id
 from tests.ccxt_support import EmulatorProcess, alert_status, send_alert
-from tests.support import ServerProcess, base_env
+from tests.support import MONITOR, ServerProcess, base_env
 
 ACCOUNT = "alpaca"
 ROUTER = {"modules": ["plugins.exchanges.alpaca"], "reconcile_interval": 0.05, "reconcile_max_delay": 0.2,
@@ -69,7 +69,7 @@ def booked(emu, alert_id: str) -> list[dict]:
 
 
 def test_the_plugin_is_loaded_from_plugins_yaml_and_ready(server):
-    health = httpx.get(server.url + "/", timeout=5).json()
+    health = httpx.get(server.url + "/", headers=MONITOR, timeout=5).json()
     assert {"name": "alpaca", "source": "module"} in health["plugins"]
     account = health["accounts"][ACCOUNT]
     assert account["exchange"] == "alpaca" and account["ready"] is True and account["assets"] > 0

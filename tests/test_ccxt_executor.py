@@ -469,7 +469,7 @@ async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_ord
     """Where ccxt can only list recent orders, "not among them" cannot tell: no resend on it."""
     from core.models import OrderRequest
 
-    ex = CcxtExecutor("scan", AccountOptions(exchange="cryptocom"), use_websockets=False)
+    ex = CcxtExecutor("scan", AccountOptions(exchange="cryptocom", public=True), use_websockets=False)
     assert not ex._asks_by_client_id()
     listed: list[dict] = []
 

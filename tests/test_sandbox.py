@@ -10,7 +10,7 @@ import httpx
 
 from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert, tradingview_alert
 from tests.emulator import ccxt_config
-from tests.support import ServerProcess, base_env, free_port
+from tests.support import MONITOR, ServerProcess, base_env, free_port
 
 
 def sandbox_account(emulator_url: str) -> dict:
@@ -30,7 +30,7 @@ def test_a_sandbox_accounts_orders_go_to_the_testnet_and_are_marked(tmp_path, em
         "live": emulator_account("binance", emulator.url, market_types=["spot"]),
     }))
     with ServerProcess(base_env(tmp_path), tmp_path) as server:
-        health = httpx.get(server.url + "/", timeout=5).json()
+        health = httpx.get(server.url + "/", headers=MONITOR, timeout=5).json()
         assert health["accounts"]["testnet"]["sandbox"] is True and health["accounts"]["testnet"]["ready"] is True
         assert "sandbox" not in health["accounts"]["live"]
 
