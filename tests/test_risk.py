@@ -136,6 +136,14 @@ async def test_control_needs_a_signature_over_its_request_line(app_client):
         assert health["halts"] == {}
 
 
+async def test_a_control_body_over_2_kib_is_413_before_it_is_parsed(app_client):
+    async with app_client() as (client, app):
+        body = json.dumps({"account": "paper", "reason": "x" * 3000}).encode()
+        response = await client.post("/control/halt", data=body, headers=signed_headers(control_signature_message("halt", body)))
+        assert response.status_code == 413 and (await response.get_json())["error"]["code"] == "payload_too_large"
+        assert (await app.extensions["router"].kill_switch.halts()) == {}  # nothing changed
+
+
 async def test_flatten_on_paper_cancels_orders_and_closes_positions_once(app_client):
     async with app_client() as (client, app):
         assert (await send(client, alert_id="p1", amount="0.02", stop_loss="45000"))[0] == 200
