@@ -39,7 +39,7 @@ async def test_paper_fills_real_tickers_with_the_venues_precision(app_client, ti
                                     id=f"venue-{ticker}")
         assert status == 200, answer
         order = answer["order"]
-        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (symbol, booked_amount, booked_price, "closed")
+        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (symbol, booked_amount, booked_price, "filled")
 
 
 async def test_paper_market_order_fills_at_the_alerts_price_on_a_venue_market(app_client):
