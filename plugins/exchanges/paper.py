@@ -4,7 +4,8 @@ It keeps a ledger in SQLite under DATA_DIR (``paper.sqlite3``): orders, balances
 asset and positions for perpetual symbols. Markets are core's own (``core.venue.Market``),
 so alerts are resolved, rounded and checked exactly as for a real exchange
 (``core.markets``). Market orders fill at the alert's price (TradingView's ``{{close}}``)
-or the configured last price; limit orders fill at their price. A fee is charged in the
+or the last price paper knows (configured, else the venue snapshot's; with none, a market
+order needs the alert's price: 422 ``price_required``); limit orders fill at their price. A fee is charged in the
 quote currency. An order beyond the balance is refused (422). A client order id already
 in the ledger returns the booked order instead of booking again.
 
@@ -171,10 +172,9 @@ class PaperExecutor(Executor):
         for venue, (book, prices) in options.venue_books().items():
             self.venues[venue] = book
             for symbol, market in book.markets.items():
-                if symbol not in self.catalog:
-                    self.catalog[symbol] = market
-                    if symbol in prices:
-                        self.prices[symbol] = prices[symbol]
+                self.catalog.setdefault(symbol, market)
+                if symbol in prices:
+                    self.prices.setdefault(symbol, prices[symbol])
 
     def matches_exchange(self, name: str) -> bool:
         # Paper stands in for whatever venue the alert names (TradingView's {{exchange}}).
@@ -183,7 +183,7 @@ class PaperExecutor(Executor):
     async def start(self) -> None:
         balances = {asset: str(amount) for asset, amount in self.options.initial_balances.items()}
 
-        def seed(conn: sqlite3.Connection) -> None:
+        def initialise(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(paper_orders)")}
                 if "details" not in columns:  # a ledger from before stop orders and SL/TP
@@ -192,7 +192,7 @@ class PaperExecutor(Executor):
                     conn.execute("INSERT OR IGNORE INTO paper_balances (account, asset, amount) VALUES (?,?,?)",
                                  (self.account, asset, amount))
 
-        await self.db.run(seed)
+        await self.db.run(initialise)
 
     def lane_key(self, alert: Alert) -> str:
         """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
