@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 
 import pytest
 
@@ -39,7 +40,7 @@ async def test_paper_fills_real_tickers_with_the_venues_precision(app_client, ti
                                     id=f"venue-{ticker}")
         assert status == 200, answer
         order = answer["order"]
-        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (symbol, booked_amount, booked_price, "closed")
+        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (symbol, booked_amount, booked_price, "filled")
 
 
 async def test_paper_market_order_fills_at_the_alerts_price_on_a_venue_market(app_client):
@@ -101,3 +102,59 @@ def test_refresh_of_an_unknown_exchange_fails_with_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "core", "paper-markets", "refresh", "--exchange", "binanse",
                            "--output", str(tmp_path / "x.json")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "did you mean 'binance'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+async def test_a_venue_market_without_a_price_needs_the_alerts_price(app_client):
+    async with app_client() as (client, app):
+        # kraken's snapshot has no last price: a market order without the alert's price cannot be valued or filled
+        status, answer = await post(client, symbol="KRAKEN:XBTUSD", side="sell", amount="0.01", id="kraken-no-price")
+        assert status == 422 and answer["error"]["code"] == "price_required", answer
+        assert "{{close}}" in answer["error"]["message"]
+        status, answer = await post(client, symbol="KRAKEN:XBTUSD", side="sell", amount="0.01", price="50000", id="kraken-price")
+        assert status == 200 and answer["order"]["symbol"] == "BTC/USD", answer
+
+
+async def test_refusals_on_a_venue_market_name_the_venue(app_client):
+    async with app_client() as (client, app):
+        # bybit's ETHUSDT perpetual: quantity minimum 0.01
+        status, answer = await post(client, symbol="BYBIT:ETHUSDT.P", side="buy", amount="0.001", price="3000", id="eth-small")
+        assert status == 422 and "paper (bybit markets)" in answer["error"]["message"], answer
+
+
+def test_snapshot_markets_become_core_markets_in_the_snapshots_precision_mode():
+    import ccxt
+
+    from plugins.exchanges.paper import venue_book
+
+    raw = {"id": "XYZUSD", "symbol": "XYZ/USD", "base": "XYZ", "quote": "USD", "type": "spot", "spot": True,
+           "precision": {"amount": 3, "price": 2}, "limits": {"amount": {"min": 0.001}}, "info": {"last": "12.5"}}
+    book, prices = venue_book("somewhere", {"markets": [raw], "precision_mode": ccxt.DECIMAL_PLACES})
+    market = book.resolve("SOMEWHERE:XYZUSD", None, "spot")
+    assert (book.venue, market.amount_step, market.price_tick) == ("paper (somewhere markets)", Decimal("0.001"), Decimal("0.01"))
+    assert prices == {"XYZ/USD": Decimal("12.5")}
+    book, _ = venue_book("somewhere", {"markets": [raw | {"precision": {"amount": 0.001, "price": 0.01}}]})  # TICK_SIZE
+    assert book.resolve("XYZUSD", None, "spot").amount_step == Decimal("0.001")
+
+
+@pytest.mark.parametrize("options,fragment", [
+    ({"venues": ["binanse"]}, "'binanse' is not a ccxt exchange id"),
+    ({"venues": ["bybit"], "default_venue": "binance"}, "default_venue"),
+])
+def test_venue_options_are_checked(options, fragment):
+    from pydantic import ValidationError
+
+    from plugins.exchanges.paper import Plugin
+
+    with pytest.raises(ValidationError, match=fragment):
+        Plugin.Options(**options)
+
+
+def test_a_missing_snapshot_stops_check_config_with_one_line(tmp_path):
+    (tmp_path / "plugins.yaml").write_text(f"paper:\n  venues: [binance]\n  snapshot_dir: {tmp_path / 'none'}\n")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "DATA_DIR": str(tmp_path / "data"),
+           "PLUGINS_FILE": str(tmp_path / "plugins.yaml"), "DEFAULT_EXCHANGE": "paper", "WEBHOOK_SECRET": "x" * 40}
+    done = subprocess.run([sys.executable, "-m", "core", "check-config"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and " INFO " not in line]
+    assert done.returncode != 0 and len(lines) == 1, done.stderr
+    assert "plugin 'paper'" in lines[0] and "no market snapshot for 'binance'" in lines[0] and "Traceback" not in lines[0]

@@ -336,7 +336,7 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
     """``(level, message)`` findings for one ccxt account whose markets are loaded (or not):
     testnet or live, clock skew, keys (a balance read), trading and withdrawal permissions,
     and whether each of ``symbols`` (TradingView tickers) resolves to a market."""
-    from core.markets import market_index
+    from plugins.exchanges.ccxt_markets import market_book
 
     client, options = executor.client, executor.options
     findings: list[tuple[str, str]] = []
@@ -367,11 +367,11 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
 
     if executor.ready:
         findings.append(("ok", f"market list loaded: {len(client.markets)} markets"))
-        index = market_index(client)
+        book = market_book(client)
         for symbol in symbols:
             try:
-                market = index.resolve(symbol, None, executor.default_type)
-                findings.append(("ok", f"{symbol} → {market['symbol']}"))
+                market = book.resolve(symbol, None, executor.default_type)
+                findings.append(("ok", f"{symbol} → {market.symbol}"))
             except Exception as exc:
                 findings.append(("blocker", f"market {symbol!r} is missing: {getattr(exc, 'message', None) or _short(exc)}"))
     else:

@@ -4,7 +4,8 @@ It keeps a ledger in SQLite under DATA_DIR (``paper.sqlite3``): orders, balances
 asset and positions for perpetual symbols. Markets are core's own (``core.venue.Market``),
 so alerts are resolved, rounded and checked exactly as for a real exchange
 (``core.markets``). Market orders fill at the alert's price (TradingView's ``{{close}}``)
-or the configured last price; limit orders fill at their price. A fee is charged in the
+or the last price paper knows (configured, else the venue snapshot's; with none, a market
+order needs the alert's price: 422 ``price_required``); limit orders fill at their price. A fee is charged in the
 quote currency. An order beyond the balance is refused (422). A client order id already
 in the ledger returns the booked order instead of booking again.
 
@@ -15,28 +16,42 @@ margin mode per symbol (an open position's margin follows a leverage change). St
 stop-limit orders, and stop-loss / take-profit (orders of their own, client ids derived
 from the entry's by ``core.execution.child_order_id``), rest in the ledger as open orders — paper has no price feed to
 trigger them — until a cancel or cancel-all.
+
+Besides the configured markets (``markets``), paper knows real venues' market lists from
+the snapshots shipped with the package (``plugins.exchanges.paper_markets``; options
+``venues``, ``default_venue``, ``snapshot_dir``), translated into core ``Market``s — one
+``MarketBook`` per venue, named "paper (<venue> markets)" in refusals — so an alert that
+would pass on the venue passes on paper with the venue's precision and limits. A ticker
+naming a venue (``BINANCE:DOGEUSDT``, ``BYBIT:ETHUSDT.P``) uses that venue's markets;
+others are looked up in the configured markets, then the default venue, then the other
+venues. An unknown ticker's 422 names close matches.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import ccxt
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from core.config import PluginOptions
 from core.database import SqliteDatabase, transaction
-from core.errors import Unprocessable
+from core.errors import ConfigError, Unprocessable
 from core.execution import Executor, LookupResult, child_order_id
 from core.markets import MarketBook
 from core.sizing import prepare_alert
 from core.models import Alert, OrderRequest, OrderResult
 from core.venue import Market, MarketLimits, order_status
 from core.plugins import hookimpl
+from plugins.exchanges.ccxt_markets import market_from_ccxt
+from plugins.exchanges.paper_markets import COMMANDS, load_snapshot
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS paper_orders (
@@ -86,7 +101,8 @@ class PaperMarket(BaseModel):
     price_tick: Decimal
     min_amount: Decimal
     min_cost: Decimal = Decimal(0)
-    last_price: Decimal
+    # None: unknown; market orders then need the alert's price.
+    last_price: Decimal | None = None
 
 
 DEFAULT_MARKETS = {
@@ -112,6 +128,34 @@ def paper_market(symbol: str, m: PaperMarket) -> Market:
                   limits=MarketLimits(amount_min=m.min_amount, cost_min=m.min_cost or None))
 
 
+def venue_book(venue: str, snapshot: dict[str, Any]) -> tuple[MarketBook, dict[str, Decimal]]:
+    """A venue snapshot's markets as core's (translated as the ccxt plugin translates a
+    loaded client's, with the precision mode the snapshot was written in) and the last
+    price of each market that has one."""
+    mode = snapshot.get("precision_mode", ccxt.TICK_SIZE)
+    markets, prices = [], {}
+    for raw in snapshot["markets"]:
+        market = market_from_ccxt(raw, precision_mode=mode)
+        if market is None:
+            continue
+        markets.append(market)
+        last = (raw.get("info") or {}).get("last")
+        if last not in (None, ""):
+            prices[market.symbol] = Decimal(str(last))
+    return MarketBook(f"paper ({venue} markets)", markets), prices
+
+
+def close_matches(ticker: str, books: list[MarketBook], n: int = 3) -> list[str]:
+    """Market ids and symbols close to a ticker (its exchange prefix and .P suffix ignored)."""
+    head, colon, tail = ticker.partition(":")
+    name = (tail if colon and "/" not in head else ticker).upper().removesuffix(".P")
+    names: set[str] = set()
+    for book in books:
+        for market in book.markets.values():
+            names.update((market.id.upper(), market.symbol, *market.aliases))
+    return difflib.get_close_matches(name, sorted(names), n=n, cutoff=0.6)
+
+
 class PaperExecutor(Executor):
     route = "paper"
 
@@ -120,6 +164,17 @@ class PaperExecutor(Executor):
         self.options = options
         self.db = db
         self.markets = MarketBook("paper", [paper_market(s, m) for s, m in options.markets.items()])
+        # Real venues' markets (paper_markets snapshots): ticker → venue → market, with the
+        # venue's own precision; the ledger books them like the configured ones.
+        self.venues: dict[str, MarketBook] = {}
+        self.catalog: dict[str, Market] = dict(self.markets.markets)
+        self.prices: dict[str, Decimal] = {s: m.last_price for s, m in options.markets.items() if m.last_price is not None}
+        for venue, (book, prices) in options.venue_books().items():
+            self.venues[venue] = book
+            for symbol, market in book.markets.items():
+                self.catalog.setdefault(symbol, market)
+                if symbol in prices:
+                    self.prices.setdefault(symbol, prices[symbol])
 
     def matches_exchange(self, name: str) -> bool:
         # Paper stands in for whatever venue the alert names (TradingView's {{exchange}}).
@@ -128,7 +183,7 @@ class PaperExecutor(Executor):
     async def start(self) -> None:
         balances = {asset: str(amount) for asset, amount in self.options.initial_balances.items()}
 
-        def seed(conn: sqlite3.Connection) -> None:
+        def initialise(conn: sqlite3.Connection) -> None:
             with transaction(conn):
                 columns = {row[1] for row in conn.execute("PRAGMA table_info(paper_orders)")}
                 if "details" not in columns:  # a ledger from before stop orders and SL/TP
@@ -137,12 +192,12 @@ class PaperExecutor(Executor):
                     conn.execute("INSERT OR IGNORE INTO paper_balances (account, asset, amount) VALUES (?,?,?)",
                                  (self.account, asset, amount))
 
-        await self.db.run(seed)
+        await self.db.run(initialise)
 
     def lane_key(self, alert: Alert) -> str:
         """The resolved market (BTCUSDT and BINANCE:BTCUSDT share the lane of BTC/USDT)."""
         try:
-            return self.markets.resolve(alert.symbol, alert.market_type, self.options.default_market_type).symbol
+            return self._resolve(alert)[1].symbol
         except Exception:
             return alert.symbol.upper()
 
@@ -190,21 +245,64 @@ class PaperExecutor(Executor):
         return await self.db.run(lambda conn: self._settings(conn, symbol))
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
-        return await prepare_alert(self.markets, alert, _PaperReader(self, alert), account=self.account,
+        book, _ = self._resolve(alert)
+        return await prepare_alert(book, alert, _PaperReader(self, alert), account=self.account,
                                    client_order_id=client_order_id, default_type=self.options.default_market_type,
                                    leverage=self.options.account_leverage, margin_mode=self.options.margin_mode,
                                    reference_price=self._last_price)
 
+    def _resolve(self, alert: Alert) -> tuple[MarketBook, Market]:
+        """The venue the ticker names (BINANCE:DOGEUSDT → binance: its precision and limits),
+        else the configured markets (``paper.markets``), the default venue and the other
+        venues, in that order; a 422 naming close matches when none has it."""
+        head, colon, _ = alert.symbol.partition(":")
+        named = (alert.exchange or (head if colon and "/" not in head else "")).strip().lower()
+        default = self.options.default_venue
+        books = [self.venues[named]] if named in self.venues else []
+        books += [self.markets] + [self.venues[v] for v in sorted(self.venues, key=lambda v: v != default)
+                                   if self.venues[v] not in books]
+        first_error: Unprocessable | None = None
+        for book in books:
+            try:
+                return book, book.resolve(alert.symbol, alert.market_type, self.options.default_market_type)
+            except Unprocessable as exc:
+                first_error = first_error or exc
+        assert first_error is not None
+        close = close_matches(alert.symbol, books)
+        raise Unprocessable(f"{first_error.message} (paper knows {', '.join(['configured markets', *self.venues])});"
+                            + (f" did you mean {', '.join(close)}?" if close else " no similar market"), code="unknown_symbol")
+
+    async def preflight(self, symbols: list[str]) -> list[tuple[str, str]]:
+        """Findings for ``python -m core doctor``: paper, and where each ticker resolves."""
+        found = [("info", f"paper: no real money; venues {', '.join(self.venues) or 'none'} (snapshots, not live data)")]
+        for symbol in symbols:
+            try:
+                book, market = self._resolve(Alert.model_validate({"symbol": symbol, "side": "buy", "amount": "1"}))
+                found.append(("ok", f"{symbol} → {market.symbol} ({book.venue})"))
+            except Unprocessable as exc:
+                found.append(("blocker", f"market {symbol!r} is missing: {exc.message}"))
+        return found
+
+    def _market(self, symbol: str) -> Market:
+        try:
+            return self.catalog[symbol]
+        except KeyError:
+            raise Unprocessable(f"symbol '{symbol}' is not a market on paper", code="unknown_symbol") from None
+
     def _last_price(self, symbol: str) -> Decimal:
-        return self.options.markets[symbol].last_price
+        price = self.prices.get(symbol)
+        if price is None:
+            raise Unprocessable(f"paper has no last price for {symbol}: send the alert's price (TradingView's {{{{close}}}})",
+                                code="price_required")
+        return price
 
     async def submit(self, order: OrderRequest) -> OrderResult:
-        market = self.options.markets[order.symbol]
+        market = self._market(order.symbol)
         if order.action == "cancel":
             return await self.db.run(lambda conn: self._cancel(conn, order))
         if order.action == "cancel_all":
             return await self.db.run(lambda conn: self._cancel_all(conn, order))
-        fill_price = Decimal(order.price or order.reference_price or market.last_price)
+        fill_price = Decimal(order.price or order.reference_price or self._last_price(order.symbol))
         return await self.db.run(lambda conn: self._book(conn, order, market, fill_price))
 
     async def lookup(self, order: OrderRequest) -> LookupResult:
@@ -232,8 +330,8 @@ class PaperExecutor(Executor):
         return self._last_price(symbol)
 
     async def fetch_position(self, symbol: str) -> Decimal:
-        market = self.options.markets[symbol]
-        if market.type == "spot":
+        market = self._market(symbol)
+        if not market.contract:
             return Decimal((await self.balances()).get(market.base, "0"))
         held = (await self.positions()).get(symbol)
         return Decimal(held["contracts"]) if held else Decimal(0)
@@ -243,15 +341,15 @@ class PaperExecutor(Executor):
 
     async def fetch_equity(self, currency: str) -> Decimal:
         """The currency's balance plus, for positions settled in it, their margin and
-        unrealized profit at the configured last price."""
+        unrealized profit at the last price paper knows (none without one)."""
         equity = Decimal((await self.balances()).get(currency, "0"))
         for symbol, held in (await self.positions()).items():
-            market = self.options.markets.get(symbol)
+            market = self.catalog.get(symbol)
             if market is None or market.quote != currency:
                 continue
             contracts, entry = Decimal(held["contracts"]), Decimal(held["entry_price"])
             leverage = (await self.settings(symbol))["leverage"]
-            equity += abs(contracts) * entry / leverage + contracts * (market.last_price - entry)
+            equity += abs(contracts) * entry / leverage + contracts * (self.prices.get(symbol, entry) - entry)
         return equity
 
     async def fetch_open_orders(self) -> dict[str, int]:
@@ -303,7 +401,7 @@ class PaperExecutor(Executor):
             return {"leverage": self.options.leverage, "margin_mode": self.options.margin_mode or "cross"}
         return {"leverage": Decimal(row["leverage"]), "margin_mode": row["margin_mode"]}
 
-    def _configure(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket) -> None:
+    def _configure(self, conn: sqlite3.Connection, order: OrderRequest, market: Market) -> None:
         """Leverage and margin mode for the symbol; an open position's margin follows the leverage."""
         if not order.leverage and not order.margin_mode:
             return
@@ -340,7 +438,7 @@ class PaperExecutor(Executor):
         )
         return conn.execute("SELECT * FROM paper_orders WHERE id = ?", (order_id,)).fetchone()
 
-    def _book(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket, price: Decimal) -> OrderResult:
+    def _book(self, conn: sqlite3.Connection, order: OrderRequest, market: Market, price: Decimal) -> OrderResult:
         with transaction(conn):
             existing = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ?",
                                     (self.account, order.client_order_id)).fetchone()
@@ -359,7 +457,7 @@ class PaperExecutor(Executor):
             amount = Decimal(order.amount)
             notional = amount * price
             fee = (notional * self.options.fee_rate).quantize(Decimal("0.00000001"))
-            if market.type == "spot":
+            if not market.contract:
                 if order.side == "buy":
                     changes = {market.quote: -(notional + fee), market.base: amount}
                 else:
@@ -381,12 +479,12 @@ class PaperExecutor(Executor):
                                details=details)
             return self._result(order, row, self._protect(conn, order, market, order.amount))
 
-    def _protect(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket, amount: str) -> list[dict[str, Any]]:
+    def _protect(self, conn: sqlite3.Connection, order: OrderRequest, market: Market, amount: str) -> list[dict[str, Any]]:
         """Stop-loss / take-profit as orders of their own, resting in the ledger (client ids
         "sl…"/"tp…" from the entry's), sized to what the entry leaves open."""
         if order.stop_loss is None and order.take_profit is None:
             return []
-        if market.type == "swap" and order.position_before is not None:
+        if market.contract and order.position_before is not None:
             after = Decimal(order.position_before) + (Decimal(amount) if order.side == "buy" else -Decimal(amount))
             side, size = ("sell" if after > 0 else "buy"), abs(after)
         else:
@@ -397,7 +495,7 @@ class PaperExecutor(Executor):
                 continue
             row = self._insert(conn, order, client_order_id=child_order_id(order.client_order_id, tag), side=side, order_type="stop",
                                amount=_text(size), price=Decimal(trigger), fee=Decimal(0), status="open",
-                               details={"kind": kind, "stop_price": trigger, "reduce_only": market.type == "swap",
+                               details={"kind": kind, "stop_price": trigger, "reduce_only": market.contract,
                                         "parent": order.client_order_id})
             children.append(self._child(row))
         return children
@@ -428,7 +526,7 @@ class PaperExecutor(Executor):
                            client_order_id=first["client_order_id"] if first else order.client_order_id,
                            status="canceled", route="paper", children=children)
 
-    def _position_change(self, conn: sqlite3.Connection, order: OrderRequest, market: PaperMarket,
+    def _position_change(self, conn: sqlite3.Connection, order: OrderRequest, market: Market,
                          amount: Decimal, price: Decimal, fee: Decimal) -> dict[str, Decimal]:
         """Update the perpetual position; return the quote balance change (margin, PnL, fee)."""
         row = conn.execute("SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
@@ -482,8 +580,8 @@ class _PaperReader:
         return amount, amount  # paper locks nothing for resting orders
 
     async def price(self, market: Market) -> Decimal:
-        # A paper market order fills at the alert's price, else the configured last price.
-        return self.alert.price or self.executor.options.markets[market.symbol].last_price
+        # A paper market order fills at the alert's price, else the last price paper knows.
+        return self.alert.price or self.executor._last_price(market.symbol)
 
     def buys_by_cost(self, market: Market) -> bool:
         return False
@@ -511,11 +609,39 @@ class Plugin:
         default_market_type: str = Field("spot", pattern="^(spot|swap)$")
         initial_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)})
         markets: dict[str, PaperMarket] = Field(default_factory=lambda: dict(DEFAULT_MARKETS))
+        # Real venues' market lists (precision, limits) from the snapshots shipped with the
+        # package (plugins/exchanges/market_snapshots; `python -m core paper-markets refresh`).
+        venues: list[str] = Field(default_factory=lambda: ["binance", "bybit", "kraken"])
+        # The venue a ticker without an exchange prefix is looked up on after `markets`.
+        default_venue: str = "binance"
+        # Where the snapshots are (empty: the ones shipped with the package).
+        snapshot_dir: str = ""
+        _venue_books: dict[str, tuple[MarketBook, dict[str, Decimal]]] | None = PrivateAttr(default=None)
+
+        @model_validator(mode="after")
+        def _venues_known(self) -> "Plugin.Options":
+            for venue in self.venues:
+                if venue not in ccxt.exchanges:
+                    raise ValueError(f"venues: {venue!r} is not a ccxt exchange id")
+            if self.venues and self.default_venue not in self.venues:
+                raise ValueError(f"default_venue: {self.default_venue!r} is not one of venues {self.venues}")
+            return self
+
+        def venue_books(self) -> dict[str, tuple[MarketBook, dict[str, Decimal]]]:
+            """Each venue's ``MarketBook`` and last prices, read from its snapshot once
+            (ValueError naming the file when one is missing or broken)."""
+            if self._venue_books is None:
+                folder = Path(self.snapshot_dir) if self.snapshot_dir else None
+                self._venue_books = {venue: venue_book(venue, load_snapshot(venue, folder)) for venue in self.venues}
+            return self._venue_books
 
         @property
         def account_leverage(self) -> int | None:
             """The leverage orders default to (an integer above 1), as a ccxt account's ``leverage``."""
             return int(self.leverage) if self.leverage > 1 and self.leverage == int(self.leverage) else None
+
+    # python -m core paper-markets refresh|list
+    commands = COMMANDS
 
     def __init__(self, options: "Plugin.Options"):
         self.options = options
@@ -523,6 +649,10 @@ class Plugin:
 
     @hookimpl
     def register_executors(self, register, router) -> None:
+        try:
+            self.options.venue_books()  # read once here: a missing snapshot stops startup with one line
+        except ValueError as exc:
+            raise ConfigError(f"{router.plugins_file.path}: plugin 'paper': field 'venues': {exc}") from None
         self.db = SqliteDatabase(router.data_dir / "paper.sqlite3", schema=SCHEMA)
         for account in self.options.accounts:
             register(account, PaperExecutor(account, self.options, self.db))

@@ -2,7 +2,8 @@
 refreshable through ccxt's public endpoints.
 
 A snapshot (``market_snapshots/<exchange>.json``) holds ccxt's unified markets of one
-exchange — id, symbol, type, precision, limits — and the last price of each when the
+exchange — id, symbol, type, precision (read in the snapshot's ``precision_mode``, ccxt's
+TICK_SIZE when absent), limits — and the last price of each when the
 source had one. The paper exchange resolves a ticker against the venue it names
 (``BINANCE:DOGEUSDT`` → binance) with that venue's precision and limits, so an alert that
 would work on the venue works on paper identically.
@@ -100,6 +101,8 @@ async def refresh(exchange_id: str, *, types: list[str] | None = None, config: d
         "source": host,
         "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "ccxt_version": getattr(ccxt_async, "__version__", "?"),
+        # How "precision" reads (ccxt's TICK_SIZE, DECIMAL_PLACES, ...): the paper plugin needs it.
+        "precision_mode": client.precisionMode,
         "markets": [trim(m, last.get(symbol)) for symbol, m in sorted(markets.items())],
     }
     if note:
