@@ -304,7 +304,7 @@ async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path
     try:
         info = await store.verify(token)
         assert info is not None and info.accounts == ("bob",) and info.scopes == ()
-        _, ops = await store.issue(ttl=60, label="ops", scopes=("control",))
+        await store.issue(ttl=60, label="ops", scopes=("control",))
         assert {i.label: i.scopes for i in await store.list()} == {"old": (), "ops": ("control",)}
     finally:
         await store.close()
