@@ -1,17 +1,23 @@
 #!/usr/bin/env python3
 """Issue, revoke and list the tokens of token mode (TradingView's authentication).
 
-    python manage_tokens.py issue [--ttl SECONDS] [--label NAME] [--account NAME ...]
+    python manage_tokens.py issue [--ttl SECONDS] [--label NAME] [--account NAME ...] [--control]
                                                                    prints a new token, once
     python manage_tokens.py revoke <token>                         also one beginning with '-'
     python manage_tokens.py revoke -                               reads the token from stdin
     python manage_tokens.py revoke --id <id>                       by the id shown by list
-    python manage_tokens.py list                                   id, label, accounts, created, expires, last use
+    python manage_tokens.py list                                   id, label, accounts, scopes, created, expires, last use
 
 A token trades only on the accounts it is issued for: --account NAME, repeatable (--account
 '*' for every account). A token issued without --account trades only the default account.
 A token sees only its own alerts (GET /alerts/<id>), and its alert ids are its own: another
 sender using the same id does not touch them.
+
+--control also lets the token use the kill switch, POST /control/halt|flatten|resume|status
+(the token in the JSON body: {"token": ..., "account": NAME}), on its accounts only: a token
+scoped to some accounts names one ("account": NAME); only a '*' token may halt every account.
+For a TradingView alert or a chat-bot relay that halts trading. Without --control a token
+gets 403 there.
 
 Tokens are stored hashed in DATA_DIR/tokens.sqlite3; TOKEN_TTL is the default lifetime.
 DATA_DIR and TOKEN_TTL come from the environment and .env, as for the server. It works
@@ -29,7 +35,7 @@ from datetime import datetime, timezone
 from core.config import Settings
 from core.errors import ConfigError
 from core.state import StateBackend
-from core.tokens import ACCOUNT_PATTERN, LABEL_PATTERN, TokenInfo, TokenStore
+from core.tokens import ACCOUNT_PATTERN, CONTROL_SCOPE, LABEL_PATTERN, TokenInfo, TokenStore
 
 USAGE = __doc__
 
@@ -56,6 +62,10 @@ def _accounts(info: TokenInfo) -> str:
     return ",".join(info.accounts) or "(default)"
 
 
+def _scopes(info: TokenInfo) -> str:
+    return ",".join(getattr(info, "scopes", ())) or "-"
+
+
 def _ttl(value: str) -> int:
     try:
         seconds = int(value)
@@ -71,14 +81,17 @@ def _store(settings: Settings) -> TokenStore:
     return StateBackend.from_settings(settings).token_store()
 
 
-async def issue(settings: Settings, ttl: int | None, label: str | None, accounts: list[str] | None = None) -> int:
+async def issue(settings: Settings, ttl: int | None, label: str | None, accounts: list[str] | None = None,
+                control: bool = False) -> int:
     store = _store(settings)
     try:
-        token, info = await store.issue(ttl=ttl or settings.token_ttl, label=label, accounts=tuple(accounts or ()))
+        token, info = await store.issue(ttl=ttl or settings.token_ttl, label=label, accounts=tuple(accounts or ()),
+                                        scopes=(CONTROL_SCOPE,) if control else ())
     finally:
         await store.close()
     print(token)
-    print(f"id {info.id}, label {info.label or '-'}, accounts {_accounts(info)}, expires {_when(info.expires_at)}; "
+    print(f"id {info.id}, label {info.label or '-'}, accounts {_accounts(info)}, scopes {_scopes(info)}, "
+          f"expires {_when(info.expires_at)}; "
           "shown once: only its hash is stored", file=sys.stderr)
     return 0
 
@@ -103,10 +116,11 @@ async def list_tokens(settings: Settings) -> int:
     finally:
         await store.close()
     now = time.time()
-    print(f"{'ID':<14}{'LABEL':<24}{'ACCOUNTS':<24}{'CREATED':<22}{'EXPIRES':<22}{'LAST USE':<22}")
+    print(f"{'ID':<14}{'LABEL':<24}{'ACCOUNTS':<24}{'SCOPES':<10}{'CREATED':<22}{'EXPIRES':<22}{'LAST USE':<22}")
     for info in tokens:
         expires = _when(info.expires_at) + (" (expired)" if info.expires_at <= now else "")
-        print(f"{info.id:<14}{info.label or '-':<24}{_accounts(info):<24}{_when(info.created_at):<22}{expires:<22}"
+        print(f"{info.id:<14}{info.label or '-':<24}{_accounts(info):<24}{_scopes(info):<10}{_when(info.created_at):<22}"
+              f"{expires:<22}"
               f"{_when(info.last_used_at):<22}")
     return 0
 
@@ -135,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     issuing.add_argument("--account", type=_account, action="append", metavar="NAME",
                          help="an account the token may trade on (repeatable; '*' for every account); "
                               "without it: the default account only")
+    issuing.add_argument("--control", action="store_true",
+                         help="the token may also use the kill switch (POST /control/*) on its accounts")
     sub.add_parser("revoke", help="revoke a token: <token>, - (stdin) or --id <id>")
-    sub.add_parser("list", help="show label, accounts, created, expires and last use of every token (never the token)")
+    sub.add_parser("list", help="show label, accounts, scopes, created, expires and last use of every token (never the token)")
     if argv[:1] == ["revoke"]:
         command, rest = "revoke", argv[1:]
     else:
@@ -148,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     if command == "issue":
-        return asyncio.run(issue(settings, args.ttl, args.label, args.account))
+        return asyncio.run(issue(settings, args.ttl, args.label, args.account, args.control))
     if command == "revoke":
         token, token_id = parse_revoke(rest)
         return asyncio.run(revoke(settings, token, token_id))

@@ -19,7 +19,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreUnavailable
-from core.tokens import ID_LENGTH, TokenInfo, check_issue, hash_token, join_accounts, new_token, split_accounts
+from core.tokens import (ID_LENGTH, TokenInfo, check_issue, check_scopes, hash_token, join_accounts, new_token,
+                         split_accounts)
 
 
 def redis_client(url: str, **options: Any) -> aioredis.Redis:
@@ -81,15 +82,16 @@ class RedisTokenStore:
         return TokenInfo(id=digest[:ID_LENGTH], label=row.get("label") or None, created_at=float(row["created_at"]),
                          expires_at=float(row["expires_at"]),
                          last_used_at=float(row["last_used_at"]) if row.get("last_used_at") else None,
-                         accounts=split_accounts(row.get("accounts")))
+                         accounts=split_accounts(row.get("accounts")), scopes=split_accounts(row.get("scopes")))
 
     async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
         accounts = check_issue(ttl, label, accounts)
+        scopes = check_scopes(scopes)
         token = token or new_token()
         digest, now = hash_token(token), self._clock()
         row = {"label": label or "", "created_at": repr(now), "expires_at": repr(now + ttl),
-               "accounts": join_accounts(accounts) or ""}
+               "accounts": join_accounts(accounts) or "", "scopes": join_accounts(scopes) or ""}
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._key(digest), mapping=row)
         pipe.expireat(self._key(digest), int(now + ttl) + 1)

@@ -11,6 +11,11 @@ repeatable; ``*`` for every account); a token issued without one trades only the
 account. Its principal (``token:<label or id>``) also namespaces its alert ids: two
 tokens may use the same id, and ``GET /alerts/<id>`` shows a token only its own alerts.
 
+**Scopes.** What a token may do beyond sending alerts: ``issue --control`` gives it the
+``control`` scope, the kill switch (``POST /control/halt|flatten|resume|status``) for the
+accounts it is scoped to. ``KNOWN_SCOPES`` lists the scopes there are; any other is refused
+when issuing. A token stored before scopes existed has none.
+
 ``SqliteTokenStore`` keeps the hashes in ``DATA_DIR/tokens.sqlite3``, shared by the
 server's processes and ``manage_tokens.py``; a Redis implementation of ``TokenStore``
 serves several machines.
@@ -34,6 +39,8 @@ LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 ID_LENGTH = 12  # hex characters of the token's hash shown as its id
 ACCOUNT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")  # an account name (core.models), or * for all
 ALL_ACCOUNTS = "*"
+CONTROL_SCOPE = "control"  # POST /control/*: the kill switch (core.router.Router.control)
+KNOWN_SCOPES = frozenset({CONTROL_SCOPE})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -42,7 +49,8 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at   REAL NOT NULL,
     expires_at   REAL NOT NULL,
     last_used_at REAL,
-    accounts     TEXT   -- comma-separated account names it may trade on; NULL: the default account
+    accounts     TEXT,  -- comma-separated account names it may trade on; NULL: the default account
+    scopes       TEXT   -- comma-separated scopes (KNOWN_SCOPES) beyond sending alerts; NULL: none
 ) WITHOUT ROWID;
 """
 
@@ -73,6 +81,15 @@ def check_issue(ttl: float, label: str | None, accounts: tuple[str, ...] = ()) -
     return tuple(sorted({a.lower() for a in accounts}))
 
 
+def check_scopes(scopes: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The scopes as stored (sorted, once each); ``ValueError`` naming an unknown one."""
+    unknown = sorted({s for s in scopes if s not in KNOWN_SCOPES})
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(repr(u[:32]) for u in unknown)}: "
+                         f"known scopes are {', '.join(sorted(KNOWN_SCOPES))}")
+    return tuple(sorted(set(scopes)))
+
+
 def join_accounts(accounts: tuple[str, ...]) -> str | None:
     return ",".join(accounts) or None
 
@@ -91,6 +108,7 @@ class TokenInfo:
     expires_at: float
     last_used_at: float | None
     accounts: tuple[str, ...] = ()  # what it may trade on; () the default account, ("*",) every one
+    scopes: tuple[str, ...] = ()  # what else it may do (KNOWN_SCOPES): ("control",) the kill switch
 
     @property
     def principal(self) -> str:
@@ -105,9 +123,10 @@ class TokenInfo:
 
 class TokenStore(Protocol):
     async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
         """Store a new token (``token`` imports a given one) valid for ``ttl`` seconds and
-        for ``accounts`` (none: the default account; ``*``: every one); the token and its info."""
+        for ``accounts`` (none: the default account; ``*``: every one), with ``scopes``
+        (``KNOWN_SCOPES``; an unknown one is a ``ValueError``); the token and its info."""
 
     async def verify(self, token: str) -> TokenInfo | None:
         """The token's info if it is known and not expired (its last use recorded);
@@ -129,14 +148,16 @@ class TokenStore(Protocol):
 def _info(row) -> TokenInfo:
     return TokenInfo(id=row["token_hash"][:ID_LENGTH], label=row["label"], created_at=row["created_at"],
                      expires_at=row["expires_at"], last_used_at=row["last_used_at"],
-                     accounts=split_accounts(row["accounts"]))
+                     accounts=split_accounts(row["accounts"]), scopes=split_accounts(row["scopes"]))
 
 
 def _add_accounts_column(conn) -> None:
-    """Token files from before scoping: their tokens keep NULL (the default account only)."""
+    """Token files from before accounts or scopes: their tokens keep NULL (the default
+    account only; no scopes)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
-    if "accounts" not in columns:
-        conn.execute("ALTER TABLE tokens ADD COLUMN accounts TEXT")
+    for column in ("accounts", "scopes"):
+        if column not in columns:
+            conn.execute(f"ALTER TABLE tokens ADD COLUMN {column} TEXT")
 
 
 class SqliteTokenStore:
@@ -158,16 +179,18 @@ class SqliteTokenStore:
             self._migrated = True
 
     async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
         accounts = check_issue(ttl, label, accounts)
+        scopes = check_scopes(scopes)
         token = token or new_token()
         now = self._clock()
         await self._migrate()
 
         def insert(conn) -> TokenInfo:
             with transaction(conn):
-                conn.execute("INSERT INTO tokens (token_hash, label, created_at, expires_at, accounts) VALUES (?, ?, ?, ?, ?)",
-                             (hash_token(token), label, now, now + ttl, join_accounts(accounts)))
+                conn.execute("INSERT INTO tokens (token_hash, label, created_at, expires_at, accounts, scopes) "
+                             "VALUES (?, ?, ?, ?, ?, ?)",
+                             (hash_token(token), label, now, now + ttl, join_accounts(accounts), join_accounts(scopes)))
                 return _info(conn.execute("SELECT * FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone())
 
         return token, await self.db.run(insert)

@@ -77,6 +77,35 @@ async def test_tokens_keep_the_accounts_they_were_issued_for(backend):
         await store.close()
 
 
+async def test_tokens_keep_their_scopes_and_refuse_unknown_ones(backend):
+    store = backend.token_store()
+    try:
+        ops, info = await store.issue(ttl=3600, label="ops", accounts=("bob",), scopes=("control", "control"))
+        assert info.scopes == ("control",)
+        plain, plain_info = await store.issue(ttl=3600, label="plain")
+        assert plain_info.scopes == ()
+        assert (await store.verify(ops)).scopes == ("control",) and (await store.verify(plain)).scopes == ()
+        assert {i.label: i.scopes for i in await store.list()} == {"ops": ("control",), "plain": ()}
+        with pytest.raises(ValueError, match="unknown scope.*'admin'.*known scopes are control"):
+            await store.issue(ttl=3600, label="nope", scopes=("admin",))
+        assert [i.label for i in await store.list()] == ["ops", "plain"]  # nothing stored for the refused one
+    finally:
+        await store.close()
+
+
+async def test_a_redis_token_stored_before_scopes_reads_as_no_scopes(backend):
+    if not backend.is_redis:
+        pytest.skip("the SQLite file from before scopes: tests/test_tokens.py")
+    store = backend.token_store()
+    try:
+        token, info = await store.issue(ttl=3600, label="old", scopes=("control",))
+        digest = next(d for d in await store.client.smembers(store._index) if d.startswith(info.id))
+        await store.client.hdel(store._key(digest), "scopes")  # a hash as the version before scopes wrote it
+        assert (await store.verify(token)).scopes == ()
+    finally:
+        await store.close()
+
+
 async def test_expired_token_is_refused_and_removed(backend):
     store = backend.token_store()
     store._clock = lambda: 1_000.0  # issued long ago

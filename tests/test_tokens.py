@@ -203,7 +203,7 @@ def test_manage_tokens_issue_list_revoke_against_a_running_server(server_factory
         assert listing.returncode == 0
         assert token not in listing.stdout + listing.stderr and default_ttl.stdout.strip() not in listing.stdout
         lines = listing.stdout.splitlines()
-        assert lines[0].split() == ["ID", "LABEL", "ACCOUNTS", "CREATED", "EXPIRES", "LAST", "USE"]
+        assert lines[0].split() == ["ID", "LABEL", "ACCOUNTS", "SCOPES", "CREATED", "EXPIRES", "LAST", "USE"]
         main_line = next(line for line in lines if "tv-main" in line)
         assert "never" not in main_line, "the last use is shown"
         other_line = next(line for line in lines[1:] if "tv-main" not in line)
@@ -290,5 +290,21 @@ async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_acc
         assert info is not None and info.label == "old" and info.scope == frozenset()
         _, scoped = await store.issue(ttl=60, accounts=("bob",))
         assert scoped.accounts == ("bob",)
+    finally:
+        await store.close()
+
+
+async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path):
+    token = new_token()
+    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:  # the file as the account-scoped version left it
+        conn.execute("CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+                     " expires_at REAL NOT NULL, last_used_at REAL, accounts TEXT) WITHOUT ROWID")
+        conn.execute("INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL, 'bob')", (hash_token(token), time.time(), time.time() + 60))
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
+    try:
+        info = await store.verify(token)
+        assert info is not None and info.accounts == ("bob",) and info.scopes == ()
+        await store.issue(ttl=60, label="ops", scopes=("control",))
+        assert {i.label: i.scopes for i in await store.list()} == {"old": (), "ops": ("control",)}
     finally:
         await store.close()

@@ -21,6 +21,7 @@ from core.dashboard.risk import risk_view
 from core.dashboard.session import (COOKIE_PATH, CSRF_FIELD, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, LoggedOut,
                                     SessionSigner)
 from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unprocessable
+from core.tokens import CONTROL_SCOPE
 
 log = logging.getLogger(__name__)
 
@@ -227,11 +228,14 @@ def dashboard_blueprint() -> Blueprint:
                 return await _tokens_page(error="This version's tokens cannot be limited to accounts yet; "
                                                 "leave Accounts empty."), 422
             kwargs["accounts"] = accounts
+        if form.get("control"):  # the kill switch: POST /control/* on the token's accounts
+            kwargs["scopes"] = (CONTROL_SCOPE,)
         try:
             token, info = await store.issue(**kwargs)
         except ValueError as exc:
             return await _tokens_page(error=str(exc)), 422
-        log.info("dashboard: token %s issued (label %s)", info.id, info.label or "-")
+        log.info("dashboard: token %s issued (label %s, scopes %s)", info.id, info.label or "-",
+                 ",".join(info.scopes) or "-")
         template = {"token": token, "ticker": "{{ticker}}", "action": "{{strategy.order.action}}",
                     "contracts": "{{strategy.order.contracts}}", "price": "{{close}}",
                     "id": "{{strategy.order.id}}-{{timenow}}"}
@@ -338,7 +342,7 @@ async def _tokens_page(*, error: str = "", new_token: str | None = None, new_inf
                        message_template: str = "") -> str:
     store = await _token_store()
     now = time.time()
-    listed = [{"id": t.id, "label": t.label or "", "accounts": getattr(t, "accounts", None) or [],
+    listed = [{"id": t.id, "label": t.label or "", "accounts": getattr(t, "accounts", None) or [], "scopes": t.scopes,
                "created_at": t.created_at, "expires_at": t.expires_at, "expired": t.expires_at <= now,
                "last_used_at": t.last_used_at} for t in await store.list()]
     scopes = "accounts" in inspect.signature(store.issue).parameters
