@@ -7,7 +7,7 @@
 
 Signed requests use the recommended form: X-Signature = hex HMAC-SHA256 of
 "<X-Timestamp>.<body>" keyed with WEBHOOK_SECRET (``--body-only`` signs the body alone,
-the seed's form). Standard library only, so it runs anywhere.
+the classic form). Standard library only, so it runs anywhere.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default=f"http://127.0.0.1:{port}/webhook")
     parser.add_argument("--token", help="send in token mode with this token instead of signing")
     parser.add_argument("--secret", default=env.get("WEBHOOK_SECRET", ""), help="HMAC secret (default: WEBHOOK_SECRET)")
-    parser.add_argument("--body-only", action="store_true", help="sign the body alone (the seed's form)")
+    parser.add_argument("--body-only", action="store_true", help="sign the body alone (the classic form)")
     parser.add_argument("--exchange", default="BINANCE")
     parser.add_argument("--account")
     parser.add_argument("--symbol", default="BINANCE:BTCUSDT")

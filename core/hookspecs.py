@@ -104,7 +104,7 @@ def router_startup(router: "PluginHost"):
 def executor_for_credentials(exchange, credentials, router: "PluginHost"):
     """Provide an executor for an alert that carries its own exchange credentials.
 
-    Called only when an alert carries ``apiKey``/``secret`` (the seed's format, allowed
+    Called only when an alert carries ``apiKey``/``secret`` (the classic payload's format, allowed
     while ``router.allow_payload_credentials`` is true) and it is routed to an exchange
     that is not the paper ledger. ``exchange`` is the exchange id (lower-case, e.g.
     ``binance``); ``credentials`` a ``core.models.Credentials`` (secret values wrapped).

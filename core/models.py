@@ -139,7 +139,7 @@ def parse_integer(value: Any, name: str) -> int | None:
 
 
 class Credentials(BaseModel):
-    """Exchange credentials carried in the payload (the seed's apiKey/secret). Never logged."""
+    """Exchange credentials carried in the payload (the classic payload's apiKey/secret). Never logged."""
 
     model_config = ConfigDict(frozen=True)
     api_key: SecretStr

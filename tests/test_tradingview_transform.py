@@ -1,4 +1,4 @@
-"""The TradingView transform: the seed's payload and TradingView's message forms → Alert fields."""
+"""The TradingView transform: the classic payload and TradingView's message forms → Alert fields."""
 
 from __future__ import annotations
 
