@@ -132,10 +132,10 @@ class CommitCounter:
 async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_synchronous: str = "FULL") -> dict:
     environ = {"WEBHOOK_SECRET": SECRET, "DATA_DIR": str(data_dir), "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
                "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000/second", "DEFAULT_EXCHANGE": "paper"}
-    settings = Settings.from_env(env_file=None, environ=environ)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "plugins.yaml").write_text("router:\n  plugin_dir: ./no_local_plugins_here\n"
                                            f"  journal_synchronous: {journal_synchronous}\n")
+    settings = Settings.from_env(env_file=None, environ=environ)  # a named PLUGINS_FILE must exist
     plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
     from core.logging_setup import configure_logging
 

@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 from core.config import Settings
 from core.state import StateBackend, redis_options
 from tests.conftest import REDIS_TEST_URL
-from tests.support import ROOT, SECRET, free_port
+from tests.support import METRICS_TOKEN, MONITOR, ROOT, SECRET, free_port
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -155,7 +155,7 @@ def test_the_lock_installs_in_a_fresh_venv_and_the_app_starts_the_heroku_way(tmp
     env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1",
            "PORT": str(port), "DYNO": "web.1", "REDIS_URL": REDIS_TEST_URL, "STATE_PREFIX": state_prefix,
            "WEBHOOK_SECRET": SECRET, "DATA_DIR": str(tmp_path / "data"), "TRUSTED_PROXIES": "*", "REQUIRE_HTTPS": "true",
-           "RATE_LIMIT_KEY": "principal"}
+           "RATE_LIMIT_KEY": "principal", "METRICS_TOKEN": METRICS_TOKEN}
     release = subprocess.run(["sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert release.returncode == 0, release.stderr
     assert "state: redis://" in release.stdout
@@ -169,7 +169,7 @@ def test_the_lock_installs_in_a_fresh_venv_and_the_app_starts_the_heroku_way(tmp
         while time.monotonic() < deadline and health is None:
             assert web.poll() is None, web.stderr.read().decode() if web.stderr else ""
             try:
-                health = httpx.get(f"http://127.0.0.1:{port}/", timeout=1).json()
+                health = httpx.get(f"http://127.0.0.1:{port}/", headers=MONITOR, timeout=1).json()
             except httpx.HTTPError:
                 time.sleep(0.1)  # polling the real condition (the port answering), bounded
         assert health is not None, "the web dyno did not answer"
