@@ -146,7 +146,8 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             query=dict(request.args),
         )
         # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.intake).
-        outcome = await router.receive_body(inbound, request.mimetype or "", on_authenticated=request.scope.get(AUTHENTICATED))
+        outcome = await router.receive_body(inbound, request.mimetype or "", on_authenticated=request.scope.get(AUTHENTICATED),
+                                            proven=intake.proven(client))
         return jsonify(outcome.body), outcome.status, outcome.headers
 
     @app.get("/alerts/<alert_id>")

@@ -37,11 +37,13 @@ times each budget: rotating through the 65,536 /64s of a /48 buys no more than t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 
 from quart_rate_limiter import RateLimit
@@ -324,3 +326,28 @@ class SqliteRateStore(RateLimiterStoreABC):
 
     async def after_serving(self) -> None:
         self.db.close()
+
+
+class AddressTurns:
+    """One holder at a time per client address (its /64 for IPv6), in this process.
+
+    Locks exist only while someone holds or waits for one, so an address flood leaves
+    nothing behind."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[None]:
+        key = address_key(address)
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)

@@ -29,7 +29,7 @@ from core.state import StateBackend, StateOptions
 from core.models import OWNER_PRINCIPAL, Alert, AuthResult, Credentials, InboundRequest
 from core.outcomes import Outcome
 from core.plugins import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
-from core.ratelimit import WebhookLimits
+from core.ratelimit import AddressTurns, WebhookLimits
 from core.redaction import REDACTOR
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Router:
         self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
+        self._unproven = AddressTurns()  # one authentication at a time per unproven address
         for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.metrics_token,
                        settings.dashboard_password):
             REDACTOR.add(secret, static=True)
@@ -284,24 +285,39 @@ class Router:
             return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
         return Outcome(200, await self.kill_switch.status())
 
-    async def authenticate_within_budget(self, request: InboundRequest) -> AuthResult:
-        """``authenticate``, with the failure budget of the client's address reserved in one
+    async def authenticate_within_budget(self, request: InboundRequest, *, proven: bool = False) -> AuthResult:
+        """``authenticate`` within the failure budget of the client's address.
+
+        An address not ``proven`` (no request from it authenticated lately, ``core.intake``)
+        authenticates one request at a time in this worker, with the budget reserved in one
         atomic step before and given back on success (``core.ratelimit``): concurrent bad
-        requests from one address cannot reach authentication beyond their budget."""
-        await self.limits.reserve_failure(request.remote_addr)
-        try:
+        requests from it cannot reach authentication beyond their budget, and a burst of
+        good ones (TradingView's first alerts after a restart) waits its turn instead of
+        spending the budget. A proven address (TradingView's, once one alert authenticated)
+        has its budget checked before and charged after a failure: no store writes for a
+        good alert, and its concurrent alerts never refuse each other."""
+        address = request.remote_addr
+        if proven:
             auth = await self.authenticate(request)
-        except BaseException:
-            await self.limits.release_failure(request.remote_addr)  # not the credentials' fault (503)
-            raise
-        if not auth.accepted:
-            raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-        await self.limits.release_failure(request.remote_addr)
+            if not auth.accepted:
+                await self.limits.failed(address)
+                raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+        else:
+            async with self._unproven.turn(address):
+                await self.limits.reserve_failure(address)
+                try:
+                    auth = await self.authenticate(request)
+                except BaseException:
+                    await self.limits.release_failure(address)  # not the credentials' fault (503)
+                    raise
+                if not auth.accepted:
+                    raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
+                await self.limits.release_failure(address)
         request.authenticated_at = time.time()
         return auth
 
     async def receive_body(self, request: InboundRequest, content_type: str, *,
-                           on_authenticated: "Callable[[], None] | None" = None) -> Outcome:
+                           on_authenticated: "Callable[[], None] | None" = None, proven: bool = False) -> Outcome:
         """POST /webhook: authenticate on the raw body and headers, *then* parse the body.
 
         Nothing is parsed for a request without valid credentials: an HMAC signature is
@@ -309,9 +325,10 @@ class Router:
         ``token`` without building the JSON (``plugins.auth.token_auth.extract_token``).
         ``request.payload`` is empty while the ``authenticate`` hooks run. The classic
         ``token`` field is dropped from the parsed payload: no later stage sees it.
-        ``on_authenticated`` is called once the request authenticated (``core.intake``).
+        ``on_authenticated`` is called once the request authenticated, and ``proven`` says
+        whether its address authenticated lately (both ``core.intake``).
         """
-        auth = await self.authenticate_within_budget(request)
+        auth = await self.authenticate_within_budget(request, proven=proven)
         if on_authenticated is not None:
             on_authenticated()
         payload = await self.parse(request.body, content_type)

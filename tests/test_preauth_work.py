@@ -123,6 +123,43 @@ async def test_a_successful_authentication_gives_its_reservation_back(app_client
                 for _ in range(3)] == [401, 401, 429]
 
 
+async def test_a_burst_of_good_alerts_from_a_new_address_is_never_refused_by_the_failure_budget(app_client):
+    """TradingView fires several strategies' alerts on one bar close from one address: more
+    at once than the failure budget must all trade (they take turns to authenticate)."""
+    async with app_client(AUTH_FAILURE_LIMIT="2/minute") as (client, _app):
+        bodies = [alert_body(id=f"burst-{i}") for i in range(12)]
+        answers = await asyncio.gather(*(client.post("/webhook", data=b, headers=signed_headers(b)) for b in bodies))
+        assert [a.status_code for a in answers] == [200] * 12
+        bad = alert_body(id="bad")  # the budget is whole: its failures are still counted
+        assert [(await client.post("/webhook", data=bad, headers=signed_headers(bad, secret="x"))).status_code
+                for _ in range(3)] == [401, 401, 429]
+
+
+@pytest.mark.slow
+def test_a_proven_address_sends_concurrent_alerts_to_the_real_server_without_429(tmp_path):
+    """Through the real server (core.intake vouches for an address once it authenticated):
+    32 alerts at once from it all trade, and its bad requests still spend its budget."""
+    import httpx
+
+    from tests.abuse_support import running_server
+
+    with running_server(tmp_path, AUTH_FAILURE_LIMIT="3/minute") as server:
+        first = alert_body(id="first")
+        assert httpx.post(server.url + "/webhook", content=first, headers=signed_headers(first), timeout=10).status_code == 200
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=20) as http:
+                bodies = [alert_body(id=f"proven-{i}") for i in range(32)]
+                answers = await asyncio.gather(*(http.post(server.url + "/webhook", content=b, headers=signed_headers(b))
+                                                 for b in bodies))
+                return [a.status_code for a in answers]
+
+        assert asyncio.run(burst()) == [200] * 32
+        bad = alert_body(id="bad")
+        assert [httpx.post(server.url + "/webhook", content=bad, headers=signed_headers(bad, secret="x"), timeout=10).status_code
+                for _ in range(4)] == [401, 401, 401, 429]
+
+
 @pytest.fixture(params=["memory", "sqlite", "redis"])
 async def stores(request, tmp_path, state_prefix):
     """Two stores over the same state, as two workers (or machines) see it."""
