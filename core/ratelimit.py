@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import math
 import re
@@ -80,6 +81,7 @@ IPV6_SITE_SCALE = 16
 """A /48 may spend this many times each per-address budget (its /64s together)."""
 
 
+@functools.lru_cache(maxsize=8192)  # parsed once per address, not on every request (bounded)
 def address_key(address: str) -> str:
     """The rate-limit key of a client address: the address, or the /64 of an IPv6 one."""
     try:

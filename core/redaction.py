@@ -28,6 +28,7 @@ Error bodies built by ``core.app`` go through the same ``Redactor``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
@@ -70,8 +71,11 @@ _SECRET_NAME_STEMS = ("secret", "apikey", "password", "passphrase", "token", "si
 
 def is_secret_name(name: object) -> bool:
     """Whether a field called ``name`` holds a secret (apiKey, api_secret, X-Signature, ...)."""
-    if not isinstance(name, str):
-        return False
+    return isinstance(name, str) and _names_a_secret(name)
+
+
+@functools.lru_cache(maxsize=4096)  # field names repeat on every journal row: decide each once (bounded)
+def _names_a_secret(name: str) -> bool:
     letters = _NOT_A_LETTER.sub("", name.lower())
     return any(stem in letters for stem in _SECRET_NAME_STEMS)
 
