@@ -33,6 +33,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -74,6 +75,20 @@ class _Job:
         self.error: BaseException | None = None
 
 
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """WAL mode, waiting out another process that opens the same new file at the same moment
+    (switching the journal mode takes a lock SQLite's busy handler does not wait for)."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)  # on the database thread (or a CLI), never the event loop's
+
+
 class SqliteDatabase:
     def __init__(self, path: str | Path, *, synchronous: str = "FULL", schema: str = "", inline: bool = False,
                  max_batch: int = 128):
@@ -105,7 +120,7 @@ class SqliteDatabase:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         if not query_only:
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(conn, busy_timeout_ms)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA foreign_keys=ON")
         if self._schema and schema:
