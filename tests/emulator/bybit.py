@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Awaitable, Callable
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from . import faults as F
-from .dispatch import Reply, RequestContext, VenueError
+from .dispatch import Reply, RequestContext, VenueError, query_and_json_params
 from .faults import Fault
 from .markets import BYBIT, LINEAR, SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -88,17 +87,7 @@ class BybitVenue:
         self.state = state
 
     # ======================================================= request shape
-    @staticmethod
-    def parse_params(raw_query: str, raw_body: str, content_type: str) -> dict[str, Any]:
-        params: dict[str, Any] = dict(parse_qsl(raw_query, keep_blank_values=True))
-        if raw_body.strip():
-            try:
-                body = json.loads(raw_body)
-            except ValueError:
-                body = {}
-            if isinstance(body, dict):
-                params.update(body)
-        return params
+    parse_params = staticmethod(query_and_json_params)
 
     @staticmethod
     def api_key_of(headers: Any, params: dict[str, Any]) -> str | None:

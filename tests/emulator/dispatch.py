@@ -10,12 +10,27 @@ HTTP, ``binance_ws.py`` for the WebSocket API) only turns a :class:`Reply` or
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol
+from urllib.parse import parse_qsl
 
 from . import faults as F
 from .faults import Call, Fault
 from .state import Account, ExchangeState
+
+
+def query_and_json_params(raw_query: str, raw_body: str, content_type: str) -> dict[str, Any]:
+    """A request's parameters: its query string, then a JSON object body over it (Bybit, Alpaca)."""
+    params: dict[str, Any] = dict(parse_qsl(raw_query, keep_blank_values=True))
+    if raw_body.strip():
+        try:
+            body = json.loads(raw_body)
+        except ValueError:
+            body = {}
+        if isinstance(body, dict):
+            params.update(body)
+    return params
 
 
 @dataclass
