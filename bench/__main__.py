@@ -455,12 +455,16 @@ def with_browser(label: str, port: int, password: str, interval: float, tmp: Pat
                       env=clean_env(BENCH_DASHBOARD_PASSWORD=password), cwd=ROOT, log_dir=tmp).start()
     try:
         browser.wait_for_line(r"^polling$", min(30, deadline.left()))
+        began = time.time()
         result = load()
+        ended = time.time()
         if not browser.alive():
             raise RuntimeError(f"the dashboard browser stopped during {label}:\n{browser.log()}")
     finally:
         browser.stop()
-    return result, json.loads(out.read_text())
+    polls = json.loads(out.read_text())
+    polls["during_load"] = sum(1 for at in polls["sent_at"] if began <= at <= ended)
+    return result, polls
 
 
 def dashboard_summary(runs: list[dict[str, Any]], polls: list[dict[str, Any]], interval: float) -> dict[str, Any]:
@@ -472,6 +476,7 @@ def dashboard_summary(runs: list[dict[str, Any]], polls: list[dict[str, Any]], i
     its median (what the same code does from round to round).
     """
     out: dict[str, Any] = {"interval_s": interval, "polls": sum(p["polls"] for p in polls),
+                           "polls_during_load": sum(p["during_load"] for p in polls), "runs": len(polls),
                            "poll_statuses": dict(sum((collections.Counter(p["statuses"]) for p in polls),
                                                      collections.Counter())),
                            "poll_p50_ms": report.percentile([v for p in polls for v in p["latencies_ms"]], 50)}

@@ -10,7 +10,9 @@ htmx sends, the CSRF header of ``hx-headers`` included. No SSE: the page only po
 Its own process with a synchronous httpx client, so it shares nothing with the load
 generator. It prints ``polling`` once logged in and the first poll answered 200, then
 polls every ``--interval`` seconds until stopped (SIGTERM), rewriting ``--out`` (JSON:
-polls, statuses, latencies) after every poll, so the figures survive the stop.
+polls, statuses, latencies) after every poll, so the figures survive the stop. Like a
+browser, it takes the form's fields and the CSRF header from the pages themselves (and
+imports nothing of core: its start stays short).
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ from pathlib import Path
 
 import httpx
 
-from core.dashboard.session import CSRF_FIELD, CSRF_HEADER
-
 
 def _attribute(page: str, pattern: str, what: str) -> str:
     found = re.search(pattern, page)
@@ -41,9 +41,12 @@ def open_feed(client: httpx.Client, base: str, password: str) -> tuple[str, dict
     """Log in and open the alerts page like a browser; the feed's path and htmx's headers."""
     login_page = client.get(f"{base}/dashboard/login")
     login_page.raise_for_status()
-    token = _attribute(login_page.text, rf'name="{CSRF_FIELD}" value="([^"]+)"', "login CSRF token")
-    answer = client.post(f"{base}/dashboard/login", data={CSRF_FIELD: token, "next": "", "username": "dashboard",
-                                                          "password": password})
+    form = _attribute(login_page.text, r'(?s)(<form method="post" action="/dashboard/login">.*?</form>)', "login form")
+    fields = {html.unescape(name): html.unescape(value)
+              for name, value in re.findall(r'<input type="(?:hidden|text)" name="([^"]+)" value="([^"]*)"', form)}
+    if not any("csrf" in name for name in fields):
+        raise SystemExit("dashclient: no CSRF token in the login form")
+    answer = client.post(f"{base}/dashboard/login", data={**fields, "password": password})
     if answer.status_code != 303:
         raise SystemExit(f"dashclient: login answered {answer.status_code}: {answer.text[:300]}")
     page = client.get(f"{base}/dashboard/alerts")
@@ -51,9 +54,9 @@ def open_feed(client: httpx.Client, base: str, password: str) -> tuple[str, dict
     for asset in re.findall(r'(?:href|src)="(/dashboard/static/[^"]+)"', page.text):
         client.get(base + html.unescape(asset)).raise_for_status()
     feed = _attribute(page.text, r'hx-get="(/dashboard/alerts/feed[^"]*)"', "feed hx-get")
-    csrf = json.loads(_attribute(page.text, r"hx-headers='([^']+)'", "hx-headers"))[CSRF_HEADER]
+    hx_headers = json.loads(_attribute(page.text, r"hx-headers='([^']+)'", "hx-headers"))  # the CSRF header
     headers = {"HX-Request": "true", "HX-Trigger": "feed", "HX-Target": "feed",
-               "HX-Current-URL": f"{base}/dashboard/alerts", CSRF_HEADER: csrf}
+               "HX-Current-URL": f"{base}/dashboard/alerts", **hx_headers}
     return feed, headers
 
 
@@ -66,18 +69,20 @@ def main(argv: list[str] | None = None) -> int:
     password = os.environ["BENCH_DASHBOARD_PASSWORD"]
     statuses: collections.Counter = collections.Counter()
     latencies: list[float] = []
+    sent_at: list[float] = []  # wall clock, to count the polls that fell inside a load run
     with httpx.Client(timeout=10) as client:
         feed, headers = open_feed(client, args.url, password)
         started = time.monotonic()
         polls = 0
         while True:
             sent = time.perf_counter()
+            sent_at.append(time.time())
             answer = client.get(args.url + feed, headers=headers)
             latencies.append((time.perf_counter() - sent) * 1000)
             statuses[str(answer.status_code)] += 1
             polls += 1
             tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"polls": polls, "statuses": statuses, "latencies_ms": latencies,
+            tmp.write_text(json.dumps({"polls": polls, "statuses": statuses, "latencies_ms": latencies, "sent_at": sent_at,
                                        "rows_bytes": len(answer.content)}))
             tmp.replace(args.out)
             if polls == 1:
