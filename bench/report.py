@@ -137,9 +137,9 @@ def dashboard_rows(d: dict[str, Any]) -> list[str]:
     """``--dashboard``: the server with a browser on its dashboard, over the plain server."""
     lines = [
         "",
-        f"  dashboard on + a browser polling the live feed every {d['interval_s']:g} s during its runs "
-        f"({d['polls']} polls, {d['polls_during_load']} of them while its {d['runs']} measured runs loaded it; "
-        f"statuses {d['poll_statuses']}, poll p50 {_fmt(d['poll_p50_ms'])} ms)",
+        (f"  dashboard on + a browser polling the live feed every {d['interval_s']:g} s during its runs "
+         f"({d['polls']} polls, {d['polls_during_load']} of them while its {d['runs']} measured runs loaded it; "
+         f"statuses {d['poll_statuses']}, poll p50 {_fmt(d['poll_p50_ms'])} ms)"),
         f"  {'':34}{'server':>12}{'dashboard':>12}{'dash/server':>14}  {'per round':>13}  {'server across rounds':>20}",
     ]
     for label, section, key, digits in (("c=1   p50 ms", "c1", "p50_ms", 2), ("c=32  requests/s", "c32", "rps", 1),

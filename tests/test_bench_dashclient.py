@@ -22,6 +22,7 @@ def server(tmp_path_factory):
     process.stop()
 
 
+@pytest.mark.slow  # a real server
 def test_the_bench_browser_logs_in_and_polls_the_live_feed(server):
     body = alert_body(id="bench-browser-sees-this", symbol="BTCUSDT")
     assert httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body)).status_code == 200
@@ -34,6 +35,7 @@ def test_the_bench_browser_logs_in_and_polls_the_live_feed(server):
     assert "bench-browser-sees-this" in answer.text
 
 
+@pytest.mark.slow  # a real server
 def test_the_bench_browser_stops_on_a_wrong_password(server):
     with httpx.Client(timeout=10) as client, pytest.raises(SystemExit, match="login answered 401"):
         open_feed(client, server.url, "not-the-password")
