@@ -17,6 +17,12 @@ Everything runs on 127.0.0.1, each part in its own process (group), on free port
    to exactly one order booked at the emulator (by client order id) and no order was
    booked without one;
 5. the pipeline alone, in process (``bench.pipeline``);
+
+With ``--dashboard``, a third target joins the same interleaved rounds of step 3 (at
+concurrency 1 and 32): the server started with DASHBOARD_PASSWORD set and, during each of
+its load runs, a browser (``bench.dashclient``, its own process) logged in to the
+dashboard and polling the live alert feed as the page does; the table adds its figures
+over the plain server's, round by round, with the spread.
 6. the table, and ``bench/results/latest.json``.
 
 Both servers: hypercorn with the same options, one worker, no access log; ccxt's
@@ -127,13 +133,15 @@ def start_emulator(tmp: Path, deadline: Deadline) -> tuple[Process, str]:
 
 
 def server_process(name: str, tmp: Path, webhook_secret: str, emulator_url: str, extra_args: list[str],
-                   journal_synchronous: str = "FULL") -> tuple[Process, int]:
+                   journal_synchronous: str = "FULL", dashboard_password: str = "") -> tuple[Process, int]:
     data = tmp / name
     data.mkdir()
     (data / "plugins.yaml").write_text(server_plugins_yaml(emulator_url, journal_synchronous))
     port = free_port()
     env = clean_env(WEBHOOK_SECRET=webhook_secret, DATA_DIR=str(data), PLUGINS_FILE=str(data / "plugins.yaml"),
                     LOG_LEVEL="WARNING", RATE_LIMIT="1000000/second", DEFAULT_EXCHANGE="paper")
+    if dashboard_password:
+        env["DASHBOARD_PASSWORD"] = dashboard_password
     cmd = [PYTHON, "-m", "hypercorn", "core.app:app", "--bind", f"127.0.0.1:{port}", *HYPERCORN_ARGS, *extra_args]
     return Process(name, cmd, env=env, cwd=data, log_dir=tmp), port
 
@@ -245,6 +253,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--journal-synchronous", choices=("FULL", "NORMAL"), default="FULL",
                         help="the router's journal_synchronous (default FULL, the project's default; NORMAL only to "
                              "measure what durable commits cost: it survives a crash of the process, not of the machine)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="add a third target: the server with the dashboard on and a browser polling its live feed "
+                             "during the target's runs (c=1 and c=32), reported over the plain server")
+    parser.add_argument("--dashboard-interval", type=float, default=2.0,
+                        help="seconds between the browser's feed polls (default 2, as the page)")
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--timeout", type=float, default=290.0, help="abort after this many seconds (default 290)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journals)")
@@ -291,12 +304,28 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     first_filled_order(server, server_port, REST_ACCOUNT, webhook_secret, answered, min(60, deadline.left()))
     first_filled_order(limit, limit_port, REST_ACCOUNT, webhook_secret, answered, min(60, deadline.left()))
     targets = {"server": (server_port, REST_ACCOUNT), "limit": (limit_port, REST_ACCOUNT)}
+    dashboard_password = secrets.token_urlsafe(18)
+    dashboard = None
+    if args.dashboard:
+        dashboard, dashboard_port = server_process("dashboard", tmp, webhook_secret, emulator_url, extra,
+                                                   args.journal_synchronous, dashboard_password=dashboard_password)
+        dashboard.start()
+        first_filled_order(dashboard, dashboard_port, REST_ACCOUNT, webhook_secret, answered, min(60, deadline.left()))
+        targets = {"server": targets["server"], "dashboard": (dashboard_port, REST_ACCOUNT), "limit": targets["limit"]}
     runs: list[dict[str, Any]] = []
     statuses: collections.Counter = collections.Counter()
+    browser_polls: list[dict[str, Any]] = []
 
     def drive(label: str, port: int, n: int, concurrency: int, account: str, record: dict[str, Any] | None,
               tickers: str = TICKERS) -> dict:
-        result = load_run(label, port, n, concurrency, account, webhook_secret, tmp, deadline, tickers)
+        if dashboard is not None and port == targets["dashboard"][0]:
+            result, polls = with_browser(label, port, dashboard_password, args.dashboard_interval, tmp, deadline,
+                                         lambda: load_run(label, port, n, concurrency, account, webhook_secret, tmp,
+                                                          deadline, tickers))
+            if record is not None:
+                browser_polls.append(polls)
+        else:
+            result = load_run(label, port, n, concurrency, account, webhook_secret, tmp, deadline, tickers)
         answered.extend((account, alert_id) for alert_id in result["ids_2xx"])
         statuses.update(result["statuses"])
         if result["errors"]:
@@ -312,7 +341,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     drive("warm-server-ws", server_port, max(10, args.warmup // 4), 1, WS_ACCOUNT, None)
 
     for r in range(args.rounds):
-        order = ["server", "limit"] if r % 2 == 0 else ["limit", "server"]
+        if dashboard is None:
+            order = ["server", "limit"] if r % 2 == 0 else ["limit", "server"]
+        else:  # each target in each place of the order equally often
+            kinds = list(targets)
+            order = kinds[r % 3:] + kinds[:r % 3]
         for concurrency, n in ((1, args.n1), (32, args.n32)):
             for kind in order:
                 port, account = targets[kind]
@@ -320,7 +353,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                       {"round": r, "target": kind, "concurrency": concurrency, "route": "rest"})
         drive(f"r{r}-server-ws-c1", server_port, args.n_ws, 1, WS_ACCOUNT,
               {"round": r, "target": "server", "concurrency": 1, "route": "websocket"})
-        for kind in order:
+        for kind in (k for k in order if k != "dashboard"):
             port, account = targets[kind]
             drive(f"r{r}-{kind}-same-c32", port, args.n_same, 32, account,
                   {"round": r, "target": kind, "concurrency": 32, "route": "one-market"}, tickers=bench_tickers()[0])
@@ -331,6 +364,10 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     rss = {"server": rss_mb(worker_pid(server)), "limit": rss_mb(worker_pid(limit)),
            "server_parent": rss_mb(server.pid), "limit_parent": rss_mb(limit.pid)}
+    if dashboard is not None:
+        rss["dashboard"] = rss_mb(worker_pid(dashboard))
+        dashboard_log = dashboard.log(20000)
+        dashboard.stop()
     server_log, limit_log = server.log(20000), limit.log(20000)
     server.stop(), limit.stop()
     integrity = check_orders(emulator_url, answered, deadline)
@@ -374,6 +411,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     summary["pipeline"] = pipe
     summary["integrity"] = integrity
     summary["statuses"] = dict(statuses)
+    if dashboard is not None:
+        summary["dashboard"] = dashboard_summary(runs, browser_polls, args.dashboard_interval)
     values = {
         "c1_p50_ratio": summary["c1"]["ratio"]["p50_ms"],
         "c32_rps_ratio": summary["c32"]["ratio"]["rps"],
@@ -390,14 +429,69 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                    "startup_samples": args.startup_samples, "pipeline_n": args.pipeline_n, "quick": args.quick,
                    "hypercorn_args": HYPERCORN_ARGS + extra, "loop": loop, "cpus": os.cpu_count(),
                    "python": sys.version.split()[0], "server_env_note": SERVER_ENV_NOTE,
-                   "ccxt_rate_limit": False, "journal_synchronous": args.journal_synchronous},
+                   "ccxt_rate_limit": False, "journal_synchronous": args.journal_synchronous,
+                   "dashboard": args.dashboard, "dashboard_interval_s": args.dashboard_interval},
         "summary": summary,
         "targets": report.check_targets(values),
         "runs": runs,
-        "logs_tail": {"server": _warnings(server_log), "limit": _warnings(limit_log)},
+        "logs_tail": {"server": _warnings(server_log), "limit": _warnings(limit_log),
+                      **({"dashboard": _warnings(dashboard_log)} if dashboard is not None else {})},
         "wall_s": time.monotonic() - wall_started,
         "json_path": str(args.out),
     }
+
+
+def with_browser(label: str, port: int, password: str, interval: float, tmp: Path, deadline: Deadline,
+                 load: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``load()`` while a browser (``bench.dashclient``) is logged in and polling the live feed.
+
+    The browser logs in and answers its first poll before the load starts, so what the
+    load measures is the dashboard's steady state: sessions checked, the feed read and
+    rendered every ``interval`` seconds. Its polls (count, statuses, latencies) come back.
+    """
+    out = tmp / f"browser-{label}.json"
+    browser = Process(f"browser-{label}", [PYTHON, "-m", "bench.dashclient", "--url", f"http://127.0.0.1:{port}",
+                                           "--interval", str(interval), "--out", str(out)],
+                      env=clean_env(BENCH_DASHBOARD_PASSWORD=password), cwd=ROOT, log_dir=tmp).start()
+    try:
+        browser.wait_for_line(r"^polling$", min(30, deadline.left()))
+        began = time.time()
+        result = load()
+        ended = time.time()
+        if not browser.alive():
+            raise RuntimeError(f"the dashboard browser stopped during {label}:\n{browser.log()}")
+    finally:
+        browser.stop()
+    polls = json.loads(out.read_text())
+    polls["during_load"] = sum(1 for at in polls["sent_at"] if began <= at <= ended)
+    return result, polls
+
+
+def dashboard_summary(runs: list[dict[str, Any]], polls: list[dict[str, Any]], interval: float) -> dict[str, Any]:
+    """The server with the dashboard on and a browser connected, over the plain server.
+
+    ``ratio``: the medians' ratio; ``round_ratios``: the same figure's ratio within each
+    round (the two ran minutes apart at most), whose range is the noise a reader judges it
+    by; ``server_spread``: the plain server's own figure across rounds, min and max over
+    its median (what the same code does from round to round).
+    """
+    out: dict[str, Any] = {"interval_s": interval, "polls": sum(p["polls"] for p in polls),
+                           "polls_during_load": sum(p["during_load"] for p in polls), "runs": len(polls),
+                           "poll_statuses": dict(sum((collections.Counter(p["statuses"]) for p in polls),
+                                                     collections.Counter())),
+                           "poll_p50_ms": report.percentile([v for p in polls for v in p["latencies_ms"]], 50)}
+    for key, concurrency in (("c1", 1), ("c32", 32)):
+        pick = {t: sorted((x for x in runs if x["target"] == t and x["concurrency"] == concurrency
+                           and x["route"] == "rest"), key=lambda x: x["round"]) for t in ("server", "dashboard")}
+        s, d = report.median_of(pick["server"]), report.median_of(pick["dashboard"])
+        by_round = {x["round"]: x for x in pick["server"]}
+        round_ratios = {k: [x[k] / by_round[x["round"]][k] for x in pick["dashboard"] if by_round[x["round"]][k]]
+                        for k in s}
+        spread = {k: [min(x[k] for x in pick["server"]) / s[k], max(x[k] for x in pick["server"]) / s[k]]
+                  for k in s if s[k]}
+        out[key] = {"server": s, "dashboard": d, "ratio": report.ratios(d, s), "round_ratios": round_ratios,
+                    "server_spread": spread}
+    return out
 
 
 def _warnings(log: str) -> list[str]:

@@ -117,6 +117,8 @@ def table(result: dict[str, Any]) -> str:
     if commits is not None and fsync is not None:
         lines.append(f"  {'  durable commits waited for':34}{_fmt(commits, 1):>12}{'× ' + _fmt(fsync, 0) + ' µs':>12}"
                      f"{'= ' + _fmt(commits * fsync, 0) + ' µs':>14}  (synchronous=FULL; one commit alone on this disk)")
+    if "dashboard" in s:
+        lines.extend(dashboard_rows(s["dashboard"]))
     integrity = s["integrity"]
     verdict = "OK" if integrity["ok"] else "FAILED"
     lines.append("")
@@ -129,3 +131,24 @@ def table(result: dict[str, Any]) -> str:
     met = sum(1 for x in t.values() if x["met"])
     lines.append(f"  targets met: {met}/{len(t)}; wall time {result['wall_s']:.0f} s; JSON: {result['json_path']}")
     return "\n".join(lines)
+
+
+def dashboard_rows(d: dict[str, Any]) -> list[str]:
+    """``--dashboard``: the server with a browser on its dashboard, over the plain server."""
+    lines = [
+        "",
+        (f"  dashboard on + a browser polling the live feed every {d['interval_s']:g} s during its runs "
+         f"({d['polls']} polls, {d['polls_during_load']} of them while its {d['runs']} measured runs loaded it; "
+         f"statuses {d['poll_statuses']}, poll p50 {_fmt(d['poll_p50_ms'])} ms)"),
+        f"  {'':34}{'server':>12}{'dashboard':>12}{'dash/server':>14}  {'per round':>13}  {'server across rounds':>20}",
+    ]
+    for label, section, key, digits in (("c=1   p50 ms", "c1", "p50_ms", 2), ("c=32  requests/s", "c32", "rps", 1),
+                                        ("c=32  p99 ms", "c32", "p99_ms", 2)):
+        x = d[section]
+        per_round = x["round_ratios"][key]
+        rounds = f"{min(per_round):.2f}–{max(per_round):.2f}×" if per_round else "-"
+        spread = x["server_spread"].get(key)
+        own = f"{spread[0]:.2f}–{spread[1]:.2f}× median" if spread else "-"
+        lines.append(f"  {label:34}{_fmt(x['server'][key], digits):>12}{_fmt(x['dashboard'][key], digits):>12}"
+                     f"{_fmt(x['ratio'][key]) + '×':>14}  {rounds:>13}  {own:>20}")
+    return lines
