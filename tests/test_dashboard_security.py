@@ -3,6 +3,7 @@ every POST, the login failure budget, cookie flags, logout, and no secret in any
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from urllib.parse import quote
@@ -152,6 +153,14 @@ async def test_wrong_passwords_spend_the_address_failure_budget(app_client):
         # The same budget as the webhook's: bad webhook auth from this address is refused too.
         body = alert_body()
         assert (await client.post("/webhook", data=body, headers=signed_headers(body, "wrong"))).status_code == 429
+
+
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
+async def test_concurrent_wrong_passwords_cannot_overspend_the_failure_budget(app_client):
+    async with app_client(DASHBOARD_PASSWORD=PASSWORD, AUTH_FAILURE_LIMIT="3/minute") as (client, _):
+        answers = await asyncio.gather(*(log_in(client, "wrong-password") for _ in range(20)))
+        statuses = [a.status_code for a in answers]
+        assert statuses.count(401) == 3 and statuses.count(429) == 17, statuses
 
 
 async def test_pages_carry_a_csp_without_inline_script(app_client):

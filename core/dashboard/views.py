@@ -12,14 +12,30 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from quart import Blueprint, Response, current_app, g, jsonify, redirect, render_template, request
+from quart import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
 
 from core.dashboard import reads
 from core.dashboard.risk import ACTIONS as RISK_ACTIONS
 from core.dashboard.risk import act as risk_act
 from core.dashboard.risk import risk_view
-from core.dashboard.session import (COOKIE_PATH, CSRF_FIELD, CSRF_HEADER, LOGIN_COOKIE, SESSION_COOKIE, LoggedOut,
-                                    SessionSigner)
+from core.dashboard.session import (
+    COOKIE_PATH,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    LoggedOut,
+    SessionSigner,
+)
 from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unprocessable
 from core.tokens import CONTROL_SCOPE
 
@@ -119,14 +135,14 @@ def dashboard_blueprint() -> Blueprint:
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         if not nonce or not board.signer.same(board.signer.login_token(nonce), form.get(CSRF_FIELD)):
             raise Forbidden("missing or wrong CSRF token; reload the login page", code="csrf")
-        try:
-            await router.limits.check_failures(address)
+        try:  # reserved in one atomic step, as for webhooks: concurrent guesses cannot overspend it
+            await router.limits.reserve_failure(address)
         except RateLimited as exc:
             return await _login_page(f"Too many failed logins from your address; {exc.message}.", 429, exc.headers)
         if not board.signer.password_matches(form.get("password", "")):
-            await router.limits.failed(address)
             log.warning("dashboard: failed login from %s", address)
-            return await _login_page("Wrong password.", 401)
+            return await _login_page("Wrong password.", 401)  # the reservation stays spent
+        await router.limits.release_failure(address)
         _session, cookie = board.signer.new_session()
         target = form.get("next", "")
         if not (target.startswith("/dashboard") and "//" not in target and "\\" not in target):
