@@ -29,8 +29,8 @@ import os
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import OrderError, RiskLimitExceeded, StoreUnavailable, WebhookError
@@ -118,24 +118,17 @@ class ExecutionEngine:
             pass  # our heartbeat goes stale by itself
 
     async def _maintenance_loop(self) -> None:
+        await every(self.options.worker_heartbeat, self._stopping, self._maintain, "journal maintenance")
+
+    async def _maintain(self) -> None:
         journal = self.router.journal
-        while not self._stopping.is_set():
+        await journal.heartbeat(self.worker_id)
+        for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
             try:
-                await journal.heartbeat(self.worker_id)
-                for row in await journal.claim_orphans(self.worker_id, self.options.worker_stale_after):
-                    try:
-                        self._recover(row)
-                    except Exception as exc:  # a row with bad fields: set aside, the others go on
-                        await journal.quarantine(row.get("alert_id", ""), f"the journal row cannot be recovered: "
-                                                 f"{type(exc).__name__}: {str(exc)[:300]}")
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.error("journal maintenance waits for the state store: %s", exc.message)
-            except Exception:
-                log.exception("journal maintenance failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.options.worker_heartbeat)
+                self._recover(row)
+            except Exception as exc:  # a row with bad fields: set aside, the others go on
+                await journal.quarantine(row.get("alert_id", ""), f"the journal row cannot be recovered: "
+                                         f"{type(exc).__name__}: {str(exc)[:300]}")
 
     # ------------------------------------------------------------ entry points
 
@@ -474,3 +467,22 @@ def _may_be_booked(exc: BaseException) -> bool:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+async def every(interval: float, stopping: asyncio.Event, step: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``step`` now and then every ``interval`` seconds until ``stopping`` is set.
+
+    A state-store outage is logged and waited out, any other error logged and retried;
+    only a cancellation ends it early. The wait ends on ``stopping`` (redis-py can swallow
+    a cancellation delivered mid-call, so shutdown does not rely on cancelling)."""
+    while not stopping.is_set():
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except StoreUnavailable as exc:
+            log.error("%s waits for the state store: %s", what, exc.message)
+        except Exception:
+            log.exception("%s failed; retrying", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)

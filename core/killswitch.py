@@ -28,6 +28,7 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from core.engine import every
 from core.errors import RiskLimitExceeded, StoreUnavailable
 from core.journal import FINAL_STATES, GAVE_UP
 from core.models import Alert, AuthResult, InboundRequest, OrderRequest
@@ -200,25 +201,17 @@ class KillSwitch:
 
     async def _take_up_flattens(self) -> None:
         """Background: run flattens requested elsewhere (the CLI) or left by a dead worker."""
-        options = self.router.options
-        while not self._stopping.is_set():
-            try:
-                for record in await self.store.flattens(open_only=True):
-                    if record["flatten_id"] in self._running:
-                        continue
-                    claimed = await self.store.claim_flatten(record["flatten_id"], self.router.engine.worker_id,
-                                                             options.worker_stale_after)
-                    if claimed is not None:
-                        log.warning("risk: taking up flatten %s (%s)", claimed["flatten_id"], claimed["state"])
-                        self._start_flatten(claimed)
-            except asyncio.CancelledError:
-                raise
-            except StoreUnavailable as exc:
-                log.error("risk: flatten check waits for the state store: %s", exc.message)
-            except Exception:
-                log.exception("risk: flatten check failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=options.worker_heartbeat)
+        await every(self.router.options.worker_heartbeat, self._stopping, self._take_up_once, "risk: flatten check")
+
+    async def _take_up_once(self) -> None:
+        for record in await self.store.flattens(open_only=True):
+            if record["flatten_id"] in self._running:
+                continue
+            claimed = await self.store.claim_flatten(record["flatten_id"], self.router.engine.worker_id,
+                                                     self.router.options.worker_stale_after)
+            if claimed is not None:
+                log.warning("risk: taking up flatten %s (%s)", claimed["flatten_id"], claimed["state"])
+                self._start_flatten(claimed)
 
     async def _run_flatten(self, record: dict[str, Any]) -> None:
         fid = record["flatten_id"]
