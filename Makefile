@@ -39,7 +39,7 @@ test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m 'not slow'
 
 emulator: $(VENV)/.installed-test
-	$(PY) -m tests.emulator --port 9000
+	$(PY) -m emulator --port 9000
 
 bench: $(VENV)/.installed-test
 	$(PY) -m bench

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 
 from core.config import Settings
 from core.errors import ConfigError
-from core.state import StateBackend
-from core.tokens import ACCOUNT_PATTERN, CONTROL_SCOPE, LABEL_PATTERN, TokenInfo, TokenStore
+from core.store.factory import StateBackend
+from core.store.tokens import ACCOUNT_PATTERN, CONTROL_SCOPE, LABEL_PATTERN, TokenInfo, TokenStore
 
 USAGE = __doc__
 

@@ -2,10 +2,10 @@
 
 Everything runs on 127.0.0.1, each part in its own process (group), on free ports:
 
-1. the project's exchange emulator (``bench.emulator``: ``tests.emulator.Emulator`` with
+1. the project's exchange emulator (``bench.emulator``: ``emulator.Emulator`` with
    32 extra spot markets, one per alert in flight at concurrency 32), with a benchmark
    API key holding ample balances;
-2. start-up: the server (hypercorn ``core.app:app``) and the limit (``bench.limit_app``)
+2. start-up: the server (hypercorn ``core.web.app:app``) and the limit (``bench.limit_app``)
    are each started cold, alternately, ``--startup-samples`` times, and timed from the
    spawn to the first answer 200 with a filled order;
 3. load: both are started once more and driven by the load generator
@@ -97,7 +97,7 @@ def say(text: str) -> None:
 
 def ccxt_passthrough(emulator_url: str) -> dict[str, Any]:
     """The ``ccxt:`` mapping of the benchmark accounts: the emulator's urls and options."""
-    from tests.emulator.ccxt_config import ccxt_config
+    from emulator.ccxt_config import ccxt_config
 
     config = ccxt_config("binance", emulator_url, api_key=API_KEY, secret=API_SECRET, match_production_errors=False)
     config.pop("apiKey"), config.pop("secret")
@@ -115,7 +115,7 @@ def server_plugins_yaml(emulator_url: str, journal_synchronous: str = "FULL") ->
 
 def limit_ccxt_config(emulator_url: str) -> dict[str, Any]:
     """What the router's ``build_client`` makes of the same account, for the limit's client."""
-    from plugins.exchanges.ccxt_accounts import _deep_merge
+    from plugins.exchanges.ccxt.accounts import _deep_merge
 
     base = {"enableRateLimit": False, "apiKey": API_KEY, "secret": API_SECRET, "has": {"fetchCurrencies": False},
             "options": {"fetchMarkets": {"types": ["spot"]}}}
@@ -142,7 +142,7 @@ def server_process(name: str, tmp: Path, webhook_secret: str, emulator_url: str,
                     LOG_LEVEL="WARNING", RATE_LIMIT="1000000/second", DEFAULT_EXCHANGE="paper")
     if dashboard_password:
         env["DASHBOARD_PASSWORD"] = dashboard_password
-    cmd = [PYTHON, "-m", "hypercorn", "core.app:app", "--bind", f"127.0.0.1:{port}", *HYPERCORN_ARGS, *extra_args]
+    cmd = [PYTHON, "-m", "hypercorn", "core.web.app:app", "--bind", f"127.0.0.1:{port}", *HYPERCORN_ARGS, *extra_args]
     return Process(name, cmd, env=env, cwd=data, log_dir=tmp), port
 
 
@@ -500,8 +500,8 @@ def _warnings(log: str) -> list[str]:
 
 def check_orders(emulator_url: str, answered: list[tuple[str, str]], deadline: Deadline) -> dict[str, Any]:
     """Every 2xx answer ↔ exactly one order booked at the emulator, matched by client order id."""
-    from core.execution import client_order_id
-    from tests.emulator.control import EmulatorControl
+    from core.trading.execution import client_order_id
+    from emulator.control import EmulatorControl
 
     control = EmulatorControl(emulator_url, timeout=30)
     expected = {client_order_id(alert_id, account) for account, alert_id in answered}

@@ -1,8 +1,8 @@
-"""The project's exchange emulator (``tests.emulator.Emulator``) with the benchmark's markets.
+"""The project's exchange emulator (``emulator.Emulator``) with the benchmark's markets.
 
     python -m bench.emulator --key KEY --secret SECRET
 
-Prints ``emulator listening on http://127.0.0.1:PORT`` like ``python -m tests.emulator``.
+Prints ``emulator listening on http://127.0.0.1:PORT`` like ``python -m emulator``.
 Besides the emulator's default instruments it lists ``SYMBOLS`` Binance spot markets
 (``B00USDT`` … ``B31USDT``, price 100), so that the alerts of a burst can each trade
 their own market, as many strategies firing on one candle close do: the router executes
@@ -31,9 +31,9 @@ def bench_tickers() -> list[str]:
 
 
 async def serve(key: str, secret: str) -> None:
-    from tests.emulator import Emulator
-    from tests.emulator.__main__ import serve_until_signalled
-    from tests.emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
+    from emulator import Emulator
+    from emulator.__main__ import serve_until_signalled
+    from emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
 
     markets = default_markets() + [
         MarketSpec(venue=BINANCE, market_type=SPOT, symbol=f"{base}USDT", base=base, quote="USDT",

@@ -32,7 +32,7 @@ _state: dict[str, Any] = {}
 
 
 def client_order_id(alert_id: str, account: str) -> str:
-    """``core.execution.client_order_id`` (not imported: this app loads nothing of core).
+    """``core.trading.execution.client_order_id`` (not imported: this app loads nothing of core).
     The benchmark's booked-order check uses core's function, so a divergence shows there."""
     return ("tv" + hashlib.sha256(f"{account}\x00{alert_id}".encode()).hexdigest())[:32]
 

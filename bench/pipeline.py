@@ -35,12 +35,12 @@ import time
 from pathlib import Path
 
 from core.config import PluginsFile, Settings
-from core.execution import Executor
-from core.markets import MarketBook, prepare_order
-from core.models import Alert, InboundRequest, OrderRequest, OrderResult
-from core.plugins import hookimpl
-from core.router import Router
-from plugins.exchanges.paper import DEFAULT_MARKETS, paper_market
+from core.trading.execution import Executor
+from core.trading.markets import MarketBook, prepare_order
+from core.pipeline.models import Alert, InboundRequest, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
+from core.pipeline.router import Router
+from plugins.exchanges.paper.plugin import DEFAULT_MARKETS, paper_market
 
 SECRET = "bench-pipeline-secret-0123456789abcdef"
 ACCOUNT = "bench"
@@ -114,7 +114,7 @@ class CommitCounter:
     threads: at concurrency 1 each is one durable commit (one fsync) the alert waits for."""
 
     def __init__(self) -> None:
-        from core.database import SqliteDatabase
+        from core.store.sqlite.database import SqliteDatabase
 
         self.count = 0
         self.enabled = False
@@ -137,13 +137,13 @@ async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_sy
                                            f"  journal_synchronous: {journal_synchronous}\n")
     settings = Settings.from_env(env_file=None, environ=environ)  # a named PLUGINS_FILE must exist
     plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
-    from core.logging_setup import configure_logging
+    from core.observability.logs import configure_logging
 
     configure_logging(settings.log_level, settings.log_format)
     router = Router(settings, plugins_file, extra_plugins=[("null_exchange", NullExchangePlugin())])
     await router.start()
     gc.collect()
-    gc.freeze()  # as core.app does once the router has started
+    gc.freeze()  # as core.web.app does once the router has started
     commits = CommitCounter()
     run_id = f"{time.time_ns():x}"
     latencies: list[float] = []

@@ -74,7 +74,7 @@ def table(result: dict[str, Any]) -> str:
         f"{cfg['n32']} at concurrency 32 over {cfg['markets']} markets (server and limit interleaved); medians of the rounds",
         f"  machine: {cfg['cpus']} CPUs; everything on 127.0.0.1, each part its own process",
         "  exchange: the project's emulator; ccxt's throttle (enableRateLimit) OFF for both — the emulator does not ban",
-        f"  server: hypercorn {' '.join(cfg['hypercorn_args'])} core.app:app, {cfg['server_env_note']}, "
+        f"  server: hypercorn {' '.join(cfg['hypercorn_args'])} core.web.app:app, {cfg['server_env_note']}, "
         f"journal synchronous={cfg['journal_synchronous']}",
         "  limit: bench/limit_app.py, raw ASGI (HMAC check + create_order on one warm ccxt client), same hypercorn options",
         "",

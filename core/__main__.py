@@ -39,7 +39,7 @@ from pathlib import Path
 
 from core.config import Settings, read_environment
 from core.errors import ConfigError
-from core.state import StateBackend
+from core.store.factory import StateBackend
 
 
 def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) -> str | None:
@@ -101,7 +101,7 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
 
 async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
     """The kill switch, through the state store every server of this deployment reads."""
-    from core.risk_store import ALL, new_flatten_record
+    from core.store.risk import ALL, new_flatten_record
 
     backend = StateBackend.from_settings(settings)
     store = backend.risk_store()
@@ -141,7 +141,7 @@ def report_config_error(exc: Exception) -> int:
 
 
 def check_config_command() -> int:
-    from core.preflight import check_config
+    from core.checks.preflight import check_config
 
     try:
         lines = asyncio.run(check_config(Settings.from_env()))
@@ -154,7 +154,7 @@ def check_config_command() -> int:
 
 
 def doctor_command(args: argparse.Namespace) -> int:
-    from core.doctor import run_doctor
+    from core.checks.doctor import run_doctor
 
     try:
         settings = Settings.from_env()
@@ -178,7 +178,7 @@ def default_bind(env: dict[str, str]) -> str | None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """hypercorn serving ``core.app:app``; the exit status says whether the app started.
+    """hypercorn serving ``core.web.app:app``; the exit status says whether the app started.
 
     The environment and plugins.yaml's syntax are checked first; the rest where it is used —
     in each worker's startup, the same code as ``check-config`` (``Router.configure``) — so
@@ -190,7 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     from hypercorn.run import run
 
     from core.config import PluginsFile
-    from core.preflight import STARTUP_REPORT_ENV
+    from core.checks.preflight import STARTUP_REPORT_ENV
 
     try:  # what can be checked without loading the plugins (and ccxt) into the master
         settings = Settings.from_env()
@@ -209,7 +209,7 @@ def serve(args: argparse.Namespace) -> int:
         config = Config.from_toml(config_path) if config_path.is_file() else Config()
     except Exception as exc:
         return report_config_error(ConfigError(f"{config_path}: not a valid hypercorn configuration: {exc}"))
-    config.application_path = "core.app:app"
+    config.application_path = "core.web.app:app"
     bind = args.bind or default_bind(env)
     if bind:
         config.bind = [bind]
@@ -243,7 +243,7 @@ CORE_COMMANDS = frozenset({"serve", "check-config", "doctor", "init-env", "journ
 def plugin_commands() -> dict[str, tuple]:
     """Subcommands the loaded plugins offer (their ``commands`` attribute)."""
     from core.config import PluginsFile
-    from core.plugins import create_plugin_manager
+    from core.hooks.manager import create_plugin_manager
 
     settings = Settings.from_env()
     plugins = create_plugin_manager(PluginsFile.load(settings.plugins_file, settings.environ))

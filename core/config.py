@@ -46,7 +46,7 @@ class Settings(BaseModel):
     signature_cache_ttl: int = Field(300, alias="SIGNATURE_CACHE_TTL", gt=0)
     token_ttl: int = Field(86400, alias="TOKEN_TTL", gt=0)
     require_https: bool = Field(False, alias="REQUIRE_HTTPS")
-    # Auth and abuse protection (core.ratelimit, core.proxy): RATE_LIMIT keyed by client
+    # Auth and abuse protection (core.web.ratelimit, core.web.proxy): RATE_LIMIT keyed by client
     # address or by authenticated principal; the stricter budget of requests refused before
     # they authenticated; the proxies whose X-Forwarded-For/-Proto are believed.
     rate_limit_key: str = Field("ip", alias="RATE_LIMIT_KEY", pattern="^(ip|principal)$")
@@ -82,7 +82,7 @@ class Settings(BaseModel):
         if isinstance(value, str) and not value.strip():
             return cls.model_fields[info.field_name].default  # RATE_LIMIT= in .env means the default
         if isinstance(value, str):
-            from core.ratelimit import parse_rate_limits
+            from core.web.ratelimit import parse_rate_limits
 
             parse_rate_limits(value)  # raises ValueError naming the bad part
         return value
@@ -95,7 +95,7 @@ class Settings(BaseModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
-        from core.proxy import TrustedProxies
+        from core.web.proxy import TrustedProxies
 
         TrustedProxies(value)  # raises ValueError naming the bad entry
         return value
@@ -251,7 +251,7 @@ class RouterOptions(PluginOptions):
     disabled: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(65536, gt=0)
     max_json_depth: int = Field(32, gt=0)
-    # Intake (core.intake): requests of one client address in progress at once in a worker
+    # Intake (core.web.intake): requests of one client address in progress at once in a worker
     # (more get 429 before their body is read), and seconds the whole body may take.
     max_inflight_per_address: int = Field(64, gt=0)
     body_timeout: float = Field(5.0, gt=0, le=60)

@@ -1,6 +1,6 @@
 """Typed errors of the pipeline.
 
-Every error a request can meet is one of these classes; ``core.app`` maps them to HTTP
+Every error a request can meet is one of these classes; ``core.web.app`` maps them to HTTP
 responses in one place with the body ``{"error": {"code": ..., "message": ...}}``.
 Messages are written for the sender of the alert and must never contain a secret.
 """
@@ -98,7 +98,7 @@ class RateLimited(WebhookError):
 #
 # What sending an order to a venue can come to, in the router's words. Executors raise
 # these from ``submit`` (and ``prepare``); each venue plugin translates its client's
-# exceptions into them (the ccxt plugin: ``plugins.exchanges.ccxt_errors``). Core decides
+# exceptions into them (the ccxt plugin: ``plugins.exchanges.ccxt.errors``). Core decides
 # from the class alone what the alert's answer is, whether the engine retries, and
 # whether the order may exist at the venue. Any other exception raised by ``submit`` is
 # read as ``OutcomeUnknown``: the order may have been booked.

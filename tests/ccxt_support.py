@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import yaml
 
-from core.app import read_signature_message
-from tests.emulator import EmulatorControl, ccxt_config
+from core.web.app import read_signature_message
+from emulator import EmulatorControl, ccxt_config
 from tests.support import ROOT, free_port, signed_headers
 
 
 class EmulatorProcess:
-    """``python -m tests.emulator --port 0`` in its own process; ``url`` once it listens."""
+    """``python -m emulator --port 0`` in its own process; ``url`` once it listens."""
 
     def __init__(self, log_dir: Path, port: int = 0):
         self.log_path = log_dir / f"emulator-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -32,7 +32,7 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 20) -> EmulatorProcess:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", str(self.port)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(self.port)], cwd=ROOT,
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
                                      env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + timeout

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.app import create_app
+from core.web.app import create_app
 from core.config import PluginsFile, Settings
 from tests.support import METRICS_TOKEN, SECRET, ServerProcess, base_env
 
@@ -152,7 +152,7 @@ def all_log_text(caplog) -> Callable[[], str]:
 def transform():
     """The TradingView transform applied as the router applies it: alert fields to the
     model, anything else to ``alert.raw``."""
-    from core.models import Alert
+    from core.pipeline.models import Alert
     from plugins.transforms.tradingview import Plugin
 
     plugin = Plugin(Plugin.Options())

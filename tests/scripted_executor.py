@@ -8,11 +8,11 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from core.execution import Executor, LookupResult
-from core.markets import MarketBook, prepare_order
-from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import hookimpl
-from plugins.exchanges.paper import DEFAULT_MARKETS, paper_market
+from core.trading.execution import Executor, LookupResult
+from core.trading.markets import MarketBook, prepare_order
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
+from plugins.exchanges.paper.plugin import DEFAULT_MARKETS, paper_market
 
 
 class ScriptedExecutor(Executor):

@@ -81,7 +81,7 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
 
 
 class ServerProcess:
-    """hypercorn serving ``core.app:app`` on a free loopback port, in its own process."""
+    """hypercorn serving ``core.web.app:app`` on a free loopback port, in its own process."""
 
     def __init__(self, env: dict[str, str], cwd: Path, *, port: int | None = None, workers: int = 1, extra_args: list[str] | None = None):
         self.env = env
@@ -99,7 +99,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30) -> "ServerProcess":
         # The project's hypercorn settings (hypercorn.toml), as the Procfile and `make run` use them.
-        cmd = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"), "core.app:app",
+        cmd = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"), "core.web.app:app",
                "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--graceful-timeout", "5", *self.extra_args]
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,

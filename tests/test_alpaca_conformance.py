@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from core.execution import Executor
+from core.trading.execution import Executor
 from core.testing import ACCOUNT, CASES, VenueAdapter
 from plugins.exchanges.alpaca import AccountOptions
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
-from tests.emulator.control import AsyncEmulatorControl
+from emulator.control import AsyncEmulatorControl
 
 pytest_plugins = ["core.testing.pytest_plugin"]
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from core.execution import client_order_id
+from core.trading.execution import client_order_id
 from tests.ccxt_support import EmulatorProcess, alert_status, send_alert
 from tests.support import MONITOR, ServerProcess, base_env
 

@@ -1,4 +1,4 @@
-"""The Alpaca emulator (tests/emulator/alpaca.py) over raw HTTP: what it answers is what the
+"""The Alpaca emulator (emulator/alpaca.py) over raw HTTP: what it answers is what the
 plugin's tests rely on, so its rules are tested on their own."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.emulator import Emulator, EmulatorControl
+from emulator import Emulator, EmulatorControl
 
 KEYS = {"APCA-API-KEY-ID": "emu-key-1", "APCA-API-SECRET-KEY": "emu-secret-1"}
 

@@ -20,15 +20,15 @@ from core.errors import (
     Unprocessable,
     VenueBusy,
 )
-from core.models import Alert, NothingToDo
-from core.outcomes import classify_exception
-from core.redaction import REDACTOR
+from core.pipeline.models import Alert, NothingToDo
+from core.pipeline.outcomes import classify_exception
+from core.observability.redaction import REDACTOR
 from plugins.exchanges.alpaca import AccountOptions, Plugin
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.errors import from_response, from_transport
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
-from tests.emulator import Emulator
+from emulator import Emulator
 from tests.support import free_port, signed_headers
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "exchanges" / "alpaca"
@@ -193,7 +193,7 @@ def test_registering_an_account_registers_its_keys_as_secrets():
                                                                       secret="registered-secret-value-1")}))
     registered, secrets = {}, []
 
-    class Host:  # the part of core.host.PluginHost the hook uses
+    class Host:  # the part of core.hooks.host.PluginHost the hook uses
         def register_secret(self, value):
             secrets.append(value)
 

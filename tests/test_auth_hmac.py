@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.replay import SqliteReplayCache
+from core.store.replay import SqliteReplayCache
 from plugins.auth import hmac_auth
 from plugins.auth.hmac_auth import replay_key, sign
 from tests.abuse_support import UNAUTHORIZED, ledger_count
@@ -149,7 +149,7 @@ async def test_window_edges(app_client):
 
 
 async def test_without_webhook_secret_every_signature_is_refused(app_client, make_settings):
-    from core.state import StateBackend
+    from core.store.factory import StateBackend
 
     backend = StateBackend(make_settings())  # a token is the credential (without any the server refuses to start)
     store = backend.token_store()

@@ -16,17 +16,17 @@ from pydantic import SecretStr
 
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError, CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown
-from core.execution import client_order_id
-from core.models import Alert, Credentials
-from plugins.exchanges.ccxt_accounts import AccountOptions, client_id_rule
-from plugins.exchanges.ccxt_exchange import (
+from core.trading.execution import client_order_id
+from core.pipeline.models import Alert, Credentials
+from plugins.exchanges.ccxt.accounts import AccountOptions, client_id_rule
+from plugins.exchanges.ccxt.plugin import (
     CcxtExecutor,
     CredentialClients,
     Plugin,
     credentials_fingerprint,
 )
-from plugins.exchanges.ccxt_websocket import WsOrderGate
-from tests.emulator import Emulator, ccxt_config
+from plugins.exchanges.ccxt.websocket import WsOrderGate
+from emulator import Emulator, ccxt_config
 from tests.support import free_port
 
 
@@ -396,7 +396,7 @@ def load_plugin(tmp_path: Path, yaml_text: str, **env: str):
     plugin = Plugin(plugins_file.validate("ccxt", Plugin.Options))
     registered: dict = {}
     secrets: list[str] = []
-    # Only what core.host.PluginHost offers: a plugin must need nothing else of the router.
+    # Only what core.hooks.host.PluginHost offers: a plugin must need nothing else of the router.
     router = SimpleNamespace(settings=settings, config_path=path, register_secret=secrets.append)
     plugin.register_executors(lambda name, ex: registered.setdefault(name, ex), router)
     plugin.secrets = secrets
@@ -467,7 +467,7 @@ def test_default_exchange_must_be_paper_or_ccxt(tmp_path):
 
 async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_order_absent():
     """Where ccxt can only list recent orders, "not among them" cannot tell: no resend on it."""
-    from core.models import OrderRequest
+    from core.pipeline.models import OrderRequest
 
     ex = CcxtExecutor("scan", AccountOptions(exchange="cryptocom", public=True), use_websockets=False)
     assert not ex._asks_by_client_id()

@@ -21,15 +21,15 @@ from typing import Any
 
 import pytest
 
-from core.database import SqliteDatabase
-from core.execution import Executor
+from core.store.sqlite.database import SqliteDatabase
+from core.trading.execution import Executor
 from core.testing import ACCOUNT, CASES, NEVER_DOUBLES, ConformanceFailure, VenueAdapter
-from plugins.exchanges.ccxt_accounts import AccountOptions
-from plugins.exchanges.ccxt_exchange import CcxtExecutor
-from plugins.exchanges.paper import SCHEMA, PaperExecutor
-from plugins.exchanges.paper import Plugin as PaperPlugin
+from plugins.exchanges.ccxt.accounts import AccountOptions
+from plugins.exchanges.ccxt.plugin import CcxtExecutor
+from plugins.exchanges.paper.plugin import SCHEMA, PaperExecutor
+from plugins.exchanges.paper.plugin import Plugin as PaperPlugin
 from tests.ccxt_support import emulator_account
-from tests.emulator.control import AsyncEmulatorControl
+from emulator.control import AsyncEmulatorControl
 from tests.plugins.naive_broker import NaiveBrokerExecutor
 from tests.support import ROOT
 
@@ -214,7 +214,7 @@ async def test_the_kit_catches_an_executor_that_answers_absent_without_knowing(c
 
     class Overconfident(NaiveBrokerExecutor):
         async def lookup(self, order):
-            from core.execution import LookupResult
+            from core.trading.execution import LookupResult
             return LookupResult.absent("did not check")
 
     class Adapter(NaiveAdapter):

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from core.plugins import hookimpl
-from core.risk_store import new_flatten_record
+from core.hooks.manager import hookimpl
+from core.store.risk import new_flatten_record
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor
 from tests.support import alert_body, signed_headers

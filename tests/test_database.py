@@ -1,4 +1,4 @@
-"""core.database: group commit keeps every job's own outcome; inline reads see what was
+"""core.store.sqlite.database: group commit keeps every job's own outcome; inline reads see what was
 committed before them; a busy database sends inline work to the thread."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from core.database import SqliteDatabase, transaction
+from core.store.sqlite.database import SqliteDatabase, transaction
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
 

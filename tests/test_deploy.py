@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from core.config import RouterOptions, Settings
-from core.proxy import TrustedProxies
+from core.web.proxy import TrustedProxies
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.doctor import data_dir_findings
+from core.checks.doctor import data_dir_findings
 from tests.ccxt_support import emulator_account, plugins_yaml
 from tests.support import ROOT
 

@@ -26,7 +26,7 @@ import ccxt.pro as ccxt_pro
 import pytest
 import pytest_asyncio
 
-from tests.emulator import AsyncEmulatorControl, Emulator, EmulatorControl, ccxt_config
+from emulator import AsyncEmulatorControl, Emulator, EmulatorControl, ccxt_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
@@ -499,7 +499,7 @@ async def test_bybit_orders_lookup_balance_positions(connect, emu):
 # ------------------------------------------------------------------ standalone run
 def test_standalone_process_serves_and_stops_on_sigterm():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", "0", "--price", "BTC/USDT=61000"],
+    process = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--price", "BTC/USDT=61000"],
                                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], 10)

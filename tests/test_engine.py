@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.app import read_signature_message
+from core.web.app import read_signature_message
 from core.errors import OrderRejected, OutcomeUnknown, VenueBusy
-from core.models import InboundRequest
+from core.pipeline.models import InboundRequest
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import alert_body, signed_headers

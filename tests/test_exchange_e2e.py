@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from core.execution import client_order_id
+from core.trading.execution import client_order_id
 from tests.ccxt_support import (
     alert_status,
     emulator_account,

@@ -26,7 +26,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from core.config import Settings
-from core.state import StateBackend, redis_options
+from core.store.factory import StateBackend, redis_options
 from tests.conftest import REDIS_TEST_URL
 from tests.support import METRICS_TOKEN, MONITOR, ROOT, SECRET, free_port
 

@@ -1,4 +1,4 @@
-"""Meta-test: every hook of core/hookspecs.py is documented and called by the pipeline.
+"""Meta-test: every hook of core/hooks/specs.py is documented and called by the pipeline.
 
 A recorder plugin is generated from the specs themselves (one implementation per spec,
 with the spec's own arguments), then a startup, a filled alert, a refused alert, an alert
@@ -12,10 +12,10 @@ import inspect
 
 import pluggy
 
-from core import hookspecs
-from core.app import control_signature_message
-from core.execution import Executor
-from core.plugins import hookimpl
+from core.hooks import specs as hookspecs
+from core.web.app import control_signature_message
+from core.trading.execution import Executor
+from core.hooks.manager import hookimpl
 from tests.support import alert_body, signed_headers
 
 SPECS = {

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.intake import RefusalLog, RefusedAccessFilter
+from core.web.intake import RefusalLog, RefusedAccessFilter
 from tests.abuse_support import client_from
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
 
@@ -93,13 +93,13 @@ def test_requests_in_flight_per_address_are_capped_before_the_body_is_read(patie
             assert other.get("/").status_code == 200
             body = alert_body(id="while-capped")
             assert other.post("/webhook", content=body, headers=signed_headers(body)).status_code == 200
-            for _ in range(5):  # each answered after core.intake.REFUSAL_DELAY
+            for _ in range(5):  # each answered after core.web.intake.REFUSAL_DELAY
                 assert same.get("/").status_code == 429
     finally:
         for sock in slow:
             sock.close()
     log = server.log()
-    intake_lines = [line for line in log.splitlines() if "core.intake" in line and "127.0.0.22" in line]
+    intake_lines = [line for line in log.splitlines() if "core.web.intake" in line and "127.0.0.22" in line]
     access_429 = [line for line in log.splitlines() if "127.0.0.22" in line and '" 429 ' in line]
     assert len(intake_lines) == 1, intake_lines
     assert len(access_429) == 1, access_429  # several refusals, one access line
@@ -112,7 +112,7 @@ def test_refusal_logs_write_one_line_per_address_per_interval():
     assert refusals.note("198.51.100.2", "x") is True
     now[0] = 61
     assert refusals.note("198.51.100.1", "x") is True
-    from core.intake import _note_refused_peer
+    from core.web.intake import _note_refused_peer
 
     access = RefusedAccessFilter(interval=60, clock=lambda: now[0])
 
@@ -206,7 +206,7 @@ def test_workers_exit_when_the_master_is_killed_and_the_port_can_be_reused(tmp_p
 async def test_an_address_that_authenticated_may_have_more_in_flight():
     import asyncio
 
-    from core.intake import PROVEN_FACTOR, IntakeGuard
+    from core.web.intake import PROVEN_FACTOR, IntakeGuard
 
     release = asyncio.Event()
 

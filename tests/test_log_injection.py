@@ -1,6 +1,6 @@
 """Issue 11, finding 9: a request cannot forge log lines or send escape codes to a terminal.
 
-Every log record is escaped where it is made (``core.redaction``): CR, LF, ESC, the other
+Every log record is escaped where it is made (``core.observability.redaction``): CR, LF, ESC, the other
 C0/C1 controls, Unicode line separators and bidi overrides become ``\\xNN``/``\\uNNNN``,
 in the text and the JSON format, in hypercorn's access log as in ours.
 """
@@ -14,11 +14,11 @@ import logging
 import httpx
 import pytest
 
-from core.logging_setup import JsonFormatter, TextFormatter
-from core.redaction import install_redaction
+from core.observability.logs import JsonFormatter, TextFormatter
+from core.observability.redaction import install_redaction
 from tests.support import ServerProcess, base_env
 
-HOSTILE = "/x\r\n2026-01-01 00:00:00,000 INFO    core.router: forged\x1b[2J\x9b\u2028\u202e"
+HOSTILE = "/x\r\n2026-01-01 00:00:00,000 INFO    core.pipeline.router: forged\x1b[2J\x9b\u2028\u202e"
 
 
 @pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
@@ -47,7 +47,7 @@ def test_every_log_field_is_one_printable_line(formatter):
         records = [json.loads(line) for line in lines]
         assert len(records) == 2
         output = "\n".join([records[0]["message"], records[1]["message"], records[1]["exc"]])
-    escaped = r"/x\x0d\x0a2026-01-01 00:00:00,000 INFO    core.router: forged\x1b[2J\x9b\u2028\u202e"
+    escaped = r"/x\x0d\x0a2026-01-01 00:00:00,000 INFO    core.pipeline.router: forged\x1b[2J\x9b\u2028\u202e"
     assert output.count(escaped) == 3, output  # the two messages and the exception's
 
 
@@ -69,7 +69,7 @@ def test_the_access_log_escapes_the_decoded_path(tmp_path, data_dir):
 def test_a_json_log_line_stays_valid_json_whatever_value_is_masked():
     """Masking is applied to fields, not to the JSON text: a registered value that matches
     the line's own punctuation cannot break it."""
-    from core.redaction import REDACTOR
+    from core.observability.redaction import REDACTOR
 
     REDACTOR.add('", "level', static=True)
     install_redaction()

@@ -1,9 +1,9 @@
-"""core.markets against real ccxt markets: TradingView tickers → markets, precision, limits.
+"""core.trading.markets against real ccxt markets: TradingView tickers → markets, precision, limits.
 
 The markets are ccxt's own, parsed by ccxt's real binance/binanceusdm/bybit classes from
 the emulator's exchangeInfo/instruments (taken from the live venues), and kraken's from
 a recorded AssetPairs answer, then translated into core's Market by the ccxt plugin
-(plugins.exchanges.ccxt_markets): core itself never sees ccxt.
+(plugins.exchanges.ccxt.markets): core itself never sees ccxt.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import ccxt.async_support as ccxt_async
 import pytest
 
 from core.errors import Unprocessable
-from core.markets import prepare_order
-from core.models import Alert
-from plugins.exchanges.ccxt_markets import market_book
-from tests.emulator import Emulator, ccxt_config
+from core.trading.markets import prepare_order
+from core.pipeline.models import Alert
+from plugins.exchanges.ccxt.markets import market_book
+from emulator import Emulator, ccxt_config
 
 
 async def _load_from_emulator() -> dict[str, dict]:

@@ -20,13 +20,13 @@ import pytest
 from aiohttp import web
 
 from core.config import PluginsFile
-from core.engine import AlertExpired, OutcomeStillUnknown
+from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.errors import ConfigError, OrderRejected, Unprocessable
-from core.events import AlertEvent, event_from_error, event_from_result
-from core.journal import GAVE_UP
-from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import create_plugin_manager
-from plugins.exchanges.ccxt_errors import order_error
+from core.pipeline.events import AlertEvent, event_from_error, event_from_result
+from core.store.sqlite.journal import GAVE_UP
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import create_plugin_manager
+from plugins.exchanges.ccxt.errors import order_error
 from plugins.notifiers.notifier import format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin

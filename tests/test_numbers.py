@@ -1,5 +1,5 @@
 """Issue 11, findings 4, 5 and 6: every number of an alert is read by one parser
-(``core.models.parse_decimal``) — ASCII decimal forms only, bounded digits and exponent —
+(``core.pipeline.models.parse_decimal``) — ASCII decimal forms only, bounded digits and exponent —
 and signed alerts that used to answer 500 (or hang) are refused with 422 naming the field."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from core.models import Alert, parse_decimal, parse_integer
+from core.pipeline.models import Alert, parse_decimal, parse_integer
 from tests.support import alert_body, signed_headers
 
 
@@ -48,7 +48,7 @@ BOMBS = ["1e999999999", "1e999999999x", 1e308, "9" * 60, 10 ** 4000]
 CHILD = """
 import json, sys
 from plugins.transforms.tradingview import Plugin
-from core.models import Alert
+from core.pipeline.models import Alert
 plugin = Plugin(Plugin.Options())
 for leverage in json.loads(sys.stdin.read()):
     payload = {"symbol": "BTCUSDT", "side": "buy", "amount": "1", "leverage": leverage}

@@ -7,11 +7,11 @@ from decimal import Decimal
 
 import pytest
 
-from core.database import SqliteDatabase
+from core.store.sqlite.database import SqliteDatabase
 from core.errors import Unprocessable
-from core.execution import client_order_id
-from core.models import Alert, OrderResult
-from plugins.exchanges.paper import SCHEMA, PaperExecutor, Plugin
+from core.trading.execution import client_order_id
+from core.pipeline.models import Alert, OrderResult
+from plugins.exchanges.paper.plugin import SCHEMA, PaperExecutor, Plugin
 from tests.support import alert_body, signed_headers
 
 

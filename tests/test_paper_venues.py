@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import pytest
 
-from plugins.exchanges.paper_markets import SNAPSHOT_DIR, load_snapshot
-from tests.emulator import ccxt_config
+from plugins.exchanges.paper.markets import SNAPSHOT_DIR, load_snapshot
+from emulator import ccxt_config
 from tests.support import ROOT, signed_headers
 
 
@@ -124,7 +124,7 @@ async def test_refusals_on_a_venue_market_name_the_venue(app_client):
 def test_snapshot_markets_become_core_markets_in_the_snapshots_precision_mode():
     import ccxt
 
-    from plugins.exchanges.paper import venue_book
+    from plugins.exchanges.paper.plugin import venue_book
 
     raw = {"id": "XYZUSD", "symbol": "XYZ/USD", "base": "XYZ", "quote": "USD", "type": "spot", "spot": True,
            "precision": {"amount": 3, "price": 2}, "limits": {"amount": {"min": 0.001}}, "info": {"last": "12.5"}}
@@ -143,7 +143,7 @@ def test_snapshot_markets_become_core_markets_in_the_snapshots_precision_mode():
 def test_venue_options_are_checked(options, fragment):
     from pydantic import ValidationError
 
-    from plugins.exchanges.paper import Plugin
+    from plugins.exchanges.paper.plugin import Plugin
 
     with pytest.raises(ValidationError, match=fragment):
         Plugin.Options(**options)

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.app import read_signature_message
-from core.journal import GAVE_UP
+from core.web.app import read_signature_message
+from core.store.sqlite.journal import GAVE_UP
 from tests.support import MONITOR, ROOT, signed_headers
 from tests.test_conformance import LineBroker
 

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from core.app import create_app
+from core.web.app import create_app
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError
-from core.plugins import hookimpl
-from core.router import Router
+from core.hooks.manager import hookimpl
+from core.pipeline.router import Router
 from tests.support import MONITOR, alert_body, signed_headers
 
 
@@ -25,7 +25,7 @@ async def test_dropin_transform_file_changes_the_alert(app_client, write_plugins
     folder.mkdir()
     (folder / "half_size.py").write_text(textwrap.dedent('''
         from decimal import Decimal
-        from core.plugins import hookimpl
+        from core.hooks.manager import hookimpl
 
         @hookimpl
         def transform_payload(payload):
@@ -47,7 +47,7 @@ async def test_plugin_installed_through_the_entry_point_group_is_loaded(app_clie
     (site / "tv_extra_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tv-extra-plugin\nVersion: 1.0\n")
     (site / "tv_extra_plugin-1.0.dist-info" / "entry_points.txt").write_text("[ccxt_trading_webhook]\nextra_side = tv_extra_plugin\n")
     (site / "tv_extra_plugin.py").write_text(textwrap.dedent('''
-        from core.plugins import hookimpl
+        from core.hooks.manager import hookimpl
 
         @hookimpl
         def transform_payload(payload):
@@ -67,7 +67,7 @@ async def test_plugin_named_in_plugins_yaml_modules_is_loaded(app_client, write_
     (tmp_path / "my_plugins" / "__init__.py").write_text("")
     (tmp_path / "my_plugins" / "tagger.py").write_text(textwrap.dedent('''
         from core.config import PluginOptions
-        from core.plugins import hookimpl
+        from core.hooks.manager import hookimpl
 
         class Plugin:
             class Options(PluginOptions):
@@ -134,7 +134,7 @@ def test_misspelt_hook_or_bad_signature_fails_startup_naming_the_plugin(make_set
 async def test_misspelt_hook_in_dropin_fails_app_startup(make_settings, write_plugins_yaml, tmp_path):
     folder = tmp_path / "dropins"
     folder.mkdir()
-    (folder / "typo.py").write_text("from core.plugins import hookimpl\n\n@hookimpl\ndef authenticat(request):\n    return None\n")
+    (folder / "typo.py").write_text("from core.hooks.manager import hookimpl\n\n@hookimpl\ndef authenticat(request):\n    return None\n")
     write_plugins_yaml(f"router:\n  plugin_dir: {folder}\n")
     app = create_app(make_settings())
     with pytest.raises(Exception) as info:

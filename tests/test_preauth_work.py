@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 
 from core.errors import RateLimited
-from core.plugins import hookimpl
-from core.ratelimit import (
+from core.hooks.manager import hookimpl
+from core.web.ratelimit import (
     IPV6_SITE_SCALE,
     BoundedMemoryStore,
     SqliteRateStore,
@@ -137,7 +137,7 @@ async def test_a_burst_of_good_alerts_from_a_new_address_is_never_refused_by_the
 
 @pytest.mark.slow
 def test_a_proven_address_sends_concurrent_alerts_to_the_real_server_without_429(tmp_path):
-    """Through the real server (core.intake vouches for an address once it authenticated):
+    """Through the real server (core.web.intake vouches for an address once it authenticated):
     32 alerts at once from it all trade, and its bad requests still spend its budget."""
     import httpx
 
@@ -177,7 +177,7 @@ async def stores(request, tmp_path, state_prefix):
 
     if not redis_answers():
         pytest.skip("Redis is not answering")
-    from core.state_redis import RedisRateStore, redis_client
+    from core.store.redis.state import RedisRateStore, redis_client
 
     client = redis_client(REDIS_TEST_URL)
     yield RedisRateStore(client, state_prefix), RedisRateStore(client, state_prefix)

@@ -17,8 +17,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.app import create_app
-from core.models import Alert
+from core.web.app import create_app
+from core.pipeline.models import Alert
 from plugins.auth.hmac_auth import sign
 from plugins.transforms.tradingview import Plugin as TradingView
 from tests.abuse_support import client_from, issue_token, issue_token_async, ledger_count, running_server

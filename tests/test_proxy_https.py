@@ -9,7 +9,7 @@ import pytest
 
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError
-from core.proxy import ProxyHeadersMiddleware, TrustedProxies, parse_address
+from core.web.proxy import ProxyHeadersMiddleware, TrustedProxies, parse_address
 from tests.abuse_support import client_from, issue_token_async, ledger_count, running_server, token_body
 from tests.support import alert_body, signed_headers
 
@@ -161,7 +161,7 @@ async def test_allowlist_without_addresses_abstains(app_client):
     ("ip_allowlist:\n  allowed: [1.2.3.4]\n", "field 'allowed': no such option"),
 ])
 def test_allowlist_options_are_validated(tmp_path, text, message):
-    from core.plugins import create_plugin_manager
+    from core.hooks.manager import create_plugin_manager
 
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         create_plugin_manager(plugins_file(tmp_path, text))

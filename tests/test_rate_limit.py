@@ -11,7 +11,7 @@ import pytest
 
 from core.config import Settings
 from core.errors import ConfigError, RateLimited
-from core.ratelimit import BoundedMemoryStore, WebhookLimits, address_key, parse_rate_limits
+from core.web.ratelimit import BoundedMemoryStore, WebhookLimits, address_key, parse_rate_limits
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, running_server, token_body
 from tests.support import alert_body, signed_headers
 

@@ -127,7 +127,7 @@ def test_readme_account_examples_load(tmp_path: Path, marker: str):
     from types import SimpleNamespace
 
     from core.config import PluginsFile, Settings
-    from plugins.exchanges.ccxt_exchange import Plugin
+    from plugins.exchanges.ccxt.plugin import Plugin
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```yaml\n(.*?)```", text[text.index(marker):], re.DOTALL).group(1)

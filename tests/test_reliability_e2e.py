@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.execution import client_order_id
+from core.trading.execution import client_order_id
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.support import ServerProcess, base_env, signed_headers
 

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from core.app import control_signature_message, read_signature_message
+from core.web.app import control_signature_message, read_signature_message
 from core.config import PluginsFile
 from core.errors import ConfigError
-from core.killswitch import is_reducing
-from core.models import Alert, OrderRequest
+from core.pipeline.killswitch import is_reducing
+from core.pipeline.models import Alert, OrderRequest
 from tests.support import MONITOR, ROOT, SECRET, signed_headers
 
 
@@ -183,7 +183,7 @@ def test_reducing_orders():
 def test_risk_section_errors_name_the_file_and_field(tmp_path, section, field):
     import yaml
 
-    from core.plugins import create_plugin_manager
+    from core.hooks.manager import create_plugin_manager
 
     path = tmp_path / "plugins.yaml"
     path.write_text(yaml.safe_dump({"risk": section}))
@@ -300,11 +300,11 @@ async def test_telegram_commands_from_configured_chats_only(app_client, write_pl
 class ScopedAuth:
     """A throwaway auth plugin: X-Test-Credential "ops" carries the control scope, "viewer" none."""
 
-    from core.plugins import hookimpl
+    from core.hooks.manager import hookimpl
 
     @hookimpl
     def authenticate(self, request):
-        from core.models import AuthResult
+        from core.pipeline.models import AuthResult
 
         credential = request.header("x-test-credential")
         if credential == "ops":

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from core.app import control_signature_message
+from core.web.app import control_signature_message
 from tests.ccxt_support import alert_status, emulator_account, send_alert
 from tests.support import MONITOR, ServerProcess, base_env, signed_headers
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from core.config import RouterOptions, Settings
-from core.risk_store import new_flatten_record
-from core.state import StateBackend, StateOptions
+from core.store.risk import new_flatten_record
+from core.store.factory import StateBackend, StateOptions
 from tests.conftest import STATE_BACKENDS
 
 pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)

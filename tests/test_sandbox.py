@@ -9,7 +9,7 @@ import time
 import httpx
 
 from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert, tradingview_alert
-from tests.emulator import ccxt_config
+from emulator import ccxt_config
 from tests.support import MONITOR, ServerProcess, base_env, free_port
 
 

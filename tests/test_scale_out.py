@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.router import journal_key
+from core.pipeline.router import journal_key
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.conftest import REDIS_TEST_URL, redis_answers
 from tests.support import MONITOR, ROOT, ServerProcess, base_env, free_port, signed_headers
@@ -104,7 +104,7 @@ def alert(alert_id: str, side: str = "buy", **extra) -> bytes:
 
 
 def client_id(alert_id: str) -> str:
-    from core.execution import client_order_id
+    from core.trading.execution import client_order_id
 
     return client_order_id(alert_id, "emu")
 

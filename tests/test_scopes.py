@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.router import fan_out_id, journal_key
+from core.pipeline.router import fan_out_id, journal_key
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, token_body
 from tests.conftest import STATE_BACKENDS
 from tests.support import alert_body, signed_headers
@@ -131,7 +131,7 @@ async def test_named_hmac_keys_are_scoped_and_namespaced(app_client, write_plugi
 
 
 async def test_a_named_key_may_not_reuse_the_owners_secret(make_settings, write_plugins_yaml):
-    from core.app import create_app
+    from core.web.app import create_app
     from tests.support import SECRET
 
     write_plugins_yaml(f"hmac:\n  keys:\n    twin:\n      secret: {SECRET}\n")

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from core.execution import client_order_id
-from core.journal import Journal
-from core.redaction import REDACTOR
+from core.trading.execution import client_order_id
+from core.store.sqlite.journal import Journal
+from core.observability.redaction import REDACTOR
 from tests.abuse_support import ledger_count
 from tests.conftest import STATE_BACKENDS
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
@@ -178,8 +178,8 @@ def _run_with_journal(data_dir, state_url: str, state_prefix: str, work):
         if state_url == "sqlite":
             journal = Journal(data_dir / "journal.sqlite3")
         else:
-            from core.journal_redis import RedisJournal
-            from core.state_redis import redis_client
+            from core.store.redis.journal import RedisJournal
+            from core.store.redis.state import redis_client
 
             client = redis_client(state_url)
             journal = RedisJournal(client, prefix=state_prefix)

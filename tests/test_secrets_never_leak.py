@@ -11,8 +11,8 @@ import json
 import logging
 
 from core.errors import Unprocessable
-from core.plugins import hookimpl
-from core.redaction import Redactor
+from core.hooks.manager import hookimpl
+from core.observability.redaction import Redactor
 from tests.support import SECRET, alert_body, signed_headers
 
 API_KEY = "AKIAsecretkeyvalue42"
@@ -92,8 +92,8 @@ def test_dynamic_secrets_are_bounded():
 def test_json_log_format_is_redacted():
     import io
 
-    from core.logging_setup import JsonFormatter
-    from core.redaction import install_redaction
+    from core.observability.logs import JsonFormatter
+    from core.observability.redaction import install_redaction
 
     install_redaction()
     stream = io.StringIO()

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from core.config import RouterOptions, Settings
-from core.state import StateBackend, StateOptions
+from core.store.factory import StateBackend, StateOptions
 from tests.conftest import STATE_BACKENDS
 
 pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from core.plugins import hookimpl
-from core.router import journal_key
-from core.tokens import SqliteTokenStore, hash_token, new_token
+from core.hooks.manager import hookimpl
+from core.pipeline.router import journal_key
+from core.store.tokens import SqliteTokenStore, hash_token, new_token
 from tests.abuse_support import TEXT_PLAIN, UNAUTHORIZED, client_from, issue_token, issue_token_async, ledger_count, token_body
 from tests.support import ROOT, alert_body, base_env, signed_headers
 

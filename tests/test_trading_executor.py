@@ -10,11 +10,11 @@ import ccxt
 import pytest
 
 from core.errors import OrderNotSent, Unprocessable
-from core.execution import client_order_id
-from core.models import Alert, NothingToDo
-from plugins.exchanges.ccxt_accounts import ClientIdRule, client_id_rule
-from plugins.exchanges.ccxt_exchange import CcxtExecutor
-from tests.emulator import Emulator
+from core.trading.execution import client_order_id
+from core.pipeline.models import Alert, NothingToDo
+from plugins.exchanges.ccxt.accounts import ClientIdRule, client_id_rule
+from plugins.exchanges.ccxt.plugin import CcxtExecutor
+from emulator import Emulator
 from tests.test_ccxt_executor import account
 
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from core.execution import client_order_id
+from core.trading.execution import client_order_id
 from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert
 from tests.support import ServerProcess, base_env
 

@@ -49,7 +49,7 @@ def test_amount_field_aliases_accept_strings_and_numbers(transform, key):
 @pytest.mark.parametrize("ticker", ["BINANCE:BTCUSDT", "BTCUSDT", "BTCUSDT.P", "BTC/USDT", "BTC/USDT:USDT", "XBTUSD",
                                     "BYBIT:ETHUSDT.P", "KRAKEN:XBTUSD"])
 def test_ticker_forms_pass_through_for_market_resolution(transform, ticker):
-    # Resolution against the account's markets happens later (core.markets).
+    # Resolution against the account's markets happens later (core.trading.markets).
     assert transform({"ticker": f" {ticker} ", "side": "buy", "amount": "1"}).symbol == ticker
 
 

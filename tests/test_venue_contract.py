@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy
-from core.execution import Executor, child_order_id, client_order_id
-from core.host import JournalReader, PluginHost
-from core.journal import GAVE_UP
-from core.markets import MarketBook
-from core.models import OrderResult
-from core.outcomes import classify_exception
-from core.plugins import hookimpl
-from core.venue import Market, MarketLimits, order_status
+from core.trading.execution import Executor, child_order_id, client_order_id
+from core.hooks.host import JournalReader, PluginHost
+from core.store.sqlite.journal import GAVE_UP
+from core.trading.markets import MarketBook
+from core.pipeline.models import OrderResult
+from core.pipeline.outcomes import classify_exception
+from core.hooks.manager import hookimpl
+from core.trading.venue import Market, MarketLimits, order_status
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, ROOT, alert_body, signed_headers
 from tests.test_engine import FAST
@@ -239,7 +239,7 @@ async def test_reconciliation_asks_the_plugin_that_placed_the_order(app_client, 
 
 
 def test_the_hook_docs_name_every_hook_and_the_guide_every_promise():
-    from core import hookspecs
+    from core.hooks import specs as hookspecs
     from core.testing import CASES
 
     hooks_doc = (ROOT / "docs" / "plugins" / "hooks.md").read_text()
@@ -264,8 +264,8 @@ def test_the_hook_docs_name_every_hook_and_the_guide_every_promise():
 
 async def test_closing_dust_on_a_market_without_a_minimum_is_nothing_to_do():
     """A venue may publish no minimum order (None): the refusal still reads as a number."""
-    from core.models import Alert, NothingToDo
-    from core.sizing import prepare_alert
+    from core.pipeline.models import Alert, NothingToDo
+    from core.trading.sizing import prepare_alert
 
     stock = Market(symbol="AAPL", id="AAPL", base="AAPL", quote="USD", amount_step=Decimal("1"), price_tick=Decimal("0.01"))
 
@@ -285,7 +285,7 @@ async def test_after_a_crash_mid_send_an_absent_from_the_executor_is_not_trusted
     import hashlib
     import time
 
-    from core.models import Alert
+    from core.pipeline.models import Alert
 
     write_plugins_yaml(FAST.format(budget=1.0, resubmit_after=0.1))
     routed, elsewhere = ScriptedExecutor("script"), ScriptedExecutor("elsewhere")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.journal import ALERT_STATES
+from core.store.sqlite.journal import ALERT_STATES
 
 # Keys whose values are never shown, at any depth (payload credentials, exchange keys).
 SECRET_KEYS = frozenset({"token", "apikey", "api_key", "secret", "apisecret", "api_secret", "password", "passphrase",

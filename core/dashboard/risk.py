@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.risk_store import ALL, OPEN_FLATTEN_STATES
+from core.store.risk import ALL, OPEN_FLATTEN_STATES
 
 ACTIONS = ("halt", "flatten", "resume")
 BY = "dashboard"

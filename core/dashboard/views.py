@@ -37,7 +37,7 @@ from core.dashboard.session import (
     SessionSigner,
 )
 from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unprocessable
-from core.tokens import CONTROL_SCOPE
+from core.store.tokens import CONTROL_SCOPE
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Dashboard:
 
     signer: SessionSigner
     logged_out: LoggedOut
-    tokens: Any = None  # a core.tokens.TokenStore, opened when the tokens page is first used
+    tokens: Any = None  # a core.store.tokens.TokenStore, opened when the tokens page is first used
     # The journal the pages read: on SQLite a connection (and thread) of its own, so a page
     # never queues behind — or delays — the webhook's writes (WAL lets it read meanwhile).
     journal: Any = None

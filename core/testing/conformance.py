@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import OrderRejected, VenueBusy
-from core.execution import Executor, LookupResult, client_order_id
-from core.journal import GAVE_UP
-from core.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
-from core.plugins import hookimpl
+from core.trading.execution import Executor, LookupResult, client_order_id
+from core.store.sqlite.journal import GAVE_UP
+from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
 
 ACCOUNT = "conformance"
 CASES = (
@@ -251,7 +251,7 @@ class ConformanceKit:
 
     @contextlib.asynccontextmanager
     async def _router(self, adapter: VenueAdapter) -> AsyncIterator[tuple[Any, Any, FaultInjector, _Harness]]:
-        from core.app import create_app  # the app pulls in the server stack: only when a case runs
+        from core.web.app import create_app  # the app pulls in the server stack: only when a case runs
         from core.config import Settings
 
         self._runs += 1

@@ -15,11 +15,11 @@ from pydantic import SecretStr
 
 from core.config import PluginOptions
 from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, Unprocessable, VenueBusy
-from core.execution import Executor, LookupResult
-from core.markets import MarketBook, prepare_order
-from core.models import Alert, NothingToDo, OrderRequest, OrderResult
-from core.plugins import hookimpl
-from core.venue import Market, MarketLimits, order_status
+from core.trading.execution import Executor, LookupResult
+from core.trading.markets import MarketBook, prepare_order
+from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
+from core.trading.venue import Market, MarketLimits, order_status
 
 
 class PretendVenue:

@@ -2,7 +2,7 @@
 
 It never accepts a request on its own — HMAC or a token still has to — and abstains
 when no address is configured (the default). The address is the client's after
-TRUSTED_PROXIES processing (``core.proxy``): behind a proxy, configure that first, or
+TRUSTED_PROXIES processing (``core.web.proxy``): behind a proxy, configure that first, or
 every request comes from the proxy.
 
 ``presets: [tradingview]`` adds the four addresses TradingView sends every alert from.
@@ -18,9 +18,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.config import PluginOptions
-from core.models import AuthResult, InboundRequest
-from core.plugins import hookimpl
-from core.proxy import parse_address
+from core.pipeline.models import AuthResult, InboundRequest
+from core.hooks.manager import hookimpl
+from core.web.proxy import parse_address
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "tradingview": ("52.89.214.238", "34.212.75.30", "54.218.53.128", "52.32.178.7"),

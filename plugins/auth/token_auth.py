@@ -2,7 +2,7 @@
 TradingView, which cannot set headers).
 
 Tokens are issued, listed and revoked with ``python manage_tokens.py`` and stored hashed
-in ``DATA_DIR/tokens.sqlite3`` (``core.tokens``). A request with ``X-Signature`` is
+in ``DATA_DIR/tokens.sqlite3`` (``core.store.tokens``). A request with ``X-Signature`` is
 HMAC's to decide: this plugin abstains on it. Otherwise a body with a ``token`` field is
 accepted when the token is known and not expired (principal ``token:<label>``, scoped to
 the accounts it was issued for: ``manage_tokens.py issue --account NAME``), and
@@ -24,9 +24,9 @@ from __future__ import annotations
 import json
 import re
 
-from core.models import AuthResult, InboundRequest
-from core.plugins import hookimpl
-from core.tokens import TokenStore
+from core.pipeline.models import AuthResult, InboundRequest
+from core.hooks.manager import hookimpl
+from core.store.tokens import TokenStore
 
 FIELD = "token"
 SCAN_LIMIT = 16384  # the "token" key must start within this many bytes of the body

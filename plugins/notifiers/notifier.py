@@ -1,7 +1,7 @@
 """The machinery every notifier shares: enqueue on the hooks, deliver in the background.
 
 ``Notifier`` implements ``after_execute`` and ``on_error`` by building an ``AlertEvent``
-(``core.events``), filtering it by the configured ``events`` and putting it on a bounded
+(``core.pipeline.events``), filtering it by the configured ``events`` and putting it on a bounded
 queue: nothing is awaited, so the webhook's answer never waits for a notification. A
 full queue drops the notification and logs it. One sender task per notifier (started in
 ``router_startup``, with one HTTP session) posts each event to every destination with its
@@ -26,13 +26,13 @@ import aiohttp
 from pydantic import BeforeValidator, Field, field_validator
 
 from core.config import PluginOptions
-from core.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
-from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import hookimpl
-from core.redaction import REDACTOR
+from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
+from core.observability.redaction import REDACTOR
 
 if TYPE_CHECKING:
-    from core.router import Router
+    from core.pipeline.router import Router
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ line (destinations are logged as "telegram chat <id>"). No token and no chat: in
 
 Commands (``commands: true``, the default once configured): the bot long-polls
 ``getUpdates`` and obeys ``/halt [account] [reason]``, ``/flatten [account]``,
-``/resume [account]`` and ``/status`` — the kill switch of ``core.killswitch`` — sent from
+``/resume [account]`` and ``/status`` — the kill switch of ``core.pipeline.killswitch`` — sent from
 one of ``chat_ids`` only (anyone else is ignored and logged); no account means every
 account. Every worker polls; each update is acted on once (its id is recorded in the
 replay cache of the state store), and answered in the chat it came from.
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field, ValidationInfo, field_validator
 
-from core.events import AlertEvent
-from core.plugins import hookimpl
+from core.pipeline.events import AlertEvent
+from core.hooks.manager import hookimpl
 from plugins.notifiers.notifier import (
     CommaList,
     Delivery,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from core.events import AlertEvent
+from core.pipeline.events import AlertEvent
 from plugins.notifiers.notifier import (
     CommaList,
     Delivery,
@@ -47,7 +47,7 @@ def payload(event: AlertEvent, fmt: str) -> dict[str, Any]:
         return {"content": text, "allowed_mentions": {"parse": []}}  # an alert id cannot ping @everyone
     if fmt == "slack":
         return {"text": slack_escape(text)}
-    return {"text": text, "content": text, "event": event.as_dict()}  # messages were redacted by core.events
+    return {"text": text, "content": text, "event": event.as_dict()}  # messages were redacted by core.pipeline.events
 
 
 class Plugin(Notifier):

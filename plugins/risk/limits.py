@@ -30,8 +30,8 @@ from pydantic import Field, field_validator
 
 from core.config import PluginOptions
 from core.errors import RiskLimitExceeded, WebhookError
-from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import call_hook_safely, hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import call_hook_safely, hookimpl
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from core.errors import BadRequest, UnsupportedMediaType
-from core.plugins import hookimpl
+from core.hooks.manager import hookimpl
 
 ACCEPTED_TYPES = frozenset({"application/json", "text/plain", ""})
 

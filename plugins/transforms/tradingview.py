@@ -1,8 +1,8 @@
 """TradingView normalization: placeholders, field aliases, sides, actions, amounts and prices.
 
 Runs first in the transform chain (a built-in), mapping TradingView's message shapes
-onto ``core.models.Alert`` fields; the symbol itself is resolved later against the
-account's loaded markets (``core.markets``), where ``BINANCE:BTCUSDT``, ``BTCUSDT.P`` and
+onto ``core.pipeline.models.Alert`` fields; the symbol itself is resolved later against the
+account's loaded markets (``core.trading.markets``), where ``BINANCE:BTCUSDT``, ``BTCUSDT.P`` and
 friends are understood.
 
 * A placeholder left unreplaced (``"{{close}}"``) anywhere in the alert → 422 naming
@@ -34,7 +34,7 @@ friends are understood.
 * ``market_type`` in any case: spot; swap/perp/perpetual/linear/inverse → swap;
   future/futures/delivery → future.
 * Amounts and prices may be strings (``"0.01"``); every number is read by
-  ``core.models.parse_decimal`` (ASCII decimal forms only, bounded digits and exponent):
+  ``core.pipeline.models.parse_decimal`` (ASCII decimal forms only, bounded digits and exponent):
   thousands separators, ``1_000`` and non-ASCII digits are refused with 422.
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 from core.config import PluginOptions
 from core.errors import Unprocessable
-from core.plugins import hookimpl
+from core.hooks.manager import hookimpl
 
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
@@ -59,7 +59,7 @@ AMOUNT_TYPES = {"base": "base", "contracts": "base", "coin": "base", "quote": "q
                 "balance_percent": "percent_of_balance", "percent_of_position": "percent_of_position",
                 "position_percent": "percent_of_position"}
 MARGIN_MODES = {"cross": "cross", "crossed": "cross", "isolated": "isolated"}
-ASCII_SPACE = " \t\r\n"  # numbers are ASCII: a no-break or other Unicode space is not stripped (core.models)
+ASCII_SPACE = " \t\r\n"  # numbers are ASCII: a no-break or other Unicode space is not stripped (core.pipeline.models)
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params",
                      "action", "amount_type", "target_position", "market_position", "stop_price", "stop_loss", "take_profit",
@@ -168,7 +168,7 @@ class Plugin:
         if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
             payload["amount"] = payload["amount"][:-1].strip(ASCII_SPACE)
             payload.setdefault("amount_type", "percent_of_balance")
-        if isinstance(payload.get("leverage"), str):  # "5x" → "5"; the number is read by core.models.parse_integer
+        if isinstance(payload.get("leverage"), str):  # "5x" → "5"; the number is read by core.pipeline.models.parse_integer
             payload["leverage"] = payload["leverage"].strip(ASCII_SPACE).lower().removesuffix("x").strip(ASCII_SPACE)
         self._position_size(payload)
         for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):

@@ -16,9 +16,9 @@ from decimal import Decimal
 
 from core.config import PluginOptions
 from core.errors import Unprocessable
-from core.execution import Executor
-from core.models import Alert, OrderRequest, OrderResult
-from core.plugins import hookimpl
+from core.trading.execution import Executor
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl
 
 
 class NaiveBrokerExecutor(Executor):

@@ -23,8 +23,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 
 from core.config import PluginOptions
-from core.host import PluginHost
-from core.plugins import hookimpl
+from core.hooks.host import PluginHost
+from core.hooks.manager import hookimpl
 from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
 

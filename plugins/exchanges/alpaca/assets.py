@@ -16,8 +16,8 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from core.errors import Unprocessable
-from core.markets import MarketBook
-from core.venue import Market, MarketLimits
+from core.trading.markets import MarketBook
+from core.trading.venue import Market, MarketLimits
 
 EQUITY = "us_equity"
 CRYPTO = "crypto"
@@ -119,7 +119,7 @@ class Asset:
 
 class AssetBook:
     """The account's tradable assets, resolved through core's ``MarketBook`` (each asset
-    as a ``core.venue.Market``: crypto pairs carry their slash-free name as an alias)."""
+    as a ``core.trading.venue.Market``: crypto pairs carry their slash-free name as an alias)."""
 
     def __init__(self, assets: list[Asset]):
         self.by_symbol: dict[str, Asset] = {a.symbol: a for a in assets if a.tradable}

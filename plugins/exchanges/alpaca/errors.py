@@ -29,7 +29,7 @@ from core.errors import (
     OutcomeUnknown,
     VenueBusy,
 )
-from core.redaction import REDACTOR
+from core.observability.redaction import REDACTOR
 
 # 403 messages that mean the key itself is refused, not the order.
 _KEY_REFUSALS = ("forbidden", "request is not authorized", "unauthorized", "access denied")

@@ -1,6 +1,6 @@
 """One Alpaca account's order placement: resolve, size, check the market clock, send.
 
-The alert is resolved and sized by core (``core.sizing.prepare_alert`` on the assets as
+The alert is resolved and sized by core (``core.trading.sizing.prepare_alert`` on the assets as
 core ``Market`` objects, reading the account through ``AlpacaAccountReader``), exactly
 as for every venue; this module adds what is Alpaca's own:
 
@@ -34,10 +34,10 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from core.errors import OrderRejected, Unprocessable
-from core.execution import Executor, LookupResult
-from core.models import Alert, OrderRequest, OrderResult, decimal_str
-from core.sizing import prepare_alert
-from core.venue import Market, order_status
+from core.trading.execution import Executor, LookupResult
+from core.pipeline.models import Alert, OrderRequest, OrderResult, decimal_str
+from core.trading.sizing import prepare_alert
+from core.trading.venue import Market, order_status
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
 
@@ -66,7 +66,7 @@ def _refuse(message: str, code: str = "unprocessable") -> Unprocessable:
 
 
 class AlpacaAccountReader:
-    """What core's sizing reads of the account for one alert (``core.sizing.AccountReader``):
+    """What core's sizing reads of the account for one alert (``core.trading.sizing.AccountReader``):
     buying power and cash, holdings from ``GET /v2/positions/{symbol}``, order states.
     Alpaca's trading API quotes no prices: a price is the alert's, else the held
     position's current price."""

@@ -1,0 +1,286 @@
+"""The plugin-manager factory and the one helper that calls (and awaits) hooks.
+
+Load order, all through ``register_plugin``: hook specs, installed packages (the
+``ccxt_trading_webhook`` entry-point group), the drop-in folder (``router.plugin_dir``,
+default ``./local_plugins``), dotted module paths (``router.modules``), then the
+built-ins. Any of them can be disabled by name in ``router.disabled``.
+
+A plugin is either a module of ``@hookimpl`` functions (no options), or a module
+exposing a class ``Plugin`` (or the class itself, for entry points) whose optional
+``Options`` pydantic model validates the plugin's section of plugins.yaml; the router
+instantiates ``Plugin(options)`` once, so configuration reaches a plugin exactly once
+and hooks never read the environment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from core.hooks import specs as hookspecs
+from core.config import PluginOptions, PluginsFile, RouterOptions
+from core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
+
+
+def observes_only(function):
+    """Mark an ``execute_order`` implementation that watches orders and never claims one
+    (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
+    ``lookup_order`` may have placed an order the router cannot look up, so after a crash
+    mid-send the router never resends on an executor's "absent" (core.pipeline.engine)."""
+    function.observes_only = True
+    return function
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+
+# Sections of plugins.yaml that configure core itself, not a plugin.
+CORE_SECTIONS = frozenset({"router", "state"})
+
+# The built-ins, registered last through the same path as every other plugin.
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("json_payload", "plugins.transforms.json_payload"),
+    ("ip_allowlist", "plugins.auth.ip_allowlist"),
+    ("hmac", "plugins.auth.hmac_auth"),
+    ("token", "plugins.auth.token_auth"),
+    ("tradingview", "plugins.transforms.tradingview"),
+    ("paper", "plugins.exchanges.paper.plugin"),
+    ("ccxt", "plugins.exchanges.ccxt.plugin"),
+    ("risk", "plugins.risk.limits"),
+    ("webhook_notify", "plugins.notifiers.webhook_notify"),
+    ("telegram", "plugins.notifiers.telegram"),
+    ("metrics", "core.observability.metrics"),
+    ("default_execution", "core.trading.execution"),
+)
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    name: str
+    source: str  # entrypoint | dropin | module | builtin
+    origin: str  # the module path or file
+    plugin: object
+
+
+class PluginSet:
+    """The plugin manager plus what was loaded from where (for the health check)."""
+
+    def __init__(self, pm: pluggy.PluginManager, loaded: list[LoadedPlugin]):
+        self.pm = pm
+        self.loaded = loaded
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def names(self) -> list[str]:
+        return [p.name for p in self.loaded]
+
+    def get(self, name: str) -> object | None:
+        return self.pm.get_plugin(name)
+
+
+def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, object]] | None = None) -> PluginSet:
+    """Build a fresh plugin manager from plugins.yaml (no import-time global).
+
+    ``extra`` plugins (name, module-or-object) are registered after the modules named
+    in plugins.yaml and before the built-ins; tests use it to add throwaway plugins.
+    """
+    router_opts: RouterOptions = plugins_file.validate("router", RouterOptions)  # type: ignore[assignment]
+    disabled = set(router_opts.disabled)
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    loaded: list[LoadedPlugin] = []
+    seen: set[str] = set()
+
+    def load(name: str, source: str, origin: str, target: Any) -> None:
+        seen.add(name)
+        if name in disabled:
+            log.info("plugin %s (%s) is disabled in %s", name, source, plugins_file.path)
+            return
+        plugin = _instantiate(name, target(), plugins_file)
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError(f"plugin '{name}' ({origin}): {_one_line(exc)}") from None
+        except ValueError as exc:
+            other = next((p for p in loaded if p.name == name), None)
+            where = f" (already loaded from {other.origin})" if other else ""
+            raise ConfigError(f"plugin '{name}' ({origin}): a plugin of that name is already registered{where}: {exc}") from None
+        loaded.append(LoadedPlugin(name, source, origin, plugin))
+
+    for ep in _entry_points():
+        load(ep.name, "entrypoint", ep.value, lambda ep=ep: _import(ep.name, ep.value, ep.load))
+    for path in _dropin_files(plugins_file, router_opts.plugin_dir):
+        load(path.stem, "dropin", str(path), lambda path=path: _import_file(path))
+    for dotted in router_opts.modules:
+        load(dotted.rsplit(".", 1)[-1], "module", dotted, lambda d=dotted: _import(d, d, lambda: importlib.import_module(d)))
+    for name, obj in extra or []:
+        load(name, "extra", getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o)
+    for name, dotted in BUILTIN_PLUGINS:
+        load(name, "builtin", dotted, lambda n=name, d=dotted: _import(n, d, lambda: importlib.import_module(d)))
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin '{_plugin_name(pm, exc.plugin)}': {_one_line(exc)}") from None
+
+    unknown_disabled = disabled - seen
+    if unknown_disabled:
+        raise ConfigError(f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {', '.join(sorted(unknown_disabled))}")
+    sections = set(plugins_file.section_names()) - CORE_SECTIONS - seen
+    if sections:
+        name = sorted(sections)[0]
+        raise ConfigError(f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})")
+    return PluginSet(pm, loaded)
+
+
+def _one_line(exc: Exception) -> str:
+    return "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _import(name: str, origin: str, loader) -> Any:
+    try:
+        return loader()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"plugin '{name}': error importing {origin}: {type(exc).__name__}: {exc}") from None
+
+
+def _dropin_files(plugins_file: PluginsFile, folder: str) -> list[Path]:
+    path = Path(folder)
+    if not path.is_absolute():
+        # Relative to the current directory, like DATA_DIR and PLUGINS_FILE themselves.
+        path = Path.cwd() / path
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.glob("*.py") if not p.name.startswith("_"))
+
+
+def _import_file(path: Path) -> ModuleType:
+    module_name = f"{ENTRY_POINT_GROUP}_dropin.{path.stem}"
+
+    def loader() -> ModuleType:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return _import(path.stem, str(path), loader)
+
+
+def _instantiate(name: str, obj: Any, plugins_file: PluginsFile) -> object:
+    """A module with a ``Plugin`` class, or a class, becomes an instance with its options."""
+    cls = obj if isinstance(obj, type) else getattr(obj, "Plugin", None) if isinstance(obj, ModuleType) else None
+    if cls is None:
+        if plugins_file.section(name):
+            raise ConfigError(f"{plugins_file.path}: plugin '{name}': this plugin takes no options")
+        return obj
+    model = getattr(cls, "Options", None)
+    try:
+        if model is None:
+            if plugins_file.section(name):
+                raise ConfigError(f"{plugins_file.path}: plugin '{name}': this plugin takes no options")
+            return cls()
+        if not (isinstance(model, type) and issubclass(model, PluginOptions)):
+            raise ConfigError(f"plugin '{name}': Options must subclass core.config.PluginOptions")
+        return cls(plugins_file.validate(name, model))
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"plugin '{name}': error creating the plugin: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------- calling hooks
+
+
+def hook_implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
+    """A hook's implementations in calling order (what ``call_hook`` calls, one by one)."""
+    return _implementations(hook)
+
+
+def _implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
+    # pluggy keeps trylast first and tryfirst last and calls the list in reverse.
+    for impl in reversed(hook.get_hookimpls()):
+        if impl.hookwrapper or getattr(impl, "wrapper", False):
+            continue
+        yield impl
+
+
+async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
+    """Call one implementation with the arguments it names, awaiting an awaitable result."""
+    result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+async def call_hook(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+    """Call every implementation in order, awaiting each before the next; all results."""
+    return [await call_implementation(impl, kwargs) for impl in _implementations(hook)]
+
+
+async def call_hook_first(hook: pluggy.HookCaller, **kwargs: Any) -> Any:
+    """Call implementations in order until one returns non-None; that result."""
+    for impl in _implementations(hook):
+        result = await call_implementation(impl, kwargs)
+        if result is not None:
+            return result
+    return None
+
+
+async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
+    """Call every implementation; log and swallow each one's exception."""
+    for impl in _implementations(hook):
+        try:
+            await call_implementation(impl, kwargs)
+        except Exception:
+            log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)
+
+
+async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str]) -> list[tuple[str, str, Any, tuple[str, ...]]]:
+    """Every ``register_routes`` implementation's routes: (plugin, path, view, methods).
+
+    A path registered twice, or one in ``reserved`` (the app's own), is a ``ConfigError``
+    naming the plugin."""
+    routes: list[tuple[str, str, Any, tuple[str, ...]]] = []
+    owners: dict[str, str] = {}
+    for impl in _implementations(hook):
+        def register(path: str, view: Any, methods: Any = ("GET",), _plugin: str = impl.plugin_name) -> None:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: a path must start with '/' (got {path!r})")
+            if not callable(view):
+                raise ConfigError(f"plugin '{_plugin}': register_routes: the view for {path} is not callable")
+            if path in reserved:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is one of the router's own routes")
+            if path in owners:
+                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is already registered by plugin '{owners[path]}'")
+            owners[path] = _plugin
+            routes.append((_plugin, path, view, tuple(m.upper() for m in methods)))
+
+        await call_implementation(impl, {"register": register, "router": router})
+    return routes

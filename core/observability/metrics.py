@@ -1,0 +1,332 @@
+"""Prometheus metrics at ``GET /metrics``: the built-in ``metrics`` plugin.
+
+What is measured (all names carry the ``ccxt_webhook_`` prefix):
+
+* ``webhook_requests_total{status}`` — every answer of ``POST /webhook`` by HTTP status,
+  refused requests (401, 422, 429, ...) included; counted by ``core.web.app``.
+* ``alerts_total{outcome}`` — journaled alerts by how they ended (filled, submitted,
+  reconciled, rejected, failed, unknown, expired), from ``after_execute`` / ``on_error``.
+  A duplicate is answered but is not a new alert.
+* ``order_latency_seconds{exchange,route}`` — from handing the order to the exchange
+  (``execute_order``) to the exchange's answer: a booking or a refusal.
+* ``exchange_errors_total{exchange,type}`` — order errors (``core.errors``) that ended an
+  alert, by the venue client's exception class (ccxt's InsufficientFunds, ...).
+* ``orders_in_flight`` — orders sent whose fate is not settled yet (answer or reconciliation).
+* ``journal_backlog{state}`` — alerts in the journal still received / submitting / unknown,
+  read from the journal (shared by all workers) when scraped.
+
+Multi-worker safe: hypercorn ``--workers N`` runs N processes; each writes its samples to
+memory-mapped files in one directory (prometheus_client's multiprocess mode) and a scrape,
+whichever worker serves it, merges them all. The directory is ``metrics.directory`` in
+plugins.yaml, else ``$PROMETHEUS_MULTIPROC_DIR``, else ``DATA_DIR/metrics``. hypercorn's
+master never runs the app, so each worker removes, when it starts, the files of processes
+that are gone (a previous run) and never a running sibling's.
+
+Recording never raises into the pipeline: a metrics failure is logged, the order goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from pydantic import Field
+
+from core.config import PluginOptions
+from core.store.sqlite.database import private_dir
+from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
+from core.errors import OrderError
+from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
+from core.trading.execution import Executor
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.hooks.manager import hookimpl, observes_only
+from core.observability.redaction import REDACTOR
+
+if TYPE_CHECKING:
+    from core.store.sqlite.journal import Journal
+    from core.pipeline.router import Router
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "ccxt_webhook"
+BACKLOG_STATES = ("received", "submitting", "unknown")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+MAX_TRACKED_ORDERS = 10_000
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class MetricsRecorder:
+    """One worker's metrics, in prometheus_client's multiprocess mode in ``directory``."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        private_dir(directory)  # 0700: the samples name accounts and exchanges
+        for path in _process_files(directory, lambda pid: pid == os.getpid() or not _alive(pid)):
+            path.unlink(missing_ok=True)  # left by a process that is gone: a previous run
+        # prometheus_client picks its value class when imported, from this variable; the
+        # router reads its settings at startup, so it is set (and the class made) here.
+        self._previous = (os.environ.get(MULTIPROC_ENV), values.ValueClass)
+        os.environ[MULTIPROC_ENV] = str(directory)
+        self._value_class = values.MultiProcessValue()
+        values.ValueClass = self._value_class
+        self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # client order id → (start, route)
+        self._failed_once = False
+        self.webhook_requests = Counter("webhook_requests", "Answers of POST /webhook by HTTP status.",
+                                        ["status"], namespace=NAMESPACE, registry=None)
+        self.alerts = Counter("alerts", "Journaled alerts by outcome (the alert's final state).",
+                              ["outcome"], namespace=NAMESPACE, registry=None)
+        self.order_latency = Histogram("order_latency_seconds", "Seconds from sending an order to the exchange's answer.",
+                                       ["exchange", "route"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS, registry=None)
+        self.exchange_errors = Counter("exchange_errors", "Exchange errors that ended an alert, by exception class.",
+                                       ["exchange", "type"], namespace=NAMESPACE, registry=None)
+        self.orders_in_flight = Gauge("orders_in_flight", "Orders sent whose outcome is not settled yet.",
+                                      namespace=NAMESPACE, multiprocess_mode="livesum", registry=None)
+        for outcome in EVENT_STATES:
+            self.alerts.labels(outcome)  # exported as 0 until the first one
+
+    def close(self) -> None:
+        close = getattr(self._value_class, "close_all_files", None)  # not in every prometheus-client release
+        if close is not None:
+            close()
+        previous_dir, previous_class = self._previous
+        if values.ValueClass is self._value_class:
+            values.ValueClass = previous_class
+            if previous_dir is None:
+                os.environ.pop(MULTIPROC_ENV, None)
+            else:
+                os.environ[MULTIPROC_ENV] = previous_dir
+
+    # ------------------------------------------------------------ recording
+
+    def _record(self, what: str, record) -> None:
+        try:
+            record()
+        except Exception:
+            if not self._failed_once:  # once: a broken metrics directory must not flood the log
+                self._failed_once = True
+                log.exception("recording metrics failed (%s); the pipeline is not affected", what)
+
+    def webhook_answered(self, status: int) -> None:
+        self._record("webhook", lambda: self.webhook_requests.labels(str(status)).inc())
+
+    def order_sent(self, order: OrderRequest, executor: Executor) -> None:
+        def record() -> None:
+            coid = order.client_order_id
+            if coid not in self._sent:
+                self.orders_in_flight.inc()  # a retry of the same order is not another one
+            self._sent[coid] = (time.perf_counter(), executor.route)
+            self._sent.move_to_end(coid)
+            while len(self._sent) > MAX_TRACKED_ORDERS:
+                self._sent.popitem(last=False)
+                self.orders_in_flight.dec()
+
+        self._record("order sent", record)
+
+    def alert_finished(self, event: AlertEvent, error: BaseException | None = None) -> None:
+        def record() -> None:
+            self.alerts.labels(event.state).inc()
+            exchange = event.exchange or "unknown"
+            sent = self._sent.pop(event.client_order_id, None) if event.client_order_id else None
+            if sent is not None:
+                self.orders_in_flight.dec()
+                if _exchange_answered(event, error):
+                    started, route = sent
+                    self.order_latency.labels(exchange, event.route or route).observe(time.perf_counter() - started)
+            if isinstance(error, OrderError):
+                self.exchange_errors.labels(exchange, error_type(error)).inc()
+
+        self._record("alert finished", record)
+
+    # ------------------------------------------------------------ scraping
+
+    async def exposition(self, journal: Journal | None, accept: str = "", halted: dict[str, int] | None = None) -> tuple[bytes, str]:
+        """Every worker's samples plus the journal's backlog, in the format ``accept``
+        asks for (Prometheus text by default, OpenMetrics on request); and its media type."""
+        backlog = None
+        if journal is not None:
+            try:
+                backlog = await journal_backlog(journal)
+            except Exception as exc:  # noqa: BLE001 - the store is down: still expose what this process knows
+                log.warning("metrics: journal backlog unavailable: %s", exc)
+        encoder, content_type = choose_encoder(accept)
+        return await asyncio.to_thread(self._generate, backlog, encoder, halted), content_type
+
+    def _generate(self, backlog: dict[str, int] | None, encoder, halted: dict[str, int] | None = None) -> bytes:
+        for path in _process_files(self.directory, lambda pid: not _alive(pid)):
+            if path.name.startswith("gauge_live"):
+                mark_process_dead(_pid_of(path), str(self.directory))  # a dead worker's orders are not in flight
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.directory))
+        if backlog is not None:
+            registry.register(_BacklogCollector(backlog))
+        if halted is not None:
+            registry.register(_HaltCollector(halted))
+        return encoder(registry)
+
+
+def _exchange_answered(event: AlertEvent, error: BaseException | None) -> bool:
+    """Whether the exchange answered the order (booked or refused it): what latency means."""
+    if error is None:
+        return event.state != "reconciled"  # found by a lookup later: no answer to time
+    if isinstance(error, OrderError):
+        return not (error.may_be_booked or error.retry)  # refused by the exchange, not lost or never sent
+    return not isinstance(error, (AlertExpired, OutcomeStillUnknown))
+
+
+class _BacklogCollector:
+    def __init__(self, counts: dict[str, int]):
+        self.counts = counts
+
+    def collect(self):
+        family = GaugeMetricFamily(f"{NAMESPACE}_journal_backlog", "Alerts in the journal not finished yet, by state.",
+                                   labels=["state"])
+        for state in BACKLOG_STATES:
+            family.add_metric([state], self.counts.get(state, 0))
+        yield family
+
+
+class _HaltCollector:
+    def __init__(self, halted: dict[str, int]):
+        self.halted = halted
+
+    def collect(self):
+        family = GaugeMetricFamily(f"{NAMESPACE}_account_halted", "1 while the kill switch halts the account's opening orders.",
+                                   labels=["account"])
+        for account, value in sorted(self.halted.items()):
+            family.add_metric([account], value)
+        yield family
+
+
+async def account_halts(router: Router) -> dict[str, int] | None:
+    """Account → 1 when halted (by its own halt or one of every account), else 0."""
+    try:
+        halts = await router.kill_switch.halts()
+    except Exception as exc:  # noqa: BLE001 - the store is down: expose the rest
+        log.warning("metrics: halts unavailable: %s", exc)
+        return None
+    return {e.account: int(e.account.lower() in halts or "*" in halts) for e in router.executors}
+
+
+async def journal_backlog(journal: Journal) -> dict[str, int]:
+    """Alerts per unfinished state, from the journal's own statistics (any backend)."""
+    by_state = (await journal.stats()).get("alerts", {})
+    return {state: int(by_state.get(state, 0)) for state in BACKLOG_STATES}
+
+
+def _pid_of(path: Path) -> int | None:
+    tail = path.stem.rsplit("_", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+def _process_files(directory: Path, which) -> list[Path]:
+    """The sample files (``<type>_<pid>.db``) of the processes ``which(pid)`` selects."""
+    found = []
+    for path in directory.glob("*.db"):
+        pid = _pid_of(path)
+        if pid is not None and which(pid):
+            found.append(path)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # somebody else's process: not ours to judge
+    return True
+
+
+def metrics_directory(configured: str, router: Router) -> Path:
+    """``metrics.directory``, else ``$PROMETHEUS_MULTIPROC_DIR``, else ``DATA_DIR/metrics``."""
+    chosen = configured or router.settings.environ.get(MULTIPROC_ENV, "")
+    path = Path(chosen) if chosen else router.data_dir / "metrics"
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def recorder_for(router: Router | None) -> Plugin | None:
+    """The running metrics plugin of ``router`` (None when it is disabled)."""
+    if router is None:
+        return None
+    plugin = router.plugins.get("metrics")
+    return plugin if isinstance(plugin, Plugin) and plugin.recorder is not None else None
+
+
+class Plugin:
+    """The built-in ``metrics`` plugin: feeds the recorder from the hooks, serves scrapes."""
+
+    class Options(PluginOptions):
+        # A bearer token GET /metrics accepts besides METRICS_TOKEN and a signed request line.
+        bearer_token: str = Field("", repr=False)
+        # Open GET /metrics to anyone (a scraper on a private network); default: credentials.
+        public: bool = False
+        # The directory the workers share their samples in (see the module docstring).
+        directory: str = ""
+
+    def __init__(self, options: Plugin.Options):
+        self.options = options
+        self.recorder: MetricsRecorder | None = None
+        REDACTOR.add(options.bearer_token, static=True)
+
+    def authorized(self, authorization: str, metrics_token: str = "") -> bool:
+        """Whether ``Authorization: Bearer <token>`` names ``bearer_token`` or METRICS_TOKEN
+        (a signed request line is checked by the app, through the auth plugins)."""
+        scheme, _, given = authorization.partition(" ")
+        presented = given.strip().encode()
+        matches = [hmac.compare_digest(presented, token.encode()) for token in (self.options.bearer_token, metrics_token) if token]
+        return scheme.lower() == "bearer" and any(matches)
+
+    async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
+        assert self.recorder is not None
+        return await self.recorder.exposition(router.journal, accept, await account_halts(router))
+
+    def webhook_answered(self, status: int) -> None:
+        if self.recorder is not None:
+            self.recorder.webhook_answered(status)
+
+    @hookimpl
+    def router_startup(self, router: Router) -> None:
+        self.recorder = MetricsRecorder(metrics_directory(self.options.directory, router))
+
+    @hookimpl
+    def register_routes(self, register) -> None:
+        # The view lives in core.web.app with the app's other authentication helpers (imported
+        # here, at startup, because core.web.app imports this module).
+        from core.web.app import serve_metrics
+
+        register("/metrics", serve_metrics, methods=["GET"])
+
+    @hookimpl(tryfirst=True)
+    @observes_only
+    def execute_order(self, order: OrderRequest, executor: Executor) -> None:
+        """Only notes when the order left (for its latency); never claims it."""
+        if self.recorder is not None:
+            self.recorder.order_sent(order, executor)
+
+    @hookimpl
+    def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> None:
+        if self.recorder is not None:
+            self.recorder.alert_finished(event_from_result(alert, order, result, state))
+
+    @hookimpl
+    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router) -> None:
+        if self.recorder is not None:
+            self.recorder.alert_finished(event_from_error(alert, order, error, state, router), error)
+
+    @hookimpl
+    def router_shutdown(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
+

@@ -1,0 +1,368 @@
+"""The journal of record on Redis, for deployments of several workers or machines.
+
+Same contract as the SQLite ``Journal`` (``core.store.sqlite.journal``): an alert is committed before
+it is answered, admission and deduplication are atomic (Lua scripts run as one step on
+the Redis server), arrival order is one counter for the whole deployment, and orphaned
+alerts are claimed by exactly one worker.
+
+Keys, under a prefix (``state.prefix``, default ``tvr``):
+
+    {p}:seq            arrival counter (INCR)
+    {p}:a:{alert_id}   the alert (hash; expires after state.retention_days)
+    {p}:o:{alert_id}   its order attempts (hash: attempt number → JSON)
+    {p}:b:{body_hash}  alert id of a body seen within the dedup window (expires)
+    {p}:u              unfinished alerts by arrival (sorted set) — for recovery
+    {p}:l:{lane}       unfinished alerts of one (account, market) — the lane's queue
+    {p}:w:{worker}     a live worker's heartbeat (expires after worker_stale_after)
+    {p}:recent         alerts by arrival time, for listing (trimmed)
+    {p}:stats          alerts per state
+
+Durability is Redis's: run it with ``appendonly yes`` and ``appendfsync always`` (or
+``everysec``, accepting up to a second of loss on a Redis crash), and set
+``state.wait_replicas`` to have each write acknowledged by replicas before the answer.
+When Redis cannot be reached every call raises ``StoreUnavailable`` (503): the router
+refuses new alerts (nothing was sent, so TradingView's resend is safe) and the engine
+keeps retrying the writes of orders already in flight until Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from core.store.sqlite.journal import (ALERT_STATES, GAVE_UP, QUARANTINED, SUCCESS_STATES, UNFINISHED, Admission, decode_json_fields,
+                          log_quarantined, quarantine_reason)
+from core.observability.redaction import REDACTOR, without_secrets
+from core.store.redis.state import guarded
+
+
+_ADMIT = """
+local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local window, retention, lane = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local id
+if explicit ~= '' then
+  if redis.call('EXISTS', p..':a:'..explicit) == 1 then
+    redis.call('HINCRBY', p..':a:'..explicit, 'duplicates', 1)
+    return {explicit, 1, 0}
+  end
+  id = explicit
+else
+  -- value "<alert_id> <arrival ms>": a resend is a duplicate within the window of arrival
+  local seen = redis.call('GET', p..':b:'..bh)
+  if seen then
+    local sep = string.find(seen, ' ', 1, true)
+    local existing, at = string.sub(seen, 1, sep - 1), tonumber(string.sub(seen, sep + 1))
+    if tonumber(ms) - at <= window and redis.call('EXISTS', p..':a:'..existing) == 1 then
+      redis.call('HINCRBY', p..':a:'..existing, 'duplicates', 1)
+      return {existing, 1, 0}
+    end
+  end
+  id = string.sub(bh, 1, 20)..'-'..ms
+end
+local seq = redis.call('INCR', p..':seq')
+local key = p..':a:'..id
+redis.call('HSET', key, 'alert_id', id, 'seq', seq, 'state', 'received', 'lane', lane, 'duplicates', 0,
+           'explicit_id', explicit ~= '' and 1 or 0)
+for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', key, retention)
+if explicit == '' and window > 0 then redis.call('SET', p..':b:'..bh, id..' '..ms, 'PX', window + 60000) end
+redis.call('ZADD', p..':u', seq, id)
+redis.call('ZADD', p..':l:'..lane, seq, id)
+redis.call('ZADD', p..':recent', ms, id)
+redis.call('ZREMRANGEBYRANK', p..':recent', 0, -100001)
+redis.call('HINCRBY', p..':stats', 'received', 1)
+return {id, 0, seq}
+"""
+
+_SET_STATE = """
+local p, id, state, finished = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..':a:'..id
+if redis.call('EXISTS', key) == 0 then return 0 end
+local old = redis.call('HGET', key, 'state')
+for i = 5, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+redis.call('HSET', key, 'state', state)
+if old ~= state then
+  redis.call('HINCRBY', p..':stats', old, -1)
+  redis.call('HINCRBY', p..':stats', state, 1)
+end
+if finished == '1' then
+  redis.call('ZREM', p..':u', id)
+  redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
+end
+return 1
+"""
+
+_REOPEN = """
+local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local key = p..':a:'..id
+if redis.call('HGET', key, 'state') ~= 'failed' or (tonumber(redis.call('HGET', key, 'http_status')) or 0) < 500 then
+  return 0
+end
+redis.call('HSET', key, 'state', 'received', 'owner', owner, 'updated_at', now, 'error_code', '', 'error_message', '',
+           'http_status', '')
+redis.call('HINCRBY', p..':stats', 'failed', -1)
+redis.call('HINCRBY', p..':stats', 'received', 1)
+local seq = redis.call('HGET', key, 'seq')
+redis.call('ZADD', p..':u', seq, id)
+redis.call('ZADD', p..':l:'..redis.call('HGET', key, 'lane'), seq, id)
+return 1
+"""
+
+_CLAIM = """
+local p, worker = ARGV[1], ARGV[2]
+local claimed = {}
+for _, id in ipairs(redis.call('ZRANGE', p..':u', 0, 499)) do
+  local key = p..':a:'..id
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', p..':u', id)
+  else
+    local owner = redis.call('HGET', key, 'owner')
+    if (not owner) or owner == '' or redis.call('EXISTS', p..':w:'..owner) == 0 then
+      redis.call('HSET', key, 'owner', worker)
+      table.insert(claimed, id)
+    end
+  end
+end
+return claimed
+"""
+
+_JSON_FIELDS = ("payload", "result")
+_NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
+                  "explicit_id": int, "attempts": int, "authenticated_at": float, "journaled_at": float}
+
+
+def _dumps(value: Any) -> str:
+    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
+    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
+
+
+class RedisJournal:
+    """The journal on Redis; see the module docstring for the data layout."""
+
+    def __init__(self, client: Any, *, prefix: str = "tvr", retention_days: float = 7.0, wait_replicas: int = 0,
+                 worker_stale_after: float = 6.0):
+        self.client = client  # owned by core.store.factory.StateBackend
+        self.prefix = prefix
+        self.retention = int(retention_days * 86400)
+        self.wait_replicas = wait_replicas
+        self.stale_after_ms = int(worker_stale_after * 1000)
+        self._admit = self.client.register_script(_ADMIT)
+        self._set_state = self.client.register_script(_SET_STATE)
+        self._claim = self.client.register_script(_CLAIM)
+        self._reopen = self.client.register_script(_REOPEN)
+
+    def _key(self, kind: str, name: str = "") -> str:
+        return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
+
+    async def _durable(self, awaitable):
+        """Run a call; with wait_replicas, return only once replicas acknowledged it."""
+        result = await guarded(awaitable)
+        if self.wait_replicas:
+            await guarded(self.client.wait(self.wait_replicas, 2000))
+        return result
+
+    async def ping(self) -> None:
+        await self._durable(self.client.ping())
+
+    async def aclose(self) -> None:
+        pass  # the backend closes the shared client
+
+    def close(self) -> None:  # the SQLite journal's synchronous close; Redis closes in aclose()
+        pass
+
+    # -- admission and state ---------------------------------------------------
+
+    async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
+                    principal: str | None, account: str, symbol: str, side: str, amount: str,
+                    payload: dict[str, Any], owner: str | None = None, lane: str = "",
+                    authenticated_at: float | None = None) -> Admission:
+        fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
+                  "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
+                  "payload": _dumps(payload), "owner": owner or "",
+                  "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+                  "journaled_at": repr(time.time())}
+        args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
+                str(self.retention), lane]
+        for key, value in fields.items():
+            args += [key, value]
+        alert_id, duplicate, seq = await self._durable(self._admit(args=args))
+        return Admission(alert_id, bool(int(duplicate)), {"alert_id": alert_id}, seq=int(seq))
+
+    async def set_state(self, alert_id: str, state: str, *, result: dict[str, Any] | None = None,
+                        error_code: str | None = None, error_message: str | None = None,
+                        http_status: int | None = None) -> None:
+        assert state in ALERT_STATES, state
+        fields: dict[str, str] = {"updated_at": repr(time.time()), "error_code": error_code or "",
+                                  "error_message": REDACTOR.redact(error_message) if error_message else ""}
+        if result is not None:
+            fields["result"] = _dumps(result)
+        if http_status is not None:
+            fields["http_status"] = str(http_status)
+        finished = state not in UNFINISHED or error_code == GAVE_UP
+        args = [self.prefix, alert_id, state, "1" if finished else "0"]
+        for key, value in fields.items():
+            args += [key, value]
+        await self._durable(self._set_state(args=args))
+
+    async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str,
+                            request: dict[str, Any]) -> dict[str, Any]:
+        attempt = {"alert_id": alert_id, "client_order_id": client_order_id, "account": account, "exchange": exchange,
+                   "route": route, "request": json.loads(_dumps(request)), "state": "submitting",
+                   "started_at": time.time(), "finished_at": None, "response": None, "error": None}
+        number = await self._durable(self.client.hincrby(self._key("a", alert_id), "attempts", 1))
+        attempt["attempt"] = number
+        await self._write_attempt(attempt)
+        await self.set_state(alert_id, "submitting")
+        return attempt
+
+    async def _write_attempt(self, attempt: dict[str, Any]) -> None:
+        key = self._key("o", attempt["alert_id"])
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(key, str(attempt["attempt"]), json.dumps(attempt))
+        pipe.expire(key, self.retention)
+        await self._durable(pipe.execute())
+
+    async def order_finished(self, attempt: dict[str, Any], state: str, *, response: dict[str, Any] | None = None,
+                             error: str | None = None, alert_id: str | None = None, alert_state: str | None = None,
+                             error_code: str | None = None, http_status: int | None = None) -> None:
+        attempt = dict(attempt)
+        attempt.update(state=state, finished_at=time.time(),
+                       response=json.loads(_dumps(response)) if response is not None else None,
+                       error=REDACTOR.redact(error) if error else None)
+        await self._write_attempt(attempt)
+        if alert_state is not None:
+            await self.set_state(alert_id or attempt["alert_id"], alert_state,
+                                 result=response if alert_state in SUCCESS_STATES else None,
+                                 error_code=error_code, error_message=error if error_code else None,
+                                 http_status=http_status)
+
+    # -- workers and recovery --------------------------------------------------
+
+    async def heartbeat(self, worker_id: str) -> None:
+        await self._durable(self.client.set(self._key("w", worker_id), repr(time.time()), px=self.stale_after_ms))
+
+    async def retire(self, worker_id: str) -> None:
+        await self._durable(self.client.delete(self._key("w", worker_id)))
+
+    async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
+        ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
+        claimed = []
+        for alert_id in ids:
+            row = await self.get(alert_id)
+            if row is not None and row.get("unreadable"):
+                await self.quarantine(alert_id, quarantine_reason(row["unreadable"]))
+            elif row is not None:
+                claimed.append(row)
+        return claimed
+
+    async def quarantine(self, alert_id: str, reason: str) -> None:
+        """Set an unfinished alert aside: it cannot be read or recovered (see core.store.sqlite.journal)."""
+        await self.set_state(alert_id, QUARANTINED, error_code=QUARANTINED, error_message=reason[:500])
+        log_quarantined(alert_id, reason)
+
+    async def quarantined_count(self) -> int:
+        return int(await self._durable(self.client.hget(self._key("stats"), QUARANTINED)) or 0)
+
+    async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
+        if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
+            return None
+        return await self.get(alert_id)
+
+    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
+        found = await self._durable(self.client.zrangebyscore(self._key("l", lane), "-inf", f"({seq}", start=0, num=1))
+        return bool(found)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _decode(self, raw: dict[str, str], problems: list[str] | None = None) -> dict[str, Any]:
+        """The stored hash as a row. A field that cannot be decoded is None and named in
+        ``unreadable`` (and in ``problems``), never an exception."""
+        data: dict[str, Any] = dict(raw)
+        problems = [] if problems is None else problems
+        for key, cast in _NUMBER_FIELDS.items():
+            if data.get(key) not in (None, ""):
+                try:
+                    data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                except (TypeError, ValueError, OverflowError):
+                    data[key] = None
+                    problems.append(f"{key} is not a number")
+            else:
+                data[key] = None
+        decode_json_fields(data, _JSON_FIELDS, "", problems)
+        for key in ("error_code", "error_message", "principal", "owner"):
+            data[key] = data.get(key) or None
+        if problems:
+            data["unreadable"] = problems
+        return data
+
+    async def get(self, alert_id: str) -> dict[str, Any] | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self._key("a", alert_id))
+        pipe.hgetall(self._key("o", alert_id))
+        raw, orders = await self._durable(pipe.execute())
+        if not raw:
+            return None
+        problems: list[str] = []
+        attempts = []
+        for number in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
+            try:
+                attempt = json.loads(orders[number])
+            except ValueError as exc:
+                problems.append(f"order attempt {number} is not valid JSON ({type(exc).__name__})")
+                continue
+            if isinstance(attempt, dict):
+                attempts.append(attempt)
+            else:
+                problems.append(f"order attempt {number} is not a JSON object")
+        data = self._decode(raw, problems)
+        data["orders"] = attempts
+        return data
+
+    async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
+        ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
+        rows = []
+        for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hgetall(self._key("a", alert_id))
+            for raw in await self._durable(pipe.execute()):
+                if raw and (state is None or raw.get("state") == state):
+                    rows.append(self._decode(raw))
+                if len(rows) >= limit:
+                    return rows
+        return rows
+
+    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
+        their timestamps and their order attempts' — for the dashboard's latency plots."""
+        ids = await self._durable(self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000),
+                                                               start=0, num=limit))
+        rows: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 200):
+            pipe = self.client.pipeline(transaction=False)
+            for alert_id in ids[start:start + 200]:
+                pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
+                pipe.hgetall(self._key("o", alert_id))
+            found = await self._durable(pipe.execute())
+            for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
+                if fields[2] is None:
+                    continue  # expired meanwhile
+                attempts = []
+                for n in sorted(orders, key=lambda n: int(n) if n.isdigit() else 0):
+                    try:
+                        attempt = json.loads(orders[n])
+                    except ValueError:
+                        continue  # unreadable: the alert's own read quarantines it
+                    if isinstance(attempt, dict):
+                        attempts.append(attempt)
+                rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
+                             "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
+                             "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
+                                        for a in attempts]})
+        return rows[::-1]
+
+    async def stats(self) -> dict[str, Any]:
+        counts = await self._durable(self.client.hgetall(self._key("stats")))
+        alerts = {k: int(v) for k, v in counts.items() if int(v)}
+        return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}

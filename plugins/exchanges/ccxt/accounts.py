@@ -1,0 +1,446 @@
+"""Accounts on ccxt exchanges: their options in plugins.yaml and the ccxt clients built from them.
+
+``AccountOptions`` is one entry of the ``ccxt.accounts`` mapping. ``build_client`` turns it
+into a ccxt instance (``ccxt.pro`` when the account places orders over the WebSocket
+API, else ``ccxt.async_support``): credentials, ccxt's throttle (``rate_limit``), the
+market types to load, sandbox mode, and the ``ccxt:`` mapping deep-merged over all of it
+exactly as ccxt's constructor merges a config over its description — which is how an
+account is pointed at a testnet, a proxy or the project's emulator.
+
+ccxt is imported here, once per process, when the plugin is loaded at startup.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import ccxt.async_support as ccxt_async
+import ccxt.pro as ccxt_pro
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from core.config import PluginOptions
+from core.errors import ConfigError
+from core.trading.execution import client_order_id
+
+# Market types a user may name, and the names exchanges use for them in
+# ``options['fetchMarkets']['types']`` (binance/bybit split contracts by margin: linear,
+# inverse; okx by kind: swap, future). The first name the exchange knows is loaded.
+MARKET_TYPE_NAMES: dict[str, tuple[str, ...]] = {
+    "spot": ("spot",),
+    "margin": ("margin", "spot"),
+    "swap": ("swap", "linear"),
+    "perpetual": ("swap", "linear"),
+    "future": ("future", "linear"),
+    "futures": ("future", "linear"),
+    "linear": ("linear", "swap"),
+    "inverse": ("inverse", "swap"),
+    "option": ("option",),
+}
+# The unified market type (ccxt's market['type']) a configured market type stands for,
+# and the types of the markets kept for it.
+UNIFIED_TYPE = {"spot": "spot", "margin": "spot", "swap": "swap", "perpetual": "swap", "future": "future",
+                "futures": "future", "linear": "swap", "inverse": "swap", "option": "option"}
+KEPT_TYPES = {"spot": {"spot", "margin"}, "margin": {"spot", "margin"}, "swap": {"swap"}, "perpetual": {"swap"},
+              "future": {"future"}, "futures": {"future"}, "linear": {"swap", "future"}, "inverse": {"swap", "future"},
+              "option": {"option"}}
+SECRET_CONFIG_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
+
+
+class AccountOptions(PluginOptions):
+    """One named account on a ccxt exchange (``ccxt.accounts.<name>`` in plugins.yaml)."""
+
+    # The ccxt exchange id: binance, binanceusdm, bybit, okx, kraken, coinbase, ...
+    exchange: str
+    # Credentials, usually "${BINANCE_KEY}": never logged, never in GET / or error bodies.
+    api_key: SecretStr | None = None
+    secret: SecretStr | None = None
+    password: SecretStr | None = None
+    # The exchange's testnet (ccxt's set_sandbox_mode), where ccxt knows one.
+    sandbox: bool = False
+    # An account without keys reads public market data only and cannot trade: refused at
+    # startup unless it says so here.
+    public: bool = False
+    # Place orders over the exchange's WebSocket API (ccxt.pro create_order_ws) where
+    # ccxt supports it; unset: the USE_WEBSOCKETS setting.
+    websocket: bool | None = None
+    # ccxt's own request throttle (enableRateLimit): keeps the account clear of bans.
+    rate_limit: bool = True
+    # Market types to load (spot, swap/perpetual, future, linear, inverse, option, margin);
+    # unset: what ccxt loads for the exchange by default.
+    market_types: list[str] | None = None
+    # The market a ticker means when it names both a spot market and a contract
+    # ("BTCUSDT"); unset: spot when spot markets are loaded, else the first market type.
+    default_market_type: str | None = Field(None, pattern="^(spot|swap|future)$")
+    # Reload the markets in the background this often (new listings, changed filters).
+    markets_refresh_seconds: float = Field(3600, ge=10)
+    # While the account is not ready (exchange down at startup), retry this often.
+    retry_seconds: float = Field(30, gt=0)
+    # Load the exchange's currency list with the markets (a private call on some
+    # exchanges; orders do not need it).
+    load_currencies: bool = False
+    # Leverage and margin mode set on the symbol before each derivatives order (an
+    # alert's own "leverage"/"margin_mode" win); unset: whatever the exchange has.
+    leverage: int | None = Field(None, ge=1, le=200)
+    margin_mode: Literal["cross", "isolated"] | None = None
+    # Handed unchanged to the ccxt constructor, deep-merged last: urls, options, timeout,
+    # headers, proxies. How an account points at a testnet or the emulator.
+    ccxt: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("exchange")
+    @classmethod
+    def _known_exchange(cls, value: str) -> str:
+        problem = unknown_exchange_message(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip().lower()
+
+    @model_validator(mode="after")
+    def _keys_or_public(self) -> "AccountOptions":
+        if not self.public and not (_filled(self.api_key) and _filled(self.secret)):
+            missing = "api_key" if not _filled(self.api_key) else "secret"
+            raise PydanticCustomError("missing_keys", f"expected {missing} (an account without keys cannot trade: "
+                                      "set api_key and secret, e.g. ${BINANCE_KEY}, or public: true)")
+        return self
+
+    @field_validator("market_types")
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        types = [t.strip().lower() for t in value]
+        unknown = [t for t in types if t not in MARKET_TYPE_NAMES]
+        if unknown or not types:
+            raise ValueError(f"market types are {', '.join(MARKET_TYPE_NAMES)}; got {', '.join(unknown) or 'none'}")
+        return types
+
+    def secret_values(self) -> list[str]:
+        """Every secret this account holds (for the redactor)."""
+        values = [s.get_secret_value() for s in (self.api_key, self.secret, self.password) if s is not None]
+        values += [str(self.ccxt[k]) for k in SECRET_CONFIG_KEYS if self.ccxt.get(k)]
+        return values
+
+    def wants_websocket(self, use_websockets: bool) -> bool:
+        return use_websockets if self.websocket is None else self.websocket
+
+    def unified_default_type(self) -> str:
+        if self.default_market_type:
+            return self.default_market_type
+        if not self.market_types or any(UNIFIED_TYPE[t] == "spot" for t in self.market_types):
+            return "spot"
+        return UNIFIED_TYPE[self.market_types[0]]
+
+
+def _filled(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value().strip())
+
+
+def unknown_exchange_message(exchange_id: str) -> str | None:
+    """Why ``exchange_id`` is not a ccxt exchange, with a did-you-mean; None if it is one."""
+    value = exchange_id.strip().lower()
+    if value in ccxt_async.exchanges:
+        return None
+    close = difflib.get_close_matches(value, ccxt_async.exchanges, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown ccxt exchange {value!r}{hint}"
+
+
+def suggests_exchange(exchange_id: str) -> bool:
+    """Whether ``exchange_id`` is not a ccxt id but close to one: a typo, most likely."""
+    value = exchange_id.strip().lower()
+    return value not in ccxt_async.exchanges and bool(difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75))
+
+
+class AccountConfigError(ConfigError):
+    """An account setting that cannot work; the plugin adds the file and account to it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def fetch_market_types(exchange_id: str, wanted: list[str], available: list[str]) -> list[str]:
+    """The exchange's own names for the wanted market types (options.fetchMarkets.types)."""
+    chosen: list[str] = []
+    for kind in wanted:
+        name = next((n for n in MARKET_TYPE_NAMES[kind] if n in available), None)
+        if name is None:
+            raise AccountConfigError("market_types", f"market type '{kind}' is not available on {exchange_id} "
+                                                     f"(it has: {', '.join(available)})")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@dataclass
+class BuiltClient:
+    client: Any  # a ccxt.async_support or ccxt.pro Exchange
+    route: str  # "rest" | "websocket"
+    note: str | None  # why the route differs from what was asked, for the health check
+    market_types: list[str] | None  # the exchange's names of what is loaded (None: ccxt's default)
+    keep_types: set[str] | None  # ccxt market types kept after loading (None: all)
+
+
+def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClient:
+    """A ccxt client for the account; AccountConfigError (startup stops) for what cannot work."""
+    exchange_id = options.exchange
+    websocket = options.wants_websocket(use_websockets)
+    note = None
+    cls = getattr(ccxt_async, exchange_id)
+    route = "rest"
+    if websocket:
+        pro_cls = getattr(ccxt_pro, exchange_id, None)
+        if pro_cls is None:
+            note = f"ccxt has no WebSocket support for {exchange_id}; orders go over REST"
+        elif not _has(pro_cls, "createOrderWs"):
+            note = f"ccxt cannot place {exchange_id} orders over WebSocket; orders go over REST"
+        else:
+            cls, route = pro_cls, "websocket"
+
+    config: dict[str, Any] = {"enableRateLimit": options.rate_limit}
+    for key, secret in (("apiKey", options.api_key), ("secret", options.secret), ("password", options.password)):
+        if secret is not None and secret.get_secret_value():
+            config[key] = secret.get_secret_value()
+    if not options.load_currencies:
+        config["has"] = {"fetchCurrencies": False}
+    market_types = None
+    keep_types = None
+    if options.market_types:
+        has = _describe(cls).get("has") or {}
+        for kind in options.market_types:
+            if has.get(UNIFIED_TYPE[kind]) is False:
+                raise AccountConfigError("market_types", f"market type '{kind}' is not available on {exchange_id}")
+        keep_types = set().union(*(KEPT_TYPES[kind] for kind in options.market_types))
+        fetch_markets = _describe_option(cls, "fetchMarkets")
+        available = fetch_markets.get("types") if isinstance(fetch_markets, dict) else fetch_markets
+        if isinstance(available, list) and available:
+            # Options markets are supported by more exchanges than load them by default.
+            known = available + (["option"] if _has(cls, "option") and "option" not in available else [])
+            market_types = fetch_market_types(exchange_id, options.market_types, known)
+            if isinstance(fetch_markets, dict):
+                config["options"] = {"fetchMarkets": {"types": market_types}}
+            else:
+                config["options"] = {"fetchMarkets": market_types}
+        if "margin" not in options.market_types and _describe_option(cls, "fetchMargins") is not None:
+            # binance: which spot pairs are marginable is a private sapi call at every load.
+            config.setdefault("options", {})["fetchMargins"] = False
+    config = _deep_merge(config, options.ccxt)
+    try:
+        client = cls(config)
+    except Exception as exc:
+        raise AccountConfigError("ccxt", f"{exchange_id} refused the configuration: {exc}") from None
+    if options.sandbox:
+        try:
+            client.set_sandbox_mode(True)
+        except Exception:
+            raise AccountConfigError("sandbox", f"ccxt knows no testnet for {exchange_id}") from None
+    return BuiltClient(client, route, note, market_types, keep_types)
+
+
+_DESCRIBED: dict[type, dict[str, Any]] = {}
+
+
+def _describe(cls: type) -> dict[str, Any]:
+    if cls not in _DESCRIBED:
+        _DESCRIBED[cls] = cls.describe(cls.__new__(cls))
+    return _DESCRIBED[cls]
+
+
+def _describe_option(cls: type, name: str) -> Any:
+    return (_describe(cls).get("options") or {}).get(name)
+
+
+def _has(cls: type, feature: str) -> bool:
+    return bool((_describe(cls).get("has") or {}).get(feature))
+
+
+# ---------------------------------------------------------------- client order ids
+
+
+@dataclass(frozen=True)
+class ClientIdRule:
+    """How one exchange takes a client order id: the ccxt parameter, length and prefix."""
+
+    param: str = "clientOrderId"
+    length: int = 32
+    prefix: str = "tv"
+
+    def for_alert(self, alert_id: str, account: str, proposed: str) -> str:
+        if len(proposed) <= self.length and proposed.startswith(self.prefix) and self == DEFAULT_CLIENT_ID_RULE:
+            return proposed
+        return client_order_id(alert_id, account, prefix=self.prefix, length=self.length)
+
+    def child(self, entry: str, kind: str) -> str:
+        """The client order id of an entry's stop-loss (``kind`` "sl") or take-profit ("tp")
+        order: derived from the entry's, so a resend or a reconciliation finds it instead of
+        placing it twice. "tv…" becomes "sl…"/"tp…" (gate: "t-sl…"); exchanges that take
+        hex digits only (kraken) get a hash of the entry's id."""
+        if not self.prefix:
+            return hashlib.sha256(f"{kind}\x00{entry}".encode()).hexdigest()[:len(entry)]
+        if self.prefix == "tv":
+            return kind + entry[2:]
+        return (self.prefix + kind + entry[len(self.prefix) + 2:])[:self.length]
+
+
+DEFAULT_CLIENT_ID_RULE = ClientIdRule()
+# ccxt maps params['clientOrderId'] to binance newClientOrderId (36 chars), bybit
+# orderLinkId (36), okx clOrdId (32 alphanumeric), bitget clientOid, kucoin clientOid.
+# The exceptions:
+CLIENT_ID_RULES: dict[str, ClientIdRule] = {
+    # coinbase ignores clientOrderId and generates its own unless client_order_id is set.
+    "coinbase": ClientIdRule(param="client_order_id"),
+    "coinbaseadvanced": ClientIdRule(param="client_order_id"),
+    # kraken's cl_ord_id: a UUID, 32 hex digits without dashes, or 18 characters of text.
+    "kraken": ClientIdRule(prefix=""),
+    # gate's text: "t-" and at most 28 characters in all (ccxt keeps an id starting with t).
+    "gate": ClientIdRule(prefix="t-", length=28),
+    "gateio": ClientIdRule(prefix="t-", length=28),
+}
+
+
+def client_id_rule(exchange_id: str) -> ClientIdRule:
+    return CLIENT_ID_RULES.get(exchange_id, DEFAULT_CLIENT_ID_RULE)
+
+
+def is_ccxt_exchange(exchange_id: str) -> bool:
+    return exchange_id in ccxt_async.exchanges
+
+
+__all__ = ["AccountConfigError", "AccountOptions", "BuiltClient", "ClientIdRule", "build_client", "client_id_rule", "is_ccxt_exchange",
+           "suggests_exchange", "unknown_exchange_message"]
+
+
+# ---------------------------------------------------------------- preflight (python -m core doctor)
+
+# Clock skew against the exchange: binance refuses a request stamped 1 s ahead of its clock
+# or older than recvWindow; a few hundred ms is normal network jitter.
+SKEW_WARNING_MS = 500
+SKEW_BLOCKER_MS = 1000
+
+
+async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str, str]]:
+    """``(level, message)`` findings for one ccxt account whose markets are loaded (or not):
+    testnet or live, clock skew, keys (a balance read), trading and withdrawal permissions,
+    and whether each of ``symbols`` (TradingView tickers) resolves to a market."""
+    from plugins.exchanges.ccxt.markets import market_book
+
+    client, options = executor.client, executor.options
+    findings: list[tuple[str, str]] = []
+    if options.sandbox:
+        findings.append(("ok", f"testnet (sandbox): orders go to {_api_host(client)}, no real money"))
+    else:
+        findings.append(("info", f"LIVE: orders go to {_api_host(client)} and trade real money"))
+
+    if client.has.get("fetchTime"):
+        try:
+            before = client.milliseconds()
+            server = await client.fetch_time()
+            after = client.milliseconds()
+            skew = int(server - (before + after) / 2)
+            ahead = "ahead of" if skew > 0 else "behind"
+            text = f"the exchange's clock is {abs(skew) / 1000:.1f} s {ahead} this machine's"
+            if abs(skew) >= SKEW_BLOCKER_MS:
+                findings.append(("blocker", f"{text}: signed requests (orders) will be refused; sync the clock "
+                                            "(chrony/systemd-timesyncd) or set ccxt: {options: {adjustForTimeDifference: true}}"))
+            elif abs(skew) >= SKEW_WARNING_MS:
+                findings.append(("warning", f"{text}; sync the clock (chrony/systemd-timesyncd)"))
+            else:
+                findings.append(("ok", f"clock skew {skew} ms"))
+            # The remaining checks sign requests: compensate here (this client only) so they can run.
+            client.options["timeDifference"] = -skew
+        except Exception as exc:
+            findings.append(("warning", f"could not read the exchange's time: {_short(exc)}"))
+
+    if executor.ready:
+        findings.append(("ok", f"market list loaded: {len(client.markets)} markets"))
+        book = market_book(client)
+        for symbol in symbols:
+            try:
+                market = book.resolve(symbol, None, executor.default_type)
+                findings.append(("ok", f"{symbol} → {market.symbol}"))
+            except Exception as exc:
+                findings.append(("blocker", f"market {symbol!r} is missing: {getattr(exc, 'message', None) or _short(exc)}"))
+    else:
+        findings.append(("blocker", f"market list not loaded: {executor.error or 'unknown error'}"))
+
+    if options.public:
+        findings.append(("info", "public account (no keys): market data only, it cannot trade"))
+        return findings
+    try:
+        balance = await client.fetch_balance()
+        held = sorted(k for k, v in (balance.get("total") or {}).items() if v)
+        findings.append(("ok", f"keys valid: balance read ({', '.join(held[:6]) or 'empty'}{'…' if len(held) > 6 else ''})"))
+    except (ccxt_async.AuthenticationError, ccxt_async.PermissionDenied) as exc:
+        findings.append(("blocker", f"the exchange refused the keys: {_short(exc)}"))
+    except Exception as exc:
+        findings.append(("blocker", f"balance read failed: {_short(exc)}"))
+    findings += await _permissions(executor)
+    return findings
+
+
+WITHDRAWAL_WARNING = ("THIS KEY CAN WITHDRAW FUNDS: anyone who obtains it can empty the account. "
+                      "Create a key with withdrawals disabled (and an IP whitelist) for the router")
+
+
+async def _permissions(executor: Any) -> list[tuple[str, str]]:
+    client, options = executor.client, executor.options
+    names = {cls.__name__ for cls in type(client).__mro__}
+    trades_contracts = bool(options.market_types) and any(UNIFIED_TYPE[t] != "spot" for t in options.market_types)
+    try:
+        if "binance" in names:
+            if "binanceusdm" in names or "binancecoinm" in names:
+                trades_contracts = True
+            restrictions = await client.sapi_get_account_apirestrictions()
+            found = []
+            if restrictions.get("enableWithdrawals"):
+                found.append(("warning", WITHDRAWAL_WARNING))
+            else:
+                found.append(("ok", "withdrawals disabled for this key"))
+            spot = restrictions.get("enableSpotAndMarginTrading")
+            futures = restrictions.get("enableFutures")
+            if trades_contracts and not futures:
+                found.append(("blocker", "the key may not trade futures (enable 'Futures' for the key)"))
+            elif not trades_contracts and not spot:
+                found.append(("blocker", "the key may not trade spot (enable 'Spot & Margin Trading' for the key)"))
+            else:
+                found.append(("ok", "trading permitted"))
+            return found
+        if "bybit" in names:
+            info = (await client.private_get_v5_user_query_api()).get("result") or {}
+            permissions = info.get("permissions") or {}
+            found = [("warning", WITHDRAWAL_WARNING) if "Withdraw" in (permissions.get("Wallet") or [])
+                     else ("ok", "withdrawals disabled for this key")]
+            found.append(("blocker", "the key is read-only: it cannot trade") if str(info.get("readOnly")) == "1"
+                         else ("ok", "trading permitted"))
+            return found
+    except Exception as exc:
+        return [("warning", f"could not read the key's permissions ({_short(exc)}): check on the exchange that "
+                            "trading is on and withdrawals are off")]
+    return [("info", f"ccxt cannot read key permissions on {executor.exchange}: check on the exchange that trading "
+                     "is on and withdrawals are off")]
+
+
+def _api_host(client: Any) -> str:
+    from urllib.parse import urlsplit
+
+    api = client.urls.get("api")
+    first = api if isinstance(api, str) else next((v for v in (api or {}).values() if isinstance(v, str)), "")
+    return urlsplit(first).netloc or "?"
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
