@@ -1,6 +1,6 @@
 """A naive broker plugin, as a plugin author might first write one: ``prepare`` and
 ``submit`` only — no ``lookup``, no typed errors. Its broker is a line-based TCP service
-(``tests.test_conformance.LineBroker``) that books each order and answers with one JSON line.
+(``tests.unit.plugins.exchanges.test_conformance.LineBroker``) that books each order and answers with one JSON line.
 
 The point of the tests that use it: doing the least the contract asks must not double an
 order. When the broker books an order and the connection drops before the answer, this

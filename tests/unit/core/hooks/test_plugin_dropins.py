@@ -22,7 +22,7 @@ import pytest
 from core.web.app import read_signature_message
 from core.store.sqlite.journal import GAVE_UP
 from tests.support import MONITOR, ROOT, signed_headers
-from tests.test_conformance import LineBroker
+from tests.unit.plugins.exchanges.test_conformance import LineBroker
 
 FAST = """
 router:

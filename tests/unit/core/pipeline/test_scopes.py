@@ -10,7 +10,7 @@ from core.pipeline.router import fan_out_id, journal_key
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, token_body
 from tests.conftest import STATE_BACKENDS
 from tests.support import alert_body, signed_headers
-from tests.test_tokens import manage
+from tests.unit.core.store.test_tokens import manage
 
 TWO_ACCOUNTS = "paper:\n  accounts: [paper, bob]\n"
 NOT_FOUND_CODE = "not_found"

@@ -10,7 +10,7 @@ import sys
 import httpx
 
 from tests.support import ROOT, ServerProcess, base_env
-from tests.test_trading_alerts import FILLED, readme_templates as doc_templates
+from tests.unit.core.pipeline.test_trading_alerts import FILLED, readme_templates as doc_templates
 
 
 def issue_token(env: dict[str, str], cwd) -> str:

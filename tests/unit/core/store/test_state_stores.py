@@ -95,7 +95,7 @@ async def test_tokens_keep_their_scopes_and_refuse_unknown_ones(backend):
 
 async def test_a_redis_token_stored_before_scopes_reads_as_no_scopes(backend):
     if not backend.is_redis:
-        pytest.skip("the SQLite file from before scopes: tests/test_tokens.py")
+        pytest.skip("the SQLite file from before scopes: tests/unit/core/store/test_tokens.py")
     store = backend.token_store()
     try:
         token, info = await store.issue(ttl=3600, label="old", scopes=("control",))

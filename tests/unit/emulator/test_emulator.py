@@ -28,7 +28,7 @@ import pytest_asyncio
 
 from emulator import AsyncEmulatorControl, Emulator, EmulatorControl, ccxt_config
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
 
 

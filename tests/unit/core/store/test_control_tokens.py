@@ -14,8 +14,8 @@ import pytest
 from core.store.tokens import SqliteTokenStore
 from tests.abuse_support import TEXT_PLAIN, client_from, token_body
 from tests.conftest import STATE_BACKENDS
-from tests.test_dashboard_security import PASSWORD, csrf_from, log_in
-from tests.test_tokens import manage
+from tests.unit.core.dashboard.test_dashboard_security import PASSWORD, csrf_from, log_in
+from tests.unit.core.store.test_tokens import manage
 
 TWO_ACCOUNTS = "paper:\n  accounts: [paper, bob]\n"
 

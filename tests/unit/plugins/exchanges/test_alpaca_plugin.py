@@ -31,7 +31,7 @@ from plugins.exchanges.alpaca.executor import AlpacaExecutor
 from emulator import Emulator
 from tests.support import free_port, signed_headers
 
-PLUGIN_DIR = Path(__file__).resolve().parent.parent / "plugins" / "exchanges" / "alpaca"
+PLUGIN_DIR = Path(__file__).resolve().parents[4] / "plugins" / "exchanges" / "alpaca"
 
 
 def asset(symbol: str, cls: str = "us_equity", **fields) -> Asset:
@@ -161,7 +161,7 @@ def test_loading_the_plugin_loads_no_ccxt():
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[4]
     code = ("import sys, plugins.exchanges.alpaca, plugins.exchanges.alpaca.executor; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ccxt'))")
     loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
@@ -171,7 +171,7 @@ def test_loading_the_plugin_loads_no_ccxt():
 
 
 def test_core_does_not_know_the_plugin():
-    core = Path(__file__).resolve().parent.parent / "core"
+    core = Path(__file__).resolve().parents[4] / "core"
     for path in core.glob("*.py"):
         text = path.read_text()
         assert "plugins.exchanges.alpaca" not in text and "AlpacaExecutor" not in text, path.name
@@ -359,7 +359,7 @@ def test_the_commented_plugins_yaml_example_is_a_valid_configuration():
 
     import yaml
 
-    text = (Path(__file__).resolve().parent.parent / "plugins.yaml").read_text()
+    text = (Path(__file__).resolve().parents[4] / "plugins.yaml").read_text()
     assert "# modules: [plugins.exchanges.alpaca]" in text
     start = text.index("# alpaca:\n")
     block = []

@@ -22,7 +22,7 @@ from core.hooks.manager import hookimpl
 from core.trading.venue import Market, MarketLimits, order_status
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, ROOT, alert_body, signed_headers
-from tests.test_engine import FAST
+from tests.unit.core.pipeline.test_engine import FAST
 
 CORE = ROOT / "core"
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from core.errors import OrderRejected, OutcomeUnknown
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, SECRET, alert_body, signed_headers
-from tests.test_engine import FAST
+from tests.unit.core.pipeline.test_engine import FAST
 
 P = "ccxt_webhook_"
 

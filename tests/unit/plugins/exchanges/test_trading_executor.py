@@ -15,7 +15,7 @@ from core.pipeline.models import Alert, NothingToDo
 from plugins.exchanges.ccxt.accounts import ClientIdRule, client_id_rule
 from plugins.exchanges.ccxt.plugin import CcxtExecutor
 from emulator import Emulator
-from tests.test_ccxt_executor import account
+from tests.unit.plugins.exchanges.test_ccxt_executor import account
 
 
 @pytest.fixture

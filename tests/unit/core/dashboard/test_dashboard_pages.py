@@ -15,7 +15,7 @@ from core.store.risk import new_flatten_record
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor
 from tests.support import alert_body, signed_headers
-from tests.test_dashboard_security import PASSWORD, csrf_from, log_in
+from tests.unit.core.dashboard.test_dashboard_security import PASSWORD, csrf_from, log_in
 
 
 def risk_section(html: str, slug: str) -> str:
