@@ -30,7 +30,7 @@ import argparse
 import asyncio
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core.config import Settings
 from core.errors import ConfigError
@@ -43,7 +43,7 @@ USAGE = __doc__
 def _when(ts: float | None) -> str:
     if ts is None:
         return "never"
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _label(value: str) -> str:
@@ -81,18 +81,26 @@ def _store(settings: Settings) -> TokenStore:
     return StateBackend.from_settings(settings).token_store()
 
 
-async def issue(settings: Settings, ttl: int | None, label: str | None, accounts: list[str] | None = None,
-                control: bool = False) -> int:
+async def issue(
+    settings: Settings, ttl: int | None, label: str | None, accounts: list[str] | None = None, control: bool = False
+) -> int:
     store = _store(settings)
     try:
-        token, info = await store.issue(ttl=ttl or settings.token_ttl, label=label, accounts=tuple(accounts or ()),
-                                        scopes=(CONTROL_SCOPE,) if control else ())
+        token, info = await store.issue(
+            ttl=ttl or settings.token_ttl,
+            label=label,
+            accounts=tuple(accounts or ()),
+            scopes=(CONTROL_SCOPE,) if control else (),
+        )
     finally:
         await store.close()
     print(token)
-    print(f"id {info.id}, label {info.label or '-'}, accounts {_accounts(info)}, scopes {_scopes(info)}, "
-          f"expires {_when(info.expires_at)}; "
-          "shown once: only its hash is stored", file=sys.stderr)
+    print(
+        f"id {info.id}, label {info.label or '-'}, accounts {_accounts(info)}, scopes {_scopes(info)}, "
+        f"expires {_when(info.expires_at)}; "
+        "shown once: only its hash is stored",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -119,9 +127,11 @@ async def list_tokens(settings: Settings) -> int:
     print(f"{'ID':<14}{'LABEL':<24}{'ACCOUNTS':<24}{'SCOPES':<10}{'CREATED':<22}{'EXPIRES':<22}{'LAST USE':<22}")
     for info in tokens:
         expires = _when(info.expires_at) + (" (expired)" if info.expires_at <= now else "")
-        print(f"{info.id:<14}{info.label or '-':<24}{_accounts(info):<24}{_scopes(info):<10}{_when(info.created_at):<22}"
-              f"{expires:<22}"
-              f"{_when(info.last_used_at):<22}")
+        print(
+            f"{info.id:<14}{info.label or '-':<24}{_accounts(info):<24}{_scopes(info):<10}{_when(info.created_at):<22}"
+            f"{expires:<22}"
+            f"{_when(info.last_used_at):<22}"
+        )
     return 0
 
 
@@ -140,19 +150,30 @@ def parse_revoke(argv: list[str]) -> tuple[str | None, str | None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python manage_tokens.py", description=USAGE,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python manage_tokens.py", description=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     issuing = sub.add_parser("issue", help="print a new token")
     issuing.add_argument("--ttl", type=_ttl, help="lifetime in seconds (default: TOKEN_TTL)")
     issuing.add_argument("--label", type=_label, help="a name for the token, shown by list and in the journal")
-    issuing.add_argument("--account", type=_account, action="append", metavar="NAME",
-                         help="an account the token may trade on (repeatable; '*' for every account); "
-                              "without it: the default account only")
-    issuing.add_argument("--control", action="store_true",
-                         help="the token may also use the kill switch (POST /control/*) on its accounts")
+    issuing.add_argument(
+        "--account",
+        type=_account,
+        action="append",
+        metavar="NAME",
+        help="an account the token may trade on (repeatable; '*' for every account); "
+        "without it: the default account only",
+    )
+    issuing.add_argument(
+        "--control",
+        action="store_true",
+        help="the token may also use the kill switch (POST /control/*) on its accounts",
+    )
     sub.add_parser("revoke", help="revoke a token: <token>, - (stdin) or --id <id>")
-    sub.add_parser("list", help="show label, accounts, scopes, created, expires and last use of every token (never the token)")
+    sub.add_parser(
+        "list", help="show label, accounts, scopes, created, expires and last use of every token (never the token)"
+    )
     if argv[:1] == ["revoke"]:
         command, rest = "revoke", argv[1:]
     else:

@@ -42,8 +42,10 @@ def open_feed(client: httpx.Client, base: str, password: str) -> tuple[str, dict
     login_page = client.get(f"{base}/dashboard/login")
     login_page.raise_for_status()
     form = _attribute(login_page.text, r'(?s)(<form method="post" action="/dashboard/login">.*?</form>)', "login form")
-    fields = {html.unescape(name): html.unescape(value)
-              for name, value in re.findall(r'<input type="(?:hidden|text)" name="([^"]+)" value="([^"]*)"', form)}
+    fields = {
+        html.unescape(name): html.unescape(value)
+        for name, value in re.findall(r'<input type="(?:hidden|text)" name="([^"]+)" value="([^"]*)"', form)
+    }
     if not any("csrf" in name for name in fields):
         raise SystemExit("dashclient: no CSRF token in the login form")
     answer = client.post(f"{base}/dashboard/login", data={**fields, "password": password})
@@ -55,8 +57,13 @@ def open_feed(client: httpx.Client, base: str, password: str) -> tuple[str, dict
         client.get(base + html.unescape(asset)).raise_for_status()
     feed = _attribute(page.text, r'hx-get="(/dashboard/alerts/feed[^"]*)"', "feed hx-get")
     hx_headers = json.loads(_attribute(page.text, r"hx-headers='([^']+)'", "hx-headers"))  # the CSRF header
-    headers = {"HX-Request": "true", "HX-Trigger": "feed", "HX-Target": "feed",
-               "HX-Current-URL": f"{base}/dashboard/alerts", **hx_headers}
+    headers = {
+        "HX-Request": "true",
+        "HX-Trigger": "feed",
+        "HX-Target": "feed",
+        "HX-Current-URL": f"{base}/dashboard/alerts",
+        **hx_headers,
+    }
     return feed, headers
 
 
@@ -82,8 +89,17 @@ def main(argv: list[str] | None = None) -> int:
             statuses[str(answer.status_code)] += 1
             polls += 1
             tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"polls": polls, "statuses": statuses, "latencies_ms": latencies, "sent_at": sent_at,
-                                       "rows_bytes": len(answer.content)}))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "polls": polls,
+                        "statuses": statuses,
+                        "latencies_ms": latencies,
+                        "sent_at": sent_at,
+                        "rows_bytes": len(answer.content),
+                    }
+                )
+            )
             tmp.replace(args.out)
             if polls == 1:
                 if answer.status_code != 200:

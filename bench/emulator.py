@@ -36,14 +36,35 @@ async def serve(key: str, secret: str) -> None:
     from emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
 
     markets = default_markets() + [
-        MarketSpec(venue=BINANCE, market_type=SPOT, symbol=f"{base}USDT", base=base, quote="USDT",
-                   tick_size=D("0.01"), min_price=D("0.01"), max_price=D("1000000"), step_size=D("0.001"),
-                   min_qty=D("0.001"), max_qty=D("9000000"), market_max_qty=D("9000000"), min_notional=D("5"),
-                   base_precision=8, quote_precision=8)
-        for base in bench_bases()]
+        MarketSpec(
+            venue=BINANCE,
+            market_type=SPOT,
+            symbol=f"{base}USDT",
+            base=base,
+            quote="USDT",
+            tick_size=D("0.01"),
+            min_price=D("0.01"),
+            max_price=D("1000000"),
+            step_size=D("0.001"),
+            min_qty=D("0.001"),
+            max_qty=D("9000000"),
+            market_max_qty=D("9000000"),
+            min_notional=D("5"),
+            base_precision=8,
+            quote_precision=8,
+        )
+        for base in bench_bases()
+    ]
     plenty = "1000000000000"
-    balances = {"binance.spot": {"USDT": plenty, "BTC": plenty, "ETH": plenty, "SOL": plenty,
-                                 **{base: plenty for base in bench_bases()}}}
+    balances = {
+        "binance.spot": {
+            "USDT": plenty,
+            "BTC": plenty,
+            "ETH": plenty,
+            "SOL": plenty,
+            **{base: plenty for base in bench_bases()},
+        }
+    }
     prices = {f"{base}USDT": PRICE for base in bench_bases()}
     emulator = Emulator(accounts={key: secret}, prices=prices, balances=balances, markets=markets)
     await serve_until_signalled(emulator, "127.0.0.1", 0)

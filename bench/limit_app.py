@@ -42,8 +42,12 @@ async def _startup() -> None:
 
     client = ccxt_async.binance(json.loads(os.environ["BENCH_CCXT_CONFIG"]))
     await client.load_markets()
-    _state.update(client=client, secret=os.environ["BENCH_WEBHOOK_SECRET"].encode(),
-                  account=os.environ.get("BENCH_ACCOUNT", "bench"), ccxt=ccxt_async)
+    _state.update(
+        client=client,
+        secret=os.environ["BENCH_WEBHOOK_SECRET"].encode(),
+        account=os.environ.get("BENCH_ACCOUNT", "bench"),
+        ccxt=ccxt_async,
+    )
     gc.collect()
     gc.freeze()  # as the router does after startup: no full GC passes over ccxt's objects
 
@@ -56,8 +60,13 @@ async def _shutdown() -> None:
 
 async def _answer(send, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -95,8 +104,11 @@ async def app(scope, receive, send) -> None:
     timestamp = headers.get(b"x-timestamp", b"")
     signature = headers.get(b"x-signature", b"")
     expected = hmac.new(_state["secret"], timestamp + b"." + body, hashlib.sha256).hexdigest().encode()
-    if not hmac.compare_digest(signature, expected) or not timestamp.isdigit() \
-            or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW:
+    if (
+        not hmac.compare_digest(signature, expected)
+        or not timestamp.isdigit()
+        or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW
+    ):
         await _answer(send, 401, {"error": "authentication failed"})
         return
     try:
@@ -115,6 +127,17 @@ async def app(scope, receive, send) -> None:
         await _answer(send, 502, {"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
         return
     state = "filled" if order.get("status") == "closed" else "submitted"
-    await _answer(send, 200, {"status": state, "alert_id": alert["id"],
-                              "order": {"id": order.get("id"), "client_order_id": order.get("clientOrderId"),
-                                        "status": order.get("status"), "filled": order.get("filled")}})
+    await _answer(
+        send,
+        200,
+        {
+            "status": state,
+            "alert_id": alert["id"],
+            "order": {
+                "id": order.get("id"),
+                "client_order_id": order.get("clientOrderId"),
+                "status": order.get("status"),
+                "filled": order.get("filled"),
+            },
+        },
+    )

@@ -33,19 +33,26 @@ from urllib.parse import urlsplit
 REQUEST_TIMEOUT = 15.0  # per request; the router answers within its 2.5 s budget
 
 
-def alert_body(alert_id: str, account: str, side: str, ticker: str = "B00USDT", contracts: str = "0.1",
-               price: str = "100") -> bytes:
+def alert_body(
+    alert_id: str, account: str, side: str, ticker: str = "B00USDT", contracts: str = "0.1", price: str = "100"
+) -> bytes:
     """A TradingView strategy alert as the router receives it (placeholders filled)."""
-    return json.dumps({"id": alert_id, "account": account, "ticker": ticker, "action": side,
-                       "contracts": contracts, "price": price}, separators=(",", ":")).encode()
+    return json.dumps(
+        {"id": alert_id, "account": account, "ticker": ticker, "action": side, "contracts": contracts, "price": price},
+        separators=(",", ":"),
+    ).encode()
 
 
-def signed_request(host: str, body: bytes, secret: str, *, path: str = "/webhook", timestamp: int | None = None) -> bytes:
+def signed_request(
+    host: str, body: bytes, secret: str, *, path: str = "/webhook", timestamp: int | None = None
+) -> bytes:
     """The whole HTTP/1.1 request: headers signed with the recommended ``<ts>.<body>`` form."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     signature = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Timestamp: {ts}\r\nX-Signature: {signature}\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Timestamp: {ts}\r\nX-Signature: {signature}\r\n\r\n"
+    )
     return head.encode() + body
 
 
@@ -154,7 +161,9 @@ async def run(url: str, requests: list[tuple[str, bytes]], concurrency: int) -> 
     }
 
 
-def build_requests(url: str, n: int, account: str, id_prefix: str, secret: str, tickers: list[str]) -> list[tuple[str, bytes]]:
+def build_requests(
+    url: str, n: int, account: str, id_prefix: str, secret: str, tickers: list[str]
+) -> list[tuple[str, bytes]]:
     """Alert i trades ``tickers[i % len(tickers)]``: the alerts in flight at once trade
     different markets (as many strategies firing on one candle close), unless one ticker
     is given."""
@@ -176,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--account", default="bench")
     parser.add_argument("--id-prefix", required=True)
-    parser.add_argument("--tickers", default="B00USDT",
-                        help="comma-separated TradingView tickers, used in turn (default B00USDT)")
+    parser.add_argument(
+        "--tickers", default="B00USDT", help="comma-separated TradingView tickers, used in turn (default B00USDT)"
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     secret = os.environ.get("BENCH_WEBHOOK_SECRET", "")

@@ -35,11 +35,11 @@ import time
 from pathlib import Path
 
 from core.config import PluginsFile, Settings
+from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, InboundRequest, OrderRequest, OrderResult
+from core.pipeline.router import Router
 from core.trading.execution import Executor
 from core.trading.markets import MarketBook, prepare_order
-from core.pipeline.models import Alert, InboundRequest, OrderRequest, OrderResult
-from core.hooks.manager import hookimpl
-from core.pipeline.router import Router
 from plugins.exchanges.paper.plugin import DEFAULT_MARKETS, paper_market
 
 SECRET = "bench-pipeline-secret-0123456789abcdef"
@@ -57,15 +57,32 @@ class NullExecutor(Executor):
         self.markets = MarketBook("binance", [paper_market(s, m) for s, m in DEFAULT_MARKETS.items()])
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
-        return prepare_order(self.markets, alert, account=self.account, client_order_id=client_order_id,
-                             default_type="spot", reference_price=lambda symbol: DEFAULT_MARKETS[symbol].last_price)
+        return prepare_order(
+            self.markets,
+            alert,
+            account=self.account,
+            client_order_id=client_order_id,
+            default_type="spot",
+            reference_price=lambda symbol: DEFAULT_MARKETS[symbol].last_price,
+        )
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         price = order.price or order.reference_price
-        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol, side=order.side,
-                           order_type=order.order_type, amount=order.amount, price=price, order_id=order.client_order_id[-12:],
-                           client_order_id=order.client_order_id, status="closed", filled=order.amount, average=price,
-                           route=self.route)
+        return OrderResult(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type,
+            amount=order.amount,
+            price=price,
+            order_id=order.client_order_id[-12:],
+            client_order_id=order.client_order_id,
+            status="closed",
+            filled=order.amount,
+            average=price,
+            route=self.route,
+        )
 
 
 class NullExchangePlugin:
@@ -77,13 +94,27 @@ class NullExchangePlugin:
 def _signed(body: bytes) -> dict[str, str]:
     ts = str(int(time.time()))
     signature = hmac.new(SECRET.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return {"content-type": "application/json", "x-timestamp": ts, "x-signature": signature,
-            "content-length": str(len(body)), "host": "127.0.0.1"}
+    return {
+        "content-type": "application/json",
+        "x-timestamp": ts,
+        "x-signature": signature,
+        "content-length": str(len(body)),
+        "host": "127.0.0.1",
+    }
 
 
 def _body(alert_id: str, side: str) -> bytes:
-    return json.dumps({"id": alert_id, "account": ACCOUNT, "ticker": "BINANCE:BTCUSDT", "action": side,
-                       "contracts": "0.001", "price": "50000"}, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": alert_id,
+            "account": ACCOUNT,
+            "ticker": "BINANCE:BTCUSDT",
+            "action": side,
+            "contracts": "0.001",
+            "price": "50000",
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def fsync_commit_us(directory: Path, n: int = 300) -> float:
@@ -130,11 +161,18 @@ class CommitCounter:
 
 
 async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_synchronous: str = "FULL") -> dict:
-    environ = {"WEBHOOK_SECRET": SECRET, "DATA_DIR": str(data_dir), "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
-               "LOG_LEVEL": "WARNING", "RATE_LIMIT": "1000000/second", "DEFAULT_EXCHANGE": "paper"}
+    environ = {
+        "WEBHOOK_SECRET": SECRET,
+        "DATA_DIR": str(data_dir),
+        "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT": "1000000/second",
+        "DEFAULT_EXCHANGE": "paper",
+    }
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "plugins.yaml").write_text("router:\n  plugin_dir: ./no_local_plugins_here\n"
-                                           f"  journal_synchronous: {journal_synchronous}\n")
+    (data_dir / "plugins.yaml").write_text(
+        f"router:\n  plugin_dir: ./no_local_plugins_here\n  journal_synchronous: {journal_synchronous}\n"
+    )
     settings = Settings.from_env(env_file=None, environ=environ)  # a named PLUGINS_FILE must exist
     plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
     from core.observability.logs import configure_logging
@@ -160,8 +198,15 @@ async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_sy
             started = time.perf_counter()
             await router.limits.before_request("127.0.0.1")
             payload = await router.parse(body, "application/json")
-            inbound = InboundRequest(body=body, headers=headers, remote_addr="127.0.0.1", scheme="http",
-                                     payload=payload, received_at=time.time(), query={})
+            inbound = InboundRequest(
+                body=body,
+                headers=headers,
+                remote_addr="127.0.0.1",
+                scheme="http",
+                payload=payload,
+                received_at=time.time(),
+                query={},
+            )
             outcome = await router.receive(inbound)
             elapsed = time.perf_counter() - started
             if outcome.status != 200:

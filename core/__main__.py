@@ -1,28 +1,28 @@
 """Command line: ``python -m core <command>``.
 
-    serve [--bind H:P] [--workers N] [--graceful-timeout S] [--config hypercorn.toml]
-                             run the server (hypercorn); exits non-zero with one line when
-                             the configuration is wrong or the app fails to start
-    check-config             the same verdict without starting (CI, Heroku's release phase)
-    doctor [--symbol TICKER ...]
-                             preflight before real money: server settings, state backend,
-                             and per account keys, permissions, clock skew, markets;
-                             exits 1 on a blocker
-    <plugin command> ...     commands of loaded plugins (a plugin object's ``commands``:
-                             {name: (help, configure_parser, run)}), e.g. the paper
-                             plugin's ``paper-markets refresh --exchange binance``
-    init-env                 write .env from .env.example with a random WEBHOOK_SECRET,
-                             METRICS_TOKEN and DASHBOARD_PASSWORD (the password printed once;
-                             only when .env does not exist)
-    journal list [--state S] [--limit N]
-    journal show <alert_id>
-    journal stats
-    risk halt [--account NAME] [--flatten] [--reason TEXT]
-                             refuse new opening orders on one account (or all); with
-                             --flatten also cancel every open order and close every
-                             position (a running server does it within seconds)
-    risk resume [--account NAME]
-    risk status
+serve [--bind H:P] [--workers N] [--graceful-timeout S] [--config hypercorn.toml]
+                         run the server (hypercorn); exits non-zero with one line when
+                         the configuration is wrong or the app fails to start
+check-config             the same verdict without starting (CI, Heroku's release phase)
+doctor [--symbol TICKER ...]
+                         preflight before real money: server settings, state backend,
+                         and per account keys, permissions, clock skew, markets;
+                         exits 1 on a blocker
+<plugin command> ...     commands of loaded plugins (a plugin object's ``commands``:
+                         {name: (help, configure_parser, run)}), e.g. the paper
+                         plugin's ``paper-markets refresh --exchange binance``
+init-env                 write .env from .env.example with a random WEBHOOK_SECRET,
+                         METRICS_TOKEN and DASHBOARD_PASSWORD (the password printed once;
+                         only when .env does not exist)
+journal list [--state S] [--limit N]
+journal show <alert_id>
+journal stats
+risk halt [--account NAME] [--flatten] [--reason TEXT]
+                         refuse new opening orders on one account (or all); with
+                         --flatten also cancel every open order and close every
+                         position (a running server does it within seconds)
+risk resume [--account NAME]
+risk status
 """
 
 from __future__ import annotations
@@ -50,12 +50,25 @@ def init_env(path: Path = Path(".env"), example: Path = Path(".env.example")) ->
     then linked into place, which fails rather than replace a ``.env`` made meanwhile."""
     if path.exists():
         return None
-    lines = example.read_text(encoding="utf-8").splitlines() if example.exists() else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
-    fresh = {"WEBHOOK_SECRET": secrets.token_hex(32), "METRICS_TOKEN": secrets.token_urlsafe(32),
-             "DASHBOARD_PASSWORD": secrets.token_urlsafe(18)}
-    out = [f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}" if line.split("=", 1)[0] in fresh and "=" in line else line
-           for line in lines]
-    out += [f"{name}={value}" for name, value in fresh.items() if not any(line.startswith(name + "=") for line in lines)]
+    lines = (
+        example.read_text(encoding="utf-8").splitlines()
+        if example.exists()
+        else ["WEBHOOK_SECRET=", "DEFAULT_EXCHANGE=paper"]
+    )
+    fresh = {
+        "WEBHOOK_SECRET": secrets.token_hex(32),
+        "METRICS_TOKEN": secrets.token_urlsafe(32),
+        "DASHBOARD_PASSWORD": secrets.token_urlsafe(18),
+    }
+    out = [
+        f"{line.split('=', 1)[0]}={fresh[line.split('=', 1)[0]]}"
+        if line.split("=", 1)[0] in fresh and "=" in line
+        else line
+        for line in lines
+    ]
+    out += [
+        f"{name}={value}" for name, value in fresh.items() if not any(line.startswith(name + "=") for line in lines)
+    ]
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -82,8 +95,10 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "list":
             for row in await journal.list(limit=args.limit, state=args.state):
-                print(f"{row['alert_id']:<48} {row['state']:<10} {row['account'] or '-':<10} {row['symbol']:<16} "
-                      f"{row['side']:<6} {row['amount'] or '':<12} {row['error_code'] or ''}")
+                print(
+                    f"{row['alert_id']:<48} {row['state']:<10} {row['account'] or '-':<10} {row['symbol']:<16} "
+                    f"{row['side']:<6} {row['amount'] or '':<12} {row['error_code'] or ''}"
+                )
         elif args.action == "show":
             alert = await journal.get(args.alert_id)
             if alert is None:
@@ -110,19 +125,32 @@ async def risk_command(args: argparse.Namespace, settings: Settings) -> int:
             import time
 
             account = (args.account or ALL).lower()
-            await store.set_halt(account, {"reason": args.reason or ("flatten" if args.flatten else "halted from the command line"),
-                                           "by": "cli", "since": time.time(), "until": None})
+            await store.set_halt(
+                account,
+                {
+                    "reason": args.reason or ("flatten" if args.flatten else "halted from the command line"),
+                    "by": "cli",
+                    "since": time.time(),
+                    "until": None,
+                },
+            )
             print(f"halted {'every account' if account == ALL else account}")
             if args.flatten:
                 record = new_flatten_record(args.account, by="cli")
                 await store.save_flatten(record)
-                print(f"flatten {record['flatten_id']} requested: a running server cancels every open order and closes "
-                      f"every position; see `python -m core risk status`")
+                print(
+                    f"flatten {record['flatten_id']} requested: a running server cancels every open order and closes "
+                    f"every position; see `python -m core risk status`"
+                )
         elif args.action == "resume":
             cleared = await store.clear_halt(args.account.lower() if args.account else None)
             print(f"resumed {', '.join(cleared)}" if cleared else "nothing was halted")
         else:
-            print(json.dumps({"halts": await store.halts(), "flattens": await store.flattens(limit=10)}, indent=2, default=str))
+            print(
+                json.dumps(
+                    {"halts": await store.halts(), "flattens": await store.flattens(limit=10)}, indent=2, default=str
+                )
+            )
     finally:
         await store.aclose()
         await backend.aclose()
@@ -165,7 +193,10 @@ def doctor_command(args: argparse.Namespace) -> int:
         print(finding.line())
     blockers = sum(f.level == "blocker" for f in findings)
     warnings = sum(f.level == "warning" for f in findings)
-    print(f"\n{blockers} blocker(s), {warnings} warning(s)" + (": fix the blockers before trading real money" if blockers else ""))
+    print(
+        f"\n{blockers} blocker(s), {warnings} warning(s)"
+        + (": fix the blockers before trading real money" if blockers else "")
+    )
     return 1 if blockers else 0
 
 
@@ -189,8 +220,8 @@ def serve(args: argparse.Namespace) -> int:
     from hypercorn.config import Config
     from hypercorn.run import run
 
-    from core.config import PluginsFile
     from core.checks.preflight import STARTUP_REPORT_ENV
+    from core.config import PluginsFile
 
     try:  # what can be checked without loading the plugins (and ccxt) into the master
         settings = Settings.from_env()
@@ -204,7 +235,9 @@ def serve(args: argparse.Namespace) -> int:
     if not args.config and not config_path.is_file():
         config_path = Path(__file__).resolve().parent.parent / HYPERCORN_CONFIG
     if args.config and not config_path.is_file():
-        return report_config_error(ConfigError(f"--config: no file at '{args.config}' (expected a hypercorn TOML file)"))
+        return report_config_error(
+            ConfigError(f"--config: no file at '{args.config}' (expected a hypercorn TOML file)")
+        )
     try:
         config = Config.from_toml(config_path) if config_path.is_file() else Config()
     except Exception as exc:
@@ -227,7 +260,9 @@ def serve(args: argparse.Namespace) -> int:
         try:
             status = run(config)
         except OSError as exc:  # the address is in use, a privileged port, ...
-            return report_config_error(ConfigError(f"--bind {', '.join(config.bind)}: cannot listen: {exc.strerror or exc}"))
+            return report_config_error(
+                ConfigError(f"--bind {', '.join(config.bind)}: cannot listen: {exc.strerror or exc}")
+            )
         finally:
             os.environ.pop(STARTUP_REPORT_ENV, None)
         failure = report.read_text(encoding="utf-8").splitlines() if report.exists() else []
@@ -267,16 +302,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m core", description="ccxt-trading-webhook tools")
     sub = parser.add_subparsers(dest="command", required=True)
     serving = sub.add_parser("serve", help="run the server; exits non-zero with one line if it cannot start")
-    serving.add_argument("--bind", help="HOST:PORT (default: HOST/PORT from the environment, else hypercorn.toml, else 127.0.0.1:8000)")
+    serving.add_argument(
+        "--bind", help="HOST:PORT (default: HOST/PORT from the environment, else hypercorn.toml, else 127.0.0.1:8000)"
+    )
     serving.add_argument("--workers", type=int)
     serving.add_argument("--graceful-timeout", type=float, dest="graceful_timeout")
     serving.add_argument("--config", help=f"a hypercorn TOML file (default: ./{HYPERCORN_CONFIG} if it exists)")
     sub.add_parser("check-config", help="check the configuration as a start would, without starting")
     doctor = sub.add_parser("doctor", help="preflight checks before real money; exits 1 on a blocker")
-    doctor.add_argument("--symbol", action="append", default=[],
-                        help="a ticker your alerts use (BINANCE:BTCUSDT, ETHUSDT.P); checked on every account; repeatable")
-    sub.add_parser("init-env", help="write .env with a random WEBHOOK_SECRET, METRICS_TOKEN and DASHBOARD_PASSWORD "
-                                     "if it does not exist")
+    doctor.add_argument(
+        "--symbol",
+        action="append",
+        default=[],
+        help="a ticker your alerts use (BINANCE:BTCUSDT, ETHUSDT.P); checked on every account; repeatable",
+    )
+    sub.add_parser(
+        "init-env",
+        help="write .env with a random WEBHOOK_SECRET, METRICS_TOKEN and DASHBOARD_PASSWORD if it does not exist",
+    )
     journal = sub.add_parser("journal", help="inspect the journal of alerts and orders")
     jsub = journal.add_subparsers(dest="action", required=True)
     listing = jsub.add_parser("list")
@@ -313,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
             print(".env exists; left as it is")
         else:
             print("wrote .env with a new WEBHOOK_SECRET and METRICS_TOKEN")
-            print(f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)")
+            print(
+                f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)"
+            )
         return 0
     command = risk_command if args.command == "risk" else journal_command
     try:

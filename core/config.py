@@ -22,7 +22,9 @@ from core.errors import ConfigError
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def read_environment(env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def read_environment(
+    env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The process environment over the values of ``env_file`` (the environment wins)."""
     merged: dict[str, str] = {}
     if env_file and Path(env_file).is_file():
@@ -113,12 +115,16 @@ class Settings(BaseModel):
         return value.strip().upper() if isinstance(value, str) else value
 
     @classmethod
-    def from_env(cls, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(
+        cls, env_file: str | os.PathLike | None = ".env", environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
         env = read_environment(env_file, environ)
         named = env.get("PLUGINS_FILE", "").strip()
         if named and not Path(named).is_file():
-            raise ConfigError(f"environment: PLUGINS_FILE: no file at '{named}' (expected the path of a plugins.yaml; "
-                              "unset it to use ./plugins.yaml)")
+            raise ConfigError(
+                f"environment: PLUGINS_FILE: no file at '{named}' (expected the path of a plugins.yaml; "
+                "unset it to use ./plugins.yaml)"
+            )
         if not env.get("STATE_URL", "").strip():
             # Heroku Redis (and other add-ons) hand the URL over as REDIS_TLS_URL / REDIS_URL;
             # set in the merged environment too, for plugins.yaml's ${STATE_URL:-}.
@@ -161,7 +167,7 @@ class PluginsFile:
         self.used: set[str] = set()
 
     @classmethod
-    def load(cls, path: str | os.PathLike, environ: Mapping[str, str]) -> "PluginsFile":
+    def load(cls, path: str | os.PathLike, environ: Mapping[str, str]) -> PluginsFile:
         p = Path(path)
         if not p.exists():
             return cls(path, {}, environ)

@@ -124,8 +124,14 @@ class OrderError(WebhookError):
     retry = False
     may_be_booked = False
 
-    def __init__(self, message: str, *, venue_code: str | int | None = None, code: str | None = None,
-                 retry_after: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        venue_code: str | int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message, code=code)
         self.venue_code = str(venue_code) if venue_code is not None else None
         self.retry_after = retry_after

@@ -32,5 +32,4 @@ from .control import AsyncEmulatorControl, EmulatorControl, EmulatorControlError
 from .faults import FAULT_KINDS
 from .server import Emulator
 
-__all__ = ["AsyncEmulatorControl", "Emulator", "EmulatorControl", "EmulatorControlError", "FAULT_KINDS",
-           "ccxt_config"]
+__all__ = ["AsyncEmulatorControl", "Emulator", "EmulatorControl", "EmulatorControlError", "FAULT_KINDS", "ccxt_config"]

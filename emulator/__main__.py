@@ -25,17 +25,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m emulator",
         description="Loopback exchange emulator (Binance spot + USD-M REST and WebSocket API, Bybit v5) for ccxt, "
-                    "and Alpaca Trading API v2 under /alpaca.")
+        "and Alpaca Trading API v2 under /alpaca.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
-    parser.add_argument("--price", action="append", default=[], metavar="SYMBOL=PRICE",
-                        type=lambda t: _pair(t, "=", "SYMBOL=PRICE"),
-                        help="starting price, e.g. BTC/USDT=50000, BTC/USDT:USDT=50010 or BTCUSDT=50000")
-    parser.add_argument("--account", action="append", default=[], metavar="KEY:SECRET",
-                        type=lambda t: _pair(t, ":", "KEY:SECRET"),
-                        help="API key/secret pair (replaces the default emu-key-1/emu-key-2 accounts)")
-    parser.add_argument("--markets", choices=("default", "catalogue"), default="default",
-                        help="catalogue: the default instruments plus more popular ones (DOGEUSDT)")
+    parser.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="SYMBOL=PRICE",
+        type=lambda t: _pair(t, "=", "SYMBOL=PRICE"),
+        help="starting price, e.g. BTC/USDT=50000, BTC/USDT:USDT=50010 or BTCUSDT=50000",
+    )
+    parser.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="KEY:SECRET",
+        type=lambda t: _pair(t, ":", "KEY:SECRET"),
+        help="API key/secret pair (replaces the default emu-key-1/emu-key-2 accounts)",
+    )
+    parser.add_argument(
+        "--markets",
+        choices=("default", "catalogue"),
+        default="default",
+        help="catalogue: the default instruments plus more popular ones (DOGEUSDT)",
+    )
     return parser.parse_args(argv)
 
 
@@ -43,8 +58,11 @@ async def serve(args: argparse.Namespace) -> None:
     from .markets import catalogue_markets
 
     markets = catalogue_markets() if args.markets == "catalogue" else None
-    await serve_until_signalled(Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None,
-                                         markets=markets), args.host, args.port)
+    await serve_until_signalled(
+        Emulator(accounts=dict(args.account) or None, prices=dict(args.price) or None, markets=markets),
+        args.host,
+        args.port,
+    )
 
 
 async def serve_until_signalled(emulator: Emulator, host: str, port: int) -> None:

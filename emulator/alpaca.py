@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -79,19 +80,46 @@ UNPROCESSABLE = 42210000
 RATE_LIMITED = 42910000
 
 
-def _asset(symbol: str, cls: str, exchange: str, name: str, *, fractionable: bool = True, tradable: bool = True,
-           min_order_size: str = "1", min_trade_increment: str = "0.000000001", price_increment: str = "0.01",
-           quote: str = "USD") -> MarketSpec:
+def _asset(
+    symbol: str,
+    cls: str,
+    exchange: str,
+    name: str,
+    *,
+    fractionable: bool = True,
+    tradable: bool = True,
+    min_order_size: str = "1",
+    min_trade_increment: str = "0.000000001",
+    price_increment: str = "0.01",
+    quote: str = "USD",
+) -> MarketSpec:
     base = symbol.split("/")[0]
     return MarketSpec(
-        venue=ALPACA, market_type=SPOT, symbol=symbol, base=base, quote=quote,
-        tick_size=D(price_increment), min_price=D(price_increment), max_price=D("10000000"),
-        step_size=D(min_trade_increment) if fractionable else D(1), min_qty=D(min_order_size) if cls == CRYPTO else D(0),
-        max_qty=D("100000000"), market_max_qty=D("100000000"), min_notional=D(1) if cls == EQUITY else D(0),
-        taker_fee=D(0), maker_fee=D(0),
-        extra={"class": cls, "exchange": exchange, "name": name, "fractionable": fractionable, "tradable": tradable,
-               "min_order_size": min_order_size, "min_trade_increment": min_trade_increment,
-               "price_increment": price_increment},
+        venue=ALPACA,
+        market_type=SPOT,
+        symbol=symbol,
+        base=base,
+        quote=quote,
+        tick_size=D(price_increment),
+        min_price=D(price_increment),
+        max_price=D("10000000"),
+        step_size=D(min_trade_increment) if fractionable else D(1),
+        min_qty=D(min_order_size) if cls == CRYPTO else D(0),
+        max_qty=D("100000000"),
+        market_max_qty=D("100000000"),
+        min_notional=D(1) if cls == EQUITY else D(0),
+        taker_fee=D(0),
+        maker_fee=D(0),
+        extra={
+            "class": cls,
+            "exchange": exchange,
+            "name": name,
+            "fractionable": fractionable,
+            "tradable": tradable,
+            "min_order_size": min_order_size,
+            "min_trade_increment": min_trade_increment,
+            "price_increment": price_increment,
+        },
     )
 
 
@@ -107,12 +135,34 @@ def alpaca_markets() -> list[MarketSpec]:
         _asset("F", EQUITY, "NYSE", "Ford Motor Co."),
         _asset("BRK.A", EQUITY, "NYSE", "Berkshire Hathaway Inc. Class A", fractionable=False),
         _asset("DLSTD", EQUITY, "OTC", "Delisted Corp.", tradable=False, fractionable=False),
-        _asset("BTC/USD", CRYPTO, "CRYPTO", "Bitcoin / US Dollar", min_order_size="0.0001",
-               min_trade_increment="0.000000001", price_increment="1"),
-        _asset("ETH/USD", CRYPTO, "CRYPTO", "Ethereum / US Dollar", min_order_size="0.001",
-               min_trade_increment="0.000000001", price_increment="0.1"),
-        _asset("BTC/USDT", CRYPTO, "CRYPTO", "Bitcoin / USD Tether", min_order_size="0.0001",
-               min_trade_increment="0.000000001", price_increment="1", quote="USDT"),
+        _asset(
+            "BTC/USD",
+            CRYPTO,
+            "CRYPTO",
+            "Bitcoin / US Dollar",
+            min_order_size="0.0001",
+            min_trade_increment="0.000000001",
+            price_increment="1",
+        ),
+        _asset(
+            "ETH/USD",
+            CRYPTO,
+            "CRYPTO",
+            "Ethereum / US Dollar",
+            min_order_size="0.001",
+            min_trade_increment="0.000000001",
+            price_increment="0.1",
+        ),
+        _asset(
+            "BTC/USDT",
+            CRYPTO,
+            "CRYPTO",
+            "Bitcoin / USD Tether",
+            min_order_size="0.0001",
+            min_trade_increment="0.000000001",
+            price_increment="1",
+            quote="USDT",
+        ),
     ]
 
 
@@ -123,7 +173,7 @@ def error(status: int, code: int, message: str, **extra: Any) -> VenueError:
 def _iso(ms: int | None) -> str | None:
     if not ms:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
 def _asset_id(symbol: str) -> str:
@@ -188,8 +238,11 @@ class AlpacaVenue:
     # ========================================================= fault shapes
     def fault_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
         if fault.kind == F.RATE_LIMIT:
-            headers = {"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0",
-                       "X-RateLimit-Reset": str(now_ms() // 1000 + fault.retry_after)}
+            headers = {
+                "X-RateLimit-Limit": "200",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": str(now_ms() // 1000 + fault.retry_after),
+            }
             return Reply(fault.status or 429, {"code": RATE_LIMITED, "message": "rate limit exceeded"}, headers)
         if fault.kind == F.KEY_ERROR:
             return Reply(401, {"code": UNAUTHORIZED, "message": "request is not authorized"})
@@ -201,11 +254,21 @@ class AlpacaVenue:
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
-        return {"symbol": p.get("symbol"), "side": p.get("side"), "type": p.get("type"), "quantity": p.get("qty"),
-                "notional": p.get("notional"), "price": p.get("limit_price"), "stop_price": p.get("stop_price"),
-                "time_in_force": p.get("time_in_force"), "extended_hours": p.get("extended_hours"),
-                "order_class": p.get("order_class"), "take_profit": p.get("take_profit"),
-                "stop_loss": p.get("stop_loss"), "client_order_id": p.get("client_order_id")}
+        return {
+            "symbol": p.get("symbol"),
+            "side": p.get("side"),
+            "type": p.get("type"),
+            "quantity": p.get("qty"),
+            "notional": p.get("notional"),
+            "price": p.get("limit_price"),
+            "stop_price": p.get("stop_price"),
+            "time_in_force": p.get("time_in_force"),
+            "extended_hours": p.get("extended_hours"),
+            "order_class": p.get("order_class"),
+            "take_profit": p.get("take_profit"),
+            "stop_loss": p.get("stop_loss"),
+            "client_order_id": p.get("client_order_id"),
+        }
 
     # ============================================================ helpers
     @staticmethod
@@ -238,8 +301,11 @@ class AlpacaVenue:
         if market.extra["class"] == EQUITY and price < 1:
             increment = D("0.0001")
         if not is_multiple(price, increment):
-            raise error(422, UNPROCESSABLE, f"invalid {name} {plain(price)}. sub-penny increment does not fulfill "
-                                            f"minimum pricing criteria")
+            raise error(
+                422,
+                UNPROCESSABLE,
+                f"invalid {name} {plain(price)}. sub-penny increment does not fulfill minimum pricing criteria",
+            )
 
     # ============================================================= orders
     async def create_order(self, ctx: RequestContext) -> Reply:
@@ -247,7 +313,7 @@ class AlpacaVenue:
         account = self._account(ctx)
         market = self.market_of(p.get("symbol"))
         if market is None:
-            raise error(422, UNPROCESSABLE, f"asset \"{p.get('symbol')}\" not found")
+            raise error(422, UNPROCESSABLE, f'asset "{p.get("symbol")}" not found')
         info = market.extra
         crypto = info["class"] == CRYPTO
         if not info["tradable"]:
@@ -317,16 +383,34 @@ class AlpacaVenue:
             if cost < CRYPTO_MIN_NOTIONAL_USD:
                 raise error(403, FORBIDDEN, f"cost basis must be >= minimal amount of order {CRYPTO_MIN_NOTIONAL_USD}")
         execution = "limit" if order_type in ("limit", "stop_limit") else "market"
-        attached = {leg["kind"]: D(leg["limit_price"] if leg["kind"] == "take_profit" else leg["stop_price"])
-                    for leg in legs}
+        attached = {
+            leg["kind"]: D(leg["limit_price"] if leg["kind"] == "take_profit" else leg["stop_price"]) for leg in legs
+        }
         order = Order(
-            venue=ALPACA, market_type=SPOT, account_key=account.key, symbol=market.symbol, side=side,
-            venue_type=order_type, execution=execution, quantity=qty, quote_quantity=notional,
-            price=limit_price, client_order_id=client_order_id, time_in_force=tif, trigger_price=stop_price,
+            venue=ALPACA,
+            market_type=SPOT,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=side,
+            venue_type=order_type,
+            execution=execution,
+            quantity=qty,
+            quote_quantity=notional,
+            price=limit_price,
+            client_order_id=client_order_id,
+            time_in_force=tif,
+            trigger_price=stop_price,
             trigger_direction=None if stop_price is None else ("rise" if side == BUY else "fall"),
-            transport=ctx.call.transport, order_id=str(uuid.uuid4()),
-            extra={"order_class": order_class, "extended_hours": extended, "asset_class": info["class"],
-                   "notional": notional, "legs": legs, **attached},
+            transport=ctx.call.transport,
+            order_id=str(uuid.uuid4()),
+            extra={
+                "order_class": order_class,
+                "extended_hours": extended,
+                "asset_class": info["class"],
+                "notional": notional,
+                "legs": legs,
+                **attached,
+            },
         )
         queued = not crypto and not self.is_open and not extended
         try:
@@ -337,12 +421,23 @@ class AlpacaVenue:
         except Rejection as rejection:
             raise self._rejected(rejection, account, market, order) from None
         if ctx.log is not None:
-            ctx.log.update(outcome="booked", order_id=order.order_id, client_order_id=client_order_id,
-                           status=self.status_of(order))
+            ctx.log.update(
+                outcome="booked", order_id=order.order_id, client_order_id=client_order_id, status=self.status_of(order)
+            )
         return Reply(200, self.render_order(order))
 
-    def _legs(self, market: MarketSpec, p: dict[str, Any], order_class: str, side: str, order_type: str, tif: str,
-              limit_price: Decimal | None, fractional: bool, extended: bool) -> list[dict[str, Any]]:
+    def _legs(
+        self,
+        market: MarketSpec,
+        p: dict[str, Any],
+        order_class: str,
+        side: str,
+        order_type: str,
+        tif: str,
+        limit_price: Decimal | None,
+        fractional: bool,
+        extended: bool,
+    ) -> list[dict[str, Any]]:
         if order_class == "simple":
             return []
         if market.extra["class"] == CRYPTO:
@@ -359,8 +454,9 @@ class AlpacaVenue:
         sl_stop = self._number((stop_loss or {}).get("stop_price"), "stop_loss.stop_price")
         sl_limit = self._number((stop_loss or {}).get("limit_price"), "stop_loss.limit_price")
         if order_class in ("bracket", "oco") and (tp_price is None or sl_stop is None):
-            raise error(422, UNPROCESSABLE, f"{order_class} orders require take_profit.limit_price and "
-                                            f"stop_loss.stop_price")
+            raise error(
+                422, UNPROCESSABLE, f"{order_class} orders require take_profit.limit_price and stop_loss.stop_price"
+            )
         if order_class == "oto" and (tp_price is None) == (sl_stop is None):
             raise error(422, UNPROCESSABLE, "oto orders require either take_profit or stop_loss")
         if order_class == "oco" and order_type != "limit":
@@ -376,8 +472,15 @@ class AlpacaVenue:
                     raise error(422, UNPROCESSABLE, "take_profit.limit_price must be >= base_price + 0.01")
                 if side == SELL and tp_price > base - cent:
                     raise error(422, UNPROCESSABLE, "take_profit.limit_price must be <= base_price - 0.01")
-            legs.append({"kind": "take_profit", "side": exit_side, "type": "limit", "limit_price": plain(tp_price),
-                         "stop_price": None})
+            legs.append(
+                {
+                    "kind": "take_profit",
+                    "side": exit_side,
+                    "type": "limit",
+                    "limit_price": plain(tp_price),
+                    "stop_price": None,
+                }
+            )
         if sl_stop is not None:
             self._check_price(market, sl_stop, "stop_loss.stop_price")
             if order_class != "oco":
@@ -385,8 +488,15 @@ class AlpacaVenue:
                     raise error(422, UNPROCESSABLE, "stop_loss.stop_price must be <= base_price - 0.01")
                 if side == SELL and sl_stop < base + cent:
                     raise error(422, UNPROCESSABLE, "stop_loss.stop_price must be >= base_price + 0.01")
-            legs.append({"kind": "stop_loss", "side": exit_side, "type": "stop_limit" if sl_limit else "stop",
-                         "limit_price": plain(sl_limit) if sl_limit else None, "stop_price": plain(sl_stop)})
+            legs.append(
+                {
+                    "kind": "stop_loss",
+                    "side": exit_side,
+                    "type": "stop_limit" if sl_limit else "stop",
+                    "limit_price": plain(sl_limit) if sl_limit else None,
+                    "stop_price": plain(sl_stop),
+                }
+            )
         for leg in legs:
             leg.update(id=str(uuid.uuid4()), client_order_id=str(uuid.uuid4()), time_in_force=tif)
         return legs
@@ -395,8 +505,11 @@ class AlpacaVenue:
         if rejection.reason == INSUFFICIENT_BALANCE and order.side == SELL:
             held = account.balance(BOOK, market.base).free
             requested = order.quantity if order.quantity is not None else order.quote_quantity
-            return error(403, FORBIDDEN, f"insufficient qty available for order (requested: {plain(requested)}, "
-                                         f"available: {plain(held)})")
+            return error(
+                403,
+                FORBIDDEN,
+                f"insufficient qty available for order (requested: {plain(requested)}, available: {plain(held)})",
+            )
         if rejection.reason == INSUFFICIENT_BALANCE:
             cash = account.balance(BOOK, market.quote).free
             return error(403, FORBIDDEN, "insufficient buying power", buying_power=plain(cash))
@@ -429,8 +542,9 @@ class AlpacaVenue:
         self.state._notify()
 
     def _find(self, ctx: RequestContext, order_id: str | None = None, client_order_id: str | None = None) -> Order:
-        order = self.state.find_order(BOOK, self._account(ctx).key, None, order_id=order_id,
-                                      client_order_id=client_order_id)
+        order = self.state.find_order(
+            BOOK, self._account(ctx).key, None, order_id=order_id, client_order_id=client_order_id
+        )
         if order is None:
             raise error(404, NOT_FOUND, "order not found")
         return order
@@ -494,23 +608,38 @@ class AlpacaVenue:
             legs = [self._render_leg(order, leg) for leg in order.extra["legs"]]
         order_type = order.venue_type
         return {
-            "id": order.order_id, "client_order_id": order.client_order_id,
-            "created_at": _iso(order.created_ms), "updated_at": _iso(order.updated_ms),
-            "submitted_at": _iso(order.created_ms), "filled_at": _iso(order.updated_ms) if filled else None,
+            "id": order.order_id,
+            "client_order_id": order.client_order_id,
+            "created_at": _iso(order.created_ms),
+            "updated_at": _iso(order.updated_ms),
+            "submitted_at": _iso(order.created_ms),
+            "filled_at": _iso(order.updated_ms) if filled else None,
             "expired_at": _iso(order.updated_ms) if order.status == EXPIRED else None,
             "canceled_at": _iso(order.updated_ms) if order.status == CANCELED else None,
-            "failed_at": None, "replaced_at": None, "replaced_by": None, "replaces": None,
-            "asset_id": _asset_id(order.symbol), "symbol": order.symbol,
+            "failed_at": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "asset_id": _asset_id(order.symbol),
+            "symbol": order.symbol,
             "asset_class": order.extra.get("asset_class", EQUITY),
             "notional": plain(notional) if notional is not None else None,
             "qty": plain(order.quantity) if order.quantity is not None and notional is None else None,
-            "filled_qty": plain(order.executed_qty), "filled_avg_price": plain(order.avg_price) if order.executed_qty else None,
+            "filled_qty": plain(order.executed_qty),
+            "filled_avg_price": plain(order.avg_price) if order.executed_qty else None,
             "order_class": "" if order.extra.get("order_class") == "simple" else order.extra.get("order_class", ""),
-            "order_type": order_type, "type": order_type, "side": order.side.lower(),
-            "time_in_force": order.time_in_force, "limit_price": plain(order.price) if order.price is not None else None,
+            "order_type": order_type,
+            "type": order_type,
+            "side": order.side.lower(),
+            "time_in_force": order.time_in_force,
+            "limit_price": plain(order.price) if order.price is not None else None,
             "stop_price": plain(order.trigger_price) if order.trigger_price is not None else None,
-            "status": self.status_of(order), "extended_hours": bool(order.extra.get("extended_hours")),
-            "legs": legs, "trail_percent": None, "trail_price": None, "hwm": None,
+            "status": self.status_of(order),
+            "extended_hours": bool(order.extra.get("extended_hours")),
+            "legs": legs,
+            "trail_percent": None,
+            "trail_price": None,
+            "hwm": None,
             "position_intent": ("buy_to_open" if order.side == BUY else "sell_to_close"),
         }
 
@@ -522,16 +651,38 @@ class AlpacaVenue:
         else:
             status = "held"
         return {
-            "id": leg["id"], "client_order_id": leg["client_order_id"], "created_at": _iso(parent.created_ms),
-            "updated_at": _iso(parent.updated_ms), "submitted_at": _iso(parent.created_ms), "filled_at": None,
-            "expired_at": None, "canceled_at": None, "failed_at": None, "replaced_at": None, "replaced_by": None,
-            "replaces": None, "asset_id": _asset_id(parent.symbol), "symbol": parent.symbol,
-            "asset_class": parent.extra.get("asset_class", EQUITY), "notional": None,
-            "qty": plain(parent.quantity) if parent.quantity is not None else None, "filled_qty": "0",
-            "filled_avg_price": None, "order_class": parent.extra.get("order_class"), "order_type": leg["type"],
-            "type": leg["type"], "side": leg["side"].lower(), "time_in_force": leg["time_in_force"],
-            "limit_price": leg["limit_price"], "stop_price": leg["stop_price"], "status": status,
-            "extended_hours": False, "legs": None, "trail_percent": None, "trail_price": None, "hwm": None,
+            "id": leg["id"],
+            "client_order_id": leg["client_order_id"],
+            "created_at": _iso(parent.created_ms),
+            "updated_at": _iso(parent.updated_ms),
+            "submitted_at": _iso(parent.created_ms),
+            "filled_at": None,
+            "expired_at": None,
+            "canceled_at": None,
+            "failed_at": None,
+            "replaced_at": None,
+            "replaced_by": None,
+            "replaces": None,
+            "asset_id": _asset_id(parent.symbol),
+            "symbol": parent.symbol,
+            "asset_class": parent.extra.get("asset_class", EQUITY),
+            "notional": None,
+            "qty": plain(parent.quantity) if parent.quantity is not None else None,
+            "filled_qty": "0",
+            "filled_avg_price": None,
+            "order_class": parent.extra.get("order_class"),
+            "order_type": leg["type"],
+            "type": leg["type"],
+            "side": leg["side"].lower(),
+            "time_in_force": leg["time_in_force"],
+            "limit_price": leg["limit_price"],
+            "stop_price": leg["stop_price"],
+            "status": status,
+            "extended_hours": False,
+            "legs": None,
+            "trail_percent": None,
+            "trail_price": None,
+            "hwm": None,
         }
 
     # =========================================================== account
@@ -542,17 +693,38 @@ class AlpacaVenue:
         market_value = sum((qty * self.state.price(m) for m, qty in holdings), D(0))
         equity = cash.total + market_value
         number = f"PA{abs(hash(account.key)) % 10**10:010d}"
-        return Reply(200, {
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-emulator/account/{account.key}")),
-            "account_number": number, "status": "ACTIVE", "crypto_status": "ACTIVE", "currency": "USD",
-            "cash": plain(cash.free), "buying_power": plain(cash.free), "regt_buying_power": plain(cash.free),
-            "non_marginable_buying_power": plain(cash.free), "daytrading_buying_power": "0",
-            "equity": plain(equity), "last_equity": plain(equity), "portfolio_value": plain(equity),
-            "long_market_value": plain(market_value), "short_market_value": "0", "multiplier": "1",
-            "initial_margin": "0", "maintenance_margin": "0", "pattern_day_trader": False, "trading_blocked": False,
-            "transfers_blocked": False, "account_blocked": False, "trade_suspended_by_user": False,
-            "shorting_enabled": False, "created_at": "2024-01-01T00:00:00Z", "daytrade_count": 0, "sma": "0",
-        })
+        return Reply(
+            200,
+            {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-emulator/account/{account.key}")),
+                "account_number": number,
+                "status": "ACTIVE",
+                "crypto_status": "ACTIVE",
+                "currency": "USD",
+                "cash": plain(cash.free),
+                "buying_power": plain(cash.free),
+                "regt_buying_power": plain(cash.free),
+                "non_marginable_buying_power": plain(cash.free),
+                "daytrading_buying_power": "0",
+                "equity": plain(equity),
+                "last_equity": plain(equity),
+                "portfolio_value": plain(equity),
+                "long_market_value": plain(market_value),
+                "short_market_value": "0",
+                "multiplier": "1",
+                "initial_margin": "0",
+                "maintenance_margin": "0",
+                "pattern_day_trader": False,
+                "trading_blocked": False,
+                "transfers_blocked": False,
+                "account_blocked": False,
+                "trade_suspended_by_user": False,
+                "shorting_enabled": False,
+                "created_at": "2024-01-01T00:00:00Z",
+                "daytrade_count": 0,
+                "sma": "0",
+            },
+        )
 
     def _holdings(self, account: Account) -> list[tuple[MarketSpec, Decimal]]:
         wallet = account.wallets.get(BOOK, {})
@@ -572,12 +744,23 @@ class AlpacaVenue:
         price = self.state.price(market)
         available = account.balance(BOOK, market.base).free
         return {
-            "asset_id": _asset_id(market.symbol), "symbol": market.symbol.replace("/", ""),
-            "exchange": market.extra["exchange"], "asset_class": market.extra["class"], "asset_marginable": False,
-            "qty": plain(qty), "qty_available": plain(available), "avg_entry_price": plain(entry),
-            "side": "long" if qty > 0 else "short", "market_value": plain(qty * price), "cost_basis": plain(qty * entry),
-            "unrealized_pl": plain(qty * (price - entry)), "unrealized_plpc": "0", "unrealized_intraday_pl": "0",
-            "unrealized_intraday_plpc": "0", "current_price": plain(price), "lastday_price": plain(price),
+            "asset_id": _asset_id(market.symbol),
+            "symbol": market.symbol.replace("/", ""),
+            "exchange": market.extra["exchange"],
+            "asset_class": market.extra["class"],
+            "asset_marginable": False,
+            "qty": plain(qty),
+            "qty_available": plain(available),
+            "avg_entry_price": plain(entry),
+            "side": "long" if qty > 0 else "short",
+            "market_value": plain(qty * price),
+            "cost_basis": plain(qty * entry),
+            "unrealized_pl": plain(qty * (price - entry)),
+            "unrealized_plpc": "0",
+            "unrealized_intraday_pl": "0",
+            "unrealized_intraday_plpc": "0",
+            "current_price": plain(price),
+            "lastday_price": plain(price),
             "change_today": "0",
         }
 
@@ -601,9 +784,17 @@ class AlpacaVenue:
         account, market, _ = self._position(ctx)
         available = account.balance(BOOK, market.base).free
         order = Order(
-            venue=ALPACA, market_type=SPOT, account_key=account.key, symbol=market.symbol, side=SELL,
-            venue_type="market", execution="market", quantity=available, client_order_id=str(uuid.uuid4()),
-            time_in_force="gtc" if market.extra["class"] == CRYPTO else "day", order_id=str(uuid.uuid4()),
+            venue=ALPACA,
+            market_type=SPOT,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=SELL,
+            venue_type="market",
+            execution="market",
+            quantity=available,
+            client_order_id=str(uuid.uuid4()),
+            time_in_force="gtc" if market.extra["class"] == CRYPTO else "day",
+            order_id=str(uuid.uuid4()),
             extra={"order_class": "simple", "asset_class": market.extra["class"]},
         )
         queued = market.extra["class"] == EQUITY and not self.is_open
@@ -618,23 +809,36 @@ class AlpacaVenue:
 
     # ============================================================ public-ish
     async def clock(self, ctx: RequestContext) -> Reply:
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        return Reply(200, {
-            "timestamp": now.isoformat(), "is_open": self.is_open,
-            "next_open": (now + timedelta(hours=1 if not self.is_open else 17)).isoformat(),
-            "next_close": (now + timedelta(hours=6 if self.is_open else 7)).isoformat(),
-        })
+        now = datetime.now(UTC).replace(microsecond=0)
+        return Reply(
+            200,
+            {
+                "timestamp": now.isoformat(),
+                "is_open": self.is_open,
+                "next_open": (now + timedelta(hours=1 if not self.is_open else 17)).isoformat(),
+                "next_close": (now + timedelta(hours=6 if self.is_open else 7)).isoformat(),
+            },
+        )
 
     @staticmethod
     def render_asset(market: MarketSpec) -> dict[str, Any]:
         info = market.extra
         return {
-            "id": _asset_id(market.symbol), "class": info["class"], "exchange": info["exchange"],
-            "symbol": market.symbol, "name": info["name"], "status": "active" if info["tradable"] else "inactive",
-            "tradable": info["tradable"], "marginable": info["class"] == EQUITY, "shortable": False,
-            "easy_to_borrow": False, "fractionable": info["fractionable"], "maintenance_margin_requirement": 100,
+            "id": _asset_id(market.symbol),
+            "class": info["class"],
+            "exchange": info["exchange"],
+            "symbol": market.symbol,
+            "name": info["name"],
+            "status": "active" if info["tradable"] else "inactive",
+            "tradable": info["tradable"],
+            "marginable": info["class"] == EQUITY,
+            "shortable": False,
+            "easy_to_borrow": False,
+            "fractionable": info["fractionable"],
+            "maintenance_margin_requirement": 100,
             "attributes": ["fractional_eh_enabled"] if info["fractionable"] and info["class"] == EQUITY else [],
-            "min_order_size": info["min_order_size"], "min_trade_increment": info["min_trade_increment"],
+            "min_order_size": info["min_order_size"],
+            "min_trade_increment": info["min_trade_increment"],
             "price_increment": info["price_increment"],
         }
 
@@ -662,7 +866,13 @@ class AlpacaVenue:
             E("POST", "/v2/orders", self.create_order, F.PLACE, alias="order.create"),
             E("GET", "/v2/orders", self.list_orders, F.QUERY, alias="order.list"),
             E("DELETE", "/v2/orders", self.cancel_all, F.CANCEL, alias="order.cancel-all"),
-            E("GET", "/v2/orders:by_client_order_id", self.get_order_by_client_id, F.STATUS, alias="order.by-client-id"),
+            E(
+                "GET",
+                "/v2/orders:by_client_order_id",
+                self.get_order_by_client_id,
+                F.STATUS,
+                alias="order.by-client-id",
+            ),
             E("GET", "/v2/orders/{order_id}", self.get_order, F.STATUS, alias="order.get"),
             E("DELETE", "/v2/orders/{order_id}", self.cancel_order, F.CANCEL, alias="order.cancel"),
             E("GET", "/v2/account", self.account, F.QUERY),
@@ -684,7 +894,7 @@ class AlpacaVenue:
                 body = json.loads(await request.text() or "{}")
                 self.set_clock(bool(body["is_open"]))
             except (KeyError, ValueError, TypeError) as exc:
-                return web.json_response({"error": f"expected {{\"is_open\": true|false}}: {exc}"}, status=400)
+                return web.json_response({"error": f'expected {{"is_open": true|false}}: {exc}'}, status=400)
             return web.json_response({"is_open": self.is_open})
 
         app.router.add_get("/_emu/alpaca/clock", get_clock)

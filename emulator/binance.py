@@ -20,9 +20,10 @@ import hmac
 import re
 import secrets
 import string
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 from . import binance_render as R
@@ -31,8 +32,18 @@ from .dispatch import Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
-    BUY, DUPLICATE_CLIENT_ID, INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, POST_ONLY_WOULD_TAKE,
-    REDUCE_ONLY_REJECTED, SELL, Account, ExchangeState, Order, Rejection, now_ms,
+    BUY,
+    DUPLICATE_CLIENT_ID,
+    INSUFFICIENT_BALANCE,
+    INSUFFICIENT_MARGIN,
+    POST_ONLY_WOULD_TAKE,
+    REDUCE_ONLY_REJECTED,
+    SELL,
+    Account,
+    ExchangeState,
+    Order,
+    Rejection,
+    now_ms,
 )
 
 NUMBER = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
@@ -43,8 +54,13 @@ MAX_RECV_WINDOW = 60000
 
 SPOT_STOP_TYPES = {"STOP_LOSS": "market", "STOP_LOSS_LIMIT": "limit"}
 SPOT_TAKE_PROFIT_TYPES = {"TAKE_PROFIT": "market", "TAKE_PROFIT_LIMIT": "limit"}
-FUTURES_CONDITIONAL = {"STOP": "limit", "STOP_MARKET": "market", "TAKE_PROFIT": "limit",
-                       "TAKE_PROFIT_MARKET": "market", "TRAILING_STOP_MARKET": "market"}
+FUTURES_CONDITIONAL = {
+    "STOP": "limit",
+    "STOP_MARKET": "market",
+    "TAKE_PROFIT": "limit",
+    "TAKE_PROFIT_MARKET": "market",
+    "TRAILING_STOP_MARKET": "market",
+}
 
 SPOT_REJECTIONS = {
     INSUFFICIENT_BALANCE: (-2010, "Account has insufficient balance for requested action."),
@@ -56,8 +72,11 @@ FUTURES_REJECTIONS = {
     INSUFFICIENT_BALANCE: (-2019, "Margin is insufficient."),
     REDUCE_ONLY_REJECTED: (-2022, "ReduceOnly Order is rejected."),
     DUPLICATE_CLIENT_ID: (-4116, "ClientOrderId is duplicated."),
-    POST_ONLY_WOULD_TAKE: (-5022, "Due to the order could not be executed as maker, the Post Only order will be "
-                                  "rejected. The order will not be recorded in the order history"),
+    POST_ONLY_WOULD_TAKE: (
+        -5022,
+        "Due to the order could not be executed as maker, the Post Only order will be "
+        "rejected. The order will not be recorded in the order history",
+    ),
 }
 
 
@@ -74,15 +93,17 @@ def new_client_id() -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(22))
 
 
-GATEWAY_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-                   504: "Gateway Timeout"}
+GATEWAY_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 def gateway_error(status: int) -> Reply:
     """What a failing edge/gateway answers: an HTML page, not an API error object."""
     reason = GATEWAY_REASONS.get(status, "Error")
-    return Reply(status, f"<html><head><title>{status} {reason}</title></head>"
-                         f"<body><center><h1>{status} {reason}</h1></center></body></html>")
+    return Reply(
+        status,
+        f"<html><head><title>{status} {reason}</title></head>"
+        f"<body><center><h1>{status} {reason}</h1></center></body></html>",
+    )
 
 
 def parse_form(raw_query: str, raw_body: str) -> dict[str, str]:
@@ -164,8 +185,9 @@ class BinanceVenue:
             stamp = int(str(raw))
             recv_window = int(str(params.get("recvWindow") or 5000))
         except ValueError:
-            raise error(-1100, "Illegal characters found in parameter 'timestamp'; "
-                               "legal range is '^[0-9]{1,20}$'.") from None
+            raise error(
+                -1100, "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'."
+            ) from None
         if recv_window > MAX_RECV_WINDOW:
             raise error(-1131, "recvWindow must be less than 60000")
         server = now_ms()
@@ -181,12 +203,26 @@ class BinanceVenue:
             headers = {"Retry-After": str(fault.retry_after)}
             if status == 418:
                 until = now_ms() + fault.retry_after * 1000
-                return Reply(418, {"code": -1003, "msg": f"Way too much request weight used; IP banned until "
-                                                         f"{until}. Please use WebSocket Streams for live updates "
-                                                         f"to avoid bans."}, headers)
-            return Reply(429, {"code": -1003, "msg": "Too much request weight used; current limit is 6000 request "
-                                                     "weight per 1 MINUTE. Please use WebSocket Streams for live "
-                                                     "updates to avoid polling the API."}, headers)
+                return Reply(
+                    418,
+                    {
+                        "code": -1003,
+                        "msg": f"Way too much request weight used; IP banned until "
+                        f"{until}. Please use WebSocket Streams for live updates "
+                        f"to avoid bans.",
+                    },
+                    headers,
+                )
+            return Reply(
+                429,
+                {
+                    "code": -1003,
+                    "msg": "Too much request weight used; current limit is 6000 request "
+                    "weight per 1 MINUTE. Please use WebSocket Streams for live "
+                    "updates to avoid polling the API.",
+                },
+                headers,
+            )
         if fault.kind == F.KEY_ERROR:
             return Reply(401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."})
         return gateway_error(fault.status or 503)
@@ -204,18 +240,23 @@ class BinanceVenue:
         return headers.get("X-MBX-APIKEY")
 
     @staticmethod
-    def market_type_of(endpoint: "Endpoint", params: dict[str, Any]) -> str:
+    def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str:
         return endpoint.market_type
 
     @staticmethod
-    def aliases_of(endpoint: "Endpoint") -> tuple[str, ...]:
+    def aliases_of(endpoint: Endpoint) -> tuple[str, ...]:
         return ()
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
-        return {"symbol": p.get("symbol"), "side": p.get("side"), "type": p.get("type"),
-                "quantity": p.get("quantity") or p.get("quoteOrderQty"), "price": p.get("price"),
-                "client_order_id": p.get("newClientOrderId") or p.get("clientAlgoId")}
+        return {
+            "symbol": p.get("symbol"),
+            "side": p.get("side"),
+            "type": p.get("type"),
+            "quantity": p.get("quantity") or p.get("quoteOrderQty"),
+            "price": p.get("price"),
+            "client_order_id": p.get("newClientOrderId") or p.get("clientAlgoId"),
+        }
 
     # ===================================================== param helpers
     def _market(self, market_type: str, params: dict[str, Any], required: bool = True) -> MarketSpec | None:
@@ -276,8 +317,10 @@ class BinanceVenue:
             return new_client_id()
         if not CLIENT_ID.match(str(value)):
             if code == -1100:
-                raise error(-1100, f"Illegal characters found in parameter '{name}'; legal range is "
-                                   "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.")
+                raise error(
+                    -1100,
+                    f"Illegal characters found in parameter '{name}'; legal range is '^[\\.A-Z\\:/a-z0-9_-]{{1,36}}$'.",
+                )
             raise error(code, "Client order id is not valid.")
         return str(value)
 
@@ -288,8 +331,9 @@ class BinanceVenue:
             code, msg = rejections.get(rejection.reason, (-2010, rejection.reason))
             raise error(code, msg) from None
         if ctx.log is not None:
-            ctx.log.update(outcome="booked", order_id=order.order_id, client_order_id=order.client_order_id,
-                           status=order.status)
+            ctx.log.update(
+                outcome="booked", order_id=order.order_id, client_order_id=order.client_order_id, status=order.status
+            )
         return order
 
     def _account(self, ctx: RequestContext) -> Account:
@@ -343,11 +387,21 @@ class BinanceVenue:
             if (rising and stop <= now) or (not rising and stop >= now):
                 raise error(-2010, "Stop price would trigger immediately.")
         order = Order(
-            venue=BINANCE, market_type=SPOT, account_key=account.key, symbol=market.symbol, side=side,
-            venue_type=order_type, execution=execution, quantity=quantity,
-            price=price if execution == "limit" else None, quote_quantity=quote_qty, client_order_id=client_id,
+            venue=BINANCE,
+            market_type=SPOT,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=side,
+            venue_type=order_type,
+            execution=execution,
+            quantity=quantity,
+            price=price if execution == "limit" else None,
+            quote_quantity=quote_qty,
+            client_order_id=client_id,
             time_in_force=time_in_force if needs_tif else ("GTC" if order_type == "LIMIT_MAKER" else None),
-            post_only=order_type == "LIMIT_MAKER", trigger_price=stop, trigger_direction=trigger_direction,
+            post_only=order_type == "LIMIT_MAKER",
+            trigger_price=stop,
+            trigger_direction=trigger_direction,
             transport=ctx.call.transport,
         )
         if order.time_in_force is None:
@@ -356,16 +410,24 @@ class BinanceVenue:
         resp_type = str(p.get("newOrderRespType") or ("FULL" if order_type in ("MARKET", "LIMIT") else "ACK"))
         return ok(R.spot_order_result(order, resp_type))
 
-    def _spot_filters(self, m: MarketSpec, order_type: str, quantity: Decimal | None, quote_qty: Decimal | None,
-                      price: Decimal | None, stop: Decimal | None) -> None:
+    def _spot_filters(
+        self,
+        m: MarketSpec,
+        order_type: str,
+        quantity: Decimal | None,
+        quote_qty: Decimal | None,
+        price: Decimal | None,
+        stop: Decimal | None,
+    ) -> None:
         if quantity is not None and decimals_of(quantity) > m.base_precision:
             raise error(-1111, "Parameter 'quantity' has too much precision.")
         for name, value in (("price", price), ("stopPrice", stop), ("quoteOrderQty", quote_qty)):
             if value is not None and decimals_of(value) > m.quote_precision:
                 raise error(-1111, f"Parameter '{name}' has too much precision.")
         for value in (price, stop):
-            if value is not None and (value < m.min_price or value > m.max_price
-                                      or not is_multiple(value - m.min_price, m.tick_size)):
+            if value is not None and (
+                value < m.min_price or value > m.max_price or not is_multiple(value - m.min_price, m.tick_size)
+            ):
                 raise error(-1013, "Filter failure: PRICE_FILTER")
         if quantity is not None:
             if quantity < m.min_qty or quantity > m.max_qty or not is_multiple(quantity - m.min_qty, m.step_size):
@@ -382,8 +444,9 @@ class BinanceVenue:
         order_id, client_id = self._id(p, "orderId"), p.get("origClientOrderId") or None
         if order_id is None and client_id is None:
             raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-        order = self.state.find_order(market.book, self._account(ctx).key, market.symbol, order_id=order_id,
-                                      client_order_id=client_id)
+        order = self.state.find_order(
+            market.book, self._account(ctx).key, market.symbol, order_id=order_id, client_order_id=client_id
+        )
         if order is not None and order_id is not None and client_id is not None:
             if order.client_order_id != client_id:
                 return None
@@ -407,8 +470,9 @@ class BinanceVenue:
 
     async def spot_open_orders(self, ctx: RequestContext) -> Reply:
         market = self._market(SPOT, ctx.params, required=False)
-        orders = self.state.orders_of("binance.spot", self._account(ctx).key,
-                                      market.symbol if market else None, open_only=True)
+        orders = self.state.orders_of(
+            "binance.spot", self._account(ctx).key, market.symbol if market else None, open_only=True
+        )
         return ok([R.spot_order_query(o) for o in orders])
 
     async def spot_cancel_all(self, ctx: RequestContext) -> Reply:
@@ -440,8 +504,9 @@ class BinanceVenue:
         market = self._market(SPOT, ctx.params)
         orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol)
         order_id = ctx.params.get("orderId")
-        trades = [R.spot_trade(o, f) for o in orders for f in o.fills
-                  if order_id in (None, "") or o.order_id == str(order_id)]
+        trades = [
+            R.spot_trade(o, f) for o in orders for f in o.fills if order_id in (None, "") or o.order_id == str(order_id)
+        ]
         limit = min(int(str(ctx.params.get("limit") or 500)), 1000)
         return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
 
@@ -449,8 +514,9 @@ class BinanceVenue:
         return ok(R.spot_account(self._account(ctx)))
 
     # ============================================================= futures
-    def _futures_checks(self, m: MarketSpec, quantity: Decimal | None, prices: list[Decimal | None],
-                        is_market: bool) -> None:
+    def _futures_checks(
+        self, m: MarketSpec, quantity: Decimal | None, prices: list[Decimal | None], is_market: bool
+    ) -> None:
         if quantity is not None:
             if decimals_of(quantity) > m.quantity_precision:
                 raise error(-1111, "Precision is over the maximum defined for this asset.")
@@ -486,8 +552,9 @@ class BinanceVenue:
         side = self._side(p)
         order_type = self._required(p, "type")
         if order_type in FUTURES_CONDITIONAL:
-            raise error(-4120, "Order type not supported for this endpoint. Please use the Algo Order API "
-                               "endpoints instead.")
+            raise error(
+                -4120, "Order type not supported for this endpoint. Please use the Algo Order API endpoints instead."
+            )
         if order_type not in ("LIMIT", "MARKET"):
             raise error(-1116, "Invalid orderType.")
         position_side = self._position_side(p)
@@ -506,18 +573,30 @@ class BinanceVenue:
         self._futures_checks(market, quantity, [price], order_type == "MARKET")
         reference = price if order_type == "LIMIT" else self.state.price(market)
         if not reduce_only and quantity * reference < market.min_notional:
-            raise error(-4164, f"Order's notional must be no smaller than {plain(market.min_notional)} "
-                               f"(unless you choose reduce only).")
+            raise error(
+                -4164,
+                f"Order's notional must be no smaller than {plain(market.min_notional)} "
+                f"(unless you choose reduce only).",
+            )
         client_id = self._client_id(p, "newClientOrderId", -4015)
         account = self._account(ctx)
         if self.state.client_id_taken(market.book, account.key, market.symbol, client_id, open_only=True):
             raise error(*FUTURES_REJECTIONS[DUPLICATE_CLIENT_ID])
         order = Order(
-            venue=BINANCE, market_type=LINEAR, account_key=account.key, symbol=market.symbol, side=side,
-            venue_type=order_type, execution=order_type.lower(), quantity=quantity,
-            price=price if order_type == "LIMIT" else None, client_order_id=client_id,
-            time_in_force=time_in_force if order_type == "LIMIT" else "GTC", reduce_only=reduce_only,
-            post_only=time_in_force == "GTX", transport=ctx.call.transport,
+            venue=BINANCE,
+            market_type=LINEAR,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=side,
+            venue_type=order_type,
+            execution=order_type.lower(),
+            quantity=quantity,
+            price=price if order_type == "LIMIT" else None,
+            client_order_id=client_id,
+            time_in_force=time_in_force if order_type == "LIMIT" else "GTC",
+            reduce_only=reduce_only,
+            post_only=time_in_force == "GTX",
+            transport=ctx.call.transport,
             extra={"position_side": position_side},
         )
         self._submit(ctx, order, FUTURES_REJECTIONS)
@@ -538,8 +617,7 @@ class BinanceVenue:
         close_position = self._flag(p, "closePosition")
         quantity = self._number(p, "quantity")
         if close_position and quantity is not None:
-            raise error(-4136, "Target strategy invalid for orderType "
-                               f"{order_type},closePosition true")
+            raise error(-4136, f"Target strategy invalid for orderType {order_type},closePosition true")
         if not close_position and quantity is None:
             self._required(p, "quantity")
         trailing = order_type == "TRAILING_STOP_MARKET"
@@ -561,19 +639,35 @@ class BinanceVenue:
                 raise error(-2021, "Order would immediately trigger.")
         client_id = self._client_id(p, "clientAlgoId", -4015)
         account = self._account(ctx)
-        if any(o.client_order_id == client_id and o.is_open and o.extra.get("algo")
-               for o in self.state.orders_of(market.book, account.key, market.symbol)):
+        if any(
+            o.client_order_id == client_id and o.is_open and o.extra.get("algo")
+            for o in self.state.orders_of(market.book, account.key, market.symbol)
+        ):
             raise error(*FUTURES_REJECTIONS[DUPLICATE_CLIENT_ID])
         order = Order(
-            venue=BINANCE, market_type=LINEAR, account_key=account.key, symbol=market.symbol, side=side,
-            venue_type=order_type, execution=execution, quantity=quantity,
-            price=price if execution == "limit" else None, client_order_id=client_id,
-            time_in_force=str(p.get("timeInForce") or "GTC"), reduce_only=reduce_only or close_position,
+            venue=BINANCE,
+            market_type=LINEAR,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=side,
+            venue_type=order_type,
+            execution=execution,
+            quantity=quantity,
+            price=price if execution == "limit" else None,
+            client_order_id=client_id,
+            time_in_force=str(p.get("timeInForce") or "GTC"),
+            reduce_only=reduce_only or close_position,
             trigger_price=trigger if trigger is not None else self.state.price(market),
-            trigger_direction=direction, trigger_mode="spawn_child",
-            transport=ctx.call.transport, order_id=self.state.new_order_id("binance.linear.algo"),
-            extra={"algo": True, "position_side": position_side, "close_position": close_position,
-                   "working_type": str(p.get("workingType") or "CONTRACT_PRICE")},
+            trigger_direction=direction,
+            trigger_mode="spawn_child",
+            transport=ctx.call.transport,
+            order_id=self.state.new_order_id("binance.linear.algo"),
+            extra={
+                "algo": True,
+                "position_side": position_side,
+                "close_position": close_position,
+                "working_type": str(p.get("workingType") or "CONTRACT_PRICE"),
+            },
         )
         if trailing:  # trailing stops are accepted and rest, but never fire in the emulator
             order.trigger_direction = "never"
@@ -585,8 +679,9 @@ class BinanceVenue:
         order_id, client_id = self._id(p, "orderId"), p.get("origClientOrderId") or None
         if order_id is None and client_id is None:
             raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
-        return self.state.find_order(market.book, self._account(ctx).key, market.symbol, order_id=order_id,
-                                     client_order_id=client_id, algo=False)
+        return self.state.find_order(
+            market.book, self._account(ctx).key, market.symbol, order_id=order_id, client_order_id=client_id, algo=False
+        )
 
     async def futures_query_order(self, ctx: RequestContext) -> Reply:
         market = self._market(LINEAR, ctx.params)
@@ -612,8 +707,9 @@ class BinanceVenue:
 
     def _futures_orders(self, ctx: RequestContext, algo: bool, open_only: bool) -> list[tuple[Order, MarketSpec]]:
         market = self._market(LINEAR, ctx.params, required=False)
-        orders = self.state.orders_of("binance.linear", self._account(ctx).key,
-                                      market.symbol if market else None, open_only=open_only)
+        orders = self.state.orders_of(
+            "binance.linear", self._account(ctx).key, market.symbol if market else None, open_only=open_only
+        )
         orders = [o for o in orders if bool(o.extra.get("algo")) == algo]
         if not open_only:
             orders = self._history(ctx, orders, "algoId" if algo else "orderId")
@@ -638,8 +734,14 @@ class BinanceVenue:
         if algo_id is None and client_id is None:
             raise error(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!")
         market = self._market(LINEAR, p, required=False)
-        order = self.state.find_order("binance.linear", self._account(ctx).key, market.symbol if market else None,
-                                      order_id=algo_id, client_order_id=client_id, algo=True)
+        order = self.state.find_order(
+            "binance.linear",
+            self._account(ctx).key,
+            market.symbol if market else None,
+            order_id=algo_id,
+            client_order_id=client_id,
+            algo=True,
+        )
         return order, (self.state.markets[(order.book, order.symbol)] if order else None)
 
     async def futures_query_algo(self, ctx: RequestContext) -> Reply:
@@ -653,8 +755,9 @@ class BinanceVenue:
         if order is None or not order.is_open:
             raise error(-2011, "Unknown order sent.")
         self.state.cancel(order)
-        return ok({"algoId": int(order.order_id), "clientAlgoId": order.client_order_id, "code": "200",
-                   "msg": "success"})
+        return ok(
+            {"algoId": int(order.order_id), "clientAlgoId": order.client_order_id, "code": "200", "msg": "success"}
+        )
 
     async def futures_open_algos(self, ctx: RequestContext) -> Reply:
         return ok([R.algo_order(o, m) for o, m in self._futures_orders(ctx, algo=True, open_only=True)])
@@ -673,8 +776,12 @@ class BinanceVenue:
         market = self._market(LINEAR, ctx.params)
         orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol)
         order_id = ctx.params.get("orderId")
-        trades = [R.futures_trade(o, f, market) for o in orders for f in o.fills
-                  if order_id in (None, "") or o.order_id == str(order_id)]
+        trades = [
+            R.futures_trade(o, f, market)
+            for o in orders
+            for f in o.fills
+            if order_id in (None, "") or o.order_id == str(order_id)
+        ]
         limit = min(int(str(ctx.params.get("limit") or 500)), 1000)
         return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
 
@@ -684,8 +791,9 @@ class BinanceVenue:
         try:
             leverage = int(raw)
         except ValueError:
-            raise error(-1100, "Illegal characters found in parameter 'leverage'; "
-                               "legal range is '^[0-9]{1,20}$'.") from None
+            raise error(
+                -1100, "Illegal characters found in parameter 'leverage'; legal range is '^[0-9]{1,20}$'."
+            ) from None
         if leverage < 1 or leverage > market.max_leverage:
             raise error(-4028, f"Leverage {leverage} is not valid")
         self._account(ctx).leverage[(market.book, market.symbol)] = leverage
@@ -742,10 +850,19 @@ class BinanceVenue:
     async def futures_symbol_config(self, ctx: RequestContext) -> Reply:
         account = self._account(ctx)
         symbols = self._symbols(ctx)
-        return ok([{"symbol": m.symbol, "marginType": account.margin_type.get((m.book, m.symbol), "CROSSED"),
-                    "isAutoAddMargin": "false", "leverage": self.state.leverage(account, m),
-                    "maxNotionalValue": "1000000"}
-                   for m in self.state.markets_of("binance.linear") if not symbols or m.symbol in symbols])
+        return ok(
+            [
+                {
+                    "symbol": m.symbol,
+                    "marginType": account.margin_type.get((m.book, m.symbol), "CROSSED"),
+                    "isAutoAddMargin": "false",
+                    "leverage": self.state.leverage(account, m),
+                    "maxNotionalValue": "1000000",
+                }
+                for m in self.state.markets_of("binance.linear")
+                if not symbols or m.symbol in symbols
+            ]
+        )
 
     # ============================================================= public
     def _public_markets(self, market_type: str, ctx: RequestContext) -> tuple[list[MarketSpec], bool]:
@@ -777,6 +894,7 @@ class BinanceVenue:
                 markets, single = self._public_markets(market_type, ctx)
                 rows = [render(m, self.state.price(m)) for m in markets]
                 return ok(rows[0] if single else rows)
+
             return handler
 
         def price_row(m: MarketSpec, price: Decimal) -> dict:
@@ -788,9 +906,16 @@ class BinanceVenue:
 
         def premium(m: MarketSpec, price: Decimal) -> dict:
             p = R.fixed(price, 8)
-            return {"symbol": m.symbol, "markPrice": p, "indexPrice": p, "estimatedSettlePrice": p,
-                    "lastFundingRate": "0.00010000", "interestRate": "0.00010000",
-                    "nextFundingTime": (now_ms() // 28800000 + 1) * 28800000, "time": now_ms()}
+            return {
+                "symbol": m.symbol,
+                "markPrice": p,
+                "indexPrice": p,
+                "estimatedSettlePrice": p,
+                "lastFundingRate": "0.00010000",
+                "interestRate": "0.00010000",
+                "nextFundingTime": (now_ms() // 28800000 + 1) * 28800000,
+                "time": now_ms(),
+            }
 
         async def order_book(ctx: RequestContext) -> Reply:
             market = self._market(market_type, ctx.params)
@@ -800,9 +925,15 @@ class BinanceVenue:
             market = self._market(market_type, ctx.params)
             return ok({"mins": 5, "price": R.fixed(self.state.price(market), 8), "closeTime": now_ms()})
 
-        handlers = {"time": time_, "ping": ping, "exchangeInfo": info, "ticker/price": per_symbol(price_row),
-                    "ticker/24hr": per_symbol(R.ticker_24hr), "ticker/bookTicker": per_symbol(R.book_ticker),
-                    "depth": order_book}
+        handlers = {
+            "time": time_,
+            "ping": ping,
+            "exchangeInfo": info,
+            "ticker/price": per_symbol(price_row),
+            "ticker/24hr": per_symbol(R.ticker_24hr),
+            "ticker/bookTicker": per_symbol(R.book_ticker),
+            "depth": order_book,
+        }
         if market_type == SPOT:
             handlers["avgPrice"] = avg_price
         else:
@@ -817,8 +948,9 @@ class BinanceVenue:
     def endpoints(self) -> list[Endpoint]:
         E = Endpoint
         routes = [E("GET", f"/api/v3/{name}", h, F.PUBLIC, SPOT) for name, h in self.public_handlers(SPOT).items()]
-        routes += [E("GET", f"/fapi/v1/{name}", h, F.PUBLIC, LINEAR)
-                   for name, h in self.public_handlers(LINEAR).items()]
+        routes += [
+            E("GET", f"/fapi/v1/{name}", h, F.PUBLIC, LINEAR) for name, h in self.public_handlers(LINEAR).items()
+        ]
         linear_public = self.public_handlers(LINEAR)
         routes.append(E("GET", "/fapi/v2/ticker/price", linear_public["ticker/price"], F.PUBLIC, LINEAR))
         signed = "signed"

@@ -13,10 +13,24 @@ from typing import Any
 from .markets import LINEAR, SPOT, D, MarketSpec, fixed, plain
 from .state import CANCELED, EXPIRED, FILLED, NEW, TRIGGERED, Account, ExchangeState, Order, now_ms
 
-SPOT_ORDER_TYPES = ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT",
-                    "TAKE_PROFIT_LIMIT"]
-FUTURES_ORDER_TYPES = ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET",
-                       "TRAILING_STOP_MARKET"]
+SPOT_ORDER_TYPES = [
+    "LIMIT",
+    "LIMIT_MAKER",
+    "MARKET",
+    "STOP_LOSS",
+    "STOP_LOSS_LIMIT",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_LIMIT",
+]
+FUTURES_ORDER_TYPES = [
+    "LIMIT",
+    "MARKET",
+    "STOP",
+    "STOP_MARKET",
+    "TAKE_PROFIT",
+    "TAKE_PROFIT_MARKET",
+    "TRAILING_STOP_MARKET",
+]
 ALGO_STATUS = {NEW: "NEW", CANCELED: "CANCELED", TRIGGERED: "FINISHED", EXPIRED: "EXPIRED", FILLED: "FINISHED"}
 STP_MODE = "EXPIRE_MAKER"
 NO_TIME = -1
@@ -44,28 +58,65 @@ def rate_limits(market_type: str) -> list[dict[str, Any]]:
 
 def spot_symbol_info(m: MarketSpec) -> dict[str, Any]:
     return {
-        "symbol": m.symbol, "status": "TRADING", "baseAsset": m.base, "baseAssetPrecision": m.base_precision,
-        "quoteAsset": m.quote, "quotePrecision": m.quote_precision, "quoteAssetPrecision": m.quote_precision,
-        "baseCommissionPrecision": m.base_precision, "quoteCommissionPrecision": m.quote_precision,
-        "orderTypes": SPOT_ORDER_TYPES, "icebergAllowed": True, "ocoAllowed": True, "otoAllowed": True,
-        "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": True, "cancelReplaceAllowed": True,
-        "amendAllowed": True, "isSpotTradingAllowed": True, "isMarginTradingAllowed": False,
+        "symbol": m.symbol,
+        "status": "TRADING",
+        "baseAsset": m.base,
+        "baseAssetPrecision": m.base_precision,
+        "quoteAsset": m.quote,
+        "quotePrecision": m.quote_precision,
+        "quoteAssetPrecision": m.quote_precision,
+        "baseCommissionPrecision": m.base_precision,
+        "quoteCommissionPrecision": m.quote_precision,
+        "orderTypes": SPOT_ORDER_TYPES,
+        "icebergAllowed": True,
+        "ocoAllowed": True,
+        "otoAllowed": True,
+        "quoteOrderQtyMarketAllowed": True,
+        "allowTrailingStop": True,
+        "cancelReplaceAllowed": True,
+        "amendAllowed": True,
+        "isSpotTradingAllowed": True,
+        "isMarginTradingAllowed": False,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": _s8(m.min_price), "maxPrice": _s8(m.max_price),
-             "tickSize": _s8(m.tick_size)},
-            {"filterType": "LOT_SIZE", "minQty": _s8(m.min_qty), "maxQty": _s8(m.max_qty),
-             "stepSize": _s8(m.step_size)},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": _s8(m.min_price),
+                "maxPrice": _s8(m.max_price),
+                "tickSize": _s8(m.tick_size),
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": _s8(m.min_qty),
+                "maxQty": _s8(m.max_qty),
+                "stepSize": _s8(m.step_size),
+            },
             {"filterType": "ICEBERG_PARTS", "limit": 10},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": _s8(D(0)), "maxQty": _s8(m.market_max_qty),
-             "stepSize": _s8(D(0))},
-            {"filterType": "TRAILING_DELTA", "minTrailingAboveDelta": 10, "maxTrailingAboveDelta": 2000,
-             "minTrailingBelowDelta": 10, "maxTrailingBelowDelta": 2000},
-            {"filterType": "NOTIONAL", "minNotional": _s8(m.min_notional), "applyMinToMarket": True,
-             "maxNotional": _s8(m.max_notional), "applyMaxToMarket": False, "avgPriceMins": 5},
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": _s8(D(0)),
+                "maxQty": _s8(m.market_max_qty),
+                "stepSize": _s8(D(0)),
+            },
+            {
+                "filterType": "TRAILING_DELTA",
+                "minTrailingAboveDelta": 10,
+                "maxTrailingAboveDelta": 2000,
+                "minTrailingBelowDelta": 10,
+                "maxTrailingBelowDelta": 2000,
+            },
+            {
+                "filterType": "NOTIONAL",
+                "minNotional": _s8(m.min_notional),
+                "applyMinToMarket": True,
+                "maxNotional": _s8(m.max_notional),
+                "applyMaxToMarket": False,
+                "avgPriceMins": 5,
+            },
             {"filterType": "MAX_NUM_ORDERS", "maxNumOrders": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "maxNumAlgoOrders": 5},
         ],
-        "permissions": [], "permissionSets": [["SPOT"]],
+        "permissions": [],
+        "permissionSets": [["SPOT"]],
         "defaultSelfTradePreventionMode": STP_MODE,
         "allowedSelfTradePreventionModes": ["EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH", "DECREMENT"],
     }
@@ -73,27 +124,58 @@ def spot_symbol_info(m: MarketSpec) -> dict[str, Any]:
 
 def futures_symbol_info(m: MarketSpec) -> dict[str, Any]:
     return {
-        "symbol": m.symbol, "pair": m.symbol, "contractType": "PERPETUAL", "deliveryDate": 4133404800000,
-        "onboardDate": 1569398400000, "status": "TRADING", "maintMarginPercent": "2.5000",
-        "requiredMarginPercent": "5.0000", "baseAsset": m.base, "quoteAsset": m.quote, "marginAsset": m.settle,
-        "pricePrecision": m.price_precision, "quantityPrecision": m.quantity_precision,
-        "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN", "underlyingSubType": ["PoW"],
-        "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
+        "symbol": m.symbol,
+        "pair": m.symbol,
+        "contractType": "PERPETUAL",
+        "deliveryDate": 4133404800000,
+        "onboardDate": 1569398400000,
+        "status": "TRADING",
+        "maintMarginPercent": "2.5000",
+        "requiredMarginPercent": "5.0000",
+        "baseAsset": m.base,
+        "quoteAsset": m.quote,
+        "marginAsset": m.settle,
+        "pricePrecision": m.price_precision,
+        "quantityPrecision": m.quantity_precision,
+        "baseAssetPrecision": 8,
+        "quotePrecision": 8,
+        "underlyingType": "COIN",
+        "underlyingSubType": ["PoW"],
+        "triggerProtect": "0.0500",
+        "liquidationFee": "0.012500",
+        "marketTakeBound": "0.05",
         "maxMoveOrderLimit": 10000,
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": plain(m.min_price), "maxPrice": plain(m.max_price),
-             "tickSize": plain(m.tick_size)},
-            {"filterType": "LOT_SIZE", "minQty": plain(m.min_qty), "maxQty": plain(m.max_qty),
-             "stepSize": plain(m.step_size)},
-            {"filterType": "MARKET_LOT_SIZE", "minQty": plain(m.market_min_qty), "maxQty": plain(m.market_max_qty),
-             "stepSize": plain(m.market_step_size)},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": plain(m.min_price),
+                "maxPrice": plain(m.max_price),
+                "tickSize": plain(m.tick_size),
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": plain(m.min_qty),
+                "maxQty": plain(m.max_qty),
+                "stepSize": plain(m.step_size),
+            },
+            {
+                "filterType": "MARKET_LOT_SIZE",
+                "minQty": plain(m.market_min_qty),
+                "maxQty": plain(m.market_max_qty),
+                "stepSize": plain(m.market_step_size),
+            },
             {"filterType": "MAX_NUM_ORDERS", "limit": 200},
             {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
             {"filterType": "MIN_NOTIONAL", "notional": plain(m.min_notional)},
-            {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
-             "multiplierDecimal": "4"},
+            {
+                "filterType": "PERCENT_PRICE",
+                "multiplierUp": "1.0500",
+                "multiplierDown": "0.9500",
+                "multiplierDecimal": "4",
+            },
         ],
-        "orderTypes": FUTURES_ORDER_TYPES, "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
+        "orderTypes": FUTURES_ORDER_TYPES,
+        "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],
         "permissionSets": ["GRID", "COPY"],
     }
 
@@ -103,13 +185,23 @@ def exchange_info(state: ExchangeState, market_type: str, symbols: list[str] | N
     if symbols:
         markets = [m for m in markets if m.symbol in symbols]
     if market_type == SPOT:
-        return {"timezone": "UTC", "serverTime": now_ms(), "rateLimits": rate_limits(SPOT), "exchangeFilters": [],
-                "symbols": [spot_symbol_info(m) for m in markets]}
+        return {
+            "timezone": "UTC",
+            "serverTime": now_ms(),
+            "rateLimits": rate_limits(SPOT),
+            "exchangeFilters": [],
+            "symbols": [spot_symbol_info(m) for m in markets],
+        }
     assets = sorted({m.settle for m in markets})
-    return {"timezone": "UTC", "serverTime": now_ms(), "futuresType": "U_MARGINED",
-            "rateLimits": rate_limits(LINEAR), "exchangeFilters": [],
-            "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"} for a in assets],
-            "symbols": [futures_symbol_info(m) for m in markets]}
+    return {
+        "timezone": "UTC",
+        "serverTime": now_ms(),
+        "futuresType": "U_MARGINED",
+        "rateLimits": rate_limits(LINEAR),
+        "exchangeFilters": [],
+        "assets": [{"asset": a, "marginAvailable": True, "autoAssetExchange": "-10000"} for a in assets],
+        "symbols": [futures_symbol_info(m) for m in markets],
+    }
 
 
 # -------------------------------------------------------------------- orders
@@ -120,46 +212,91 @@ def _spot_stop(order: Order) -> dict[str, Any]:
 def spot_order_result(order: Order, resp_type: str) -> dict[str, Any]:
     """Response of ``POST /api/v3/order`` for ACK, RESULT or FULL."""
     transact = order.created_ms
-    result: dict[str, Any] = {"symbol": order.symbol, "orderId": int(order.order_id), "orderListId": -1,
-                              "clientOrderId": order.client_order_id, "transactTime": transact}
+    result: dict[str, Any] = {
+        "symbol": order.symbol,
+        "orderId": int(order.order_id),
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "transactTime": transact,
+    }
     if resp_type == "ACK":
         return result
-    result.update({
-        "price": _s8(order.price), "origQty": _s8(order.quantity), "executedQty": _s8(order.executed_qty),
-        "origQuoteOrderQty": _s8(order.quote_quantity), "cummulativeQuoteQty": _s8(order.cum_quote),
-        "status": order.status, "timeInForce": order.time_in_force or "GTC", "type": order.venue_type,
-        "side": order.side, **_spot_stop(order),
-        "workingTime": transact if order.working else NO_TIME, "selfTradePreventionMode": STP_MODE,
-    })
+    result.update(
+        {
+            "price": _s8(order.price),
+            "origQty": _s8(order.quantity),
+            "executedQty": _s8(order.executed_qty),
+            "origQuoteOrderQty": _s8(order.quote_quantity),
+            "cummulativeQuoteQty": _s8(order.cum_quote),
+            "status": order.status,
+            "timeInForce": order.time_in_force or "GTC",
+            "type": order.venue_type,
+            "side": order.side,
+            **_spot_stop(order),
+            "workingTime": transact if order.working else NO_TIME,
+            "selfTradePreventionMode": STP_MODE,
+        }
+    )
     if resp_type == "FULL":
-        result["fills"] = [{"price": _s8(f.price), "qty": _s8(f.qty), "commission": _s8(f.commission),
-                            "commissionAsset": f.commission_asset, "tradeId": f.trade_id} for f in order.fills]
+        result["fills"] = [
+            {
+                "price": _s8(f.price),
+                "qty": _s8(f.qty),
+                "commission": _s8(f.commission),
+                "commissionAsset": f.commission_asset,
+                "tradeId": f.trade_id,
+            }
+            for f in order.fills
+        ]
     return result
 
 
 def spot_order_query(order: Order) -> dict[str, Any]:
     """Shape of ``GET /api/v3/order`` / ``openOrders`` / ``allOrders`` entries."""
     return {
-        "symbol": order.symbol, "orderId": int(order.order_id), "orderListId": -1,
-        "clientOrderId": order.client_order_id, "price": _s8(order.price), "origQty": _s8(order.quantity),
-        "executedQty": _s8(order.executed_qty), "cummulativeQuoteQty": _s8(order.cum_quote),
-        "status": order.status, "timeInForce": order.time_in_force or "GTC", "type": order.venue_type,
-        "side": order.side, "stopPrice": _s8(order.trigger_price), "icebergQty": _s8(D(0)),
-        "time": order.created_ms, "updateTime": order.updated_ms, "isWorking": order.working,
+        "symbol": order.symbol,
+        "orderId": int(order.order_id),
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "price": _s8(order.price),
+        "origQty": _s8(order.quantity),
+        "executedQty": _s8(order.executed_qty),
+        "cummulativeQuoteQty": _s8(order.cum_quote),
+        "status": order.status,
+        "timeInForce": order.time_in_force or "GTC",
+        "type": order.venue_type,
+        "side": order.side,
+        "stopPrice": _s8(order.trigger_price),
+        "icebergQty": _s8(D(0)),
+        "time": order.created_ms,
+        "updateTime": order.updated_ms,
+        "isWorking": order.working,
         "workingTime": order.extra.get("trigger_time", order.created_ms) if order.working else NO_TIME,
-        "origQuoteOrderQty": _s8(order.quote_quantity), "selfTradePreventionMode": STP_MODE,
+        "origQuoteOrderQty": _s8(order.quote_quantity),
+        "selfTradePreventionMode": STP_MODE,
     }
 
 
 def spot_cancel_result(order: Order, cancel_client_id: str) -> dict[str, Any]:
     """``DELETE /api/v3/order``: ``clientOrderId`` is the *cancel's* id, the original is ``origClientOrderId``."""
     return {
-        "symbol": order.symbol, "origClientOrderId": order.client_order_id, "orderId": int(order.order_id),
-        "orderListId": -1, "clientOrderId": cancel_client_id, "transactTime": order.updated_ms,
-        "price": _s8(order.price), "origQty": _s8(order.quantity), "executedQty": _s8(order.executed_qty),
-        "origQuoteOrderQty": _s8(order.quote_quantity), "cummulativeQuoteQty": _s8(order.cum_quote),
-        "status": order.status, "timeInForce": order.time_in_force or "GTC", "type": order.venue_type,
-        "side": order.side, **_spot_stop(order), "selfTradePreventionMode": STP_MODE,
+        "symbol": order.symbol,
+        "origClientOrderId": order.client_order_id,
+        "orderId": int(order.order_id),
+        "orderListId": -1,
+        "clientOrderId": cancel_client_id,
+        "transactTime": order.updated_ms,
+        "price": _s8(order.price),
+        "origQty": _s8(order.quantity),
+        "executedQty": _s8(order.executed_qty),
+        "origQuoteOrderQty": _s8(order.quote_quantity),
+        "cummulativeQuoteQty": _s8(order.cum_quote),
+        "status": order.status,
+        "timeInForce": order.time_in_force or "GTC",
+        "type": order.venue_type,
+        "side": order.side,
+        **_spot_stop(order),
+        "selfTradePreventionMode": STP_MODE,
     }
 
 
@@ -174,15 +311,30 @@ def futures_order(order: Order, market: MarketSpec, *, with_time: bool = True, a
     cum_quote = D(0) if ack else order.cum_quote
     avg = D(0) if ack else order.avg_price
     result = {
-        "orderId": int(order.order_id), "symbol": order.symbol, "status": NEW if ack else order.status,
-        "clientOrderId": order.client_order_id, "price": fixed(order.price, pp) if order.price else "0",
-        "avgPrice": fixed(avg, max(pp, 5)) if avg else "0.00", "origQty": fixed(order.quantity, qp),
-        "executedQty": fixed(executed, qp), "cumQty": fixed(executed, qp), "cumQuote": fixed(cum_quote, 5),
-        "timeInForce": order.time_in_force or "GTC", "type": order.venue_type, "reduceOnly": order.reduce_only,
-        "closePosition": False, "side": order.side, "positionSide": order.extra.get("position_side", "BOTH"),
-        "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-        "origType": order.venue_type, "priceMatch": "NONE", "selfTradePreventionMode": STP_MODE,
-        "goodTillDate": 0, "updateTime": order.created_ms if ack else order.updated_ms,
+        "orderId": int(order.order_id),
+        "symbol": order.symbol,
+        "status": NEW if ack else order.status,
+        "clientOrderId": order.client_order_id,
+        "price": fixed(order.price, pp) if order.price else "0",
+        "avgPrice": fixed(avg, max(pp, 5)) if avg else "0.00",
+        "origQty": fixed(order.quantity, qp),
+        "executedQty": fixed(executed, qp),
+        "cumQty": fixed(executed, qp),
+        "cumQuote": fixed(cum_quote, 5),
+        "timeInForce": order.time_in_force or "GTC",
+        "type": order.venue_type,
+        "reduceOnly": order.reduce_only,
+        "closePosition": False,
+        "side": order.side,
+        "positionSide": order.extra.get("position_side", "BOTH"),
+        "stopPrice": "0",
+        "workingType": "CONTRACT_PRICE",
+        "priceProtect": False,
+        "origType": order.venue_type,
+        "priceMatch": "NONE",
+        "selfTradePreventionMode": STP_MODE,
+        "goodTillDate": 0,
+        "updateTime": order.created_ms if ack else order.updated_ms,
     }
     if with_time:
         result["time"] = order.created_ms
@@ -193,17 +345,29 @@ def algo_order(order: Order, market: MarketSpec) -> dict[str, Any]:
     """Conditional (algo) order shape of ``/fapi/v1/algoOrder`` and friends."""
     pp, qp = market.price_precision, market.quantity_precision
     result = {
-        "algoId": int(order.order_id), "clientAlgoId": order.client_order_id, "algoType": "CONDITIONAL",
-        "orderType": order.venue_type, "symbol": order.symbol, "side": order.side,
-        "positionSide": order.extra.get("position_side", "BOTH"), "timeInForce": order.time_in_force or "GTC",
+        "algoId": int(order.order_id),
+        "clientAlgoId": order.client_order_id,
+        "algoType": "CONDITIONAL",
+        "orderType": order.venue_type,
+        "symbol": order.symbol,
+        "side": order.side,
+        "positionSide": order.extra.get("position_side", "BOTH"),
+        "timeInForce": order.time_in_force or "GTC",
         "quantity": fixed(order.quantity, qp) if order.quantity is not None else "0",
         "algoStatus": ALGO_STATUS.get(order.status, order.status),
-        "triggerPrice": fixed(order.trigger_price, pp), "price": fixed(order.price, pp) if order.price else "0",
-        "icebergQuantity": None, "selfTradePreventionMode": STP_MODE,
-        "workingType": order.extra.get("working_type", "CONTRACT_PRICE"), "priceMatch": "NONE",
-        "closePosition": bool(order.extra.get("close_position")), "priceProtect": False,
-        "reduceOnly": order.reduce_only, "createTime": order.created_ms, "updateTime": order.updated_ms,
-        "triggerTime": order.extra.get("trigger_time", 0), "goodTillDate": 0,
+        "triggerPrice": fixed(order.trigger_price, pp),
+        "price": fixed(order.price, pp) if order.price else "0",
+        "icebergQuantity": None,
+        "selfTradePreventionMode": STP_MODE,
+        "workingType": order.extra.get("working_type", "CONTRACT_PRICE"),
+        "priceMatch": "NONE",
+        "closePosition": bool(order.extra.get("close_position")),
+        "priceProtect": False,
+        "reduceOnly": order.reduce_only,
+        "createTime": order.created_ms,
+        "updateTime": order.updated_ms,
+        "triggerTime": order.extra.get("trigger_time", 0),
+        "goodTillDate": 0,
     }
     if order.child_order_id:
         result["actualOrderId"] = order.child_order_id
@@ -211,33 +375,69 @@ def algo_order(order: Order, market: MarketSpec) -> dict[str, Any]:
 
 
 def spot_trade(order: Order, fill) -> dict[str, Any]:
-    return {"symbol": order.symbol, "id": fill.trade_id, "orderId": int(order.order_id), "orderListId": -1,
-            "price": _s8(fill.price), "qty": _s8(fill.qty), "quoteQty": _s8(fill.quote_qty),
-            "commission": _s8(fill.commission), "commissionAsset": fill.commission_asset, "time": fill.time_ms,
-            "isBuyer": order.side == "BUY", "isMaker": fill.maker, "isBestMatch": True}
+    return {
+        "symbol": order.symbol,
+        "id": fill.trade_id,
+        "orderId": int(order.order_id),
+        "orderListId": -1,
+        "price": _s8(fill.price),
+        "qty": _s8(fill.qty),
+        "quoteQty": _s8(fill.quote_qty),
+        "commission": _s8(fill.commission),
+        "commissionAsset": fill.commission_asset,
+        "time": fill.time_ms,
+        "isBuyer": order.side == "BUY",
+        "isMaker": fill.maker,
+        "isBestMatch": True,
+    }
 
 
 def futures_trade(order: Order, fill, market: MarketSpec) -> dict[str, Any]:
-    return {"buyer": order.side == "BUY", "commission": plain(fill.commission),
-            "commissionAsset": fill.commission_asset, "id": fill.trade_id, "maker": fill.maker,
-            "orderId": int(order.order_id), "price": fixed(fill.price, market.price_precision),
-            "qty": fixed(fill.qty, market.quantity_precision), "quoteQty": plain(fill.quote_qty),
-            "realizedPnl": plain(fill.realized_pnl), "side": order.side,
-            "positionSide": order.extra.get("position_side", "BOTH"), "symbol": order.symbol, "time": fill.time_ms}
+    return {
+        "buyer": order.side == "BUY",
+        "commission": plain(fill.commission),
+        "commissionAsset": fill.commission_asset,
+        "id": fill.trade_id,
+        "maker": fill.maker,
+        "orderId": int(order.order_id),
+        "price": fixed(fill.price, market.price_precision),
+        "qty": fixed(fill.qty, market.quantity_precision),
+        "quoteQty": plain(fill.quote_qty),
+        "realizedPnl": plain(fill.realized_pnl),
+        "side": order.side,
+        "positionSide": order.extra.get("position_side", "BOTH"),
+        "symbol": order.symbol,
+        "time": fill.time_ms,
+    }
 
 
 # ------------------------------------------------------------------ accounts
 def spot_account(account: Account) -> dict[str, Any]:
     balances = account.wallets.get("binance.spot", {})
     return {
-        "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0, "sellerCommission": 0,
-        "commissionRates": {"maker": "0.00100000", "taker": "0.00100000", "buyer": "0.00000000",
-                            "seller": "0.00000000"},
-        "canTrade": True, "canWithdraw": True, "canDeposit": True, "brokered": False,
-        "requireSelfTradePrevention": False, "preventSor": False, "updateTime": now_ms(), "accountType": "SPOT",
-        "balances": [{"asset": asset, "free": _s8(b.free), "locked": _s8(b.locked)}
-                     for asset, b in sorted(balances.items())],
-        "permissions": ["SPOT"], "uid": abs(hash(account.key)) % 10**9,
+        "makerCommission": 10,
+        "takerCommission": 10,
+        "buyerCommission": 0,
+        "sellerCommission": 0,
+        "commissionRates": {
+            "maker": "0.00100000",
+            "taker": "0.00100000",
+            "buyer": "0.00000000",
+            "seller": "0.00000000",
+        },
+        "canTrade": True,
+        "canWithdraw": True,
+        "canDeposit": True,
+        "brokered": False,
+        "requireSelfTradePrevention": False,
+        "preventSor": False,
+        "updateTime": now_ms(),
+        "accountType": "SPOT",
+        "balances": [
+            {"asset": asset, "free": _s8(b.free), "locked": _s8(b.locked)} for asset, b in sorted(balances.items())
+        ],
+        "permissions": ["SPOT"],
+        "uid": abs(hash(account.key)) % 10**9,
     }
 
 
@@ -255,8 +455,16 @@ class FuturesAccountView:
             mark = state.price(market)
             leverage = state.leverage(account, market)
             notional = position.amount * mark
-            self.rows.append((market, position, mark, leverage, notional,
-                              (mark - position.entry_price) * position.amount if position.amount else D(0)))
+            self.rows.append(
+                (
+                    market,
+                    position,
+                    mark,
+                    leverage,
+                    notional,
+                    (mark - position.entry_price) * position.amount if position.amount else D(0),
+                )
+            )
 
     def open_order_margin(self, symbol: str | None = None) -> Decimal:
         total = D(0)
@@ -292,17 +500,26 @@ class FuturesAccountView:
             mark = self.state.price(market)
             row = by_symbol.get(market.symbol)
             amount = position.amount if position else D(0)
-            result.append({
-                "symbol": market.symbol, "positionAmt": fixed(amount, market.quantity_precision),
-                "entryPrice": plain(position.entry_price) if position else "0.0",
-                "breakEvenPrice": plain(position.entry_price) if position else "0.0",
-                "markPrice": fixed(mark, 8), "unRealizedProfit": fixed(row[5] if row else D(0), 8),
-                "liquidationPrice": "0", "leverage": str(self.state.leverage(self.account, market)),
-                "maxNotionalValue": "1000000", "marginType": self._margin_type(market).lower()
-                .replace("crossed", "cross"), "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-                "positionSide": "BOTH", "notional": plain(amount * mark), "isolatedWallet": "0",
-                "updateTime": position.updated_ms if position else 0,
-            })
+            result.append(
+                {
+                    "symbol": market.symbol,
+                    "positionAmt": fixed(amount, market.quantity_precision),
+                    "entryPrice": plain(position.entry_price) if position else "0.0",
+                    "breakEvenPrice": plain(position.entry_price) if position else "0.0",
+                    "markPrice": fixed(mark, 8),
+                    "unRealizedProfit": fixed(row[5] if row else D(0), 8),
+                    "liquidationPrice": "0",
+                    "leverage": str(self.state.leverage(self.account, market)),
+                    "maxNotionalValue": "1000000",
+                    "marginType": self._margin_type(market).lower().replace("crossed", "cross"),
+                    "isolatedMargin": "0.00000000",
+                    "isAutoAddMargin": "false",
+                    "positionSide": "BOTH",
+                    "notional": plain(amount * mark),
+                    "isolatedWallet": "0",
+                    "updateTime": position.updated_ms if position else 0,
+                }
+            )
         return result
 
     def position_risk_v3(self, symbols: list[str]) -> list[dict[str, Any]]:
@@ -322,17 +539,30 @@ class FuturesAccountView:
             leverage = self.state.leverage(self.account, market)
             initial = abs(notional) / leverage
             order_margin = self.open_order_margin(market.symbol)
-            result.append({
-                "symbol": market.symbol, "positionSide": "BOTH",
-                "positionAmt": fixed(amount, market.quantity_precision),
-                "entryPrice": plain(entry), "breakEvenPrice": plain(entry), "markPrice": fixed(mark, 8),
-                "unRealizedProfit": fixed((mark - entry) * amount if amount else D(0), 8),
-                "liquidationPrice": "0", "isolatedMargin": "0", "notional": fixed(notional, 8),
-                "marginAsset": market.settle, "isolatedWallet": "0", "initialMargin": fixed(initial + order_margin, 8),
-                "maintMargin": fixed(abs(notional) * D("0.004"), 8), "positionInitialMargin": fixed(initial, 8),
-                "openOrderInitialMargin": fixed(order_margin, 8), "adl": 0, "bidNotional": "0",
-                "askNotional": "0", "updateTime": position.updated_ms if position else 0,
-            })
+            result.append(
+                {
+                    "symbol": market.symbol,
+                    "positionSide": "BOTH",
+                    "positionAmt": fixed(amount, market.quantity_precision),
+                    "entryPrice": plain(entry),
+                    "breakEvenPrice": plain(entry),
+                    "markPrice": fixed(mark, 8),
+                    "unRealizedProfit": fixed((mark - entry) * amount if amount else D(0), 8),
+                    "liquidationPrice": "0",
+                    "isolatedMargin": "0",
+                    "notional": fixed(notional, 8),
+                    "marginAsset": market.settle,
+                    "isolatedWallet": "0",
+                    "initialMargin": fixed(initial + order_margin, 8),
+                    "maintMargin": fixed(abs(notional) * D("0.004"), 8),
+                    "positionInitialMargin": fixed(initial, 8),
+                    "openOrderInitialMargin": fixed(order_margin, 8),
+                    "adl": 0,
+                    "bidNotional": "0",
+                    "askNotional": "0",
+                    "updateTime": position.updated_ms if position else 0,
+                }
+            )
         return result
 
     def _margin_type(self, market: MarketSpec) -> str:
@@ -344,12 +574,19 @@ class FuturesAccountView:
         for asset, balance in sorted(self.account.wallets.get("binance.linear", {}).items()):
             upnl = self.unrealized if asset == "USDT" else D(0)
             available = self.available if asset == "USDT" else balance.free
-            entries.append({
-                "accountAlias": "SgsR", "asset": asset, "balance": fixed(balance.free, 8),
-                "crossWalletBalance": fixed(balance.free, 8), "crossUnPnl": fixed(upnl, 8),
-                "availableBalance": fixed(available, 8), "maxWithdrawAmount": fixed(available, 8),
-                "marginAvailable": True, "updateTime": stamp,
-            })
+            entries.append(
+                {
+                    "accountAlias": "SgsR",
+                    "asset": asset,
+                    "balance": fixed(balance.free, 8),
+                    "crossWalletBalance": fixed(balance.free, 8),
+                    "crossUnPnl": fixed(upnl, 8),
+                    "availableBalance": fixed(available, 8),
+                    "maxWithdrawAmount": fixed(available, 8),
+                    "marginAvailable": True,
+                    "updateTime": stamp,
+                }
+            )
         return entries
 
     def account_v3(self, v2: bool = False) -> dict[str, Any]:
@@ -363,14 +600,18 @@ class FuturesAccountView:
             upnl = self.unrealized if is_usdt else D(0)
             available = self.available if is_usdt else balance.free
             entry = {
-                "asset": asset, "walletBalance": fixed(balance.free, 8), "unrealizedProfit": fixed(upnl, 8),
+                "asset": asset,
+                "walletBalance": fixed(balance.free, 8),
+                "unrealizedProfit": fixed(upnl, 8),
                 "marginBalance": fixed(balance.free + upnl, 8),
                 "maintMargin": fixed(self._maint() if is_usdt else D(0), 8),
                 "initialMargin": fixed(initial if is_usdt else D(0), 8),
                 "positionInitialMargin": fixed(self.position_margin if is_usdt else D(0), 8),
                 "openOrderInitialMargin": fixed(order_margin if is_usdt else D(0), 8),
-                "crossWalletBalance": fixed(balance.free, 8), "crossUnPnl": fixed(upnl, 8),
-                "availableBalance": fixed(available, 8), "maxWithdrawAmount": fixed(available, 8),
+                "crossWalletBalance": fixed(balance.free, 8),
+                "crossUnPnl": fixed(upnl, 8),
+                "availableBalance": fixed(available, 8),
+                "maxWithdrawAmount": fixed(available, 8),
                 "updateTime": stamp,
             }
             if v2:
@@ -381,31 +622,60 @@ class FuturesAccountView:
             if position.amount == 0 and not v2:
                 continue
             row = {
-                "symbol": market.symbol, "positionSide": "BOTH",
+                "symbol": market.symbol,
+                "positionSide": "BOTH",
                 "positionAmt": fixed(position.amount, market.quantity_precision),
-                "unrealizedProfit": fixed(upnl, 8), "isolatedMargin": "0", "notional": fixed(notional, 8),
-                "isolatedWallet": "0", "initialMargin": fixed(abs(notional) / leverage, 8),
-                "maintMargin": fixed(abs(notional) * D("0.004"), 8), "updateTime": position.updated_ms,
+                "unrealizedProfit": fixed(upnl, 8),
+                "isolatedMargin": "0",
+                "notional": fixed(notional, 8),
+                "isolatedWallet": "0",
+                "initialMargin": fixed(abs(notional) / leverage, 8),
+                "maintMargin": fixed(abs(notional) * D("0.004"), 8),
+                "updateTime": position.updated_ms,
             }
             if v2:
-                row.update({"leverage": str(leverage), "entryPrice": plain(position.entry_price),
-                            "breakEvenPrice": plain(position.entry_price), "maxNotional": "1000000",
-                            "isolated": self._margin_type(market) == "ISOLATED",
-                            "positionInitialMargin": fixed(abs(notional) / leverage, 8),
-                            "openOrderInitialMargin": "0", "bidNotional": "0", "askNotional": "0"})
+                row.update(
+                    {
+                        "leverage": str(leverage),
+                        "entryPrice": plain(position.entry_price),
+                        "breakEvenPrice": plain(position.entry_price),
+                        "maxNotional": "1000000",
+                        "isolated": self._margin_type(market) == "ISOLATED",
+                        "positionInitialMargin": fixed(abs(notional) / leverage, 8),
+                        "openOrderInitialMargin": "0",
+                        "bidNotional": "0",
+                        "askNotional": "0",
+                    }
+                )
             positions.append(row)
         result = {
-            "totalInitialMargin": fixed(initial, 8), "totalMaintMargin": fixed(self._maint(), 8),
-            "totalWalletBalance": fixed(wallet, 8), "totalUnrealizedProfit": fixed(self.unrealized, 8),
+            "totalInitialMargin": fixed(initial, 8),
+            "totalMaintMargin": fixed(self._maint(), 8),
+            "totalWalletBalance": fixed(wallet, 8),
+            "totalUnrealizedProfit": fixed(self.unrealized, 8),
             "totalMarginBalance": fixed(wallet + self.unrealized, 8),
             "totalPositionInitialMargin": fixed(self.position_margin, 8),
-            "totalOpenOrderInitialMargin": fixed(order_margin, 8), "totalCrossWalletBalance": fixed(wallet, 8),
-            "totalCrossUnPnl": fixed(self.unrealized, 8), "availableBalance": fixed(self.available, 8),
-            "maxWithdrawAmount": fixed(self.available, 8), "assets": assets, "positions": positions,
+            "totalOpenOrderInitialMargin": fixed(order_margin, 8),
+            "totalCrossWalletBalance": fixed(wallet, 8),
+            "totalCrossUnPnl": fixed(self.unrealized, 8),
+            "availableBalance": fixed(self.available, 8),
+            "maxWithdrawAmount": fixed(self.available, 8),
+            "assets": assets,
+            "positions": positions,
         }
         if v2:
-            result.update({"feeTier": 0, "feeBurn": True, "canTrade": True, "canDeposit": True,
-                           "canWithdraw": True, "updateTime": 0, "multiAssetsMargin": False, "tradeGroupId": -1})
+            result.update(
+                {
+                    "feeTier": 0,
+                    "feeBurn": True,
+                    "canTrade": True,
+                    "canDeposit": True,
+                    "canWithdraw": True,
+                    "updateTime": 0,
+                    "multiAssetsMargin": False,
+                    "tradeGroupId": -1,
+                }
+            )
         return result
 
     def _maint(self) -> Decimal:
@@ -413,12 +683,31 @@ class FuturesAccountView:
 
 
 def leverage_brackets(markets: list[MarketSpec]) -> list[dict[str, Any]]:
-    tiers = [(125, 0, 50000, "0.004", 0), (100, 50000, 600000, "0.005", 50), (75, 600000, 3000000, "0.0065", 950),
-             (50, 3000000, 12000000, "0.01", 11450), (25, 12000000, 70000000, "0.02", 131450)]
-    return [{"symbol": m.symbol, "notionalCoef": 1.0, "brackets": [
-        {"bracket": i + 1, "initialLeverage": lev, "notionalCap": cap, "notionalFloor": floor,
-         "maintMarginRatio": float(mmr), "cum": float(cum)}
-        for i, (lev, floor, cap, mmr, cum) in enumerate(tiers)]} for m in markets]
+    tiers = [
+        (125, 0, 50000, "0.004", 0),
+        (100, 50000, 600000, "0.005", 50),
+        (75, 600000, 3000000, "0.0065", 950),
+        (50, 3000000, 12000000, "0.01", 11450),
+        (25, 12000000, 70000000, "0.02", 131450),
+    ]
+    return [
+        {
+            "symbol": m.symbol,
+            "notionalCoef": 1.0,
+            "brackets": [
+                {
+                    "bracket": i + 1,
+                    "initialLeverage": lev,
+                    "notionalCap": cap,
+                    "notionalFloor": floor,
+                    "maintMarginRatio": float(mmr),
+                    "cum": float(cum),
+                }
+                for i, (lev, floor, cap, mmr, cum) in enumerate(tiers)
+            ],
+        }
+        for m in markets
+    ]
 
 
 # ------------------------------------------------------------------- tickers
@@ -427,21 +716,45 @@ def ticker_24hr(market: MarketSpec, price: Decimal) -> dict[str, Any]:
     places = 8 if market.market_type == SPOT else market.price_precision
     p = fixed(price, places)
     result = {
-        "symbol": market.symbol, "priceChange": fixed(D(0), places), "priceChangePercent": "0.000",
-        "weightedAvgPrice": p, "lastPrice": p, "lastQty": fixed(market.min_qty, 8), "openPrice": p,
-        "highPrice": p, "lowPrice": p, "volume": "1000.00000000", "quoteVolume": fixed(price * 1000, 8),
-        "openTime": stamp - 86400000, "closeTime": stamp, "firstId": 1, "lastId": 1000, "count": 1000,
+        "symbol": market.symbol,
+        "priceChange": fixed(D(0), places),
+        "priceChangePercent": "0.000",
+        "weightedAvgPrice": p,
+        "lastPrice": p,
+        "lastQty": fixed(market.min_qty, 8),
+        "openPrice": p,
+        "highPrice": p,
+        "lowPrice": p,
+        "volume": "1000.00000000",
+        "quoteVolume": fixed(price * 1000, 8),
+        "openTime": stamp - 86400000,
+        "closeTime": stamp,
+        "firstId": 1,
+        "lastId": 1000,
+        "count": 1000,
     }
     if market.market_type == SPOT:
-        result.update({"prevClosePrice": p, "bidPrice": fixed(price - market.tick_size, places), "bidQty": "1.00000000",
-                       "askPrice": fixed(price + market.tick_size, places), "askQty": "1.00000000"})
+        result.update(
+            {
+                "prevClosePrice": p,
+                "bidPrice": fixed(price - market.tick_size, places),
+                "bidQty": "1.00000000",
+                "askPrice": fixed(price + market.tick_size, places),
+                "askQty": "1.00000000",
+            }
+        )
     return result
 
 
 def book_ticker(market: MarketSpec, price: Decimal) -> dict[str, Any]:
     places = 8 if market.market_type == SPOT else market.price_precision
-    result = {"symbol": market.symbol, "bidPrice": fixed(price - market.tick_size, places), "bidQty": "1.000",
-              "askPrice": fixed(price + market.tick_size, places), "askQty": "1.000"}
+    result = {
+        "symbol": market.symbol,
+        "bidPrice": fixed(price - market.tick_size, places),
+        "bidQty": "1.000",
+        "askPrice": fixed(price + market.tick_size, places),
+        "askQty": "1.000",
+    }
     if market.market_type == LINEAR:
         result["time"] = now_ms()
     return result

@@ -51,26 +51,30 @@ class BinanceWsApi:
             "time": (self._time, F.PUBLIC, PUBLIC),
         }
         if market_type == SPOT:
-            self.methods.update({
-                "order.place": (v.spot_new_order, F.PLACE, SIGNED),
-                "order.cancel": (v.spot_cancel_order, F.CANCEL, SIGNED),
-                "order.status": (v.spot_query_order, F.STATUS, SIGNED),
-                "openOrders.status": (v.spot_open_orders, F.QUERY, SIGNED),
-                "openOrders.cancelAll": (v.spot_cancel_all, F.CANCEL, SIGNED),
-                "allOrders": (v.spot_all_orders, F.QUERY, SIGNED),
-                "account.status": (v.spot_account, F.QUERY, SIGNED),
-            })
+            self.methods.update(
+                {
+                    "order.place": (v.spot_new_order, F.PLACE, SIGNED),
+                    "order.cancel": (v.spot_cancel_order, F.CANCEL, SIGNED),
+                    "order.status": (v.spot_query_order, F.STATUS, SIGNED),
+                    "openOrders.status": (v.spot_open_orders, F.QUERY, SIGNED),
+                    "openOrders.cancelAll": (v.spot_cancel_all, F.CANCEL, SIGNED),
+                    "allOrders": (v.spot_all_orders, F.QUERY, SIGNED),
+                    "account.status": (v.spot_account, F.QUERY, SIGNED),
+                }
+            )
         else:
-            self.methods.update({
-                "order.place": (v.futures_new_order, F.PLACE, SIGNED),
-                "order.cancel": (v.futures_cancel_order, F.CANCEL, SIGNED),
-                "order.status": (v.futures_query_order, F.STATUS, SIGNED),
-                "algoOrder.place": (v.futures_new_algo_order, F.PLACE, SIGNED),
-                "algoOrder.cancel": (v.futures_cancel_algo, F.CANCEL, SIGNED),
-                "account.position": (v.futures_position_risk_v3, F.QUERY, SIGNED),
-                "account.balance": (v.futures_balance, F.QUERY, SIGNED),
-                "account.status": (v.futures_account_v3, F.QUERY, SIGNED),
-            })
+            self.methods.update(
+                {
+                    "order.place": (v.futures_new_order, F.PLACE, SIGNED),
+                    "order.cancel": (v.futures_cancel_order, F.CANCEL, SIGNED),
+                    "order.status": (v.futures_query_order, F.STATUS, SIGNED),
+                    "algoOrder.place": (v.futures_new_algo_order, F.PLACE, SIGNED),
+                    "algoOrder.cancel": (v.futures_cancel_algo, F.CANCEL, SIGNED),
+                    "account.position": (v.futures_position_risk_v3, F.QUERY, SIGNED),
+                    "account.balance": (v.futures_balance, F.QUERY, SIGNED),
+                    "account.status": (v.futures_account_v3, F.QUERY, SIGNED),
+                }
+            )
 
     async def _ping(self, ctx: RequestContext) -> Reply:
         return Reply(200, {})
@@ -81,8 +85,9 @@ class BinanceWsApi:
     # ------------------------------------------------------------ transport
     async def handle(self, request: web.Request) -> web.StreamResponse:
         state = self.runner.state
-        handshake = Call(venue=BINANCE, route=f"GET {self.path}", action=F.PUBLIC, transport="ws",
-                         market_type=self.market_type)
+        handshake = Call(
+            venue=BINANCE, route=f"GET {self.path}", action=F.PUBLIC, transport="ws", market_type=self.market_type
+        )
         down = state.faults.take_down(handshake)
         if down is not None:
             if down.mode == "reset" and request.transport is not None:
@@ -114,19 +119,30 @@ class BinanceWsApi:
             if not isinstance(raw_params, dict):
                 raise ValueError("params must be an object")
         except (ValueError, KeyError, TypeError, AttributeError):
-            await self._send(ws, lock, {"id": None, "status": 400,
-                                        "error": {"code": -1102, "msg": "Invalid JSON request."}})
+            await self._send(
+                ws, lock, {"id": None, "status": 400, "error": {"code": -1102, "msg": "Invalid JSON request."}}
+            )
             return
         params = {k: _text(v) for k, v in raw_params.items() if v is not None}
         entry = self.methods.get(method)
         if entry is None:
-            await self._send(ws, lock, {"id": request_id, "status": 400,
-                                        "error": {"code": -1102, "msg": f"Unknown method '{method}'."}})
+            await self._send(
+                ws,
+                lock,
+                {"id": request_id, "status": 400, "error": {"code": -1102, "msg": f"Unknown method '{method}'."}},
+            )
             return
         handler, action, signed = entry
-        call = Call(venue=BINANCE, route=f"{self.route_name} {method}", action=action, transport="ws",
-                    market_type=self.market_type, api_key=params.get("apiKey"), symbol=params.get("symbol"),
-                    aliases=(f"ws {method}",))
+        call = Call(
+            venue=BINANCE,
+            route=f"{self.route_name} {method}",
+            action=action,
+            transport="ws",
+            market_type=self.market_type,
+            api_key=params.get("apiKey"),
+            symbol=params.get("symbol"),
+            aliases=(f"ws {method}",),
+        )
         ctx = RequestContext(call=call, params=params)
         state = self.runner.state
         down = state.faults.take_down(call)
@@ -173,4 +189,3 @@ class BinanceWsApi:
     def _drop(request: web.Request) -> None:
         if request.transport is not None:
             request.transport.abort()
-

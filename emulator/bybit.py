@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import unquote
 
 from . import faults as F
@@ -31,8 +32,21 @@ from .dispatch import Reply, RequestContext, VenueError, query_and_json_params
 from .faults import Fault
 from .markets import BYBIT, LINEAR, SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
-    BUY, CANCELED, DUPLICATE_CLIENT_ID, EXPIRED, FILLED, INSUFFICIENT_BALANCE, INSUFFICIENT_MARGIN, NEW,
-    REDUCE_ONLY_REJECTED, SELL, Account, ExchangeState, Order, Rejection, now_ms,
+    BUY,
+    CANCELED,
+    DUPLICATE_CLIENT_ID,
+    EXPIRED,
+    FILLED,
+    INSUFFICIENT_BALANCE,
+    INSUFFICIENT_MARGIN,
+    NEW,
+    REDUCE_ONLY_REJECTED,
+    SELL,
+    Account,
+    ExchangeState,
+    Order,
+    Rejection,
+    now_ms,
 )
 
 BYBIT_PREFIX = "/bybit"
@@ -40,12 +54,16 @@ DEFAULT_RECV_WINDOW = 5000
 HISTORY_LIMIT = 500
 
 REJECTIONS = {
-    SPOT: {INSUFFICIENT_BALANCE: (170131, "Insufficient balance."),
-           DUPLICATE_CLIENT_ID: (110072, "OrderLinkedID is duplicate")},
-    LINEAR: {INSUFFICIENT_MARGIN: (110007, "ab not enough for new order"),
-             INSUFFICIENT_BALANCE: (110007, "ab not enough for new order"),
-             REDUCE_ONLY_REJECTED: (110017, "current position is zero, cannot fix reduce-only order qty"),
-             DUPLICATE_CLIENT_ID: (110072, "OrderLinkedID is duplicate")},
+    SPOT: {
+        INSUFFICIENT_BALANCE: (170131, "Insufficient balance."),
+        DUPLICATE_CLIENT_ID: (110072, "OrderLinkedID is duplicate"),
+    },
+    LINEAR: {
+        INSUFFICIENT_MARGIN: (110007, "ab not enough for new order"),
+        INSUFFICIENT_BALANCE: (110007, "ab not enough for new order"),
+        REDUCE_ONLY_REJECTED: (110017, "current position is zero, cannot fix reduce-only order qty"),
+        DUPLICATE_CLIENT_ID: (110072, "OrderLinkedID is duplicate"),
+    },
 }
 SIDES = {"Buy": BUY, "Sell": SELL}
 SIDE_NAMES = {BUY: "Buy", SELL: "Sell"}
@@ -112,8 +130,11 @@ class BybitVenue:
         stamp_raw = headers.get("X-BAPI-TIMESTAMP", "")
         recv_raw = headers.get("X-BAPI-RECV-WINDOW") or str(DEFAULT_RECV_WINDOW)
         server = now_ms()
-        stale = error(10002, f"invalid request, please check your server timestamp or recv_window param. "
-                             f"req_timestamp[{stamp_raw}],server_timestamp[{server}],recv_window[{recv_raw}]")
+        stale = error(
+            10002,
+            f"invalid request, please check your server timestamp or recv_window param. "
+            f"req_timestamp[{stamp_raw}],server_timestamp[{server}],recv_window[{recv_raw}]",
+        )
         try:
             stamp, recv_window = int(stamp_raw), int(recv_raw)
         except ValueError:
@@ -135,9 +156,12 @@ class BybitVenue:
     # ========================================================= fault shapes
     def fault_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
         if fault.kind == F.RATE_LIMIT:
-            headers = {"X-Bapi-Limit-Status": "0", "X-Bapi-Limit": "10",
-                       "X-Bapi-Limit-Reset-Timestamp": str(now_ms() + fault.retry_after * 1000),
-                       "Retry-After": str(fault.retry_after)}
+            headers = {
+                "X-Bapi-Limit-Status": "0",
+                "X-Bapi-Limit": "10",
+                "X-Bapi-Limit-Reset-Timestamp": str(now_ms() + fault.retry_after * 1000),
+                "Retry-After": str(fault.retry_after),
+            }
             if fault.status == 403:
                 return Reply(403, "access too frequent", headers)
             return Reply(fault.status or 200, envelope({}, 10006, "Too many visits!"), headers)
@@ -151,8 +175,14 @@ class BybitVenue:
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
-        return {"symbol": p.get("symbol"), "side": p.get("side"), "type": p.get("orderType"),
-                "quantity": p.get("qty"), "price": p.get("price"), "client_order_id": p.get("orderLinkId")}
+        return {
+            "symbol": p.get("symbol"),
+            "side": p.get("side"),
+            "type": p.get("orderType"),
+            "quantity": p.get("qty"),
+            "price": p.get("price"),
+            "client_order_id": p.get("orderLinkId"),
+        }
 
     # ============================================================ helpers
     @staticmethod
@@ -211,13 +241,17 @@ class BybitVenue:
         if time_in_force not in ("GTC", "IOC", "FOK", "PostOnly"):
             raise error(10001, "params error: timeInForce invalid")
         reduce_only = _flag(p.get("reduceOnly"))
-        quote_unit = (category == SPOT and order_type == "Market"
-                      and (p.get("marketUnit") == "quoteCoin" or (side == BUY and not p.get("marketUnit"))))
+        quote_unit = (
+            category == SPOT
+            and order_type == "Market"
+            and (p.get("marketUnit") == "quoteCoin" or (side == BUY and not p.get("marketUnit")))
+        )
         if category == SPOT:
             self._spot_checks(market, qty, price if order_type == "Limit" else None, quote_unit)
         else:
-            self._linear_checks(market, qty, price if order_type == "Limit" else None, order_type == "Market",
-                                reduce_only)
+            self._linear_checks(
+                market, qty, price if order_type == "Limit" else None, order_type == "Market", reduce_only
+            )
         direction = None
         if trigger is not None:
             direction = self._trigger_direction(market, p, trigger)
@@ -230,16 +264,31 @@ class BybitVenue:
             if self.state.client_id_taken(market.book, account.key, None, link_id, open_only=False):
                 raise error(*REJECTIONS[category][DUPLICATE_CLIENT_ID])
         order = Order(
-            venue=BYBIT, market_type=category, account_key=account.key, symbol=market.symbol, side=side,
-            venue_type=order_type, execution=order_type.lower(),
-            quantity=None if quote_unit else qty, quote_quantity=qty if quote_unit else None,
-            price=price if order_type == "Limit" else None, client_order_id=link_id,
-            time_in_force=time_in_force, reduce_only=reduce_only, post_only=time_in_force == "PostOnly",
-            post_only_policy="cancel", trigger_price=trigger, trigger_direction=direction,
+            venue=BYBIT,
+            market_type=category,
+            account_key=account.key,
+            symbol=market.symbol,
+            side=side,
+            venue_type=order_type,
+            execution=order_type.lower(),
+            quantity=None if quote_unit else qty,
+            quote_quantity=qty if quote_unit else None,
+            price=price if order_type == "Limit" else None,
+            client_order_id=link_id,
+            time_in_force=time_in_force,
+            reduce_only=reduce_only,
+            post_only=time_in_force == "PostOnly",
+            post_only_policy="cancel",
+            trigger_price=trigger,
+            trigger_direction=direction,
             transport=ctx.call.transport,
-            extra={"reduce_only_policy": "clamp", "market_unit": "quoteCoin" if quote_unit else "baseCoin",
-                   "last_price": self.state.price(market),
-                   "order_filter": "StopOrder" if trigger is not None else "Order", **attached},
+            extra={
+                "reduce_only_policy": "clamp",
+                "market_unit": "quoteCoin" if quote_unit else "baseCoin",
+                "last_price": self.state.price(market),
+                "order_filter": "StopOrder" if trigger is not None else "Order",
+                **attached,
+            },
         )
         try:
             self.state.submit(order)
@@ -262,9 +311,12 @@ class BybitVenue:
                 raise error(10001, f"params error: {name} invalid")
             below = (side == BUY) == loss  # a long's stop-loss and a short's take-profit sit below the entry
             if (below and value >= entry) or (not below and value <= entry):
-                raise error(10001, f"{'StopLoss' if loss else 'TakeProfit'}:{plain(value)} set for "
-                                  f"{'Buy' if side == BUY else 'Sell'} position should {'lower' if below else 'greater'} "
-                                  f"than base_price:{plain(entry)}??LastPrice")
+                raise error(
+                    10001,
+                    f"{'StopLoss' if loss else 'TakeProfit'}:{plain(value)} set for "
+                    f"{'Buy' if side == BUY else 'Sell'} position should {'lower' if below else 'greater'} "
+                    f"than base_price:{plain(entry)}??LastPrice",
+                )
             found[key] = value
         return found
 
@@ -287,8 +339,9 @@ class BybitVenue:
         if value < m.min_notional:
             raise error(170140, "Order value exceeded lower limit.")
 
-    def _linear_checks(self, m: MarketSpec, qty: Decimal, price: Decimal | None, is_market: bool,
-                       reduce_only: bool) -> None:
+    def _linear_checks(
+        self, m: MarketSpec, qty: Decimal, price: Decimal | None, is_market: bool, reduce_only: bool
+    ) -> None:
         if qty < m.min_qty or not is_multiple(qty, m.step_size):
             raise error(10001, "The number of contracts exceeds minimum limit allowed")
         if qty > (m.market_max_qty if is_market else m.max_qty):
@@ -320,9 +373,13 @@ class BybitVenue:
         order_id, link_id = p.get("orderId"), p.get("orderLinkId")
         if not order_id and not link_id:
             raise error(10001, "orderId or orderLinkId is required")
-        return self.state.find_order(f"bybit.{category}", self._account(ctx).key,
-                                     market.symbol if market else None,
-                                     order_id=str(order_id) if order_id else None, client_order_id=link_id)
+        return self.state.find_order(
+            f"bybit.{category}",
+            self._account(ctx).key,
+            market.symbol if market else None,
+            order_id=str(order_id) if order_id else None,
+            client_order_id=link_id,
+        )
 
     async def cancel_order(self, ctx: RequestContext) -> Reply:
         category = self._category(ctx.params)
@@ -341,13 +398,13 @@ class BybitVenue:
         market = self._market(category, ctx.params, required=False)
         if market is None and category == LINEAR and not (ctx.params.get("settleCoin") or ctx.params.get("baseCoin")):
             raise error(10001, "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin")
-        orders = self.state.orders_of(f"bybit.{category}", self._account(ctx).key,
-                                      market.symbol if market else None, open_only=True)
+        orders = self.state.orders_of(
+            f"bybit.{category}", self._account(ctx).key, market.symbol if market else None, open_only=True
+        )
         for order in orders:
             self.state.cancel(order)
             order.extra["cancel_type"] = "CancelByUser"
-        return ok({"list": [{"orderId": o.order_id, "orderLinkId": o.client_order_id} for o in orders],
-                   "success": "1"})
+        return ok({"list": [{"orderId": o.order_id, "orderLinkId": o.client_order_id} for o in orders], "success": "1"})
 
     def _selected(self, ctx: RequestContext, category: str) -> list[Order]:
         p = ctx.params
@@ -367,8 +424,7 @@ class BybitVenue:
     def _page(self, ctx: RequestContext, category: str, orders: list[Order]) -> Reply:
         limit = max(1, min(int(str(ctx.params.get("limit") or 20)), 50))
         newest_first = sorted(orders, key=lambda o: o.seq, reverse=True)[:limit]
-        return ok({"category": category, "list": [self.render_order(o) for o in newest_first],
-                   "nextPageCursor": ""})
+        return ok({"category": category, "list": [self.render_order(o) for o in newest_first], "nextPageCursor": ""})
 
     async def realtime_orders(self, ctx: RequestContext) -> Reply:
         """Open orders; with orderId/orderLinkId also recently closed ones (last 500), as on UTA."""
@@ -401,18 +457,38 @@ class BybitVenue:
         rows = []
         for order in orders:
             for fill in order.fills:
-                rows.append({
-                    "symbol": order.symbol, "orderId": order.order_id, "orderLinkId": order.client_order_id,
-                    "side": SIDE_NAMES[order.side], "orderPrice": plain(order.price or fill.price),
-                    "orderQty": plain(order.quantity), "leavesQty": plain(order.remaining), "createType":
-                    "CreateByUser", "orderType": order.venue_type, "stopOrderType": "",
-                    "execFee": plain(fill.commission), "feeCurrency": fill.commission_asset,
-                    "execId": str(fill.trade_id), "execPrice": plain(fill.price), "execQty": plain(fill.qty),
-                    "execType": "Trade", "execValue": plain(fill.quote_qty), "execTime": str(fill.time_ms),
-                    "isMaker": fill.maker, "feeRate": "0.001" if category == SPOT else "0.00055",
-                    "tradeIv": "", "markIv": "", "markPrice": plain(fill.price), "indexPrice": "",
-                    "underlyingPrice": "", "blockTradeId": "", "closedSize": "", "seq": fill.trade_id,
-                })
+                rows.append(
+                    {
+                        "symbol": order.symbol,
+                        "orderId": order.order_id,
+                        "orderLinkId": order.client_order_id,
+                        "side": SIDE_NAMES[order.side],
+                        "orderPrice": plain(order.price or fill.price),
+                        "orderQty": plain(order.quantity),
+                        "leavesQty": plain(order.remaining),
+                        "createType": "CreateByUser",
+                        "orderType": order.venue_type,
+                        "stopOrderType": "",
+                        "execFee": plain(fill.commission),
+                        "feeCurrency": fill.commission_asset,
+                        "execId": str(fill.trade_id),
+                        "execPrice": plain(fill.price),
+                        "execQty": plain(fill.qty),
+                        "execType": "Trade",
+                        "execValue": plain(fill.quote_qty),
+                        "execTime": str(fill.time_ms),
+                        "isMaker": fill.maker,
+                        "feeRate": "0.001" if category == SPOT else "0.00055",
+                        "tradeIv": "",
+                        "markIv": "",
+                        "markPrice": plain(fill.price),
+                        "indexPrice": "",
+                        "underlyingPrice": "",
+                        "blockTradeId": "",
+                        "closedSize": "",
+                        "seq": fill.trade_id,
+                    }
+                )
         rows.sort(key=lambda r: int(r["execTime"]), reverse=True)
         limit = max(1, min(int(str(p.get("limit") or 50)), 100))
         return ok({"category": category, "list": rows[:limit], "nextPageCursor": ""})
@@ -432,8 +508,9 @@ class BybitVenue:
         spot = order.market_type == SPOT
         quote_unit = order.extra.get("market_unit") == "quoteCoin"
         qty = order.quote_quantity if quote_unit else order.quantity
-        leaves_qty = D(0) if not order.is_open else (qty or D(0)) - (order.cum_quote if quote_unit else
-                                                                     order.executed_qty)
+        leaves_qty = (
+            D(0) if not order.is_open else (qty or D(0)) - (order.cum_quote if quote_unit else order.executed_qty)
+        )
         reject_reason = "EC_NoError"
         if order.post_only and order.status == CANCELED and not order.fills and "cancel_type" not in order.extra:
             reject_reason = "EC_PostOnlyWillTakeLiquidity"
@@ -442,26 +519,49 @@ class BybitVenue:
             cancel_type = "CancelByUser" if order.trigger_price is None else "CancelByTpSlTsClear"
         fee_asset = order.fills[0].commission_asset if order.fills else ""
         result = {
-            "orderId": order.order_id, "orderLinkId": order.client_order_id, "blockTradeId": "",
-            "symbol": order.symbol, "price": plain(order.price) if order.price else "0", "qty": plain(qty),
-            "side": SIDE_NAMES[order.side], "isLeverage": "0" if spot else "", "positionIdx": 0,
-            "orderStatus": self.status_of(order), "createType": "CreateByUser", "cancelType": cancel_type,
-            "rejectReason": reject_reason, "avgPrice": plain(order.avg_price) if order.executed_qty else "",
-            "leavesQty": plain(leaves_qty), "leavesValue": plain(leaves_qty * (order.price or D(0))),
-            "cumExecQty": plain(order.executed_qty), "cumExecValue": plain(order.cum_quote),
-            "cumExecFee": plain(order.fee_total), "cumFeeDetail": {fee_asset: plain(order.fee_total)}
-            if fee_asset else {}, "timeInForce": order.time_in_force, "orderType": order.venue_type,
-            "stopOrderType": "Stop" if order.trigger_price is not None else "", "orderIv": "",
+            "orderId": order.order_id,
+            "orderLinkId": order.client_order_id,
+            "blockTradeId": "",
+            "symbol": order.symbol,
+            "price": plain(order.price) if order.price else "0",
+            "qty": plain(qty),
+            "side": SIDE_NAMES[order.side],
+            "isLeverage": "0" if spot else "",
+            "positionIdx": 0,
+            "orderStatus": self.status_of(order),
+            "createType": "CreateByUser",
+            "cancelType": cancel_type,
+            "rejectReason": reject_reason,
+            "avgPrice": plain(order.avg_price) if order.executed_qty else "",
+            "leavesQty": plain(leaves_qty),
+            "leavesValue": plain(leaves_qty * (order.price or D(0))),
+            "cumExecQty": plain(order.executed_qty),
+            "cumExecValue": plain(order.cum_quote),
+            "cumExecFee": plain(order.fee_total),
+            "cumFeeDetail": {fee_asset: plain(order.fee_total)} if fee_asset else {},
+            "timeInForce": order.time_in_force,
+            "orderType": order.venue_type,
+            "stopOrderType": "Stop" if order.trigger_price is not None else "",
+            "orderIv": "",
             "triggerPrice": plain(order.trigger_price) if order.trigger_price is not None else "",
-            "takeProfit": plain(order.extra.get("take_profit")), "stopLoss": plain(order.extra.get("stop_loss")),
+            "takeProfit": plain(order.extra.get("take_profit")),
+            "stopLoss": plain(order.extra.get("stop_loss")),
             "tpTriggerBy": "LastPrice" if "take_profit" in order.extra else "",
             "slTriggerBy": "LastPrice" if "stop_loss" in order.extra else "",
             "triggerDirection": {"rise": 1, "fall": 2}.get(order.trigger_direction or "", 0),
             "triggerBy": "LastPrice" if order.trigger_price is not None else "",
-            "lastPriceOnCreated": plain(order.extra.get("last_price")), "basePrice": "",
-            "reduceOnly": order.reduce_only, "closeOnTrigger": False, "placeType": "", "smpType": "None",
-            "smpGroup": 0, "smpOrderId": "", "tpLimitPrice": "", "slLimitPrice": "",
-            "createdTime": str(order.created_ms), "updatedTime": str(order.updated_ms),
+            "lastPriceOnCreated": plain(order.extra.get("last_price")),
+            "basePrice": "",
+            "reduceOnly": order.reduce_only,
+            "closeOnTrigger": False,
+            "placeType": "",
+            "smpType": "None",
+            "smpGroup": 0,
+            "smpOrderId": "",
+            "tpLimitPrice": "",
+            "slLimitPrice": "",
+            "createdTime": str(order.created_ms),
+            "updatedTime": str(order.updated_ms),
         }
         if spot:
             result["marketUnit"] = order.extra.get("market_unit", "") if order.venue_type == "Market" else ""
@@ -494,22 +594,50 @@ class BybitVenue:
             upnl = upnl_total if is_usdt else D(0)
             equity = balance.total + upnl
             total_equity += equity * usd_price
-            coins.append({
-                "coin": asset, "equity": plain(equity), "usdValue": plain(equity * usd_price),
-                "walletBalance": plain(balance.total), "free": "", "locked": plain(balance.locked),
-                "spotHedgingQty": "0", "borrowAmount": "0", "availableToWithdraw": "", "accruedInterest": "0",
-                "totalOrderIM": "0", "totalPositionIM": plain(position_im if is_usdt else D(0)),
-                "totalPositionMM": "0", "unrealisedPnl": plain(upnl), "cumRealisedPnl": "0", "bonus": "0",
-                "marginCollateral": True, "collateralSwitch": True, "availableToBorrow": "",
-            })
+            coins.append(
+                {
+                    "coin": asset,
+                    "equity": plain(equity),
+                    "usdValue": plain(equity * usd_price),
+                    "walletBalance": plain(balance.total),
+                    "free": "",
+                    "locked": plain(balance.locked),
+                    "spotHedgingQty": "0",
+                    "borrowAmount": "0",
+                    "availableToWithdraw": "",
+                    "accruedInterest": "0",
+                    "totalOrderIM": "0",
+                    "totalPositionIM": plain(position_im if is_usdt else D(0)),
+                    "totalPositionMM": "0",
+                    "unrealisedPnl": plain(upnl),
+                    "cumRealisedPnl": "0",
+                    "bonus": "0",
+                    "marginCollateral": True,
+                    "collateralSwitch": True,
+                    "availableToBorrow": "",
+                }
+            )
         available = self.state.available_margin(account, "bybit.unified")
-        return ok({"list": [{
-            "accountType": "UNIFIED", "totalEquity": plain(total_equity), "accountIMRate": "0",
-            "totalMarginBalance": plain(total_equity), "totalInitialMargin": plain(position_im),
-            "totalAvailableBalance": plain(available), "accountMMRate": "0", "totalPerpUPL": plain(upnl_total),
-            "totalWalletBalance": plain(total_equity - upnl_total), "accountLTV": "0",
-            "totalMaintenanceMargin": "0", "coin": coins,
-        }]})
+        return ok(
+            {
+                "list": [
+                    {
+                        "accountType": "UNIFIED",
+                        "totalEquity": plain(total_equity),
+                        "accountIMRate": "0",
+                        "totalMarginBalance": plain(total_equity),
+                        "totalInitialMargin": plain(position_im),
+                        "totalAvailableBalance": plain(available),
+                        "accountMMRate": "0",
+                        "totalPerpUPL": plain(upnl_total),
+                        "totalWalletBalance": plain(total_equity - upnl_total),
+                        "accountLTV": "0",
+                        "totalMaintenanceMargin": "0",
+                        "coin": coins,
+                    }
+                ]
+            }
+        )
 
     def _usd_price(self, asset: str) -> Decimal:
         market = self.state.market("bybit.spot", f"{asset}USDT")
@@ -542,18 +670,37 @@ class BybitVenue:
         value = abs(amount) * mark
         side = "Buy" if amount > 0 else "Sell" if amount < 0 else ""
         return {
-            "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": m.symbol, "side": side,
-            "size": plain(abs(amount)), "avgPrice": plain(entry), "positionValue": plain(abs(amount) * entry),
-            "tradeMode": 1 if account.margin_type.get((m.book, m.symbol)) == "ISOLATED" else 0, "positionStatus": "Normal", "autoAddMargin": 0, "adlRankIndicator": 2 if amount else 0,
-            "leverage": str(leverage), "positionBalance": plain(value / leverage), "markPrice": plain(mark),
-            "liqPrice": "", "bustPrice": "", "positionMM": plain(value * D("0.005")),
-            "positionIM": plain(value / leverage), "tpslMode": "Full",
+            "positionIdx": 0,
+            "riskId": 1,
+            "riskLimitValue": "2000000",
+            "symbol": m.symbol,
+            "side": side,
+            "size": plain(abs(amount)),
+            "avgPrice": plain(entry),
+            "positionValue": plain(abs(amount) * entry),
+            "tradeMode": 1 if account.margin_type.get((m.book, m.symbol)) == "ISOLATED" else 0,
+            "positionStatus": "Normal",
+            "autoAddMargin": 0,
+            "adlRankIndicator": 2 if amount else 0,
+            "leverage": str(leverage),
+            "positionBalance": plain(value / leverage),
+            "markPrice": plain(mark),
+            "liqPrice": "",
+            "bustPrice": "",
+            "positionMM": plain(value * D("0.005")),
+            "positionIM": plain(value / leverage),
+            "tpslMode": "Full",
             "takeProfit": plain(position.take_profit) if position and amount else "",
             "stopLoss": plain(position.stop_loss) if position and amount else "",
-            "trailingStop": "0", "unrealisedPnl": plain((mark - entry) * amount),
+            "trailingStop": "0",
+            "unrealisedPnl": plain((mark - entry) * amount),
             "curRealisedPnl": plain(position.realized_pnl if position else D(0)),
-            "cumRealisedPnl": plain(position.realized_pnl if position else D(0)), "seq": 1, "isReduceOnly": False,
-            "mmrSysUpdatedTime": "", "leverageSysUpdatedTime": "", "sessionAvgPrice": "",
+            "cumRealisedPnl": plain(position.realized_pnl if position else D(0)),
+            "seq": 1,
+            "isReduceOnly": False,
+            "mmrSysUpdatedTime": "",
+            "leverageSysUpdatedTime": "",
+            "sessionAvgPrice": "",
             "createdTime": str(position.created_ms if position else now_ms()),
             "updatedTime": str(position.updated_ms if position else now_ms()),
         }
@@ -575,18 +722,45 @@ class BybitVenue:
 
     async def query_api(self, ctx: RequestContext) -> Reply:
         account = self._account(ctx)
-        return ok({
-            "id": str(abs(hash(account.key)) % 10**8), "note": "emulator", "apiKey": account.key,
-            # The key's permissions follow its (binance-shaped) api_restrictions: POST /_emu/api_restrictions.
-            "readOnly": 0 if account.api_restrictions.get("enableSpotAndMarginTrading", True) else 1,
-            "secret": "", "permissions": {"ContractTrade": ["Order", "Position"], "Spot": ["SpotTrade"],
-                                          "Wallet": ["AccountTransfer"] + (["Withdraw"] if account.api_restrictions.get("enableWithdrawals") else []), "Options": [], "Derivatives": [],
-                                          "CopyTrading": [], "BlockTrade": [], "Exchange": [], "NFT": []},
-            "ips": ["*"], "type": 1, "deadlineDay": -1, "expiredAt": "", "createdAt": "2024-01-01T00:00:00Z",
-            "unified": 0, "uta": 1, "userID": abs(hash(account.key)) % 10**8, "inviterID": 0,
-            "vipLevel": "No VIP", "mktMakerLevel": "0", "affiliateID": 0, "rsaPublicKey": "", "isMaster": True,
-            "parentUid": "0", "kycLevel": "LEVEL_DEFAULT", "kycRegion": "",
-        })
+        return ok(
+            {
+                "id": str(abs(hash(account.key)) % 10**8),
+                "note": "emulator",
+                "apiKey": account.key,
+                # The key's permissions follow its (binance-shaped) api_restrictions: POST /_emu/api_restrictions.
+                "readOnly": 0 if account.api_restrictions.get("enableSpotAndMarginTrading", True) else 1,
+                "secret": "",
+                "permissions": {
+                    "ContractTrade": ["Order", "Position"],
+                    "Spot": ["SpotTrade"],
+                    "Wallet": ["AccountTransfer"]
+                    + (["Withdraw"] if account.api_restrictions.get("enableWithdrawals") else []),
+                    "Options": [],
+                    "Derivatives": [],
+                    "CopyTrading": [],
+                    "BlockTrade": [],
+                    "Exchange": [],
+                    "NFT": [],
+                },
+                "ips": ["*"],
+                "type": 1,
+                "deadlineDay": -1,
+                "expiredAt": "",
+                "createdAt": "2024-01-01T00:00:00Z",
+                "unified": 0,
+                "uta": 1,
+                "userID": abs(hash(account.key)) % 10**8,
+                "inviterID": 0,
+                "vipLevel": "No VIP",
+                "mktMakerLevel": "0",
+                "affiliateID": 0,
+                "rsaPublicKey": "",
+                "isMaster": True,
+                "parentUid": "0",
+                "kycLevel": "LEVEL_DEFAULT",
+                "kycRegion": "",
+            }
+        )
 
     async def set_margin_mode(self, ctx: RequestContext) -> Reply:
         mode = str(ctx.params.get("setMarginMode") or "")
@@ -599,19 +773,49 @@ class BybitVenue:
         return ok({"reasons": []})
 
     async def account_info(self, ctx: RequestContext) -> Reply:
-        return ok({"marginMode": self._account(ctx).margin_type.get(("bybit", "*"), "REGULAR_MARGIN"), "updatedTime": str(now_ms()), "unifiedMarginStatus": 6,
-                   "dcpStatus": "OFF", "timeWindow": 10, "smpGroup": 0, "isMasterTrader": False,
-                   "spotHedgingStatus": "OFF"})
+        return ok(
+            {
+                "marginMode": self._account(ctx).margin_type.get(("bybit", "*"), "REGULAR_MARGIN"),
+                "updatedTime": str(now_ms()),
+                "unifiedMarginStatus": 6,
+                "dcpStatus": "OFF",
+                "timeWindow": 10,
+                "smpGroup": 0,
+                "isMasterTrader": False,
+                "spotHedgingStatus": "OFF",
+            }
+        )
 
     async def coin_info(self, ctx: RequestContext) -> Reply:
         coins = sorted({m.base for m in self.state.markets_of("bybit.spot")} | {"USDT"})
-        return ok({"rows": [{
-            "name": coin, "coin": coin, "remainAmount": "1000000",
-            "chains": [{"chainType": coin, "confirmation": "6", "withdrawFee": "0.0001", "depositMin": "0",
-                        "withdrawMin": "0.001", "chain": coin, "chainDeposit": "1", "chainWithdraw": "1",
-                        "minAccuracy": "8", "withdrawPercentageFee": "0", "contractAddress": "",
-                        "safeConfirmNumber": "6"}],
-        } for coin in coins]})
+        return ok(
+            {
+                "rows": [
+                    {
+                        "name": coin,
+                        "coin": coin,
+                        "remainAmount": "1000000",
+                        "chains": [
+                            {
+                                "chainType": coin,
+                                "confirmation": "6",
+                                "withdrawFee": "0.0001",
+                                "depositMin": "0",
+                                "withdrawMin": "0.001",
+                                "chain": coin,
+                                "chainDeposit": "1",
+                                "chainWithdraw": "1",
+                                "minAccuracy": "8",
+                                "withdrawPercentageFee": "0",
+                                "contractAddress": "",
+                                "safeConfirmNumber": "6",
+                            }
+                        ],
+                    }
+                    for coin in coins
+                ]
+            }
+        )
 
     # ============================================================= public
     async def server_time(self, ctx: RequestContext) -> Reply:
@@ -629,29 +833,61 @@ class BybitVenue:
 
     @staticmethod
     def _spot_instrument(m: MarketSpec) -> dict[str, Any]:
-        return {"symbol": m.symbol, "baseCoin": m.base, "quoteCoin": m.quote, "innovation": "0",
-                "status": "Trading", "marginTrading": "utaOnly", "stTag": "0",
-                "lotSizeFilter": {"basePrecision": plain(m.step_size), "quotePrecision": "0.00000001",
-                                  "minOrderQty": plain(m.min_qty), "maxOrderQty": plain(m.max_qty),
-                                  "minOrderAmt": plain(m.min_notional), "maxOrderAmt": plain(m.max_notional)},
-                "priceFilter": {"tickSize": plain(m.tick_size)},
-                "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"}}
+        return {
+            "symbol": m.symbol,
+            "baseCoin": m.base,
+            "quoteCoin": m.quote,
+            "innovation": "0",
+            "status": "Trading",
+            "marginTrading": "utaOnly",
+            "stTag": "0",
+            "lotSizeFilter": {
+                "basePrecision": plain(m.step_size),
+                "quotePrecision": "0.00000001",
+                "minOrderQty": plain(m.min_qty),
+                "maxOrderQty": plain(m.max_qty),
+                "minOrderAmt": plain(m.min_notional),
+                "maxOrderAmt": plain(m.max_notional),
+            },
+            "priceFilter": {"tickSize": plain(m.tick_size)},
+            "riskParameters": {"priceLimitRatioX": "0.01", "priceLimitRatioY": "0.02"},
+        }
 
     @staticmethod
     def _linear_instrument(m: MarketSpec) -> dict[str, Any]:
-        return {"symbol": m.symbol, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": m.base,
-                "quoteCoin": m.quote, "launchTime": "1585526400000", "deliveryTime": "0", "deliveryFeeRate": "",
-                "priceScale": str(decimals_of(m.tick_size)),
-                "leverageFilter": {"minLeverage": "1", "maxLeverage": f"{m.max_leverage}.00", "leverageStep": "0.01"},
-                "priceFilter": {"minPrice": plain(m.min_price), "maxPrice": plain(m.max_price),
-                                "tickSize": plain(m.tick_size)},
-                "lotSizeFilter": {"maxOrderQty": plain(m.max_qty), "minOrderQty": plain(m.min_qty),
-                                  "qtyStep": plain(m.step_size), "postOnlyMaxOrderQty": plain(m.max_qty),
-                                  "maxMktOrderQty": plain(m.market_max_qty),
-                                  "minNotionalValue": plain(m.min_notional)},
-                "unifiedMarginTrade": True, "fundingInterval": 480, "settleCoin": m.settle, "copyTrading": "both",
-                "upperFundingRate": "0.005", "lowerFundingRate": "-0.005", "isPreListing": False,
-                "preListingInfo": None}
+        return {
+            "symbol": m.symbol,
+            "contractType": "LinearPerpetual",
+            "status": "Trading",
+            "baseCoin": m.base,
+            "quoteCoin": m.quote,
+            "launchTime": "1585526400000",
+            "deliveryTime": "0",
+            "deliveryFeeRate": "",
+            "priceScale": str(decimals_of(m.tick_size)),
+            "leverageFilter": {"minLeverage": "1", "maxLeverage": f"{m.max_leverage}.00", "leverageStep": "0.01"},
+            "priceFilter": {
+                "minPrice": plain(m.min_price),
+                "maxPrice": plain(m.max_price),
+                "tickSize": plain(m.tick_size),
+            },
+            "lotSizeFilter": {
+                "maxOrderQty": plain(m.max_qty),
+                "minOrderQty": plain(m.min_qty),
+                "qtyStep": plain(m.step_size),
+                "postOnlyMaxOrderQty": plain(m.max_qty),
+                "maxMktOrderQty": plain(m.market_max_qty),
+                "minNotionalValue": plain(m.min_notional),
+            },
+            "unifiedMarginTrade": True,
+            "fundingInterval": 480,
+            "settleCoin": m.settle,
+            "copyTrading": "both",
+            "upperFundingRate": "0.005",
+            "lowerFundingRate": "-0.005",
+            "isPreListing": False,
+            "preListingInfo": None,
+        }
 
     async def tickers(self, ctx: RequestContext) -> Reply:
         category = self._category(ctx.params)
@@ -661,15 +897,37 @@ class BybitVenue:
         for m in markets:
             price = plain(self.state.price(m))
             bid, ask = plain(self.state.price(m) - m.tick_size), plain(self.state.price(m) + m.tick_size)
-            row = {"symbol": m.symbol, "bid1Price": bid, "bid1Size": "1", "ask1Price": ask, "ask1Size": "1",
-                   "lastPrice": price, "prevPrice24h": price, "price24hPcnt": "0", "highPrice24h": price,
-                   "lowPrice24h": price, "turnover24h": "0", "volume24h": "0"}
+            row = {
+                "symbol": m.symbol,
+                "bid1Price": bid,
+                "bid1Size": "1",
+                "ask1Price": ask,
+                "ask1Size": "1",
+                "lastPrice": price,
+                "prevPrice24h": price,
+                "price24hPcnt": "0",
+                "highPrice24h": price,
+                "lowPrice24h": price,
+                "turnover24h": "0",
+                "volume24h": "0",
+            }
             if category == LINEAR:
-                row.update({"indexPrice": price, "markPrice": price, "prevPrice1h": price, "openInterest": "0",
-                            "openInterestValue": "0", "fundingRate": "0.0001",
-                            "nextFundingTime": str((now_ms() // 28800000 + 1) * 28800000),
-                            "predictedDeliveryPrice": "", "basisRate": "", "deliveryFeeRate": "",
-                            "deliveryTime": "0", "basis": ""})
+                row.update(
+                    {
+                        "indexPrice": price,
+                        "markPrice": price,
+                        "prevPrice1h": price,
+                        "openInterest": "0",
+                        "openInterestValue": "0",
+                        "fundingRate": "0.0001",
+                        "nextFundingTime": str((now_ms() // 28800000 + 1) * 28800000),
+                        "predictedDeliveryPrice": "",
+                        "basisRate": "",
+                        "deliveryFeeRate": "",
+                        "deliveryTime": "0",
+                        "basis": "",
+                    }
+                )
             else:
                 row["usdIndexPrice"] = price
             rows.append(row)
@@ -680,9 +938,17 @@ class BybitVenue:
         m = self._market(category, ctx.params)
         price = self.state.price(m)
         levels = max(1, min(int(str(ctx.params.get("limit") or 25)), 50))
-        return ok({"s": m.symbol, "b": [[plain(price - m.tick_size * (i + 1)), "1"] for i in range(levels)],
-                   "a": [[plain(price + m.tick_size * (i + 1)), "1"] for i in range(levels)],
-                   "ts": now_ms(), "u": 1, "seq": 1, "cts": now_ms()})
+        return ok(
+            {
+                "s": m.symbol,
+                "b": [[plain(price - m.tick_size * (i + 1)), "1"] for i in range(levels)],
+                "a": [[plain(price + m.tick_size * (i + 1)), "1"] for i in range(levels)],
+                "ts": now_ms(),
+                "u": 1,
+                "seq": 1,
+                "cts": now_ms(),
+            }
+        )
 
     # ============================================================ routing
     def endpoints(self) -> list[Endpoint]:

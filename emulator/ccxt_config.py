@@ -69,7 +69,7 @@ def _rebase(url: Any, http_base: str, ws_base: str) -> Any:
     return base + parts.path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _describe(venue: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(urls.api, exceptions) of the ccxt.pro class, which includes the REST ones."""
     import ccxt.pro as ccxt_pro
@@ -81,17 +81,26 @@ def _describe(venue: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def _production_exceptions(venue: str) -> dict[str, Any]:
     _, exceptions = _describe(venue)
     linear = exceptions.get("linear", {})
-    return {"exact": {**exceptions.get("exact", {}), **linear.get("exact", {})},
-            "broad": {**exceptions.get("broad", {}), **linear.get("broad", {})}}
+    return {
+        "exact": {**exceptions.get("exact", {}), **linear.get("exact", {})},
+        "broad": {**exceptions.get("broad", {}), **linear.get("broad", {})},
+    }
 
 
-def ccxt_config(venue: str, base_url: str, api_key: str = "emu-key-1", secret: str = "emu-secret-1", *,
-                match_production_errors: bool = True, **extra: Any) -> dict[str, Any]:
+def ccxt_config(
+    venue: str,
+    base_url: str,
+    api_key: str = "emu-key-1",
+    secret: str = "emu-secret-1",
+    *,
+    match_production_errors: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
     """Constructor config for ccxt's ``venue`` class talking to the emulator at ``base_url``."""
     if venue not in VENUES:
         raise ValueError(f"venue must be one of {VENUES}, got {venue!r}")
     http_base = base_url.rstrip("/")
-    ws_base = "ws" + http_base[len("http"):] if http_base.startswith("http") else http_base
+    ws_base = "ws" + http_base[len("http") :] if http_base.startswith("http") else http_base
     config: dict[str, Any] = {"apiKey": api_key, "secret": secret}
     api_urls, _ = _describe(venue)
     api = _rebase(api_urls, http_base, ws_base)

@@ -12,7 +12,8 @@ import json
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlencode
 
 
@@ -75,8 +76,9 @@ class _ControlMethods:
         return self._request("GET", "/_emu/accounts")
 
     def add_account(self, key: str, secret: str, balances: dict[str, dict[str, Any]] | None = None) -> Any:
-        return self._request("POST", "/_emu/accounts",
-                             body=self._query({"key": key, "secret": secret, "balances": balances}))
+        return self._request(
+            "POST", "/_emu/accounts", body=self._query({"key": key, "secret": secret, "balances": balances})
+        )
 
     def set_clock_offset(self, offset_ms: int) -> Any:
         """The venues' clock runs ``offset_ms`` ahead of the host's (negative: behind)."""
@@ -106,16 +108,16 @@ class EmulatorControl(_ControlMethods):
     def _request(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
         url = self.base_url + path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise EmulatorControlError(f"{method} {path}: {exc.code} {exc.read().decode(errors='replace')}") from exc
 
-    def wait_until(self, predicate: Callable[["EmulatorControl"], Any], timeout: float = 5.0,
-                   interval: float = 0.02) -> Any:
+    def wait_until(
+        self, predicate: Callable[[EmulatorControl], Any], timeout: float = 5.0, interval: float = 0.02
+    ) -> Any:
         """Poll ``predicate(self)`` until truthy (for a separate-process emulator); return its value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -135,7 +137,7 @@ class AsyncEmulatorControl(_ControlMethods):
         self.timeout = timeout
         self._session: Any = None
 
-    async def __aenter__(self) -> "AsyncEmulatorControl":
+    async def __aenter__(self) -> AsyncEmulatorControl:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -151,8 +153,7 @@ class AsyncEmulatorControl(_ControlMethods):
 
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        async with self._session.request(method, self.base_url + path, params=query,
-                                         json=body) as response:
+        async with self._session.request(method, self.base_url + path, params=query, json=body) as response:
             text = await response.text()
             if response.status >= 400:
                 raise EmulatorControlError(f"{method} {path}: {response.status} {text}")

@@ -11,8 +11,9 @@ HTTP, ``binance_ws.py`` for the WebSocket API) only turns a :class:`Reply` or
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from . import faults as F
@@ -92,8 +93,9 @@ class CallRunner:
         self.state = state
         self.sleep = sleep
 
-    async def run(self, venue: FaultRenderer, ctx: RequestContext, handler: Handler,
-                  check_down: bool = True) -> Reply | _Drop:
+    async def run(
+        self, venue: FaultRenderer, ctx: RequestContext, handler: Handler, check_down: bool = True
+    ) -> Reply | _Drop:
         call = ctx.call
         down = self.state.faults.take_down(call) if check_down else None
         if down is not None:

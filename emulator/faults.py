@@ -37,8 +37,14 @@ KEY_ERROR = "key_error"
 DOWN = "down"
 
 FAULT_KINDS = (
-    DELAY_AFTER_BOOK, DELAY_BEFORE_BOOK, HTTP_ERROR, RATE_LIMIT,
-    DROP_BEFORE_BOOK, DROP_AFTER_BOOK, KEY_ERROR, DOWN,
+    DELAY_AFTER_BOOK,
+    DELAY_BEFORE_BOOK,
+    HTTP_ERROR,
+    RATE_LIMIT,
+    DROP_BEFORE_BOOK,
+    DROP_AFTER_BOOK,
+    KEY_ERROR,
+    DOWN,
 )
 # Faults that answer in place of the exchange, so nothing is booked.
 SHORT_CIRCUIT_KINDS = (HTTP_ERROR, RATE_LIMIT, KEY_ERROR, DROP_BEFORE_BOOK)
@@ -88,8 +94,12 @@ class Fault:
         route = match.get("route", "*" if self.kind == DOWN else PLACE)
         if route != "*" and route not in call.names():
             return False
-        for key, value in (("venue", call.venue), ("market_type", call.market_type),
-                           ("key", call.api_key), ("symbol", call.symbol)):
+        for key, value in (
+            ("venue", call.venue),
+            ("market_type", call.market_type),
+            ("key", call.api_key),
+            ("symbol", call.symbol),
+        ):
             if key in match and match[key] is not None and match[key] != value:
                 return False
         return True
@@ -101,9 +111,16 @@ class Fault:
     def to_dict(self) -> dict[str, Any]:
         remaining = None if self.count is None else max(0, self.count - self.applied)
         return {
-            "id": self.id, "kind": self.kind, "match": dict(self.match), "count": self.count,
-            "remaining": remaining, "applied": self.applied, "seconds": self.seconds,
-            "status": self.status, "retry_after": self.retry_after, "mode": self.mode,
+            "id": self.id,
+            "kind": self.kind,
+            "match": dict(self.match),
+            "count": self.count,
+            "remaining": remaining,
+            "applied": self.applied,
+            "seconds": self.seconds,
+            "status": self.status,
+            "retry_after": self.retry_after,
+            "mode": self.mode,
         }
 
 
@@ -114,9 +131,17 @@ class FaultQueue:
         self._faults: list[Fault] = []
         self._ids = itertools.count(1)
 
-    def add(self, kind: str, *, match: dict[str, Any] | None = None, count: int | None | str = "default",
-            seconds: float = 0.0, status: int | None = None, retry_after: int = 1,
-            mode: str | None = None) -> Fault:
+    def add(
+        self,
+        kind: str,
+        *,
+        match: dict[str, Any] | None = None,
+        count: int | None | str = "default",
+        seconds: float = 0.0,
+        status: int | None = None,
+        retry_after: int = 1,
+        mode: str | None = None,
+    ) -> Fault:
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(FAULT_KINDS)}")
         if count == "default":
@@ -128,9 +153,14 @@ class FaultQueue:
         if kind == RATE_LIMIT and status is not None and status not in (403, 418, 429):
             raise ValueError("rate_limit status must be 429, 418 or 403")
         fault = Fault(
-            id=next(self._ids), kind=kind, match=dict(match or {}),
-            count=None if count is None else int(count), seconds=float(seconds),
-            status=status, retry_after=int(retry_after), mode=mode,
+            id=next(self._ids),
+            kind=kind,
+            match=dict(match or {}),
+            count=None if count is None else int(count),
+            seconds=float(seconds),
+            status=status,
+            retry_after=int(retry_after),
+            mode=mode,
         )
         self._faults.append(fault)
         return fault

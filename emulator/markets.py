@@ -119,45 +119,101 @@ class MarketSpec:
 
 def _binance_spot(symbol: str, base: str, tick: str, step: str, market_max: str, max_qty: str = "9000") -> MarketSpec:
     return MarketSpec(
-        venue=BINANCE, market_type=SPOT, symbol=symbol, base=base, quote="USDT",
-        tick_size=D(tick), min_price=D(tick), max_price=D("1000000"),
-        step_size=D(step), min_qty=D(step), max_qty=D(max_qty),
-        market_max_qty=D(market_max), min_notional=D("5"),
-        base_precision=8, quote_precision=8,
-        taker_fee=D("0.001"), maker_fee=D("0.001"),
+        venue=BINANCE,
+        market_type=SPOT,
+        symbol=symbol,
+        base=base,
+        quote="USDT",
+        tick_size=D(tick),
+        min_price=D(tick),
+        max_price=D("1000000"),
+        step_size=D(step),
+        min_qty=D(step),
+        max_qty=D(max_qty),
+        market_max_qty=D(market_max),
+        min_notional=D("5"),
+        base_precision=8,
+        quote_precision=8,
+        taker_fee=D("0.001"),
+        maker_fee=D("0.001"),
     )
 
 
-def _binance_usdm(symbol: str, base: str, tick: str, min_price: str, step: str, max_qty: str,
-                  market_max: str, notional: str, price_precision: int, quantity_precision: int) -> MarketSpec:
+def _binance_usdm(
+    symbol: str,
+    base: str,
+    tick: str,
+    min_price: str,
+    step: str,
+    max_qty: str,
+    market_max: str,
+    notional: str,
+    price_precision: int,
+    quantity_precision: int,
+) -> MarketSpec:
     return MarketSpec(
-        venue=BINANCE, market_type=LINEAR, symbol=symbol, base=base, quote="USDT",
-        tick_size=D(tick), min_price=D(min_price), max_price=D("4529764"),
-        step_size=D(step), min_qty=D(step), max_qty=D(max_qty),
-        market_step_size=D(step), market_min_qty=D(step),
-        market_max_qty=D(market_max), min_notional=D(notional),
-        price_precision=price_precision, quantity_precision=quantity_precision,
-        taker_fee=D("0.0005"), maker_fee=D("0.0002"), max_leverage=125,
+        venue=BINANCE,
+        market_type=LINEAR,
+        symbol=symbol,
+        base=base,
+        quote="USDT",
+        tick_size=D(tick),
+        min_price=D(min_price),
+        max_price=D("4529764"),
+        step_size=D(step),
+        min_qty=D(step),
+        max_qty=D(max_qty),
+        market_step_size=D(step),
+        market_min_qty=D(step),
+        market_max_qty=D(market_max),
+        min_notional=D(notional),
+        price_precision=price_precision,
+        quantity_precision=quantity_precision,
+        taker_fee=D("0.0005"),
+        maker_fee=D("0.0002"),
+        max_leverage=125,
     )
 
 
 def _bybit_spot(symbol: str, base: str, tick: str, base_step: str, min_qty: str, max_qty: str) -> MarketSpec:
     return MarketSpec(
-        venue=BYBIT, market_type=SPOT, symbol=symbol, base=base, quote="USDT",
-        tick_size=D(tick), min_price=D(tick), max_price=D("10000000"),
-        step_size=D(base_step), min_qty=D(min_qty), max_qty=D(max_qty),
-        market_max_qty=D(max_qty), min_notional=D("1"), max_notional=D("4000000"),
-        taker_fee=D("0.001"), maker_fee=D("0.001"),
+        venue=BYBIT,
+        market_type=SPOT,
+        symbol=symbol,
+        base=base,
+        quote="USDT",
+        tick_size=D(tick),
+        min_price=D(tick),
+        max_price=D("10000000"),
+        step_size=D(base_step),
+        min_qty=D(min_qty),
+        max_qty=D(max_qty),
+        market_max_qty=D(max_qty),
+        min_notional=D("1"),
+        max_notional=D("4000000"),
+        taker_fee=D("0.001"),
+        maker_fee=D("0.001"),
     )
 
 
 def _bybit_linear(symbol: str, base: str, tick: str, step: str, max_qty: str, market_max: str) -> MarketSpec:
     return MarketSpec(
-        venue=BYBIT, market_type=LINEAR, symbol=symbol, base=base, quote="USDT",
-        tick_size=D(tick), min_price=D(tick), max_price=D("1999999.80"),
-        step_size=D(step), min_qty=D(step), max_qty=D(max_qty),
-        market_max_qty=D(market_max), min_notional=D("5"),
-        taker_fee=D("0.00055"), maker_fee=D("0.0002"), max_leverage=100,
+        venue=BYBIT,
+        market_type=LINEAR,
+        symbol=symbol,
+        base=base,
+        quote="USDT",
+        tick_size=D(tick),
+        min_price=D(tick),
+        max_price=D("1999999.80"),
+        step_size=D(step),
+        min_qty=D(step),
+        max_qty=D(max_qty),
+        market_max_qty=D(market_max),
+        min_notional=D("5"),
+        taker_fee=D("0.00055"),
+        maker_fee=D("0.0002"),
+        max_leverage=100,
     )
 
 
@@ -167,10 +223,30 @@ def default_markets() -> list[MarketSpec]:
         _binance_spot("BTCUSDT", "BTC", tick="0.01", step="0.00001", market_max="120"),
         _binance_spot("ETHUSDT", "ETH", tick="0.01", step="0.0001", market_max="2000", max_qty="100000"),
         _binance_spot("SOLUSDT", "SOL", tick="0.01", step="0.001", market_max="20000", max_qty="900000"),
-        _binance_usdm("BTCUSDT", "BTC", tick="0.10", min_price="261.10", step="0.001", max_qty="1000",
-                      market_max="120", notional="100", price_precision=2, quantity_precision=3),
-        _binance_usdm("ETHUSDT", "ETH", tick="0.01", min_price="39.86", step="0.001", max_qty="10000",
-                      market_max="2000", notional="20", price_precision=2, quantity_precision=3),
+        _binance_usdm(
+            "BTCUSDT",
+            "BTC",
+            tick="0.10",
+            min_price="261.10",
+            step="0.001",
+            max_qty="1000",
+            market_max="120",
+            notional="100",
+            price_precision=2,
+            quantity_precision=3,
+        ),
+        _binance_usdm(
+            "ETHUSDT",
+            "ETH",
+            tick="0.01",
+            min_price="39.86",
+            step="0.001",
+            max_qty="10000",
+            market_max="2000",
+            notional="20",
+            price_precision=2,
+            quantity_precision=3,
+        ),
         _bybit_spot("BTCUSDT", "BTC", tick="0.01", base_step="0.000001", min_qty="0.000048", max_qty="71.73956243"),
         _bybit_spot("ETHUSDT", "ETH", tick="0.01", base_step="0.00001", min_qty="0.00062", max_qty="1229.2336343"),
         _bybit_linear("BTCUSDT", "BTC", tick="0.10", step="0.001", max_qty="1190", market_max="119"),
@@ -189,7 +265,16 @@ def catalogue_markets() -> list[MarketSpec]:
     ]
 
 
-DEFAULT_PRICES: dict[str, Decimal] = {"BTC": D("50000"), "ETH": D("3000"), "SOL": D("150"), "DOGE": D("0.15"),
-                                      # Alpaca's stocks (alpaca.py)
-                                      "AAPL": D("190"), "MSFT": D("410"), "SPY": D("500"), "F": D("12"),
-                                      "BRK.A": D("600000"), "DLSTD": D("1")}
+DEFAULT_PRICES: dict[str, Decimal] = {
+    "BTC": D("50000"),
+    "ETH": D("3000"),
+    "SOL": D("150"),
+    "DOGE": D("0.15"),
+    # Alpaca's stocks (alpaca.py)
+    "AAPL": D("190"),
+    "MSFT": D("410"),
+    "SPY": D("500"),
+    "F": D("12"),
+    "BRK.A": D("600000"),
+    "DLSTD": D("1"),
+}

@@ -69,7 +69,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -89,6 +90,7 @@ def _filtered(rows: list[dict[str, Any]], filters: dict[str, Any]) -> list[dict[
         if isinstance(value, bool):
             return str(wanted).lower() == str(value).lower()
         return str(value) == str(wanted)
+
     return [r for r in rows if all(same(r.get(k), v) for k, v in filters.items() if v is not None)]
 
 
@@ -96,8 +98,9 @@ def _json_response(reply: Reply) -> web.StreamResponse:
     if reply.body is None:
         return web.Response(status=reply.status, headers=reply.headers)
     if isinstance(reply.body, (dict, list)):
-        return web.Response(status=reply.status, text=json.dumps(reply.body), content_type="application/json",
-                            headers=reply.headers)
+        return web.Response(
+            status=reply.status, text=json.dumps(reply.body), content_type="application/json", headers=reply.headers
+        )
     return web.Response(status=reply.status, text=str(reply.body), content_type="text/html", headers=reply.headers)
 
 
@@ -115,10 +118,16 @@ class Emulator:
     ``set_price`` ...) mirror the HTTP control API for in-process use.
     """
 
-    def __init__(self, accounts: dict[str, str] | None = None, prices: dict[str, Any] | None = None,
-                 balances: dict[str, dict[str, Any]] | None = None, markets: list[MarketSpec] | None = None) -> None:
-        self.state = ExchangeState(accounts=accounts, prices=prices, balances=balances,
-                                   markets=markets or default_markets() + alpaca_markets())
+    def __init__(
+        self,
+        accounts: dict[str, str] | None = None,
+        prices: dict[str, Any] | None = None,
+        balances: dict[str, dict[str, Any]] | None = None,
+        markets: list[MarketSpec] | None = None,
+    ) -> None:
+        self.state = ExchangeState(
+            accounts=accounts, prices=prices, balances=balances, markets=markets or default_markets() + alpaca_markets()
+        )
         self._stopping = asyncio.Event()
         self._changed = asyncio.Condition()
         self._waiters = 0
@@ -158,7 +167,7 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "Emulator":
+    async def __aenter__(self) -> Emulator:
         await self.start()
         return self
 
@@ -169,7 +178,7 @@ class Emulator:
         """A fault delay that ends early when the emulator stops."""
         try:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     def _on_change(self) -> None:
@@ -179,6 +188,7 @@ class Emulator:
         async def notify() -> None:
             async with self._changed:
                 self._changed.notify_all()
+
         try:
             asyncio.get_running_loop().create_task(notify())
         except RuntimeError:
@@ -186,6 +196,7 @@ class Emulator:
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
         """Wait until ``predicate()`` is truthy (re-checked on every state change); return its value."""
+
         async def waiter() -> Any:
             async with self._changed:
                 while True:
@@ -193,6 +204,7 @@ class Emulator:
                     if value:
                         return value
                     await self._changed.wait()
+
         self._waiters += 1
         try:
             return await asyncio.wait_for(waiter(), timeout)
@@ -202,6 +214,7 @@ class Emulator:
     # ------------------------------------------------------- in-process API
     def ccxt_config(self, venue: str, **kwargs: Any) -> dict[str, Any]:
         from .ccxt_config import ccxt_config
+
         return ccxt_config(venue, self.base_url, **kwargs)
 
     def reset(self) -> None:
@@ -253,11 +266,13 @@ class Emulator:
         for endpoint in self.binance.endpoints():
             app.router.add_route(endpoint.method, endpoint.path, self._rest_adapter(self.binance, endpoint))
         for endpoint in self.bybit.endpoints():
-            app.router.add_route(endpoint.method, BYBIT_PREFIX + endpoint.path,
-                                 self._rest_adapter(self.bybit, endpoint))
+            app.router.add_route(
+                endpoint.method, BYBIT_PREFIX + endpoint.path, self._rest_adapter(self.bybit, endpoint)
+            )
         for endpoint in self.alpaca.endpoints():
-            app.router.add_route(endpoint.method, ALPACA_PREFIX + endpoint.path,
-                                 self._rest_adapter(self.alpaca, endpoint))
+            app.router.add_route(
+                endpoint.method, ALPACA_PREFIX + endpoint.path, self._rest_adapter(self.alpaca, endpoint)
+            )
         self.alpaca.control_routes(app)
         for market_type in (SPOT, LINEAR):
             ws_api = BinanceWsApi(self.binance, self.runner, market_type)
@@ -271,12 +286,19 @@ class Emulator:
             raw_body = await request.text() if request.can_read_body else ""
             params = venue.parse_params(raw_query, raw_body, request.headers.get("Content-Type", ""))
             params.update(request.match_info)  # path parameters (Alpaca's /v2/orders/{order_id})
-            call = Call(venue=venue.venue, route=f"{endpoint.method} {endpoint.path}", action=endpoint.action,
-                        transport="rest", market_type=venue.market_type_of(endpoint, params),
-                        api_key=venue.api_key_of(request.headers, params), symbol=params.get("symbol"),
-                        aliases=venue.aliases_of(endpoint))
-            ctx = RequestContext(call=call, params=params, headers=request.headers, raw_query=raw_query,
-                                 raw_body=raw_body)
+            call = Call(
+                venue=venue.venue,
+                route=f"{endpoint.method} {endpoint.path}",
+                action=endpoint.action,
+                transport="rest",
+                market_type=venue.market_type_of(endpoint, params),
+                api_key=venue.api_key_of(request.headers, params),
+                symbol=params.get("symbol"),
+                aliases=venue.aliases_of(endpoint),
+            )
+            ctx = RequestContext(
+                call=call, params=params, headers=request.headers, raw_query=raw_query, raw_body=raw_body
+            )
 
             async def execute(context: RequestContext) -> Reply:
                 if endpoint.security != "none":
@@ -289,17 +311,21 @@ class Emulator:
                     request.transport.abort()
                 raise asyncio.CancelledError()
             return _json_response(result)
+
         return handle
 
     async def _unhandled(self, request: web.Request) -> web.StreamResponse:
-        self.state.unhandled.append({"method": request.method, "path": request.path,
-                                     "query": request.rel_url.raw_query_string})
-        down = self.state.faults.take_down(Call(venue=BINANCE, route=f"{request.method} {request.path}",
-                                                action=F.PUBLIC))
+        self.state.unhandled.append(
+            {"method": request.method, "path": request.path, "query": request.rel_url.raw_query_string}
+        )
+        down = self.state.faults.take_down(
+            Call(venue=BINANCE, route=f"{request.method} {request.path}", action=F.PUBLIC)
+        )
         if down is not None:
             return web.Response(status=503, text="503 Service Unavailable")
-        return web.json_response({"code": -1, "msg": f"emulator: no route for {request.method} {request.path}"},
-                                 status=404)
+        return web.json_response(
+            {"code": -1, "msg": f"emulator: no route for {request.method} {request.path}"}, status=404
+        )
 
     # -------------------------------------------------------- control API
     def _control_routes(self, app: web.Application) -> None:
@@ -365,8 +391,9 @@ class Emulator:
     async def _c_set_price(self, request: web.Request) -> web.Response:
         try:
             body = await self._body(request)
-            touched = self.state.set_price(str(body["symbol"]), body["price"], venue=body.get("venue"),
-                                           market_type=body.get("market_type"))
+            touched = self.state.set_price(
+                str(body["symbol"]), body["price"], venue=body.get("venue"), market_type=body.get("market_type")
+            )
         except (KeyError, ValueError, TypeError) as exc:
             return self._bad(str(exc))
         return web.json_response({"ok": True, "markets": [f"{book}:{symbol}" for book, symbol in touched]})
@@ -408,4 +435,3 @@ class Emulator:
 
     async def _c_unhandled(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.unhandled)
-

@@ -26,13 +26,23 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from .faults import Call, FaultQueue
 from .markets import (
-    BINANCE, BYBIT, DEFAULT_PRICES, LINEAR, SPOT, D, MarketSpec, default_markets, floor_to_step, plain,
+    BINANCE,
+    BYBIT,
+    DEFAULT_PRICES,
+    LINEAR,
+    SPOT,
+    D,
+    MarketSpec,
+    default_markets,
+    floor_to_step,
+    plain,
 )
 
 BUY, SELL = "BUY", "SELL"
@@ -67,9 +77,18 @@ def now_ms() -> int:
 def default_api_restrictions() -> dict[str, bool]:
     """What binance's GET /sapi/v1/account/apiRestrictions says of a fresh key: it trades and
     cannot withdraw (``POST /_emu/api_restrictions`` changes it per key)."""
-    return {"ipRestrict": False, "enableReading": True, "enableSpotAndMarginTrading": True, "enableFutures": True,
-            "enableMargin": False, "enableWithdrawals": False, "enableInternalTransfer": False,
-            "permitsUniversalTransfer": False, "enableVanillaOptions": False, "enablePortfolioMarginTrading": False}
+    return {
+        "ipRestrict": False,
+        "enableReading": True,
+        "enableSpotAndMarginTrading": True,
+        "enableFutures": True,
+        "enableMargin": False,
+        "enableWithdrawals": False,
+        "enableInternalTransfer": False,
+        "permitsUniversalTransfer": False,
+        "enableVanillaOptions": False,
+        "enablePortfolioMarginTrading": False,
+    }
 
 
 def wallet_of(book: str) -> str:
@@ -204,19 +223,32 @@ class Order:
     def to_dict(self) -> dict[str, Any]:
         """Shape used by the control API (``GET /_emu/orders``)."""
         return {
-            "seq": self.seq, "venue": self.venue, "market_type": self.market_type,
-            "account_key": self.account_key, "symbol": self.symbol, "side": self.side,
-            "type": self.venue_type, "quantity": plain(self.quantity) if self.quantity is not None else None,
+            "seq": self.seq,
+            "venue": self.venue,
+            "market_type": self.market_type,
+            "account_key": self.account_key,
+            "symbol": self.symbol,
+            "side": self.side,
+            "type": self.venue_type,
+            "quantity": plain(self.quantity) if self.quantity is not None else None,
             "quote_quantity": plain(self.quote_quantity) if self.quote_quantity is not None else None,
             "price": plain(self.price) if self.price is not None else None,
             "trigger_price": plain(self.trigger_price) if self.trigger_price is not None else None,
-            "client_order_id": self.client_order_id, "order_id": self.order_id, "status": self.status,
-            "executed_qty": plain(self.executed_qty), "avg_price": plain(self.avg_price),
-            "reduce_only": self.reduce_only, "post_only": self.post_only, "time_in_force": self.time_in_force,
+            "client_order_id": self.client_order_id,
+            "order_id": self.order_id,
+            "status": self.status,
+            "executed_qty": plain(self.executed_qty),
+            "avg_price": plain(self.avg_price),
+            "reduce_only": self.reduce_only,
+            "post_only": self.post_only,
+            "time_in_force": self.time_in_force,
             "stop_loss": plain(self.extra["stop_loss"]) if "stop_loss" in self.extra else None,
             "take_profit": plain(self.extra["take_profit"]) if "take_profit" in self.extra else None,
-            "transport": self.transport, "booked_at": self.booked_at, "booked_ms": self.created_ms,
-            "updated_ms": self.updated_ms, "parent_order_id": self.parent_order_id,
+            "transport": self.transport,
+            "booked_at": self.booked_at,
+            "booked_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "parent_order_id": self.parent_order_id,
             "child_order_id": self.child_order_id,
         }
 
@@ -224,13 +256,18 @@ class Order:
 class ExchangeState:
     """All mutable emulator state plus the matching/accounting rules."""
 
-    def __init__(self, accounts: dict[str, str] | None = None, prices: dict[str, Any] | None = None,
-                 markets: list[MarketSpec] | None = None,
-                 balances: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self,
+        accounts: dict[str, str] | None = None,
+        prices: dict[str, Any] | None = None,
+        markets: list[MarketSpec] | None = None,
+        balances: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self._initial_accounts = dict(accounts or DEFAULT_ACCOUNTS)
         self._initial_prices = {k: D(str(v)) for k, v in (prices or {}).items()}
-        self._initial_balances = {w: {a: D(str(v)) for a, v in bal.items()}
-                                  for w, bal in (balances or DEFAULT_BALANCES).items()}
+        self._initial_balances = {
+            w: {a: D(str(v)) for a, v in bal.items()} for w, bal in (balances or DEFAULT_BALANCES).items()
+        }
         self._market_list = markets or default_markets()
         self.listeners: list[Callable[[], None]] = []
         self.reset()
@@ -259,14 +296,20 @@ class ExchangeState:
         self._seq = itertools.count(1)
         self._request_seq = itertools.count(1)
         self._trade_ids = itertools.count(100001)
-        self._binance_ids = {"binance.spot": itertools.count(1000001), "binance.linear": itertools.count(4000000001),
-                             "binance.linear.algo": itertools.count(3000000001)}
+        self._binance_ids = {
+            "binance.spot": itertools.count(1000001),
+            "binance.linear": itertools.count(4000000001),
+            "binance.linear.algo": itertools.count(3000000001),
+        }
         self._notify()
 
     def add_account(self, key: str, secret: str, balances: dict[str, dict[str, Any]] | None = None) -> Account:
         account = Account(key=key, secret=secret)
-        source = self._initial_balances if balances is None else {
-            w: {a: D(str(v)) for a, v in bal.items()} for w, bal in balances.items()}
+        source = (
+            self._initial_balances
+            if balances is None
+            else {w: {a: D(str(v)) for a, v in bal.items()} for w, bal in balances.items()}
+        )
         for wallet, assets in source.items():
             for asset, amount in assets.items():
                 account.balance(wallet, asset).free = amount
@@ -291,14 +334,24 @@ class ExchangeState:
     def leverage(self, account: Account, market: MarketSpec) -> int:
         return account.leverage.get((market.book, market.symbol), DEFAULT_LEVERAGE[market.venue])
 
-    def orders_of(self, book: str, account_key: str, symbol: str | None = None,
-                  open_only: bool = False) -> list[Order]:
-        source = (self._open.values() if open_only else self._by_owner.get((book, account_key), []))
-        return [o for o in source
-                if o.book == book and o.account_key == account_key and (symbol is None or o.symbol == symbol)]
+    def orders_of(self, book: str, account_key: str, symbol: str | None = None, open_only: bool = False) -> list[Order]:
+        source = self._open.values() if open_only else self._by_owner.get((book, account_key), [])
+        return [
+            o
+            for o in source
+            if o.book == book and o.account_key == account_key and (symbol is None or o.symbol == symbol)
+        ]
 
-    def find_order(self, book: str, account_key: str, symbol: str | None, *, order_id: str | None = None,
-                   client_order_id: str | None = None, algo: bool | None = None) -> Order | None:
+    def find_order(
+        self,
+        book: str,
+        account_key: str,
+        symbol: str | None,
+        *,
+        order_id: str | None = None,
+        client_order_id: str | None = None,
+        algo: bool | None = None,
+    ) -> Order | None:
         """Order by id, else the latest by client id (client ids may repeat once closed)."""
         if order_id is not None:
             candidates = [self._by_id[(book, str(order_id))]] if (book, str(order_id)) in self._by_id else []
@@ -314,10 +367,13 @@ class ExchangeState:
             return order
         return None
 
-    def client_id_taken(self, book: str, account_key: str, symbol: str | None, client_order_id: str,
-                        open_only: bool) -> bool:
-        return any((symbol is None or o.symbol == symbol) and (not open_only or o.is_open)
-                   for o in self._by_client.get((book, account_key, client_order_id), []))
+    def client_id_taken(
+        self, book: str, account_key: str, symbol: str | None, client_order_id: str, open_only: bool
+    ) -> bool:
+        return any(
+            (symbol is None or o.symbol == symbol) and (not open_only or o.is_open)
+            for o in self._by_client.get((book, account_key, client_order_id), [])
+        )
 
     def new_order_id(self, book: str) -> str:
         if book.startswith(BYBIT):
@@ -325,8 +381,9 @@ class ExchangeState:
         return str(next(self._binance_ids[book]))
 
     # --------------------------------------------------------------- prices
-    def set_price(self, symbol: str, price: Any, venue: str | None = None, market_type: str | None = None,
-                  trigger: bool = True) -> list[tuple[str, str]]:
+    def set_price(
+        self, symbol: str, price: Any, venue: str | None = None, market_type: str | None = None, trigger: bool = True
+    ) -> list[tuple[str, str]]:
         """Set the price of every market matching ``symbol``.
 
         ``symbol`` may be an exchange id (``BTCUSDT``: all venues and types), a
@@ -359,10 +416,18 @@ class ExchangeState:
     def log_request(self, call: Call, summary: dict[str, Any]) -> dict[str, Any]:
         """Record an order-placement attempt; the caller fills in the outcome."""
         entry = {
-            "seq": next(self._request_seq), "time": time.time(), "venue": call.venue,
-            "market_type": call.market_type, "route": call.route, "transport": call.transport,
-            "account_key": call.api_key, "outcome": "pending", "error": None, "order_id": None,
-            "fault": None, **summary,
+            "seq": next(self._request_seq),
+            "time": time.time(),
+            "venue": call.venue,
+            "market_type": call.market_type,
+            "route": call.route,
+            "transport": call.transport,
+            "account_key": call.api_key,
+            "outcome": "pending",
+            "error": None,
+            "order_id": None,
+            "fault": None,
+            **summary,
         }
         self.requests.append(entry)
         self._notify()
@@ -449,8 +514,7 @@ class ExchangeState:
         reference_price = order.price if order.execution == "limit" and order.price else price_now
         if market.market_type == SPOT:
             if order.side == BUY:
-                need = (order.quote_quantity if order.quantity is None
-                        else order.quantity * reference_price)
+                need = order.quote_quantity if order.quantity is None else order.quantity * reference_price
                 if account.balance(wallet, market.quote).free < need:
                     raise Rejection(INSUFFICIENT_BALANCE, f"need {need} {market.quote}")
             else:
@@ -478,9 +542,14 @@ class ExchangeState:
             available += (mark - position.entry_price) * position.amount
             available -= abs(position.amount) * mark / self.leverage(account, market)
         for order in self._open.values():
-            if (order.account_key == account.key and order.working
-                    and order.market_type == LINEAR and wallet_of(order.book) == wallet
-                    and not order.reduce_only and order.price is not None):
+            if (
+                order.account_key == account.key
+                and order.working
+                and order.market_type == LINEAR
+                and wallet_of(order.book) == wallet
+                and not order.reduce_only
+                and order.price is not None
+            ):
                 market = self.markets[(order.book, order.symbol)]
                 available -= order.remaining * order.price / self.leverage(account, market)
         return available
@@ -502,8 +571,10 @@ class ExchangeState:
         wallet = wallet_of(market.book)
         if order.side == BUY:
             reference = order.price or order.trigger_price or self.price(market)
-            asset, amount = market.quote, (order.quote_quantity if order.quantity is None
-                                           else order.quantity * reference)
+            asset, amount = (
+                market.quote,
+                (order.quote_quantity if order.quantity is None else order.quantity * reference),
+            )
         else:
             asset, amount = market.base, self._base_qty(market, order, order.price or self.price(market))
         balance = account.balance(wallet, asset)
@@ -552,17 +623,28 @@ class ExchangeState:
                     setattr(position, name, order.extra[name])
             settle = account.balance(wallet, market.settle)
             settle.free += realized - commission
-        order.fills.append(Fill(trade_id=next(self._trade_ids), price=fill_price, qty=qty, quote_qty=quote_qty,
-                                commission=commission, commission_asset=commission_asset, maker=maker,
-                                time_ms=stamp, realized_pnl=realized))
+        order.fills.append(
+            Fill(
+                trade_id=next(self._trade_ids),
+                price=fill_price,
+                qty=qty,
+                quote_qty=quote_qty,
+                commission=commission,
+                commission_asset=commission_asset,
+                maker=maker,
+                time_ms=stamp,
+                realized_pnl=realized,
+            )
+        )
         order.executed_qty += qty
         order.cum_quote += quote_qty
         self._close(order, FILLED)
         order.updated_ms = stamp
 
     @staticmethod
-    def _apply_position(account: Account, market: MarketSpec, side: str, qty: Decimal, price: Decimal,
-                        stamp: int) -> Decimal:
+    def _apply_position(
+        account: Account, market: MarketSpec, side: str, qty: Decimal, price: Decimal, stamp: int
+    ) -> Decimal:
         position = account.position(market.book, market.symbol)
         signed = qty if side == BUY else -qty
         realized = D(0)
@@ -595,8 +677,11 @@ class ExchangeState:
             if not order.working:
                 if order.trigger_direction not in ("rise", "fall"):
                     continue
-                crossed = (price_now >= order.trigger_price if order.trigger_direction == "rise"
-                           else price_now <= order.trigger_price)
+                crossed = (
+                    price_now >= order.trigger_price
+                    if order.trigger_direction == "rise"
+                    else price_now <= order.trigger_price
+                )
                 if crossed:
                     self._trigger(account, market, order, price_now)
             elif order.execution == "limit" and self._marketable(order, price_now):
@@ -606,11 +691,20 @@ class ExchangeState:
     def _trigger(self, account: Account, market: MarketSpec, order: Order, price_now: Decimal) -> None:
         if order.trigger_mode == "spawn_child":
             child = Order(
-                venue=order.venue, market_type=order.market_type, account_key=order.account_key,
-                symbol=order.symbol, side=order.side, venue_type="MARKET" if order.execution == "market" else "LIMIT",
-                execution=order.execution, quantity=order.quantity, price=order.price,
-                client_order_id=order.client_order_id, time_in_force=order.time_in_force or "GTC",
-                reduce_only=order.reduce_only, transport=order.transport, parent_order_id=order.order_id,
+                venue=order.venue,
+                market_type=order.market_type,
+                account_key=order.account_key,
+                symbol=order.symbol,
+                side=order.side,
+                venue_type="MARKET" if order.execution == "market" else "LIMIT",
+                execution=order.execution,
+                quantity=order.quantity,
+                price=order.price,
+                client_order_id=order.client_order_id,
+                time_in_force=order.time_in_force or "GTC",
+                reduce_only=order.reduce_only,
+                transport=order.transport,
+                parent_order_id=order.order_id,
                 extra={"position_side": order.extra.get("position_side", "BOTH")},
             )
             order.updated_ms = now_ms()
@@ -649,8 +743,10 @@ class ExchangeState:
             if key and account.key != key:
                 continue
             result[account.key] = {
-                wallet: {asset: {"free": plain(b.free), "locked": plain(b.locked), "total": plain(b.total)}
-                         for asset, b in assets.items()}
+                wallet: {
+                    asset: {"free": plain(b.free), "locked": plain(b.locked), "total": plain(b.total)}
+                    for asset, b in assets.items()
+                }
                 for wallet, assets in account.wallets.items()
             }
         return result
@@ -662,18 +758,32 @@ class ExchangeState:
                 continue
             for (book, symbol), position in account.positions.items():
                 market = self.markets[(book, symbol)]
-                result.append({
-                    "account_key": account.key, "venue": market.venue, "market_type": market.market_type,
-                    "symbol": symbol, "amount": plain(position.amount), "entry_price": plain(position.entry_price),
-                    "realized_pnl": plain(position.realized_pnl), "leverage": self.leverage(account, market),
-                    "stop_loss": plain(position.stop_loss) if position.stop_loss is not None else None,
-                    "take_profit": plain(position.take_profit) if position.take_profit is not None else None,
-                    "margin_type": account.margin_type.get((book, symbol), "CROSSED"),
-                    "updated_ms": position.updated_ms,
-                })
+                result.append(
+                    {
+                        "account_key": account.key,
+                        "venue": market.venue,
+                        "market_type": market.market_type,
+                        "symbol": symbol,
+                        "amount": plain(position.amount),
+                        "entry_price": plain(position.entry_price),
+                        "realized_pnl": plain(position.realized_pnl),
+                        "leverage": self.leverage(account, market),
+                        "stop_loss": plain(position.stop_loss) if position.stop_loss is not None else None,
+                        "take_profit": plain(position.take_profit) if position.take_profit is not None else None,
+                        "margin_type": account.margin_type.get((book, symbol), "CROSSED"),
+                        "updated_ms": position.updated_ms,
+                    }
+                )
         return result
 
     def prices_snapshot(self) -> list[dict[str, Any]]:
-        return [{"venue": m.venue, "market_type": m.market_type, "symbol": m.symbol,
-                 "unified_symbol": m.unified_symbol, "price": plain(self.prices[(m.book, m.symbol)])}
-                for m in self._market_list]
+        return [
+            {
+                "venue": m.venue,
+                "market_type": m.market_type,
+                "symbol": m.symbol,
+                "unified_symbol": m.unified_symbol,
+                "price": plain(self.prices[(m.book, m.symbol)]),
+            }
+            for m in self._market_list
+        ]

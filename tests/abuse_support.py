@@ -39,8 +39,15 @@ def client_from(address: str = "127.0.0.1", **kwargs) -> httpx.Client:
     return httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=15, **kwargs)
 
 
-async def issue_token_async(data_dir: Path, *, label: str | None = None, ttl: float = 3600, token: str | None = None,
-                            clock: Callable[[], float] = time.time, accounts: tuple[str, ...] = ()) -> str:
+async def issue_token_async(
+    data_dir: Path,
+    *,
+    label: str | None = None,
+    ttl: float = 3600,
+    token: str | None = None,
+    clock: Callable[[], float] = time.time,
+    accounts: tuple[str, ...] = (),
+) -> str:
     """Issue a token straight into a DATA_DIR (as manage_tokens.py does)."""
     store = SqliteTokenStore(data_dir / "tokens.sqlite3", clock=clock)
     try:

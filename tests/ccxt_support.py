@@ -32,9 +32,14 @@ class EmulatorProcess:
 
     def start(self, timeout: float = 20) -> EmulatorProcess:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "emulator", "--port", str(self.port)], cwd=ROOT,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", str(self.port)],
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = re.search(r"listening on (http://\S+)", self.log_path.read_text(errors="replace"))
@@ -61,8 +66,9 @@ class EmulatorProcess:
             self._log.close()
 
 
-def emulator_account(venue: str, url: str, *, key: str = "emu-key-1", secret: str = "emu-secret-1",
-                     **options: Any) -> dict[str, Any]:
+def emulator_account(
+    venue: str, url: str, *, key: str = "emu-key-1", secret: str = "emu-secret-1", **options: Any
+) -> dict[str, Any]:
     """One plugins.yaml account on the emulator: ccxt's config from ``ccxt_config`` (urls),
     with the keys in the account's own fields and the market types left to the account."""
     config = ccxt_config(venue, url, api_key=key, secret=secret, match_production_errors=False)
@@ -75,8 +81,14 @@ def emulator_account(venue: str, url: str, *, key: str = "emu-key-1", secret: st
             config[name] = _merge(config[name], value)
         else:
             config[name] = value
-    account = {"exchange": venue, "api_key": key, "secret": secret, "rate_limit": False,
-               "market_types": ["spot", "swap"], "ccxt": config}
+    account = {
+        "exchange": venue,
+        "api_key": key,
+        "secret": secret,
+        "rate_limit": False,
+        "market_types": ["spot", "swap"],
+        "ccxt": config,
+    }
     account.update(options)
     return account
 
@@ -84,7 +96,9 @@ def emulator_account(venue: str, url: str, *, key: str = "emu-key-1", secret: st
 def _merge(base: dict, over: dict) -> dict:
     merged = dict(base)
     for key, value in over.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        )
     return merged
 
 
@@ -98,17 +112,22 @@ def refused_websocket() -> dict[str, Any]:
     return {"urls": {"api": {"ws": {"ws-api": {"spot": dead + "/ws-api/v3", "linear": dead + "/ws-fapi/v1"}}}}}
 
 
-def tradingview_alert(ticker: str, alert_id: str, *, action: str = "buy", contracts: str = "0.0123456",
-                      price: str = "50000", **extra: Any) -> dict[str, Any]:
+def tradingview_alert(
+    ticker: str, alert_id: str, *, action: str = "buy", contracts: str = "0.0123456", price: str = "50000", **extra: Any
+) -> dict[str, Any]:
     """The message of a TradingView strategy alert once its placeholders are filled."""
     return {"ticker": ticker, "action": action, "contracts": contracts, "price": price, "id": alert_id, **extra}
 
 
-def send_alert(url: str, alert: dict[str, Any], client: httpx.Client | None = None, timeout: float = 15) -> httpx.Response:
+def send_alert(
+    url: str, alert: dict[str, Any], client: httpx.Client | None = None, timeout: float = 15
+) -> httpx.Response:
     body = json.dumps(alert).encode()
     headers = signed_headers(body) | {"Content-Type": "text/plain; charset=utf-8"}  # TradingView's type
     return (client or httpx).post(url + "/webhook", content=body, headers=headers, timeout=timeout)
 
 
 def alert_status(url: str, alert_id: str) -> dict[str, Any]:
-    return httpx.get(f"{url}/alerts/{alert_id}", headers=signed_headers(read_signature_message(alert_id)), timeout=5).json()
+    return httpx.get(
+        f"{url}/alerts/{alert_id}", headers=signed_headers(read_signature_message(alert_id)), timeout=5
+    ).json()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from core.web.app import create_app
 from core.config import PluginsFile, Settings
+from core.web.app import create_app
 from tests.support import METRICS_TOKEN, SECRET, ServerProcess, base_env
 
 pytest_plugins: list[str] = []
@@ -21,8 +21,9 @@ from hypothesis import settings as hypothesis_settings  # noqa: E402
 
 hypothesis_settings.register_profile("ci", max_examples=3000, derandomize=True, database=None, deadline=None)
 hypothesis_settings.register_profile("dev", max_examples=300, derandomize=True, database=None, deadline=None)
-hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
-                                 or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
+hypothesis_settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+)
 
 
 @pytest.fixture
@@ -86,10 +87,17 @@ STATE_BACKENDS = ["sqlite", REDIS_TEST_URL]
 @pytest.fixture
 def make_settings(data_dir: Path, state_url: str, state_prefix: str) -> Callable[..., Settings]:
     def make(**environ: str) -> Settings:
-        env = {"WEBHOOK_SECRET": SECRET, "METRICS_TOKEN": METRICS_TOKEN, "DEFAULT_EXCHANGE": "paper", "DATA_DIR": str(data_dir),
-               "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "RATE_LIMIT": "1000/second",
-               "AUTH_FAILURE_LIMIT": "1000/second", "STATE_URL": state_url,
-               "STATE_PREFIX": state_prefix}
+        env = {
+            "WEBHOOK_SECRET": SECRET,
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "DEFAULT_EXCHANGE": "paper",
+            "DATA_DIR": str(data_dir),
+            "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+            "RATE_LIMIT": "1000/second",
+            "AUTH_FAILURE_LIMIT": "1000/second",
+            "STATE_URL": state_url,
+            "STATE_PREFIX": state_prefix,
+        }
         env.update(environ)
         return Settings.from_env(env_file=None, environ=env)
 
@@ -126,8 +134,17 @@ def server_factory(tmp_path: Path, data_dir: Path):
     """Start real hypercorn servers; all are stopped at the end of the test."""
     servers: list[ServerProcess] = []
 
-    def start(*, workers: int = 1, port: int | None = None, data: Path | None = None, extra_args: list[str] | None = None, **env: str) -> ServerProcess:
-        server = ServerProcess(base_env(data or data_dir, **env), tmp_path, port=port, workers=workers, extra_args=extra_args)
+    def start(
+        *,
+        workers: int = 1,
+        port: int | None = None,
+        data: Path | None = None,
+        extra_args: list[str] | None = None,
+        **env: str,
+    ) -> ServerProcess:
+        server = ServerProcess(
+            base_env(data or data_dir, **env), tmp_path, port=port, workers=workers, extra_args=extra_args
+        )
         servers.append(server)
         return server.start()
 

@@ -8,10 +8,10 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
+from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.trading.execution import Executor, LookupResult
 from core.trading.markets import MarketBook, prepare_order
-from core.pipeline.models import Alert, OrderRequest, OrderResult
-from core.hooks.manager import hookimpl
 from plugins.exchanges.paper.plugin import DEFAULT_MARKETS, paper_market
 
 
@@ -38,10 +38,20 @@ class ScriptedExecutor(Executor):
         return prepare_order(self.markets, alert, account=self.account, client_order_id=client_order_id)
 
     def _book(self, order: OrderRequest) -> OrderResult:
-        result = OrderResult(account=self.account, exchange="scripted", symbol=order.symbol, side=order.side,
-                             order_type=order.order_type, amount=order.amount, order_id=str(next(self._ids)),
-                             client_order_id=order.client_order_id, status="filled", filled=order.amount,
-                             average="50000", route="rest")
+        result = OrderResult(
+            account=self.account,
+            exchange="scripted",
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type,
+            amount=order.amount,
+            order_id=str(next(self._ids)),
+            client_order_id=order.client_order_id,
+            status="filled",
+            filled=order.amount,
+            average="50000",
+            route="rest",
+        )
         self.booked[order.client_order_id + f"#{len(self.booked)}"] = result
         return result
 

@@ -32,7 +32,9 @@ def free_port() -> int:
 _SIGNED: set[tuple[str, str, int]] = set()
 
 
-def signed_headers(body: bytes, secret: str = SECRET, timestamp: int | None = None, *, bound: bool = True) -> dict[str, str]:
+def signed_headers(
+    body: bytes, secret: str = SECRET, timestamp: int | None = None, *, bound: bool = True
+) -> dict[str, str]:
     """Headers of a signed request. A signature is accepted once (issue 3), so, like a real
     sender re-signing a resend, a second call for the same body within the same second
     signs with an earlier timestamp (well inside the window); an exact replay is made by
@@ -64,18 +66,20 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
     if not (data_dir / "plugins.yaml").exists():
         (data_dir / "plugins.yaml").touch()  # PLUGINS_FILE names it: a named file must exist
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR")}
-    env.update({
-        "WEBHOOK_SECRET": SECRET,
-        "METRICS_TOKEN": METRICS_TOKEN,
-        "DEFAULT_EXCHANGE": "paper",
-        "DATA_DIR": str(data_dir),
-        "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
-        "LOG_LEVEL": "INFO",
-        "RATE_LIMIT": "1000/second",
-        "AUTH_FAILURE_LIMIT": "1000/second",
-        "PYTHONPATH": str(ROOT),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "WEBHOOK_SECRET": SECRET,
+            "METRICS_TOKEN": METRICS_TOKEN,
+            "DEFAULT_EXCHANGE": "paper",
+            "DATA_DIR": str(data_dir),
+            "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+            "LOG_LEVEL": "INFO",
+            "RATE_LIMIT": "1000/second",
+            "AUTH_FAILURE_LIMIT": "1000/second",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -83,7 +87,15 @@ def base_env(data_dir: Path, **extra: str) -> dict[str, str]:
 class ServerProcess:
     """hypercorn serving ``core.web.app:app`` on a free loopback port, in its own process."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, *, port: int | None = None, workers: int = 1, extra_args: list[str] | None = None):
+    def __init__(
+        self,
+        env: dict[str, str],
+        cwd: Path,
+        *,
+        port: int | None = None,
+        workers: int = 1,
+        extra_args: list[str] | None = None,
+    ):
         self.env = env
         self.cwd = cwd
         self.port = port or free_port()
@@ -97,13 +109,33 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30) -> "ServerProcess":
+    def start(self, timeout: float = 30) -> ServerProcess:
         # The project's hypercorn settings (hypercorn.toml), as the Procfile and `make run` use them.
-        cmd = [sys.executable, "-m", "hypercorn", "--config", str(ROOT / "hypercorn.toml"), "core.web.app:app",
-               "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers), "--graceful-timeout", "5", *self.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            "--config",
+            str(ROOT / "hypercorn.toml"),
+            "core.web.app:app",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+            "--graceful-timeout",
+            "5",
+            *self.extra_args,
+        ]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, preexec_fn=self.preexec)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=self.preexec,
+        )
         self.wait_ready(timeout)
         return self
 
@@ -139,7 +171,7 @@ class ServerProcess:
         if getattr(self, "_log", None):
             self._log.close()
 
-    def __enter__(self) -> "ServerProcess":
+    def __enter__(self) -> ServerProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

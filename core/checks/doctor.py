@@ -84,8 +84,11 @@ def server_findings(router: Any) -> list[Finding]:
     if not secret:
         add("info", "WEBHOOK_SECRET not set: HMAC signatures are off (tokens only)")
     elif len(secret) < 16 or len(set(secret)) < 8:
-        add("blocker", f"WEBHOOK_SECRET is weak ({len(secret)} characters, {len(set(secret))} distinct): use "
-                       "`python -c \"import secrets; print(secrets.token_hex(32))\"`")
+        add(
+            "blocker",
+            f"WEBHOOK_SECRET is weak ({len(secret)} characters, {len(set(secret))} distinct): use "
+            '`python -c "import secrets; print(secrets.token_hex(32))"`',
+        )
     elif len(secret) < 32:
         add("warning", f"WEBHOOK_SECRET has {len(secret)} characters: 32 or more random ones are advised")
     else:
@@ -93,20 +96,32 @@ def server_findings(router: Any) -> list[Finding]:
 
     proxies = s.trusted_proxies.strip()
     if not s.require_https:
-        add("warning", "REQUIRE_HTTPS is off: alerts (and the token in them) may arrive over plain HTTP; serve behind "
-                       "TLS on 443 and set REQUIRE_HTTPS=true")
+        add(
+            "warning",
+            "REQUIRE_HTTPS is off: alerts (and the token in them) may arrive over plain HTTP; serve behind "
+            "TLS on 443 and set REQUIRE_HTTPS=true",
+        )
     elif not proxies and not _hypercorn_has_tls():
-        add("warning", "REQUIRE_HTTPS is on but TRUSTED_PROXIES is empty: behind a TLS proxy every request looks like "
-                       "plain HTTP and is refused; set TRUSTED_PROXIES to the proxy's address (127.0.0.1 on the same host)")
+        add(
+            "warning",
+            "REQUIRE_HTTPS is on but TRUSTED_PROXIES is empty: behind a TLS proxy every request looks like "
+            "plain HTTP and is refused; set TRUSTED_PROXIES to the proxy's address (127.0.0.1 on the same host)",
+        )
     else:
         add("ok", f"REQUIRE_HTTPS on; TRUSTED_PROXIES={proxies or '(none: hypercorn terminates TLS)'}")
     if proxies == "*" and not s.dyno:
-        add("warning", "TRUSTED_PROXIES=* believes any peer's X-Forwarded-For: only right where the platform's router "
-                       "is the only way in (Heroku); name the proxy's address instead")
+        add(
+            "warning",
+            "TRUSTED_PROXIES=* believes any peer's X-Forwarded-For: only right where the platform's router "
+            "is the only way in (Heroku); name the proxy's address instead",
+        )
 
     if s.rate_limit_key == "ip":
-        add("info", "RATE_LIMIT_KEY=ip: TradingView sends every user's alerts from four addresses, so they share one "
-                    "budget; RATE_LIMIT_KEY=principal counts per token")
+        add(
+            "info",
+            "RATE_LIMIT_KEY=ip: TradingView sends every user's alerts from four addresses, so they share one "
+            "budget; RATE_LIMIT_KEY=principal counts per token",
+        )
     else:
         add("ok", "RATE_LIMIT_KEY=principal")
 
@@ -115,18 +130,27 @@ def server_findings(router: Any) -> list[Finding]:
     if allowlist is None:
         add("info", "ip_allowlist plugin disabled")
     elif not networks:
-        add("info", "no IP allowlist: any address may try a credential (ip_allowlist: presets: [tradingview] "
-                    "admits TradingView's four addresses only)")
+        add(
+            "info",
+            "no IP allowlist: any address may try a credential (ip_allowlist: presets: [tradingview] "
+            "admits TradingView's four addresses only)",
+        )
     else:
         add("ok", f"IP allowlist: {len(networks)} network(s)")
 
     if s.default_exchange.strip().lower() != "paper" and router.executors.default is None:
-        add("warning", f"DEFAULT_EXCHANGE={s.default_exchange} has no account (no DEFAULT_API_KEY/DEFAULT_API_SECRET, "
-                       "no account named 'default'): only alerts carrying their own keys can trade")
+        add(
+            "warning",
+            f"DEFAULT_EXCHANGE={s.default_exchange} has no account (no DEFAULT_API_KEY/DEFAULT_API_SECRET, "
+            "no account named 'default'): only alerts carrying their own keys can trade",
+        )
     found += data_dir_findings(Path(s.data_dir))
     if router.options.allow_payload_credentials:
-        add("warning", "router.allow_payload_credentials is on: alerts may carry exchange keys (apiKey/secret); turn "
-                       "it off unless you use the classic payload")
+        add(
+            "warning",
+            "router.allow_payload_credentials is on: alerts may carry exchange keys (apiKey/secret); turn "
+            "it off unless you use the classic payload",
+        )
     else:
         add("ok", "credentials in alerts are refused")
     return found
@@ -149,9 +173,15 @@ async def state_findings(router: Any) -> list[Finding]:
     subject = f"state {state.description}"
     if not state.is_redis:
         level = "ok" if router.options.journal_synchronous == "FULL" else "info"
-        return [Finding(level, subject, f"SQLite, synchronous={router.options.journal_synchronous} "
-                                        f"({'survives a power loss' if level == 'ok' else 'survives a crash, not a power loss'}); "
-                                        "shared by the workers of this machine only")]
+        return [
+            Finding(
+                level,
+                subject,
+                f"SQLite, synchronous={router.options.journal_synchronous} "
+                f"({'survives a power loss' if level == 'ok' else 'survives a crash, not a power loss'}); "
+                "shared by the workers of this machine only",
+            )
+        ]
     client = state.client
     try:
         await client.ping()
@@ -161,18 +191,40 @@ async def state_findings(router: Any) -> list[Finding]:
         appendonly = (await client.config_get("appendonly")).get("appendonly")
         appendfsync = (await client.config_get("appendfsync")).get("appendfsync")
     except Exception as exc:
-        return [Finding("info", subject, f"reachable; persistence unknown (CONFIG GET refused: {type(exc).__name__}): "
-                                         "check that the plan keeps data across restarts (AOF)")]
+        return [
+            Finding(
+                "info",
+                subject,
+                f"reachable; persistence unknown (CONFIG GET refused: {type(exc).__name__}): "
+                "check that the plan keeps data across restarts (AOF)",
+            )
+        ]
     if appendonly != "yes":
-        return [Finding("warning", subject, "reachable, but appendonly is 'no': alerts journaled since the last "
-                                            "snapshot are lost if Redis restarts; set appendonly yes (appendfsync everysec or always)")]
+        return [
+            Finding(
+                "warning",
+                subject,
+                "reachable, but appendonly is 'no': alerts journaled since the last "
+                "snapshot are lost if Redis restarts; set appendonly yes (appendfsync everysec or always)",
+            )
+        ]
     if appendfsync == "always":
         return [Finding("ok", subject, "reachable; AOF with appendfsync always")]
     if appendfsync == "everysec":
-        return [Finding("info", subject, "reachable; AOF with appendfsync everysec: up to 1 s of journal writes can be "
-                                         "lost on a power loss")]
-    return [Finding("warning", subject, f"reachable; AOF with appendfsync {appendfsync}: the OS decides when writes "
-                                        "reach the disk")]
+        return [
+            Finding(
+                "info",
+                subject,
+                "reachable; AOF with appendfsync everysec: up to 1 s of journal writes can be lost on a power loss",
+            )
+        ]
+    return [
+        Finding(
+            "warning",
+            subject,
+            f"reachable; AOF with appendfsync {appendfsync}: the OS decides when writes reach the disk",
+        )
+    ]
 
 
 def _hypercorn_has_tls() -> bool:

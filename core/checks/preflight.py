@@ -26,7 +26,7 @@ STARTUP_REPORT_ENV = "ROUTER_STARTUP_REPORT"
 
 HOW_TO_CREATE_A_CREDENTIAL = (
     "create one: `python -m core init-env` writes .env with a random WEBHOOK_SECRET (or set WEBHOOK_SECRET yourself, "
-    "e.g. to the output of `python -c \"import secrets; print(secrets.token_hex(32))\"`), or issue a token for "
+    'e.g. to the output of `python -c "import secrets; print(secrets.token_hex(32))"`), or issue a token for '
     "TradingView with `python manage_tokens.py issue --label tradingview`"
 )
 
@@ -38,13 +38,15 @@ async def check_startup(router: Any) -> None:
         raise ConfigError(
             "environment: STATE_URL: DYNO is set (Heroku) and state is SQLite under DATA_DIR, which Heroku erases on every "
             "restart (the journal and tokens with it): expected a Redis URL (add Heroku Redis: REDIS_URL is then used), "
-            "or ALLOW_EPHEMERAL_STATE=true to accept the loss")
+            "or ALLOW_EPHEMERAL_STATE=true to accept the loss"
+        )
     default = settings.default_exchange.strip()
     if default.lower() != "paper" and router.executors.default is None and not router.options.allow_payload_credentials:
         raise ConfigError(
             f"environment: DEFAULT_EXCHANGE: no account serves '{default}': expected paper, an exchange with "
             "DEFAULT_API_KEY and DEFAULT_API_SECRET set, or an account named 'default' in "
-            f"{router.plugins_file.path}")
+            f"{router.plugins_file.path}"
+        )
     await check_credentials(router)
 
 
@@ -61,14 +63,17 @@ async def check_credentials(router: Any) -> str:
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(f"state: {router.state.description}: cannot read the token store "
-                              f"({type(exc).__name__}: {exc})") from None
+            raise ConfigError(
+                f"state: {router.state.description}: cannot read the token store ({type(exc).__name__}: {exc})"
+            ) from None
         finally:
             await store.close()
         if active:
             return f"{len(active)} token(s)"
-    raise ConfigError("environment: WEBHOOK_SECRET: not set and no token issued, so every alert would be refused; "
-                      + HOW_TO_CREATE_A_CREDENTIAL)
+    raise ConfigError(
+        "environment: WEBHOOK_SECRET: not set and no token issued, so every alert would be refused; "
+        + HOW_TO_CREATE_A_CREDENTIAL
+    )
 
 
 async def check_config(settings: Settings) -> list[str]:

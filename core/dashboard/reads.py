@@ -18,8 +18,22 @@ from typing import Any
 from core.store.sqlite.journal import ALERT_STATES
 
 # Keys whose values are never shown, at any depth (payload credentials, exchange keys).
-SECRET_KEYS = frozenset({"token", "apikey", "api_key", "secret", "apisecret", "api_secret", "password", "passphrase",
-                         "signature", "x-signature", "privatekey", "private_key"})
+SECRET_KEYS = frozenset(
+    {
+        "token",
+        "apikey",
+        "api_key",
+        "secret",
+        "apisecret",
+        "api_secret",
+        "password",
+        "passphrase",
+        "signature",
+        "x-signature",
+        "privatekey",
+        "private_key",
+    }
+)
 # The feed's "problems" filter: every alert that did not trade as asked.
 REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown", "refused", "quarantined"})
 PROBLEMS = "problems"
@@ -28,8 +42,11 @@ PROBLEMS = "problems"
 def scrub(value: Any) -> Any:
     """``value`` without any secret-named key (at any depth)."""
     if isinstance(value, dict):
-        return {k: scrub(v) for k, v in value.items() if str(k).lower().replace("-", "_") not in SECRET_KEYS
-                and str(k).lower() not in SECRET_KEYS}
+        return {
+            k: scrub(v)
+            for k, v in value.items()
+            if str(k).lower().replace("-", "_") not in SECRET_KEYS and str(k).lower() not in SECRET_KEYS
+        }
     if isinstance(value, list):
         return [scrub(v) for v in value]
     return value
@@ -64,14 +81,28 @@ class FeedFilter:
             return (args.get(name) or "").strip()[:64]
 
         state = text("state")
-        return cls(state=state if state in ALERT_STATES or state == PROBLEMS else "", account=text("account"),
-                   symbol=text("symbol"), strategy=text("strategy"), since=_time(text("since")),
-                   until=_time(text("until")), limit=min(max(_int(text("limit"), 100), 1), 500))
+        return cls(
+            state=state if state in ALERT_STATES or state == PROBLEMS else "",
+            account=text("account"),
+            symbol=text("symbol"),
+            strategy=text("strategy"),
+            since=_time(text("since")),
+            until=_time(text("until")),
+            limit=min(max(_int(text("limit"), 100), 1), 500),
+        )
 
     def query(self) -> dict[str, str]:
         """The filter as query parameters (for links and the feed's polling URL)."""
-        out = {k: v for k, v in (("state", self.state), ("account", self.account), ("symbol", self.symbol),
-                                 ("strategy", self.strategy)) if v}
+        out = {
+            k: v
+            for k, v in (
+                ("state", self.state),
+                ("account", self.account),
+                ("symbol", self.symbol),
+                ("strategy", self.strategy),
+            )
+            if v
+        }
         if self.since is not None:
             out["since"] = _iso(self.since)
         if self.until is not None:
@@ -96,15 +127,36 @@ class FeedFilter:
 async def alert_feed(journal: Any, feed: FeedFilter) -> list[dict[str, Any]]:
     """The newest alerts that pass ``feed``, newest first."""
     state = feed.state if feed.state in ALERT_STATES else None
-    scan = feed.limit if not (feed.account or feed.symbol or feed.strategy or feed.since or feed.until
-                              or feed.state == PROBLEMS) else 1000
+    scan = (
+        feed.limit
+        if not (feed.account or feed.symbol or feed.strategy or feed.since or feed.until or feed.state == PROBLEMS)
+        else 1000
+    )
     rows = await journal.list(limit=scan, state=state)
     out = []
     for row in rows:
         if feed.matches(row):
-            out.append({**{k: row.get(k) for k in ("alert_id", "received_at", "updated_at", "account", "symbol", "side",
-                                                    "amount", "state", "error_code", "duplicates", "principal")},
-                        "strategy": strategy_of(row)})
+            out.append(
+                {
+                    **{
+                        k: row.get(k)
+                        for k in (
+                            "alert_id",
+                            "received_at",
+                            "updated_at",
+                            "account",
+                            "symbol",
+                            "side",
+                            "amount",
+                            "state",
+                            "error_code",
+                            "duplicates",
+                            "principal",
+                        )
+                    },
+                    "strategy": strategy_of(row),
+                }
+            )
         if len(out) >= feed.limit:
             break
     return out
@@ -135,7 +187,9 @@ def timeline(row: dict[str, Any]) -> list[Step]:
     final_at = row.get("updated_at") if state not in ("received", "submitting") else None
     steps = [
         Step("received", received),
-        Step("authenticated", row.get("authenticated_at"), "" if row.get("authenticated_at") else "not timed separately"),
+        Step(
+            "authenticated", row.get("authenticated_at"), "" if row.get("authenticated_at") else "not timed separately"
+        ),
         Step("journaled", row.get("journaled_at"), "" if row.get("journaled_at") else "not timed separately"),
         Step("sent", sent, "" if sent else "nothing was sent to the exchange"),
         Step("answered", answered, f"{len(orders)} attempt(s)" if orders else ""),
@@ -164,25 +218,32 @@ def alert_view(row: dict[str, Any]) -> dict[str, Any]:
     orders = []
     for order in row.get("orders") or []:
         response = order.get("response") or {}
-        orders.append({
-            "attempt": order.get("attempt"),
-            "client_order_id": order.get("client_order_id"),
-            "exchange_order_id": response.get("order_id") if isinstance(response, dict) else None,
-            "account": order.get("account"),
-            "exchange": order.get("exchange"),
-            "route": order.get("route"),
-            "state": order.get("state"),
-            "started_at": order.get("started_at"),
-            "finished_at": order.get("finished_at"),
-            "round_trip_ms": round((order["finished_at"] - order["started_at"]) * 1000, 1)
-            if order.get("finished_at") and order.get("started_at") else None,
-            "request": pretty({k: v for k, v in (order.get("request") or {}).items() if v not in (None, {}, [])}),
-            "response": pretty(response) if response else "",
-            "error": order.get("error") or "",
-        })
+        orders.append(
+            {
+                "attempt": order.get("attempt"),
+                "client_order_id": order.get("client_order_id"),
+                "exchange_order_id": response.get("order_id") if isinstance(response, dict) else None,
+                "account": order.get("account"),
+                "exchange": order.get("exchange"),
+                "route": order.get("route"),
+                "state": order.get("state"),
+                "started_at": order.get("started_at"),
+                "finished_at": order.get("finished_at"),
+                "round_trip_ms": round((order["finished_at"] - order["started_at"]) * 1000, 1)
+                if order.get("finished_at") and order.get("started_at")
+                else None,
+                "request": pretty({k: v for k, v in (order.get("request") or {}).items() if v not in (None, {}, [])}),
+                "response": pretty(response) if response else "",
+                "error": order.get("error") or "",
+            }
+        )
     payload = row.get("payload") or {}
     raw = payload.get("raw") if isinstance(payload, dict) else None
-    normalised = {k: v for k, v in payload.items() if k != "raw" and v not in (None, {}, [], "")} if isinstance(payload, dict) else {}
+    normalised = (
+        {k: v for k, v in payload.items() if k != "raw" and v not in (None, {}, [], "")}
+        if isinstance(payload, dict)
+        else {}
+    )
     return {
         "alert_id": row.get("alert_id"),
         "state": row.get("state"),
@@ -215,8 +276,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def latency_series(rows: list[dict[str, Any]], bucket: int = 60, start: float | None = None,
-                   end: float | None = None) -> dict[str, Any]:
+def latency_series(
+    rows: list[dict[str, Any]], bucket: int = 60, start: float | None = None, end: float | None = None
+) -> dict[str, Any]:
     """From ``journal.timings`` rows: per time bucket, p50/p99 of the answer latency
     (received → the exchange's last answer) and per account the p50 exchange round trip
     (each attempt's sent → answered), plus counts of alerts by state."""
@@ -232,7 +294,8 @@ def latency_series(rows: list[dict[str, Any]], bucket: int = 60, start: float | 
         for order in row["orders"]:
             if order.get("finished_at") and order.get("started_at"):
                 trips.setdefault(order["account"], {}).setdefault(slot, []).append(
-                    (order["finished_at"] - order["started_at"]) * 1000)
+                    (order["finished_at"] - order["started_at"]) * 1000
+                )
     slots = sorted(set(answer) | {s for per in trips.values() for s in per})
     accounts = sorted(trips)
     return {
@@ -273,11 +336,20 @@ class AccountView:
 async def account_views(executors: Any, *, timeout: float = 10.0) -> list[AccountView]:
     """Every configured account: ready or not (and why), route, mode, and what its
     executor reports of balances, positions and open orders (read now, concurrently)."""
+
     async def one(executor: Any) -> AccountView:
         status = executor.status()
         mode = "paper" if executor.route == "paper" else "testnet" if status.get("sandbox") else "live"
-        view = AccountView(executor.account, executor.exchange, bool(executor.ready), executor.route, mode,
-                           error=executor.error or "", note=status.get("route_note", ""), status=scrub(status))
+        view = AccountView(
+            executor.account,
+            executor.exchange,
+            bool(executor.ready),
+            executor.route,
+            mode,
+            error=executor.error or "",
+            note=status.get("route_note", ""),
+            status=scrub(status),
+        )
         if not executor.ready:
             view.snapshot_error = "the account is not ready"
             return view

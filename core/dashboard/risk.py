@@ -49,7 +49,9 @@ async def risk_view(router: Any) -> RiskView:
     kill_switch = router.kill_switch
     halts = await kill_switch.halts()
     limits = await kill_switch.limits()
-    accounts = [AccountRisk(e.account, halts.get(e.account.lower()), limits.get(e.account, [])) for e in router.executors]
+    accounts = [
+        AccountRisk(e.account, halts.get(e.account.lower()), limits.get(e.account, [])) for e in router.executors
+    ]
     flattens = await kill_switch.store.flattens(limit=10)
     return RiskView(halts.get(ALL), accounts, flattens)
 

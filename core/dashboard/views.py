@@ -42,11 +42,19 @@ from core.store.tokens import CONTROL_SCOPE
 log = logging.getLogger(__name__)
 
 # No inline script or style anywhere: scripts and styles come from /dashboard/static only.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 PUBLIC_ENDPOINTS = frozenset({"dashboard.login_form", "dashboard.login", "dashboard.static"})
-TTL_CHOICES = [(3600, "1 hour"), (86400, "1 day"), (7 * 86400, "7 days"), (30 * 86400, "30 days"),
-               (90 * 86400, "90 days"), (365 * 86400, "1 year")]
+TTL_CHOICES = [
+    (3600, "1 hour"),
+    (86400, "1 day"),
+    (7 * 86400, "7 days"),
+    (30 * 86400, "30 days"),
+    (90 * 86400, "90 days"),
+    (365 * 86400, "1 year"),
+]
 LATENCY_WINDOWS = {"1h": (3600, 60), "6h": (6 * 3600, 300), "24h": (86400, 900), "7d": (7 * 86400, 3600)}
 
 
@@ -64,8 +72,14 @@ class Dashboard:
 
 
 def dashboard_blueprint() -> Blueprint:
-    bp = Blueprint("dashboard", __name__, url_prefix="/dashboard", template_folder="templates",
-                   static_folder="static", static_url_path="/static")
+    bp = Blueprint(
+        "dashboard",
+        __name__,
+        url_prefix="/dashboard",
+        template_folder="templates",
+        static_folder="static",
+        static_url_path="/static",
+    )
 
     # ------------------------------------------------------------ guard
 
@@ -148,8 +162,15 @@ def dashboard_blueprint() -> Blueprint:
         if not (target.startswith("/dashboard") and "//" not in target and "\\" not in target):
             target = "/dashboard/alerts"
         response = redirect(target, 303)
-        response.set_cookie(SESSION_COOKIE, cookie, max_age=board.signer.ttl, path=COOKIE_PATH, httponly=True,
-                            samesite="Strict", secure=request.scheme == "https")
+        response.set_cookie(
+            SESSION_COOKIE,
+            cookie,
+            max_age=board.signer.ttl,
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="Strict",
+            secure=request.scheme == "https",
+        )
         response.delete_cookie(LOGIN_COOKIE, path=COOKIE_PATH)
         log.info("dashboard: login from %s", address)
         return response
@@ -171,8 +192,14 @@ def dashboard_blueprint() -> Blueprint:
     async def alerts() -> str:
         feed = reads.FeedFilter.from_args(request.args)
         rows = await reads.alert_feed(await _journal(), feed)
-        return await _render("alerts.html", "alerts", feed=feed, rows=rows, feed_query=urlencode(feed.query()),
-                             states=[reads.PROBLEMS, *reads.ALERT_STATES])
+        return await _render(
+            "alerts.html",
+            "alerts",
+            feed=feed,
+            rows=rows,
+            feed_query=urlencode(feed.query()),
+            states=[reads.PROBLEMS, *reads.ALERT_STATES],
+        )
 
     @bp.get("/alerts/feed")
     async def alerts_feed() -> str:
@@ -195,13 +222,15 @@ def dashboard_blueprint() -> Blueprint:
 
     @bp.get("/accounts")
     async def accounts() -> str:
-        return await _render("accounts.html", "accounts", accounts=await reads.account_views(g.router.executors),
-                             read_at=time.time())
+        return await _render(
+            "accounts.html", "accounts", accounts=await reads.account_views(g.router.executors), read_at=time.time()
+        )
 
     @bp.get("/accounts/panel")
     async def accounts_panel() -> str:
-        return await render_template("dashboard/_accounts.html", accounts=await reads.account_views(g.router.executors),
-                                     read_at=time.time())
+        return await render_template(
+            "dashboard/_accounts.html", accounts=await reads.account_views(g.router.executors), read_at=time.time()
+        )
 
     # ------------------------------------------------------------ latency
 
@@ -209,8 +238,13 @@ def dashboard_blueprint() -> Blueprint:
     async def latency() -> str:
         window = request.args.get("window", "1h")
         window = window if window in LATENCY_WINDOWS else "1h"
-        return await _render("latency.html", "latency", window=window, windows=list(LATENCY_WINDOWS),
-                             stats=await (await _journal()).stats())
+        return await _render(
+            "latency.html",
+            "latency",
+            window=window,
+            windows=list(LATENCY_WINDOWS),
+            stats=await (await _journal()).stats(),
+        )
 
     @bp.get("/api/latency")
     async def latency_json() -> Response:
@@ -241,8 +275,9 @@ def dashboard_blueprint() -> Blueprint:
         kwargs: dict[str, Any] = {"ttl": ttl, "label": label}
         if accounts:
             if "accounts" not in inspect.signature(store.issue).parameters:
-                return await _tokens_page(error="This version's tokens cannot be limited to accounts yet; "
-                                                "leave Accounts empty."), 422
+                return await _tokens_page(
+                    error="This version's tokens cannot be limited to accounts yet; leave Accounts empty."
+                ), 422
             kwargs["accounts"] = accounts
         if form.get("control"):  # the kill switch: POST /control/* on the token's accounts
             kwargs["scopes"] = (CONTROL_SCOPE,)
@@ -250,15 +285,20 @@ def dashboard_blueprint() -> Blueprint:
             token, info = await store.issue(**kwargs)
         except ValueError as exc:
             return await _tokens_page(error=str(exc)), 422
-        log.info("dashboard: token %s issued (label %s, scopes %s)", info.id, info.label or "-",
-                 ",".join(info.scopes) or "-")
-        template = {"token": token, "ticker": "{{ticker}}", "action": "{{strategy.order.action}}",
-                    "contracts": "{{strategy.order.contracts}}", "price": "{{close}}",
-                    "id": "{{strategy.order.id}}-{{timenow}}"}
+        log.info(
+            "dashboard: token %s issued (label %s, scopes %s)", info.id, info.label or "-", ",".join(info.scopes) or "-"
+        )
+        template = {
+            "token": token,
+            "ticker": "{{ticker}}",
+            "action": "{{strategy.order.action}}",
+            "contracts": "{{strategy.order.contracts}}",
+            "price": "{{close}}",
+            "id": "{{strategy.order.id}}-{{timenow}}",
+        }
         if len(accounts) == 1:
             template["account"] = accounts[0]
-        return await _tokens_page(new_token=token, new_info=info,
-                                  message_template=json.dumps(template, indent=2)), 200
+        return await _tokens_page(new_token=token, new_info=info, message_template=json.dumps(template, indent=2)), 200
 
     @bp.post("/tokens/<token_id>/revoke")
     async def revoke_token(token_id: str) -> Response:
@@ -271,8 +311,14 @@ def dashboard_blueprint() -> Blueprint:
 
     @bp.get("/risk")
     async def risk() -> str:
-        return await _render("risk.html", "risk", view=await risk_view(g.router), done=request.args.get("done", ""),
-                             done_account=request.args.get("account", ""), flatten_id=request.args.get("flatten", ""))
+        return await _render(
+            "risk.html",
+            "risk",
+            view=await risk_view(g.router),
+            done=request.args.get("done", ""),
+            done_account=request.args.get("account", ""),
+            flatten_id=request.args.get("flatten", ""),
+        )
 
     @bp.post("/risk/<action>")
     async def risk_action(action: str) -> Response:
@@ -302,8 +348,10 @@ def _dashboard(router: Any) -> Dashboard:
     board = current_app.extensions.get("dashboard")
     if board is None:
         settings = router.settings
-        board = Dashboard(SessionSigner(settings.dashboard_password, settings.webhook_secret, settings.dashboard_session_ttl),
-                          LoggedOut(router.limits.store))
+        board = Dashboard(
+            SessionSigner(settings.dashboard_password, settings.webhook_secret, settings.dashboard_session_ttl),
+            LoggedOut(router.limits.store),
+        )
         current_app.extensions["dashboard"] = board
     return board
 
@@ -327,9 +375,12 @@ async def _token_store() -> Any:
 
 def _unauthenticated() -> Response:
     """A page asked for in a browser goes to the login form; anything else gets 401."""
-    wants_page = (request.method == "GET" and not request.headers.get("HX-Request")
-                  and not request.path.startswith("/dashboard/api/")
-                  and "text/event-stream" not in request.headers.get("Accept", ""))
+    wants_page = (
+        request.method == "GET"
+        and not request.headers.get("HX-Request")
+        and not request.path.startswith("/dashboard/api/")
+        and "text/event-stream" not in request.headers.get("Accept", "")
+    )
     if wants_page:
         return redirect("/dashboard/login?" + urlencode({"next": request.full_path.rstrip("?")}), 302)
     response = jsonify({"error": {"code": "unauthorized", "message": "log in to the dashboard first"}})
@@ -345,26 +396,56 @@ async def _render(template: str, page: str, **context: Any) -> str:
 
 async def _login_page(error: str, status: int, headers: dict[str, str] | None = None) -> Response:
     nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_hex(16)
-    body = await render_template("dashboard/login.html", page="login", error=error,
-                                 login_token=g.board.signer.login_token(nonce),
-                                 next=request.args.get("next", "") if request.method == "GET" else (await request.form).get("next", ""))
+    body = await render_template(
+        "dashboard/login.html",
+        page="login",
+        error=error,
+        login_token=g.board.signer.login_token(nonce),
+        next=request.args.get("next", "") if request.method == "GET" else (await request.form).get("next", ""),
+    )
     response = Response(body, status=status, headers=headers or {}, content_type="text/html; charset=utf-8")
-    response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, path=COOKIE_PATH, httponly=True, samesite="Strict",
-                        secure=request.scheme == "https")
+    response.set_cookie(
+        LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="Strict",
+        secure=request.scheme == "https",
+    )
     return response
 
 
-async def _tokens_page(*, error: str = "", new_token: str | None = None, new_info: Any = None,
-                       message_template: str = "") -> str:
+async def _tokens_page(
+    *, error: str = "", new_token: str | None = None, new_info: Any = None, message_template: str = ""
+) -> str:
     store = await _token_store()
     now = time.time()
-    listed = [{"id": t.id, "label": t.label or "", "accounts": getattr(t, "accounts", None) or [], "scopes": t.scopes,
-               "created_at": t.created_at, "expires_at": t.expires_at, "expired": t.expires_at <= now,
-               "last_used_at": t.last_used_at} for t in await store.list()]
+    listed = [
+        {
+            "id": t.id,
+            "label": t.label or "",
+            "accounts": getattr(t, "accounts", None) or [],
+            "scopes": t.scopes,
+            "created_at": t.created_at,
+            "expires_at": t.expires_at,
+            "expired": t.expires_at <= now,
+            "last_used_at": t.last_used_at,
+        }
+        for t in await store.list()
+    ]
     scopes = "accounts" in inspect.signature(store.issue).parameters
-    return await _render("tokens.html", "tokens", tokens=listed, error=error, new_token=new_token, new_info=new_info,
-                         message_template=message_template, ttl_choices=TTL_CHOICES,
-                         default_ttl=g.router.settings.token_ttl, scopes=scopes,
-                         accounts=[e.account for e in g.router.executors],
-                         missing=request.args.get("missing") == "1")
-
+    return await _render(
+        "tokens.html",
+        "tokens",
+        tokens=listed,
+        error=error,
+        new_token=new_token,
+        new_info=new_info,
+        message_template=message_template,
+        ttl_choices=TTL_CHOICES,
+        default_ttl=g.router.settings.token_ttl,
+        scopes=scopes,
+        accounts=[e.account for e in g.router.executors],
+        missing=request.args.get("missing") == "1",
+    )

@@ -28,9 +28,9 @@ from typing import Any
 
 import pluggy
 
-from core.hooks import specs as hookspecs
 from core.config import PluginOptions, PluginsFile, RouterOptions
 from core.errors import ConfigError
+from core.hooks import specs as hookspecs
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ def observes_only(function):
     mid-send the router never resends on an executor's "absent" (core.pipeline.engine)."""
     function.observes_only = True
     return function
+
+
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
 # Sections of plugins.yaml that configure core itself, not a plugin.
@@ -118,7 +120,9 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
         except ValueError as exc:
             other = next((p for p in loaded if p.name == name), None)
             where = f" (already loaded from {other.origin})" if other else ""
-            raise ConfigError(f"plugin '{name}' ({origin}): a plugin of that name is already registered{where}: {exc}") from None
+            raise ConfigError(
+                f"plugin '{name}' ({origin}): a plugin of that name is already registered{where}: {exc}"
+            ) from None
         loaded.append(LoadedPlugin(name, source, origin, plugin))
 
     for ep in _entry_points():
@@ -126,7 +130,12 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
     for path in _dropin_files(plugins_file, router_opts.plugin_dir):
         load(path.stem, "dropin", str(path), lambda path=path: _import_file(path))
     for dotted in router_opts.modules:
-        load(dotted.rsplit(".", 1)[-1], "module", dotted, lambda d=dotted: _import(d, d, lambda: importlib.import_module(d)))
+        load(
+            dotted.rsplit(".", 1)[-1],
+            "module",
+            dotted,
+            lambda d=dotted: _import(d, d, lambda: importlib.import_module(d)),
+        )
     for name, obj in extra or []:
         load(name, "extra", getattr(obj, "__name__", type(obj).__name__), lambda o=obj: o)
     for name, dotted in BUILTIN_PLUGINS:
@@ -139,11 +148,15 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
 
     unknown_disabled = disabled - seen
     if unknown_disabled:
-        raise ConfigError(f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {', '.join(sorted(unknown_disabled))}")
+        raise ConfigError(
+            f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {', '.join(sorted(unknown_disabled))}"
+        )
     sections = set(plugins_file.section_names()) - CORE_SECTIONS - seen
     if sections:
         name = sorted(sections)[0]
-        raise ConfigError(f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})")
+        raise ConfigError(
+            f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})"
+        )
     return PluginSet(pm, loaded)
 
 
@@ -262,7 +275,9 @@ async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
             log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)
 
 
-async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str]) -> list[tuple[str, str, Any, tuple[str, ...]]]:
+async def collect_routes(
+    hook: pluggy.HookCaller, router: Any, reserved: set[str]
+) -> list[tuple[str, str, Any, tuple[str, ...]]]:
     """Every ``register_routes`` implementation's routes: (plugin, path, view, methods).
 
     A path registered twice, or one in ``reserved`` (the app's own), is a ``ConfigError``
@@ -270,6 +285,7 @@ async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str
     routes: list[tuple[str, str, Any, tuple[str, ...]]] = []
     owners: dict[str, str] = {}
     for impl in _implementations(hook):
+
         def register(path: str, view: Any, methods: Any = ("GET",), _plugin: str = impl.plugin_name) -> None:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise ConfigError(f"plugin '{_plugin}': register_routes: a path must start with '/' (got {path!r})")
@@ -278,7 +294,9 @@ async def collect_routes(hook: pluggy.HookCaller, router: Any, reserved: set[str
             if path in reserved:
                 raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is one of the router's own routes")
             if path in owners:
-                raise ConfigError(f"plugin '{_plugin}': register_routes: {path} is already registered by plugin '{owners[path]}'")
+                raise ConfigError(
+                    f"plugin '{_plugin}': register_routes: {path} is already registered by plugin '{owners[path]}'"
+                )
             owners[path] = _plugin
             routes.append((_plugin, path, view, tuple(m.upper() for m in methods)))
 

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from core.hooks.host import PluginHost  # noqa: F401 - the type of every ``router`` argument
+    from core.hooks.host import PluginHost
 
 PROJECT = "ccxt_trading_webhook"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -55,7 +55,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def register_executors(register, router: "PluginHost"):
+def register_executors(register, router: PluginHost):
     """Declare which exchange accounts this plugin executes. Called once at startup.
 
     ``register(account_name, executor)`` records an executor (an object implementing
@@ -70,7 +70,7 @@ def register_executors(register, router: "PluginHost"):
 
 
 @hookspec
-def register_routes(register, router: "PluginHost"):
+def register_routes(register, router: PluginHost):
     """Add HTTP routes to the server (as datasette's ``register_routes``). Called once at
     startup, before executors start and before ``router_startup`` (a view runs only once
     the server serves, when startup is complete).
@@ -87,7 +87,7 @@ def register_routes(register, router: "PluginHost"):
 
 
 @hookspec
-def router_startup(router: "PluginHost"):
+def router_startup(router: PluginHost):
     """Called once when the server starts, after executors are registered and started.
 
     Open long-lived resources here (stores, HTTP sessions, background tasks) and keep
@@ -101,7 +101,7 @@ def router_startup(router: "PluginHost"):
 
 
 @hookspec
-def executor_for_credentials(exchange, credentials, router: "PluginHost"):
+def executor_for_credentials(exchange, credentials, router: PluginHost):
     """Provide an executor for an alert that carries its own exchange credentials.
 
     Called only when an alert carries ``apiKey``/``secret`` (the classic payload's format, allowed
@@ -117,7 +117,7 @@ def executor_for_credentials(exchange, credentials, router: "PluginHost"):
 
 
 @hookspec
-def parse_payload(body, content_type, router: "PluginHost"):
+def parse_payload(body, content_type, router: PluginHost):
     """Turn the raw request body into a payload dict.
 
     ``body`` is the raw bytes (already within the size limit); ``content_type`` the
@@ -131,7 +131,7 @@ def parse_payload(body, content_type, router: "PluginHost"):
 
 
 @hookspec
-def authenticate(request, router: "PluginHost"):
+def authenticate(request, router: PluginHost):
     """Decide whether ``request`` (a ``core.pipeline.models.InboundRequest``) may trade.
 
     For ``POST /webhook`` this runs on the raw ``request.body`` and headers *before* the
@@ -150,7 +150,7 @@ def authenticate(request, router: "PluginHost"):
 
 
 @hookspec
-def transform_payload(payload, request, router: "PluginHost"):
+def transform_payload(payload, request, router: PluginHost):
     """Normalize the authenticated payload in place, before it is validated as an alert.
 
     ``payload`` is a mutable dict; implementations form a chain, each seeing the previous
@@ -163,7 +163,7 @@ def transform_payload(payload, request, router: "PluginHost"):
 
 
 @hookspec
-def check_risk(alert, order, executor, reducing, router: "PluginHost"):
+def check_risk(alert, order, executor, reducing, router: PluginHost):
     """Refuse an order before it is sent: the risk phase, after the executor prepared
     ``order`` (a ``core.pipeline.models.OrderRequest``: market resolved, amount after precision,
     ``reference_price`` and ``position_before`` where known) and before ``execute_order``.
@@ -187,7 +187,7 @@ def check_risk(alert, order, executor, reducing, router: "PluginHost"):
 
 
 @hookspec
-def describe_risk_limits(account, router: "PluginHost"):
+def describe_risk_limits(account, router: PluginHost):
     """Describe the limits your ``check_risk`` applies to ``account`` (a configured
     account's name), for the operator: the dashboard's risk page and ``risk status``
     (``KillSwitch.limits``). Called when such a page or command is asked for, never on an
@@ -201,7 +201,7 @@ def describe_risk_limits(account, router: "PluginHost"):
 
 
 @hookspec
-def execute_order(order, executor, alert, router: "PluginHost"):
+def execute_order(order, executor, alert, router: PluginHost):
     """Place ``order`` (a ``core.pipeline.models.OrderRequest``) for ``alert`` on ``executor``.
 
     Return a ``core.pipeline.models.OrderResult`` to claim the order, or ``None`` to pass. The
@@ -216,7 +216,7 @@ def execute_order(order, executor, alert, router: "PluginHost"):
 
 
 @hookspec
-def lookup_order(order, executor, alert, router: "PluginHost"):
+def lookup_order(order, executor, alert, router: PluginHost):
     """After an unknown outcome, what became of ``order`` (``core.trading.execution.LookupResult``).
 
     Called only on the plugin that placed the order (the one whose ``execute_order``
@@ -231,7 +231,7 @@ def lookup_order(order, executor, alert, router: "PluginHost"):
 
 
 @hookspec
-def after_execute(alert, order, result, state, router: "PluginHost"):
+def after_execute(alert, order, result, state, router: PluginHost):
     """Called after an order was executed (``result`` is its ``OrderResult``) and journaled.
 
     ``state`` is the alert's journal state: ``filled``, ``submitted`` (resting),
@@ -247,7 +247,7 @@ def after_execute(alert, order, result, state, router: "PluginHost"):
 
 
 @hookspec
-def on_error(alert, order, error, state, router: "PluginHost"):
+def on_error(alert, order, error, state, router: PluginHost):
     """Called when an accepted alert failed, once that is journaled: ``error`` is the
     exception, ``order`` the ``OrderRequest`` if one was built (else ``None``), ``state``
     the alert's journal state (``rejected``, ``failed``, ``expired``, or ``unknown`` when
@@ -263,7 +263,7 @@ def on_error(alert, order, error, state, router: "PluginHost"):
 
 
 @hookspec
-def router_shutdown(router: "PluginHost"):
+def router_shutdown(router: PluginHost):
     """Called once at shutdown, after orders in flight have finished (bounded wait) and
     before executors are closed. Close what ``router_startup`` opened.
 

@@ -43,18 +43,18 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from pydantic import Field
 
 from core.config import PluginOptions
-from core.store.sqlite.database import private_dir
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.errors import OrderError
-from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
-from core.trading.execution import Executor
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import hookimpl, observes_only
 from core.observability.redaction import REDACTOR
+from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
+from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.store.sqlite.database import private_dir
+from core.trading.execution import Executor
 
 if TYPE_CHECKING:
-    from core.store.sqlite.journal import Journal
     from core.pipeline.router import Router
+    from core.store.sqlite.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -81,16 +81,42 @@ class MetricsRecorder:
         values.ValueClass = self._value_class
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # client order id → (start, route)
         self._failed_once = False
-        self.webhook_requests = Counter("webhook_requests", "Answers of POST /webhook by HTTP status.",
-                                        ["status"], namespace=NAMESPACE, registry=None)
-        self.alerts = Counter("alerts", "Journaled alerts by outcome (the alert's final state).",
-                              ["outcome"], namespace=NAMESPACE, registry=None)
-        self.order_latency = Histogram("order_latency_seconds", "Seconds from sending an order to the exchange's answer.",
-                                       ["exchange", "route"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS, registry=None)
-        self.exchange_errors = Counter("exchange_errors", "Exchange errors that ended an alert, by exception class.",
-                                       ["exchange", "type"], namespace=NAMESPACE, registry=None)
-        self.orders_in_flight = Gauge("orders_in_flight", "Orders sent whose outcome is not settled yet.",
-                                      namespace=NAMESPACE, multiprocess_mode="livesum", registry=None)
+        self.webhook_requests = Counter(
+            "webhook_requests",
+            "Answers of POST /webhook by HTTP status.",
+            ["status"],
+            namespace=NAMESPACE,
+            registry=None,
+        )
+        self.alerts = Counter(
+            "alerts",
+            "Journaled alerts by outcome (the alert's final state).",
+            ["outcome"],
+            namespace=NAMESPACE,
+            registry=None,
+        )
+        self.order_latency = Histogram(
+            "order_latency_seconds",
+            "Seconds from sending an order to the exchange's answer.",
+            ["exchange", "route"],
+            namespace=NAMESPACE,
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
+        self.exchange_errors = Counter(
+            "exchange_errors",
+            "Exchange errors that ended an alert, by exception class.",
+            ["exchange", "type"],
+            namespace=NAMESPACE,
+            registry=None,
+        )
+        self.orders_in_flight = Gauge(
+            "orders_in_flight",
+            "Orders sent whose outcome is not settled yet.",
+            namespace=NAMESPACE,
+            multiprocess_mode="livesum",
+            registry=None,
+        )
         for outcome in EVENT_STATES:
             self.alerts.labels(outcome)  # exported as 0 until the first one
 
@@ -149,14 +175,16 @@ class MetricsRecorder:
 
     # ------------------------------------------------------------ scraping
 
-    async def exposition(self, journal: Journal | None, accept: str = "", halted: dict[str, int] | None = None) -> tuple[bytes, str]:
+    async def exposition(
+        self, journal: Journal | None, accept: str = "", halted: dict[str, int] | None = None
+    ) -> tuple[bytes, str]:
         """Every worker's samples plus the journal's backlog, in the format ``accept``
         asks for (Prometheus text by default, OpenMetrics on request); and its media type."""
         backlog = None
         if journal is not None:
             try:
                 backlog = await journal_backlog(journal)
-            except Exception as exc:  # noqa: BLE001 - the store is down: still expose what this process knows
+            except Exception as exc:
                 log.warning("metrics: journal backlog unavailable: %s", exc)
         encoder, content_type = choose_encoder(accept)
         return await asyncio.to_thread(self._generate, backlog, encoder, halted), content_type
@@ -188,8 +216,9 @@ class _BacklogCollector:
         self.counts = counts
 
     def collect(self):
-        family = GaugeMetricFamily(f"{NAMESPACE}_journal_backlog", "Alerts in the journal not finished yet, by state.",
-                                   labels=["state"])
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_journal_backlog", "Alerts in the journal not finished yet, by state.", labels=["state"]
+        )
         for state in BACKLOG_STATES:
             family.add_metric([state], self.counts.get(state, 0))
         yield family
@@ -200,8 +229,11 @@ class _HaltCollector:
         self.halted = halted
 
     def collect(self):
-        family = GaugeMetricFamily(f"{NAMESPACE}_account_halted", "1 while the kill switch halts the account's opening orders.",
-                                   labels=["account"])
+        family = GaugeMetricFamily(
+            f"{NAMESPACE}_account_halted",
+            "1 while the kill switch halts the account's opening orders.",
+            labels=["account"],
+        )
         for account, value in sorted(self.halted.items()):
             family.add_metric([account], value)
         yield family
@@ -211,7 +243,7 @@ async def account_halts(router: Router) -> dict[str, int] | None:
     """Account → 1 when halted (by its own halt or one of every account), else 0."""
     try:
         halts = await router.kill_switch.halts()
-    except Exception as exc:  # noqa: BLE001 - the store is down: expose the rest
+    except Exception as exc:
         log.warning("metrics: halts unavailable: %s", exc)
         return None
     return {e.account: int(e.account.lower() in halts or "*" in halts) for e in router.executors}
@@ -284,7 +316,11 @@ class Plugin:
         (a signed request line is checked by the app, through the auth plugins)."""
         scheme, _, given = authorization.partition(" ")
         presented = given.strip().encode()
-        matches = [hmac.compare_digest(presented, token.encode()) for token in (self.options.bearer_token, metrics_token) if token]
+        matches = [
+            hmac.compare_digest(presented, token.encode())
+            for token in (self.options.bearer_token, metrics_token)
+            if token
+        ]
         return scheme.lower() == "bearer" and any(matches)
 
     async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
@@ -320,7 +356,9 @@ class Plugin:
             self.recorder.alert_finished(event_from_result(alert, order, result, state))
 
     @hookimpl
-    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router) -> None:
+    def on_error(
+        self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router
+    ) -> None:
         if self.recorder is not None:
             self.recorder.alert_finished(event_from_error(alert, order, error, state, router), error)
 
@@ -329,4 +367,3 @@ class Plugin:
         if self.recorder is not None:
             self.recorder.close()
             self.recorder = None
-

@@ -149,7 +149,10 @@ class Redactor:
         if not _may_name_a_secret(text):
             return text
         for pattern in _KEY_PATTERNS:
-            text = pattern.sub(lambda m: m.group(1) + (m.group(2) + MASK + m.group(2) if m.lastindex and m.lastindex >= 2 else MASK), text)
+            text = pattern.sub(
+                lambda m: m.group(1) + (m.group(2) + MASK + m.group(2) if m.lastindex and m.lastindex >= 2 else MASK),
+                text,
+            )
         return text
 
 
@@ -180,7 +183,6 @@ class RedactingRecordFactory:
             record.stack_info = escape_controls(self.redactor.redact(record.stack_info), keep_newlines=True)
         return record
 
-
     def _traceback(self, exc_info) -> str:
         """The traceback, redacted; its own line breaks kept, while an exception's message
         (which may quote a request) is escaped to one line like any message."""
@@ -195,8 +197,13 @@ class RedactingRecordFactory:
 
 
 # Traceback chunks written by Python itself (frames, headers, chaining), not by the exception.
-_TRACEBACK_FRAMING = ('  File "', "Traceback (most recent call last):", "\nThe above exception was",
-                      "\nDuring handling of the above exception", "  [Previous line repeated")
+_TRACEBACK_FRAMING = (
+    '  File "',
+    "Traceback (most recent call last):",
+    "\nThe above exception was",
+    "\nDuring handling of the above exception",
+    "  [Previous line repeated",
+)
 
 _install_lock = threading.Lock()
 

@@ -34,16 +34,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from core.errors import OrderError, RiskLimitExceeded, StoreUnavailable, WebhookError
-from core.trading.execution import Executor, LookupResult, client_order_id
-from core.store.sqlite.journal import GAVE_UP
+from core.hooks.manager import call_hook_safely, call_implementation, hook_implementations
 from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.pipeline.outcomes import Outcome, as_order_error, classify_exception
-from core.hooks.manager import call_hook_safely, call_implementation, hook_implementations
+from core.store.sqlite.journal import GAVE_UP
+from core.trading.execution import Executor, LookupResult, client_order_id
 
 if TYPE_CHECKING:
     from core.pipeline.router import Router
 
 log = logging.getLogger(__name__)
+
 
 class AlertExpired(Exception):
     """An alert left unexecuted by a crash was too old to execute on recovery."""
@@ -66,7 +67,7 @@ class Lane:
 
 
 class ExecutionEngine:
-    def __init__(self, router: "Router"):
+    def __init__(self, router: Router):
         self.router = router
         self.options = router.options
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -78,7 +79,7 @@ class ExecutionEngine:
         self._patient: _Patient | None = None
 
     @property
-    def journal(self) -> "_Patient":
+    def journal(self) -> _Patient:
         """The journal, for execution: its writes wait out a state-store outage, because an
         alert already accepted must have every step recorded before it goes on."""
         if self._patient is None or self._patient.journal is not self.router.journal:
@@ -107,7 +108,10 @@ class ExecutionEngine:
             log.info("waiting up to %.0fs for %d order(s) in flight", grace, len(pending))
             done, still = await asyncio.wait(pending, timeout=grace)
             if still:
-                log.warning("%d alert(s) still executing at shutdown; another worker or the next start recovers them", len(still))
+                log.warning(
+                    "%d alert(s) still executing at shutdown; another worker or the next start recovers them",
+                    len(still),
+                )
                 for task in still:
                     task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
@@ -127,8 +131,10 @@ class ExecutionEngine:
             try:
                 self._recover(row)
             except Exception as exc:  # a row with bad fields: set aside, the others go on
-                await journal.quarantine(row.get("alert_id", ""), f"the journal row cannot be recovered: "
-                                         f"{type(exc).__name__}: {str(exc)[:300]}")
+                await journal.quarantine(
+                    row.get("alert_id", ""),
+                    f"the journal row cannot be recovered: {type(exc).__name__}: {str(exc)[:300]}",
+                )
 
     # ------------------------------------------------------------ entry points
 
@@ -187,9 +193,12 @@ class ExecutionEngine:
         try:
             order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
         except NothingToDo as reason:
-            await self.journal.set_state(alert_id, "skipped", result={"status": "nothing_to_do", "message": str(reason)},
-                                         http_status=200)
-            return Outcome(200, {"status": "nothing_to_do", "alert_id": alert_id, "message": str(reason)}, state="skipped")
+            await self.journal.set_state(
+                alert_id, "skipped", result={"status": "nothing_to_do", "message": str(reason)}, http_status=200
+            )
+            return Outcome(
+                200, {"status": "nothing_to_do", "alert_id": alert_id, "message": str(reason)}, state="skipped"
+            )
         except Exception as exc:
             return await self._failed(alert, None, None, exc, sent=False)
         try:
@@ -208,8 +217,13 @@ class ExecutionEngine:
             self.phase[alert.alert_id or ""] = "submitting"
             sent_at = time.time()
             row = await self.journal.order_started(
-                alert.alert_id, client_order_id=order.client_order_id, account=order.account,
-                exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+                alert.alert_id,
+                client_order_id=order.client_order_id,
+                account=order.account,
+                exchange=order.exchange,
+                route=executor.route,
+                request=order.model_dump(mode="json"),
+            )
             if time.time() - alert.received_at > self.options.recovery_max_age:
                 # Held up (e.g. waiting for the state store) past the age an order may be sent at.
                 await self.journal.order_finished(row, "failed", error="not sent: the alert expired")
@@ -228,11 +242,22 @@ class ExecutionEngine:
                     continue
                 if _may_be_booked(exc):
                     placed_by = placer[-1] if placer else None
-                    await self.journal.order_finished(row, "unknown", error=_describe(exc), alert_id=alert.alert_id,
-                                                      alert_state="unknown", error_code="outcome_unknown", http_status=202,
-                                                      response={"placed_by": placed_by})
-                    log.warning("alert %s: outcome unknown after %s; reconciling by client order id %s",
-                                alert.alert_id, _describe(exc), order.client_order_id)
+                    await self.journal.order_finished(
+                        row,
+                        "unknown",
+                        error=_describe(exc),
+                        alert_id=alert.alert_id,
+                        alert_state="unknown",
+                        error_code="outcome_unknown",
+                        http_status=202,
+                        response={"placed_by": placed_by},
+                    )
+                    log.warning(
+                        "alert %s: outcome unknown after %s; reconciling by client order id %s",
+                        alert.alert_id,
+                        _describe(exc),
+                        order.client_order_id,
+                    )
                     return await self._reconcile(alert, executor, order, sent_at, placed_by)
                 return await self._failed(alert, order, row, exc, sent=True)
             return await self._succeeded(alert, order, row, result, state=None)
@@ -251,14 +276,21 @@ class ExecutionEngine:
             raise TypeError(f"execute_order returned {type(result).__name__}, not an OrderResult")
         return result
 
-    async def _lookup(self, alert: Alert, executor: Executor, order: OrderRequest, placed_by: str | None) -> LookupResult:
+    async def _lookup(
+        self, alert: Alert, executor: Executor, order: OrderRequest, placed_by: str | None
+    ) -> LookupResult:
         """Ask the plugin that placed ``order`` what became of it. ``placed_by`` None (a crash
         before it was journaled): every ``lookup_order`` in order, the first answer wins."""
         kwargs = {"order": order, "executor": executor, "alert": alert, "router": self.router}
-        impls = [i for i in hook_implementations(self.router.hook.lookup_order) if placed_by is None or i.plugin_name == placed_by]
+        impls = [
+            i
+            for i in hook_implementations(self.router.hook.lookup_order)
+            if placed_by is None or i.plugin_name == placed_by
+        ]
         if not impls:
-            return LookupResult.cannot_tell(f"plugin '{placed_by}' placed the order and implements no lookup_order",
-                                            ask_again=False)
+            return LookupResult.cannot_tell(
+                f"plugin '{placed_by}' placed the order and implements no lookup_order", ask_again=False
+            )
         for impl in impls:
             answer = await call_implementation(impl, kwargs)
             if answer is None:
@@ -266,13 +298,17 @@ class ExecutionEngine:
             if isinstance(answer, OrderResult):  # an executor written before LookupResult
                 return LookupResult.found(answer)
             if not isinstance(answer, LookupResult):
-                raise TypeError(f"lookup_order of plugin '{impl.plugin_name}' returned {type(answer).__name__}, not a LookupResult")
+                raise TypeError(
+                    f"lookup_order of plugin '{impl.plugin_name}' returned {type(answer).__name__}, not a LookupResult"
+                )
             if answer.is_absent and placed_by is None and self._unlookable_placers():
                 # Who placed it is unknown (a crash mid-send) and a plugin that may claim
                 # orders cannot look them up: "absent" from the executor proves nothing.
                 return LookupResult.cannot_tell(
                     f"the order may have been placed by plugin(s) {', '.join(self._unlookable_placers())}, which "
-                    "implement execute_order but no lookup_order", ask_again=False)
+                    "implement execute_order but no lookup_order",
+                    ask_again=False,
+                )
             return answer
         return LookupResult.cannot_tell("no plugin could tell", ask_again=False)
 
@@ -281,48 +317,75 @@ class ExecutionEngine:
         implement no ``lookup_order``."""
         hook = self.router.hook
         lookers = {i.plugin_name for i in hook.lookup_order.get_hookimpls()}
-        return sorted({i.plugin_name for i in hook.execute_order.get_hookimpls()
-                       if i.plugin_name not in lookers and not getattr(i.function, "observes_only", False)})
+        return sorted(
+            {
+                i.plugin_name
+                for i in hook.execute_order.get_hookimpls()
+                if i.plugin_name not in lookers and not getattr(i.function, "observes_only", False)
+            }
+        )
 
-    async def _succeeded(self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None) -> Outcome:
+    async def _succeeded(
+        self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None
+    ) -> Outcome:
         done = _done_state(order, result)
         state = state or done
         answer = result.model_dump(mode="json")
-        await self.journal.order_finished(row, done, response=answer, alert_id=alert.alert_id, alert_state=state,
-                                          http_status=200)
-        await call_hook_safely(self.router.hook.after_execute, alert=alert, order=order, result=result, state=state,
-                               router=self.router)
+        await self.journal.order_finished(
+            row, done, response=answer, alert_id=alert.alert_id, alert_state=state, http_status=200
+        )
+        await call_hook_safely(
+            self.router.hook.after_execute, alert=alert, order=order, result=result, state=state, router=self.router
+        )
         return Outcome(200, {"status": state, "alert_id": alert.alert_id, "order": answer}, state=state)
 
-    async def _failed(self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool) -> Outcome:
+    async def _failed(
+        self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool
+    ) -> Outcome:
         outcome = classify_exception(exc, sent=sent, alert_id=alert.alert_id)
         if row is not None:
-            await self.journal.order_finished(row, outcome.state, error=outcome.message, alert_id=alert.alert_id,
-                                              alert_state=outcome.state, error_code=outcome.code, http_status=outcome.status)
+            await self.journal.order_finished(
+                row,
+                outcome.state,
+                error=outcome.message,
+                alert_id=alert.alert_id,
+                alert_state=outcome.state,
+                error_code=outcome.code,
+                http_status=outcome.status,
+            )
         else:
-            await self.journal.set_state(alert.alert_id, outcome.state, error_code=outcome.code,
-                                         error_message=outcome.message, http_status=outcome.status)
+            await self.journal.set_state(
+                alert.alert_id,
+                outcome.state,
+                error_code=outcome.code,
+                error_message=outcome.message,
+                http_status=outcome.status,
+            )
         if outcome.status >= 500 and not isinstance(exc, WebhookError):
             log.error("alert %s failed", alert.alert_id, exc_info=exc)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state=outcome.state,
-                               router=self.router)
+        await call_hook_safely(
+            self.router.hook.on_error, alert=alert, order=order, error=exc, state=outcome.state, router=self.router
+        )
         return outcome
 
     async def _refused(self, alert: Alert, order: OrderRequest, exc: RiskLimitExceeded) -> Outcome:
         """A risk limit or a halt refused the order: journaled ``refused``, reported, nothing sent."""
-        await self.journal.set_state(alert.alert_id, "refused", error_code=exc.code, error_message=exc.message,
-                                     http_status=exc.status)
+        await self.journal.set_state(
+            alert.alert_id, "refused", error_code=exc.code, error_message=exc.message, http_status=exc.status
+        )
         log.warning("alert %s refused: %s", alert.alert_id, exc.message)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="refused",
-                               router=self.router)
+        await call_hook_safely(
+            self.router.hook.on_error, alert=alert, order=order, error=exc, state="refused", router=self.router
+        )
         outcome = Outcome.error(exc.status, exc.code, exc.message, state="refused", alert_id=alert.alert_id)
         outcome.body["error"]["limit"] = exc.limit
         return outcome
 
     # ------------------------------------------------------------ reconciliation
 
-    async def _reconcile(self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float,
-                         placed_by: str | None) -> Outcome:
+    async def _reconcile(
+        self, alert: Alert, executor: Executor, order: OrderRequest, sent_at: float, placed_by: str | None
+    ) -> Outcome:
         """Find the order by client order id; resend only once it is proven absent."""
         alert_id = alert.alert_id or ""
         self.phase[alert_id] = "reconciling"
@@ -340,9 +403,19 @@ class ExecutionEngine:
             if answer.is_found:
                 assert answer.result is not None
                 row = await self.journal.order_started(
-                    alert_id, client_order_id=order.client_order_id, account=order.account, exchange=order.exchange,
-                    route="lookup", request={"lookup": order.client_order_id})
-                log.info("alert %s: reconciled: %s is %s at the exchange", alert_id, order.client_order_id, answer.result.status)
+                    alert_id,
+                    client_order_id=order.client_order_id,
+                    account=order.account,
+                    exchange=order.exchange,
+                    route="lookup",
+                    request={"lookup": order.client_order_id},
+                )
+                log.info(
+                    "alert %s: reconciled: %s is %s at the exchange",
+                    alert_id,
+                    order.client_order_id,
+                    answer.result.status,
+                )
                 return await self._succeeded(alert, order, row, answer.result, state="reconciled")
             if not answer.is_absent:
                 if answer.ask_again:
@@ -352,14 +425,21 @@ class ExecutionEngine:
             if time.time() - sent_at < self.options.resubmit_after:
                 continue
             if time.time() - alert.received_at > self.options.recovery_max_age:
-                return await self._expire(alert, order, "the order was never booked and the alert is too old to send now")
+                return await self._expire(
+                    alert, order, "the order was never booked and the alert is too old to send now"
+                )
             # Proven absent past the window in which the lost request could still execute.
             log.warning("alert %s: %s is not at the exchange; sending it again", alert_id, order.client_order_id)
             self.phase[alert_id] = "submitting"
             sent_at = time.time()
             row = await self.journal.order_started(
-                alert_id, client_order_id=order.client_order_id, account=order.account,
-                exchange=order.exchange, route=executor.route, request=order.model_dump(mode="json"))
+                alert_id,
+                client_order_id=order.client_order_id,
+                account=order.account,
+                exchange=order.exchange,
+                route=executor.route,
+                request=order.model_dump(mode="json"),
+            )
             placer: list[str] = []
             try:
                 result = await self._place(alert, executor, order, placer)
@@ -371,7 +451,9 @@ class ExecutionEngine:
                     continue
                 if _may_be_booked(exc):
                     placed_by = placer[-1] if placer else placed_by
-                    await self.journal.order_finished(row, "unknown", error=_describe(exc), response={"placed_by": placed_by})
+                    await self.journal.order_finished(
+                        row, "unknown", error=_describe(exc), response={"placed_by": placed_by}
+                    )
                     self.phase[alert_id] = "reconciling"
                     continue
                 return await self._failed(alert, order, row, exc, sent=True)
@@ -379,16 +461,20 @@ class ExecutionEngine:
         exc = OutcomeStillUnknown(f"order {order.client_order_id}: {why}; check the exchange")
         await self.journal.set_state(alert_id, "unknown", error_code=GAVE_UP, error_message=str(exc), http_status=202)
         log.error("alert %s: %s", alert_id, exc)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="unknown",
-                               router=self.router)
+        await call_hook_safely(
+            self.router.hook.on_error, alert=alert, order=order, error=exc, state="unknown", router=self.router
+        )
         return Outcome.error(202, "outcome_unknown", str(exc), state="unknown", alert_id=alert_id)
 
     async def _expire(self, alert: Alert, order: OrderRequest | None, why: str) -> Outcome:
         exc = AlertExpired(why)
-        await self.journal.set_state(alert.alert_id, "expired", error_code="expired", error_message=why, http_status=422)
+        await self.journal.set_state(
+            alert.alert_id, "expired", error_code="expired", error_message=why, http_status=422
+        )
         log.warning("alert %s expired: %s", alert.alert_id, why)
-        await call_hook_safely(self.router.hook.on_error, alert=alert, order=order, error=exc, state="expired",
-                               router=self.router)
+        await call_hook_safely(
+            self.router.hook.on_error, alert=alert, order=order, error=exc, state="expired", router=self.router
+        )
         return Outcome.error(422, "expired", why, state="expired", alert_id=alert.alert_id)
 
     # ------------------------------------------------------------ recovery
@@ -402,8 +488,11 @@ class ExecutionEngine:
         alert.received_at = row["received_at"]
         executor = self.router.executors.get(row["account"] or "")
         if executor is None or not executor.ready:
-            why = (f"account '{row['account']}' is not configured (credentials from an alert are never stored)"
-                   if executor is None else f"account '{row['account']}' is not ready")
+            why = (
+                f"account '{row['account']}' is not configured (credentials from an alert are never stored)"
+                if executor is None
+                else f"account '{row['account']}' is not ready"
+            )
             log.error("alert %s cannot be recovered now: %s", alert_id, why)
             if executor is None:
                 self._spawn(alert_id, self._expire(alert, None, why))
@@ -421,10 +510,20 @@ class ExecutionEngine:
         order = OrderRequest.model_validate(request)
         # The plugin that placed it, when its attempt ended "unknown"; None after a crash
         # mid-send (every lookup_order is asked then).
-        placed_by = next((o["response"].get("placed_by") for o in reversed(orders)
-                          if isinstance(o.get("response"), dict) and o["response"].get("placed_by")), None)
-        self._spawn(alert_id, self._in_lane(row["lane"], row["seq"],
-                                            lambda: self._reconcile(alert, executor, order, last["started_at"], placed_by)))
+        placed_by = next(
+            (
+                o["response"].get("placed_by")
+                for o in reversed(orders)
+                if isinstance(o.get("response"), dict) and o["response"].get("placed_by")
+            ),
+            None,
+        )
+        self._spawn(
+            alert_id,
+            self._in_lane(
+                row["lane"], row["seq"], lambda: self._reconcile(alert, executor, order, last["started_at"], placed_by)
+            ),
+        )
 
 
 class _Patient:

@@ -13,19 +13,29 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.errors import OrderError
-from core.store.sqlite.journal import GAVE_UP
+from core.observability.redaction import REDACTOR
+from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import classify_exception
-from core.observability.redaction import REDACTOR
+from core.store.sqlite.journal import GAVE_UP
 
 if TYPE_CHECKING:
     from core.pipeline.router import Router
 
 # The states an event can carry, in the order the README lists them.
-EVENT_STATES = ("filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused",
-                "mismatch")
+EVENT_STATES = (
+    "filled",
+    "submitted",
+    "canceled",
+    "reconciled",
+    "rejected",
+    "failed",
+    "unknown",
+    "expired",
+    "refused",
+    "mismatch",
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,9 @@ class AlertEvent:
     route: str | None = None
     order_id: str | None = None
     client_order_id: str | None = None
-    order_status: str | None = None  # in the router's words (core.trading.venue.OrderStatus): open | filled | canceled | ...
+    order_status: str | None = (
+        None  # in the router's words (core.trading.venue.OrderStatus): open | filled | canceled | ...
+    )
     filled: str | None = None
     average: str | None = None
     error_code: str | None = None
@@ -63,28 +75,57 @@ class AlertEvent:
 
 def _base(alert: Alert, order: OrderRequest | None) -> dict[str, Any]:
     if order is not None:
-        return {"alert_id": alert.alert_id or "", "account": order.account, "exchange": order.exchange,
-                "symbol": order.symbol, "side": order.side or "", "amount": order.amount or "",
-                "order_type": order.order_type, "price": order.price, "client_order_id": order.client_order_id}
-    return {"alert_id": alert.alert_id or "", "account": alert.accounts[0] if alert.accounts else None,
-            "exchange": alert.exchange, "symbol": alert.symbol, "side": alert.side or "",
-            "amount": format(alert.amount, "f") if alert.amount is not None else "",
-            "order_type": alert.order_type, "price": format(alert.price, "f") if alert.price is not None else None}
+        return {
+            "alert_id": alert.alert_id or "",
+            "account": order.account,
+            "exchange": order.exchange,
+            "symbol": order.symbol,
+            "side": order.side or "",
+            "amount": order.amount or "",
+            "order_type": order.order_type,
+            "price": order.price,
+            "client_order_id": order.client_order_id,
+        }
+    return {
+        "alert_id": alert.alert_id or "",
+        "account": alert.accounts[0] if alert.accounts else None,
+        "exchange": alert.exchange,
+        "symbol": alert.symbol,
+        "side": alert.side or "",
+        "amount": format(alert.amount, "f") if alert.amount is not None else "",
+        "order_type": alert.order_type,
+        "price": format(alert.price, "f") if alert.price is not None else None,
+    }
 
 
 def event_from_result(alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> AlertEvent:
     """The event of an ``after_execute`` call, in the alert's journal ``state``: filled,
     submitted, canceled, or reconciled (an unknown outcome found at the exchange)."""
     fields = _base(alert, order)
-    fields.update(account=result.account, exchange=result.exchange, symbol=result.symbol, side=result.side or "",
-                  amount=result.amount or "", order_type=result.order_type, price=result.price or order.price,
-                  client_order_id=result.client_order_id)
-    return AlertEvent(state=state, route=result.route, order_id=result.order_id, order_status=result.status,
-                      filled=result.filled, average=result.average, **fields)
+    fields.update(
+        account=result.account,
+        exchange=result.exchange,
+        symbol=result.symbol,
+        side=result.side or "",
+        amount=result.amount or "",
+        order_type=result.order_type,
+        price=result.price or order.price,
+        client_order_id=result.client_order_id,
+    )
+    return AlertEvent(
+        state=state,
+        route=result.route,
+        order_id=result.order_id,
+        order_status=result.status,
+        filled=result.filled,
+        average=result.average,
+        **fields,
+    )
 
 
-def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseException, state: str,
-                     router: Router) -> AlertEvent:
+def event_from_error(
+    alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router
+) -> AlertEvent:
     """The event of an ``on_error`` call, in the alert's journal ``state``: rejected,
     failed, expired, or unknown (reconciliation gave up)."""
     if isinstance(error, AlertExpired):
@@ -97,8 +138,14 @@ def event_from_error(alert: Alert, order: OrderRequest | None, error: BaseExcept
     fields = _base(alert, order)
     if order is None and not fields["account"] and alert.credentials is None:
         fields.update(_routed_account(alert, router))
-    return AlertEvent(state=state, error_code=code, error_message=message[:500], error_type=error_type(error),
-                      exchange_error=isinstance(error, OrderError), **fields)
+    return AlertEvent(
+        state=state,
+        error_code=code,
+        error_message=message[:500],
+        error_type=error_type(error),
+        exchange_error=isinstance(error, OrderError),
+        **fields,
+    )
 
 
 def error_type(error: BaseException) -> str:
@@ -112,6 +159,6 @@ def _routed_account(alert: Alert, router: Router) -> dict[str, Any]:
     """The account an alert without one went to (the default), for the message; best effort."""
     try:
         executor = router.executors.resolve(alert)
-    except Exception:  # noqa: BLE001 - only cosmetic: the event keeps what the alert said
+    except Exception:
         return {}
     return {"account": executor.account, "exchange": executor.exchange}

@@ -28,17 +28,17 @@ import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from core.pipeline.engine import every
 from core.errors import RiskLimitExceeded, StoreUnavailable
-from core.store.sqlite.journal import FINAL_STATES, GAVE_UP
+from core.hooks.manager import call_hook
+from core.pipeline.engine import every
 from core.pipeline.models import Alert, AuthResult, InboundRequest, OrderRequest
 from core.pipeline.outcomes import Outcome
-from core.hooks.manager import call_hook
 from core.store.risk import ALL, new_flatten_record
+from core.store.sqlite.journal import FINAL_STATES, GAVE_UP
 
 if TYPE_CHECKING:
-    from core.trading.execution import Executor
     from core.pipeline.router import Router
+    from core.trading.execution import Executor
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,15 @@ def is_reducing(alert: Alert, order: OrderRequest) -> bool:
 
 def _describe_halt(account: str, record: dict[str, Any]) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(record.get("since", 0)))
-    until = (f" until {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(record['until']))}"
-             if record.get("until") else " until resumed")
+    until = (
+        f" until {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(record['until']))}"
+        if record.get("until")
+        else " until resumed"
+    )
     who = "every account is" if account == ALL else f"account '{account}' is"
-    return f"{who} halted ({record.get('reason') or 'no reason given'}; by {record.get('by', '?')} since {since}){until}"
+    return (
+        f"{who} halted ({record.get('reason') or 'no reason given'}; by {record.get('by', '?')} since {since}){until}"
+    )
 
 
 class KillSwitch:
@@ -106,7 +111,9 @@ class KillSwitch:
                 return key, halts[key]
         return None
 
-    async def halt(self, account: str | None, *, reason: str = "", by: str = "operator", until: float | None = None) -> dict[str, Any]:
+    async def halt(
+        self, account: str | None, *, reason: str = "", by: str = "operator", until: float | None = None
+    ) -> dict[str, Any]:
         key = (account or ALL).lower()
         record = {"reason": reason[:200], "by": by, "since": time.time(), "until": until}
         await self.store.set_halt(key, record)
@@ -128,16 +135,30 @@ class KillSwitch:
         described: dict[str, list[dict[str, Any]]] = {}
         for executor in self.router.executors:
             try:
-                results = await call_hook(self.router.hook.describe_risk_limits, account=executor.account, router=self.router)
+                results = await call_hook(
+                    self.router.hook.describe_risk_limits, account=executor.account, router=self.router
+                )
             except Exception as exc:  # a broken description must not hide the halts (nor the buttons) around it
                 log.exception("risk: describing the limits of %s failed", executor.account)
-                results = [[{"limit": "(could not be described)", "value": getattr(exc, "message", None) or type(exc).__name__,
-                             "source": "error", "used": None}]]
+                results = [
+                    [
+                        {
+                            "limit": "(could not be described)",
+                            "value": getattr(exc, "message", None) or type(exc).__name__,
+                            "source": "error",
+                            "used": None,
+                        }
+                    ]
+                ]
             described[executor.account] = [item for result in results if result for item in result]
         return described
 
     async def status(self) -> dict[str, Any]:
-        return {"halts": await self.halts(), "flattens": await self.store.flattens(limit=10), "limits": await self.limits()}
+        return {
+            "halts": await self.halts(),
+            "flattens": await self.store.flattens(limit=10),
+            "limits": await self.limits(),
+        }
 
     # ------------------------------------------------------------ the gate before every order
 
@@ -147,10 +168,21 @@ class KillSwitch:
         if not reducing:
             halt = await self.halted(executor.account)
             if halt is not None:
-                raise RiskLimitExceeded("halt", f"refused by halt: {_describe_halt(*halt)}; only reducing and closing "
-                                                "orders are sent until it is resumed", value="halted", figure="opening order")
-        await call_hook(self.router.hook.check_risk, alert=alert, order=order, executor=executor, reducing=reducing,
-                        router=self.router)
+                raise RiskLimitExceeded(
+                    "halt",
+                    f"refused by halt: {_describe_halt(*halt)}; only reducing and closing "
+                    "orders are sent until it is resumed",
+                    value="halted",
+                    figure="opening order",
+                )
+        await call_hook(
+            self.router.hook.check_risk,
+            alert=alert,
+            order=order,
+            executor=executor,
+            reducing=reducing,
+            router=self.router,
+        )
 
     # ------------------------------------------------------------ orders the router places itself
 
@@ -163,7 +195,9 @@ class KillSwitch:
         router = self.router
         timeout = router.options.reconcile_timeout + router.options.response_budget + 30
         alert.received_at = time.time()
-        request = InboundRequest(body=b"", headers={}, remote_addr="", scheme="", payload={}, received_at=alert.received_at)
+        request = InboundRequest(
+            body=b"", headers={}, remote_addr="", scheme="", payload={}, received_at=alert.received_at
+        )
         body_hash = hashlib.sha256(b"risk:" + alert.alert_id.encode()).hexdigest()
         started = await router._admit(request, alert, executor, AuthResult.accept(principal), body_hash)
         if not isinstance(started, Outcome):
@@ -185,8 +219,9 @@ class KillSwitch:
         await self.halt(account, reason=reason or "flatten", by=by)
         record = new_flatten_record(account, by=by)
         await self.store.save_flatten(record)
-        claimed = await self.store.claim_flatten(record["flatten_id"], self.router.engine.worker_id,
-                                                 self.router.options.worker_stale_after)
+        claimed = await self.store.claim_flatten(
+            record["flatten_id"], self.router.engine.worker_id, self.router.options.worker_stale_after
+        )
         if claimed is not None:
             self._start_flatten(claimed)
         return claimed or record
@@ -207,8 +242,9 @@ class KillSwitch:
         for record in await self.store.flattens(open_only=True):
             if record["flatten_id"] in self._running:
                 continue
-            claimed = await self.store.claim_flatten(record["flatten_id"], self.router.engine.worker_id,
-                                                     self.router.options.worker_stale_after)
+            claimed = await self.store.claim_flatten(
+                record["flatten_id"], self.router.engine.worker_id, self.router.options.worker_stale_after
+            )
             if claimed is not None:
                 log.warning("risk: taking up flatten %s (%s)", claimed["flatten_id"], claimed["state"])
                 self._start_flatten(claimed)
@@ -220,12 +256,17 @@ class KillSwitch:
         await self._save(record)
         lease = asyncio.create_task(self._keep_lease(fid))
         try:
-            accounts = [e for e in self.router.executors
-                        if record["account"] == ALL or e.account.lower() == record["account"]]
+            accounts = [
+                e for e in self.router.executors if record["account"] == ALL or e.account.lower() == record["account"]
+            ]
             if not accounts:
                 raise ValueError(f"no account named '{record['account']}'")
-            results = await asyncio.gather(*(self._flatten_account(record, e) for e in accounts), return_exceptions=True)
-            errors = [f"{e.account}: {r}" for e, r in zip(accounts, results, strict=True) if isinstance(r, BaseException)]
+            results = await asyncio.gather(
+                *(self._flatten_account(record, e) for e in accounts), return_exceptions=True
+            )
+            errors = [
+                f"{e.account}: {r}" for e, r in zip(accounts, results, strict=True) if isinstance(r, BaseException)
+            ]
             record.update(state="failed" if errors else "done", error="; ".join(errors)[:500] or None)
         except asyncio.CancelledError:
             raise  # shutdown: the lease lapses and a worker (or the next start) completes it
@@ -236,7 +277,9 @@ class KillSwitch:
         record["finished_at"] = time.time()
         await self._save(record)
         level = logging.ERROR if record["state"] == "failed" else logging.WARNING
-        log.log(level, "risk: flatten %s %s%s", fid, record["state"], f": {record['error']}" if record.get("error") else "")
+        log.log(
+            level, "risk: flatten %s %s%s", fid, record["state"], f": {record['error']}" if record.get("error") else ""
+        )
 
     async def _keep_lease(self, fid: str) -> None:
         options = self.router.options
@@ -255,18 +298,26 @@ class KillSwitch:
             positions = await executor.fetch_positions()
             if not open_orders and not positions:
                 return
-            steps = [("cancel", "cancel_all", s) for s in sorted(open_orders)] + [("close", "close", s) for s in sorted(positions)]
+            steps = [("cancel", "cancel_all", s) for s in sorted(open_orders)] + [
+                ("close", "close", s) for s in sorted(positions)
+            ]
             for tag, action, symbol in steps:
                 market = symbol.replace("/", "_").replace(":", "_")  # an id that fits in a URL path segment
-                alert = Alert(alert_id=f"flatten-{fid}-{account}-r{round_no}-{tag}-{market}"[:128], action=action,
-                              symbol=symbol, account=account)
+                alert = Alert(
+                    alert_id=f"flatten-{fid}-{account}-r{round_no}-{tag}-{market}"[:128],
+                    action=action,
+                    symbol=symbol,
+                    account=account,
+                )
                 row = await self.place(alert, executor, principal=f"flatten:{record['by']}")
                 await self._note_step(record, row)
         open_orders = await executor.fetch_open_orders()
         positions = await executor.fetch_positions()
         if open_orders or positions:
-            raise RuntimeError(f"still open after {FLATTEN_ROUNDS} rounds: orders {open_orders}, positions "
-                               f"{ {k: str(v) for k, v in positions.items()} }")
+            raise RuntimeError(
+                f"still open after {FLATTEN_ROUNDS} rounds: orders {open_orders}, positions "
+                f"{ {k: str(v) for k, v in positions.items()} }"
+            )
 
     async def _note_step(self, record: dict[str, Any], row: dict[str, Any]) -> None:
         record.setdefault("steps", {})[row.get("alert_id", "?")] = row.get("state")
@@ -276,5 +327,3 @@ class KillSwitch:
         """Save the flatten's progress; we hold its lease, so saving renews it."""
         record["heartbeat_at"] = time.time()
         await self.store.save_flatten(record)
-
-

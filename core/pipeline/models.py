@@ -65,13 +65,17 @@ class AuthResult:
     scopes: tuple[str, ...] = ()
 
     @classmethod
-    def accept(cls, principal: str, accounts: frozenset[str] | tuple[str, ...] | list[str] | None = None,
-               scopes: tuple[str, ...] = ()) -> "AuthResult":
+    def accept(
+        cls,
+        principal: str,
+        accounts: frozenset[str] | tuple[str, ...] | list[str] | None = None,
+        scopes: tuple[str, ...] = (),
+    ) -> AuthResult:
         scope = None if accounts is None else frozenset(a.lower() for a in accounts)
         return cls(True, principal=principal, accounts=scope, scopes=tuple(scopes))
 
     @classmethod
-    def reject(cls, reason: str, status: int = 401) -> "AuthResult":
+    def reject(cls, reason: str, status: int = 401) -> AuthResult:
         return cls(False, reason=reason, status=status)
 
 
@@ -116,8 +120,12 @@ def parse_decimal(value: Any, name: str) -> Decimal | None:
     form = _DECIMAL_TEXT.fullmatch(text) if len(text) <= MAX_NUMBER_TEXT else None
     if form is None:
         shown = text[:24].encode("ascii", "backslashreplace").decode()
-        raise ValueError(f"{name} must be a decimal number like 0.01, -2 or 1e-5 (ASCII digits, no separators), got {shown!r}")
-    out_of_range = ValueError(f"{name} is out of range (between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT + 1})")
+        raise ValueError(
+            f"{name} must be a decimal number like 0.01, -2 or 1e-5 (ASCII digits, no separators), got {shown!r}"
+        )
+    out_of_range = ValueError(
+        f"{name} is out of range (between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT + 1})"
+    )
     if sum(c.isdigit() for c in form["mantissa"]) > MAX_NUMBER_DIGITS:
         raise ValueError(f"{name} has more than {MAX_NUMBER_DIGITS} digits")
     if form["exponent"] is not None and len(form["exponent"].lstrip("+-").lstrip("0")) > 3:
@@ -277,7 +285,7 @@ class Alert(BaseModel):
         return number
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Alert":
+    def _consistent(self) -> Alert:
         if self.action == "order":
             if self.side is None:
                 raise ValueError("side is required (buy or sell)")
@@ -294,7 +302,11 @@ class Alert(BaseModel):
             raise ValueError(f"a {self.order_type.replace('_', '-')} order needs a price")
         if self.order_type in ("stop", "stop_limit") and self.stop_price is None:
             raise ValueError(f"a {self.order_type.replace('_', '-')} order needs stop_price")
-        if self.amount_type in ("percent_of_balance", "percent_of_position") and self.amount is not None and self.amount > 100:
+        if (
+            self.amount_type in ("percent_of_balance", "percent_of_position")
+            and self.amount is not None
+            and self.amount > 100
+        ):
             raise ValueError("a percentage amount must be at most 100")
         return self
 

@@ -9,9 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import CredentialsRefused, OrderError, OrderNotSent, OrderRejected, OutcomeUnknown, VenueBusy, WebhookError
-from core.store.sqlite.journal import SUCCESS_STATES
+from core.errors import (
+    CredentialsRefused,
+    OrderError,
+    OrderNotSent,
+    OrderRejected,
+    OutcomeUnknown,
+    VenueBusy,
+    WebhookError,
+)
 from core.observability.redaction import REDACTOR
+from core.store.sqlite.journal import SUCCESS_STATES
 
 
 @dataclass
@@ -24,7 +32,16 @@ class Outcome:
     headers: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def error(cls, status: int, code: str, message: str, *, state: str, alert_id: str | None = None, headers: dict | None = None) -> "Outcome":
+    def error(
+        cls,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        state: str,
+        alert_id: str | None = None,
+        headers: dict | None = None,
+    ) -> Outcome:
         message = REDACTOR.redact(message)
         body: dict[str, Any] = {"error": {"code": code, "message": message}, "status": state}
         if alert_id:
@@ -32,15 +49,25 @@ class Outcome:
         return cls(status, body, state=state, code=code, message=message, headers=headers or {})
 
     @classmethod
-    def from_journal(cls, row: dict[str, Any]) -> "Outcome":
+    def from_journal(cls, row: dict[str, Any]) -> Outcome:
         """The answer an alert got (or would get now), rebuilt from its journal row."""
         state = row.get("state", "unknown")
         alert_id = row.get("alert_id")
         if row.get("result") and state in SUCCESS_STATES:
             return cls(200, {"status": state, "alert_id": alert_id, "order": row["result"]}, state=state)
         if row.get("error_code"):
-            return cls.error(row.get("http_status") or 422, row["error_code"], row.get("error_message") or "", state=state, alert_id=alert_id)
-        return cls(202, {"status": state, "alert_id": alert_id, "message": f"execution continues; see GET /alerts/{alert_id}"}, state=state)
+            return cls.error(
+                row.get("http_status") or 422,
+                row["error_code"],
+                row.get("error_message") or "",
+                state=state,
+                alert_id=alert_id,
+            )
+        return cls(
+            202,
+            {"status": state, "alert_id": alert_id, "message": f"execution continues; see GET /alerts/{alert_id}"},
+            state=state,
+        )
 
 
 def as_order_error(exc: BaseException, *, sent: bool) -> BaseException:
@@ -66,18 +93,29 @@ def classify_exception(exc: BaseException, *, sent: bool, alert_id: str | None =
     exc = as_order_error(exc, sent=sent)
     if isinstance(exc, OutcomeUnknown):
         # The order may exist: never 5xx, never resend blindly. Reconciliation decides.
-        return Outcome.error(202, exc.code, f"the order's outcome is unknown and is being reconciled: {_reason(exc)}",
-                             state="unknown", alert_id=alert_id)
+        return Outcome.error(
+            202,
+            exc.code,
+            f"the order's outcome is unknown and is being reconciled: {_reason(exc)}",
+            state="unknown",
+            alert_id=alert_id,
+        )
     if isinstance(exc, OrderError):
-        prefix = {OrderRejected: "the exchange refused the order", CredentialsRefused: "the exchange refused the account's credentials",
-                  VenueBusy: "the exchange is not accepting orders now", OrderNotSent: "the exchange could not be reached; nothing was sent"}
+        prefix = {
+            OrderRejected: "the exchange refused the order",
+            CredentialsRefused: "the exchange refused the account's credentials",
+            VenueBusy: "the exchange is not accepting orders now",
+            OrderNotSent: "the exchange could not be reached; nothing was sent",
+        }
         lead = next((text for cls, text in prefix.items() if isinstance(exc, cls)), "")
         message = f"{lead}: {_reason(exc)}" if lead and not str(exc).startswith(lead) else _reason(exc)
         return Outcome.error(exc.status, exc.code, message, state=exc.state, alert_id=alert_id, headers=exc.headers)
     if isinstance(exc, WebhookError):
         state = "rejected" if exc.status == 422 else "failed"
         return Outcome.error(exc.status, exc.code, exc.message, state=state, alert_id=alert_id, headers=exc.headers)
-    return Outcome.error(500, "internal_error", "internal error; nothing was sent to the exchange", state="failed", alert_id=alert_id)
+    return Outcome.error(
+        500, "internal_error", "internal error; nothing was sent to the exchange", state="failed", alert_id=alert_id
+    )
 
 
 def _reason(exc: BaseException) -> str:

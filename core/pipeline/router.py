@@ -20,17 +20,24 @@ from pydantic import ValidationError
 
 from core import __version__
 from core.config import PluginsFile, RouterOptions, Settings
-from core.store.sqlite.database import private_dir
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
+from core.hooks.manager import (
+    PluginSet,
+    call_hook,
+    call_hook_first,
+    call_hook_safely,
+    call_implementation,
+    create_plugin_manager,
+)
+from core.observability.redaction import REDACTOR
 from core.pipeline.engine import ExecutionEngine
 from core.pipeline.killswitch import KillSwitch
-from core.trading.execution import Executor, ExecutorRegistry
-from core.store.factory import StateBackend, StateOptions
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, Credentials, InboundRequest
 from core.pipeline.outcomes import Outcome
-from core.hooks.manager import PluginSet, call_hook, call_hook_first, call_hook_safely, call_implementation, create_plugin_manager
+from core.store.factory import StateBackend, StateOptions
+from core.store.sqlite.database import private_dir
+from core.trading.execution import Executor, ExecutorRegistry
 from core.web.ratelimit import AddressTurns, WebhookLimits
-from core.observability.redaction import REDACTOR
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +54,21 @@ class Router:
         REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
-        self.journal: Any = None  # core.store.sqlite.journal.Journal or core.store.redis.journal.RedisJournal, opened at start()
+        self.journal: Any = (
+            None  # core.store.sqlite.journal.Journal or core.store.redis.journal.RedisJournal, opened at start()
+        )
         self.engine = ExecutionEngine(self)
         self.kill_switch = KillSwitch(self)
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
         self._unproven = AddressTurns()  # one authentication at a time per unproven address
-        for secret in (settings.webhook_secret, settings.default_api_key, settings.default_api_secret, settings.metrics_token,
-                       settings.dashboard_password):
+        for secret in (
+            settings.webhook_secret,
+            settings.default_api_key,
+            settings.default_api_secret,
+            settings.metrics_token,
+            settings.dashboard_password,
+        ):
             REDACTOR.add(secret, static=True)
 
     @property
@@ -96,7 +110,8 @@ class Router:
             log.warning(PAYLOAD_CREDENTIALS_WARNING)
         log.info(
             "router %s started: plugins %s; accounts %s",
-            __version__, ", ".join(self.plugins.names()),
+            __version__,
+            ", ".join(self.plugins.names()),
             ", ".join(f"{e.account}({e.exchange}, {'ready' if e.ready else 'NOT READY'})" for e in self.executors),
         )
 
@@ -209,18 +224,23 @@ class Router:
                 self.check_scope(auth, executor.account)
             return executor
         if auth is not None and auth.accounts is not None:
-            raise Forbidden("this credential may trade only on its own accounts, not with keys from the alert",
-                            code="account_not_allowed")
+            raise Forbidden(
+                "this credential may trade only on its own accounts, not with keys from the alert",
+                code="account_not_allowed",
+            )
         if alert.account:
             raise Unprocessable("an alert names either an account or apiKey/secret, not both", code="invalid_alert")
         exchange = (alert.exchange or self.settings.default_exchange).lower()
         configured = self.executors.get(exchange)
         if configured is not None and configured.route == "paper":
             return configured  # paper trading ignores credentials (and never stores them)
-        executor = await call_hook_first(self.hook.executor_for_credentials, exchange=exchange,
-                                         credentials=alert.credentials, router=self)
+        executor = await call_hook_first(
+            self.hook.executor_for_credentials, exchange=exchange, credentials=alert.credentials, router=self
+        )
         if executor is None:
-            raise Unprocessable(f"no plugin can trade on '{exchange}' with credentials from the alert", code="unknown_exchange")
+            raise Unprocessable(
+                f"no plugin can trade on '{exchange}' with credentials from the alert", code="unknown_exchange"
+            )
         return executor
 
     def check_scope(self, auth: AuthResult, account: str) -> None:
@@ -269,7 +289,9 @@ class Router:
             raise Unprocessable(f"unknown account '{str(account)[:64]}'", code="unknown_account")
         if auth.accounts is not None:  # a scoped credential controls its own accounts only, one at a time
             if account is None:
-                raise Forbidden("this credential may control only its own accounts: name one", code="account_not_allowed")
+                raise Forbidden(
+                    "this credential may control only its own accounts: name one", code="account_not_allowed"
+                )
             self.check_scope(auth, account)
         reason = str(request.payload.get("reason") or "")[:200]
         by = f"http:{auth.principal}"
@@ -278,9 +300,16 @@ class Router:
             return Outcome(200, {"status": "halted", "account": account or "*", "halt": record})
         if action == "flatten":
             record = await self.kill_switch.request_flatten(account, by=by, reason=reason)
-            return Outcome(202, {"status": "flattening", "account": account or "*", "flatten_id": record["flatten_id"],
-                                 "message": "halted; every open order is canceled and every position closed; "
-                                            "see GET / (halts) and python -m core risk status"})
+            return Outcome(
+                202,
+                {
+                    "status": "flattening",
+                    "account": account or "*",
+                    "flatten_id": record["flatten_id"],
+                    "message": "halted; every open order is canceled and every position closed; "
+                    "see GET / (halts) and python -m core risk status",
+                },
+            )
         if action == "resume":
             return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
         return Outcome(200, await self.kill_switch.status())
@@ -316,8 +345,14 @@ class Router:
         request.authenticated_at = time.time()
         return auth
 
-    async def receive_body(self, request: InboundRequest, content_type: str, *,
-                           on_authenticated: "Callable[[], None] | None" = None, proven: bool = False) -> Outcome:
+    async def receive_body(
+        self,
+        request: InboundRequest,
+        content_type: str,
+        *,
+        on_authenticated: Callable[[], None] | None = None,
+        proven: bool = False,
+    ) -> Outcome:
         """POST /webhook: authenticate on the raw body and headers, *then* parse the body.
 
         Nothing is parsed for a request without valid credentials: an HMAC signature is
@@ -362,7 +397,9 @@ class Router:
     async def _receive_one(self, request: InboundRequest, alert: Alert, auth: AuthResult, body_hash: str) -> Outcome:
         executor = await self.executor_for(alert, auth)
         if not executor.ready:
-            raise ServiceUnavailable(f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready")
+            raise ServiceUnavailable(
+                f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready"
+            )
         # Journal and start together, shielded: once the alert is journaled its execution
         # task must exist, even if the client goes away mid-request.
         started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth, body_hash)))
@@ -382,9 +419,13 @@ class Router:
             child = alert.model_copy(update={"account": name, "alert_id": child_id}, deep=True)
             child.credentials = alert.credentials
             try:
-                return await self._receive_one(request, child, auth, body_hash(namespace, request.body + b"@" + name.lower().encode()))
+                return await self._receive_one(
+                    request, child, auth, body_hash(namespace, request.body + b"@" + name.lower().encode())
+                )
             except WebhookError as exc:
-                return Outcome.error(exc.status, exc.code, exc.message, state="rejected" if exc.status < 500 else "failed")
+                return Outcome.error(
+                    exc.status, exc.code, exc.message, state="rejected" if exc.status < 500 else "failed"
+                )
 
         outcomes = await asyncio.gather(*(one(name) for name in alert.accounts))
         statuses = [o.status for o in outcomes]
@@ -396,11 +437,16 @@ class Router:
             status = 503  # nothing was sent anywhere: a resend retries the accounts that failed
         else:
             status = max(statuses)
-        body = {"status": "fanout", "alert_id": parent, "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes, strict=True)}}
+        body = {
+            "status": "fanout",
+            "alert_id": parent,
+            "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes, strict=True)},
+        }
         return Outcome(status, body, headers={"Retry-After": "5"} if status == 503 else {})
 
-    async def _admit(self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult,
-                     body_hash: str) -> "Outcome | asyncio.Task":
+    async def _admit(
+        self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult, body_hash: str
+    ) -> Outcome | asyncio.Task:
         assert self.journal is not None
         try:
             lane = f"{executor.account}|{executor.lane_key(alert)}"
@@ -439,8 +485,15 @@ class Router:
             return await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
         except TimeoutError:
             phase = self.engine.phase.get(alert_id, "executing")
-            return Outcome(202, {"status": "accepted", "phase": phase, "alert_id": alert_id,
-                                 "message": f"journaled; {phase} continues; see GET /alerts/{alert_id}"})
+            return Outcome(
+                202,
+                {
+                    "status": "accepted",
+                    "phase": phase,
+                    "alert_id": alert_id,
+                    "message": f"journaled; {phase} continues; see GET /alerts/{alert_id}",
+                },
+            )
 
     async def _duplicate_outcome(self, alert_id: str, received_at: float) -> Outcome:
         """The original alert's outcome, waited for within the answer budget.
@@ -472,7 +525,8 @@ class Router:
 PAYLOAD_CREDENTIALS_WARNING = (
     "router.allow_payload_credentials is on: an alert carrying apiKey/secret trades with those keys on any "
     "exchange, and anyone who can read an alert message (TradingView's alert log, a shared chart, a proxy) "
-    "can read them; prefer named accounts (see docs/security.md)")
+    "can read them; prefer named accounts (see docs/security.md)"
+)
 
 # Alert ids in the journal. The owner's (WEBHOOK_SECRET's) ids are kept as sent; every
 # other principal's are "<principal>›<id>", and a fan-out leg's "<parent>→<account>". An
@@ -494,7 +548,7 @@ def journal_key(namespace: str, alert_id: str) -> str:
 def shown_id(namespace: str, key: str) -> str:
     """A journal key as its sender knows it (its own namespace left out)."""
     prefix = f"{namespace}{NAMESPACE_SEPARATOR}"
-    return key[len(prefix):] if namespace and key.startswith(prefix) else key
+    return key[len(prefix) :] if namespace and key.startswith(prefix) else key
 
 
 def fan_out_id(parent: str, account: str) -> str:
@@ -514,17 +568,28 @@ def shown_outcome(namespace: str, outcome: Outcome) -> Outcome:
     if isinstance(body.get("alert_id"), str):
         body["alert_id"] = shown_id(namespace, body["alert_id"])
     if isinstance(body.get("accounts"), dict):
-        body["accounts"] = {name: shown_outcome(namespace, Outcome(0, leg)).body if isinstance(leg, dict) else leg
-                            for name, leg in body["accounts"].items()}
+        body["accounts"] = {
+            name: shown_outcome(namespace, Outcome(0, leg)).body if isinstance(leg, dict) else leg
+            for name, leg in body["accounts"].items()
+        }
     if isinstance(body.get("message"), str):
         body["message"] = body["message"].replace(f"{namespace}{NAMESPACE_SEPARATOR}", "")
-    return Outcome(outcome.status, body, state=outcome.state, code=outcome.code, message=outcome.message,
-                   headers=outcome.headers)
+    return Outcome(
+        outcome.status, body, state=outcome.state, code=outcome.code, message=outcome.message, headers=outcome.headers
+    )
 
 
 # Payload keys that carry secrets, and the Credentials field each one fills.
-SECRET_FIELDS = {"token": "token", "apiKey": "api_key", "api_key": "api_key", "secret": "secret",
-                 "apiSecret": "secret", "api_secret": "secret", "password": "password", "passphrase": "password"}
+SECRET_FIELDS = {
+    "token": "token",
+    "apiKey": "api_key",
+    "api_key": "api_key",
+    "secret": "secret",
+    "apiSecret": "secret",
+    "api_secret": "secret",
+    "password": "password",
+    "passphrase": "password",
+}
 ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal", "received_at"}
 
 
@@ -542,8 +607,11 @@ def _register_secrets(values: list[Any]) -> None:
 def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
     """The classic payload's per-alert apiKey/secret, used for that order only."""
     if not allowed:
-        raise Unprocessable("credentials in the payload are disabled (router.allow_payload_credentials); "
-                            "name a configured account instead", code="payload_credentials_disabled")
+        raise Unprocessable(
+            "credentials in the payload are disabled (router.allow_payload_credentials); "
+            "name a configured account instead",
+            code="payload_credentials_disabled",
+        )
     if not all(isinstance(values.get(k), str) and values.get(k) for k in ("api_key", "secret")):
         raise Unprocessable("apiKey and secret must both be non-empty strings", code="invalid_alert")
     try:

@@ -54,18 +54,22 @@ def describe_url(url: str) -> str:
 class StateBackend:
     """Opens the stores of one deployment; one Redis connection pool is shared by all."""
 
-    def __init__(self, settings: Settings, options: StateOptions | None = None, router_options: RouterOptions | None = None):
+    def __init__(
+        self, settings: Settings, options: StateOptions | None = None, router_options: RouterOptions | None = None
+    ):
         self.settings = settings
         self.options = options or StateOptions()
         self.router_options = router_options or RouterOptions()
         self.url = (self.options.url or settings.state_url or "sqlite").strip()
         if self.url != "sqlite" and not self.url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{settings.plugins_file}: plugin 'state': field 'url': expected 'sqlite' or a redis:// URL")
+            raise ConfigError(
+                f"{settings.plugins_file}: plugin 'state': field 'url': expected 'sqlite' or a redis:// URL"
+            )
         self.prefix = self.options.prefix or settings.state_prefix
         self._client: Any = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "StateBackend":
+    def from_settings(cls, settings: Settings) -> StateBackend:
         """For command-line tools: the backend plugins.yaml and the environment name."""
         plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
         return cls(settings, plugins_file.validate("state", StateOptions))  # type: ignore[arg-type]
@@ -84,7 +88,9 @@ class StateBackend:
             try:
                 from core.store.redis.state import redis_client
             except ImportError:
-                raise ConfigError("STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')") from None
+                raise ConfigError(
+                    "STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')"
+                ) from None
             self._client = redis_client(self.url, **redis_options(self.url))
         return self._client
 
@@ -101,9 +107,13 @@ class StateBackend:
             return Journal(self.data_dir / "journal.sqlite3", synchronous=self.router_options.journal_synchronous)
         from core.store.redis.journal import RedisJournal
 
-        return RedisJournal(self.client, prefix=self.prefix, retention_days=self.options.retention_days,
-                            wait_replicas=self.options.wait_replicas,
-                            worker_stale_after=self.router_options.worker_stale_after)
+        return RedisJournal(
+            self.client,
+            prefix=self.prefix,
+            retention_days=self.options.retention_days,
+            wait_replicas=self.options.wait_replicas,
+            worker_stale_after=self.router_options.worker_stale_after,
+        )
 
     def replay_cache(self) -> Any:
         if not self.is_redis:

@@ -60,8 +60,16 @@ ALL = "*"  # the halt of every account
 
 def new_flatten_record(account: str | None, *, by: str) -> dict[str, Any]:
     """A flatten request: run by the worker that claims it (``claim_flatten``)."""
-    return {"flatten_id": uuid.uuid4().hex[:12], "account": (account or ALL).lower(), "by": by, "state": "pending",
-            "requested_at": time.time(), "owner": None, "heartbeat_at": 0, "steps": {}}
+    return {
+        "flatten_id": uuid.uuid4().hex[:12],
+        "account": (account or ALL).lower(),
+        "by": by,
+        "state": "pending",
+        "requested_at": time.time(),
+        "owner": None,
+        "heartbeat_at": 0,
+        "steps": {},
+    }
 
 
 class RiskStore(Protocol):
@@ -90,14 +98,19 @@ class SqliteRiskStore:
         self.counts.close()
 
     async def halts(self) -> dict[str, dict[str, Any]]:
-        rows = await self.db.run(lambda conn: conn.execute("SELECT account, record FROM halts").fetchall(), read_only=True)
+        rows = await self.db.run(
+            lambda conn: conn.execute("SELECT account, record FROM halts").fetchall(), read_only=True
+        )
         return {r["account"]: json.loads(r["record"]) for r in rows}
 
     async def set_halt(self, account: str, record: dict[str, Any]) -> None:
         text = json.dumps(record)
-        await self.db.run(lambda conn: conn.execute(
-            "INSERT INTO halts (account, record) VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET record = excluded.record",
-            (account, text)))
+        await self.db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO halts (account, record) VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET record = excluded.record",
+                (account, text),
+            )
+        )
 
     async def clear_halt(self, account: str | None) -> list[str]:
         def clear(conn: sqlite3.Connection) -> list[str]:
@@ -112,17 +125,30 @@ class SqliteRiskStore:
 
     async def save_flatten(self, record: dict[str, Any]) -> None:
         text = json.dumps(record)
-        await self.db.run(lambda conn: conn.execute(
-            "INSERT INTO flattens (flatten_id, record, state, owner, heartbeat_at, created_at) VALUES (?,?,?,?,?,?) "
-            "ON CONFLICT(flatten_id) DO UPDATE SET record = excluded.record, state = excluded.state, "
-            "owner = excluded.owner, heartbeat_at = excluded.heartbeat_at",
-            (record["flatten_id"], text, record["state"], record.get("owner"), record.get("heartbeat_at") or 0,
-             record["requested_at"])))
+        await self.db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO flattens (flatten_id, record, state, owner, heartbeat_at, created_at) VALUES (?,?,?,?,?,?) "
+                "ON CONFLICT(flatten_id) DO UPDATE SET record = excluded.record, state = excluded.state, "
+                "owner = excluded.owner, heartbeat_at = excluded.heartbeat_at",
+                (
+                    record["flatten_id"],
+                    text,
+                    record["state"],
+                    record.get("owner"),
+                    record.get("heartbeat_at") or 0,
+                    record["requested_at"],
+                ),
+            )
+        )
 
     async def flattens(self, *, open_only: bool = False, limit: int = 20) -> list[dict[str, Any]]:
         where = f"WHERE state IN {OPEN_FLATTEN_STATES}" if open_only else ""
-        rows = await self.db.run(lambda conn: conn.execute(
-            f"SELECT record FROM flattens {where} ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall(), read_only=True)
+        rows = await self.db.run(
+            lambda conn: conn.execute(
+                f"SELECT record FROM flattens {where} ORDER BY created_at DESC LIMIT ?", (limit,)
+            ).fetchall(),
+            read_only=True,
+        )
         return [json.loads(r["record"]) for r in rows]
 
     async def claim_flatten(self, flatten_id: str, owner: str, stale_after: float) -> dict[str, Any] | None:
@@ -132,15 +158,18 @@ class SqliteRiskStore:
 
         def claim(conn: sqlite3.Connection) -> dict[str, Any] | None:
             with transaction(conn):
-                row = conn.execute("SELECT record, state, owner, heartbeat_at FROM flattens WHERE flatten_id = ?",
-                                   (flatten_id,)).fetchone()
+                row = conn.execute(
+                    "SELECT record, state, owner, heartbeat_at FROM flattens WHERE flatten_id = ?", (flatten_id,)
+                ).fetchone()
                 if row is None or row["state"] not in OPEN_FLATTEN_STATES:
                     return None
                 if row["owner"] not in (None, owner) and row["heartbeat_at"] >= now - stale_after:
                     return None
                 record = json.loads(row["record"]) | {"owner": owner, "heartbeat_at": now}
-                conn.execute("UPDATE flattens SET owner = ?, heartbeat_at = ?, record = ? WHERE flatten_id = ?",
-                             (owner, now, json.dumps(record), flatten_id))
+                conn.execute(
+                    "UPDATE flattens SET owner = ?, heartbeat_at = ?, record = ? WHERE flatten_id = ?",
+                    (owner, now, json.dumps(record), flatten_id),
+                )
                 return record
 
         return await self.db.run(claim)
@@ -165,16 +194,24 @@ class SqliteRiskStore:
         """How many orders of ``key`` were counted in the last ``window`` seconds (a read;
         counts nothing)."""
         since = time.time() - window
-        row = await self.counts.run(lambda conn: conn.execute(
-            "SELECT COUNT(*) FROM order_counts WHERE key = ? AND at > ?", (key, since)).fetchone(), read_only=True)
+        row = await self.counts.run(
+            lambda conn: conn.execute(
+                "SELECT COUNT(*) FROM order_counts WHERE key = ? AND at > ?", (key, since)
+            ).fetchone(),
+            read_only=True,
+        )
         return int(row[0])
 
     async def baseline(self, account: str, day: str, equity: Decimal) -> Decimal:
         def once(conn: sqlite3.Connection) -> str:
             with transaction(conn):
-                conn.execute("INSERT OR IGNORE INTO baselines (account, day, equity) VALUES (?,?,?)", (account, day, str(equity)))
+                conn.execute(
+                    "INSERT OR IGNORE INTO baselines (account, day, equity) VALUES (?,?,?)", (account, day, str(equity))
+                )
                 conn.execute("DELETE FROM baselines WHERE day < ?", (day[:8] + "00",))  # keep this month's
-                return conn.execute("SELECT equity FROM baselines WHERE account = ? AND day = ?", (account, day)).fetchone()[0]
+                return conn.execute(
+                    "SELECT equity FROM baselines WHERE account = ? AND day = ?", (account, day)
+                ).fetchone()[0]
 
         return Decimal(await self.db.run(once))
 
@@ -257,15 +294,17 @@ class RedisRiskStore:
     async def claim_flatten(self, flatten_id: str, owner: str, stale_after: float) -> dict[str, Any] | None:
         from core.store.redis.state import guarded
 
-        raw = await guarded(self._claim(keys=[f"{self.prefix}:risk:flattens"],
-                                        args=[flatten_id, owner, time.time(), stale_after]))
+        raw = await guarded(
+            self._claim(keys=[f"{self.prefix}:risk:flattens"], args=[flatten_id, owner, time.time(), stale_after])
+        )
         return json.loads(raw) if raw else None
 
     async def count_order(self, key: str, limit: int, window: float) -> tuple[bool, int]:
         from core.store.redis.state import guarded
 
-        counted, seen = await guarded(self._count(keys=[f"{self.prefix}:risk:n:{key}"],
-                                                  args=[time.time(), window, limit, uuid.uuid4().hex]))
+        counted, seen = await guarded(
+            self._count(keys=[f"{self.prefix}:risk:n:{key}"], args=[time.time(), window, limit, uuid.uuid4().hex])
+        )
         return bool(counted), int(seen)
 
     async def recent_orders(self, key: str, window: float) -> int:

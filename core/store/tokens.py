@@ -37,7 +37,9 @@ from core.store.sqlite.database import SqliteDatabase, transaction
 TOKEN_BYTES = 32  # 256 bits; the issue asks for at least 128
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
 ID_LENGTH = 12  # hex characters of the token's hash shown as its id
-ACCOUNT_PATTERN = re.compile(r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$")  # an account name (core.pipeline.models), or * for all
+ACCOUNT_PATTERN = re.compile(
+    r"^(\*|[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$"
+)  # an account name (core.pipeline.models), or * for all
 ALL_ACCOUNTS = "*"
 CONTROL_SCOPE = "control"  # POST /control/*: the kill switch (core.pipeline.router.Router.control)
 KNOWN_SCOPES = frozenset({CONTROL_SCOPE})
@@ -85,8 +87,10 @@ def check_scopes(scopes: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The scopes as stored (sorted, once each); ``ValueError`` naming an unknown one."""
     unknown = sorted({s for s in scopes if s not in KNOWN_SCOPES})
     if unknown:
-        raise ValueError(f"unknown scope(s) {', '.join(repr(u[:32]) for u in unknown)}: "
-                         f"known scopes are {', '.join(sorted(KNOWN_SCOPES))}")
+        raise ValueError(
+            f"unknown scope(s) {', '.join(repr(u[:32]) for u in unknown)}: "
+            f"known scopes are {', '.join(sorted(KNOWN_SCOPES))}"
+        )
     return tuple(sorted(set(scopes)))
 
 
@@ -122,8 +126,15 @@ class TokenInfo:
 
 
 class TokenStore(Protocol):
-    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+    async def issue(
+        self,
+        *,
+        ttl: float,
+        label: str | None = None,
+        token: str | None = None,
+        accounts: tuple[str, ...] = (),
+        scopes: tuple[str, ...] = (),
+    ) -> tuple[str, TokenInfo]:
         """Store a new token (``token`` imports a given one) valid for ``ttl`` seconds and
         for ``accounts`` (none: the default account; ``*``: every one), with ``scopes``
         (``KNOWN_SCOPES``; an unknown one is a ``ValueError``); the token and its info."""
@@ -146,9 +157,15 @@ class TokenStore(Protocol):
 
 
 def _info(row) -> TokenInfo:
-    return TokenInfo(id=row["token_hash"][:ID_LENGTH], label=row["label"], created_at=row["created_at"],
-                     expires_at=row["expires_at"], last_used_at=row["last_used_at"],
-                     accounts=split_accounts(row["accounts"]), scopes=split_accounts(row["scopes"]))
+    return TokenInfo(
+        id=row["token_hash"][:ID_LENGTH],
+        label=row["label"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        accounts=split_accounts(row["accounts"]),
+        scopes=split_accounts(row["scopes"]),
+    )
 
 
 def _add_accounts_column(conn) -> None:
@@ -178,8 +195,15 @@ class SqliteTokenStore:
             await self.db.run(_add_accounts_column)
             self._migrated = True
 
-    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+    async def issue(
+        self,
+        *,
+        ttl: float,
+        label: str | None = None,
+        token: str | None = None,
+        accounts: tuple[str, ...] = (),
+        scopes: tuple[str, ...] = (),
+    ) -> tuple[str, TokenInfo]:
         accounts = check_issue(ttl, label, accounts)
         scopes = check_scopes(scopes)
         token = token or new_token()
@@ -188,9 +212,11 @@ class SqliteTokenStore:
 
         def insert(conn) -> TokenInfo:
             with transaction(conn):
-                conn.execute("INSERT INTO tokens (token_hash, label, created_at, expires_at, accounts, scopes) "
-                             "VALUES (?, ?, ?, ?, ?, ?)",
-                             (hash_token(token), label, now, now + ttl, join_accounts(accounts), join_accounts(scopes)))
+                conn.execute(
+                    "INSERT INTO tokens (token_hash, label, created_at, expires_at, accounts, scopes) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (hash_token(token), label, now, now + ttl, join_accounts(accounts), join_accounts(scopes)),
+                )
                 return _info(conn.execute("SELECT * FROM tokens WHERE token_hash = ?", (hash_token(token),)).fetchone())
 
         return token, await self.db.run(insert)
@@ -228,8 +254,9 @@ class SqliteTokenStore:
 
         def delete(conn) -> bool:
             with transaction(conn):
-                rows = conn.execute("SELECT token_hash FROM tokens WHERE substr(token_hash, 1, ?) = ?",
-                                    (ID_LENGTH, token_id)).fetchall()
+                rows = conn.execute(
+                    "SELECT token_hash FROM tokens WHERE substr(token_hash, 1, ?) = ?", (ID_LENGTH, token_id)
+                ).fetchall()
                 if len(rows) != 1:  # 48 bits make a clash unlikely; never revoke a guess
                     return False
                 conn.execute("DELETE FROM tokens WHERE token_hash = ?", (rows[0][0],))
@@ -239,7 +266,9 @@ class SqliteTokenStore:
 
     async def list(self) -> list[TokenInfo]:
         await self._migrate()
-        rows = await self.db.run(lambda conn: conn.execute("SELECT * FROM tokens ORDER BY created_at, token_hash").fetchall())
+        rows = await self.db.run(
+            lambda conn: conn.execute("SELECT * FROM tokens ORDER BY created_at, token_hash").fetchall()
+        )
         return [_info(row) for row in rows]
 
     async def close(self) -> None:

@@ -17,5 +17,14 @@ from core.testing.conformance import (
     VenueAdapter,
 )
 
-__all__ = ["ACCOUNT", "CASES", "FAULTS", "NEVER_DOUBLES", "CaseReport", "ConformanceFailure", "ConformanceKit",
-           "FaultInjector", "VenueAdapter"]
+__all__ = [
+    "ACCOUNT",
+    "CASES",
+    "FAULTS",
+    "NEVER_DOUBLES",
+    "CaseReport",
+    "ConformanceFailure",
+    "ConformanceKit",
+    "FaultInjector",
+    "VenueAdapter",
+]

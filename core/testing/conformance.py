@@ -49,10 +49,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import OrderRejected, VenueBusy
-from core.trading.execution import Executor, LookupResult, client_order_id
-from core.store.sqlite.journal import GAVE_UP
-from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
 from core.hooks.manager import hookimpl
+from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
+from core.store.sqlite.journal import GAVE_UP
+from core.trading.execution import Executor, LookupResult, client_order_id
 
 ACCOUNT = "conformance"
 CASES = (
@@ -125,8 +125,14 @@ class VenueAdapter:
 
     def cancel_alert(self, alert_id: str) -> dict[str, Any]:
         """A cancel of an order the venue never had."""
-        return {**self.alert(alert_id), "action": "cancel", "order_id": "999999999", "side": None, "amount": None,
-                "price": None}
+        return {
+            **self.alert(alert_id),
+            "action": "cancel",
+            "order_id": "999999999",
+            "side": None,
+            "amount": None,
+            "price": None,
+        }
 
     async def inject(self, fault: str) -> bool:
         """Make the venue produce ``fault`` (one of ``FAULTS``) on the next order; return
@@ -251,17 +257,25 @@ class ConformanceKit:
 
     @contextlib.asynccontextmanager
     async def _router(self, adapter: VenueAdapter) -> AsyncIterator[tuple[Any, Any, FaultInjector, _Harness]]:
-        from core.web.app import create_app  # the app pulls in the server stack: only when a case runs
         from core.config import Settings
+        from core.web.app import create_app  # the app pulls in the server stack: only when a case runs
 
         self._runs += 1
         data = self.workdir / f"conformance-{self._runs}"
         data.mkdir(parents=True, exist_ok=True)
         (data / "plugins.yaml").write_text(ROUTER_OPTIONS)
-        settings = Settings.from_env(env_file=None, environ={
-            "WEBHOOK_SECRET": "conformance-" + secrets.token_hex(16), "DEFAULT_EXCHANGE": "paper",
-            "DATA_DIR": str(data), "PLUGINS_FILE": str(data / "plugins.yaml"), "RATE_LIMIT": "10000/second",
-            "AUTH_FAILURE_LIMIT": "10000/second", "STATE_URL": ""})
+        settings = Settings.from_env(
+            env_file=None,
+            environ={
+                "WEBHOOK_SECRET": "conformance-" + secrets.token_hex(16),
+                "DEFAULT_EXCHANGE": "paper",
+                "DATA_DIR": str(data),
+                "PLUGINS_FILE": str(data / "plugins.yaml"),
+                "RATE_LIMIT": "10000/second",
+                "AUTH_FAILURE_LIMIT": "10000/second",
+                "STATE_URL": "",
+            },
+        )
         injector = FaultInjector(await adapter.make_executor(data))
         harness = _Harness(injector)
         app = create_app(settings, extra_plugins=[("conformance", harness)])
@@ -291,7 +305,9 @@ class ConformanceKit:
         while True:
             row = await router.journal.get(alert_id) or {}
             state = row.get("state")
-            if state in SUCCESS | {"skipped", "rejected", "failed", "expired"} or (state == "unknown" and row.get("error_code") == GAVE_UP):
+            if state in SUCCESS | {"skipped", "rejected", "failed", "expired"} or (
+                state == "unknown" and row.get("error_code") == GAVE_UP
+            ):
                 if alert_id not in router.engine.inflight:
                     return row
             if time.monotonic() > deadline:
@@ -299,8 +315,17 @@ class ConformanceKit:
             await asyncio.sleep(delay)  # the engine works in the background: poll its journal row, bounded
             delay = min(delay * 2, 0.1)
 
-    async def _verdict(self, case: str, adapter: VenueAdapter, router: Any, harness: _Harness, alert_id: str,
-                       answers: list[int], *, expect: frozenset[str] | None = None) -> CaseReport:
+    async def _verdict(
+        self,
+        case: str,
+        adapter: VenueAdapter,
+        router: Any,
+        harness: _Harness,
+        alert_id: str,
+        answers: list[int],
+        *,
+        expect: frozenset[str] | None = None,
+    ) -> CaseReport:
         row = await self._settled(router, alert_id, adapter.timeout / 2)
         state = row.get("state", "missing")
         coids = {o["client_order_id"] for o in row.get("orders") or [] if o.get("route") != "lookup"}
@@ -308,9 +333,11 @@ class ConformanceKit:
         report = CaseReport(case, alert_id, state, booked, answers, row)
 
         def fail(why: str) -> ConformanceFailure:
-            return ConformanceFailure(f"{case}: {why} (alert {alert_id}: state {state}, {booked} order(s) at the venue, "
-                                      f"answers {answers}; journal attempts "
-                                      f"{[(o.get('state'), o.get('error')) for o in row.get('orders') or []]})")
+            return ConformanceFailure(
+                f"{case}: {why} (alert {alert_id}: state {state}, {booked} order(s) at the venue, "
+                f"answers {answers}; journal attempts "
+                f"{[(o.get('state'), o.get('error')) for o in row.get('orders') or []]})"
+            )
 
         if len(coids) > 1:
             raise fail("the alert was sent under several client order ids")
@@ -337,7 +364,9 @@ class ConformanceKit:
 
     # -- the cases
 
-    async def _one_fault(self, case: str, adapter: VenueAdapter, fault: str, expect: frozenset[str] | None = None) -> CaseReport:
+    async def _one_fault(
+        self, case: str, adapter: VenueAdapter, fault: str, expect: frozenset[str] | None = None
+    ) -> CaseReport:
         async with self._router(adapter) as (client, router, injector, harness):
             alert_id = f"{case}-{secrets.token_hex(4)}"
             await self._fault(adapter, injector, fault)
@@ -347,8 +376,10 @@ class ConformanceKit:
     async def _lost_reply_after_booking(self, adapter: VenueAdapter) -> CaseReport:
         report = await self._one_fault("lost_reply_after_booking", adapter, "lose_reply")
         if report.booked != 1 and report.state != "unknown":
-            raise ConformanceFailure(f"lost_reply_after_booking: the order was booked before the reply was lost, but "
-                                     f"the alert ended {report.state} with {report.booked} order(s)")
+            raise ConformanceFailure(
+                f"lost_reply_after_booking: the order was booked before the reply was lost, but "
+                f"the alert ended {report.state} with {report.booked} order(s)"
+            )
         return report
 
     async def _timeout_before_sending(self, adapter: VenueAdapter) -> CaseReport:
@@ -364,20 +395,30 @@ class ConformanceKit:
             if payload is None:
                 await self._fault(adapter, injector, "reject")
             status, body = await self._post(client, self._alert(adapter, alert_id, payload))
-            report = await self._verdict("rejection", adapter, router, harness, alert_id, [status],
-                                         expect=frozenset({"rejected"}))
+            report = await self._verdict(
+                "rejection", adapter, router, harness, alert_id, [status], expect=frozenset({"rejected"})
+            )
             if status != 422:
                 raise ConformanceFailure(f"rejection: answered {status}, not 422: {body}")
             if injector.submits != 1:
-                raise ConformanceFailure(f"rejection: submit was called {injector.submits} times; a refusal is never retried")
+                raise ConformanceFailure(
+                    f"rejection: submit was called {injector.submits} times; a refusal is never retried"
+                )
             return report
 
     async def _cancel_of_unknown_order(self, adapter: VenueAdapter) -> CaseReport:
         async with self._router(adapter) as (client, router, injector, harness):
             alert_id = f"cancel-{secrets.token_hex(4)}"
             status, body = await self._post(client, self._alert(adapter, alert_id, adapter.cancel_alert(alert_id)))
-            report = await self._verdict("cancel_of_unknown_order", adapter, router, harness, alert_id, [status],
-                                         expect=frozenset({"rejected", "failed", "unknown"}))
+            report = await self._verdict(
+                "cancel_of_unknown_order",
+                adapter,
+                router,
+                harness,
+                alert_id,
+                [status],
+                expect=frozenset({"rejected", "failed", "unknown"}),
+            )
             if status < 400 and status != 202:
                 raise ConformanceFailure(f"cancel_of_unknown_order: answered {status}: {body}")
             return report
@@ -390,8 +431,9 @@ class ConformanceKit:
             await self._settled(router, alert_id, adapter.timeout / 2)
             later = await self._post(client, payload)
             answers = [s for s, _ in (*first, later)]
-            report = await self._verdict("resend_of_the_same_alert", adapter, router, harness, alert_id, answers,
-                                         expect=SUCCESS)
+            report = await self._verdict(
+                "resend_of_the_same_alert", adapter, router, harness, alert_id, answers, expect=SUCCESS
+            )
             if report.booked != 1:
                 raise ConformanceFailure(f"resend_of_the_same_alert: {report.booked} orders for one alert")
             return report
@@ -400,23 +442,42 @@ class ConformanceKit:
         async with self._router(adapter) as (client, router, injector, harness):
             alert_id = f"{case}-{secrets.token_hex(4)}"
             now = time.time()
-            alert = Alert.model_validate({k: v for k, v in adapter.alert(alert_id).items() if v is not None}
-                                         | {"alert_id": alert_id, "account": ACCOUNT, "received_at": now})
+            alert = Alert.model_validate(
+                {k: v for k, v in adapter.alert(alert_id).items() if v is not None}
+                | {"alert_id": alert_id, "account": ACCOUNT, "received_at": now}
+            )
             order = await injector.inner.prepare(alert, client_order_id(alert_id, ACCOUNT))
             journal, dead = router.journal, "crashed-worker-" + secrets.token_hex(4)
             await journal.heartbeat(dead)  # alive while it journals, then never again
-            await journal.admit(explicit_id=alert_id, body_hash=hashlib.sha256(alert_id.encode()).hexdigest(),
-                                received_at=now, dedup_window=60, principal="conformance", account=ACCOUNT,
-                                symbol=alert.symbol, side=alert.side or alert.action,
-                                amount=str(alert.amount or ""), payload=alert.model_dump(mode="json", exclude={"credentials"}),
-                                owner=dead, lane=f"{ACCOUNT}|{injector.lane_key(alert)}")
-            await journal.order_started(alert_id, client_order_id=order.client_order_id, account=order.account,
-                                        exchange=order.exchange, route=injector.route, request=order.model_dump(mode="json"))
+            await journal.admit(
+                explicit_id=alert_id,
+                body_hash=hashlib.sha256(alert_id.encode()).hexdigest(),
+                received_at=now,
+                dedup_window=60,
+                principal="conformance",
+                account=ACCOUNT,
+                symbol=alert.symbol,
+                side=alert.side or alert.action,
+                amount=str(alert.amount or ""),
+                payload=alert.model_dump(mode="json", exclude={"credentials"}),
+                owner=dead,
+                lane=f"{ACCOUNT}|{injector.lane_key(alert)}",
+            )
+            await journal.order_started(
+                alert_id,
+                client_order_id=order.client_order_id,
+                account=order.account,
+                exchange=order.exchange,
+                route=injector.route,
+                request=order.model_dump(mode="json"),
+            )
             if sent:
                 await injector.inner.submit(order)  # it reached the venue; the worker died before journaling the answer
             report = await self._verdict(case, adapter, router, harness, alert_id, [])
             if sent and report.booked != 1:
-                raise ConformanceFailure(f"{case}: the order was at the venue before the crash; it ended with {report.booked}")
+                raise ConformanceFailure(
+                    f"{case}: the order was at the venue before the crash; it ended with {report.booked}"
+                )
             return report
 
     async def _crash_between_send_and_journal(self, adapter: VenueAdapter) -> CaseReport:
@@ -428,17 +489,21 @@ class ConformanceKit:
     async def _duplicate_client_order_id(self, adapter: VenueAdapter) -> CaseReport:
         async with self._router(adapter) as (client, router, injector, harness):
             alert_id = f"duplicate-{secrets.token_hex(4)}"
-            alert = Alert.model_validate({k: v for k, v in adapter.resting_alert(alert_id).items() if v is not None}
-                                         | {"alert_id": alert_id, "account": ACCOUNT, "received_at": time.time()})
+            alert = Alert.model_validate(
+                {k: v for k, v in adapter.resting_alert(alert_id).items() if v is not None}
+                | {"alert_id": alert_id, "account": ACCOUNT, "received_at": time.time()}
+            )
             order = await injector.inner.prepare(alert, client_order_id(alert_id, ACCOUNT))
             await injector.inner.submit(order)
             try:
                 await injector.inner.submit(order)
-            except Exception:  # noqa: BLE001 - a refusal of the duplicate is a fine answer
+            except Exception:
                 pass
             booked = await adapter.booked(order.client_order_id)
             if booked != 1:
-                raise ConformanceFailure(f"duplicate_client_order_id: the venue holds {booked} orders with client order id "
-                                         f"{order.client_order_id}; pass the client order id to the venue (it refuses "
-                                         f"or returns a duplicate) so that a resend can never become a second order")
+                raise ConformanceFailure(
+                    f"duplicate_client_order_id: the venue holds {booked} orders with client order id "
+                    f"{order.client_order_id}; pass the client order id to the venue (it refuses "
+                    f"or returns a duplicate) so that a resend can never become a second order"
+                )
             return CaseReport("duplicate_client_order_id", alert_id, "filled", booked)

@@ -16,8 +16,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from core.errors import ConfigError, Unprocessable
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def child_order_id(parent: str, kind: str) -> str:
     if parent.startswith("tv") and len(kind) == 2:
         return kind + parent[2:]
     digest = hashlib.sha256(f"{kind}\x00{parent}".encode()).hexdigest()
-    return (kind + digest)[:max(len(parent), 10)]
+    return (kind + digest)[: max(len(parent), 10)]
 
 
 class VenueNotSupported(Exception):
@@ -71,15 +71,15 @@ class LookupResult:
     ask_again: bool = True
 
     @classmethod
-    def found(cls, result: OrderResult) -> "LookupResult":
+    def found(cls, result: OrderResult) -> LookupResult:
         return cls("found", result=result)
 
     @classmethod
-    def absent(cls, reason: str = "") -> "LookupResult":
+    def absent(cls, reason: str = "") -> LookupResult:
         return cls("absent", reason=reason)
 
     @classmethod
-    def cannot_tell(cls, reason: str, *, ask_again: bool = True) -> "LookupResult":
+    def cannot_tell(cls, reason: str, *, ask_again: bool = True) -> LookupResult:
         return cls("cannot_tell", reason=reason, ask_again=ask_again)
 
     @property
@@ -132,7 +132,12 @@ class Executor(abc.ABC):
 
     def status(self) -> dict[str, Any]:
         """For the health check: never a secret."""
-        return {"exchange": self.exchange, "ready": self.ready, "route": self.route, **({"error": self.error} if self.error else {})}
+        return {
+            "exchange": self.exchange,
+            "ready": self.ready,
+            "route": self.route,
+            **({"error": self.error} if self.error else {}),
+        }
 
     @abc.abstractmethod
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
@@ -211,7 +216,9 @@ class ExecutorRegistry:
                     f"account '{account}' is registered by two plugins: '{self._owners[key]}' and '{plugin_name}'"
                 )
             if not isinstance(executor, Executor):
-                raise ConfigError(f"plugin '{plugin_name}': account '{account}': executor must subclass core.trading.execution.Executor")
+                raise ConfigError(
+                    f"plugin '{plugin_name}': account '{account}': executor must subclass core.trading.execution.Executor"
+                )
             self._executors[key] = executor
             self._owners[key] = plugin_name
 
@@ -255,7 +262,9 @@ class ExecutorRegistry:
                 return default
             raise Unprocessable(f"no account is configured for exchange '{alert.exchange}'", code="unknown_exchange")
         if default is None:
-            raise Unprocessable("the alert names no account and no default account is configured", code="unknown_account")
+            raise Unprocessable(
+                "the alert names no account and no default account is configured", code="unknown_account"
+            )
         return default
 
     async def start_all(self) -> None:

@@ -34,7 +34,14 @@ from core.trading.venue import Market
 
 _PERP_SUFFIX = re.compile(r"(\.P|PERP)$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[-_/:.]")
-_TYPE_ALIASES = {"spot": "spot", "swap": "swap", "perp": "swap", "perpetual": "swap", "future": "future", "futures": "future"}
+_TYPE_ALIASES = {
+    "spot": "spot",
+    "swap": "swap",
+    "perp": "swap",
+    "perpetual": "swap",
+    "future": "future",
+    "futures": "future",
+}
 
 
 def _squash(text: str) -> str:
@@ -85,7 +92,9 @@ class MarketBook:
         if name in self.markets:
             candidates = [self.markets[name]]
         else:
-            candidates = list(self.by_id.get(name) or self.by_id.get(name.upper()) or self.by_alias.get(name.upper()) or [])
+            candidates = list(
+                self.by_id.get(name) or self.by_id.get(name.upper()) or self.by_alias.get(name.upper()) or []
+            )
             if not candidates:
                 candidates = list(self.by_squashed.get(_squash(name), []))
         if wanted:
@@ -102,8 +111,9 @@ class MarketBook:
         if len(candidates) > 1:
             preferred = [m for m in candidates if m.type == (default_type or "spot")] or candidates
             # Then spot, perpetuals before dated futures, linear (USDT-settled) before inverse.
-            candidates = sorted(preferred, key=lambda m: (m.type not in ("spot", "swap"), m.type != "spot",
-                                                          m.linear is False, m.symbol))
+            candidates = sorted(
+                preferred, key=lambda m: (m.type not in ("spot", "swap"), m.type != "spot", m.linear is False, m.symbol)
+            )
         return candidates[0]
 
     # -- precision
@@ -190,8 +200,11 @@ def prepare_order(
     venue = book.venue
     if sizing is None:
         if alert.action != "order" or alert.amount_type != "base":
-            raise Unprocessable(f"{venue}: action '{alert.action}' with amount_type '{alert.amount_type}' needs the "
-                                f"account's balances and positions, which this executor does not read", code="not_supported")
+            raise Unprocessable(
+                f"{venue}: action '{alert.action}' with amount_type '{alert.amount_type}' needs the "
+                f"account's balances and positions, which this executor does not read",
+                code="not_supported",
+            )
         assert alert.amount is not None and alert.side is not None
         sizing = Sizing(side=alert.side, amount=alert.amount)
     market = market or resolve_market(book, alert, default_type)
@@ -200,16 +213,24 @@ def prepare_order(
     params = dict(alert.params)
     reduce_only = sizing.reduce_only or alert.reduce_only or params.get("reduceOnly") in (True, "true")
     if not contract:
-        for name, value in (("reduce_only", reduce_only), ("leverage", alert.leverage), ("margin_mode", alert.margin_mode)):
+        for name, value in (
+            ("reduce_only", reduce_only),
+            ("leverage", alert.leverage),
+            ("margin_mode", alert.margin_mode),
+        ):
             if value:
-                raise Unprocessable(f"{name} applies to derivatives; {symbol} is a spot market on {venue}"
-                                    + (" (to sell what you hold, send action close)" if name == "reduce_only" else ""),
-                                    code="not_supported")
+                raise Unprocessable(
+                    f"{name} applies to derivatives; {symbol} is a spot market on {venue}"
+                    + (" (to sell what you hold, send action close)" if name == "reduce_only" else ""),
+                    code="not_supported",
+                )
     post_only = alert.post_only or alert.time_in_force == "PO"
     limit_like = alert.order_type in ("limit", "stop_limit")
     if post_only and alert.order_type != "limit":
-        raise Unprocessable(f"post_only needs a limit order (this is a {alert.order_type.replace('_', '-')} order)",
-                            code="invalid_order")
+        raise Unprocessable(
+            f"post_only needs a limit order (this is a {alert.order_type.replace('_', '-')} order)",
+            code="invalid_order",
+        )
     if sizing.cost is not None and alert.order_type != "market":
         raise Unprocessable("an order sized by cost must be a market buy", code="invalid_order")
 
@@ -218,9 +239,18 @@ def prepare_order(
         amount = _checked_amount(book, market, sizing, alert.order_type)
 
     price = _checked_price(book, market, "price", alert.price) if limit_like else None
-    stop_price = _checked_price(book, market, "stop_price", alert.stop_price) if alert.order_type in ("stop", "stop_limit") else None
-    value_price = (Decimal(price) if price else Decimal(stop_price) if stop_price else
-                   alert.price or sizing.reference_price or (reference_price(symbol) if reference_price else None))
+    stop_price = (
+        _checked_price(book, market, "stop_price", alert.stop_price)
+        if alert.order_type in ("stop", "stop_limit")
+        else None
+    )
+    value_price = (
+        Decimal(price)
+        if price
+        else Decimal(stop_price)
+        if stop_price
+        else alert.price or sizing.reference_price or (reference_price(symbol) if reference_price else None)
+    )
     cost: str | None = None
     if sizing.cost is not None:
         cost = book.cost_to_precision(market, sizing.cost)
@@ -261,24 +291,35 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
     lead = f"{sizing.story}," if sizing.story else f"{subject} is"
     min_amount = limits.amount_min
     if min_amount is not None and requested < min_amount:
-        raise Unprocessable(f"{lead} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
+        raise Unprocessable(
+            f"{lead} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum"
+        )
     max_amount = limits.amount_max
     if max_amount is not None and requested > max_amount:
-        raise Unprocessable(f"{lead} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum")
+        raise Unprocessable(
+            f"{lead} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum"
+        )
     max_market = limits.market_amount_max  # binance's MARKET_LOT_SIZE
     if order_type in ("market", "stop") and max_market and requested > max_market:
-        raise Unprocessable(f"{lead} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
-                            code="amount_above_maximum")
+        raise Unprocessable(
+            f"{lead} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
+            code="amount_above_maximum",
+        )
     amount = book.amount_to_precision(market, requested)
     step = market.amount_step
     step_text = _fmt(step) if step else "?"
     if Decimal(amount) <= 0:
-        raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text} on {venue}",
-                            code="amount_below_minimum")
+        raise Unprocessable(
+            f"{subject}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text} on {venue}",
+            code="amount_below_minimum",
+        )
     if min_amount is not None and Decimal(amount) < min_amount:
         # A step that does not divide the minimum: the rounded amount fell below it.
-        raise Unprocessable(f"{subject}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step {step_text}, "
-                            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum")
+        raise Unprocessable(
+            f"{subject}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step {step_text}, "
+            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
+            code="amount_below_minimum",
+        )
     return amount
 
 
@@ -290,23 +331,39 @@ def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal |
     try:
         rounded = book.price_to_precision(market, value)
     except DecimalException:  # e.g. Underflow of a price far below any tick
-        raise Unprocessable(f"{label} {value} cannot be rounded to a tick for {symbol} on {venue}", code="price_off_tick") from None
+        raise Unprocessable(
+            f"{label} {value} cannot be rounded to a tick for {symbol} on {venue}", code="price_off_tick"
+        ) from None
     if Decimal(rounded) != value:
         tick = market.price_tick
-        raise Unprocessable(f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
-                            code="price_off_tick")
+        raise Unprocessable(
+            f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
+            code="price_off_tick",
+        )
     limits = market.limits
     if limits.price_min and value < limits.price_min:
-        raise Unprocessable(f"{label} {_fmt(value)} is below the minimum {_fmt(limits.price_min)} for {symbol} on {venue}",
-                            code="price_out_of_range")
+        raise Unprocessable(
+            f"{label} {_fmt(value)} is below the minimum {_fmt(limits.price_min)} for {symbol} on {venue}",
+            code="price_out_of_range",
+        )
     if limits.price_max and value > limits.price_max:
-        raise Unprocessable(f"{label} {_fmt(value)} is above the maximum {_fmt(limits.price_max)} for {symbol} on {venue}",
-                            code="price_out_of_range")
+        raise Unprocessable(
+            f"{label} {_fmt(value)} is above the maximum {_fmt(limits.price_max)} for {symbol} on {venue}",
+            code="price_out_of_range",
+        )
     return rounded
 
 
-def _check_cost(market: Market, venue: str, sizing: Sizing, amount: str | None, cost: str | None,
-                value_price: Decimal | None, *, reduce_only: bool) -> None:
+def _check_cost(
+    market: Market,
+    venue: str,
+    sizing: Sizing,
+    amount: str | None,
+    cost: str | None,
+    value_price: Decimal | None,
+    *,
+    reduce_only: bool,
+) -> None:
     cost_min, cost_max = market.limits.cost_min, market.limits.cost_max
     if not (cost_min or cost_max):
         return
@@ -320,15 +377,20 @@ def _check_cost(market: Market, venue: str, sizing: Sizing, amount: str | None, 
     lead = f"{sizing.story}: order value" if sizing.story else "order value"
     # Reduce-only orders on derivatives may be smaller than the minimum value (binance, bybit).
     if cost_min and value < cost_min and not reduce_only:
-        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is below the minimum {_fmt(cost_min)} for {symbol} on {venue}",
-                            code="cost_below_minimum")
+        raise Unprocessable(
+            f"{lead} {_fmt(value)} {quote} is below the minimum {_fmt(cost_min)} for {symbol} on {venue}",
+            code="cost_below_minimum",
+        )
     if cost_max and value > cost_max:
-        raise Unprocessable(f"{lead} {_fmt(value)} {quote} is above the maximum {_fmt(cost_max)} for {symbol} on {venue}",
-                            code="cost_above_maximum")
+        raise Unprocessable(
+            f"{lead} {_fmt(value)} {quote} is above the maximum {_fmt(cost_max)} for {symbol} on {venue}",
+            code="cost_above_maximum",
+        )
 
 
-def _protection(book: MarketBook, market: Market, alert: Alert, sizing: Sizing,
-                reference: Decimal | None) -> tuple[str | None, str | None]:
+def _protection(
+    book: MarketBook, market: Market, alert: Alert, sizing: Sizing, reference: Decimal | None
+) -> tuple[str | None, str | None]:
     """Stop-loss and take-profit trigger prices, rounded to the tick and on the right side of
     the entry: below it (stop-loss) and above it (take-profit) for a long, the reverse for a short."""
     if alert.stop_loss is None and alert.take_profit is None:
@@ -336,19 +398,26 @@ def _protection(book: MarketBook, market: Market, alert: Alert, sizing: Sizing,
     symbol = market.symbol
     if sizing.position_after is not None:
         if sizing.position_after == 0:
-            raise Unprocessable(f"stop_loss/take_profit protect a position, and this alert leaves {symbol} flat",
-                                code="invalid_order")
+            raise Unprocessable(
+                f"stop_loss/take_profit protect a position, and this alert leaves {symbol} flat", code="invalid_order"
+            )
         long = sizing.position_after > 0
     else:
         long = sizing.side == "buy"
-    rounded = [book.price_to_precision(market, v) if v is not None else None for v in (alert.stop_loss, alert.take_profit)]
+    rounded = [
+        book.price_to_precision(market, v) if v is not None else None for v in (alert.stop_loss, alert.take_profit)
+    ]
     if reference is not None:
         what = f"{'long' if long else 'short'} entry at {_fmt(reference)}"
         stop_loss, take_profit = (Decimal(v) if v is not None else None for v in rounded)
         if stop_loss is not None and (stop_loss >= reference if long else stop_loss <= reference):
-            raise Unprocessable(f"stop_loss {_fmt(stop_loss)} must be {'below' if long else 'above'} the {what} on {symbol}",
-                                code="invalid_order")
+            raise Unprocessable(
+                f"stop_loss {_fmt(stop_loss)} must be {'below' if long else 'above'} the {what} on {symbol}",
+                code="invalid_order",
+            )
         if take_profit is not None and (take_profit <= reference if long else take_profit >= reference):
-            raise Unprocessable(f"take_profit {_fmt(take_profit)} must be {'above' if long else 'below'} the {what} on {symbol}",
-                                code="invalid_order")
+            raise Unprocessable(
+                f"take_profit {_fmt(take_profit)} must be {'above' if long else 'below'} the {what} on {symbol}",
+                code="invalid_order",
+            )
     return rounded[0], rounded[1]

@@ -36,8 +36,8 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from core.errors import Unprocessable
-from core.trading.markets import MarketBook, Sizing, prepare_order, resolve_market
 from core.pipeline.models import Alert, NothingToDo, OrderRequest
+from core.trading.markets import MarketBook, Sizing, prepare_order, resolve_market
 from core.trading.venue import Market
 
 HUNDRED = Decimal(100)
@@ -101,9 +101,18 @@ async def prepare_alert(
         sizing = await planner.close()
     else:
         sizing = await planner.flip()
-    return prepare_order(book, alert, account=account, client_order_id=client_order_id, default_type=default_type,
-                         reference_price=reference_price, market=market, sizing=sizing, leverage=leverage,
-                         margin_mode=margin_mode)
+    return prepare_order(
+        book,
+        alert,
+        account=account,
+        client_order_id=client_order_id,
+        default_type=default_type,
+        reference_price=reference_price,
+        market=market,
+        sizing=sizing,
+        leverage=leverage,
+        margin_mode=margin_mode,
+    )
 
 
 class _Planner:
@@ -135,16 +144,23 @@ class _Planner:
                 free, _ = await self.reader.balance(settle, self.market)
                 lev = Decimal(self.leverage or 1)
                 value = free * amount / HUNDRED * lev
-                story = (f"{pct} of {show(free)} {settle} free" + (f" × {show(lev)} leverage" if lev != 1 else "")
-                         + f" is {show(value)} {settle}")
+                story = (
+                    f"{pct} of {show(free)} {settle} free"
+                    + (f" × {show(lev)} leverage" if lev != 1 else "")
+                    + f" is {show(value)} {settle}"
+                )
                 return await self._from_quote(side, value, story)
             if side == "buy":
                 free, _ = await self.reader.balance(self.quote, self.market)
                 value = free * amount / HUNDRED
-                return await self._from_quote(side, value, f"{pct} of {show(free)} {self.quote} free is {show(value)} {self.quote}")
+                return await self._from_quote(
+                    side, value, f"{pct} of {show(free)} {self.quote} free is {show(value)} {self.quote}"
+                )
             free, _ = await self.reader.balance(self.base, self.market)
             size = free * amount / HUNDRED
-            return Sizing(side=side, amount=size, story=f"{pct} of {show(free)} {self.base} free is {show(size)} {self.base}")
+            return Sizing(
+                side=side, amount=size, story=f"{pct} of {show(free)} {self.base} free is {show(size)} {self.base}"
+            )
         # percent_of_position
         if self.contract:
             current = await self.reader.position(self.market)
@@ -152,22 +168,38 @@ class _Planner:
                 raise NothingToDo(f"no position on {self.symbol} to take {pct} of")
             size = abs(current) * amount / HUNDRED
             reduce_only = (current > 0) != (side == "buy")
-            return Sizing(side=side, amount=size, reduce_only=reduce_only, position_before=current,
-                          story=f"{pct} of the {self._describe(current)} position is {show(size)} contracts")
+            return Sizing(
+                side=side,
+                amount=size,
+                reduce_only=reduce_only,
+                position_before=current,
+                story=f"{pct} of the {self._describe(current)} position is {show(size)} contracts",
+            )
         free, total = await self.reader.balance(self.base, self.market)
         held = free if side == "sell" else total
         if held <= 0:
             raise NothingToDo(f"no {self.base} held on {self.venue} to take {pct} of")
         size = held * amount / HUNDRED
-        return Sizing(side=side, amount=size, position_before=total,
-                      story=f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} is {show(size)} {self.base}")
+        return Sizing(
+            side=side,
+            amount=size,
+            position_before=total,
+            story=f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} is {show(size)} {self.base}",
+        )
 
     async def _from_quote(self, side: str, value: Decimal, story: str | None) -> Sizing:
         """A quote amount as a cost (spot market buys, where supported) or converted at a price."""
         alert = self.alert
         if value <= 0:
-            raise Unprocessable(f"{story or f'{show(value)} {self.quote}'}: nothing to trade", code="amount_below_minimum")
-        if alert.order_type == "market" and side == "buy" and not self.contract and self.reader.buys_by_cost(self.market):
+            raise Unprocessable(
+                f"{story or f'{show(value)} {self.quote}'}: nothing to trade", code="amount_below_minimum"
+            )
+        if (
+            alert.order_type == "market"
+            and side == "buy"
+            and not self.contract
+            and self.reader.buys_by_cost(self.market)
+        ):
             return Sizing(side=side, amount=None, cost=value, story=story)
         if alert.order_type in ("limit", "stop_limit"):
             price = alert.price
@@ -177,11 +209,14 @@ class _Planner:
             price = await self.reader.price(self.market)
         assert price is not None
         if price <= 0:
-            raise Unprocessable(f"{self.venue} has no price for {self.symbol} to convert {show(value)} {self.quote} at",
-                                code="no_price")
+            raise Unprocessable(
+                f"{self.venue} has no price for {self.symbol} to convert {show(value)} {self.quote} at", code="no_price"
+            )
         size = value / price / self.market.contract_size
         told = story or f"{show(value)} {self.quote}"
-        return Sizing(side=side, amount=size, story=f"{told} = {show(size)} {self.unit} at {show(price)}", reference_price=price)
+        return Sizing(
+            side=side, amount=size, story=f"{told} = {show(size)} {self.unit} at {show(price)}", reference_price=price
+        )
 
     # ------------------------------------------------------------ positions
 
@@ -194,8 +229,10 @@ class _Planner:
 
     def _only(self, *kinds: str) -> None:
         if self.alert.amount_type not in kinds:
-            raise Unprocessable(f"action {self.alert.action} takes amount_type {' or '.join(kinds)}, not {self.alert.amount_type}",
-                                code="invalid_alert")
+            raise Unprocessable(
+                f"action {self.alert.action} takes amount_type {' or '.join(kinds)}, not {self.alert.amount_type}",
+                code="invalid_alert",
+            )
 
     def _no_protection(self) -> None:
         if self.alert.stop_loss is not None or self.alert.take_profit is not None:
@@ -203,8 +240,11 @@ class _Planner:
 
     def _no_stops(self) -> None:
         if self.alert.order_type in ("stop", "stop_limit"):
-            raise Unprocessable(f"action {self.alert.action} places a market or limit order, not a "
-                                f"{self.alert.order_type.replace('_', '-')} order", code="invalid_alert")
+            raise Unprocessable(
+                f"action {self.alert.action} places a market or limit order, not a "
+                f"{self.alert.order_type.replace('_', '-')} order",
+                code="invalid_alert",
+            )
 
     def _rounded(self, amount: Decimal) -> Decimal:
         return Decimal(self.book.amount_to_precision(self.market, amount))
@@ -226,14 +266,22 @@ class _Planner:
         if rounded == 0 or (minimum is not None and rounded < minimum):
             if delta == 0:
                 raise NothingToDo(f"position is already {self._describe(current)} on {self.symbol}")
-            raise NothingToDo(f"the position on {self.symbol} is {self._describe(current)}, {show(abs(delta))} {self.unit} from "
-                              f"the target {self._describe(target)}: less than the smallest order"
-                              + (f" ({show(minimum)})" if minimum is not None else ""))
+            raise NothingToDo(
+                f"the position on {self.symbol} is {self._describe(current)}, {show(abs(delta))} {self.unit} from "
+                f"the target {self._describe(target)}: less than the smallest order"
+                + (f" ({show(minimum)})" if minimum is not None else "")
+            )
         side = "buy" if delta > 0 else "sell"
         reduce_only = self.contract and (target == 0 or (target > 0) == (current > 0)) and abs(target) < abs(current)
         story = f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} is a {side} of {show(abs(delta))} {self.unit}"
-        return Sizing(side=side, amount=abs(delta), story=story, reduce_only=reduce_only, position_before=current,
-                      position_after=target)
+        return Sizing(
+            side=side,
+            amount=abs(delta),
+            story=story,
+            reduce_only=reduce_only,
+            position_before=current,
+            position_after=target,
+        )
 
     async def target(self) -> Sizing:
         self._only("base")
@@ -241,16 +289,21 @@ class _Planner:
         target = self.alert.target
         assert target is not None
         if not self.contract and target < 0:
-            raise Unprocessable(f"{self.symbol} is a spot market: the position cannot go short (target {show(target)})",
-                                code="invalid_alert")
+            raise Unprocessable(
+                f"{self.symbol} is a spot market: the position cannot go short (target {show(target)})",
+                code="invalid_alert",
+            )
         return self._move(await self._current(), target)
 
     async def flip(self) -> Sizing:
         self._only("base")
         self._no_stops()
         if not self.contract:
-            raise Unprocessable(f"flip needs a derivatives market; {self.symbol} is spot and cannot go short "
-                                "(send action close to sell what you hold)", code="not_supported")
+            raise Unprocessable(
+                f"flip needs a derivatives market; {self.symbol} is spot and cannot go short "
+                "(send action close to sell what you hold)",
+                code="not_supported",
+            )
         current = await self.reader.position(self.market)
         if current == 0:
             raise NothingToDo(f"no position to flip on {self.symbol}")
@@ -270,17 +323,27 @@ class _Planner:
         else:
             held, _ = await self.reader.balance(self.base, self.market)
             current = held
-            if self._rounded(held) == 0 or (self._min_amount() is not None and self._rounded(held) < self._min_amount()):
-                raise NothingToDo(f"no position to close on {self.symbol}: {show(held)} {self.base} free is less than the "
-                                  f"smallest order ({show(self._min_amount() or 0)})")
+            if self._rounded(held) == 0 or (
+                self._min_amount() is not None and self._rounded(held) < self._min_amount()
+            ):
+                raise NothingToDo(
+                    f"no position to close on {self.symbol}: {show(held)} {self.base} free is less than the "
+                    f"smallest order ({show(self._min_amount() or 0)})"
+                )
         size = held
         if alert.amount is not None:
             size = min(held, alert.amount if alert.amount_type == "base" else held * alert.amount / HUNDRED)
         side = "sell" if current > 0 else "buy"
         after = current - size if current > 0 else current + size
         story = f"closing {show(size)} {self.unit} of the {self._describe(current)} position on {self.symbol}"
-        sizing = Sizing(side=side, amount=size, story=story, reduce_only=self.contract, position_before=current,
-                        position_after=after)
+        sizing = Sizing(
+            side=side,
+            amount=size,
+            story=story,
+            reduce_only=self.contract,
+            position_before=current,
+            position_after=after,
+        )
         if not self.contract:
             await self._skip_dust(sizing)
         return sizing
@@ -293,16 +356,25 @@ class _Planner:
         price = self.alert.price or await self.reader.price(self.market)
         value = self._rounded(sizing.amount) * price
         if value < Decimal(str(min_cost)):
-            raise NothingToDo(f"no position to close on {self.symbol}: {show(sizing.amount)} {self.base} is worth "
-                              f"{show(value)} {self.quote}, less than the smallest order ({show(Decimal(str(min_cost)))} {self.quote})")
+            raise NothingToDo(
+                f"no position to close on {self.symbol}: {show(sizing.amount)} {self.base} is worth "
+                f"{show(value)} {self.quote}, less than the smallest order ({show(Decimal(str(min_cost)))} {self.quote})"
+            )
         sizing.reference_price = price
 
 
-async def _cancel(book: MarketBook, alert: Alert, reader: AccountReader, market: Market, *,
-                  account: str, client_order_id: str) -> OrderRequest:
+async def _cancel(
+    book: MarketBook, alert: Alert, reader: AccountReader, market: Market, *, account: str, client_order_id: str
+) -> OrderRequest:
     symbol = market.symbol
-    request = dict(account=account, exchange=book.venue, symbol=symbol, market_type=market.type,
-                   client_order_id=client_order_id, params=dict(alert.params))
+    request = dict(
+        account=account,
+        exchange=book.venue,
+        symbol=symbol,
+        market_type=market.type,
+        client_order_id=client_order_id,
+        params=dict(alert.params),
+    )
     if alert.action == "cancel_all":
         if not await reader.open_orders(market):
             raise NothingToDo(f"no open orders on {symbol}")
@@ -313,5 +385,6 @@ async def _cancel(book: MarketBook, alert: Alert, reader: AccountReader, market:
         raise Unprocessable(f"no {what} on {symbol} at {book.venue}", code="order_not_found")
     if state not in ("open", "partially_filled"):
         raise NothingToDo(f"{what} on {symbol} is already {state}")
-    return OrderRequest(action="cancel", cancel_id=alert.order_id, cancel_client_order_id=alert.cancel_client_order_id,
-                        **request)
+    return OrderRequest(
+        action="cancel", cancel_id=alert.order_id, cancel_client_order_id=alert.cancel_client_order_id, **request
+    )

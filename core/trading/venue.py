@@ -23,11 +23,23 @@ ORDER_STATUSES: tuple[str, ...] = ("open", "partially_filled", "filled", "cancel
 # "closed" for filled; Alpaca "new"/"accepted" for resting and "done_for_day" for a
 # day order that stopped. Anything else is "unknown".
 _STATUS_WORDS = {
-    "open": "open", "new": "open", "accepted": "open", "pending_new": "open", "pending": "open", "held": "open",
-    "partially_filled": "partially_filled", "partial": "partially_filled",
-    "filled": "filled", "closed": "filled",
-    "canceled": "canceled", "cancelled": "canceled", "pending_cancel": "open", "done_for_day": "canceled",
-    "rejected": "rejected", "expired": "expired", "unknown": "unknown",
+    "open": "open",
+    "new": "open",
+    "accepted": "open",
+    "pending_new": "open",
+    "pending": "open",
+    "held": "open",
+    "partially_filled": "partially_filled",
+    "partial": "partially_filled",
+    "filled": "filled",
+    "closed": "filled",
+    "canceled": "canceled",
+    "cancelled": "canceled",
+    "pending_cancel": "open",
+    "done_for_day": "canceled",
+    "rejected": "rejected",
+    "expired": "expired",
+    "unknown": "unknown",
 }
 
 

@@ -35,18 +35,18 @@ import time
 from quart import Quart, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from core.checks.preflight import STARTUP_REPORT_ENV
 from core.config import PluginsFile, Settings
 from core.dashboard import dashboard_blueprint
 from core.errors import ConfigError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
-from core.web.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
-from core.observability.logs import configure_logging
-from core.checks.preflight import STARTUP_REPORT_ENV
-from core.observability.metrics import recorder_for
-from core.pipeline.models import InboundRequest
-from core.web.proxy import ProxyHeadersMiddleware
-from core.observability.redaction import REDACTOR
 from core.hooks.manager import collect_routes
+from core.observability.logs import configure_logging
+from core.observability.metrics import recorder_for
+from core.observability.redaction import REDACTOR
+from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
+from core.web.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
+from core.web.proxy import ProxyHeadersMiddleware
 from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,9 @@ log = logging.getLogger(__name__)
 CONTROL_MAX_BODY = 2048
 
 
-def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None) -> Quart:
+def create_app(
+    settings: Settings | None = None, *, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None
+) -> Quart:
     """Build the app. ``settings`` default to the environment and ``.env`` at startup.
 
     ``extra_plugins`` — ``[(name, plugin), ...]`` registered before the built-ins — is
@@ -85,8 +87,12 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             router = Router(active, plugins_file, extra_plugins)
             proxy.trust(active.trusted_proxies)
             app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
-            intake.configure(max_inflight=router.options.max_inflight_per_address, body_timeout=router.options.body_timeout,
-                             max_body=router.options.max_body_bytes, on_refused=router.limits.failed)
+            intake.configure(
+                max_inflight=router.options.max_inflight_per_address,
+                body_timeout=router.options.body_timeout,
+                max_body=router.options.max_body_bytes,
+                on_refused=router.limits.failed,
+            )
             await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
             await router.start()
         except Exception as exc:
@@ -146,8 +152,12 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
             query=dict(request.args),
         )
         # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.web.intake).
-        outcome = await router.receive_body(inbound, request.mimetype or "", on_authenticated=request.scope.get(AUTHENTICATED),
-                                            proven=intake.proven(client))
+        outcome = await router.receive_body(
+            inbound,
+            request.mimetype or "",
+            on_authenticated=request.scope.get(AUTHENTICATED),
+            proven=intake.proven(client),
+        )
         return jsonify(outcome.body), outcome.status, outcome.headers
 
     @app.get("/alerts/<alert_id>")
@@ -161,8 +171,15 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         headers = {k.lower(): v for k, v in request.headers.items()}
         bearer = headers.get("authorization", "")
         payload = {"token": bearer[7:].strip()} if bearer.lower().startswith("bearer ") else {}
-        inbound = InboundRequest(body=read_signature_message(alert_id), headers=headers, remote_addr=request.remote_addr or "",
-                                 scheme=request.scheme, payload=payload, received_at=time.time(), query={})
+        inbound = InboundRequest(
+            body=read_signature_message(alert_id),
+            headers=headers,
+            remote_addr=request.remote_addr or "",
+            scheme=request.scheme,
+            payload=payload,
+            received_at=time.time(),
+            query={},
+        )
         return jsonify(await router.alert_status(inbound, alert_id))
 
     @app.post("/control/<action>")
@@ -189,9 +206,15 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
         except (WebhookError, RequestEntityTooLarge):
             await router.limits.failed(request.remote_addr or "")  # refused before authenticating
             raise
-        inbound = InboundRequest(body=control_signature_message(action, body), headers={k.lower(): v for k, v in request.headers.items()},
-                                 remote_addr=request.remote_addr or "", scheme=request.scheme, payload=payload,
-                                 received_at=time.time(), query={})
+        inbound = InboundRequest(
+            body=control_signature_message(action, body),
+            headers={k.lower(): v for k, v in request.headers.items()},
+            remote_addr=request.remote_addr or "",
+            scheme=request.scheme,
+            payload=payload,
+            received_at=time.time(),
+            query={},
+        )
         outcome = await router.control(inbound, action)
         return jsonify(outcome.body), outcome.status
 
@@ -221,7 +244,9 @@ def create_app(settings: Settings | None = None, *, plugins_file: PluginsFile | 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> tuple[Response, int]:
         log.exception("unexpected error handling %s %s", request.method, request.path)
-        return jsonify({"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}), 500
+        return jsonify(
+            {"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}
+        ), 500
 
     return app
 
@@ -245,8 +270,15 @@ async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer:
     if authorization and not (presented and tokens):
         await router.limits.failed(client)
         return False
-    inbound = InboundRequest(body=line.encode(), headers=headers, remote_addr=client, scheme=request.scheme,
-                             payload={"token": presented} if presented else {}, received_at=time.time(), query={})
+    inbound = InboundRequest(
+        body=line.encode(),
+        headers=headers,
+        remote_addr=client,
+        scheme=request.scheme,
+        payload={"token": presented} if presented else {},
+        received_at=time.time(),
+        query={},
+    )
     if not (await router.authenticate(inbound)).accepted:
         await router.limits.failed(client)
         return False
@@ -293,7 +325,9 @@ def startup_failed(exc: Exception) -> None:
     master exits 0 whatever a worker's lifespan did). Otherwise it goes to stderr. A
     hypercorn worker then exits at once with status 3, which also stops the master,
     instead of printing the framework's traceback."""
-    line = "error: " + REDACTOR.redact(str(exc) if isinstance(exc, ConfigError) else f"startup failed: {type(exc).__name__}: {exc}")
+    line = "error: " + REDACTOR.redact(
+        str(exc) if isinstance(exc, ConfigError) else f"startup failed: {type(exc).__name__}: {exc}"
+    )
     log.debug("startup failed", exc_info=exc)
     report = os.environ.get(STARTUP_REPORT_ENV)
     if report:

@@ -154,8 +154,14 @@ class IntakeGuard:
         until = self._proven.get(address_key(address))
         return until is not None and until > time.monotonic()
 
-    def configure(self, *, max_inflight: int, body_timeout: float, max_body: int,
-                  on_refused: Callable[[str], Awaitable[None]] | None = None) -> None:
+    def configure(
+        self,
+        *,
+        max_inflight: int,
+        body_timeout: float,
+        max_body: int,
+        on_refused: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.max_inflight, self.body_timeout, self.max_body = max_inflight, body_timeout, max_body
         self.on_refused = on_refused
 
@@ -176,8 +182,13 @@ class IntakeGuard:
             # Answered after a pause that costs no CPU: a sender reconnecting at once gets
             # through at most its connection count per REFUSAL_DELAY, not as fast as we answer.
             await asyncio.sleep(REFUSAL_DELAY)
-            await _answer(send, 429, "too_many_in_flight",
-                          "too many requests from this address are in progress; retry later", {"retry-after": "1"})
+            await _answer(
+                send,
+                429,
+                "too_many_in_flight",
+                "too many requests from this address are in progress; retry later",
+                {"retry-after": "1"},
+            )
             return
         for key, _ in keys:
             self._inflight[key] = self._inflight.get(key, 0) + 1
@@ -194,7 +205,9 @@ class IntakeGuard:
     async def _admitted(self, scope, receive, send, address: str) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
-            await self._refuse(scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+            await self._refuse(
+                scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes"
+            )
             return
         chunks: list[bytes] = []
         size = 0
@@ -204,15 +217,18 @@ class IntakeGuard:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                await self._refuse(scope, send, address, 408, "body_timeout",
-                                   f"the body did not arrive within {self.body_timeout:g} s")
+                await self._refuse(
+                    scope, send, address, 408, "body_timeout", f"the body did not arrive within {self.body_timeout:g} s"
+                )
                 return
             if message["type"] != "http.request":
                 return  # the client went away: nothing to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                await self._refuse(scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes")
+                await self._refuse(
+                    scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes"
+                )
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -282,7 +298,11 @@ def _content_length(scope) -> int | None:
 
 async def _answer(send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close")]
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -33,7 +33,7 @@ def parse_address(text: str) -> Address | None:
     ``[::1]:80``, ``::ffff:1.2.3.4`` → ``1.2.3.4``); ``None`` when it is not one."""
     text = text.strip().strip('"')
     if text.startswith("[") and "]" in text:
-        text = text[1:text.index("]")]
+        text = text[1 : text.index("]")]
     elif text.count(":") == 1:
         text = text.split(":", 1)[0]
     try:

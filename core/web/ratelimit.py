@@ -45,13 +45,13 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from quart_rate_limiter import RateLimit
 from quart_rate_limiter.store import RateLimiterStoreABC
 
-from core.store.sqlite.database import transaction
 from core.errors import RateLimited
+from core.store.sqlite.database import transaction
 
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _LIMIT = re.compile(r"^\s*(\d{1,9})\s*(?:/|per)\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
@@ -69,7 +69,9 @@ def parse_rate_limits(text: str) -> list[RateLimit]:
     for part in text.split(","):
         match = _LIMIT.match(part)
         if match is None:
-            raise ValueError(f"{part.strip()!r} is not N/second, N/minute, N/hour or N/day (several separated by commas, or off)")
+            raise ValueError(
+                f"{part.strip()!r} is not N/second, N/minute, N/hour or N/day (several separated by commas, or off)"
+            )
         count = int(match.group(1))
         if count <= 0:
             raise ValueError(f"{part.strip()!r}: the count must be at least 1")
@@ -141,7 +143,7 @@ class BoundedMemoryStore(RateLimiterStoreABC):
         self._tats.pop(key, None)  # re-insert: dict order is then oldest-written first
         self._tats[key] = tat
         if len(self._tats) > self._max:
-            now = datetime.fromtimestamp(self._clock(), timezone.utc)
+            now = datetime.fromtimestamp(self._clock(), UTC)
             self._tats = {k: v for k, v in self._tats.items() if v > now}
             while len(self._tats) > self._max:
                 del self._tats[next(iter(self._tats))]
@@ -154,7 +156,7 @@ class BoundedMemoryStore(RateLimiterStoreABC):
         tats = {key: self._tats[key].timestamp() for key, _, _ in entries if key in self._tats}
         wait, updated = gcra_reserve(tats, entries, now)
         for key, tat in updated.items():
-            await self.set(key, datetime.fromtimestamp(tat, timezone.utc))
+            await self.set(key, datetime.fromtimestamp(tat, UTC))
         return wait
 
     async def release(self, entries: list[Entry], now: float) -> None:
@@ -172,21 +174,36 @@ class BoundedMemoryStore(RateLimiterStoreABC):
 class WebhookLimits:
     """The three budgets of ``POST /webhook`` over one store (see the module docstring)."""
 
-    def __init__(self, limits: list[RateLimit], failure_limits: list[RateLimit], *, key_by: str = "ip",
-                 store: RateLimiterStoreABC | None = None, clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        limits: list[RateLimit],
+        failure_limits: list[RateLimit],
+        *,
+        key_by: str = "ip",
+        store: RateLimiterStoreABC | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         if key_by not in ("ip", "principal"):
             raise ValueError("key_by must be 'ip' or 'principal'")
         self.limits = limits
         self.failure_limits = failure_limits
         self.key_by = key_by
-        self.store = store if store is not None else BoundedMemoryStore(clock=clock)  # an empty store is falsy (__len__)
+        self.store = (
+            store if store is not None else BoundedMemoryStore(clock=clock)
+        )  # an empty store is falsy (__len__)
         self._clock = clock
 
     @classmethod
-    def from_settings(cls, settings, *, store: RateLimiterStoreABC | None = None,
-                      clock: Callable[[], float] = time.time) -> "WebhookLimits":
-        return cls(parse_rate_limits(settings.rate_limit), parse_rate_limits(settings.auth_failure_limit),
-                   key_by=settings.rate_limit_key, store=store, clock=clock)
+    def from_settings(
+        cls, settings, *, store: RateLimiterStoreABC | None = None, clock: Callable[[], float] = time.time
+    ) -> WebhookLimits:
+        return cls(
+            parse_rate_limits(settings.rate_limit),
+            parse_rate_limits(settings.auth_failure_limit),
+            key_by=settings.rate_limit_key,
+            store=store,
+            clock=clock,
+        )
 
     async def before_request(self, address: str) -> None:
         """Before anything else: the failure budget (checked) and, keyed by address, RATE_LIMIT."""
@@ -213,24 +230,35 @@ class WebhookLimits:
         now = self._clock()  # a store of quart-rate-limiter's interface only: not atomic
         for key, inverse, _ in entries:
             tat = await self._tat(key, now)
-            await self.store.set(key, datetime.fromtimestamp(tat - inverse, timezone.utc))
+            await self.store.set(key, datetime.fromtimestamp(tat - inverse, UTC))
 
     async def authenticated(self, principal: str) -> None:
         """After a successful authentication: RATE_LIMIT keyed by principal, if so configured."""
         if self.key_by == "principal":
-            await self._reserve([(self._key("requests", f"principal:{principal}", limit), limit.inverse,
-                                  limit.period.total_seconds()) for limit in self.limits])
+            await self._reserve(
+                [
+                    (
+                        self._key("requests", f"principal:{principal}", limit),
+                        limit.inverse,
+                        limit.period.total_seconds(),
+                    )
+                    for limit in self.limits
+                ]
+            )
 
     async def failed(self, address: str) -> None:
         """A request from ``address`` was refused before authentication (not reserved)."""
         now = self._clock()
         for key, inverse, _ in self._address_entries("auth-failures", address, self.failure_limits):
             tat = max(await self._tat(key, now), now) + inverse
-            await self.store.set(key, datetime.fromtimestamp(tat, timezone.utc))
+            await self.store.set(key, datetime.fromtimestamp(tat, UTC))
 
     def _address_entries(self, budget: str, address: str, limits: list[RateLimit]) -> list[Entry]:
-        return [(self._key(budget, key, limit), limit.inverse / scale, limit.period.total_seconds())
-                for key, scale in address_keys(address) for limit in limits]
+        return [
+            (self._key(budget, key, limit), limit.inverse / scale, limit.period.total_seconds())
+            for key, scale in address_keys(address)
+            for limit in limits
+        ]
 
     # GCRA, as quart-rate-limiter computes it (see ``gcra_reserve``).
 
@@ -244,7 +272,7 @@ class WebhookLimits:
         else:  # a store of quart-rate-limiter's interface only: check, then charge
             wait, updated = gcra_reserve({key: await self._tat(key, now) for key, _, _ in entries}, entries, now)
             for key, tat in updated.items():
-                await self.store.set(key, datetime.fromtimestamp(tat, timezone.utc))
+                await self.store.set(key, datetime.fromtimestamp(tat, UTC))
         self._refuse_if(wait)
 
     async def _check(self, entries: list[Entry]) -> None:
@@ -259,13 +287,15 @@ class WebhookLimits:
     def _refuse_if(wait: float) -> None:
         if wait > 0:
             retry_after = max(1, math.ceil(wait))
-            raise RateLimited(f"too many requests; retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+            raise RateLimited(
+                f"too many requests; retry after {retry_after} s", headers={"Retry-After": str(retry_after)}
+            )
 
     async def _tat(self, key: str, now: float) -> float:
-        default = datetime.fromtimestamp(now, timezone.utc)
+        default = datetime.fromtimestamp(now, UTC)
         stored = await self.store.get(key, default)
         if stored.tzinfo is None:
-            stored = stored.replace(tzinfo=timezone.utc)
+            stored = stored.replace(tzinfo=UTC)
         return stored.timestamp()
 
     @staticmethod
@@ -291,15 +321,17 @@ class SqliteRateStore(RateLimiterStoreABC):
 
     async def get(self, key: str, default: datetime) -> datetime:
         row = await self.db.run(lambda conn: conn.execute("SELECT tat FROM tats WHERE key = ?", (key,)).fetchone())
-        return default if row is None else datetime.fromtimestamp(row[0], timezone.utc)
+        return default if row is None else datetime.fromtimestamp(row[0], UTC)
 
     async def set(self, key: str, tat: datetime) -> None:
         self._writes += 1
         prune = self._writes % 1000 == 0
 
         def write(conn) -> None:
-            conn.execute("INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
-                         (key, tat.timestamp()))
+            conn.execute(
+                "INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+                (key, tat.timestamp()),
+            )
             if prune:
                 conn.execute("DELETE FROM tats WHERE tat < ?", (self._clock(),))
 
@@ -313,15 +345,20 @@ class SqliteRateStore(RateLimiterStoreABC):
                 marks = ",".join("?" * len(keys))
                 tats = dict(conn.execute(f"SELECT key, tat FROM tats WHERE key IN ({marks})", keys).fetchall())
                 wait, updated = gcra_reserve(tats, entries, now)
-                conn.executemany("INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
-                                 list(updated.items()))
+                conn.executemany(
+                    "INSERT INTO tats (key, tat) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET tat = excluded.tat",
+                    list(updated.items()),
+                )
                 return wait
 
         return await self.db.run(reserve)
 
     async def release(self, entries: list[Entry], now: float) -> None:
-        await self.db.run(lambda conn: conn.executemany("UPDATE tats SET tat = tat - ? WHERE key = ?",
-                                                         [(inverse, key) for key, inverse, _ in entries]))
+        await self.db.run(
+            lambda conn: conn.executemany(
+                "UPDATE tats SET tat = tat - ? WHERE key = ?", [(inverse, key) for key, inverse, _ in entries]
+            )
+        )
 
     async def before_serving(self) -> None:
         pass

@@ -15,10 +15,10 @@ from pydantic import SecretStr
 
 from core.config import PluginOptions
 from core.errors import CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown, Unprocessable, VenueBusy
+from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.trading.execution import Executor, LookupResult
 from core.trading.markets import MarketBook, prepare_order
-from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
-from core.hooks.manager import hookimpl
 from core.trading.venue import Market, MarketLimits, order_status
 
 
@@ -26,9 +26,12 @@ class PretendVenue:
     """Your venue's client. Its own exceptions: Refused, Busy, Unreachable, TimedOut."""
 
     class Refused(Exception): ...
+
     class Busy(Exception): ...
+
     class Unreachable(Exception): ...  # the connection could not be opened: nothing was sent
-    class TimedOut(Exception): ...     # sent, no answer: the order may exist
+
+    class TimedOut(Exception): ...  # sent, no answer: the order may exist
 
     def __init__(self, api_key: str):
         self.api_key = api_key
@@ -36,16 +39,25 @@ class PretendVenue:
         self._ids = itertools.count(1)
 
     async def instruments(self) -> list[dict]:
-        return [{"ticker": "AAPL", "currency": "USD", "lot": "0.0001", "tick": "0.01", "min_qty": "0.0001"},
-                {"ticker": "MSFT", "currency": "USD", "lot": "1", "tick": "0.01", "min_qty": "1"}]
+        return [
+            {"ticker": "AAPL", "currency": "USD", "lot": "0.0001", "tick": "0.01", "min_qty": "0.0001"},
+            {"ticker": "MSFT", "currency": "USD", "lot": "1", "tick": "0.01", "min_qty": "1"},
+        ]
 
     async def place(self, ticker: str, side: str, qty: str, client_id: str) -> dict:
         if client_id in self.orders:  # like most venues: a client id is taken once
             raise self.Refused(f"duplicate client id {client_id}")
         if Decimal(qty) > 1000:
             raise self.Refused("insufficient buying power")
-        self.orders[client_id] = {"id": str(next(self._ids)), "ticker": ticker, "side": side, "qty": qty,
-                                  "client_id": client_id, "state": "FILLED", "avg_price": "190.5"}
+        self.orders[client_id] = {
+            "id": str(next(self._ids)),
+            "ticker": ticker,
+            "side": side,
+            "qty": qty,
+            "client_id": client_id,
+            "state": "FILLED",
+            "avg_price": "190.5",
+        }
         return self.orders[client_id]
 
     async def find(self, client_id: str) -> dict | None:
@@ -67,10 +79,21 @@ class ExampleExecutor(Executor):
     async def start(self) -> None:
         # Called once; a failure leaves the account "not ready" and is NOT retried by the
         # router. This venue's instruments are static, so one try is enough.
-        self.book = MarketBook(self.exchange, [
-            Market(symbol=i["ticker"], id=i["ticker"], base=i["ticker"], quote=i["currency"], amount_step=Decimal(i["lot"]),
-                   price_tick=Decimal(i["tick"]), limits=MarketLimits(amount_min=Decimal(i["min_qty"])))
-            for i in await self.venue.instruments()])
+        self.book = MarketBook(
+            self.exchange,
+            [
+                Market(
+                    symbol=i["ticker"],
+                    id=i["ticker"],
+                    base=i["ticker"],
+                    quote=i["currency"],
+                    amount_step=Decimal(i["lot"]),
+                    price_tick=Decimal(i["tick"]),
+                    limits=MarketLimits(amount_min=Decimal(i["min_qty"])),
+                )
+                for i in await self.venue.instruments()
+            ],
+        )
 
     def lane_key(self, alert: Alert) -> str:
         try:  # NASDAQ:AAPL and AAPL are one market: one ordering lane
@@ -90,7 +113,9 @@ class ExampleExecutor(Executor):
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         try:
-            placed = await self.venue.place(order.symbol, order.side or "buy", order.amount or "0", order.client_order_id)
+            placed = await self.venue.place(
+                order.symbol, order.side or "buy", order.amount or "0", order.client_order_id
+            )
         except PretendVenue.Refused as exc:
             if "duplicate client id" in str(exc):  # booked by an earlier send: let reconciliation find it
                 raise OutcomeUnknown(str(exc)) from exc
@@ -116,10 +141,19 @@ class ExampleExecutor(Executor):
 
     def _result(self, order: OrderRequest, placed: dict) -> OrderResult:
         filled = order_status(placed["state"]) == "filled"
-        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol, side=order.side,
-                           amount=placed["qty"], order_id=placed["id"], client_order_id=placed["client_id"],
-                           status=order_status(placed["state"]), filled=placed["qty"] if filled else "0",
-                           average=placed.get("avg_price"), route=self.route)
+        return OrderResult(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=order.symbol,
+            side=order.side,
+            amount=placed["qty"],
+            order_id=placed["id"],
+            client_order_id=placed["client_id"],
+            status=order_status(placed["state"]),
+            filled=placed["qty"] if filled else "0",
+            average=placed.get("avg_price"),
+            route=self.route,
+        )
 
 
 class Plugin:
@@ -135,4 +169,3 @@ class Plugin:
         router.register_secret(self.options.api_key)  # never in a log line, an answer or the journal
         venue = PretendVenue(self.options.api_key.get_secret_value())
         register(self.options.account, ExampleExecutor(self.options.account, venue))
-

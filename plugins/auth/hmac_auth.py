@@ -40,9 +40,9 @@ from pydantic import Field, field_validator
 
 from core.config import PluginOptions
 from core.errors import ConfigError
-from core.pipeline.models import NAME_PATTERN, AuthResult, InboundRequest
 from core.hooks.manager import hookimpl
 from core.observability.redaction import REDACTOR
+from core.pipeline.models import NAME_PATTERN, AuthResult, InboundRequest
 from core.store.replay import ReplayCache
 
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: int() would take "1_700", "+17", "١٧"
@@ -97,7 +97,7 @@ class Plugin:
                 raise ValueError("two keys have the same secret")
             return value
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
         self.replay: ReplayCache | None = None
         # (principal, secret, accounts): the owner's WEBHOOK_SECRET first, then the named keys.
@@ -108,7 +108,9 @@ class Plugin:
         self.replay = router.state.replay_cache()
         owner = router.settings.webhook_secret
         if owner and any(k.secret == owner for k in self.options.keys.values()):
-            raise ConfigError(f"{router.settings.plugins_file}: plugin 'hmac': field 'keys': a key's secret is WEBHOOK_SECRET")
+            raise ConfigError(
+                f"{router.settings.plugins_file}: plugin 'hmac': field 'keys': a key's secret is WEBHOOK_SECRET"
+            )
         self.keys = [("hmac", owner, None)] if owner else []
         for name, key in self.options.keys.items():
             REDACTOR.add(key.secret, static=True)
@@ -133,7 +135,9 @@ class Plugin:
         principal, scope = "", None
         for name, secret, accounts in self.keys:
             key_bound = hmac.compare_digest(presented, sign(secret, request.body, timestamp).encode())
-            key_body_only = hmac.compare_digest(presented, sign(secret, request.body).encode()) and self.options.allow_body_only
+            key_body_only = (
+                hmac.compare_digest(presented, sign(secret, request.body).encode()) and self.options.allow_body_only
+            )
             if (key_bound or key_body_only) and not principal:
                 bound, body_only, principal, scope = key_bound, key_body_only, name, accounts
         if not self.keys:

@@ -18,8 +18,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from core.config import PluginOptions
-from core.pipeline.models import AuthResult, InboundRequest
 from core.hooks.manager import hookimpl
+from core.pipeline.models import AuthResult, InboundRequest
 from core.web.proxy import parse_address
 
 PRESETS: dict[str, tuple[str, ...]] = {
@@ -44,7 +44,7 @@ class Plugin:
                     raise ValueError(f"{value!r} is not an IP address or network (CIDR)") from None
             return values
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
         entries = [*options.allow, *(a for preset in options.presets for a in PRESETS[preset])]
         self.networks = [ipaddress.ip_network(e.strip(), strict=False) for e in entries]

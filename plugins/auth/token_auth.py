@@ -24,8 +24,8 @@ from __future__ import annotations
 import json
 import re
 
-from core.pipeline.models import AuthResult, InboundRequest
 from core.hooks.manager import hookimpl
+from core.pipeline.models import AuthResult, InboundRequest
 from core.store.tokens import TokenStore
 
 FIELD = "token"
@@ -52,7 +52,7 @@ def extract_token(body: bytes) -> object:
     for number, match in enumerate(_CANDIDATE.finditer(text)):
         if number >= MAX_CANDIDATES:
             break
-        before = _STRING.sub("", text[1:match.start()])
+        before = _STRING.sub("", text[1 : match.start()])
         if '"' in before or before.count("{") + before.count("[") != before.count("}") + before.count("]"):
             continue
         if before.strip() and not before.rstrip().endswith(","):

@@ -26,18 +26,19 @@ import aiohttp
 from pydantic import BeforeValidator, Field, field_validator
 
 from core.config import PluginOptions
-from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import hookimpl
 from core.observability.redaction import REDACTOR
+from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
+from core.pipeline.models import Alert, OrderRequest, OrderResult
 
 if TYPE_CHECKING:
     from core.pipeline.router import Router
 
 log = logging.getLogger(__name__)
 
-EventState = Literal["filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused",
-                     "mismatch"]
+EventState = Literal[
+    "filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused", "mismatch"
+]
 MAX_TEXT = 1900  # under Discord's 2000 characters (Telegram: 4096, Slack: 40000)
 MAX_RETRY_AFTER = 60.0
 
@@ -92,10 +93,15 @@ class Delivery:
 def format_message(event: AlertEvent) -> str:
     """The notification text: what happened, to which order, and why if it failed."""
     headline = {
-        "filled": "Filled", "submitted": "Submitted (open at the exchange)", "reconciled": "Reconciled (found at the exchange)",
-        "rejected": "Rejected", "failed": "Failed (nothing was executed)",
-        "unknown": "Outcome unknown: check the exchange", "expired": "Expired (never sent)",
-        "refused": "Refused by a risk limit (nothing was sent)", "mismatch": "Strategy position mismatch",
+        "filled": "Filled",
+        "submitted": "Submitted (open at the exchange)",
+        "reconciled": "Reconciled (found at the exchange)",
+        "rejected": "Rejected",
+        "failed": "Failed (nothing was executed)",
+        "unknown": "Outcome unknown: check the exchange",
+        "expired": "Expired (never sent)",
+        "refused": "Refused by a risk limit (nothing was sent)",
+        "mismatch": "Strategy position mismatch",
     }.get(event.state, event.state)
     order = f"{event.side} {event.amount} {event.symbol}"
     if event.order_type == "limit" and event.price:
@@ -161,7 +167,9 @@ class Notifier:
             self.enqueue(event_from_result(alert, order, result, state))
 
     @hookimpl
-    def on_error(self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router) -> None:
+    def on_error(
+        self, alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router
+    ) -> None:
         if self.queue is not None:
             self.enqueue(event_from_error(alert, order, error, state, router))
 
@@ -173,8 +181,12 @@ class Notifier:
             await asyncio.wait_for(self.queue.join(), timeout=self.options.drain_timeout)
         except TimeoutError:
             unsent = self.queue.qsize() + (self.sending is not None)
-            log.warning("notifier %s: %d notification(s) not sent at shutdown (drain_timeout %.1fs)",
-                        self.name, unsent, self.options.drain_timeout)
+            log.warning(
+                "notifier %s: %d notification(s) not sent at shutdown (drain_timeout %.1fs)",
+                self.name,
+                unsent,
+                self.options.drain_timeout,
+            )
         self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
         self._sender = None
@@ -193,8 +205,13 @@ class Notifier:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.dropped += 1
-            log.warning("notifier %s: queue full (%d); dropped the notification of alert %s (%s)",
-                        self.name, self.options.queue_size, event.alert_id, event.state)
+            log.warning(
+                "notifier %s: queue full (%d); dropped the notification of alert %s (%s)",
+                self.name,
+                self.options.queue_size,
+                event.alert_id,
+                event.state,
+            )
 
     async def _send_forever(self) -> None:
         assert self.queue is not None
@@ -228,12 +245,22 @@ class Notifier:
                         break  # the destination refuses this request: sending it again cannot help
                     pause = _retry_after(response.headers.get("Retry-After"), delay)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                why = f"{type(exc).__name__} (timeout {self.options.timeout:g}s)" if isinstance(exc, TimeoutError) else type(exc).__name__
+                why = (
+                    f"{type(exc).__name__} (timeout {self.options.timeout:g}s)"
+                    if isinstance(exc, TimeoutError)
+                    else type(exc).__name__
+                )
             if attempt < attempts:
                 await asyncio.sleep(pause)
                 delay *= 2
-        log.warning("notifier %s: %s did not take the notification of alert %s after %d attempt(s): %s",
-                    self.name, delivery.label, event.alert_id, attempt, why)
+        log.warning(
+            "notifier %s: %s did not take the notification of alert %s after %d attempt(s): %s",
+            self.name,
+            delivery.label,
+            event.alert_id,
+            attempt,
+            why,
+        )
         return False
 
 

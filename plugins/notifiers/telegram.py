@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from pydantic import Field, ValidationInfo, field_validator
 
-from core.pipeline.events import AlertEvent
 from core.hooks.manager import hookimpl
+from core.pipeline.events import AlertEvent
 from plugins.notifiers.notifier import (
     CommaList,
     Delivery,
@@ -116,7 +116,10 @@ class Plugin(Notifier):
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 while True:
                     try:
-                        params: dict[str, Any] = {"timeout": self.options.poll_timeout, "allowed_updates": '["message"]'}
+                        params: dict[str, Any] = {
+                            "timeout": self.options.poll_timeout,
+                            "allowed_updates": '["message"]',
+                        }
                         if offset is not None:
                             params["offset"] = offset
                         async with session.get(f"{api}/getUpdates", params=params) as response:
@@ -159,8 +162,10 @@ class Plugin(Notifier):
                 reply = f"halted {account or 'every account'}: opening orders are refused until /resume"
             elif command == "/flatten":
                 record = await switch.request_flatten(account, by=by, reason=reason)
-                reply = (f"flattening {account or 'every account'} (flatten {record['flatten_id']}): halted, canceling "
-                         "every open order and closing every position")
+                reply = (
+                    f"flattening {account or 'every account'} (flatten {record['flatten_id']}): halted, canceling "
+                    "every open order and closing every position"
+                )
             elif command == "/resume":
                 cleared = await switch.resume(account, by=by)
                 reply = f"resumed {', '.join(cleared)}" if cleared else "nothing was halted"
@@ -175,7 +180,9 @@ class Plugin(Notifier):
             log.exception("telegram: %s failed", command)
             reply = f"{command} failed: {type(exc).__name__}"
         log.warning("telegram: %s %s from chat %s", command, account or "", chat)
-        async with session.post(f"{api}/sendMessage", json={"chat_id": message["chat"]["id"], "text": reply}) as response:
+        async with session.post(
+            f"{api}/sendMessage", json={"chat_id": message["chat"]["id"], "text": reply}
+        ) as response:
             await response.read()
 
     @property
@@ -186,8 +193,15 @@ class Plugin(Notifier):
         url = f"{self.options.base_url}/bot{self.options.bot_token}/sendMessage"
         text = format_message(event)
         return [
-            Delivery(url=url, label=f"telegram chat {chat_id}",
-                     json={"chat_id": chat_id, "text": text, "disable_web_page_preview": True,
-                           "disable_notification": self.options.disable_notification})
+            Delivery(
+                url=url,
+                label=f"telegram chat {chat_id}",
+                json={
+                    "chat_id": chat_id,
+                    "text": text,
+                    "disable_web_page_preview": True,
+                    "disable_notification": self.options.disable_notification,
+                },
+            )
             for chat_id in self.options.chat_ids
         ]

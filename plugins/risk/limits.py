@@ -30,8 +30,8 @@ from pydantic import Field, field_validator
 
 from core.config import PluginOptions
 from core.errors import RiskLimitExceeded, WebhookError
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import call_hook_safely, hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,11 @@ class Limits(PluginOptions):
                 raise ValueError(f"'{key}': a day (mon … sun) or a range of days (mon-fri)")
             for text in ranges:
                 m = _RANGE.match(text)
-                if not m or (int(m[3]) * 60 + int(m[4])) <= (int(m[1]) * 60 + int(m[2])) or (m[3] == "24" and m[4] != "00"):
+                if (
+                    not m
+                    or (int(m[3]) * 60 + int(m[4])) <= (int(m[1]) * 60 + int(m[2]))
+                    or (m[3] == "24" and m[4] != "00")
+                ):
                     raise ValueError(f"'{text}': a UTC range HH:MM-HH:MM whose end is after its start (up to 24:00)")
         return value
 
@@ -141,8 +145,13 @@ class Plugin:
         limits = self._by_account.get(key)
         if limits is None:
             override = self._overrides.get(key)
-            limits = self.options.defaults if override is None else self.options.defaults.model_copy(
-                update={f: getattr(override, f) for f in override.model_fields_set})
+            limits = (
+                self.options.defaults
+                if override is None
+                else self.options.defaults.model_copy(
+                    update={f: getattr(override, f) for f in override.model_fields_set}
+                )
+            )
             self._by_account[key] = limits
         return limits
 
@@ -154,56 +163,98 @@ class Plugin:
             return
         limits = self.limits_for(executor.account)
         symbol = order.symbol
-        if limits.symbols is not None and not any(fnmatch.fnmatchcase(symbol.upper(), p.upper()) for p in limits.symbols):
-            raise RiskLimitExceeded("symbols", f"refused by symbols: {symbol} is not in the allow-list "
-                                               f"{', '.join(limits.symbols) or '(empty)'}", value=limits.symbols, figure=symbol)
+        if limits.symbols is not None and not any(
+            fnmatch.fnmatchcase(symbol.upper(), p.upper()) for p in limits.symbols
+        ):
+            raise RiskLimitExceeded(
+                "symbols",
+                f"refused by symbols: {symbol} is not in the allow-list {', '.join(limits.symbols) or '(empty)'}",
+                value=limits.symbols,
+                figure=symbol,
+            )
         if limits.trading_hours is not None:
             now = dt.datetime.now(dt.UTC)
             if not limits.open_at(now):
                 hours = "; ".join(f"{k} {', '.join(v)}" for k, v in limits.trading_hours.items())
-                raise RiskLimitExceeded("trading_hours", f"refused by trading_hours: {now:%a %H:%M} UTC is outside {hours}",
-                                        value=limits.trading_hours, figure=f"{now:%a %H:%M}")
+                raise RiskLimitExceeded(
+                    "trading_hours",
+                    f"refused by trading_hours: {now:%a %H:%M} UTC is outside {hours}",
+                    value=limits.trading_hours,
+                    figure=f"{now:%a %H:%M}",
+                )
         if limits.max_leverage is not None and order.leverage is not None and order.leverage > limits.max_leverage:
-            raise RiskLimitExceeded("max_leverage", f"refused by max_leverage: leverage {order.leverage} is above the "
-                                                    f"limit {limits.max_leverage}", value=limits.max_leverage, figure=order.leverage)
+            raise RiskLimitExceeded(
+                "max_leverage",
+                f"refused by max_leverage: leverage {order.leverage} is above the limit {limits.max_leverage}",
+                value=limits.max_leverage,
+                figure=order.leverage,
+            )
         reads = _Reads(executor, symbol)
         if limits.max_price_deviation is not None and alert.price is not None:
             last = await reads.need("max_price_deviation", reads.last_price)
             deviation = abs(alert.price - last) / last * 100 if last else Decimal("Infinity")
             if deviation > limits.max_price_deviation:
-                raise RiskLimitExceeded("max_price_deviation", f"refused by max_price_deviation: the alert's price "
-                                        f"{_fmt(alert.price)} is {_fmt(deviation)}% from the last price {_fmt(last)}, above "
-                                        f"the limit {_fmt(limits.max_price_deviation)}%",
-                                        value=limits.max_price_deviation, figure=deviation)
+                raise RiskLimitExceeded(
+                    "max_price_deviation",
+                    f"refused by max_price_deviation: the alert's price "
+                    f"{_fmt(alert.price)} is {_fmt(deviation)}% from the last price {_fmt(last)}, above "
+                    f"the limit {_fmt(limits.max_price_deviation)}%",
+                    value=limits.max_price_deviation,
+                    figure=deviation,
+                )
         quote = _quote(symbol)
         if limits.max_order_notional is not None or limits.max_position_notional is not None:
-            price = (Decimal(order.price) if order.price else Decimal(order.reference_price) if order.reference_price
-                     else alert.price or await reads.need("max_order_notional", reads.last_price))
-            amount = Decimal(order.amount) if order.amount else (Decimal(order.cost) / price if order.cost else Decimal(0))
+            price = (
+                Decimal(order.price)
+                if order.price
+                else Decimal(order.reference_price)
+                if order.reference_price
+                else alert.price or await reads.need("max_order_notional", reads.last_price)
+            )
+            amount = (
+                Decimal(order.amount) if order.amount else (Decimal(order.cost) / price if order.cost else Decimal(0))
+            )
             notional = Decimal(order.cost) if order.cost and not order.amount else amount * price
             if limits.max_order_notional is not None and notional > limits.max_order_notional:
-                raise RiskLimitExceeded("max_order_notional", f"refused by max_order_notional: the order is worth "
-                                        f"{_fmt(notional)} {quote}, above the limit {_fmt(limits.max_order_notional)} {quote}",
-                                        value=limits.max_order_notional, figure=notional)
+                raise RiskLimitExceeded(
+                    "max_order_notional",
+                    f"refused by max_order_notional: the order is worth "
+                    f"{_fmt(notional)} {quote}, above the limit {_fmt(limits.max_order_notional)} {quote}",
+                    value=limits.max_order_notional,
+                    figure=notional,
+                )
             if limits.max_position_notional is not None:
-                held = (Decimal(order.position_before) if order.position_before is not None
-                        else await reads.need("max_position_notional", reads.position))
+                held = (
+                    Decimal(order.position_before)
+                    if order.position_before is not None
+                    else await reads.need("max_position_notional", reads.position)
+                )
                 after = held + (amount if order.side == "buy" else -amount)
                 value = abs(after) * price
                 if value > limits.max_position_notional:
-                    raise RiskLimitExceeded("max_position_notional", f"refused by max_position_notional: the position "
-                                            f"after the order would be {_fmt(after)} {symbol} worth {_fmt(value)} {quote}, "
-                                            f"above the limit {_fmt(limits.max_position_notional)} {quote}",
-                                            value=limits.max_position_notional, figure=value)
+                    raise RiskLimitExceeded(
+                        "max_position_notional",
+                        f"refused by max_position_notional: the position "
+                        f"after the order would be {_fmt(after)} {symbol} worth {_fmt(value)} {quote}, "
+                        f"above the limit {_fmt(limits.max_position_notional)} {quote}",
+                        value=limits.max_position_notional,
+                        figure=value,
+                    )
         if limits.max_daily_loss is not None:
             await self._check_daily_loss(limits, executor, router)
         if limits.max_orders_per_minute is not None:  # last: only an order about to be sent is counted
-            counted, seen = await router.kill_switch.store.count_order(f"opm:{executor.account.lower()}",
-                                                                       limits.max_orders_per_minute, 60.0)
+            counted, seen = await router.kill_switch.store.count_order(
+                f"opm:{executor.account.lower()}", limits.max_orders_per_minute, 60.0
+            )
             if not counted:
-                raise RiskLimitExceeded("max_orders_per_minute", f"refused by max_orders_per_minute: {seen} opening "
-                                        f"orders were sent on account '{executor.account}' in the last 60 s; the limit is "
-                                        f"{limits.max_orders_per_minute}", value=limits.max_orders_per_minute, figure=seen + 1)
+                raise RiskLimitExceeded(
+                    "max_orders_per_minute",
+                    f"refused by max_orders_per_minute: {seen} opening "
+                    f"orders were sent on account '{executor.account}' in the last 60 s; the limit is "
+                    f"{limits.max_orders_per_minute}",
+                    value=limits.max_orders_per_minute,
+                    figure=seen + 1,
+                )
 
     @hookimpl
     async def describe_risk_limits(self, account: str, router) -> list[dict[str, Any]]:
@@ -232,9 +283,13 @@ class Plugin:
                 text = plain
             used = None
             if name == "max_orders_per_minute":
-                used = str(await router.kill_switch.store.recent_orders(f"opm:{account.lower()}", 60.0)) + " in the last 60 s"
-            described.append({"limit": name, "value": text, "source": "account" if name in overridden else "default",
-                              "used": used})
+                used = (
+                    str(await router.kill_switch.store.recent_orders(f"opm:{account.lower()}", 60.0))
+                    + " in the last 60 s"
+                )
+            described.append(
+                {"limit": name, "value": text, "source": "account" if name in overridden else "default", "used": used}
+            )
         return described
 
     async def _check_daily_loss(self, limits: Limits, executor, router) -> None:
@@ -250,16 +305,26 @@ class Plugin:
             # Halt once a day: the halt check before this hook let the order through, so an
             # account halted earlier today has been resumed by hand; that decision stands.
             marker = Decimal(int(now.timestamp() * 1000))
-            first = await router.kill_switch.store.baseline(executor.account.lower(), now.strftime("%Y-%m-%d#halted"), marker)
+            first = await router.kill_switch.store.baseline(
+                executor.account.lower(), now.strftime("%Y-%m-%d#halted"), marker
+            )
             if first != marker:
                 return
             tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
-            reason = (f"max_daily_loss: equity {_fmt(equity)} {currency} is {_fmt(loss)} below the day's start "
-                      f"{_fmt(start)}; the limit is {_fmt(limits.max_daily_loss)}")
-            await router.kill_switch.halt(executor.account, reason=reason, by="max_daily_loss", until=tomorrow.timestamp())
-            raise RiskLimitExceeded("max_daily_loss", f"refused by {reason}; account '{executor.account}' is halted "
-                                                      f"until {tomorrow:%Y-%m-%d %H:%M}Z or a resume",
-                                    value=limits.max_daily_loss, figure=loss)
+            reason = (
+                f"max_daily_loss: equity {_fmt(equity)} {currency} is {_fmt(loss)} below the day's start "
+                f"{_fmt(start)}; the limit is {_fmt(limits.max_daily_loss)}"
+            )
+            await router.kill_switch.halt(
+                executor.account, reason=reason, by="max_daily_loss", until=tomorrow.timestamp()
+            )
+            raise RiskLimitExceeded(
+                "max_daily_loss",
+                f"refused by {reason}; account '{executor.account}' is halted "
+                f"until {tomorrow:%Y-%m-%d %H:%M}Z or a resume",
+                value=limits.max_daily_loss,
+                figure=loss,
+            )
 
     # ------------------------------------------------------------ strategy position sync
 
@@ -275,8 +340,9 @@ class Plugin:
         executor = router.executors.get(order.account)
         if executor is None:
             return  # an alert carrying its own credentials: no configured account to keep in sync
-        task = asyncio.get_running_loop().create_task(self._sync(alert, order, executor, str(name), size, router),
-                                                      name=f"position-sync-{alert.alert_id}")
+        task = asyncio.get_running_loop().create_task(
+            self._sync(alert, order, executor, str(name), size, router), name=f"position-sync-{alert.alert_id}"
+        )
         self._sync_tasks.add(task)
         task.add_done_callback(self._sync_tasks.discard)
 
@@ -290,23 +356,39 @@ class Plugin:
             return
         if abs(actual - expected) <= strategy.tolerance:
             return
-        message = (f"strategy '{name}' expects {_fmt(expected)} {order.symbol} on account '{executor.account}' "
-                   f"(position_size {size} × ratio {_fmt(strategy.ratio)}) but the exchange holds {_fmt(actual)}")
+        message = (
+            f"strategy '{name}' expects {_fmt(expected)} {order.symbol} on account '{executor.account}' "
+            f"(position_size {size} × ratio {_fmt(strategy.ratio)}) but the exchange holds {_fmt(actual)}"
+        )
         log.warning("position mismatch: %s; on_mismatch=%s", message, strategy.on_mismatch)
         try:
             if strategy.on_mismatch == "halt":
-                await router.kill_switch.halt(executor.account, reason=f"position mismatch: {message}", by=f"strategy:{name}")
+                await router.kill_switch.halt(
+                    executor.account, reason=f"position mismatch: {message}", by=f"strategy:{name}"
+                )
                 message += f"; account '{executor.account}' halted"
             elif strategy.on_mismatch == "correct":
-                correction = Alert(alert_id=f"{(alert.alert_id or '')[:123]}-sync", action="target", target_position=expected,
-                                   symbol=order.symbol, account=executor.account, raw={"strategy": name})
+                correction = Alert(
+                    alert_id=f"{(alert.alert_id or '')[:123]}-sync",
+                    action="target",
+                    target_position=expected,
+                    symbol=order.symbol,
+                    account=executor.account,
+                    raw={"strategy": name},
+                )
                 row = await router.kill_switch.place(correction, executor, principal=f"strategy:{name}")
                 message += f"; correction {correction.alert_id}: {row.get('state')}"
         except Exception as exc:
             log.exception("position sync of strategy %s failed", name)
             message += f"; {strategy.on_mismatch} failed: {exc}"
-        await call_hook_safely(router.hook.on_error, alert=alert, order=order, error=PositionMismatch(message),
-                               state="mismatch", router=router)
+        await call_hook_safely(
+            router.hook.on_error,
+            alert=alert,
+            order=order,
+            error=PositionMismatch(message),
+            state="mismatch",
+            router=router,
+        )
 
     @hookimpl
     async def router_shutdown(self, router) -> None:
@@ -341,8 +423,12 @@ class _Reads:
 
 def _unchecked(limit: str, exc: BaseException) -> RiskLimitExceeded:
     reason = str(exc)[:200] or type(exc).__name__
-    return RiskLimitExceeded(limit, f"refused by {limit}: the limit could not be checked ({reason}); opening orders are "
-                                    "refused until it can be", value=None, figure=None)
+    return RiskLimitExceeded(
+        limit,
+        f"refused by {limit}: the limit could not be checked ({reason}); opening orders are refused until it can be",
+        value=None,
+        figure=None,
+    )
 
 
 def _quote(symbol: str) -> str:

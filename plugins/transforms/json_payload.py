@@ -23,7 +23,9 @@ def _reject_constant(name: str) -> Any:
 @hookimpl(trylast=True)
 def parse_payload(body: bytes, content_type: str, router) -> dict[str, Any]:
     if content_type not in ACCEPTED_TYPES:
-        raise UnsupportedMediaType(f"content type '{content_type[:60]}' is not supported; send application/json or text/plain JSON")
+        raise UnsupportedMediaType(
+            f"content type '{content_type[:60]}' is not supported; send application/json or text/plain JSON"
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:

@@ -49,24 +49,94 @@ from core.hooks.manager import hookimpl
 
 PLACEHOLDER = re.compile(r"\{\{.*?\}\}")
 SIDES = {"buy": "buy", "long": "buy", "sell": "sell", "short": "sell"}
-ACTIONS = {"order": "order", "target": "target", "close": "close", "exit": "close", "flip": "flip", "reverse": "flip",
-           "cancel": "cancel", "cancel_all": "cancel_all", "cancelall": "cancel_all"}
-ORDER_TYPES = {"market": "market", "mkt": "market", "limit": "limit", "lmt": "limit", "stop": "stop", "stop_market": "stop",
-               "stopmarket": "stop", "stop_limit": "stop_limit", "stoplimit": "stop_limit"}
-TIMES_IN_FORCE = {"gtc": "GTC", "ioc": "IOC", "fok": "FOK", "po": "PO", "gtx": "PO", "post_only": "PO", "postonly": "PO"}
-AMOUNT_TYPES = {"base": "base", "contracts": "base", "coin": "base", "quote": "quote", "usdt": "quote", "usd": "quote",
-                "cost": "quote", "percent": "percent_of_balance", "percent_of_balance": "percent_of_balance",
-                "balance_percent": "percent_of_balance", "percent_of_position": "percent_of_position",
-                "position_percent": "percent_of_position"}
+ACTIONS = {
+    "order": "order",
+    "target": "target",
+    "close": "close",
+    "exit": "close",
+    "flip": "flip",
+    "reverse": "flip",
+    "cancel": "cancel",
+    "cancel_all": "cancel_all",
+    "cancelall": "cancel_all",
+}
+ORDER_TYPES = {
+    "market": "market",
+    "mkt": "market",
+    "limit": "limit",
+    "lmt": "limit",
+    "stop": "stop",
+    "stop_market": "stop",
+    "stopmarket": "stop",
+    "stop_limit": "stop_limit",
+    "stoplimit": "stop_limit",
+}
+TIMES_IN_FORCE = {
+    "gtc": "GTC",
+    "ioc": "IOC",
+    "fok": "FOK",
+    "po": "PO",
+    "gtx": "PO",
+    "post_only": "PO",
+    "postonly": "PO",
+}
+AMOUNT_TYPES = {
+    "base": "base",
+    "contracts": "base",
+    "coin": "base",
+    "quote": "quote",
+    "usdt": "quote",
+    "usd": "quote",
+    "cost": "quote",
+    "percent": "percent_of_balance",
+    "percent_of_balance": "percent_of_balance",
+    "balance_percent": "percent_of_balance",
+    "percent_of_position": "percent_of_position",
+    "position_percent": "percent_of_position",
+}
 MARGIN_MODES = {"cross": "cross", "crossed": "cross", "isolated": "isolated"}
 ASCII_SPACE = " \t\r\n"  # numbers are ASCII: a no-break or other Unicode space is not stripped (core.pipeline.models)
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-ALERT_FIELD_NAMES = ("symbol", "side", "amount", "price", "order_type", "market_type", "alert_id", "account", "exchange", "params",
-                     "action", "amount_type", "target_position", "market_position", "stop_price", "stop_loss", "take_profit",
-                     "reduce_only", "post_only", "time_in_force", "leverage", "margin_mode", "order_id", "cancel_client_order_id",
-                     "market_position_size")
-MARKET_TYPES = {"spot": "spot", "swap": "swap", "perp": "swap", "perps": "swap", "perpetual": "swap", "perpetuals": "swap",
-                "linear": "swap", "inverse": "swap", "future": "future", "futures": "future", "delivery": "future"}
+ALERT_FIELD_NAMES = (
+    "symbol",
+    "side",
+    "amount",
+    "price",
+    "order_type",
+    "market_type",
+    "alert_id",
+    "account",
+    "exchange",
+    "params",
+    "action",
+    "amount_type",
+    "target_position",
+    "market_position",
+    "stop_price",
+    "stop_loss",
+    "take_profit",
+    "reduce_only",
+    "post_only",
+    "time_in_force",
+    "leverage",
+    "margin_mode",
+    "order_id",
+    "cancel_client_order_id",
+    "market_position_size",
+)
+MARKET_TYPES = {
+    "spot": "spot",
+    "swap": "swap",
+    "perp": "swap",
+    "perps": "swap",
+    "perpetual": "swap",
+    "perpetuals": "swap",
+    "linear": "swap",
+    "inverse": "swap",
+    "future": "future",
+    "futures": "future",
+    "delivery": "future",
+}
 
 
 def _find_placeholder(value: Any, path: str) -> str | None:
@@ -126,14 +196,16 @@ class Plugin:
             "origClientOrderId": "cancel_client_order_id",
         }
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
 
     @hookimpl
     def transform_payload(self, payload: dict[str, Any]) -> None:
         field = _find_placeholder(payload, "")
         if field is not None:
-            raise Unprocessable(f"field '{field}' holds an unreplaced TradingView placeholder", code="unreplaced_placeholder")
+            raise Unprocessable(
+                f"field '{field}' holds an unreplaced TradingView placeholder", code="unreplaced_placeholder"
+            )
         # Field names in any case ("Ticker", "Side"); secrets keep theirs (apiKey, secret).
         by_lower = {name.lower(): name for name in (*self.options.aliases, *ALERT_FIELD_NAMES)}
         for key in [k for k in payload if isinstance(k, str) and k not in by_lower.values() and k.lower() in by_lower]:
@@ -146,14 +218,22 @@ class Plugin:
         if isinstance(payload.get("side"), str):
             side = payload["side"].strip().lower()
             if side not in SIDES:
-                raise Unprocessable(f"side must be buy or sell (or long/short), got {payload['side'][:20]!r}", code="invalid_alert")
+                raise Unprocessable(
+                    f"side must be buy or sell (or long/short), got {payload['side'][:20]!r}", code="invalid_alert"
+                )
             payload["side"] = SIDES[side]
-        for key, names in (("order_type", ORDER_TYPES), ("market_type", MARKET_TYPES), ("amount_type", AMOUNT_TYPES),
-                           ("margin_mode", MARGIN_MODES)):
+        for key, names in (
+            ("order_type", ORDER_TYPES),
+            ("market_type", MARKET_TYPES),
+            ("amount_type", AMOUNT_TYPES),
+            ("margin_mode", MARGIN_MODES),
+        ):
             if isinstance(payload.get(key), str):
                 payload[key] = names.get(_word(payload[key]), payload[key].strip().lower())
         if isinstance(payload.get("time_in_force"), str):
-            payload["time_in_force"] = TIMES_IN_FORCE.get(_word(payload["time_in_force"]), payload["time_in_force"].strip().upper())
+            payload["time_in_force"] = TIMES_IN_FORCE.get(
+                _word(payload["time_in_force"]), payload["time_in_force"].strip().upper()
+            )
         if isinstance(payload.get("market_position"), str):
             payload["market_position"] = payload["market_position"].strip().lower()
         for key in ("reduce_only", "post_only"):
@@ -162,13 +242,23 @@ class Plugin:
                 payload[key] = BOOLEANS[value.strip().lower()]
             elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
                 payload[key] = bool(value)
-        for key in ("amount", "price", "stop_price", "stop_loss", "take_profit", "target_position", "market_position_size"):
+        for key in (
+            "amount",
+            "price",
+            "stop_price",
+            "stop_loss",
+            "take_profit",
+            "target_position",
+            "market_position_size",
+        ):
             if isinstance(payload.get(key), str):
                 payload[key] = payload[key].strip(ASCII_SPACE)
         if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
             payload["amount"] = payload["amount"][:-1].strip(ASCII_SPACE)
             payload.setdefault("amount_type", "percent_of_balance")
-        if isinstance(payload.get("leverage"), str):  # "5x" → "5"; the number is read by core.pipeline.models.parse_integer
+        if isinstance(
+            payload.get("leverage"), str
+        ):  # "5x" → "5"; the number is read by core.pipeline.models.parse_integer
             payload["leverage"] = payload["leverage"].strip(ASCII_SPACE).lower().removesuffix("x").strip(ASCII_SPACE)
         self._position_size(payload)
         for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):
@@ -192,11 +282,16 @@ class Plugin:
                 if side is None:
                     payload["side"] = value
                 elif isinstance(side, str) and SIDES.get(side.strip().lower()) != SIDES[word]:
-                    raise Unprocessable(f"action {value.strip()!r} and side {side.strip()!r} disagree", code="invalid_alert")
+                    raise Unprocessable(
+                        f"action {value.strip()!r} and side {side.strip()!r} disagree", code="invalid_alert"
+                    )
             elif word in ACTIONS:
                 payload["action"] = ACTIONS[word]
-        if "action" not in payload and "side" not in payload and (
-                payload.get("market_position") not in (None, "") or payload.get("target_position") not in (None, "")):
+        if (
+            "action" not in payload
+            and "side" not in payload
+            and (payload.get("market_position") not in (None, "") or payload.get("target_position") not in (None, ""))
+        ):
             payload["action"] = "target"
 
     @staticmethod

@@ -10,12 +10,19 @@ import sys
 import httpx
 
 from tests.support import ROOT, ServerProcess, base_env
-from tests.unit.core.pipeline.test_trading_alerts import FILLED, readme_templates as doc_templates
+from tests.unit.core.pipeline.test_trading_alerts import FILLED
+from tests.unit.core.pipeline.test_trading_alerts import readme_templates as doc_templates
 
 
 def issue_token(env: dict[str, str], cwd) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "manage_tokens.py"), "issue", "--label", "tradingview", "--ttl", "3600"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "manage_tokens.py"), "issue", "--label", "tradingview", "--ttl", "3600"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip().splitlines()[0].split()[-1]
 
@@ -40,7 +47,9 @@ def test_docs_templates_through_the_real_server(tmp_path):
             if payload.get("action") == "cancel":  # cancel the stop order an earlier template placed
                 stop = next(a for a in answers if a.get("order", {}).get("order_type") == "stop")
                 message = json.dumps({**payload, "client_order_id": stop["order"]["client_order_id"]})
-            response = http.post("/webhook", content=message.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
+            response = http.post(
+                "/webhook", content=message.encode(), headers={"Content-Type": "text/plain; charset=utf-8"}
+            )
             answer = response.json()
             assert response.status_code == 200, (template, answer)
             assert token not in response.text

@@ -50,8 +50,16 @@ def _token(server, **kwargs) -> str:
     return token
 
 
-def refused(server, http, body: bytes, headers: dict[str, str], status: int, code: str | tuple[str, ...], *,
-            url: str = "/webhook") -> dict:
+def refused(
+    server,
+    http,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    code: str | tuple[str, ...],
+    *,
+    url: str = "/webhook",
+) -> dict:
     before = ledger_count(server.data_dir)
     response = http.post(url, content=body, headers=headers)
     answer = response.json()
@@ -126,8 +134,15 @@ def test_wrong_signature_is_401(server, http):
 def test_malformed_signatures_are_401(server, http):
     body = alert_body(id=_uid("malformed"))
     good = signed_headers(body)
-    for signature in ("", "zz" * 32, good["X-Signature"][:-2], good["X-Signature"] + "00", "0" * 64,
-                      "é".encode() * 32, good["X-Signature"].encode()[:-1] + b"\xff"):  # non-ASCII on the wire
+    for signature in (
+        "",
+        "zz" * 32,
+        good["X-Signature"][:-2],
+        good["X-Signature"] + "00",
+        "0" * 64,
+        "é".encode() * 32,
+        good["X-Signature"].encode()[:-1] + b"\xff",
+    ):  # non-ASCII on the wire
         assert refused(server, http, body, good | {"X-Signature": signature}, 401, "unauthorized") == UNAUTHORIZED
 
 
@@ -151,17 +166,42 @@ def test_body_changed_after_signing_is_401(server, http):
 def test_timestamp_outside_the_window_is_401_even_correctly_signed(server, http, offset):
     body = alert_body(id=_uid(f"ts{offset}"))
     for bound in (True, False):
-        refused(server, http, body, signed_headers(body, timestamp=int(time.time()) + offset, bound=bound), 401, "unauthorized")
+        refused(
+            server,
+            http,
+            body,
+            signed_headers(body, timestamp=int(time.time()) + offset, bound=bound),
+            401,
+            "unauthorized",
+        )
 
 
-@pytest.mark.parametrize("timestamp", ["", "abc", "1.7e9", "+{now}", "{now}.0", "{now_underscored}", "0x{now:x}",
-                                       "{now}\u00b2", "\u0661\u0667\u0660\u0660", "-1", "9" * 40])
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "",
+        "abc",
+        "1.7e9",
+        "+{now}",
+        "{now}.0",
+        "{now_underscored}",
+        "0x{now:x}",
+        "{now}\u00b2",
+        "\u0661\u0667\u0660\u0660",
+        "-1",
+        "9" * 40,
+    ],
+)
 def test_timestamp_not_a_number_is_401_even_correctly_signed(server, http, timestamp):
     now = int(time.time())
     ts = timestamp.format(now=now, now_underscored=f"{now:_}")
     body = alert_body(id=_uid("tsnan"))
     # Signed over "<that X-Timestamp>.<body>" as the server would read it: only the timestamp is wrong.
-    headers = {**JSON, "X-Timestamp": ts.encode("utf-8"), "X-Signature": sign(SECRET, body, ts.encode("utf-8").decode("latin-1"))}
+    headers = {
+        **JSON,
+        "X-Timestamp": ts.encode("utf-8"),
+        "X-Signature": sign(SECRET, body, ts.encode("utf-8").decode("latin-1")),
+    }
     refused(server, http, body, headers, 401, "unauthorized")
     headers.pop("X-Timestamp")
     refused(server, http, body, headers, 401, "unauthorized")
@@ -185,7 +225,10 @@ def test_revoked_token_is_401(server, http):
     token = _token(server, label="to-revoke")
     accepted(server, http, token_body(token, id=_uid("before-revoke")), TEXT_PLAIN)
     assert revoke_token(server.data_dir, token)
-    assert refused(server, http, token_body(token, id=_uid("after-revoke")), TEXT_PLAIN, 401, "unauthorized") == UNAUTHORIZED
+    assert (
+        refused(server, http, token_body(token, id=_uid("after-revoke")), TEXT_PLAIN, 401, "unauthorized")
+        == UNAUTHORIZED
+    )
 
 
 def test_expired_token_is_401_and_removed(server, http):
@@ -202,7 +245,12 @@ def test_unknown_and_malformed_tokens_are_401(server, http):
 def test_token_as_header_or_query_parameter_is_401(server, http):
     token = _token(server, label="misplaced")
     body = alert_body(id=_uid("misplaced"))
-    for headers in ({"Authorization": f"Bearer {token}"}, {"X-Token": token}, {"Token": token}, {"Cookie": f"token={token}"}):
+    for headers in (
+        {"Authorization": f"Bearer {token}"},
+        {"X-Token": token},
+        {"Token": token},
+        {"Cookie": f"token={token}"},
+    ):
         refused(server, http, body, TEXT_PLAIN | headers, 401, "unauthorized")
     refused(server, http, body, TEXT_PLAIN, 401, "unauthorized", url=f"/webhook?token={token}")
     # The same token in the body works: only its place was wrong.
@@ -258,8 +306,11 @@ def nested(depth: int) -> list:
 
 
 def test_deeply_nested_json_is_400(server, http):
-    for body in (b"[" * 20_000 + b"]" * 20_000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
-                 json.dumps({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "x": nested(40)}).encode()):
+    for body in (
+        b"[" * 20_000 + b"]" * 20_000,
+        b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        json.dumps({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "x": nested(40)}).encode(),
+    ):
         refused(server, http, body, signed_headers(body), 400, "bad_request")
 
 
@@ -275,7 +326,12 @@ def test_not_json_is_400(server, http):
 
 def test_wrong_content_type_is_415(server, http):
     body = alert_body(id=_uid("ctype"))
-    for ctype in ("application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml", "image/png"):
+    for ctype in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "image/png",
+    ):
         refused(server, http, body, signed_headers(body) | {"Content-Type": ctype}, 415, "unsupported_media_type")
 
 
@@ -288,22 +344,47 @@ def test_json_that_is_not_an_object_is_refused(server, http):
 # ---------------------------------------------------------------- alerts that must not trade
 
 
-@pytest.mark.parametrize("fields", [
-    {"price": "{{close}}"},
-    {"amount": "{{strategy.order.contracts}}"},
-    {"side": "{{strategy.order.action}}"},
-    {"symbol": "{{ticker}}"},
-    {"comment": "{{strategy.order.comment}}"},
-], ids=["price", "amount", "side", "symbol", "extra-field"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"price": "{{close}}"},
+        {"amount": "{{strategy.order.contracts}}"},
+        {"side": "{{strategy.order.action}}"},
+        {"symbol": "{{ticker}}"},
+        {"comment": "{{strategy.order.comment}}"},
+    ],
+    ids=["price", "amount", "side", "symbol", "extra-field"],
+)
 def test_unreplaced_placeholders_are_422(server, http, fields):
     body = alert_body(id=_uid("placeholder"), **fields)
     answer = refused(server, http, body, signed_headers(body), 422, "unreplaced_placeholder")
     assert next(iter(fields)) in answer["error"]["message"]
 
 
-@pytest.mark.parametrize("amount", ["0", 0, "-1", -0.5, "NaN", "nan", "Infinity", "-inf", "1e400", 1e300,
-                                    "1000000000000000000", "0x10", "1,000", True, "", None, [], {}],
-                         ids=lambda a: repr(a))
+@pytest.mark.parametrize(
+    "amount",
+    [
+        "0",
+        0,
+        "-1",
+        -0.5,
+        "NaN",
+        "nan",
+        "Infinity",
+        "-inf",
+        "1e400",
+        1e300,
+        "1000000000000000000",
+        "0x10",
+        "1,000",
+        True,
+        "",
+        None,
+        [],
+        {},
+    ],
+    ids=lambda a: repr(a),
+)
 def test_bad_amounts_are_422(server, http, amount):
     payload = json.loads(alert_body(id=_uid("amount")))
     payload["amount"] = amount
@@ -318,11 +399,14 @@ def test_tiny_amount_is_422_with_the_minimum(server, http):
     assert "minimum" in answer["error"]["message"]
 
 
-@pytest.mark.parametrize("fields, code", [
-    ({"account": "nope"}, "unknown_account"),
-    ({"account": "../paper"}, "invalid_alert"),
-    ({"exchange": "kraken; rm -rf /"}, "invalid_alert"),
-])
+@pytest.mark.parametrize(
+    "fields, code",
+    [
+        ({"account": "nope"}, "unknown_account"),
+        ({"account": "../paper"}, "invalid_alert"),
+        ({"exchange": "kraken; rm -rf /"}, "invalid_alert"),
+    ],
+)
 def test_unknown_account_is_422(server, http, fields, code):
     # The paper default stands in for any exchange an alert names (TradingView's
     # {{exchange}}), so unknown exchanges are shown on a deployment without it, below.
@@ -336,24 +420,48 @@ def test_unknown_exchange_or_account_is_422_without_a_catch_all_default(tmp_path
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "plugins.yaml").write_text("router:\n  allow_payload_credentials: true\n")
     with running_server(tmp_path, DEFAULT_EXCHANGE="binance") as server, client_from(base_url=server.url) as http:
-        for fields, code in [({"exchange": "kraken"}, "unknown_exchange"), ({"exchange": "nosuchexchange"}, "unknown_exchange"),
-                             ({"exchange": "nosuchexchange", "apiKey": "k" * 16, "secret": "s" * 16}, "unknown_exchange"),
-                             ({"account": "nope"}, "unknown_account"), ({}, "unknown_account")]:
+        for fields, code in [
+            ({"exchange": "kraken"}, "unknown_exchange"),
+            ({"exchange": "nosuchexchange"}, "unknown_exchange"),
+            ({"exchange": "nosuchexchange", "apiKey": "k" * 16, "secret": "s" * 16}, "unknown_exchange"),
+            ({"account": "nope"}, "unknown_account"),
+            ({}, "unknown_account"),
+        ]:
             body = alert_body(id=_uid("route"), **fields)
             refused(server, http, body, signed_headers(body), 422, code)
         body = alert_body(id=_uid("route"), account="paper")
         accepted(server, http, body, signed_headers(body))
 
 
-@pytest.mark.parametrize("symbol", [
-    "BTC\u0000USDT", "BTC\nUSDT", "BTC\rUSDT\r\nX-Injected: 1", "BTC\tUSDT", "BTC\u202eUSDT", "BTCUSDT\u0007",
-    "BTCUSDT'; DROP TABLE paper_orders;--", "BTC\" OR \"1\"=\"1", "../../etc/passwd", "<script>alert(1)</script>",
-    "${jndi:ldap://x/a}", "{{7*7}}", "BTC USDT", "", "A" * 65, "BTC/USDT:USDT/../../x", "ＢＴＣＵＳＤＴ",
-], ids=lambda s: repr(s)[:30])
+@pytest.mark.parametrize(
+    "symbol",
+    [
+        "BTC\u0000USDT",
+        "BTC\nUSDT",
+        "BTC\rUSDT\r\nX-Injected: 1",
+        "BTC\tUSDT",
+        "BTC\u202eUSDT",
+        "BTCUSDT\u0007",
+        "BTCUSDT'; DROP TABLE paper_orders;--",
+        'BTC" OR "1"="1',
+        "../../etc/passwd",
+        "<script>alert(1)</script>",
+        "${jndi:ldap://x/a}",
+        "{{7*7}}",
+        "BTC USDT",
+        "",
+        "A" * 65,
+        "BTC/USDT:USDT/../../x",
+        "ＢＴＣＵＳＤＴ",
+    ],
+    ids=lambda s: repr(s)[:30],
+)
 def test_control_characters_and_injection_in_symbol_are_422(server, http, symbol):
     body = alert_body(id=_uid("symbol"), symbol=symbol)
     # Refused for its shape (invalid_alert), or, well-formed, for naming no market (unknown_symbol).
-    answer = refused(server, http, body, signed_headers(body), 422, ("invalid_alert", "unknown_symbol", "unreplaced_placeholder"))
+    answer = refused(
+        server, http, body, signed_headers(body), 422, ("invalid_alert", "unknown_symbol", "unreplaced_placeholder")
+    )
     assert "symbol" in answer["error"]["message"]
     assert "\n" not in answer["error"]["message"] and "\r" not in answer["error"]["message"]
 
@@ -386,9 +494,11 @@ def test_replay_after_the_ttl_with_a_fresh_timestamp_is_401(tmp_path):
         while time.time() <= sent_at + ttl + 1.5 and time.monotonic() < deadline:
             time.sleep(0.05)
         fresh = str(int(time.time()))
-        refused(server, http, bound_body, bound, 401, "unauthorized")                         # too old now
+        refused(server, http, bound_body, bound, 401, "unauthorized")  # too old now
         refused(server, http, bound_body, bound | {"X-Timestamp": fresh}, 401, "unauthorized")  # bound to the old one
-        refused(server, http, body_only_body, body_only | {"X-Timestamp": fresh}, 401, "unauthorized")  # remembered for ever
+        refused(
+            server, http, body_only_body, body_only | {"X-Timestamp": fresh}, 401, "unauthorized"
+        )  # remembered for ever
         # A new alert signed now is of course fine.
         body = alert_body(id=_uid("ttl-new"))
         accepted(server, http, body, signed_headers(body))
@@ -416,8 +526,12 @@ def test_replay_after_a_server_restart_is_401(tmp_path):
 def test_replay_to_a_second_server_process_on_the_same_data_dir_is_401(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
-    with ServerProcess(base_env(data), tmp_path) as a, ServerProcess(base_env(data), tmp_path) as b, \
-            client_from(base_url=a.url) as to_a, client_from(base_url=b.url) as to_b:
+    with (
+        ServerProcess(base_env(data), tmp_path) as a,
+        ServerProcess(base_env(data), tmp_path) as b,
+        client_from(base_url=a.url) as to_a,
+        client_from(base_url=b.url) as to_b,
+    ):
         a.data_dir = b.data_dir = data
         for bound in (True, False):
             body = alert_body(id=_uid(f"second-{bound}"))

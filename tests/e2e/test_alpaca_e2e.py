@@ -15,13 +15,24 @@ from tests.ccxt_support import EmulatorProcess, alert_status, send_alert
 from tests.support import MONITOR, ServerProcess, base_env
 
 ACCOUNT = "alpaca"
-ROUTER = {"modules": ["plugins.exchanges.alpaca"], "reconcile_interval": 0.05, "reconcile_max_delay": 0.2,
-          "retry_base_delay": 0.05, "resubmit_after": 0.3}
+ROUTER = {
+    "modules": ["plugins.exchanges.alpaca"],
+    "reconcile_interval": 0.05,
+    "reconcile_max_delay": 0.2,
+    "retry_base_delay": 0.05,
+    "resubmit_after": 0.3,
+}
 
 
 def alpaca_yaml(emulator_url: str, **account: object) -> str:
-    options = {"api_key": "emu-key-1", "secret": "emu-secret-1", "base_url": emulator_url + "/alpaca",
-               "clock_max_age": 0, "timeout": 4, **account}
+    options = {
+        "api_key": "emu-key-1",
+        "secret": "emu-secret-1",
+        "base_url": emulator_url + "/alpaca",
+        "clock_max_age": 0,
+        "timeout": 4,
+        **account,
+    }
     return yaml.safe_dump({"router": ROUTER, "alpaca": {"accounts": {ACCOUNT: options}}}, sort_keys=False)
 
 
@@ -76,8 +87,9 @@ def test_the_plugin_is_loaded_from_plugins_yaml_and_ready(server):
     assert "emu-secret-1" not in str(health)
 
 
-@pytest.mark.parametrize("ticker,symbol", [("NASDAQ:AAPL", "AAPL"), ("AAPL", "AAPL"), ("BTCUSD", "BTC/USD"),
-                                          ("COINBASE:BTCUSD", "BTC/USD")])
+@pytest.mark.parametrize(
+    "ticker,symbol", [("NASDAQ:AAPL", "AAPL"), ("AAPL", "AAPL"), ("BTCUSD", "BTC/USD"), ("COINBASE:BTCUSD", "BTC/USD")]
+)
 def test_tradingview_tickers_resolve_on_the_alpaca_account(server, emu, ticker, symbol):
     alert_id = unique("resolve")
     contracts = "0.001" if symbol == "BTC/USD" else "2"
@@ -105,8 +117,9 @@ def test_a_fractional_notional_buy_arrives_with_the_right_fields(server, emu):
 
 def test_a_bracket_order_arrives_with_its_legs(server, emu):
     alert_id = unique("bracket")
-    response = send_alert(server.url, alert("AAPL", alert_id, contracts="3", price="190", stop_loss="180.004",
-                                            take_profit="210"))
+    response = send_alert(
+        server.url, alert("AAPL", alert_id, contracts="3", price="190", stop_loss="180.004", take_profit="210")
+    )
     assert response.status_code == 200, response.text
     [request] = sent(emu, alert_id)
     assert request["order_class"] == "bracket" and request["quantity"] == "3"
@@ -120,8 +133,9 @@ def test_a_bracket_order_arrives_with_its_legs(server, emu):
 
 def test_crypto_has_no_bracket_orders_and_is_refused_before_sending(server, emu):
     alert_id = unique("crypto-bracket")
-    response = send_alert(server.url, alert("BTCUSD", alert_id, contracts="0.001", price="50000",
-                                            stop_loss="45000", take_profit="60000"))
+    response = send_alert(
+        server.url, alert("BTCUSD", alert_id, contracts="0.001", price="50000", stop_loss="45000", take_profit="60000")
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "brackets_unsupported"
     assert sent(emu, alert_id) == []
@@ -136,8 +150,9 @@ def test_outside_market_hours_a_stock_order_is_refused_and_extended_hours_limit_
     assert sent(emu, refused_id) == []
 
     extended_id = unique("extended")
-    response = send_alert(server.url, alert("AAPL", extended_id, contracts="1", type="limit", price="191",
-                                            extended_hours=True))
+    response = send_alert(
+        server.url, alert("AAPL", extended_id, contracts="1", type="limit", price="191", extended_hours=True)
+    )
     assert response.status_code == 200, response.text
     [request] = sent(emu, extended_id)
     assert (request["type"], request["time_in_force"], request["extended_hours"]) == ("limit", "day", True)
@@ -202,8 +217,10 @@ def test_a_timeout_before_booking_ends_with_exactly_one_order(server, emu):
     outcomes = sorted(r["outcome"] for r in sent(emu, alert_id))
     assert outcomes in (["booked"], ["booked", "rejected"]), sent(emu, alert_id)
     if len(outcomes) == 2:
-        assert next(r for r in sent(emu, alert_id) if r["outcome"] == "rejected")["error"]["msg"] == \
-            "client_order_id must be unique"
+        assert (
+            next(r for r in sent(emu, alert_id) if r["outcome"] == "rejected")["error"]["msg"]
+            == "client_order_id must be unique"
+        )
     assert len(booked(emu, alert_id)) == 1
 
 

@@ -16,8 +16,10 @@ PASSWORD = "bench-dashboard-password-0123"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    process = ServerProcess(base_env(tmp_path_factory.mktemp("benchdash"), DASHBOARD_PASSWORD=PASSWORD),
-                            tmp_path_factory.mktemp("benchdash-cwd")).start()
+    process = ServerProcess(
+        base_env(tmp_path_factory.mktemp("benchdash"), DASHBOARD_PASSWORD=PASSWORD),
+        tmp_path_factory.mktemp("benchdash-cwd"),
+    ).start()
     yield process
     process.stop()
 
@@ -46,14 +48,29 @@ def test_the_dashboard_summary_pairs_rounds_and_reports_the_spread():
     from bench.report import dashboard_rows
 
     def run(target, rnd, concurrency, rps, p50, p99):
-        return {"target": target, "round": rnd, "concurrency": concurrency, "route": "rest", "rps": rps,
-                "p50_ms": p50, "p90_ms": p50, "p99_ms": p99}
+        return {
+            "target": target,
+            "round": rnd,
+            "concurrency": concurrency,
+            "route": "rest",
+            "rps": rps,
+            "p50_ms": p50,
+            "p90_ms": p50,
+            "p99_ms": p99,
+        }
 
-    runs = [run("server", 0, 1, 100, 10, 20), run("dashboard", 0, 1, 100, 11, 20),
-            run("server", 1, 1, 100, 20, 40), run("dashboard", 1, 1, 100, 18, 40),
-            run("server", 0, 32, 400, 80, 100), run("dashboard", 0, 32, 200, 80, 300),
-            run("server", 1, 32, 600, 80, 100), run("dashboard", 1, 32, 600, 80, 100),
-            run("limit", 0, 1, 999, 1, 1), run("server", 0, 1, 1, 1, 1) | {"route": "websocket"}]
+    runs = [
+        run("server", 0, 1, 100, 10, 20),
+        run("dashboard", 0, 1, 100, 11, 20),
+        run("server", 1, 1, 100, 20, 40),
+        run("dashboard", 1, 1, 100, 18, 40),
+        run("server", 0, 32, 400, 80, 100),
+        run("dashboard", 0, 32, 200, 80, 300),
+        run("server", 1, 32, 600, 80, 100),
+        run("dashboard", 1, 32, 600, 80, 100),
+        run("limit", 0, 1, 999, 1, 1),
+        run("server", 0, 1, 1, 1, 1) | {"route": "websocket"},
+    ]
     polls = [{"polls": 3, "during_load": 2, "statuses": {"200": 3}, "latencies_ms": [5, 6, 7]}] * 4
     summary = dashboard_summary(runs, polls, 2.0)
     assert summary["polls"] == 12 and summary["polls_during_load"] == 8 and summary["poll_statuses"] == {"200": 12}

@@ -28,17 +28,22 @@ PAGES = ("alerts", "accounts", "latency", "tokens", "risk")
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and os.environ.get("CI", "").lower() != "true",
-                       reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and os.environ.get("CI", "").lower() != "true",
+        reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)",
+    ),
 ]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, emulator):
     data = tmp_path_factory.mktemp("dashboard")
-    (data / "plugins.yaml").write_text(plugins_yaml(
-        {"binance": emulator_account("binance", emulator.url)},
-        risk={"defaults": {"max_orders_per_minute": 100}, "accounts": {"binance": {"max_order_notional": 100000}}}))
+    (data / "plugins.yaml").write_text(
+        plugins_yaml(
+            {"binance": emulator_account("binance", emulator.url)},
+            risk={"defaults": {"max_orders_per_minute": 100}, "accounts": {"binance": {"max_order_notional": 100000}}},
+        )
+    )
     process = ServerProcess(base_env(data, DEFAULT_EXCHANGE="binance", DASHBOARD_PASSWORD=PASSWORD), data).start()
     yield process
     process.stop()
@@ -50,9 +55,17 @@ def browser():
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield chromium
         chromium.close()
 
@@ -79,8 +92,14 @@ def page(browser, server):
 def simulate(server: ServerProcess, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     """``python simulate_tradingview.py`` from a directory of its own (no .env of the repo)."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")} | {"WEBHOOK_SECRET": SECRET}
-    return subprocess.run([sys.executable, str(ROOT / "simulate_tradingview.py"), "--url", server.url + "/webhook", *args],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "simulate_tradingview.py"), "--url", server.url + "/webhook", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def shoot(page, name: str) -> None:
@@ -176,7 +195,9 @@ def test_halt_from_the_page_makes_the_next_opening_alert_refused(page, server, e
     expect(page.locator("#risk-state-binance")).to_have_text("running")
     limits = page.locator("#account-risk-binance table.limits")
     expect(limits).to_contain_text("max_order_notional")  # the account's override
-    expect(limits.locator("tr", has_text="max_orders_per_minute")).to_contain_text(re.compile(r"[1-9]\d* in the last 60 s"))
+    expect(limits.locator("tr", has_text="max_orders_per_minute")).to_contain_text(
+        re.compile(r"[1-9]\d* in the last 60 s")
+    )
     shoot(page, "risk")
     asked: list[str] = []
     page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))

@@ -51,8 +51,11 @@ def test_unit_stops_gracefully_within_the_drain_time():
 
 
 def test_environment_file_matches_the_proxies():
-    values = dict(line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
-                  if line and not line.startswith("#"))
+    values = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     settings = Settings.from_env(env_file=None, environ={**values, "WEBHOOK_SECRET": "x" * 64})
     assert settings.require_https and settings.rate_limit_key == "principal"
     # The proxies connect from loopback, where the unit listens.
@@ -88,7 +91,9 @@ def test_systemd_analyze_verify(tmp_path):
     text = text.replace("/opt/tradingview-router/.venv/bin/python", sys.executable)
     path = tmp_path / "tradingview-router.service"
     path.write_text(text)
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60
+    )
     # Only problems with this file count (the host may lack units it refers to, like redis).
     problems = [line for line in done.stderr.splitlines() if path.name in line and "redis-server.service" not in line]
     assert not problems, done.stderr

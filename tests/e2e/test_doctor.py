@@ -20,19 +20,38 @@ def doctor(tmp_path: Path, yaml_text: str, *symbols: str, **env: str) -> tuple[i
     data = tmp_path / "data"
     data.mkdir(exist_ok=True, mode=0o700)
     (tmp_path / "plugins.yaml").write_text(yaml_text)
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "DATA_DIR": str(data),
-               "PLUGINS_FILE": str(tmp_path / "plugins.yaml"), "DEFAULT_EXCHANGE": "paper", "WEBHOOK_SECRET": STRONG_SECRET,
-               "REQUIRE_HTTPS": "true", "TRUSTED_PROXIES": "127.0.0.1", "RATE_LIMIT_KEY": "principal", **env}
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(data),
+        "PLUGINS_FILE": str(tmp_path / "plugins.yaml"),
+        "DEFAULT_EXCHANGE": "paper",
+        "WEBHOOK_SECRET": STRONG_SECRET,
+        "REQUIRE_HTTPS": "true",
+        "TRUSTED_PROXIES": "127.0.0.1",
+        "RATE_LIMIT_KEY": "principal",
+        **env,
+    }
     args = [a for s in symbols for a in ("--symbol", s)]
-    done = subprocess.run([sys.executable, "-m", "core", "doctor", *args], cwd=tmp_path, env=environ,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "doctor", *args],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
 def accounts(url: str) -> str:
-    return plugins_yaml({"main": emulator_account("binance", url, market_types=["spot", "swap"]),
-                         "bb": emulator_account("bybit", url, market_types=["spot", "swap"])},
-                        router={"allow_payload_credentials": False})
+    return plugins_yaml(
+        {
+            "main": emulator_account("binance", url, market_types=["spot", "swap"]),
+            "bb": emulator_account("bybit", url, market_types=["spot", "swap"]),
+        },
+        router={"allow_payload_credentials": False},
+    )
 
 
 def lines(output: str, level: str, subject: str) -> list[str]:
@@ -67,16 +86,25 @@ def test_doctor_passes_a_clean_set_up(tmp_path, emulator):
     assert any("BINANCE:BTCUSDT → BTC/USDT" in line for line in lines(out, "OK", "account main")), out
     assert any("BYBIT:BTCUSDT.P → BTC/USDT:USDT" in line for line in lines(out, "OK", "account bb")), out
     assert any("keys valid" in line for line in lines(out, "OK", "account bb (bybit)")), out
-    assert any("BYBIT:BTCUSDT.P → BTC/USDT:USDT (paper (bybit markets))" in line for line in lines(out, "OK", "account paper")), out
+    assert any(
+        "BYBIT:BTCUSDT.P → BTC/USDT:USDT (paper (bybit markets))" in line for line in lines(out, "OK", "account paper")
+    ), out
 
 
 def test_doctor_blocks_refused_keys_and_server_mistakes(tmp_path, emulator):
-    yaml_text = plugins_yaml({"main": emulator_account("binance", emulator.url, key="emu-key-1", secret="wrong-secret",
-                                                       market_types=["spot"])},
-                             router={"allow_payload_credentials": True})
+    yaml_text = plugins_yaml(
+        {
+            "main": emulator_account(
+                "binance", emulator.url, key="emu-key-1", secret="wrong-secret", market_types=["spot"]
+            )
+        },
+        router={"allow_payload_credentials": True},
+    )
     status, out = doctor(tmp_path, yaml_text, WEBHOOK_SECRET="short", REQUIRE_HTTPS="false", RATE_LIMIT_KEY="ip")
     assert status == 1, out
-    assert lines(out, "BLOCKER", "account main") and "refused the keys" in "".join(lines(out, "BLOCKER", "account main"))
+    assert lines(out, "BLOCKER", "account main") and "refused the keys" in "".join(
+        lines(out, "BLOCKER", "account main")
+    )
     assert lines(out, "BLOCKER", "server") and "WEBHOOK_SECRET is weak" in "".join(lines(out, "BLOCKER", "server"))
     assert "REQUIRE_HTTPS is off" in out and "RATE_LIMIT_KEY=ip" in out and "allow_payload_credentials is on" in out
 
@@ -99,4 +127,3 @@ def test_data_dir_readable_by_others_is_a_warning(tmp_path):
     path.chmod(0o700)
     assert data_dir_findings(path)[0].level == "ok"
     assert data_dir_findings(tmp_path / "absent")[0].level == "blocker"
-

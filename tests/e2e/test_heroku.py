@@ -54,7 +54,9 @@ def test_lock_pins_every_dependency_at_an_allowed_version():
     for req in direct_requirements():
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} (pyproject.toml) is missing from requirements.txt: regenerate it"
-        assert req.specifier.contains(pins[name], prereleases=True), f"requirements.txt pins {name}=={pins[name]}, pyproject wants {req}"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"requirements.txt pins {name}=={pins[name]}, pyproject wants {req}"
+        )
 
 
 def test_lock_holds_everything_the_dependencies_pull_in():
@@ -116,25 +118,37 @@ def test_app_json_deploys_with_redis_and_a_generated_secret():
     assert {"url": "heroku/python"} in app["buildpacks"]
     values = {name: spec["value"] for name, spec in app["env"].items() if isinstance(spec, dict) and "value" in spec}
     # Every preset value is one the server accepts.
-    settings = Settings.from_env(env_file=None, environ={**values, "WEBHOOK_SECRET": SECRET, "REDIS_URL": "rediss://h:6379"})
+    settings = Settings.from_env(
+        env_file=None, environ={**values, "WEBHOOK_SECRET": SECRET, "REDIS_URL": "rediss://h:6379"}
+    )
     assert settings.require_https and settings.trusted_proxies == "*" and settings.rate_limit_key == "principal"
 
 
 def test_state_url_comes_from_heroku_redis_variables():
     base = {"WEBHOOK_SECRET": SECRET}
-    assert Settings.from_env(env_file=None, environ={**base, "REDIS_URL": "rediss://:p@h:1/0"}).state_url == "rediss://:p@h:1/0"
+    assert (
+        Settings.from_env(env_file=None, environ={**base, "REDIS_URL": "rediss://:p@h:1/0"}).state_url
+        == "rediss://:p@h:1/0"
+    )
     both = {**base, "REDIS_URL": "redis://h:1", "REDIS_TLS_URL": "rediss://h:2"}
     assert Settings.from_env(env_file=None, environ=both).state_url == "rediss://h:2"
-    assert Settings.from_env(env_file=None, environ={**both, "STATE_URL": "redis://mine:3"}).state_url == "redis://mine:3"
+    assert (
+        Settings.from_env(env_file=None, environ={**both, "STATE_URL": "redis://mine:3"}).state_url == "redis://mine:3"
+    )
     # plugins.yaml's ${STATE_URL:-} sees it too.
-    assert Settings.from_env(env_file=None, environ={**base, "REDIS_URL": "redis://h:1"}).environ["STATE_URL"] == "redis://h:1"
+    assert (
+        Settings.from_env(env_file=None, environ={**base, "REDIS_URL": "redis://h:1"}).environ["STATE_URL"]
+        == "redis://h:1"
+    )
 
 
 def test_rediss_connects_with_tls_without_verifying_herokus_certificate():
     assert redis_options("rediss://:pw@ec2-1-2-3-4.compute-1.amazonaws.com:6380") == {"ssl_cert_reqs": None}
     assert redis_options("redis://127.0.0.1:6379/0") == {}
     assert redis_options("rediss://h:1/0?ssl_cert_reqs=required") == {}
-    settings = Settings.from_env(env_file=None, environ={"WEBHOOK_SECRET": SECRET, "REDIS_URL": "rediss://:pw@h.example:6380/0"})
+    settings = Settings.from_env(
+        env_file=None, environ={"WEBHOOK_SECRET": SECRET, "REDIS_URL": "rediss://:pw@h.example:6380/0"}
+    )
     client = StateBackend(settings).client  # nothing is connected until a command is sent
     kwargs = client.connection_pool.connection_kwargs
     assert client.connection_pool.connection_class.__name__ == "SSLConnection"
@@ -146,23 +160,46 @@ def test_the_lock_installs_in_a_fresh_venv_and_the_app_starts_the_heroku_way(tmp
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.txt")],
-                               capture_output=True, text=True, timeout=600)
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-r", str(ROOT / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
 
     port = free_port()
     # Heroku: the app's directory (no project install), PORT, DYNO, REDIS_URL from the add-on.
-    env = {"PATH": f"{env_dir / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1",
-           "PORT": str(port), "DYNO": "web.1", "REDIS_URL": REDIS_TEST_URL, "STATE_PREFIX": state_prefix,
-           "WEBHOOK_SECRET": SECRET, "DATA_DIR": str(tmp_path / "data"), "TRUSTED_PROXIES": "*", "REQUIRE_HTTPS": "true",
-           "RATE_LIMIT_KEY": "principal", "METRICS_TOKEN": METRICS_TOKEN}
-    release = subprocess.run(["sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": f"{env_dir / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONUNBUFFERED": "1",
+        "PORT": str(port),
+        "DYNO": "web.1",
+        "REDIS_URL": REDIS_TEST_URL,
+        "STATE_PREFIX": state_prefix,
+        "WEBHOOK_SECRET": SECRET,
+        "DATA_DIR": str(tmp_path / "data"),
+        "TRUSTED_PROXIES": "*",
+        "REQUIRE_HTTPS": "true",
+        "RATE_LIMIT_KEY": "principal",
+        "METRICS_TOKEN": METRICS_TOKEN,
+    }
+    release = subprocess.run(
+        ["sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert release.returncode == 0, release.stderr
     assert "state: redis://" in release.stdout
 
     # exec: the status is the server's, not the shell's (Heroku signals every process of the dyno).
-    web = subprocess.Popen(["sh", "-c", "exec " + procfile()["web"]], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, start_new_session=True)
+    web = subprocess.Popen(
+        ["sh", "-c", "exec " + procfile()["web"]],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         health = None

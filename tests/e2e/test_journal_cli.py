@@ -19,12 +19,23 @@ async def test_journal_cli_lists_shows_and_counts(app_client, data_dir, state_ur
         for alert_id, amount in (("cli-ok", "0.001"), ("cli-small", "0.0000001")):
             body = alert_body(id=alert_id, amount=amount)
             await client.post("/webhook", data=body, headers=signed_headers(body))
-    env = {"DATA_DIR": str(data_dir), "STATE_URL": state_url, "STATE_PREFIX": state_prefix,
-           "PLUGINS_FILE": str(data_dir / "plugins.yaml"), "PATH": "/usr/bin:/bin"}
+    env = {
+        "DATA_DIR": str(data_dir),
+        "STATE_URL": state_url,
+        "STATE_PREFIX": state_prefix,
+        "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def run(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "core", "journal", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "-m", "core", "journal", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

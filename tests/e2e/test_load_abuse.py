@@ -66,7 +66,9 @@ class Flood:
         queue: asyncio.Queue[int] = asyncio.Queue()
         for number in range(COSTLY_BODIES):
             queue.put_nowait(number)
-        senders = [asyncio.create_task(self.costly_sender(queue, body, loop_deadline)) for _ in range(COSTLY_CONCURRENCY)]
+        senders = [
+            asyncio.create_task(self.costly_sender(queue, body, loop_deadline)) for _ in range(COSTLY_CONCURRENCY)
+        ]
         await asyncio.gather(*senders, return_exceptions=True)
         self.stop.set()
         for task in slow:
@@ -77,15 +79,18 @@ class Flood:
         """Headers, then a body that never completes; reopened whenever the server answers."""
         while not self.stop.is_set() and time.monotonic() < deadline:
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                    "127.0.0.1", self.port, local_addr=(SLOW_SOURCE, 0)), 10)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.port, local_addr=(SLOW_SOURCE, 0)), 10
+                )
             except (OSError, TimeoutError):
                 await asyncio.sleep(0.2)  # the listen queue is full: the attacker retries
                 continue
             self.slow_opened += 1
             try:
-                writer.write(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: 60000\r\n\r\n{\"token\": \"")
+                writer.write(
+                    b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 60000\r\n\r\n{"token": "'
+                )
                 await writer.drain()
                 status = await self.read_status(reader, max(0.1, deadline - time.monotonic()))
                 self.slow_statuses[status] = self.slow_statuses.get(status, 0) + 1
@@ -100,13 +105,15 @@ class Flood:
             number = queue.get_nowait()
             source = f"127.0.0.{3 + number % 252}"  # .3 .. .254: never .1 (valid) or .2 (slow)
             signed = number % 2 == 0
-            headers = (signed_headers(body, secret="guess") if signed else {"Content-Type": "text/plain; charset=utf-8"})
+            headers = signed_headers(body, secret="guess") if signed else {"Content-Type": "text/plain; charset=utf-8"}
             head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            request = (f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\n"
-                       "Connection: close\r\n\r\n").encode() + body
+            request = (
+                f"POST /webhook HTTP/1.1\r\nHost: x\r\n{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode() + body
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                    "127.0.0.1", self.port, local_addr=(source, 0)), 10)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection("127.0.0.1", self.port, local_addr=(source, 0)), 10
+                )
                 writer.write(request)
                 await writer.drain()
                 self.costly_sent += 1
@@ -125,35 +132,50 @@ class Flood:
 def run_flood(port: int, started, stop, results) -> None:
     flood = Flood(port, started, stop)
     asyncio.run(flood.run())
-    results.put({"costly_sent": flood.costly_sent, "costly": flood.costly_statuses,
-                 "slow_opened": flood.slow_opened, "slow": flood.slow_statuses})
+    results.put(
+        {
+            "costly_sent": flood.costly_sent,
+            "costly": flood.costly_statuses,
+            "slow_opened": flood.slow_opened,
+            "slow": flood.slow_statuses,
+        }
+    )
 
 
 @pytest.mark.slow
 def test_valid_alerts_are_answered_within_3s_under_slow_and_costly_unauthenticated_load(tmp_path):
     # The failure budget is opened wide so that every costly body is read and judged (the
     # worst case); the request limit likewise. Everything else is as shipped.
-    with running_server(tmp_path, AUTH_FAILURE_LIMIT="100000/minute", RATE_LIMIT="100000/minute", LOG_LEVEL="WARNING") as server:
+    with running_server(
+        tmp_path, AUTH_FAILURE_LIMIT="100000/minute", RATE_LIMIT="100000/minute", LOG_LEVEL="WARNING"
+    ) as server:
         context = multiprocessing.get_context("spawn")
         started, stop, results = context.Event(), context.Event(), context.Queue()
         attacker = context.Process(target=run_flood, args=(server.port, started, stop, results), daemon=True)
         attacker.start()
         with httpx.Client(base_url=server.url, transport=httpx.HTTPTransport(local_address="127.0.0.1")) as warm:
-            body = alert_body(id="before-the-flood")  # 127.0.0.1 has sent alerts before, as TradingView's addresses have
+            body = alert_body(
+                id="before-the-flood"
+            )  # 127.0.0.1 has sent alerts before, as TradingView's addresses have
             assert warm.post("/webhook", content=body, headers=signed_headers(body)).status_code == 200
         try:
             assert started.wait(60)
             latencies: list[float] = []
             statuses: list[int | str] = []
-            with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.1"), base_url=server.url,
-                              timeout=httpx.Timeout(DEADLINE)) as valid:
+            with httpx.Client(
+                transport=httpx.HTTPTransport(local_address="127.0.0.1"),
+                base_url=server.url,
+                timeout=httpx.Timeout(DEADLINE),
+            ) as valid:
                 for number in range(VALID_ALERTS):
                     if stop.is_set():
                         break
                     body = alert_body(id=f"valid-{number}")
                     began = time.monotonic()
                     try:
-                        answer = valid.post("/webhook", content=body, headers=signed_headers(body) | {"Connection": "close"})
+                        answer = valid.post(
+                            "/webhook", content=body, headers=signed_headers(body) | {"Connection": "close"}
+                        )
                         statuses.append(answer.status_code)
                     except httpx.TimeoutException:
                         statuses.append("timeout")
@@ -165,10 +187,14 @@ def test_valid_alerts_are_answered_within_3s_under_slow_and_costly_unauthenticat
             attacker.join(30)
             if attacker.is_alive():
                 attacker.kill()
-        print(f"\nvalid alerts: {len(statuses)}, statuses {statuses}, latencies (s) "
-              f"{[round(x, 3) for x in latencies]}, max {max(latencies):.3f}")
-        print(f"costly bodies: {flood['costly_sent']} sent, answers {flood['costly']}; "
-              f"slow connections opened {flood['slow_opened']}, answers {flood['slow']}")
+        print(
+            f"\nvalid alerts: {len(statuses)}, statuses {statuses}, latencies (s) "
+            f"{[round(x, 3) for x in latencies]}, max {max(latencies):.3f}"
+        )
+        print(
+            f"costly bodies: {flood['costly_sent']} sent, answers {flood['costly']}; "
+            f"slow connections opened {flood['slow_opened']}, answers {flood['slow']}"
+        )
     assert len(statuses) >= 4, "the flood ended before the valid alerts could be measured"
     assert flood["costly_sent"] >= COSTLY_BODIES // 2, flood["costly"]
     assert all(status in (200, 202) for status in statuses), statuses

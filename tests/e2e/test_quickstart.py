@@ -25,8 +25,13 @@ pytestmark = pytest.mark.slow
 
 
 def tracked_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [line for line in out.splitlines() if line and (ROOT / line).is_file()]
 
 
@@ -47,8 +52,14 @@ def test_make_run_then_simulate_fills_on_paper(fresh_checkout: Path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
     # -o: take the install step as done (this environment is installed); the rest is `make run` as written.
-    proc = subprocess.Popen(["make", "-o", f"{venv}/.installed", "run", f"VENV={venv}", f"PORT={port}"], cwd=fresh_checkout, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["make", "-o", f"{venv}/.installed", "run", f"VENV={venv}", f"PORT={port}"],
+        cwd=fresh_checkout,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 15
         health = None
@@ -66,15 +77,26 @@ def test_make_run_then_simulate_fills_on_paper(fresh_checkout: Path):
         values = dict(line.split("=", 1) for line in env_file.splitlines() if "=" in line and not line.startswith("#"))
         assert len(values["WEBHOOK_SECRET"]) >= 32 and len(values["METRICS_TOKEN"]) >= 32
         monitor = {"Authorization": f"Bearer {values['METRICS_TOKEN']}"}  # as the README's quick start does
-        assert httpx.get(f"http://127.0.0.1:{port}/", headers=monitor, timeout=5).json()["accounts"]["paper"]["ready"] is True
+        assert (
+            httpx.get(f"http://127.0.0.1:{port}/", headers=monitor, timeout=5).json()["accounts"]["paper"]["ready"]
+            is True
+        )
 
-        sim = subprocess.run([sys.executable, "simulate_tradingview.py", "--url", f"http://127.0.0.1:{port}/webhook"],
-                             cwd=fresh_checkout, env=env, capture_output=True, text=True, timeout=30)
+        sim = subprocess.run(
+            [sys.executable, "simulate_tradingview.py", "--url", f"http://127.0.0.1:{port}/webhook"],
+            cwd=fresh_checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert sim.returncode == 0, sim.stdout + sim.stderr
         assert "HTTP 200" in sim.stdout and '"status": "filled"' in sim.stdout
 
         ledger = sqlite3.connect(fresh_checkout / "data" / "paper.sqlite3")
-        assert ledger.execute("SELECT symbol, side, status FROM paper_orders").fetchall() == [("BTC/USDT", "buy", "closed")]
+        assert ledger.execute("SELECT symbol, side, status FROM paper_orders").fetchall() == [
+            ("BTC/USDT", "buy", "closed")
+        ]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)

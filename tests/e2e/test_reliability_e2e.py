@@ -35,7 +35,9 @@ def start_server(tmp_path, data_dir, emulator):
     servers: list[ServerProcess] = []
 
     def start(port: int | None = None, ccxt_timeout: int | None = None, **env: str) -> ServerProcess:
-        account = emulator_account("binance", emulator.url, **({"ccxt": {"timeout": ccxt_timeout}} if ccxt_timeout else {}))
+        account = emulator_account(
+            "binance", emulator.url, **({"ccxt": {"timeout": ccxt_timeout}} if ccxt_timeout else {})
+        )
         (data_dir / "plugins.yaml").write_text(plugins_yaml({"emu": account}, router=ROUTER))
         server = ServerProcess(base_env(data_dir, **env), tmp_path, port=port)
         servers.append(server)
@@ -47,8 +49,9 @@ def start_server(tmp_path, data_dir, emulator):
 
 
 def alert(alert_id: str, side: str = "buy", symbol: str = "BTCUSDT") -> bytes:
-    return json.dumps({"account": "emu", "symbol": symbol, "side": side, "amount": "0.001", "price": "50000",
-                       "id": alert_id}).encode()
+    return json.dumps(
+        {"account": "emu", "symbol": symbol, "side": side, "amount": "0.001", "price": "50000", "id": alert_id}
+    ).encode()
 
 
 def post(server: ServerProcess, body: bytes, timeout: float = 15) -> httpx.Response:
@@ -83,7 +86,9 @@ def test_kill_9_in_flight_and_before_sending_then_restart_executes_each_exactly_
     emulator.control.add_fault("delay_after_book", seconds=60, match={"route": "order.place"})
     with ThreadPoolExecutor(2) as pool:
         pool.submit(post, server, alert("crash-sent"), 5)
-        wait_until(lambda: emulator.control.orders(client_order_id=cid("crash-sent")), 10, "the first order to be booked")
+        wait_until(
+            lambda: emulator.control.orders(client_order_id=cid("crash-sent")), 10, "the first order to be booked"
+        )
         # The second alert of the same symbol waits in its lane: journaled, never sent.
         pool.submit(post, server, alert("crash-unsent", side="sell"), 5)
         wait_until(lambda: alert_status(server.url, "crash-unsent").get("state") == "received", 10, "the second alert")
@@ -92,9 +97,14 @@ def test_kill_9_in_flight_and_before_sending_then_restart_executes_each_exactly_
     assert emulator.control.orders(client_order_id=cid("crash-unsent")) == []
 
     restarted = start_server(port=server.port)
-    states = wait_until(lambda: (lambda a, b: (a, b) if a in ("reconciled", "filled") and b == "filled" else None)(
-        alert_status(restarted.url, "crash-sent").get("state"), alert_status(restarted.url, "crash-unsent").get("state")),
-        20, "recovery of both alerts")
+    states = wait_until(
+        lambda: (lambda a, b: (a, b) if a in ("reconciled", "filled") and b == "filled" else None)(
+            alert_status(restarted.url, "crash-sent").get("state"),
+            alert_status(restarted.url, "crash-unsent").get("state"),
+        ),
+        20,
+        "recovery of both alerts",
+    )
     assert states == ("reconciled", "filled")
     assert len(emulator.control.orders(client_order_id=cid("crash-sent"))) == 1
     assert len(emulator.control.orders(client_order_id=cid("crash-unsent"))) == 1
@@ -107,14 +117,22 @@ def test_client_disconnecting_100ms_into_a_2s_exchange_call_places_the_order_onc
     emulator.control.add_fault("delay_after_book", seconds=2, match={"route": "order.place"})
     body = alert("disconnect-1")
     headers = signed_headers(body)
-    request = (f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
-               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    request = (
+        f"POST /webhook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + "\r\n"
+    ).encode() + body
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(request)
-        wait_until(lambda: emulator.control.orders(client_order_id=cid("disconnect-1")), 5, "the order to reach the exchange")
+        wait_until(
+            lambda: emulator.control.orders(client_order_id=cid("disconnect-1")), 5, "the order to reach the exchange"
+        )
         # ~100 ms into the exchange call the client goes away.
-    status = wait_until(lambda: (lambda s: s if s.get("state") == "filled" else None)(alert_status(server.url, "disconnect-1")),
-                        10, "the order to complete after the disconnect")
+    status = wait_until(
+        lambda: (lambda s: s if s.get("state") == "filled" else None)(alert_status(server.url, "disconnect-1")),
+        10,
+        "the order to complete after the disconnect",
+    )
     assert len(emulator.control.orders(client_order_id=cid("disconnect-1"))) == 1
     assert [o["state"] for o in status["orders"]] == ["filled"]
     assert status["result"]["order_id"] and status["result"]["status"] == "filled"
@@ -164,10 +182,20 @@ def test_1000_alerts_at_concurrency_50_none_lost_none_doubled_no_5xx(start_serve
     ids = [f"load-{i:04d}" for i in range(1000)]
     symbols = ("BTCUSDT", "ETHUSDT")
     with httpx.Client(limits=httpx.Limits(max_connections=50)) as client, ThreadPoolExecutor(50) as pool:
+
         def send(i: int) -> int:
-            body = json.dumps({"account": "emu", "symbol": symbols[i % 2], "side": "buy",
-                               "amount": "0.001" if i % 2 == 0 else "0.01", "id": ids[i]}).encode()
-            return client.post(server.url + "/webhook", content=body, headers=signed_headers(body), timeout=30).status_code
+            body = json.dumps(
+                {
+                    "account": "emu",
+                    "symbol": symbols[i % 2],
+                    "side": "buy",
+                    "amount": "0.001" if i % 2 == 0 else "0.01",
+                    "id": ids[i],
+                }
+            ).encode()
+            return client.post(
+                server.url + "/webhook", content=body, headers=signed_headers(body), timeout=30
+            ).status_code
 
         statuses = list(pool.map(send, range(1000)))
     assert not [s for s in statuses if s >= 500]
@@ -175,8 +203,11 @@ def test_1000_alerts_at_concurrency_50_none_lost_none_doubled_no_5xx(start_serve
     wait_until(lambda: len(emulator.control.orders()) >= 1000, 60, "1000 orders")
     booked = [r["client_order_id"] for r in emulator.control.orders()]
     assert len(booked) == 1000 and set(booked) == {cid(i) for i in ids}
-    rows = wait_until(lambda: (lambda r: r if set(r.values()) == {"filled"} and len(r) == 1000 else None)(journal_rows(data_dir)),
-                      30, "1000 filled alerts in the journal")
+    rows = wait_until(
+        lambda: (lambda r: r if set(r.values()) == {"filled"} and len(r) == 1000 else None)(journal_rows(data_dir)),
+        30,
+        "1000 filled alerts in the journal",
+    )
     assert set(rows) == set(ids)
 
 
@@ -186,7 +217,9 @@ def test_journal_survives_kill_9_during_writes_and_recovery_completes_it(start_s
 
     def send(i: int) -> None:
         try:
-            answered[f"kill-{i:03d}"] = post(server, alert(f"kill-{i:03d}", symbol=("BTCUSDT", "ETHUSDT")[i % 2]), 10).status_code
+            answered[f"kill-{i:03d}"] = post(
+                server, alert(f"kill-{i:03d}", symbol=("BTCUSDT", "ETHUSDT")[i % 2]), 10
+            ).status_code
         except httpx.HTTPError:
             pass  # the server died under it
 
@@ -205,8 +238,11 @@ def test_journal_survives_kill_9_during_writes_and_recovery_completes_it(start_s
     assert accepted <= set(journal_rows(data_dir)), "an answered alert is missing from the journal"
 
     restarted = start_server(port=server.port)
-    wait_until(lambda: not [s for s in journal_rows(data_dir).values() if s in ("received", "submitting", "unknown")],
-               30, "recovery to finish every journaled alert")
+    wait_until(
+        lambda: not [s for s in journal_rows(data_dir).values() if s in ("received", "submitting", "unknown")],
+        30,
+        "recovery to finish every journaled alert",
+    )
     rows = journal_rows(data_dir)
     booked = [r["client_order_id"] for r in emulator.control.orders()]
     assert len(booked) == len(set(booked)), "an order was doubled"

@@ -55,8 +55,12 @@ class Sink:
 
 def control(url: str, action: str, **payload) -> httpx.Response:
     body = json.dumps(payload).encode() if payload else b""
-    return httpx.post(f"{url}/control/{action}", content=body, timeout=15,
-                      headers=signed_headers(control_signature_message(action, body)))
+    return httpx.post(
+        f"{url}/control/{action}",
+        content=body,
+        timeout=15,
+        headers=signed_headers(control_signature_message(action, body)),
+    )
 
 
 def wait_until(predicate, timeout: float = WAIT):
@@ -69,7 +73,9 @@ def wait_until(predicate, timeout: float = WAIT):
         time.sleep(0.1)  # polling the real condition, bounded
 
 
-def risk_config(url: str, only: tuple[str, ...] = ("plain", "capped", "guarded", "closed", "rated", "lossy", "sync")) -> dict:
+def risk_config(
+    url: str, only: tuple[str, ...] = ("plain", "capped", "guarded", "closed", "rated", "lossy", "sync")
+) -> dict:
     accounts = {name: emulator_account("binance", url) for name in only}
     return {
         "ccxt": {"accounts": accounts},
@@ -83,8 +89,11 @@ def risk_config(url: str, only: tuple[str, ...] = ("plain", "capped", "guarded",
                 "rated": {"max_orders_per_minute": 2},
                 "lossy": {"max_daily_loss": 10},
             },
-            "strategies": {"s-notify": {}, "s-correct": {"on_mismatch": "correct"},
-                           "s-halt": {"on_mismatch": "halt", "ratio": 2}},
+            "strategies": {
+                "s-notify": {},
+                "s-correct": {"on_mismatch": "correct"},
+                "s-halt": {"on_mismatch": "halt", "ratio": 2},
+            },
         },
     }
 
@@ -113,8 +122,9 @@ def emu(emulator):
     return emulator.control
 
 
-def alert(account: str, alert_id: str, ticker: str = "BTCUSDT.P", action: str = "buy", contracts: str = "0.01",
-          **extra) -> dict:
+def alert(
+    account: str, alert_id: str, ticker: str = "BTCUSDT.P", action: str = "buy", contracts: str = "0.01", **extra
+) -> dict:
     return {"ticker": ticker, "action": action, "contracts": contracts, "id": alert_id, "account": account, **extra}
 
 
@@ -126,22 +136,49 @@ def positions(emu) -> dict[str, str]:
     return {p["symbol"]: p["amount"] for p in emu.positions() if float(p.get("amount") or 0)}
 
 
-@pytest.mark.parametrize("account,inside,outside,message", [
-    ("capped", [{"contracts": "0.02"}], {"contracts": "0.021"},
-     "refused by max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT"),
-    ("capped", [{"contracts": "0.02"}, {"contracts": "0.01"}], {"contracts": "0.002"},
-     ("refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
-      "above the limit 1500.00 USDT")),
-    ("guarded", [{"price": "50500"}], {"price": "50501"},
-     "refused by max_price_deviation: the alert's price 50501.00 is 1.00% from the last price 50000.00, above the limit 1.00%"),
-    ("guarded", [{"leverage": 5}], {"leverage": 6}, "refused by max_leverage: leverage 6 is above the limit 5"),
-    ("guarded", [{}], {"ticker": "ETHUSDT.P", "contracts": "0.1"},
-     "refused by symbols: ETH/USDT:USDT is not in the allow-list BTC/USDT:USDT"),
-    ("closed", [], {}, "refused by trading_hours: "),
-    ("rated", [{}, {}], {}, "refused by max_orders_per_minute: 2 opening orders were sent on account 'rated' in the last 60 s"),
-])
-def test_each_limit_refuses_the_alert_that_breaks_it_and_lets_the_one_inside_through(server, emu, sink, account, inside,
-                                                                                      outside, message):
+@pytest.mark.parametrize(
+    "account,inside,outside,message",
+    [
+        (
+            "capped",
+            [{"contracts": "0.02"}],
+            {"contracts": "0.021"},
+            "refused by max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT",
+        ),
+        (
+            "capped",
+            [{"contracts": "0.02"}, {"contracts": "0.01"}],
+            {"contracts": "0.002"},
+            (
+                "refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
+                "above the limit 1500.00 USDT"
+            ),
+        ),
+        (
+            "guarded",
+            [{"price": "50500"}],
+            {"price": "50501"},
+            "refused by max_price_deviation: the alert's price 50501.00 is 1.00% from the last price 50000.00, above the limit 1.00%",
+        ),
+        ("guarded", [{"leverage": 5}], {"leverage": 6}, "refused by max_leverage: leverage 6 is above the limit 5"),
+        (
+            "guarded",
+            [{}],
+            {"ticker": "ETHUSDT.P", "contracts": "0.1"},
+            "refused by symbols: ETH/USDT:USDT is not in the allow-list BTC/USDT:USDT",
+        ),
+        ("closed", [], {}, "refused by trading_hours: "),
+        (
+            "rated",
+            [{}, {}],
+            {},
+            "refused by max_orders_per_minute: 2 opening orders were sent on account 'rated' in the last 60 s",
+        ),
+    ],
+)
+def test_each_limit_refuses_the_alert_that_breaks_it_and_lets_the_one_inside_through(
+    server, emu, sink, account, inside, outside, message
+):
     for fields in inside:
         response = send_alert(server.url, alert(account, unique("in"), **fields))
         assert response.status_code == 200, response.text
@@ -164,12 +201,16 @@ def test_daily_loss_halts_the_account_until_resumed(server, emu):
     emu.set_price("BTCUSDT", "49000", venue="binance", market_type="linear")
     try:
         response = send_alert(server.url, alert("lossy", unique("d"), contracts="0.003", price="49000"))
-        assert response.status_code == 422 and "refused by max_daily_loss: equity" in response.json()["error"]["message"]
+        assert (
+            response.status_code == 422 and "refused by max_daily_loss: equity" in response.json()["error"]["message"]
+        )
         response = send_alert(server.url, alert("lossy", unique("d"), contracts="0.003", price="49000"))
         assert "account 'lossy' is halted (max_daily_loss" in response.json()["error"]["message"]
         assert httpx.get(server.url + "/", headers=MONITOR).json()["halts"]["lossy"]["by"] == "max_daily_loss"
-        response = send_alert(server.url, alert("lossy", unique("close"), action="sell", contracts="0.02", price="49000",
-                                                reduce_only=True))
+        response = send_alert(
+            server.url,
+            alert("lossy", unique("close"), action="sell", contracts="0.02", price="49000", reduce_only=True),
+        )
         assert response.status_code == 200, response.text  # a reducing order passes the halt
     finally:
         assert control(server.url, "resume", account="lossy").status_code == 200
@@ -183,10 +224,13 @@ def test_a_closing_order_passes_while_halted_and_over_a_limit(server, emu):
     try:
         response = send_alert(server.url, alert("capped", unique("o"), contracts="0.002"))
         assert response.status_code == 422 and response.json()["error"]["message"].startswith(
-            "refused by halt: account 'capped' is halted (test; by http:hmac")
+            "refused by halt: account 'capped' is halted (test; by http:hmac"
+        )
         metrics = httpx.get(server.url + "/metrics", headers=MONITOR).text
         assert 'account_halted{account="capped"} 1.0' in metrics and 'account_halted{account="plain"} 0.0' in metrics
-        response = send_alert(server.url, {"ticker": "BTCUSDT.P", "action": "close", "id": unique("c"), "account": "capped"})
+        response = send_alert(
+            server.url, {"ticker": "BTCUSDT.P", "action": "close", "id": unique("c"), "account": "capped"}
+        )
         assert response.status_code == 200, response.text
         assert positions(emu) == {}
     finally:
@@ -195,10 +239,13 @@ def test_a_closing_order_passes_while_halted_and_over_a_limit(server, emu):
 
 
 def open_two_positions_and_three_orders(url: str, account: str) -> None:
-    for fields in ({"contracts": "0.01"}, {"ticker": "ETHUSDT.P", "action": "sell", "contracts": "0.5", "price": "3000"},
-                   {"contracts": "0.01", "type": "limit", "price": "40000"},
-                   {"contracts": "0.01", "type": "limit", "price": "41000"},
-                   {"ticker": "BINANCE:BTCUSDT", "contracts": "0.01", "type": "limit", "price": "40000"}):
+    for fields in (
+        {"contracts": "0.01"},
+        {"ticker": "ETHUSDT.P", "action": "sell", "contracts": "0.5", "price": "3000"},
+        {"contracts": "0.01", "type": "limit", "price": "40000"},
+        {"contracts": "0.01", "type": "limit", "price": "41000"},
+        {"ticker": "BINANCE:BTCUSDT", "contracts": "0.01", "type": "limit", "price": "40000"},
+    ):
         response = send_alert(url, alert(account, unique("f"), **fields))
         assert response.status_code == 200, response.text
 
@@ -233,7 +280,9 @@ def test_flatten_cancels_every_order_and_closes_every_position_once(server, emu)
         control(server.url, "resume", account="plain")
 
 
-@pytest.mark.parametrize("strategy,expected_state", [("s-notify", "notify"), ("s-correct", "correct"), ("s-halt", "halt")])
+@pytest.mark.parametrize(
+    "strategy,expected_state", [("s-notify", "notify"), ("s-correct", "correct"), ("s-halt", "halt")]
+)
 def test_strategy_position_sync_after_a_lost_alert(server, emu, sink, strategy, expected_state):
     # The strategy's first entry (position 0.01) never arrived; the second says 0.02.
     first = unique("s")
@@ -243,8 +292,10 @@ def test_strategy_position_sync_after_a_lost_alert(server, emu, sink, strategy, 
     text = event["text"]
     ratio = "2" if strategy == "s-halt" else "1"
     expected = "0.04" if strategy == "s-halt" else "0.02"
-    assert (f"strategy '{strategy}' expects {expected} BTC/USDT:USDT on account 'sync' (position_size 0.02 × ratio "
-            f"{ratio}.00) but the exchange holds 0.01") in text, text
+    assert (
+        f"strategy '{strategy}' expects {expected} BTC/USDT:USDT on account 'sync' (position_size 0.02 × ratio "
+        f"{ratio}.00) but the exchange holds 0.01"
+    ) in text, text
     try:
         if expected_state == "notify":
             assert len(emu.orders()) == 1
@@ -264,8 +315,9 @@ def test_strategy_position_sync_after_a_lost_alert(server, emu, sink, strategy, 
 
 
 def cli(env: dict, cwd, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "core", "risk", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "risk", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -298,7 +350,8 @@ def test_a_halt_holds_across_workers_servers_on_one_redis_and_restarts(tmp_path,
             alert_id = unique("h")
             response = send_alert(url, alert("plain", alert_id))  # a new connection each: any worker may take it
             assert response.status_code == 422 and response.json()["error"]["message"].startswith(
-                "refused by halt: account 'plain' is halted"), response.text
+                "refused by halt: account 'plain' is halted"
+            ), response.text
             return journal.hget(f"{state_prefix}:a:{alert_id}", "owner").split("-")[0]
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
@@ -328,10 +381,14 @@ def test_max_orders_per_minute_holds_across_two_workers_under_a_burst(tmp_path, 
     data = tmp_path / "burst"
     data.mkdir()
     (data / "plugins.yaml").write_text(yaml.safe_dump(risk_config(emulator.url, only=("rated",))))
-    with ServerProcess(base_env(data), data, workers=2) as server, httpx.Client(
-            limits=httpx.Limits(max_connections=12)) as client, concurrent.futures.ThreadPoolExecutor(12) as pool:
-        answers = list(pool.map(lambda i: send_alert(server.url, alert("rated", unique(f"b{i}")), client=client),
-                                range(12)))
+    with (
+        ServerProcess(base_env(data), data, workers=2) as server,
+        httpx.Client(limits=httpx.Limits(max_connections=12)) as client,
+        concurrent.futures.ThreadPoolExecutor(12) as pool,
+    ):
+        answers = list(
+            pool.map(lambda i: send_alert(server.url, alert("rated", unique(f"b{i}")), client=client), range(12))
+        )
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200, 200] + [422] * 10, [r.text for r in answers]
     assert len(emulator.control.orders()) == 2

@@ -8,8 +8,8 @@ import time
 
 import httpx
 
-from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert, tradingview_alert
 from emulator import ccxt_config
+from tests.ccxt_support import alert_status, emulator_account, plugins_yaml, send_alert, tradingview_alert
 from tests.support import MONITOR, ServerProcess, base_env, free_port
 
 
@@ -25,10 +25,14 @@ def sandbox_account(emulator_url: str) -> dict:
 
 def test_a_sandbox_accounts_orders_go_to_the_testnet_and_are_marked(tmp_path, emulator):
     emulator.control.reset()
-    (tmp_path / "plugins.yaml").write_text(plugins_yaml({
-        "testnet": sandbox_account(emulator.url),
-        "live": emulator_account("binance", emulator.url, market_types=["spot"]),
-    }))
+    (tmp_path / "plugins.yaml").write_text(
+        plugins_yaml(
+            {
+                "testnet": sandbox_account(emulator.url),
+                "live": emulator_account("binance", emulator.url, market_types=["spot"]),
+            }
+        )
+    )
     with ServerProcess(base_env(tmp_path), tmp_path) as server:
         health = httpx.get(server.url + "/", headers=MONITOR, timeout=5).json()
         assert health["accounts"]["testnet"]["sandbox"] is True and health["accounts"]["testnet"]["ready"] is True

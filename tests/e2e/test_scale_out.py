@@ -31,8 +31,14 @@ from tests.support import MONITOR, ROOT, ServerProcess, base_env, free_port, sig
 
 pytestmark = pytest.mark.slow
 
-ROUTER = {"worker_heartbeat": 0.2, "worker_stale_after": 1.0, "reconcile_interval": 0.1, "reconcile_max_delay": 0.5,
-          "resubmit_after": 30, "response_budget": 2.5}
+ROUTER = {
+    "worker_heartbeat": 0.2,
+    "worker_stale_after": 1.0,
+    "reconcile_interval": 0.1,
+    "reconcile_max_delay": 0.5,
+    "resubmit_after": 30,
+    "response_budget": 2.5,
+}
 
 
 @pytest.fixture
@@ -60,12 +66,18 @@ class Deployment:
     def data_dir(self, name: str) -> Path:
         path = self.tmp / ("shared" if self.mode == "sqlite" else name)
         path.mkdir(exist_ok=True)
-        (path / "plugins.yaml").write_text(plugins_yaml({"emu": emulator_account("binance", self.emulator.url)}, router=ROUTER))
+        (path / "plugins.yaml").write_text(
+            plugins_yaml({"emu": emulator_account("binance", self.emulator.url)}, router=ROUTER)
+        )
         return path
 
     def env(self, name: str, **extra: str) -> dict[str, str]:
-        env = base_env(self.data_dir(name), STATE_URL=REDIS_TEST_URL if self.mode == "redis" else "sqlite",
-                       STATE_PREFIX=self.prefix, **extra)
+        env = base_env(
+            self.data_dir(name),
+            STATE_URL=REDIS_TEST_URL if self.mode == "redis" else "sqlite",
+            STATE_PREFIX=self.prefix,
+            **extra,
+        )
         return env
 
     def start(self, name: str, *, workers: int = 1, **extra: str) -> ServerProcess:
@@ -99,8 +111,17 @@ def deployment(request, tmp_path, emulator, state_prefix):
 
 
 def alert(alert_id: str, side: str = "buy", **extra) -> bytes:
-    return json.dumps({"account": "emu", "symbol": "BTCUSDT", "side": side, "amount": "0.001", "price": "50000",
-                       "id": alert_id, **extra}).encode()
+    return json.dumps(
+        {
+            "account": "emu",
+            "symbol": "BTCUSDT",
+            "side": side,
+            "amount": "0.001",
+            "price": "50000",
+            "id": alert_id,
+            **extra,
+        }
+    ).encode()
 
 
 def client_id(alert_id: str) -> str:
@@ -127,17 +148,29 @@ def test_a_token_revoked_through_one_server_is_refused_by_the_other(deployment):
     a, b = deployment.start("a"), deployment.start("b")
 
     def manage(*args: str) -> str:
-        done = subprocess.run([sys.executable, "manage_tokens.py", *args], cwd=ROOT, env=deployment.env("a"),
-                              capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            [sys.executable, "manage_tokens.py", *args],
+            cwd=ROOT,
+            env=deployment.env("a"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout.strip()
 
     token = manage("issue", "--label", "tv", "--account", "emu").splitlines()[0].strip()  # the alerts name "emu"
-    assert post(a, json.dumps({"token": token, **json.loads(alert("tok-1"))}).encode(),
-                {"Content-Type": "text/plain"}).status_code == 200
+    assert (
+        post(
+            a, json.dumps({"token": token, **json.loads(alert("tok-1"))}).encode(), {"Content-Type": "text/plain"}
+        ).status_code
+        == 200
+    )
     assert len(deployment.orders(client_id(journal_key("token:tv", "tok-1")))) == 1  # the token's own id namespace
     manage("revoke", token)
-    refused = post(b, json.dumps({"token": token, **json.loads(alert("tok-2"))}).encode(), {"Content-Type": "text/plain"})
+    refused = post(
+        b, json.dumps({"token": token, **json.loads(alert("tok-2"))}).encode(), {"Content-Type": "text/plain"}
+    )
     assert refused.status_code == 401
     assert deployment.orders(client_id(journal_key("token:tv", "tok-2"))) == []
 
@@ -178,8 +211,11 @@ def test_kill_9_with_an_order_in_flight_is_reconciled_by_the_other_server(deploy
     a, b = deployment.start("a"), deployment.start("b")
     deployment.emulator.control.add_fault("delay_after_book", seconds=30, match={"route": "order.place"})
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(lambda: httpx.post(a.url + "/webhook", content=alert("inflight-1"),
-                                                 headers=signed_headers(alert("inflight-1")), timeout=10))
+        pending = pool.submit(
+            lambda: httpx.post(
+                a.url + "/webhook", content=alert("inflight-1"), headers=signed_headers(alert("inflight-1")), timeout=10
+            )
+        )
         deadline = time.monotonic() + 10
         while not deployment.orders(client_id("inflight-1")) and time.monotonic() < deadline:
             time.sleep(0.02)  # waiting for the emulator to book it (its reply is held back)
@@ -207,8 +243,21 @@ def test_redis_outage_refuses_new_alerts_with_503_and_recovers_by_itself(tmp_pat
     port = free_port()
     redis_dir = tmp_path / "redis"
     redis_dir.mkdir()
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-           "--dir", str(redis_dir), "--daemonize", "no"]
+    cmd = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes",
+        "--dir",
+        str(redis_dir),
+        "--daemonize",
+        "no",
+    ]
 
     def start_redis() -> subprocess.Popen:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -222,8 +271,12 @@ def test_redis_outage_refuses_new_alerts_with_503_and_recovers_by_itself(tmp_pat
     try:
         data = tmp_path / "data"
         data.mkdir()
-        (data / "plugins.yaml").write_text(plugins_yaml({"emu": emulator_account("binance", emulator.url)}, router=ROUTER))
-        server = ServerProcess(base_env(data, STATE_URL=f"redis://127.0.0.1:{port}/0", STATE_PREFIX=state_prefix), tmp_path)
+        (data / "plugins.yaml").write_text(
+            plugins_yaml({"emu": emulator_account("binance", emulator.url)}, router=ROUTER)
+        )
+        server = ServerProcess(
+            base_env(data, STATE_URL=f"redis://127.0.0.1:{port}/0", STATE_PREFIX=state_prefix), tmp_path
+        )
         server.start()
         assert post(server, alert("before-outage")).status_code == 200
 
@@ -295,9 +348,12 @@ def test_two_workers_on_sqlite_count_one_rate_limit(tmp_path):
         statuses = []
         for i in range(4):
             with httpx.Client() as fresh:  # a new connection each time: the kernel spreads them over the workers
-                body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "amount": "0.001", "price": "50000",
-                                   "id": f"wrl-{i}"}).encode()
-                statuses.append(fresh.post(server.url + "/webhook", content=body, headers=signed_headers(body)).status_code)
+                body = json.dumps(
+                    {"symbol": "BTCUSDT", "side": "buy", "amount": "0.001", "price": "50000", "id": f"wrl-{i}"}
+                ).encode()
+                statuses.append(
+                    fresh.post(server.url + "/webhook", content=body, headers=signed_headers(body)).status_code
+                )
         assert statuses == [200, 200, 200, 429]
     finally:
         server.stop()

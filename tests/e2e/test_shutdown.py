@@ -24,9 +24,13 @@ def test_sigterm_to_the_process_group_waits_for_the_order_in_flight(tmp_path, da
         server = ServerProcess(base_env(data_dir), tmp_path).start()
         # Held past the 2.5 s answer budget: the request gets 202 and the order is still in flight.
         emulator.control.add_fault("delay_after_book", seconds=4, match={"route": "order.place"})
-        body = json.dumps({"account": "emu", "symbol": "BTCUSDT", "side": "buy", "amount": "0.001", "id": "stop-1"}).encode()
+        body = json.dumps(
+            {"account": "emu", "symbol": "BTCUSDT", "side": "buy", "amount": "0.001", "id": "stop-1"}
+        ).encode()
         with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(httpx.post, server.url + "/webhook", content=body, headers=signed_headers(body), timeout=10)
+            pending = pool.submit(
+                httpx.post, server.url + "/webhook", content=body, headers=signed_headers(body), timeout=10
+            )
             deadline = time.monotonic() + 10
             while not emulator.control.orders() and time.monotonic() < deadline:
                 time.sleep(0.02)  # until the emulator has booked it (its reply is held back 4 s)

@@ -30,17 +30,25 @@ EXIT_WITHIN = 30
 
 
 def clean_env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {"PATH": f"{PYTHON_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp), "LANG": "C.UTF-8",
-           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "DATA_DIR": str(tmp / "data"),
-           "DEFAULT_EXCHANGE": "paper", "WEBHOOK_SECRET": SECRET}
+    env = {
+        "PATH": f"{PYTHON_DIR}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": str(tmp),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "DATA_DIR": str(tmp / "data"),
+        "DEFAULT_EXCHANGE": "paper",
+        "WEBHOOK_SECRET": SECRET,
+    }
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
 
 def run_until_exit(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[int, list[str], str]:
     """(status, non-empty stderr lines, stdout) of a command expected to stop by itself."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         out, err = proc.communicate(timeout=EXIT_WITHIN)
     except subprocess.TimeoutExpired:
@@ -66,29 +74,41 @@ def assert_one_line(status: int, lines: list[str], *fragments: str) -> None:
 
 MISTAKES = {
     # plugins.yaml with an unknown option
-    "plugins_yaml": ({"plugins.yaml": "router:\n  max_body_bytez: 10\n"}, {},
-                     ("plugins.yaml", "plugin 'router'", "field 'max_body_bytez'", "no such option")),
+    "plugins_yaml": (
+        {"plugins.yaml": "router:\n  max_body_bytez: 10\n"},
+        {},
+        ("plugins.yaml", "plugin 'router'", "field 'max_body_bytez'", "no such option"),
+    ),
     # a misspelt PLUGINS_FILE is not silently ignored
-    "plugins_file_missing": ({}, {"PLUGINS_FILE": "demo.yml"},
-                             ("PLUGINS_FILE", "no file at 'demo.yml'")),
+    "plugins_file_missing": ({}, {"PLUGINS_FILE": "demo.yml"}, ("PLUGINS_FILE", "no file at 'demo.yml'")),
     # no WEBHOOK_SECRET and no token: every alert would be 401
-    "no_credential": ({}, {"WEBHOOK_SECRET": ""},
-                      ("WEBHOOK_SECRET", "python -m core init-env", "manage_tokens.py issue")),
+    "no_credential": (
+        {},
+        {"WEBHOOK_SECRET": ""},
+        ("WEBHOOK_SECRET", "python -m core init-env", "manage_tokens.py issue"),
+    ),
     # a typo in DEFAULT_EXCHANGE
-    "exchange_typo": ({}, {"DEFAULT_EXCHANGE": "binanse"},
-                      ("DEFAULT_EXCHANGE", "unknown ccxt exchange 'binanse'", "did you mean 'binance'?")),
+    "exchange_typo": (
+        {},
+        {"DEFAULT_EXCHANGE": "binanse"},
+        ("DEFAULT_EXCHANGE", "unknown ccxt exchange 'binanse'", "did you mean 'binance'?"),
+    ),
     # DEFAULT_EXCHANGE=binance without keys (and no payload credentials to fall back on)
-    "exchange_without_keys": ({"plugins.yaml": "router:\n  allow_payload_credentials: false\n"}, {"DEFAULT_EXCHANGE": "binance"},
-                              ("DEFAULT_EXCHANGE", "no account serves 'binance'", "DEFAULT_API_KEY")),
+    "exchange_without_keys": (
+        {"plugins.yaml": "router:\n  allow_payload_credentials: false\n"},
+        {"DEFAULT_EXCHANGE": "binance"},
+        ("DEFAULT_EXCHANGE", "no account serves 'binance'", "DEFAULT_API_KEY"),
+    ),
     # a plugins.yaml account without keys
-    "account_without_keys": ({"plugins.yaml": "ccxt:\n  accounts:\n    main: {exchange: bybit, api_key: '${BYBIT_KEY:-}'}\n"}, {},
-                             ("plugin 'ccxt'", "field 'accounts.main'", "expected api_key", "public: true")),
+    "account_without_keys": (
+        {"plugins.yaml": "ccxt:\n  accounts:\n    main: {exchange: bybit, api_key: '${BYBIT_KEY:-}'}\n"},
+        {},
+        ("plugin 'ccxt'", "field 'accounts.main'", "expected api_key", "public: true"),
+    ),
     # Heroku's ephemeral filesystem without shared state
-    "ephemeral_state": ({}, {"DYNO": "web.1"},
-                        ("STATE_URL", "DYNO", "ALLOW_EPHEMERAL_STATE")),
+    "ephemeral_state": ({}, {"DYNO": "web.1"}, ("STATE_URL", "DYNO", "ALLOW_EPHEMERAL_STATE")),
     # an invalid environment value
-    "environment_value": ({}, {"RATE_LIMIT_KEY": "everyone"},
-                          ("environment: RATE_LIMIT_KEY",)),
+    "environment_value": ({}, {"RATE_LIMIT_KEY": "everyone"}, ("environment: RATE_LIMIT_KEY",)),
 }
 
 
@@ -103,17 +123,23 @@ def prepare(tmp_path: Path, files: dict[str, str], env: dict[str, str]) -> dict[
 QUICK = {"no_credential", "exchange_without_keys"}
 
 
-@pytest.mark.parametrize("mistake", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in sorted(MISTAKES)])
+@pytest.mark.parametrize(
+    "mistake", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in sorted(MISTAKES)]
+)
 def test_each_mistake_stops_serve_with_one_line(tmp_path, mistake):
     files, env, fragments = MISTAKES[mistake]
     status, lines, _ = run_until_exit(serve_cmd(), prepare(tmp_path, files, env), tmp_path)
     assert_one_line(status, lines, *fragments)
 
 
-@pytest.mark.parametrize("mistake", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in sorted(MISTAKES)])
+@pytest.mark.parametrize(
+    "mistake", [m if m in QUICK else pytest.param(m, marks=pytest.mark.slow) for m in sorted(MISTAKES)]
+)
 def test_check_config_gives_the_same_verdict(tmp_path, mistake):
     files, env, fragments = MISTAKES[mistake]
-    status, lines, _ = run_until_exit([sys.executable, "-m", "core", "check-config"], prepare(tmp_path, files, env), tmp_path)
+    status, lines, _ = run_until_exit(
+        [sys.executable, "-m", "core", "check-config"], prepare(tmp_path, files, env), tmp_path
+    )
     assert_one_line(status, lines, *fragments)
 
 
@@ -131,8 +157,14 @@ def test_a_good_configuration_passes_check_config_and_serves(tmp_path):
     assert out.startswith("configuration ok") and "paper (paper)" in out and "credentials: WEBHOOK_SECRET" in out
 
     port = free_port()
-    proc = subprocess.Popen(serve_cmd(port), cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        serve_cmd(port),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + EXIT_WITHIN
         while time.monotonic() < deadline:
@@ -154,8 +186,14 @@ def test_a_good_configuration_passes_check_config_and_serves(tmp_path):
 
 def test_a_token_is_a_credential(tmp_path):
     env = prepare(tmp_path, {}, {"WEBHOOK_SECRET": ""})
-    issued = subprocess.run([sys.executable, str(ROOT / "manage_tokens.py"), "issue", "--ttl", "3600"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    issued = subprocess.run(
+        [sys.executable, str(ROOT / "manage_tokens.py"), "issue", "--ttl", "3600"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert issued.returncode == 0, issued.stderr
     status, lines, out = run_until_exit([sys.executable, "-m", "core", "check-config"], env, tmp_path)
     assert status == 0, lines
@@ -180,7 +218,9 @@ def test_procfile_web_command_stops_with_one_line(tmp_path, mistake):
 def test_procfile_release_command_is_check_config(tmp_path):
     assert procfile_command("release") == "python -m core check-config"
     files, env, fragments = MISTAKES["no_credential"]
-    status, lines, _ = run_until_exit(["sh", "-c", procfile_command("release")], prepare(tmp_path, files, env), tmp_path)
+    status, lines, _ = run_until_exit(
+        ["sh", "-c", procfile_command("release")], prepare(tmp_path, files, env), tmp_path
+    )
     assert_one_line(status, lines, *fragments)
 
 
@@ -192,8 +232,17 @@ def test_make_run_stops_with_one_line(tmp_path, mistake):
     # .env exists (make run would write one), and the installed venv is this interpreter's.
     (tmp_path / ".env").write_text(f"PORT={free_port()}\n")
     venv = Path(sys.prefix)
-    cmd = ["make", "--no-print-directory", "-f", str(ROOT / "Makefile"), "-o", f"{venv}/.installed", "run",
-           f"VENV={venv}", f"PY={sys.executable}"]
+    cmd = [
+        "make",
+        "--no-print-directory",
+        "-f",
+        str(ROOT / "Makefile"),
+        "-o",
+        f"{venv}/.installed",
+        "run",
+        f"VENV={venv}",
+        f"PY={sys.executable}",
+    ]
     status, lines, out = run_until_exit(cmd, env, tmp_path)
     assert status != 0
     ours = [line for line in lines if not line.startswith("make")]  # make adds "make: *** [run] Error 3"
@@ -205,8 +254,14 @@ def test_serve_uses_hypercorn_toml_and_reports_a_bad_one(tmp_path):
     env = prepare(tmp_path, {}, {})
     port = free_port()
     (tmp_path / "hypercorn.toml").write_text(f'bind = ["127.0.0.1:{port}"]\ngraceful_timeout = 2\n')
-    proc = subprocess.Popen([sys.executable, "-m", "core", "serve"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "serve"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + EXIT_WITHIN
         while time.monotonic() < deadline:

@@ -16,9 +16,9 @@ from decimal import Decimal
 
 from core.config import PluginOptions
 from core.errors import Unprocessable
-from core.trading.execution import Executor
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.trading.execution import Executor
 
 
 class NaiveBrokerExecutor(Executor):
@@ -30,14 +30,30 @@ class NaiveBrokerExecutor(Executor):
         if alert.action != "order" or alert.amount is None:
             raise Unprocessable("the naive broker takes plain orders only", code="not_supported")
         symbol = alert.symbol.split(":")[-1].upper()
-        return OrderRequest(account=self.account, exchange=self.exchange, symbol=symbol, market_type="spot",
-                            side=alert.side, amount=format(Decimal(alert.amount), "f"), client_order_id=client_order_id)
+        return OrderRequest(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=symbol,
+            market_type="spot",
+            side=alert.side,
+            amount=format(Decimal(alert.amount), "f"),
+            client_order_id=client_order_id,
+        )
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         reader, writer = await asyncio.open_connection(self.host, self.port)
         try:
-            writer.write(json.dumps({"symbol": order.symbol, "side": order.side, "qty": order.amount,
-                                     "client_id": order.client_order_id}).encode() + b"\n")
+            writer.write(
+                json.dumps(
+                    {
+                        "symbol": order.symbol,
+                        "side": order.side,
+                        "qty": order.amount,
+                        "client_id": order.client_order_id,
+                    }
+                ).encode()
+                + b"\n"
+            )
             await writer.drain()
             line = await reader.readline()
         finally:
@@ -45,9 +61,17 @@ class NaiveBrokerExecutor(Executor):
         if not line:
             raise ConnectionResetError("the broker closed the connection without an answer")
         booked = json.loads(line)
-        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol, side=order.side,
-                           amount=order.amount, order_id=booked["id"], client_order_id=order.client_order_id,
-                           status="filled", filled=order.amount)
+        return OrderResult(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=order.symbol,
+            side=order.side,
+            amount=order.amount,
+            order_id=booked["id"],
+            client_order_id=order.client_order_id,
+            status="filled",
+            filled=order.amount,
+        )
 
 
 class Plugin:
@@ -55,7 +79,7 @@ class Plugin:
         host: str = "127.0.0.1"
         port: int
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
 
     @hookimpl

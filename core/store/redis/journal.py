@@ -31,11 +31,19 @@ import json
 import time
 from typing import Any
 
-from core.store.sqlite.journal import (ALERT_STATES, GAVE_UP, QUARANTINED, SUCCESS_STATES, UNFINISHED, Admission, decode_json_fields,
-                          log_quarantined, quarantine_reason)
 from core.observability.redaction import REDACTOR, without_secrets
 from core.store.redis.state import guarded
-
+from core.store.sqlite.journal import (
+    ALERT_STATES,
+    GAVE_UP,
+    QUARANTINED,
+    SUCCESS_STATES,
+    UNFINISHED,
+    Admission,
+    decode_json_fields,
+    log_quarantined,
+    quarantine_reason,
+)
 
 _ADMIT = """
 local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -128,8 +136,17 @@ return claimed
 """
 
 _JSON_FIELDS = ("payload", "result")
-_NUMBER_FIELDS = {"received_at": float, "updated_at": float, "seq": int, "duplicates": int, "http_status": int,
-                  "explicit_id": int, "attempts": int, "authenticated_at": float, "journaled_at": float}
+_NUMBER_FIELDS = {
+    "received_at": float,
+    "updated_at": float,
+    "seq": int,
+    "duplicates": int,
+    "http_status": int,
+    "explicit_id": int,
+    "attempts": int,
+    "authenticated_at": float,
+    "journaled_at": float,
+}
 
 
 def _dumps(value: Any) -> str:
@@ -140,8 +157,15 @@ def _dumps(value: Any) -> str:
 class RedisJournal:
     """The journal on Redis; see the module docstring for the data layout."""
 
-    def __init__(self, client: Any, *, prefix: str = "tvr", retention_days: float = 7.0, wait_replicas: int = 0,
-                 worker_stale_after: float = 6.0):
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = "tvr",
+        retention_days: float = 7.0,
+        wait_replicas: int = 0,
+        worker_stale_after: float = 6.0,
+    ):
         self.client = client  # owned by core.store.factory.StateBackend
         self.prefix = prefix
         self.retention = int(retention_days * 86400)
@@ -173,28 +197,67 @@ class RedisJournal:
 
     # -- admission and state ---------------------------------------------------
 
-    async def admit(self, *, explicit_id: str | None, body_hash: str, received_at: float, dedup_window: float,
-                    principal: str | None, account: str, symbol: str, side: str, amount: str,
-                    payload: dict[str, Any], owner: str | None = None, lane: str = "",
-                    authenticated_at: float | None = None) -> Admission:
-        fields = {"body_hash": body_hash, "received_at": repr(received_at), "updated_at": repr(received_at),
-                  "principal": principal or "", "account": account, "symbol": symbol, "side": side, "amount": amount,
-                  "payload": _dumps(payload), "owner": owner or "",
-                  "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
-                  "journaled_at": repr(time.time())}
-        args = [self.prefix, explicit_id or "", body_hash, str(int(received_at * 1000)), str(int(dedup_window * 1000)),
-                str(self.retention), lane]
+    async def admit(
+        self,
+        *,
+        explicit_id: str | None,
+        body_hash: str,
+        received_at: float,
+        dedup_window: float,
+        principal: str | None,
+        account: str,
+        symbol: str,
+        side: str,
+        amount: str,
+        payload: dict[str, Any],
+        owner: str | None = None,
+        lane: str = "",
+        authenticated_at: float | None = None,
+    ) -> Admission:
+        fields = {
+            "body_hash": body_hash,
+            "received_at": repr(received_at),
+            "updated_at": repr(received_at),
+            "principal": principal or "",
+            "account": account,
+            "symbol": symbol,
+            "side": side,
+            "amount": amount,
+            "payload": _dumps(payload),
+            "owner": owner or "",
+            "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+            "journaled_at": repr(time.time()),
+        }
+        args = [
+            self.prefix,
+            explicit_id or "",
+            body_hash,
+            str(int(received_at * 1000)),
+            str(int(dedup_window * 1000)),
+            str(self.retention),
+            lane,
+        ]
         for key, value in fields.items():
             args += [key, value]
         alert_id, duplicate, seq = await self._durable(self._admit(args=args))
         return Admission(alert_id, bool(int(duplicate)), {"alert_id": alert_id}, seq=int(seq))
 
-    async def set_state(self, alert_id: str, state: str, *, result: dict[str, Any] | None = None,
-                        error_code: str | None = None, error_message: str | None = None,
-                        http_status: int | None = None) -> None:
+    async def set_state(
+        self,
+        alert_id: str,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
         assert state in ALERT_STATES, state
-        fields: dict[str, str] = {"updated_at": repr(time.time()), "error_code": error_code or "",
-                                  "error_message": REDACTOR.redact(error_message) if error_message else ""}
+        fields: dict[str, str] = {
+            "updated_at": repr(time.time()),
+            "error_code": error_code or "",
+            "error_message": REDACTOR.redact(error_message) if error_message else "",
+        }
         if result is not None:
             fields["result"] = _dumps(result)
         if http_status is not None:
@@ -205,11 +268,22 @@ class RedisJournal:
             args += [key, value]
         await self._durable(self._set_state(args=args))
 
-    async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str,
-                            request: dict[str, Any]) -> dict[str, Any]:
-        attempt = {"alert_id": alert_id, "client_order_id": client_order_id, "account": account, "exchange": exchange,
-                   "route": route, "request": json.loads(_dumps(request)), "state": "submitting",
-                   "started_at": time.time(), "finished_at": None, "response": None, "error": None}
+    async def order_started(
+        self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]
+    ) -> dict[str, Any]:
+        attempt = {
+            "alert_id": alert_id,
+            "client_order_id": client_order_id,
+            "account": account,
+            "exchange": exchange,
+            "route": route,
+            "request": json.loads(_dumps(request)),
+            "state": "submitting",
+            "started_at": time.time(),
+            "finished_at": None,
+            "response": None,
+            "error": None,
+        }
         number = await self._durable(self.client.hincrby(self._key("a", alert_id), "attempts", 1))
         attempt["attempt"] = number
         await self._write_attempt(attempt)
@@ -223,19 +297,35 @@ class RedisJournal:
         pipe.expire(key, self.retention)
         await self._durable(pipe.execute())
 
-    async def order_finished(self, attempt: dict[str, Any], state: str, *, response: dict[str, Any] | None = None,
-                             error: str | None = None, alert_id: str | None = None, alert_state: str | None = None,
-                             error_code: str | None = None, http_status: int | None = None) -> None:
+    async def order_finished(
+        self,
+        attempt: dict[str, Any],
+        state: str,
+        *,
+        response: dict[str, Any] | None = None,
+        error: str | None = None,
+        alert_id: str | None = None,
+        alert_state: str | None = None,
+        error_code: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
         attempt = dict(attempt)
-        attempt.update(state=state, finished_at=time.time(),
-                       response=json.loads(_dumps(response)) if response is not None else None,
-                       error=REDACTOR.redact(error) if error else None)
+        attempt.update(
+            state=state,
+            finished_at=time.time(),
+            response=json.loads(_dumps(response)) if response is not None else None,
+            error=REDACTOR.redact(error) if error else None,
+        )
         await self._write_attempt(attempt)
         if alert_state is not None:
-            await self.set_state(alert_id or attempt["alert_id"], alert_state,
-                                 result=response if alert_state in SUCCESS_STATES else None,
-                                 error_code=error_code, error_message=error if error_code else None,
-                                 http_status=http_status)
+            await self.set_state(
+                alert_id or attempt["alert_id"],
+                alert_state,
+                result=response if alert_state in SUCCESS_STATES else None,
+                error_code=error_code,
+                error_message=error if error_code else None,
+                http_status=http_status,
+            )
 
     # -- workers and recovery --------------------------------------------------
 
@@ -320,11 +410,13 @@ class RedisJournal:
         return data
 
     async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        ids = await self._durable(self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1))
+        ids = await self._durable(
+            self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1)
+        )
         rows = []
         for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
             pipe = self.client.pipeline(transaction=False)
-            for alert_id in ids[start:start + 200]:
+            for alert_id in ids[start : start + 200]:
                 pipe.hgetall(self._key("a", alert_id))
             for raw in await self._durable(pipe.execute()):
                 if raw and (state is None or raw.get("state") == state):
@@ -336,16 +428,17 @@ class RedisJournal:
     async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
         """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
         their timestamps and their order attempts' — for the dashboard's latency plots."""
-        ids = await self._durable(self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000),
-                                                               start=0, num=limit))
+        ids = await self._durable(
+            self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000), start=0, num=limit)
+        )
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), 200):
             pipe = self.client.pipeline(transaction=False)
-            for alert_id in ids[start:start + 200]:
+            for alert_id in ids[start : start + 200]:
                 pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
                 pipe.hgetall(self._key("o", alert_id))
             found = await self._durable(pipe.execute())
-            for alert_id, (fields, orders) in zip(ids[start:start + 200], zip(found[::2], found[1::2]), strict=True):
+            for alert_id, (fields, orders) in zip(ids[start : start + 200], zip(found[::2], found[1::2]), strict=True):
                 if fields[2] is None:
                     continue  # expired meanwhile
                 attempts = []
@@ -356,10 +449,19 @@ class RedisJournal:
                         continue  # unreadable: the alert's own read quarantines it
                     if isinstance(attempt, dict):
                         attempts.append(attempt)
-                rows.append({"alert_id": alert_id, "account": fields[0], "state": fields[1],
-                             "received_at": float(fields[2]), "updated_at": float(fields[3] or fields[2]),
-                             "orders": [{k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
-                                        for a in attempts]})
+                rows.append(
+                    {
+                        "alert_id": alert_id,
+                        "account": fields[0],
+                        "state": fields[1],
+                        "received_at": float(fields[2]),
+                        "updated_at": float(fields[3] or fields[2]),
+                        "orders": [
+                            {k: a.get(k) for k in ("alert_id", "account", "state", "started_at", "finished_at")}
+                            for a in attempts
+                        ],
+                    }
+                )
         return rows[::-1]
 
     async def stats(self) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -19,14 +19,23 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core.errors import StoreUnavailable
-from core.store.tokens import (ID_LENGTH, TokenInfo, check_issue, check_scopes, hash_token, join_accounts, new_token,
-                         split_accounts)
+from core.store.tokens import (
+    ID_LENGTH,
+    TokenInfo,
+    check_issue,
+    check_scopes,
+    hash_token,
+    join_accounts,
+    new_token,
+    split_accounts,
+)
 
 
 def redis_client(url: str, **options: Any) -> aioredis.Redis:
     """``options`` (e.g. ``ssl_cert_reqs``, see ``core.store.factory.redis_options``) go to redis-py."""
-    return aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10,
-                                   decode_responses=True, **options)
+    return aioredis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=1.0, health_check_interval=10, decode_responses=True, **options
+    )
 
 
 async def guarded(awaitable: Any) -> Any:
@@ -79,19 +88,36 @@ class RedisTokenStore:
 
     @staticmethod
     def _info(digest: str, row: dict[str, str]) -> TokenInfo:
-        return TokenInfo(id=digest[:ID_LENGTH], label=row.get("label") or None, created_at=float(row["created_at"]),
-                         expires_at=float(row["expires_at"]),
-                         last_used_at=float(row["last_used_at"]) if row.get("last_used_at") else None,
-                         accounts=split_accounts(row.get("accounts")), scopes=split_accounts(row.get("scopes")))
+        return TokenInfo(
+            id=digest[:ID_LENGTH],
+            label=row.get("label") or None,
+            created_at=float(row["created_at"]),
+            expires_at=float(row["expires_at"]),
+            last_used_at=float(row["last_used_at"]) if row.get("last_used_at") else None,
+            accounts=split_accounts(row.get("accounts")),
+            scopes=split_accounts(row.get("scopes")),
+        )
 
-    async def issue(self, *, ttl: float, label: str | None = None, token: str | None = None,
-                    accounts: tuple[str, ...] = (), scopes: tuple[str, ...] = ()) -> tuple[str, TokenInfo]:
+    async def issue(
+        self,
+        *,
+        ttl: float,
+        label: str | None = None,
+        token: str | None = None,
+        accounts: tuple[str, ...] = (),
+        scopes: tuple[str, ...] = (),
+    ) -> tuple[str, TokenInfo]:
         accounts = check_issue(ttl, label, accounts)
         scopes = check_scopes(scopes)
         token = token or new_token()
         digest, now = hash_token(token), self._clock()
-        row = {"label": label or "", "created_at": repr(now), "expires_at": repr(now + ttl),
-               "accounts": join_accounts(accounts) or "", "scopes": join_accounts(scopes) or ""}
+        row = {
+            "label": label or "",
+            "created_at": repr(now),
+            "expires_at": repr(now + ttl),
+            "accounts": join_accounts(accounts) or "",
+            "scopes": join_accounts(scopes) or "",
+        }
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(self._key(digest), mapping=row)
         pipe.expireat(self._key(digest), int(now + ttl) + 1)
@@ -150,12 +176,13 @@ class RedisRateStore(RateLimiterStoreABC):
 
     async def get(self, key: str, default: datetime) -> datetime:
         value = await guarded(self.client.get(f"{self.prefix}:rl:{key}"))
-        return default if value is None else datetime.fromtimestamp(float(value), timezone.utc)
+        return default if value is None else datetime.fromtimestamp(float(value), UTC)
 
     async def set(self, key: str, tat: datetime) -> None:
         # A theoretical arrival time in the past means the same as no entry.
-        await guarded(self.client.set(f"{self.prefix}:rl:{key}", repr(tat.timestamp()),
-                                      pxat=int(tat.timestamp() * 1000) + 1000))
+        await guarded(
+            self.client.set(f"{self.prefix}:rl:{key}", repr(tat.timestamp()), pxat=int(tat.timestamp() * 1000) + 1000)
+        )
 
     # GCRA over several keys in one server-side step (see core.web.ratelimit.gcra_reserve):
     # all charged or none. ARGV: now, then inverse and period per key. Returns the wait

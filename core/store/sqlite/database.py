@@ -67,7 +67,9 @@ class _Busy(Exception):
 class _Job:
     __slots__ = ("fn", "loop", "future", "result", "error")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future
+    ):
         self.fn = fn
         self.loop = loop
         self.future = future
@@ -90,10 +92,19 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
 
 
 class SqliteDatabase:
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", schema: str = "", inline: bool = False,
-                 max_batch: int = 128):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        schema: str = "",
+        inline: bool = False,
+        max_batch: int = 128,
+    ):
         if inline and synchronous.upper() != "OFF":
-            raise ValueError("inline=True is for databases with synchronous=OFF: a COMMIT must not fsync on the event loop")
+            raise ValueError(
+                "inline=True is for databases with synchronous=OFF: a COMMIT must not fsync on the event loop"
+            )
         self.path = Path(path)
         private_dir(self.path.parent)
         self._conn: sqlite3.Connection | None = None
@@ -236,7 +247,7 @@ class SqliteDatabase:
                 for earlier in done + [job]:
                     earlier.result, earlier.error = None, earlier.error or lost
                 if index + 1 < len(batch):
-                    self._execute(conn, batch[index + 1:])
+                    self._execute(conn, batch[index + 1 :])
                 return
             if job.error is None:
                 conn.execute("RELEASE job")

@@ -34,15 +34,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.store.sqlite.database import SqliteDatabase, transaction
 from core.observability.redaction import REDACTOR, without_secrets
+from core.store.sqlite.database import SqliteDatabase, transaction
 
 log = logging.getLogger(__name__)
 
-ALERT_STATES = ("received", "submitting", "submitted", "filled", "canceled", "skipped", "rejected", "failed", "unknown",
-                "reconciled", "expired", "refused", "quarantined")
-FINAL_STATES = frozenset({"submitted", "filled", "canceled", "skipped", "rejected", "failed", "reconciled", "expired",
-                          "refused", "quarantined"})
+ALERT_STATES = (
+    "received",
+    "submitting",
+    "submitted",
+    "filled",
+    "canceled",
+    "skipped",
+    "rejected",
+    "failed",
+    "unknown",
+    "reconciled",
+    "expired",
+    "refused",
+    "quarantined",
+)
+FINAL_STATES = frozenset(
+    {
+        "submitted",
+        "filled",
+        "canceled",
+        "skipped",
+        "rejected",
+        "failed",
+        "reconciled",
+        "expired",
+        "refused",
+        "quarantined",
+    }
+)
 QUARANTINED = "quarantined"  # the state and error code of a row that cannot be read
 
 SCHEMA = """
@@ -99,7 +124,9 @@ SUCCESS_STATES = frozenset({"filled", "submitted", "canceled", "skipped", "recon
 # Reconciliation that gave up leaves the alert "unknown" with this code: it no longer
 # holds its lane, and it is not recovered again (a human must check the exchange).
 GAVE_UP = "outcome_unknown_gave_up"
-_UNFINISHED_SQL = f"(state IN ('received', 'submitting') OR (state = 'unknown' AND COALESCE(error_code, '') != '{GAVE_UP}'))"
+_UNFINISHED_SQL = (
+    f"(state IN ('received', 'submitting') OR (state = 'unknown' AND COALESCE(error_code, '') != '{GAVE_UP}'))"
+)
 
 
 def _dumps(value: Any) -> str:
@@ -127,12 +154,21 @@ def quarantine_reason(problems: list[str]) -> str:
 
 
 def log_quarantined(alert_id: str, reason: str) -> None:
-    log.error("alert %s quarantined (state 'quarantined', not recovered; check the exchange by hand): %s",
-              alert_id, reason)
+    log.error(
+        "alert %s quarantined (state 'quarantined', not recovered; check the exchange by hand): %s", alert_id, reason
+    )
 
 
-def _update_alert(conn: sqlite3.Connection, alert_id: str | None, state: str, now: float, result_json: str | None,
-                  error_code: str | None, error_message: str | None, http_status: int | None) -> None:
+def _update_alert(
+    conn: sqlite3.Connection,
+    alert_id: str | None,
+    state: str,
+    now: float,
+    result_json: str | None,
+    error_code: str | None,
+    error_message: str | None,
+    http_status: int | None,
+) -> None:
     assert state in ALERT_STATES, state
     conn.execute(
         "UPDATE alerts SET state = ?, updated_at = ?, result = COALESCE(?, result), error_code = ?,"
@@ -223,8 +259,24 @@ class Journal:
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
                     " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at)"
                     " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (alert_id, int(explicit_id is not None), body_hash, received_at, received_at, principal, account,
-                     symbol, side, amount, "received", payload_json, owner, lane, authenticated_at, time.time()),
+                    (
+                        alert_id,
+                        int(explicit_id is not None),
+                        body_hash,
+                        received_at,
+                        received_at,
+                        principal,
+                        account,
+                        symbol,
+                        side,
+                        amount,
+                        "received",
+                        payload_json,
+                        owner,
+                        lane,
+                        authenticated_at,
+                        time.time(),
+                    ),
                 )
                 return Admission(alert_id, False, {"alert_id": alert_id, "state": "received"}, seq=int(cur.lastrowid))
 
@@ -245,9 +297,13 @@ class Journal:
         result_json = _dumps(result) if result is not None else None
         message = REDACTOR.redact(error_message) if error_message else None
         now = time.time()
-        await self.db.run(lambda conn: _update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status))
+        await self.db.run(
+            lambda conn: _update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
+        )
 
-    async def order_started(self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]) -> int:
+    async def order_started(
+        self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]
+    ) -> int:
         now = time.time()
         request_json = _dumps(request)
 
@@ -259,7 +315,9 @@ class Journal:
                     " VALUES (?,?,?,?,?,?,?,?,?)",
                     (alert_id, attempt, client_order_id, account, exchange, route, request_json, "submitting", now),
                 )
-                conn.execute("UPDATE alerts SET state = 'submitting', updated_at = ? WHERE alert_id = ?", (now, alert_id))
+                conn.execute(
+                    "UPDATE alerts SET state = 'submitting', updated_at = ? WHERE alert_id = ?", (now, alert_id)
+                )
                 return int(cur.lastrowid)
 
         return await self.db.run(insert)
@@ -288,9 +346,16 @@ class Journal:
                     (state, response_json, error_text, now, order_row),
                 )
                 if alert_state is not None:
-                    _update_alert(conn, alert_id, alert_state, now,
-                                  response_json if alert_state in SUCCESS_STATES else None,
-                                  error_code, error_text if error_code else None, http_status)
+                    _update_alert(
+                        conn,
+                        alert_id,
+                        alert_state,
+                        now,
+                        response_json if alert_state in SUCCESS_STATES else None,
+                        error_code,
+                        error_text if error_code else None,
+                        http_status,
+                    )
 
         await self.db.run(update)
 
@@ -298,9 +363,13 @@ class Journal:
 
     async def heartbeat(self, worker_id: str) -> None:
         now = time.time()
-        await self.db.run(lambda conn: conn.execute(
-            "INSERT INTO workers (worker_id, heartbeat_at) VALUES (?, ?) "
-            "ON CONFLICT(worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at", (worker_id, now)))
+        await self.db.run(
+            lambda conn: conn.execute(
+                "INSERT INTO workers (worker_id, heartbeat_at) VALUES (?, ?) "
+                "ON CONFLICT(worker_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (worker_id, now),
+            )
+        )
 
     async def retire(self, worker_id: str) -> None:
         """A worker that stops cleanly hands its unfinished alerts over at once."""
@@ -327,7 +396,9 @@ class Journal:
                     alert = self._get(conn, row["alert_id"])
                     if alert is not None and alert.get("unreadable"):
                         reason = quarantine_reason(alert["unreadable"])
-                        _update_alert(conn, alert["alert_id"], QUARANTINED, time.time(), None, QUARANTINED, reason, None)
+                        _update_alert(
+                            conn, alert["alert_id"], QUARANTINED, time.time(), None, QUARANTINED, reason, None
+                        )
                         quarantined.append((alert["alert_id"], reason))
                     elif alert is not None:
                         claimed.append(alert)
@@ -345,8 +416,10 @@ class Journal:
         log_quarantined(alert_id, reason)
 
     async def quarantined_count(self) -> int:
-        return await self.db.run(lambda conn: conn.execute(
-            "SELECT COUNT(*) FROM alerts WHERE state = ?", (QUARANTINED,)).fetchone()[0], read_only=True)
+        return await self.db.run(
+            lambda conn: conn.execute("SELECT COUNT(*) FROM alerts WHERE state = ?", (QUARANTINED,)).fetchone()[0],
+            read_only=True,
+        )
 
     # -- reading ---------------------------------------------------------------
 
@@ -382,7 +455,8 @@ class Journal:
                 changed = conn.execute(
                     "UPDATE alerts SET state = 'received', owner = ?, updated_at = ?, error_code = NULL, "
                     "error_message = NULL, http_status = NULL WHERE alert_id = ? AND state = 'failed' AND http_status >= 500",
-                    (owner, time.time(), alert_id)).rowcount
+                    (owner, time.time(), alert_id),
+                ).rowcount
                 return self._get(conn, alert_id) if changed else None
 
         return await self.db.run(reopen)
@@ -395,10 +469,14 @@ class Journal:
             # The same condition as _UNFINISHED_SQL, written so that the (lane, state) index
             # finds the lane's unfinished alerts directly: a scan of the lane's whole history
             # cost ~1 ms per 10,000 alerts, on every alert.
-            return conn.execute(
-                "SELECT 1 FROM alerts INDEXED BY alerts_lane WHERE lane = ? AND state IN ('received', 'submitting', 'unknown')"
-                f" AND rowid < ? AND (state != 'unknown' OR COALESCE(error_code, '') != '{GAVE_UP}') LIMIT 1", (lane, seq)
-            ).fetchone() is not None
+            return (
+                conn.execute(
+                    "SELECT 1 FROM alerts INDEXED BY alerts_lane WHERE lane = ? AND state IN ('received', 'submitting', 'unknown')"
+                    f" AND rowid < ? AND (state != 'unknown' OR COALESCE(error_code, '') != '{GAVE_UP}') LIMIT 1",
+                    (lane, seq),
+                ).fetchone()
+                is not None
+            )
 
         return await self.db.run(check, read_only=True)  # inline when idle: no thread hop
 
@@ -414,8 +492,10 @@ class Journal:
 
     @staticmethod
     def _list(conn: sqlite3.Connection, limit: int, state: str | None) -> list[dict[str, Any]]:
-        query = ("SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
-                 " duplicates, payload FROM alerts")
+        query = (
+            "SELECT alert_id, received_at, updated_at, principal, account, symbol, side, amount, state, error_code,"
+            " duplicates, payload FROM alerts"
+        )
         args: tuple = ()
         if state:
             query += " WHERE state = ?"
@@ -433,14 +513,22 @@ class Journal:
         their timestamps and their order attempts' — for the dashboard's latency plots."""
 
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = [dict(r) | {"orders": []} for r in conn.execute(
-                "SELECT alert_id, account, state, received_at, updated_at FROM alerts WHERE received_at >= ?"
-                " ORDER BY received_at DESC LIMIT ?", (since, limit))]
+            rows = [
+                dict(r) | {"orders": []}
+                for r in conn.execute(
+                    "SELECT alert_id, account, state, received_at, updated_at FROM alerts WHERE received_at >= ?"
+                    " ORDER BY received_at DESC LIMIT ?",
+                    (since, limit),
+                )
+            ]
             by_id = {r["alert_id"]: r for r in rows}
             if rows:
                 oldest = rows[-1]["received_at"]
-                for o in conn.execute("SELECT o.alert_id, o.account, o.state, o.started_at, o.finished_at FROM orders o"
-                                      " JOIN alerts a ON a.alert_id = o.alert_id WHERE a.received_at >= ?", (oldest,)):
+                for o in conn.execute(
+                    "SELECT o.alert_id, o.account, o.state, o.started_at, o.finished_at FROM orders o"
+                    " JOIN alerts a ON a.alert_id = o.alert_id WHERE a.received_at >= ?",
+                    (oldest,),
+                ):
                     if o["alert_id"] in by_id:
                         by_id[o["alert_id"]]["orders"].append(dict(o))
             return rows[::-1]

@@ -41,8 +41,9 @@ class AccountOptions(PluginOptions):
     # Overrides the endpoint chosen by ``paper`` (a proxy, or the test emulator).
     base_url: str | None = None
     # Which assets to load and trade: us_equity (stocks, ETFs), crypto.
-    asset_classes: list[Literal["us_equity", "crypto"]] = Field(default_factory=lambda: ["us_equity", "crypto"],
-                                                               min_length=1)
+    asset_classes: list[Literal["us_equity", "crypto"]] = Field(
+        default_factory=lambda: ["us_equity", "crypto"], min_length=1
+    )
     # Seconds to wait for Alpaca's answer (after which an order's outcome is unknown and
     # it is looked up by its client order id).
     timeout: float = Field(10.0, gt=0, le=60)
@@ -82,7 +83,7 @@ class Plugin:
     class Options(PluginOptions):
         accounts: dict[str, AccountOptions] = Field(default_factory=dict)
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
         self.executors: list[AlpacaExecutor] = []
 

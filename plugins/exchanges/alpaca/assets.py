@@ -52,11 +52,14 @@ class Asset:
     price_increment: Decimal | None
 
     @classmethod
-    def from_api(cls, row: dict[str, Any]) -> "Asset":
+    def from_api(cls, row: dict[str, Any]) -> Asset:
         return cls(
-            symbol=str(row["symbol"]), asset_class=str(row.get("class") or EQUITY),
-            exchange=str(row.get("exchange") or ""), tradable=bool(row.get("tradable")),
-            fractionable=bool(row.get("fractionable")), min_order_size=_decimal(row.get("min_order_size")),
+            symbol=str(row["symbol"]),
+            asset_class=str(row.get("class") or EQUITY),
+            exchange=str(row.get("exchange") or ""),
+            tradable=bool(row.get("tradable")),
+            fractionable=bool(row.get("fractionable")),
+            min_order_size=_decimal(row.get("min_order_size")),
             min_trade_increment=_decimal(row.get("min_trade_increment")),
             price_increment=_decimal(row.get("price_increment")),
         )
@@ -97,11 +100,18 @@ class Asset:
         orders only (fractional stock orders, crypto buys): the plugin checks them itself."""
         base = self.symbol.split("/")[0]
         return Market(
-            symbol=self.symbol, id=self.symbol, base=base, quote=self.quote, type="spot", active=self.tradable,
+            symbol=self.symbol,
+            id=self.symbol,
+            base=base,
+            quote=self.quote,
+            type="spot",
+            active=self.tradable,
             amount_step=self.qty_step,
             price_tick=self.price_increment if self.crypto and self.price_increment else Decimal("0.0001"),
             # A stock's smallest order is one step (a share, or a billionth of one).
-            limits=MarketLimits(amount_min=self.min_order_size if self.crypto and self.min_order_size else self.qty_step),
+            limits=MarketLimits(
+                amount_min=self.min_order_size if self.crypto and self.min_order_size else self.qty_step
+            ),
             aliases=(self.symbol.replace("/", ""),) if "/" in self.symbol else (),
             buys_by_cost=self.crypto or self.fractionable,
             info={"class": self.asset_class, "exchange": self.exchange, "fractionable": self.fractionable},

@@ -32,12 +32,21 @@ class NotFound(Exception):
 class AlpacaClient:
     """One account's REST session: keys in headers, JSON in and out, errors translated."""
 
-    def __init__(self, base_url: str, key_id: str, secret_key: str, *, timeout: float = 10.0,
-                 clock_max_age: float = CLOCK_MAX_AGE, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        key_id: str,
+        secret_key: str,
+        *,
+        timeout: float = 10.0,
+        clock_max_age: float = CLOCK_MAX_AGE,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self.clock_max_age = clock_max_age
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, transport=transport,
+            base_url=self.base_url,
+            transport=transport,
             headers={"APCA-API-KEY-ID": key_id, "APCA-API-SECRET-KEY": secret_key, "Accept": "application/json"},
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
         )
@@ -46,8 +55,9 @@ class AlpacaClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      json: Any = None, placing: bool = False) -> Any:
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None, placing: bool = False
+    ) -> Any:
         """Send one request; the parsed JSON (None for 204). Raises ``NotFound`` on 404 of a
         read, else the translated error (``errors.py``)."""
         try:

@@ -34,8 +34,8 @@ from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 from core.errors import OrderRejected, Unprocessable
-from core.trading.execution import Executor, LookupResult
 from core.pipeline.models import Alert, OrderRequest, OrderResult, decimal_str
+from core.trading.execution import Executor, LookupResult
 from core.trading.sizing import prepare_alert
 from core.trading.venue import Market, order_status
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
@@ -106,8 +106,11 @@ class AlpacaAccountReader:
         row = await self._position(market.symbol)
         if row and row.get("current_price"):
             return Decimal(str(row["current_price"]))
-        raise _refuse(f"Alpaca's trading API quotes no price for {market.symbol}: send the alert's price "
-                      "(TradingView's {{close}}) to convert the amount", "no_price")
+        raise _refuse(
+            f"Alpaca's trading API quotes no price for {market.symbol}: send the alert's price "
+            "(TradingView's {{close}}) to convert the amount",
+            "no_price",
+        )
 
     def buys_by_cost(self, market: Market) -> bool:
         return market.buys_by_cost
@@ -135,8 +138,12 @@ class AlpacaExecutor(Executor):
         super().__init__(account, "alpaca")
         self.options = options
         self.client = client or AlpacaClient(
-            options.endpoint, options.api_key.get_secret_value(), options.secret.get_secret_value(),
-            timeout=options.timeout, clock_max_age=options.clock_max_age)
+            options.endpoint,
+            options.api_key.get_secret_value(),
+            options.secret.get_secret_value(),
+            timeout=options.timeout,
+            clock_max_age=options.clock_max_age,
+        )
         self.assets = AssetBook([])
         self._maintenance: asyncio.Task | None = None
 
@@ -167,8 +174,12 @@ class AlpacaExecutor(Executor):
                 await self._load_assets()
             except Exception as exc:
                 if self.ready:
-                    log.warning("account %s (alpaca): reloading assets failed, keeping the %d loaded: %s",
-                                self.account, len(self.assets), exc)
+                    log.warning(
+                        "account %s (alpaca): reloading assets failed, keeping the %d loaded: %s",
+                        self.account,
+                        len(self.assets),
+                        exc,
+                    )
                 else:
                     self.error = f"{type(exc).__name__}: {exc}"[:300]
                     log.warning("account %s (alpaca) is still not ready: %s", self.account, self.error)
@@ -201,26 +212,44 @@ class AlpacaExecutor(Executor):
         asset = self.assets.resolve(ticker)
         if asset is None:
             hint = self.assets.suggestions(ticker)
-            raise _refuse(f"'{ticker}' is not a tradable asset on this Alpaca account"
-                          + (f" (did you mean {', '.join(hint)}?)" if hint else ""), "unknown_symbol")
+            raise _refuse(
+                f"'{ticker}' is not a tradable asset on this Alpaca account"
+                + (f" (did you mean {', '.join(hint)}?)" if hint else ""),
+                "unknown_symbol",
+            )
         return asset
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         asset = self.resolve(alert.symbol)
         reader = AlpacaAccountReader(self.client, alert)
         if alert.action in ("cancel", "cancel_all"):
-            return await prepare_alert(self.assets.markets, alert, reader, account=self.account,
-                                       client_order_id=client_order_id, default_type="spot")
+            return await prepare_alert(
+                self.assets.markets,
+                alert,
+                reader,
+                account=self.account,
+                client_order_id=client_order_id,
+                default_type="spot",
+            )
         self._refuse_unsupported(alert, asset)
         extended = _flag(self._alert_field(alert, "extended_hours", self.options.extended_hours)) and not asset.crypto
         if not asset.crypto:  # crypto trades around the clock
             await self._check_market_hours(alert.order_type, extended)
         # Prices on the asset's own tick first (a stock's tick depends on its price), then
         # core's sizing, precision and limits, as for every venue.
-        rounded = {name: asset.round_price(getattr(alert, name))
-                   for name in ("price", "stop_price", "stop_loss", "take_profit") if getattr(alert, name) is not None}
-        order = await prepare_alert(self.assets.markets, alert.model_copy(update=rounded), reader, account=self.account,
-                                    client_order_id=client_order_id, default_type="spot")
+        rounded = {
+            name: asset.round_price(getattr(alert, name))
+            for name in ("price", "stop_price", "stop_loss", "take_profit")
+            if getattr(alert, name) is not None
+        }
+        order = await prepare_alert(
+            self.assets.markets,
+            alert.model_copy(update=rounded),
+            reader,
+            account=self.account,
+            client_order_id=client_order_id,
+            default_type="spot",
+        )
         return self._alpaca_rules(order, alert, asset, extended)
 
     def _alpaca_rules(self, order: OrderRequest, alert: Alert, asset: Asset, extended: bool) -> OrderRequest:
@@ -240,8 +269,11 @@ class AlpacaExecutor(Executor):
         # crypto buy (a sell of what is held may be smaller).
         minimum = asset.min_notional if (order.side == "buy" if asset.crypto else fractional) else None
         if minimum and value is not None and value < minimum:
-            raise _refuse(f"the order value {decimal_str(value)} {asset.quote} is below Alpaca's minimum of "
-                          f"{decimal_str(minimum)} for {asset.symbol}", "cost_below_minimum")
+            raise _refuse(
+                f"the order value {decimal_str(value)} {asset.quote} is below Alpaca's minimum of "
+                f"{decimal_str(minimum)} for {asset.symbol}",
+                "cost_below_minimum",
+            )
         brackets = order.stop_loss is not None or order.take_profit is not None
         tif = self._time_in_force(alert, asset, fractional=fractional, extended=extended, brackets=brackets)
         params: dict[str, Any] = {"time_in_force": tif}
@@ -263,7 +295,6 @@ class AlpacaExecutor(Executor):
                     return value
         return default
 
-
     @staticmethod
     def _refuse_unsupported(alert: Alert, asset: Asset) -> None:
         """What Alpaca lacks that core would pass on (core itself refuses reduce-only,
@@ -271,17 +302,24 @@ class AlpacaExecutor(Executor):
         if alert.post_only or alert.time_in_force == "PO":
             raise _refuse("Alpaca has no post-only orders", "not_supported")
         if asset.crypto and alert.order_type == "stop":
-            raise _refuse("Alpaca takes market, limit and stop-limit orders for crypto, not stop orders", "not_supported")
+            raise _refuse(
+                "Alpaca takes market, limit and stop-limit orders for crypto, not stop orders", "not_supported"
+            )
 
     async def _check_market_hours(self, order_type: str, extended: bool) -> None:
         if extended:
             if order_type != "limit":
-                raise _refuse("extended-hours orders must be limit orders with a price (Alpaca's rule)",
-                              "extended_hours_limit_only")
+                raise _refuse(
+                    "extended-hours orders must be limit orders with a price (Alpaca's rule)",
+                    "extended_hours_limit_only",
+                )
             return
         if not await self.client.market_is_open():
-            raise _refuse("the US stock market is closed; send 'extended_hours': true with a limit order to "
-                          "trade pre-market or after hours", "market_closed")
+            raise _refuse(
+                "the US stock market is closed; send 'extended_hours': true with a limit order to "
+                "trade pre-market or after hours",
+                "market_closed",
+            )
 
     @staticmethod
     def _time_in_force(alert: Alert, asset: Asset, *, fractional: bool, extended: bool, brackets: bool) -> str:
@@ -301,22 +339,23 @@ class AlpacaExecutor(Executor):
             raise _refuse("bracket orders are day or GTC orders on Alpaca")
         return {"GTC": "gtc", "IOC": "ioc", "FOK": "fok"}.get(wanted or "", "day")
 
-
     @staticmethod
     def _check_brackets(alert: Alert, asset: Asset, fractional: bool, extended: bool) -> None:
         """Alpaca's rules for bracket/OTO orders (core has already put the stop-loss below
         and the take-profit above a long entry, on the tick)."""
         if asset.crypto:
-            raise _refuse("Alpaca has no stop-loss/take-profit (bracket) orders for crypto; send the exits as "
-                          "their own alerts", "brackets_unsupported")
+            raise _refuse(
+                "Alpaca has no stop-loss/take-profit (bracket) orders for crypto; send the exits as their own alerts",
+                "brackets_unsupported",
+            )
         if fractional:
-            raise _refuse("Alpaca's bracket orders need whole shares (no fractional or dollar amounts)",
-                          "brackets_unsupported")
+            raise _refuse(
+                "Alpaca's bracket orders need whole shares (no fractional or dollar amounts)", "brackets_unsupported"
+            )
         if extended:
             raise _refuse("Alpaca's bracket orders cannot trade in extended hours", "brackets_unsupported")
         if alert.order_type not in ("market", "limit"):
             raise _refuse("stop-loss/take-profit ride on market or limit entries on Alpaca", "brackets_unsupported")
-
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         if order.action == "cancel":
@@ -329,9 +368,13 @@ class AlpacaExecutor(Executor):
     @staticmethod
     def order_body(order: OrderRequest) -> dict[str, Any]:
         """The ``POST /v2/orders`` body of an order."""
-        body: dict[str, Any] = {"symbol": order.symbol, "side": order.side, "type": order.order_type,
-                                "time_in_force": order.params.get("time_in_force", order.time_in_force or "day"),
-                                "client_order_id": order.client_order_id}
+        body: dict[str, Any] = {
+            "symbol": order.symbol,
+            "side": order.side,
+            "type": order.order_type,
+            "time_in_force": order.params.get("time_in_force", order.time_in_force or "day"),
+            "client_order_id": order.client_order_id,
+        }
         if order.cost is not None:
             body["notional"] = order.cost
         else:
@@ -351,19 +394,32 @@ class AlpacaExecutor(Executor):
         return body
 
     def result(self, data: dict[str, Any], order: OrderRequest) -> OrderResult:
-        legs = [{"order_id": leg.get("id"), "client_order_id": leg.get("client_order_id"),
-                 "kind": "take_profit" if leg.get("type") == "limit" else "stop_loss",
-                 "price": leg.get("limit_price") if leg.get("type") == "limit" else leg.get("stop_price"),
-                 "status": leg.get("status")} for leg in (data.get("legs") or [])]
+        legs = [
+            {
+                "order_id": leg.get("id"),
+                "client_order_id": leg.get("client_order_id"),
+                "kind": "take_profit" if leg.get("type") == "limit" else "stop_loss",
+                "price": leg.get("limit_price") if leg.get("type") == "limit" else leg.get("stop_price"),
+                "status": leg.get("status"),
+            }
+            for leg in (data.get("legs") or [])
+        ]
         return OrderResult(
-            account=self.account, exchange=self.exchange, symbol=str(data.get("symbol") or order.symbol),
-            side=data.get("side") or order.side, order_type=str(data.get("type") or order.order_type),
+            account=self.account,
+            exchange=self.exchange,
+            symbol=str(data.get("symbol") or order.symbol),
+            side=data.get("side") or order.side,
+            order_type=str(data.get("type") or order.order_type),
             amount=data.get("qty") or order.amount or (data.get("filled_qty") if data.get("notional") else None),
-            price=data.get("limit_price"), order_id=data.get("id"),
+            price=data.get("limit_price"),
+            order_id=data.get("id"),
             client_order_id=str(data.get("client_order_id") or order.client_order_id),
             status=status_word(data.get("status")),
-            filled=data.get("filled_qty"), average=data.get("filled_avg_price"), route=self.route,
-            children=legs, info=data,
+            filled=data.get("filled_qty"),
+            average=data.get("filled_avg_price"),
+            route=self.route,
+            children=legs,
+            info=data,
         )
 
     async def _cancel(self, order: OrderRequest) -> OrderResult:
@@ -376,10 +432,18 @@ class AlpacaExecutor(Executor):
         except NotFound:
             pass
         result = self.result(target, order)
-        return result.model_copy(update={"client_order_id": order.client_order_id,
-                                         "children": [{"order_id": target.get("id"),
-                                                       "client_order_id": target.get("client_order_id"),
-                                                       "status": target.get("status")}]})
+        return result.model_copy(
+            update={
+                "client_order_id": order.client_order_id,
+                "children": [
+                    {
+                        "order_id": target.get("id"),
+                        "client_order_id": target.get("client_order_id"),
+                        "status": target.get("status"),
+                    }
+                ],
+            }
+        )
 
     async def _target(self, order: OrderRequest) -> dict[str, Any] | None:
         try:
@@ -399,8 +463,14 @@ class AlpacaExecutor(Executor):
             except OrderRejected:
                 continue  # filled or canceled meanwhile
             canceled.append({"order_id": row.get("id"), "client_order_id": row.get("client_order_id")})
-        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol,
-                           client_order_id=order.client_order_id, status="canceled", children=canceled)
+        return OrderResult(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=order.symbol,
+            client_order_id=order.client_order_id,
+            status="canceled",
+            children=canceled,
+        )
 
     # ------------------------------------------------------------ lookup
 
@@ -417,10 +487,18 @@ class AlpacaExecutor(Executor):
         if order.action == "cancel":
             target = await self._target(order)
             if target is not None and status_word(target.get("status")) == "canceled":
-                return LookupResult.found(self.result(target, order).model_copy(
-                    update={"client_order_id": order.client_order_id}))
+                return LookupResult.found(
+                    self.result(target, order).model_copy(update={"client_order_id": order.client_order_id})
+                )
             return LookupResult.absent("the order is not canceled")
         if not await self.client.open_orders(order.symbol):
-            return LookupResult.found(OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol,
-                                                  client_order_id=order.client_order_id, status="canceled"))
+            return LookupResult.found(
+                OrderResult(
+                    account=self.account,
+                    exchange=self.exchange,
+                    symbol=order.symbol,
+                    client_order_id=order.client_order_id,
+                    status="canceled",
+                )
+            )
         return LookupResult.absent(f"{order.symbol} still has open orders")

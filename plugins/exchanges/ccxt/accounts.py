@@ -42,11 +42,28 @@ MARKET_TYPE_NAMES: dict[str, tuple[str, ...]] = {
 }
 # The unified market type (ccxt's market['type']) a configured market type stands for,
 # and the types of the markets kept for it.
-UNIFIED_TYPE = {"spot": "spot", "margin": "spot", "swap": "swap", "perpetual": "swap", "future": "future",
-                "futures": "future", "linear": "swap", "inverse": "swap", "option": "option"}
-KEPT_TYPES = {"spot": {"spot", "margin"}, "margin": {"spot", "margin"}, "swap": {"swap"}, "perpetual": {"swap"},
-              "future": {"future"}, "futures": {"future"}, "linear": {"swap", "future"}, "inverse": {"swap", "future"},
-              "option": {"option"}}
+UNIFIED_TYPE = {
+    "spot": "spot",
+    "margin": "spot",
+    "swap": "swap",
+    "perpetual": "swap",
+    "future": "future",
+    "futures": "future",
+    "linear": "swap",
+    "inverse": "swap",
+    "option": "option",
+}
+KEPT_TYPES = {
+    "spot": {"spot", "margin"},
+    "margin": {"spot", "margin"},
+    "swap": {"swap"},
+    "perpetual": {"swap"},
+    "future": {"future"},
+    "futures": {"future"},
+    "linear": {"swap", "future"},
+    "inverse": {"swap", "future"},
+    "option": {"option"},
+}
 SECRET_CONFIG_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
 
 
@@ -99,11 +116,14 @@ class AccountOptions(PluginOptions):
         return value.strip().lower()
 
     @model_validator(mode="after")
-    def _keys_or_public(self) -> "AccountOptions":
+    def _keys_or_public(self) -> AccountOptions:
         if not self.public and not (_filled(self.api_key) and _filled(self.secret)):
             missing = "api_key" if not _filled(self.api_key) else "secret"
-            raise PydanticCustomError("missing_keys", f"expected {missing} (an account without keys cannot trade: "
-                                      "set api_key and secret, e.g. ${BINANCE_KEY}, or public: true)")
+            raise PydanticCustomError(
+                "missing_keys",
+                f"expected {missing} (an account without keys cannot trade: "
+                "set api_key and secret, e.g. ${BINANCE_KEY}, or public: true)",
+            )
         return self
 
     @field_validator("market_types")
@@ -151,7 +171,9 @@ def unknown_exchange_message(exchange_id: str) -> str | None:
 def suggests_exchange(exchange_id: str) -> bool:
     """Whether ``exchange_id`` is not a ccxt id but close to one: a typo, most likely."""
     value = exchange_id.strip().lower()
-    return value not in ccxt_async.exchanges and bool(difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75))
+    return value not in ccxt_async.exchanges and bool(
+        difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75)
+    )
 
 
 class AccountConfigError(ConfigError):
@@ -169,8 +191,10 @@ def fetch_market_types(exchange_id: str, wanted: list[str], available: list[str]
     for kind in wanted:
         name = next((n for n in MARKET_TYPE_NAMES[kind] if n in available), None)
         if name is None:
-            raise AccountConfigError("market_types", f"market type '{kind}' is not available on {exchange_id} "
-                                                     f"(it has: {', '.join(available)})")
+            raise AccountConfigError(
+                "market_types",
+                f"market type '{kind}' is not available on {exchange_id} (it has: {', '.join(available)})",
+            )
         if name not in chosen:
             chosen.append(name)
     return chosen
@@ -290,10 +314,10 @@ class ClientIdRule:
         placing it twice. "tv…" becomes "sl…"/"tp…" (gate: "t-sl…"); exchanges that take
         hex digits only (kraken) get a hash of the entry's id."""
         if not self.prefix:
-            return hashlib.sha256(f"{kind}\x00{entry}".encode()).hexdigest()[:len(entry)]
+            return hashlib.sha256(f"{kind}\x00{entry}".encode()).hexdigest()[: len(entry)]
         if self.prefix == "tv":
             return kind + entry[2:]
-        return (self.prefix + kind + entry[len(self.prefix) + 2:])[:self.length]
+        return (self.prefix + kind + entry[len(self.prefix) + 2 :])[: self.length]
 
 
 DEFAULT_CLIENT_ID_RULE = ClientIdRule()
@@ -320,8 +344,17 @@ def is_ccxt_exchange(exchange_id: str) -> bool:
     return exchange_id in ccxt_async.exchanges
 
 
-__all__ = ["AccountConfigError", "AccountOptions", "BuiltClient", "ClientIdRule", "build_client", "client_id_rule", "is_ccxt_exchange",
-           "suggests_exchange", "unknown_exchange_message"]
+__all__ = [
+    "AccountConfigError",
+    "AccountOptions",
+    "BuiltClient",
+    "ClientIdRule",
+    "build_client",
+    "client_id_rule",
+    "is_ccxt_exchange",
+    "suggests_exchange",
+    "unknown_exchange_message",
+]
 
 
 # ---------------------------------------------------------------- preflight (python -m core doctor)
@@ -354,8 +387,13 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
             ahead = "ahead of" if skew > 0 else "behind"
             text = f"the exchange's clock is {abs(skew) / 1000:.1f} s {ahead} this machine's"
             if abs(skew) >= SKEW_BLOCKER_MS:
-                findings.append(("blocker", f"{text}: signed requests (orders) will be refused; sync the clock "
-                                            "(chrony/systemd-timesyncd) or set ccxt: {options: {adjustForTimeDifference: true}}"))
+                findings.append(
+                    (
+                        "blocker",
+                        f"{text}: signed requests (orders) will be refused; sync the clock "
+                        "(chrony/systemd-timesyncd) or set ccxt: {options: {adjustForTimeDifference: true}}",
+                    )
+                )
             elif abs(skew) >= SKEW_WARNING_MS:
                 findings.append(("warning", f"{text}; sync the clock (chrony/systemd-timesyncd)"))
             else:
@@ -373,7 +411,9 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
                 market = book.resolve(symbol, None, executor.default_type)
                 findings.append(("ok", f"{symbol} → {market.symbol}"))
             except Exception as exc:
-                findings.append(("blocker", f"market {symbol!r} is missing: {getattr(exc, 'message', None) or _short(exc)}"))
+                findings.append(
+                    ("blocker", f"market {symbol!r} is missing: {getattr(exc, 'message', None) or _short(exc)}")
+                )
     else:
         findings.append(("blocker", f"market list not loaded: {executor.error or 'unknown error'}"))
 
@@ -383,7 +423,9 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
     try:
         balance = await client.fetch_balance()
         held = sorted(k for k, v in (balance.get("total") or {}).items() if v)
-        findings.append(("ok", f"keys valid: balance read ({', '.join(held[:6]) or 'empty'}{'…' if len(held) > 6 else ''})"))
+        findings.append(
+            ("ok", f"keys valid: balance read ({', '.join(held[:6]) or 'empty'}{'…' if len(held) > 6 else ''})")
+        )
     except (ccxt_async.AuthenticationError, ccxt_async.PermissionDenied) as exc:
         findings.append(("blocker", f"the exchange refused the keys: {_short(exc)}"))
     except Exception as exc:
@@ -392,8 +434,10 @@ async def account_preflight(executor: Any, symbols: list[str]) -> list[tuple[str
     return findings
 
 
-WITHDRAWAL_WARNING = ("THIS KEY CAN WITHDRAW FUNDS: anyone who obtains it can empty the account. "
-                      "Create a key with withdrawals disabled (and an IP whitelist) for the router")
+WITHDRAWAL_WARNING = (
+    "THIS KEY CAN WITHDRAW FUNDS: anyone who obtains it can empty the account. "
+    "Create a key with withdrawals disabled (and an IP whitelist) for the router"
+)
 
 
 async def _permissions(executor: Any) -> list[tuple[str, str]]:
@@ -422,16 +466,32 @@ async def _permissions(executor: Any) -> list[tuple[str, str]]:
         if "bybit" in names:
             info = (await client.private_get_v5_user_query_api()).get("result") or {}
             permissions = info.get("permissions") or {}
-            found = [("warning", WITHDRAWAL_WARNING) if "Withdraw" in (permissions.get("Wallet") or [])
-                     else ("ok", "withdrawals disabled for this key")]
-            found.append(("blocker", "the key is read-only: it cannot trade") if str(info.get("readOnly")) == "1"
-                         else ("ok", "trading permitted"))
+            found = [
+                ("warning", WITHDRAWAL_WARNING)
+                if "Withdraw" in (permissions.get("Wallet") or [])
+                else ("ok", "withdrawals disabled for this key")
+            ]
+            found.append(
+                ("blocker", "the key is read-only: it cannot trade")
+                if str(info.get("readOnly")) == "1"
+                else ("ok", "trading permitted")
+            )
             return found
     except Exception as exc:
-        return [("warning", f"could not read the key's permissions ({_short(exc)}): check on the exchange that "
-                            "trading is on and withdrawals are off")]
-    return [("info", f"ccxt cannot read key permissions on {executor.exchange}: check on the exchange that trading "
-                     "is on and withdrawals are off")]
+        return [
+            (
+                "warning",
+                f"could not read the key's permissions ({_short(exc)}): check on the exchange that "
+                "trading is on and withdrawals are off",
+            )
+        ]
+    return [
+        (
+            "info",
+            f"ccxt cannot read key permissions on {executor.exchange}: check on the exchange that trading "
+            "is on and withdrawals are off",
+        )
+    ]
 
 
 def _api_host(client: Any) -> str:

@@ -105,6 +105,8 @@ def not_sent(exc: BaseException) -> OrderNotSent:
 
 def _made(kind: type[OrderError], exc: BaseException) -> OrderError:
     text = REDACTOR.redact((str(exc) or type(exc).__name__)[:300])
-    error = kind(f"{text} ({type(exc).__name__})" if type(exc).__name__ not in text else text, venue_code=venue_code(exc))
+    error = kind(
+        f"{text} ({type(exc).__name__})" if type(exc).__name__ not in text else text, venue_code=venue_code(exc)
+    )
     error.__cause__ = exc
     return error

@@ -40,8 +40,13 @@ def _step(value: Any, mode: int) -> Decimal | None:
     return number if number > 0 else None
 
 
-def market_from_ccxt(market: dict[str, Any], *, precision_mode: int = ccxt.TICK_SIZE, aliases: tuple[str, ...] = (),
-                     buys_by_cost: bool = False) -> Market | None:
+def market_from_ccxt(
+    market: dict[str, Any],
+    *,
+    precision_mode: int = ccxt.TICK_SIZE,
+    aliases: tuple[str, ...] = (),
+    buys_by_cost: bool = False,
+) -> Market | None:
     """One ccxt market as a core ``Market`` (None for a kind core does not trade)."""
     kind = market.get("type") or ("spot" if market.get("spot") else None)
     if kind not in _TYPES:
@@ -56,15 +61,30 @@ def market_from_ccxt(market: dict[str, Any], *, precision_mode: int = ccxt.TICK_
     if market.get("altname"):
         names.add(str(market["altname"]))
     return Market(
-        symbol=market["symbol"], id=str(market.get("id") or market["symbol"]), base=market.get("base") or "",
-        quote=market.get("quote") or "", type=kind, settle=market.get("settle"), contract=bool(market.get("contract")),
-        linear=market.get("linear"), contract_size=_number(market.get("contractSize")) or Decimal(1),
+        symbol=market["symbol"],
+        id=str(market.get("id") or market["symbol"]),
+        base=market.get("base") or "",
+        quote=market.get("quote") or "",
+        type=kind,
+        settle=market.get("settle"),
+        contract=bool(market.get("contract")),
+        linear=market.get("linear"),
+        contract_size=_number(market.get("contractSize")) or Decimal(1),
         active=market.get("active") is not False,
-        amount_step=_step(precision.get("amount"), precision_mode), price_tick=_step(precision.get("price"), precision_mode),
-        limits=MarketLimits(amount_min=limit("amount", "min"), amount_max=limit("amount", "max"),
-                            market_amount_max=limit("market", "max"), cost_min=limit("cost", "min"),
-                            cost_max=limit("cost", "max"), price_min=limit("price", "min"), price_max=limit("price", "max")),
-        aliases=tuple(sorted(names)), buys_by_cost=buys_by_cost and kind == "spot", info=market.get("info") or {},
+        amount_step=_step(precision.get("amount"), precision_mode),
+        price_tick=_step(precision.get("price"), precision_mode),
+        limits=MarketLimits(
+            amount_min=limit("amount", "min"),
+            amount_max=limit("amount", "max"),
+            market_amount_max=limit("market", "max"),
+            cost_min=limit("cost", "min"),
+            cost_max=limit("cost", "max"),
+            price_min=limit("price", "min"),
+            price_max=limit("price", "max"),
+        ),
+        aliases=tuple(sorted(names)),
+        buys_by_cost=buys_by_cost and kind == "spot",
+        info=market.get("info") or {},
     )
 
 
@@ -81,8 +101,10 @@ def market_book(client: Any) -> MarketBook:
                 altnames.setdefault(market["symbol"], []).append(str(name))
     by_cost = bool(client.has.get("createMarketBuyOrderWithCost"))
     mode = getattr(client, "precisionMode", ccxt.TICK_SIZE)
-    markets = [market_from_ccxt(m, precision_mode=mode, aliases=tuple(altnames.get(m["symbol"], ())), buys_by_cost=by_cost)
-               for m in (client.markets or {}).values()]
+    markets = [
+        market_from_ccxt(m, precision_mode=mode, aliases=tuple(altnames.get(m["symbol"], ())), buys_by_cost=by_cost)
+        for m in (client.markets or {}).values()
+    ]
     book = MarketBook(client.id, [m for m in markets if m is not None])
     client._router_market_book = (client.markets, book)
     return book

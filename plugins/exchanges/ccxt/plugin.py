@@ -46,13 +46,13 @@ from pydantic import Field, SecretStr
 
 from core.config import PluginOptions
 from core.errors import ConfigError, ServiceUnavailable, Unprocessable
+from core.hooks.manager import hookimpl
+from core.observability.redaction import REDACTOR
+from core.pipeline.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
 from core.trading.execution import Executor, LookupResult, VenueNotSupported
 from core.trading.markets import MarketBook
 from core.trading.sizing import prepare_alert
-from core.pipeline.models import Alert, Credentials, OrderRequest, OrderResult, decimal_str
 from core.trading.venue import Market, order_status
-from core.hooks.manager import hookimpl
-from core.observability.redaction import REDACTOR
 from plugins.exchanges.ccxt.accounts import (
     SECRET_CONFIG_KEYS,
     AccountConfigError,
@@ -64,8 +64,8 @@ from plugins.exchanges.ccxt.accounts import (
     suggests_exchange,
     unknown_exchange_message,
 )
-from plugins.exchanges.ccxt.markets import market_book
 from plugins.exchanges.ccxt.errors import key_refusal, never_left, not_sent, order_error
+from plugins.exchanges.ccxt.markets import market_book
 from plugins.exchanges.ccxt.websocket import WsOrderGate
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,28 @@ _CLIENT_SERIAL = itertools.count(1)
 
 # Exchanges whose fetchOrder takes params['clientOrderId'] (checked in ccxt 4.5's source);
 # matched against the ccxt class and its bases, so binanceusdm counts as binance.
-FETCH_ORDER_BY_CLIENT_ID = frozenset({
-    "binance", "okx", "bitget", "kucoin", "mexc", "gate", "htx", "kraken", "bitstamp", "bitvavo", "bingx", "phemex",
-    "woo", "xt", "coinbaseexchange", "hyperliquid", "poloniex", "bitrue",
-})
+FETCH_ORDER_BY_CLIENT_ID = frozenset(
+    {
+        "binance",
+        "okx",
+        "bitget",
+        "kucoin",
+        "mexc",
+        "gate",
+        "htx",
+        "kraken",
+        "bitstamp",
+        "bitvavo",
+        "bingx",
+        "phemex",
+        "woo",
+        "xt",
+        "coinbaseexchange",
+        "hyperliquid",
+        "poloniex",
+        "bitrue",
+    }
+)
 # Exchanges whose order lists filter by the client order id, and the parameter.
 LIST_ORDERS_BY_CLIENT_ID = {"bybit": "orderLinkId"}
 # Exchanges whose conditional contract orders live apart (binance's Algo Order API) and
@@ -101,7 +119,11 @@ def credit_idle_time(throttler: Any) -> None:
     completed, so the credit errs on the low side. A no-op if ccxt's internals differ.
     """
     config = getattr(throttler, "config", None)
-    if not isinstance(config, dict) or getattr(throttler, "running", True) or not isinstance(config.get("tokens"), (int, float)):
+    if (
+        not isinstance(config, dict)
+        or getattr(throttler, "running", True)
+        or not isinstance(config.get("tokens"), (int, float))
+    ):
         return
     idle_since = getattr(throttler, "_router_idle_since", None)
     if idle_since is not None and config["tokens"] < config.get("capacity", 1):
@@ -161,10 +183,14 @@ class CcxtExecutor(Executor):
         markets = await self.client.load_markets(reload=reload)
         if self.keep_types and any(m.get("type") not in self.keep_types for m in markets.values()):
             # The exchange cannot load by type (or loads more): keep what the account trades.
-            self.client.set_markets([m for m in markets.values() if m.get("type") in self.keep_types], self.client.currencies)
+            self.client.set_markets(
+                [m for m in markets.values() if m.get("type") in self.keep_types], self.client.currencies
+            )
         if not self.client.markets:
-            raise ccxt.ExchangeError(f"{self.exchange} returned no markets"
-                                     + (f" of type {', '.join(self.options.market_types)}" if self.options.market_types else ""))
+            raise ccxt.ExchangeError(
+                f"{self.exchange} returned no markets"
+                + (f" of type {', '.join(self.options.market_types)}" if self.options.market_types else "")
+            )
         self.markets_loaded_at = time.time()
         # Translated now (off the event loop: thousands of markets on a big exchange), not
         # on the first alert's path.
@@ -198,8 +224,13 @@ class CcxtExecutor(Executor):
                 try:
                     await self._load_markets(reload=True)
                 except Exception as exc:
-                    log.warning("account %s (%s): reloading markets failed, keeping those of %s: %s", self.account,
-                                self.exchange, time.strftime("%H:%M:%S", time.localtime(self.markets_loaded_at or 0)), exc)
+                    log.warning(
+                        "account %s (%s): reloading markets failed, keeping those of %s: %s",
+                        self.account,
+                        self.exchange,
+                        time.strftime("%H:%M:%S", time.localtime(self.markets_loaded_at or 0)),
+                        exc,
+                    )
 
     async def close(self) -> None:
         if self._maintenance is not None:
@@ -263,7 +294,9 @@ class CcxtExecutor(Executor):
         if self.route == "websocket":
             status["websocket_fallbacks"] = self.ws_fallbacks
             if self._ws_paused():
-                status["route_note"] = f"WebSocket API unreachable ({self._ws_pause_reason}); orders go over REST for now"
+                status["route_note"] = (
+                    f"WebSocket API unreachable ({self._ws_pause_reason}); orders go over REST for now"
+                )
         return status
 
     # ------------------------------------------------------------ orders
@@ -287,19 +320,35 @@ class CcxtExecutor(Executor):
     async def _prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         coid = self.id_rule.for_alert(alert.alert_id or client_order_id, self.account, client_order_id)
         async with self._use():
-            order = await prepare_alert(self.book, alert, self, account=self.account, client_order_id=coid,
-                                        default_type=self.default_type, leverage=self.options.leverage,
-                                        margin_mode=self.options.margin_mode)
+            order = await prepare_alert(
+                self.book,
+                alert,
+                self,
+                account=self.account,
+                client_order_id=coid,
+                default_type=self.default_type,
+                leverage=self.options.leverage,
+                margin_mode=self.options.margin_mode,
+            )
         if self.options.sandbox:
             order = order.model_copy(update={"sandbox": True})
         if order.stop_loss and order.take_profit and order.market_type == "spot" and not self._attaches(order):
             # Two separate sell orders would each lock the whole base amount: the second is refused.
-            raise Unprocessable(f"on {self.exchange} spot, stop_loss and take_profit would be two orders selling the same "
-                                f"{self.client.market(order.symbol)['base']}; send one of them", code="not_supported")
-        for what, value, feature in (("leverage", order.leverage, "setLeverage"), ("margin_mode", order.margin_mode, "setMarginMode")):
+            raise Unprocessable(
+                f"on {self.exchange} spot, stop_loss and take_profit would be two orders selling the same "
+                f"{self.client.market(order.symbol)['base']}; send one of them",
+                code="not_supported",
+            )
+        for what, value, feature in (
+            ("leverage", order.leverage, "setLeverage"),
+            ("margin_mode", order.margin_mode, "setMarginMode"),
+        ):
             if value and not self.client.has.get(feature):
-                raise Unprocessable(f"ccxt cannot set the {what.replace('_', ' ')} on {self.exchange}: set it on the exchange and "
-                                    f"leave {what} out of the alert and the account", code="not_supported")
+                raise Unprocessable(
+                    f"ccxt cannot set the {what.replace('_', ' ')} on {self.exchange}: set it on the exchange and "
+                    f"leave {what} out of the alert and the account",
+                    code="not_supported",
+                )
         return order
 
     async def account_snapshot(self) -> dict[str, Any]:
@@ -311,8 +360,9 @@ class CcxtExecutor(Executor):
                 raw = await self.client.fetch_balance({"type": self.default_type} if self.default_type else {})
                 for asset, total in (raw.get("total") or {}).items():
                     if total:
-                        snapshot["balances"][asset] = {k: _text_or_none((raw.get(k) or {}).get(asset))
-                                                       for k in ("free", "used", "total")}
+                        snapshot["balances"][asset] = {
+                            k: _text_or_none((raw.get(k) or {}).get(asset)) for k in ("free", "used", "total")
+                        }
             except Exception as exc:
                 snapshot["errors"]["balances"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             contracts = [t for t in (self.options.market_types or []) if t in ("swap", "future")]
@@ -320,8 +370,14 @@ class CcxtExecutor(Executor):
                 try:
                     for p in await self.client.fetch_positions():
                         if p and p.get("contracts"):
-                            snapshot["positions"].append({"symbol": p.get("symbol"), "contracts": _text_or_none(p.get("contracts")),
-                                                          "side": p.get("side"), "entry_price": _text_or_none(p.get("entryPrice"))})
+                            snapshot["positions"].append(
+                                {
+                                    "symbol": p.get("symbol"),
+                                    "contracts": _text_or_none(p.get("contracts")),
+                                    "side": p.get("side"),
+                                    "entry_price": _text_or_none(p.get("entryPrice")),
+                                }
+                            )
                 except Exception as exc:
                     snapshot["errors"]["positions"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             if self.client.has.get("fetchOpenOrders"):
@@ -329,9 +385,17 @@ class CcxtExecutor(Executor):
                     # Without a symbol: binance weighs it heavily and ccxt refuses unless told it is meant.
                     self.client.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
                     for o in await self.client.fetch_open_orders():
-                        snapshot["open_orders"].append({"symbol": o.get("symbol"), "side": o.get("side"), "type": o.get("type"),
-                                                        "amount": _text_or_none(o.get("amount")), "price": _text_or_none(o.get("price")),
-                                                        "id": o.get("id"), "client_order_id": o.get("clientOrderId")})
+                        snapshot["open_orders"].append(
+                            {
+                                "symbol": o.get("symbol"),
+                                "side": o.get("side"),
+                                "type": o.get("type"),
+                                "amount": _text_or_none(o.get("amount")),
+                                "price": _text_or_none(o.get("price")),
+                                "id": o.get("id"),
+                                "client_order_id": o.get("clientOrderId"),
+                            }
+                        )
                 except Exception as exc:
                     snapshot["errors"]["open_orders"] = f"{type(exc).__name__}: {str(exc)[:200]}"
             else:
@@ -495,8 +559,13 @@ class CcxtExecutor(Executor):
         params[self.id_rule.param] = order.client_order_id
         kind = "limit" if order.order_type in ("limit", "stop_limit") else "market"
         price: float | None = float(order.price) if order.price is not None else None
-        if (kind == "market" and order.side == "buy" and order.reference_price and order.cost is None
-                and self.client.safe_bool(self.client.options, "createMarketBuyOrderRequiresPrice", False)):
+        if (
+            kind == "market"
+            and order.side == "buy"
+            and order.reference_price
+            and order.cost is None
+            and self.client.safe_bool(self.client.options, "createMarketBuyOrderRequiresPrice", False)
+        ):
             price = float(order.reference_price)  # the exchange sizes market buys by cost
         if order.stop_price is not None:
             params["triggerPrice"] = float(order.stop_price)
@@ -523,13 +592,16 @@ class CcxtExecutor(Executor):
         """Stop-loss / take-profit ride on the entry (ccxt's unified stopLoss/takeProfit) where
         ccxt supports it — bybit, okx — except on spot market orders (bybit refuses them there)."""
         return bool(self.client.has.get("createOrderWithTakeProfitAndStopLoss")) and (
-            order.market_type != "spot" or order.order_type != "market")
+            order.market_type != "spot" or order.order_type != "market"
+        )
 
     async def _configure(self, order: OrderRequest) -> None:
         """Margin mode, then leverage, on the order's symbol; "already set" is fine. Nothing
         of the order has been sent when this fails."""
-        settings = (("margin mode", order.margin_mode, self.client.set_margin_mode),
-                    ("leverage", order.leverage, self.client.set_leverage))
+        settings = (
+            ("margin mode", order.margin_mode, self.client.set_margin_mode),
+            ("leverage", order.leverage, self.client.set_leverage),
+        )
         for what, value, method in settings:
             if not value:
                 continue
@@ -537,12 +609,18 @@ class CcxtExecutor(Executor):
                 await method(value, order.symbol)
             except Exception as exc:
                 if isinstance(exc, (ccxt.MarginModeAlreadySet, ccxt.NoChange)) or any(
-                        mark in str(exc) for mark in ALREADY_SET):
+                    mark in str(exc) for mark in ALREADY_SET
+                ):
                     continue
                 refused = key_refusal(exc)
-                if isinstance(refused, ccxt.ExchangeError) and not isinstance(refused, (ccxt.AuthenticationError, ccxt.PermissionDenied)):
-                    raise Unprocessable(f"{self.exchange} refused {what} {value} for {order.symbol}, so the order was not sent: "
-                                        f"{str(exc)[:200]}", code="exchange_rejected") from exc
+                if isinstance(refused, ccxt.ExchangeError) and not isinstance(
+                    refused, (ccxt.AuthenticationError, ccxt.PermissionDenied)
+                ):
+                    raise Unprocessable(
+                        f"{self.exchange} refused {what} {value} for {order.symbol}, so the order was not sent: "
+                        f"{str(exc)[:200]}",
+                        code="exchange_rejected",
+                    ) from exc
                 raise order_error(refused, sent=False) from exc
 
     async def _submit_rest(self, order: OrderRequest, args: tuple[Any, ...]) -> tuple[OrderResult, dict[str, Any]]:
@@ -571,7 +649,9 @@ class CcxtExecutor(Executor):
         except BaseException as exc:
             if ticket.settle():
                 if isinstance(exc, TimeoutError):
-                    raise ccxt.RequestTimeout(f"{self.exchange} sent no answer to the WebSocket order within {timeout:g}s") from exc
+                    raise ccxt.RequestTimeout(
+                        f"{self.exchange} sent no answer to the WebSocket order within {timeout:g}s"
+                    ) from exc
                 refused = key_refusal(exc)
                 if refused is not exc:
                     raise refused from exc
@@ -582,8 +662,12 @@ class CcxtExecutor(Executor):
             elif not isinstance(exc, (ccxt.NotSupported, ccxt.BadRequest)):
                 raise not_sent(exc) from exc
             self.ws_fallbacks += 1
-            log.warning("account %s: WebSocket order %s was not sent (%s); placing it over REST", self.account,
-                        order.client_order_id, type(exc).__name__)
+            log.warning(
+                "account %s: WebSocket order %s was not sent (%s); placing it over REST",
+                self.account,
+                order.client_order_id,
+                type(exc).__name__,
+            )
             return await self._submit_rest(order, args)
         ticket.settle()
         raw = await self._complete(order, raw)
@@ -610,7 +694,9 @@ class CcxtExecutor(Executor):
             order_id=str(order_id) if order_id is not None else None,
             client_order_id=raw.get("clientOrderId") or order.client_order_id,
             # An acknowledgement without a status (bybit answers with ids only) is an open order.
-            status=order_status(raw.get("status")) if raw.get("status") else ("open" if order_id is not None else "unknown"),
+            status=order_status(raw.get("status"))
+            if raw.get("status")
+            else ("open" if order_id is not None else "unknown"),
             filled=decimal_str(raw.get("filled")),
             average=decimal_str(raw.get("average")),
             route=route,
@@ -620,7 +706,9 @@ class CcxtExecutor(Executor):
 
     # -- stop-loss and take-profit
 
-    def _protection_plan(self, order: OrderRequest, result: OrderResult, raw: dict[str, Any] | None) -> tuple[str, Decimal]:
+    def _protection_plan(
+        self, order: OrderRequest, result: OrderResult, raw: dict[str, Any] | None
+    ) -> tuple[str, Decimal]:
         """The side and size of the orders protecting what the entry leaves open."""
         market = self.client.market(order.symbol)
         if market.get("contract") and order.position_before is not None and order.amount is not None:
@@ -647,43 +735,73 @@ class CcxtExecutor(Executor):
                 specs.append((kind, trigger, self.id_rule.child(order.client_order_id, tag)))
         return specs
 
-    async def _protect(self, order: OrderRequest, result: OrderResult, raw: dict[str, Any] | None,
-                       existing: dict[str, dict[str, Any]] | None = None) -> OrderResult:
+    async def _protect(
+        self,
+        order: OrderRequest,
+        result: OrderResult,
+        raw: dict[str, Any] | None,
+        existing: dict[str, dict[str, Any]] | None = None,
+    ) -> OrderResult:
         """Report attached stop-loss/take-profit, or place them as reduce-only orders of their own
         after the entry (``existing``: those a lookup already found, which are not placed again)."""
         specs = self._child_specs(order)
         if not specs:
             return result
         if self._attaches(order):
-            result.children = [{"type": kind, "trigger_price": trigger, "attached": True, "status": "attached"}
-                               for kind, trigger, _ in specs]
+            result.children = [
+                {"type": kind, "trigger_price": trigger, "attached": True, "status": "attached"}
+                for kind, trigger, _ in specs
+            ]
             return result
         side, size = self._protection_plan(order, result, raw)
         contract = order.market_type != "spot"
         children = []
         for kind, trigger, coid in specs:
-            child: dict[str, Any] = {"type": kind, "client_order_id": coid, "side": side, "amount": decimal_str(size),
-                                     "trigger_price": trigger}
+            child: dict[str, Any] = {
+                "type": kind,
+                "client_order_id": coid,
+                "side": side,
+                "amount": decimal_str(size),
+                "trigger_price": trigger,
+            }
             found = (existing or {}).get(coid)
             if found is not None:
-                children.append(child | {"order_id": found.get("id"), "status": order_status(found.get("status") or "open")})
+                children.append(
+                    child | {"order_id": found.get("id"), "status": order_status(found.get("status") or "open")}
+                )
                 continue
             if size <= 0:
                 children.append(child | {"status": "not_placed", "error": "the entry left nothing to protect"})
                 continue
-            params: dict[str, Any] = {self.id_rule.param: coid,
-                                      ("stopLossPrice" if kind == "stop_loss" else "takeProfitPrice"): float(trigger)}
+            params: dict[str, Any] = {
+                self.id_rule.param: coid,
+                ("stopLossPrice" if kind == "stop_loss" else "takeProfitPrice"): float(trigger),
+            }
             if contract:
                 params["reduceOnly"] = True
             try:
                 placed = await self.client.create_order(order.symbol, "market", side, float(size), None, params)
-                children.append(child | {"order_id": placed.get("id"), "status": order_status(placed.get("status") or "open")})
+                children.append(
+                    child | {"order_id": placed.get("id"), "status": order_status(placed.get("status") or "open")}
+                )
             except Exception as exc:
                 may_exist = isinstance(exc, ccxt.NetworkError) and not never_left(exc)
-                log.warning("account %s: %s %s for %s was %s: %s", self.account, kind, coid, order.client_order_id,
-                            "maybe placed" if may_exist else "not placed", exc)
-                children.append(child | {"status": "unknown" if may_exist else "failed",
-                                         "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+                log.warning(
+                    "account %s: %s %s for %s was %s: %s",
+                    self.account,
+                    kind,
+                    coid,
+                    order.client_order_id,
+                    "maybe placed" if may_exist else "not placed",
+                    exc,
+                )
+                children.append(
+                    child
+                    | {
+                        "status": "unknown" if may_exist else "failed",
+                        "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                    }
+                )
         result.children = children
         return result
 
@@ -705,8 +823,11 @@ class CcxtExecutor(Executor):
             if not found or found.get("status") != "canceled":
                 raise
             raw = found
-        canceled = {"order_id": str(raw.get("id") or order.cancel_id or "") or None,
-                    "client_order_id": raw.get("clientOrderId") or order.cancel_client_order_id, "status": "canceled"}
+        canceled = {
+            "order_id": str(raw.get("id") or order.cancel_id or "") or None,
+            "client_order_id": raw.get("clientOrderId") or order.cancel_client_order_id,
+            "status": "canceled",
+        }
         return self._cancel_result(order, [canceled], raw)
 
     async def _cancel_all(self, order: OrderRequest) -> OrderResult:
@@ -719,17 +840,36 @@ class CcxtExecutor(Executor):
         if self._separate_trigger_book(order.symbol) and any(o.get("_trigger") for o in open_orders):
             with contextlib.suppress(ccxt.OrderNotFound):
                 await self.client.cancel_all_orders(order.symbol, {"trigger": True})
-        children = [{"order_id": o.get("id"), "client_order_id": o.get("clientOrderId"), "side": o.get("side"),
-                     "type": o.get("type"), "amount": decimal_str(o.get("amount")), "status": "canceled"} for o in open_orders]
+        children = [
+            {
+                "order_id": o.get("id"),
+                "client_order_id": o.get("clientOrderId"),
+                "side": o.get("side"),
+                "type": o.get("type"),
+                "amount": decimal_str(o.get("amount")),
+                "status": "canceled",
+            }
+            for o in open_orders
+        ]
         return self._cancel_result(order, children, {})
 
     def _cancel_result(self, order: OrderRequest, children: list[dict[str, Any]], raw: dict[str, Any]) -> OrderResult:
         first = children[0] if order.action == "cancel" and children else {}
-        return OrderResult(account=self.account, exchange=self.exchange, symbol=order.symbol, side=raw.get("side"),
-                           order_type=raw.get("type") or "market", amount=decimal_str(raw.get("amount")),
-                           price=decimal_str(raw.get("price")), order_id=first.get("order_id"),
-                           client_order_id=first.get("client_order_id") or order.client_order_id, status="canceled",
-                           route="rest", sandbox=self.options.sandbox, children=children)
+        return OrderResult(
+            account=self.account,
+            exchange=self.exchange,
+            symbol=order.symbol,
+            side=raw.get("side"),
+            order_type=raw.get("type") or "market",
+            amount=decimal_str(raw.get("amount")),
+            price=decimal_str(raw.get("price")),
+            order_id=first.get("order_id"),
+            client_order_id=first.get("client_order_id") or order.client_order_id,
+            status="canceled",
+            route="rest",
+            sandbox=self.options.sandbox,
+            children=children,
+        )
 
     def _separate_trigger_book(self, symbol: str) -> bool:
         """binance keeps conditional contract orders (Algo Order API) apart: ccxt reaches them
@@ -740,10 +880,15 @@ class CcxtExecutor(Executor):
     async def _open_orders(self, symbol: str) -> list[dict[str, Any]]:
         found = list(await self.client.fetch_open_orders(symbol))
         if self._separate_trigger_book(symbol):
-            found += [o | {"_trigger": True} for o in await self.client.fetch_open_orders(symbol, None, None, {"trigger": True})]
+            found += [
+                o | {"_trigger": True}
+                for o in await self.client.fetch_open_orders(symbol, None, None, {"trigger": True})
+            ]
         return found
 
-    async def _fetch_order(self, symbol: str, order_id: str | None, client_order_id: str | None) -> dict[str, Any] | None:
+    async def _fetch_order(
+        self, symbol: str, order_id: str | None, client_order_id: str | None
+    ) -> dict[str, Any] | None:
         """One order by exchange id or client id, conditional ones included; None when absent."""
         if client_order_id:
             return await self._find_client_id(symbol, client_order_id)
@@ -780,7 +925,11 @@ class CcxtExecutor(Executor):
                 found = await self._fetch_order(order.symbol, order.cancel_id, order.cancel_client_order_id)
                 if not found or found.get("status") != "canceled":
                     return LookupResult.absent("the order is not canceled")
-                target = {"order_id": found.get("id"), "client_order_id": found.get("clientOrderId"), "status": "canceled"}
+                target = {
+                    "order_id": found.get("id"),
+                    "client_order_id": found.get("clientOrderId"),
+                    "status": "canceled",
+                }
                 return LookupResult.found(self._cancel_result(order, [target], found))
             if order.action == "cancel_all":
                 if await self._open_orders(order.symbol):
@@ -790,8 +939,10 @@ class CcxtExecutor(Executor):
             if not raw:
                 if not self._asks_by_client_id():
                     # Only the recent orders were scanned: not seen there is not "absent".
-                    return LookupResult.cannot_tell(f"{self.exchange} cannot be asked for an order by client id, and "
-                                                    f"{order.client_order_id} is not among its recent orders")
+                    return LookupResult.cannot_tell(
+                        f"{self.exchange} cannot be asked for an order by client id, and "
+                        f"{order.client_order_id} is not among its recent orders"
+                    )
                 return LookupResult.absent(f"no order with client id {order.client_order_id}")
             existing = {}
             if not self._attaches(order):
@@ -851,8 +1002,12 @@ def _text_or_none(value: Any) -> str | None:
 
 def credentials_fingerprint(exchange: str, credentials: Credentials) -> str:
     """A stable hash of the credentials: the cache key and the account label, never the secret."""
-    parts = [exchange, credentials.api_key.get_secret_value(), credentials.secret.get_secret_value(),
-             credentials.password.get_secret_value() if credentials.password else ""]
+    parts = [
+        exchange,
+        credentials.api_key.get_secret_value(),
+        credentials.secret.get_secret_value(),
+        credentials.password.get_secret_value() if credentials.password else "",
+    ]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -928,22 +1083,35 @@ class Plugin:
             keys = bool(settings.default_api_key and settings.default_api_secret)
             if not is_ccxt_exchange(default_exchange):
                 if keys or suggests_exchange(default_exchange):  # a typo, most likely
-                    raise ConfigError(f"environment: DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: "
-                                      f"{unknown_exchange_message(default_exchange)}")
-                log.warning("DEFAULT_EXCHANGE=%s is not a ccxt exchange id; the ccxt plugin adds no default account", default_exchange)
+                    raise ConfigError(
+                        f"environment: DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: "
+                        f"{unknown_exchange_message(default_exchange)}"
+                    )
+                log.warning(
+                    "DEFAULT_EXCHANGE=%s is not a ccxt exchange id; the ccxt plugin adds no default account",
+                    default_exchange,
+                )
             elif keys:
-                accounts["default"] = AccountOptions(exchange=default_exchange, api_key=SecretStr(settings.default_api_key),
-                                                     secret=SecretStr(settings.default_api_secret))
+                accounts["default"] = AccountOptions(
+                    exchange=default_exchange,
+                    api_key=SecretStr(settings.default_api_key),
+                    secret=SecretStr(settings.default_api_secret),
+                )
             else:
-                log.info("DEFAULT_EXCHANGE=%s without DEFAULT_API_KEY/DEFAULT_API_SECRET: no default account "
-                         "(alerts name an account or carry their own apiKey/secret)", default_exchange)
+                log.info(
+                    "DEFAULT_EXCHANGE=%s without DEFAULT_API_KEY/DEFAULT_API_SECRET: no default account "
+                    "(alerts name an account or carry their own apiKey/secret)",
+                    default_exchange,
+                )
         for name, options in accounts.items():
             for value in options.secret_values():
                 router.register_secret(value)
             try:
                 executor = CcxtExecutor(name, options, use_websockets=self.use_websockets)
             except AccountConfigError as exc:
-                raise ConfigError(f"{router.config_path}: plugin 'ccxt': field 'accounts.{name}.{exc.field}': {exc.message}") from None
+                raise ConfigError(
+                    f"{router.config_path}: plugin 'ccxt': field 'accounts.{name}.{exc.field}': {exc.message}"
+                ) from None
             register(name, executor)
             self.executors.append(executor)
 
@@ -960,10 +1128,18 @@ class Plugin:
         template = self._template(exchange)
 
         async def make() -> CcxtExecutor:
-            options = (template.options if template else AccountOptions(exchange=exchange, public=True)).model_copy(update={
-                "api_key": credentials.api_key, "secret": credentials.secret, "password": credentials.password,
-                "ccxt": {k: v for k, v in (template.options.ccxt if template else {}).items() if k not in SECRET_CONFIG_KEYS},
-            })
+            options = (template.options if template else AccountOptions(exchange=exchange, public=True)).model_copy(
+                update={
+                    "api_key": credentials.api_key,
+                    "secret": credentials.secret,
+                    "password": credentials.password,
+                    "ccxt": {
+                        k: v
+                        for k, v in (template.options.ccxt if template else {}).items()
+                        if k not in SECRET_CONFIG_KEYS
+                    },
+                }
+            )
             for value in options.secret_values():
                 REDACTOR.add(value)
             executor = CcxtExecutor(f"payload-{exchange}-{key[:10]}", options, use_websockets=self.use_websockets)
@@ -974,8 +1150,11 @@ class Plugin:
                     await executor.start()
             except Exception as exc:
                 await executor.close()
-                raise ServiceUnavailable(f"{exchange} is not reachable ({type(exc).__name__}); nothing was sent",
-                                         code="exchange_unreachable", headers={"Retry-After": "5"}) from None
+                raise ServiceUnavailable(
+                    f"{exchange} is not reachable ({type(exc).__name__}); nothing was sent",
+                    code="exchange_unreachable",
+                    headers={"Retry-After": "5"},
+                ) from None
             executor.ready = True
             return executor
 
@@ -996,4 +1175,3 @@ class Plugin:
             if executor._maintenance is not None:
                 executor._maintenance.cancel()
         await self.payload.close_all()
-

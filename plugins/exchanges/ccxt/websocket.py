@@ -91,7 +91,9 @@ class WsOrderGate:
                 text = message if isinstance(message, str) else json.dumps(message, default=str)
                 for client_order_id in self._abandoned:
                     if client_order_id in text:
-                        log.info("WebSocket order %s was given up before it was sent; not sending it now", client_order_id)
+                        log.info(
+                            "WebSocket order %s was given up before it was sent; not sending it now", client_order_id
+                        )
                         return None
                 for client_order_id, state in self._orders.items():
                     if state == PENDING and client_order_id in text:

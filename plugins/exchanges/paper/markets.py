@@ -27,8 +27,30 @@ from typing import Any
 
 SNAPSHOT_DIR = Path(__file__).with_name("market_snapshots")
 # What a paper order needs of a ccxt market; the rest (info, fees) is dropped.
-KEPT_FIELDS = ("id", "symbol", "base", "quote", "settle", "baseId", "quoteId", "settleId", "type", "spot", "margin", "swap",
-               "future", "option", "contract", "linear", "inverse", "contractSize", "active", "precision", "limits", "altname")
+KEPT_FIELDS = (
+    "id",
+    "symbol",
+    "base",
+    "quote",
+    "settle",
+    "baseId",
+    "quoteId",
+    "settleId",
+    "type",
+    "spot",
+    "margin",
+    "swap",
+    "future",
+    "option",
+    "contract",
+    "linear",
+    "inverse",
+    "contractSize",
+    "active",
+    "precision",
+    "limits",
+    "altname",
+)
 DEFAULT_TYPES = {"binance": ["spot", "linear"], "bybit": ["spot", "linear"]}
 
 
@@ -43,8 +65,10 @@ def load_snapshot(exchange_id: str, directory: Path | None = None) -> dict[str, 
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         known = ", ".join(available(directory)) or "none"
-        raise ValueError(f"no market snapshot for '{exchange_id}' in {path.parent} (available: {known}; "
-                         f"create one with `python -m core paper-markets refresh --exchange {exchange_id}`)") from None
+        raise ValueError(
+            f"no market snapshot for '{exchange_id}' in {path.parent} (available: {known}; "
+            f"create one with `python -m core paper-markets refresh --exchange {exchange_id}`)"
+        ) from None
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{path}: not a market snapshot: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("markets"), list):
@@ -65,8 +89,14 @@ def trim(market: dict[str, Any], last: Any = None) -> dict[str, Any]:
     return kept
 
 
-async def refresh(exchange_id: str, *, types: list[str] | None = None, config: dict[str, Any] | None = None,
-                  output: Path | None = None, note: str | None = None) -> tuple[Path, int]:
+async def refresh(
+    exchange_id: str,
+    *,
+    types: list[str] | None = None,
+    config: dict[str, Any] | None = None,
+    output: Path | None = None,
+    note: str | None = None,
+) -> tuple[Path, int]:
     """Load the exchange's markets (and tickers, when it has them) through ccxt's public
     endpoints and write the snapshot; (path, number of markets)."""
     import ccxt.async_support as ccxt_async
@@ -76,8 +106,11 @@ async def refresh(exchange_id: str, *, types: list[str] | None = None, config: d
     problem = unknown_exchange_message(exchange_id)
     if problem:
         raise ValueError(problem)
-    base: dict[str, Any] = {"enableRateLimit": True, "has": {"fetchCurrencies": False},
-                            "options": {"fetchMargins": False}}
+    base: dict[str, Any] = {
+        "enableRateLimit": True,
+        "has": {"fetchCurrencies": False},
+        "options": {"fetchMargins": False},
+    }
     wanted = types or DEFAULT_TYPES.get(exchange_id)
     if wanted:
         base["options"]["fetchMarkets"] = {"types": wanted}
@@ -93,7 +126,9 @@ async def refresh(exchange_id: str, *, types: list[str] | None = None, config: d
                     continue
                 last.update({s: t.get("last") for s, t in tickers.items() if t.get("last") is not None})
         source = client.urls.get("api")
-        host = source if isinstance(source, str) else next((v for v in (source or {}).values() if isinstance(v, str)), "")
+        host = (
+            source if isinstance(source, str) else next((v for v in (source or {}).values() if isinstance(v, str)), "")
+        )
     finally:
         await client.close()
     snapshot = {
@@ -118,7 +153,9 @@ async def refresh(exchange_id: str, *, types: list[str] | None = None, config: d
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="paper_action", required=True)
-    again = sub.add_parser("refresh", help="fetch an exchange's markets through ccxt's public endpoints into a snapshot")
+    again = sub.add_parser(
+        "refresh", help="fetch an exchange's markets through ccxt's public endpoints into a snapshot"
+    )
     again.add_argument("--exchange", required=True, help="a ccxt exchange id: binance, bybit, kraken, ...")
     again.add_argument("--types", help="market types to load, comma-separated (binance/bybit: spot,linear)")
     again.add_argument("--ccxt", default="{}", help="JSON deep-merged into the ccxt constructor config (urls, proxies)")
@@ -131,14 +168,21 @@ def run_command(args: argparse.Namespace) -> int:
     if args.paper_action == "list":
         for name in available():
             data = load_snapshot(name)
-            print(f"{name:<10} {len(data['markets']):>5} markets  fetched {data.get('fetched_at', '?')} from {data.get('source', '?')}")
+            print(
+                f"{name:<10} {len(data['markets']):>5} markets  fetched {data.get('fetched_at', '?')} from {data.get('source', '?')}"
+            )
         return 0
     try:
         config = json.loads(args.ccxt)
-        path, count = asyncio.run(refresh(args.exchange.strip().lower(),
-                                          types=[t.strip() for t in args.types.split(",")] if args.types else None,
-                                          config=config, output=Path(args.output) if args.output else None,
-                                          note=args.note))
+        path, count = asyncio.run(
+            refresh(
+                args.exchange.strip().lower(),
+                types=[t.strip() for t in args.types.split(",")] if args.types else None,
+                config=config,
+                output=Path(args.output) if args.output else None,
+                note=args.note,
+            )
+        )
     except Exception as exc:
         print(f"error: paper-markets refresh: {type(exc).__name__}: {exc}"[:500], file=sys.stderr)
         return 1

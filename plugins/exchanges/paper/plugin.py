@@ -42,14 +42,14 @@ import ccxt
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from core.config import PluginOptions
-from core.store.sqlite.database import SqliteDatabase, transaction
 from core.errors import ConfigError, Unprocessable
+from core.hooks.manager import hookimpl
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.store.sqlite.database import SqliteDatabase, transaction
 from core.trading.execution import Executor, LookupResult, child_order_id
 from core.trading.markets import MarketBook
 from core.trading.sizing import prepare_alert
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.trading.venue import Market, MarketLimits, order_status
-from core.hooks.manager import hookimpl
 from plugins.exchanges.ccxt.markets import market_from_ccxt
 from plugins.exchanges.paper.markets import COMMANDS, load_snapshot
 
@@ -106,26 +106,72 @@ class PaperMarket(BaseModel):
 
 
 DEFAULT_MARKETS = {
-    "BTC/USDT": PaperMarket(base="BTC", quote="USDT", amount_step=Decimal("0.00001"), price_tick=Decimal("0.01"),
-                            min_amount=Decimal("0.00001"), min_cost=Decimal(5), last_price=Decimal(50000)),
-    "ETH/USDT": PaperMarket(base="ETH", quote="USDT", amount_step=Decimal("0.0001"), price_tick=Decimal("0.01"),
-                            min_amount=Decimal("0.0001"), min_cost=Decimal(5), last_price=Decimal(3000)),
-    "SOL/USDT": PaperMarket(base="SOL", quote="USDT", amount_step=Decimal("0.001"), price_tick=Decimal("0.01"),
-                            min_amount=Decimal("0.001"), min_cost=Decimal(5), last_price=Decimal(150)),
-    "BTC/USDT:USDT": PaperMarket(base="BTC", quote="USDT", type="swap", amount_step=Decimal("0.001"), price_tick=Decimal("0.1"),
-                                 min_amount=Decimal("0.001"), min_cost=Decimal(100), last_price=Decimal(50000)),
-    "ETH/USDT:USDT": PaperMarket(base="ETH", quote="USDT", type="swap", amount_step=Decimal("0.001"), price_tick=Decimal("0.01"),
-                                 min_amount=Decimal("0.001"), min_cost=Decimal(20), last_price=Decimal(3000)),
+    "BTC/USDT": PaperMarket(
+        base="BTC",
+        quote="USDT",
+        amount_step=Decimal("0.00001"),
+        price_tick=Decimal("0.01"),
+        min_amount=Decimal("0.00001"),
+        min_cost=Decimal(5),
+        last_price=Decimal(50000),
+    ),
+    "ETH/USDT": PaperMarket(
+        base="ETH",
+        quote="USDT",
+        amount_step=Decimal("0.0001"),
+        price_tick=Decimal("0.01"),
+        min_amount=Decimal("0.0001"),
+        min_cost=Decimal(5),
+        last_price=Decimal(3000),
+    ),
+    "SOL/USDT": PaperMarket(
+        base="SOL",
+        quote="USDT",
+        amount_step=Decimal("0.001"),
+        price_tick=Decimal("0.01"),
+        min_amount=Decimal("0.001"),
+        min_cost=Decimal(5),
+        last_price=Decimal(150),
+    ),
+    "BTC/USDT:USDT": PaperMarket(
+        base="BTC",
+        quote="USDT",
+        type="swap",
+        amount_step=Decimal("0.001"),
+        price_tick=Decimal("0.1"),
+        min_amount=Decimal("0.001"),
+        min_cost=Decimal(100),
+        last_price=Decimal(50000),
+    ),
+    "ETH/USDT:USDT": PaperMarket(
+        base="ETH",
+        quote="USDT",
+        type="swap",
+        amount_step=Decimal("0.001"),
+        price_tick=Decimal("0.01"),
+        min_amount=Decimal("0.001"),
+        min_cost=Decimal(20),
+        last_price=Decimal(3000),
+    ),
 }
 
 
 def paper_market(symbol: str, m: PaperMarket) -> Market:
     """A paper market in core's terms."""
     swap = m.type == "swap"
-    return Market(symbol=symbol, id=f"{m.base}{m.quote}", base=m.base, quote=m.quote, type=m.type,
-                  settle=m.quote if swap else None, contract=swap, linear=True if swap else None,
-                  amount_step=m.amount_step, price_tick=m.price_tick,
-                  limits=MarketLimits(amount_min=m.min_amount, cost_min=m.min_cost or None))
+    return Market(
+        symbol=symbol,
+        id=f"{m.base}{m.quote}",
+        base=m.base,
+        quote=m.quote,
+        type=m.type,
+        settle=m.quote if swap else None,
+        contract=swap,
+        linear=True if swap else None,
+        amount_step=m.amount_step,
+        price_tick=m.price_tick,
+        limits=MarketLimits(amount_min=m.min_amount, cost_min=m.min_cost or None),
+    )
 
 
 def venue_book(venue: str, snapshot: dict[str, Any]) -> tuple[MarketBook, dict[str, Decimal]]:
@@ -159,7 +205,7 @@ def close_matches(ticker: str, books: list[MarketBook], n: int = 3) -> list[str]
 class PaperExecutor(Executor):
     route = "paper"
 
-    def __init__(self, account: str, options: "Plugin.Options", db: SqliteDatabase):
+    def __init__(self, account: str, options: Plugin.Options, db: SqliteDatabase):
         super().__init__(account, "paper")
         self.options = options
         self.db = db
@@ -168,7 +214,9 @@ class PaperExecutor(Executor):
         # venue's own precision; the ledger books them like the configured ones.
         self.venues: dict[str, MarketBook] = {}
         self.catalog: dict[str, Market] = dict(self.markets.markets)
-        self.prices: dict[str, Decimal] = {s: m.last_price for s, m in options.markets.items() if m.last_price is not None}
+        self.prices: dict[str, Decimal] = {
+            s: m.last_price for s, m in options.markets.items() if m.last_price is not None
+        }
         for venue, (book, prices) in options.venue_books().items():
             self.venues[venue] = book
             for symbol, market in book.markets.items():
@@ -189,8 +237,10 @@ class PaperExecutor(Executor):
                 if "details" not in columns:  # a ledger from before stop orders and SL/TP
                     conn.execute("ALTER TABLE paper_orders ADD COLUMN details TEXT NOT NULL DEFAULT '{}'")
                 for asset, amount in balances.items():
-                    conn.execute("INSERT OR IGNORE INTO paper_balances (account, asset, amount) VALUES (?,?,?)",
-                                 (self.account, asset, amount))
+                    conn.execute(
+                        "INSERT OR IGNORE INTO paper_balances (account, asset, amount) VALUES (?,?,?)",
+                        (self.account, asset, amount),
+                    )
 
         await self.db.run(initialise)
 
@@ -203,25 +253,38 @@ class PaperExecutor(Executor):
 
     async def balances(self) -> dict[str, str]:
         """The account's balance per asset."""
+
         def read(conn: sqlite3.Connection) -> dict[str, str]:
-            return {r["asset"]: r["amount"] for r in conn.execute(
-                "SELECT asset, amount FROM paper_balances WHERE account = ? ORDER BY asset", (self.account,))}
+            return {
+                r["asset"]: r["amount"]
+                for r in conn.execute(
+                    "SELECT asset, amount FROM paper_balances WHERE account = ? ORDER BY asset", (self.account,)
+                )
+            }
 
         return await self.db.run(read)
 
     async def positions(self) -> dict[str, dict[str, str]]:
         """Open perpetual positions: symbol → signed contracts and entry price."""
+
         def read(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
-            return {r["symbol"]: {"contracts": r["contracts"], "entry_price": r["entry_price"]} for r in conn.execute(
-                "SELECT * FROM paper_positions WHERE account = ? AND CAST(contracts AS REAL) != 0", (self.account,))}
+            return {
+                r["symbol"]: {"contracts": r["contracts"], "entry_price": r["entry_price"]}
+                for r in conn.execute(
+                    "SELECT * FROM paper_positions WHERE account = ? AND CAST(contracts AS REAL) != 0", (self.account,)
+                )
+            }
 
         return await self.db.run(read)
 
     async def orders(self, status: str | None = None) -> list[dict[str, Any]]:
         """The ledger's orders, oldest first (``status``: open, closed, canceled)."""
+
         def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND (? IS NULL OR status = ?) ORDER BY created_at, rowid",
-                                (self.account, status, status)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM paper_orders WHERE account = ? AND (? IS NULL OR status = ?) ORDER BY created_at, rowid",
+                (self.account, status, status),
+            ).fetchall()
             return [dict(row) | {"details": json.loads(row["details"] or "{}")} for row in rows]
 
         return await self.db.run(read)
@@ -232,11 +295,27 @@ class PaperExecutor(Executor):
         positions = await self.positions()
         return {
             "balances": {asset: {"free": amount, "used": "0", "total": amount} for asset, amount in balances.items()},
-            "positions": [{"symbol": symbol, "contracts": p["contracts"], "entry_price": p["entry_price"],
-                           "side": "short" if p["contracts"].startswith("-") else "long"} for symbol, p in positions.items()],
-            "open_orders": [{"symbol": o["symbol"], "side": o["side"], "type": o["type"],
-                             "amount": o["amount"], "price": o["price"], "id": o["id"],
-                             "client_order_id": o.get("client_order_id")} for o in await self.orders("open")],
+            "positions": [
+                {
+                    "symbol": symbol,
+                    "contracts": p["contracts"],
+                    "entry_price": p["entry_price"],
+                    "side": "short" if p["contracts"].startswith("-") else "long",
+                }
+                for symbol, p in positions.items()
+            ],
+            "open_orders": [
+                {
+                    "symbol": o["symbol"],
+                    "side": o["side"],
+                    "type": o["type"],
+                    "amount": o["amount"],
+                    "price": o["price"],
+                    "id": o["id"],
+                    "client_order_id": o.get("client_order_id"),
+                }
+                for o in await self.orders("open")
+            ],
             "errors": {},
         }
 
@@ -246,10 +325,17 @@ class PaperExecutor(Executor):
 
     async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
         book, _ = self._resolve(alert)
-        return await prepare_alert(book, alert, _PaperReader(self, alert), account=self.account,
-                                   client_order_id=client_order_id, default_type=self.options.default_market_type,
-                                   leverage=self.options.account_leverage, margin_mode=self.options.margin_mode,
-                                   reference_price=self._last_price)
+        return await prepare_alert(
+            book,
+            alert,
+            _PaperReader(self, alert),
+            account=self.account,
+            client_order_id=client_order_id,
+            default_type=self.options.default_market_type,
+            leverage=self.options.account_leverage,
+            margin_mode=self.options.margin_mode,
+            reference_price=self._last_price,
+        )
 
     def _resolve(self, alert: Alert) -> tuple[MarketBook, Market]:
         """The venue the ticker names (BINANCE:DOGEUSDT → binance: its precision and limits),
@@ -259,8 +345,9 @@ class PaperExecutor(Executor):
         named = (alert.exchange or (head if colon and "/" not in head else "")).strip().lower()
         default = self.options.default_venue
         books = [self.venues[named]] if named in self.venues else []
-        books += [self.markets] + [self.venues[v] for v in sorted(self.venues, key=lambda v: v != default)
-                                   if self.venues[v] not in books]
+        books += [self.markets] + [
+            self.venues[v] for v in sorted(self.venues, key=lambda v: v != default) if self.venues[v] not in books
+        ]
         first_error: Unprocessable | None = None
         for book in books:
             try:
@@ -269,12 +356,17 @@ class PaperExecutor(Executor):
                 first_error = first_error or exc
         assert first_error is not None
         close = close_matches(alert.symbol, books)
-        raise Unprocessable(f"{first_error.message} (paper knows {', '.join(['configured markets', *self.venues])});"
-                            + (f" did you mean {', '.join(close)}?" if close else " no similar market"), code="unknown_symbol")
+        raise Unprocessable(
+            f"{first_error.message} (paper knows {', '.join(['configured markets', *self.venues])});"
+            + (f" did you mean {', '.join(close)}?" if close else " no similar market"),
+            code="unknown_symbol",
+        )
 
     async def preflight(self, symbols: list[str]) -> list[tuple[str, str]]:
         """Findings for ``python -m core doctor``: paper, and where each ticker resolves."""
-        found = [("info", f"paper: no real money; venues {', '.join(self.venues) or 'none'} (snapshots, not live data)")]
+        found = [
+            ("info", f"paper: no real money; venues {', '.join(self.venues) or 'none'} (snapshots, not live data)")
+        ]
         for symbol in symbols:
             try:
                 book, market = self._resolve(Alert.model_validate({"symbol": symbol, "side": "buy", "amount": "1"}))
@@ -292,8 +384,10 @@ class PaperExecutor(Executor):
     def _last_price(self, symbol: str) -> Decimal:
         price = self.prices.get(symbol)
         if price is None:
-            raise Unprocessable(f"paper has no last price for {symbol}: send the alert's price (TradingView's {{{{close}}}})",
-                                code="price_required")
+            raise Unprocessable(
+                f"paper has no last price for {symbol}: send the alert's price (TradingView's {{{{close}}}})",
+                code="price_required",
+            )
         return price
 
     async def submit(self, order: OrderRequest) -> OrderResult:
@@ -307,6 +401,7 @@ class PaperExecutor(Executor):
 
     async def lookup(self, order: OrderRequest) -> LookupResult:
         """The ledger knows every order it booked: found, or absent for sure."""
+
         def find(conn: sqlite3.Connection) -> LookupResult:
             if order.action == "cancel":
                 row = self._find(conn, order.symbol, order.cancel_id, order.cancel_client_order_id)
@@ -354,49 +449,83 @@ class PaperExecutor(Executor):
 
     async def fetch_open_orders(self) -> dict[str, int]:
         def read(conn: sqlite3.Connection) -> dict[str, int]:
-            return {r[0]: r[1] for r in conn.execute(
-                "SELECT symbol, COUNT(*) FROM paper_orders WHERE account = ? AND status = 'open' GROUP BY symbol",
-                (self.account,))}
+            return {
+                r[0]: r[1]
+                for r in conn.execute(
+                    "SELECT symbol, COUNT(*) FROM paper_orders WHERE account = ? AND status = 'open' GROUP BY symbol",
+                    (self.account,),
+                )
+            }
 
         return await self.db.run(read)
 
     # -- the ledger (runs on the database thread) ------------------------------
 
-    def _find(self, conn: sqlite3.Connection, symbol: str, order_id: str | None, client_order_id: str | None) -> sqlite3.Row | None:
+    def _find(
+        self, conn: sqlite3.Connection, symbol: str, order_id: str | None, client_order_id: str | None
+    ) -> sqlite3.Row | None:
         if order_id:
-            return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND id = ? AND symbol = ?",
-                                (self.account, order_id, symbol)).fetchone()
-        return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ? AND symbol = ?",
-                            (self.account, client_order_id, symbol)).fetchone()
+            return conn.execute(
+                "SELECT * FROM paper_orders WHERE account = ? AND id = ? AND symbol = ?",
+                (self.account, order_id, symbol),
+            ).fetchone()
+        return conn.execute(
+            "SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ? AND symbol = ?",
+            (self.account, client_order_id, symbol),
+        ).fetchone()
 
     def _open(self, conn: sqlite3.Connection, symbol: str) -> list[sqlite3.Row]:
-        return conn.execute("SELECT * FROM paper_orders WHERE account = ? AND symbol = ? AND status = 'open' ORDER BY created_at, rowid",
-                            (self.account, symbol)).fetchall()
+        return conn.execute(
+            "SELECT * FROM paper_orders WHERE account = ? AND symbol = ? AND status = 'open' ORDER BY created_at, rowid",
+            (self.account, symbol),
+        ).fetchall()
 
     def _children(self, conn: sqlite3.Connection, entry: str) -> list[dict[str, Any]]:
-        rows = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id IN (?, ?) ORDER BY rowid",
-                            (self.account, child_order_id(entry, "sl"), child_order_id(entry, "tp"))).fetchall()
+        rows = conn.execute(
+            "SELECT * FROM paper_orders WHERE account = ? AND client_order_id IN (?, ?) ORDER BY rowid",
+            (self.account, child_order_id(entry, "sl"), child_order_id(entry, "tp")),
+        ).fetchall()
         return [self._child(row) for row in rows]
 
     @staticmethod
     def _child(row: sqlite3.Row) -> dict[str, Any]:
         details = json.loads(row["details"] or "{}")
-        return {"type": details.get("kind"), "client_order_id": row["client_order_id"], "order_id": row["id"],
-                "side": row["side"], "amount": row["amount"], "trigger_price": details.get("stop_price"), "status": order_status(row["status"])}
+        return {
+            "type": details.get("kind"),
+            "client_order_id": row["client_order_id"],
+            "order_id": row["id"],
+            "side": row["side"],
+            "amount": row["amount"],
+            "trigger_price": details.get("stop_price"),
+            "status": order_status(row["status"]),
+        }
 
-    def _result(self, order: OrderRequest, row: sqlite3.Row, children: list[dict[str, Any]] | None = None) -> OrderResult:
+    def _result(
+        self, order: OrderRequest, row: sqlite3.Row, children: list[dict[str, Any]] | None = None
+    ) -> OrderResult:
         filled = row["status"] == "closed"
         return OrderResult(
-            account=self.account, exchange="paper", symbol=row["symbol"], side=row["side"], order_type=row["type"],
+            account=self.account,
+            exchange="paper",
+            symbol=row["symbol"],
+            side=row["side"],
+            order_type=row["type"],
             # The price it filled at, as ccxt reports a market order's.
-            amount=row["amount"], price=order.price or row["price"], order_id=row["id"], client_order_id=row["client_order_id"],
-            status=order_status(row["status"]), filled=row["amount"] if filled else "0", average=row["price"] if filled else None,
-            route="paper", children=children or [],
+            amount=row["amount"],
+            price=order.price or row["price"],
+            order_id=row["id"],
+            client_order_id=row["client_order_id"],
+            status=order_status(row["status"]),
+            filled=row["amount"] if filled else "0",
+            average=row["price"] if filled else None,
+            route="paper",
+            children=children or [],
         )
 
     def _settings(self, conn: sqlite3.Connection, symbol: str) -> dict[str, Any]:
-        row = conn.execute("SELECT leverage, margin_mode FROM paper_settings WHERE account = ? AND symbol = ?",
-                           (self.account, symbol)).fetchone()
+        row = conn.execute(
+            "SELECT leverage, margin_mode FROM paper_settings WHERE account = ? AND symbol = ?", (self.account, symbol)
+        ).fetchone()
         if row is None:
             return {"leverage": self.options.leverage, "margin_mode": self.options.margin_mode or "cross"}
         return {"leverage": Decimal(row["leverage"]), "margin_mode": row["margin_mode"]}
@@ -409,50 +538,101 @@ class PaperExecutor(Executor):
         leverage = Decimal(order.leverage) if order.leverage else current["leverage"]
         margin_mode = order.margin_mode or current["margin_mode"]
         if leverage != current["leverage"]:
-            row = conn.execute("SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
-                               (self.account, order.symbol)).fetchone()
+            row = conn.execute(
+                "SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
+                (self.account, order.symbol),
+            ).fetchone()
             if row and Decimal(row["contracts"]):
                 notional = abs(Decimal(row["contracts"])) * Decimal(row["entry_price"])
                 self._move_balance(conn, market.quote, notional / current["leverage"] - notional / leverage)
-        conn.execute("INSERT INTO paper_settings (account, symbol, leverage, margin_mode) VALUES (?,?,?,?) "
-                     "ON CONFLICT(account, symbol) DO UPDATE SET leverage = excluded.leverage, margin_mode = excluded.margin_mode",
-                     (self.account, order.symbol, str(leverage), margin_mode))
+        conn.execute(
+            "INSERT INTO paper_settings (account, symbol, leverage, margin_mode) VALUES (?,?,?,?) "
+            "ON CONFLICT(account, symbol) DO UPDATE SET leverage = excluded.leverage, margin_mode = excluded.margin_mode",
+            (self.account, order.symbol, str(leverage), margin_mode),
+        )
 
     def _move_balance(self, conn: sqlite3.Connection, asset: str, delta: Decimal) -> None:
-        row = conn.execute("SELECT amount FROM paper_balances WHERE account = ? AND asset = ?", (self.account, asset)).fetchone()
+        row = conn.execute(
+            "SELECT amount FROM paper_balances WHERE account = ? AND asset = ?", (self.account, asset)
+        ).fetchone()
         have = Decimal(row["amount"]) if row else Decimal(0)
         if have + delta < 0:
-            raise Unprocessable(f"insufficient {asset} balance on paper account '{self.account}': "
-                                f"need {_text(-delta)}, have {_text(have)}", code="insufficient_funds")
-        conn.execute("INSERT INTO paper_balances (account, asset, amount) VALUES (?,?,?) "
-                     "ON CONFLICT(account, asset) DO UPDATE SET amount = excluded.amount", (self.account, asset, str(have + delta)))
+            raise Unprocessable(
+                f"insufficient {asset} balance on paper account '{self.account}': "
+                f"need {_text(-delta)}, have {_text(have)}",
+                code="insufficient_funds",
+            )
+        conn.execute(
+            "INSERT INTO paper_balances (account, asset, amount) VALUES (?,?,?) "
+            "ON CONFLICT(account, asset) DO UPDATE SET amount = excluded.amount",
+            (self.account, asset, str(have + delta)),
+        )
 
-    def _insert(self, conn: sqlite3.Connection, order: OrderRequest, *, client_order_id: str, side: str, order_type: str,
-                amount: str, price: Decimal, fee: Decimal, status: str, details: dict[str, Any]) -> sqlite3.Row:
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        order: OrderRequest,
+        *,
+        client_order_id: str,
+        side: str,
+        order_type: str,
+        amount: str,
+        price: Decimal,
+        fee: Decimal,
+        status: str,
+        details: dict[str, Any],
+    ) -> sqlite3.Row:
         order_id = uuid.uuid4().hex[:16]
         conn.execute(
             "INSERT INTO paper_orders (id, account, client_order_id, symbol, side, type, amount, price, fee, status, created_at, details)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (order_id, self.account, client_order_id, order.symbol, side, order_type, amount, _text(price), str(fee), status,
-             time.time(), json.dumps({k: v for k, v in details.items() if v not in (None, False)})),
+            (
+                order_id,
+                self.account,
+                client_order_id,
+                order.symbol,
+                side,
+                order_type,
+                amount,
+                _text(price),
+                str(fee),
+                status,
+                time.time(),
+                json.dumps({k: v for k, v in details.items() if v not in (None, False)}),
+            ),
         )
         return conn.execute("SELECT * FROM paper_orders WHERE id = ?", (order_id,)).fetchone()
 
     def _book(self, conn: sqlite3.Connection, order: OrderRequest, market: Market, price: Decimal) -> OrderResult:
         with transaction(conn):
-            existing = conn.execute("SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ?",
-                                    (self.account, order.client_order_id)).fetchone()
+            existing = conn.execute(
+                "SELECT * FROM paper_orders WHERE account = ? AND client_order_id = ?",
+                (self.account, order.client_order_id),
+            ).fetchone()
             if existing:
                 return self._result(order, existing, self._children(conn, order.client_order_id))
             self._configure(conn, order, market)
             assert order.amount is not None
-            details = {"reduce_only": order.reduce_only, "post_only": order.post_only, "time_in_force": order.time_in_force,
-                       "stop_price": order.stop_price}
+            details = {
+                "reduce_only": order.reduce_only,
+                "post_only": order.post_only,
+                "time_in_force": order.time_in_force,
+                "stop_price": order.stop_price,
+            }
             if order.stop_price is not None:
                 # Paper has no price feed: a stop order rests in the ledger until it is canceled.
-                row = self._insert(conn, order, client_order_id=order.client_order_id, side=order.side or "buy",
-                                   order_type=order.order_type, amount=order.amount, price=Decimal(order.price or order.stop_price),
-                                   fee=Decimal(0), status="open", details=details)
+                row = self._insert(
+                    conn,
+                    order,
+                    client_order_id=order.client_order_id,
+                    side=order.side or "buy",
+                    order_type=order.order_type,
+                    amount=order.amount,
+                    price=Decimal(order.price or order.stop_price),
+                    fee=Decimal(0),
+                    status="open",
+                    details=details,
+                )
                 return self._result(order, row, self._protect(conn, order, market, order.amount))
             amount = Decimal(order.amount)
             notional = amount * price
@@ -464,22 +644,37 @@ class PaperExecutor(Executor):
                     changes = {market.base: -amount, market.quote: notional - fee}
             else:
                 changes = self._position_change(conn, order, market, amount, price, fee)
-            balance = {r["asset"]: Decimal(r["amount"]) for r in
-                       conn.execute("SELECT asset, amount FROM paper_balances WHERE account = ?", (self.account,))}
+            balance = {
+                r["asset"]: Decimal(r["amount"])
+                for r in conn.execute("SELECT asset, amount FROM paper_balances WHERE account = ?", (self.account,))
+            }
             for asset, delta in changes.items():
                 have = balance.get(asset, Decimal(0))
                 if have + delta < 0:
                     raise Unprocessable(
                         f"insufficient {asset} balance on paper account '{self.account}': "
-                        f"need {_text(-delta)}, have {_text(have)}", code="insufficient_funds")
+                        f"need {_text(-delta)}, have {_text(have)}",
+                        code="insufficient_funds",
+                    )
             for asset, delta in changes.items():
                 self._move_balance(conn, asset, delta)
-            row = self._insert(conn, order, client_order_id=order.client_order_id, side=order.side or "buy",
-                               order_type=order.order_type, amount=order.amount, price=price, fee=fee, status="closed",
-                               details=details)
+            row = self._insert(
+                conn,
+                order,
+                client_order_id=order.client_order_id,
+                side=order.side or "buy",
+                order_type=order.order_type,
+                amount=order.amount,
+                price=price,
+                fee=fee,
+                status="closed",
+                details=details,
+            )
             return self._result(order, row, self._protect(conn, order, market, order.amount))
 
-    def _protect(self, conn: sqlite3.Connection, order: OrderRequest, market: Market, amount: str) -> list[dict[str, Any]]:
+    def _protect(
+        self, conn: sqlite3.Connection, order: OrderRequest, market: Market, amount: str
+    ) -> list[dict[str, Any]]:
         """Stop-loss / take-profit as orders of their own, resting in the ledger (client ids
         "sl…"/"tp…" from the entry's), sized to what the entry leaves open."""
         if order.stop_loss is None and order.take_profit is None:
@@ -493,10 +688,23 @@ class PaperExecutor(Executor):
         for kind, tag, trigger in (("stop_loss", "sl", order.stop_loss), ("take_profit", "tp", order.take_profit)):
             if trigger is None:
                 continue
-            row = self._insert(conn, order, client_order_id=child_order_id(order.client_order_id, tag), side=side, order_type="stop",
-                               amount=_text(size), price=Decimal(trigger), fee=Decimal(0), status="open",
-                               details={"kind": kind, "stop_price": trigger, "reduce_only": market.contract,
-                                        "parent": order.client_order_id})
+            row = self._insert(
+                conn,
+                order,
+                client_order_id=child_order_id(order.client_order_id, tag),
+                side=side,
+                order_type="stop",
+                amount=_text(size),
+                price=Decimal(trigger),
+                fee=Decimal(0),
+                status="open",
+                details={
+                    "kind": kind,
+                    "stop_price": trigger,
+                    "reduce_only": market.contract,
+                    "parent": order.client_order_id,
+                },
+            )
             children.append(self._child(row))
         return children
 
@@ -504,39 +712,77 @@ class PaperExecutor(Executor):
         with transaction(conn):
             row = self._find(conn, order.symbol, order.cancel_id, order.cancel_client_order_id)
             if row is None or row["status"] != "open":
-                what = f"order {order.cancel_id}" if order.cancel_id else f"order with client id {order.cancel_client_order_id}"
-                raise Unprocessable(f"no open {what} on {order.symbol} in paper account '{self.account}'", code="order_not_found")
+                what = (
+                    f"order {order.cancel_id}"
+                    if order.cancel_id
+                    else f"order with client id {order.cancel_client_order_id}"
+                )
+                raise Unprocessable(
+                    f"no open {what} on {order.symbol} in paper account '{self.account}'", code="order_not_found"
+                )
             conn.execute("UPDATE paper_orders SET status = 'canceled' WHERE id = ?", (row["id"],))
             return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None)])
 
     def _cancel_all(self, conn: sqlite3.Connection, order: OrderRequest) -> OrderResult:
         with transaction(conn):
             rows = self._open(conn, order.symbol)
-            conn.execute("UPDATE paper_orders SET status = 'canceled' WHERE account = ? AND symbol = ? AND status = 'open'",
-                         (self.account, order.symbol))
+            conn.execute(
+                "UPDATE paper_orders SET status = 'canceled' WHERE account = ? AND symbol = ? AND status = 'open'",
+                (self.account, order.symbol),
+            )
             return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None) for row in rows])
 
     def _cancel_result(self, order: OrderRequest, rows: list[sqlite3.Row]) -> OrderResult:
-        children = [{"order_id": r["id"], "client_order_id": r["client_order_id"], "side": r["side"], "type": r["type"],
-                     "amount": r["amount"], "status": order_status(r["status"])} for r in rows]
+        children = [
+            {
+                "order_id": r["id"],
+                "client_order_id": r["client_order_id"],
+                "side": r["side"],
+                "type": r["type"],
+                "amount": r["amount"],
+                "status": order_status(r["status"]),
+            }
+            for r in rows
+        ]
         first = rows[0] if order.action == "cancel" and rows else None
-        return OrderResult(account=self.account, exchange="paper", symbol=order.symbol,
-                           side=first["side"] if first else None, order_type=first["type"] if first else "market",
-                           amount=first["amount"] if first else None, order_id=first["id"] if first else None,
-                           client_order_id=first["client_order_id"] if first else order.client_order_id,
-                           status="canceled", route="paper", children=children)
+        return OrderResult(
+            account=self.account,
+            exchange="paper",
+            symbol=order.symbol,
+            side=first["side"] if first else None,
+            order_type=first["type"] if first else "market",
+            amount=first["amount"] if first else None,
+            order_id=first["id"] if first else None,
+            client_order_id=first["client_order_id"] if first else order.client_order_id,
+            status="canceled",
+            route="paper",
+            children=children,
+        )
 
-    def _position_change(self, conn: sqlite3.Connection, order: OrderRequest, market: Market,
-                         amount: Decimal, price: Decimal, fee: Decimal) -> dict[str, Decimal]:
+    def _position_change(
+        self,
+        conn: sqlite3.Connection,
+        order: OrderRequest,
+        market: Market,
+        amount: Decimal,
+        price: Decimal,
+        fee: Decimal,
+    ) -> dict[str, Decimal]:
         """Update the perpetual position; return the quote balance change (margin, PnL, fee)."""
-        row = conn.execute("SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
-                           (self.account, order.symbol)).fetchone()
+        row = conn.execute(
+            "SELECT contracts, entry_price FROM paper_positions WHERE account = ? AND symbol = ?",
+            (self.account, order.symbol),
+        ).fetchone()
         size = Decimal(row["contracts"]) if row else Decimal(0)
         entry = Decimal(row["entry_price"]) if row else Decimal(0)
         signed = amount if order.side == "buy" else -amount
-        if (order.reduce_only or order.params.get("reduceOnly")) and (size == 0 or (size > 0) == (signed > 0) or abs(signed) > abs(size)):
-            raise Unprocessable(f"reduce-only order would not reduce the {order.symbol} position ({format(size, 'f')})",
-                                code="reduce_only_rejected")
+        if (order.reduce_only or order.params.get("reduceOnly")) and (
+            size == 0 or (size > 0) == (signed > 0) or abs(signed) > abs(size)
+        ):
+            raise Unprocessable(
+                f"reduce-only order would not reduce the {order.symbol} position ({format(size, 'f')})",
+                code="reduce_only_rejected",
+            )
         leverage = self._settings(conn, order.symbol)["leverage"]
         new_size = size + signed
         closing = min(abs(signed), abs(size)) if size and (size > 0) != (signed > 0) else Decimal(0)
@@ -607,7 +853,9 @@ class Plugin:
         leverage: Decimal = Field(Decimal(1), gt=0, le=125)
         margin_mode: Literal["cross", "isolated"] | None = None
         default_market_type: str = Field("spot", pattern="^(spot|swap)$")
-        initial_balances: dict[str, Decimal] = Field(default_factory=lambda: {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)})
+        initial_balances: dict[str, Decimal] = Field(
+            default_factory=lambda: {"USDT": Decimal(100000), "BTC": Decimal(1), "ETH": Decimal(10)}
+        )
         markets: dict[str, PaperMarket] = Field(default_factory=lambda: dict(DEFAULT_MARKETS))
         # Real venues' market lists (precision, limits) from the snapshots shipped with the
         # package (plugins/exchanges/paper/market_snapshots; `python -m core paper-markets refresh`).
@@ -619,7 +867,7 @@ class Plugin:
         _venue_books: dict[str, tuple[MarketBook, dict[str, Decimal]]] | None = PrivateAttr(default=None)
 
         @model_validator(mode="after")
-        def _venues_known(self) -> "Plugin.Options":
+        def _venues_known(self) -> Plugin.Options:
             for venue in self.venues:
                 if venue not in ccxt.exchanges:
                     raise ValueError(f"venues: {venue!r} is not a ccxt exchange id")
@@ -643,7 +891,7 @@ class Plugin:
     # python -m core paper-markets refresh|list
     commands = COMMANDS
 
-    def __init__(self, options: "Plugin.Options"):
+    def __init__(self, options: Plugin.Options):
         self.options = options
         self.db: SqliteDatabase | None = None
 

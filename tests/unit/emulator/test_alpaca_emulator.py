@@ -32,7 +32,10 @@ def order(**fields) -> dict:
 async def test_keys_are_checked(emu):
     async with httpx.AsyncClient(base_url=emu.base_url + "/alpaca", timeout=5) as anonymous:
         missing = await anonymous.get("/v2/account")
-        assert (missing.status_code, missing.json()) == (401, {"code": 40110000, "message": "request is not authorized"})
+        assert (missing.status_code, missing.json()) == (
+            401,
+            {"code": 40110000, "message": "request is not authorized"},
+        )
         unknown = await anonymous.get("/v2/account", headers={**KEYS, "APCA-API-KEY-ID": "nobody"})
         assert unknown.status_code == 401
         wrong = await anonymous.get("/v2/account", headers={**KEYS, "APCA-API-SECRET-KEY": "wrong"})
@@ -40,30 +43,57 @@ async def test_keys_are_checked(emu):
     assert emu.orders() == []
 
 
-@pytest.mark.parametrize("fields,status,message", [
-    ({"client_order_id": "x" * 129}, 422, "client_order_id must be no more than 128 characters"),
-    ({"qty": None, "notional": "100", "type": "limit", "limit_price": "190"}, 422, "notional orders are only supported for market orders"),
-    ({"qty": "1", "notional": "100"}, 422, "only one of qty or notional may be specified"),
-    ({"qty": None}, 422, "qty or notional is required"),
-    ({"symbol": "BTC/USD", "qty": "0.01", "time_in_force": "day"}, 422, "invalid crypto time_in_force"),
-    ({"symbol": "BTC/USD", "qty": "0.01", "type": "stop", "stop_price": "60000", "time_in_force": "gtc"}, 422,
-     "invalid order type for crypto order"),
-    ({"type": "limit", "limit_price": "190.123"}, 422, "sub-penny increment"),
-    ({"type": "limit", "limit_price": "190", "stop_price": "180"}, 422, "limit orders must not have stop_price"),
-    ({"extended_hours": True}, 422, "extended hours order must be DAY limit orders"),
-    ({"qty": "0.5", "time_in_force": "gtc"}, 422, "fractional orders must be DAY orders"),
-    ({"symbol": "BRK.A", "qty": "0.5"}, 422, "not fractionable"),
-    ({"symbol": "DLSTD"}, 422, "not tradable"),
-    ({"symbol": "NOPE"}, 422, 'asset "NOPE" not found'),
-    ({"order_class": "bracket", "take_profit": {"limit_price": "180"}, "stop_loss": {"stop_price": "170"}}, 422,
-     "take_profit.limit_price must be >= base_price + 0.01"),
-    ({"order_class": "bracket", "take_profit": {"limit_price": "200"}}, 422, "bracket orders require"),
-    ({"symbol": "BTC/USD", "qty": "0.01", "time_in_force": "gtc", "order_class": "bracket",
-      "take_profit": {"limit_price": "60000"}, "stop_loss": {"stop_price": "40000"}}, 422, "crypto orders not allowed"),
-    ({"qty": "1000"}, 403, "insufficient buying power"),
-    ({"side": "sell"}, 403, "insufficient qty available for order (requested: 1, available: 0)"),
-    ({"symbol": "BTC/USD", "qty": "0.0001", "time_in_force": "gtc"}, 403, "cost basis must be >= minimal amount of order 10"),
-])
+@pytest.mark.parametrize(
+    "fields,status,message",
+    [
+        ({"client_order_id": "x" * 129}, 422, "client_order_id must be no more than 128 characters"),
+        (
+            {"qty": None, "notional": "100", "type": "limit", "limit_price": "190"},
+            422,
+            "notional orders are only supported for market orders",
+        ),
+        ({"qty": "1", "notional": "100"}, 422, "only one of qty or notional may be specified"),
+        ({"qty": None}, 422, "qty or notional is required"),
+        ({"symbol": "BTC/USD", "qty": "0.01", "time_in_force": "day"}, 422, "invalid crypto time_in_force"),
+        (
+            {"symbol": "BTC/USD", "qty": "0.01", "type": "stop", "stop_price": "60000", "time_in_force": "gtc"},
+            422,
+            "invalid order type for crypto order",
+        ),
+        ({"type": "limit", "limit_price": "190.123"}, 422, "sub-penny increment"),
+        ({"type": "limit", "limit_price": "190", "stop_price": "180"}, 422, "limit orders must not have stop_price"),
+        ({"extended_hours": True}, 422, "extended hours order must be DAY limit orders"),
+        ({"qty": "0.5", "time_in_force": "gtc"}, 422, "fractional orders must be DAY orders"),
+        ({"symbol": "BRK.A", "qty": "0.5"}, 422, "not fractionable"),
+        ({"symbol": "DLSTD"}, 422, "not tradable"),
+        ({"symbol": "NOPE"}, 422, 'asset "NOPE" not found'),
+        (
+            {"order_class": "bracket", "take_profit": {"limit_price": "180"}, "stop_loss": {"stop_price": "170"}},
+            422,
+            "take_profit.limit_price must be >= base_price + 0.01",
+        ),
+        ({"order_class": "bracket", "take_profit": {"limit_price": "200"}}, 422, "bracket orders require"),
+        (
+            {
+                "symbol": "BTC/USD",
+                "qty": "0.01",
+                "time_in_force": "gtc",
+                "order_class": "bracket",
+                "take_profit": {"limit_price": "60000"},
+                "stop_loss": {"stop_price": "40000"},
+            },
+            422,
+            "crypto orders not allowed",
+        ),
+        ({"qty": "1000"}, 403, "insufficient buying power"),
+        ({"side": "sell"}, 403, "insufficient qty available for order (requested: 1, available: 0)"),
+        (
+            {"symbol": "BTC/USD", "qty": "0.0001", "time_in_force": "gtc"},
+            403,
+            "cost basis must be >= minimal amount of order 10",
+        ),
+    ],
+)
 async def test_refusals_in_alpacas_shape(api, emu, fields, status, message):
     response = await api.post("/v2/orders", json={k: v for k, v in order(**fields).items() if v is not None})
     body = response.json()
@@ -113,14 +143,20 @@ async def test_positions_cancels_and_assets(api, emu):
     await api.post("/v2/orders", json=order(symbol="BTC/USD", qty="0.01", time_in_force="gtc"))
     positions = {p["symbol"]: p for p in (await api.get("/v2/positions")).json()}
     assert set(positions) == {"AAPL", "BTCUSD"}  # crypto positions without the slash, as Alpaca lists them
-    assert (positions["AAPL"]["qty"], positions["AAPL"]["avg_entry_price"], positions["AAPL"]["side"]) == ("2.5", "190", "long")
+    assert (positions["AAPL"]["qty"], positions["AAPL"]["avg_entry_price"], positions["AAPL"]["side"]) == (
+        "2.5",
+        "190",
+        "long",
+    )
     assert (await api.get("/v2/positions/BTC/USD")).json()["qty"] == "0.01"
     closing = (await api.delete("/v2/positions/AAPL")).json()
     assert (closing["side"], closing["qty"], closing["status"]) == ("sell", "2.5", "filled")
     assert (await api.get("/v2/positions/AAPL")).status_code == 404
 
-    resting = [(await api.post("/v2/orders", json=order(type="limit", limit_price=p, time_in_force="gtc"))).json()
-               for p in ("100", "101")]
+    resting = [
+        (await api.post("/v2/orders", json=order(type="limit", limit_price=p, time_in_force="gtc"))).json()
+        for p in ("100", "101")
+    ]
     assert (await api.delete(f"/v2/orders/{resting[0]['id']}")).status_code == 204
     again = await api.delete(f"/v2/orders/{resting[0]['id']}")
     assert again.status_code == 422 and "not cancelable" in again.json()["message"]
@@ -132,7 +168,12 @@ async def test_positions_cancels_and_assets(api, emu):
     crypto = (await api.get("/v2/assets", params={"asset_class": "crypto"})).json()
     assert {a["symbol"] for a in crypto} == {"BTC/USD", "ETH/USD", "BTC/USDT"}
     aapl = (await api.get("/v2/assets/AAPL")).json()
-    assert (aapl["class"], aapl["exchange"], aapl["fractionable"], aapl["tradable"]) == ("us_equity", "NASDAQ", True, True)
+    assert (aapl["class"], aapl["exchange"], aapl["fractionable"], aapl["tradable"]) == (
+        "us_equity",
+        "NASDAQ",
+        True,
+        True,
+    )
     assert (await api.get("/v2/assets/NOPE")).status_code == 404
 
 

@@ -140,7 +140,8 @@ async def test_usdm_market_limit_positions_and_reduce_only(connect, emu):
 
     positions = await exchange.fetch_positions([PERP])
     assert [(p["symbol"], p["contracts"], p["side"], p["entryPrice"]) for p in positions] == [
-        (PERP, 0.02, "long", 50000)]
+        (PERP, 0.02, "long", 50000)
+    ]
     assert emu.positions("emu-key-1")[0]["leverage"] == 10
 
     with pytest.raises(ccxt.InvalidOrder, match="-2022"):  # would flip the long into a short
@@ -157,8 +158,9 @@ async def test_usdm_market_limit_positions_and_reduce_only(connect, emu):
 async def test_conditional_orders_rest_and_fire_on_price_moves(connect, emu, control):
     perp = await connect("binanceusdm")
     await perp.create_order(PERP, "market", "buy", 0.01)
-    stop = await perp.create_order(PERP, "market", "sell", 0.01,
-                                   params={"stopLossPrice": 45000, "reduceOnly": True, "clientOrderId": "sl-1"})
+    stop = await perp.create_order(
+        PERP, "market", "sell", 0.01, params={"stopLossPrice": 45000, "reduceOnly": True, "clientOrderId": "sl-1"}
+    )
     assert (stop["status"], stop["triggerPrice"], stop["clientOrderId"]) == ("open", 45000, "sl-1")
     with pytest.raises(ccxt.OrderImmediatelyFillable):
         await perp.create_order(PERP, "market", "sell", 0.01, params={"stopLossPrice": 55000})
@@ -210,11 +212,23 @@ async def test_ws_api_envelope_ping_and_signature(emu):
         assert pong.type == aiohttp.WSMsgType.PONG and pong.data == b"hello"
         await ws.send_json({"id": "p1", "method": "ping", "params": {}})
         assert json.loads((await ws.receive(timeout=2)).data) == {
-            "id": "p1", "status": 200, "result": {},
-            "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                            "limit": 6000, "count": 1}]}
-        params = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.01", "apiKey": "emu-key-2",
-                  "timestamp": int(time.time() * 1000), "newClientOrderId": "raw-ws", "returnRateLimits": False}
+            "id": "p1",
+            "status": 200,
+            "result": {},
+            "rateLimits": [
+                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000, "count": 1}
+            ],
+        }
+        params = {
+            "symbol": "BTCUSDT",
+            "side": "BUY",
+            "type": "MARKET",
+            "quantity": "0.01",
+            "apiKey": "emu-key-2",
+            "timestamp": int(time.time() * 1000),
+            "newClientOrderId": "raw-ws",
+            "returnRateLimits": False,
+        }
         payload = "&".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in sorted(params.items()))
         signed = {**params, "signature": hmac.new(b"emu-secret-2", payload.encode(), hashlib.sha256).hexdigest()}
         await ws.send_json({"id": 7, "method": "order.place", "params": signed})
@@ -223,7 +237,10 @@ async def test_ws_api_envelope_ping_and_signature(emu):
         assert placed["result"]["status"] == "FILLED" and placed["result"]["clientOrderId"] == "raw-ws"
         await ws.send_json({"id": 8, "method": "order.place", "params": {**signed, "signature": "00"}})
         assert json.loads((await ws.receive(timeout=2)).data) == {
-            "id": 8, "status": 400, "error": {"code": -1022, "msg": "Signature for this request is not valid."}}
+            "id": 8,
+            "status": 400,
+            "error": {"code": -1022, "msg": "Signature for this request is not valid."},
+        }
     assert emu.orders()[0]["account_key"] == "emu-key-2" and emu.orders()[0]["transport"] == "ws"
 
 
@@ -245,24 +262,48 @@ async def test_filters_refuse_orders_with_binance_codes(connect, emu):
     with pytest.raises(ccxt.InvalidOrder, match="Filter failure: LOT_SIZE"):
         await spot.create_order(SPOT, "limit", "buy", 10000, 40000)
     with pytest.raises(ccxt.InvalidOrder, match="Filter failure: LOT_SIZE"):  # off-step quantity, sent raw
-        await spot.private_post_order({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-                                       "quantity": "0.000015", "price": "40000"})
+        await spot.private_post_order(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.000015",
+                "price": "40000",
+            }
+        )
     with pytest.raises(ccxt.InvalidOrder, match="Filter failure: PRICE_FILTER"):
         await spot.create_order(SPOT, "limit", "buy", 0.01, 2000000)
     # ccxt maps -1013 NOTIONAL to BadRequest (not InvalidOrder), in production too
     with pytest.raises(ccxt.BadRequest, match="Filter failure: NOTIONAL"):
         await spot.create_order(SPOT, "limit", "buy", 0.0001, 40000)
     with pytest.raises(ccxt.BadRequest, match="-1111"):
-        await spot.private_post_order({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-                                       "quantity": "0.000000001", "price": "40000"})
+        await spot.private_post_order(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.000000001",
+                "price": "40000",
+            }
+        )
     with pytest.raises(ccxt.BadSymbol, match="-1121"):
         await spot.private_post_order({"symbol": "NOPEUSDT", "side": "BUY", "type": "MARKET", "quantity": "1"})
     perp = await connect("binanceusdm")
     with pytest.raises(ccxt.InvalidOrder, match="-4164"):
         await perp.create_order(PERP, "limit", "buy", 0.001, 43000)
     with pytest.raises(ccxt.BadRequest, match="-4014"):
-        await perp.fapiPrivatePostOrder({"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC",
-                                         "quantity": "0.01", "price": "43000.05"})
+        await perp.fapiPrivatePostOrder(
+            {
+                "symbol": "BTCUSDT",
+                "side": "BUY",
+                "type": "LIMIT",
+                "timeInForce": "GTC",
+                "quantity": "0.01",
+                "price": "43000.05",
+            }
+        )
     assert emu.orders() == []
     refused = emu.requests(outcome="rejected")
     assert [r["error"]["code"] for r in refused] == [-1013, -1013, -1013, -1013, -1111, -1121, -4164, -4014]
@@ -426,8 +467,12 @@ async def test_fault_down_reset_mode_and_fault_bookkeeping(connect, emu, control
         await exchange.load_markets()
     assert await control.faults() == []
     assert (await exchange.fetch_ticker(PERP))["last"] == 50000
-    queued = await control.add_faults([{"kind": "key_error", "match": {"key": "emu-key-2"}},
-                                       {"kind": "http_error", "status": 503, "match": {"route": "*"}}])
+    queued = await control.add_faults(
+        [
+            {"kind": "key_error", "match": {"key": "emu-key-2"}},
+            {"kind": "http_error", "status": 503, "match": {"route": "*"}},
+        ]
+    )
     await control.clear_faults(queued[1]["id"])
     assert [f["kind"] for f in await control.faults()] == ["key_error"]
     await control.reset()
@@ -460,8 +505,10 @@ async def test_two_accounts_are_recorded_per_order(connect, emu, control):
     with pytest.raises(ccxt.InsufficientFunds):
         await third.create_order(SPOT, "market", "buy", 0.1)
     orders = await control.orders()
-    assert [(o["account_key"], o["client_order_id"]) for o in orders] == [("emu-key-1", "same-id"),
-                                                                         ("emu-key-2", "same-id")]
+    assert [(o["account_key"], o["client_order_id"]) for o in orders] == [
+        ("emu-key-1", "same-id"),
+        ("emu-key-2", "same-id"),
+    ]
     assert [r["account_key"] for r in await control.requests()] == ["emu-key-1", "emu-key-2", "late-key"]
     assert orders[1]["seq"] > orders[0]["seq"]
     balances = await control.balances()
@@ -474,7 +521,8 @@ async def test_bybit_orders_lookup_balance_positions(connect, emu):
     assert created["id"] and created["clientOrderId"] == "by-1"  # bybit answers ids only
     by_link = await bybit.fetch_open_orders(PERP, params={"orderLinkId": "by-1"})  # realtime: recent closed too
     assert [(o["id"], o["status"], o["filled"], o["average"]) for o in by_link] == [
-        (created["id"], "closed", 0.01, 50000)]
+        (created["id"], "closed", 0.01, 50000)
+    ]
     closed = await bybit.fetch_canceled_and_closed_orders(PERP, params={"orderLinkId": "by-1"})
     assert [o["clientOrderId"] for o in closed] == ["by-1"]
     by_id = await bybit.fetch_order(created["id"], PERP, {"acknowledged": True})
@@ -487,7 +535,8 @@ async def test_bybit_orders_lookup_balance_positions(connect, emu):
     await bybit.cancel_order(limit["id"], SPOT)
     positions = await bybit.fetch_positions()
     assert [(p["symbol"], p["contracts"], p["side"], p["entryPrice"]) for p in positions] == [
-        (PERP, 0.01, "long", 50000)]
+        (PERP, 0.01, "long", 50000)
+    ]
     await bybit.set_leverage(5, PERP)
     balance = await bybit.fetch_balance()
     assert balance["USDT"]["total"] == pytest.approx(100000 - 0.01 * 50000 * 0.00055)
@@ -499,8 +548,14 @@ async def test_bybit_orders_lookup_balance_positions(connect, emu):
 # ------------------------------------------------------------------ standalone run
 def test_standalone_process_serves_and_stops_on_sigterm():
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "emulator", "--port", "0", "--price", "BTC/USDT=61000"],
-                               cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--port", "0", "--price", "BTC/USDT=61000"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([process.stdout], [], [], 10)
         assert ready, "emulator did not announce itself"
@@ -533,8 +588,13 @@ def test_standalone_process_serves_and_stops_on_sigterm():
 async def test_bybit_attached_stop_loss_take_profit_and_margin_mode(connect, emu):
     bybit = await connect("bybit")
     await bybit.set_margin_mode("isolated", PERP)
-    created = await bybit.create_order(PERP, "market", "buy", 0.01, params={
-        "clientOrderId": "by-tpsl", "stopLoss": {"triggerPrice": 45000}, "takeProfit": {"triggerPrice": 55000}})
+    created = await bybit.create_order(
+        PERP,
+        "market",
+        "buy",
+        0.01,
+        params={"clientOrderId": "by-tpsl", "stopLoss": {"triggerPrice": 45000}, "takeProfit": {"triggerPrice": 55000}},
+    )
     fetched = (await bybit.fetch_open_orders(PERP, params={"orderLinkId": "by-tpsl"}))[0]
     assert (fetched["id"], fetched["stopLossPrice"], fetched["takeProfitPrice"]) == (created["id"], 45000, 55000)
     [booked] = emu.orders()

@@ -35,13 +35,24 @@ async def test_data_dir_and_its_files_are_private(app_client, make_settings, tmp
         refused = await client.post("/webhook", data=token_body("not-a-token", id="perm-2"), headers=TEXT_PLAIN)
         assert refused.status_code == 401
         modes = modes_under(fresh)  # while the server runs: its -wal and -shm files exist
-    for expected in ("journal.sqlite3", "journal.sqlite3-wal", "journal.sqlite3-shm", "tokens.sqlite3",
-                     "ratelimit.sqlite3", "replay.sqlite3", "paper.sqlite3", "metrics"):
+    for expected in (
+        "journal.sqlite3",
+        "journal.sqlite3-wal",
+        "journal.sqlite3-shm",
+        "tokens.sqlite3",
+        "ratelimit.sqlite3",
+        "replay.sqlite3",
+        "paper.sqlite3",
+        "metrics",
+    ):
         assert expected in modes, sorted(modes)
     assert {name: oct(m) for name, (is_dir, m) in modes.items() if is_dir and m != 0o700} == {}
     # prometheus_client creates its sample files with the umask; they sit in metrics/, 0700.
-    assert {name: oct(m) for name, (is_dir, m) in modes.items()
-            if not is_dir and m & 0o077 and not name.startswith("metrics/")} == {}
+    assert {
+        name: oct(m)
+        for name, (is_dir, m) in modes.items()
+        if not is_dir and m & 0o077 and not name.startswith("metrics/")
+    } == {}
 
 
 def modes_under(root: Path) -> dict[str, tuple[bool, int]]:

@@ -42,11 +42,17 @@ async def risk_post(client, html: str, action: str, **form: str):
 async def test_the_risk_page_halts_and_resumes_through_the_kill_switch(app_client, write_plugins_yaml):
     import yaml
 
-    write_plugins_yaml(yaml.safe_dump({
-        "paper": {"accounts": ["paper", "strict"]},
-        "risk": {"defaults": {"max_order_notional": 1000, "max_orders_per_minute": 5},
-                 "accounts": {"strict": {"max_order_notional": 50, "symbols": ["BTC/*"]}}},
-    }))
+    write_plugins_yaml(
+        yaml.safe_dump(
+            {
+                "paper": {"accounts": ["paper", "strict"]},
+                "risk": {
+                    "defaults": {"max_order_notional": 1000, "max_orders_per_minute": 5},
+                    "accounts": {"strict": {"max_order_notional": 50, "symbols": ["BTC/*"]}},
+                },
+            }
+        )
+    )
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, app):
         kill_switch = app.extensions["router"].kill_switch
         body = alert_body(id="counted", symbol="BTCUSDT", amount="0.001")
@@ -64,8 +70,12 @@ async def test_the_risk_page_halts_and_resumes_through_the_kill_switch(app_clien
         assert 'data-confirm="Halt account paper' in paper  # the browser asks before it posts
 
         html = await risk_post(client, html, "halt", account="paper", reason="news at 14:30")
-        assert (await kill_switch.halts())["paper"] | {"since": 0} == {"reason": "news at 14:30", "by": "dashboard",
-                                                                       "since": 0, "until": None}
+        assert (await kill_switch.halts())["paper"] | {"since": 0} == {
+            "reason": "news at 14:30",
+            "by": "dashboard",
+            "since": 0,
+            "until": None,
+        }
         paper = risk_section(html, "paper")
         assert 'id="risk-state-paper">HALTED' in paper and "news at 14:30" in paper and ">dashboard<" in paper
         assert 'id="risk-state-strict">running' in risk_section(html, "strict")
@@ -102,7 +112,9 @@ async def test_a_flatten_from_the_page_shows_its_steps(app_client):
         assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
         await log_in(client)
         html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
-        response = await client.post("/dashboard/risk/flatten", form={"csrf_token": csrf_from(html), "account": "paper"})
+        response = await client.post(
+            "/dashboard/risk/flatten", form={"csrf_token": csrf_from(html), "account": "paper"}
+        )
         assert response.status_code == 303
         flatten_id = re.search(r"flatten=([0-9a-f]+)", response.headers["Location"]).group(1)
         assert (await kill_switch.halts())["paper"]["by"] == "dashboard"
@@ -119,13 +131,16 @@ async def test_a_flatten_from_the_page_shows_its_steps(app_client):
         assert "Flatten in progress" not in html
 
         # A flatten another worker is running (its lease fresh, so this one leaves it be).
-        running = new_flatten_record(None, by="cli") | {"state": "running", "owner": "other-worker",
-                                                        "heartbeat_at": time.time() + 3600,
-                                                        "steps": {"flatten-x-paper-r1-cancel-ETH_USDT": "canceled"}}
+        running = new_flatten_record(None, by="cli") | {
+            "state": "running",
+            "owner": "other-worker",
+            "heartbeat_at": time.time() + 3600,
+            "steps": {"flatten-x-paper-r1-cancel-ETH_USDT": "canceled"},
+        }
         await kill_switch.store.save_flatten(running)
         html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
-        card = html[html.index(f'id="flatten-{running["flatten_id"]}"'):]
-        card = card[:card.index("</section>")]
+        card = html[html.index(f'id="flatten-{running["flatten_id"]}"') :]
+        card = card[: card.index("</section>")]
         assert "Flatten in progress" in card and "every account" in card and "by cli" in card
         assert 'href="/dashboard/alert/flatten-x-paper-r1-cancel-ETH_USDT"' in card and ">canceled<" in card
 
@@ -154,7 +169,7 @@ async def test_without_the_risk_plugin_halts_still_show_and_no_limits_are_config
         assert "risk" not in app.extensions["router"].plugins.names()
         await log_in(client)
         html = await (await client.get("/dashboard/risk")).get_data(as_text=True)
-        assert 'id="risk-no-limits"' in html and "<table class=\"limits\"" not in html
+        assert 'id="risk-no-limits"' in html and '<table class="limits"' not in html
         html = await risk_post(client, html, "halt", account="paper", reason="manual")
         assert 'id="risk-state-paper">HALTED' in html and "manual" in risk_section(html, "paper")
         body = alert_body(id="halted-no-plugin")
@@ -183,7 +198,7 @@ class Plugins:
 def account_section(html: str, name: str) -> str:
     start = html.index(f'id="account-{name}"')
     end = html.find("<section", start)
-    return html[start:end if end != -1 else len(html)]
+    return html[start : end if end != -1 else len(html)]
 
 
 async def test_accounts_show_what_each_executor_can_tell(app_client):
@@ -193,7 +208,7 @@ async def test_accounts_show_what_each_executor_can_tell(app_client):
         for path in ("/dashboard/accounts", "/dashboard/accounts/panel"):
             html = await (await client.get(path)).get_data(as_text=True)
             paper, blind, down = (account_section(html, name) for name in ("paper", "blind", "down"))
-            assert "badge ready\">ready<" in paper and ">paper<" in paper and "USDT" in paper  # the ledger's balances
+            assert 'badge ready">ready<' in paper and ">paper<" in paper and "USDT" in paper  # the ledger's balances
             assert "cannot report balances, positions or open orders" in blind
             assert "not ready" in down and "exchange unreachable" in down
 
@@ -203,14 +218,16 @@ async def test_tokens_issued_in_the_page_authenticate_and_revoked_ones_do_not(ap
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         await log_in(client)
         html = await (await client.get("/dashboard/tokens")).get_data(as_text=True)
-        issued = await client.post("/dashboard/tokens", form={"csrf_token": csrf_from(html), "label": "bot-1", "ttl": "600"})
+        issued = await client.post(
+            "/dashboard/tokens", form={"csrf_token": csrf_from(html), "label": "bot-1", "ttl": "600"}
+        )
         assert issued.status_code == 200
         page = await issued.get_data(as_text=True)
         token = re.search(r'id="new-token" value="([^"]+)"', page).group(1)
         body = json.dumps({"token": token, "symbol": "BTCUSDT", "side": "buy", "amount": "0.001", "id": "t-1"}).encode()
         assert (await client.post("/webhook", data=body, headers={"Content-Type": "text/plain"})).status_code == 200
         listing = await (await client.get("/dashboard/tokens")).get_data(as_text=True)
-        token_id = re.search(r'/dashboard/tokens/([0-9a-f]+)/revoke', listing).group(1)
+        token_id = re.search(r"/dashboard/tokens/([0-9a-f]+)/revoke", listing).group(1)
         assert "bot-1" in listing and token not in listing
         revoked = await client.post(f"/dashboard/tokens/{token_id}/revoke", form={"csrf_token": csrf_from(listing)})
         assert revoked.status_code == 303 and revoked.headers["Location"] == "/dashboard/tokens"
@@ -218,9 +235,13 @@ async def test_tokens_issued_in_the_page_authenticate_and_revoked_ones_do_not(ap
         assert (await client.post("/webhook", data=body, headers={"Content-Type": "text/plain"})).status_code == 401
         assert "bot-1" not in await (await client.get("/dashboard/tokens")).get_data(as_text=True)
         # Bad input is explained, not a stack trace.
-        bad = await client.post("/dashboard/tokens", form={"csrf_token": csrf_from(listing), "label": "-bad", "ttl": "600"})
+        bad = await client.post(
+            "/dashboard/tokens", form={"csrf_token": csrf_from(listing), "label": "-bad", "ttl": "600"}
+        )
         assert bad.status_code == 422 and "label must be" in await bad.get_data(as_text=True)
-        unknown = await client.post("/dashboard/tokens", form={"csrf_token": csrf_from(listing), "accounts": "nope", "ttl": "60"})
+        unknown = await client.post(
+            "/dashboard/tokens", form={"csrf_token": csrf_from(listing), "accounts": "nope", "ttl": "60"}
+        )
         assert unknown.status_code == 422 and "Unknown account(s): nope" in await unknown.get_data(as_text=True)
 
 
@@ -228,15 +249,18 @@ async def test_login_goes_back_to_the_page_asked_for_but_never_off_site(app_clie
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         asked = await client.get("/dashboard/latency?window=6h")
         assert asked.headers["Location"] == "/dashboard/login?next=%2Fdashboard%2Flatency%3Fwindow%3D6h"
-        for target, expected in (("/dashboard/latency?window=6h", "/dashboard/latency?window=6h"),
-                                 ("https://evil.example/", "/dashboard/alerts"), ("//evil.example/dashboard", "/dashboard/alerts"),
-                                 ("/dashboard//evil.example", "/dashboard/alerts")):
+        for target, expected in (
+            ("/dashboard/latency?window=6h", "/dashboard/latency?window=6h"),
+            ("https://evil.example/", "/dashboard/alerts"),
+            ("//evil.example/dashboard", "/dashboard/alerts"),
+            ("/dashboard//evil.example", "/dashboard/alerts"),
+        ):
             page = await client.get("/dashboard/login")
-            response = await client.post("/dashboard/login", form={"password": PASSWORD, "next": target,
-                                                                   "csrf_token": csrf_from(await page.get_data(as_text=True))})
+            response = await client.post(
+                "/dashboard/login",
+                form={"password": PASSWORD, "next": target, "csrf_token": csrf_from(await page.get_data(as_text=True))},
+            )
             assert response.headers["Location"] == expected, target
-
-
 
 
 async def test_an_alert_page_counts_its_duplicates(app_client):

@@ -21,7 +21,14 @@ async def test_the_journal_times_every_step_of_an_alert(app_client):
         journal = app.extensions["router"].journal
         row = await journal.get("timed-1")
         sent, answered = row["orders"][0]["started_at"], row["orders"][0]["finished_at"]
-        assert row["received_at"] <= row["authenticated_at"] <= row["journaled_at"] <= sent <= answered <= row["updated_at"]
+        assert (
+            row["received_at"]
+            <= row["authenticated_at"]
+            <= row["journaled_at"]
+            <= sent
+            <= answered
+            <= row["updated_at"]
+        )
         steps = reads.timeline(row)
         assert [s.name for s in steps] == ["received", "authenticated", "journaled", "sent", "answered", "filled"]
         assert all(s.at is not None for s in steps)
@@ -42,13 +49,17 @@ def test_an_older_sqlite_journal_gets_the_timing_columns(tmp_path):
 
     path = tmp_path / "journal.sqlite3"
     with sqlite3.connect(path) as conn:  # the alerts table as it was before
-        conn.execute("CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, explicit_id INTEGER NOT NULL, body_hash TEXT NOT NULL,"
-                     " received_at REAL NOT NULL, updated_at REAL NOT NULL, principal TEXT, account TEXT, symbol TEXT,"
-                     " side TEXT, amount TEXT, state TEXT NOT NULL, payload TEXT NOT NULL, result TEXT, error_code TEXT,"
-                     " error_message TEXT, http_status INTEGER, duplicates INTEGER NOT NULL DEFAULT 0, owner TEXT,"
-                     " lane TEXT NOT NULL DEFAULT '')")
-        conn.execute("INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, state, payload)"
-                     " VALUES ('old', 1, 'h', 1.0, 2.0, 'filled', '{}')")
+        conn.execute(
+            "CREATE TABLE alerts (alert_id TEXT PRIMARY KEY, explicit_id INTEGER NOT NULL, body_hash TEXT NOT NULL,"
+            " received_at REAL NOT NULL, updated_at REAL NOT NULL, principal TEXT, account TEXT, symbol TEXT,"
+            " side TEXT, amount TEXT, state TEXT NOT NULL, payload TEXT NOT NULL, result TEXT, error_code TEXT,"
+            " error_message TEXT, http_status INTEGER, duplicates INTEGER NOT NULL DEFAULT 0, owner TEXT,"
+            " lane TEXT NOT NULL DEFAULT '')"
+        )
+        conn.execute(
+            "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, state, payload)"
+            " VALUES ('old', 1, 'h', 1.0, 2.0, 'filled', '{}')"
+        )
     journal = Journal(path)
     try:
         row = journal.get_sync("old")
@@ -61,8 +72,16 @@ def test_an_older_sqlite_journal_gets_the_timing_columns(tmp_path):
 
 
 def test_a_refusal_before_sending_has_no_sent_step_and_names_the_reason():
-    row = {"received_at": 10.0, "authenticated_at": 10.001, "journaled_at": 10.002, "updated_at": 10.010,
-           "state": "rejected", "error_code": "unknown_symbol", "error_message": "symbol 'X' is not a market", "orders": []}
+    row = {
+        "received_at": 10.0,
+        "authenticated_at": 10.001,
+        "journaled_at": 10.002,
+        "updated_at": 10.010,
+        "state": "rejected",
+        "error_code": "unknown_symbol",
+        "error_message": "symbol 'X' is not a market",
+        "orders": [],
+    }
     steps = {s.name: s for s in reads.timeline(row)}
     assert steps["sent"].at is None and steps["sent"].note == "nothing was sent to the exchange"
     assert steps["rejected"].note == "unknown_symbol: symbol 'X' is not a market"
@@ -75,9 +94,21 @@ def test_latency_series_percentiles_per_bucket_and_account():
     rows = []
     for i, (answer_ms, trip_ms, account) in enumerate([(10, 5, "a"), (20, 6, "a"), (30, 7, "b"), (400, 300, "b")]):
         received = 120.0 + i
-        rows.append({"alert_id": str(i), "account": account, "state": "filled", "received_at": received,
-                     "orders": [{"account": account, "started_at": received + (answer_ms - trip_ms) / 1000,
-                                 "finished_at": received + answer_ms / 1000}]})
+        rows.append(
+            {
+                "alert_id": str(i),
+                "account": account,
+                "state": "filled",
+                "received_at": received,
+                "orders": [
+                    {
+                        "account": account,
+                        "started_at": received + (answer_ms - trip_ms) / 1000,
+                        "finished_at": received + answer_ms / 1000,
+                    }
+                ],
+            }
+        )
     rows.append({"alert_id": "r", "account": "a", "state": "rejected", "received_at": 200.0, "orders": []})
     series = reads.latency_series(rows, bucket=60, start=0, end=240)
     assert series["x"] == [120]
@@ -88,8 +119,15 @@ def test_latency_series_percentiles_per_bucket_and_account():
 
 
 def test_feed_filters():
-    row = {"alert_id": "x", "state": "failed", "account": "Binance", "symbol": "BINANCE:BTCUSDT", "received_at": 100.0,
-           "principal": "token:bot", "payload": {"raw": {}}}
+    row = {
+        "alert_id": "x",
+        "state": "failed",
+        "account": "Binance",
+        "symbol": "BINANCE:BTCUSDT",
+        "received_at": 100.0,
+        "principal": "token:bot",
+        "payload": {"raw": {}},
+    }
     assert reads.FeedFilter(state="problems").matches(row)
     assert reads.FeedFilter(account="binance", symbol="btcusdt", strategy="bot").matches(row)
     assert not reads.FeedFilter(account="bybit").matches(row)
@@ -117,4 +155,6 @@ async def test_the_feed_lists_the_newest_first_and_filters_by_state(app_client):
         refused = await reads.alert_feed(journal, reads.FeedFilter(state="problems"))
         assert [r["alert_id"] for r in refused] == ["feed-2"] and refused[0]["error_code"] == "unknown_symbol"
         assert [r["alert_id"] for r in await reads.alert_feed(journal, reads.FeedFilter(state="filled", limit=2))] == [
-            "feed-3", "feed-1"]
+            "feed-3",
+            "feed-1",
+        ]

@@ -25,7 +25,9 @@ def dashboard_routes(app) -> list[tuple[str, str]]:
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("dashboard.") or rule.endpoint in PUBLIC:
             continue
-        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: {"action": "halt"}.get(m.group(1), "abc123def456"), rule.rule)
+        path = re.sub(
+            r"<(?:[a-z]+:)?([a-z_]+)>", lambda m: {"action": "halt"}.get(m.group(1), "abc123def456"), rule.rule
+        )
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             routes.append((method, path))
     return routes
@@ -109,7 +111,9 @@ async def test_the_session_cookie_is_secure_under_https(app_client):
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         page = await client.get("/dashboard/login", scheme="https")
         token = csrf_from(await page.get_data(as_text=True))
-        response = await client.post("/dashboard/login", form={"password": PASSWORD, "csrf_token": token}, scheme="https")
+        response = await client.post(
+            "/dashboard/login", form={"password": PASSWORD, "csrf_token": token}, scheme="https"
+        )
         cookie = next(v for v in response.headers.get_all("Set-Cookie") if v.startswith("dashboard_session="))
         assert "Secure" in cookie
 
@@ -167,7 +171,9 @@ async def test_pages_carry_a_csp_without_inline_script(app_client):
     async with app_client(DASHBOARD_PASSWORD=PASSWORD) as (client, _):
         login = await client.get("/dashboard/login")
         await log_in(client)
-        for response in [login] + [await client.get(f"/dashboard/{p}") for p in ("alerts", "accounts", "latency", "tokens", "risk")]:
+        for response in [login] + [
+            await client.get(f"/dashboard/{p}") for p in ("alerts", "accounts", "latency", "tokens", "risk")
+        ]:
             assert response.status_code == 200
             csp = response.headers["Content-Security-Policy"]
             assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
@@ -183,8 +189,9 @@ async def test_no_page_shows_a_secret(app_client, data_dir, write_plugins_yaml):
     tokens appear in no page; a new token only on the page that issues it."""
     write_plugins_yaml("router:\n  allow_payload_credentials: true\n")  # off by default; none may show when on
     api_key, api_secret = "payload-api-key-9f8e7d", "payload-api-secret-6c5b4a"
-    async with app_client(DASHBOARD_PASSWORD=PASSWORD, DEFAULT_API_KEY="default-key-1a2b3c",
-                          DEFAULT_API_SECRET="default-secret-4d5e6f") as (client, app):
+    async with app_client(
+        DASHBOARD_PASSWORD=PASSWORD, DEFAULT_API_KEY="default-key-1a2b3c", DEFAULT_API_SECRET="default-secret-4d5e6f"
+    ) as (client, app):
         router = app.extensions["router"]
         store = router.state.token_store()
         cli_token, _ = await store.issue(ttl=3600, label="cli")
@@ -192,23 +199,53 @@ async def test_no_page_shows_a_secret(app_client, data_dir, write_plugins_yaml):
         # Alerts carrying the secrets: payload credentials (paper ignores them), a token.
         body = alert_body(apiKey=api_key, secret=api_secret, id="with-credentials")
         assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
-        token_body = json.dumps({"token": cli_token, "symbol": "BTCUSDT", "side": "buy", "amount": "0.001",
-                                 "id": "with-token", "strategy": "s1"}).encode()
-        assert (await client.post("/webhook", data=token_body, headers={"Content-Type": "text/plain"})).status_code == 200
+        token_body = json.dumps(
+            {
+                "token": cli_token,
+                "symbol": "BTCUSDT",
+                "side": "buy",
+                "amount": "0.001",
+                "id": "with-token",
+                "strategy": "s1",
+            }
+        ).encode()
+        assert (
+            await client.post("/webhook", data=token_body, headers={"Content-Type": "text/plain"})
+        ).status_code == 200
         refused = alert_body(symbol="NOPE/USDT", id="refused-one", apiKey=api_key, secret=api_secret)
         assert (await client.post("/webhook", data=refused, headers=signed_headers(refused))).status_code == 422
 
         await log_in(client)
         tokens_page = await (await client.get("/dashboard/tokens")).get_data(as_text=True)
-        issued = await client.post("/dashboard/tokens", form={"csrf_token": csrf_from(tokens_page), "label": "web", "ttl": "3600"})
+        issued = await client.post(
+            "/dashboard/tokens", form={"csrf_token": csrf_from(tokens_page), "label": "web", "ttl": "3600"}
+        )
         issued_html = await issued.get_data(as_text=True)
         new_token = re.search(r'id="new-token" value="([^"]+)"', issued_html).group(1)
         assert f'"token": "{new_token}"' in issued_html.replace("&#34;", '"')  # the TradingView message, filled
 
-        secrets_ = [SECRET, PASSWORD, "default-key-1a2b3c", "default-secret-4d5e6f", api_key, api_secret, cli_token, new_token]
-        pages = ["/dashboard/alerts", "/dashboard/alerts/feed", "/dashboard/api/alerts", "/dashboard/accounts",
-                 "/dashboard/accounts/panel", "/dashboard/latency", "/dashboard/api/latency", "/dashboard/tokens",
-                 "/dashboard/risk", "/dashboard/login"]
+        secrets_ = [
+            SECRET,
+            PASSWORD,
+            "default-key-1a2b3c",
+            "default-secret-4d5e6f",
+            api_key,
+            api_secret,
+            cli_token,
+            new_token,
+        ]
+        pages = [
+            "/dashboard/alerts",
+            "/dashboard/alerts/feed",
+            "/dashboard/api/alerts",
+            "/dashboard/accounts",
+            "/dashboard/accounts/panel",
+            "/dashboard/latency",
+            "/dashboard/api/latency",
+            "/dashboard/tokens",
+            "/dashboard/risk",
+            "/dashboard/login",
+        ]
         with_token = quote(journal_key("token:cli", "with-token"))  # a token's ids live in its own namespace
         pages += [f"/dashboard/alert/{i}" for i in ("with-credentials", with_token, "refused-one")]
         for path in pages:

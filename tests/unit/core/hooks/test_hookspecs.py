@@ -13,13 +13,14 @@ import inspect
 import pluggy
 
 from core.hooks import specs as hookspecs
-from core.web.app import control_signature_message
-from core.trading.execution import Executor
 from core.hooks.manager import hookimpl
+from core.trading.execution import Executor
+from core.web.app import control_signature_message
 from tests.support import alert_body, signed_headers
 
 SPECS = {
-    name: fn for name, fn in vars(hookspecs).items()
+    name: fn
+    for name, fn in vars(hookspecs).items()
     if inspect.isfunction(fn) and hasattr(fn, f"{hookspecs.PROJECT}_spec")
 }
 
@@ -36,7 +37,10 @@ class Recorder:
         # pluggy reads argument names from the code object, so compile a real function.
         params = list(inspect.signature(spec).parameters)
         namespace: dict = {"record": self._record}
-        exec(f"def {name}({', '.join(params)}):\n    return record({name!r}, {{{', '.join(f'{p!r}: {p}' for p in params)}}})", namespace)
+        exec(
+            f"def {name}({', '.join(params)}):\n    return record({name!r}, {{{', '.join(f'{p!r}: {p}' for p in params)}}})",
+            namespace,
+        )
         return namespace[name]
 
     def _record(self, name: str, kwargs: dict):
@@ -72,7 +76,9 @@ async def test_every_hook_is_called_by_the_pipeline(app_client, write_plugins_ya
         task = app.extensions["router"].engine.inflight.get("meta-lost")
         if task:
             await task
-        status = await client.post("/control/status", data=b"", headers=signed_headers(control_signature_message("status", b"")))
+        status = await client.post(
+            "/control/status", data=b"", headers=signed_headers(control_signature_message("status", b""))
+        )
         assert status.status_code == 200  # the operator's view of the limits: describe_risk_limits
     missing = set(SPECS) - set(recorder.calls)
     assert not missing, f"hooks never called by the pipeline: {sorted(missing)}"
@@ -81,7 +87,8 @@ async def test_every_hook_is_called_by_the_pipeline(app_client, write_plugins_ya
     assert recorder.calls["on_error"][0]["state"] == "rejected"  # the journal state, passed by the engine
     assert recorder.calls["after_execute"][0]["result"].status == "filled"
     assert [c["order"].client_order_id for c in recorder.calls["lookup_order"]] == [
-        c["order"].client_order_id for c in recorder.calls["execute_order"] if c["alert"].alert_id == "meta-lost"]
+        c["order"].client_order_id for c in recorder.calls["execute_order"] if c["alert"].alert_id == "meta-lost"
+    ]
     assert recorder.calls["after_execute"][0]["state"] == "filled"
 
 

@@ -6,11 +6,11 @@ import textwrap
 
 import pytest
 
-from core.web.app import create_app
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError
 from core.hooks.manager import hookimpl
 from core.pipeline.router import Router
+from core.web.app import create_app
 from tests.support import MONITOR, alert_body, signed_headers
 
 
@@ -23,14 +23,16 @@ async def post_alert(client, **fields):
 async def test_dropin_transform_file_changes_the_alert(app_client, write_plugins_yaml, tmp_path):
     folder = tmp_path / "dropins"
     folder.mkdir()
-    (folder / "half_size.py").write_text(textwrap.dedent('''
+    (folder / "half_size.py").write_text(
+        textwrap.dedent("""
         from decimal import Decimal
         from core.hooks.manager import hookimpl
 
         @hookimpl
         def transform_payload(payload):
             payload["amount"] = str(Decimal(str(payload["amount"])) / 2)
-    '''))
+    """)
+    )
     (folder / "_ignored.py").write_text("raise RuntimeError('files starting with _ are not plugins')\n")
     write_plugins_yaml(f"router:\n  plugin_dir: {folder}\n")
     async with app_client() as (client, app):
@@ -44,15 +46,21 @@ async def test_dropin_transform_file_changes_the_alert(app_client, write_plugins
 async def test_plugin_installed_through_the_entry_point_group_is_loaded(app_client, tmp_path, monkeypatch):
     site = tmp_path / "site"
     (site / "tv_extra_plugin-1.0.dist-info").mkdir(parents=True)
-    (site / "tv_extra_plugin-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: tv-extra-plugin\nVersion: 1.0\n")
-    (site / "tv_extra_plugin-1.0.dist-info" / "entry_points.txt").write_text("[ccxt_trading_webhook]\nextra_side = tv_extra_plugin\n")
-    (site / "tv_extra_plugin.py").write_text(textwrap.dedent('''
+    (site / "tv_extra_plugin-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tv-extra-plugin\nVersion: 1.0\n"
+    )
+    (site / "tv_extra_plugin-1.0.dist-info" / "entry_points.txt").write_text(
+        "[ccxt_trading_webhook]\nextra_side = tv_extra_plugin\n"
+    )
+    (site / "tv_extra_plugin.py").write_text(
+        textwrap.dedent("""
         from core.hooks.manager import hookimpl
 
         @hookimpl
         def transform_payload(payload):
             payload["side"] = "sell"
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(site))
     async with app_client() as (client, app):
         status, answer = await post_alert(client, side="buy")
@@ -65,7 +73,8 @@ async def test_plugin_installed_through_the_entry_point_group_is_loaded(app_clie
 async def test_plugin_named_in_plugins_yaml_modules_is_loaded(app_client, write_plugins_yaml, tmp_path, monkeypatch):
     (tmp_path / "my_plugins").mkdir()
     (tmp_path / "my_plugins" / "__init__.py").write_text("")
-    (tmp_path / "my_plugins" / "tagger.py").write_text(textwrap.dedent('''
+    (tmp_path / "my_plugins" / "tagger.py").write_text(
+        textwrap.dedent("""
         from core.config import PluginOptions
         from core.hooks.manager import hookimpl
 
@@ -79,7 +88,8 @@ async def test_plugin_named_in_plugins_yaml_modules_is_loaded(app_client, write_
             @hookimpl
             def transform_payload(self, payload):
                 payload["tag"] = self.options.tag
-    '''))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     write_plugins_yaml("router:\n  modules: [my_plugins.tagger]\ntagger:\n  tag: hello\n")
     async with app_client() as (client, app):
@@ -118,10 +128,13 @@ class BadSignature:
         pass
 
 
-@pytest.mark.parametrize("plugin, expected", [
-    (Misspelt(), "unknown hook 'transfrom_payload'"),
-    (BadSignature(), "{'alert_price'}"),
-])
+@pytest.mark.parametrize(
+    "plugin, expected",
+    [
+        (Misspelt(), "unknown hook 'transfrom_payload'"),
+        (BadSignature(), "{'alert_price'}"),
+    ],
+)
 def test_misspelt_hook_or_bad_signature_fails_startup_naming_the_plugin(make_settings, plugin, expected):
     with pytest.raises(ConfigError) as info:
         start_router(make_settings, [("typo_plugin", plugin)])
@@ -134,7 +147,9 @@ def test_misspelt_hook_or_bad_signature_fails_startup_naming_the_plugin(make_set
 async def test_misspelt_hook_in_dropin_fails_app_startup(make_settings, write_plugins_yaml, tmp_path):
     folder = tmp_path / "dropins"
     folder.mkdir()
-    (folder / "typo.py").write_text("from core.hooks.manager import hookimpl\n\n@hookimpl\ndef authenticat(request):\n    return None\n")
+    (folder / "typo.py").write_text(
+        "from core.hooks.manager import hookimpl\n\n@hookimpl\ndef authenticat(request):\n    return None\n"
+    )
     write_plugins_yaml(f"router:\n  plugin_dir: {folder}\n")
     app = create_app(make_settings())
     with pytest.raises(Exception) as info:
@@ -143,15 +158,21 @@ async def test_misspelt_hook_in_dropin_fails_app_startup(make_settings, write_pl
     assert "plugin 'typo'" in str(info.value) and "authenticat" in str(info.value)
 
 
-@pytest.mark.parametrize("yaml_text, expected", [
-    ("paper:\n  fee_rat: 0.1\n", "plugin 'paper': field 'fee_rat': no such option"),
-    ("paper:\n  fee_rate: cheap\n", "plugin 'paper': field 'fee_rate': "),
-    ("hmac:\n  allow_body_only: ${NOT_SET_ANYWHERE}\n", "plugin 'hmac': field 'allow_body_only': environment variable NOT_SET_ANYWHERE is not set"),
-    ("router:\n  max_body_bytes: -1\n", "plugin 'router': field 'max_body_bytes': "),
-    ("nonexistent:\n  a: 1\n", "plugin 'nonexistent': no plugin of that name is loaded"),
-    ("router:\n  disabled: [papr]\n", "plugin 'router': field 'disabled': no plugin named papr"),
-    ("router: [1, 2\n", "is not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, expected",
+    [
+        ("paper:\n  fee_rat: 0.1\n", "plugin 'paper': field 'fee_rat': no such option"),
+        ("paper:\n  fee_rate: cheap\n", "plugin 'paper': field 'fee_rate': "),
+        (
+            "hmac:\n  allow_body_only: ${NOT_SET_ANYWHERE}\n",
+            "plugin 'hmac': field 'allow_body_only': environment variable NOT_SET_ANYWHERE is not set",
+        ),
+        ("router:\n  max_body_bytes: -1\n", "plugin 'router': field 'max_body_bytes': "),
+        ("nonexistent:\n  a: 1\n", "plugin 'nonexistent': no plugin of that name is loaded"),
+        ("router:\n  disabled: [papr]\n", "plugin 'router': field 'disabled': no plugin named papr"),
+        ("router: [1, 2\n", "is not valid YAML"),
+    ],
+)
 def test_bad_plugins_yaml_fails_startup_with_one_line(make_settings, write_plugins_yaml, yaml_text, expected):
     path = write_plugins_yaml(yaml_text)
     with pytest.raises(ConfigError) as info:
@@ -184,6 +205,16 @@ def test_dotenv_file_feeds_settings_and_interpolation(tmp_path, monkeypatch):
 
 def test_seed_variables_keep_their_defaults():
     settings = Settings.from_env(env_file=None, environ={})
-    assert (settings.log_level, settings.rate_limit, settings.signature_cache_ttl, settings.token_ttl,
-            settings.require_https, settings.use_websockets) == ("INFO", "10/minute", 300, 86400, False, False)
-    assert (settings.plugins_file, settings.data_dir, settings.default_exchange) == ("./plugins.yaml", "./data", "paper")
+    assert (
+        settings.log_level,
+        settings.rate_limit,
+        settings.signature_cache_ttl,
+        settings.token_ttl,
+        settings.require_https,
+        settings.use_websockets,
+    ) == ("INFO", "10/minute", 300, 86400, False, False)
+    assert (settings.plugins_file, settings.data_dir, settings.default_exchange) == (
+        "./plugins.yaml",
+        "./data",
+        "paper",
+    )

@@ -56,15 +56,24 @@ def scripted(write_plugins_yaml) -> ScriptedExecutor:
 
 
 async def test_a_known_mix_of_alerts_is_counted_exactly(app_client, scripted):
-    scripted.script = ["ok", "ok", OrderRejected("scripted: balance too low"), "ok",
-                       OrderRejected("scripted: balance too low")]
+    scripted.script = [
+        "ok",
+        "ok",
+        OrderRejected("scripted: balance too low"),
+        "ok",
+        OrderRejected("scripted: balance too low"),
+    ]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, _app):
         statuses = [await post(client, id=f"mix-{i}") for i in range(5)]  # filled, filled, rejected, filled, rejected
         statuses.append(await post(client, id="mix-0"))  # a resend: answered, not a new alert
         statuses.append(await post(client, id="mix-bad", amount="lots"))  # not an alert: 422 before the journal
         for _ in range(2):  # wrong signature: 401
             body = alert_body(account="script", id="mix-forged")
-            statuses.append((await client.post("/webhook", data=body, headers=signed_headers(body, secret="wrong-secret-123"))).status_code)
+            statuses.append(
+                (
+                    await client.post("/webhook", data=body, headers=signed_headers(body, secret="wrong-secret-123"))
+                ).status_code
+            )
         samples = await scrape(client)
     assert statuses == [200, 200, 422, 200, 422, 200, 422, 401, 401]
     assert value(samples, "webhook_requests_total", status="200") == 4
@@ -118,8 +127,12 @@ async def test_a_reconciled_order_counts_once_and_has_no_latency(app_client, scr
     assert response.status_code in (200, 202)
     assert value(samples, "alerts_total", outcome="reconciled") == 1
     assert sum(v for (name, _), v in samples.items() if name == P + "alerts_total") == 1
-    assert value(samples, "order_latency_seconds_count", exchange="scripted", route="rest") == 0  # the answer never came
-    assert value(samples, "exchange_errors_total", exchange="scripted", type="RequestTimeout") == 0  # it did not end the alert
+    assert (
+        value(samples, "order_latency_seconds_count", exchange="scripted", route="rest") == 0
+    )  # the answer never came
+    assert (
+        value(samples, "exchange_errors_total", exchange="scripted", type="RequestTimeout") == 0
+    )  # it did not end the alert
     assert value(samples, "orders_in_flight") == 0
 
 
@@ -198,9 +211,11 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
         # No keep-alive: every alert opens a connection, which either worker may accept.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+
             async def one(i: int) -> int:
                 body = alert_body(id=f"mw-{sent + i}", amount="0.0001")
                 return (await client.post("/webhook", content=body, headers=signed_headers(body))).status_code
+
             return await asyncio.gather(*(one(i) for i in range(count)))
 
     deadline = time.monotonic() + 60
@@ -213,7 +228,12 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
             break
         assert time.monotonic() < deadline, f"one worker served everything: {served}"
     forged = alert_body(id="mw-forged")
-    assert httpx.post(server.url + "/webhook", content=forged, headers=signed_headers(forged, secret="not-" + SECRET)).status_code == 401
+    assert (
+        httpx.post(
+            server.url + "/webhook", content=forged, headers=signed_headers(forged, secret="not-" + SECRET)
+        ).status_code
+        == 401
+    )
 
     assert sum(per_worker_webhook_answers(folder).values()) == sent + 1
     for _ in range(4):  # whichever worker serves the scrape, it reports every worker's alerts

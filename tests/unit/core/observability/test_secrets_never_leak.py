@@ -38,12 +38,12 @@ async def test_secrets_never_appear_in_logs_bodies_or_journal(app_client, all_lo
     write_plugins_yaml("router:\n  allow_payload_credentials: true\n")  # off by default; the keys must not leak when on
     secrets = dict(apiKey=API_KEY, secret=API_SECRET, token=TOKEN)
     requests = [
-        (alert_body(id="ok-1", **secrets), True),                                      # valid (paper ignores the keys)
+        (alert_body(id="ok-1", **secrets), True),  # valid (paper ignores the keys)
         (alert_body(id="ok-2", apiKey=API_KEY, secret=SHORT_SECRET, token=TOKEN), True),
-        (alert_body(id="bad-auth", **secrets), False),                                 # unsigned → 401
-        (alert_body(id="bad-amount", amount="-1", **secrets), True),                   # 422
-        (alert_body(id="raise-1", explode="runtime", **secrets), True),                # plugin raises → 500
-        (alert_body(id="refuse-1", explode="refuse", **secrets), True),                # plugin refuses → 422
+        (alert_body(id="bad-auth", **secrets), False),  # unsigned → 401
+        (alert_body(id="bad-amount", amount="-1", **secrets), True),  # 422
+        (alert_body(id="raise-1", explode="runtime", **secrets), True),  # plugin raises → 500
+        (alert_body(id="refuse-1", explode="refuse", **secrets), True),  # plugin refuses → 422
         (b'{"apiKey": "' + API_KEY.encode() + b'", "secret": "' + API_SECRET.encode() + b'", broken', True),  # 400
     ]
     bodies = []

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from core.web.app import read_signature_message
 from core.errors import OrderRejected, OutcomeUnknown, VenueBusy
 from core.pipeline.models import InboundRequest
+from core.web.app import read_signature_message
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import alert_body, signed_headers
@@ -58,7 +58,9 @@ async def test_same_alert_five_times_concurrently_is_one_order_with_consistent_a
     assert sorted(bool(a.get("duplicate")) for _, a in answers) == [False, True, True, True, True]
 
 
-async def test_resend_without_id_within_window_is_deduplicated_later_one_is_new(app_client, scripted, write_plugins_yaml):
+async def test_resend_without_id_within_window_is_deduplicated_later_one_is_new(
+    app_client, scripted, write_plugins_yaml
+):
     write_plugins_yaml(FAST.format(budget=1.0, resubmit_after=0.2) + "  dedup_window: 60\n")
     body = alert_body(account="script")
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
@@ -68,8 +70,16 @@ async def test_resend_without_id_within_window_is_deduplicated_later_one_is_new(
         router = app.extensions["router"]
         later_at = time.time() + 120
         headers = {k.lower(): v for k, v in signed_headers(body, timestamp=int(later_at)).items()}
-        later = await router.receive(InboundRequest(body=body, headers=headers, remote_addr="127.0.0.1", scheme="http",
-                                                    payload=json.loads(body), received_at=later_at))
+        later = await router.receive(
+            InboundRequest(
+                body=body,
+                headers=headers,
+                remote_addr="127.0.0.1",
+                scheme="http",
+                payload=json.loads(body),
+                received_at=later_at,
+            )
+        )
     assert [first.status_code, again.status_code, later.status] == [200, 200, 200]
     assert (await again.get_json())["duplicate"] is True
     assert "duplicate" not in later.body
@@ -80,7 +90,9 @@ async def test_alerts_for_one_symbol_execute_in_arrival_order(app_client, script
     release = asyncio.Event()
     scripted.script = [("wait", release)]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
-        sends = [asyncio.create_task(post(client, id=f"seq-{i:02d}", side="sell" if i % 2 else "buy")) for i in range(20)]
+        sends = [
+            asyncio.create_task(post(client, id=f"seq-{i:02d}", side="sell" if i % 2 else "buy")) for i in range(20)
+        ]
         await scripted.call_started.wait()
         release.set()
         answers = await asyncio.gather(*sends)
@@ -117,7 +129,9 @@ async def test_answer_is_202_past_the_budget_and_execution_goes_on(app_client, s
         task = app.extensions["router"].engine.inflight.get("slow-1")
         if task is not None:
             await task
-        status_body = await (await client.get("/alerts/slow-1", headers=signed_headers(read_signature_message("slow-1")))).get_json()
+        status_body = await (
+            await client.get("/alerts/slow-1", headers=signed_headers(read_signature_message("slow-1")))
+        ).get_json()
     assert status_body["state"] == "filled" and len(status_body["orders"]) == 1
     assert "payload" in status_body and "body_hash" not in status_body
 
@@ -198,11 +212,32 @@ async def test_recovery_executes_unsent_alerts_and_expires_old_ones(app_client, 
         # Journaled by a worker that died (it never heartbeated) before executing them.
         for alert_id, age in (("orphan-fresh", 5), ("orphan-old", 3600)):
             received_at = time.time() - age
-            payload = {"alert_id": alert_id, "account": "script", "symbol": "BTCUSDT", "side": "buy", "amount": "0.001",
-                       "price": "50000", "order_type": "market", "params": {}, "raw": {}, "received_at": received_at}
-            await router.journal.admit(explicit_id=alert_id, body_hash=alert_id * 4, received_at=received_at,
-                                       dedup_window=60, principal="hmac", account="script", symbol="BTCUSDT", side="buy",
-                                       amount="0.001", payload=payload, owner="dead-worker", lane="script|BTC/USDT")
+            payload = {
+                "alert_id": alert_id,
+                "account": "script",
+                "symbol": "BTCUSDT",
+                "side": "buy",
+                "amount": "0.001",
+                "price": "50000",
+                "order_type": "market",
+                "params": {},
+                "raw": {},
+                "received_at": received_at,
+            }
+            await router.journal.admit(
+                explicit_id=alert_id,
+                body_hash=alert_id * 4,
+                received_at=received_at,
+                dedup_window=60,
+                principal="hmac",
+                account="script",
+                symbol="BTCUSDT",
+                side="buy",
+                amount="0.001",
+                payload=payload,
+                owner="dead-worker",
+                lane="script|BTC/USDT",
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             fresh, old = await router.journal.get("orphan-fresh"), await router.journal.get("orphan-old")

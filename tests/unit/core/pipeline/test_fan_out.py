@@ -7,8 +7,8 @@ import json
 import httpx
 import pytest
 
-from core.trading.execution import client_order_id
 from core.pipeline.router import fan_out_id
+from core.trading.execution import client_order_id
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
 
@@ -20,10 +20,15 @@ async def test_fan_out_to_two_paper_accounts_places_two_orders(app_client, write
         response = await client.post("/webhook", data=body, headers=signed_headers(body))
         answer = await response.get_json()
         again = await (await client.post("/webhook", data=body, headers=signed_headers(body))).get_json()
-        rows = {name: await app.extensions["router"].journal.get(fan_out_id("fan-1", name)) for name in ("alice", "bob")}
+        rows = {
+            name: await app.extensions["router"].journal.get(fan_out_id("fan-1", name)) for name in ("alice", "bob")
+        }
     assert response.status_code == 200 and answer["status"] == "fanout" and answer["alert_id"] == "fan-1"
     ids = {name: answer["accounts"][name]["order"]["client_order_id"] for name in ("alice", "bob")}
-    assert ids == {"alice": client_order_id(fan_out_id("fan-1", "alice"), "alice"), "bob": client_order_id(fan_out_id("fan-1", "bob"), "bob")}
+    assert ids == {
+        "alice": client_order_id(fan_out_id("fan-1", "alice"), "alice"),
+        "bob": client_order_id(fan_out_id("fan-1", "bob"), "bob"),
+    }
     assert ids["alice"] != ids["bob"]
     assert all(rows[name]["state"] == "filled" and rows[name]["account"] == name for name in rows)
     assert all(again["accounts"][name]["duplicate"] is True for name in ("alice", "bob"))  # a resend places nothing
@@ -51,13 +56,23 @@ async def test_account_list_must_be_distinct_names(app_client):
 def test_fan_out_through_ccxt_one_refused_key_does_not_block_the_other(tmp_path, data_dir):
     emulator = EmulatorProcess(tmp_path).start()
     try:
-        accounts = {"main": emulator_account("binance", emulator.url),
-                    "sub": emulator_account("binance", emulator.url, key="emu-key-2", secret="emu-secret-2")}
+        accounts = {
+            "main": emulator_account("binance", emulator.url),
+            "sub": emulator_account("binance", emulator.url, key="emu-key-2", secret="emu-secret-2"),
+        }
         (data_dir / "plugins.yaml").write_text(plugins_yaml(accounts))
         with ServerProcess(base_env(data_dir), tmp_path) as server:
             emulator.control.add_fault("key_error", match={"key": "emu-key-2"}, count=None)
-            body = json.dumps({"id": "fan-3", "account": ["main", "sub"], "symbol": "BTCUSDT", "side": "buy",
-                               "amount": "0.001", "price": "50000"}).encode()
+            body = json.dumps(
+                {
+                    "id": "fan-3",
+                    "account": ["main", "sub"],
+                    "symbol": "BTCUSDT",
+                    "side": "buy",
+                    "amount": "0.001",
+                    "price": "50000",
+                }
+            ).encode()
             response = httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body), timeout=15)
             answer = response.json()
             assert response.status_code == 200, answer
@@ -65,7 +80,8 @@ def test_fan_out_through_ccxt_one_refused_key_does_not_block_the_other(tmp_path,
             assert answer["accounts"]["sub"]["error"]["code"] == "exchange_auth_failed"
             booked = emulator.control.orders()
             assert [(o["account_key"], o["client_order_id"]) for o in booked] == [
-                ("emu-key-1", client_order_id(fan_out_id("fan-3", "main"), "main"))]
+                ("emu-key-1", client_order_id(fan_out_id("fan-3", "main"), "main"))
+            ]
             assert alert_status(server.url, fan_out_id("fan-3", "sub"))["state"] == "failed"
     finally:
         emulator.stop()

@@ -13,20 +13,70 @@ from core.pipeline.models import Alert, parse_decimal, parse_integer
 from tests.support import alert_body, signed_headers
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("0.01", "0.01"), ("-2", "-2"), ("+3.5", "3.5"), (".25", "0.25"), ("5.", "5"), ("1e-5", "0.00001"),
-    ("2.5E3", "2500"), (" 7 ", "7"), (1, "1"), (0.1, "0.1"), (-0.0, "0"), ("0", "0"),
-    ("1e30", "1e30"), ("1e-30", "1e-30"),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("0.01", "0.01"),
+        ("-2", "-2"),
+        ("+3.5", "3.5"),
+        (".25", "0.25"),
+        ("5.", "5"),
+        ("1e-5", "0.00001"),
+        ("2.5E3", "2500"),
+        (" 7 ", "7"),
+        (1, "1"),
+        (0.1, "0.1"),
+        (-0.0, "0"),
+        ("0", "0"),
+        ("1e30", "1e30"),
+        ("1e-30", "1e-30"),
+    ],
+)
 def test_ascii_decimal_forms_are_read(value, expected):
     assert parse_decimal(value, "amount") == Decimal(expected)
 
 
-@pytest.mark.parametrize("value", [
-    "1_000", "1,000", "١", "٣.٥", "１", "৫", "0x10", "1e", "e5", "--1", "1.2.3", "NaN", "nan", "Infinity", "-inf", "sNaN",
-    "1e999999999", "1e-300000000", "1e31", "1e-31", "1" * 41, "0." + "0" * 70 + "1", "1e10000", 10 ** 31, 1e300,
-    float("inf"), True, False, [], {}, "1 000", "½", "\u00a01", "1\u2003", "\u200b1", "", 
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1_000",
+        "1,000",
+        "١",
+        "٣.٥",
+        "１",
+        "৫",
+        "0x10",
+        "1e",
+        "e5",
+        "--1",
+        "1.2.3",
+        "NaN",
+        "nan",
+        "Infinity",
+        "-inf",
+        "sNaN",
+        "1e999999999",
+        "1e-300000000",
+        "1e31",
+        "1e-31",
+        "1" * 41,
+        "0." + "0" * 70 + "1",
+        "1e10000",
+        10**31,
+        1e300,
+        float("inf"),
+        True,
+        False,
+        [],
+        {},
+        "1 000",
+        "½",
+        "\u00a01",
+        "1\u2003",
+        "\u200b1",
+        "",
+    ],
+)
 def test_anything_else_is_refused_naming_the_field(value):
     if value == "":
         assert parse_decimal(value, "amount") is None
@@ -36,14 +86,18 @@ def test_anything_else_is_refused_naming_the_field(value):
 
 
 def test_whole_numbers():
-    assert parse_integer("5", "leverage") == 5 and parse_integer(5.0, "leverage") == 5 and parse_integer("1e1", "leverage") == 10
+    assert (
+        parse_integer("5", "leverage") == 5
+        and parse_integer(5.0, "leverage") == 5
+        and parse_integer("1e1", "leverage") == 10
+    )
     with pytest.raises(ValueError, match="whole number"):
         parse_integer("2.5", "leverage")
     with pytest.raises(ValueError, match="out of range"):
         parse_integer("1e999999999", "leverage")
 
 
-BOMBS = ["1e999999999", "1e999999999x", 1e308, "9" * 60, 10 ** 4000]
+BOMBS = ["1e999999999", "1e999999999x", 1e308, "9" * 60, 10**4000]
 
 CHILD = """
 import json, sys
@@ -71,8 +125,15 @@ def test_number_bombs_are_refused_at_once_naming_the_field():
     from tests.support import ROOT
 
     try:
-        done = subprocess.run([sys.executable, "-c", CHILD], input=json.dumps(BOMBS), capture_output=True, text=True, timeout=60,
-                              cwd=ROOT, env={"PYTHONPATH": str(ROOT)})
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD],
+            input=json.dumps(BOMBS),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT)},
+        )
     except subprocess.TimeoutExpired:
         pytest.fail("reading a number bomb did not finish within 60 s: a hang")
     lines = done.stdout.splitlines()
@@ -80,18 +141,21 @@ def test_number_bombs_are_refused_at_once_naming_the_field():
     assert all("leverage" in line and "accepted" not in line for line in lines), lines
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"leverage": "1_000"}, "leverage"),  # (the hang itself is proven bounded on the transform, above)
-    ({"amount": "1e999999999"}, "amount"),
-    ({"price": "1e-300000000", "order_type": "limit"}, "price"),
-    ({"stop_price": "1E+999999", "order_type": "stop"}, "stop_price"),
-    ({"amount": "1_000"}, "amount"),
-    ({"amount": "١"}, "amount"),
-    ({"amount": "\u00a01"}, "amount"),  # a no-break space is not an ASCII space
-    ({"target_position": "١٠", "side": None, "action": "target"}, "target_position"),
-    ({"market_position": "long", "side": None, "amount": None}, "amount"),  # no size: was a KeyError
-    ({"apiKey": "k" * 12, "secret": "s" * 12, "password": 123456}, "password"),  # was an uncaught ValidationError
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"leverage": "1_000"}, "leverage"),  # (the hang itself is proven bounded on the transform, above)
+        ({"amount": "1e999999999"}, "amount"),
+        ({"price": "1e-300000000", "order_type": "limit"}, "price"),
+        ({"stop_price": "1E+999999", "order_type": "stop"}, "stop_price"),
+        ({"amount": "1_000"}, "amount"),
+        ({"amount": "١"}, "amount"),
+        ({"amount": "\u00a01"}, "amount"),  # a no-break space is not an ASCII space
+        ({"target_position": "١٠", "side": None, "action": "target"}, "target_position"),
+        ({"market_position": "long", "side": None, "amount": None}, "amount"),  # no size: was a KeyError
+        ({"apiKey": "k" * 12, "secret": "s" * 12, "password": 123456}, "password"),  # was an uncaught ValidationError
+    ],
+)
 async def test_signed_alerts_that_answered_500_or_hung_are_422_naming_the_field(app_client, fields, field):
     async with app_client() as (client, app):
         app.extensions["router"].options.allow_payload_credentials = True  # to reach the password check

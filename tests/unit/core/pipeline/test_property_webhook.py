@@ -17,8 +17,8 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.web.app import create_app
 from core.pipeline.models import Alert
+from core.web.app import create_app
 from plugins.auth.hmac_auth import sign
 from plugins.transforms.tradingview import Plugin as TradingView
 from tests.abuse_support import client_from, issue_token, issue_token_async, ledger_count, running_server
@@ -29,27 +29,70 @@ VALID_MODES = {"bound", "body-only", "token"}
 
 header_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF, exclude_characters="\x7f"), max_size=80)
 header_name = st.one_of(
-    st.sampled_from(["X-Signature", "X-Timestamp", "Content-Type", "Content-Encoding", "X-Forwarded-For", "X-Forwarded-Proto",
-                     "Authorization", "X-Token", "Token", "Remote-Addr", "Host", "Transfer-Encoding", "Expect"]),
+    st.sampled_from(
+        [
+            "X-Signature",
+            "X-Timestamp",
+            "Content-Type",
+            "Content-Encoding",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "Authorization",
+            "X-Token",
+            "Token",
+            "Remote-Addr",
+            "Host",
+            "Transfer-Encoding",
+            "Expect",
+        ]
+    ),
     st.from_regex(r"\A[A-Za-z][A-Za-z0-9-]{0,20}\Z"),
 )
-content_type = st.sampled_from(["application/json", "text/plain", "text/plain; charset=utf-8", "application/json; charset=latin-1",
-                                "", "application/xml", "multipart/form-data", "text/html", "application/x-www-form-urlencoded"])
-scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
-                   st.text(max_size=40), st.sampled_from(["{{close}}", "NaN", "-1", "0", "1e400", "BTCUSDT", "buy", "sell"]))
-alert_like = st.fixed_dictionaries({}, optional={
-    "symbol": st.one_of(st.sampled_from(["BINANCE:BTCUSDT", "BTCUSDT", "BTC/USDT", "ETHUSDT.P"]), scalar),
-    "side": st.one_of(st.sampled_from(["buy", "sell", "long", "short"]), scalar),
-    "amount": st.one_of(st.sampled_from(["0.001", "0.01", 1]), scalar),
-    "price": st.one_of(st.sampled_from(["50000", 3000]), scalar),
-    "order_type": st.one_of(st.sampled_from(["market", "limit"]), scalar),
-    "account": scalar, "exchange": scalar, "id": scalar, "apiKey": scalar, "secret": scalar,
-    "token": scalar,
-    "extra": st.recursive(scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
-                          max_leaves=10),
-})
-tradable = st.integers(0, 10**12).map(lambda i: {"symbol": "BINANCE:BTCUSDT", "side": "buy", "amount": "0.001",
-                                                  "price": "50000", "id": f"prop-{i}"})
+content_type = st.sampled_from(
+    [
+        "application/json",
+        "text/plain",
+        "text/plain; charset=utf-8",
+        "application/json; charset=latin-1",
+        "",
+        "application/xml",
+        "multipart/form-data",
+        "text/html",
+        "application/x-www-form-urlencoded",
+    ]
+)
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=40),
+    st.sampled_from(["{{close}}", "NaN", "-1", "0", "1e400", "BTCUSDT", "buy", "sell"]),
+)
+alert_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "symbol": st.one_of(st.sampled_from(["BINANCE:BTCUSDT", "BTCUSDT", "BTC/USDT", "ETHUSDT.P"]), scalar),
+        "side": st.one_of(st.sampled_from(["buy", "sell", "long", "short"]), scalar),
+        "amount": st.one_of(st.sampled_from(["0.001", "0.01", 1]), scalar),
+        "price": st.one_of(st.sampled_from(["50000", 3000]), scalar),
+        "order_type": st.one_of(st.sampled_from(["market", "limit"]), scalar),
+        "account": scalar,
+        "exchange": scalar,
+        "id": scalar,
+        "apiKey": scalar,
+        "secret": scalar,
+        "token": scalar,
+        "extra": st.recursive(
+            scalar,
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+            max_leaves=10,
+        ),
+    },
+)
+tradable = st.integers(0, 10**12).map(
+    lambda i: {"symbol": "BINANCE:BTCUSDT", "side": "buy", "amount": "0.001", "price": "50000", "id": f"prop-{i}"}
+)
 mutated = st.tuples(tradable, alert_like).map(lambda pair: {**pair[0], **pair[1]})
 raw_body = st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode), st.just(b""))
 
@@ -103,8 +146,13 @@ def check(status: int, mode: str, orders_before: int, orders_after: int, answer:
     assert "Traceback" not in answer and SECRET not in answer
 
 
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROPERTY = settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def test_any_request_in_process_never_5xx_never_an_unauthenticated_order(make_settings, data_dir):
@@ -148,8 +196,11 @@ def test_any_request_to_the_real_server_never_5xx_never_an_unauthenticated_order
         def property_holds(request):
             alert, raw, mode, headers = request
             body, headers = authenticate(alert, raw, mode, headers, token)
-            wire = {name: value.encode("latin-1") for name, value in headers.items()
-                    if name.lower() not in ("host", "transfer-encoding", "content-length", "expect", "content-encoding")}
+            wire = {
+                name: value.encode("latin-1")
+                for name, value in headers.items()
+                if name.lower() not in ("host", "transfer-encoding", "content-length", "expect", "content-encoding")
+            }
             before = ledger_count(server.data_dir)
             try:
                 response = http.post("/webhook", content=body, headers=wire)
@@ -167,13 +218,53 @@ def test_any_request_to_the_real_server_never_5xx_never_an_unauthenticated_order
 # hang. Hypothesis profile "ci" (CI=true) runs 3,000 cases, "dev" 300 (tests/conftest.py).
 
 NUMBERS = ["0.001", "0.01", "1", 1, 0.5, "50000", 3000, "-0.01", "0", 0, "10%", "5x", " 2 ", "1e-5", "1E3", ".5", "5."]
-HOSTILE_NUMBERS = ["1e999999999", "-1e999999999", "1e-300000000", "1E+999999", "1_000", "1,000", "١", "١٠", "１", "٣.٥",
-                   "0x10", "NaN", "nan", "Infinity", "-inf", "sNaN", "9" * 60, "0." + "0" * 80 + "1", "1e31", "1e-31",
-                   "1 000", "½", "--1", "1e", "\u00a01", "1\u200b", "%", "x", "1e1000%"]
+HOSTILE_NUMBERS = [
+    "1e999999999",
+    "-1e999999999",
+    "1e-300000000",
+    "1E+999999",
+    "1_000",
+    "1,000",
+    "١",
+    "١٠",
+    "１",
+    "٣.٥",
+    "0x10",
+    "NaN",
+    "nan",
+    "Infinity",
+    "-inf",
+    "sNaN",
+    "9" * 60,
+    "0." + "0" * 80 + "1",
+    "1e31",
+    "1e-31",
+    "1 000",
+    "½",
+    "--1",
+    "1e",
+    "\u00a01",
+    "1\u200b",
+    "%",
+    "x",
+    "1e1000%",
+]
 VALID = {
     "symbol": ["BTCUSDT", "BINANCE:BTCUSDT", "ETHUSDT", "BTC/USDT", "BTCUSDT.P", "ETH/USDT:USDT", "SOL/USDT", "NOPE"],
     "side": ["buy", "sell", "long", "short", "BUY", " Sell "],
-    "action": ["order", "target", "close", "flip", "cancel", "cancel_all", "exit", "reverse", "buy", "sell", "cancel-all"],
+    "action": [
+        "order",
+        "target",
+        "close",
+        "flip",
+        "cancel",
+        "cancel_all",
+        "exit",
+        "reverse",
+        "buy",
+        "sell",
+        "cancel-all",
+    ],
     "amount_type": ["base", "quote", "percent_of_balance", "percent_of_position", "percent", "usdt", "contracts"],
     "order_type": ["market", "limit", "stop", "stop_limit", "stop-limit", "LMT"],
     "market_type": ["spot", "swap", "future", "perp", "linear"],
@@ -190,21 +281,47 @@ VALID = {
     "leverage": [1, 5, "5x", "20", "200", 201, "1e999999999x"],
 }
 ALERT_KEYS = [name for name in Alert.model_fields if name not in ("principal", "received_at", "credentials", "raw")]
-KEYS = sorted({*ALERT_KEYS, *TradingView.Options().aliases, "market_position_size", "id", "apiKey", "secret", "password",
-               "passphrase", "api_key", "apiSecret", "token", "comment"})
+KEYS = sorted(
+    {
+        *ALERT_KEYS,
+        *TradingView.Options().aliases,
+        "market_position_size",
+        "id",
+        "apiKey",
+        "secret",
+        "password",
+        "passphrase",
+        "api_key",
+        "apiSecret",
+        "token",
+        "comment",
+    }
+)
 
 json_scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(-10**80, 10**80), st.floats(),
-    st.text(max_size=20), st.sampled_from(NUMBERS + HOSTILE_NUMBERS),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(-(10**80), 10**80),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(NUMBERS + HOSTILE_NUMBERS),
 )
-json_any = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                        max_leaves=6)
+json_any = st.recursive(
+    json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def field_value(key: str):
     canonical = TradingView.Options().aliases.get(key, key)
-    valid = VALID.get(canonical) or (NUMBERS if canonical in ("amount", "price", "stop_price", "stop_loss", "take_profit",
-                                                              "target_position", "market_position_size") else None)
+    valid = VALID.get(canonical) or (
+        NUMBERS
+        if canonical
+        in ("amount", "price", "stop_price", "stop_loss", "take_profit", "target_position", "market_position_size")
+        else None
+    )
     if not valid:
         return st.one_of(json_any, st.sampled_from(HOSTILE_NUMBERS))
     # A valid value half of the time: one field wrong at a time reaches further.
@@ -218,9 +335,16 @@ def key_spelling(key: str):
 @st.composite
 def signed_alerts(draw) -> dict:
     # Mostly a tradable alert to start from, so that changed fields reach execution too.
-    alert = draw(st.sampled_from([{}, {"symbol": "BTCUSDT", "side": "buy", "amount": "0.001"},
-                                  {"symbol": "BINANCE:BTCUSDT", "side": "sell", "amount": "0.01", "price": "50000"},
-                                  {"symbol": "ETHUSDT", "action": "target", "target_position": "0.01"}]))
+    alert = draw(
+        st.sampled_from(
+            [
+                {},
+                {"symbol": "BTCUSDT", "side": "buy", "amount": "0.001"},
+                {"symbol": "BINANCE:BTCUSDT", "side": "sell", "amount": "0.01", "price": "50000"},
+                {"symbol": "ETHUSDT", "action": "target", "target_position": "0.01"},
+            ]
+        )
+    )
     alert = dict(alert)
     for key in draw(st.lists(st.sampled_from(KEYS), max_size=5, unique=True)):
         alert[draw(key_spelling(key))] = draw(field_value(key))

@@ -11,11 +11,11 @@ from decimal import Decimal
 
 import pytest
 
-from core.web.app import control_signature_message, read_signature_message
 from core.config import PluginsFile
 from core.errors import ConfigError
 from core.pipeline.killswitch import is_reducing
 from core.pipeline.models import Alert, OrderRequest
+from core.web.app import control_signature_message, read_signature_message
 from tests.support import MONITOR, ROOT, SECRET, signed_headers
 
 
@@ -43,19 +43,40 @@ async def journaled(client, alert_id: str) -> dict:
     return await response.get_json()
 
 
-@pytest.mark.parametrize("limits,inside,outside,named", [
-    ({"max_order_notional": 1000}, {"amount": "0.02"}, {"amount": "0.021"},
-     "max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT"),
-    ({"max_position_notional": 1500}, {"amount": "0.03"}, {"amount": "0.002"},
-     "max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, above the limit 1500.00 USDT"),
-    ({"max_leverage": 5}, {"leverage": 5}, {"leverage": 6}, "max_leverage: leverage 6 is above the limit 5"),
-    ({"max_price_deviation": 2}, {"price": "51000"}, {"price": "51001"},
-     "max_price_deviation: the alert's price 51001.00 is 2.00% from the last price 50000.00, above the limit 2.00%"),
-    ({"symbols": ["BTC/USDT:USDT"]}, {}, {"symbol": "ETHUSDT.P", "amount": "0.1", "price": "3000"},
-     "symbols: ETH/USDT:USDT is not in the allow-list BTC/USDT:USDT"),
-    ({"trading_hours": {"sun": ["00:00-00:01"]}}, None, {}, "trading_hours: "),
-])
-async def test_each_limit_refuses_the_alert_that_breaks_it(app_client, write_plugins_yaml, limits, inside, outside, named):
+@pytest.mark.parametrize(
+    "limits,inside,outside,named",
+    [
+        (
+            {"max_order_notional": 1000},
+            {"amount": "0.02"},
+            {"amount": "0.021"},
+            "max_order_notional: the order is worth 1050.00 USDT, above the limit 1000.00 USDT",
+        ),
+        (
+            {"max_position_notional": 1500},
+            {"amount": "0.03"},
+            {"amount": "0.002"},
+            "max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, above the limit 1500.00 USDT",
+        ),
+        ({"max_leverage": 5}, {"leverage": 5}, {"leverage": 6}, "max_leverage: leverage 6 is above the limit 5"),
+        (
+            {"max_price_deviation": 2},
+            {"price": "51000"},
+            {"price": "51001"},
+            "max_price_deviation: the alert's price 51001.00 is 2.00% from the last price 50000.00, above the limit 2.00%",
+        ),
+        (
+            {"symbols": ["BTC/USDT:USDT"]},
+            {},
+            {"symbol": "ETHUSDT.P", "amount": "0.1", "price": "3000"},
+            "symbols: ETH/USDT:USDT is not in the allow-list BTC/USDT:USDT",
+        ),
+        ({"trading_hours": {"sun": ["00:00-00:01"]}}, None, {}, "trading_hours: "),
+    ],
+)
+async def test_each_limit_refuses_the_alert_that_breaks_it(
+    app_client, write_plugins_yaml, limits, inside, outside, named
+):
     write_plugins_yaml(risk_yaml(**limits))
     async with app_client() as (client, app):
         if inside is not None:
@@ -77,7 +98,11 @@ async def test_max_orders_per_minute_counts_opening_orders_only(app_client, writ
         assert (await send(client, alert_id="o1"))[0] == 200
         assert (await send(client, alert_id="o2"))[0] == 200
         status, body = await send(client, alert_id="o3")
-        assert status == 422 and "max_orders_per_minute: 2 opening orders were sent on account 'paper' in the last 60 s; the limit is 2" in body["error"]["message"]
+        assert (
+            status == 422
+            and "max_orders_per_minute: 2 opening orders were sent on account 'paper' in the last 60 s; the limit is 2"
+            in body["error"]["message"]
+        )
         status, body = await send(client, alert_id="close", action="close")
         assert status == 200, body  # a closing order is never refused by a limit
 
@@ -85,10 +110,14 @@ async def test_max_orders_per_minute_counts_opening_orders_only(app_client, writ
 async def test_per_account_overrides_and_daily_loss_halts_until_resumed(app_client, write_plugins_yaml):
     import yaml
 
-    write_plugins_yaml(yaml.safe_dump({
-        "paper": {"accounts": ["paper", "strict"]},
-        "risk": {"defaults": {"max_order_notional": 100000}, "accounts": {"strict": {"max_daily_loss": 10}}},
-    }))
+    write_plugins_yaml(
+        yaml.safe_dump(
+            {
+                "paper": {"accounts": ["paper", "strict"]},
+                "risk": {"defaults": {"max_order_notional": 100000}, "accounts": {"strict": {"max_daily_loss": 10}}},
+            }
+        )
+    )
     async with app_client() as (client, app):
         status, body = await send(client, alert_id="a1", account="strict", amount="0.1")  # baseline taken; fee 5 USDT
         assert status == 200, body
@@ -139,7 +168,9 @@ async def test_control_needs_a_signature_over_its_request_line(app_client):
 async def test_a_control_body_over_2_kib_is_413_before_it_is_parsed(app_client):
     async with app_client() as (client, app):
         body = json.dumps({"account": "paper", "reason": "x" * 3000}).encode()
-        response = await client.post("/control/halt", data=body, headers=signed_headers(control_signature_message("halt", body)))
+        response = await client.post(
+            "/control/halt", data=body, headers=signed_headers(control_signature_message("halt", body))
+        )
         assert response.status_code == 413 and (await response.get_json())["error"]["code"] == "payload_too_large"
         assert (await app.extensions["router"].kill_switch.halts()) == {}  # nothing changed
 
@@ -166,20 +197,31 @@ async def test_flatten_on_paper_cancels_orders_and_closes_positions_once(app_cli
 
 def test_reducing_orders():
     alert = Alert(symbol="X", side="sell", amount=Decimal(1))
-    order = OrderRequest(account="a", exchange="e", symbol="X", market_type="swap", side="sell", amount="1",
-                         client_order_id="c", position_before="2")
+    order = OrderRequest(
+        account="a",
+        exchange="e",
+        symbol="X",
+        market_type="swap",
+        side="sell",
+        amount="1",
+        client_order_id="c",
+        position_before="2",
+    )
     assert is_reducing(alert, order)
     assert not is_reducing(alert, order.model_copy(update={"amount": "3"}))
     assert not is_reducing(alert, order.model_copy(update={"position_before": None}))
     assert is_reducing(alert, order.model_copy(update={"action": "cancel_all"}))
 
 
-@pytest.mark.parametrize("section,field", [
-    ({"defaults": {"max_leverage": 0}}, "defaults.max_leverage"),
-    ({"defaults": {"max_notional": 1}}, "defaults.max_notional"),
-    ({"accounts": {"x": {"trading_hours": {"mon": ["10:00-09:00"]}}}}, "accounts.x.trading_hours"),
-    ({"strategies": {"s": {"on_mismatch": "panic"}}}, "strategies.s.on_mismatch"),
-])
+@pytest.mark.parametrize(
+    "section,field",
+    [
+        ({"defaults": {"max_leverage": 0}}, "defaults.max_leverage"),
+        ({"defaults": {"max_notional": 1}}, "defaults.max_notional"),
+        ({"accounts": {"x": {"trading_hours": {"mon": ["10:00-09:00"]}}}}, "accounts.x.trading_hours"),
+        ({"strategies": {"s": {"on_mismatch": "panic"}}}, "strategies.s.on_mismatch"),
+    ],
+)
 def test_risk_section_errors_name_the_file_and_field(tmp_path, section, field):
     import yaml
 
@@ -193,12 +235,23 @@ def test_risk_section_errors_name_the_file_and_field(tmp_path, section, field):
 
 
 def test_cli_halt_status_resume(data_dir):
-    env = {"WEBHOOK_SECRET": SECRET, "DATA_DIR": str(data_dir), "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
-           "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    env = {
+        "WEBHOOK_SECRET": SECRET,
+        "DATA_DIR": str(data_dir),
+        "PLUGINS_FILE": str(data_dir / "plugins.yaml"),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+    }
 
     def run(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "core", "risk", *args], env=env, cwd=data_dir, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "core", "risk", *args],
+            env=env,
+            cwd=data_dir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -246,7 +299,9 @@ class FakeBotApi:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
             if not self.updates:  # a long poll: answer when an update arrives or the poll times out
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.changed.wait_for(lambda: self.updates), int(request.query["timeout"]) or 0.01)
+                    await asyncio.wait_for(
+                        self.changed.wait_for(lambda: self.updates), int(request.query["timeout"]) or 0.01
+                    )
             return web.json_response({"ok": True, "result": list(self.updates)})
 
     async def _send(self, request):
@@ -275,8 +330,10 @@ async def test_telegram_commands_from_configured_chats_only(app_client, write_pl
     token = "123456:TEST-commands-token-abcdef"
     api = await FakeBotApi(token).start()
     try:
-        write_plugins_yaml(f"telegram:\n  bot_token: '{token}'\n  chat_ids: [111]\n  base_url: {api.url}\n"
-                           "  poll_timeout: 5\n  events: [filled]\n")
+        write_plugins_yaml(
+            f"telegram:\n  bot_token: '{token}'\n  chat_ids: [111]\n  base_url: {api.url}\n"
+            "  poll_timeout: 5\n  events: [filled]\n"
+        )
         async with app_client() as (client, app):
             switch = app.extensions["router"].kill_switch
             await api.command(1, 999, "/halt")  # a stranger: ignored, no answer
@@ -332,18 +389,33 @@ def test_a_flatten_requested_from_the_command_line_is_carried_out_by_the_running
     import httpx
 
     server = server_factory()
-    for alert_id, fields in (("cli-1", {"stop_loss": "45000"}), ("cli-2", {"symbol": "ETHUSDT.P", "side": "sell", "amount": "1", "price": "3000"})):
-        body = json.dumps({"symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "price": "50000", "alert_id": alert_id, **fields}).encode()
+    for alert_id, fields in (
+        ("cli-1", {"stop_loss": "45000"}),
+        ("cli-2", {"symbol": "ETHUSDT.P", "side": "sell", "amount": "1", "price": "3000"}),
+    ):
+        body = json.dumps(
+            {"symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "price": "50000", "alert_id": alert_id, **fields}
+        ).encode()
         assert httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body)).status_code == 200
     env = dict(server.env)
-    done = subprocess.run([sys.executable, "-m", "core", "risk", "halt", "--account", "paper", "--flatten"], env=env,
-                          cwd=data_dir, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "risk", "halt", "--account", "paper", "--flatten"],
+        env=env,
+        cwd=data_dir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0 and "flatten" in done.stdout, done.stderr
     deadline = time.monotonic() + 30
     while True:  # the server takes it up within router.worker_heartbeat seconds
         body = b""
-        status = httpx.post(server.url + "/control/status", content=body,
-                            headers=signed_headers(control_signature_message("status", body))).json()
+        status = httpx.post(
+            server.url + "/control/status",
+            content=body,
+            headers=signed_headers(control_signature_message("status", body)),
+        ).json()
         if status["flattens"] and status["flattens"][0]["state"] in ("done", "failed"):
             break
         assert time.monotonic() < deadline, status

@@ -26,6 +26,7 @@ async def test_a_token_trades_only_on_the_accounts_it_was_issued_for(app_client,
     bob_only = await issue_token_async(data_dir, label="bob-bot", accounts=("bob",))
     everything = await issue_token_async(data_dir, label="all", accounts=("*",))
     async with app_client() as (client, _app):
+
         async def post(token: str, **fields) -> tuple[int, dict]:
             response = await client.post("/webhook", data=token_body(token, **fields), headers=TEXT_PLAIN)
             return response.status_code, await response.get_json()
@@ -70,9 +71,14 @@ async def test_alert_ids_are_per_principal_and_get_alerts_shows_only_ones_own(ap
         for alert_id in ("a-2", "no-such-id"):
             missing = await client.get(f"/alerts/{alert_id}", headers=bearer(bystander))
             assert missing.status_code == 404
-            assert (await missing.get_json())["error"] == {"code": NOT_FOUND_CODE, "message": f"no alert '{alert_id}' in the journal"}
+            assert (await missing.get_json())["error"] == {
+                "code": NOT_FOUND_CODE,
+                "message": f"no alert '{alert_id}' in the journal",
+            }
         # An id without one of its own: the victim's auto id is not readable by the attacker either.
-        auto = await (await client.post("/webhook", data=token_body(victim, amount="0.002"), headers=TEXT_PLAIN)).get_json()
+        auto = await (
+            await client.post("/webhook", data=token_body(victim, amount="0.002"), headers=TEXT_PLAIN)
+        ).get_json()
         assert (await client.get(f"/alerts/{auto['alert_id']}", headers=bearer(attacker))).status_code == 404
         assert (await client.get(f"/alerts/{auto['alert_id']}", headers=bearer(victim))).status_code == 200
         # The owner reads every alert, by its journal key.
@@ -155,7 +161,8 @@ async def test_payload_credentials_are_off_by_default(app_client, data_dir):
 
 
 async def test_payload_credentials_when_on_warn_and_need_a_principal_allowed_every_account(
-        app_client, write_plugins_yaml, data_dir, all_log_text):
+    app_client, write_plugins_yaml, data_dir, all_log_text
+):
     write_plugins_yaml("router:\n  allow_payload_credentials: true\n")
     scoped = await issue_token_async(data_dir, label="scoped")
     async with app_client() as (client, _app):
@@ -170,7 +177,9 @@ async def test_payload_credentials_when_on_warn_and_need_a_principal_allowed_eve
 def test_scopes_end_to_end_through_the_real_server_and_manage_tokens(server_factory, data_dir):
     (data_dir / "plugins.yaml").write_text(TWO_ACCOUNTS)
     server = server_factory(PLUGINS_FILE=str(data_dir / "plugins.yaml"))
-    issued = manage(data_dir, "issue", "--label", "bob-bot", "--account", "bob", PLUGINS_FILE=str(data_dir / "plugins.yaml"))
+    issued = manage(
+        data_dir, "issue", "--label", "bob-bot", "--account", "bob", PLUGINS_FILE=str(data_dir / "plugins.yaml")
+    )
     assert issued.returncode == 0, issued.stderr
     assert "accounts bob" in issued.stderr
     token = issued.stdout.strip()

@@ -28,10 +28,13 @@ def server(tmp_path_factory, emulator):
     url = emulator.url
     accounts = {
         "spot": emulator_account("binance", url, market_types=["spot"]),
-        "spot_nocost": emulator_account("binance", url, market_types=["spot"],
-                                        ccxt={"has": {"createMarketBuyOrderWithCost": False}}),
+        "spot_nocost": emulator_account(
+            "binance", url, market_types=["spot"], ccxt={"has": {"createMarketBuyOrderWithCost": False}}
+        ),
         "perps": emulator_account("binanceusdm", url, market_types=["swap"]),
-        "perps_isolated": emulator_account("binanceusdm", url, market_types=["swap"], leverage=3, margin_mode="isolated"),
+        "perps_isolated": emulator_account(
+            "binanceusdm", url, market_types=["swap"], leverage=3, margin_mode="isolated"
+        ),
         "small": emulator_account("binanceusdm", url, key=SMALL_KEY, secret=SMALL_SECRET, market_types=["swap"]),
         "bybit": emulator_account("bybit", url, market_types=["swap"]),
     }
@@ -62,7 +65,11 @@ def send(server, **alert) -> dict:
 
 
 def position(emu, venue: str = "binance", key: str = "emu-key-1") -> str:
-    held = [p for p in emu.positions(key) if p["venue"] == venue and p["symbol"] == "BTCUSDT" and p["market_type"] == "linear"]
+    held = [
+        p
+        for p in emu.positions(key)
+        if p["venue"] == venue and p["symbol"] == "BTCUSDT" and p["market_type"] == "linear"
+    ]
     return held[0]["amount"] if held else "0"
 
 
@@ -76,7 +83,12 @@ def placed(emu) -> list[dict]:
 def test_quote_amount_is_sent_as_a_cost_where_ccxt_can(server, emu):
     answer = send(server, symbol="BINANCE:BTCUSDT", side="buy", amount="100", amount_type="quote", account="spot")
     [order] = emu.orders()
-    assert (order["type"], order["quote_quantity"], order["quantity"], order["status"]) == ("MARKET", "100", "0.002", "FILLED")
+    assert (order["type"], order["quote_quantity"], order["quantity"], order["status"]) == (
+        "MARKET",
+        "100",
+        "0.002",
+        "FILLED",
+    )
     assert answer["order"]["filled"] == "0.002" and answer["order"]["average"] == "50000"
 
 
@@ -91,7 +103,15 @@ def test_quote_amount_is_converted_at_the_current_price_elsewhere(server, emu):
 
 def test_percent_of_balance(server, emu):
     send(server, symbol="BINANCE:BTCUSDT", side="buy", amount="10%", account="spot")  # 10 % of 100000 USDT
-    send(server, symbol="BTCUSDT.P", side="buy", amount="1", amount_type="percent_of_balance", leverage=2, account="perps")
+    send(
+        server,
+        symbol="BTCUSDT.P",
+        side="buy",
+        amount="1",
+        amount_type="percent_of_balance",
+        leverage=2,
+        account="perps",
+    )
     spot, perp = emu.orders()
     assert (spot["quote_quantity"], spot["quantity"]) == ("10000", "0.2")
     assert perp["quantity"] == "0.04"  # 1 % of 100000 USDT × 2 leverage = 2000 USDT at 50000
@@ -99,11 +119,21 @@ def test_percent_of_balance(server, emu):
 
 def test_percent_of_balance_too_small_says_why_with_the_numbers(server, emu):
     emu.add_account(SMALL_KEY, SMALL_SECRET, {"binance.linear": {"USDT": "100"}})
-    response = send_alert(server.url, {"id": unique("small"), "symbol": "BTCUSDT.P", "side": "buy", "amount": "10",
-                                       "amount_type": "percent_of_balance", "account": "small"})
+    response = send_alert(
+        server.url,
+        {
+            "id": unique("small"),
+            "symbol": "BTCUSDT.P",
+            "side": "buy",
+            "amount": "10",
+            "amount_type": "percent_of_balance",
+            "account": "small",
+        },
+    )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"] == (
-        "10% of 100 USDT free is 10 USDT = 0.0002 contracts at 50000, below the minimum 0.001 for BTC/USDT:USDT on binanceusdm")
+        "10% of 100 USDT free is 10 USDT = 0.0002 contracts at 50000, below the minimum 0.001 for BTC/USDT:USDT on binanceusdm"
+    )
     assert emu.requests() == []
 
 
@@ -133,7 +163,11 @@ def test_target_from_strategy_market_position(server, emu):
     send(server, symbol="BTCUSDT.P", market_position="long", market_position_size="0.2", account="perps")
     answer = send(server, symbol="BTCUSDT.P", market_position="flat", market_position_size="0", account="perps")
     assert answer["order"]["side"] == "sell"
-    assert placed(emu) == [("SELL", "MARKET", "0.5", False), ("BUY", "MARKET", "0.7", False), ("SELL", "MARKET", "0.2", True)]
+    assert placed(emu) == [
+        ("SELL", "MARKET", "0.5", False),
+        ("BUY", "MARKET", "0.7", False),
+        ("SELL", "MARKET", "0.2", True),
+    ]
     assert position(emu) == "0"
 
 
@@ -175,30 +209,81 @@ def test_spot_close_sells_what_is_held(server, emu):
 
 def test_stop_and_stop_limit_orders_rest_until_triggered(server, emu):
     stop = send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="stop", stop_price="52000", account="perps")
-    send(server, symbol="BINANCE:BTCUSDT", side="sell", amount="0.01", type="stop-limit", stop_price="48000",
-         price="47900", account="spot")
+    send(
+        server,
+        symbol="BINANCE:BTCUSDT",
+        side="sell",
+        amount="0.01",
+        type="stop-limit",
+        stop_price="48000",
+        price="47900",
+        account="spot",
+    )
     assert stop["status"] == "submitted" and stop["order"]["order_type"] == "stop"
     perp, spot = emu.orders()
     assert (perp["type"], perp["trigger_price"], perp["status"]) == ("STOP_MARKET", "52000", "NEW")
-    assert (spot["type"], spot["trigger_price"], spot["price"], spot["status"]) == ("STOP_LOSS_LIMIT", "48000", "47900", "NEW")
+    assert (spot["type"], spot["trigger_price"], spot["price"], spot["status"]) == (
+        "STOP_LOSS_LIMIT",
+        "48000",
+        "47900",
+        "NEW",
+    )
     emu.set_price("BTCUSDT", "53000", venue="binance", market_type="linear")
     assert position(emu) == "0.01"  # the stop fired: a market buy
 
 
 def test_post_only(server, emu):
-    send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="49000", post_only="true", account="perps")
-    send(server, symbol="BINANCE:BTCUSDT", side="buy", amount="0.01", type="limit", price="49000", postOnly=True, account="spot")
+    send(
+        server,
+        symbol="BTCUSDT.P",
+        side="buy",
+        amount="0.01",
+        type="limit",
+        price="49000",
+        post_only="true",
+        account="perps",
+    )
+    send(
+        server,
+        symbol="BINANCE:BTCUSDT",
+        side="buy",
+        amount="0.01",
+        type="limit",
+        price="49000",
+        postOnly=True,
+        account="spot",
+    )
     perp, spot = emu.orders()
     assert (perp["type"], perp["time_in_force"], perp["post_only"], perp["status"]) == ("LIMIT", "GTX", True, "NEW")
     assert (spot["type"], spot["post_only"], spot["status"]) == ("LIMIT_MAKER", True, "NEW")
-    taker = send_alert(server.url, {"id": unique("po"), "symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "type": "limit",
-                                    "price": "51000", "post_only": True, "account": "perps"})
+    taker = send_alert(
+        server.url,
+        {
+            "id": unique("po"),
+            "symbol": "BTCUSDT.P",
+            "side": "buy",
+            "amount": "0.01",
+            "type": "limit",
+            "price": "51000",
+            "post_only": True,
+            "account": "perps",
+        },
+    )
     assert taker.status_code == 422 and taker.json()["error"]["code"] == "exchange_rejected"
 
 
 def test_reduce_only(server, emu):
-    refused = send_alert(server.url, {"id": unique("ro"), "symbol": "BTCUSDT.P", "side": "sell", "amount": "0.01",
-                                      "reduce_only": "true", "account": "perps"})
+    refused = send_alert(
+        server.url,
+        {
+            "id": unique("ro"),
+            "symbol": "BTCUSDT.P",
+            "side": "sell",
+            "amount": "0.01",
+            "reduce_only": "true",
+            "account": "perps",
+        },
+    )
     assert refused.status_code == 422 and "ReduceOnly Order is rejected" in refused.json()["error"]["message"]
     send(server, symbol="BTCUSDT.P", side="buy", amount="0.02", account="perps")
     send(server, symbol="BTCUSDT.P", side="sell", amount="0.01", reduceOnly=True, account="perps")
@@ -207,8 +292,19 @@ def test_reduce_only(server, emu):
 
 
 def test_time_in_force(server, emu):
-    ioc = send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="49000", tif="IOC", account="perps")
-    send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="49000", time_in_force="GTC", account="perps")
+    ioc = send(
+        server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="49000", tif="IOC", account="perps"
+    )
+    send(
+        server,
+        symbol="BTCUSDT.P",
+        side="buy",
+        amount="0.01",
+        type="limit",
+        price="49000",
+        time_in_force="GTC",
+        account="perps",
+    )
     first, second = emu.orders()
     assert (first["time_in_force"], first["status"]) == ("IOC", "EXPIRED")
     assert ioc["order"]["status"] == "expired"
@@ -221,28 +317,55 @@ def test_time_in_force(server, emu):
 def test_stop_loss_and_take_profit_attached_on_bybit(server, emu):
     answer = send(server, symbol="BYBIT:BTCUSDT.P", side="buy", amount="0.01", sl="45000", tp="56000", account="bybit")
     [order] = emu.orders()
-    assert (order["venue"], order["stop_loss"], order["take_profit"], order["status"]) == ("bybit", "45000", "56000", "FILLED")
+    assert (order["venue"], order["stop_loss"], order["take_profit"], order["status"]) == (
+        "bybit",
+        "45000",
+        "56000",
+        "FILLED",
+    )
     assert answer["order"]["children"] == [
         {"type": "stop_loss", "trigger_price": "45000", "attached": True, "status": "attached"},
-        {"type": "take_profit", "trigger_price": "56000", "attached": True, "status": "attached"}]
+        {"type": "take_profit", "trigger_price": "56000", "attached": True, "status": "attached"},
+    ]
     [held] = [p for p in emu.positions("emu-key-1") if p["venue"] == "bybit"]
     assert (held["amount"], held["stop_loss"], held["take_profit"]) == ("0.01", "45000", "56000")
 
 
 def test_stop_loss_and_take_profit_as_separate_orders_on_binance(server, emu):
-    alert = {"id": unique("sltp"), "symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "stop_loss": "45000",
-             "take_profit": "56000", "account": "perps"}
+    alert = {
+        "id": unique("sltp"),
+        "symbol": "BTCUSDT.P",
+        "side": "buy",
+        "amount": "0.01",
+        "stop_loss": "45000",
+        "take_profit": "56000",
+        "account": "perps",
+    }
     answer = send(server, **alert)
     entry = client_order_id(alert["id"], "perps")
     orders = {o["client_order_id"]: o for o in emu.orders()}
     assert set(orders) == {entry, "sl" + entry[2:], "tp" + entry[2:]}
     stop_loss, take_profit = orders["sl" + entry[2:]], orders["tp" + entry[2:]]
-    assert (stop_loss["side"], stop_loss["type"], stop_loss["quantity"], stop_loss["trigger_price"], stop_loss["reduce_only"]) == (
-        "SELL", "STOP_MARKET", "0.01", "45000", True)
-    assert (take_profit["type"], take_profit["trigger_price"], take_profit["reduce_only"]) == ("TAKE_PROFIT_MARKET", "56000", True)
+    assert (
+        stop_loss["side"],
+        stop_loss["type"],
+        stop_loss["quantity"],
+        stop_loss["trigger_price"],
+        stop_loss["reduce_only"],
+    ) == ("SELL", "STOP_MARKET", "0.01", "45000", True)
+    assert (take_profit["type"], take_profit["trigger_price"], take_profit["reduce_only"]) == (
+        "TAKE_PROFIT_MARKET",
+        "56000",
+        True,
+    )
     children = {c["type"]: c for c in answer["order"]["children"]}
-    assert children["stop_loss"]["client_order_id"] == "sl" + entry[2:] and children["stop_loss"]["order_id"] == stop_loss["order_id"]
-    assert children["take_profit"]["status"] == "open" and children["take_profit"]["order_id"] == take_profit["order_id"]
+    assert (
+        children["stop_loss"]["client_order_id"] == "sl" + entry[2:]
+        and children["stop_loss"]["order_id"] == stop_loss["order_id"]
+    )
+    assert (
+        children["take_profit"]["status"] == "open" and children["take_profit"]["order_id"] == take_profit["order_id"]
+    )
     resent = send_alert(server.url, alert)  # TradingView's resend: answered from the journal
     assert resent.json()["duplicate"] is True and len(emu.orders()) == 3
     emu.set_price("BTCUSDT", "44000", venue="binance", market_type="linear")
@@ -250,10 +373,22 @@ def test_stop_loss_and_take_profit_as_separate_orders_on_binance(server, emu):
 
 
 def test_stop_loss_on_the_wrong_side_is_refused(server, emu):
-    response = send_alert(server.url, {"id": unique("badsl"), "symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01",
-                                       "price": "50000", "stop_loss": "51000", "account": "perps"})
+    response = send_alert(
+        server.url,
+        {
+            "id": unique("badsl"),
+            "symbol": "BTCUSDT.P",
+            "side": "buy",
+            "amount": "0.01",
+            "price": "50000",
+            "stop_loss": "51000",
+            "account": "perps",
+        },
+    )
     assert response.status_code == 422
-    assert response.json()["error"]["message"] == "stop_loss 51000 must be below the long entry at 50000 on BTC/USDT:USDT"
+    assert (
+        response.json()["error"]["message"] == "stop_loss 51000 must be below the long entry at 50000 on BTC/USDT:USDT"
+    )
     assert emu.orders() == []
 
 
@@ -261,13 +396,31 @@ def test_stop_loss_on_the_wrong_side_is_refused(server, emu):
 
 
 def test_leverage_and_margin_mode_per_alert(server, emu):
-    send(server, symbol="BTCUSDT.P", action="target", target_position="0.1", leverage="7x", margin_mode="isolated", account="perps")
-    send(server, symbol="BYBIT:BTCUSDT.P", side="buy", amount="0.01", leverage=4, margin_mode="isolated", account="bybit")
+    send(
+        server,
+        symbol="BTCUSDT.P",
+        action="target",
+        target_position="0.1",
+        leverage="7x",
+        margin_mode="isolated",
+        account="perps",
+    )
+    send(
+        server, symbol="BYBIT:BTCUSDT.P", side="buy", amount="0.01", leverage=4, margin_mode="isolated", account="bybit"
+    )
     held = {p["venue"]: p for p in emu.positions("emu-key-1")}
     assert (held["binance"]["leverage"], held["binance"]["margin_type"]) == (7, "ISOLATED")
     assert (held["bybit"]["leverage"], held["bybit"]["margin_type"]) == (4, "ISOLATED")
     # Already set: sent again, accepted, and the order goes through.
-    send(server, symbol="BTCUSDT.P", action="target", target_position="0.2", leverage=7, margin_mode="isolated", account="perps")
+    send(
+        server,
+        symbol="BTCUSDT.P",
+        action="target",
+        target_position="0.2",
+        leverage=7,
+        margin_mode="isolated",
+        account="perps",
+    )
     assert position(emu) == "0.2"
 
 
@@ -278,8 +431,17 @@ def test_leverage_and_margin_mode_per_account(server, emu):
 
 
 def test_leverage_the_exchange_refuses_sends_no_order(server, emu):
-    response = send_alert(server.url, {"id": unique("lev"), "symbol": "BYBIT:BTCUSDT.P", "side": "buy", "amount": "0.01",
-                                       "leverage": 150, "account": "bybit"})
+    response = send_alert(
+        server.url,
+        {
+            "id": unique("lev"),
+            "symbol": "BYBIT:BTCUSDT.P",
+            "side": "buy",
+            "amount": "0.01",
+            "leverage": 150,
+            "account": "bybit",
+        },
+    )
     assert response.status_code == 422 and "refused leverage 150" in response.json()["error"]["message"]
     assert emu.orders() == []
 
@@ -290,7 +452,16 @@ def test_leverage_the_exchange_refuses_sends_no_order(server, emu):
 def test_cancel_by_order_id_and_by_client_order_id(server, emu):
     resting_id = unique("rest")
     by_id = send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="45000", account="perps")
-    send(server, id=resting_id, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="44000", account="perps")
+    send(
+        server,
+        id=resting_id,
+        symbol="BTCUSDT.P",
+        side="buy",
+        amount="0.01",
+        type="limit",
+        price="44000",
+        account="perps",
+    )
     canceled = send(server, symbol="BTCUSDT.P", action="cancel", order_id=by_id["order"]["order_id"], account="perps")
     assert canceled["status"] == "canceled" and canceled["order"]["order_id"] == by_id["order"]["order_id"]
     coid = client_order_id(resting_id, "perps")
@@ -328,7 +499,14 @@ def reconciled(server, alert_id: str) -> dict:
 
 def test_entry_whose_answer_was_lost_gets_its_stop_loss_once(server, emu):
     emu.add_fault("drop_after_book", match={"route": "POST /fapi/v1/order"})
-    alert = {"id": unique("lost"), "symbol": "BTCUSDT.P", "side": "buy", "amount": "0.01", "stop_loss": "45000", "account": "perps"}
+    alert = {
+        "id": unique("lost"),
+        "symbol": "BTCUSDT.P",
+        "side": "buy",
+        "amount": "0.01",
+        "stop_loss": "45000",
+        "account": "perps",
+    }
     response = send_alert(server.url, alert)
     assert response.status_code in (200, 202), response.text
     row = reconciled(server, alert["id"])
@@ -342,8 +520,16 @@ def test_cancel_whose_answer_was_lost_is_canceled_once(server, emu):
     resting = send(server, symbol="BTCUSDT.P", side="buy", amount="0.01", type="limit", price="45000", account="perps")
     emu.add_fault("drop_after_book", match={"route": "DELETE /fapi/v1/order"})
     alert_id = unique("lostcancel")
-    response = send_alert(server.url, {"id": alert_id, "symbol": "BTCUSDT.P", "action": "cancel",
-                                       "order_id": resting["order"]["order_id"], "account": "perps"})
+    response = send_alert(
+        server.url,
+        {
+            "id": alert_id,
+            "symbol": "BTCUSDT.P",
+            "action": "cancel",
+            "order_id": resting["order"]["order_id"],
+            "account": "perps",
+        },
+    )
     assert response.status_code in (200, 202), response.text
     row = reconciled(server, alert_id)  # the HTTP client resent the DELETE, or the engine looked the order up
     assert row["state"] in ("canceled", "reconciled") and row["result"]["status"] == "canceled"

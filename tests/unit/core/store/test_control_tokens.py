@@ -60,14 +60,18 @@ async def test_a_control_token_halts_and_resumes_its_own_account_only(app_client
         assert status == 200 and body["status"] == "halted" and body["account"] == "bob", body
         assert list(await switch.halts()) == ["bob"]
         assert (await switch.halts())["bob"]["by"] == "http:token:ops-bob"
-        refused = await client.post("/webhook", data=token_body(trader_bob, id="while-halted", account="bob"), headers=TEXT_PLAIN)
+        refused = await client.post(
+            "/webhook", data=token_body(trader_bob, id="while-halted", account="bob"), headers=TEXT_PLAIN
+        )
         assert refused.status_code == 422 and (await refused.get_json())["error"]["code"] == "risk_limit"
         status, body = await control(client, "status", ops_bob, account="bob")
         assert status == 200 and "bob" in body["halts"], body
         status, body = await control(client, "resume", ops_bob, account="bob")
         assert status == 200 and body["accounts"] == ["bob"], body
         assert await switch.halts() == {}
-        accepted = await client.post("/webhook", data=token_body(trader_bob, id="resumed", account="bob"), headers=TEXT_PLAIN)
+        accepted = await client.post(
+            "/webhook", data=token_body(trader_bob, id="resumed", account="bob"), headers=TEXT_PLAIN
+        )
         assert accepted.status_code == 200, await accepted.get_json()
 
 
@@ -100,15 +104,21 @@ async def test_the_dashboard_issues_a_control_token_when_asked_and_lists_its_sco
         assert 'name="control"' in html and "kill switch" in html
 
         async def issued(**form: str) -> str:
-            response = await client.post("/dashboard/tokens", form={"csrf_token": csrf_from(html), "ttl": "600", **form})
+            response = await client.post(
+                "/dashboard/tokens", form={"csrf_token": csrf_from(html), "ttl": "600", **form}
+            )
             assert response.status_code == 200
             return re.search(r'id="new-token" value="([^"]+)"', await response.get_data(as_text=True)).group(1)
 
         ops = await issued(label="ops-relay", control="1")
         plain = await issued(label="alerts-only")
         listing = await (await client.get("/dashboard/tokens")).get_data(as_text=True)
-        rows = {label: row for row in re.findall(r"<tr.*?</tr>", listing, re.DOTALL)
-                for label in ("ops-relay", "alerts-only") if label in row}
+        rows = {
+            label: row
+            for row in re.findall(r"<tr.*?</tr>", listing, re.DOTALL)
+            for label in ("ops-relay", "alerts-only")
+            if label in row
+        }
         assert re.search(r'class="scopes">control<', rows["ops-relay"])
         assert not re.search(r'class="scopes">control<', rows["alerts-only"])
 
@@ -135,9 +145,17 @@ def test_manage_tokens_issues_a_control_token_that_the_running_server_honours(se
     assert next(line for line in lines if "tg-relay" in line).split()[2:4] == ["bob", "control"]
     assert next(line for line in lines if "tv-bob" in line).split()[2:4] == ["bob", "-"]
     with client_from(base_url=server.url) as http:
-        assert http.post("/control/halt", content=control_body(plain, account="bob"), headers=TEXT_PLAIN).status_code == 403
-        assert http.post("/control/halt", content=control_body(ops, account="paper"), headers=TEXT_PLAIN).status_code == 403
-        halted = http.post("/control/halt", content=control_body(ops, account="bob", reason="from telegram"), headers=TEXT_PLAIN)
+        assert (
+            http.post("/control/halt", content=control_body(plain, account="bob"), headers=TEXT_PLAIN).status_code
+            == 403
+        )
+        assert (
+            http.post("/control/halt", content=control_body(ops, account="paper"), headers=TEXT_PLAIN).status_code
+            == 403
+        )
+        halted = http.post(
+            "/control/halt", content=control_body(ops, account="bob", reason="from telegram"), headers=TEXT_PLAIN
+        )
         assert halted.status_code == 200 and halted.json()["account"] == "bob", halted.text
         refused = http.post("/webhook", content=token_body(plain, id="halted-1", account="bob"), headers=TEXT_PLAIN)
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "risk_limit"
@@ -146,4 +164,6 @@ def test_manage_tokens_issues_a_control_token_that_the_running_server_honours(se
     revoked = manage(data_dir, "revoke", ops, **env)
     assert revoked.returncode == 0
     with client_from(base_url=server.url) as http:
-        assert http.post("/control/halt", content=control_body(ops, account="bob"), headers=TEXT_PLAIN).status_code == 401
+        assert (
+            http.post("/control/halt", content=control_body(ops, account="bob"), headers=TEXT_PLAIN).status_code == 401
+        )

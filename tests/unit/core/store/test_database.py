@@ -68,8 +68,11 @@ async def test_a_failing_job_in_a_batch_undoes_only_its_own_writes(db):
         conn.execute("INSERT INTO items (name, value) VALUES ('half', 1)")  # no transaction(): still undone
         raise ValueError("boom")
 
-    jobs = [asyncio.ensure_future(db.run(insert("x"))), asyncio.ensure_future(db.run(half_then_fail)),
-            asyncio.ensure_future(db.run(insert("y")))]
+    jobs = [
+        asyncio.ensure_future(db.run(insert("x"))),
+        asyncio.ensure_future(db.run(half_then_fail)),
+        asyncio.ensure_future(db.run(insert("y"))),
+    ]
     release.set()
     await first
     results = await asyncio.gather(*jobs, return_exceptions=True)

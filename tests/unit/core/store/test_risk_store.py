@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from core.config import RouterOptions, Settings
-from core.store.risk import new_flatten_record
 from core.store.factory import StateBackend, StateOptions
+from core.store.risk import new_flatten_record
 from tests.conftest import STATE_BACKENDS
 
 pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
@@ -19,8 +19,9 @@ pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 
 @pytest.fixture
 async def store(data_dir, state_url, state_prefix):
-    settings = Settings.from_env(env_file=None, environ={"DATA_DIR": str(data_dir), "STATE_URL": state_url,
-                                                          "STATE_PREFIX": state_prefix})
+    settings = Settings.from_env(
+        env_file=None, environ={"DATA_DIR": str(data_dir), "STATE_URL": state_url, "STATE_PREFIX": state_prefix}
+    )
     backend = StateBackend(settings, StateOptions(), RouterOptions())
     store = backend.risk_store()
     yield store

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from core.trading.execution import client_order_id
-from core.store.sqlite.journal import Journal
 from core.observability.redaction import REDACTOR
+from core.store.sqlite.journal import Journal
+from core.trading.execution import client_order_id
 from tests.abuse_support import ledger_count
 from tests.conftest import STATE_BACKENDS
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
@@ -84,8 +84,9 @@ async def test_a_guessed_alert_ids_client_order_id_is_stored_intact(app_client):
     assert row["result"]["client_order_id"] == expected
 
 
-async def test_a_token_that_authenticated_is_masked_in_logs_and_one_that_did_not_is_not_registered(app_client, data_dir,
-                                                                                                     all_log_text):
+async def test_a_token_that_authenticated_is_masked_in_logs_and_one_that_did_not_is_not_registered(
+    app_client, data_dir, all_log_text
+):
     import logging
 
     from tests.abuse_support import issue_token_async
@@ -106,17 +107,39 @@ async def test_a_token_that_authenticated_is_masked_in_logs_and_one_that_did_not
 
 # ---------------------------------------------------------------- quarantine
 
+
 def _orphan_payload(alert_id: str, received_at: float) -> dict:
-    return {"alert_id": alert_id, "account": "paper", "symbol": "BTCUSDT", "side": "buy", "amount": "0.001",
-            "price": "50000", "order_type": "market", "params": {}, "raw": {}, "received_at": received_at}
+    return {
+        "alert_id": alert_id,
+        "account": "paper",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "amount": "0.001",
+        "price": "50000",
+        "order_type": "market",
+        "params": {},
+        "raw": {},
+        "received_at": received_at,
+    }
 
 
 async def _journal_orphan(journal, alert_id: str, lane: str = "paper|BTC/USDT") -> None:
     """An alert journaled by the worker "holder", which has not executed it yet."""
     received_at = time.time() - 1
-    await journal.admit(explicit_id=alert_id, body_hash=alert_id * 4, received_at=received_at, dedup_window=60,
-                        principal="hmac", account="paper", symbol="BTCUSDT", side="buy", amount="0.001",
-                        payload=_orphan_payload(alert_id, received_at), owner="holder", lane=lane)
+    await journal.admit(
+        explicit_id=alert_id,
+        body_hash=alert_id * 4,
+        received_at=received_at,
+        dedup_window=60,
+        principal="hmac",
+        account="paper",
+        symbol="BTCUSDT",
+        side="buy",
+        amount="0.001",
+        payload=_orphan_payload(alert_id, received_at),
+        owner="holder",
+        lane=lane,
+    )
 
 
 def _corrupt(router, alert_id: str, field: str, text: str) -> None:
@@ -157,8 +180,11 @@ async def test_unreadable_rows_are_quarantined_and_the_others_recover(app_client
             if [rows[i]["state"] for i in rows] == ["quarantined", "quarantined", "filled"]:
                 break
             await asyncio.sleep(0.02)  # polling the journal for the recovery's result, bounded
-        assert {i: r["state"] for i, r in rows.items()} == {"bad-json": "quarantined", "bad-fields": "quarantined",
-                                                             "good-1": "filled"}
+        assert {i: r["state"] for i, r in rows.items()} == {
+            "bad-json": "quarantined",
+            "bad-fields": "quarantined",
+            "good-1": "filled",
+        }
         assert rows["bad-json"]["error_code"] == "quarantined" and "payload" in rows["bad-json"]["error_message"]
         # The quarantined rows no longer hold their lane: a new alert on it executes.
         body = alert_body(id="after-1", symbol="BTCUSDT")
@@ -174,6 +200,7 @@ async def test_unreadable_rows_are_quarantined_and_the_others_recover(app_client
 
 def _run_with_journal(data_dir, state_url: str, state_prefix: str, work):
     """Run ``work(journal)`` on the deployment's journal, from outside the server."""
+
     async def run():
         if state_url == "sqlite":
             journal = Journal(data_dir / "journal.sqlite3")
@@ -196,8 +223,9 @@ def _run_with_journal(data_dir, state_url: str, state_prefix: str, work):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
-def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others(tmp_path, data_dir, state_url,
-                                                                                 state_prefix):
+def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others(
+    tmp_path, data_dir, state_url, state_prefix
+):
     import httpx
 
     (data_dir / "plugins.yaml").write_text(FAST)
@@ -205,7 +233,10 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
     ids = ("before-kill", "orphan-1", "corrupt-1", "orphan-2")
     try:
         body = alert_body(id="before-kill")
-        assert httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body), timeout=10).status_code == 200
+        assert (
+            httpx.post(server.url + "/webhook", content=body, headers=signed_headers(body), timeout=10).status_code
+            == 200
+        )
         server.kill()
 
         # What a worker killed mid-way leaves: alerts journaled, never executed; one of
@@ -215,7 +246,9 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
                 await _journal_orphan(journal, alert_id)
             if state_url == "sqlite":
                 with sqlite3.connect(data_dir / "journal.sqlite3") as conn:
-                    conn.execute("UPDATE alerts SET payload = ? WHERE alert_id = 'corrupt-1'", ('{"symbol":"BTCUSDT",***',))
+                    conn.execute(
+                        "UPDATE alerts SET payload = ? WHERE alert_id = 'corrupt-1'", ('{"symbol":"BTCUSDT",***',)
+                    )
             else:
                 await journal.client.hset(f"{state_prefix}:a:corrupt-1", "payload", '{"symbol":"BTCUSDT",***')
 
@@ -231,7 +264,12 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
             if found["orphan-1"] == "filled" and found["orphan-2"] == "filled" and found["corrupt-1"] != "received":
                 break
             time.sleep(0.05)  # polling the real condition (the journal), bounded
-        assert found == {"before-kill": "filled", "orphan-1": "filled", "corrupt-1": "quarantined", "orphan-2": "filled"}
+        assert found == {
+            "before-kill": "filled",
+            "orphan-1": "filled",
+            "corrupt-1": "quarantined",
+            "orphan-2": "filled",
+        }
         health = httpx.get(server.url + "/", timeout=5).json()
         assert health.get("state", {}).get("quarantined", 1) == 1  # where GET / shows the state
         log = server.log()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,8 +21,9 @@ pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 
 @pytest.fixture
 async def backend(data_dir, state_url, state_prefix):
-    settings = Settings.from_env(env_file=None, environ={"DATA_DIR": str(data_dir), "STATE_URL": state_url,
-                                                          "STATE_PREFIX": state_prefix})
+    settings = Settings.from_env(
+        env_file=None, environ={"DATA_DIR": str(data_dir), "STATE_URL": state_url, "STATE_PREFIX": state_prefix}
+    )
     state = StateBackend(settings, StateOptions(), RouterOptions(worker_stale_after=0.5))
     yield state
     await state.aclose()
@@ -70,7 +71,11 @@ async def test_tokens_keep_the_accounts_they_were_issued_for(backend):
         assert (await store.verify(scoped)).scope == frozenset({"alice", "bob"})
         assert (await store.verify(default_only)).scope == frozenset()  # the default account only
         assert (await store.verify(every)).scope is None  # every account
-        assert {i.label: i.accounts for i in await store.list()} == {"bots": ("alice", "bob"), "plain": (), "all": ("*",)}
+        assert {i.label: i.accounts for i in await store.list()} == {
+            "bots": ("alice", "bob"),
+            "plain": (),
+            "all": ("*",),
+        }
         with pytest.raises(ValueError, match="account"):
             await store.issue(ttl=3600, accounts=("no spaces",))
     finally:
@@ -120,7 +125,7 @@ async def test_expired_token_is_refused_and_removed(backend):
 
 async def test_rate_store_keeps_theoretical_arrival_times(backend):
     store = backend.rate_store()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     default = now - timedelta(days=1)
     assert await store.get("k", default) == default
     await store.set("k", now + timedelta(seconds=30))
@@ -130,9 +135,20 @@ async def test_rate_store_keeps_theoretical_arrival_times(backend):
 
 def _admit(journal, alert_id=None, body_hash="b" * 64, at=None, lane="acct|BTC/USDT", owner="w1", window=60.0):
     at = at or time.time()
-    return journal.admit(explicit_id=alert_id, body_hash=body_hash, received_at=at, dedup_window=window, principal="hmac",
-                         account="acct", symbol="BTCUSDT", side="buy", amount="1", payload={"alert_id": alert_id},
-                         owner=owner, lane=lane)
+    return journal.admit(
+        explicit_id=alert_id,
+        body_hash=body_hash,
+        received_at=at,
+        dedup_window=window,
+        principal="hmac",
+        account="acct",
+        symbol="BTCUSDT",
+        side="buy",
+        amount="1",
+        payload={"alert_id": alert_id},
+        owner=owner,
+        lane=lane,
+    )
 
 
 async def test_journal_admission_dedups_explicit_ids_and_resends_atomically(backend):
@@ -161,16 +177,19 @@ async def test_journal_states_orders_and_lanes(backend):
         b = await _admit(journal, "lane-b")
         assert await journal.earlier_unfinished("acct|BTC/USDT", b.seq) is True
         assert await journal.earlier_unfinished("acct|BTC/USDT", a.seq) is False
-        attempt = await journal.order_started("lane-a", client_order_id="tvabc", account="acct", exchange="binance",
-                                              route="rest", request={"amount": "1"})
-        await journal.order_finished(attempt, "filled", response={"order_id": "1"}, alert_id="lane-a",
-                                     alert_state="filled", http_status=200)
+        attempt = await journal.order_started(
+            "lane-a", client_order_id="tvabc", account="acct", exchange="binance", route="rest", request={"amount": "1"}
+        )
+        await journal.order_finished(
+            attempt, "filled", response={"order_id": "1"}, alert_id="lane-a", alert_state="filled", http_status=200
+        )
         assert await journal.earlier_unfinished("acct|BTC/USDT", b.seq) is False
         row = await journal.get("lane-a")
         assert row["state"] == "filled" and row["result"] == {"order_id": "1"}
         assert [(o["state"], o["client_order_id"]) for o in row["orders"]] == [("filled", "tvabc")]
-        await journal.set_state("lane-b", "rejected", error_code="amount_below_minimum", error_message="too small",
-                                http_status=422)
+        await journal.set_state(
+            "lane-b", "rejected", error_code="amount_below_minimum", error_message="too small", http_status=422
+        )
         row = await journal.get("lane-b")
         assert (row["state"], row["error_code"], row["http_status"]) == ("rejected", "amount_below_minimum", 422)
         stats = await journal.stats()

@@ -18,7 +18,15 @@ import pytest
 from core.hooks.manager import hookimpl
 from core.pipeline.router import journal_key
 from core.store.tokens import SqliteTokenStore, hash_token, new_token
-from tests.abuse_support import TEXT_PLAIN, UNAUTHORIZED, client_from, issue_token, issue_token_async, ledger_count, token_body
+from tests.abuse_support import (
+    TEXT_PLAIN,
+    UNAUTHORIZED,
+    client_from,
+    issue_token,
+    issue_token_async,
+    ledger_count,
+    token_body,
+)
 from tests.support import ROOT, alert_body, base_env, signed_headers
 
 
@@ -158,8 +166,11 @@ async def test_token_elsewhere_than_the_body_is_not_looked_at(app_client, data_d
     token = await issue_token_async(data_dir, label="tv")
     body = alert_body(id="elsewhere")
     async with app_client() as (client, app):
-        for path, headers in ((f"/webhook?token={token}", TEXT_PLAIN), ("/webhook", TEXT_PLAIN | {"Authorization": f"Bearer {token}"}),
-                              ("/webhook", TEXT_PLAIN | {"X-Token": token})):
+        for path, headers in (
+            (f"/webhook?token={token}", TEXT_PLAIN),
+            ("/webhook", TEXT_PLAIN | {"Authorization": f"Bearer {token}"}),
+            ("/webhook", TEXT_PLAIN | {"X-Token": token}),
+        ):
             response = await client.post(path, data=body, headers=headers)
             assert (response.status_code, await response.get_json()) == (401, UNAUTHORIZED)
     assert ledger_count(data_dir) == 0
@@ -181,8 +192,15 @@ async def test_revocation_applies_to_the_running_app_at_once(app_client, data_di
 
 def manage(data_dir: Path, *args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
     environment = base_env(data_dir, **env)
-    return subprocess.run([sys.executable, str(ROOT / "manage_tokens.py"), *args], cwd=data_dir.parent, env=environment,
-                          input=stdin, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage_tokens.py"), *args],
+        cwd=data_dir.parent,
+        env=environment,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.slow
@@ -208,7 +226,11 @@ def test_manage_tokens_issue_list_revoke_against_a_running_server(server_factory
         assert "never" not in main_line, "the last use is shown"
         other_line = next(line for line in lines[1:] if "tv-main" not in line)
         created, expires = re.findall(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", other_line)[:2]
-        assert time.mktime(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ")) - time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")) == 120
+        assert (
+            time.mktime(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
+            - time.mktime(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ"))
+            == 120
+        )
 
         revoked = manage(data_dir, "revoke", token)
         assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked"
@@ -238,15 +260,29 @@ def test_manage_tokens_revokes_a_token_beginning_with_a_dash_as_printed(server_f
         assert manage(data_dir, "revoke", "--", after_dashes).returncode == 0
         assert manage(data_dir, "revoke", "-", stdin=piped + "\n").returncode == 0  # kept out of shell history
         for token in (after_dashes, piped):
-            assert http.post("/webhook", content=token_body(token, id="gone-" + token[:6]), headers=TEXT_PLAIN).status_code == 401
+            assert (
+                http.post("/webhook", content=token_body(token, id="gone-" + token[:6]), headers=TEXT_PLAIN).status_code
+                == 401
+            )
         token_id = hash_token(by_id)[:12]
         assert manage(data_dir, "revoke", "--id", token_id).returncode == 0
         assert http.post("/webhook", content=token_body(by_id, id="id-1"), headers=TEXT_PLAIN).status_code == 401
 
 
-@pytest.mark.parametrize("args", [["issue", "--ttl", "0"], ["issue", "--ttl", "soon"], ["issue", "--label", "has space"],
-                                  ["issue", "--account", "not an account"],
-                                  ["revoke"], ["revoke", "a", "b"], ["revoke", "--id"], ["frobnicate"], []])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["issue", "--ttl", "0"],
+        ["issue", "--ttl", "soon"],
+        ["issue", "--label", "has space"],
+        ["issue", "--account", "not an account"],
+        ["revoke"],
+        ["revoke", "a", "b"],
+        ["revoke", "--id"],
+        ["frobnicate"],
+        [],
+    ],
+)
 def test_manage_tokens_refuses_bad_arguments(data_dir, monkeypatch, capsys, args):
     import manage_tokens
 
@@ -270,8 +306,14 @@ def test_manage_tokens_revoking_an_unknown_token_fails(data_dir, monkeypatch, ca
 def test_manage_tokens_reads_data_dir_from_dotenv(tmp_path):
     (tmp_path / ".env").write_text(f"DATA_DIR={tmp_path / 'elsewhere'}\nTOKEN_TTL=300\n")
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")} | {"PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(ROOT / "manage_tokens.py"), "issue"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "manage_tokens.py"), "issue"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(tmp_path / "elsewhere" / "tokens.sqlite3") as conn:
         created, expires = conn.execute("SELECT created_at, expires_at FROM tokens").fetchone()
@@ -281,9 +323,13 @@ def test_manage_tokens_reads_data_dir_from_dotenv(tmp_path):
 async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_account(tmp_path):
     token = new_token()
     with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:
-        conn.execute("CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
-                     " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID")
-        conn.execute("INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60))
+        conn.execute(
+            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+            " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60)
+        )
     store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
     try:
         info = await store.verify(token)
@@ -297,9 +343,14 @@ async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_acc
 async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path):
     token = new_token()
     with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:  # the file as the account-scoped version left it
-        conn.execute("CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
-                     " expires_at REAL NOT NULL, last_used_at REAL, accounts TEXT) WITHOUT ROWID")
-        conn.execute("INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL, 'bob')", (hash_token(token), time.time(), time.time() + 60))
+        conn.execute(
+            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+            " expires_at REAL NOT NULL, last_used_at REAL, accounts TEXT) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL, 'bob')",
+            (hash_token(token), time.time(), time.time() + 60),
+        )
     store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
     try:
         info = await store.verify(token)

@@ -16,17 +16,19 @@ import ccxt.async_support as ccxt_async
 import pytest
 
 from core.errors import Unprocessable
-from core.trading.markets import prepare_order
 from core.pipeline.models import Alert
-from plugins.exchanges.ccxt.markets import market_book
+from core.trading.markets import prepare_order
 from emulator import Emulator, ccxt_config
+from plugins.exchanges.ccxt.markets import market_book
 
 
 async def _load_from_emulator() -> dict[str, dict]:
     async with Emulator() as emu:
         loaded = {}
         for venue in ("binance", "binanceusdm", "bybit"):
-            client = getattr(ccxt_async, venue)(ccxt_config(venue, emu.base_url, enableRateLimit=False, timeout_on_exit=0))
+            client = getattr(ccxt_async, venue)(
+                ccxt_config(venue, emu.base_url, enableRateLimit=False, timeout_on_exit=0)
+            )
             try:
                 loaded[venue] = await client.load_markets()
             finally:
@@ -50,13 +52,35 @@ def load(emulator_markets):
     return make
 
 
-KRAKEN_ASSET_PAIRS = {"error": [], "result": {
-    "XXBTZUSD": {"altname": "XBTUSD", "wsname": "XBT/USD", "aclass_base": "currency", "base": "XXBT", "aclass_quote": "currency",
-                 "quote": "ZUSD", "lot": "unit", "cost_decimals": 5, "pair_decimals": 1, "lot_decimals": 8, "lot_multiplier": 1,
-                 "leverage_buy": [2, 3], "leverage_sell": [2, 3], "fees": [[0, 0.4]], "fees_maker": [[0, 0.25]],
-                 "fee_volume_currency": "ZUSD", "margin_call": 80, "margin_stop": 40, "ordermin": "0.00005", "costmin": "0.5",
-                 "tick_size": "0.1", "status": "online"},
-}}
+KRAKEN_ASSET_PAIRS = {
+    "error": [],
+    "result": {
+        "XXBTZUSD": {
+            "altname": "XBTUSD",
+            "wsname": "XBT/USD",
+            "aclass_base": "currency",
+            "base": "XXBT",
+            "aclass_quote": "currency",
+            "quote": "ZUSD",
+            "lot": "unit",
+            "cost_decimals": 5,
+            "pair_decimals": 1,
+            "lot_decimals": 8,
+            "lot_multiplier": 1,
+            "leverage_buy": [2, 3],
+            "leverage_sell": [2, 3],
+            "fees": [[0, 0.4]],
+            "fees_maker": [[0, 0.25]],
+            "fee_volume_currency": "ZUSD",
+            "margin_call": 80,
+            "margin_stop": 40,
+            "ordermin": "0.00005",
+            "costmin": "0.5",
+            "tick_size": "0.1",
+            "status": "online",
+        },
+    },
+}
 
 
 @pytest.fixture
@@ -75,27 +99,34 @@ async def kraken():
 def order_for(client, symbol: str, *, default_type: str | None = None, **fields):
     alert = Alert.model_validate({"symbol": symbol, "side": "buy", "amount": "0.01", **fields})
     client._router_market_book = None  # tests edit the ccxt markets in place: translate them afresh
-    return prepare_order(market_book(client), alert, account="acct", client_order_id="tv" + "0" * 30, default_type=default_type)
+    return prepare_order(
+        market_book(client), alert, account="acct", client_order_id="tv" + "0" * 30, default_type=default_type
+    )
 
 
 def resolve(client, symbol: str, market_type: str | None = None, default_type: str | None = None) -> str:
-    return order_for(client, symbol, default_type=default_type, **({"market_type": market_type} if market_type else {})).symbol
+    return order_for(
+        client, symbol, default_type=default_type, **({"market_type": market_type} if market_type else {})
+    ).symbol
 
 
-@pytest.mark.parametrize("ticker,expected", [
-    ("BINANCE:BTCUSDT", "BTC/USDT"),
-    ("BTCUSDT", "BTC/USDT"),
-    ("btcusdt", "BTC/USDT"),
-    ("BTC/USDT", "BTC/USDT"),
-    ("BTC-USDT", "BTC/USDT"),
-    ("BINANCE:BTC/USDT", "BTC/USDT"),
-    ("BTCUSDT.P", "BTC/USDT:USDT"),
-    ("BINANCE:BTCUSDT.P", "BTC/USDT:USDT"),
-    ("BTCUSDTPERP", "BTC/USDT:USDT"),
-    ("BTC/USDT:USDT", "BTC/USDT:USDT"),
-    ("ETHUSDT.P", "ETH/USDT:USDT"),
-    ("SOLUSDT", "SOL/USDT"),
-])
+@pytest.mark.parametrize(
+    "ticker,expected",
+    [
+        ("BINANCE:BTCUSDT", "BTC/USDT"),
+        ("BTCUSDT", "BTC/USDT"),
+        ("btcusdt", "BTC/USDT"),
+        ("BTC/USDT", "BTC/USDT"),
+        ("BTC-USDT", "BTC/USDT"),
+        ("BINANCE:BTC/USDT", "BTC/USDT"),
+        ("BTCUSDT.P", "BTC/USDT:USDT"),
+        ("BINANCE:BTCUSDT.P", "BTC/USDT:USDT"),
+        ("BTCUSDTPERP", "BTC/USDT:USDT"),
+        ("BTC/USDT:USDT", "BTC/USDT:USDT"),
+        ("ETHUSDT.P", "ETH/USDT:USDT"),
+        ("SOLUSDT", "SOL/USDT"),
+    ],
+)
 async def test_tradingview_tickers_resolve_on_binance_spot_and_perpetuals(load, ticker, expected):
     binance = await load("binance")
     assert resolve(binance, ticker) == expected
@@ -161,26 +192,56 @@ async def test_amounts_and_prices_go_through_ccxt_precision(load):
     assert (market.price, market.reference_price) == (None, "50000")
 
 
-@pytest.mark.parametrize("symbol,fields,message", [
-    ("BTCUSDT", {"amount": "0.000001", "price": "50000"},
-     "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on binance"),
-    ("BTCUSDT.P", {"amount": "0.0001", "price": "50000"},
-     "amount 0.0001 contracts is below the minimum 0.001 for BTC/USDT:USDT on binance"),
-    ("BTCUSDT", {"amount": "0.00005", "price": "50000"},
-     "order value 2.5 USDT is below the minimum 5 for BTC/USDT on binance"),
-    ("BTCUSDT.P", {"amount": "0.001", "price": "50000"},
-     "order value 50 USDT is below the minimum 100 for BTC/USDT:USDT on binance"),
-    ("BTCUSDT", {"amount": "0.01", "price": "50000.005", "order_type": "limit"},
-     "price 50000.005 is not a multiple of the tick 0.01 for BTC/USDT on binance"),
-    ("BTCUSDT.P", {"amount": "0.01", "price": "50000.05", "order_type": "limit"},
-     "price 50000.05 is not a multiple of the tick 0.1 for BTC/USDT:USDT on binance"),
-    ("BTCUSDT", {"amount": "121", "price": "50000"},
-     "amount 121 BTC is above the maximum 120 for a market order on BTC/USDT on binance"),
-    ("BTCUSDT", {"amount": "9001", "price": "50000", "order_type": "limit"},
-     "amount 9001 BTC is above the maximum 9000 for BTC/USDT on binance"),
-    ("BTCUSDT.P", {"amount": "0.01", "price": "200", "order_type": "limit"},
-     "price 200 is below the minimum 261.1 for BTC/USDT:USDT on binance"),
-])
+@pytest.mark.parametrize(
+    "symbol,fields,message",
+    [
+        (
+            "BTCUSDT",
+            {"amount": "0.000001", "price": "50000"},
+            "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on binance",
+        ),
+        (
+            "BTCUSDT.P",
+            {"amount": "0.0001", "price": "50000"},
+            "amount 0.0001 contracts is below the minimum 0.001 for BTC/USDT:USDT on binance",
+        ),
+        (
+            "BTCUSDT",
+            {"amount": "0.00005", "price": "50000"},
+            "order value 2.5 USDT is below the minimum 5 for BTC/USDT on binance",
+        ),
+        (
+            "BTCUSDT.P",
+            {"amount": "0.001", "price": "50000"},
+            "order value 50 USDT is below the minimum 100 for BTC/USDT:USDT on binance",
+        ),
+        (
+            "BTCUSDT",
+            {"amount": "0.01", "price": "50000.005", "order_type": "limit"},
+            "price 50000.005 is not a multiple of the tick 0.01 for BTC/USDT on binance",
+        ),
+        (
+            "BTCUSDT.P",
+            {"amount": "0.01", "price": "50000.05", "order_type": "limit"},
+            "price 50000.05 is not a multiple of the tick 0.1 for BTC/USDT:USDT on binance",
+        ),
+        (
+            "BTCUSDT",
+            {"amount": "121", "price": "50000"},
+            "amount 121 BTC is above the maximum 120 for a market order on BTC/USDT on binance",
+        ),
+        (
+            "BTCUSDT",
+            {"amount": "9001", "price": "50000", "order_type": "limit"},
+            "amount 9001 BTC is above the maximum 9000 for BTC/USDT on binance",
+        ),
+        (
+            "BTCUSDT.P",
+            {"amount": "0.01", "price": "200", "order_type": "limit"},
+            "price 200 is below the minimum 261.1 for BTC/USDT:USDT on binance",
+        ),
+    ],
+)
 async def test_refusals_say_why(load, symbol, fields, message):
     binance = await load("binance")
     with pytest.raises(Unprocessable) as info:
@@ -206,16 +267,37 @@ async def test_a_market_not_trading_is_refused(load):
 def test_a_step_that_does_not_divide_the_minimum():
     client = ccxt.Exchange({"id": "venue"})
     client.precisionMode = ccxt.TICK_SIZE
-    client.set_markets([{
-        "id": "ABCUSDT", "symbol": "ABC/USDT", "base": "ABC", "quote": "USDT", "baseId": "ABC", "quoteId": "USDT",
-        "type": "spot", "spot": True, "swap": False, "future": False, "option": False, "contract": False, "active": True,
-        "precision": {"amount": 0.00002, "price": 0.01},
-        "limits": {"amount": {"min": 0.00005, "max": None}, "cost": {"min": None, "max": None}, "price": {"min": None, "max": None}},
-    }])
+    client.set_markets(
+        [
+            {
+                "id": "ABCUSDT",
+                "symbol": "ABC/USDT",
+                "base": "ABC",
+                "quote": "USDT",
+                "baseId": "ABC",
+                "quoteId": "USDT",
+                "type": "spot",
+                "spot": True,
+                "swap": False,
+                "future": False,
+                "option": False,
+                "contract": False,
+                "active": True,
+                "precision": {"amount": 0.00002, "price": 0.01},
+                "limits": {
+                    "amount": {"min": 0.00005, "max": None},
+                    "cost": {"min": None, "max": None},
+                    "price": {"min": None, "max": None},
+                },
+            }
+        ]
+    )
     with pytest.raises(Unprocessable) as info:
         order_for(client, "ABCUSDT", amount="0.000055")
-    assert info.value.message == ("amount 0.000055 ABC rounds down to 0.00004 at the step 0.00002, "
-                                  "below the minimum 0.00005 for ABC/USDT on venue")
+    assert info.value.message == (
+        "amount 0.000055 ABC rounds down to 0.00004 at the step 0.00002, "
+        "below the minimum 0.00005 for ABC/USDT on venue"
+    )
     assert order_for(client, "ABCUSDT", amount="0.00006").amount == "0.00006"
 
 
@@ -233,7 +315,9 @@ async def test_a_price_far_below_any_tick_is_refused_not_an_underflow(load):
     from decimal import Decimal
 
     binance = await load("binance")
-    alert = Alert.model_validate({"symbol": "BTCUSDT", "side": "buy", "amount": "0.01", "order_type": "limit", "price": "1"})
+    alert = Alert.model_validate(
+        {"symbol": "BTCUSDT", "side": "buy", "amount": "0.01", "order_type": "limit", "price": "1"}
+    )
     alert = alert.model_copy(update={"price": Decimal("1e-300000000")})
     with pytest.raises(Unprocessable) as info:
         prepare_order(market_book(binance), alert, account="acct", client_order_id="tv" + "0" * 30)

@@ -33,8 +33,9 @@ def start_server(root: Path, *, body_timeout: float, port: int | None = None, pr
 def open_slow_body(server: ServerProcess, source: str, *, sent: bytes = b'{"symbol":') -> socket.socket:
     """A POST whose headers are complete and whose body (100 bytes announced) never is."""
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=20, source_address=(source, 0))
-    sock.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n" + sent)
+    sock.sendall(
+        b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + sent
+    )
     return sock
 
 
@@ -76,8 +77,10 @@ def test_requests_in_flight_per_address_are_capped_before_the_body_is_read(patie
     server = patient_server
     slow = [open_slow_body(server, "127.0.0.22") for _ in range(4)]
     try:
-        with client_from("127.0.0.22", base_url=server.url) as same, \
-                client_from("127.0.0.23", base_url=server.url) as other:
+        with (
+            client_from("127.0.0.22", base_url=server.url) as same,
+            client_from("127.0.0.23", base_url=server.url) as other,
+        ):
             deadline = time.monotonic() + 15
             status = None
             while time.monotonic() < deadline:  # polls until the four slow requests are in flight
@@ -119,7 +122,9 @@ def test_refusal_logs_write_one_line_per_address_per_interval():
     def line(peer: str, status: str = "429"):
         import logging
 
-        return logging.LogRecord("hypercorn.access", 20, "", 0, f'{peer} - - [t] "GET / 1.1" {status} 1 "-" "-"', None, None)
+        return logging.LogRecord(
+            "hypercorn.access", 20, "", 0, f'{peer} - - [t] "GET / 1.1" {status} 1 "-" "-"', None, None
+        )
 
     for port in (1, 2, 3):
         _note_refused_peer({"client": ("198.51.100.1", port)}, "198.51.100.1")
@@ -167,8 +172,9 @@ def test_workers_raise_the_open_file_limit_to_the_hard_limit(tmp_path):
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard <= 1024:
         pytest.skip(f"the hard limit here is {hard}")
-    server = start_server(tmp_path, body_timeout=5,
-                          preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard)))
+    server = start_server(
+        tmp_path, body_timeout=5, preexec=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    )
     try:
         assert soft_file_limit(server.proc.pid)[0] == "1024"  # the master as started
         [worker] = worker_pids(server.proc.pid)

@@ -21,8 +21,12 @@ async def test_get_root_tells_an_anonymous_caller_only_liveness(app_client, data
         for headers in (MONITOR, {"Authorization": f"Bearer {token}"}, signed_headers(b"GET /")):
             full = await (await client.get("/", headers=headers)).get_json()
             assert full["accounts"]["paper"]["ready"] is True and full["version"] and full["plugins"], headers
-        for headers in ({"Authorization": "Bearer not-a-token-at-all"}, {"Authorization": f"Basic {METRICS_TOKEN}"},
-                        signed_headers(b"GET /", secret="not-" + SECRET), signed_headers(b"GET /metrics")):
+        for headers in (
+            {"Authorization": "Bearer not-a-token-at-all"},
+            {"Authorization": f"Basic {METRICS_TOKEN}"},
+            signed_headers(b"GET /", secret="not-" + SECRET),
+            signed_headers(b"GET /metrics"),
+        ):
             refused = await client.get("/", headers=headers)
             assert (refused.status_code, await refused.get_json()) == (401, UNAUTHORIZED), headers
 
@@ -30,8 +34,13 @@ async def test_get_root_tells_an_anonymous_caller_only_liveness(app_client, data
 async def test_metrics_need_a_credential_by_default(app_client, data_dir):
     token = await issue_token_async(data_dir, label="tv")
     async with app_client() as (client, _app):
-        for headers in ({}, {"Authorization": "Bearer nope-nope-nope"}, {"Authorization": f"Bearer {token}"},
-                        signed_headers(b"GET /"), signed_headers(b"GET /metrics", secret="not-" + SECRET)):
+        for headers in (
+            {},
+            {"Authorization": "Bearer nope-nope-nope"},
+            {"Authorization": f"Bearer {token}"},
+            signed_headers(b"GET /"),
+            signed_headers(b"GET /metrics", secret="not-" + SECRET),
+        ):
             response = await client.get("/metrics", headers=headers)
             assert (response.status_code, await response.get_json()) == (401, UNAUTHORIZED), headers
         assert (await client.get("/metrics", headers=MONITOR)).status_code == 200

@@ -83,18 +83,21 @@ async def test_the_parsed_payload_never_carries_the_token(app_client, data_dir):
     assert seen and all("token" not in payload for payload in seen)
 
 
-@pytest.mark.parametrize("body, expected", [
-    (b'{"token":"abc","symbol":"x"}', "abc"),
-    (b' {"symbol":"x", "token" : "a\\"b"}', 'a"b'),
-    (b'{"meta":{"token":"nested"},"token":"top"}', "top"),
-    (b'{"a":"\\"token\\":\\"decoy\\"","token":"real"}', "real"),
-    (b'{"token":"\\u00e9t\\u00e9"}', "\u00e9t\u00e9"),
-    (b'{"token":5}', None),
-    (b'{"a":["token"],"b":1}', MISSING),
-    (b'[{"token":"x"}]', MISSING),
-    (b'{"x":"token":"y"}', MISSING),
-    (b"token=abc", MISSING),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (b'{"token":"abc","symbol":"x"}', "abc"),
+        (b' {"symbol":"x", "token" : "a\\"b"}', 'a"b'),
+        (b'{"meta":{"token":"nested"},"token":"top"}', "top"),
+        (b'{"a":"\\"token\\":\\"decoy\\"","token":"real"}', "real"),
+        (b'{"token":"\\u00e9t\\u00e9"}', "\u00e9t\u00e9"),
+        (b'{"token":5}', None),
+        (b'{"a":["token"],"b":1}', MISSING),
+        (b'[{"token":"x"}]', MISSING),
+        (b'{"x":"token":"y"}', MISSING),
+        (b"token=abc", MISSING),
+    ],
+)
 def test_token_extraction_reads_only_the_top_level_key(body, expected):
     assert extract_token(body) == expected if expected is not MISSING else extract_token(body) is MISSING
     if expected not in (None, MISSING):
@@ -104,10 +107,14 @@ def test_token_extraction_reads_only_the_top_level_key(body, expected):
 @pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 async def test_concurrent_bad_requests_from_one_address_reach_authentication_at_most_budget_times(app_client):
     counting = Counting()
-    async with app_client(extra_plugins=[("counting", counting)], AUTH_FAILURE_LIMIT="5/minute,30/hour") as (client, _app):
+    async with app_client(extra_plugins=[("counting", counting)], AUTH_FAILURE_LIMIT="5/minute,30/hour") as (
+        client,
+        _app,
+    ):
         bodies = [alert_body(id=f"bad-{i}") for i in range(300)]
-        answers = await asyncio.gather(*(client.post("/webhook", data=b, headers=signed_headers(b, secret="guess"))
-                                         for b in bodies))
+        answers = await asyncio.gather(
+            *(client.post("/webhook", data=b, headers=signed_headers(b, secret="guess")) for b in bodies)
+        )
         statuses = [a.status_code for a in answers]
     assert set(statuses) <= {401, 429}
     assert statuses.count(401) == 5 and counting.authenticating == 5, (statuses.count(401), counting.authenticating)
@@ -119,8 +126,10 @@ async def test_a_successful_authentication_gives_its_reservation_back(app_client
             body = alert_body(id=f"good-{i}")
             assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
         bad = alert_body(id="bad")
-        assert [(await client.post("/webhook", data=bad, headers=signed_headers(bad, secret="x"))).status_code
-                for _ in range(3)] == [401, 401, 429]
+        assert [
+            (await client.post("/webhook", data=bad, headers=signed_headers(bad, secret="x"))).status_code
+            for _ in range(3)
+        ] == [401, 401, 429]
 
 
 async def test_a_burst_of_good_alerts_from_a_new_address_is_never_refused_by_the_failure_budget(app_client):
@@ -131,8 +140,10 @@ async def test_a_burst_of_good_alerts_from_a_new_address_is_never_refused_by_the
         answers = await asyncio.gather(*(client.post("/webhook", data=b, headers=signed_headers(b)) for b in bodies))
         assert [a.status_code for a in answers] == [200] * 12
         bad = alert_body(id="bad")  # the budget is whole: its failures are still counted
-        assert [(await client.post("/webhook", data=bad, headers=signed_headers(bad, secret="x"))).status_code
-                for _ in range(3)] == [401, 401, 429]
+        assert [
+            (await client.post("/webhook", data=bad, headers=signed_headers(bad, secret="x"))).status_code
+            for _ in range(3)
+        ] == [401, 401, 429]
 
 
 @pytest.mark.slow
@@ -145,19 +156,27 @@ def test_a_proven_address_sends_concurrent_alerts_to_the_real_server_without_429
 
     with running_server(tmp_path, AUTH_FAILURE_LIMIT="3/minute") as server:
         first = alert_body(id="first")
-        assert httpx.post(server.url + "/webhook", content=first, headers=signed_headers(first), timeout=10).status_code == 200
+        assert (
+            httpx.post(server.url + "/webhook", content=first, headers=signed_headers(first), timeout=10).status_code
+            == 200
+        )
 
         async def burst() -> list[int]:
             async with httpx.AsyncClient(timeout=20) as http:
                 bodies = [alert_body(id=f"proven-{i}") for i in range(32)]
-                answers = await asyncio.gather(*(http.post(server.url + "/webhook", content=b, headers=signed_headers(b))
-                                                 for b in bodies))
+                answers = await asyncio.gather(
+                    *(http.post(server.url + "/webhook", content=b, headers=signed_headers(b)) for b in bodies)
+                )
                 return [a.status_code for a in answers]
 
         assert asyncio.run(burst()) == [200] * 32
         bad = alert_body(id="bad")
-        assert [httpx.post(server.url + "/webhook", content=bad, headers=signed_headers(bad, secret="x"), timeout=10).status_code
-                for _ in range(4)] == [401, 401, 401, 429]
+        assert [
+            httpx.post(
+                server.url + "/webhook", content=bad, headers=signed_headers(bad, secret="x"), timeout=10
+            ).status_code
+            for _ in range(4)
+        ] == [401, 401, 401, 429]
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])

@@ -27,18 +27,23 @@ class FakeClock:
 # ---------------------------------------------------------------- parsing
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("10/minute", [(10, 60)]),
-    ("3/second, 100/hour,1000/day", [(3, 1), (100, 3600), (1000, 86400)]),
-    ("5 per minute", [(5, 60)]),
-    ("2/Minutes", [(2, 60)]),
-    ("off", []),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("10/minute", [(10, 60)]),
+        ("3/second, 100/hour,1000/day", [(3, 1), (100, 3600), (1000, 86400)]),
+        ("5 per minute", [(5, 60)]),
+        ("2/Minutes", [(2, 60)]),
+        ("off", []),
+    ],
+)
 def test_rate_limit_forms(text, expected):
     assert [(limit.count, limit.period.total_seconds()) for limit in parse_rate_limits(text)] == expected
 
 
-@pytest.mark.parametrize("text", ["10", "10/fortnight", "0/minute", "-1/minute", "ten/minute", "10/minute;5/second", "10/minute,"])
+@pytest.mark.parametrize(
+    "text", ["10", "10/fortnight", "0/minute", "-1/minute", "ten/minute", "10/minute;5/second", "10/minute,"]
+)
 def test_bad_rate_limits_stop_startup_naming_the_variable(text):
     with pytest.raises(ConfigError, match="RATE_LIMIT"):
         Settings.from_env(env_file=None, environ={"RATE_LIMIT": text})
@@ -48,7 +53,11 @@ def test_bad_rate_limits_stop_startup_naming_the_variable(text):
 
 def test_rate_limit_key_and_defaults():
     settings = Settings.from_env(env_file=None, environ={"RATE_LIMIT_KEY": "Principal"})
-    assert (settings.rate_limit_key, settings.auth_failure_limit, settings.trusted_proxies) == ("principal", "5/minute,30/hour", "")
+    assert (settings.rate_limit_key, settings.auth_failure_limit, settings.trusted_proxies) == (
+        "principal",
+        "5/minute,30/hour",
+        "",
+    )
     with pytest.raises(ConfigError, match="RATE_LIMIT_KEY"):
         Settings.from_env(env_file=None, environ={"RATE_LIMIT_KEY": "user"})
 
@@ -159,6 +168,7 @@ async def test_principal_keying_end_to_end(app_client, data_dir):
     first = await issue_token_async(data_dir, label="strategy-a")
     second = await issue_token_async(data_dir, label="strategy-b")
     async with app_client(RATE_LIMIT="2/minute", RATE_LIMIT_KEY="principal") as (client, app):
+
         async def send(token, alert_id):
             response = await client.post("/webhook", data=token_body(token, id=alert_id), headers=TEXT_PLAIN)
             return response.status_code, response.headers.get("Retry-After")
@@ -193,7 +203,10 @@ def post_signed(http, **headers):
 
 
 def test_fourth_request_from_one_address_gets_429_another_address_is_unaffected(server):
-    with client_from("127.0.0.2", base_url=server.url) as first, client_from("127.0.0.3", base_url=server.url) as second:
+    with (
+        client_from("127.0.0.2", base_url=server.url) as first,
+        client_from("127.0.0.3", base_url=server.url) as second,
+    ):
         before = ledger_count(server.data_dir)
         assert [post_signed(first).status_code for _ in range(3)] == [200, 200, 200]
         limited = post_signed(first)
@@ -221,10 +234,15 @@ def test_forwarded_for_from_a_trusted_proxy_is_the_key(server):
 
 
 def test_failed_authentication_has_its_own_stricter_budget(server):
-    with client_from("127.0.0.5", base_url=server.url) as attacker, client_from("127.0.0.6", base_url=server.url) as other:
+    with (
+        client_from("127.0.0.5", base_url=server.url) as attacker,
+        client_from("127.0.0.6", base_url=server.url) as other,
+    ):
         bad = alert_body(id="guess")
-        assert [attacker.post("/webhook", content=bad, headers=signed_headers(bad, secret="guess")).status_code
-                for _ in range(2)] == [401, 401]
+        assert [
+            attacker.post("/webhook", content=bad, headers=signed_headers(bad, secret="guess")).status_code
+            for _ in range(2)
+        ] == [401, 401]
         before = ledger_count(server.data_dir)
         # Spent: refused before authentication, even with a valid signature.
         blocked = post_signed(attacker)

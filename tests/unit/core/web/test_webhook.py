@@ -34,7 +34,11 @@ async def test_signed_alert_fills_on_paper_and_lands_in_ledger(app_client, data_
     assert answer["status"] == "filled" and answer["alert_id"] == "a-1"
     order = answer["order"]
     assert (order["symbol"], order["side"], order["amount"], order["average"]) == ("BTC/USDT", "buy", "0.001", "50000")
-    rows = sqlite3.connect(data_dir / "paper.sqlite3").execute("SELECT client_order_id, symbol, amount FROM paper_orders").fetchall()
+    rows = (
+        sqlite3.connect(data_dir / "paper.sqlite3")
+        .execute("SELECT client_order_id, symbol, amount FROM paper_orders")
+        .fetchall()
+    )
     assert rows == [(order["client_order_id"], "BTC/USDT", "0.001")]
     assert journaled["state"] == "filled"
     assert [(o["state"], o["client_order_id"]) for o in journaled["orders"]] == [("filled", order["client_order_id"])]
@@ -64,7 +68,9 @@ async def test_bad_inputs_get_clear_json_errors(app_client):
         (alert_body(), {"Content-Type": "application/json"}, 401, "unauthorized"),
     ]
     async with app_client() as (client, app):
-        for signed, (body, headers, status, code) in [(True, case) for case in cases] + [(False, case) for case in anonymous]:
+        for signed, (body, headers, status, code) in [(True, case) for case in cases] + [
+            (False, case) for case in anonymous
+        ]:
             if signed:
                 headers = signed_headers(body) | headers
             response = await client.post("/webhook", data=body, headers=headers)
@@ -101,7 +107,10 @@ async def test_minimum_amount_refusal_explains_itself(app_client):
         answer = await response.get_json()
     assert response.status_code == 422
     # BINANCE:BTCUSDT on paper: Binance's market (paper's venue snapshot), named as paper's.
-    assert answer["error"]["message"] == "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on paper (binance markets)"
+    assert (
+        answer["error"]["message"]
+        == "amount 0.000001 BTC is below the minimum 0.00001 for BTC/USDT on paper (binance markets)"
+    )
 
 
 async def test_unknown_route_is_json_404(app_client):

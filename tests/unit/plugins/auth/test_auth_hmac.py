@@ -185,11 +185,15 @@ async def test_bound_signatures_are_remembered_until_their_window_ends(app_clien
         assert (await post(client, body, headers))[0] == 200
         cache = app.extensions["router"].plugins.get("hmac").replay
         key = replay_key(headers["X-Signature"].encode())
-        rows = await cache.db.run(lambda c: c.execute("SELECT expires_at FROM seen_signatures WHERE key = ?", (key,)).fetchall())
+        rows = await cache.db.run(
+            lambda c: c.execute("SELECT expires_at FROM seen_signatures WHERE key = ?", (key,)).fetchall()
+        )
         assert [r[0] for r in rows] == [sent_at + remembered + 1]
         body_only = alert_body(id=f"expiry-body-{ttl}")
         assert (await post(client, body_only, signed_headers(body_only, bound=False)))[0] == 200
-        forever = await cache.db.run(lambda c: c.execute("SELECT COUNT(*) FROM seen_signatures WHERE expires_at IS NULL").fetchone()[0])
+        forever = await cache.db.run(
+            lambda c: c.execute("SELECT COUNT(*) FROM seen_signatures WHERE expires_at IS NULL").fetchone()[0]
+        )
         assert forever == 1
 
 
@@ -203,7 +207,10 @@ async def test_signatures_are_compared_in_constant_time(app_client, monkeypatch)
 
     monkeypatch.setattr(hmac_auth.hmac, "compare_digest", spy)
     async with app_client() as (client, app):
-        for headers in ({"X-Signature": "00" * 32, "X-Timestamp": "nope"}, {"X-Signature": "é" * 64, "X-Timestamp": "1"}):
+        for headers in (
+            {"X-Signature": "00" * 32, "X-Timestamp": "nope"},
+            {"X-Signature": "é" * 64, "X-Timestamp": "1"},
+        ):
             assert (await post(client, alert_body(), {"Content-Type": "application/json"} | headers))[0] == 401
     # Both forms compared for every request, whatever else was wrong, and never with ==.
     assert len(calls) == 4 and all(t == (bytes, bytes) for t in calls)

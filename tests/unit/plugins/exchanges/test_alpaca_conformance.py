@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from core.trading.execution import Executor
 from core.testing import ACCOUNT, CASES, VenueAdapter
+from core.trading.execution import Executor
+from emulator.control import AsyncEmulatorControl
 from plugins.exchanges.alpaca import AccountOptions
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
-from emulator.control import AsyncEmulatorControl
 
 pytest_plugins = ["core.testing.pytest_plugin"]
 
@@ -30,8 +30,9 @@ class AlpacaEmulatorAdapter(VenueAdapter):
         self.control = AsyncEmulatorControl(url)
 
     async def make_executor(self, data_dir: Path) -> Executor:
-        options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=self.url + "/alpaca",
-                                 clock_max_age=0, timeout=5)
+        options = AccountOptions(
+            api_key="emu-key-1", secret="emu-secret-1", base_url=self.url + "/alpaca", clock_max_age=0, timeout=5
+        )
         return AlpacaExecutor(ACCOUNT, options)
 
     async def booked(self, client_order_id: str) -> int:

@@ -20,40 +20,66 @@ from core.errors import (
     Unprocessable,
     VenueBusy,
 )
+from core.observability.redaction import REDACTOR
 from core.pipeline.models import Alert, NothingToDo
 from core.pipeline.outcomes import classify_exception
-from core.observability.redaction import REDACTOR
+from emulator import Emulator
 from plugins.exchanges.alpaca import AccountOptions, Plugin
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.errors import from_response, from_transport
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
-from emulator import Emulator
 from tests.support import free_port, signed_headers
 
 PLUGIN_DIR = Path(__file__).resolve().parents[4] / "plugins" / "exchanges" / "alpaca"
 
 
 def asset(symbol: str, cls: str = "us_equity", **fields) -> Asset:
-    row = {"symbol": symbol, "class": cls, "exchange": "NASDAQ" if cls == "us_equity" else "CRYPTO",
-           "tradable": True, "fractionable": True, **fields}
+    row = {
+        "symbol": symbol,
+        "class": cls,
+        "exchange": "NASDAQ" if cls == "us_equity" else "CRYPTO",
+        "tradable": True,
+        "fractionable": True,
+        **fields,
+    }
     return Asset.from_api(row)
 
 
-BOOK = AssetBook([asset("AAPL"), asset("SPY"), asset("BRK.B"), asset("BTC/USD", "crypto"),
-                  asset("BTC/USDT", "crypto"), asset("ETH/USD", "crypto"), asset("GONE", tradable=False)])
+BOOK = AssetBook(
+    [
+        asset("AAPL"),
+        asset("SPY"),
+        asset("BRK.B"),
+        asset("BTC/USD", "crypto"),
+        asset("BTC/USDT", "crypto"),
+        asset("ETH/USD", "crypto"),
+        asset("GONE", tradable=False),
+    ]
+)
 
 
 # ---------------------------------------------------------------- symbol resolution
 
 
-@pytest.mark.parametrize("ticker,symbol", [
-    ("NASDAQ:AAPL", "AAPL"), ("AAPL", "AAPL"), ("aapl", "AAPL"),
-    ("AMEX:SPY", "SPY"),  # TradingView's exchange prefix is a hint only (Alpaca lists SPY on ARCA)
-    ("BTCUSD", "BTC/USD"), ("COINBASE:BTCUSD", "BTC/USD"), ("BTC/USD", "BTC/USD"), ("btcusd", "BTC/USD"),
-    ("BTCUSDT", "BTC/USDT"), ("ETHUSD", "ETH/USD"),
-    ("NYSE:BRK.B", "BRK.B"), ("BRK/B", "BRK.B"), ("BRK-B", "BRK.B"),
-])
+@pytest.mark.parametrize(
+    "ticker,symbol",
+    [
+        ("NASDAQ:AAPL", "AAPL"),
+        ("AAPL", "AAPL"),
+        ("aapl", "AAPL"),
+        ("AMEX:SPY", "SPY"),  # TradingView's exchange prefix is a hint only (Alpaca lists SPY on ARCA)
+        ("BTCUSD", "BTC/USD"),
+        ("COINBASE:BTCUSD", "BTC/USD"),
+        ("BTC/USD", "BTC/USD"),
+        ("btcusd", "BTC/USD"),
+        ("BTCUSDT", "BTC/USDT"),
+        ("ETHUSD", "ETH/USD"),
+        ("NYSE:BRK.B", "BRK.B"),
+        ("BRK/B", "BRK.B"),
+        ("BRK-B", "BRK.B"),
+    ],
+)
 def test_tradingview_tickers_resolve_from_the_asset_list(ticker, symbol):
     assert BOOK.resolve(ticker).symbol == symbol
 
@@ -76,8 +102,11 @@ def test_a_stock_and_a_crypto_pair_spelled_alike_resolve_to_the_exact_symbol_fir
 
 
 def test_asset_precision():
-    stock, whole, coin = asset("AAPL"), asset("BRK.A", fractionable=False), asset(
-        "BTC/USD", "crypto", min_trade_increment="0.0001", price_increment="1")
+    stock, whole, coin = (
+        asset("AAPL"),
+        asset("BRK.A", fractionable=False),
+        asset("BTC/USD", "crypto", min_trade_increment="0.0001", price_increment="1"),
+    )
     assert stock.round_qty(Decimal("1.1234567899")) == Decimal("1.123456789")
     assert whole.round_qty(Decimal("2.9")) == Decimal(2)
     assert coin.round_qty(Decimal("0.00129")) == Decimal("0.0012")
@@ -94,18 +123,33 @@ def answer(status: int, body: object) -> httpx.Response:
     return httpx.Response(status, json=body, request=request)
 
 
-@pytest.mark.parametrize("status,body,http,state,code", [
-    (403, {"code": 40310000, "message": "insufficient buying power", "buying_power": "10"}, 422, "rejected", "exchange_rejected"),
-    (403, {"code": 40310000, "message": "insufficient qty available for order (requested: 5, available: 0)"}, 422, "rejected", "exchange_rejected"),
-    (422, {"code": 40010001, "message": "client_order_id must be unique"}, 422, "rejected", "exchange_rejected"),
-    (422, {"code": 42210000, "message": "invalid crypto time_in_force"}, 422, "rejected", "exchange_rejected"),
-    (404, {"code": 40410000, "message": "asset not found"}, 422, "rejected", "exchange_rejected"),
-    (401, {"code": 40110000, "message": "request is not authorized"}, 502, "failed", "exchange_auth_failed"),
-    (403, {"message": "forbidden"}, 502, "failed", "exchange_auth_failed"),
-    (429, {"code": 42910000, "message": "rate limit exceeded"}, 503, "failed", "exchange_busy"),
-    (500, {"message": "internal server error"}, 202, "unknown", "outcome_unknown"),
-    (503, {"message": "service unavailable"}, 202, "unknown", "outcome_unknown"),
-])
+@pytest.mark.parametrize(
+    "status,body,http,state,code",
+    [
+        (
+            403,
+            {"code": 40310000, "message": "insufficient buying power", "buying_power": "10"},
+            422,
+            "rejected",
+            "exchange_rejected",
+        ),
+        (
+            403,
+            {"code": 40310000, "message": "insufficient qty available for order (requested: 5, available: 0)"},
+            422,
+            "rejected",
+            "exchange_rejected",
+        ),
+        (422, {"code": 40010001, "message": "client_order_id must be unique"}, 422, "rejected", "exchange_rejected"),
+        (422, {"code": 42210000, "message": "invalid crypto time_in_force"}, 422, "rejected", "exchange_rejected"),
+        (404, {"code": 40410000, "message": "asset not found"}, 422, "rejected", "exchange_rejected"),
+        (401, {"code": 40110000, "message": "request is not authorized"}, 502, "failed", "exchange_auth_failed"),
+        (403, {"message": "forbidden"}, 502, "failed", "exchange_auth_failed"),
+        (429, {"code": 42910000, "message": "rate limit exceeded"}, 503, "failed", "exchange_busy"),
+        (500, {"message": "internal server error"}, 202, "unknown", "outcome_unknown"),
+        (503, {"message": "service unavailable"}, 202, "unknown", "outcome_unknown"),
+    ],
+)
 def test_alpaca_answers_become_the_routers_outcomes(status, body, http, state, code):
     outcome = classify_exception(from_response(answer(status, body), placing=True), sent=True)
     assert (outcome.status, outcome.state, outcome.code) == (http, state, code)
@@ -126,14 +170,17 @@ def test_what_the_engine_retries_and_what_it_reconciles():
     assert isinstance(from_response(answer(502, {}), placing=False), OrderNotSent)
 
 
-@pytest.mark.parametrize("exc,http,state", [
-    (httpx.ConnectError("refused"), 503, "failed"),  # nothing left the process
-    (httpx.ConnectTimeout("connect"), 503, "failed"),
-    (httpx.PoolTimeout("pool"), 503, "failed"),
-    (httpx.ReadTimeout("read"), 202, "unknown"),  # sent: the order may exist
-    (httpx.RemoteProtocolError("closed"), 202, "unknown"),
-    (httpx.ReadError("reset"), 202, "unknown"),
-])
+@pytest.mark.parametrize(
+    "exc,http,state",
+    [
+        (httpx.ConnectError("refused"), 503, "failed"),  # nothing left the process
+        (httpx.ConnectTimeout("connect"), 503, "failed"),
+        (httpx.PoolTimeout("pool"), 503, "failed"),
+        (httpx.ReadTimeout("read"), 202, "unknown"),  # sent: the order may exist
+        (httpx.RemoteProtocolError("closed"), 202, "unknown"),
+        (httpx.ReadError("reset"), 202, "unknown"),
+    ],
+)
 def test_transport_failures_are_unsent_only_before_the_connection(exc, http, state):
     outcome = classify_exception(from_transport(exc, placing=True), sent=True)
     assert (outcome.status, outcome.state) == (http, state)
@@ -152,8 +199,13 @@ def test_the_plugin_never_imports_ccxt():
     for path in PLUGIN_DIR.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not any(n.split(".")[0] == "ccxt" for n in names), f"{path.name} imports ccxt"
 
 
@@ -162,10 +214,18 @@ def test_loading_the_plugin_loads_no_ccxt():
     import sys
 
     root = Path(__file__).resolve().parents[4]
-    code = ("import sys, plugins.exchanges.alpaca, plugins.exchanges.alpaca.executor; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ccxt'))")
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60,
-                            env={"PYTHONPATH": str(root), "PATH": ""})
+    code = (
+        "import sys, plugins.exchanges.alpaca, plugins.exchanges.alpaca.executor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'ccxt'))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(root), "PATH": ""},
+    )
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.strip() == "[]"
 
@@ -181,7 +241,10 @@ def test_paper_and_live_endpoints_and_the_override():
     keys = {"api_key": "PKTEST000000000000", "secret": "secret-key-0123456789"}
     assert AccountOptions(**keys).endpoint == PAPER_URL
     assert AccountOptions(**keys, paper=False).endpoint == LIVE_URL
-    assert AccountOptions(**keys, paper=False, base_url="http://127.0.0.1:9/alpaca/").endpoint == "http://127.0.0.1:9/alpaca"
+    assert (
+        AccountOptions(**keys, paper=False, base_url="http://127.0.0.1:9/alpaca/").endpoint
+        == "http://127.0.0.1:9/alpaca"
+    )
     with pytest.raises(ValueError):
         AccountOptions(**keys, base_url="paper-api.alpaca.markets")
     with pytest.raises(ValueError):
@@ -189,8 +252,11 @@ def test_paper_and_live_endpoints_and_the_override():
 
 
 def test_registering_an_account_registers_its_keys_as_secrets():
-    plugin = Plugin(Plugin.Options(accounts={"stocks": AccountOptions(api_key="PKREGISTER00000001",
-                                                                      secret="registered-secret-value-1")}))
+    plugin = Plugin(
+        Plugin.Options(
+            accounts={"stocks": AccountOptions(api_key="PKREGISTER00000001", secret="registered-secret-value-1")}
+        )
+    )
     registered, secrets = {}, []
 
     class Host:  # the part of core.hooks.host.PluginHost the hook uses
@@ -213,8 +279,9 @@ async def emulator():
 
 @pytest.fixture
 async def executor(emulator):
-    options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca",
-                             clock_max_age=0, timeout=10)
+    options = AccountOptions(
+        api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca", clock_max_age=0, timeout=10
+    )
     executor = AlpacaExecutor("alpaca", options)
     await executor.start()
     yield executor
@@ -251,7 +318,9 @@ async def test_an_unknown_symbol_is_refused_with_a_suggestion(executor):
 async def test_quote_amounts(executor):
     market = await executor.prepare(make_alert(amount="99.999", amount_type="quote"), "c1")
     assert (market.cost, market.amount, market.time_in_force) == ("99.99", None, "day")
-    limit = await executor.prepare(make_alert(amount="1000", amount_type="quote", order_type="limit", price="300"), "c2")
+    limit = await executor.prepare(
+        make_alert(amount="1000", amount_type="quote", order_type="limit", price="300"), "c2"
+    )
     assert (limit.cost, limit.amount, limit.price) == (None, "3.333333333", "300")
     with pytest.raises(Unprocessable, match="minimum"):
         await executor.prepare(make_alert(symbol="BTCUSD", amount="5", amount_type="quote"), "c3")
@@ -274,8 +343,14 @@ async def test_fractional_rules(executor):
 async def test_crypto_rules(executor):
     order = await executor.prepare(make_alert(symbol="BTCUSD", amount="0.0012345678912"), "c1")
     assert (order.symbol, order.amount, order.time_in_force, order.market_type) == (
-        "BTC/USD", "0.001234567", "gtc", "spot")
-    assert (await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", time_in_force="IOC"), "c2")).time_in_force == "ioc"
+        "BTC/USD",
+        "0.001234567",
+        "gtc",
+        "spot",
+    )
+    assert (
+        await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", time_in_force="IOC"), "c2")
+    ).time_in_force == "ioc"
     with pytest.raises(Unprocessable, match="gtc and ioc"):
         await executor.prepare(make_alert(symbol="BTCUSD", amount="0.01", time_in_force="FOK"), "c3")
     with pytest.raises(Unprocessable, match="not stop orders"):
@@ -340,10 +415,16 @@ async def test_submit_then_lookup_by_client_order_id(executor, emulator):
 
 
 async def test_cancel_and_cancel_all(executor, emulator):
-    resting = await executor.submit(await executor.prepare(make_alert(order_type="limit", price="150", time_in_force="GTC"), "rest1"))
-    await executor.submit(await executor.prepare(make_alert(order_type="limit", price="151", time_in_force="GTC"), "rest2"))
+    resting = await executor.submit(
+        await executor.prepare(make_alert(order_type="limit", price="150", time_in_force="GTC"), "rest1")
+    )
+    await executor.submit(
+        await executor.prepare(make_alert(order_type="limit", price="151", time_in_force="GTC"), "rest2")
+    )
     assert resting.status == "open"
-    cancel = await executor.prepare(make_alert(action="cancel", side=None, amount=None, cancel_client_order_id="rest1"), "c1")
+    cancel = await executor.prepare(
+        make_alert(action="cancel", side=None, amount=None, cancel_client_order_id="rest1"), "c1"
+    )
     assert (await executor.submit(cancel)).status == "canceled"
     assert (await executor.lookup(cancel)).result.status == "canceled"
     everything = await executor.prepare(make_alert(action="cancel_all", side=None, amount=None), "c2")
@@ -351,7 +432,9 @@ async def test_cancel_and_cancel_all(executor, emulator):
     assert (await executor.lookup(everything)).result.status == "canceled"
     assert [o["status"] for o in emulator.orders(venue="alpaca")] == ["CANCELED", "CANCELED"]
     with pytest.raises(Unprocessable, match="no order nope on AAPL"):
-        await executor.submit(await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id="nope"), "c3"))
+        await executor.submit(
+            await executor.prepare(make_alert(action="cancel", side=None, amount=None, order_id="nope"), "c3")
+        )
 
 
 def test_the_commented_plugins_yaml_example_is_a_valid_configuration():
@@ -385,8 +468,9 @@ async def test_extended_hours_is_read_in_any_spelling(executor, emulator):
 
 async def test_an_account_down_at_startup_becomes_ready_by_itself():
     port = free_port()
-    options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=f"http://127.0.0.1:{port}/alpaca",
-                             retry_seconds=0.02)
+    options = AccountOptions(
+        api_key="emu-key-1", secret="emu-secret-1", base_url=f"http://127.0.0.1:{port}/alpaca", retry_seconds=0.02
+    )
     executor = AlpacaExecutor("alpaca", options)
     try:
         with pytest.raises(Exception) as down:
@@ -410,7 +494,9 @@ async def test_an_account_down_at_startup_becomes_ready_by_itself():
 
 async def test_a_lookup_alpaca_cannot_answer_is_never_absent(executor, emulator):
     order = await executor.prepare(make_alert(amount="1"), "tvlookup2")
-    emulator.add_fault("http_error", status=502, match={"venue": "alpaca", "route": "GET /v2/orders:by_client_order_id"})
+    emulator.add_fault(
+        "http_error", status=502, match={"venue": "alpaca", "route": "GET /v2/orders:by_client_order_id"}
+    )
     with pytest.raises(OrderNotSent):  # the engine reads a raise as "cannot tell, ask again"
         await executor.lookup(order)
     assert (await executor.lookup(order)).is_absent
@@ -419,17 +505,28 @@ async def test_a_lookup_alpaca_cannot_answer_is_never_absent(executor, emulator)
 def test_an_asset_is_a_core_market():
     coin = asset("BTC/USD", "crypto", min_order_size="0.0001", min_trade_increment="0.000000001", price_increment="1")
     market = coin.to_market()
-    assert (market.symbol, market.base, market.quote, market.type, market.contract) == ("BTC/USD", "BTC", "USD", "spot", False)
+    assert (market.symbol, market.base, market.quote, market.type, market.contract) == (
+        "BTC/USD",
+        "BTC",
+        "USD",
+        "spot",
+        False,
+    )
     assert (market.amount_step, market.price_tick, market.aliases) == (Decimal("0.000000001"), Decimal(1), ("BTCUSD",))
     assert (market.limits.amount_min, market.buys_by_cost) == (Decimal("0.0001"), True)
     assert coin.min_notional == Decimal(10)  # checked by the plugin, for buys only
     whole = asset("BRK.A", fractionable=False).to_market()
     assert (whole.amount_step, whole.price_tick, whole.limits.amount_min, whole.buys_by_cost) == (
-        Decimal(1), Decimal("0.0001"), Decimal(1), False)
+        Decimal(1),
+        Decimal("0.0001"),
+        Decimal(1),
+        False,
+    )
 
 
-async def test_an_alpaca_account_named_by_default_exchange_is_the_default_account(app_client, write_plugins_yaml,
-                                                                                  emulator):
+async def test_an_alpaca_account_named_by_default_exchange_is_the_default_account(
+    app_client, write_plugins_yaml, emulator
+):
     write_plugins_yaml(f"""
 router:
   modules: [plugins.exchanges.alpaca]
@@ -439,7 +536,9 @@ alpaca:
 """)
     async with app_client(DEFAULT_EXCHANGE="alpaca") as (client, app):
         for alert_id, fields in (("no-account", {}), ("by-exchange", {"exchange": "NASDAQ"})):
-            body = json.dumps({"symbol": "NASDAQ:AAPL", "side": "buy", "amount": "1", "id": alert_id, **fields}).encode()
+            body = json.dumps(
+                {"symbol": "NASDAQ:AAPL", "side": "buy", "amount": "1", "id": alert_id, **fields}
+            ).encode()
             response = await client.post("/webhook", data=body, headers=signed_headers(body))
             assert response.status_code == 200, await response.get_json()
             assert (await response.get_json())["order"]["exchange"] == "alpaca"
@@ -472,16 +571,21 @@ async def test_cancels_of_what_is_not_open_are_answered_before_sending(executor,
 async def test_a_usdt_pair_is_sized_from_the_usdt_held(executor):
     await executor.submit(await executor.prepare(make_alert(symbol="ETHUSD", amount="1"), "eth1"))
     with pytest.raises(NothingToDo, match="no BTC held"):
-        await executor.prepare(make_alert(symbol="BTCUSD", side="sell", amount="50", amount_type="percent_of_position"), "p1")
+        await executor.prepare(
+            make_alert(symbol="BTCUSD", side="sell", amount="50", amount_type="percent_of_position"), "p1"
+        )
     with pytest.raises(Unprocessable, match="nothing to trade"):  # 10% of no USDT
         await executor.prepare(make_alert(symbol="BTCUSDT", amount="10", amount_type="percent_of_balance"), "p2")
-    half = await executor.prepare(make_alert(symbol="ETHUSD", side="sell", amount="50", amount_type="percent_of_position"), "p3")
+    half = await executor.prepare(
+        make_alert(symbol="ETHUSD", side="sell", amount="50", amount_type="percent_of_position"), "p3"
+    )
     assert (half.symbol, half.amount) == ("ETH/USD", "0.5")
 
 
 async def test_the_clock_is_kept_until_its_next_change(emulator):
-    options = AccountOptions(api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca",
-                             clock_max_age=3600)
+    options = AccountOptions(
+        api_key="emu-key-1", secret="emu-secret-1", base_url=emulator.base_url + "/alpaca", clock_max_age=3600
+    )
     executor = AlpacaExecutor("alpaca", options)
     try:
         assert await executor.client.market_is_open() is True

@@ -16,8 +16,9 @@ from pydantic import SecretStr
 
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError, CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown
-from core.trading.execution import client_order_id
 from core.pipeline.models import Alert, Credentials
+from core.trading.execution import client_order_id
+from emulator import Emulator, ccxt_config
 from plugins.exchanges.ccxt.accounts import AccountOptions, client_id_rule
 from plugins.exchanges.ccxt.plugin import (
     CcxtExecutor,
@@ -26,7 +27,6 @@ from plugins.exchanges.ccxt.plugin import (
     credentials_fingerprint,
 )
 from plugins.exchanges.ccxt.websocket import WsOrderGate
-from emulator import Emulator, ccxt_config
 from tests.support import free_port
 
 
@@ -36,12 +36,16 @@ async def emu():
         yield emulator
 
 
-def account(base_url: str, venue: str = "binance", key: str = "emu-key-1", secret: str = "emu-secret-1", **options) -> AccountOptions:
+def account(
+    base_url: str, venue: str = "binance", key: str = "emu-key-1", secret: str = "emu-secret-1", **options
+) -> AccountOptions:
     config = ccxt_config(venue, base_url, api_key=key, secret=secret, timeout_on_exit=0, **options.pop("ccxt", {}))
     if "market_types" in options:
         del config["options"]["fetchMarkets"]  # the account's market_types decide
     options.setdefault("rate_limit", False)
-    return AccountOptions(exchange=venue, api_key=config.pop("apiKey"), secret=config.pop("secret"), ccxt=config, **options)
+    return AccountOptions(
+        exchange=venue, api_key=config.pop("apiKey"), secret=config.pop("secret"), ccxt=config, **options
+    )
 
 
 @pytest.fixture
@@ -49,7 +53,9 @@ async def executor(emu):
     """``await executor(websocket=False, **account options)``: a started executor, closed after."""
     made: list[CcxtExecutor] = []
 
-    async def make(*, websocket: bool = False, name: str = "acct", venue: str = "binance", start: bool = True, **options):
+    async def make(
+        *, websocket: bool = False, name: str = "acct", venue: str = "binance", start: bool = True, **options
+    ):
         ex = CcxtExecutor(name, account(emu.base_url, venue, **options), use_websockets=websocket)
         made.append(ex)
         if start:
@@ -93,12 +99,26 @@ async def test_rest_and_websocket_routes_place_one_order_each(executor, emu):
     _, by_rest = await place(rest, "BINANCE:BTCUSDT", "r-1", amount="0.0123456")
     order, by_ws = await place(ws, "BTCUSDT.P", "w-1", amount="0.0123456")
     assert (by_rest.route, by_rest.symbol, by_rest.amount, by_rest.status, by_rest.filled, by_rest.average) == (
-        "rest", "BTC/USDT", "0.01234", "filled", "0.01234", "50000")
-    assert (by_ws.route, by_ws.symbol, by_ws.amount, by_ws.status, by_ws.filled) == ("websocket", "BTC/USDT:USDT", "0.012", "filled", "0.012")
+        "rest",
+        "BTC/USDT",
+        "0.01234",
+        "filled",
+        "0.01234",
+        "50000",
+    )
+    assert (by_ws.route, by_ws.symbol, by_ws.amount, by_ws.status, by_ws.filled) == (
+        "websocket",
+        "BTC/USDT:USDT",
+        "0.012",
+        "filled",
+        "0.012",
+    )
     assert by_ws.order_id and by_ws.client_order_id == order.client_order_id == client_order_id("w-1", "ws")
     booked = emu.orders()
     assert [(o["market_type"], o["transport"], o["quantity"], o["client_order_id"]) for o in booked] == [
-        ("spot", "rest", "0.01234", client_order_id("r-1", "acct")), ("linear", "ws", "0.012", client_order_id("w-1", "ws"))]
+        ("spot", "rest", "0.01234", client_order_id("r-1", "acct")),
+        ("linear", "ws", "0.012", client_order_id("w-1", "ws")),
+    ]
 
 
 async def test_websocket_requested_where_ccxt_cannot_place_orders_over_it():
@@ -280,7 +300,9 @@ async def test_key_refused_is_an_authentication_error(executor, emu):
 # ------------------------------------------------------------------ lookup
 
 
-@pytest.mark.parametrize("venue,symbol", [("binance", "BTCUSDT"), ("binance", "BTCUSDT.P"), ("bybit", "ETHUSDT.P"), ("bybit", "ETHUSDT")])
+@pytest.mark.parametrize(
+    "venue,symbol", [("binance", "BTCUSDT"), ("binance", "BTCUSDT.P"), ("bybit", "ETHUSDT.P"), ("bybit", "ETHUSDT")]
+)
 async def test_lookup_by_client_order_id(executor, emu, venue, symbol):
     ex = await executor(venue=venue)
     order, placed = await place(ex, symbol, f"look-{venue}-{symbol}", amount="0.05")
@@ -328,7 +350,9 @@ async def test_lane_key_is_the_resolved_market(executor):
 
 
 def test_client_order_id_rules_per_exchange():
-    assert client_id_rule("binance").for_alert("a-1", "acct", client_order_id("a-1", "acct")) == client_order_id("a-1", "acct")
+    assert client_id_rule("binance").for_alert("a-1", "acct", client_order_id("a-1", "acct")) == client_order_id(
+        "a-1", "acct"
+    )
     kraken = client_id_rule("kraken").for_alert("a-1", "acct", client_order_id("a-1", "acct"))
     assert len(kraken) == 32 and all(c in "0123456789abcdef" for c in kraken)  # kraken's short-UUID form
     gate = client_id_rule("gate").for_alert("a-1", "acct", client_order_id("a-1", "acct"))
@@ -339,7 +363,9 @@ def test_client_order_id_rules_per_exchange():
 
 def test_matches_tradingview_exchange_names():
     usdm = CcxtExecutor("u", AccountOptions(exchange="binanceusdm", public=True), use_websockets=False)
-    assert usdm.matches_exchange("BINANCE") and usdm.matches_exchange("binanceusdm") and not usdm.matches_exchange("BYBIT")
+    assert (
+        usdm.matches_exchange("BINANCE") and usdm.matches_exchange("binanceusdm") and not usdm.matches_exchange("BYBIT")
+    )
 
 
 # ------------------------------------------------------------------ credentials from alerts
@@ -357,6 +383,7 @@ async def test_credential_cache_is_keyed_by_hash_bounded_and_closes_evicted(emu)
             ex = CcxtExecutor(f"payload-{key[:6]}", account(emu.base_url), use_websockets=False)
             made.append(ex)
             return ex
+
         return make
 
     cache = CredentialClients(size=2)
@@ -404,18 +431,29 @@ def load_plugin(tmp_path: Path, yaml_text: str, **env: str):
 
 
 async def test_default_account_from_the_environment(tmp_path):
-    plugin, registered = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="bybit", DEFAULT_API_KEY="env-key-123", DEFAULT_API_SECRET="env-secret-456")
+    plugin, registered = load_plugin(
+        tmp_path, "", DEFAULT_EXCHANGE="bybit", DEFAULT_API_KEY="env-key-123", DEFAULT_API_SECRET="env-secret-456"
+    )
     default = registered["default"]
     assert {"env-key-123", "env-secret-456"} <= set(plugin.secrets)  # registered with the host's redactor
-    assert (default.exchange, default.client.apiKey, default.client.secret) == ("bybit", "env-key-123", "env-secret-456")
+    assert (default.exchange, default.client.apiKey, default.client.secret) == (
+        "bybit",
+        "env-key-123",
+        "env-secret-456",
+    )
     assert "env-secret-456" not in json.dumps(default.status()) and "env-secret-456" not in repr(default.options)
     await default.close()
     _, none = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="paper")
     assert none == {}
     _, keyless = load_plugin(tmp_path, "", DEFAULT_EXCHANGE="binance")
     assert keyless == {}  # no keys, no default account (payload credentials still work)
-    _, configured = load_plugin(tmp_path, "ccxt:\n  accounts:\n    default: {exchange: okx, public: true}\n",
-                                DEFAULT_EXCHANGE="binance", DEFAULT_API_KEY="k" * 8, DEFAULT_API_SECRET="s" * 8)
+    _, configured = load_plugin(
+        tmp_path,
+        "ccxt:\n  accounts:\n    default: {exchange: okx, public: true}\n",
+        DEFAULT_EXCHANGE="binance",
+        DEFAULT_API_KEY="k" * 8,
+        DEFAULT_API_SECRET="s" * 8,
+    )
     assert configured["default"].exchange == "okx"
     for ex in configured.values():
         await ex.close()
@@ -442,15 +480,33 @@ ccxt:
     await main.close()
 
 
-@pytest.mark.parametrize("text,message", [
-    ("ccxt:\n  accounts:\n    a: {exchange: binanse}\n", "field 'accounts.a.exchange': Value error, unknown ccxt exchange 'binanse' (did you mean 'binance'?)"),
-    ("ccxt:\n  accounts:\n    a: {exchange: kraken, sandbox: true, public: true}\n", "field 'accounts.a.sandbox': ccxt knows no testnet for kraken"),
-    ("ccxt:\n  accounts:\n    a: {exchange: kraken, market_types: [option], public: true}\n", "field 'accounts.a.market_types': market type 'option' is not available on kraken"),
-    ("ccxt:\n  accounts:\n    a: {exchange: binance, market_types: [stocks]}\n", "field 'accounts.a.market_types'"),
-    ("ccxt:\n  accounts:\n    a: {exchange: binance, apikey: x}\n", "field 'accounts.a.apikey': no such option"),
-    ("ccxt:\n  accounts:\n    a: {exchange: binance, api_key: x}\n", "field 'accounts.a': expected secret (an account without keys cannot trade"),
-    ("ccxt:\n  accounts:\n    a: {exchange: binance, api_key: '', secret: ''}\n", "field 'accounts.a': expected api_key"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            "ccxt:\n  accounts:\n    a: {exchange: binanse}\n",
+            "field 'accounts.a.exchange': Value error, unknown ccxt exchange 'binanse' (did you mean 'binance'?)",
+        ),
+        (
+            "ccxt:\n  accounts:\n    a: {exchange: kraken, sandbox: true, public: true}\n",
+            "field 'accounts.a.sandbox': ccxt knows no testnet for kraken",
+        ),
+        (
+            "ccxt:\n  accounts:\n    a: {exchange: kraken, market_types: [option], public: true}\n",
+            "field 'accounts.a.market_types': market type 'option' is not available on kraken",
+        ),
+        ("ccxt:\n  accounts:\n    a: {exchange: binance, market_types: [stocks]}\n", "field 'accounts.a.market_types'"),
+        ("ccxt:\n  accounts:\n    a: {exchange: binance, apikey: x}\n", "field 'accounts.a.apikey': no such option"),
+        (
+            "ccxt:\n  accounts:\n    a: {exchange: binance, api_key: x}\n",
+            "field 'accounts.a': expected secret (an account without keys cannot trade",
+        ),
+        (
+            "ccxt:\n  accounts:\n    a: {exchange: binance, api_key: '', secret: ''}\n",
+            "field 'accounts.a': expected api_key",
+        ),
+    ],
+)
 def test_configuration_mistakes_stop_startup_with_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_plugin(tmp_path, text)
@@ -458,7 +514,9 @@ def test_configuration_mistakes_stop_startup_with_one_line(tmp_path, text, messa
 
 
 def test_default_exchange_must_be_paper_or_ccxt(tmp_path):
-    with pytest.raises(ConfigError, match="DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: unknown ccxt exchange 'nope'"):
+    with pytest.raises(
+        ConfigError, match="DEFAULT_EXCHANGE: expected paper or a ccxt exchange id: unknown ccxt exchange 'nope'"
+    ):
         load_plugin(tmp_path, "", DEFAULT_EXCHANGE="nope", DEFAULT_API_KEY="k" * 8, DEFAULT_API_SECRET="s" * 8)
     # A typo stops startup even without keys, and names the exchange meant.
     with pytest.raises(ConfigError, match=r"unknown ccxt exchange 'binanse' \(did you mean 'binance'\?\)"):
@@ -478,13 +536,28 @@ async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_ord
 
     ex.client.fetchOpenOrders = ex.client.fetchClosedOrders = recent  # the listing, without the network
     ex.client.has = {**ex.client.has, "fetchOpenOrders": True, "fetchClosedOrders": True}
-    order = OrderRequest(account="scan", exchange="cryptocom", symbol="BTC/USDT", market_type="spot", side="buy",
-                         amount="0.01", client_order_id="tv" + "5" * 30)
+    order = OrderRequest(
+        account="scan",
+        exchange="cryptocom",
+        symbol="BTC/USDT",
+        market_type="spot",
+        side="buy",
+        amount="0.01",
+        client_order_id="tv" + "5" * 30,
+    )
     try:
         answer = await ex.lookup(order)
         assert (answer.kind, answer.ask_again) == ("cannot_tell", True) and "recent orders" in answer.reason
-        listed.append({"id": "77", "clientOrderId": order.client_order_id, "status": "closed", "symbol": "BTC/USDT",
-                       "amount": 0.01, "filled": 0.01})
+        listed.append(
+            {
+                "id": "77",
+                "clientOrderId": order.client_order_id,
+                "status": "closed",
+                "symbol": "BTC/USDT",
+                "amount": 0.01,
+                "filled": 0.01,
+            }
+        )
         found = await ex.lookup(order)
         assert found.is_found and (found.result.order_id, found.result.status) == ("77", "filled")
     finally:

@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 
 from core.store.sqlite.database import SqliteDatabase
-from core.trading.execution import Executor
 from core.testing import ACCOUNT, CASES, NEVER_DOUBLES, ConformanceFailure, VenueAdapter
+from core.trading.execution import Executor
+from emulator.control import AsyncEmulatorControl
 from plugins.exchanges.ccxt.accounts import AccountOptions
 from plugins.exchanges.ccxt.plugin import CcxtExecutor
 from plugins.exchanges.paper.plugin import SCHEMA, PaperExecutor
 from plugins.exchanges.paper.plugin import Plugin as PaperPlugin
 from tests.ccxt_support import emulator_account
-from emulator.control import AsyncEmulatorControl
 from tests.plugins.naive_broker import NaiveBrokerExecutor
 from tests.support import ROOT
 
@@ -51,7 +51,7 @@ class LineBroker:
         self.server: asyncio.base_events.Server | None = None
         self.port = 0
 
-    async def start(self) -> "LineBroker":
+    async def start(self) -> LineBroker:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
@@ -118,8 +118,12 @@ class PaperAdapter(VenueAdapter):
 
     async def booked(self, client_order_id: str) -> int:
         assert self.db is not None
-        return await self.db.run(lambda conn: conn.execute(
-            "SELECT COUNT(*) FROM paper_orders WHERE account = ? AND client_order_id = ?", (ACCOUNT, client_order_id)).fetchone()[0])
+        return await self.db.run(
+            lambda conn: conn.execute(
+                "SELECT COUNT(*) FROM paper_orders WHERE account = ? AND client_order_id = ?",
+                (ACCOUNT, client_order_id),
+            ).fetchone()[0]
+        )
 
     def refused_alert(self, alert_id: str) -> dict[str, Any]:
         return {**self.alert(alert_id), "amount": "1000"}  # 50M USDT of BTC: beyond the balance
@@ -215,6 +219,7 @@ async def test_the_kit_catches_an_executor_that_answers_absent_without_knowing(c
     class Overconfident(NaiveBrokerExecutor):
         async def lookup(self, order):
             from core.trading.execution import LookupResult
+
             return LookupResult.absent("did not check")
 
     class Adapter(NaiveAdapter):

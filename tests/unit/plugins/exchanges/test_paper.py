@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.store.sqlite.database import SqliteDatabase
 from core.errors import Unprocessable
-from core.trading.execution import client_order_id
 from core.pipeline.models import Alert, OrderResult
+from core.store.sqlite.database import SqliteDatabase
+from core.trading.execution import client_order_id
 from plugins.exchanges.paper.plugin import SCHEMA, PaperExecutor, Plugin
 from tests.support import alert_body, signed_headers
 
@@ -32,8 +32,9 @@ async def paper(tmp_path):
 
 
 async def trade(executor: PaperExecutor, alert_id: str, **fields) -> OrderResult:
-    alert = Alert.model_validate({"symbol": "BINANCE:BTCUSDT", "side": "buy", "amount": "0.1", "price": "50000",
-                                  "alert_id": alert_id, **fields})
+    alert = Alert.model_validate(
+        {"symbol": "BINANCE:BTCUSDT", "side": "buy", "amount": "0.1", "price": "50000", "alert_id": alert_id, **fields}
+    )
     order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
     return await executor.submit(order)
 
@@ -45,8 +46,15 @@ def D(text: str) -> Decimal:
 async def test_market_buy_moves_balances_and_charges_the_fee(paper):
     ex = await paper(fee_rate="0.001")
     result = await trade(ex, "m-1")
-    assert (result.symbol, result.side, result.order_type, result.amount, result.status, result.filled, result.average) == (
-        "BTC/USDT", "buy", "market", "0.1", "filled", "0.1", "50000")
+    assert (
+        result.symbol,
+        result.side,
+        result.order_type,
+        result.amount,
+        result.status,
+        result.filled,
+        result.average,
+    ) == ("BTC/USDT", "buy", "market", "0.1", "filled", "0.1", "50000")
     balances = await ex.balances()
     assert D(balances["USDT"]) == D("100000") - D("5000") - D("5")  # notional and 0.1 % fee in the quote currency
     assert D(balances["BTC"]) == D("1.1")
@@ -103,7 +111,9 @@ async def test_same_client_order_id_books_once_and_lookup_finds_it(paper):
 
 async def test_lane_key_is_the_resolved_market(paper):
     ex = await paper()
-    assert {ex.lane_key(Alert(symbol=s, side="buy", amount="1")) for s in ("BTCUSDT", "BINANCE:BTCUSDT", "BTC/USDT")} == {"BTC/USDT"}
+    assert {
+        ex.lane_key(Alert(symbol=s, side="buy", amount="1")) for s in ("BTCUSDT", "BINANCE:BTCUSDT", "BTC/USDT")
+    } == {"BTC/USDT"}
     assert ex.lane_key(Alert(symbol="BTCUSDT.P", side="buy", amount="1")) == "BTC/USDT:USDT"
 
 

@@ -8,10 +8,10 @@ from decimal import Decimal
 
 import pytest
 
-from core.store.sqlite.database import SqliteDatabase
 from core.errors import Unprocessable
-from core.trading.execution import client_order_id
 from core.pipeline.models import Alert, NothingToDo, OrderResult
+from core.store.sqlite.database import SqliteDatabase
+from core.trading.execution import client_order_id
 from plugins.exchanges.paper.plugin import SCHEMA, PaperExecutor, Plugin
 from tests.support import signed_headers
 
@@ -57,7 +57,10 @@ async def test_quote_and_percent_sizing(paper):
     with pytest.raises(Unprocessable) as info:
         await send(ex, "p-3", symbol="BTCUSDT", side="buy", amount="0.000001", amount_type="percent_of_balance")
     assert info.value.message.startswith("0.000001% of ")
-    assert "= 0.00000000" not in info.value.message and "below the minimum 0.00001 for BTC/USDT on paper" in info.value.message
+    assert (
+        "= 0.00000000" not in info.value.message
+        and "below the minimum 0.00001 for BTC/USDT on paper" in info.value.message
+    )
 
 
 async def test_target_twice_flip_and_close(paper):
@@ -77,7 +80,11 @@ async def test_target_twice_flip_and_close(paper):
         await send(ex, "f-2", action="flip")
     orders = await ex.orders()
     assert [(o["side"], o["amount"], o["details"].get("reduce_only", False)) for o in orders] == [
-        ("buy", "1", False), ("sell", "2", False), ("buy", "0.5", True), ("buy", "0.5", True)]
+        ("buy", "1", False),
+        ("sell", "2", False),
+        ("buy", "0.5", True),
+        ("buy", "0.5", True),
+    ]
 
 
 async def test_spot_positions_are_the_base_balance(paper):
@@ -95,7 +102,9 @@ async def test_spot_positions_are_the_base_balance(paper):
 async def test_stop_orders_rest_and_cancel(paper):
     ex = await paper()
     stop = await send(ex, "st-1", side="buy", amount="0.01", order_type="stop", stop_price="52000")
-    stop_limit = await send(ex, "st-2", side="sell", amount="0.01", order_type="stop_limit", stop_price="48000", price="47900")
+    stop_limit = await send(
+        ex, "st-2", side="sell", amount="0.01", order_type="stop_limit", stop_price="48000", price="47900"
+    )
     assert (stop.status, stop_limit.status, stop.filled) == ("open", "open", "0")
     assert await contracts(ex) == 0 and D((await ex.balances())["USDT"]) == D("100000")  # nothing filled, nothing moved
     canceled = await send(ex, "x-1", action="cancel", order_id=stop.order_id)
@@ -111,11 +120,17 @@ async def test_stop_orders_rest_and_cancel(paper):
 
 async def test_stop_loss_and_take_profit_rest_as_their_own_orders(paper):
     ex = await paper()
-    entry = await send(ex, "e-1", action="target", target_position="0.5", stop_loss="45000", take_profit="55000", price="50000")
+    entry = await send(
+        ex, "e-1", action="target", target_position="0.5", stop_loss="45000", take_profit="55000", price="50000"
+    )
     coid = client_order_id("e-1", "paper")
-    assert [(c["type"], c["client_order_id"], c["side"], c["amount"], c["trigger_price"], c["status"]) for c in entry.children] == [
+    assert [
+        (c["type"], c["client_order_id"], c["side"], c["amount"], c["trigger_price"], c["status"])
+        for c in entry.children
+    ] == [
         ("stop_loss", "sl" + coid[2:], "sell", "0.5", "45000", "open"),
-        ("take_profit", "tp" + coid[2:], "sell", "0.5", "55000", "open")]
+        ("take_profit", "tp" + coid[2:], "sell", "0.5", "55000", "open"),
+    ]
     order = await ex.prepare(Alert(symbol="BTCUSDT.P", side="buy", amount="1", alert_id="e-1"), coid)
     assert (await ex.lookup(order)).result.children == entry.children
     result = await send(ex, "ca-1", action="cancel_all")
@@ -142,8 +157,11 @@ async def test_nothing_to_do_through_the_app_is_200_and_journaled_skipped(app_cl
             response = await client.post("/webhook", data=body, headers=signed_headers(body))
             answer = await response.get_json()
         assert response.status_code == 200, answer
-        assert answer == {"status": "nothing_to_do", "alert_id": "tgt-2",
-                          "message": "position is already 0.01 contracts long on BTC/USDT:USDT"}
+        assert answer == {
+            "status": "nothing_to_do",
+            "alert_id": "tgt-2",
+            "message": "position is already 0.01 contracts long on BTC/USDT:USDT",
+        }
         journal = app.extensions["router"].journal
         assert (await journal.get("tgt-1"))["state"] == "filled" and (await journal.get("tgt-2"))["state"] == "skipped"
         body = b'{"id": "flat-close", "symbol": "ETHUSDT.P", "action": "close"}'

@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import pytest
 
-from plugins.exchanges.paper.markets import SNAPSHOT_DIR, load_snapshot
 from emulator import ccxt_config
+from plugins.exchanges.paper.markets import SNAPSHOT_DIR, load_snapshot
 from tests.support import ROOT, signed_headers
 
 
@@ -24,28 +24,40 @@ async def post(client, **fields):
     return response.status_code, await response.get_json()
 
 
-@pytest.mark.parametrize("ticker,side,amount,price,symbol,booked_amount,booked_price", [
-    # binance spot DOGEUSDT: lot step 1, price tick 0.00001
-    ("BINANCE:DOGEUSDT", "buy", "123.7", "0.15123", "DOGE/USDT", "123", "0.15123"),
-    # bybit USDT perpetual ETHUSDT: qty step 0.01, tick 0.01
-    ("BYBIT:ETHUSDT.P", "buy", "0.1234", "3001.24", "ETH/USDT:USDT", "0.12", "3001.24"),
-    # no prefix, not a configured market: found on kraken (XXBTZUSD: 8 lot decimals, tick 0.1);
-    # a sell, from paper's initial 1 BTC (it holds no USD)
-    ("BTCUSD", "sell", "0.0123456789", "50000.1", "BTC/USD", "0.01234567", "50000.1"),
-])
-async def test_paper_fills_real_tickers_with_the_venues_precision(app_client, ticker, side, amount, price, symbol, booked_amount,
-                                                                   booked_price):
+@pytest.mark.parametrize(
+    "ticker,side,amount,price,symbol,booked_amount,booked_price",
+    [
+        # binance spot DOGEUSDT: lot step 1, price tick 0.00001
+        ("BINANCE:DOGEUSDT", "buy", "123.7", "0.15123", "DOGE/USDT", "123", "0.15123"),
+        # bybit USDT perpetual ETHUSDT: qty step 0.01, tick 0.01
+        ("BYBIT:ETHUSDT.P", "buy", "0.1234", "3001.24", "ETH/USDT:USDT", "0.12", "3001.24"),
+        # no prefix, not a configured market: found on kraken (XXBTZUSD: 8 lot decimals, tick 0.1);
+        # a sell, from paper's initial 1 BTC (it holds no USD)
+        ("BTCUSD", "sell", "0.0123456789", "50000.1", "BTC/USD", "0.01234567", "50000.1"),
+    ],
+)
+async def test_paper_fills_real_tickers_with_the_venues_precision(
+    app_client, ticker, side, amount, price, symbol, booked_amount, booked_price
+):
     async with app_client() as (client, app):
-        status, answer = await post(client, symbol=ticker, side=side, amount=amount, price=price, order_type="limit",
-                                    id=f"venue-{ticker}")
+        status, answer = await post(
+            client, symbol=ticker, side=side, amount=amount, price=price, order_type="limit", id=f"venue-{ticker}"
+        )
         assert status == 200, answer
         order = answer["order"]
-        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (symbol, booked_amount, booked_price, "filled")
+        assert (order["symbol"], order["amount"], order["price"], order["status"]) == (
+            symbol,
+            booked_amount,
+            booked_price,
+            "filled",
+        )
 
 
 async def test_paper_market_order_fills_at_the_alerts_price_on_a_venue_market(app_client):
     async with app_client() as (client, app):
-        status, answer = await post(client, symbol="BINANCE:DOGEUSDT", side="buy", amount="100", price="0.2", id="doge-mkt")
+        status, answer = await post(
+            client, symbol="BINANCE:DOGEUSDT", side="buy", amount="100", price="0.2", id="doge-mkt"
+        )
         assert status == 200, answer
         assert answer["order"]["average"] == "0.2" and answer["order"]["amount"] == "100"
         balances = await app.extensions["router"].executors.get("paper").balances()
@@ -55,7 +67,9 @@ async def test_paper_market_order_fills_at_the_alerts_price_on_a_venue_market(ap
 async def test_venue_limits_apply_on_paper(app_client):
     async with app_client() as (client, app):
         # binance's minimum notional of 5 USDT: 10 DOGE at 0.15 is 1.5 USDT
-        status, answer = await post(client, symbol="BINANCE:DOGEUSDT", side="buy", amount="10", price="0.15", id="doge-small")
+        status, answer = await post(
+            client, symbol="BINANCE:DOGEUSDT", side="buy", amount="10", price="0.15", id="doge-small"
+        )
         assert status == 422 and "5" in answer["error"]["message"], answer
 
 
@@ -79,11 +93,32 @@ def test_refresh_through_ccxt_against_the_emulator(tmp_path, emulator):
         config.pop(key)
     output = tmp_path / "binance.json"
     (tmp_path / "plugins.yaml").write_text("")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "DATA_DIR": str(tmp_path / "data"),
-           "PLUGINS_FILE": str(tmp_path / "plugins.yaml")}
-    done = subprocess.run([sys.executable, "-m", "core", "paper-markets", "refresh", "--exchange", "binance",
-                           "--ccxt", json.dumps(config), "--output", str(output)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PLUGINS_FILE": str(tmp_path / "plugins.yaml"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "paper-markets",
+            "refresh",
+            "--exchange",
+            "binance",
+            "--ccxt",
+            json.dumps(config),
+            "--output",
+            str(output),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     data = load_snapshot("binance", tmp_path)
     markets = {m["symbol"]: m for m in data["markets"]}
@@ -97,11 +132,33 @@ def test_refresh_through_ccxt_against_the_emulator(tmp_path, emulator):
 
 def test_refresh_of_an_unknown_exchange_fails_with_one_line(tmp_path):
     (tmp_path / "plugins.yaml").write_text("")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "DATA_DIR": str(tmp_path / "data"),
-           "PLUGINS_FILE": str(tmp_path / "plugins.yaml")}
-    done = subprocess.run([sys.executable, "-m", "core", "paper-markets", "refresh", "--exchange", "binanse",
-                           "--output", str(tmp_path / "x.json")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and "did you mean 'binance'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PLUGINS_FILE": str(tmp_path / "plugins.yaml"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "core",
+            "paper-markets",
+            "refresh",
+            "--exchange",
+            "binanse",
+            "--output",
+            str(tmp_path / "x.json"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        done.returncode == 1 and "did you mean 'binance'" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    )
 
 
 async def test_a_venue_market_without_a_price_needs_the_alerts_price(app_client):
@@ -110,14 +167,18 @@ async def test_a_venue_market_without_a_price_needs_the_alerts_price(app_client)
         status, answer = await post(client, symbol="KRAKEN:XBTUSD", side="sell", amount="0.01", id="kraken-no-price")
         assert status == 422 and answer["error"]["code"] == "price_required", answer
         assert "{{close}}" in answer["error"]["message"]
-        status, answer = await post(client, symbol="KRAKEN:XBTUSD", side="sell", amount="0.01", price="50000", id="kraken-price")
+        status, answer = await post(
+            client, symbol="KRAKEN:XBTUSD", side="sell", amount="0.01", price="50000", id="kraken-price"
+        )
         assert status == 200 and answer["order"]["symbol"] == "BTC/USD", answer
 
 
 async def test_refusals_on_a_venue_market_name_the_venue(app_client):
     async with app_client() as (client, app):
         # bybit's ETHUSDT perpetual: quantity minimum 0.01
-        status, answer = await post(client, symbol="BYBIT:ETHUSDT.P", side="buy", amount="0.001", price="3000", id="eth-small")
+        status, answer = await post(
+            client, symbol="BYBIT:ETHUSDT.P", side="buy", amount="0.001", price="3000", id="eth-small"
+        )
         assert status == 422 and "paper (bybit markets)" in answer["error"]["message"], answer
 
 
@@ -126,20 +187,36 @@ def test_snapshot_markets_become_core_markets_in_the_snapshots_precision_mode():
 
     from plugins.exchanges.paper.plugin import venue_book
 
-    raw = {"id": "XYZUSD", "symbol": "XYZ/USD", "base": "XYZ", "quote": "USD", "type": "spot", "spot": True,
-           "precision": {"amount": 3, "price": 2}, "limits": {"amount": {"min": 0.001}}, "info": {"last": "12.5"}}
+    raw = {
+        "id": "XYZUSD",
+        "symbol": "XYZ/USD",
+        "base": "XYZ",
+        "quote": "USD",
+        "type": "spot",
+        "spot": True,
+        "precision": {"amount": 3, "price": 2},
+        "limits": {"amount": {"min": 0.001}},
+        "info": {"last": "12.5"},
+    }
     book, prices = venue_book("somewhere", {"markets": [raw], "precision_mode": ccxt.DECIMAL_PLACES})
     market = book.resolve("SOMEWHERE:XYZUSD", None, "spot")
-    assert (book.venue, market.amount_step, market.price_tick) == ("paper (somewhere markets)", Decimal("0.001"), Decimal("0.01"))
+    assert (book.venue, market.amount_step, market.price_tick) == (
+        "paper (somewhere markets)",
+        Decimal("0.001"),
+        Decimal("0.01"),
+    )
     assert prices == {"XYZ/USD": Decimal("12.5")}
     book, _ = venue_book("somewhere", {"markets": [raw | {"precision": {"amount": 0.001, "price": 0.01}}]})  # TICK_SIZE
     assert book.resolve("XYZUSD", None, "spot").amount_step == Decimal("0.001")
 
 
-@pytest.mark.parametrize("options,fragment", [
-    ({"venues": ["binanse"]}, "'binanse' is not a ccxt exchange id"),
-    ({"venues": ["bybit"], "default_venue": "binance"}, "default_venue"),
-])
+@pytest.mark.parametrize(
+    "options,fragment",
+    [
+        ({"venues": ["binanse"]}, "'binanse' is not a ccxt exchange id"),
+        ({"venues": ["bybit"], "default_venue": "binance"}, "default_venue"),
+    ],
+)
 def test_venue_options_are_checked(options, fragment):
     from pydantic import ValidationError
 
@@ -151,10 +228,24 @@ def test_venue_options_are_checked(options, fragment):
 
 def test_a_missing_snapshot_stops_check_config_with_one_line(tmp_path):
     (tmp_path / "plugins.yaml").write_text(f"paper:\n  venues: [binance]\n  snapshot_dir: {tmp_path / 'none'}\n")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(ROOT), "DATA_DIR": str(tmp_path / "data"),
-           "PLUGINS_FILE": str(tmp_path / "plugins.yaml"), "DEFAULT_EXCHANGE": "paper", "WEBHOOK_SECRET": "x" * 40}
-    done = subprocess.run([sys.executable, "-m", "core", "check-config"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(ROOT),
+        "DATA_DIR": str(tmp_path / "data"),
+        "PLUGINS_FILE": str(tmp_path / "plugins.yaml"),
+        "DEFAULT_EXCHANGE": "paper",
+        "WEBHOOK_SECRET": "x" * 40,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "core", "check-config"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip() and " INFO " not in line]
     assert done.returncode != 0 and len(lines) == 1, done.stderr
-    assert "plugin 'paper'" in lines[0] and "no market snapshot for 'binance'" in lines[0] and "Traceback" not in lines[0]
+    assert (
+        "plugin 'paper'" in lines[0] and "no market snapshot for 'binance'" in lines[0] and "Traceback" not in lines[0]
+    )

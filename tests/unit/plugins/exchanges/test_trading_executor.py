@@ -10,11 +10,11 @@ import ccxt
 import pytest
 
 from core.errors import OrderNotSent, Unprocessable
-from core.trading.execution import client_order_id
 from core.pipeline.models import Alert, NothingToDo
+from core.trading.execution import client_order_id
+from emulator import Emulator
 from plugins.exchanges.ccxt.accounts import ClientIdRule, client_id_rule
 from plugins.exchanges.ccxt.plugin import CcxtExecutor
-from emulator import Emulator
 from tests.unit.plugins.exchanges.test_ccxt_executor import account
 
 
@@ -59,7 +59,9 @@ async def test_reads_signed_positions_balances_and_prices(executor, emu):
 
 async def test_lookup_of_a_cancel_and_of_a_cancel_all(executor):
     ex = await executor()
-    resting = await ex.submit(await prepared(ex, "rest-1", side="buy", amount="0.01", order_type="limit", price="45000"))
+    resting = await ex.submit(
+        await prepared(ex, "rest-1", side="buy", amount="0.01", order_type="limit", price="45000")
+    )
     cancel = await prepared(ex, "cx-1", action="cancel", order_id=resting.order_id)
     assert (await ex.lookup(cancel)).is_absent  # not canceled yet: the engine may send it
     await ex.submit(cancel)
@@ -77,12 +79,17 @@ async def test_lookup_of_a_cancel_and_of_a_cancel_all(executor):
 async def test_lookup_places_missing_protection_once(executor, emu):
     ex = await executor()
     order = await prepared(ex, "sl-1", side="buy", amount="0.02", stop_loss="45000", take_profit="55000")
-    raw = await ex.client.create_order(order.symbol, "market", "buy", 0.02, None, {"clientOrderId": order.client_order_id})
+    raw = await ex.client.create_order(
+        order.symbol, "market", "buy", 0.02, None, {"clientOrderId": order.client_order_id}
+    )
     # The entry was booked but its answer lost: the engine looks it up.
     first = (await ex.lookup(order)).result
     again = (await ex.lookup(order)).result
     assert first.order_id == raw["id"] and first.status == "filled"
-    assert [c["client_order_id"] for c in first.children] == ["sl" + order.client_order_id[2:], "tp" + order.client_order_id[2:]]
+    assert [c["client_order_id"] for c in first.children] == [
+        "sl" + order.client_order_id[2:],
+        "tp" + order.client_order_id[2:],
+    ]
     assert [(c["order_id"], c["status"]) for c in again.children] == [(c["order_id"], "open") for c in first.children]
     assert len(emu.orders()) == 3
 
@@ -97,7 +104,9 @@ async def test_the_stop_loss_of_a_target_covers_the_whole_position(executor, emu
 
 async def test_leverage_already_set_is_fine_and_a_network_failure_is_not_sent(executor, emu):
     bybit = await executor("bybit")
-    await bybit.submit(await prepared(bybit, "lev-1", side="buy", amount="0.01", leverage=10))  # bybit's default: 110043
+    await bybit.submit(
+        await prepared(bybit, "lev-1", side="buy", amount="0.01", leverage=10)
+    )  # bybit's default: 110043
     emu.add_fault("http_error", match={"route": "POST /fapi/v1/leverage"}, status=503)
     ex = await executor()
     with pytest.raises(OrderNotSent) as info:
@@ -110,7 +119,9 @@ async def test_spot_stop_loss_and_take_profit_together_are_refused_where_they_wo
     ex = await executor("binance", market_types=["spot"])
     with pytest.raises(Unprocessable, match="send one of them"):
         await prepared(ex, "sp-1", symbol="BTCUSDT", side="buy", amount="0.01", stop_loss="45000", take_profit="55000")
-    assert (await prepared(ex, "sp-2", symbol="BTCUSDT", side="buy", amount="0.01", stop_loss="45000")).stop_loss == "45000"
+    assert (
+        await prepared(ex, "sp-2", symbol="BTCUSDT", side="buy", amount="0.01", stop_loss="45000")
+    ).stop_loss == "45000"
 
 
 async def test_the_cost_path_follows_ccxt(executor):
@@ -125,7 +136,10 @@ def test_protective_client_ids_derive_from_the_entry():
     entry = client_order_id("alert-1", "acct")
     assert client_id_rule("binance").child(entry, "sl") == "sl" + entry[2:]
     gate = client_id_rule("gate").for_alert("alert-1", "acct", entry)
-    assert client_id_rule("gate").child(gate, "tp") == "t-tp" + gate[4:] and len(client_id_rule("gate").child(gate, "tp")) == 28
+    assert (
+        client_id_rule("gate").child(gate, "tp") == "t-tp" + gate[4:]
+        and len(client_id_rule("gate").child(gate, "tp")) == 28
+    )
     kraken = ClientIdRule(prefix="")
     child = kraken.child(entry, "sl")
     assert len(child) == len(entry) and child != kraken.child(entry, "tp") and child == kraken.child(entry, "sl")

@@ -20,12 +20,12 @@ import pytest
 from aiohttp import web
 
 from core.config import PluginsFile
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.errors import ConfigError, OrderRejected, Unprocessable
-from core.pipeline.events import AlertEvent, event_from_error, event_from_result
-from core.store.sqlite.journal import GAVE_UP
-from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.hooks.manager import create_plugin_manager
+from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
+from core.pipeline.events import AlertEvent, event_from_error, event_from_result
+from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.store.sqlite.journal import GAVE_UP
 from plugins.exchanges.ccxt.errors import order_error
 from plugins.notifiers.notifier import format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
@@ -155,8 +155,14 @@ async def test_webhook_notify_posts_what_happened_to_each_alert(app_client, writ
     assert text.startswith("Filled: buy 0.001 BTC/USDT on scripted (account script)")
     assert "average price 50000" in text and "alert n-filled" in text
     event = filled["json"]["event"]
-    assert (event["state"], event["alert_id"], event["symbol"], event["side"], event["amount"], event["average"]) == \
-        ("filled", "n-filled", "BTC/USDT", "buy", "0.001", "50000")
+    assert (event["state"], event["alert_id"], event["symbol"], event["side"], event["amount"], event["average"]) == (
+        "filled",
+        "n-filled",
+        "BTC/USDT",
+        "buy",
+        "0.001",
+        "50000",
+    )
     text = rejected["json"]["text"]
     assert text.startswith("Rejected: sell 0.5 BTC/USDT on scripted (account script)")
     assert "exchange_rejected: the exchange refused the order" in text and "alert n-rejected" in text
@@ -182,21 +188,55 @@ def test_formats_by_destination():
     assert detect_format("https://discordapp.com/api/webhooks/1/x") == "discord"
     assert detect_format("https://hooks.slack.com/services/T/B/x") == "slack"
     assert detect_format("https://example.com/hook") == "generic"
-    event = AlertEvent(state="rejected", alert_id="<!channel>", account="main", exchange="binance", symbol="BTC/USDT",
-                       side="buy", amount="1", order_type="market", error_code="exchange_rejected", error_message="no")
+    event = AlertEvent(
+        state="rejected",
+        alert_id="<!channel>",
+        account="main",
+        exchange="binance",
+        symbol="BTC/USDT",
+        side="buy",
+        amount="1",
+        order_type="market",
+        error_code="exchange_rejected",
+        error_message="no",
+    )
     slack = payload(event, "slack")
     assert set(slack) == {"text"} and "&lt;!channel&gt;" in slack["text"] and "<!channel>" not in slack["text"]
 
 
 def test_messages_say_what_happened():
-    filled = AlertEvent(state="filled", alert_id="a-1", account="main", exchange="binance", symbol="ETH/USDT",
-                        side="sell", amount="2", order_type="limit", price="3000", order_id="42",
-                        order_status="filled", filled="2", average="3001.5", route="rest")
-    assert format_message(filled) == ("Filled: sell 2 ETH/USDT limit 3000 on binance (account main)\n"
-                                       "average price 3001.5, filled 2, order id 42\nalert a-1")
-    unknown = AlertEvent(state="unknown", alert_id="a-2", account="main", exchange="binance", symbol="ETH/USDT",
-                         side="buy", amount="1", order_type="market", error_code="outcome_unknown_gave_up",
-                         error_message="order tv123 not found at the exchange after 300s; check the exchange")
+    filled = AlertEvent(
+        state="filled",
+        alert_id="a-1",
+        account="main",
+        exchange="binance",
+        symbol="ETH/USDT",
+        side="sell",
+        amount="2",
+        order_type="limit",
+        price="3000",
+        order_id="42",
+        order_status="filled",
+        filled="2",
+        average="3001.5",
+        route="rest",
+    )
+    assert format_message(filled) == (
+        "Filled: sell 2 ETH/USDT limit 3000 on binance (account main)\n"
+        "average price 3001.5, filled 2, order id 42\nalert a-1"
+    )
+    unknown = AlertEvent(
+        state="unknown",
+        alert_id="a-2",
+        account="main",
+        exchange="binance",
+        symbol="ETH/USDT",
+        side="buy",
+        amount="1",
+        order_type="market",
+        error_code="outcome_unknown_gave_up",
+        error_message="order tv123 not found at the exchange after 300s; check the exchange",
+    )
     assert format_message(unknown).splitlines() == [
         "Outcome unknown: check the exchange: buy 1 ETH/USDT on binance (account main)",
         "outcome_unknown_gave_up: order tv123 not found at the exchange after 300s; check the exchange",
@@ -206,8 +246,16 @@ def test_messages_say_what_happened():
 
 def test_events_carry_the_state_the_engine_journals():
     alert = Alert(alert_id="e-1", symbol="BTCUSDT", side="buy", amount="1")
-    order = OrderRequest(account="main", exchange="binance", symbol="BTC/USDT", market_type="spot", side="buy",
-                         order_type="market", amount="1", client_order_id="tv1")
+    order = OrderRequest(
+        account="main",
+        exchange="binance",
+        symbol="BTC/USDT",
+        market_type="spot",
+        side="buy",
+        order_type="market",
+        amount="1",
+        client_order_id="tv1",
+    )
     router = SimpleNamespace(engine=SimpleNamespace(phase={}))
     for error, built, state, code in [
         (AlertExpired("too old to send"), None, "expired", "expired"),
@@ -219,10 +267,23 @@ def test_events_carry_the_state_the_engine_journals():
     ]:
         event = event_from_error(alert, built, error, state, router)
         # The type reported is the venue client's exception the order error translated.
-        assert (event.state, event.error_code, event.error_type) == (state, code, type(error.__cause__ or error).__name__), error
+        assert (event.state, event.error_code, event.error_type) == (
+            state,
+            code,
+            type(error.__cause__ or error).__name__,
+        ), error
         assert event.exchange_error == (error.__cause__ is not None)
-    result = OrderResult(account="main", exchange="binance", symbol="BTC/USDT", side="buy", order_type="market",
-                         amount="1", client_order_id="tv1", status="filled", average="50000")
+    result = OrderResult(
+        account="main",
+        exchange="binance",
+        symbol="BTC/USDT",
+        side="buy",
+        order_type="market",
+        amount="1",
+        client_order_id="tv1",
+        status="filled",
+        average="50000",
+    )
     for state in ("filled", "submitted", "reconciled", "canceled"):
         assert event_from_result(alert, order, result, state).state == state
 
@@ -230,11 +291,13 @@ def test_events_carry_the_state_the_engine_journals():
 # ---------------------------------------------------------------- never delay, never change
 
 
-async def test_a_receiver_that_never_answers_does_not_delay_the_answer(app_client, write_plugins_yaml, receiver, scripted,
-                                                                       all_log_text):
+async def test_a_receiver_that_never_answers_does_not_delay_the_answer(
+    app_client, write_plugins_yaml, receiver, scripted, all_log_text
+):
     hold = await receiver(answer=None)
-    write_plugins_yaml(ROUTER + f"webhook_notify:\n  urls: [{hold.url}/hook]\n  timeout: 120\n  retries: 0\n"
-                                "  drain_timeout: 0.2\n")
+    write_plugins_yaml(
+        ROUTER + f"webhook_notify:\n  urls: [{hold.url}/hook]\n  timeout: 120\n  retries: 0\n  drain_timeout: 0.2\n"
+    )
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         first = await post(client, id="slow-sink-1")
         await hold.wait_for(1)
@@ -255,8 +318,9 @@ async def test_a_receiver_that_never_answers_does_not_delay_the_answer(app_clien
 
 async def test_a_failing_receiver_changes_nothing(app_client, write_plugins_yaml, receiver, scripted, all_log_text):
     failing = await receiver(answer=500)
-    write_plugins_yaml(ROUTER + f"webhook_notify:\n  urls: [{failing.url}/secret-path-0123456789]\n"
-                                "  retries: 2\n  retry_delay: 0.01\n")
+    write_plugins_yaml(
+        ROUTER + f"webhook_notify:\n  urls: [{failing.url}/secret-path-0123456789]\n  retries: 2\n  retry_delay: 0.01\n"
+    )
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         status, answer = await post(client, id="failing-sink-1")
         attempts = await failing.wait_for(3)  # the first try and two retries
@@ -265,14 +329,19 @@ async def test_a_failing_receiver_changes_nothing(app_client, write_plugins_yaml
     assert len(scripted.calls) == 1
     assert [a["json"]["event"]["alert_id"] for a in attempts] == ["failing-sink-1"] * 3
     logs = all_log_text()
-    assert "url #1 (127.0.0.1, generic) did not take the notification of alert failing-sink-1 after 3 attempt(s): HTTP 500" in logs
+    assert (
+        "url #1 (127.0.0.1, generic) did not take the notification of alert failing-sink-1 after 3 attempt(s): HTTP 500"
+        in logs
+    )
     assert "secret-path-0123456789" not in logs
 
 
 async def test_events_filter_and_bounded_queue(app_client, write_plugins_yaml, receiver, scripted, all_log_text):
     hold = await receiver(answer=None)
-    write_plugins_yaml(ROUTER + f"webhook_notify:\n  urls: [{hold.url}/hook]\n  events: rejected, failed\n"
-                                "  queue_size: 1\n  drain_timeout: 0\n")
+    write_plugins_yaml(
+        ROUTER + f"webhook_notify:\n  urls: [{hold.url}/hook]\n  events: rejected, failed\n"
+        "  queue_size: 1\n  drain_timeout: 0\n"
+    )
     scripted.script = ["ok"] + [OrderRejected("scripted: bad order")] * 3
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
         assert (await post(client, id="f-filled"))[0] == 200  # not one of the events: never queued
@@ -290,11 +359,14 @@ async def test_events_filter_and_bounded_queue(app_client, write_plugins_yaml, r
 # ---------------------------------------------------------------- telegram
 
 
-async def test_telegram_sends_to_every_chat_through_its_base_url(app_client, write_plugins_yaml, receiver, all_log_text):
+async def test_telegram_sends_to_every_chat_through_its_base_url(
+    app_client, write_plugins_yaml, receiver, all_log_text
+):
     api = await receiver()
     token = "123456:TEST-bot-token-abcdefghijk"
-    write_plugins_yaml(f"telegram:\n  bot_token: ${{TELEGRAM_BOT_TOKEN}}\n  chat_ids: ${{TELEGRAM_CHAT_IDS}}\n"
-                       f"  base_url: {api.url}/\n")
+    write_plugins_yaml(
+        f"telegram:\n  bot_token: ${{TELEGRAM_BOT_TOKEN}}\n  chat_ids: ${{TELEGRAM_CHAT_IDS}}\n  base_url: {api.url}/\n"
+    )
     async with app_client(TELEGRAM_BOT_TOKEN=token, TELEGRAM_CHAT_IDS="111, -100222") as (client, _app):
         body = alert_body(id="tg-1")
         assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
@@ -325,13 +397,16 @@ async def test_telegram_failures_never_log_the_token(app_client, write_plugins_y
 # ---------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize("section, message", [
-    ("telegram:\n  bot_token: '1:abc'\n", "plugin 'telegram': field 'chat_ids': .*name the chats"),
-    ("telegram:\n  chat_ids: [1]\n", "plugin 'telegram': field 'chat_ids': .*bot_token is empty"),
-    ("telegram:\n  bot_token: 'https://api.telegram.org/bot1:abc'\n  chat_ids: [1]\n", "field 'bot_token'"),
-    ("webhook_notify:\n  urls: [ftp://example.com/x]\n", "plugin 'webhook_notify': field 'urls'"),
-    ("webhook_notify:\n  events: [filled, exploded]\n", "plugin 'webhook_notify': field 'events.1'"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("telegram:\n  bot_token: '1:abc'\n", "plugin 'telegram': field 'chat_ids': .*name the chats"),
+        ("telegram:\n  chat_ids: [1]\n", "plugin 'telegram': field 'chat_ids': .*bot_token is empty"),
+        ("telegram:\n  bot_token: 'https://api.telegram.org/bot1:abc'\n  chat_ids: [1]\n", "field 'bot_token'"),
+        ("webhook_notify:\n  urls: [ftp://example.com/x]\n", "plugin 'webhook_notify': field 'urls'"),
+        ("webhook_notify:\n  events: [filled, exploded]\n", "plugin 'webhook_notify': field 'events.1'"),
+    ],
+)
 def test_notifier_mistakes_stop_startup_naming_the_plugin(tmp_path, section, message):
     import yaml
 
@@ -361,11 +436,15 @@ def test_a_real_server_answers_while_its_notifier_is_held(server_factory, data_d
     sink = ThreadingHTTPServer(("127.0.0.1", 0), Hold)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
     try:
-        (data_dir / "plugins.yaml").write_text("webhook_notify:\n  urls: ${NOTIFY_WEBHOOK_URLS}\n  timeout: 60\n"
-                                               "  retries: 0\n  drain_timeout: 0.5\n")
+        (data_dir / "plugins.yaml").write_text(
+            "webhook_notify:\n  urls: ${NOTIFY_WEBHOOK_URLS}\n  timeout: 60\n  retries: 0\n  drain_timeout: 0.5\n"
+        )
         server = server_factory(NOTIFY_WEBHOOK_URLS=f"http://127.0.0.1:{sink.server_address[1]}/hook")
         first = alert_body(id="real-held-1")
-        assert httpx.post(server.url + "/webhook", content=first, headers=signed_headers(first), timeout=30).status_code == 200
+        assert (
+            httpx.post(server.url + "/webhook", content=first, headers=signed_headers(first), timeout=30).status_code
+            == 200
+        )
         assert arrived.wait(WAIT)  # the notification is at the receiver, which holds it
         second = alert_body(id="real-held-2")
         answer = httpx.post(server.url + "/webhook", content=second, headers=signed_headers(second), timeout=30)

@@ -11,14 +11,29 @@ from core.errors import Unprocessable
 
 def test_seed_payload_with_filled_placeholders(transform):
     alert = transform({"exchange": "BINANCE", "symbol": "BTCUSDT", "side": "buy", "amount": "0.01", "price": "50000.5"})
-    assert (alert.exchange, alert.symbol, alert.side, alert.amount, alert.price) == ("BINANCE", "BTCUSDT", "buy", Decimal("0.01"), Decimal("50000.5"))
+    assert (alert.exchange, alert.symbol, alert.side, alert.amount, alert.price) == (
+        "BINANCE",
+        "BTCUSDT",
+        "buy",
+        Decimal("0.01"),
+        Decimal("50000.5"),
+    )
     assert alert.order_type == "market"
 
 
 def test_strategy_alert_form(transform):
     """The message a strategy alert sends: ticker, {{strategy.order.action}}, contracts, id."""
-    alert = transform({"ticker": "BINANCE:BTCUSDT.P", "action": "SELL", "contracts": " 0.002 ", "price": "64123.1",
-                       "id": "LongExit-1718000000", "type": "LIMIT", "marketType": "Perpetual"})
+    alert = transform(
+        {
+            "ticker": "BINANCE:BTCUSDT.P",
+            "action": "SELL",
+            "contracts": " 0.002 ",
+            "price": "64123.1",
+            "id": "LongExit-1718000000",
+            "type": "LIMIT",
+            "marketType": "Perpetual",
+        }
+    )
     assert alert.symbol == "BINANCE:BTCUSDT.P"
     assert alert.side == "sell"
     assert alert.amount == Decimal("0.002")
@@ -27,10 +42,20 @@ def test_strategy_alert_form(transform):
     assert alert.alert_id == "LongExit-1718000000"
 
 
-@pytest.mark.parametrize("side,expected", [
-    ("buy", "buy"), ("BUY", "buy"), ("Buy", "buy"), (" long ", "buy"), ("LONG", "buy"),
-    ("sell", "sell"), ("SELL", "sell"), ("Short", "sell"), ("short", "sell"),
-])
+@pytest.mark.parametrize(
+    "side,expected",
+    [
+        ("buy", "buy"),
+        ("BUY", "buy"),
+        ("Buy", "buy"),
+        (" long ", "buy"),
+        ("LONG", "buy"),
+        ("sell", "sell"),
+        ("SELL", "sell"),
+        ("Short", "sell"),
+        ("short", "sell"),
+    ],
+)
 def test_sides_and_aliases_in_any_case(transform, side, expected):
     assert transform({"symbol": "BTCUSDT", "side": side, "amount": "1"}).side == expected
 
@@ -46,17 +71,37 @@ def test_amount_field_aliases_accept_strings_and_numbers(transform, key):
     assert transform({"symbol": "BTCUSDT", "side": "buy", key: 0.5}).amount == Decimal("0.5")
 
 
-@pytest.mark.parametrize("ticker", ["BINANCE:BTCUSDT", "BTCUSDT", "BTCUSDT.P", "BTC/USDT", "BTC/USDT:USDT", "XBTUSD",
-                                    "BYBIT:ETHUSDT.P", "KRAKEN:XBTUSD"])
+@pytest.mark.parametrize(
+    "ticker",
+    [
+        "BINANCE:BTCUSDT",
+        "BTCUSDT",
+        "BTCUSDT.P",
+        "BTC/USDT",
+        "BTC/USDT:USDT",
+        "XBTUSD",
+        "BYBIT:ETHUSDT.P",
+        "KRAKEN:XBTUSD",
+    ],
+)
 def test_ticker_forms_pass_through_for_market_resolution(transform, ticker):
     # Resolution against the account's markets happens later (core.trading.markets).
     assert transform({"ticker": f" {ticker} ", "side": "buy", "amount": "1"}).symbol == ticker
 
 
-@pytest.mark.parametrize("given,expected", [
-    ("spot", "spot"), ("SPOT", "spot"), ("swap", "swap"), ("perp", "swap"), ("Perpetual", "swap"),
-    ("linear", "swap"), ("future", "future"), ("Futures", "future"),
-])
+@pytest.mark.parametrize(
+    "given,expected",
+    [
+        ("spot", "spot"),
+        ("SPOT", "spot"),
+        ("swap", "swap"),
+        ("perp", "swap"),
+        ("Perpetual", "swap"),
+        ("linear", "swap"),
+        ("future", "future"),
+        ("Futures", "future"),
+    ],
+)
 def test_market_type_override(transform, given, expected):
     alert = transform({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "market_type": given})
     assert alert.market_type == expected
@@ -67,13 +112,16 @@ def test_unknown_market_type_is_refused_naming_the_field(transform):
         transform({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "market_type": "options-ish"})
 
 
-@pytest.mark.parametrize("payload,field", [
-    ({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "price": "{{close}}"}, "price"),
-    ({"symbol": "{{ticker}}", "side": "buy", "amount": "1"}, "symbol"),
-    ({"symbol": "BTCUSDT", "side": "{{strategy.order.action}}", "amount": "1"}, "side"),
-    ({"symbol": "BTCUSDT", "side": "buy", "contracts": "{{strategy.order.contracts}}"}, "contracts"),
-    ({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "params": {"note": "x {{plot_0}}"}}, "params.note"),
-])
+@pytest.mark.parametrize(
+    "payload,field",
+    [
+        ({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "price": "{{close}}"}, "price"),
+        ({"symbol": "{{ticker}}", "side": "buy", "amount": "1"}, "symbol"),
+        ({"symbol": "BTCUSDT", "side": "{{strategy.order.action}}", "amount": "1"}, "side"),
+        ({"symbol": "BTCUSDT", "side": "buy", "contracts": "{{strategy.order.contracts}}"}, "contracts"),
+        ({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "params": {"note": "x {{plot_0}}"}}, "params.note"),
+    ],
+)
 def test_unreplaced_placeholder_is_refused_naming_the_field(transform, payload, field):
     with pytest.raises(Unprocessable) as info:
         transform(payload)
@@ -94,8 +142,16 @@ def test_bad_amounts_are_refused_naming_the_field(transform, amount):
 
 
 def test_field_names_in_any_case(transform):
-    alert = transform({"Ticker": "BINANCE:BTCUSDT", "Action": "Buy", "Contracts": "0.5", "PRICE": "50000", "Exchange": "BINANCE"})
-    assert (alert.symbol, alert.side, alert.amount, alert.price, alert.exchange) == ("BINANCE:BTCUSDT", "buy", Decimal("0.5"), Decimal("50000"), "BINANCE")
+    alert = transform(
+        {"Ticker": "BINANCE:BTCUSDT", "Action": "Buy", "Contracts": "0.5", "PRICE": "50000", "Exchange": "BINANCE"}
+    )
+    assert (alert.symbol, alert.side, alert.amount, alert.price, alert.exchange) == (
+        "BINANCE:BTCUSDT",
+        "buy",
+        Decimal("0.5"),
+        Decimal("50000"),
+        "BINANCE",
+    )
 
 
 def test_exact_field_wins_over_another_case(transform):
