@@ -194,14 +194,15 @@ def main(argv: list[str] | None = None) -> int:
     if not secret:
         print("BENCH_WEBHOOK_SECRET is not set", file=sys.stderr)
         return 2
-    try:
-        import uvloop  # the load generator's own loop: less CPU per request on a shared machine
-    except ImportError:
-        uvloop = None
     tickers = [t for t in args.tickers.split(",") if t]
     requests = build_requests(args.url, args.n, args.account, args.id_prefix, secret, tickers)
     coro = run(args.url, requests, max(1, args.concurrency))
-    result = uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
+    try:
+        import uvloop  # the load generator's own loop: less CPU per request on a shared machine
+    except ImportError:
+        result = asyncio.run(coro)
+    else:
+        result = uvloop.run(coro)
     with open(args.out, "w") as f:
         json.dump(result, f)
     return 0

@@ -78,7 +78,7 @@ class NullExecutor(Executor):
             price=price,
             order_id=order.client_order_id[-12:],
             client_order_id=order.client_order_id,
-            status="closed",
+            status="filled",
             filled=order.amount,
             average=price,
             route=self.route,
@@ -157,7 +157,15 @@ class CommitCounter:
                 counter.count += 1
             return original(db, conn, batch)
 
-        SqliteDatabase._execute = counting  # bench instrumentation only, in this process
+        # bench instrumentation only, in this process
+        SqliteDatabase._execute = counting  # type: ignore[method-assign]
+
+
+def _write_plugins_file(data_dir: Path, journal_synchronous: str) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "plugins.yaml").write_text(
+        f"router:\n  plugin_dir: ./no_local_plugins_here\n  journal_synchronous: {journal_synchronous}\n"
+    )
 
 
 async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_synchronous: str = "FULL") -> dict:
@@ -169,10 +177,7 @@ async def measure(n: int, warmup: int, data_dir: Path, profiler=None, journal_sy
         "RATE_LIMIT": "1000000/second",
         "DEFAULT_EXCHANGE": "paper",
     }
-    data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "plugins.yaml").write_text(
-        f"router:\n  plugin_dir: ./no_local_plugins_here\n  journal_synchronous: {journal_synchronous}\n"
-    )
+    _write_plugins_file(data_dir, journal_synchronous)
     settings = Settings.from_env(env_file=None, environ=environ)  # a named PLUGINS_FILE must exist
     plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
     from core.observability.logs import configure_logging

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -20,7 +21,8 @@ PYTHON = sys.executable
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -42,7 +44,8 @@ class Process:
         self.env = env
         self.cwd = cwd
         self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: BinaryIO | None = None
         self.started_at = 0.0  # time.monotonic() just before the spawn
 
     def start(self) -> Process:
@@ -62,7 +65,8 @@ class Process:
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
+        if self.proc is None:
+            raise RuntimeError(f"{self.name} was not started")
         return self.proc.pid
 
     def alive(self) -> bool:
@@ -72,7 +76,7 @@ class Process:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return text[-tail:]
 
-    def wait_for_line(self, pattern: str, timeout: float) -> re.Match:
+    def wait_for_line(self, pattern: str, timeout: float) -> re.Match[str]:
         """Poll the log for ``pattern`` (bounded); raise with the log if the process dies."""
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
@@ -81,7 +85,8 @@ class Process:
             if found:
                 return found
             if not self.alive():
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+                status = self.proc.returncode if self.proc is not None else "no process (never started)"
+                raise RuntimeError(f"{self.name} exited with {status}:\n{self.log()}")
             time.sleep(0.01)
         raise TimeoutError(f"{self.name}: no line matching {pattern!r} after {timeout}s:\n{self.log()}")
 
@@ -96,7 +101,7 @@ class Process:
                 self.proc.wait(5)
         if self.proc is not None:
             _signal_group(self.proc.pid, signal.SIGKILL)  # leftovers of the group (hypercorn's worker)
-        if getattr(self, "_log", None) is not None:
+        if self._log is not None:
             self._log.close()
             self._log = None
         if self in Process.running:

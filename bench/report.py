@@ -78,13 +78,16 @@ def table(result: dict[str, Any]) -> str:
     t = result["targets"]
     cfg = result["config"]
     lines = [
-        f"ccxt-trading-webhook benchmark: {cfg['rounds']} rounds, per round {cfg['n1']} alerts at concurrency 1 and "
-        f"{cfg['n32']} at concurrency 32 over {cfg['markets']} markets (server and limit interleaved); medians of the rounds",
+        f"ccxt-trading-webhook benchmark: {cfg['rounds']} rounds, per round {cfg['n1']} alerts at concurrency 1 "
+        f"and {cfg['n32']} at concurrency 32 over {cfg['markets']} markets (server and limit interleaved); "
+        "medians of the rounds",
         f"  machine: {cfg['cpus']} CPUs; everything on 127.0.0.1, each part its own process",
-        "  exchange: the project's emulator; ccxt's throttle (enableRateLimit) OFF for both — the emulator does not ban",
+        "  exchange: the project's emulator; ccxt's throttle (enableRateLimit) OFF for both — "
+        "the emulator does not ban",
         f"  server: hypercorn {' '.join(cfg['hypercorn_args'])} core.web.app:app, {cfg['server_env_note']}, "
         f"journal synchronous={cfg['journal_synchronous']}",
-        "  limit: bench/limit_app.py, raw ASGI (HMAC check + create_order on one warm ccxt client), same hypercorn options",
+        "  limit: bench/limit_app.py, raw ASGI (HMAC check + create_order on one warm ccxt client), "
+        "same hypercorn options",
         "",
         f"  {'':34}{'server':>12}{'limit':>12}{'server/limit':>14}  target",
     ]
@@ -121,12 +124,14 @@ def table(result: dict[str, Any]) -> str:
     )
     ws = s["routes"]
     lines.append(
-        f"  {'route p50 ms at c=1 (server)':34}{'REST ' + _fmt(ws['rest_p50_ms']):>12}{'WS ' + _fmt(ws['ws_p50_ms']):>12}"
+        f"  {'route p50 ms at c=1 (server)':34}"
+        f"{'REST ' + _fmt(ws['rest_p50_ms']):>12}{'WS ' + _fmt(ws['ws_p50_ms']):>12}"
         f"{_fmt(ws['ws_over_rest'], 2) + '×':>14}  (WS/REST)"
     )
     pipe = s["pipeline"]
     lines.append(
-        f"  {'pipeline alone, µs per alert':34}{'p50 ' + _fmt(pipe['p50_us'], 0):>12}{'p99 ' + _fmt(pipe['p99_us'], 0):>12}"
+        f"  {'pipeline alone, µs per alert':34}"
+        f"{'p50 ' + _fmt(pipe['p50_us'], 0):>12}{'p99 ' + _fmt(pipe['p99_us'], 0):>12}"
         f"{'':>14}  ≤ 300 µs {_mark(t['pipeline_p50_us']['met'])}"
     )
     lines.append(

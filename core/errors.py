@@ -7,6 +7,20 @@ Messages are written for the sender of the alert and must never contain a secret
 
 from __future__ import annotations
 
+from typing import NotRequired, TypedDict
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+    limit: NotRequired[str]  # RiskLimitExceeded: which limit refused the alert
+
+
+class ErrorBody(TypedDict):
+    """The JSON body of every error answer: ``{"error": {"code": ..., "message": ...}}``."""
+
+    error: ErrorDetail
+
 
 class WebhookError(Exception):
     """Base class: an HTTP status, a stable machine-readable code and a message."""
@@ -21,7 +35,7 @@ class WebhookError(Exception):
             self.code = code
         self.headers = headers or {}
 
-    def to_body(self) -> dict:
+    def to_body(self) -> ErrorBody:
         return {"error": {"code": self.code, "message": self.message}}
 
 
@@ -83,7 +97,7 @@ class RiskLimitExceeded(Unprocessable):
         self.value = value
         self.figure = figure
 
-    def to_body(self) -> dict:
+    def to_body(self) -> ErrorBody:
         body = super().to_body()
         body["error"]["limit"] = self.limit
         return body

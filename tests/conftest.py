@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
@@ -47,14 +48,15 @@ def redis_answers(url: str = REDIS_TEST_URL) -> bool:
 
 
 @pytest.fixture
-def state_url(request) -> str:
+def state_url(request) -> Iterator[str]:
     """The state backend under test: "sqlite" unless a test is parametrized with
     ``@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)``. Redis tests use
     TEST_REDIS_URL with a key prefix of their own (``state_prefix``), deleted afterwards.
     Without a Redis they are skipped locally and fail in CI (CI=true), where .ci/run starts one."""
     url = getattr(request, "param", "sqlite")
     if url == "sqlite":
-        return url
+        yield url
+        return
     import redis
 
     if not redis_answers(url):
@@ -62,15 +64,11 @@ def state_url(request) -> str:
             pytest.fail(f"Redis is not answering at {url} (CI starts it in .ci/run)")
         pytest.skip(f"Redis is not answering at {url}")
     prefix = request.getfixturevalue("state_prefix")
-
-    def remove_keys() -> None:
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-
-    request.addfinalizer(remove_keys)
-    return url
+    yield url
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture
@@ -115,7 +113,7 @@ def write_plugins_yaml(data_dir: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-async def app_client(make_settings) -> AsyncIterator[Callable]:
+def app_client(make_settings) -> Callable[..., AbstractAsyncContextManager]:
     """``async with app_client(**env, extra_plugins=[...]) as (client, app)``: a started app."""
     from contextlib import asynccontextmanager
 
@@ -126,7 +124,7 @@ async def app_client(make_settings) -> AsyncIterator[Callable]:
         async with app.test_app() as test_app:
             yield test_app.test_client(), app
 
-    yield start
+    return start
 
 
 @pytest.fixture

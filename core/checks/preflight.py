@@ -36,9 +36,9 @@ async def check_startup(router: Any) -> None:
     settings: Settings = router.settings
     if settings.dyno and not router.state.is_redis and not settings.allow_ephemeral_state:
         raise ConfigError(
-            "environment: STATE_URL: DYNO is set (Heroku) and state is SQLite under DATA_DIR, which Heroku erases on every "
-            "restart (the journal and tokens with it): expected a Redis URL (add Heroku Redis: REDIS_URL is then used), "
-            "or ALLOW_EPHEMERAL_STATE=true to accept the loss"
+            "environment: STATE_URL: DYNO is set (Heroku) and state is SQLite under DATA_DIR, "
+            "which Heroku erases on every restart (the journal and tokens with it): expected a Redis URL "
+            "(add Heroku Redis: REDIS_URL is then used), or ALLOW_EPHEMERAL_STATE=true to accept the loss"
         )
     default = settings.default_exchange.strip()
     if default.lower() != "paper" and router.executors.default is None and not router.options.allow_payload_credentials:

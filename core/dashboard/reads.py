@@ -37,6 +37,7 @@ SECRET_KEYS = frozenset(
 # The feed's "problems" filter: every alert that did not trade as asked.
 REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown", "refused", "quarantined"})
 PROBLEMS = "problems"
+FEED_STATES = (PROBLEMS, *ALERT_STATES)  # what the feed can be filtered by
 
 
 def scrub(value: Any) -> Any:

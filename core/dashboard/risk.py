@@ -59,10 +59,13 @@ async def risk_view(router: Any) -> RiskView:
 async def act(router: Any, action: str, account: str | None, reason: str) -> dict[str, Any]:
     """Halt, flatten or resume ``account`` (``None``: every account) as the dashboard."""
     kill_switch = router.kill_switch
+    record: dict[str, Any]
     if action == "halt":
-        return await kill_switch.halt(account, reason=reason or "halted from the dashboard", by=BY)
+        record = await kill_switch.halt(account, reason=reason or "halted from the dashboard", by=BY)
+        return record
     if action == "flatten":
-        return await kill_switch.request_flatten(account, by=BY, reason=reason or "flatten from the dashboard")
+        record = await kill_switch.request_flatten(account, by=BY, reason=reason or "flatten from the dashboard")
+        return record
     if action == "resume":
         return {"resumed": await kill_switch.resume(account, by=BY)}
     raise ValueError(action)

@@ -98,4 +98,5 @@ class LoggedOut:
 
     async def contains(self, session: Session) -> bool:
         never = datetime.fromtimestamp(0, UTC)
-        return (await self.store.get(self._key(session.sid), never)).timestamp() > 0
+        until: datetime = await self.store.get(self._key(session.sid), never)
+        return until.timestamp() > 0

@@ -22,6 +22,7 @@ from quart import (
     render_template,
     request,
 )
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from core.dashboard import reads
 from core.dashboard.risk import ACTIONS as RISK_ACTIONS
@@ -40,6 +41,10 @@ from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unproces
 from core.store.tokens import CONTROL_SCOPE
 
 log = logging.getLogger(__name__)
+
+# quart.redirect is typed as werkzeug's Response (at run time it is the app's response
+# class): a view that redirects, or may, says so with this.
+Redirect = WerkzeugResponse
 
 # No inline script or style anywhere: scripts and styles come from /dashboard/static only.
 CSP = (
@@ -84,7 +89,7 @@ def dashboard_blueprint() -> Blueprint:
     # ------------------------------------------------------------ guard
 
     @bp.before_request
-    async def guard() -> Response | None:
+    async def guard() -> Response | Redirect | None:
         router = current_app.extensions.get("router")
         if router is None or not router.settings.dashboard_password:
             raise NotFound("the dashboard is off (set DASHBOARD_PASSWORD to turn it on)")
@@ -142,7 +147,7 @@ def dashboard_blueprint() -> Blueprint:
         return await _login_page("", 200)
 
     @bp.post("/login")
-    async def login() -> Response:
+    async def login() -> Response | Redirect:
         router, board = g.router, g.board
         address = request.remote_addr or ""
         form = await request.form
@@ -176,7 +181,7 @@ def dashboard_blueprint() -> Blueprint:
         return response
 
     @bp.post("/logout")
-    async def logout() -> Response:
+    async def logout() -> Redirect:
         await g.board.logged_out.add(g.session)
         response = redirect("/dashboard/login", 303)
         response.delete_cookie(SESSION_COOKIE, path=COOKIE_PATH)
@@ -185,7 +190,7 @@ def dashboard_blueprint() -> Blueprint:
     # ------------------------------------------------------------ alerts
 
     @bp.get("", strict_slashes=False)
-    async def index() -> Response:
+    async def index() -> Redirect:
         return redirect("/dashboard/alerts", 302)
 
     @bp.get("/alerts")
@@ -198,7 +203,7 @@ def dashboard_blueprint() -> Blueprint:
             feed=feed,
             rows=rows,
             feed_query=urlencode(feed.query()),
-            states=[reads.PROBLEMS, *reads.ALERT_STATES],
+            states=reads.FEED_STATES,
         )
 
     @bp.get("/alerts/feed")
@@ -301,7 +306,7 @@ def dashboard_blueprint() -> Blueprint:
         return await _tokens_page(new_token=token, new_info=info, message_template=json.dumps(template, indent=2)), 200
 
     @bp.post("/tokens/<token_id>/revoke")
-    async def revoke_token(token_id: str) -> Response:
+    async def revoke_token(token_id: str) -> Redirect:
         store = await _token_store()
         revoked = await store.revoke_id(token_id)
         log.info("dashboard: token %s %s", token_id[:16], "revoked" if revoked else "not found for revocation")
@@ -321,7 +326,7 @@ def dashboard_blueprint() -> Blueprint:
         )
 
     @bp.post("/risk/<action>")
-    async def risk_action(action: str) -> Response:
+    async def risk_action(action: str) -> Redirect:
         if action not in RISK_ACTIONS:
             raise NotFound(f"no risk action '{action[:32]}'")
         form = await request.form
@@ -373,7 +378,7 @@ async def _token_store() -> Any:
     return board.tokens
 
 
-def _unauthenticated() -> Response:
+def _unauthenticated() -> Response | Redirect:
     """A page asked for in a browser goes to the login form; anything else gets 401."""
     wants_page = (
         request.method == "GET"

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 from core.observability.redaction import MASK, REDACTOR, install_redaction, is_secret_name
 
@@ -20,7 +21,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts, level, logger, message, extras, exc."""
 
     def format(self, record: logging.LogRecord) -> str:
-        data = {
+        data: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
@@ -51,6 +52,10 @@ def _redacted(value: object) -> object:
     return REDACTOR.redact(str(value))
 
 
+class _RouterHandler(logging.StreamHandler[TextIO]):
+    """The root handler ``configure_logging`` installed (found again on a repeat call)."""
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -61,10 +66,9 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     install_redaction()
     root = logging.getLogger()
     root.setLevel(getattr(logging, level.upper(), logging.INFO))
-    handler = next((h for h in root.handlers if getattr(h, "_router_handler", False)), None)
+    handler = next((h for h in root.handlers if isinstance(h, _RouterHandler)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
-        handler._router_handler = True  # type: ignore[attr-defined]
+        handler = _RouterHandler(sys.stderr)
         root.addHandler(handler)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     # hypercorn has handlers of its own; don't print its lines twice through ours.

@@ -34,6 +34,8 @@ import re
 import threading
 import traceback
 from collections import OrderedDict
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 MASK = "***"
@@ -41,7 +43,10 @@ MASK = "***"
 # the key patterns still mask them where they appear as a field.
 MIN_SECRET_LENGTH = 6
 
-_SECRET_KEYS = r"(?:secret|api[_-]?secret|api[_-]?key|apikey|token|password|passphrase|signature|x-signature|x-mbx-apikey|private[_-]?key)"
+_SECRET_KEYS = (
+    r"(?:secret|api[_-]?secret|api[_-]?key|apikey|token|password|passphrase"
+    r"|signature|x-signature|x-mbx-apikey|private[_-]?key)"
+)
 _KEY_PATTERNS = [
     # "key": "value"  and  'key': 'value'
     re.compile(r"""(?i)(["']""" + _SECRET_KEYS + r"""["']\s*:\s*)(["'])(?:(?!\2).)*\2"""),
@@ -97,7 +102,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e
 _CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
-def _escape_one(match: re.Match) -> str:
+def _escape_one(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
 
@@ -164,11 +169,11 @@ class RedactingRecordFactory:
     """A LogRecord factory whose records carry an already-redacted message and traceback,
     with control characters escaped (a log line is one line, whatever a request sent)."""
 
-    def __init__(self, previous, redactor: Redactor):
+    def __init__(self, previous: Callable[..., logging.LogRecord], redactor: Redactor):
         self.previous = previous
         self.redactor = redactor
 
-    def __call__(self, *args, **kwargs) -> logging.LogRecord:
+    def __call__(self, *args: Any, **kwargs: Any) -> logging.LogRecord:
         record = self.previous(*args, **kwargs)
         try:
             message = record.getMessage()
@@ -176,18 +181,20 @@ class RedactingRecordFactory:
             message = f"{record.msg!r} {record.args!r}"
         record.msg = escape_controls(self.redactor.redact(message))
         record.args = None
-        if record.exc_info and record.exc_info[0] is not None:
-            record.exc_text = self._traceback(record.exc_info)
-            record.exc_info = None
+        if record.exc_info:
+            exc_type, exc, tb = record.exc_info
+            if exc_type is not None and exc is not None:
+                record.exc_text = self._traceback(exc_type, exc, tb)
+                record.exc_info = None
         if record.stack_info:
             record.stack_info = escape_controls(self.redactor.redact(record.stack_info), keep_newlines=True)
         return record
 
-    def _traceback(self, exc_info) -> str:
+    def _traceback(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> str:
         """The traceback, redacted; its own line breaks kept, while an exception's message
         (which may quote a request) is escaped to one line like any message."""
         chunks = []
-        for chunk in traceback.TracebackException(*exc_info).format():
+        for chunk in traceback.TracebackException(exc_type, exc, tb).format():
             chunk = self.redactor.redact(chunk)
             if chunk.startswith(_TRACEBACK_FRAMING):
                 chunks.append(escape_controls(chunk, keep_newlines=True))

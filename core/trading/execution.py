@@ -11,6 +11,7 @@ import abc
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -109,14 +110,14 @@ class Executor(abc.ABC):
         self.ready = False
         self.error: str | None = None
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional: an executor with nothing to connect keeps it
         """Connect and load what orders need (markets). Raise to be marked not ready.
 
         Called once at startup; the router does **not** call it again after a failure:
         an executor that should recover retries in a background task of its own (and
         sets ``self.ready = True`` when it succeeds; the ccxt executor does so)."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: an executor with nothing to release keeps it
         """Release connections. Called once at shutdown."""
 
     def matches_exchange(self, name: str) -> bool:
@@ -208,7 +209,7 @@ class ExecutorRegistry:
         self._owners: dict[str, str] = {}
         self.default_account = default_account
 
-    def register_for(self, plugin_name: str):
+    def register_for(self, plugin_name: str) -> Callable[[str, Executor], None]:
         def register(account: str, executor: Executor) -> None:
             key = account.lower()
             if key in self._executors:
@@ -217,14 +218,15 @@ class ExecutorRegistry:
                 )
             if not isinstance(executor, Executor):
                 raise ConfigError(
-                    f"plugin '{plugin_name}': account '{account}': executor must subclass core.trading.execution.Executor"
+                    f"plugin '{plugin_name}': account '{account}': "
+                    "executor must subclass core.trading.execution.Executor"
                 )
             self._executors[key] = executor
             self._owners[key] = plugin_name
 
         return register
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Executor]:
         return iter(self._executors.values())
 
     def __len__(self) -> int:

@@ -337,7 +337,8 @@ def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal |
     if Decimal(rounded) != value:
         tick = market.price_tick
         raise Unprocessable(
-            f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
+            f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} "
+            f"for {symbol} on {venue}",
             code="price_off_tick",
         )
     limits = market.limits

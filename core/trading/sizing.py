@@ -33,7 +33,7 @@ and a refusal quotes how the amount was reached.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from core.errors import Unprocessable
 from core.pipeline.models import Alert, NothingToDo, OrderRequest
@@ -184,7 +184,8 @@ class _Planner:
             side=side,
             amount=size,
             position_before=total,
-            story=f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} is {show(size)} {self.base}",
+            story=f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} "
+            f"is {show(size)} {self.base}",
         )
 
     async def _from_quote(self, side: str, value: Decimal, story: str | None) -> Sizing:
@@ -273,7 +274,10 @@ class _Planner:
             )
         side = "buy" if delta > 0 else "sell"
         reduce_only = self.contract and (target == 0 or (target > 0) == (current > 0)) and abs(target) < abs(current)
-        story = f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} is a {side} of {show(abs(delta))} {self.unit}"
+        story = (
+            f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} "
+            f"is a {side} of {show(abs(delta))} {self.unit}"
+        )
         return Sizing(
             side=side,
             amount=abs(delta),
@@ -323,12 +327,11 @@ class _Planner:
         else:
             held, _ = await self.reader.balance(self.base, self.market)
             current = held
-            if self._rounded(held) == 0 or (
-                self._min_amount() is not None and self._rounded(held) < self._min_amount()
-            ):
+            minimum = self._min_amount()
+            if self._rounded(held) == 0 or (minimum is not None and self._rounded(held) < minimum):
                 raise NothingToDo(
                     f"no position to close on {self.symbol}: {show(held)} {self.base} free is less than the "
-                    f"smallest order ({show(self._min_amount() or 0)})"
+                    f"smallest order ({show(minimum or 0)})"
                 )
         size = held
         if alert.amount is not None:
@@ -358,7 +361,8 @@ class _Planner:
         if value < Decimal(str(min_cost)):
             raise NothingToDo(
                 f"no position to close on {self.symbol}: {show(sizing.amount)} {self.base} is worth "
-                f"{show(value)} {self.quote}, less than the smallest order ({show(Decimal(str(min_cost)))} {self.quote})"
+                f"{show(value)} {self.quote}, less than the smallest order "
+                f"({show(Decimal(str(min_cost)))} {self.quote})"
             )
         sizing.reference_price = price
 
@@ -367,24 +371,30 @@ async def _cancel(
     book: MarketBook, alert: Alert, reader: AccountReader, market: Market, *, account: str, client_order_id: str
 ) -> OrderRequest:
     symbol = market.symbol
-    request = dict(
-        account=account,
-        exchange=book.venue,
-        symbol=symbol,
-        market_type=market.type,
-        client_order_id=client_order_id,
-        params=dict(alert.params),
-    )
+
+    def request(
+        action: Literal["cancel", "cancel_all"], cancel_id: str | None = None, cancel_client_order_id: str | None = None
+    ) -> OrderRequest:
+        return OrderRequest(
+            account=account,
+            exchange=book.venue,
+            symbol=symbol,
+            market_type=market.type,
+            client_order_id=client_order_id,
+            params=dict(alert.params),
+            action=action,
+            cancel_id=cancel_id,
+            cancel_client_order_id=cancel_client_order_id,
+        )
+
     if alert.action == "cancel_all":
         if not await reader.open_orders(market):
             raise NothingToDo(f"no open orders on {symbol}")
-        return OrderRequest(action="cancel_all", **request)
+        return request("cancel_all")
     what = f"order {alert.order_id}" if alert.order_id else f"order with client id {alert.cancel_client_order_id}"
     state = await reader.order_state(market, alert.order_id, alert.cancel_client_order_id)
     if state is None:
         raise Unprocessable(f"no {what} on {symbol} at {book.venue}", code="order_not_found")
     if state not in ("open", "partially_filled"):
         raise NothingToDo(f"{what} on {symbol} is already {state}")
-    return OrderRequest(
-        action="cancel", cancel_id=alert.order_id, cancel_client_order_id=alert.cancel_client_order_id, **request
-    )
+    return request("cancel", alert.order_id, alert.cancel_client_order_id)

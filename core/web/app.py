@@ -45,7 +45,7 @@ from core.observability.metrics import recorder_for
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
-from core.web.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
+from core.web.intake import IntakeGuard, authenticated_callback, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
 from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
@@ -55,7 +55,10 @@ CONTROL_MAX_BODY = 2048
 
 
 def create_app(
-    settings: Settings | None = None, *, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None
+    settings: Settings | None = None,
+    *,
+    plugins_file: PluginsFile | None = None,
+    extra_plugins: list[tuple[str, object]] | None = None,
 ) -> Quart:
     """Build the app. ``settings`` default to the environment and ``.env`` at startup.
 
@@ -138,7 +141,8 @@ def create_app(
         try:
             if request.content_length is not None and request.content_length > limit:
                 raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            body = await request.get_data(cache=False, as_text=False)  # read whole by core.web.intake, in time
+            # read whole by core.web.intake, in time
+            body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
         except (WebhookError, RequestEntityTooLarge):
             await router.limits.failed(client)  # refused before authenticating
             raise
@@ -155,7 +159,7 @@ def create_app(
         outcome = await router.receive_body(
             inbound,
             request.mimetype or "",
-            on_authenticated=request.scope.get(AUTHENTICATED),
+            on_authenticated=authenticated_callback(request.scope),
             proven=intake.proven(client),
         )
         return jsonify(outcome.body), outcome.status, outcome.headers
@@ -199,7 +203,7 @@ def create_app(
             # can be checked, so bounded far below a webhook's limit.
             if request.content_length is not None and request.content_length > CONTROL_MAX_BODY:
                 raise PayloadTooLarge(f"a control request's body is at most {CONTROL_MAX_BODY} bytes")
-            body = await request.get_data(cache=False, as_text=False)
+            body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
             if len(body) > CONTROL_MAX_BODY:
                 raise PayloadTooLarge(f"a control request's body is at most {CONTROL_MAX_BODY} bytes")
             payload = await router.parse(body, "application/json") if body.strip() else {}
@@ -233,7 +237,7 @@ def create_app(
         return jsonify(body), error.status, error.headers
 
     @app.errorhandler(RequestEntityTooLarge)
-    async def too_large(error: RequestEntityTooLarge) -> tuple[Response, int]:
+    async def too_large(error: RequestEntityTooLarge) -> tuple[Response, int, dict[str, str]]:
         return await webhook_error(PayloadTooLarge(f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"))
 
     @app.errorhandler(HTTPException)
@@ -243,7 +247,7 @@ def create_app(
 
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> tuple[Response, int]:
-        log.exception("unexpected error handling %s %s", request.method, request.path)
+        log.error("unexpected error handling %s %s", request.method, request.path, exc_info=error)
         return jsonify(
             {"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}
         ), 500
@@ -351,7 +355,8 @@ def control_signature_message(action: str, body: bytes) -> bytes:
 
 
 def _router(app: Quart) -> Router:
-    return app.extensions["router"]
+    router: Router = app.extensions["router"]  # set by start_router
+    return router
 
 
 def _require_https(router: Router) -> None:

@@ -39,16 +39,19 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope, Scope
+
+from core.web.proxy import extend_scope
 from core.web.ratelimit import address_key, address_keys
 
 log = logging.getLogger(__name__)
 
 AUTHENTICATED = "intake.authenticated"  # scope key: the callable the app calls once a request authenticated
 UNPROVEN_AT_ONCE = 8  # POSTs from addresses not yet proven handled at once per worker
-PROVEN_SECONDS = 3600.0
-PROVEN_FACTOR = 8  # a proven address may have this many times max_inflight in flight (bursts of alerts)  # how long a successful authentication vouches for its address
+PROVEN_SECONDS = 3600.0  # how long a successful authentication vouches for its address
+PROVEN_FACTOR = 8  # a proven address may have this many times max_inflight in flight (bursts of alerts)
 MAX_PROVEN = 10_000
 REFUSAL_DELAY = 1.0  # seconds before an over-the-cap request gets its 429
 LOG_INTERVAL = 60.0  # seconds between two log lines about one address's refusals
@@ -112,9 +115,16 @@ _REFUSED_PEERS: dict[str, str] = {}  # hypercorn's "host:port" of a refused conn
 MAX_REFUSED_PEERS = 10_000
 
 
-def _note_refused_peer(scope, address: str) -> None:
+def authenticated_callback(scope: Mapping[str, object]) -> Callable[[], None] | None:
+    """What the app calls once the request of ``scope`` authenticated (``AUTHENTICATED``);
+    ``None`` when the request did not come through ``IntakeGuard``."""
+    callback = scope.get(AUTHENTICATED)
+    return callback if callable(callback) else None
+
+
+def _note_refused_peer(scope: HTTPScope, address: str) -> None:
     peer = scope.get("direct_client") or scope.get("client")
-    if not peer:
+    if not isinstance(peer, tuple) or len(peer) < 2:
         return
     _REFUSED_PEERS[f"{peer[0]}:{peer[1]}"] = address
     while len(_REFUSED_PEERS) > MAX_REFUSED_PEERS:
@@ -131,7 +141,7 @@ def quiet_refusals_in_access_log() -> None:
 class IntakeGuard:
     """The ASGI middleware; ``configure()`` at startup (defaults apply until then)."""
 
-    def __init__(self, app, *, max_inflight: int = 64, body_timeout: float = 5.0, max_body: int = 65536):
+    def __init__(self, app: ASGIFramework, *, max_inflight: int = 64, body_timeout: float = 5.0, max_body: int = 65536):
         self.app = app
         self.max_inflight = max_inflight
         self.body_timeout = body_timeout
@@ -168,7 +178,7 @@ class IntakeGuard:
     def inflight(self, address: str) -> int:
         return self._inflight.get(address_key(address), 0)
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -202,7 +212,9 @@ class IntakeGuard:
                 else:
                     del self._inflight[key]
 
-    async def _admitted(self, scope, receive, send, address: str) -> None:
+    async def _admitted(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, address: str
+    ) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             await self._refuse(
@@ -256,17 +268,19 @@ class IntakeGuard:
                     slots.release()
 
             try:
-                await self._deliver({**scope, AUTHENTICATED: authenticated}, receive, send, body)
+                await self._deliver(extend_scope(scope, {AUTHENTICATED: authenticated}), receive, send, body)
             finally:
                 if held:
                     slots.release()
             return
-        await self._deliver({**scope, AUTHENTICATED: lambda: self.vouch(address)}, receive, send, body)
+        await self._deliver(extend_scope(scope, {AUTHENTICATED: lambda: self.vouch(address)}), receive, send, body)
 
-    async def _deliver(self, scope, receive, send, body: bytes) -> None:
+    async def _deliver(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, body: bytes
+    ) -> None:
         delivered = False
 
-        async def replay():
+        async def replay() -> ASGIReceiveEvent:
             nonlocal delivered
             if not delivered:
                 delivered = True
@@ -275,7 +289,9 @@ class IntakeGuard:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope, send, address: str, status: int, code: str, message: str) -> None:
+    async def _refuse(
+        self, scope: HTTPScope, send: ASGISendCallable, address: str, status: int, code: str, message: str
+    ) -> None:
         self.refusals.note(address_keys(address)[-1][0], f"request refused with {status} ({code})")
         _note_refused_peer(scope, address)
         if self.on_refused is not None:
@@ -286,7 +302,7 @@ class IntakeGuard:
         await _answer(send, status, code, message)
 
 
-def _content_length(scope) -> int | None:
+def _content_length(scope: HTTPScope) -> int | None:
     for name, value in scope.get("headers") or []:
         if name.lower() == b"content-length":
             try:
@@ -296,7 +312,9 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _answer(send, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+async def _answer(
+    send: ASGISendCallable, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     raw = [
         (b"content-type", b"application/json"),

@@ -21,11 +21,23 @@ trusts a number of hops from any peer, which is why it is not used.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TypeVar, cast
+
+from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope, WWWScope
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SCHEMES = frozenset({"http", "https"})
+
+S = TypeVar("S", bound=WWWScope)
+
+
+def extend_scope(scope: S, extra: Mapping[str, object]) -> S:
+    """A copy of ``scope`` with ``extra`` keys added (``direct_client``, ``core.web.intake``'s
+    ``AUTHENTICATED``). An ASGI scope is a plain dict that servers and middlewares may add
+    keys to; hypercorn's TypedDicts list only the keys of the spec, hence the cast."""
+    return cast(S, {**scope, **extra})
 
 
 def parse_address(text: str) -> Address | None:
@@ -100,26 +112,26 @@ class ProxyHeadersMiddleware:
     """ASGI middleware applying TRUSTED_PROXIES; configured with ``trust()`` at startup
     (settings are read when the server starts), trusting nobody until then."""
 
-    def __init__(self, app, trusted: TrustedProxies | None = None):
+    def __init__(self, app: ASGIFramework, trusted: TrustedProxies | None = None):
         self.app = app
         self.trusted = trusted or TrustedProxies()
 
     def trust(self, trusted: TrustedProxies | str) -> None:
         self.trusted = trusted if isinstance(trusted, TrustedProxies) else TrustedProxies(trusted)
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] in ("http", "websocket") and self.trusted.enabled:
+    async def __call__(self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
+        if (scope["type"] == "http" or scope["type"] == "websocket") and self.trusted.enabled:
             scope = self.rewrite(scope)
         await self.app(scope, receive, send)
 
-    def rewrite(self, scope: dict) -> dict:
+    def rewrite(self, scope: WWWScope) -> WWWScope:
         client = scope.get("client")
         peer = client[0] if client else ""
         if not peer or not self.trusted.peer_is_trusted(peer):
             return scope
         headers = scope.get("headers") or []
-        scope = dict(scope)
-        scope["direct_client"] = client  # the connection's own peer (hypercorn logs it; core.web.intake)
+        # direct_client: the connection's own peer (hypercorn logs it; core.web.intake)
+        scope = extend_scope(scope, {"direct_client": client})
         forwarded_for = _header_values(headers, b"x-forwarded-for")
         if forwarded_for:
             scope["client"] = (self.trusted.client(peer, forwarded_for), 0)

@@ -50,7 +50,7 @@ def in_hypercorn_worker() -> bool:
     return multiprocessing.parent_process() is not None
 
 
-def die_with_parent(loop: asyncio.AbstractEventLoop) -> asyncio.Task | None:
+def die_with_parent(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
     """In a hypercorn worker: shut down when the master dies (see the module docstring).
     Returns the fallback watcher task (cancel it on shutdown)."""
     parent = os.getppid()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 from core.hooks.manager import hookimpl
 from core.pipeline.models import AuthResult, InboundRequest
@@ -34,7 +35,9 @@ MAX_CANDIDATES = 4  # "token" keys looked at (nested ones or decoys are skipped)
 MISSING = object()
 _CANDIDATE = re.compile(r'"token"\s*:\s*')
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string, escapes included (unrolled: linear)
-_scanstring = json.decoder.scanstring  # the json module's C string reader
+# The json module's C string reader (not in typeshed): (text, index after the opening
+# quote, strict) → (the string, the index after its closing quote).
+_scanstring: Callable[[str, int, bool], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
 
 
 def extract_token(body: bytes) -> object:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 import aiohttp
 from pydantic import BeforeValidator, Field, field_validator
@@ -28,7 +28,7 @@ from pydantic import BeforeValidator, Field, field_validator
 from core.config import PluginOptions
 from core.hooks.manager import hookimpl
 from core.observability.redaction import REDACTOR
-from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
+from core.pipeline.events import AlertEvent, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# core.pipeline.events.EVENT_STATES, as a type (a test keeps the two equal).
 EventState = Literal[
     "filled", "submitted", "canceled", "reconciled", "rejected", "failed", "unknown", "expired", "refused", "mismatch"
 ]
@@ -63,7 +64,7 @@ class NotifierOptions(PluginOptions):
 
     # Which outcomes to report: filled, submitted, reconciled, rejected, failed, unknown, expired,
     # refused (a risk limit or a halt), mismatch (a strategy's position differs from the exchange's).
-    events: list[EventState] = Field(default_factory=lambda: list(EVENT_STATES))
+    events: list[EventState] = Field(default_factory=lambda: list(get_args(EventState)))
     # Seconds one HTTP request may take, and further attempts after a failed one.
     timeout: float = Field(5.0, gt=0, le=300)
     retries: int = Field(2, ge=0, le=10)

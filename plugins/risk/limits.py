@@ -66,7 +66,8 @@ class Limits(PluginOptions):
     equity_currency: str = Field("USDT", pattern=r"^[A-Za-z0-9]{1,16}$")
     # The markets opening orders may trade (unified symbols; * and ? wildcards), e.g. ["BTC/USDT:USDT", "ETH/*"].
     symbols: list[str] | None = None
-    # When opening orders may be sent (UTC): {"mon-fri": ["08:00-20:00"], "sat": ["10:00-12:00"]}; days not named are closed.
+    # When opening orders may be sent (UTC): {"mon-fri": ["08:00-20:00"], "sat": ["10:00-12:00"]};
+    # days not named are closed.
     trading_hours: dict[str, list[str]] | None = None
 
     @field_validator("trading_hours")

@@ -133,7 +133,7 @@ def test_readme_real_ccxt_demo_works_as_written(tmp_path: Path):
         ("BTCUSDT", "spot", "BUY", "0.01", "ws", "emu-key-1"),
         ("BTCUSDT", "linear", "SELL", "0.01", "ws", "emu-key-1"),
     ]
-    for answer, booked in zip(answers, orders):
+    for answer, booked in zip(answers, orders, strict=True):
         order = answer["order"]
         assert (order["order_id"], order["client_order_id"], order["status"], order["filled"]) == (
             booked["order_id"],

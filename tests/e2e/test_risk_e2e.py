@@ -150,15 +150,18 @@ def positions(emu) -> dict[str, str]:
             [{"contracts": "0.02"}, {"contracts": "0.01"}],
             {"contracts": "0.002"},
             (
-                "refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
-                "above the limit 1500.00 USDT"
+                "refused by max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT "
+                "worth 1600.00 USDT, above the limit 1500.00 USDT"
             ),
         ),
         (
             "guarded",
             [{"price": "50500"}],
             {"price": "50501"},
-            "refused by max_price_deviation: the alert's price 50501.00 is 1.00% from the last price 50000.00, above the limit 1.00%",
+            (
+                "refused by max_price_deviation: the alert's price 50501.00 is 1.00% from the last price 50000.00, "
+                "above the limit 1.00%"
+            ),
         ),
         ("guarded", [{"leverage": 5}], {"leverage": 6}, "refused by max_leverage: leverage 6 is above the limit 5"),
         (

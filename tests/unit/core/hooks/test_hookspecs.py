@@ -37,10 +37,8 @@ class Recorder:
         # pluggy reads argument names from the code object, so compile a real function.
         params = list(inspect.signature(spec).parameters)
         namespace: dict = {"record": self._record}
-        exec(
-            f"def {name}({', '.join(params)}):\n    return record({name!r}, {{{', '.join(f'{p!r}: {p}' for p in params)}}})",
-            namespace,
-        )
+        arguments = ", ".join(f"{p!r}: {p}" for p in params)
+        exec(f"def {name}({', '.join(params)}):\n    return record({name!r}, {{{arguments}}})", namespace)
         return namespace[name]
 
     def _record(self, name: str, kwargs: dict):

@@ -215,8 +215,14 @@ async def test_an_address_that_authenticated_may_have_more_in_flight():
     from core.web.intake import PROVEN_FACTOR, IntakeGuard
 
     release = asyncio.Event()
+    inside = 0  # requests the guard let through to the app
+    arrived = asyncio.Condition()
 
     async def app(scope, receive, send):
+        nonlocal inside
+        async with arrived:
+            inside += 1
+            arrived.notify_all()
         await receive()
         await release.wait()
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -235,15 +241,18 @@ async def test_an_address_that_authenticated_may_have_more_in_flight():
 
         await guard({"type": "http", "method": "GET", "client": (address, 1), "headers": []}, receive, send)
 
+    async def until_inside(n: int) -> None:
+        async with arrived:
+            await asyncio.wait_for(arrived.wait_for(lambda: inside >= n), 5)
+        assert guard.inflight("198.51.100.5") == n
+
     held = [asyncio.create_task(request("198.51.100.5")) for _ in range(2)]
-    while guard.inflight("198.51.100.5") < 2:
-        await asyncio.sleep(0)
+    await until_inside(2)
     await request("198.51.100.5")
     assert statuses == [429]
     guard.vouch("198.51.100.5")
     more = [asyncio.create_task(request("198.51.100.5")) for _ in range(2 * PROVEN_FACTOR - 2)]
-    while guard.inflight("198.51.100.5") < 2 * PROVEN_FACTOR:
-        await asyncio.sleep(0)
+    await until_inside(2 * PROVEN_FACTOR)
     release.set()
     await asyncio.gather(*held, *more)
     assert statuses == [429] + [200] * (2 * PROVEN_FACTOR)

@@ -13,6 +13,7 @@ import threading
 from collections.abc import AsyncIterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
+from typing import get_args
 
 import ccxt
 import httpx
@@ -23,11 +24,11 @@ from core.config import PluginsFile
 from core.errors import ConfigError, OrderRejected, Unprocessable
 from core.hooks.manager import create_plugin_manager
 from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
-from core.pipeline.events import AlertEvent, event_from_error, event_from_result
+from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.store.sqlite.journal import GAVE_UP
 from plugins.exchanges.ccxt.errors import order_error
-from plugins.notifiers.notifier import format_message
+from plugins.notifiers.notifier import EventState, NotifierOptions, format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, SECRET, alert_body, signed_headers
@@ -242,6 +243,12 @@ def test_messages_say_what_happened():
         "outcome_unknown_gave_up: order tv123 not found at the exchange after 300s; check the exchange",
         "alert a-2",
     ]
+
+
+def test_the_events_option_knows_every_event_state():
+    """The notifiers' ``events`` type lists exactly the states events carry, all on by default."""
+    assert get_args(EventState) == EVENT_STATES
+    assert NotifierOptions().events == list(EVENT_STATES)
 
 
 def test_events_carry_the_state_the_engine_journals():
