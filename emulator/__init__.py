@@ -23,8 +23,9 @@ drive it with :class:`EmulatorControl` (HTTP control API under ``/_emu/``).
 Modules: ``markets`` (instrument catalogue), ``state`` (venue-neutral books and
 accounting), ``faults`` (fault queue), ``dispatch`` (fault/log pipeline shared by
 all transports), ``binance``/``binance_render``/``binance_ws``, ``bybit`` and
-``alpaca`` (venue dialects; Alpaca's Trading API v2 for the non-ccxt Alpaca plugin), ``server`` (aiohttp app + control API), ``control`` (control
-clients), ``ccxt_config`` (ccxt constructor configs).
+``alpaca`` (venue dialects; Alpaca's Trading API v2 for the non-ccxt Alpaca plugin),
+``server`` (aiohttp app + control API), ``control`` (control clients), ``ccxt_config``
+(ccxt constructor configs).
 """
 
 from .ccxt_config import ccxt_config

@@ -379,7 +379,11 @@ class AlpacaVenue:
             raise error(422, BAD_REQUEST, "client_order_id must be unique")
         price_now = self.state.price(market)
         if crypto and side == BUY and market.quote == "USD":
-            cost = notional if notional is not None else qty * (limit_price or price_now)
+            if notional is not None:
+                cost = notional
+            else:
+                assert qty is not None  # one of qty and notional, checked above
+                cost = qty * (limit_price or price_now)
             if cost < CRYPTO_MIN_NOTIONAL_USD:
                 raise error(403, FORBIDDEN, f"cost basis must be >= minimal amount of order {CRYPTO_MIN_NOTIONAL_USD}")
         execution = "limit" if order_type in ("limit", "stop_limit") else "market"

@@ -23,12 +23,12 @@ import string
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, NoReturn, overload
 from urllib.parse import parse_qsl
 
 from . import binance_render as R
 from . import faults as F
-from .dispatch import Reply, RequestContext, VenueError
+from .dispatch import Handler, Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -259,6 +259,10 @@ class BinanceVenue:
         }
 
     # ===================================================== param helpers
+    @overload
+    def _market(self, market_type: str, params: dict[str, Any], required: Literal[True] = True) -> MarketSpec: ...
+    @overload
+    def _market(self, market_type: str, params: dict[str, Any], required: bool) -> MarketSpec | None: ...
     def _market(self, market_type: str, params: dict[str, Any], required: bool = True) -> MarketSpec | None:
         symbol = params.get("symbol")
         if not symbol:
@@ -274,8 +278,12 @@ class BinanceVenue:
     def _required(params: dict[str, Any], name: str, label: str | None = None) -> str:
         value = params.get(name)
         if value in (None, ""):
-            raise error(-1102, f"Mandatory parameter '{label or name}' was not sent, was empty/null, or malformed.")
+            BinanceVenue._missing(label or name)
         return str(value)
+
+    @staticmethod
+    def _missing(name: str) -> NoReturn:
+        raise error(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed.")
 
     @staticmethod
     def _number(params: dict[str, Any], name: str) -> Decimal | None:
@@ -384,6 +392,8 @@ class BinanceVenue:
             rising = (side == BUY) == is_stop
             trigger_direction = "rise" if rising else "fall"
             now = self.state.price(market)
+            if stop is None:  # refused above already; this narrows the type
+                self._missing("stopPrice")
             if (rising and stop <= now) or (not rising and stop >= now):
                 raise error(-2010, "Stop price would trigger immediately.")
         order = Order(
@@ -566,12 +576,12 @@ class BinanceVenue:
                 raise error(-1115, "Invalid timeInForce.")
         quantity = self._number(p, "quantity")
         if quantity is None:
-            self._required(p, "quantity")
+            self._missing("quantity")
         price = self._number(p, "price")
         if order_type == "LIMIT" and price is None:
-            self._required(p, "price")
+            self._missing("price")
         self._futures_checks(market, quantity, [price], order_type == "MARKET")
-        reference = price if order_type == "LIMIT" else self.state.price(market)
+        reference = price if order_type == "LIMIT" and price is not None else self.state.price(market)
         if not reduce_only and quantity * reference < market.min_notional:
             raise error(
                 -4164,
@@ -728,7 +738,7 @@ class BinanceVenue:
                 self.state.cancel(order)
         return ok({"code": 200, "msg": "The operation of cancel all open order is done."})
 
-    def _algo_by_ids(self, ctx: RequestContext) -> tuple[Order | None, MarketSpec | None]:
+    def _algo_by_ids(self, ctx: RequestContext) -> Order | None:
         p = ctx.params
         algo_id, client_id = self._id(p, "algoId"), p.get("clientAlgoId") or None
         if algo_id is None and client_id is None:
@@ -742,16 +752,16 @@ class BinanceVenue:
             client_order_id=client_id,
             algo=True,
         )
-        return order, (self.state.markets[(order.book, order.symbol)] if order else None)
+        return order
 
     async def futures_query_algo(self, ctx: RequestContext) -> Reply:
-        order, market = self._algo_by_ids(ctx)
+        order = self._algo_by_ids(ctx)
         if order is None:
             raise error(-2013, "Order does not exist.")
-        return ok(R.algo_order(order, market))
+        return ok(R.algo_order(order, self.state.markets[(order.book, order.symbol)]))
 
     async def futures_cancel_algo(self, ctx: RequestContext) -> Reply:
-        order, _ = self._algo_by_ids(ctx)
+        order = self._algo_by_ids(ctx)
         if order is None or not order.is_open:
             raise error(-2011, "Unknown order sent.")
         self.state.cancel(order)
@@ -899,7 +909,7 @@ class BinanceVenue:
 
         def price_row(m: MarketSpec, price: Decimal) -> dict:
             places = 8 if market_type == SPOT else m.price_precision
-            row = {"symbol": m.symbol, "price": R.fixed(price, places)}
+            row: dict[str, Any] = {"symbol": m.symbol, "price": R.fixed(price, places)}
             if market_type == LINEAR:
                 row["time"] = now_ms()
             return row
@@ -925,7 +935,7 @@ class BinanceVenue:
             market = self._market(market_type, ctx.params)
             return ok({"mins": 5, "price": R.fixed(self.state.price(market), 8), "closeTime": now_ms()})
 
-        handlers = {
+        handlers: dict[str, Handler] = {
             "time": time_,
             "ping": ping,
             "exchangeInfo": info,

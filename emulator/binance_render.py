@@ -648,7 +648,7 @@ class FuturesAccountView:
                     }
                 )
             positions.append(row)
-        result = {
+        result: dict[str, Any] = {
             "totalInitialMargin": fixed(initial, 8),
             "totalMaintMargin": fixed(self._maint(), 8),
             "totalWalletBalance": fixed(wallet, 8),
@@ -748,7 +748,7 @@ def ticker_24hr(market: MarketSpec, price: Decimal) -> dict[str, Any]:
 
 def book_ticker(market: MarketSpec, price: Decimal) -> dict[str, Any]:
     places = 8 if market.market_type == SPOT else market.price_precision
-    result = {
+    result: dict[str, Any] = {
         "symbol": market.symbol,
         "bidPrice": fixed(price - market.tick_size, places),
         "bidQty": "1.000",

@@ -24,7 +24,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, overload
 from urllib.parse import unquote
 
 from . import faults as F
@@ -192,6 +192,10 @@ class BybitVenue:
             raise error(10001, "Illegal category")
         return str(category)
 
+    @overload
+    def _market(self, category: str, params: dict[str, Any], required: Literal[True] = True) -> MarketSpec: ...
+    @overload
+    def _market(self, category: str, params: dict[str, Any], required: bool) -> MarketSpec | None: ...
     def _market(self, category: str, params: dict[str, Any], required: bool = True) -> MarketSpec | None:
         symbol = params.get("symbol")
         if not symbol:
@@ -454,7 +458,7 @@ class BybitVenue:
         p = ctx.params
         category = self._category(p)
         orders = self._selected(ctx, category)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for order in orders:
             for fill in order.fills:
                 rows.append(

@@ -10,6 +10,7 @@ HTTP, ``binance_ws.py`` for the WebSocket API) only turns a :class:`Reply` or
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,12 +44,16 @@ class Reply:
     headers: Mapping[str, str] = field(default_factory=dict)  # case-insensitive for HTTP requests
 
 
-class _Drop:
+class _Drop(enum.Enum):
+    """The one value ``DROP``: an enum member, so ``result is DROP`` narrows the type."""
+
+    DROP = "DROP"
+
     def __repr__(self) -> str:
         return "DROP"
 
 
-DROP = _Drop()  # close the connection without answering
+DROP = _Drop.DROP  # close the connection without answering
 
 
 class VenueError(Exception):

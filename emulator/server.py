@@ -156,9 +156,7 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.host, self.port = host, server.sockets[0].getsockname()[1]
+        self.host, self.port = host, self._runner.addresses[0][1]
         return self.base_url
 
     async def stop(self) -> None:
@@ -265,13 +263,17 @@ class Emulator:
         self._control_routes(app)
         for endpoint in self.binance.endpoints():
             app.router.add_route(endpoint.method, endpoint.path, self._rest_adapter(self.binance, endpoint))
-        for endpoint in self.bybit.endpoints():
+        for bybit_endpoint in self.bybit.endpoints():
             app.router.add_route(
-                endpoint.method, BYBIT_PREFIX + endpoint.path, self._rest_adapter(self.bybit, endpoint)
+                bybit_endpoint.method,
+                BYBIT_PREFIX + bybit_endpoint.path,
+                self._rest_adapter(self.bybit, bybit_endpoint),
             )
-        for endpoint in self.alpaca.endpoints():
+        for alpaca_endpoint in self.alpaca.endpoints():
             app.router.add_route(
-                endpoint.method, ALPACA_PREFIX + endpoint.path, self._rest_adapter(self.alpaca, endpoint)
+                alpaca_endpoint.method,
+                ALPACA_PREFIX + alpaca_endpoint.path,
+                self._rest_adapter(self.alpaca, alpaca_endpoint),
             )
         self.alpaca.control_routes(app)
         for market_type in (SPOT, LINEAR):

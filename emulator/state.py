@@ -220,6 +220,15 @@ class Order:
     def remaining(self) -> Decimal:
         return (self.quantity or D(0)) - self.executed_qty
 
+    def cost_at(self, price: Decimal) -> Decimal:
+        """What the order costs in the quote currency at ``price``: its quote quantity, or
+        its quantity times ``price``."""
+        if self.quantity is not None:
+            return self.quantity * price
+        if self.quote_quantity is None:
+            raise ValueError(f"order {self.order_id} has neither a quantity nor a quote quantity")
+        return self.quote_quantity
+
     def to_dict(self) -> dict[str, Any]:
         """Shape used by the control API (``GET /_emu/orders``)."""
         return {
@@ -514,7 +523,7 @@ class ExchangeState:
         reference_price = order.price if order.execution == "limit" and order.price else price_now
         if market.market_type == SPOT:
             if order.side == BUY:
-                need = order.quote_quantity if order.quantity is None else order.quantity * reference_price
+                need = order.cost_at(reference_price)
                 if account.balance(wallet, market.quote).free < need:
                     raise Rejection(INSUFFICIENT_BALANCE, f"need {need} {market.quote}")
             else:
@@ -525,7 +534,8 @@ class ExchangeState:
         if order.reduce_only:
             return
         position = account.position(market.book, market.symbol)
-        signed = order.quantity if order.side == BUY else -order.quantity
+        quantity = self._base_qty(market, order, reference_price)
+        signed = quantity if order.side == BUY else -quantity
         increase = max(D(0), abs(position.amount + signed) - abs(position.amount))
         needed = increase * reference_price / self.leverage(account, market)
         if needed > self.available_margin(account, wallet):
@@ -571,10 +581,7 @@ class ExchangeState:
         wallet = wallet_of(market.book)
         if order.side == BUY:
             reference = order.price or order.trigger_price or self.price(market)
-            asset, amount = (
-                market.quote,
-                (order.quote_quantity if order.quantity is None else order.quantity * reference),
-            )
+            asset, amount = market.quote, order.cost_at(reference)
         else:
             asset, amount = market.base, self._base_qty(market, order, order.price or self.price(market))
         balance = account.balance(wallet, asset)
@@ -675,7 +682,7 @@ class ExchangeState:
                 continue
             account = self.accounts[order.account_key]
             if not order.working:
-                if order.trigger_direction not in ("rise", "fall"):
+                if order.trigger_direction not in ("rise", "fall") or order.trigger_price is None:
                     continue
                 crossed = (
                     price_now >= order.trigger_price
