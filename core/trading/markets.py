@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal, DecimalException
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from core.errors import Unprocessable
 from core.pipeline.models import Alert, OrderRequest
@@ -154,6 +154,18 @@ def resolve_market(book: MarketBook, alert: Alert, default_type: str | None = No
     return market
 
 
+Side = Literal["buy", "sell"]
+T = TypeVar("T")
+
+
+def required(value: T | None, name: str) -> T:
+    """An alert field that the alert model requires for this action or order type (checked
+    when the alert was parsed); should it be missing all the same, a 422 naming it."""
+    if value is None:
+        raise Unprocessable(f"the alert has no {name}, which this order needs", code="invalid_order")
+    return value
+
+
 @dataclass
 class Sizing:
     """An order's side and size as ``core.trading.sizing`` worked them out from the alert's action,
@@ -163,7 +175,7 @@ class Sizing:
     0.0002 BTC at 50000"): refusals quote it, so the trader sees the numbers.
     """
 
-    side: str
+    side: Side
     amount: Decimal | None  # base units (contracts on derivatives); None for a market buy sized by cost
     cost: Decimal | None = None  # quote amount of a market buy the exchange sizes itself
     story: str | None = None
@@ -205,8 +217,7 @@ def prepare_order(
                 f"account's balances and positions, which this executor does not read",
                 code="not_supported",
             )
-        assert alert.amount is not None and alert.side is not None
-        sizing = Sizing(side=alert.side, amount=alert.amount)
+        sizing = Sizing(side=required(alert.side, "side"), amount=required(alert.amount, "amount"))
     market = market or resolve_market(book, alert, default_type)
     symbol = market.symbol
     contract = market.contract
@@ -261,7 +272,7 @@ def prepare_order(
         exchange=venue,
         symbol=symbol,
         market_type=market.type,
-        side=sizing.side,  # type: ignore[arg-type]
+        side=sizing.side,
         order_type=alert.order_type,
         amount=amount,
         cost=cost,
@@ -283,10 +294,9 @@ def prepare_order(
 
 def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> str:
     """The amount after the market's precision, within its limits; 422 otherwise."""
-    assert sizing.amount is not None
     symbol, venue, unit = market.symbol, book.venue, market.unit
     limits = market.limits
-    requested = sizing.amount
+    requested = required(sizing.amount, "amount")
     subject = sizing.story or f"amount {_fmt(requested)} {unit}"
     lead = f"{sizing.story}," if sizing.story else f"{subject} is"
     min_amount = limits.amount_min
@@ -325,7 +335,7 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
 
 def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:
     """A limit or trigger price: on the tick and within the market's range, else 422."""
-    assert value is not None
+    value = required(value, name)
     symbol, venue = market.symbol, book.venue
     label = "price" if name == "price" else "stop_price"
     try:

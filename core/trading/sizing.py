@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 
 from core.errors import Unprocessable
 from core.pipeline.models import Alert, NothingToDo, OrderRequest
-from core.trading.markets import MarketBook, Sizing, prepare_order, resolve_market
+from core.trading.markets import MarketBook, Side, Sizing, prepare_order, required, resolve_market
 from core.trading.venue import Market
 
 HUNDRED = Decimal(100)
@@ -131,8 +131,8 @@ class _Planner:
 
     async def order(self) -> Sizing:
         alert = self.alert
-        assert alert.side is not None and alert.amount is not None
-        side, amount, kind = alert.side, alert.amount, alert.amount_type
+        side: Side = required(alert.side, "side")
+        amount, kind = required(alert.amount, "amount"), alert.amount_type
         if kind == "base":
             return Sizing(side=side, amount=amount)
         if kind == "quote":
@@ -188,7 +188,7 @@ class _Planner:
             f"is {show(size)} {self.base}",
         )
 
-    async def _from_quote(self, side: str, value: Decimal, story: str | None) -> Sizing:
+    async def _from_quote(self, side: Side, value: Decimal, story: str | None) -> Sizing:
         """A quote amount as a cost (spot market buys, where supported) or converted at a price."""
         alert = self.alert
         if value <= 0:
@@ -208,7 +208,7 @@ class _Planner:
             price = alert.stop_price
         else:
             price = await self.reader.price(self.market)
-        assert price is not None
+        price = required(price, "price" if alert.order_type != "stop" else "stop_price")
         if price <= 0:
             raise Unprocessable(
                 f"{self.venue} has no price for {self.symbol} to convert {show(value)} {self.quote} at", code="no_price"
@@ -272,7 +272,7 @@ class _Planner:
                 f"the target {self._describe(target)}: less than the smallest order"
                 + (f" ({show(minimum)})" if minimum is not None else "")
             )
-        side = "buy" if delta > 0 else "sell"
+        side: Side = "buy" if delta > 0 else "sell"
         reduce_only = self.contract and (target == 0 or (target > 0) == (current > 0)) and abs(target) < abs(current)
         story = (
             f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} "
@@ -290,8 +290,7 @@ class _Planner:
     async def target(self) -> Sizing:
         self._only("base")
         self._no_stops()
-        target = self.alert.target
-        assert target is not None
+        target = required(self.alert.target, "target")
         if not self.contract and target < 0:
             raise Unprocessable(
                 f"{self.symbol} is a spot market: the position cannot go short (target {show(target)})",
@@ -336,7 +335,7 @@ class _Planner:
         size = held
         if alert.amount is not None:
             size = min(held, alert.amount if alert.amount_type == "base" else held * alert.amount / HUNDRED)
-        side = "sell" if current > 0 else "buy"
+        side: Side = "sell" if current > 0 else "buy"
         after = current - size if current > 0 else current + size
         story = f"closing {show(size)} {self.unit} of the {self._describe(current)} position on {self.symbol}"
         sizing = Sizing(
