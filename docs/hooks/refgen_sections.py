@@ -46,7 +46,11 @@ def settings_models() -> list[type]:
     try:
         from pydantic_settings import BaseSettings
 
-        settings = [m for m in models if issubclass(m, BaseSettings)]
+        settings = [  # defined there, or imported there from a module of its own
+            obj
+            for obj in vars(config).values()
+            if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings
+        ]
         if settings:
             return settings
     except ImportError:
