@@ -201,7 +201,8 @@ def doctor_command(args: argparse.Namespace) -> int:
 
 
 def default_bind(env: dict[str, str]) -> str | None:
-    """PORT (Heroku, .env) with HOST (default 0.0.0.0 when only PORT is set); None: hypercorn.toml's or 127.0.0.1:8000."""
+    """PORT (Heroku, .env) with HOST (default 0.0.0.0 when only PORT is set);
+    None: hypercorn.toml's or 127.0.0.1:8000."""
     port, host = env.get("PORT", "").strip(), env.get("HOST", "").strip()
     if port:
         return f"{host or '0.0.0.0'}:{port}"
@@ -357,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("wrote .env with a new WEBHOOK_SECRET and METRICS_TOKEN")
             print(
-                f"dashboard: /dashboard on this server, password {password} (shown once; it is DASHBOARD_PASSWORD in .env)"
+                f"dashboard: /dashboard on this server, password {password} "
+                "(shown once; it is DASHBOARD_PASSWORD in .env)"
             )
         return 0
     command = risk_command if args.command == "risk" else journal_command
@@ -365,6 +367,29 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(command(args, Settings.from_env()))
     except ConfigError as exc:
         return report_config_error(exc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser ``main`` builds, plugin subcommands included, without running anything
+    (the docs' command-line reference renders it). Taken at ``main``'s ``parse_args``."""
+
+    class Built(Exception):
+        def __init__(self, parser: argparse.ArgumentParser):
+            super().__init__(parser.prog)
+            self.parser = parser
+
+    def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> argparse.Namespace:
+        raise Built(self)
+
+    original = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture  # type: ignore[method-assign,assignment]
+    try:
+        main(["--help"])
+    except Built as built:
+        return built.parser
+    finally:
+        argparse.ArgumentParser.parse_args = original  # type: ignore[method-assign]
+    raise RuntimeError("main() built no parser")
 
 
 if __name__ == "__main__":

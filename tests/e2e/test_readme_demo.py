@@ -1,4 +1,4 @@
-"""The README's "Real ccxt demo", run as written: its code blocks, in order, in a fresh copy
+"""The "Real ccxt demo" of docs/exchanges.md, run as written: its code blocks, in order, in a fresh copy
 of the repository — the emulator, the account file, the server, the alerts, the orders.
 
 Only the ports (9000, 8000 → free ones) and the virtual environment's path change.
@@ -24,8 +24,8 @@ from tests.support import ROOT, free_port
 
 
 def demo_section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return text[text.index("### Real ccxt demo") : text.index("<!-- exchanges:end -->")]
+    text = (ROOT / "docs" / "exchanges.md").read_text(encoding="utf-8")
+    return text[text.index("## Real ccxt demo") : text.index("<!-- exchanges:end -->")]
 
 
 def tracked_files() -> list[str]:
@@ -76,7 +76,7 @@ def test_readme_real_ccxt_demo_works_as_written(tmp_path: Path):
         )
 
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    env["PORT"] = str(server_port)  # simulate_tradingview.py's default URL; the README's is 8000
+    env["PORT"] = str(server_port)  # simulate_tradingview.py's default URL; the docs' is 8000
     background: list[subprocess.Popen] = []
 
     def start(command: str, log: str) -> subprocess.Popen:
@@ -146,7 +146,7 @@ def test_readme_real_ccxt_demo_works_as_written(tmp_path: Path):
     assert health["accounts"]["demo"]["route"] == "websocket" and health["accounts"]["demo"]["ready"] is True
 
 
-@pytest.mark.parametrize("marker", ["### Named accounts", "**The default account.**"])
+@pytest.mark.parametrize("marker", ["## Named accounts", "**The default account.**"])
 def test_readme_account_examples_load(tmp_path: Path, marker: str):
     """The plugins.yaml examples of the section start (clients built, nothing sent)."""
     from types import SimpleNamespace
@@ -154,7 +154,7 @@ def test_readme_account_examples_load(tmp_path: Path, marker: str):
     from core.config import PluginsFile, Settings
     from plugins.exchanges.ccxt.plugin import Plugin
 
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "exchanges.md").read_text(encoding="utf-8")
     block = re.search(r"```yaml\n(.*?)```", text[text.index(marker) :], re.DOTALL).group(1)
     (tmp_path / "plugins.yaml").write_text(block)
     environ = {

@@ -101,7 +101,7 @@ def test_cancel_fields(transform):
         transform({"symbol": "BTCUSDT", "action": "cancel"})
 
 
-# ------------------------------------------------------------------ the README's templates
+# ------------------------------------------------------------------ the docs' templates
 
 
 def readme_templates() -> list[str]:
