@@ -21,14 +21,13 @@ import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
 from . import binance_render as R
 from . import faults as F
-from .dispatch import Reply, RequestContext, VenueError
+from .dispatch import Endpoint, Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -119,18 +118,6 @@ def strip_signature(raw: str) -> str:
 
 def sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-
-
-@dataclass
-class Endpoint:
-    """One REST route: ``security`` is ``none``, ``key`` (API key only) or ``signed``."""
-
-    method: str
-    path: str
-    handler: Callable[[RequestContext], Awaitable[Reply]]
-    action: str
-    market_type: str
-    security: str = "none"
 
 
 class BinanceVenue:
