@@ -90,8 +90,9 @@ class SendOrders(ClientLifecycle):
             and order.side == "buy"
             and order.reference_price
             and order.cost is None
-            # ccxt internal: options["createMarketBuyOrderRequiresPrice"] (binance, bitget, ...).
-            and self.client.safe_bool(self.client.options, "createMarketBuyOrderRequiresPrice", False)
+            # ccxt internal: options["createOrder"]["createMarketBuyOrderRequiresPrice"] (bitget) or
+            # options["createMarketBuyOrderRequiresPrice"] (gate, htx, ...), as ccxt's handle_option reads it.
+            and self.client.handle_option("createOrder", "createMarketBuyOrderRequiresPrice", False) is True
         ):
             price = float(order.reference_price)  # the exchange sizes market buys by cost
         if order.stop_price is not None:

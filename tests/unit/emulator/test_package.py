@@ -9,6 +9,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 import emulator
 from emulator.__main__ import parse_args
 
@@ -36,10 +38,9 @@ def test_python_m_emulator_help_lists_its_options():
 
 
 def test_a_front_end_names_the_command_in_help(capsys):
-    try:
+    with pytest.raises(SystemExit) as stop:
         parse_args(["--help"], prog="tvrouter emulator")
-    except SystemExit as stop:
-        assert stop.code == 0
+    assert stop.value.code == 0
     assert capsys.readouterr().out.startswith("usage: tvrouter emulator")
 
 

@@ -153,7 +153,10 @@ async def test_leverage_per_alert_and_per_account(paper):
 async def test_nothing_to_do_through_the_app_is_200_and_journaled_skipped(app_client):
     async with app_client() as (client, app):
         for n in (1, 2):
-            body = f'{{"id": "tgt-{n}", "symbol": "BTCUSDT.P", "action": "target", "position_size": "0.01", "price": "50000"}}'.encode()
+            body = (
+                f'{{"id": "tgt-{n}", "symbol": "BTCUSDT.P", "action": "target", '
+                '"position_size": "0.01", "price": "50000"}'
+            ).encode()
             response = await client.post("/webhook", data=body, headers=signed_headers(body))
             answer = await response.get_json()
         assert response.status_code == 200, answer
