@@ -17,9 +17,11 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import ccxt
 
+from core.pipeline.models import OrderRequest, OrderResult
 from core.trading.execution import Executor
 from plugins.exchanges.ccxt.accounts import AccountOptions, build_client, client_id_rule
 from plugins.exchanges.ccxt.markets import market_book
@@ -58,6 +60,30 @@ class ClientLifecycle(Executor):
         self._closed = False
         self._lifecycle = asyncio.Lock()
         self._maintenance = BackgroundTask()
+
+    if TYPE_CHECKING:  # what the parts call of one another (each defined in its own module)
+
+        def _attaches(self, order: OrderRequest) -> bool: ...  # protective
+        def _child_specs(self, order: OrderRequest) -> list[tuple[str, str, str]]: ...  # protective
+        async def _protect(
+            self,
+            order: OrderRequest,
+            result: OrderResult,
+            raw: dict[str, Any] | None,
+            existing: dict[str, dict[str, Any]] | None = None,
+        ) -> OrderResult: ...  # protective
+        def _result(self, order: OrderRequest, raw: dict[str, Any], route: str) -> OrderResult: ...  # send
+        async def _cancel(self, order: OrderRequest) -> OrderResult: ...  # cancel
+        async def _cancel_all(self, order: OrderRequest) -> OrderResult: ...  # cancel
+        def _cancel_result(
+            self, order: OrderRequest, children: list[dict[str, Any]], raw: dict[str, Any]
+        ) -> OrderResult: ...  # cancel
+        def _separate_trigger_book(self, symbol: str) -> bool: ...  # lookup
+        async def _open_orders(self, symbol: str) -> list[dict[str, Any]]: ...  # lookup
+        async def _fetch_order(
+            self, symbol: str, order_id: str | None, client_order_id: str | None
+        ) -> dict[str, Any] | None: ...  # lookup
+        async def _find(self, order: OrderRequest) -> dict[str, Any] | None: ...  # lookup
 
     # ------------------------------------------------------------ lifecycle
 

@@ -13,13 +13,13 @@ import sqlite3
 import time
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.errors import Unprocessable
 from core.pipeline.models import OrderRequest, OrderResult
 from core.store.sqlite.database import SqliteDatabase
 from core.trading.execution import Executor, child_order_id
-from core.trading.venue import order_status
+from core.trading.venue import Market, order_status
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS paper_orders (
@@ -70,6 +70,14 @@ class PaperLedger(Executor):
     account: str
     db: SqliteDatabase
     options: Any  # plugins.exchanges.paper.plugin.Plugin.Options
+
+    if TYPE_CHECKING:  # what the parts call of one another (each defined in its own module)
+
+        def _market(self, symbol: str) -> Market: ...  # plugin
+        def _last_price(self, symbol: str) -> Decimal: ...  # plugin
+        def _book(
+            self, conn: sqlite3.Connection, order: OrderRequest, market: Market, price: Decimal
+        ) -> OrderResult: ...  # fills
 
     async def balances(self) -> dict[str, str]:
         """The account's balance per asset."""
