@@ -1,7 +1,14 @@
-"""``python -m emulator --port 9000 [--host 127.0.0.1] [--price BTC/USDT=50000 ...]``.
+"""The emulator's command line: ``python -m emulator [--host H] [--port P] [--price S=P ...] [--account K:S ...]``.
+
+Examples::
+
+    python -m emulator --help
+    python -m emulator --port 9000
+    python -m emulator --port 0 --price BTC/USDT=50000 --markets catalogue
 
 Prints ``emulator listening on http://HOST:PORT`` (the real port when ``--port 0``)
-once it accepts connections, and runs until SIGTERM or SIGINT.
+once it accepts connections, and runs until SIGTERM or SIGINT. ``main(argv)`` is what a
+command-line front end (the project's CLI) calls with the arguments after its subcommand.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ def _pair(text: str, separator: str, what: str) -> tuple[str, str]:
     return left, right
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None, prog: str = "python -m emulator") -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m emulator",
+        prog=prog,
         description="Loopback exchange emulator (Binance spot + USD-M REST and WebSocket API, Bybit v5) for ccxt, "
         "and Alpaca Trading API v2 under /alpaca.",
     )
@@ -79,8 +86,9 @@ async def serve_until_signalled(emulator: Emulator, host: str, port: int) -> Non
         await emulator.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    asyncio.run(serve(parse_args(argv)))
+def main(argv: list[str] | None = None, prog: str = "python -m emulator") -> int:
+    """Serve until signalled; ``prog`` names the command in ``--help`` (a CLI's subcommand)."""
+    asyncio.run(serve(parse_args(argv, prog)))
     return 0
 
 

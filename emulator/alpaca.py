@@ -28,10 +28,9 @@ and the numeric ``code``, not on the message.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from . import faults as F
-from .dispatch import Reply, RequestContext, VenueError, query_and_json_params
+from .dispatch import Endpoint, Reply, RequestContext, VenueError, query_and_json_params, truthy
 from .faults import Fault
 from .markets import SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -178,21 +177,6 @@ def _iso(ms: int | None) -> str | None:
 
 def _asset_id(symbol: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-emulator/{symbol}"))
-
-
-def _flag(value: Any) -> bool:
-    return value is True or str(value).lower() in ("true", "1")
-
-
-@dataclass
-class Endpoint:
-    method: str
-    path: str  # without the /alpaca prefix
-    handler: Callable[[RequestContext], Awaitable[Reply]]
-    action: str
-    market_type: str | None = None
-    security: str = "keys"
-    alias: str | None = None
 
 
 class AlpacaVenue:
@@ -365,7 +349,7 @@ class AlpacaVenue:
                 raise error(422, UNPROCESSABLE, "fractional orders must be DAY orders")
         if crypto and qty is not None and qty < dec(info["min_order_size"]):
             raise error(422, UNPROCESSABLE, f"qty must be >= {info['min_order_size']}")
-        extended = _flag(p.get("extended_hours"))
+        extended = truthy(p.get("extended_hours"))
         if extended and not crypto and (order_type != "limit" or tif != "day"):
             raise error(422, UNPROCESSABLE, "extended hours order must be DAY limit orders")
         order_class = str(p.get("order_class") or "simple")
@@ -865,7 +849,7 @@ class AlpacaVenue:
 
     # ============================================================ routing
     def endpoints(self) -> list[Endpoint]:
-        E = Endpoint
+        E = functools.partial(Endpoint, security="keys")  # every Alpaca route needs the key headers
         return [
             E("POST", "/v2/orders", self.create_order, F.PLACE, alias="order.create"),
             E("GET", "/v2/orders", self.list_orders, F.QUERY, alias="order.list"),

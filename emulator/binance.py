@@ -21,14 +21,13 @@ import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, NoReturn, overload
 from urllib.parse import parse_qsl
 
 from . import binance_render as R
 from . import faults as F
-from .dispatch import Handler, Reply, RequestContext, VenueError
+from .dispatch import Endpoint, Handler, Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -119,18 +118,6 @@ def strip_signature(raw: str) -> str:
 
 def sign(secret: str, payload: str) -> str:
     return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
-
-
-@dataclass
-class Endpoint:
-    """One REST route: ``security`` is ``none``, ``key`` (API key only) or ``signed``."""
-
-    method: str
-    path: str
-    handler: Callable[[RequestContext], Awaitable[Reply]]
-    action: str
-    market_type: str
-    security: str = "none"
 
 
 class BinanceVenue:
@@ -241,6 +228,8 @@ class BinanceVenue:
 
     @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str:
+        if endpoint.market_type is None:  # every Binance route names its market (spot or linear)
+            raise ValueError(f"binance route {endpoint.path} has no market type")
         return endpoint.market_type
 
     @staticmethod

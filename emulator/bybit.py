@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, overload
 from urllib.parse import unquote
 
 from . import faults as F
-from .dispatch import Reply, RequestContext, VenueError, query_and_json_params
+from .dispatch import Endpoint, Reply, RequestContext, VenueError, query_and_json_params, truthy
 from .faults import Fault
 from .markets import BYBIT, LINEAR, SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -79,21 +77,6 @@ def ok(result: Any) -> Reply:
 
 def error(code: int, msg: str, status: int = 200) -> VenueError:
     return VenueError(Reply(status, envelope({}, code, msg)), code, msg)
-
-
-def _flag(value: Any) -> bool:
-    return value is True or str(value).lower() in ("true", "1")
-
-
-@dataclass
-class Endpoint:
-    method: str
-    path: str  # without the /bybit prefix
-    handler: Callable[[RequestContext], Awaitable[Reply]]
-    action: str
-    market_type: str | None
-    security: str = "none"
-    alias: str | None = None
 
 
 class BybitVenue:
@@ -244,7 +227,7 @@ class BybitVenue:
         time_in_force = str(p.get("timeInForce") or ("IOC" if order_type == "Market" else "GTC"))
         if time_in_force not in ("GTC", "IOC", "FOK", "PostOnly"):
             raise error(10001, "params error: timeInForce invalid")
-        reduce_only = _flag(p.get("reduceOnly"))
+        reduce_only = truthy(p.get("reduceOnly"))
         quote_unit = (
             category == SPOT
             and order_type == "Market"

@@ -72,6 +72,9 @@ def _rebase(url: Any, http_base: str, ws_base: str) -> Any:
 @functools.cache
 def _describe(venue: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(urls.api, exceptions) of the ccxt.pro class, which includes the REST ones."""
+    # ccxt internals: urls["api"] (REST URLs, WebSocket ones under "ws") and exceptions["linear"]
+    # (binance's USD-M map, which get_exceptions_by_url picks by the production host);
+    # checked by tests/unit/plugins/exchanges/test_ccxt_internals.py.
     import ccxt.pro as ccxt_pro
 
     exchange = getattr(ccxt_pro, venue)()

@@ -22,6 +22,11 @@ from .faults import Call, Fault
 from .state import Account, ExchangeState
 
 
+def truthy(value: Any) -> bool:
+    """A boolean request parameter: JSON true, or the text true/1 in any case."""
+    return value is True or str(value).lower() in ("true", "1")
+
+
 def query_and_json_params(raw_query: str, raw_body: str, content_type: str) -> dict[str, Any]:
     """A request's parameters: its query string, then a JSON object body over it (Bybit, Alpaca)."""
     params: dict[str, Any] = dict(parse_qsl(raw_query, keep_blank_values=True))
@@ -81,6 +86,25 @@ class RequestContext:
 
 
 Handler = Callable[[RequestContext], Awaitable[Reply]]
+
+
+@dataclass
+class Endpoint:
+    """One REST route of a venue.
+
+    ``path`` is without the venue's prefix (``/bybit``, ``/alpaca``); ``market_type`` the
+    market type the route serves when its parameters do not say; ``security`` ``none``,
+    ``key`` (API key only), ``signed`` or ``keys`` (Alpaca's key id and secret headers);
+    ``alias`` the venue's name for the route in fault matching (``order.create``).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    action: str
+    market_type: str | None = None
+    security: str = "none"
+    alias: str | None = None
 
 
 class FaultRenderer(Protocol):

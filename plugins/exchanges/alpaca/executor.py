@@ -1,7 +1,7 @@
 """One Alpaca account's order placement: resolve, size, check the market clock, send.
 
 The alert is resolved and sized by core (``core.trading.sizing.prepare_alert`` on the assets as
-core ``Market`` objects, reading the account through ``AlpacaAccountReader``), exactly
+core ``Market`` objects, reading the account through ``reader.AlpacaAccountReader``), exactly
 as for every venue; this module adds what is Alpaca's own:
 
 * Amounts: shares or coins (fractional shares where the asset is ``fractionable``, to 9
@@ -28,18 +28,18 @@ as for every venue; this module adds what is Alpaca's own:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from core.errors import OrderRejected, Unprocessable
+from core.errors import OrderRejected
 from core.pipeline.models import Alert, OrderRequest, OrderResult, decimal_str
 from core.trading.execution import Executor, LookupResult
 from core.trading.sizing import prepare_alert
-from core.trading.venue import Market, order_status
 from plugins.exchanges.alpaca.assets import Asset, AssetBook
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
+from plugins.exchanges.alpaca.reader import AlpacaAccountReader, refuse, status_word
+from plugins.exchanges.maintenance import BackgroundTask
 
 log = logging.getLogger(__name__)
 
@@ -47,86 +47,9 @@ log = logging.getLogger(__name__)
 US_STOCK_VENUES = frozenset({"alpaca", "nasdaq", "nyse", "amex", "arca", "nysearca", "bats", "cboe", "otc"})
 CENT = Decimal("0.01")
 
-# Alpaca's statuses for a live order that core's status words do not list.
-STILL_OPEN = frozenset({"accepted_for_bidding", "calculated", "pending_replace", "stopped", "suspended"})
-
-
-def status_word(alpaca_status: object) -> str:
-    """An Alpaca order status in the router's words (filled, open, canceled, ...)."""
-    word = str(alpaca_status or "").lower()
-    return "open" if word in STILL_OPEN else order_status(word)
-
 
 def _flag(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _refuse(message: str, code: str = "unprocessable") -> Unprocessable:
-    return Unprocessable(message, code=code)
-
-
-class AlpacaAccountReader:
-    """What core's sizing reads of the account for one alert (``core.trading.sizing.AccountReader``):
-    buying power and cash, holdings from ``GET /v2/positions/{symbol}``, order states.
-    Alpaca's trading API quotes no prices: a price is the alert's, else the held
-    position's current price."""
-
-    def __init__(self, client: AlpacaClient, alert: Alert):
-        self.client = client
-        self.alert = alert
-        self._positions: dict[str, dict[str, Any] | None] = {}
-
-    async def _position(self, symbol: str) -> dict[str, Any] | None:
-        if symbol not in self._positions:
-            self._positions[symbol] = await self.client.position(symbol)
-        return self._positions[symbol]
-
-    async def position(self, market: Market) -> Decimal:
-        return Decimal(0)  # no derivatives at Alpaca: holdings are balances
-
-    async def balance(self, asset: str, market: Market) -> tuple[Decimal, Decimal]:
-        """Dollars: the buying power (free) and the cash; a coin or stock: the position
-        held (``qty_available`` free, ``qty`` in all) — USDT of a BTC/USDT buy is Alpaca's
-        USDT/USD position."""
-        if asset == "USD":
-            account = await self.client.account()
-            crypto = market.info.get("class") == "crypto"
-            power = account.get("non_marginable_buying_power" if crypto else "buying_power") or "0"
-            return Decimal(str(power)), Decimal(str(account.get("cash") or power))
-        row = await self._position(market.symbol if asset == market.base else f"{asset}/USD")
-        if not row:
-            return Decimal(0), Decimal(0)
-        held = Decimal(str(row.get("qty") or 0))
-        free = row.get("qty_available")
-        return (Decimal(str(free)) if free is not None else held), held
-
-    async def price(self, market: Market) -> Decimal:
-        if self.alert.price is not None:
-            return self.alert.price
-        row = await self._position(market.symbol)
-        if row and row.get("current_price"):
-            return Decimal(str(row["current_price"]))
-        raise _refuse(
-            f"Alpaca's trading API quotes no price for {market.symbol}: send the alert's price "
-            "(TradingView's {{close}}) to convert the amount",
-            "no_price",
-        )
-
-    def buys_by_cost(self, market: Market) -> bool:
-        return market.buys_by_cost
-
-    async def order_state(self, market: Market, order_id: str | None, client_order_id: str | None) -> str | None:
-        try:
-            if order_id:
-                return status_word((await self.client.order(order_id)).get("status"))
-            if client_order_id:
-                return status_word((await self.client.order_by_client_id(client_order_id)).get("status"))
-        except NotFound:
-            return None
-        return None
-
-    async def open_orders(self, market: Market) -> list[dict[str, Any]]:
-        return await self.client.open_orders(market.symbol)
 
 
 class AlpacaExecutor(Executor):
@@ -145,7 +68,7 @@ class AlpacaExecutor(Executor):
             clock_max_age=options.clock_max_age,
         )
         self.assets = AssetBook([])
-        self._maintenance: asyncio.Task | None = None
+        self._maintenance = BackgroundTask()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -164,8 +87,7 @@ class AlpacaExecutor(Executor):
     def start_maintenance(self) -> None:
         """Background: retry an account that failed to start; reload the assets of a ready
         one (new listings, assets that stopped trading). The router starts executors once."""
-        if self._maintenance is None:
-            self._maintenance = asyncio.create_task(self._maintain(), name=f"alpaca-assets-{self.account}")
+        self._maintenance.start(self._maintain, f"alpaca-assets-{self.account}")
 
     async def _maintain(self) -> None:
         while True:
@@ -189,11 +111,7 @@ class AlpacaExecutor(Executor):
                 log.info("account %s (alpaca) is ready: %d assets", self.account, len(self.assets))
 
     async def close(self) -> None:
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._maintenance
-            self._maintenance = None
+        await self._maintenance.stop()
         await self.client.close()
 
     def matches_exchange(self, name: str) -> bool:
@@ -212,7 +130,7 @@ class AlpacaExecutor(Executor):
         asset = self.assets.resolve(ticker)
         if asset is None:
             hint = self.assets.suggestions(ticker)
-            raise _refuse(
+            raise refuse(
                 f"'{ticker}' is not a tradable asset on this Alpaca account"
                 + (f" (did you mean {', '.join(hint)}?)" if hint else ""),
                 "unknown_symbol",
@@ -269,7 +187,7 @@ class AlpacaExecutor(Executor):
         # crypto buy (a sell of what is held may be smaller).
         minimum = asset.min_notional if (order.side == "buy" if asset.crypto else fractional) else None
         if minimum and value is not None and value < minimum:
-            raise _refuse(
+            raise refuse(
                 f"the order value {decimal_str(value)} {asset.quote} is below Alpaca's minimum of "
                 f"{decimal_str(minimum)} for {asset.symbol}",
                 "cost_below_minimum",
@@ -300,22 +218,22 @@ class AlpacaExecutor(Executor):
         """What Alpaca lacks that core would pass on (core itself refuses reduce-only,
         leverage and margin mode on a spot market, and market types that are not listed)."""
         if alert.post_only or alert.time_in_force == "PO":
-            raise _refuse("Alpaca has no post-only orders", "not_supported")
+            raise refuse("Alpaca has no post-only orders", "not_supported")
         if asset.crypto and alert.order_type == "stop":
-            raise _refuse(
+            raise refuse(
                 "Alpaca takes market, limit and stop-limit orders for crypto, not stop orders", "not_supported"
             )
 
     async def _check_market_hours(self, order_type: str, extended: bool) -> None:
         if extended:
             if order_type != "limit":
-                raise _refuse(
+                raise refuse(
                     "extended-hours orders must be limit orders with a price (Alpaca's rule)",
                     "extended_hours_limit_only",
                 )
             return
         if not await self.client.market_is_open():
-            raise _refuse(
+            raise refuse(
                 "the US stock market is closed; send 'extended_hours': true with a limit order to "
                 "trade pre-market or after hours",
                 "market_closed",
@@ -325,18 +243,18 @@ class AlpacaExecutor(Executor):
     def _time_in_force(alert: Alert, asset: Asset, *, fractional: bool, extended: bool, brackets: bool) -> str:
         wanted = alert.time_in_force
         if wanted == "PO":
-            raise _refuse("Alpaca has no post-only orders")
+            raise refuse("Alpaca has no post-only orders")
         if asset.crypto:
             if wanted == "FOK":
-                raise _refuse("Alpaca takes gtc and ioc for crypto orders, not fok")
+                raise refuse("Alpaca takes gtc and ioc for crypto orders, not fok")
             return "ioc" if wanted == "IOC" else "gtc"
         if extended or fractional:
             if wanted is not None:
                 kind = "extended-hours" if extended else "fractional (or dollar-amount)"
-                raise _refuse(f"{kind} orders are day orders on Alpaca; leave time_in_force out")
+                raise refuse(f"{kind} orders are day orders on Alpaca; leave time_in_force out")
             return "day"
         if brackets and wanted in ("IOC", "FOK"):
-            raise _refuse("bracket orders are day or GTC orders on Alpaca")
+            raise refuse("bracket orders are day or GTC orders on Alpaca")
         return {"GTC": "gtc", "IOC": "ioc", "FOK": "fok"}.get(wanted or "", "day")
 
     @staticmethod
@@ -344,18 +262,18 @@ class AlpacaExecutor(Executor):
         """Alpaca's rules for bracket/OTO orders (core has already put the stop-loss below
         and the take-profit above a long entry, on the tick)."""
         if asset.crypto:
-            raise _refuse(
+            raise refuse(
                 "Alpaca has no stop-loss/take-profit (bracket) orders for crypto; send the exits as their own alerts",
                 "brackets_unsupported",
             )
         if fractional:
-            raise _refuse(
+            raise refuse(
                 "Alpaca's bracket orders need whole shares (no fractional or dollar amounts)", "brackets_unsupported"
             )
         if extended:
-            raise _refuse("Alpaca's bracket orders cannot trade in extended hours", "brackets_unsupported")
+            raise refuse("Alpaca's bracket orders cannot trade in extended hours", "brackets_unsupported")
         if alert.order_type not in ("market", "limit"):
-            raise _refuse("stop-loss/take-profit ride on market or limit entries on Alpaca", "brackets_unsupported")
+            raise refuse("stop-loss/take-profit ride on market or limit entries on Alpaca", "brackets_unsupported")
 
     async def submit(self, order: OrderRequest) -> OrderResult:
         if order.action == "cancel":
@@ -425,7 +343,7 @@ class AlpacaExecutor(Executor):
     async def _cancel(self, order: OrderRequest) -> OrderResult:
         target = await self._target(order)
         if target is None:
-            raise _refuse("no such order on this Alpaca account", "order_not_found")
+            raise refuse("no such order on this Alpaca account", "order_not_found")
         await self.client.cancel_order(str(target["id"]))
         try:
             target = await self.client.order(str(target["id"]))

@@ -94,6 +94,7 @@ def market_book(client: Any) -> MarketBook:
     if cached is not None and cached[0] is client.markets:
         return cached[1]
     altnames: dict[str, list[str]] = {}
+    # ccxt internal: kraken's options["marketsByAltname"], filled by its fetch_markets.
     by_altname = client.options.get("marketsByAltname") if isinstance(client.options, dict) else None
     for name, found in (by_altname or {}).items():
         for market in found if isinstance(found, list) else [found]:
@@ -106,5 +107,5 @@ def market_book(client: Any) -> MarketBook:
         for m in (client.markets or {}).values()
     ]
     book = MarketBook(client.id, [m for m in markets if m is not None])
-    client._router_market_book = (client.markets, book)
+    client._router_market_book = (client.markets, book)  # an attribute of ours on ccxt's instance
     return book

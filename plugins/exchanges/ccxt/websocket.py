@@ -55,6 +55,8 @@ class WsOrderGate:
 
     def attach(self, exchange: Any) -> None:
         """Route every WebSocket client the ccxt instance creates through the gate."""
+        # ccxt internal: Exchange.client(url), which watch() calls as self.client(url) to get (or
+        # make) the connection of a URL; shadowed here by an instance attribute.
         make_client = exchange.client  # the bound method of ccxt's class
 
         def client(url: str) -> Any:
@@ -84,6 +86,8 @@ class WsOrderGate:
         return False
 
     def _wrap(self, ws: Any) -> None:
+        # ccxt internals: Client.send(message), the coroutine every WebSocket message goes
+        # through, and Client.closed(); both shadowed or read on the connection instance.
         send = ws.send
 
         async def gated_send(message: Any) -> Any:

@@ -168,9 +168,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.paper_action == "list":
         for name in available():
             data = load_snapshot(name)
-            print(
-                f"{name:<10} {len(data['markets']):>5} markets  fetched {data.get('fetched_at', '?')} from {data.get('source', '?')}"
-            )
+            fetched = f"fetched {data.get('fetched_at', '?')} from {data.get('source', '?')}"
+            print(f"{name:<10} {len(data['markets']):>5} markets  {fetched}")
         return 0
     try:
         config = json.loads(args.ccxt)

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from core.config import PluginsFile, Settings
 from core.errors import ConfigError, CredentialsRefused, OrderNotSent, OrderRejected, OutcomeUnknown
-from core.pipeline.models import Alert, Credentials
+from core.pipeline.models import Alert, Credentials, OrderRequest
 from core.trading.execution import client_order_id
 from emulator import Emulator, ccxt_config
 from plugins.exchanges.ccxt.accounts import AccountOptions, client_id_rule
@@ -560,5 +560,26 @@ async def test_an_exchange_that_cannot_be_asked_by_client_id_never_proves_an_ord
         )
         found = await ex.lookup(order)
         assert found.is_found and (found.result.order_id, found.result.status) == ("77", "filled")
+    finally:
+        await ex.close()
+
+
+@pytest.mark.parametrize(("exchange", "priced"), [("bitget", True), ("gate", True), ("binance", False)])
+async def test_a_market_buy_carries_its_price_where_the_exchange_sizes_it_by_cost(exchange, priced):
+    """ccxt refuses such a market buy without a price unless told its cost: bitget says so in
+    options['createOrder'], gate in options (both read through ccxt's handle_option)."""
+    ex = CcxtExecutor("acct", AccountOptions(exchange=exchange, public=True), use_websockets=False)
+    order = OrderRequest(
+        account="acct",
+        exchange=exchange,
+        symbol="BTC/USDT",
+        market_type="spot",
+        side="buy",
+        amount="0.01",
+        reference_price="50000",
+        client_order_id="tv" + "0" * 30,
+    )
+    try:
+        assert ex._order_args(order)[4] == (50000.0 if priced else None)
     finally:
         await ex.close()

@@ -1,0 +1,192 @@
+"""A ccxt account's client and its life: built once, markets loaded, kept fresh, closed.
+
+``ClientLifecycle`` is the base of ``CcxtExecutor`` (``plugins.exchanges.ccxt.executor``):
+it builds the account's ccxt client (``accounts.build_client``), loads the markets it
+trades (only the configured market types) at startup, retries an account that was not
+ready and refreshes the markets of a ready one in the background, and closes the client at
+shutdown. A client made for payload credentials (``clients.CredentialClients``) may be
+retired while an order is using it: ``_use`` counts the operations in flight and the
+client is closed once the last one ends (and reopened should a late reconciliation need it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import ccxt
+
+from core.pipeline.models import OrderRequest, OrderResult
+from core.trading.execution import Executor
+from plugins.exchanges.ccxt.accounts import AccountOptions, build_client, client_id_rule
+from plugins.exchanges.ccxt.markets import market_book
+from plugins.exchanges.ccxt.websocket import WsOrderGate
+from plugins.exchanges.maintenance import BackgroundTask
+
+log = logging.getLogger(__name__)
+_CLIENT_SERIAL = itertools.count(1)
+
+
+class ClientLifecycle(Executor):
+    """One account's ccxt client, its markets and its state (what every part of the executor reads)."""
+
+    def __init__(self, account: str, options: AccountOptions, *, use_websockets: bool):
+        super().__init__(account, options.exchange)
+        self.options = options
+        built = build_client(options, use_websockets=use_websockets)
+        self.client = built.client
+        self.client_serial = next(_CLIENT_SERIAL)  # shown in GET /: one client per account, for the process's life
+        self.route = built.route
+        self.route_note = built.note
+        self.keep_types = built.keep_types
+        self.default_type = options.unified_default_type()
+        self.id_rule = client_id_rule(options.exchange)
+        self.gate: WsOrderGate | None = None
+        if self.route == "websocket":
+            self.gate = WsOrderGate()
+            self.gate.attach(self.client)
+        self.markets_loaded_at: float | None = None
+        self.ws_fallbacks = 0
+        self._ws_paused_until = 0.0
+        self._ws_pause_reason = ""
+        # Lifecycle for clients that are retired while in use (payload credentials).
+        self._in_flight = 0
+        self._retired = False
+        self._closed = False
+        self._lifecycle = asyncio.Lock()
+        self._maintenance = BackgroundTask()
+
+    if TYPE_CHECKING:  # what the parts call of one another (each defined in its own module)
+
+        def _attaches(self, order: OrderRequest) -> bool: ...  # protective
+        def _child_specs(self, order: OrderRequest) -> list[tuple[str, str, str]]: ...  # protective
+        async def _protect(
+            self,
+            order: OrderRequest,
+            result: OrderResult,
+            raw: dict[str, Any] | None,
+            existing: dict[str, dict[str, Any]] | None = None,
+        ) -> OrderResult: ...  # protective
+        def _result(self, order: OrderRequest, raw: dict[str, Any], route: str) -> OrderResult: ...  # send
+        async def _cancel(self, order: OrderRequest) -> OrderResult: ...  # cancel
+        async def _cancel_all(self, order: OrderRequest) -> OrderResult: ...  # cancel
+        def _cancel_result(
+            self, order: OrderRequest, children: list[dict[str, Any]], raw: dict[str, Any]
+        ) -> OrderResult: ...  # cancel
+        def _separate_trigger_book(self, symbol: str) -> bool: ...  # lookup
+        async def _open_orders(self, symbol: str) -> list[dict[str, Any]]: ...  # lookup
+        async def _fetch_order(
+            self, symbol: str, order_id: str | None, client_order_id: str | None
+        ) -> dict[str, Any] | None: ...  # lookup
+        async def _find(self, order: OrderRequest) -> dict[str, Any] | None: ...  # lookup
+
+    # ------------------------------------------------------------ lifecycle
+
+    def matches_exchange(self, name: str) -> bool:
+        """TradingView's BINANCE fits binance and binanceusdm; BYBIT fits bybit."""
+        name = name.strip().lower()
+        return bool(name) and (name == self.exchange or self.exchange.startswith(name))
+
+    async def start(self) -> None:
+        await self._load_markets()
+
+    async def _load_markets(self, reload: bool = False) -> None:
+        markets = await self.client.load_markets(reload=reload)
+        if self.keep_types and any(m.get("type") not in self.keep_types for m in markets.values()):
+            # ccxt: set_markets(markets, currencies) rebuilds the symbol and id indexes.
+            # The exchange cannot load by type (or loads more): keep what the account trades.
+            self.client.set_markets(
+                [m for m in markets.values() if m.get("type") in self.keep_types], self.client.currencies
+            )
+        if not self.client.markets:
+            raise ccxt.ExchangeError(
+                f"{self.exchange} returned no markets"
+                + (f" of type {', '.join(self.options.market_types)}" if self.options.market_types else "")
+            )
+        self.markets_loaded_at = time.time()
+        # Translated now (off the event loop: thousands of markets on a big exchange), not
+        # on the first alert's path.
+        await asyncio.to_thread(market_book, self.client)
+
+    def adopt_markets(self, other: ClientLifecycle) -> None:
+        """Use another client's loaded markets (same exchange and settings): no request."""
+        self.client.set_markets(other.client.markets, other.client.currencies)
+        self.markets_loaded_at = other.markets_loaded_at
+        market_book(self.client)
+
+    def start_maintenance(self) -> None:
+        self._maintenance.start(self._maintain, f"ccxt-markets-{self.account}")
+
+    async def _maintain(self) -> None:
+        """Background: retry a not-ready account; refresh the markets of a ready one."""
+        while True:
+            if not self.ready:
+                await asyncio.sleep(self.options.retry_seconds)
+                try:
+                    await self._load_markets(reload=True)
+                except Exception as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"[:300]
+                    log.warning("account %s (%s) is still not ready: %s", self.account, self.exchange, self.error)
+                    continue
+                self.ready, self.error = True, None
+                log.info("account %s (%s) is ready: %d markets", self.account, self.exchange, len(self.client.markets))
+            else:
+                await asyncio.sleep(self.options.markets_refresh_seconds)
+                try:
+                    await self._load_markets(reload=True)
+                except Exception as exc:
+                    log.warning(
+                        "account %s (%s): reloading markets failed, keeping those of %s: %s",
+                        self.account,
+                        self.exchange,
+                        time.strftime("%H:%M:%S", time.localtime(self.markets_loaded_at or 0)),
+                        exc,
+                    )
+
+    def stop_maintenance(self) -> None:
+        """Ask the background refresh to stop, without waiting (``close`` waits for it)."""
+        self._maintenance.cancel()
+
+    async def close(self) -> None:
+        await self._maintenance.stop()
+        async with self._lifecycle:
+            if not self._closed:
+                self._closed = True
+                await self.client.close()
+
+    def retire(self) -> None:
+        """Close when no operation is using the client (evicted from a cache)."""
+        self._retired = True
+        if self._in_flight == 0:
+            asyncio.get_running_loop().create_task(self._close_if_idle())
+
+    async def _close_if_idle(self) -> None:
+        async with self._lifecycle:
+            if self._retired and self._in_flight == 0 and not self._closed:
+                self._closed = True
+                with contextlib.suppress(Exception):
+                    await self.client.close()
+
+    @contextlib.asynccontextmanager
+    async def _use(self) -> AsyncIterator[None]:
+        if self._retired:
+            async with self._lifecycle:
+                if self._closed:  # used after retirement (a late reconciliation): reopen lazily
+                    # ccxt internal: Exchange.closed_by_user, set by close(); while it is set every
+                    # request raises ExchangeClosedByUser instead of opening a new session.
+                    self.client.closed_by_user = False
+                    self._closed = False
+                self._in_flight += 1
+        else:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._retired and self._in_flight == 0:
+                asyncio.get_running_loop().create_task(self._close_if_idle())
