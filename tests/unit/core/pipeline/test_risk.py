@@ -56,14 +56,16 @@ async def journaled(client, alert_id: str) -> dict:
             {"max_position_notional": 1500},
             {"amount": "0.03"},
             {"amount": "0.002"},
-            "max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, above the limit 1500.00 USDT",
+            "max_position_notional: the position after the order would be 0.032 BTC/USDT:USDT worth 1600.00 USDT, "
+            "above the limit 1500.00 USDT",
         ),
         ({"max_leverage": 5}, {"leverage": 5}, {"leverage": 6}, "max_leverage: leverage 6 is above the limit 5"),
         (
             {"max_price_deviation": 2},
             {"price": "51000"},
             {"price": "51001"},
-            "max_price_deviation: the alert's price 51001.00 is 2.00% from the last price 50000.00, above the limit 2.00%",
+            "max_price_deviation: the alert's price 51001.00 is 2.00% from the last price 50000.00, "
+            "above the limit 2.00%",
         ),
         (
             {"symbols": ["BTC/USDT:USDT"]},

@@ -132,7 +132,8 @@ def test_percent_of_balance_too_small_says_why_with_the_numbers(server, emu):
     )
     assert response.status_code == 422, response.text
     assert response.json()["error"]["message"] == (
-        "10% of 100 USDT free is 10 USDT = 0.0002 contracts at 50000, below the minimum 0.001 for BTC/USDT:USDT on binanceusdm"
+        "10% of 100 USDT free is 10 USDT = 0.0002 contracts at 50000, "
+        "below the minimum 0.001 for BTC/USDT:USDT on binanceusdm"
     )
     assert emu.requests() == []
 
