@@ -41,7 +41,7 @@ def observes_only(function):
     """Mark an ``execute_order`` implementation that watches orders and never claims one
     (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
     ``lookup_order`` may have placed an order the router cannot look up, so after a crash
-    mid-send the router never resends on an executor's "absent" (core.pipeline.placement)."""
+    mid-send the router never resends on an executor's "absent" (core.pipeline.engine)."""
     function.observes_only = True
     return function
 
