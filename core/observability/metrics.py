@@ -46,9 +46,9 @@ from core.config import PluginOptions
 from core.errors import OrderError
 from core.hooks.manager import hookimpl, observes_only
 from core.observability.redaction import REDACTOR
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
 from core.store.sqlite.database import private_dir
 from core.trading.execution import Executor
 
@@ -334,14 +334,6 @@ class Plugin:
     @hookimpl
     def router_startup(self, router: Router) -> None:
         self.recorder = MetricsRecorder(metrics_directory(self.options.directory, router))
-
-    @hookimpl
-    def register_routes(self, register) -> None:
-        # The view lives in core.web.app with the app's other authentication helpers (imported
-        # here, at startup, because core.web.app imports this module).
-        from core.web.app import serve_metrics
-
-        register("/metrics", serve_metrics, methods=["GET"])
 
     @hookimpl(tryfirst=True)
     @observes_only

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from core.errors import OrderError
 from core.observability.redaction import REDACTOR
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.pipeline.models import Alert, OrderRequest, OrderResult
-from core.pipeline.outcomes import classify_exception
+from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown, classify_exception
 from core.store.sqlite.journal import GAVE_UP
+from core.trading.execution import ExecutorRegistry
 
-if TYPE_CHECKING:
-    from core.pipeline.router import Router
+
+class _Routes(Protocol):
+    """What ``event_from_error`` reads of the ``router`` a hook receives: the accounts."""
+
+    @property
+    def executors(self) -> ExecutorRegistry: ...
+
 
 # The states an event can carry, in the order the README lists them.
 EVENT_STATES = (
@@ -124,7 +129,7 @@ def event_from_result(alert: Alert, order: OrderRequest, result: OrderResult, st
 
 
 def event_from_error(
-    alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: Router
+    alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: _Routes
 ) -> AlertEvent:
     """The event of an ``on_error`` call, in the alert's journal ``state``: rejected,
     failed, expired, or unknown (reconciliation gave up)."""
@@ -155,7 +160,7 @@ def error_type(error: BaseException) -> str:
     return type(cause or error).__name__
 
 
-def _routed_account(alert: Alert, router: Router) -> dict[str, Any]:
+def _routed_account(alert: Alert, router: _Routes) -> dict[str, Any]:
     """The account an alert without one went to (the default), for the message; best effort."""
     try:
         executor = router.executors.resolve(alert)

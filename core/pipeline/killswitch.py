@@ -26,19 +26,18 @@ import hashlib
 import logging
 import time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, Protocol
 
 from core.errors import RiskLimitExceeded, StoreUnavailable
 from core.hooks.manager import call_hook
-from core.pipeline.engine import every
+from core.pipeline.host import EngineHost
 from core.pipeline.models import Alert, AuthResult, InboundRequest, OrderRequest
 from core.pipeline.outcomes import Outcome
+from core.pipeline.periodic import every
+from core.store.factory import StateBackend
 from core.store.risk import ALL, new_flatten_record
 from core.store.sqlite.journal import FINAL_STATES, GAVE_UP
-
-if TYPE_CHECKING:
-    from core.pipeline.router import Router
-    from core.trading.execution import Executor
+from core.trading.execution import Executor
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +69,29 @@ def _describe_halt(account: str, record: dict[str, Any]) -> str:
     )
 
 
+class KillSwitchHost(EngineHost, Protocol):
+    """What the kill switch needs of the router that owns it (``core.pipeline.router.Router``)."""
+
+    @property
+    def state(self) -> StateBackend:
+        """The state store, where halts and flattens live (``risk_store``)."""
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id: who holds a flatten's lease."""
+
+    async def admit(
+        self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult, body_hash: str
+    ) -> Outcome | asyncio.Task[Outcome]:
+        """Journal an alert and start it (a flatten step), as the pipeline does a webhook's."""
+
+
 class KillSwitch:
-    def __init__(self, router: Router):
+    def __init__(self, router: KillSwitchHost):
         self.router = router
         self.store: Any = None
-        self._loop_task: asyncio.Task | None = None
-        self._running: dict[str, asyncio.Task] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -121,7 +137,7 @@ class KillSwitch:
         return record
 
     async def resume(self, account: str | None, *, by: str = "operator") -> list[str]:
-        cleared = await self.store.clear_halt(account.lower() if account else None)
+        cleared: list[str] = await self.store.clear_halt(account.lower() if account else None)
         log.warning("risk: resumed %s by %s", ", ".join(cleared) or "nothing (no halt)", by)
         return cleared
 
@@ -191,7 +207,8 @@ class KillSwitch:
         with an explicit id, exactly once: a second call with the same id waits for the
         first one's outcome. The alert's journal row when it is final (or when even a
         reconciliation would have given up: the row as it stands)."""
-        assert alert.alert_id
+        if not alert.alert_id:
+            raise ValueError("an alert the router places itself needs an explicit id")
         router = self.router
         timeout = router.options.reconcile_timeout + router.options.response_budget + 30
         alert.received_at = time.time()
@@ -199,7 +216,7 @@ class KillSwitch:
             body=b"", headers={}, remote_addr="", scheme="", payload={}, received_at=alert.received_at
         )
         body_hash = hashlib.sha256(b"risk:" + alert.alert_id.encode()).hexdigest()
-        started = await router._admit(request, alert, executor, AuthResult.accept(principal), body_hash)
+        started = await router.admit(request, alert, executor, AuthResult.accept(principal), body_hash)
         if not isinstance(started, Outcome):
             await asyncio.shield(started)
         deadline = time.monotonic() + timeout
@@ -220,7 +237,7 @@ class KillSwitch:
         record = new_flatten_record(account, by=by)
         await self.store.save_flatten(record)
         claimed = await self.store.claim_flatten(
-            record["flatten_id"], self.router.engine.worker_id, self.router.options.worker_stale_after
+            record["flatten_id"], self.router.worker_id, self.router.options.worker_stale_after
         )
         if claimed is not None:
             self._start_flatten(claimed)
@@ -243,7 +260,7 @@ class KillSwitch:
             if record["flatten_id"] in self._running:
                 continue
             claimed = await self.store.claim_flatten(
-                record["flatten_id"], self.router.engine.worker_id, self.router.options.worker_stale_after
+                record["flatten_id"], self.router.worker_id, self.router.options.worker_stale_after
             )
             if claimed is not None:
                 log.warning("risk: taking up flatten %s (%s)", claimed["flatten_id"], claimed["state"])
@@ -251,7 +268,7 @@ class KillSwitch:
 
     async def _run_flatten(self, record: dict[str, Any]) -> None:
         fid = record["flatten_id"]
-        owner = self.router.engine.worker_id
+        owner = self.router.worker_id
         record.update(state="running", owner=owner)
         await self._save(record)
         lease = asyncio.create_task(self._keep_lease(fid))
@@ -286,7 +303,7 @@ class KillSwitch:
         while True:
             await asyncio.sleep(options.worker_heartbeat)
             with contextlib.suppress(StoreUnavailable):
-                await self.store.claim_flatten(fid, self.router.engine.worker_id, options.worker_stale_after)
+                await self.store.claim_flatten(fid, self.router.worker_id, options.worker_stale_after)
 
     async def _flatten_account(self, record: dict[str, Any], executor: Executor) -> None:
         """Rounds of: list what is open, cancel each market's orders, close each position;
@@ -298,9 +315,9 @@ class KillSwitch:
             positions = await executor.fetch_positions()
             if not open_orders and not positions:
                 return
-            steps = [("cancel", "cancel_all", s) for s in sorted(open_orders)] + [
-                ("close", "close", s) for s in sorted(positions)
-            ]
+            steps: list[tuple[str, Literal["cancel_all", "close"], str]] = [
+                ("cancel", "cancel_all", s) for s in sorted(open_orders)
+            ] + [("close", "close", s) for s in sorted(positions)]
             for tag, action, symbol in steps:
                 market = symbol.replace("/", "_").replace(":", "_")  # an id that fits in a URL path segment
                 alert = Alert(

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from core.trading.venue import OrderStatus, order_status
 
@@ -261,14 +261,15 @@ class Alert(BaseModel):
 
     @field_validator("price", "stop_price", "stop_loss", "take_profit", mode="before")
     @classmethod
-    def _price(cls, value: Any, info) -> Decimal | None:
-        number = parse_decimal(value, info.field_name)
+    def _price(cls, value: Any, info: ValidationInfo) -> Decimal | None:
+        name = info.field_name or "price"
+        number = parse_decimal(value, name)
         if number is None:
             return None
         if number <= 0:
-            raise ValueError(f"{info.field_name} must be greater than 0")
+            raise ValueError(f"{name} must be greater than 0")
         if number > MAX_AMOUNT:
-            raise ValueError(f"{info.field_name} must be at most {MAX_AMOUNT:f}")
+            raise ValueError(f"{name} must be at most {MAX_AMOUNT:f}")
         return number
 
     @field_validator("leverage", mode="before")

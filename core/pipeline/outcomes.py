@@ -2,6 +2,10 @@
 
 The one rule that matters for money: once an order may have reached the exchange the
 answer is never a 5xx (TradingView would resend it). A 5xx only where nothing was sent.
+
+Also here: the two ways an alert ends without an order error (``AlertExpired``,
+``OutcomeStillUnknown``), what an order error lets the engine do (``retries``,
+``may_be_booked``) and what a successful answer means (``done_state``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,16 @@ from core.errors import (
     WebhookError,
 )
 from core.observability.redaction import REDACTOR
+from core.pipeline.models import OrderRequest, OrderResult
 from core.store.sqlite.journal import SUCCESS_STATES
+
+
+class AlertExpired(Exception):
+    """An alert was too old to send: left unexecuted by a crash, or held up past ``recovery_max_age``."""
+
+
+class OutcomeStillUnknown(Exception):
+    """Reconciliation gave up: the order's fate must be checked on the exchange by hand."""
 
 
 @dataclass
@@ -40,7 +53,7 @@ class Outcome:
         *,
         state: str,
         alert_id: str | None = None,
-        headers: dict | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Outcome:
         message = REDACTOR.redact(message)
         body: dict[str, Any] = {"error": {"code": code, "message": message}, "status": state}
@@ -122,3 +135,25 @@ def _reason(exc: BaseException) -> str:
     """Venue messages often start with the exchange id and carry raw JSON; keep them short."""
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return REDACTOR.redact(text[:300])
+
+
+def retries(exc: BaseException) -> bool:
+    """Refused before anything was booked, and worth sending again (rate limits, never sent)."""
+    return isinstance(exc, OrderError) and exc.retry and not exc.may_be_booked
+
+
+def may_be_booked(exc: BaseException) -> bool:
+    """The order may exist at the exchange: reconcile it, never resend it blindly."""
+    return isinstance(exc, OrderError) and exc.may_be_booked
+
+
+def describe(exc: BaseException) -> str:
+    """An exception for the journal and the log: its class and the start of its message."""
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
+
+
+def done_state(order: OrderRequest, result: OrderResult) -> str:
+    """What a successful answer means: canceled (a cancel), filled, or submitted (resting)."""
+    if order.action != "create":
+        return "canceled"
+    return "filled" if result.status == "filled" else "submitted"

@@ -1,24 +1,29 @@
 """The alert pipeline: parse → authenticate → transform → validate → route → journal →
-execute → after_execute / on_error, and the app-owned execution of orders.
+execute → after_execute / on_error.
 
-The request only *waits* for execution: the order runs in a task owned by the router,
+The router owns the deployment: settings, plugins, accounts, the journal, the kill
+switch and the execution engine (``core.pipeline.engine``), which it gives what it needs.
+The request only *waits* for execution: the order runs in a task owned by the engine,
 so a client disconnect or the answer deadline never cancels it, and shutdown waits
-(bounded) for orders in flight.
+(bounded) for orders in flight. Alert ids and duplicates: ``core.pipeline.ids``; one
+alert for several accounts: ``core.pipeline.fanout``; secrets in the payload:
+``core.pipeline.credentials``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pluggy
 from pydantic import ValidationError
 
 from core import __version__
+from core.checks.startup import check_startup
 from core.config import PluginsFile, RouterOptions, Settings
 from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
 from core.hooks.manager import (
@@ -30,9 +35,19 @@ from core.hooks.manager import (
     create_plugin_manager,
 )
 from core.observability.redaction import REDACTOR
+from core.pipeline.credentials import (
+    PAYLOAD_CREDENTIALS_WARNING,
+    describe_alert_error,
+    payload_credentials,
+    presented_secrets,
+    register_secrets,
+    split_payload,
+)
 from core.pipeline.engine import ExecutionEngine
+from core.pipeline.fanout import fan_out
+from core.pipeline.ids import body_hash, id_namespace, journal_key, shown_id, shown_outcome
 from core.pipeline.killswitch import KillSwitch
-from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, Credentials, InboundRequest
+from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, InboundRequest
 from core.pipeline.outcomes import Outcome
 from core.store.factory import StateBackend, StateOptions
 from core.store.sqlite.database import private_dir
@@ -45,7 +60,12 @@ log = logging.getLogger(__name__)
 class Router:
     """One running deployment: settings, plugins, accounts, journal and tasks in flight."""
 
-    def __init__(self, settings: Settings, plugins_file: PluginsFile | None = None, extra_plugins: list | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        plugins_file: PluginsFile | None = None,
+        extra_plugins: list[tuple[str, object]] | None = None,
+    ):
         self.settings = settings
         self.plugins_file = plugins_file or PluginsFile.load(settings.plugins_file, settings.environ)
         self.plugins: PluginSet = create_plugin_manager(self.plugins_file, extra_plugins)
@@ -57,8 +77,8 @@ class Router:
         self.journal: Any = (
             None  # core.store.sqlite.journal.Journal or core.store.redis.journal.RedisJournal, opened at start()
         )
-        self.engine = ExecutionEngine(self)
         self.kill_switch = KillSwitch(self)
+        self.engine = ExecutionEngine(self, risk_gate=self.kill_switch.check)
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
         self._unproven = AddressTurns()  # one authentication at a time per unproven address
@@ -72,8 +92,13 @@ class Router:
             REDACTOR.add(secret, static=True)
 
     @property
-    def hook(self):
-        return self.plugins.hook
+    def hook(self) -> pluggy.HookRelay:
+        return self.plugins.pm.hook
+
+    @property
+    def worker_id(self) -> str:
+        """This process's id in the journal (heartbeats, alert and flatten ownership)."""
+        return self.engine.worker_id
 
     @property
     def data_dir(self) -> Path:
@@ -96,6 +121,12 @@ class Router:
     def plugin_state(self, name: str) -> dict[str, Any]:
         return self._plugin_state.setdefault(name, {})
 
+    def open_journal(self) -> Any:
+        """The journal; 503 (nothing was sent) while the router is not started."""
+        if self.journal is None:
+            raise ServiceUnavailable("the router is starting or stopping; nothing was sent", code="not_ready")
+        return self.journal
+
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
@@ -116,10 +147,8 @@ class Router:
         )
 
     async def configure(self) -> None:
-        """Register the accounts and check the configuration as a whole (``core.checks.preflight``);
+        """Register the accounts and check the configuration as a whole (``core.checks.startup``);
         a ConfigError stops startup. Nothing is connected yet: ``check-config`` runs this."""
-        from core.checks.preflight import check_startup
-
         for impl in reversed(self.hook.register_executors.get_hookimpls()):
             await call_implementation(impl, {"register": self.executors.register_for(impl.plugin_name), "router": self})
         await check_startup(self)
@@ -139,14 +168,15 @@ class Router:
         accounts = {e.account: e.status() for e in self.executors}
         state: dict[str, Any] = {"backend": self.state.description, "ok": True}
         try:
-            assert self.journal is not None
-            await asyncio.wait_for(self.journal.ping(), timeout=2)
-            quarantined = await asyncio.wait_for(self.journal.quarantined_count(), timeout=2)
+            journal = self.open_journal()
+            await asyncio.wait_for(journal.ping(), timeout=2)
+            quarantined = await asyncio.wait_for(journal.quarantined_count(), timeout=2)
             if quarantined:
                 state["quarantined"] = quarantined  # journal rows set aside unread: see `journal list`
         except Exception as exc:
             state.update(ok=False, error=getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"[:200])
         ok = state["ok"] and all(a["ready"] for a in accounts.values())
+        halts: dict[str, Any]
         try:
             halts = await self.kill_switch.halts()
         except Exception as exc:
@@ -175,7 +205,8 @@ class Router:
         return payload
 
     async def authenticate(self, request: InboundRequest) -> AuthResult:
-        results = [r for r in await call_hook(self.hook.authenticate, request=request, router=self) if r is not None]
+        answers = await call_hook(self.hook.authenticate, request=request, router=self)
+        results: list[AuthResult] = [r for r in answers if r is not None]
         rejection = next((r for r in results if not r.accepted), None)
         if rejection is not None:
             log.warning("request from %s refused: %s", request.remote_addr, rejection.reason)
@@ -189,16 +220,8 @@ class Router:
     async def build_alert(self, request: InboundRequest, principal: str | None) -> Alert:
         payload = request.payload
         await call_hook(self.hook.transform_payload, payload=payload, request=request, router=self)
-        fields: dict[str, Any] = {"principal": principal}
-        raw: dict[str, Any] = {}
-        secrets: dict[str, Any] = {}
-        for key, value in payload.items():
-            if key in SECRET_FIELDS:
-                secrets[SECRET_FIELDS[key]] = value
-            elif key in ALERT_FIELDS:
-                fields[key] = value
-            else:
-                raw[key] = value
+        fields, raw, secrets = split_payload(payload)
+        fields["principal"] = principal
         secrets.pop("token", None)
         if secrets:
             fields["credentials"] = payload_credentials(secrets, allowed=self.options.allow_payload_credentials)
@@ -219,10 +242,10 @@ class Router:
         alert need a principal allowed every account.
         """
         if alert.credentials is None:
-            executor = self.executors.resolve(alert)
+            configured_for = self.executors.resolve(alert)
             if auth is not None:
-                self.check_scope(auth, executor.account)
-            return executor
+                self.check_scope(auth, configured_for.account)
+            return configured_for
         if auth is not None and auth.accounts is not None:
             raise Forbidden(
                 "this credential may trade only on its own accounts, not with keys from the alert",
@@ -234,7 +257,7 @@ class Router:
         configured = self.executors.get(exchange)
         if configured is not None and configured.route == "paper":
             return configured  # paper trading ignores credentials (and never stores them)
-        executor = await call_hook_first(
+        executor: Executor | None = await call_hook_first(
             self.hook.executor_for_credentials, exchange=exchange, credentials=alert.credentials, router=self
         )
         if executor is None:
@@ -255,15 +278,15 @@ class Router:
         """The journaled alert with its order attempts, for an authenticated reader: the
         owner reads any alert, any other principal only its own (others are "not found",
         exactly like an id that does not exist)."""
-        presented = _presented_secrets(request.payload)
+        presented = presented_secrets(request.payload)
         auth = await self.authenticate_within_budget(request)
-        _register_secrets(presented)
-        assert self.journal is not None
+        register_secrets(presented)
+        journal = self.open_journal()
         namespace = id_namespace(auth.principal)
         key = journal_key(namespace, alert_id) if namespace else alert_id
-        row = await self.journal.get(key)
+        row: dict[str, Any] | None = await journal.get(key)
         if row is None and namespace:
-            row = await self.journal.get(alert_id)  # an id the journal made (no id sent): its principal decides
+            row = await journal.get(alert_id)  # an id the journal made (no id sent): its principal decides
         if row is None and not namespace and alert_id.startswith("flatten-"):
             flatten = await self.kill_switch.flatten_record(alert_id.removeprefix("flatten-"))
             if flatten is not None:
@@ -278,9 +301,9 @@ class Router:
     async def control(self, request: InboundRequest, action: str) -> Outcome:
         """The kill switch for an authenticated operator: HMAC (the webhook secret's holder)
         or a token with the ``control`` scope."""
-        presented = _presented_secrets(request.payload)
+        presented = presented_secrets(request.payload)
         auth = await self.authenticate_within_budget(request)
-        _register_secrets(presented)
+        register_secrets(presented)
         if auth.principal != OWNER_PRINCIPAL and "control" not in auth.scopes:
             log.warning("control %s refused for %s: no control scope", action, auth.principal)
             raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
@@ -367,7 +390,7 @@ class Router:
         if on_authenticated is not None:
             on_authenticated()
         payload = await self.parse(request.body, content_type)
-        _register_secrets(_presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
+        register_secrets(presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
         payload.pop("token", None)
         request.payload = payload
         return await self._receive_authenticated(request, auth)
@@ -375,9 +398,9 @@ class Router:
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request whose body is already parsed (``request.payload``) through
         the pipeline; the answer to send. ``POST /webhook`` uses ``receive_body``."""
-        presented = _presented_secrets(request.payload)  # auth plugins may pop them
+        presented = presented_secrets(request.payload)  # auth plugins may pop them
         auth = await self.authenticate_within_budget(request)
-        _register_secrets(presented)
+        register_secrets(presented)
         return await self._receive_authenticated(request, auth)
 
     async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
@@ -389,7 +412,11 @@ class Router:
         if alert.alert_id is not None and namespace:
             alert.alert_id = journal_key(namespace, alert.alert_id)
         if len(alert.accounts) > 1:
-            outcome = await self._fan_out(request, alert, auth, namespace)
+
+            async def receive_leg(leg: Alert, leg_hash: str) -> Outcome:
+                return await self._receive_one(request, leg, auth, leg_hash)
+
+            outcome = await fan_out(alert, request.body, namespace, receive_leg)
         else:
             outcome = await self._receive_one(request, alert, auth, body_hash(namespace, request.body))
         return shown_outcome(namespace, outcome)
@@ -402,57 +429,22 @@ class Router:
             )
         # Journal and start together, shielded: once the alert is journaled its execution
         # task must exist, even if the client goes away mid-request.
-        started = await asyncio.shield(asyncio.ensure_future(self._admit(request, alert, executor, auth, body_hash)))
+        started = await asyncio.shield(asyncio.ensure_future(self.admit(request, alert, executor, auth, body_hash)))
         if isinstance(started, Outcome):
             return started
-        return await self._answer_within_budget(alert.alert_id or "", started, request.received_at)
+        return await self.engine.answer_within_budget(alert.alert_id or "", started, request.received_at)
 
-    async def _fan_out(self, request: InboundRequest, alert: Alert, auth: AuthResult, namespace: str = "") -> Outcome:
-        """One alert, several accounts: each executes and is journaled on its own (its own
-        alert id ``<id>→<account>``, its own client order id), and one account's failure
-        does not hold up the others. The answer lists every account's outcome. A leg's id
-        holds a character no alert id may contain, so no plain id can take a leg's place."""
-        parent = alert.alert_id
-
-        async def one(name: str) -> Outcome:
-            child_id = fan_out_id(parent, name) if parent else None
-            child = alert.model_copy(update={"account": name, "alert_id": child_id}, deep=True)
-            child.credentials = alert.credentials
-            try:
-                return await self._receive_one(
-                    request, child, auth, body_hash(namespace, request.body + b"@" + name.lower().encode())
-                )
-            except WebhookError as exc:
-                return Outcome.error(
-                    exc.status, exc.code, exc.message, state="rejected" if exc.status < 500 else "failed"
-                )
-
-        outcomes = await asyncio.gather(*(one(name) for name in alert.accounts))
-        statuses = [o.status for o in outcomes]
-        if 202 in statuses:
-            status = 202  # something is still executing (or reconciling): never a 5xx then
-        elif any(200 <= s < 300 for s in statuses):
-            status = 200
-        elif any(s >= 500 for s in statuses):
-            status = 503  # nothing was sent anywhere: a resend retries the accounts that failed
-        else:
-            status = max(statuses)
-        body = {
-            "status": "fanout",
-            "alert_id": parent,
-            "accounts": {n: o.body for n, o in zip(alert.accounts, outcomes, strict=True)},
-        }
-        return Outcome(status, body, headers={"Retry-After": "5"} if status == 503 else {})
-
-    async def _admit(
+    async def admit(
         self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult, body_hash: str
-    ) -> Outcome | asyncio.Task:
-        assert self.journal is not None
+    ) -> Outcome | asyncio.Task[Outcome]:
+        """Journal ``alert`` for ``executor`` and start its execution: the task, or the
+        outcome of the alert it duplicates (recognised by id, else by ``body_hash``)."""
+        journal = self.open_journal()
         try:
             lane = f"{executor.account}|{executor.lane_key(alert)}"
         except WebhookError:
             lane = f"{executor.account}|{alert.symbol.upper()}"  # prepare() refuses it with the reason
-        admission = await self.journal.admit(
+        admission = await journal.admit(
             explicit_id=alert.alert_id,
             body_hash=body_hash,
             received_at=request.received_at,
@@ -470,168 +462,15 @@ class Router:
         )
         alert.alert_id = admission.alert_id
         if admission.duplicate:
-            reopened = await self.journal.reopen(admission.alert_id, self.engine.worker_id)
+            reopened = await journal.reopen(admission.alert_id, self.engine.worker_id)
             if reopened is None:
-                return await self._duplicate_outcome(admission.alert_id, request.received_at)
+                return await self.engine.duplicate_outcome(admission.alert_id, request.received_at)
             # It failed with nothing sent (a 5xx): this resend is what the 5xx asked for.
             log.info("alert %s is sent again: its last attempt failed before anything was sent", alert.alert_id)
             return self.engine.submit(alert, executor, lane=reopened["lane"], seq=reopened["seq"])
         return self.engine.submit(alert, executor, lane=lane, seq=admission.seq)
 
-    async def _answer_within_budget(self, alert_id: str, task: asyncio.Task, received_at: float) -> Outcome:
-        # shield: the request may be cancelled (client gone); the order must not be.
-        remaining = max(0.05, self.options.response_budget - (time.time() - received_at))
-        try:
-            return await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
-        except TimeoutError:
-            phase = self.engine.phase.get(alert_id, "executing")
-            return Outcome(
-                202,
-                {
-                    "status": "accepted",
-                    "phase": phase,
-                    "alert_id": alert_id,
-                    "message": f"journaled; {phase} continues; see GET /alerts/{alert_id}",
-                },
-            )
-
-    async def _duplicate_outcome(self, alert_id: str, received_at: float) -> Outcome:
-        """The original alert's outcome, waited for within the answer budget.
-
-        The original may be executing in this process (await its task), or its task may
-        not be registered yet, or it runs in another worker: then the journal tells when
-        it is done. Past the budget the duplicate gets 202 like the original did.
-        """
-        assert self.journal is not None
-        deadline = received_at + self.options.response_budget
-        delay = 0.01
-        while True:
-            task = self.engine.inflight.get(alert_id)
-            if task is not None:
-                outcome = await self._answer_within_budget(alert_id, task, received_at)
-                break
-            row = await self.journal.get(alert_id) or {}
-            outcome = Outcome.from_journal(row)
-            if outcome.status != 202 or row.get("error_code") or time.time() + delay >= deadline:
-                break
-            await asyncio.sleep(delay)  # the original is still executing somewhere: poll its journal row
-            delay = min(delay * 2, 0.1)
-        body = dict(outcome.body)
-        body["duplicate"] = True
-        # Seen before: 200 with the original outcome in the body, 202 while it executes.
-        return Outcome(202 if outcome.status == 202 else 200, body, state=outcome.state)
-
-
-PAYLOAD_CREDENTIALS_WARNING = (
-    "router.allow_payload_credentials is on: an alert carrying apiKey/secret trades with those keys on any "
-    "exchange, and anyone who can read an alert message (TradingView's alert log, a shared chart, a proxy) "
-    "can read them; prefer named accounts (see docs/security.md)"
-)
-
-# Alert ids in the journal. The owner's (WEBHOOK_SECRET's) ids are kept as sent; every
-# other principal's are "<principal>›<id>", and a fan-out leg's "<parent>→<account>". An
-# alert id is printable ASCII (core.pipeline.models), so no id as sent can contain "›" or "→":
-# no sender can take another's id or a leg's.
-NAMESPACE_SEPARATOR = "\u203a"  # ›
-FAN_OUT_SEPARATOR = "\u2192"  # →
-
-
-def id_namespace(principal: str | None) -> str:
-    """The namespace of a principal's alert ids: none for the owner."""
-    return "" if principal in (OWNER_PRINCIPAL, None) else principal
-
-
-def journal_key(namespace: str, alert_id: str) -> str:
-    return f"{namespace}{NAMESPACE_SEPARATOR}{alert_id}" if namespace else alert_id
-
-
-def shown_id(namespace: str, key: str) -> str:
-    """A journal key as its sender knows it (its own namespace left out)."""
-    prefix = f"{namespace}{NAMESPACE_SEPARATOR}"
-    return key[len(prefix) :] if namespace and key.startswith(prefix) else key
-
-
-def fan_out_id(parent: str, account: str) -> str:
-    """A leg's id: unique for each (parent, account), whatever their lengths."""
-    return f"{parent}{FAN_OUT_SEPARATOR}{account}"
-
-
-def body_hash(namespace: str, body: bytes) -> str:
-    """What resends without an id are recognised by, per principal."""
-    return hashlib.sha256(namespace.encode() + b"\x00" + body if namespace else body).hexdigest()
-
-
-def shown_outcome(namespace: str, outcome: Outcome) -> Outcome:
-    if not namespace:
-        return outcome
-    body = dict(outcome.body)
-    if isinstance(body.get("alert_id"), str):
-        body["alert_id"] = shown_id(namespace, body["alert_id"])
-    if isinstance(body.get("accounts"), dict):
-        body["accounts"] = {
-            name: shown_outcome(namespace, Outcome(0, leg)).body if isinstance(leg, dict) else leg
-            for name, leg in body["accounts"].items()
-        }
-    if isinstance(body.get("message"), str):
-        body["message"] = body["message"].replace(f"{namespace}{NAMESPACE_SEPARATOR}", "")
-    return Outcome(
-        outcome.status, body, state=outcome.state, code=outcome.code, message=outcome.message, headers=outcome.headers
-    )
-
-
-# Payload keys that carry secrets, and the Credentials field each one fills.
-SECRET_FIELDS = {
-    "token": "token",
-    "apiKey": "api_key",
-    "api_key": "api_key",
-    "secret": "secret",
-    "apiSecret": "secret",
-    "api_secret": "secret",
-    "password": "password",
-    "passphrase": "password",
-}
-ALERT_FIELDS = frozenset(Alert.model_fields) - {"raw", "credentials", "principal", "received_at"}
-
-
-def _presented_secrets(payload: dict[str, Any]) -> list[Any]:
-    return [payload[key] for key in SECRET_FIELDS if key in payload]
-
-
-def _register_secrets(values: list[Any]) -> None:
-    """The token and credentials of a request that authenticated join the log redactor.
-    Never earlier: a value from an unauthenticated request must not choose what is masked."""
-    for value in values:
-        REDACTOR.add(value)
-
-
-def payload_credentials(values: dict[str, Any], *, allowed: bool) -> Credentials:
-    """The classic payload's per-alert apiKey/secret, used for that order only."""
-    if not allowed:
-        raise Unprocessable(
-            "credentials in the payload are disabled (router.allow_payload_credentials); "
-            "name a configured account instead",
-            code="payload_credentials_disabled",
-        )
-    if not all(isinstance(values.get(k), str) and values.get(k) for k in ("api_key", "secret")):
-        raise Unprocessable("apiKey and secret must both be non-empty strings", code="invalid_alert")
-    try:
-        return Credentials.model_validate(values)
-    except ValidationError as exc:  # e.g. a password that is not a string
-        raise Unprocessable(describe_alert_error(exc), code="invalid_alert") from None
-
 
 def _forbidden(auth: AuthResult) -> WebhookError:
     # One body for every refusal of this kind, like 401 (the reason is logged).
     return Forbidden("this request is not allowed")
-
-
-def describe_alert_error(exc: ValidationError) -> str:
-    """A pydantic error as one line naming the field, without echoing the input."""
-    parts = []
-    for err in exc.errors()[:3]:
-        field_name = ".".join(str(p) for p in err["loc"]) or "alert"
-        message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{field_name}: {message}")
-    return "; ".join(parts)

@@ -72,6 +72,7 @@ def create_app(
     proxy = ProxyHeadersMiddleware(intake)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
     app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
+    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])  # 404 unless the metrics plugin runs
 
     @app.before_serving
     async def arrange_worker() -> None:
@@ -290,8 +291,8 @@ async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer:
 
 
 async def serve_metrics() -> Response:
-    """``GET /metrics``, registered by the metrics plugin (``core.observability.metrics``) through the
-    ``register_routes`` hook. Prometheus text format, for ``Authorization: Bearer
+    """``GET /metrics``: the samples of the metrics plugin (``core.observability.metrics``), 404
+    when it is disabled. Prometheus text format, for ``Authorization: Bearer
     <METRICS_TOKEN>`` (or ``metrics.bearer_token``) or HMAC headers signing the request line
     ``GET /metrics`` (and over HTTPS if REQUIRE_HTTPS); for anyone with ``metrics.public: true``."""
     router = _router(current_app)

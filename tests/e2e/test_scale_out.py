@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.pipeline.router import journal_key
+from core.pipeline.ids import journal_key
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.conftest import REDIS_TEST_URL, redis_answers
 from tests.support import MONITOR, ROOT, ServerProcess, base_env, free_port, signed_headers

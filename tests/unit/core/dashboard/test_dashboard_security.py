@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 
 from core.dashboard.session import SessionSigner
-from core.pipeline.router import journal_key
+from core.pipeline.ids import journal_key
 from tests.conftest import STATE_BACKENDS
 from tests.support import SECRET, alert_body, signed_headers
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from core.pipeline.router import fan_out_id
+from core.pipeline.ids import fan_out_id
 from core.trading.execution import client_order_id
 from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
 from tests.support import ServerProcess, alert_body, base_env, signed_headers

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.pipeline.router import fan_out_id, journal_key
+from core.pipeline.ids import fan_out_id, journal_key
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, token_body
 from tests.conftest import STATE_BACKENDS
 from tests.support import alert_body, signed_headers

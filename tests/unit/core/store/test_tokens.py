@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from core.hooks.manager import hookimpl
-from core.pipeline.router import journal_key
+from core.pipeline.ids import journal_key
 from core.store.tokens import SqliteTokenStore, hash_token, new_token
 from tests.abuse_support import (
     TEXT_PLAIN,

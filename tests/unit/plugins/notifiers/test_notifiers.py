@@ -23,9 +23,9 @@ from aiohttp import web
 from core.config import PluginsFile
 from core.errors import ConfigError, OrderRejected, Unprocessable
 from core.hooks.manager import create_plugin_manager
-from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
+from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
 from core.store.sqlite.journal import GAVE_UP
 from plugins.exchanges.ccxt.errors import order_error
 from plugins.notifiers.notifier import EventState, NotifierOptions, format_message

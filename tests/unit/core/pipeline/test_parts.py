@@ -1,0 +1,201 @@
+"""The engine's and the router's parts on their own, without a server: the answer to a
+fanned-out alert (``fanout.combined``), alert ids (``ids``), what recovery does with an
+orphaned journal row (``recovery.plan_recovery``) and the arrival order of a lane
+(``lanes.Lanes``). The same rules run end to end in test_engine, test_fan_out, test_scopes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from core.pipeline.fanout import combined
+from core.pipeline.ids import body_hash, fan_out_id, id_namespace, journal_key, shown_id, shown_outcome
+from core.pipeline.lanes import Lanes
+from core.pipeline.models import OWNER_PRINCIPAL, Alert, OrderRequest
+from core.pipeline.outcomes import Outcome
+from core.pipeline.recovery import plan_recovery
+from core.trading.execution import Executor, ExecutorRegistry
+
+# ---------------------------------------------------------------- fan-out: one status for every leg
+
+
+def _legs(*statuses: int) -> list[Outcome]:
+    return [Outcome(s, {"status": str(s)}) for s in statuses]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "status"),
+    [
+        ((200, 202), 202),  # one leg still executing: never a 5xx (something may have been sent)
+        ((503, 202), 202),
+        ((200, 503), 200),  # one leg traded
+        ((422, 200), 200),
+        ((503, 422), 503),  # nothing was sent anywhere: a resend retries the failed leg
+        ((502, 503), 503),
+        ((422, 403), 422),  # refused everywhere: the highest refusal
+    ],
+)
+def test_a_fanned_out_alert_is_answered_with_one_status(statuses, status):
+    outcome = combined("p-1", ["a", "b"], _legs(*statuses))
+    assert outcome.status == status
+    assert outcome.headers == ({"Retry-After": "5"} if status == 503 else {})
+    assert outcome.body == {
+        "status": "fanout",
+        "alert_id": "p-1",
+        "accounts": {"a": {"status": str(statuses[0])}, "b": {"status": str(statuses[1])}},
+    }
+
+
+# ---------------------------------------------------------------- ids
+
+
+def test_each_principal_has_its_own_namespace_and_sees_its_ids_as_sent():
+    assert id_namespace(OWNER_PRINCIPAL) == id_namespace(None) == ""
+    assert journal_key("", "a-1") == "a-1"
+    key = journal_key("token:bob", "a-1")
+    assert key == "token:bob\u203aa-1" and shown_id("token:bob", key) == "a-1"
+    assert shown_id("token:eve", key) == key  # another namespace's key is not shortened
+    assert fan_out_id("a-1", "alice") == "a-1\u2192alice"
+
+
+def test_the_same_body_from_two_principals_is_two_alerts():
+    body = b'{"symbol": "BTCUSDT"}'
+    assert body_hash("", body) != body_hash("token:bob", body) != body_hash("token:eve", body)
+    assert body_hash("token:bob", body) == body_hash("token:bob", body)
+
+
+def test_an_answer_shows_the_sender_its_ids_in_every_leg():
+    key = journal_key("token:bob", "p")
+    outcome = Outcome(
+        202,
+        {
+            "alert_id": key,
+            "message": f"see GET /alerts/{key}",
+            "accounts": {"a": {"alert_id": fan_out_id(key, "a")}},
+        },
+    )
+    shown = shown_outcome("token:bob", outcome)
+    assert shown.body == {"alert_id": "p", "message": "see GET /alerts/p", "accounts": {"a": {"alert_id": "p\u2192a"}}}
+    assert shown_outcome("", outcome) is outcome
+
+
+# ---------------------------------------------------------------- recovery
+
+
+class _Account(Executor):
+    route = "rest"
+
+    async def prepare(self, alert: Alert, client_order_id: str) -> OrderRequest:
+        raise NotImplementedError
+
+    async def submit(self, order: OrderRequest) -> Any:
+        raise NotImplementedError
+
+
+def _registry(ready: bool = True) -> ExecutorRegistry:
+    registry = ExecutorRegistry(default_account="main")
+    executor = _Account(account="main", exchange="paper")
+    executor.ready = ready
+    registry.register_for("test")("main", executor)
+    return registry
+
+
+def _row(**fields: Any) -> dict[str, Any]:
+    row = {
+        "alert_id": "a-1",
+        "payload": {"symbol": "BTC/USDT", "side": "buy", "amount": "0.01"},
+        "received_at": time.time(),
+        "account": "main",
+        "state": "received",
+        "lane": "main|BTC/USDT",
+        "seq": 7,
+        "orders": [],
+    }
+    row.update(fields)
+    return row
+
+
+def _attempt(route: str = "rest", placed_by: str | None = None, started_at: float = 100.0) -> dict[str, Any]:
+    request = {"account": "main", "exchange": "paper", "symbol": "BTC/USDT", "market_type": "spot"}
+    return {
+        "route": route,
+        "request": {**request, "client_order_id": "tv1"} if route != "lookup" else {"lookup": "tv1"},
+        "response": {"placed_by": placed_by} if placed_by else None,
+        "started_at": started_at,
+    }
+
+
+def test_an_alert_never_sent_is_executed_in_its_lane():
+    plan = plan_recovery(_row(), _registry(), max_age=60)
+    assert plan is not None and plan.expire is None and plan.order is None
+    assert (plan.alert.alert_id, plan.alert.amount, plan.lane, plan.seq) == ("a-1", Decimal("0.01"), "main|BTC/USDT", 7)
+    assert plan.executor is not None and plan.executor.account == "main"
+
+
+def test_an_alert_never_sent_and_too_old_expires():
+    plan = plan_recovery(_row(received_at=time.time() - 120), _registry(), max_age=60)
+    assert plan is not None and plan.expire == "it was never sent and is too old to send now"
+
+
+def test_an_alert_with_an_attempt_is_reconciled_asking_the_plugin_that_placed_it():
+    row = _row(state="unknown", orders=[_attempt(placed_by="other"), _attempt(started_at=200.0)])
+    plan = plan_recovery(row, _registry(), max_age=60)
+    assert plan is not None and plan.order is not None and plan.expire is None
+    assert (plan.order.client_order_id, plan.sent_at, plan.placed_by) == ("tv1", 200.0, "other")
+
+
+def test_after_a_crash_mid_send_every_plugin_is_asked_and_a_lookup_row_is_not_the_order():
+    row = _row(state="submitting", orders=[_attempt(), _attempt(route="lookup", started_at=300.0)])
+    plan = plan_recovery(row, _registry(), max_age=60)
+    assert plan is not None and plan.order is not None
+    assert (plan.order.client_order_id, plan.placed_by, plan.sent_at) == ("tv1", None, 300.0)
+
+
+def test_an_account_gone_expires_the_alert_and_one_not_ready_waits():
+    plan = plan_recovery(_row(account="gone"), _registry(), max_age=60)
+    assert plan is not None and plan.executor is None
+    assert plan.expire == "account 'gone' is not configured (credentials from an alert are never stored)"
+    assert plan_recovery(_row(), _registry(ready=False), max_age=60) is None
+
+
+def test_an_unreadable_row_raises_for_the_caller_to_quarantine():
+    with pytest.raises(ValueError, match="symbol"):
+        plan_recovery(_row(payload={"side": "buy"}), _registry(), max_age=60)
+
+
+# ---------------------------------------------------------------- lanes
+
+
+async def test_a_lane_serves_the_lowest_arrival_first_and_others_in_parallel():
+    earlier_elsewhere = {"x": True}
+    lanes = Lanes(lambda key, seq: _answer(earlier_elsewhere.get(key, False)), poll_max=0.01)
+    ran: list[str] = []
+    release = asyncio.Event()
+
+    async def work(name: str) -> str:
+        ran.append(name)
+        if name == "a3":
+            await release.wait()
+        return name
+
+    first = asyncio.create_task(lanes.run("a", 3, lambda: work("a3")))
+    await asyncio.sleep(0)  # a3 runs and holds lane a
+    later = [asyncio.create_task(lanes.run("a", seq, lambda s=seq: work(f"a{s}"))) for seq in (9, 5)]
+    other = asyncio.create_task(lanes.run("b", 1, lambda: work("b1")))
+    assert await other == "b1"  # another lane does not wait for lane a
+    held = asyncio.create_task(lanes.run("x", 1, lambda: work("x1")))
+    release.set()
+    assert [await first, *[await t for t in later]] == ["a3", "a9", "a5"]
+    assert ran[:1] == ["a3"] and ran.index("a5") < ran.index("a9")  # 5 arrived before 9
+    assert "x1" not in ran  # an earlier alert of lane x is unfinished in another worker
+    earlier_elsewhere["x"] = False
+    assert await held == "x1"
+    assert len(lanes) == 0
+
+
+async def _answer(value: bool) -> bool:
+    return value
