@@ -37,7 +37,9 @@ from core.errors import OrderError, RiskLimitExceeded, StoreUnavailable, Webhook
 from core.hooks.manager import call_hook_safely, call_implementation, hook_implementations
 from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.pipeline.outcomes import Outcome, as_order_error, classify_exception
-from core.store.sqlite.journal import GAVE_UP
+from core.store.journal import OrderAttempt
+from core.store.retrying import RetryingJournal
+from core.store.states import GAVE_UP
 from core.trading.execution import Executor, LookupResult, client_order_id
 
 if TYPE_CHECKING:
@@ -76,14 +78,14 @@ class ExecutionEngine:
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._background: list[asyncio.Task] = []
         self._stopping = asyncio.Event()
-        self._patient: _Patient | None = None
+        self._patient: RetryingJournal | None = None
 
     @property
-    def journal(self) -> _Patient:
+    def journal(self) -> RetryingJournal:
         """The journal, for execution: its writes wait out a state-store outage, because an
         alert already accepted must have every step recorded before it goes on."""
         if self._patient is None or self._patient.journal is not self.router.journal:
-            self._patient = _Patient(self.router.journal)
+            self._patient = RetryingJournal(self.router.journal)
         return self._patient
 
     # ------------------------------------------------------------ lifecycle
@@ -326,7 +328,7 @@ class ExecutionEngine:
         )
 
     async def _succeeded(
-        self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, state: str | None
+        self, alert: Alert, order: OrderRequest, row: OrderAttempt, result: OrderResult, state: str | None
     ) -> Outcome:
         done = _done_state(order, result)
         state = state or done
@@ -340,7 +342,7 @@ class ExecutionEngine:
         return Outcome(200, {"status": state, "alert_id": alert.alert_id, "order": answer}, state=state)
 
     async def _failed(
-        self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool
+        self, alert: Alert, order: OrderRequest | None, row: OrderAttempt | None, exc: BaseException, *, sent: bool
     ) -> Outcome:
         outcome = classify_exception(exc, sent=sent, alert_id=alert.alert_id)
         if row is not None:
@@ -524,28 +526,6 @@ class ExecutionEngine:
                 row["lane"], row["seq"], lambda: self._reconcile(alert, executor, order, last["started_at"], placed_by)
             ),
         )
-
-
-class _Patient:
-    """Journal calls that retry (with backoff, logging each wait) while the store is down."""
-
-    def __init__(self, journal: Any):
-        self.journal = journal
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self.journal, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            delay = 0.1
-            while True:
-                try:
-                    return await method(*args, **kwargs)
-                except StoreUnavailable as exc:
-                    log.error("journal %s waits for the state store: %s", name, exc.message)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-
-        return call
 
 
 def _done_state(order: OrderRequest, result: OrderResult) -> str:

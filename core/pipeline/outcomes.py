@@ -19,7 +19,7 @@ from core.errors import (
     WebhookError,
 )
 from core.observability.redaction import REDACTOR
-from core.store.sqlite.journal import SUCCESS_STATES
+from core.store.states import SUCCESS_STATES
 
 
 @dataclass

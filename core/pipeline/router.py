@@ -35,6 +35,7 @@ from core.pipeline.killswitch import KillSwitch
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, Credentials, InboundRequest
 from core.pipeline.outcomes import Outcome
 from core.store.factory import StateBackend, StateOptions
+from core.store.protocols import Journal
 from core.store.sqlite.database import private_dir
 from core.trading.execution import Executor, ExecutorRegistry
 from core.web.ratelimit import AddressTurns, WebhookLimits
@@ -54,9 +55,7 @@ class Router:
         REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
-        self.journal: Any = (
-            None  # core.store.sqlite.journal.Journal or core.store.redis.journal.RedisJournal, opened at start()
-        )
+        self.journal: Journal | None = None  # opened at start(), on the state backend
         self.engine = ExecutionEngine(self)
         self.kill_switch = KillSwitch(self)
         self.started_at = time.time()

@@ -51,7 +51,7 @@ from typing import Any
 from core.errors import OrderRejected, VenueBusy
 from core.hooks.manager import hookimpl
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP
 from core.trading.execution import Executor, LookupResult, client_order_id
 
 ACCOUNT = "conformance"

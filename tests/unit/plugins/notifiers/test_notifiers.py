@@ -25,7 +25,7 @@ from core.hooks.manager import create_plugin_manager
 from core.pipeline.engine import AlertExpired, OutcomeStillUnknown
 from core.pipeline.events import AlertEvent, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP
 from plugins.exchanges.ccxt.errors import order_error
 from plugins.notifiers.notifier import format_message
 from plugins.notifiers.webhook_notify import detect_format, payload
