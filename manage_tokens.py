@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from core.config import Settings
 from core.errors import ConfigError
 from core.store.factory import StateBackend
-from core.store.tokens import ACCOUNT_PATTERN, CONTROL_SCOPE, LABEL_PATTERN, TokenInfo, TokenStore
+from core.store.protocols import TokenStore
+from core.store.tokens import ACCOUNT_PATTERN, CONTROL_SCOPE, LABEL_PATTERN, TokenInfo
 
 USAGE = __doc__
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from core.store.tokens import SqliteTokenStore
+from core.store.sqlite.tokens import SqliteTokenStore
 from tests.support import ServerProcess, alert_body, base_env
 
 UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "authentication failed"}}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.store.sqlite.journal import ALERT_STATES
+from core.store.states import PROBLEM_STATES, AlertState
 
 # Keys whose values are never shown, at any depth (payload credentials, exchange keys).
 SECRET_KEYS = frozenset(
@@ -35,7 +35,8 @@ SECRET_KEYS = frozenset(
     }
 )
 # The feed's "problems" filter: every alert that did not trade as asked.
-REFUSED_STATES = frozenset({"rejected", "failed", "expired", "unknown", "refused", "quarantined"})
+ALERT_STATES = tuple(s.value for s in AlertState)
+REFUSED_STATES = PROBLEM_STATES
 PROBLEMS = "problems"
 FEED_STATES = (PROBLEMS, *ALERT_STATES)  # what the feed can be filtered by
 

@@ -69,7 +69,7 @@ class Dashboard:
 
     signer: SessionSigner
     logged_out: LoggedOut
-    tokens: Any = None  # a core.store.tokens.TokenStore, opened when the tokens page is first used
+    tokens: Any = None  # a core.store.protocols.TokenStore, opened when the tokens page is first used
     # The journal the pages read: on SQLite a connection (and thread) of its own, so a page
     # never queues behind — or delays — the webhook's writes (WAL lets it read meanwhile).
     journal: Any = None

@@ -50,16 +50,17 @@ from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_fro
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
 from core.store.sqlite.database import private_dir
+from core.store.states import UNFINISHED_STATES
 from core.trading.execution import Executor
 
 if TYPE_CHECKING:
     from core.pipeline.router import Router
-    from core.store.sqlite.journal import Journal
+    from core.store.protocols import Journal
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ccxt_webhook"
-BACKLOG_STATES = ("received", "submitting", "unknown")
+BACKLOG_STATES = tuple(s.value for s in UNFINISHED_STATES)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_TRACKED_ORDERS = 10_000
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"

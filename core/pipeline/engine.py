@@ -40,6 +40,7 @@ from core.pipeline.placement import place_order
 from core.pipeline.reconcile import Reconciler
 from core.pipeline.recovery import maintain, plan_recovery
 from core.pipeline.settle import Settlement
+from core.store.retrying import RetryingJournal
 from core.trading.execution import Executor, client_order_id
 
 log = logging.getLogger(__name__)
@@ -64,14 +65,14 @@ class ExecutionEngine:
         )
         self._background: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._patient: _Patient | None = None
+        self._patient: RetryingJournal | None = None
 
     @property
-    def journal(self) -> _Patient:
+    def journal(self) -> RetryingJournal:
         """The journal, for execution: its writes wait out a state-store outage, because an
         alert already accepted must have every step recorded before it goes on."""
         if self._patient is None or self._patient.journal is not self.router.journal:
-            self._patient = _Patient(self.router.journal)
+            self._patient = RetryingJournal(self.router.journal)
         return self._patient
 
     # ------------------------------------------------------------ lifecycle
@@ -286,25 +287,3 @@ class ExecutionEngine:
                     lambda: self._reconciler.reconcile(alert, executor, order, sent_at, placed_by),
                 ),
             )
-
-
-class _Patient:
-    """Journal calls that retry (with backoff, logging each wait) while the store is down."""
-
-    def __init__(self, journal: Any):
-        self.journal = journal
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        method = getattr(self.journal, name)
-
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            delay = 0.1
-            while True:
-                try:
-                    return await method(*args, **kwargs)
-                except StoreUnavailable as exc:
-                    log.error("journal %s waits for the state store: %s", name, exc.message)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-
-        return call

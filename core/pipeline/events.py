@@ -17,7 +17,7 @@ from core.errors import OrderError
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown, classify_exception
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP, REPORTED_STATES
 from core.trading.execution import ExecutorRegistry
 
 
@@ -28,19 +28,9 @@ class _Routes(Protocol):
     def executors(self) -> ExecutorRegistry: ...
 
 
-# The states an event can carry, in the order the README lists them.
-EVENT_STATES = (
-    "filled",
-    "submitted",
-    "canceled",
-    "reconciled",
-    "rejected",
-    "failed",
-    "unknown",
-    "expired",
-    "refused",
-    "mismatch",
-)
+# The states an event can carry, in the order the docs list them: the alert states the engine
+# reports (core.store.states.REPORTED_STATES), and a strategy's position differing from the exchange's.
+EVENT_STATES: tuple[str, ...] = (*(s.value for s in REPORTED_STATES), "mismatch")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from core.pipeline.outcomes import Outcome
 from core.pipeline.periodic import every
 from core.store.factory import StateBackend
 from core.store.risk import ALL, new_flatten_record
-from core.store.sqlite.journal import FINAL_STATES, GAVE_UP
+from core.store.states import is_final
 from core.trading.execution import Executor
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class KillSwitch:
         while True:
             row = await router.journal.get(alert.alert_id) or {}
             state = row.get("state")
-            if state in FINAL_STATES or (state == "unknown" and row.get("error_code") == GAVE_UP):
+            if is_final(state, row.get("error_code")):
                 return row
             if time.monotonic() > deadline:
                 return row

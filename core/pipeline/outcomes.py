@@ -24,7 +24,7 @@ from core.errors import (
 )
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import OrderRequest, OrderResult
-from core.store.sqlite.journal import SUCCESS_STATES
+from core.store.states import SUCCESS_STATES
 
 
 class AlertExpired(Exception):

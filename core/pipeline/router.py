@@ -50,6 +50,7 @@ from core.pipeline.killswitch import KillSwitch
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, InboundRequest
 from core.pipeline.outcomes import Outcome
 from core.store.factory import StateBackend, StateOptions
+from core.store.protocols import Journal
 from core.store.sqlite.database import private_dir
 from core.trading.execution import Executor, ExecutorRegistry
 from core.web.ratelimit import AddressTurns, WebhookLimits
@@ -74,9 +75,7 @@ class Router:
         REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
-        self.journal: Any = (
-            None  # core.store.sqlite.journal.Journal or core.store.redis.journal.RedisJournal, opened at start()
-        )
+        self.journal: Journal | None = None  # opened at start(), on the state backend
         self.kill_switch = KillSwitch(self)
         self.engine = ExecutionEngine(self, risk_gate=self.kill_switch.check)
         self.started_at = time.time()

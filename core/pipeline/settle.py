@@ -19,7 +19,8 @@ from core.hooks.manager import call_hook_safely
 from core.pipeline.host import HookHost
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, Outcome, OutcomeStillUnknown, classify_exception, done_state
-from core.store.sqlite.journal import GAVE_UP
+from core.store.journal import OrderAttempt
+from core.store.states import GAVE_UP
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class Settlement:
         self._journal = journal
 
     async def succeeded(
-        self, alert: Alert, order: OrderRequest, row: int, result: OrderResult, *, state: str | None = None
+        self, alert: Alert, order: OrderRequest, row: OrderAttempt, result: OrderResult, *, state: str | None = None
     ) -> Outcome:
         """The order was placed (or found, ``state="reconciled"``): attempt ``row`` is closed."""
         done = done_state(order, result)
@@ -50,7 +51,7 @@ class Settlement:
         return Outcome(200, {"status": state, "alert_id": alert.alert_id, "order": answer}, state=state)
 
     async def failed(
-        self, alert: Alert, order: OrderRequest | None, row: int | None, exc: BaseException, *, sent: bool
+        self, alert: Alert, order: OrderRequest | None, row: OrderAttempt | None, exc: BaseException, *, sent: bool
     ) -> Outcome:
         """``exc`` ended the alert (``core.pipeline.outcomes.classify_exception`` says how);
         ``row`` is the order attempt it ended, None when none was started."""

@@ -10,12 +10,13 @@ and machines. With SQLite they hold across the workers of one machine
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
 from core.config import PluginOptions, PluginsFile, RouterOptions, Settings
 from core.errors import ConfigError
+from core.store.protocols import Journal, RateStore, ReplayCache, RiskStore, TokenStore
 
 
 class StateOptions(PluginOptions):
@@ -51,108 +52,107 @@ def describe_url(url: str) -> str:
     return url
 
 
+class StoreBackend(Protocol):
+    """What a backend (``SqliteBackend``, ``RedisBackend``) opens: every store, on one kind of storage."""
+
+    @property
+    def kind(self) -> Literal["sqlite", "redis"]: ...
+
+    def journal(self) -> Journal: ...
+
+    def replay_cache(self) -> ReplayCache: ...
+
+    def token_store(self, *, synchronous: str = "FULL") -> TokenStore: ...
+
+    def rate_store(self) -> RateStore: ...
+
+    def risk_store(self) -> RiskStore: ...
+
+    async def aclose(self) -> None: ...
+
+
 class StateBackend:
-    """Opens the stores of one deployment; one Redis connection pool is shared by all."""
+    """The stores of one deployment, on the backend its state URL names (chosen once, here)."""
 
     def __init__(
         self, settings: Settings, options: StateOptions | None = None, router_options: RouterOptions | None = None
     ):
         self.settings = settings
         self.options = options or StateOptions()
-        self.router_options = router_options or RouterOptions()
+        router_options = router_options or RouterOptions()
         self.url = (self.options.url or settings.state_url or "sqlite").strip()
-        if self.url != "sqlite" and not self.url.startswith(("redis://", "rediss://", "unix://")):
+        self.prefix = self.options.prefix or settings.state_prefix
+        self.backend: StoreBackend
+        if self.url == "sqlite":
+            from core.store.sqlite.backend import SqliteBackend
+
+            self.backend = SqliteBackend(settings.data_path, journal_synchronous=router_options.journal_synchronous)
+        elif self.url.startswith(("redis://", "rediss://", "unix://")):
+            try:
+                from core.store.redis.backend import RedisBackend
+            except ImportError:
+                raise ConfigError(
+                    "STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')"
+                ) from None
+            self.backend = RedisBackend(
+                self.url,
+                prefix=self.prefix,
+                retention_days=self.options.retention_days,
+                wait_replicas=self.options.wait_replicas,
+                worker_stale_after=router_options.worker_stale_after,
+                client_options=redis_options(self.url),
+            )
+        else:
             raise ConfigError(
                 f"{settings.plugins_file}: plugin 'state': field 'url': expected 'sqlite' or a redis:// URL"
             )
-        self.prefix = self.options.prefix or settings.state_prefix
-        self._client: Any = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateBackend:
         """For command-line tools: the backend plugins.yaml and the environment name."""
         plugins_file = PluginsFile.load(settings.plugins_file, settings.environ)
-        return cls(settings, plugins_file.validate("state", StateOptions))  # type: ignore[arg-type]
+        options = plugins_file.validate("state", StateOptions)
+        return cls(settings, options if isinstance(options, StateOptions) else None)
+
+    @property
+    def kind(self) -> Literal["sqlite", "redis"]:
+        """``sqlite`` (this machine's workers share DATA_DIR) or ``redis`` (every machine shares it)."""
+        return self.backend.kind
 
     @property
     def is_redis(self) -> bool:
-        return self.url != "sqlite"
+        """Whether state is shared beyond this machine (the Heroku check, the doctor, the dashboard)."""
+        return self.kind == "redis"
 
     @property
     def description(self) -> str:
+        """The backend for the health check and logs: ``sqlite`` or the URL without its password."""
         return describe_url(self.url)
 
     @property
     def client(self) -> Any:
-        if self._client is None:
-            try:
-                from core.store.redis.state import redis_client
-            except ImportError:
-                raise ConfigError(
-                    "STATE_URL names Redis but the redis package is not installed (pip install '.[redis]')"
-                ) from None
-            self._client = redis_client(self.url, **redis_options(self.url))
-        return self._client
+        """The Redis client every Redis store shares (``ConfigError`` on SQLite)."""
+        client = getattr(self.backend, "client", None)
+        if client is None:
+            raise ConfigError(f"state {self.description}: not a Redis backend")
+        return client
 
-    @property
-    def data_dir(self):
-        from core.store.sqlite.database import private_dir
+    def journal(self) -> Journal:
+        return self.backend.journal()
 
-        return private_dir(self.settings.data_path)
+    def replay_cache(self) -> ReplayCache:
+        return self.backend.replay_cache()
 
-    def journal(self) -> Any:
-        if not self.is_redis:
-            from core.store.sqlite.journal import Journal
+    def token_store(self, *, synchronous: str = "FULL") -> TokenStore:
+        """``synchronous`` (SQLite): FULL for issuing and revoking, NORMAL for verifying."""
+        return self.backend.token_store(synchronous=synchronous)
 
-            return Journal(self.data_dir / "journal.sqlite3", synchronous=self.router_options.journal_synchronous)
-        from core.store.redis.journal import RedisJournal
+    def rate_store(self) -> RateStore:
+        return self.backend.rate_store()
 
-        return RedisJournal(
-            self.client,
-            prefix=self.prefix,
-            retention_days=self.options.retention_days,
-            wait_replicas=self.options.wait_replicas,
-            worker_stale_after=self.router_options.worker_stale_after,
-        )
-
-    def replay_cache(self) -> Any:
-        if not self.is_redis:
-            from core.store.replay import SqliteReplayCache
-
-            return SqliteReplayCache(self.data_dir / "replay.sqlite3")
-        from core.store.redis.state import RedisReplayCache
-
-        return RedisReplayCache(self.client, self.prefix)
-
-    def token_store(self, *, synchronous: str = "FULL") -> Any:
-        if not self.is_redis:
-            from core.store.tokens import SqliteTokenStore
-
-            return SqliteTokenStore(self.data_dir / "tokens.sqlite3", synchronous=synchronous)
-        from core.store.redis.state import RedisTokenStore
-
-        return RedisTokenStore(self.client, self.prefix)
-
-    def rate_store(self) -> Any:
-        if not self.is_redis:
-            from core.web.ratelimit import SqliteRateStore
-
-            return SqliteRateStore(self.data_dir / "ratelimit.sqlite3")
-        from core.store.redis.state import RedisRateStore
-
-        return RedisRateStore(self.client, self.prefix)
-
-    def risk_store(self) -> Any:
+    def risk_store(self) -> RiskStore:
         """Halts, flattens, order counts and day baselines (``core.store.risk``)."""
-        if not self.is_redis:
-            from core.store.risk import SqliteRiskStore
-
-            return SqliteRiskStore(self.data_dir / "risk.sqlite3")
-        from core.store.risk import RedisRiskStore
-
-        return RedisRiskStore(self.client, self.prefix)
+        return self.backend.risk_store()
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        await self.backend.aclose()

@@ -51,7 +51,7 @@ from typing import Any
 from core.errors import OrderRejected, VenueBusy
 from core.hooks.manager import hookimpl
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import SUCCESS_STATES, AlertState, is_final
 from core.trading.execution import Executor, LookupResult, client_order_id
 
 ACCOUNT = "conformance"
@@ -69,8 +69,8 @@ CASES = (
 NEVER_DOUBLES = tuple(c for c in CASES if c != "duplicate_client_order_id")
 FAULTS = ("lose_reply", "not_sent", "reject", "rate_limit")
 
-SUCCESS = frozenset({"filled", "submitted", "reconciled", "canceled"})
-REFUSED = frozenset({"rejected", "failed", "expired", "unknown"})
+SUCCESS = SUCCESS_STATES - {AlertState.SKIPPED}  # an order placed or canceled (not "nothing to do")
+REFUSED = frozenset({AlertState.REJECTED, AlertState.FAILED, AlertState.EXPIRED, AlertState.UNKNOWN})
 
 # Fast clocks so a case takes about a second: resends after 0.3 s of "absent", a dead
 # worker is noticed after 0.3 s, reconciliation gives up after 5 s.
@@ -305,9 +305,7 @@ class ConformanceKit:
         while True:
             row = await router.journal.get(alert_id) or {}
             state = row.get("state")
-            if state in SUCCESS | {"skipped", "rejected", "failed", "expired"} or (
-                state == "unknown" and row.get("error_code") == GAVE_UP
-            ):
+            if is_final(state, row.get("error_code")):
                 if alert_id not in router.engine.inflight:
                     return row
             if time.monotonic() > deadline:

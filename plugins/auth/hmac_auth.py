@@ -14,7 +14,7 @@ this plugin abstains.
 
 A timestamp more than SIGNATURE_CACHE_TTL seconds from the server's clock is refused,
 and **a request accepted once is never accepted again**: every signature that verified
-is recorded in the replay cache (``core.store.replay``, ``DATA_DIR/replay.sqlite3``: shared by
+is recorded in the replay cache (``core.store.protocols.ReplayCache``, ``DATA_DIR/replay.sqlite3``: shared by
 all workers and processes on that DATA_DIR, kept across restarts) in the same atomic
 step that checks it.
 
@@ -43,7 +43,7 @@ from core.errors import ConfigError
 from core.hooks.manager import hookimpl
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import NAME_PATTERN, AuthResult, InboundRequest
-from core.store.replay import ReplayCache
+from core.store.protocols import ReplayCache
 
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: int() would take "1_700", "+17", "١٧"
 REMEMBER_BOUND_AT_LEAST = 86400  # seconds; see the module docstring

@@ -2,7 +2,7 @@
 TradingView, which cannot set headers).
 
 Tokens are issued, listed and revoked with ``python manage_tokens.py`` and stored hashed
-in ``DATA_DIR/tokens.sqlite3`` (``core.store.tokens``). A request with ``X-Signature`` is
+in the state store (``core.store.tokens``; ``DATA_DIR/tokens.sqlite3`` or Redis). A request with ``X-Signature`` is
 HMAC's to decide: this plugin abstains on it. Otherwise a body with a ``token`` field is
 accepted when the token is known and not expired (principal ``token:<label>``, scoped to
 the accounts it was issued for: ``manage_tokens.py issue --account NAME``), and
@@ -27,7 +27,8 @@ from collections.abc import Callable
 
 from core.hooks.manager import hookimpl
 from core.pipeline.models import AuthResult, InboundRequest
-from core.store.tokens import TokenStore
+from core.store.protocols import TokenStore
+from core.store.tokens import ALL_ACCOUNTS, TokenInfo
 
 FIELD = "token"
 SCAN_LIMIT = 16384  # the "token" key must start within this many bytes of the body
@@ -69,6 +70,16 @@ def extract_token(body: bytes) -> object:
     return MISSING
 
 
+def principal(info: TokenInfo) -> str:
+    """Who authenticated, for the journal and per-principal rate limits: ``token:<label or id>``."""
+    return f"token:{info.label or info.id}"
+
+
+def account_scope(info: TokenInfo) -> frozenset[str] | None:
+    """``AuthResult.accounts``: None for every account, else the names (empty: the default)."""
+    return None if ALL_ACCOUNTS in info.accounts else frozenset(info.accounts)
+
+
 class Plugin:
     def __init__(self) -> None:
         self.store: TokenStore | None = None
@@ -99,4 +110,4 @@ class Plugin:
         if info is None:
             return AuthResult.reject("unknown, expired or revoked token")
         # the accounts it was issued for, and what else it may do (e.g. "control")
-        return AuthResult.accept(info.principal, info.scope, scopes=tuple(getattr(info, "scopes", ()) or ()))
+        return AuthResult.accept(principal(info), account_scope(info), scopes=info.scopes)

@@ -38,7 +38,7 @@ def test_sigterm_to_the_process_group_waits_for_the_order_in_flight(tmp_path, da
             assert answer.status_code == 202
             os.killpg(server.proc.pid, signal.SIGTERM)  # as Heroku and systemd stop a service
         assert server.proc.wait(30) == 0
-        from core.store.sqlite.journal import Journal
+        from core.store.sqlite.journal import SqliteJournal as Journal
 
         journal = Journal(data_dir / "journal.sqlite3")
         try:

@@ -1,6 +1,6 @@
 """The journal of record on Redis, for deployments of several workers or machines.
 
-Same contract as the SQLite ``Journal`` (``core.store.sqlite.journal``): an alert is committed before
+The ``Journal`` protocol (``core.store.protocols``) on Redis: an alert is committed before
 it is answered, admission and deduplication are atomic (Lua scripts run as one step on
 the Redis server), arrival order is one counter for the whole deployment, and orphaned
 alerts are claimed by exactly one worker.
@@ -27,113 +27,32 @@ keeps retrying the writes of orders already in flight until Redis is back.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
-from typing import Any
+from collections.abc import Awaitable
+from dataclasses import asdict
+from typing import Any, TypeVar, cast
 
-from core.observability.redaction import REDACTOR, without_secrets
-from core.store.redis.state import guarded
-from core.store.sqlite.journal import (
-    ALERT_STATES,
-    GAVE_UP,
-    QUARANTINED,
-    SUCCESS_STATES,
-    UNFINISHED,
+import redis.asyncio as aioredis
+
+from core.observability.redaction import REDACTOR
+from core.store.journal import (
     Admission,
+    AlertRow,
+    JournalStats,
+    OrderAttempt,
     decode_json_fields,
+    dumps,
     log_quarantined,
     quarantine_reason,
 )
+from core.store.redis import journal_scripts as scripts
+from core.store.redis.client import guarded
+from core.store.states import SUCCESS_STATES, AlertState, alert_state, holds_lane
 
-_ADMIT = """
-local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local window, retention, lane = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local id
-if explicit ~= '' then
-  if redis.call('EXISTS', p..':a:'..explicit) == 1 then
-    redis.call('HINCRBY', p..':a:'..explicit, 'duplicates', 1)
-    return {explicit, 1, 0}
-  end
-  id = explicit
-else
-  -- value "<alert_id> <arrival ms>": a resend is a duplicate within the window of arrival
-  local seen = redis.call('GET', p..':b:'..bh)
-  if seen then
-    local sep = string.find(seen, ' ', 1, true)
-    local existing, at = string.sub(seen, 1, sep - 1), tonumber(string.sub(seen, sep + 1))
-    if tonumber(ms) - at <= window and redis.call('EXISTS', p..':a:'..existing) == 1 then
-      redis.call('HINCRBY', p..':a:'..existing, 'duplicates', 1)
-      return {existing, 1, 0}
-    end
-  end
-  id = string.sub(bh, 1, 20)..'-'..ms
-end
-local seq = redis.call('INCR', p..':seq')
-local key = p..':a:'..id
-redis.call('HSET', key, 'alert_id', id, 'seq', seq, 'state', 'received', 'lane', lane, 'duplicates', 0,
-           'explicit_id', explicit ~= '' and 1 or 0)
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', key, retention)
-if explicit == '' and window > 0 then redis.call('SET', p..':b:'..bh, id..' '..ms, 'PX', window + 60000) end
-redis.call('ZADD', p..':u', seq, id)
-redis.call('ZADD', p..':l:'..lane, seq, id)
-redis.call('ZADD', p..':recent', ms, id)
-redis.call('ZREMRANGEBYRANK', p..':recent', 0, -100001)
-redis.call('HINCRBY', p..':stats', 'received', 1)
-return {id, 0, seq}
-"""
-
-_SET_STATE = """
-local p, id, state, finished = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = p..':a:'..id
-if redis.call('EXISTS', key) == 0 then return 0 end
-local old = redis.call('HGET', key, 'state')
-for i = 5, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', key, 'state', state)
-if old ~= state then
-  redis.call('HINCRBY', p..':stats', old, -1)
-  redis.call('HINCRBY', p..':stats', state, 1)
-end
-if finished == '1' then
-  redis.call('ZREM', p..':u', id)
-  redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
-end
-return 1
-"""
-
-_REOPEN = """
-local p, id, owner, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = p..':a:'..id
-if redis.call('HGET', key, 'state') ~= 'failed' or (tonumber(redis.call('HGET', key, 'http_status')) or 0) < 500 then
-  return 0
-end
-redis.call('HSET', key, 'state', 'received', 'owner', owner, 'updated_at', now, 'error_code', '', 'error_message', '',
-           'http_status', '')
-redis.call('HINCRBY', p..':stats', 'failed', -1)
-redis.call('HINCRBY', p..':stats', 'received', 1)
-local seq = redis.call('HGET', key, 'seq')
-redis.call('ZADD', p..':u', seq, id)
-redis.call('ZADD', p..':l:'..redis.call('HGET', key, 'lane'), seq, id)
-return 1
-"""
-
-_CLAIM = """
-local p, worker = ARGV[1], ARGV[2]
-local claimed = {}
-for _, id in ipairs(redis.call('ZRANGE', p..':u', 0, 499)) do
-  local key = p..':a:'..id
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('ZREM', p..':u', id)
-  else
-    local owner = redis.call('HGET', key, 'owner')
-    if (not owner) or owner == '' or redis.call('EXISTS', p..':w:'..owner) == 0 then
-      redis.call('HSET', key, 'owner', worker)
-      table.insert(claimed, id)
-    end
-  end
-end
-return claimed
-"""
+T = TypeVar("T")
+_QUARANTINED = AlertState.QUARANTINED.value
 
 _JSON_FIELDS = ("payload", "result")
 _NUMBER_FIELDS = {
@@ -149,37 +68,32 @@ _NUMBER_FIELDS = {
 }
 
 
-def _dumps(value: Any) -> str:
-    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
-    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
-
-
 class RedisJournal:
     """The journal on Redis; see the module docstring for the data layout."""
 
     def __init__(
         self,
-        client: Any,
+        client: aioredis.Redis,
         *,
         prefix: str = "tvr",
         retention_days: float = 7.0,
         wait_replicas: int = 0,
         worker_stale_after: float = 6.0,
     ):
-        self.client = client  # owned by core.store.factory.StateBackend
+        self.client = client  # owned by the backend (core.store.redis.backend)
         self.prefix = prefix
         self.retention = int(retention_days * 86400)
         self.wait_replicas = wait_replicas
         self.stale_after_ms = int(worker_stale_after * 1000)
-        self._admit = self.client.register_script(_ADMIT)
-        self._set_state = self.client.register_script(_SET_STATE)
-        self._claim = self.client.register_script(_CLAIM)
-        self._reopen = self.client.register_script(_REOPEN)
+        self._admit = self.client.register_script(scripts.ADMIT)
+        self._set_state = self.client.register_script(scripts.SET_STATE)
+        self._claim = self.client.register_script(scripts.CLAIM)
+        self._reopen = self.client.register_script(scripts.REOPEN)
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
 
-    async def _durable(self, awaitable):
+    async def _durable(self, awaitable: Awaitable[T]) -> T:
         """Run a call; with wait_replicas, return only once replicas acknowledged it."""
         result = await guarded(awaitable)
         if self.wait_replicas:
@@ -191,9 +105,6 @@ class RedisJournal:
 
     async def aclose(self) -> None:
         pass  # the backend closes the shared client
-
-    def close(self) -> None:  # the SQLite journal's synchronous close; Redis closes in aclose()
-        pass
 
     # -- admission and state ---------------------------------------------------
 
@@ -223,7 +134,7 @@ class RedisJournal:
             "symbol": symbol,
             "side": side,
             "amount": amount,
-            "payload": _dumps(payload),
+            "payload": dumps(payload),
             "owner": owner or "",
             "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
             "journaled_at": repr(time.time()),
@@ -240,7 +151,7 @@ class RedisJournal:
         for key, value in fields.items():
             args += [key, value]
         alert_id, duplicate, seq = await self._durable(self._admit(args=args))
-        return Admission(alert_id, bool(int(duplicate)), {"alert_id": alert_id}, seq=int(seq))
+        return Admission(alert_id, bool(int(duplicate)), seq=int(seq))
 
     async def set_state(
         self,
@@ -252,17 +163,17 @@ class RedisJournal:
         error_message: str | None = None,
         http_status: int | None = None,
     ) -> None:
-        assert state in ALERT_STATES, state
+        alert_state(state)
         fields: dict[str, str] = {
             "updated_at": repr(time.time()),
             "error_code": error_code or "",
             "error_message": REDACTOR.redact(error_message) if error_message else "",
         }
         if result is not None:
-            fields["result"] = _dumps(result)
+            fields["result"] = dumps(result)
         if http_status is not None:
             fields["http_status"] = str(http_status)
-        finished = state not in UNFINISHED or error_code == GAVE_UP
+        finished = not holds_lane(state, error_code)
         args = [self.prefix, alert_id, state, "1" if finished else "0"]
         for key, value in fields.items():
             args += [key, value]
@@ -270,36 +181,43 @@ class RedisJournal:
 
     async def order_started(
         self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]
-    ) -> dict[str, Any]:
-        attempt = {
-            "alert_id": alert_id,
-            "client_order_id": client_order_id,
-            "account": account,
-            "exchange": exchange,
-            "route": route,
-            "request": json.loads(_dumps(request)),
-            "state": "submitting",
-            "started_at": time.time(),
-            "finished_at": None,
-            "response": None,
-            "error": None,
-        }
+    ) -> OrderAttempt:
         number = await self._durable(self.client.hincrby(self._key("a", alert_id), "attempts", 1))
-        attempt["attempt"] = number
-        await self._write_attempt(attempt)
-        await self.set_state(alert_id, "submitting")
+        attempt = OrderAttempt(
+            alert_id,
+            int(number),
+            client_order_id,
+            account,
+            exchange,
+            route,
+            json.loads(dumps(request)),
+            started_at=time.time(),
+        )
+        await self._write_attempt(attempt, AlertState.SUBMITTING)
+        await self.set_state(alert_id, AlertState.SUBMITTING)
         return attempt
 
-    async def _write_attempt(self, attempt: dict[str, Any]) -> None:
-        key = self._key("o", attempt["alert_id"])
+    async def _write_attempt(
+        self,
+        attempt: OrderAttempt,
+        state: str,
+        *,
+        finished_at: float | None = None,
+        response: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        record = asdict(attempt)
+        record["attempt"] = record.pop("number")
+        record.update(state=state, finished_at=finished_at, response=response, error=error)
+        key = self._key("o", attempt.alert_id)
         pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, str(attempt["attempt"]), json.dumps(attempt))
+        pipe.hset(key, str(attempt.number), json.dumps(record))
         pipe.expire(key, self.retention)
         await self._durable(pipe.execute())
 
     async def order_finished(
         self,
-        attempt: dict[str, Any],
+        attempt: OrderAttempt,
         state: str,
         *,
         response: dict[str, Any] | None = None,
@@ -309,17 +227,16 @@ class RedisJournal:
         error_code: str | None = None,
         http_status: int | None = None,
     ) -> None:
-        attempt = dict(attempt)
-        attempt.update(
-            state=state,
+        await self._write_attempt(
+            attempt,
+            state,
             finished_at=time.time(),
-            response=json.loads(_dumps(response)) if response is not None else None,
+            response=json.loads(dumps(response)) if response is not None else None,
             error=REDACTOR.redact(error) if error else None,
         )
-        await self._write_attempt(attempt)
         if alert_state is not None:
             await self.set_state(
-                alert_id or attempt["alert_id"],
+                alert_id or attempt.alert_id,
                 alert_state,
                 result=response if alert_state in SUCCESS_STATES else None,
                 error_code=error_code,
@@ -335,7 +252,7 @@ class RedisJournal:
     async def retire(self, worker_id: str) -> None:
         await self._durable(self.client.delete(self._key("w", worker_id)))
 
-    async def claim_orphans(self, worker_id: str, stale_after: float) -> list[dict[str, Any]]:
+    async def claim_orphans(self, worker_id: str, stale_after: float) -> builtins.list[AlertRow]:
         ids = await self._durable(self._claim(args=[self.prefix, worker_id]))
         claimed = []
         for alert_id in ids:
@@ -347,14 +264,13 @@ class RedisJournal:
         return claimed
 
     async def quarantine(self, alert_id: str, reason: str) -> None:
-        """Set an unfinished alert aside: it cannot be read or recovered (see core.store.sqlite.journal)."""
-        await self.set_state(alert_id, QUARANTINED, error_code=QUARANTINED, error_message=reason[:500])
+        await self.set_state(alert_id, _QUARANTINED, error_code=_QUARANTINED, error_message=reason[:500])
         log_quarantined(alert_id, reason)
 
     async def quarantined_count(self) -> int:
-        return int(await self._durable(self.client.hget(self._key("stats"), QUARANTINED)) or 0)
+        return int(await self._durable(self.client.hget(self._key("stats"), _QUARANTINED)) or 0)
 
-    async def reopen(self, alert_id: str, owner: str) -> dict[str, Any] | None:
+    async def reopen(self, alert_id: str, owner: str) -> AlertRow | None:
         if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
             return None
         return await self.get(alert_id)
@@ -365,15 +281,16 @@ class RedisJournal:
 
     # -- reading ---------------------------------------------------------------
 
-    def _decode(self, raw: dict[str, str], problems: list[str] | None = None) -> dict[str, Any]:
+    @staticmethod
+    def _decode(raw: dict[str, str], problems: builtins.list[str] | None = None) -> AlertRow:
         """The stored hash as a row. A field that cannot be decoded is None and named in
         ``unreadable`` (and in ``problems``), never an exception."""
         data: dict[str, Any] = dict(raw)
         problems = [] if problems is None else problems
-        for key, cast in _NUMBER_FIELDS.items():
+        for key, number in _NUMBER_FIELDS.items():
             if data.get(key) not in (None, ""):
                 try:
-                    data[key] = cast(float(data[key])) if cast is int else cast(data[key])
+                    data[key] = number(float(data[key])) if number is int else number(data[key])
                 except (TypeError, ValueError, OverflowError):
                     data[key] = None
                     problems.append(f"{key} is not a number")
@@ -386,7 +303,7 @@ class RedisJournal:
             data["unreadable"] = problems
         return data
 
-    async def get(self, alert_id: str) -> dict[str, Any] | None:
+    async def get(self, alert_id: str) -> AlertRow | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self._key("a", alert_id))
         pipe.hgetall(self._key("o", alert_id))
@@ -409,9 +326,12 @@ class RedisJournal:
         data["orders"] = attempts
         return data
 
-    async def list(self, limit: int = 50, state: str | None = None) -> list[dict[str, Any]]:
-        ids = await self._durable(
-            self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1)
+    async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
+        ids = cast(
+            "list[str]",
+            await self._durable(
+                self.client.zrevrange(self._key("recent"), 0, max(limit * 20, 1000) if state else limit - 1)
+            ),
         )
         rows = []
         for start in range(0, len(ids), 200):  # one round trip per 200 alerts (the dashboard polls this)
@@ -425,11 +345,14 @@ class RedisJournal:
                     return rows
         return rows
 
-    async def timings(self, since: float, limit: int = 5000) -> list[dict[str, Any]]:
+    async def timings(self, since: float, limit: int = 5000) -> builtins.list[dict[str, Any]]:
         """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
         their timestamps and their order attempts' — for the dashboard's latency plots."""
-        ids = await self._durable(
-            self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000), start=0, num=limit)
+        ids = cast(
+            "list[str]",
+            await self._durable(
+                self.client.zrevrangebyscore(self._key("recent"), "+inf", int(since * 1000), start=0, num=limit)
+            ),
         )
         rows: list[dict[str, Any]] = []
         for start in range(0, len(ids), 200):
@@ -438,7 +361,9 @@ class RedisJournal:
                 pipe.hmget(self._key("a", alert_id), "account", "state", "received_at", "updated_at")
                 pipe.hgetall(self._key("o", alert_id))
             found = await self._durable(pipe.execute())
-            for alert_id, (fields, orders) in zip(ids[start : start + 200], zip(found[::2], found[1::2]), strict=True):
+            for alert_id, (fields, orders) in zip(
+                ids[start : start + 200], zip(found[::2], found[1::2], strict=True), strict=True
+            ):
                 if fields[2] is None:
                     continue  # expired meanwhile
                 attempts = []
@@ -464,7 +389,7 @@ class RedisJournal:
                 )
         return rows[::-1]
 
-    async def stats(self) -> dict[str, Any]:
-        counts = await self._durable(self.client.hgetall(self._key("stats")))
+    async def stats(self) -> JournalStats:
+        counts = cast("dict[str, str]", await self._durable(self.client.hgetall(self._key("stats"))))
         alerts = {k: int(v) for k, v in counts.items() if int(v)}
         return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}

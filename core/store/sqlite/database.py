@@ -68,7 +68,7 @@ class _Job:
     __slots__ = ("fn", "loop", "future", "result", "error")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future
+        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
     ):
         self.fn = fn
         self.loop = loop
@@ -160,7 +160,8 @@ class SqliteDatabase:
             except _Busy:
                 pass
         loop = asyncio.get_running_loop()
-        job = _Job(fn, loop, loop.create_future())
+        future: asyncio.Future[T] = loop.create_future()
+        job = _Job(fn, loop, future)
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
@@ -170,7 +171,7 @@ class SqliteDatabase:
                 self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
                 self._thread.start()
             self._queued.notify()
-        return await job.future
+        return await future
 
     # -- inline ----------------------------------------------------------------
 
@@ -320,7 +321,7 @@ class _immediate:
             self.conn.execute("BEGIN IMMEDIATE")
         return self.conn
 
-    def __exit__(self, exc_type, *_: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         if not self.nested:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         elif not self.conn.in_transaction:

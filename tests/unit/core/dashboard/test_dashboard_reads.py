@@ -45,7 +45,7 @@ async def test_the_journal_times_every_step_of_an_alert(app_client):
 
 
 def test_an_older_sqlite_journal_gets_the_timing_columns(tmp_path):
-    from core.store.sqlite.journal import Journal
+    from core.store.sqlite.journal import SqliteJournal as Journal
 
     path = tmp_path / "journal.sqlite3"
     with sqlite3.connect(path) as conn:  # the alerts table as it was before

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP
 from core.web.app import read_signature_message
 from tests.support import MONITOR, ROOT, signed_headers
 from tests.unit.plugins.exchanges.test_conformance import LineBroker

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from core.store.tokens import SqliteTokenStore
+from core.store.sqlite.tokens import SqliteTokenStore
 from tests.abuse_support import TEXT_PLAIN, client_from, token_body
 from tests.conftest import STATE_BACKENDS
 from tests.unit.core.dashboard.test_dashboard_security import PASSWORD, csrf_from, log_in

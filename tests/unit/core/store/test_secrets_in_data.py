@@ -16,7 +16,7 @@ import time
 import pytest
 
 from core.observability.redaction import REDACTOR
-from core.store.sqlite.journal import Journal
+from core.store.sqlite.journal import SqliteJournal
 from core.trading.execution import client_order_id
 from tests.abuse_support import ledger_count
 from tests.conftest import STATE_BACKENDS
@@ -144,7 +144,7 @@ async def _journal_orphan(journal, alert_id: str, lane: str = "paper|BTC/USDT") 
 
 def _corrupt(router, alert_id: str, field: str, text: str) -> None:
     journal = router.journal
-    if isinstance(journal, Journal):
+    if isinstance(journal, SqliteJournal):
         with sqlite3.connect(journal.db.path) as conn:
             conn.execute(f"UPDATE alerts SET {field} = ? WHERE alert_id = ?", (text, alert_id))
     else:
@@ -203,10 +203,10 @@ def _run_with_journal(data_dir, state_url: str, state_prefix: str, work):
 
     async def run():
         if state_url == "sqlite":
-            journal = Journal(data_dir / "journal.sqlite3")
+            journal = SqliteJournal(data_dir / "journal.sqlite3")
         else:
+            from core.store.redis.client import redis_client
             from core.store.redis.journal import RedisJournal
-            from core.store.redis.state import redis_client
 
             client = redis_client(state_url)
             journal = RedisJournal(client, prefix=state_prefix)

@@ -1,5 +1,6 @@
-"""Token mode: the store (hashed, expiring, revocable), the plugin, and manage_tokens.py
-against the DATA_DIR of a running server."""
+"""Token mode: the token format, the plugin, and manage_tokens.py against the DATA_DIR of a
+running server. The stores themselves: test_contract_tokens.py (both backends) and
+sqlite/test_sqlite_stores.py."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 
 from core.hooks.manager import hookimpl
 from core.pipeline.ids import journal_key
-from core.store.tokens import SqliteTokenStore, hash_token, new_token
+from core.store.sqlite.tokens import SqliteTokenStore
+from core.store.tokens import hash_token, new_token
 from tests.abuse_support import (
     TEXT_PLAIN,
     UNAUTHORIZED,
@@ -29,25 +31,7 @@ from tests.abuse_support import (
 )
 from tests.support import ROOT, alert_body, base_env, signed_headers
 
-
-class FakeClock:
-    def __init__(self, now: float = 1_800_000_000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def store(tmp_path):
-    clock = FakeClock()
-    store = SqliteTokenStore(tmp_path / "tokens.sqlite3", clock=clock)
-    store.clock = clock  # type: ignore[attr-defined]
-    yield store
-    await store.close()
-
-
-# ---------------------------------------------------------------- the store
+# ---------------------------------------------------------------- the token format
 
 
 def test_tokens_are_url_safe_with_at_least_128_random_bits():
@@ -56,72 +40,6 @@ def test_tokens_are_url_safe_with_at_least_128_random_bits():
     for token in tokens:
         assert re.fullmatch(r"[A-Za-z0-9_-]+", token) and not token.startswith("-")
         assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) * 8 >= 128
-
-
-async def test_only_the_hash_is_stored(store, tmp_path):
-    token, info = await store.issue(ttl=60, label="tv")
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tokens.sqlite3"))
-    assert token.encode() not in raw
-    assert hash_token(token).encode() in raw
-    assert info.id == hash_token(token)[:12] and info.principal == "token:tv"
-
-
-async def test_verify_records_last_use_and_refuses_unknown(store):
-    token, info = await store.issue(ttl=60, label="tv")
-    assert info.last_used_at is None
-    store.clock.now += 10
-    verified = await store.verify(token)
-    assert verified is not None and verified.last_used_at == store.clock.now
-    assert (await store.list())[0].last_used_at == store.clock.now
-    assert await store.verify(token + "x") is None
-    assert await store.verify("") is None
-
-
-async def test_expired_tokens_are_refused_and_removed(store):
-    token, _ = await store.issue(ttl=60)
-    store.clock.now += 60
-    assert await store.verify(token) is None
-    assert await store.list() == []
-
-
-async def test_revocation(store):
-    token, info = await store.issue(ttl=60, label="a")
-    other, other_info = await store.issue(ttl=60, label="b")
-    assert await store.revoke(token) is True
-    assert await store.revoke(token) is False
-    assert await store.verify(token) is None
-    assert await store.revoke_id(other_info.id) is True
-    assert await store.verify(other) is None
-    assert await store.revoke_id("zz") is False
-
-
-async def test_unlabelled_principal_is_the_token_id(store):
-    token, info = await store.issue(ttl=60)
-    assert info.principal == f"token:{info.id}"
-
-
-@pytest.mark.parametrize("label", ["", "-x", "a b", "a" * 65, "x\ny", "ünï"])
-async def test_bad_labels_are_refused(store, label):
-    with pytest.raises(ValueError):
-        await store.issue(ttl=60, label=label)
-
-
-async def test_every_verification_does_the_same_lookup(store):
-    """Unknown, revoked, expired and valid tokens each cost one hash and one lookup by
-    primary key (no early return before the database, no scan)."""
-    valid, _ = await store.issue(ttl=600)
-    revoked, _ = await store.issue(ttl=600)
-    await store.revoke(revoked)
-    expired, _ = await store.issue(ttl=1)
-    store.clock.now += 5
-    statements: list[str] = []
-    await store.db.run(lambda c: c.set_trace_callback(statements.append))
-    for token in ("unknown-" + "x" * 40, revoked, expired, valid, ""):
-        statements.clear()
-        await store.verify(token)
-        selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
-        assert len(selects) == 1 and "WHERE token_hash = " in selects[0], statements
-        assert statements[0].startswith("BEGIN IMMEDIATE")
 
 
 # ---------------------------------------------------------------- the plugin, in process
@@ -318,44 +236,3 @@ def test_manage_tokens_reads_data_dir_from_dotenv(tmp_path):
     with sqlite3.connect(tmp_path / "elsewhere" / "tokens.sqlite3") as conn:
         created, expires = conn.execute("SELECT created_at, expires_at FROM tokens").fetchone()
     assert expires - created == 300
-
-
-async def test_a_token_file_from_before_scopes_keeps_working_for_the_default_account(tmp_path):
-    token = new_token()
-    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:
-        conn.execute(
-            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
-            " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID"
-        )
-        conn.execute(
-            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60)
-        )
-    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
-    try:
-        info = await store.verify(token)
-        assert info is not None and info.label == "old" and info.scope == frozenset()
-        _, scoped = await store.issue(ttl=60, accounts=("bob",))
-        assert scoped.accounts == ("bob",)
-    finally:
-        await store.close()
-
-
-async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path):
-    token = new_token()
-    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:  # the file as the account-scoped version left it
-        conn.execute(
-            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
-            " expires_at REAL NOT NULL, last_used_at REAL, accounts TEXT) WITHOUT ROWID"
-        )
-        conn.execute(
-            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL, 'bob')",
-            (hash_token(token), time.time(), time.time() + 60),
-        )
-    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
-    try:
-        info = await store.verify(token)
-        assert info is not None and info.accounts == ("bob",) and info.scopes == ()
-        await store.issue(ttl=60, label="ops", scopes=("control",))
-        assert {i.label: i.scopes for i in await store.list()} == {"old": (), "ops": ("control",)}
-    finally:
-        await store.close()

@@ -15,7 +15,7 @@ from core.hooks.host import JournalReader, PluginHost
 from core.hooks.manager import hookimpl
 from core.pipeline.models import OrderResult
 from core.pipeline.outcomes import classify_exception
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP
 from core.trading.execution import Executor, child_order_id, client_order_id
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits, order_status

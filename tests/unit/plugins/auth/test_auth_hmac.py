@@ -3,14 +3,11 @@ cache (a request accepted once is never accepted again)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
-import threading
 import time
 
 import pytest
 
-from core.store.replay import SqliteReplayCache
 from plugins.auth import hmac_auth
 from plugins.auth.hmac_auth import replay_key, sign
 from tests.abuse_support import UNAUTHORIZED, ledger_count
@@ -23,76 +20,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# ---------------------------------------------------------------- the replay cache
-
-
-async def test_replay_cache_answers_true_once(tmp_path):
-    cache = SqliteReplayCache(tmp_path / "replay.sqlite3")
-    try:
-        assert await cache.add_if_absent("k", time.time() + 60) is True
-        assert await cache.add_if_absent("k", time.time() + 60) is False
-        assert await cache.add_if_absent("forever", None) is True
-        assert await cache.add_if_absent("forever", None) is False
-    finally:
-        await cache.close()
-
-
-async def test_expiring_keys_go_permanent_ones_stay(tmp_path):
-    clock = FakeClock()
-    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", clock=clock, prune_interval=0)
-    try:
-        assert await cache.add_if_absent("bound", clock.now + 10)
-        assert await cache.add_if_absent("body", None)
-        clock.now += 5
-        assert not await cache.add_if_absent("bound", clock.now + 10)
-        clock.now += 100  # years later, as far as the cache can tell
-        assert not await cache.add_if_absent("body", None), "a body-only signature is remembered for ever"
-        assert await cache.add_if_absent("other", None)  # this insert prunes the expired row
-        assert await cache.count() == 2
-        assert await cache.add_if_absent("bound", clock.now + 10), "an expired key may be recorded again"
-    finally:
-        await cache.close()
-
-
-async def test_replay_cache_survives_reopening(tmp_path):
-    first = SqliteReplayCache(tmp_path / "replay.sqlite3")
-    assert await first.add_if_absent("k", None)
-    await first.close()
-    second = SqliteReplayCache(tmp_path / "replay.sqlite3")
-    try:
-        assert not await second.add_if_absent("k", None)
-    finally:
-        await second.close()
-
-
-def test_set_if_absent_is_atomic_across_connections(tmp_path):
-    # Eight caches (eight connections, as eight workers would have) race for the same keys.
-    path = tmp_path / "replay.sqlite3"
-    wins: list[bool] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(8)
-
-    def worker() -> None:
-        async def run() -> list[bool]:
-            cache = SqliteReplayCache(path)
-            try:
-                barrier.wait()
-                return [await cache.add_if_absent(f"key-{i}", None) for i in range(20)]
-            finally:
-                await cache.close()
-
-        results = asyncio.run(run())
-        with lock:
-            wins.extend(results)
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert len(wins) == 160 and sum(wins) == 20, "each key is accepted exactly once"
 
 
 # ---------------------------------------------------------------- the plugin, in process

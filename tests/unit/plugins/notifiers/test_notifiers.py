@@ -26,7 +26,7 @@ from core.hooks.manager import create_plugin_manager
 from core.pipeline.events import EVENT_STATES, AlertEvent, event_from_error, event_from_result
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
-from core.store.sqlite.journal import GAVE_UP
+from core.store.states import GAVE_UP
 from plugins.exchanges.ccxt.errors import order_error
 from plugins.notifiers.notifier import EventState, NotifierOptions, format_message
 from plugins.notifiers.webhook_notify import detect_format, payload

@@ -1,0 +1,97 @@
+"""The journal of record, whatever holds it: what it returns and how rows are stored.
+
+Every accepted alert is written (and committed) before the webhook answers, and each
+order attempt is recorded with the client order id, the route, the request, the
+exchange's answer or error, and its timings. The states an alert goes through are
+``core.store.states.AlertState``; the contract is ``core.store.protocols.Journal``, kept by
+``core.store.sqlite.journal`` and ``core.store.redis.journal``.
+
+No secret is ever stored, structurally: the payload is journaled without token and
+credentials, and secret-named fields are dropped (``core.observability.redaction.without_secrets``)
+before the JSON is built (``dumps``). Stored JSON is never rewritten by text redaction
+(values a request chose could otherwise corrupt it).
+
+A row that cannot be read is *quarantined*: its state becomes ``quarantined`` (final: it
+no longer holds its lane and is never recovered automatically; a human checks the
+exchange), it is logged once and counted (GET / ``state.quarantined``), and the other
+rows are read and recovered as usual.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, NotRequired, TypedDict
+
+from core.observability.redaction import without_secrets
+
+log = logging.getLogger(__name__)
+
+# A journaled alert as read back: its columns (``alert_id``, ``seq``, ``state``, ``account``,
+# ``lane``, ``payload``, ``result``, ``error_code``, ...), ``orders`` (its attempts, oldest
+# first) and, when some of it cannot be decoded, ``unreadable`` (what is wrong).
+AlertRow = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The journal's answer to a new alert: its id, and whether it was seen before."""
+
+    alert_id: str
+    duplicate: bool
+    seq: int = 0  # the alert's place in the journal: arrival order (0 for a duplicate)
+
+
+@dataclass(frozen=True)
+class OrderAttempt:
+    """One order attempt as ``Journal.order_started`` recorded it; ``order_finished`` takes it."""
+
+    alert_id: str
+    number: int  # 1 for the alert's first attempt
+    client_order_id: str
+    account: str
+    exchange: str
+    route: str
+    request: dict[str, Any] = field(default_factory=dict)  # as stored: secret-named fields dropped
+    started_at: float = 0.0
+
+
+class JournalStats(TypedDict):
+    """``Journal.stats()``: alerts per state and how many are unfinished (SQLite adds order
+    attempts per state and the duplicates counted)."""
+
+    alerts: dict[str, int]
+    unfinished: int
+    orders: NotRequired[dict[str, int]]
+    duplicates: NotRequired[int]
+
+
+def dumps(value: Any) -> str:
+    """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
+    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
+
+
+def decode_json_fields(data: dict[str, Any], keys: tuple[str, ...], where: str, problems: list[str]) -> None:
+    """Decode the JSON columns ``keys`` of a stored row in place; one that is not valid JSON
+    becomes None and is named in ``problems`` (the row is then quarantined, not fatal)."""
+    for key in keys:
+        text = data.get(key)
+        if not text:
+            data[key] = None if text in (None, "") else text
+            continue
+        try:
+            data[key] = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            data[key] = None
+            problems.append(f"{where}{key} is not valid JSON ({type(exc).__name__})")
+
+
+def quarantine_reason(problems: list[str]) -> str:
+    return "the journal row cannot be read: " + "; ".join(problems)[:400]
+
+
+def log_quarantined(alert_id: str, reason: str) -> None:
+    log.error(
+        "alert %s quarantined (state 'quarantined', not recovered; check the exchange by hand): %s", alert_id, reason
+    )

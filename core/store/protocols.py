@@ -1,0 +1,265 @@
+"""What the rest of the router may ask of shared state: one protocol per store.
+
+``core.store.factory.StateBackend`` opens them on SQLite (``core.store.sqlite``) or Redis
+(``core.store.redis``); ``tests/unit/core/store/test_contract_*.py`` holds both backends to
+the same behaviour. A store of either backend may raise ``core.errors.StoreUnavailable``
+(503: nothing was done; a resend is safe) when it cannot be reached.
+
+* ``Journal`` — the journal of record (``core.store.journal``): admission and
+  deduplication, order attempts, outcomes, worker heartbeats, recovery of orphans.
+* ``TokenStore`` — token mode's tokens, hashed (``core.store.tokens``).
+* ``ReplayCache`` — keys remembered until they expire, recorded atomically once.
+* ``RiskStore`` — the kill switch's halts and flattens, order counts, day baselines
+  (``core.store.risk``).
+* ``RateStore`` — theoretical arrival times of the rate limiter (``core.web.ratelimit``).
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+from core.store.journal import Admission, AlertRow, JournalStats, OrderAttempt
+from core.store.risk import FlattenRecord, HaltRecord
+from core.store.tokens import TokenInfo
+
+# One GCRA step of the rate limiter over a key: (store key, inverse = period/count, period).
+RateEntry = tuple[str, float, float]
+
+
+class Journal(Protocol):
+    """Every accepted alert and every order attempt, durably; see ``core.store.journal``.
+
+    Each write is committed (and, on Redis, acknowledged) when the call returns. States are
+    ``core.store.states.AlertState`` values; another is a ``ValueError``.
+    """
+
+    async def ping(self) -> None:
+        """Reach the store (health checks); raises when it cannot."""
+
+    async def aclose(self) -> None:
+        """Release what this journal opened (a shared Redis client stays open)."""
+
+    async def admit(
+        self,
+        *,
+        explicit_id: str | None,
+        body_hash: str,
+        received_at: float,
+        dedup_window: float,
+        principal: str | None,
+        account: str,
+        symbol: str,
+        side: str,
+        amount: str,
+        payload: dict[str, Any],
+        owner: str | None = None,
+        lane: str = "",
+        authenticated_at: float | None = None,
+    ) -> Admission:
+        """Record a new alert (state ``received``), or return the one it duplicates; atomic
+        across processes and machines sharing the store.
+
+        An explicit id is a duplicate of the same id seen at any time the journal keeps it.
+        An alert without one is a duplicate of an alert with the same ``body_hash``
+        received within ``dedup_window`` seconds (TradingView's resends); later, it is new
+        (its id: the hash's first 20 characters, ``-``, the arrival in milliseconds). A new
+        alert gets the next arrival number (``Admission.seq``) of the whole deployment.
+        """
+
+    async def set_state(
+        self,
+        alert_id: str,
+        state: str,
+        *,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        """Move an alert to ``state``; ``result`` and ``http_status`` are kept when not given,
+        the error code and message replaced (the message redacted)."""
+
+    async def order_started(
+        self,
+        alert_id: str,
+        *,
+        client_order_id: str,
+        account: str,
+        exchange: str,
+        route: str,
+        request: dict[str, Any],
+    ) -> OrderAttempt:
+        """Record the next order attempt of an alert (state ``submitting``, and the alert's)."""
+
+    async def order_finished(
+        self,
+        attempt: OrderAttempt,
+        state: str,
+        *,
+        response: dict[str, Any] | None = None,
+        error: str | None = None,
+        alert_id: str | None = None,
+        alert_state: str | None = None,
+        error_code: str | None = None,
+        http_status: int | None = None,
+    ) -> None:
+        """Record an attempt's end and, with ``alert_state``, the alert's (``alert_id``:
+        the attempt's alert unless given), in one step. The alert keeps ``response`` as
+        its result only when ``alert_state`` is a success state, ``error`` as its message
+        only with an ``error_code``."""
+
+    async def heartbeat(self, worker_id: str) -> None:
+        """This worker is alive (``claim_orphans`` leaves its alerts alone)."""
+
+    async def retire(self, worker_id: str) -> None:
+        """A worker that stops cleanly hands its unfinished alerts over at once."""
+
+    async def claim_orphans(self, worker_id: str, stale_after: float) -> builtins.list[AlertRow]:
+        """Take over the unfinished alerts whose owner is gone (no heartbeat for
+        ``stale_after`` seconds, or retired), oldest first: each claimed by exactly one
+        worker. Rows that cannot be read are quarantined instead of returned."""
+
+    async def quarantine(self, alert_id: str, reason: str) -> None:
+        """Set an unfinished alert aside (state and error code ``quarantined``): it cannot
+        be read or recovered. Logged."""
+
+    async def quarantined_count(self) -> int:
+        """How many alerts are quarantined."""
+
+    async def reopen(self, alert_id: str, owner: str) -> AlertRow | None:
+        """A resend of an alert that failed with nothing sent (answered 5xx) is executed
+        again: back to ``received`` for ``owner``. Of concurrent resends exactly one gets
+        the row; the others (and any alert in another state) ``None``."""
+
+    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
+        """Whether an alert that arrived before ``seq`` in ``lane`` still holds the lane
+        (in any worker): the cross-process half of per-lane ordering."""
+
+    async def get(self, alert_id: str) -> AlertRow | None:
+        """The alert with its order attempts; never raises on a row that cannot be decoded
+        (the row carries ``unreadable``)."""
+
+    async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
+        """The newest alerts (in ``state``), newest first, without their order attempts."""
+
+    async def timings(self, since: float, limit: int = 5000) -> builtins.list[dict[str, Any]]:
+        """The newest alerts received since ``since`` (at most ``limit``), oldest first:
+        ``alert_id``, ``account``, ``state``, ``received_at``, ``updated_at`` and ``orders``
+        (their ``alert_id``, ``account``, ``state``, ``started_at``, ``finished_at``)."""
+
+    async def stats(self) -> JournalStats:
+        """Alerts per state, and how many still hold their lane."""
+
+
+class TokenStore(Protocol):
+    """Token mode's tokens, stored hashed (``core.store.tokens``)."""
+
+    async def issue(
+        self,
+        *,
+        ttl: float,
+        label: str | None = None,
+        token: str | None = None,
+        accounts: tuple[str, ...] = (),
+        scopes: tuple[str, ...] = (),
+    ) -> tuple[str, TokenInfo]:
+        """Store a new token (``token`` imports a given one) valid for ``ttl`` seconds and
+        for ``accounts`` (none: the default account; ``*``: every one), with ``scopes``
+        (``KNOWN_SCOPES``); the token and its info. ``ValueError`` for what
+        ``check_issue`` and ``check_scopes`` refuse (nothing is stored then)."""
+
+    async def verify(self, token: str) -> TokenInfo | None:
+        """The token's info if it is known and not expired (its last use recorded);
+        ``None`` otherwise. An expired token is deleted."""
+
+    async def revoke(self, token: str) -> bool:
+        """Delete the token; whether it existed."""
+
+    async def revoke_id(self, token_id: str) -> bool:
+        """Delete the token with this id (as listed); whether exactly one had it."""
+
+    async def close(self) -> None:
+        """Release what this store opened."""
+
+    async def list(self) -> builtins.list[TokenInfo]:
+        """Every stored token, oldest first (expired ones not yet removed may be included)."""
+
+
+class ReplayCache(Protocol):
+    """Keys remembered until they expire: the check and the record are one atomic step,
+    across the workers and processes that share the store."""
+
+    async def add_if_absent(self, key: str, expires_at: float | None) -> bool:
+        """Record ``key`` until ``expires_at`` (unix seconds; ``None``: for ever).
+
+        ``True`` when the key was not remembered (it is now), ``False`` when it was. A key
+        whose ``expires_at`` has passed is not remembered (``True``)."""
+
+    async def close(self) -> None:
+        """Release what this cache opened."""
+
+
+class RiskStore(Protocol):
+    """Halts, flattens, order counts and day baselines (``core.store.risk``)."""
+
+    async def halts(self) -> dict[str, HaltRecord]:
+        """Every halt, by account (``*``: every account)."""
+
+    async def set_halt(self, account: str, record: HaltRecord) -> None:
+        """Halt ``account`` (replacing its halt)."""
+
+    async def clear_halt(self, account: str | None) -> builtins.list[str]:
+        """Lift the halt of ``account`` (``None``: every halt); the accounts lifted."""
+
+    async def save_flatten(self, record: FlattenRecord) -> None:
+        """Store a flatten's record (by ``flatten_id``), replacing its previous one."""
+
+    async def flattens(self, *, open_only: bool = False, limit: int = 20) -> builtins.list[FlattenRecord]:
+        """The newest flattens first (``open_only``: pending or running)."""
+
+    async def claim_flatten(self, flatten_id: str, owner: str, stale_after: float) -> FlattenRecord | None:
+        """Take (or renew) the lease of an open flatten when nobody holds it, ``owner``
+        holds it, or its holder has not renewed it for ``stale_after`` seconds; atomic.
+        The record as claimed, or ``None``."""
+
+    async def count_order(self, key: str, limit: int, window: float) -> tuple[bool, int]:
+        """Count one order of ``key`` if fewer than ``limit`` were counted in the last
+        ``window`` seconds, atomically: (counted, how many there were before)."""
+
+    async def recent_orders(self, key: str, window: float) -> int:
+        """How many orders of ``key`` were counted in the last ``window`` seconds."""
+
+    async def baseline(self, account: str, day: str, equity: Decimal) -> Decimal:
+        """The account's equity baseline of ``day`` (``YYYY-MM-DD``): ``equity`` if it is
+        the first one given that day, else the first one."""
+
+    async def aclose(self) -> None:
+        """Release what this store opened."""
+
+
+class RateStore(Protocol):
+    """Theoretical arrival times (GCRA) of the rate limiter, by key.
+
+    quart-rate-limiter's store interface (``get``/``set``, ``before_serving``/``after_serving``)
+    plus ``reserve``/``release``, which check and charge several keys in one atomic step.
+    A time in the past means the same as no entry."""
+
+    async def get(self, key: str, default: datetime) -> datetime:
+        """The key's theoretical arrival time, ``default`` when there is none."""
+
+    async def set(self, key: str, tat: datetime) -> None:
+        """Set the key's theoretical arrival time."""
+
+    async def reserve(self, entries: builtins.list[RateEntry], now: float) -> float:
+        """Charge every entry if none would exceed its limit, atomically: 0.0; otherwise
+        charge none and return the seconds to wait."""
+
+    async def release(self, entries: builtins.list[RateEntry], now: float) -> None:
+        """Give back one charge of every entry."""
+
+    async def before_serving(self) -> None: ...
+
+    async def after_serving(self) -> None: ...

@@ -1,0 +1,156 @@
+"""What only the SQLite stores promise beyond the contract suite: token files hold hashes
+only and every verification does the same indexed lookup; files written by earlier versions
+keep working; the replay cache survives reopening, prunes expired keys and is atomic across
+connections (processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from core.store.sqlite.replay import SqliteReplayCache
+from core.store.sqlite.tokens import SqliteTokenStore
+from core.store.tokens import hash_token, new_token
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_800_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def tokens(tmp_path):
+    clock = FakeClock()
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3", clock=clock)
+    store.clock = clock  # type: ignore[attr-defined]
+    yield store
+    await store.close()
+
+
+async def test_only_the_hash_is_stored(tokens, tmp_path):
+    token, info = await tokens.issue(ttl=60, label="tv")
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("tokens.sqlite3"))
+    assert token.encode() not in raw
+    assert hash_token(token).encode() in raw
+
+
+async def test_every_verification_does_the_same_lookup(tokens):
+    """Unknown, revoked, expired and valid tokens each cost one hash and one lookup by
+    primary key (no early return before the database, no scan)."""
+    valid, _ = await tokens.issue(ttl=600)
+    revoked, _ = await tokens.issue(ttl=600)
+    await tokens.revoke(revoked)
+    expired, _ = await tokens.issue(ttl=1)
+    tokens.clock.now += 5
+    statements: list[str] = []
+    await tokens.db.run(lambda c: c.set_trace_callback(statements.append))
+    for token in ("unknown-" + "x" * 40, revoked, expired, valid, ""):
+        statements.clear()
+        await tokens.verify(token)
+        selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert len(selects) == 1 and "WHERE token_hash = " in selects[0], statements
+        assert statements[0].startswith("BEGIN IMMEDIATE")
+
+
+async def test_a_token_file_from_before_accounts_keeps_working_for_the_default_account(tmp_path):
+    token = new_token()
+    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:
+        conn.execute(
+            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+            " expires_at REAL NOT NULL, last_used_at REAL) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL)", (hash_token(token), time.time(), time.time() + 60)
+        )
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
+    try:
+        info = await store.verify(token)
+        assert info is not None and info.label == "old" and info.accounts == () and info.scopes == ()
+        _, scoped = await store.issue(ttl=60, accounts=("bob",))
+        assert scoped.accounts == ("bob",)
+    finally:
+        await store.close()
+
+
+async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path):
+    token = new_token()
+    with sqlite3.connect(tmp_path / "tokens.sqlite3") as conn:  # the file as the account-scoped version left it
+        conn.execute(
+            "CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, label TEXT, created_at REAL NOT NULL,"
+            " expires_at REAL NOT NULL, last_used_at REAL, accounts TEXT) WITHOUT ROWID"
+        )
+        conn.execute(
+            "INSERT INTO tokens VALUES (?, 'old', ?, ?, NULL, 'bob')",
+            (hash_token(token), time.time(), time.time() + 60),
+        )
+    store = SqliteTokenStore(tmp_path / "tokens.sqlite3")
+    try:
+        info = await store.verify(token)
+        assert info is not None and info.accounts == ("bob",) and info.scopes == ()
+        await store.issue(ttl=60, label="ops", scopes=("control",))
+        assert {i.label: i.scopes for i in await store.list()} == {"old": (), "ops": ("control",)}
+    finally:
+        await store.close()
+
+
+async def test_expired_replay_keys_are_pruned_and_permanent_ones_stay(tmp_path):
+    clock = FakeClock()
+    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", clock=clock, prune_interval=0)
+    try:
+        assert await cache.add_if_absent("bound", clock.now + 10)
+        assert await cache.add_if_absent("body", None)
+        clock.now += 5
+        assert not await cache.add_if_absent("bound", clock.now + 10)
+        clock.now += 100  # years later, as far as the cache can tell
+        assert not await cache.add_if_absent("body", None), "a body-only signature is remembered for ever"
+        assert await cache.add_if_absent("other", None)  # this insert prunes the expired row
+        assert await cache.count() == 2
+        assert await cache.add_if_absent("bound", clock.now + 10), "an expired key may be recorded again"
+    finally:
+        await cache.close()
+
+
+async def test_the_replay_cache_survives_reopening(tmp_path):
+    first = SqliteReplayCache(tmp_path / "replay.sqlite3")
+    assert await first.add_if_absent("k", None)
+    await first.close()
+    second = SqliteReplayCache(tmp_path / "replay.sqlite3")
+    try:
+        assert not await second.add_if_absent("k", None)
+    finally:
+        await second.close()
+
+
+def test_set_if_absent_is_atomic_across_connections(tmp_path):
+    # Eight caches (eight connections, as eight workers would have) race for the same keys.
+    path = tmp_path / "replay.sqlite3"
+    wins: list[bool] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        async def run() -> list[bool]:
+            cache = SqliteReplayCache(path)
+            try:
+                barrier.wait()
+                return [await cache.add_if_absent(f"key-{i}", None) for i in range(20)]
+            finally:
+                await cache.close()
+
+        results = asyncio.run(run())
+        with lock:
+            wins.extend(results)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(wins) == 160 and sum(wins) == 20, "each key is accepted exactly once"
