@@ -67,6 +67,7 @@ class StateBackend:
             )
         self.prefix = self.options.prefix or settings.state_prefix
         self._client: Any = None
+        self._rate_stores: dict[str, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StateBackend:
@@ -133,14 +134,29 @@ class StateBackend:
 
         return RedisTokenStore(self.client, self.prefix)
 
-    def rate_store(self) -> Any:
-        if not self.is_redis:
-            from core.web.ratelimit import SqliteRateStore
+    def rate_store(self, *, durable: bool = False) -> Any:
+        """The storage of rate-limit counters (``core.web.ratelimit``), one per kind: Redis
+        with STATE_URL; else, when this process is the server's only worker, memory (nothing
+        to share, no disk write per request; a restart resets the counters); else
+        ``DATA_DIR/ratelimit.sqlite3``, shared by the workers of this machine. ``durable``:
+        never memory (the dashboard's logged-out sessions must outlive a restart)."""
+        from core.web.worker import hypercorn_workers
 
-            return SqliteRateStore(self.data_dir / "ratelimit.sqlite3")
-        from core.store.redis.state import RedisRateStore
+        kind = "redis" if self.is_redis else "sqlite" if durable or hypercorn_workers() != 1 else "memory"
+        if kind not in self._rate_stores:
+            if kind == "redis":
+                from core.store.redis.rate import RedisRateStorage
 
-        return RedisRateStore(self.client, self.prefix)
+                self._rate_stores[kind] = RedisRateStorage(self.client, self.prefix)
+            elif kind == "sqlite":
+                from core.store.sqlite.rate import SqliteRateStorage
+
+                self._rate_stores[kind] = SqliteRateStorage(self.data_dir / "ratelimit.sqlite3")
+            else:
+                from core.web.ratelimit import MemoryRateStorage
+
+                self._rate_stores[kind] = MemoryRateStorage()
+        return self._rate_stores[kind]
 
     def risk_store(self) -> Any:
         """Halts, flattens, order counts and day baselines (``core.store.risk``)."""
@@ -153,6 +169,9 @@ class StateBackend:
         return RedisRiskStore(self.client, self.prefix)
 
     async def aclose(self) -> None:
+        for store in self._rate_stores.values():
+            await store.after_serving()
+        self._rate_stores.clear()
         if self._client is not None:
             await self._client.aclose()
             self._client = None

@@ -47,6 +47,7 @@ from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
 from core.web.intake import AUTHENTICATED, IntakeGuard, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
+from core.web.ratelimit import route_limiter
 from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def create_app(
     proxy = ProxyHeadersMiddleware(intake)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
     app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
+    route_limiter(app)  # quart-rate-limiter: per-worker brakes on the routes it decorates (core.web.ratelimit)
 
     @app.before_serving
     async def arrange_worker() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -123,14 +122,17 @@ async def test_expired_token_is_refused_and_removed(backend):
         await store.close()
 
 
-async def test_rate_store_keeps_theoretical_arrival_times(backend):
-    store = backend.rate_store()
-    now = datetime.now(UTC)
-    default = now - timedelta(days=1)
-    assert await store.get("k", default) == default
-    await store.set("k", now + timedelta(seconds=30))
-    assert abs((await store.get("k", default)) - (now + timedelta(seconds=30))) < timedelta(milliseconds=5)
-    await store.after_serving()
+async def test_rate_store_counts_a_moving_window_refunds_and_expiring_counters(backend):
+    store = backend.rate_store(durable=True)  # limits' storage interface (core.web.ratelimit)
+    assert [await store.acquire_entry("k", 2, 60) for _ in range(3)] == [True, True, False]
+    start, count = await store.get_moving_window("k", 2, 60)
+    assert count == 2 and time.time() - 5 < start <= time.time()
+    await store.refund("k")
+    assert await store.acquire_entry("k", 2, 60) is True
+    assert await store.acquire_entry("other", 2, 60) is True
+    assert await store.incr("c", 60) == 1
+    assert await store.incr("c", 60) == 2
+    assert (await store.get("c"), await store.get("absent")) == (2, 0)
 
 
 def _admit(journal, alert_id=None, body_hash="b" * 64, at=None, lane="acct|BTC/USDT", owner="w1", window=60.0):
