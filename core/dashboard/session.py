@@ -17,10 +17,10 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 SESSION_COOKIE = "dashboard_session"
@@ -83,8 +83,8 @@ class SessionSigner:
 
 
 class LoggedOut:
-    """Session ids ended by logout, until they would have expired, in a rate-limit store
-    (``RateLimiterStoreABC``: a key → time store that forgets times in the past)."""
+    """Session ids ended by logout, until they would have expired, as expiring counters of
+    the durable rate-limit storage (a ``limits`` storage: ``incr``/``get``)."""
 
     def __init__(self, store: Any):
         self.store = store
@@ -94,9 +94,9 @@ class LoggedOut:
         return f"dashboard-logout-{sid}"
 
     async def add(self, session: Session) -> None:
-        await self.store.set(self._key(session.sid), datetime.fromtimestamp(session.expires_at, UTC))
+        remaining = math.ceil(session.expires_at - time.time())
+        if remaining > 0:
+            await self.store.incr(self._key(session.sid), remaining)
 
     async def contains(self, session: Session) -> bool:
-        never = datetime.fromtimestamp(0, UTC)
-        until: datetime = await self.store.get(self._key(session.sid), never)
-        return until.timestamp() > 0
+        return bool(await self.store.get(self._key(session.sid)))

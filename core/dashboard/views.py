@@ -22,6 +22,7 @@ from quart import (
     render_template,
     request,
 )
+from quart_rate_limiter import rate_limit
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from core.dashboard import reads
@@ -39,6 +40,7 @@ from core.dashboard.session import (
 )
 from core.errors import Forbidden, NotFound, RateLimited, Unauthorized, Unprocessable
 from core.store.tokens import CONTROL_SCOPE
+from core.web.ratelimit import LOGIN_LIMITS
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def dashboard_blueprint() -> Blueprint:
         return await _login_page("", 200)
 
     @bp.post("/login")
+    @rate_limit(limits=LOGIN_LIMITS)  # per worker and address (core.web.ratelimit.route_limiter)
     async def login() -> Response | Redirect:
         router, board = g.router, g.board
         address = request.remote_addr or ""
@@ -355,7 +358,7 @@ def _dashboard(router: Any) -> Dashboard:
         settings = router.settings
         board = Dashboard(
             SessionSigner(settings.dashboard_password, settings.webhook_secret, settings.dashboard_session_ttl),
-            LoggedOut(router.limits.store),
+            LoggedOut(router.state.rate_store(durable=True)),
         )
         current_app.extensions["dashboard"] = board
     return board

@@ -82,6 +82,7 @@ class StateBackend:
         router_options = router_options or RouterOptions()
         self.url = (self.options.url or settings.state_url or "sqlite").strip()
         self.prefix = self.options.prefix or settings.state_prefix
+        self._rate_stores: dict[str, RateStore] = {}
         self.backend: StoreBackend
         if self.url == "sqlite":
             from core.store.sqlite.backend import SqliteBackend
@@ -147,12 +148,30 @@ class StateBackend:
         """``synchronous`` (SQLite): FULL for issuing and revoking, NORMAL for verifying."""
         return self.backend.token_store(synchronous=synchronous)
 
-    def rate_store(self) -> RateStore:
-        return self.backend.rate_store()
+    def rate_store(self, *, durable: bool = False) -> RateStore:
+        """The rate-limit counters (``core.web.ratelimit``), one store per kind: the backend's
+        (Redis with STATE_URL; ``DATA_DIR/ratelimit.sqlite3``, shared by the workers of this
+        machine), except when this process is the server's only worker on SQLite: memory
+        (nothing to share, no disk write per request; a restart resets the counters).
+        ``durable``: never memory (the dashboard's logged-out sessions must outlive a restart)."""
+        from core.web.worker import hypercorn_workers
+
+        kind = "memory" if self.kind == "sqlite" and not durable and hypercorn_workers() == 1 else self.kind
+        if kind not in self._rate_stores:
+            if kind == "memory":
+                from core.web.ratelimit import MemoryRateStorage
+
+                self._rate_stores[kind] = MemoryRateStorage()
+            else:
+                self._rate_stores[kind] = self.backend.rate_store()
+        return self._rate_stores[kind]
 
     def risk_store(self) -> RiskStore:
         """Halts, flattens, order counts and day baselines (``core.store.risk``)."""
         return self.backend.risk_store()
 
     async def aclose(self) -> None:
+        for store in self._rate_stores.values():
+            await store.after_serving()
+        self._rate_stores.clear()
         await self.backend.aclose()

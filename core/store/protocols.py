@@ -17,7 +17,6 @@ the same behaviour. A store of either backend may raise ``core.errors.StoreUnava
 from __future__ import annotations
 
 import builtins
-from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -241,25 +240,19 @@ class RiskStore(Protocol):
 
 
 class RateStore(Protocol):
-    """Theoretical arrival times (GCRA) of the rate limiter, by key.
+    """The rate limiter's counters (``core.web.ratelimit``): a ``limits`` storage with
+    moving-window support (``acquire_entry`` checks and charges one window in one atomic
+    step; ``get_moving_window`` reads it; ``incr``/``get`` are plain expiring counters) plus
+    what limits' interface lacks: give back the newest entry of a window, and close."""
 
-    quart-rate-limiter's store interface (``get``/``set``, ``before_serving``/``after_serving``)
-    plus ``reserve``/``release``, which check and charge several keys in one atomic step.
-    A time in the past means the same as no entry."""
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool: ...
 
-    async def get(self, key: str, default: datetime) -> datetime:
-        """The key's theoretical arrival time, ``default`` when there is none."""
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]: ...
 
-    async def set(self, key: str, tat: datetime) -> None:
-        """Set the key's theoretical arrival time."""
+    async def incr(self, key: str, expiry: int, amount: int = 1) -> int: ...
 
-    async def reserve(self, entries: builtins.list[RateEntry], now: float) -> float:
-        """Charge every entry if none would exceed its limit, atomically: 0.0; otherwise
-        charge none and return the seconds to wait."""
+    async def get(self, key: str) -> int: ...
 
-    async def release(self, entries: builtins.list[RateEntry], now: float) -> None:
-        """Give back one charge of every entry."""
-
-    async def before_serving(self) -> None: ...
+    async def refund(self, key: str) -> None: ...
 
     async def after_serving(self) -> None: ...

@@ -47,6 +47,7 @@ from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
 from core.web.intake import IntakeGuard, authenticated_callback, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
+from core.web.ratelimit import route_limiter
 from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def create_app(
     app.asgi_app = proxy  # type: ignore[method-assign]
     app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
     app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])  # 404 unless the metrics plugin runs
+    route_limiter(app)  # quart-rate-limiter: per-worker brakes on the routes it decorates (core.web.ratelimit)
 
     @app.before_serving
     async def arrange_worker() -> None:

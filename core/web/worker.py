@@ -50,6 +50,17 @@ def in_hypercorn_worker() -> bool:
     return multiprocessing.parent_process() is not None
 
 
+def hypercorn_workers() -> int | None:
+    """How many worker processes serve the app: 1 in a process of its own (no parent: tests,
+    ``check-config``, hypercorn with ``workers=0``), the ``--workers`` of the hypercorn master
+    that spawned this worker, or None when the parent is not hypercorn's (unknown)."""
+    if not in_hypercorn_worker():
+        return 1
+    config = getattr(multiprocessing.current_process(), "_kwargs", {}).get("config")
+    workers = getattr(config, "workers", None)
+    return workers if isinstance(workers, int) else None
+
+
 def die_with_parent(loop: asyncio.AbstractEventLoop) -> asyncio.Task[None]:
     """In a hypercorn worker: shut down when the master dies (see the module docstring).
     Returns the fallback watcher task (cancel it on shutdown)."""

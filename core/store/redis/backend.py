@@ -15,7 +15,6 @@ from core.store.redis.client import redis_client
 from core.store.redis.journal import RedisJournal
 from core.store.redis.replay import RedisReplayCache
 from core.store.redis.risk import RedisRiskStore
-from core.store.redis.state import RedisRateStore
 from core.store.redis.tokens import RedisTokenStore
 
 
@@ -63,7 +62,9 @@ class RedisBackend:
         return RedisTokenStore(self.client, self.prefix)  # durability is Redis's (appendfsync)
 
     def rate_store(self) -> RateStore:
-        return RedisRateStore(self.client, self.prefix)
+        from core.store.redis.rate import RedisRateStorage
+
+        return RedisRateStorage(self.client, self.prefix)
 
     def risk_store(self) -> RedisRiskStore:
         return RedisRiskStore(self.client, self.prefix)

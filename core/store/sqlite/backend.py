@@ -37,9 +37,9 @@ class SqliteBackend:
         return SqliteTokenStore(self.data_dir / "tokens.sqlite3", synchronous=synchronous)
 
     def rate_store(self) -> RateStore:
-        from core.web.ratelimit import SqliteRateStore
+        from core.store.sqlite.rate import SqliteRateStorage
 
-        return SqliteRateStore(self.data_dir / "ratelimit.sqlite3")
+        return SqliteRateStorage(self.data_dir / "ratelimit.sqlite3")
 
     def risk_store(self) -> SqliteRiskStore:
         return SqliteRiskStore(self.data_dir / "risk.sqlite3")

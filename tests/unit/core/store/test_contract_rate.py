@@ -1,42 +1,48 @@
 """The ``RateStore`` protocol as the rate limiter uses it (``core.web.ratelimit``), on the
-stores the SQLite and Redis backends open: theoretical arrival times, and several keys
-checked and charged in one step."""
+stores the SQLite and Redis backends open and on the memory store of a single worker: a
+moving window checked and charged in one step, its newest entry given back, and plain
+expiring counters."""
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
+from core.web.ratelimit import MemoryRateStorage
 from tests.conftest import STATE_BACKENDS
 
 pytestmark = pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
 
 
-async def test_the_store_keeps_theoretical_arrival_times(backend):
-    store = backend.rate_store()
-    await store.before_serving()
-    try:
-        now = datetime.now(UTC)
-        default = now - timedelta(days=1)
-        assert await store.get("k", default) == default
-        await store.set("k", now + timedelta(seconds=30))
-        assert abs((await store.get("k", default)) - (now + timedelta(seconds=30))) < timedelta(milliseconds=5)
-    finally:
-        await store.after_serving()
+@pytest.fixture(params=["backend", "memory"])
+async def store(request, backend):
+    store = backend.backend.rate_store() if request.param == "backend" else MemoryRateStorage()
+    yield store
+    await store.after_serving()
 
 
-async def test_reserve_charges_every_key_or_none_and_release_gives_back(backend):
-    store = backend.rate_store()
-    try:
-        now = time.time()
-        a, b = ("a", 1.0, 2.5), ("b", 1.0, 1.5)  # a: 2 in 2.5 s; b: 1 in 1.5 s (a margin: the stored times are rounded)
-        assert await store.reserve([a, b], now) == 0.0
-        assert await store.reserve([a, b], now) == pytest.approx(0.5, abs=0.01)  # b is spent: neither is charged
-        assert await store.reserve([a], now) == 0.0  # a was not charged by the refusal
-        assert await store.reserve([a], now) == pytest.approx(0.5, abs=0.01)
-        await store.release([b], now)
-        assert await store.reserve([b], now) == 0.0
-    finally:
-        await store.after_serving()
+async def test_the_window_admits_its_limit_and_no_more(store):
+    assert [await store.acquire_entry("k", 3, 60) for _ in range(4)] == [True, True, True, False]
+    oldest, count = await store.get_moving_window("k", 3, 60)
+    assert count == 3 and oldest > 0
+    assert await store.acquire_entry("other", 3, 60)  # keys are independent
+
+
+async def test_an_amount_above_the_limit_is_refused_without_charging(store):
+    assert not await store.acquire_entry("k", 2, 60, amount=3)
+    assert (await store.get_moving_window("k", 2, 60))[1] == 0
+
+
+async def test_refund_gives_back_the_newest_entry(store):
+    assert await store.acquire_entry("k", 2, 60)
+    assert await store.acquire_entry("k", 2, 60)
+    assert not await store.acquire_entry("k", 2, 60)
+    await store.refund("k")
+    assert (await store.get_moving_window("k", 2, 60))[1] == 1
+    assert await store.acquire_entry("k", 2, 60)
+
+
+async def test_plain_counters_count_up_from_nothing(store):
+    assert await store.get("c") == 0
+    assert await store.incr("c", 60) == 1
+    assert await store.incr("c", 60, amount=2) == 3
+    assert await store.get("c") == 3

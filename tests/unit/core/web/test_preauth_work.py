@@ -12,10 +12,10 @@ import pytest
 
 from core.errors import RateLimited
 from core.hooks.manager import hookimpl
+from core.store.sqlite.rate import SqliteRateStorage
 from core.web.ratelimit import (
     IPV6_SITE_SCALE,
-    BoundedMemoryStore,
-    SqliteRateStore,
+    MemoryRateStorage,
     WebhookLimits,
     address_keys,
     parse_rate_limits,
@@ -183,11 +183,11 @@ def test_a_proven_address_sends_concurrent_alerts_to_the_real_server_without_429
 async def stores(request, tmp_path, state_prefix):
     """Two stores over the same state, as two workers (or machines) see it."""
     if request.param == "memory":
-        store = BoundedMemoryStore()
+        store = MemoryRateStorage()
         yield store, store
         return
     if request.param == "sqlite":
-        first, second = SqliteRateStore(tmp_path / "rl.sqlite3"), SqliteRateStore(tmp_path / "rl.sqlite3")
+        first, second = SqliteRateStorage(tmp_path / "rl.sqlite3"), SqliteRateStorage(tmp_path / "rl.sqlite3")
         yield first, second
         await first.after_serving()
         await second.after_serving()
@@ -196,10 +196,11 @@ async def stores(request, tmp_path, state_prefix):
 
     if not redis_answers():
         pytest.skip("Redis is not answering")
-    from core.store.redis.state import RedisRateStore, redis_client
+    from core.store.redis.client import redis_client
+    from core.store.redis.rate import RedisRateStorage
 
     client = redis_client(REDIS_TEST_URL)
-    yield RedisRateStore(client, state_prefix), RedisRateStore(client, state_prefix)
+    yield RedisRateStorage(client, state_prefix), RedisRateStorage(client, state_prefix)
     keys = [k async for k in client.scan_iter(match=f"{state_prefix}:*")]
     if keys:
         await client.delete(*keys)
@@ -235,4 +236,4 @@ async def test_ipv6_is_counted_by_64_and_bounded_by_48():
     with pytest.raises(RateLimited):
         await limits.check_failures("2001:db8:7:abcd::1")
     await limits.reserve_failure("2001:db8:8::1")  # another /48 is unaffected
-    assert timedelta(minutes=1) == limits.failure_limits[0].period
+    assert limits.failure_limits[0].get_expiry() == timedelta(minutes=1).total_seconds()

@@ -4,24 +4,44 @@ distinct loopback source addresses (127.0.0.x) as distinct clients."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from datetime import timedelta
+import multiprocessing
+import time
 
 import pytest
 
 from core.config import Settings
 from core.errors import ConfigError, RateLimited
-from core.web.ratelimit import BoundedMemoryStore, WebhookLimits, address_key, parse_rate_limits
+from core.web.ratelimit import (
+    LOGIN_LIMITS,
+    BoundedMemoryStore,
+    MemoryRateStorage,
+    WebhookLimits,
+    address_key,
+    parse_rate_limits,
+)
 from tests.abuse_support import TEXT_PLAIN, client_from, issue_token_async, ledger_count, running_server, token_body
+from tests.conftest import REDIS_TEST_URL, STATE_BACKENDS, redis_answers
 from tests.support import alert_body, signed_headers
+from tests.unit.core.web.race_support import RACE_LIMIT, race
 
 
 class FakeClock:
+    """``time.time`` for limits' storages and this project's code alike (both read it)."""
+
     def __init__(self, now: float = 1_800_000_000.0):
         self.now = now
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(time, "time", fake)
+    return fake
 
 
 # ---------------------------------------------------------------- parsing
@@ -38,7 +58,7 @@ class FakeClock:
     ],
 )
 def test_rate_limit_forms(text, expected):
-    assert [(limit.count, limit.period.total_seconds()) for limit in parse_rate_limits(text)] == expected
+    assert [(limit.amount, limit.get_expiry()) for limit in parse_rate_limits(text)] == expected
 
 
 @pytest.mark.parametrize(
@@ -66,66 +86,76 @@ def test_rate_limit_key_and_defaults():
 
 
 def limits(rate="3/minute", failures="2/minute", key_by="ip"):
-    clock = FakeClock()
-    return WebhookLimits(parse_rate_limits(rate), parse_rate_limits(failures), key_by=key_by, clock=clock), clock
+    return WebhookLimits(parse_rate_limits(rate), parse_rate_limits(failures), key_by=key_by)
 
 
-async def test_fourth_request_in_the_minute_is_refused_with_retry_after():
-    budget, clock = limits()
+async def test_fourth_request_in_the_minute_is_refused_with_retry_after(clock):
+    budget = limits()
     for _ in range(3):
         await budget.before_request("10.0.0.1")
+    clock.now += 0.5
     with pytest.raises(RateLimited) as refused:
         await budget.before_request("10.0.0.1")
     assert refused.value.status == 429 and refused.value.code == "rate_limited"
-    assert refused.value.headers["Retry-After"] == "20"  # 3/minute: one more every 20 s
+    assert refused.value.headers["Retry-After"] == "60"  # a moving window: the first three leave it at +60 s
     await budget.before_request("10.0.0.2")  # another address is unaffected
-    clock.now += 20
-    await budget.before_request("10.0.0.1")
+    clock.now += 59
+    with pytest.raises(RateLimited):  # at most 3 in any 60 s, never a 4th
+        await budget.before_request("10.0.0.1")
+    clock.now += 1
+    for _ in range(3):
+        await budget.before_request("10.0.0.1")
     with pytest.raises(RateLimited):
         await budget.before_request("10.0.0.1")
 
 
-async def test_refused_requests_do_not_spend_the_budget():
-    budget, clock = limits(rate="1/second")
+async def test_refused_requests_spend_nothing_on_any_of_their_limits(clock):
+    # The minute's counter is hit first; when the second's refuses, that hit is refunded.
+    budget = limits(rate="5/minute,1/second")
     await budget.before_request("10.0.0.1")
     for _ in range(50):
         with pytest.raises(RateLimited):
             await budget.before_request("10.0.0.1")
-    clock.now += 1
-    await budget.before_request("10.0.0.1")
+    for _ in range(4):
+        clock.now += 1.5
+        await budget.before_request("10.0.0.1")  # 5 in the minute: none of the 50 was counted
+    clock.now += 1.5
+    with pytest.raises(RateLimited):
+        await budget.before_request("10.0.0.1")
 
 
-async def test_several_limits_all_apply():
-    budget, clock = limits(rate="2/second,3/minute")
+async def test_several_limits_all_apply(clock):
+    budget = limits(rate="2/second,3/minute")
     await budget.before_request("a")
     await budget.before_request("a")
     with pytest.raises(RateLimited) as per_second:
         await budget.before_request("a")
     assert per_second.value.headers["Retry-After"] == "1"
-    clock.now += 1
+    clock.now += 1.5
     await budget.before_request("a")
     clock.now += 1
     with pytest.raises(RateLimited) as per_minute:
         await budget.before_request("a")
-    assert int(per_minute.value.headers["Retry-After"]) > 1
+    assert per_minute.value.headers["Retry-After"] == "58"  # the first two leave the minute at +60 s
 
 
-async def test_failure_budget_is_checked_always_charged_only_by_failures():
-    budget, clock = limits(rate="100/second", failures="2/minute")
+async def test_failure_budget_is_checked_always_charged_only_by_failures(clock):
+    budget = limits(rate="100/second", failures="2/minute")
     for _ in range(10):
         await budget.before_request("10.0.0.1")  # successes never charge it
     await budget.failed("10.0.0.1")
     await budget.failed("10.0.0.1")
+    clock.now += 30
     with pytest.raises(RateLimited) as refused:
         await budget.before_request("10.0.0.1")
     assert refused.value.headers["Retry-After"] == "30"
     await budget.before_request("10.0.0.9")
-    clock.now += 30
+    clock.now += 30.5
     await budget.before_request("10.0.0.1")
 
 
-async def test_principal_keying_applies_after_authentication_only():
-    budget, clock = limits(rate="2/minute", key_by="principal")
+async def test_principal_keying_applies_after_authentication_only(clock):
+    budget = limits(rate="2/minute", key_by="principal")
     for _ in range(10):
         await budget.before_request("10.0.0.1")  # the address is not limited by RATE_LIMIT
     await budget.authenticated("token:a")
@@ -142,23 +172,137 @@ def test_ipv6_clients_are_keyed_by_their_64():
     assert address_key("203.0.113.7") == "203.0.113.7"
 
 
-async def test_memory_store_is_bounded():
-    clock = FakeClock()
-    store = BoundedMemoryStore(max_keys=100, clock=clock)
-    budget = WebhookLimits(parse_rate_limits("1/second"), [], store=store, clock=clock)
+async def test_memory_storage_is_bounded_and_swept_without_a_task_per_hit(clock):
+    store = MemoryRateStorage(max_keys=100, sweep_every=10)
+    budget = WebhookLimits(parse_rate_limits("1/second"), [], store=store)
+    tasks = len(asyncio.all_tasks())
     for i in range(1000):
         await budget.before_request(f"10.0.{i // 256}.{i % 256}")
     assert len(store) <= 100
-    clock.now += 5
-    await budget.before_request("192.0.2.1")  # past entries are dropped first
+    assert len(asyncio.all_tasks()) == tasks, "limits' own sweep (a task walking every key) is replaced"
+    clock.now += 10
+    await budget.before_request("192.0.2.1")  # a sweep is due: what expired is dropped
+    assert len(store) == 1
+    with pytest.raises(RateLimited):
+        await budget.before_request("192.0.2.1")  # the bound never forgets a live counter early
+
+
+async def test_the_bound_drops_the_counters_hit_least_recently(clock):
+    store = MemoryRateStorage(max_keys=10, sweep_every=3600)
+    budget = WebhookLimits(parse_rate_limits("1/hour"), [], store=store)
+    await budget.before_request("192.0.2.1")
+    for i in range(30):
+        clock.now += 1
+        await budget.before_request(f"10.0.0.{i}")
+    assert len(store) <= 10
+    clock.now += 1
+    await budget.before_request("192.0.2.1")  # its counter, the oldest, went first
+    with pytest.raises(RateLimited):
+        await budget.before_request("10.0.0.29")  # the newest is still counted
+
+
+# ---------------------------------------------------------------- the backend, chosen once
+
+
+@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)
+async def test_memory_with_one_worker_shared_with_several_or_with_redis(make_settings, state_url, monkeypatch):
+    from core.store.factory import StateBackend
+    from core.store.redis.rate import RedisRateStorage
+    from core.store.sqlite.rate import SqliteRateStorage
+    from core.web import worker
+
+    state = StateBackend(make_settings())
+    try:
+        assert worker.hypercorn_workers() == 1  # this process serves alone
+        if state.is_redis:
+            assert isinstance(state.rate_store(), RedisRateStorage)
+            assert state.rate_store(durable=True) is state.rate_store()
+            return
+        assert isinstance(state.rate_store(), MemoryRateStorage)
+        assert isinstance(state.rate_store(durable=True), SqliteRateStorage)  # the dashboard's logouts
+        monkeypatch.setattr(worker, "hypercorn_workers", lambda: 2)
+        assert state.rate_store() is state.rate_store(durable=True)
+    finally:
+        await state.aclose()
+
+
+async def test_an_unreachable_redis_answers_503_nothing_sent():
+    from core.errors import StoreUnavailable
+    from core.store.redis.client import redis_client
+    from core.store.redis.rate import RedisRateStorage
+
+    client = redis_client("redis://127.0.0.1:1/0")  # nothing listens there
+    budget = WebhookLimits(
+        parse_rate_limits("3/minute"), parse_rate_limits("2/minute"), store=RedisRateStorage(client, "t")
+    )
+    try:
+        for step in (budget.before_request, budget.reserve_failure, budget.release_failure, budget.failed):
+            with pytest.raises(StoreUnavailable, match="ConnectionError"):
+                await step("10.0.0.1")
+    finally:
+        await client.aclose()
+
+
+# ---------------------------------------------------------------- atomic across processes
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_check_and_charge_are_atomic_across_processes(backend, tmp_path, state_prefix):
+    """Two processes (as two workers) race 2 x 40 requests from one address at a limit of 7
+    (tests/unit/core/web/race_support.py): exactly 7 are allowed, whichever process made them."""
+    if backend == "redis" and not redis_answers():
+        pytest.skip("Redis is not answering")
+    location = str(tmp_path / "ratelimit.sqlite3") if backend == "sqlite" else f"{REDIS_TEST_URL}#{state_prefix}"
+    spawn = multiprocessing.get_context("spawn")
+    start, results = spawn.Event(), spawn.Queue()
+    workers = [spawn.Process(target=race, args=(backend, location, start, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        start.set()
+        allowed = [results.get(timeout=60) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+        if backend == "redis":
+            import redis
+
+            client = redis.Redis.from_url(REDIS_TEST_URL)
+            keys = list(client.scan_iter(match=f"{state_prefix}:*"))
+            if keys:
+                client.delete(*keys)
+    assert sum(allowed) == RACE_LIMIT and len(allowed) == 2, allowed
+
+
+# ---------------------------------------------------------------- quart-rate-limiter: the login brake
+
+
+async def test_quart_rate_limiter_brakes_the_dashboard_login_form_per_address(app_client):
+    async with app_client(DASHBOARD_PASSWORD="correct horse battery") as (client, _app):
+        count = LOGIN_LIMITS[0].count
+        answers = [
+            (await client.post("/dashboard/login", form={}, scope_base={"client": ("203.0.113.5", 1)})).status_code
+            for _ in range(count + 1)
+        ]
+        assert answers == [403] * count + [429]  # 403: no CSRF token; the brake counts every post
+        refused = await client.post("/dashboard/login", form={}, scope_base={"client": ("203.0.113.5", 1)})
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert (await refused.get_json())["error"]["code"] == "rate_limited"
+        other = await client.post("/dashboard/login", form={}, scope_base={"client": ("203.0.113.6", 1)})
+        assert other.status_code == 403, "another address has its own count"
+        page = await client.get("/dashboard/login", scope_base={"client": ("203.0.113.5", 1)})
+        assert page.status_code == 200, "only the form's posts are braked"
+
+
+async def test_quart_rate_limiters_store_is_bounded():
+    from datetime import UTC, datetime, timedelta
+
+    store = BoundedMemoryStore(max_keys=100)
+    future = datetime.now(UTC) + timedelta(minutes=1)
+    for i in range(1000):
+        await store.set(f"k{i}", future)
     assert len(store) <= 100
-
-
-def test_store_speaks_quart_rate_limiters_interface():
-    from quart_rate_limiter.store import RateLimiterStoreABC
-
-    assert issubclass(BoundedMemoryStore, RateLimiterStoreABC)
-    assert parse_rate_limits("1/hour")[0].period == timedelta(hours=1)
+    assert await store.get("k999", datetime.fromtimestamp(0, UTC)) == future
 
 
 # ---------------------------------------------------------------- in process: principal keying end to end
@@ -216,6 +360,7 @@ def test_fourth_request_from_one_address_gets_429_another_address_is_unaffected(
         assert ledger_count(server.data_dir) == before + 3, "a 429 executes nothing"
         assert post_signed(second).status_code == 200
         assert first.get("/").status_code == 200, "GET / is not rate limited"
+    assert not (server.data_dir / "ratelimit.sqlite3").exists(), "one worker counts in its memory"
 
 
 def test_forwarded_for_from_an_untrusted_peer_does_not_change_the_key(server):
