@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The command line (core.cli), run from this checkout: the same as $(VENV)/bin/ccxt-trading-webhook.
+CLI := $(PY) -m core
 HOST ?= $(shell grep -s '^HOST=' .env | cut -d= -f2)
 PORT ?= $(shell grep -s '^PORT=' .env | cut -d= -f2)
 
@@ -18,17 +20,17 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[test,redis]'
 	touch $@
 
-.env:
-	$(PY) -m core init-env
+.env: | $(VENV)/.installed
+	$(CLI) init
 
 ## Install, write .env (paper exchange, random WEBHOOK_SECRET) and serve on 127.0.0.1:8000
-## (python -m core serve: a configuration mistake stops it with one line and a failure status).
+## (a configuration mistake stops it with one line and a failure status).
 run: $(VENV)/.installed .env
-	$(PY) -m core serve --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000)
+	$(CLI) serve --bind $(or $(HOST),127.0.0.1):$(or $(PORT),8000)
 
 ## The configuration's verdict without starting the server.
 check-config: $(VENV)/.installed .env
-	$(PY) -m core check-config
+	$(CLI) check-config
 
 ## Install and run the whole test suite (slow fault/load tests included).
 test: $(VENV)/.installed-test
@@ -38,11 +40,13 @@ test: $(VENV)/.installed-test
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -m 'not slow'
 
+## The exchange emulator on 127.0.0.1:9000.
 emulator: $(VENV)/.installed-test
-	$(PY) -m emulator --port 9000
+	$(CLI) emulator --port 9000
 
+## The benchmark (bench/results/latest.json).
 bench: $(VENV)/.installed-test
-	$(PY) -m bench
+	$(CLI) bench
 
 clean:
 	rm -rf $(VENV) data

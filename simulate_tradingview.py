@@ -1,100 +1,24 @@
 #!/usr/bin/env python3
-"""Send a realistic TradingView alert to a running router and print the answer.
+"""Send a realistic TradingView alert to a running router and print the answer:
+``ccxt-trading-webhook simulate ...`` under its classic name (standard library only).
 
     python simulate_tradingview.py                       # HMAC-signed (WEBHOOK_SECRET from env/.env)
     python simulate_tradingview.py --token <token>       # token mode, as TradingView sends it
     python simulate_tradingview.py --symbol BINANCE:ETHUSDT --side sell --amount 0.1
-
-Signed requests use the recommended form: X-Signature = hex HMAC-SHA256 of
-"<X-Timestamp>.<body>" keyed with WEBHOOK_SECRET (``--body-only`` signs the body alone,
-the classic form). Standard library only, so it runs anywhere.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import hmac
-import json
-import os
 import sys
-import time
-import urllib.error
-import urllib.request
-from pathlib import Path
 
+if sys.version_info < (3, 11):  # noqa: UP036 - run by whatever python3 is on PATH
+    raise SystemExit(f"error: Python 3.11+ is needed, this is {sys.version.split()[0]}: use .venv/bin/python")
 
-def read_dotenv(path: Path = Path(".env")) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if "=" in line and not line.lstrip().startswith("#"):
-                key, _, value = line.partition("=")
-                values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
-
-
-def build_alert(args: argparse.Namespace) -> dict:
-    """The message a TradingView strategy alert produces once its placeholders are filled."""
-    alert = {
-        "exchange": args.exchange,
-        "symbol": args.symbol,
-        "side": args.side,
-        "amount": args.amount,
-        "price": args.price,
-        "id": args.id or f"sim-{int(time.time() * 1000)}",
-    }
-    if args.token:
-        alert = {"token": args.token, **alert}
-    if args.account:
-        alert["account"] = args.account
-    return alert
+from core.cli import main as cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    env = {**read_dotenv(), **os.environ}
-    port = env.get("PORT", "8000")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--url", default=f"http://127.0.0.1:{port}/webhook")
-    parser.add_argument("--token", help="send in token mode with this token instead of signing")
-    parser.add_argument("--secret", default=env.get("WEBHOOK_SECRET", ""), help="HMAC secret (default: WEBHOOK_SECRET)")
-    parser.add_argument("--body-only", action="store_true", help="sign the body alone (the classic form)")
-    parser.add_argument("--exchange", default="BINANCE")
-    parser.add_argument("--account")
-    parser.add_argument("--symbol", default="BINANCE:BTCUSDT")
-    parser.add_argument("--side", default="buy")
-    parser.add_argument("--amount", default="0.001")
-    parser.add_argument("--price", default="50000")
-    parser.add_argument("--id", help="alert id (default: a fresh one)")
-    parser.add_argument("--timeout", type=float, default=10)
-    args = parser.parse_args(argv)
-
-    body = json.dumps(build_alert(args), separators=(",", ":")).encode()
-    headers = {"Content-Type": "application/json" if not args.token else "text/plain; charset=utf-8"}
-    if not args.token:
-        if not args.secret:
-            print("no WEBHOOK_SECRET in the environment or .env; pass --secret or --token", file=sys.stderr)
-            return 2
-        timestamp = str(int(time.time()))
-        message = body if args.body_only else timestamp.encode() + b"." + body
-        headers["X-Timestamp"] = timestamp
-        headers["X-Signature"] = hmac.new(args.secret.encode(), message, hashlib.sha256).hexdigest()
-
-    request = urllib.request.Request(args.url, data=body, headers=headers, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=args.timeout) as response:
-            status, text = response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        status, text = exc.code, exc.read().decode()
-    except urllib.error.URLError as exc:
-        print(f"cannot reach {args.url}: {exc.reason}", file=sys.stderr)
-        return 1
-    print(f"HTTP {status}")
-    try:
-        print(json.dumps(json.loads(text), indent=2))
-    except ValueError:
-        print(text)
-    return 0 if status < 400 else 1
+    return cli(["simulate", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

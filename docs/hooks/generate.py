@@ -3,7 +3,7 @@
 A page holding one of these markers gets it replaced when the site is built:
 
 ``<!-- generated: settings -->``
-    the environment settings: the fields of the settings model(s) in ``core/config.py``;
+    the environment settings: the fields of the settings model(s) in ``core/config/settings.py``;
 ``<!-- generated: plugin-options -->``
     every section of plugins.yaml: ``router``, ``state`` and each plugin's ``Options``;
 ``<!-- generated: cli -->``

@@ -27,7 +27,7 @@ from refgen_fields import (
 
 
 def settings_models() -> list[type]:
-    """The settings model(s) of core/config.py: BaseSettings subclasses if there are any,
+    """The settings model(s) of core/config/settings.py: BaseSettings subclasses if there are any,
     else its pydantic models that are not plugin options."""
     ensure_importable()
     from pydantic import BaseModel

@@ -1,4 +1,4 @@
-"""``python -m core journal list|show|stats`` on both state backends."""
+"""``python -m core journal list|show|stats`` (``ccxt-trading-webhook journal``) on both state backends."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ async def test_journal_cli_lists_shows_and_counts(app_client, data_dir, state_ur
 
     listing = run("list")
     assert "cli-ok" in listing and "filled" in listing and "amount_below_minimum" in listing
+    assert listing.splitlines()[0].split()[:2] == ["ALERT", "STATE"]
+    rows = [json.loads(line) for line in run("list", "--json", "--state", "filled").splitlines()]
+    assert [(r["alert_id"], r["state"]) for r in rows] == [("cli-ok", "filled")] and "body_hash" not in rows[0]
+    assert len(run("list", "--limit", "1").splitlines()) == 2  # the header and one alert
     shown = json.loads(run("show", "cli-ok"))
     assert shown["state"] == "filled" and shown["orders"][0]["state"] == "filled" and "body_hash" not in shown
     stats = json.loads(run("stats"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.__main__ import init_env
+from core.cli.init import init_env
 from tests.abuse_support import TEXT_PLAIN, issue_token_async, token_body
 from tests.support import alert_body, signed_headers
 

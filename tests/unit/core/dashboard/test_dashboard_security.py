@@ -264,7 +264,7 @@ async def test_no_page_shows_a_secret(app_client, data_dir, write_plugins_yaml):
 
 
 def test_init_env_writes_a_random_dashboard_password(tmp_path):
-    from core.__main__ import init_env
+    from core.cli.init import init_env
     from core.config import Settings
 
     example = tmp_path / ".env.example"

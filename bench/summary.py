@@ -1,0 +1,90 @@
+"""What a benchmark run adds up to beyond the load figures: every 2xx answer against the
+orders booked at the emulator, the dashboard target over the plain server, the logs' warnings."""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+from bench import report
+from bench.targets import API_KEY, Deadline
+
+
+def dashboard_summary(runs: list[dict[str, Any]], polls: list[dict[str, Any]], interval: float) -> dict[str, Any]:
+    """The server with the dashboard on and a browser connected, over the plain server.
+
+    ``ratio``: the medians' ratio; ``round_ratios``: the same figure's ratio within each
+    round (the two ran minutes apart at most), whose range is the noise a reader judges it
+    by; ``server_spread``: the plain server's own figure across rounds, min and max over
+    its median (what the same code does from round to round).
+    """
+    out: dict[str, Any] = {
+        "interval_s": interval,
+        "polls": sum(p["polls"] for p in polls),
+        "polls_during_load": sum(p["during_load"] for p in polls),
+        "runs": len(polls),
+        "poll_statuses": dict(sum((collections.Counter(p["statuses"]) for p in polls), collections.Counter())),
+        "poll_p50_ms": report.percentile([v for p in polls for v in p["latencies_ms"]], 50),
+    }
+    for key, concurrency in (("c1", 1), ("c32", 32)):
+        pick = {
+            t: sorted(
+                (x for x in runs if x["target"] == t and x["concurrency"] == concurrency and x["route"] == "rest"),
+                key=lambda x: x["round"],
+            )
+            for t in ("server", "dashboard")
+        }
+        s, d = report.median_of(pick["server"]), report.median_of(pick["dashboard"])
+        by_round = {x["round"]: x for x in pick["server"]}
+        round_ratios = {
+            k: [x[k] / by_round[x["round"]][k] for x in pick["dashboard"] if by_round[x["round"]][k]] for k in s
+        }
+        spread = {
+            k: [min(x[k] for x in pick["server"]) / s[k], max(x[k] for x in pick["server"]) / s[k]] for k in s if s[k]
+        }
+        out[key] = {
+            "server": s,
+            "dashboard": d,
+            "ratio": report.ratios(d, s),
+            "round_ratios": round_ratios,
+            "server_spread": spread,
+        }
+    return out
+
+
+def _warnings(log: str) -> list[str]:
+    return [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line][-10:]
+
+
+def check_orders(emulator_url: str, answered: list[tuple[str, str]], deadline: Deadline) -> dict[str, Any]:
+    """Every 2xx answer ↔ exactly one order booked at the emulator, matched by client order id."""
+    from core.trading.execution import client_order_id
+    from emulator.control import EmulatorControl
+
+    control = EmulatorControl(emulator_url, timeout=30)
+    expected = {client_order_id(alert_id, account) for account, alert_id in answered}
+    booked: collections.Counter = collections.Counter()
+    # An answer 202 leaves the order executing: wait (bounded) until the book stops growing.
+    previous = -1
+    for _ in range(20):
+        orders = control.orders(account_key=API_KEY)
+        if len(orders) == previous:
+            break
+        previous = len(orders)
+        time.sleep(0.25)
+        deadline.left()
+    booked.update(o["client_order_id"] for o in orders)
+    missing = [c for c in expected if booked[c] == 0]
+    doubled = [c for c, k in booked.items() if k > 1]
+    unanswered = [c for c in booked if c not in expected]
+    return {
+        "ok": not (missing or doubled or unanswered),
+        "answered_2xx": len(answered),
+        "distinct_2xx": len(expected),
+        "booked": sum(booked.values()),
+        "missing": len(missing),
+        "doubled": len(doubled),
+        "unanswered_booked": len(unanswered),
+        "examples": (missing + doubled + unanswered)[:5],
+    }
