@@ -6,6 +6,7 @@ field and what was expected.
 Checked here, after plugins.yaml and the environment validated and the accounts were
 registered (nothing is connected yet):
 
+- the ``metrics`` section of plugins.yaml (core's metrics service, which the app builds);
 - some credential exists: WEBHOOK_SECRET for HMAC, or an unexpired token in the token
   store — without either every alert would be answered 401;
 - DEFAULT_EXCHANGE names an account that exists (unless alerts may carry their own keys);
@@ -20,6 +21,7 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import ConfigError
+from core.observability.metrics import metrics_options
 
 # Under ``python -m core serve``: the file a worker that cannot start writes its one line to.
 STARTUP_REPORT_ENV = "ROUTER_STARTUP_REPORT"
@@ -36,9 +38,9 @@ async def check_startup(router: Any) -> None:
     settings: Settings = router.settings
     if settings.dyno and not router.state.is_redis and not settings.allow_ephemeral_state:
         raise ConfigError(
-            "environment: STATE_URL: DYNO is set (Heroku) and state is SQLite under DATA_DIR, which Heroku erases on every "
-            "restart (the journal and tokens with it): expected a Redis URL (add Heroku Redis: REDIS_URL is then used), "
-            "or ALLOW_EPHEMERAL_STATE=true to accept the loss"
+            "environment: STATE_URL: DYNO is set (Heroku) and state is SQLite under DATA_DIR, which Heroku erases on "
+            "every restart (the journal and tokens with it): expected a Redis URL (add Heroku Redis: REDIS_URL is then "
+            "used), or ALLOW_EPHEMERAL_STATE=true to accept the loss"
         )
     default = settings.default_exchange.strip()
     if default.lower() != "paper" and router.executors.default is None and not router.options.allow_payload_credentials:
@@ -47,6 +49,7 @@ async def check_startup(router: Any) -> None:
             "DEFAULT_API_KEY and DEFAULT_API_SECRET set, or an account named 'default' in "
             f"{router.plugins_file.path}"
         )
+    metrics_options(router)  # the metrics section of plugins.yaml (core's service, built by the app)
     await check_credentials(router)
 
 
