@@ -184,9 +184,6 @@ class PluginsFile:
     def section_names(self) -> list[str]:
         return list(self._raw)
 
-    def raw_section(self, name: str) -> Any:
-        return self._raw.get(name)
-
     def section(self, name: str) -> dict[str, Any]:
         """The section of plugin ``name`` with ``${VAR}`` interpolated ({} when absent)."""
         self.used.add(name)

@@ -115,9 +115,11 @@ class Executor(abc.ABC):
         Called once at startup; the router does **not** call it again after a failure:
         an executor that should recover retries in a background task of its own (and
         sets ``self.ready = True`` when it succeeds; the ccxt executor does so)."""
+        return None  # a default: nothing to connect
 
     async def close(self) -> None:
         """Release connections. Called once at shutdown."""
+        return None  # a default: nothing to release
 
     def matches_exchange(self, name: str) -> bool:
         """Whether an alert naming exchange ``name`` (e.g. TradingView's BINANCE) may go to
@@ -217,7 +219,8 @@ class ExecutorRegistry:
                 )
             if not isinstance(executor, Executor):
                 raise ConfigError(
-                    f"plugin '{plugin_name}': account '{account}': executor must subclass core.trading.execution.Executor"
+                    f"plugin '{plugin_name}': account '{account}': "
+                    "executor must subclass core.trading.execution.Executor"
                 )
             self._executors[key] = executor
             self._owners[key] = plugin_name
@@ -286,10 +289,6 @@ class ExecutorRegistry:
                 await executor.close()
             except Exception:
                 log.exception("closing account %s failed", executor.account)
-
-
-# The plugin name of the built-ins below (core.hooks.manager.BUILTIN_PLUGINS).
-BUILTIN_PLACER = "default_execution"
 
 
 @hookimpl(trylast=True)

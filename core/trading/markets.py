@@ -141,11 +141,6 @@ def _fmt(value: Any) -> str:
     return format(Decimal(str(value)).normalize(), "f")
 
 
-def unit_of(market: Market) -> str:
-    """What amounts of the market count: the base currency on spot, contracts on derivatives."""
-    return market.unit
-
-
 def resolve_market(book: MarketBook, alert: Alert, default_type: str | None = None) -> Market:
     """The market an alert trades in ``book``; 422 when it is unknown or not trading."""
     market = book.resolve(alert.symbol, alert.market_type, default_type)
@@ -205,7 +200,8 @@ def prepare_order(
                 f"account's balances and positions, which this executor does not read",
                 code="not_supported",
             )
-        assert alert.amount is not None and alert.side is not None
+        if alert.amount is None or alert.side is None:
+            raise Unprocessable("an order needs 'side' and 'amount'", code="invalid_alert")
         sizing = Sizing(side=alert.side, amount=alert.amount)
     market = market or resolve_market(book, alert, default_type)
     symbol = market.symbol
@@ -283,7 +279,8 @@ def prepare_order(
 
 def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> str:
     """The amount after the market's precision, within its limits; 422 otherwise."""
-    assert sizing.amount is not None
+    if sizing.amount is None:
+        raise Unprocessable(f"the order on {market.symbol} has no amount", code="invalid_alert")
     symbol, venue, unit = market.symbol, book.venue, market.unit
     limits = market.limits
     requested = sizing.amount
@@ -325,7 +322,8 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
 
 def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:
     """A limit or trigger price: on the tick and within the market's range, else 422."""
-    assert value is not None
+    if value is None:
+        raise Unprocessable(f"field '{name}' is required for this order on {market.symbol}", code="invalid_alert")
     symbol, venue = market.symbol, book.venue
     label = "price" if name == "price" else "stop_price"
     try:
@@ -337,7 +335,8 @@ def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal |
     if Decimal(rounded) != value:
         tick = market.price_tick
         raise Unprocessable(
-            f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} for {symbol} on {venue}",
+            f"{label} {_fmt(value)} is not a multiple of the tick {_fmt(tick) if tick else '?'} "
+            f"for {symbol} on {venue}",
             code="price_off_tick",
         )
     limits = market.limits

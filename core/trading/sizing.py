@@ -131,7 +131,8 @@ class _Planner:
 
     async def order(self) -> Sizing:
         alert = self.alert
-        assert alert.side is not None and alert.amount is not None
+        if alert.side is None or alert.amount is None:
+            raise Unprocessable("an order needs 'side' and 'amount'", code="invalid_alert")
         side, amount, kind = alert.side, alert.amount, alert.amount_type
         if kind == "base":
             return Sizing(side=side, amount=amount)
@@ -184,7 +185,10 @@ class _Planner:
             side=side,
             amount=size,
             position_before=total,
-            story=f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} is {show(size)} {self.base}",
+            story=(
+                f"{pct} of the {show(held)} {self.base} {'free' if side == 'sell' else 'held'} "
+                f"is {show(size)} {self.base}"
+            ),
         )
 
     async def _from_quote(self, side: str, value: Decimal, story: str | None) -> Sizing:
@@ -207,7 +211,10 @@ class _Planner:
             price = alert.stop_price
         else:
             price = await self.reader.price(self.market)
-        assert price is not None
+        if price is None:
+            raise Unprocessable(
+                f"a {alert.order_type} order sized in {self.quote} needs its price to convert at", code="invalid_alert"
+            )
         if price <= 0:
             raise Unprocessable(
                 f"{self.venue} has no price for {self.symbol} to convert {show(value)} {self.quote} at", code="no_price"
@@ -273,7 +280,10 @@ class _Planner:
             )
         side = "buy" if delta > 0 else "sell"
         reduce_only = self.contract and (target == 0 or (target > 0) == (current > 0)) and abs(target) < abs(current)
-        story = f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} is a {side} of {show(abs(delta))} {self.unit}"
+        story = (
+            f"going from {self._describe(current)} to {self._describe(target)} on {self.symbol} "
+            f"is a {side} of {show(abs(delta))} {self.unit}"
+        )
         return Sizing(
             side=side,
             amount=abs(delta),
@@ -287,7 +297,8 @@ class _Planner:
         self._only("base")
         self._no_stops()
         target = self.alert.target
-        assert target is not None
+        if target is None:
+            raise Unprocessable("action 'target' needs 'target_position'", code="invalid_alert")
         if not self.contract and target < 0:
             raise Unprocessable(
                 f"{self.symbol} is a spot market: the position cannot go short (target {show(target)})",
@@ -358,7 +369,8 @@ class _Planner:
         if value < Decimal(str(min_cost)):
             raise NothingToDo(
                 f"no position to close on {self.symbol}: {show(sizing.amount)} {self.base} is worth "
-                f"{show(value)} {self.quote}, less than the smallest order ({show(Decimal(str(min_cost)))} {self.quote})"
+                f"{show(value)} {self.quote}, less than the smallest order "
+                f"({show(Decimal(str(min_cost)))} {self.quote})"
             )
         sizing.reference_price = price
 
