@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from core.config import PluginsFile, Settings
+from core.hooks.manager import BUILTIN_PLUGINS
 from core.web.app import create_app
 from tests.support import METRICS_TOKEN, SECRET, ServerProcess, base_env
 
 pytest_plugins: list[str] = []
+
+# Temporary directories (tmp_path, every DATA_DIR of an in-process app or a server) on a
+# RAM file system where there is one: the journal, replay cache, token store and ledgers
+# commit with fsync, which costs milliseconds per commit on a disk and nothing on tmpfs. A
+# killed process loses nothing either way (the page cache outlives it), so the crash and
+# recovery tests prove the same; a power loss is beyond any test. TEST_TMPDIR chooses another
+# directory ("" for the system's).
+_TEST_TMPDIR = os.environ.get("TEST_TMPDIR", "/dev/shm")
+if _TEST_TMPDIR and os.path.isdir(_TEST_TMPDIR) and os.access(_TEST_TMPDIR, os.W_OK | os.X_OK):
+    tempfile.tempdir = _TEST_TMPDIR
+
+# The built-in plugins imported once, here, rather than inside the first app's startup, which
+# Quart's test harness gives 6 s (ccxt alone takes seconds to import on a busy machine).
+for _name, _module in BUILTIN_PLUGINS:
+    importlib.import_module(_module)
 
 # Hypothesis profiles: CI (CI=true) runs the property suites at full size, a local run at a
 # tenth; HYPOTHESIS_PROFILE=ci runs the full size locally. Derandomized: a run is repeatable.
@@ -47,14 +65,15 @@ def redis_answers(url: str = REDIS_TEST_URL) -> bool:
 
 
 @pytest.fixture
-def state_url(request) -> str:
+def state_url(request) -> Iterator[str]:
     """The state backend under test: "sqlite" unless a test is parametrized with
     ``@pytest.mark.parametrize("state_url", STATE_BACKENDS, indirect=True)``. Redis tests use
     TEST_REDIS_URL with a key prefix of their own (``state_prefix``), deleted afterwards.
     Without a Redis they are skipped locally and fail in CI (CI=true), where .ci/run starts one."""
     url = getattr(request, "param", "sqlite")
     if url == "sqlite":
-        return url
+        yield url
+        return
     import redis
 
     if not redis_answers(url):
@@ -62,15 +81,11 @@ def state_url(request) -> str:
             pytest.fail(f"Redis is not answering at {url} (CI starts it in .ci/run)")
         pytest.skip(f"Redis is not answering at {url}")
     prefix = request.getfixturevalue("state_prefix")
-
-    def remove_keys() -> None:
-        client = redis.Redis.from_url(url)
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-
-    request.addfinalizer(remove_keys)
-    return url
+    yield url
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture
@@ -115,7 +130,7 @@ def write_plugins_yaml(data_dir: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture
-async def app_client(make_settings) -> AsyncIterator[Callable]:
+def app_client(make_settings) -> Callable:
     """``async with app_client(**env, extra_plugins=[...]) as (client, app)``: a started app."""
     from contextlib import asynccontextmanager
 
@@ -126,7 +141,7 @@ async def app_client(make_settings) -> AsyncIterator[Callable]:
         async with app.test_app() as test_app:
             yield test_app.test_client(), app
 
-    yield start
+    return start
 
 
 @pytest.fixture
