@@ -200,11 +200,6 @@ class CredentialsRefused(OrderError):
     code = "exchange_auth_failed"
 
 
-class ExchangeAuthError(CredentialsRefused):
-    """The exchange refused the account's credentials; nothing was executed (the older
-    name of ``CredentialsRefused``)."""
-
-
 class ServiceUnavailable(WebhookError):
     """Nothing was sent to an exchange, so a resend is safe."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -11,10 +13,26 @@ from pathlib import Path
 import pytest
 
 from core.config import PluginsFile, Settings
+from core.hooks.manager import BUILTIN_PLUGINS
 from core.web.app import create_app
 from tests.support import METRICS_TOKEN, SECRET, ServerProcess, base_env
 
 pytest_plugins: list[str] = []
+
+# Temporary directories (tmp_path, every DATA_DIR of an in-process app or a server) on a
+# RAM file system where there is one: the journal, replay cache, token store and ledgers
+# commit with fsync, which costs milliseconds per commit on a disk and nothing on tmpfs. A
+# killed process loses nothing either way (the page cache outlives it), so the crash and
+# recovery tests prove the same; a power loss is beyond any test. TEST_TMPDIR chooses another
+# directory ("" for the system's).
+_TEST_TMPDIR = os.environ.get("TEST_TMPDIR", "/dev/shm")
+if _TEST_TMPDIR and os.path.isdir(_TEST_TMPDIR) and os.access(_TEST_TMPDIR, os.W_OK | os.X_OK):
+    tempfile.tempdir = _TEST_TMPDIR
+
+# The built-in plugins imported once, here, rather than inside the first app's startup, which
+# Quart's test harness gives 6 s (ccxt alone takes seconds to import on a busy machine).
+for _name, _module in BUILTIN_PLUGINS:
+    importlib.import_module(_module)
 
 # Hypothesis profiles: CI (CI=true) runs the property suites at full size, a local run at a
 # tenth; HYPOTHESIS_PROFILE=ci runs the full size locally. Derandomized: a run is repeatable.

@@ -98,6 +98,7 @@ class ServerProcess:
     ):
         self.env = env
         self.cwd = cwd
+        self.chosen_port = port is not None
         self.port = port or free_port()
         self.workers = workers
         self.extra_args = extra_args or []
@@ -110,6 +111,20 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> ServerProcess:
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                # A port free when chosen can be taken before hypercorn binds it (another test,
+                # another pytest-xdist worker): choose again, unless the test chose the port.
+                if self.chosen_port or attempt == 2 or "Address already in use" not in self.log():
+                    raise
+                self._log.close()
+                self.port = free_port()
+                self.log_path = self.cwd / f"server-{self.port}.log"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> ServerProcess:
         # The project's hypercorn settings (hypercorn.toml), as the Procfile and `make run` use them.
         cmd = [
             sys.executable,

@@ -20,6 +20,7 @@ from typing import Any
 
 from core.config import Settings
 from core.errors import ConfigError
+from core.observability.metrics import metrics_options
 
 HOW_TO_CREATE_A_CREDENTIAL = (
     "create one: `python -m core init-env` writes .env with a random WEBHOOK_SECRET (or set WEBHOOK_SECRET yourself, "
@@ -44,6 +45,7 @@ async def check_startup(router: Any) -> None:
             "DEFAULT_API_KEY and DEFAULT_API_SECRET set, or an account named 'default' in "
             f"{router.plugins_file.path}"
         )
+    metrics_options(router)  # the metrics section of plugins.yaml (core's service, built by the app)
     await check_credentials(router)
 
 

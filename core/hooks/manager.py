@@ -48,8 +48,14 @@ def observes_only(function):
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 
+# Services of core's own that ``router.disabled`` may switch off by name, like a plugin, and
+# whose plugins.yaml sections are core's: name -> the module that owns it. The app registers
+# such a service with the plugin manager itself (``PluginSet.add_core``) when it observes the
+# pipeline through the hooks; no plugin may take the name.
+CORE_SERVICES: dict[str, str] = {"metrics": "core.observability.metrics"}
+
 # Sections of plugins.yaml that configure core itself, not a plugin.
-CORE_SECTIONS = frozenset({"router", "state"})
+CORE_SECTIONS = frozenset({"router", "state", *CORE_SERVICES})
 
 # The built-ins, registered last through the same path as every other plugin.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
@@ -63,7 +69,6 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("risk", "plugins.risk.limits"),
     ("webhook_notify", "plugins.notifiers.webhook_notify"),
     ("telegram", "plugins.notifiers.telegram"),
-    ("metrics", "core.observability.metrics"),
     ("default_execution", "core.trading.execution"),
 )
 
@@ -93,6 +98,14 @@ class PluginSet:
     def get(self, name: str) -> object | None:
         return self.pm.get_plugin(name)
 
+    def add_core(self, name: str, service: object) -> None:
+        """Register a service of core's (``CORE_SERVICES``) so that it observes the pipeline
+        through the hooks; listed with source ``core``."""
+        if name not in CORE_SERVICES:
+            raise ValueError(f"{name!r} is not one of core's services ({', '.join(CORE_SERVICES)})")
+        _register(self.pm, service, name, CORE_SERVICES[name])
+        self.loaded.append(LoadedPlugin(name, "core", CORE_SERVICES[name], service))
+
 
 def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, object]] | None = None) -> PluginSet:
     """Build a fresh plugin manager from plugins.yaml (no import-time global).
@@ -112,11 +125,14 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
         if name in disabled:
             log.info("plugin %s (%s) is disabled in %s", name, source, plugins_file.path)
             return
+        if name in CORE_SERVICES:
+            raise ConfigError(
+                f"plugin '{name}' ({origin}): the name is core's {name} service ({CORE_SERVICES[name]}); "
+                "give the plugin another name"
+            )
         plugin = _instantiate(name, target(), plugins_file)
         try:
-            pm.register(plugin, name=name)
-        except pluggy.PluginValidationError as exc:
-            raise ConfigError(f"plugin '{name}' ({origin}): {_one_line(exc)}") from None
+            _register(pm, plugin, name, origin)
         except ValueError as exc:
             other = next((p for p in loaded if p.name == name), None)
             where = f" (already loaded from {other.origin})" if other else ""
@@ -146,10 +162,11 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"plugin '{_plugin_name(pm, exc.plugin)}': {_one_line(exc)}") from None
 
-    unknown_disabled = disabled - seen
+    unknown_disabled = disabled - seen - set(CORE_SERVICES)
     if unknown_disabled:
         raise ConfigError(
-            f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {', '.join(sorted(unknown_disabled))}"
+            f"{plugins_file.path}: plugin 'router': field 'disabled': "
+            f"no plugin named {', '.join(sorted(unknown_disabled))}"
         )
     sections = set(plugins_file.section_names()) - CORE_SECTIONS - seen
     if sections:
@@ -158,6 +175,24 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
             f"{plugins_file.path}: plugin '{name}': no plugin of that name is loaded (known: {', '.join(sorted(seen))})"
         )
     return PluginSet(pm, loaded)
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, origin: str) -> None:
+    """``pm.register`` with pluggy's validation as a one-line ConfigError; hook wrappers are
+    refused: the router calls every implementation itself, one at a time (``call_hook``), so
+    a wrapper (``hookwrapper=True`` or ``wrapper=True``) would silently never run."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin '{name}' ({origin}): {_one_line(exc)}") from None
+    for caller in pm.get_hookcallers(plugin) or []:
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                pm.unregister(plugin)
+                raise ConfigError(
+                    f"plugin '{name}' ({origin}): hook '{caller.name}' is a hook wrapper (hookwrapper/wrapper=True), "
+                    "which the router does not run: implement the hook plainly"
+                )
 
 
 def _one_line(exc: Exception) -> str:
@@ -237,18 +272,29 @@ def hook_implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
 
 
 def _implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
-    # pluggy keeps trylast first and tryfirst last and calls the list in reverse.
-    for impl in reversed(hook.get_hookimpls()):
-        if impl.hookwrapper or getattr(impl, "wrapper", False):
-            continue
-        yield impl
+    # pluggy keeps trylast first and tryfirst last and calls the list in reverse. Hook
+    # wrappers never get here: registration refuses them (``_register``).
+    yield from reversed(hook.get_hookimpls())
+
+
+# The hooks called while the server starts: an exception from one stops startup with one
+# line naming the plugin and the hook (a ConfigError is a plugin's own one-line message).
+STARTUP_HOOKS = frozenset({"register_routes", "register_executors", "router_startup"})
 
 
 async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
     """Call one implementation with the arguments it names, awaiting an awaitable result."""
-    result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-    if inspect.isawaitable(result):
-        result = await result
+    try:
+        result = impl.function(*[kwargs[arg] for arg in impl.argnames])
+        if inspect.isawaitable(result):
+            result = await result
+    except ConfigError:
+        raise
+    except Exception as exc:
+        hook = impl.opts.get("specname") or impl.function.__name__
+        if hook not in STARTUP_HOOKS:
+            raise
+        raise ConfigError(f"plugin '{impl.plugin_name}': {hook} failed: {type(exc).__name__}: {exc}") from exc
     return result
 
 

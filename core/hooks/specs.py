@@ -11,9 +11,10 @@ implementations one at a time in pluggy's order (``tryfirst`` ones first, then t
 recently registered first, ``trylast`` ones last; the built-ins are registered last, so
 they run before user plugins unless marked ``trylast``) and, when one returns an
 awaitable, **awaits it before calling the next**. Sync and async implementations can be
-mixed freely and each sees the effects of those before it. pluggy's hook wrappers are not
-supported on these hooks. How the results of several implementations combine is stated
-in each hook's docstring below.
+mixed freely and each sees the effects of those before it. pluggy's hook wrappers
+(``hookwrapper=True``, ``wrapper=True``) would never run, so a plugin declaring one is
+refused at startup with a one-line error naming the plugin and the hook. How the results
+of several implementations combine is stated in each hook's docstring below.
 
 Errors
 ------
@@ -141,9 +142,10 @@ def authenticate(request, router: PluginHost):
     Return ``AuthResult.accept(principal[, accounts])``, ``AuthResult.reject(reason[, status])`` or
     ``None`` to abstain. ``accounts`` limits what the principal may trade on (omitted: every
     account; an empty list: the default account only); a principal other than the owner's
-    ``"hmac"`` has alert ids of its own and reads only its own alerts. **Every** implementation is called. Any rejection wins (the
-    first one's status is used, 401 or 403); otherwise at least one acceptance is needed
-    (the first acceptance's principal is used); if all abstain the request gets 401.
+    ``"hmac"`` has alert ids of its own and reads only its own alerts. **Every**
+    implementation is called. Any rejection wins (the first one's status is used, 401 or
+    403); otherwise at least one acceptance is needed (the first acceptance's principal is
+    used); if all abstain the request gets 401.
     Clients get one 401 body whatever the reason, so no plugin can become an oracle;
     the reason is logged.
     """

@@ -1,4 +1,9 @@
-"""Prometheus metrics at ``GET /metrics``: the built-in ``metrics`` plugin.
+"""Prometheus metrics at ``GET /metrics``: a service of core's, which the app owns.
+
+``core.web.app`` builds a ``Metrics`` at startup (unless ``router.disabled`` names
+``metrics``), serves ``GET /metrics`` from it and counts every webhook answer into it; the
+service learns the alerts' outcomes through the pipeline's hooks, as any observer does. Its
+options are the ``metrics`` section of plugins.yaml (``MetricsOptions``).
 
 What is measured (all names carry the ``ccxt_webhook_`` prefix):
 
@@ -28,7 +33,6 @@ Recording never raises into the pipeline: a metrics failure is logged, the order
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import time
@@ -50,20 +54,21 @@ from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_fro
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
 from core.store.sqlite.database import private_dir
-from core.store.states import UNFINISHED_STATES
 from core.trading.execution import Executor
 
 if TYPE_CHECKING:
     from core.pipeline.router import Router
-    from core.store.protocols import Journal
+    from core.store.sqlite.journal import Journal
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "ccxt_webhook"
-BACKLOG_STATES = tuple(s.value for s in UNFINISHED_STATES)
+BACKLOG_STATES = ("received", "submitting", "unknown")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 MAX_TRACKED_ORDERS = 10_000
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The name ``router.disabled`` turns the service off by, and its section in plugins.yaml.
+SERVICE_NAME = "metrics"
 
 
 class MetricsRecorder:
@@ -288,53 +293,70 @@ def metrics_directory(configured: str, router: Router) -> Path:
     return path if path.is_absolute() else Path.cwd() / path
 
 
-def recorder_for(router: Router | None) -> Plugin | None:
-    """The running metrics plugin of ``router`` (None when it is disabled)."""
-    if router is None:
+class MetricsOptions(PluginOptions):
+    """The ``metrics`` section of plugins.yaml (a section of core's, like ``router`` and ``state``)."""
+
+    # A bearer token GET /metrics accepts besides METRICS_TOKEN and a signed request line.
+    bearer_token: str = Field("", repr=False)
+    # Open GET /metrics to anyone (a scraper on a private network); default: credentials.
+    public: bool = False
+    # The directory the workers share their samples in (see the module docstring).
+    directory: str = ""
+
+
+def metrics_options(router: Router) -> MetricsOptions | None:
+    """The validated ``metrics`` section, or None when ``router.disabled`` names ``metrics``.
+    A mistake in the section is a ``ConfigError`` of one line (``check-config`` runs this too)."""
+    if SERVICE_NAME in router.options.disabled:
         return None
-    plugin = router.plugins.get("metrics")
-    return plugin if isinstance(plugin, Plugin) and plugin.recorder is not None else None
+    options = router.plugins_file.validate(SERVICE_NAME, MetricsOptions)
+    if not isinstance(options, MetricsOptions):  # validate() returns the model it was given
+        raise TypeError(f"metrics options validated as {type(options).__name__}")
+    return options
 
 
-class Plugin:
-    """The built-in ``metrics`` plugin: feeds the recorder from the hooks, serves scrapes."""
+class Metrics:
+    """Core's metrics service: owned by the app (``core.web.app`` builds it at startup,
+    serves ``GET /metrics`` from it and counts every webhook answer into it). It learns
+    the alerts' outcomes the way any observer does, through the pipeline's hooks
+    (``execute_order`` observes only, ``after_execute``, ``on_error``): the app registers it
+    with the plugin manager under the name ``metrics`` (source ``core``)."""
 
-    class Options(PluginOptions):
-        # A bearer token GET /metrics accepts besides METRICS_TOKEN and a signed request line.
-        bearer_token: str = Field("", repr=False)
-        # Open GET /metrics to anyone (a scraper on a private network); default: credentials.
-        public: bool = False
-        # The directory the workers share their samples in (see the module docstring).
-        directory: str = ""
-
-    def __init__(self, options: Plugin.Options):
+    def __init__(self, options: MetricsOptions, directory: Path):
         self.options = options
+        self.directory = directory
         self.recorder: MetricsRecorder | None = None
         REDACTOR.add(options.bearer_token, static=True)
 
-    def authorized(self, authorization: str, metrics_token: str = "") -> bool:
-        """Whether ``Authorization: Bearer <token>`` names ``bearer_token`` or METRICS_TOKEN
-        (a signed request line is checked by the app, through the auth plugins)."""
-        scheme, _, given = authorization.partition(" ")
-        presented = given.strip().encode()
-        matches = [
-            hmac.compare_digest(presented, token.encode())
-            for token in (self.options.bearer_token, metrics_token)
-            if token
-        ]
-        return scheme.lower() == "bearer" and any(matches)
+    @classmethod
+    def for_router(cls, router: Router) -> Metrics | None:
+        """The service configured for ``router`` (not started), or None when it is disabled."""
+        options = metrics_options(router)
+        if options is None:
+            return None
+        return cls(options, metrics_directory(options.directory, router))
+
+    def start(self) -> None:
+        """Open this worker's sample files (dropping those of processes that are gone)."""
+        if self.recorder is None:
+            self.recorder = MetricsRecorder(self.directory)
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     async def exposition(self, router: Router, accept: str = "") -> tuple[bytes, str]:
-        assert self.recorder is not None
+        """The scrape's body and media type (``MetricsRecorder.exposition``)."""
+        if self.recorder is None:
+            raise RuntimeError("the metrics service is not started")
         return await self.recorder.exposition(router.journal, accept, await account_halts(router))
 
     def webhook_answered(self, status: int) -> None:
         if self.recorder is not None:
             self.recorder.webhook_answered(status)
 
-    @hookimpl
-    def router_startup(self, router: Router) -> None:
-        self.recorder = MetricsRecorder(metrics_directory(self.options.directory, router))
+    # ------------------------------------------------------------ the pipeline's outcomes, through the hooks
 
     @hookimpl(tryfirst=True)
     @observes_only
@@ -354,9 +376,3 @@ class Plugin:
     ) -> None:
         if self.recorder is not None:
             self.recorder.alert_finished(event_from_error(alert, order, error, state, router), error)
-
-    @hookimpl
-    def router_shutdown(self) -> None:
-        if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None

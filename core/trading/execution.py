@@ -110,15 +110,17 @@ class Executor(abc.ABC):
         self.ready = False
         self.error: str | None = None
 
-    async def start(self) -> None:  # noqa: B027 - optional: an executor with nothing to connect keeps it
+    async def start(self) -> None:
         """Connect and load what orders need (markets). Raise to be marked not ready.
 
         Called once at startup; the router does **not** call it again after a failure:
         an executor that should recover retries in a background task of its own (and
         sets ``self.ready = True`` when it succeeds; the ccxt executor does so)."""
+        return None  # a default: nothing to connect
 
-    async def close(self) -> None:  # noqa: B027 - optional: an executor with nothing to release keeps it
+    async def close(self) -> None:
         """Release connections. Called once at shutdown."""
+        return None  # a default: nothing to release
 
     def matches_exchange(self, name: str) -> bool:
         """Whether an alert naming exchange ``name`` (e.g. TradingView's BINANCE) may go to
@@ -288,10 +290,6 @@ class ExecutorRegistry:
                 await executor.close()
             except Exception:
                 log.exception("closing account %s failed", executor.account)
-
-
-# The plugin name of the built-ins below (core.hooks.manager.BUILTIN_PLUGINS).
-BUILTIN_PLACER = "default_execution"
 
 
 @hookimpl(trylast=True)

@@ -141,11 +141,6 @@ def _fmt(value: Any) -> str:
     return format(Decimal(str(value)).normalize(), "f")
 
 
-def unit_of(market: Market) -> str:
-    """What amounts of the market count: the base currency on spot, contracts on derivatives."""
-    return market.unit
-
-
 def resolve_market(book: MarketBook, alert: Alert, default_type: str | None = None) -> Market:
     """The market an alert trades in ``book``; 422 when it is unknown or not trading."""
     market = book.resolve(alert.symbol, alert.market_type, default_type)

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 # part filled so far); ``filled``: completely executed; ``canceled``; ``rejected``;
 # ``expired``; ``unknown``: the venue did not say.
 OrderStatus = Literal["open", "partially_filled", "filled", "canceled", "rejected", "expired", "unknown"]
-ORDER_STATUSES: tuple[str, ...] = ("open", "partially_filled", "filled", "canceled", "rejected", "expired", "unknown")
 
 # Words venues and client libraries use, and the router's word for each. ccxt says
 # "closed" for filled; Alpaca "new"/"accepted" for resting and "done_for_day" for a
@@ -104,7 +103,3 @@ class Market(BaseModel):
     def unit(self) -> str:
         """What amounts count: the base currency on spot, contracts on derivatives."""
         return "contracts" if self.contract else self.base
-
-    @property
-    def derivative(self) -> bool:
-        return self.contract

@@ -7,8 +7,9 @@ error stops startup with one readable line, and importing this module is cheap.
 Routes: ``GET /`` health (liveness only without credentials; everything, accounts and
 plugins included, with a signed request line ``GET /``, a token or METRICS_TOKEN as
 ``Authorization: Bearer``); ``POST /webhook`` the alert pipeline; ``POST /control/<action>``
-the kill switch (``core.pipeline.killswitch``); ``GET /metrics`` the
-Prometheus metrics of ``core.observability.metrics`` (METRICS_TOKEN or a signed ``GET /metrics`` unless
+the kill switch (``core.pipeline.killswitch``); ``GET /metrics`` the Prometheus metrics
+of core's metrics service (``core.observability.metrics``, built here at startup unless
+``router.disabled`` names ``metrics``; METRICS_TOKEN or a signed ``GET /metrics`` unless
 ``metrics.public``; every webhook answer's status is counted here); ``/dashboard`` the web
 dashboard of ``core.dashboard`` (off unless DASHBOARD_PASSWORD is set).
 Errors map to status codes here, in one place, as ``{"error": {"code": ..., "message": ...}}``.
@@ -32,7 +33,7 @@ import os
 import sys
 import time
 
-from quart import Quart, Response, current_app, jsonify, request
+from quart import Quart, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.checks.preflight import STARTUP_REPORT_ENV
@@ -41,7 +42,7 @@ from core.dashboard import dashboard_blueprint
 from core.errors import ConfigError, Forbidden, NotFound, PayloadTooLarge, Unauthorized, WebhookError
 from core.hooks.manager import collect_routes
 from core.observability.logs import configure_logging
-from core.observability.metrics import recorder_for
+from core.observability.metrics import Metrics
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
@@ -73,7 +74,6 @@ def create_app(
     proxy = ProxyHeadersMiddleware(intake)  # trusts nobody until startup configures it
     app.asgi_app = proxy  # type: ignore[method-assign]
     app.register_blueprint(dashboard_blueprint())  # answers 404 unless DASHBOARD_PASSWORD is set
-    app.add_url_rule("/metrics", "metrics", serve_metrics, methods=["GET"])  # 404 unless the metrics plugin runs
     route_limiter(app)  # quart-rate-limiter: per-worker brakes on the routes it decorates (core.web.ratelimit)
 
     @app.before_serving
@@ -91,6 +91,9 @@ def create_app(
             active = settings or Settings.from_env()
             configure_logging(active.log_level, active.log_format)
             router = Router(active, plugins_file, extra_plugins)
+            metrics = Metrics.for_router(router)  # core's own service; None when router.disabled names it
+            if metrics is not None:
+                router.plugins.add_core("metrics", metrics)  # it observes the pipeline through the hooks
             proxy.trust(active.trusted_proxies)
             app.config["MAX_CONTENT_LENGTH"] = router.options.max_body_bytes
             intake.configure(
@@ -100,11 +103,19 @@ def create_app(
                 on_refused=router.limits.failed,
             )
             await _add_plugin_routes(app, router)  # before anything starts: a conflict stops startup cleanly
-            await router.start()
+            if metrics is not None:
+                metrics.start()  # before the router: recovery at startup reports outcomes too
+            try:
+                await router.start()
+            except BaseException:
+                if metrics is not None:
+                    metrics.close()
+                raise
         except Exception as exc:
             startup_failed(exc)
             raise
         app.extensions["router"] = router
+        app.extensions["metrics"] = metrics
         # What startup built (ccxt's classes, the loaded markets: ~2·10^5 tracked objects)
         # lives as long as the process: keep it out of the cyclic GC, whose full passes over
         # it paused the event loop ~70 ms every few hundred alerts. Refcounting still frees it.
@@ -117,8 +128,13 @@ def create_app(
         if watcher is not None:
             watcher.cancel()
         router = app.extensions.pop("router", None)
-        if router is not None:
-            await router.stop()
+        metrics = app.extensions.pop("metrics", None)
+        try:
+            if router is not None:
+                await router.stop()
+        finally:
+            if metrics is not None:
+                metrics.close()
 
     @app.get("/")
     async def health() -> Response:
@@ -225,12 +241,32 @@ def create_app(
         outcome = await router.control(inbound, action)
         return jsonify(outcome.body), outcome.status
 
+    @app.get("/metrics")
+    async def serve_metrics() -> Response:
+        """Prometheus text format (OpenMetrics on request), for ``Authorization: Bearer
+        <METRICS_TOKEN>`` (or ``metrics.bearer_token``) or HMAC headers signing the request
+        line ``GET /metrics`` (and over HTTPS if REQUIRE_HTTPS); for anyone with
+        ``metrics.public: true``. 404 when ``router.disabled`` names ``metrics``."""
+        router = _router(app)
+        metrics: Metrics | None = app.extensions.get("metrics")
+        if metrics is None:
+            raise NotFound("metrics are disabled (router.disabled: [metrics])")
+        if not metrics.options.public:
+            _require_https(router)
+            reader = await _monitoring_reader(router, "GET /metrics", tokens=False, bearer=metrics.options.bearer_token)
+            if reader is None:
+                await router.limits.failed(request.remote_addr or "")
+            if not reader:
+                raise Unauthorized("authentication failed")
+        body, content_type = await metrics.exposition(router, request.headers.get("Accept", ""))
+        return Response(body, content_type=content_type)
+
     @app.after_request
     async def count_webhook_answer(response: Response) -> Response:
         if request.path == "/webhook" and request.method == "POST":
-            recorder = recorder_for(app.extensions.get("router"))
-            if recorder is not None:
-                recorder.webhook_answered(response.status_code)
+            metrics: Metrics | None = app.extensions.get("metrics")
+            if metrics is not None:
+                metrics.webhook_answered(response.status_code)
         return response
 
     @app.errorhandler(WebhookError)
@@ -292,29 +328,9 @@ async def _monitoring_reader(router: Router, line: str, *, tokens: bool, bearer:
     return True
 
 
-async def serve_metrics() -> Response:
-    """``GET /metrics``: the samples of the metrics plugin (``core.observability.metrics``), 404
-    when it is disabled. Prometheus text format, for ``Authorization: Bearer
-    <METRICS_TOKEN>`` (or ``metrics.bearer_token``) or HMAC headers signing the request line
-    ``GET /metrics`` (and over HTTPS if REQUIRE_HTTPS); for anyone with ``metrics.public: true``."""
-    router = _router(current_app)
-    recorder = recorder_for(router)
-    if recorder is None:
-        raise NotFound("metrics are disabled (router.disabled: [metrics])")
-    if not recorder.options.public:
-        _require_https(router)
-        reader = await _monitoring_reader(router, "GET /metrics", tokens=False, bearer=recorder.options.bearer_token)
-        if reader is None:
-            await router.limits.failed(request.remote_addr or "")
-        if not reader:
-            raise Unauthorized("authentication failed")
-    body, content_type = await recorder.exposition(router, request.headers.get("Accept", ""))
-    return Response(body, content_type=content_type)
-
-
 async def _add_plugin_routes(app: Quart, router: Router) -> None:
-    """The routes plugins register (``register_routes``: metrics, dashboards, ...); the
-    app's own (``/``, ``/webhook``, ``/alerts/<alert_id>``, ...) cannot be taken."""
+    """The routes plugins register (``register_routes``: status pages, venue callbacks, ...);
+    the app's own (``/``, ``/webhook``, ``/alerts/<alert_id>``, ``/metrics``, ...) cannot be taken."""
     own = {rule.rule for rule in app.url_map.iter_rules() if not rule.endpoint.startswith("plugin.")}
     for plugin, path, view, methods in await collect_routes(router.hook.register_routes, router, own):
         endpoint = f"plugin.{plugin}.{path}"

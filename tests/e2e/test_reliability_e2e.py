@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from core.trading.execution import client_order_id
-from tests.ccxt_support import EmulatorProcess, alert_status, emulator_account, plugins_yaml
+from tests.ccxt_support import alert_status, emulator_account, plugins_yaml
 from tests.support import ServerProcess, base_env, signed_headers
 
 pytestmark = pytest.mark.slow
@@ -24,10 +24,11 @@ ROUTER = {"worker_heartbeat": 0.2, "worker_stale_after": 1.0, "reconcile_interva
 
 
 @pytest.fixture
-def emulator(tmp_path):
-    emu = EmulatorProcess(tmp_path).start()
-    yield emu
-    emu.stop()
+def emulator(emulator):
+    """The module's emulator process (tests/conftest.py), back to its start configuration
+    (accounts, balances, no orders, no faults) for every test: one process start per module."""
+    emulator.control.reset()
+    return emulator
 
 
 @pytest.fixture

@@ -42,10 +42,11 @@ ROUTER = {
 
 
 @pytest.fixture
-def emulator(tmp_path):
-    emu = EmulatorProcess(tmp_path).start()
-    yield emu
-    emu.stop()
+def emulator(emulator):
+    """The module's emulator process (tests/conftest.py), back to its start configuration
+    (accounts, balances, no orders, no faults) for every test: one process start per module."""
+    emulator.control.reset()
+    return emulator
 
 
 def require_redis() -> None:

@@ -1,14 +1,20 @@
-"""Meta-test: every hook of core/hooks/specs.py is documented and called by the pipeline.
+"""Meta-test: every hook of core/hooks/specs.py is documented, tested and called by the pipeline.
 
-A recorder plugin is generated from the specs themselves (one implementation per spec,
-with the spec's own arguments), then a startup, a filled alert, a refused alert, an alert
-with payload credentials, a kill-switch status and a shutdown are run. A new hook that has no docstring, or
-that the router never calls, fails here.
+Every hook needs a docstring, a section of its own in docs/plugins/hooks.md (a ``## name``
+or ``### name`` heading) and a test of its contract named ``test_hook_<name>`` somewhere
+under tests/ (tests/unit/core/hooks/test_hook_contracts.py has them all). Then a recorder
+plugin is generated from the specs themselves (one implementation per spec, with the spec's
+own arguments), and a startup, a filled alert, a refused alert, an alert with payload
+credentials, a kill-switch status and a shutdown are run. A new hook that has no docstring,
+no docs section, no test, or that the router never calls, fails here.
 """
 
 from __future__ import annotations
 
+import ast
 import inspect
+import re
+from pathlib import Path
 
 import pluggy
 
@@ -16,7 +22,7 @@ from core.hooks import specs as hookspecs
 from core.hooks.manager import hookimpl
 from core.trading.execution import Executor
 from core.web.app import control_signature_message
-from tests.support import alert_body, signed_headers
+from tests.support import ROOT, alert_body, signed_headers
 
 SPECS = {
     name: fn
@@ -58,6 +64,36 @@ def test_every_hook_has_a_docstring_saying_when_and_what():
         doc = inspect.getdoc(spec) or ""
         assert len(doc) > 80, f"hook {name} needs a docstring: when it is called, arguments, return, combination"
         assert "Return" in doc or "return" in doc, f"hook {name}'s docstring does not say what it returns"
+
+
+def hook_tests() -> dict[str, list[str]]:
+    """Every ``test_hook_<name>`` function under tests/: name -> the files defining it."""
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_hook_"):
+                found.setdefault(node.name.removeprefix("test_hook_"), []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def documented_hooks(path: Path = ROOT / "docs" / "plugins" / "hooks.md") -> set[str]:
+    """The hooks with a ``## name`` or ``### name`` heading (the name may be in backticks)."""
+    return set(re.findall(r"^#{2,3} `?([a-z_]+)`?\s*$", path.read_text(), flags=re.MULTILINE))
+
+
+def test_every_hook_has_a_test_of_its_own_and_a_docs_section():
+    tests, docs = hook_tests(), documented_hooks()
+    assert not set(SPECS) - set(tests), f"hooks without a test_hook_<name>: {sorted(set(SPECS) - set(tests))}"
+    assert not set(SPECS) - docs, f"hooks without a section in docs/plugins/hooks.md: {sorted(set(SPECS) - docs)}"
+    assert not set(tests) - set(SPECS), f"test_hook_<name> for no hook: {sorted(set(tests) - set(SPECS))}"
+    assert all(len(files) == 1 for files in tests.values()), {n: f for n, f in tests.items() if len(f) > 1}
+
+
+def test_the_meta_test_finds_what_is_missing(tmp_path):
+    page = tmp_path / "hooks.md"
+    page.write_text("# Hooks\n\n## parse_payload\n\ntext\n\n### `authenticate`\n\n## Not a hook heading\n")
+    assert documented_hooks(page) == {"parse_payload", "authenticate"}
+    assert "parse_payload" in hook_tests()
 
 
 async def test_every_hook_is_called_by_the_pipeline(app_client, write_plugins_yaml):

@@ -144,6 +144,55 @@ def test_misspelt_hook_or_bad_signature_fails_startup_naming_the_plugin(make_set
     assert "\n" not in message
 
 
+class OldStyleWrapper:
+    @hookimpl(hookwrapper=True)
+    def execute_order(self, order):
+        yield
+
+
+class NewStyleWrapper:
+    @hookimpl(wrapper=True)
+    def transform_payload(self, payload):
+        return (yield)
+
+
+@pytest.mark.parametrize(
+    "plugin, hook",
+    [(OldStyleWrapper(), "execute_order"), (NewStyleWrapper(), "transform_payload")],
+)
+def test_wrappers_on_hooks_are_refused_at_startup_naming_plugin_and_hook(make_settings, plugin, hook):
+    # The router calls each implementation itself (core.hooks.manager.call_hook): a wrapper
+    # would silently never run, so it stops startup instead.
+    with pytest.raises(ConfigError) as info:
+        start_router(make_settings, [("wrapping", plugin)])
+    message = str(info.value)
+    assert message.startswith("plugin 'wrapping'") and f"hook '{hook}' is a hook wrapper" in message
+    assert "\n" not in message
+
+
+async def test_a_hook_wrapper_in_a_dropin_stops_the_app(make_settings, write_plugins_yaml, tmp_path):
+    folder = tmp_path / "dropins"
+    folder.mkdir()
+    (folder / "timer.py").write_text(
+        "from core.hooks.manager import hookimpl\n\n"
+        "@hookimpl(wrapper=True)\ndef after_execute(alert):\n    return (yield)\n"
+    )
+    write_plugins_yaml(f"router:\n  plugin_dir: {folder}\n")
+    with pytest.raises(Exception, match="plugin 'timer' .*hook 'after_execute' is a hook wrapper"):
+        async with create_app(make_settings()).test_app():
+            pass
+
+
+def test_core_service_names_are_not_plugin_names(make_settings):
+    class Metrics:
+        @hookimpl
+        def after_execute(self):
+            pass
+
+    with pytest.raises(ConfigError, match="plugin 'metrics' .*the name is core's metrics service"):
+        start_router(make_settings, [("metrics", Metrics())])
+
+
 async def test_misspelt_hook_in_dropin_fails_app_startup(make_settings, write_plugins_yaml, tmp_path):
     folder = tmp_path / "dropins"
     folder.mkdir()
@@ -203,7 +252,7 @@ def test_dotenv_file_feeds_settings_and_interpolation(tmp_path, monkeypatch):
     assert Settings.from_env(env_file=env_file, environ={"RATE_LIMIT": "1/day"}).rate_limit == "1/day"
 
 
-def test_seed_variables_keep_their_defaults():
+def test_classic_variables_keep_their_defaults():
     settings = Settings.from_env(env_file=None, environ={})
     assert (
         settings.log_level,

@@ -165,6 +165,52 @@ async def test_metrics_can_be_switched_off(app_client, write_plugins_yaml):
         assert (await client.post("/webhook", data=body, headers=signed_headers(body))).status_code == 200
 
 
+async def test_metrics_are_a_core_service_the_app_owns(app_client):
+    """Core builds the service, serves /metrics itself and lists it as ``core``; the module
+    knows nothing of the web app (it used to import core.web.app for its view)."""
+    import ast
+    import inspect
+
+    import core.observability.metrics as module
+
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(ast.parse(inspect.getsource(module)))
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    }
+    assert not {name for name in imported if name and name.startswith(("core.web", "plugins"))}, imported
+    async with app_client() as (client, app):
+        health = await (await client.get("/", headers=MONITOR)).get_json()
+        service = app.extensions["metrics"]
+        assert isinstance(service, module.Metrics)
+        assert app.extensions["router"].plugins.get("metrics") is service  # observes through the hooks
+        rule = next(r for r in app.url_map.iter_rules() if r.rule == "/metrics")
+        assert rule.endpoint == "serve_metrics"  # the app's own route, not a plugin's
+    assert {"name": "metrics", "source": "core"} in health["plugins"]
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+async def test_a_mistake_in_the_metrics_section_stops_startup_and_check_config(
+    make_settings, write_plugins_yaml, disabled
+):
+    from core.checks.preflight import check_config
+    from core.errors import ConfigError
+    from core.web.app import create_app
+
+    path = write_plugins_yaml("metrics:\n  publik: true\n" + ("router:\n  disabled: [metrics]\n" if disabled else ""))
+    settings = make_settings()
+    if disabled:  # switched off: its section is not read
+        assert await check_config(settings)
+        return
+    with pytest.raises(ConfigError) as info:
+        await check_config(settings)
+    assert str(info.value) == f"{path}: plugin 'metrics': field 'publik': no such option"
+    with pytest.raises(Exception, match="plugin 'metrics': field 'publik'"):
+        async with create_app(settings).test_app():
+            pass
+
+
 async def test_files_of_processes_that_are_gone_are_dropped_at_startup(app_client, data_dir):
     async with app_client() as (client, _app):
         body = alert_body(id="old-run-1")
