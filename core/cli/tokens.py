@@ -28,7 +28,8 @@ from core.cli.common import PROG, load_settings
 
 if TYPE_CHECKING:
     from core.config import Settings
-    from core.store.tokens import TokenInfo, TokenStore
+    from core.store.protocols import TokenStore
+    from core.store.tokens import TokenInfo
 
 REVOKE_USAGE = f"usage: {PROG} tokens revoke <token> | - (read it from stdin) | --id <id>"
 

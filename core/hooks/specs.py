@@ -41,12 +41,20 @@ together with ``lookup_order``. See docs/plugins/hooks.md and docs/plugins/execu
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import pluggy
 
 if TYPE_CHECKING:
     from core.hooks.host import PluginHost
+    from core.pipeline.models import Alert, Credentials, InboundRequest, OrderRequest, OrderResult
+    from core.trading.execution import Executor, LookupResult
+
+T = TypeVar("T")
+# An implementation may be sync or async (the router awaits what it returns), and may
+# return None to abstain.
+Maybe: TypeAlias = "T | None | Awaitable[T | None]"
 
 PROJECT = "ccxt_trading_webhook"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -56,7 +64,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def register_executors(register, router: PluginHost):
+def register_executors(register: Callable[..., None], router: PluginHost) -> Maybe[None]:
     """Declare which exchange accounts this plugin executes. Called once at startup.
 
     ``register(account_name, executor)`` records an executor (an object implementing
@@ -71,7 +79,7 @@ def register_executors(register, router: PluginHost):
 
 
 @hookspec
-def register_routes(register, router: PluginHost):
+def register_routes(register: Callable[..., None], router: PluginHost) -> Maybe[None]:
     """Add HTTP routes to the server (as datasette's ``register_routes``). Called once at
     startup, before executors start and before ``router_startup`` (a view runs only once
     the server serves, when startup is complete).
@@ -88,7 +96,7 @@ def register_routes(register, router: PluginHost):
 
 
 @hookspec
-def router_startup(router: PluginHost):
+def router_startup(router: PluginHost) -> Maybe[None]:
     """Called once when the server starts, after executors are registered and started.
 
     Open long-lived resources here (stores, HTTP sessions, background tasks) and keep
@@ -102,7 +110,7 @@ def router_startup(router: PluginHost):
 
 
 @hookspec
-def executor_for_credentials(exchange, credentials, router: PluginHost):
+def executor_for_credentials(exchange: str, credentials: Credentials, router: PluginHost) -> Maybe[Executor]:
     """Provide an executor for an alert that carries its own exchange credentials.
 
     Called only when an alert carries ``apiKey``/``secret`` (the classic payload's format, allowed
@@ -118,7 +126,7 @@ def executor_for_credentials(exchange, credentials, router: PluginHost):
 
 
 @hookspec
-def parse_payload(body, content_type, router: PluginHost):
+def parse_payload(body: bytes, content_type: str, router: PluginHost) -> Maybe[dict[str, Any]]:
     """Turn the raw request body into a payload dict.
 
     ``body`` is the raw bytes (already within the size limit); ``content_type`` the
@@ -132,7 +140,7 @@ def parse_payload(body, content_type, router: PluginHost):
 
 
 @hookspec
-def authenticate(request, router: PluginHost):
+def authenticate(request: InboundRequest, router: PluginHost) -> Maybe[Any]:
     """Decide whether ``request`` (a ``core.pipeline.models.InboundRequest``) may trade.
 
     For ``POST /webhook`` this runs on the raw ``request.body`` and headers *before* the
@@ -152,7 +160,7 @@ def authenticate(request, router: PluginHost):
 
 
 @hookspec
-def transform_payload(payload, request, router: PluginHost):
+def transform_payload(payload: dict[str, Any], request: InboundRequest, router: PluginHost) -> Maybe[dict[str, Any]]:
     """Normalize the authenticated payload in place, before it is validated as an alert.
 
     ``payload`` is a mutable dict; implementations form a chain, each seeing the previous
@@ -165,7 +173,9 @@ def transform_payload(payload, request, router: PluginHost):
 
 
 @hookspec
-def check_risk(alert, order, executor, reducing, router: PluginHost):
+def check_risk(
+    alert: Alert, order: OrderRequest, executor: Executor, reducing: bool, router: PluginHost
+) -> Maybe[None]:
     """Refuse an order before it is sent: the risk phase, after the executor prepared
     ``order`` (a ``core.pipeline.models.OrderRequest``: market resolved, amount after precision,
     ``reference_price`` and ``position_before`` where known) and before ``execute_order``.
@@ -189,7 +199,7 @@ def check_risk(alert, order, executor, reducing, router: PluginHost):
 
 
 @hookspec
-def describe_risk_limits(account, router: PluginHost):
+def describe_risk_limits(account: str, router: PluginHost) -> Maybe[list[dict[str, Any]]]:
     """Describe the limits your ``check_risk`` applies to ``account`` (a configured
     account's name), for the operator: the dashboard's risk page and ``risk status``
     (``KillSwitch.limits``). Called when such a page or command is asked for, never on an
@@ -203,7 +213,7 @@ def describe_risk_limits(account, router: PluginHost):
 
 
 @hookspec
-def execute_order(order, executor, alert, router: PluginHost):
+def execute_order(order: OrderRequest, executor: Executor, alert: Alert, router: PluginHost) -> Maybe[OrderResult]:
     """Place ``order`` (a ``core.pipeline.models.OrderRequest``) for ``alert`` on ``executor``.
 
     Return a ``core.pipeline.models.OrderResult`` to claim the order, or ``None`` to pass. The
@@ -218,7 +228,9 @@ def execute_order(order, executor, alert, router: PluginHost):
 
 
 @hookspec
-def lookup_order(order, executor, alert, router: PluginHost):
+def lookup_order(
+    order: OrderRequest, executor: Executor, alert: Alert, router: PluginHost
+) -> Maybe[LookupResult | OrderResult]:
     """After an unknown outcome, what became of ``order`` (``core.trading.execution.LookupResult``).
 
     Called only on the plugin that placed the order (the one whose ``execute_order``
@@ -233,7 +245,9 @@ def lookup_order(order, executor, alert, router: PluginHost):
 
 
 @hookspec
-def after_execute(alert, order, result, state, router: PluginHost):
+def after_execute(
+    alert: Alert, order: OrderRequest, result: OrderResult, state: str, router: PluginHost
+) -> Maybe[None]:
     """Called after an order was executed (``result`` is its ``OrderResult``) and journaled.
 
     ``state`` is the alert's journal state: ``filled``, ``submitted`` (resting),
@@ -249,7 +263,9 @@ def after_execute(alert, order, result, state, router: PluginHost):
 
 
 @hookspec
-def on_error(alert, order, error, state, router: PluginHost):
+def on_error(
+    alert: Alert, order: OrderRequest | None, error: BaseException, state: str, router: PluginHost
+) -> Maybe[None]:
     """Called when an accepted alert failed, once that is journaled: ``error`` is the
     exception, ``order`` the ``OrderRequest`` if one was built (else ``None``), ``state``
     the alert's journal state (``rejected``, ``failed``, ``expired``, or ``unknown`` when
@@ -265,7 +281,7 @@ def on_error(alert, order, error, state, router: PluginHost):
 
 
 @hookspec
-def router_shutdown(router: PluginHost):
+def router_shutdown(router: PluginHost) -> Maybe[None]:
     """Called once at shutdown, after orders in flight have finished (bounded wait) and
     before executors are closed. Close what ``router_startup`` opened.
 

@@ -21,7 +21,7 @@ OrderStatus = Literal["open", "partially_filled", "filled", "canceled", "rejecte
 # Words venues and client libraries use, and the router's word for each. ccxt says
 # "closed" for filled; Alpaca "new"/"accepted" for resting and "done_for_day" for a
 # day order that stopped. Anything else is "unknown".
-_STATUS_WORDS = {
+_STATUS_WORDS: dict[str, OrderStatus] = {
     "open": "open",
     "new": "open",
     "accepted": "open",
@@ -42,7 +42,7 @@ _STATUS_WORDS = {
 }
 
 
-def order_status(word: str | None) -> str:
+def order_status(word: str | None) -> OrderStatus:
     """A venue's status word in the router's words (``closed`` → ``filled``)."""
     if not word:
         return "unknown"

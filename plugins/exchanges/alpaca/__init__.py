@@ -28,6 +28,9 @@ from core.hooks.manager import hookimpl
 from plugins.exchanges.alpaca.client import LIVE_URL, PAPER_URL
 from plugins.exchanges.alpaca.executor import AlpacaExecutor
 
+AssetClass = Literal["us_equity", "crypto"]
+ASSET_CLASSES: tuple[AssetClass, ...] = ("us_equity", "crypto")
+
 
 class AccountOptions(PluginOptions):
     """One Alpaca account (``alpaca.accounts.<name>`` in plugins.yaml)."""
@@ -41,8 +44,9 @@ class AccountOptions(PluginOptions):
     # Overrides the endpoint chosen by ``paper`` (a proxy, or the test emulator).
     base_url: str | None = None
     # Which assets to load and trade: us_equity (stocks, ETFs), crypto.
-    asset_classes: list[Literal["us_equity", "crypto"]] = Field(
-        default_factory=lambda: ["us_equity", "crypto"], min_length=1
+    asset_classes: list[AssetClass] = Field(
+        default_factory=lambda: list(ASSET_CLASSES),
+        min_length=1,
     )
     # Seconds to wait for Alpaca's answer (after which an order's outcome is unknown and
     # it is looked up by its client order id).

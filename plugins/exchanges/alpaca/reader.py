@@ -12,14 +12,14 @@ from typing import Any
 
 from core.errors import Unprocessable
 from core.pipeline.models import Alert
-from core.trading.venue import Market, order_status
+from core.trading.venue import Market, OrderStatus, order_status
 from plugins.exchanges.alpaca.client import AlpacaClient, NotFound
 
 # Alpaca's statuses for a live order that core's status words do not list.
 STILL_OPEN = frozenset({"accepted_for_bidding", "calculated", "pending_replace", "stopped", "suspended"})
 
 
-def status_word(alpaca_status: object) -> str:
+def status_word(alpaca_status: object) -> OrderStatus:
     """An Alpaca order status in the router's words (filled, open, canceled, ...)."""
     word = str(alpaca_status or "").lower()
     return "open" if word in STILL_OPEN else order_status(word)

@@ -277,17 +277,17 @@ def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClien
     return BuiltClient(client, route, note, market_types, keep_types)
 
 
-_DESCRIBED: dict[type, dict[str, Any]] = {}
+_DESCRIBED: dict[Any, dict[str, Any]] = {}
 
 
-def _describe(cls: type) -> dict[str, Any]:
+def _describe(cls: Any) -> dict[str, Any]:
     if cls not in _DESCRIBED:
         # ccxt internal: describe() needs no constructor run, so no session or throttle is made.
         _DESCRIBED[cls] = cls.describe(cls.__new__(cls))
     return _DESCRIBED[cls]
 
 
-def _describe_option(cls: type, name: str) -> Any:
+def _describe_option(cls: Any, name: str) -> Any:
     return (_describe(cls).get("options") or {}).get(name)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import socket
+from typing import TypeVar
 
 import aiohttp
 import ccxt
@@ -103,7 +104,10 @@ def not_sent(exc: BaseException) -> OrderNotSent:
     return _made(OrderNotSent, exc)
 
 
-def _made(kind: type[OrderError], exc: BaseException) -> OrderError:
+E = TypeVar("E", bound=OrderError)
+
+
+def _made(kind: type[E], exc: BaseException) -> E:
     text = REDACTOR.redact((str(exc) or type(exc).__name__)[:300])
     error = kind(
         f"{text} ({type(exc).__name__})" if type(exc).__name__ not in text else text, venue_code=venue_code(exc)

@@ -14,9 +14,15 @@ from typing import Any
 import ccxt
 
 from core.trading.markets import MarketBook
-from core.trading.venue import Market, MarketLimits
+from core.trading.venue import Market, MarketLimits, MarketType
 
-_TYPES = ("spot", "margin", "swap", "future", "option")
+_TYPES: dict[str, MarketType] = {
+    "spot": "spot",
+    "margin": "margin",
+    "swap": "swap",
+    "future": "future",
+    "option": "option",
+}
 
 
 def _number(value: Any) -> Decimal | None:
@@ -48,8 +54,8 @@ def market_from_ccxt(
     buys_by_cost: bool = False,
 ) -> Market | None:
     """One ccxt market as a core ``Market`` (None for a kind core does not trade)."""
-    kind = market.get("type") or ("spot" if market.get("spot") else None)
-    if kind not in _TYPES:
+    kind = _TYPES.get(market.get("type") or ("spot" if market.get("spot") else ""))
+    if kind is None:
         return None
     precision = market.get("precision") or {}
     limits = market.get("limits") or {}

@@ -222,5 +222,5 @@ class SendOrders(ClientLifecycle):
             average=decimal_str(raw.get("average")),
             route=route,
             sandbox=self.options.sandbox,
-            info=raw.get("info") if isinstance(raw.get("info"), dict) else {},
+            info=info if isinstance(info := raw.get("info"), dict) else {},
         )

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import difflib
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import ccxt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits
@@ -25,7 +25,7 @@ class PaperMarket(BaseModel):
     model_config = ConfigDict(extra="forbid")
     base: str
     quote: str
-    type: str = Field("spot", pattern="^(spot|swap)$")
+    type: Literal["spot", "swap"] = "spot"
     amount_step: Decimal
     price_tick: Decimal
     min_amount: Decimal

@@ -136,6 +136,13 @@ class PaperLedger(Executor):
             (self.account, client_order_id, symbol),
         ).fetchone()
 
+    def _refind(self, conn: sqlite3.Connection, symbol: str, order_id: str) -> sqlite3.Row:
+        """A row this transaction has just read or written (so it exists)."""
+        row = self._find(conn, symbol, order_id, None)
+        if row is None:
+            raise LookupError(f"paper order {order_id} vanished inside its own transaction")
+        return row
+
     def _open(self, conn: sqlite3.Connection, symbol: str) -> list[sqlite3.Row]:
         return conn.execute(
             "SELECT * FROM paper_orders WHERE account = ? AND symbol = ? AND status = 'open' "

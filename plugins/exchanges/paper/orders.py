@@ -63,7 +63,7 @@ class PaperOrders(PaperLedger):
                     f"no open {what} on {order.symbol} in paper account '{self.account}'", code="order_not_found"
                 )
             conn.execute("UPDATE paper_orders SET status = 'canceled' WHERE id = ?", (row["id"],))
-            return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None)])
+            return self._cancel_result(order, [self._refind(conn, order.symbol, row["id"])])
 
     def _cancel_all(self, conn: sqlite3.Connection, order: OrderRequest) -> OrderResult:
         with transaction(conn):
@@ -72,7 +72,7 @@ class PaperOrders(PaperLedger):
                 "UPDATE paper_orders SET status = 'canceled' WHERE account = ? AND symbol = ? AND status = 'open'",
                 (self.account, order.symbol),
             )
-            return self._cancel_result(order, [self._find(conn, order.symbol, row["id"], None) for row in rows])
+            return self._cancel_result(order, [self._refind(conn, order.symbol, row["id"]) for row in rows])
 
     def _cancel_result(self, order: OrderRequest, rows: list[sqlite3.Row]) -> OrderResult:
         children = [
