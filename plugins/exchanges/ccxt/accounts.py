@@ -7,24 +7,24 @@ market types to load, sandbox mode, and the ``ccxt:`` mapping deep-merged over a
 exactly as ccxt's constructor merges a config over its description — which is how an
 account is pointed at a testnet, a proxy or the project's emulator.
 
-ccxt is imported here, once per process, when the plugin is loaded at startup.
+ccxt is imported here, once per process, when the first client is built (at startup, for
+the configured accounts): a deployment without a ccxt account never imports it (the ids
+come from ``ids``); ``ccxt.pro`` only for an account that places orders over WebSocket.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import ccxt.async_support as ccxt_async
-import ccxt.pro as ccxt_pro
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.config import PluginOptions
 from core.errors import ConfigError
 from core.trading.execution import client_order_id
+from plugins.exchanges.ccxt.ids import is_ccxt_exchange, suggests_exchange, unknown_exchange_message
 
 # Market types a user may name, and the names exchanges use for them in
 # ``options['fetchMarkets']['types']`` (binance/bybit split contracts by margin: linear,
@@ -158,24 +158,6 @@ def _filled(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
 
 
-def unknown_exchange_message(exchange_id: str) -> str | None:
-    """Why ``exchange_id`` is not a ccxt exchange, with a did-you-mean; None if it is one."""
-    value = exchange_id.strip().lower()
-    if value in ccxt_async.exchanges:
-        return None
-    close = difflib.get_close_matches(value, ccxt_async.exchanges, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown ccxt exchange {value!r}{hint}"
-
-
-def suggests_exchange(exchange_id: str) -> bool:
-    """Whether ``exchange_id`` is not a ccxt id but close to one: a typo, most likely."""
-    value = exchange_id.strip().lower()
-    return value not in ccxt_async.exchanges and bool(
-        difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75)
-    )
-
-
 class AccountConfigError(ConfigError):
     """An account setting that cannot work; the plugin adds the file and account to it."""
 
@@ -221,12 +203,16 @@ class BuiltClient:
 
 def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClient:
     """A ccxt client for the account; AccountConfigError (startup stops) for what cannot work."""
+    import ccxt.async_support as ccxt_async  # once per process (see the module docstring)
+
     exchange_id = options.exchange
     websocket = options.wants_websocket(use_websockets)
     note = None
     cls = getattr(ccxt_async, exchange_id)
     route = "rest"
     if websocket:
+        import ccxt.pro as ccxt_pro
+
         pro_cls = getattr(ccxt_pro, exchange_id, None)
         if pro_cls is None:
             note = f"ccxt has no WebSocket support for {exchange_id}; orders go over REST"
@@ -341,10 +327,6 @@ CLIENT_ID_RULES: dict[str, ClientIdRule] = {
 
 def client_id_rule(exchange_id: str) -> ClientIdRule:
     return CLIENT_ID_RULES.get(exchange_id, DEFAULT_CLIENT_ID_RULE)
-
-
-def is_ccxt_exchange(exchange_id: str) -> bool:
-    return exchange_id in ccxt_async.exchanges
 
 
 __all__ = [

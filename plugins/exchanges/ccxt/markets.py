@@ -11,12 +11,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-import ccxt
-
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits
 
 _TYPES = ("spot", "margin", "swap", "future", "option")
+# ccxt's precision modes (ccxt.base.decimal_to_precision), spelled out so that reading a
+# market (the paper exchange's snapshots) imports no ccxt; test_ccxt_internals checks them.
+DECIMAL_PLACES = 2
+SIGNIFICANT_DIGITS = 3
+TICK_SIZE = 4
 
 
 def _number(value: Any) -> Decimal | None:
@@ -33,9 +36,9 @@ def _step(value: Any, mode: int) -> Decimal | None:
     number = _number(value)
     if number is None:
         return None
-    if mode == ccxt.DECIMAL_PLACES:
+    if mode == DECIMAL_PLACES:
         return Decimal(1).scaleb(-int(number))
-    if mode == ccxt.SIGNIFICANT_DIGITS:
+    if mode == SIGNIFICANT_DIGITS:
         return None
     return number if number > 0 else None
 
@@ -43,7 +46,7 @@ def _step(value: Any, mode: int) -> Decimal | None:
 def market_from_ccxt(
     market: dict[str, Any],
     *,
-    precision_mode: int = ccxt.TICK_SIZE,
+    precision_mode: int = TICK_SIZE,
     aliases: tuple[str, ...] = (),
     buys_by_cost: bool = False,
 ) -> Market | None:
@@ -101,7 +104,7 @@ def market_book(client: Any) -> MarketBook:
             if isinstance(market, dict) and market.get("symbol"):
                 altnames.setdefault(market["symbol"], []).append(str(name))
     by_cost = bool(client.has.get("createMarketBuyOrderWithCost"))
-    mode = getattr(client, "precisionMode", ccxt.TICK_SIZE)
+    mode = getattr(client, "precisionMode", TICK_SIZE)
     markets = [
         market_from_ccxt(m, precision_mode=mode, aliases=tuple(altnames.get(m["symbol"], ())), buys_by_cost=by_cost)
         for m in (client.markets or {}).values()

@@ -23,7 +23,7 @@ from ccxt.async_support.base.throttler import Throttler
 from ccxt.async_support.base.ws.client import Client as WsClient
 
 from emulator import Emulator, ccxt_config
-from plugins.exchanges.ccxt import accounts, errors
+from plugins.exchanges.ccxt import accounts, errors, ids, markets
 from plugins.exchanges.ccxt.lookup import FETCH_ORDER_BY_CLIENT_ID, LIST_ORDERS_BY_CLIENT_ID, SEPARATE_TRIGGER_BOOKS
 from plugins.exchanges.ccxt.send import TRIGGER_DIRECTION
 from plugins.exchanges.ccxt.throttle import credit_idle_time, mark_idle, throttlers
@@ -431,9 +431,23 @@ def test_kraken_indexes_its_markets_by_altname_in_options():
 
 
 def test_precision_modes_and_the_clients_mode():
-    """markets.market_from_ccxt reads precisionMode against ccxt's constants."""
+    """markets.market_from_ccxt reads precisionMode against ccxt's constants (spelled out there)."""
     assert len({ccxt.TICK_SIZE, ccxt.DECIMAL_PLACES, ccxt.SIGNIFICANT_DIGITS}) == 3
+    assert (markets.TICK_SIZE, markets.DECIMAL_PLACES, markets.SIGNIFICANT_DIGITS) == (
+        ccxt.TICK_SIZE,
+        ccxt.DECIMAL_PLACES,
+        ccxt.SIGNIFICANT_DIGITS,
+    )
     assert ccxt_async.binance().precisionMode == ccxt.TICK_SIZE
+
+
+# ------------------------------------------------------------------ ids.py
+
+
+def test_the_exchange_ids_read_from_the_package_are_ccxts_list():
+    """ids.exchange_ids lists ccxt.async_support's modules instead of importing ccxt."""
+    assert ids.exchange_ids() == frozenset(ccxt_async.exchanges) == frozenset(ccxt.exchanges)
+    assert all(hasattr(ccxt_async, exchange_id) for exchange_id in ids.exchange_ids())
 
 
 def test_clients_take_attributes_of_ours():
