@@ -15,6 +15,7 @@ come from ``ids``); ``ccxt.pro`` only for an account that places orders over Web
 from __future__ import annotations
 
 import hashlib
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -260,24 +261,48 @@ def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClien
             client.set_sandbox_mode(True)
         except Exception:
             raise AccountConfigError("sandbox", f"ccxt knows no testnet for {exchange_id}") from None
+    _share_ssl_context(client)
     return BuiltClient(client, route, note, market_types, keep_types)
 
 
-_DESCRIBED: dict[type, dict[str, Any]] = {}
+_SSL_CONTEXTS: dict[tuple[str, bool], ssl.SSLContext] = {}
 
 
-def _describe(cls: type) -> dict[str, Any]:
+def _share_ssl_context(client: Any) -> None:
+    """One SSL context per CA file for every client of the process, made as ccxt's ``open()``
+    makes its own (which it skips when one is set): loading the CA bundle costs ~50 ms of
+    CPU per client at startup. A client that does not verify keeps ccxt's way."""
+    # ccxt internals: Exchange.ssl_context, .verify, .cafile, options["include_OS_certificates"].
+    if getattr(client, "ssl_context", True) is not None or not getattr(client, "verify", False):
+        return
+    include_os = bool(client.safe_bool(client.options, "include_OS_certificates", False))
+    key = (client.cafile, include_os)
+    context = _SSL_CONTEXTS.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=client.cafile)
+        if include_os:
+            os_default_paths = ssl.get_default_verify_paths()
+            if os_default_paths.cafile and os_default_paths.cafile != client.cafile:
+                context.load_verify_locations(cafile=os_default_paths.cafile)
+        context = _SSL_CONTEXTS.setdefault(key, context)
+    client.ssl_context = context
+
+
+_DESCRIBED: dict[Any, dict[str, Any]] = {}
+
+
+def _describe(cls: Any) -> dict[str, Any]:
     if cls not in _DESCRIBED:
         # ccxt internal: describe() needs no constructor run, so no session or throttle is made.
         _DESCRIBED[cls] = cls.describe(cls.__new__(cls))
     return _DESCRIBED[cls]
 
 
-def _describe_option(cls: type, name: str) -> Any:
+def _describe_option(cls: Any, name: str) -> Any:
     return (_describe(cls).get("options") or {}).get(name)
 
 
-def _has(cls: type, feature: str) -> bool:
+def _has(cls: Any, feature: str) -> bool:
     return bool((_describe(cls).get("has") or {}).get(feature))
 
 

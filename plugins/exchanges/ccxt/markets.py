@@ -9,10 +9,10 @@ alternative names (``XBTUSD`` for ``XXBTZUSD``) become the market's aliases.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from core.trading.markets import MarketBook
-from core.trading.venue import Market, MarketLimits
+from core.trading.venue import Market, MarketLimits, MarketType
 
 _TYPES = ("spot", "margin", "swap", "future", "option")
 # ccxt's precision modes (ccxt.base.decimal_to_precision), spelled out so that reading a
@@ -68,7 +68,7 @@ def market_from_ccxt(
         id=str(market.get("id") or market["symbol"]),
         base=market.get("base") or "",
         quote=market.get("quote") or "",
-        type=kind,
+        type=cast(MarketType, kind),
         settle=market.get("settle"),
         contract=bool(market.get("contract")),
         linear=market.get("linear"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import ssl
 import time
 
 import aiohttp
@@ -266,6 +267,37 @@ def test_binance_says_a_margin_mode_already_set():
 
 
 # ------------------------------------------------------------------ accounts.py
+
+
+async def test_open_keeps_an_ssl_context_set_before_it():
+    """accounts._share_ssl_context sets ssl_context (as open() would make it from cafile,
+    verify and options['include_OS_certificates']); open() makes one only when none is set."""
+    client = ccxt_async.binance()
+    assert client.ssl_context is None and client.verify is True and client.cafile
+    assert client.safe_bool(client.options, "include_OS_certificates", False) is False
+    context = ssl.create_default_context(cafile=client.cafile)
+    client.ssl_context = context
+    client.open()
+    try:
+        assert client.ssl_context is context
+    finally:
+        await client.close()
+
+
+async def test_markets_are_shared_from_a_client_that_loaded_them(emu):
+    """lifecycle.adopt_markets: set_markets_from_exchange shares the markets (the same objects)
+    and the options the exchange lists in marketHelperProps, across a REST and a pro client."""
+    loaded = ccxt_async.binance(ccxt_config("binance", emu.base_url, timeout_on_exit=0))
+    adopting = ccxt_pro.binance(ccxt_config("binance", emu.base_url, timeout_on_exit=0))
+    try:
+        await loaded.load_markets()
+        adopting.set_markets_from_exchange(loaded)
+        assert adopting.markets is loaded.markets and adopting.markets_by_id is loaded.markets_by_id
+        assert adopting.symbols == loaded.symbols and adopting.market("BTC/USDT")["id"] == "BTCUSDT"
+    finally:
+        await loaded.close()
+        await adopting.close()
+    assert isinstance(ccxt_async.kraken().options.get("marketHelperProps"), list)
 
 
 @pytest.mark.parametrize("exchange_id", ["binance", "binanceusdm", "bybit", "okx", "kraken"])
