@@ -164,10 +164,8 @@ def create_plugin_manager(plugins_file: PluginsFile, extra: list[tuple[str, obje
 
     unknown_disabled = disabled - seen - set(CORE_SERVICES)
     if unknown_disabled:
-        raise ConfigError(
-            f"{plugins_file.path}: plugin 'router': field 'disabled': "
-            f"no plugin named {', '.join(sorted(unknown_disabled))}"
-        )
+        names = ", ".join(sorted(unknown_disabled))
+        raise ConfigError(f"{plugins_file.path}: plugin 'router': field 'disabled': no plugin named {names}")
     sections = set(plugins_file.section_names()) - CORE_SECTIONS - seen
     if sections:
         name = sorted(sections)[0]
@@ -286,7 +284,7 @@ async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> 
     """Call one implementation with the arguments it names, awaiting an awaitable result."""
     try:
         result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):  # most implementations return None at once
             result = await result
     except ConfigError:
         raise

@@ -38,7 +38,7 @@ import os
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.exposition import choose_encoder
@@ -123,8 +123,17 @@ class MetricsRecorder:
             multiprocess_mode="livesum",
             registry=None,
         )
+        # Each label set's child, looked up once: labels() converts, checks and locks on every call.
+        self._children: dict[tuple[object, ...], Any] = {}
         for outcome in EVENT_STATES:
-            self.alerts.labels(outcome)  # exported as 0 until the first one
+            self._child(self.alerts, outcome)  # exported as 0 until the first one
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def close(self) -> None:
         close = getattr(self._value_class, "close_all_files", None)  # not in every prometheus-client release
@@ -149,7 +158,7 @@ class MetricsRecorder:
                 log.exception("recording metrics failed (%s); the pipeline is not affected", what)
 
     def webhook_answered(self, status: int) -> None:
-        self._record("webhook", lambda: self.webhook_requests.labels(str(status)).inc())
+        self._record("webhook", lambda: self._child(self.webhook_requests, str(status)).inc())
 
     def order_sent(self, order: OrderRequest, executor: Executor) -> None:
         def record() -> None:
@@ -166,16 +175,17 @@ class MetricsRecorder:
 
     def alert_finished(self, event: AlertEvent, error: BaseException | None = None) -> None:
         def record() -> None:
-            self.alerts.labels(event.state).inc()
+            self._child(self.alerts, event.state).inc()
             exchange = event.exchange or "unknown"
             sent = self._sent.pop(event.client_order_id, None) if event.client_order_id else None
             if sent is not None:
                 self.orders_in_flight.dec()
                 if _exchange_answered(event, error):
                     started, route = sent
-                    self.order_latency.labels(exchange, event.route or route).observe(time.perf_counter() - started)
+                    latency = self._child(self.order_latency, exchange, event.route or route)
+                    latency.observe(time.perf_counter() - started)
             if isinstance(error, OrderError):
-                self.exchange_errors.labels(exchange, error_type(error)).inc()
+                self._child(self.exchange_errors, exchange, error_type(error)).inc()
 
         self._record("alert finished", record)
 

@@ -85,13 +85,20 @@ def _names_a_secret(name: str) -> bool:
     return any(stem in letters for stem in _SECRET_NAME_STEMS)
 
 
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def without_secrets(value: Any) -> Any:
     """``value`` with every secret-named field removed, at any depth (dicts and lists are
     copied, nothing else is touched). Used before data is serialised for storage."""
     if isinstance(value, dict):
-        return {k: without_secrets(v) for k, v in value.items() if not is_secret_name(k)}
+        return {
+            k: v if type(v) in _LEAVES else without_secrets(v)
+            for k, v in value.items()
+            if not (isinstance(k, str) and _names_a_secret(k))
+        }
     if isinstance(value, list):
-        return [without_secrets(v) for v in value]
+        return [v if type(v) in _LEAVES else without_secrets(v) for v in value]
     return value
 
 

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, HTTPScope, Scope
 
+from core.web.asgi import BODY
 from core.web.proxy import extend_scope
 from core.web.ratelimit import address_key, address_keys
 
@@ -223,33 +224,40 @@ class IntakeGuard:
             return
         chunks: list[bytes] = []
         size = 0
-        deadline = time.monotonic() + self.body_timeout
-        more = True
-        while more:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                await self._refuse(
-                    scope, send, address, 408, "body_timeout", f"the body did not arrive within {self.body_timeout:g} s"
-                )
-                return
-            if message["type"] != "http.request":
-                return  # the client went away: nothing to answer
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await self._refuse(
-                    scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes"
-                )
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            # asyncio.timeout, not wait_for: no task per receive (the body has usually come with the headers)
+            async with asyncio.timeout(self.body_timeout):
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away: nothing to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        break
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            await self._refuse(
+                scope, send, address, 408, "body_timeout", f"the body did not arrive within {self.body_timeout:g} s"
+            )
+            return
+        if size > self.max_body:
+            await self._refuse(
+                scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes"
+            )
+            return
         body = b"".join(chunks)
         if scope.get("method") == "POST" and not self.proven(address):
             if self._unproven_slots is None:
                 self._unproven_slots = asyncio.Semaphore(UNPROVEN_AT_ONCE)
             try:
-                await asyncio.wait_for(self._unproven_slots.acquire(), self.body_timeout)
+                if self._unproven_slots.locked():
+                    async with asyncio.timeout(self.body_timeout):
+                        await self._unproven_slots.acquire()
+                else:
+                    await self._unproven_slots.acquire()  # a free slot: taken at once, no timer
             except TimeoutError:
                 self.refusals.note(address_keys(address)[-1][0], "request refused with 503 (busy)")
                 _note_refused_peer(scope, address)
@@ -268,16 +276,24 @@ class IntakeGuard:
                     slots.release()
 
             try:
-                await self._deliver(extend_scope(scope, {AUTHENTICATED: authenticated}), receive, send, body)
+                await self._deliver(scope, authenticated, receive, send, body)
             finally:
                 if held:
                     slots.release()
             return
-        await self._deliver(extend_scope(scope, {AUTHENTICATED: lambda: self.vouch(address)}), receive, send, body)
+        await self._deliver(scope, lambda: self.vouch(address), receive, send, body)
 
     async def _deliver(
-        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable, body: bytes
+        self,
+        scope: HTTPScope,
+        authenticated: Callable[[], None],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        body: bytes,
     ) -> None:
+        """Hand the request on with its whole body: in the scope (``core.web.asgi.BODY``, which
+        Quart's connection takes without a task of its own) and replayed by ``receive``."""
+        scope = extend_scope(scope, {AUTHENTICATED: authenticated, BODY: body})
         delivered = False
 
         async def replay() -> ASGIReceiveEvent:

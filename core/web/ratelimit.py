@@ -391,10 +391,39 @@ def route_limiter(app: Quart) -> RateLimiter:
     Per worker is the right scope for a brake on work each worker does itself, and on a
     memory store the extension's check and charge run with nothing awaited in between, so
     within the worker they are exact. A refusal is the usual 429 JSON with Retry-After.
-    Budgets that must hold across workers are ``WebhookLimits``'."""
-    limiter = RateLimiter(app, key_function=client_key, store=BoundedMemoryStore())
+    Budgets that must hold across workers are ``WebhookLimits``'.
+
+    The extension's checks run only on requests to the blueprints (or the app itself) that
+    hold a limited route, found when the server starts: installed app-wide, as the
+    extension does, they would run on every webhook (two hooks, two clock reads and a
+    caught exception per request) to find that it has no limit."""
+    limiter = RateLimiter(key_function=client_key, store=BoundedMemoryStore())
+    app.config.setdefault("QUART_RATE_LIMITER_ENABLED", True)
+    app.before_serving(limiter._before_serving)
+    app.after_serving(limiter._after_serving)
+
+    @app.before_serving
+    async def hook_limited_routes() -> None:
+        for name in _limited_blueprints(app, limiter):
+            if limiter._before_request not in app.before_request_funcs[name]:
+                # First of the blueprint's hooks (before its CSRF guard: every post counts);
+                # the after hook last (Quart calls them in reverse).
+                app.before_request_funcs[name].insert(0, limiter._before_request)
+                app.after_request_funcs[name].insert(0, limiter._after_request)
+
     app.register_error_handler(RateLimitExceeded, _too_many_requests)
     return limiter
+
+
+def _limited_blueprints(app: Quart, limiter: RateLimiter) -> set[str | None]:
+    """The blueprints (``None``: the app's own routes) with a route quart-rate-limiter limits."""
+    names: set[str | None] = set()
+    for endpoint, view in app.view_functions.items():
+        blueprint_name = endpoint.rpartition(".")[0] or None
+        blueprint = app.blueprints.get(blueprint_name) if blueprint_name else None
+        if limiter._get_limits_for_view_function(view, blueprint):
+            names.add(blueprint_name)
+    return names
 
 
 async def _too_many_requests(error: RateLimitExceeded) -> tuple[Response, int, dict[str, str]]:

@@ -20,6 +20,10 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
 
 
+# One decoder for every body: json.loads with an argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 @hookimpl(trylast=True)
 def parse_payload(body: bytes, content_type: str, router) -> dict[str, Any]:
     if content_type not in ACCEPTED_TYPES:
@@ -37,7 +41,9 @@ def parse_payload(body: bytes, content_type: str, router) -> dict[str, Any]:
     if text.count("[") + text.count("{") > limit and _nesting_depth(text) > limit:
         raise BadRequest(f"the JSON is nested deeper than {limit} levels")
     try:
-        payload = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads: a UTF-8 BOM is not JSON
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        payload = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise BadRequest(f"the body is not valid JSON: {str(exc)[:120]}") from None
     return payload

@@ -140,23 +140,29 @@ MARKET_TYPES = {
 
 
 def _find_placeholder(value: Any, path: str) -> str | None:
+    """The path of the first string holding ``{{...}}``; paths are built only for what is found."""
     if isinstance(value, str):
-        return path if PLACEHOLDER.search(value) else None
+        return path if "{{" in value and PLACEHOLDER.search(value) else None
     if isinstance(value, dict):
         for key, item in value.items():
-            found = _find_placeholder(item, f"{path}.{key}" if path else str(key))
-            if found:
-                return found
+            if isinstance(item, (dict, list)) or (isinstance(item, str) and "{{" in item):
+                found = _find_placeholder(item, f"{path}.{key}" if path else str(key))
+                if found:
+                    return found
     if isinstance(value, list):
         for i, item in enumerate(value):
-            found = _find_placeholder(item, f"{path}[{i}]")
-            if found:
-                return found
+            if isinstance(item, (dict, list)) or (isinstance(item, str) and "{{" in item):
+                found = _find_placeholder(item, f"{path}[{i}]")
+                if found:
+                    return found
     return None
 
 
+_SEPARATORS = re.compile(r"[\s-]+")
+
+
 def _word(value: str) -> str:
-    return re.sub(r"[\s-]+", "_", value.strip().lower())
+    return _SEPARATORS.sub("_", value.strip().lower())
 
 
 class Plugin:
@@ -198,6 +204,9 @@ class Plugin:
 
     def __init__(self, options: Plugin.Options):
         self.options = options
+        # Decided once, not per alert: field names by their lower case, and the names they become.
+        self._by_lower = {name.lower(): name for name in (*options.aliases, *ALERT_FIELD_NAMES)}
+        self._canonical = frozenset(self._by_lower.values())
 
     @hookimpl
     def transform_payload(self, payload: dict[str, Any]) -> None:
@@ -207,8 +216,8 @@ class Plugin:
                 f"field '{field}' holds an unreplaced TradingView placeholder", code="unreplaced_placeholder"
             )
         # Field names in any case ("Ticker", "Side"); secrets keep theirs (apiKey, secret).
-        by_lower = {name.lower(): name for name in (*self.options.aliases, *ALERT_FIELD_NAMES)}
-        for key in [k for k in payload if isinstance(k, str) and k not in by_lower.values() and k.lower() in by_lower]:
+        by_lower = self._by_lower
+        for key in [k for k in payload if isinstance(k, str) and k not in self._canonical and k.lower() in by_lower]:
             if by_lower[key.lower()] not in payload:
                 payload[by_lower[key.lower()]] = payload.pop(key)
         for alias, target in self.options.aliases.items():

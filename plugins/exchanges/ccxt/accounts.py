@@ -7,24 +7,25 @@ market types to load, sandbox mode, and the ``ccxt:`` mapping deep-merged over a
 exactly as ccxt's constructor merges a config over its description — which is how an
 account is pointed at a testnet, a proxy or the project's emulator.
 
-ccxt is imported here, once per process, when the plugin is loaded at startup.
+ccxt is imported here, once per process, when the first client is built (at startup, for
+the configured accounts): a deployment without a ccxt account never imports it (the ids
+come from ``ids``); ``ccxt.pro`` only for an account that places orders over WebSocket.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
+import ssl
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import ccxt.async_support as ccxt_async
-import ccxt.pro as ccxt_pro
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from core.config import PluginOptions
 from core.errors import ConfigError
 from core.trading.execution import client_order_id
+from plugins.exchanges.ccxt.ids import is_ccxt_exchange, suggests_exchange, unknown_exchange_message
 
 # Market types a user may name, and the names exchanges use for them in
 # ``options['fetchMarkets']['types']`` (binance/bybit split contracts by margin: linear,
@@ -158,24 +159,6 @@ def _filled(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
 
 
-def unknown_exchange_message(exchange_id: str) -> str | None:
-    """Why ``exchange_id`` is not a ccxt exchange, with a did-you-mean; None if it is one."""
-    value = exchange_id.strip().lower()
-    if value in ccxt_async.exchanges:
-        return None
-    close = difflib.get_close_matches(value, ccxt_async.exchanges, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"unknown ccxt exchange {value!r}{hint}"
-
-
-def suggests_exchange(exchange_id: str) -> bool:
-    """Whether ``exchange_id`` is not a ccxt id but close to one: a typo, most likely."""
-    value = exchange_id.strip().lower()
-    return value not in ccxt_async.exchanges and bool(
-        difflib.get_close_matches(value, ccxt_async.exchanges, n=1, cutoff=0.75)
-    )
-
-
 class AccountConfigError(ConfigError):
     """An account setting that cannot work; the plugin adds the file and account to it."""
 
@@ -221,12 +204,16 @@ class BuiltClient:
 
 def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClient:
     """A ccxt client for the account; AccountConfigError (startup stops) for what cannot work."""
+    import ccxt.async_support as ccxt_async  # once per process (see the module docstring)
+
     exchange_id = options.exchange
     websocket = options.wants_websocket(use_websockets)
     note = None
     cls = getattr(ccxt_async, exchange_id)
     route = "rest"
     if websocket:
+        import ccxt.pro as ccxt_pro
+
         pro_cls = getattr(ccxt_pro, exchange_id, None)
         if pro_cls is None:
             note = f"ccxt has no WebSocket support for {exchange_id}; orders go over REST"
@@ -274,7 +261,31 @@ def build_client(options: AccountOptions, *, use_websockets: bool) -> BuiltClien
             client.set_sandbox_mode(True)
         except Exception:
             raise AccountConfigError("sandbox", f"ccxt knows no testnet for {exchange_id}") from None
+    _share_ssl_context(client)
     return BuiltClient(client, route, note, market_types, keep_types)
+
+
+_SSL_CONTEXTS: dict[tuple[str, bool], ssl.SSLContext] = {}
+
+
+def _share_ssl_context(client: Any) -> None:
+    """One SSL context per CA file for every client of the process, made as ccxt's ``open()``
+    makes its own (which it skips when one is set): loading the CA bundle costs ~50 ms of
+    CPU per client at startup. A client that does not verify keeps ccxt's way."""
+    # ccxt internals: Exchange.ssl_context, .verify, .cafile, options["include_OS_certificates"].
+    if getattr(client, "ssl_context", True) is not None or not getattr(client, "verify", False):
+        return
+    include_os = bool(client.safe_bool(client.options, "include_OS_certificates", False))
+    key = (client.cafile, include_os)
+    context = _SSL_CONTEXTS.get(key)
+    if context is None:
+        context = ssl.create_default_context(cafile=client.cafile)
+        if include_os:
+            os_default_paths = ssl.get_default_verify_paths()
+            if os_default_paths.cafile and os_default_paths.cafile != client.cafile:
+                context.load_verify_locations(cafile=os_default_paths.cafile)
+        context = _SSL_CONTEXTS.setdefault(key, context)
+    client.ssl_context = context
 
 
 _DESCRIBED: dict[Any, dict[str, Any]] = {}
@@ -291,7 +302,7 @@ def _describe_option(cls: Any, name: str) -> Any:
     return (_describe(cls).get("options") or {}).get(name)
 
 
-def _has(cls: type, feature: str) -> bool:
+def _has(cls: Any, feature: str) -> bool:
     return bool((_describe(cls).get("has") or {}).get(feature))
 
 
@@ -341,10 +352,6 @@ CLIENT_ID_RULES: dict[str, ClientIdRule] = {
 
 def client_id_rule(exchange_id: str) -> ClientIdRule:
     return CLIENT_ID_RULES.get(exchange_id, DEFAULT_CLIENT_ID_RULE)
-
-
-def is_ccxt_exchange(exchange_id: str) -> bool:
-    return exchange_id in ccxt_async.exchanges
 
 
 __all__ = [

@@ -10,9 +10,12 @@ import asyncio
 import contextlib
 import hashlib
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from core.pipeline.models import Credentials
-from plugins.exchanges.ccxt.executor import CcxtExecutor
+
+if TYPE_CHECKING:
+    from plugins.exchanges.ccxt.executor import CcxtExecutor
 
 
 def credentials_fingerprint(exchange: str, credentials: Credentials) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,13 +24,15 @@ import ccxt
 
 from core.pipeline.models import OrderRequest, OrderResult
 from core.trading.execution import Executor
-from plugins.exchanges.ccxt.accounts import AccountOptions, build_client, client_id_rule
+from plugins.exchanges.ccxt.accounts import SECRET_CONFIG_KEYS, AccountOptions, build_client, client_id_rule
 from plugins.exchanges.ccxt.markets import market_book
 from plugins.exchanges.ccxt.websocket import WsOrderGate
 from plugins.exchanges.maintenance import BackgroundTask
 
 log = logging.getLogger(__name__)
 _CLIENT_SERIAL = itertools.count(1)
+# Market loads in flight, by market source: accounts that start together load them once.
+_MARKETS_LOADING: dict[tuple[Any, ...], asyncio.Future[ClientLifecycle | None]] = {}
 
 
 class ClientLifecycle(Executor):
@@ -51,6 +54,7 @@ class ClientLifecycle(Executor):
             self.gate = WsOrderGate()
             self.gate.attach(self.client)
         self.markets_loaded_at: float | None = None
+        self._options_from_markets: dict[str, Any] = {}
         self.ws_fallbacks = 0
         self._ws_paused_until = 0.0
         self._ws_pause_reason = ""
@@ -93,10 +97,53 @@ class ClientLifecycle(Executor):
         return bool(name) and (name == self.exchange or self.exchange.startswith(name))
 
     async def start(self) -> None:
-        await self._load_markets()
+        """Load the account's markets; accounts starting together with the same market
+        source (``_market_source``) load them once and share them."""
+        source = self._market_source()
+        if source is None:
+            await self._load_markets()
+            return
+        loading = _MARKETS_LOADING.get(source)
+        if loading is not None:
+            loaded = await asyncio.shield(loading)
+            if loaded is not None:  # else the other load failed: this account tries on its own
+                self.adopt_markets(loaded)
+                return
+            await self._load_markets()
+            return
+        done: asyncio.Future[ClientLifecycle | None] = asyncio.get_running_loop().create_future()
+        _MARKETS_LOADING[source] = done
+        loaded = None
+        try:
+            await self._load_markets()
+            loaded = self
+        finally:
+            del _MARKETS_LOADING[source]
+            done.set_result(loaded)
+
+    def _market_source(self) -> tuple[Any, ...] | None:
+        """What the loaded markets depend on: the exchange, its testnet, the market types and
+        the ccxt configuration (urls, options) without credentials. None when they may
+        depend on the account too (its currencies, its margin pairs): loaded on its own."""
+        options = self.options
+        if options.load_currencies or "margin" in (options.market_types or ()):
+            return None
+        config = {k: v for k, v in options.ccxt.items() if k not in SECRET_CONFIG_KEYS}
+        return (
+            options.exchange,
+            options.sandbox,
+            tuple(options.market_types or ()),
+            json.dumps(config, sort_keys=True, default=str),
+        )
 
     async def _load_markets(self, reload: bool = False) -> None:
+        before = dict(self.client.options)
         markets = await self.client.load_markets(reload=reload)
+        # What loading the markets wrote into the client's options (kraken's altnames,
+        # binance's clock offset): a client adopting these markets takes them too.
+        self._options_from_markets = {
+            key: value for key, value in self.client.options.items() if key not in before or before[key] is not value
+        }
         if self.keep_types and any(m.get("type") not in self.keep_types for m in markets.values()):
             # ccxt: set_markets(markets, currencies) rebuilds the symbol and id indexes.
             # The exchange cannot load by type (or loads more): keep what the account trades.
@@ -114,8 +161,13 @@ class ClientLifecycle(Executor):
         await asyncio.to_thread(market_book, self.client)
 
     def adopt_markets(self, other: ClientLifecycle) -> None:
-        """Use another client's loaded markets (same exchange and settings): no request."""
-        self.client.set_markets(other.client.markets, other.client.currencies)
+        """Use another client's loaded markets (same exchange and settings): no request, and
+        the same market objects. ccxt's ``set_markets_from_exchange`` shares the markets and
+        the options its exchanges declare they fill while loading them
+        (``marketHelperProps``); the options the other client's load wrote are copied too."""
+        self.client.set_markets_from_exchange(other.client)
+        self.client.options.update(other._options_from_markets)
+        self._options_from_markets = dict(other._options_from_markets)
         self.markets_loaded_at = other.markets_loaded_at
         market_book(self.client)
 

@@ -9,9 +9,7 @@ alternative names (``XBTUSD`` for ``XXBTZUSD``) become the market's aliases.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
-
-import ccxt
+from typing import Any, cast
 
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits, MarketType
@@ -23,6 +21,11 @@ _TYPES: dict[str, MarketType] = {
     "future": "future",
     "option": "option",
 }
+# ccxt's precision modes (ccxt.base.decimal_to_precision), spelled out so that reading a
+# market (the paper exchange's snapshots) imports no ccxt; test_ccxt_internals checks them.
+DECIMAL_PLACES = 2
+SIGNIFICANT_DIGITS = 3
+TICK_SIZE = 4
 
 
 def _number(value: Any) -> Decimal | None:
@@ -39,9 +42,9 @@ def _step(value: Any, mode: int) -> Decimal | None:
     number = _number(value)
     if number is None:
         return None
-    if mode == ccxt.DECIMAL_PLACES:
+    if mode == DECIMAL_PLACES:
         return Decimal(1).scaleb(-int(number))
-    if mode == ccxt.SIGNIFICANT_DIGITS:
+    if mode == SIGNIFICANT_DIGITS:
         return None
     return number if number > 0 else None
 
@@ -49,7 +52,7 @@ def _step(value: Any, mode: int) -> Decimal | None:
 def market_from_ccxt(
     market: dict[str, Any],
     *,
-    precision_mode: int = ccxt.TICK_SIZE,
+    precision_mode: int = TICK_SIZE,
     aliases: tuple[str, ...] = (),
     buys_by_cost: bool = False,
 ) -> Market | None:
@@ -71,7 +74,7 @@ def market_from_ccxt(
         id=str(market.get("id") or market["symbol"]),
         base=market.get("base") or "",
         quote=market.get("quote") or "",
-        type=kind,
+        type=cast(MarketType, kind),
         settle=market.get("settle"),
         contract=bool(market.get("contract")),
         linear=market.get("linear"),
@@ -107,7 +110,7 @@ def market_book(client: Any) -> MarketBook:
             if isinstance(market, dict) and market.get("symbol"):
                 altnames.setdefault(market["symbol"], []).append(str(name))
     by_cost = bool(client.has.get("createMarketBuyOrderWithCost"))
-    mode = getattr(client, "precisionMode", ccxt.TICK_SIZE)
+    mode = getattr(client, "precisionMode", TICK_SIZE)
     markets = [
         market_from_ccxt(m, precision_mode=mode, aliases=tuple(altnames.get(m["symbol"], ())), buys_by_cost=by_cost)
         for m in (client.markets or {}).values()

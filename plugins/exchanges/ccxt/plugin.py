@@ -39,6 +39,7 @@ checked by tests/unit/plugins/exchanges/test_ccxt_internals.py.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, SecretStr
 
@@ -56,9 +57,22 @@ from plugins.exchanges.ccxt.accounts import (
     unknown_exchange_message,
 )
 from plugins.exchanges.ccxt.clients import CredentialClients, credentials_fingerprint
-from plugins.exchanges.ccxt.executor import CcxtExecutor
+
+if TYPE_CHECKING:
+    from plugins.exchanges.ccxt.executor import CcxtExecutor
 
 __all__ = ["CcxtExecutor", "CredentialClients", "Plugin", "credentials_fingerprint"]
+
+
+def __getattr__(name: str) -> Any:
+    """``CcxtExecutor``, imported (with ccxt) only when asked for: loading the plugin imports
+    no ccxt, so a deployment without a ccxt account never does (``accounts``)."""
+    if name == "CcxtExecutor":
+        from plugins.exchanges.ccxt.executor import CcxtExecutor
+
+        return CcxtExecutor
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +123,8 @@ class Plugin:
                     default_exchange,
                 )
         for name, options in accounts.items():
+            from plugins.exchanges.ccxt.executor import CcxtExecutor  # imports ccxt (the first time)
+
             for value in options.secret_values():
                 router.register_secret(value)
             try:
@@ -133,6 +149,8 @@ class Plugin:
         template = self._template(exchange)
 
         async def make() -> CcxtExecutor:
+            from plugins.exchanges.ccxt.executor import CcxtExecutor  # ccxt, the first time
+
             options = (template.options if template else AccountOptions(exchange=exchange, public=True)).model_copy(
                 update={
                     "api_key": credentials.api_key,

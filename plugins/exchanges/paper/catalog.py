@@ -13,12 +13,11 @@ import difflib
 from decimal import Decimal
 from typing import Any, Literal
 
-import ccxt
 from pydantic import BaseModel, ConfigDict
 
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits
-from plugins.exchanges.ccxt.markets import market_from_ccxt
+from plugins.exchanges.ccxt.markets import TICK_SIZE, market_from_ccxt
 
 
 class PaperMarket(BaseModel):
@@ -107,7 +106,7 @@ def venue_book(venue: str, snapshot: dict[str, Any]) -> tuple[MarketBook, dict[s
     """A venue snapshot's markets as core's (translated as the ccxt plugin translates a
     loaded client's, with the precision mode the snapshot was written in) and the last
     price of each market that has one."""
-    mode = snapshot.get("precision_mode", ccxt.TICK_SIZE)
+    mode = snapshot.get("precision_mode", TICK_SIZE)
     markets, prices = [], {}
     for raw in snapshot["markets"]:
         market = market_from_ccxt(raw, precision_mode=mode)

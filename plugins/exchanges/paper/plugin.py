@@ -39,7 +39,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import ccxt
 from pydantic import Field, PrivateAttr, model_validator
 
 from core.config import PluginOptions
@@ -50,6 +49,7 @@ from core.store.sqlite.database import SqliteDatabase, transaction
 from core.trading.markets import MarketBook
 from core.trading.sizing import prepare_alert
 from core.trading.venue import Market, order_status
+from plugins.exchanges.ccxt.ids import is_ccxt_exchange
 from plugins.exchanges.paper.catalog import DEFAULT_MARKETS, PaperMarket, close_matches, paper_market, venue_book
 from plugins.exchanges.paper.fills import PaperFills
 from plugins.exchanges.paper.ledger import SCHEMA
@@ -307,7 +307,7 @@ class Plugin:
         @model_validator(mode="after")
         def _venues_known(self) -> Plugin.Options:
             for venue in self.venues:
-                if venue not in ccxt.exchanges:
+                if not is_ccxt_exchange(venue):
                     raise ValueError(f"venues: {venue!r} is not a ccxt exchange id")
             if self.venues and self.default_venue not in self.venues:
                 raise ValueError(f"default_venue: {self.default_venue!r} is not one of venues {self.venues}")

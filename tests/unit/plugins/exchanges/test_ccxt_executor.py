@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -327,6 +328,60 @@ async def test_exchange_down_at_startup_then_back(executor, emu):
     emu.clear_faults()
     await eventually(lambda: ex.ready)
     assert ex.error is None and ex.status()["markets"] == 5
+
+
+def count_market_loads(*executors: CcxtExecutor) -> list[str]:
+    """The accounts whose client asked the exchange for its markets, one entry per request."""
+    loads: list[str] = []
+    for ex in executors:
+        original = ex.client.fetch_markets
+
+        async def counting(*args, _original=original, _account=ex.account, **kwargs):
+            loads.append(_account)
+            return await _original(*args, **kwargs)
+
+        ex.client.fetch_markets = counting
+    return loads
+
+
+async def test_accounts_starting_together_on_one_market_source_load_the_markets_once(executor, emu):
+    rest = await executor(start=False)
+    ws = await executor(start=False, websocket=True, name="ws", key="emu-key-2", secret="emu-secret-2")
+    other = await executor(start=False, name="perps", market_types=["swap"])
+    loads = count_market_loads(rest, ws, other)
+    await asyncio.gather(rest.start(), ws.start(), other.start())
+    assert sorted(loads) == ["acct", "perps"] or sorted(loads) == ["perps", "ws"]
+    (loaded,) = [ex for ex in (rest, ws) if ex.account in loads]
+    (adopted,) = [ex for ex in (rest, ws) if ex is not loaded]
+    assert adopted.client.markets is loaded.client.markets  # shared, not copied
+    assert adopted.markets_loaded_at == loaded.markets_loaded_at
+    assert {m["type"] for m in other.client.markets.values()} == {"swap"}
+    for ex, alert_id in ((rest, "share-r"), (ws, "share-w")):
+        ex.ready = True
+        _, result = await place(ex, "BINANCE:BTCUSDT", alert_id)
+        assert result.status == "filled" and len(emu.orders(client_order_id=result.client_order_id)) == 1
+
+
+async def test_an_account_whose_shared_market_load_failed_loads_on_its_own(executor, emu):
+    first = await executor(start=False)
+    second = await executor(start=False, name="second")
+    loads = count_market_loads(first, second)
+    emu.add_fault("down")
+    failed = asyncio.ensure_future(first.start())
+    await eventually(lambda: loads)  # the first load is in flight: the second waits for it
+    waiting = asyncio.ensure_future(second.start())
+    with pytest.raises(ccxt.ExchangeNotAvailable):
+        await failed
+    emu.clear_faults()
+    await waiting
+    assert loads == ["acct", "second"] and second.client.markets
+
+
+async def test_clients_of_the_process_share_one_ssl_context(executor):
+    first = await executor(start=False)
+    second = await executor(start=False, websocket=True, name="ws")
+    assert isinstance(first.client.ssl_context, ssl.SSLContext)
+    assert second.client.ssl_context is first.client.ssl_context
 
 
 async def test_only_configured_market_types_are_loaded(executor):

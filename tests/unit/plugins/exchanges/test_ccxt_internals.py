@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import ssl
 import time
 
 import aiohttp
@@ -23,7 +24,7 @@ from ccxt.async_support.base.throttler import Throttler
 from ccxt.async_support.base.ws.client import Client as WsClient
 
 from emulator import Emulator, ccxt_config
-from plugins.exchanges.ccxt import accounts, errors
+from plugins.exchanges.ccxt import accounts, errors, ids, markets
 from plugins.exchanges.ccxt.lookup import FETCH_ORDER_BY_CLIENT_ID, LIST_ORDERS_BY_CLIENT_ID, SEPARATE_TRIGGER_BOOKS
 from plugins.exchanges.ccxt.send import TRIGGER_DIRECTION
 from plugins.exchanges.ccxt.throttle import credit_idle_time, mark_idle, throttlers
@@ -268,6 +269,37 @@ def test_binance_says_a_margin_mode_already_set():
 # ------------------------------------------------------------------ accounts.py
 
 
+async def test_open_keeps_an_ssl_context_set_before_it():
+    """accounts._share_ssl_context sets ssl_context (as open() would make it from cafile,
+    verify and options['include_OS_certificates']); open() makes one only when none is set."""
+    client = ccxt_async.binance()
+    assert client.ssl_context is None and client.verify is True and client.cafile
+    assert client.safe_bool(client.options, "include_OS_certificates", False) is False
+    context = ssl.create_default_context(cafile=client.cafile)
+    client.ssl_context = context
+    client.open()
+    try:
+        assert client.ssl_context is context
+    finally:
+        await client.close()
+
+
+async def test_markets_are_shared_from_a_client_that_loaded_them(emu):
+    """lifecycle.adopt_markets: set_markets_from_exchange shares the markets (the same objects)
+    and the options the exchange lists in marketHelperProps, across a REST and a pro client."""
+    loaded = ccxt_async.binance(ccxt_config("binance", emu.base_url, timeout_on_exit=0))
+    adopting = ccxt_pro.binance(ccxt_config("binance", emu.base_url, timeout_on_exit=0))
+    try:
+        await loaded.load_markets()
+        adopting.set_markets_from_exchange(loaded)
+        assert adopting.markets is loaded.markets and adopting.markets_by_id is loaded.markets_by_id
+        assert adopting.symbols == loaded.symbols and adopting.market("BTC/USDT")["id"] == "BTCUSDT"
+    finally:
+        await loaded.close()
+        await adopting.close()
+    assert isinstance(ccxt_async.kraken().options.get("marketHelperProps"), list)
+
+
 @pytest.mark.parametrize("exchange_id", ["binance", "binanceusdm", "bybit", "okx", "kraken"])
 def test_describe_runs_on_an_instance_whose_constructor_never_ran(exchange_id):
     """accounts._describe reads has and options without building a client."""
@@ -431,9 +463,23 @@ def test_kraken_indexes_its_markets_by_altname_in_options():
 
 
 def test_precision_modes_and_the_clients_mode():
-    """markets.market_from_ccxt reads precisionMode against ccxt's constants."""
+    """markets.market_from_ccxt reads precisionMode against ccxt's constants (spelled out there)."""
     assert len({ccxt.TICK_SIZE, ccxt.DECIMAL_PLACES, ccxt.SIGNIFICANT_DIGITS}) == 3
+    assert (markets.TICK_SIZE, markets.DECIMAL_PLACES, markets.SIGNIFICANT_DIGITS) == (
+        ccxt.TICK_SIZE,
+        ccxt.DECIMAL_PLACES,
+        ccxt.SIGNIFICANT_DIGITS,
+    )
     assert ccxt_async.binance().precisionMode == ccxt.TICK_SIZE
+
+
+# ------------------------------------------------------------------ ids.py
+
+
+def test_the_exchange_ids_read_from_the_package_are_ccxts_list():
+    """ids.exchange_ids lists ccxt.async_support's modules instead of importing ccxt."""
+    assert ids.exchange_ids() == frozenset(ccxt_async.exchanges) == frozenset(ccxt.exchanges)
+    assert all(hasattr(ccxt_async, exchange_id) for exchange_id in ids.exchange_ids())
 
 
 def test_clients_take_attributes_of_ours():
