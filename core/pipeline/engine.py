@@ -1,7 +1,11 @@
 """App-owned execution: alerts run in tasks the engine owns, in their lanes, with retries.
 
 * **Lanes** (``core.pipeline.lanes``). Alerts for one (account, symbol) execute one at a
-  time, in arrival order; other symbols run in parallel.
+  time, in arrival order; other symbols run in parallel. Only the order's preparation, the
+  risk gate and the send (with its retries, and a reconciliation) hold the lane.
+* **Journal writes** (``core.pipeline.writes``). The admission (with the order's intent)
+  is the one durable write before the send; the attempts and the final state are queued
+  after the exchange answered, and the answer does not wait for them.
 * **Retries.** The order errors of ``core.errors`` say what may be retried: ``VenueBusy``
   (rate limits) and ``OrderNotSent`` (a request that provably never left) are retried
   with capped exponential backoff and jitter while the alert's answer budget lasts;
@@ -12,7 +16,7 @@
 * **Recovery** (``core.pipeline.recovery``). Every worker heartbeats into the journal; the
   unfinished alerts of a worker that stopped heartbeating are claimed and reconciled or
   executed.
-* **Endings** (``core.pipeline.settle``): journaled, then told to the hooks.
+* **Endings** (``core.pipeline.settle``): journaled (queued), then told to the hooks.
 
 The engine is given what it needs: the router as an ``EngineHost`` (the journal, the
 accounts, the hooks; it is the ``router`` the hooks receive) and the risk gate every
@@ -30,17 +34,18 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from core.errors import RiskLimitExceeded, ServiceUnavailable, StoreUnavailable
+from core.errors import RiskLimitExceeded, ServiceUnavailable, StoreUnavailable, WebhookError
 from core.pipeline.host import EngineHost
-from core.pipeline.lanes import Lanes
+from core.pipeline.lanes import Lanes, Ticket
 from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.pipeline.outcomes import Outcome, as_order_error, describe, may_be_booked, retries
 from core.pipeline.periodic import every
 from core.pipeline.placement import place_order
 from core.pipeline.reconcile import Reconciler
 from core.pipeline.recovery import maintain, plan_recovery
-from core.pipeline.settle import Settlement
-from core.store.retrying import RetryingJournal
+from core.pipeline.settle import Settlement, attempt
+from core.pipeline.writes import PendingWrites
+from core.store.journal import AttemptRecord
 from core.trading.execution import Executor, client_order_id
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ log = logging.getLogger(__name__)
 # The gate every order passes before it is sent (``core.pipeline.killswitch.KillSwitch.check``):
 # returns to let it go, raises ``RiskLimitExceeded`` to refuse it.
 RiskGate = Callable[[Alert, Executor, OrderRequest], Awaitable[None]]
+# What ends an alert once its lane is released: its settlement (``Settlement``), or its outcome.
+Ending = Callable[[], Awaitable[Outcome]]
 
 
 class ExecutionEngine:
@@ -59,21 +66,13 @@ class ExecutionEngine:
         self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
         self._risk_gate = risk_gate
         self._lanes = Lanes(self._earlier_unfinished)
-        self._settle = Settlement(router, lambda: self.journal)
+        self.writes = PendingWrites(lambda: self.router.journal)
+        self._settle = Settlement(router, self.writes)
         self._reconciler = Reconciler(
-            router, self.options, journal=lambda: self.journal, place=self._place, settle=self._settle, phase=self.phase
+            router, self.options, writes=self.writes, place=self._place, settle=self._settle, phase=self.phase
         )
         self._background: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
-        self._patient: RetryingJournal | None = None
-
-    @property
-    def journal(self) -> RetryingJournal:
-        """The journal, for execution: its writes wait out a state-store outage, because an
-        alert already accepted must have every step recorded before it goes on."""
-        if self._patient is None or self._patient.journal is not self.router.journal:
-            self._patient = RetryingJournal(self.router.journal)
-        return self._patient
 
     # ------------------------------------------------------------ lifecycle
 
@@ -104,7 +103,15 @@ class ExecutionEngine:
                 for alert_task in still:
                     alert_task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
+                await self.writes.flush(timeout=5)
                 return  # keep our heartbeat row: it goes stale and the alerts are claimed
+        if not await self.writes.flush(timeout=max(grace, 5)):
+            log.warning(
+                "%d alert(s) ended but their outcome is not journaled (the state store is unavailable); "
+                "the next start reconciles them by client order id",
+                len(self.writes),
+            )
+            return  # keep our heartbeat row: they are claimed and reconciled
         try:
             await self.router.journal.retire(self.worker_id)
         except StoreUnavailable:
@@ -119,9 +126,22 @@ class ExecutionEngine:
 
     # ------------------------------------------------------------ entry points
 
-    def submit(self, alert: Alert, executor: Executor, *, lane: str, seq: int) -> asyncio.Task[Outcome]:
-        """Start executing a freshly journaled alert; the task belongs to the engine."""
-        return self._spawn(alert.alert_id or "", self._lanes.run(lane, seq, lambda: self._execute(alert, executor)))
+    def submit(
+        self, alert: Alert, executor: Executor, *, lane: str, seq: int, check_others: bool = True
+    ) -> asyncio.Task[Outcome]:
+        """Start executing a freshly journaled alert; the task belongs to the engine. Call it
+        as the admission returns (no await in between): the alert takes its place in its
+        lane now. ``check_others``: the journal is asked, when its turn comes, whether
+        another worker's earlier alert still holds the lane (``Admission.behind_others``)."""
+        ticket = self._lanes.join(lane, seq)
+        return self._spawn(
+            alert.alert_id or "", self._in_lane(ticket, lambda: self._execute(alert, executor), check_others)
+        )
+
+    async def _in_lane(self, ticket: Ticket, work: Callable[[], Awaitable[Ending]], check_others: bool) -> Outcome:
+        """``work`` in its lane; then, the lane released, how it ends."""
+        ending = await self._lanes.run(ticket, work, check_others=check_others)
+        return await ending()
 
     def _spawn(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
         task = asyncio.create_task(coro, name=f"alert-{alert_id}")
@@ -172,6 +192,10 @@ class ExecutionEngine:
             if task is not None:
                 outcome = await self.answer_within_budget(alert_id, task, received_at)
                 break
+            known = self.writes.outcome(alert_id)  # ended here; its journal write is on its way
+            if known is not None:
+                outcome = known
+                break
             row = await journal.get(alert_id) or {}
             outcome = Outcome.from_journal(row)
             if outcome.status != 202 or row.get("error_code") or time.time() + delay >= deadline:
@@ -186,43 +210,61 @@ class ExecutionEngine:
     # ------------------------------------------------------------ execution
 
     async def _earlier_unfinished(self, lane: str, seq: int) -> bool:
-        return bool(await self.journal.earlier_unfinished(lane, seq))
+        journal = self.router.journal
+        if journal is None:
+            raise StoreUnavailable("the journal is closed")
+        while True:  # the cross-process half of a lane: waits out an outage of the state store
+            try:
+                return bool(await journal.earlier_unfinished(lane, seq, owner=self.worker_id))
+            except StoreUnavailable as exc:
+                log.error("lane %s waits for the state store: %s", lane, exc.message)
+                await asyncio.sleep(0.5)
 
-    async def _execute(self, alert: Alert, executor: Executor) -> Outcome:
+    async def _execute(self, alert: Alert, executor: Executor) -> Ending:
+        """In the lane: prepare, pass the risk gate, send. How the alert ends, to run once
+        the lane is released."""
         alert_id = alert.alert_id or ""
         try:
             order = await executor.prepare(alert, client_order_id(alert_id, executor.account))
         except NothingToDo as reason:
-            return await self._settle.skipped(alert, str(reason))
+            return self._skipped(alert, reason)
         except Exception as exc:
-            return await self._settle.failed(alert, None, None, exc, sent=False)
+            return self._failed(alert, None, exc)
         try:
             await self._risk_gate(alert, executor, order)
-        except RiskLimitExceeded as exc:
-            return await self._settle.refused(alert, order, exc)
+        except RiskLimitExceeded as refusal:
+            return self._refused(alert, order, refusal)
         except Exception as exc:
-            return await self._settle.failed(alert, order, None, exc, sent=False)
+            return self._failed(alert, order, exc)
+        return await self._send(alert, executor, order, self._deadline(alert))
+
+    # The endings of an alert refused before anything was sent.
+
+    def _skipped(self, alert: Alert, reason: NothingToDo) -> Ending:
+        return lambda: self._settle.skipped(alert, str(reason))
+
+    def _failed(self, alert: Alert, order: OrderRequest | None, exc: BaseException) -> Ending:
+        return lambda: self._settle.failed(alert, order, exc, sent=False)
+
+    def _refused(self, alert: Alert, order: OrderRequest, refusal: RiskLimitExceeded) -> Ending:
+        return lambda: self._settle.refused(alert, order, refusal)
+
+    def _deadline(self, alert: Alert) -> float:
         # Retries must end before the answer is due (TradingView waits 3 s at most).
         remaining = self.options.response_budget - (time.time() - alert.received_at) - 0.1
-        return await self._send(alert, executor, order, time.monotonic() + max(0.0, remaining))
+        return time.monotonic() + max(0.0, remaining)
 
-    async def _send(self, alert: Alert, executor: Executor, order: OrderRequest, deadline: float) -> Outcome:
+    async def _send(self, alert: Alert, executor: Executor, order: OrderRequest, deadline: float) -> Ending:
+        alert_id = alert.alert_id or ""
         delay = self.options.retry_base_delay
+        route = executor.route
+        earlier: list[AttemptRecord] = []  # attempts refused before booking: journaled with the ending
         while True:
-            self.phase[alert.alert_id or ""] = "submitting"
-            sent_at = time.time()
-            row = await self.journal.order_started(
-                alert.alert_id,
-                client_order_id=order.client_order_id,
-                account=order.account,
-                exchange=order.exchange,
-                route=executor.route,
-                request=order.model_dump(mode="json"),
-            )
+            self.phase[alert_id] = "submitting"
             if time.time() - alert.received_at > self.options.recovery_max_age:
-                # Held up (e.g. waiting for the state store) past the age an order may be sent at.
-                await self.journal.order_finished(row, "failed", error="not sent: the alert expired")
-                return await self._settle.expired(alert, order, "the alert is too old to send now")
+                # Held up (e.g. waiting for its lane) past the age an order may be sent at.
+                return lambda: self._settle.expired(alert, order, "the alert is too old to send now", earlier)
+            sent_at = time.time()
             placer: list[str] = []
             try:
                 result = await self._place(alert, executor, order, placer)
@@ -230,32 +272,59 @@ class ExecutionEngine:
                 exc = as_order_error(raised, sent=True)
                 pause = delay * (0.5 + random.random())
                 if retries(exc) and time.monotonic() + pause < deadline:
-                    await self.journal.order_finished(row, "failed", error=describe(exc))
-                    log.warning("alert %s: %s; retrying in %.2fs", alert.alert_id, describe(exc), pause)
+                    earlier.append(attempt(order, route, sent_at, "failed", error=describe(exc)))
+                    log.warning("alert %s: %s; retrying in %.2fs", alert_id, describe(exc), pause)
                     await asyncio.sleep(pause)
                     delay = min(delay * 2, self.options.retry_max_delay)
                     continue
                 if may_be_booked(exc):
                     placed_by = placer[-1] if placer else None
-                    await self.journal.order_finished(
-                        row,
-                        "unknown",
-                        error=describe(exc),
-                        alert_id=alert.alert_id,
-                        alert_state="unknown",
+                    unknown = attempt(
+                        order, route, sent_at, "unknown", error=describe(exc), response={"placed_by": placed_by}
+                    )
+                    self.writes.record(
+                        alert_id,
+                        [*earlier, unknown],
+                        state="unknown",
                         error_code="outcome_unknown",
+                        error_message=describe(exc),
                         http_status=202,
-                        response={"placed_by": placed_by},
                     )
                     log.warning(
                         "alert %s: outcome unknown after %s; reconciling by client order id %s",
-                        alert.alert_id,
+                        alert_id,
                         describe(exc),
                         order.client_order_id,
                     )
-                    return await self._reconciler.reconcile(alert, executor, order, sent_at, placed_by)
-                return await self._settle.failed(alert, order, row, exc, sent=True)
-            return await self._settle.succeeded(alert, order, row, result)
+                    return _ended(await self._reconciler.reconcile(alert, executor, order, sent_at, placed_by))
+                failure = exc
+                return lambda: self._settle.failed(
+                    alert, order, failure, sent=True, route=route, started_at=sent_at, earlier=earlier
+                )
+            return lambda: self._settle.succeeded(
+                alert, order, result, route=route, started_at=sent_at, earlier=earlier
+            )
+
+    async def _recover_intent(self, alert: Alert, executor: Executor, sent_at: float) -> Ending:
+        """In the lane: an alert recovered from its intent — its order may have been sent
+        before the crash. Prepared again and looked up; sent only once proven absent, and
+        after the risk gate."""
+        alert_id = alert.alert_id or ""
+        cid = client_order_id(alert_id, executor.account)
+        try:
+            order = await executor.prepare(alert, cid)
+        except NothingToDo as reason:
+            return self._skipped(alert, reason)
+        except Exception as exc:
+            if isinstance(exc, WebhookError) and exc.status < 500:
+                return self._failed(alert, None, exc)  # it can never be prepared: it never was, nor sent
+            why = f"its order cannot be prepared to be looked up ({describe(exc)})"
+            return _ended(await self._settle.gave_up(alert, None, cid, why))
+
+        async def gate(order: OrderRequest) -> None:
+            await self._risk_gate(alert, executor, order)
+
+        return _ended(await self._reconciler.reconcile(alert, executor, order, sent_at, None, gate=gate))
 
     async def _place(self, alert: Alert, executor: Executor, order: OrderRequest, placer: list[str]) -> OrderResult:
         return await place_order(self.router, alert, executor, order, placer)
@@ -273,17 +342,28 @@ class ExecutionEngine:
         alert, executor, order = plan.alert, plan.executor, plan.order
         if plan.expire is not None:
             self._spawn(alert_id, self._settle.expired(alert, None, plan.expire))
-        elif executor is None:
+            return
+        if executor is None:
             raise TypeError(f"alert {alert_id}: a recovery without an executor must expire")
+        sent_at, placed_by = plan.sent_at, plan.placed_by
+        work: Callable[[], Awaitable[Ending]]
+        if plan.intent is not None:
+            work = lambda: self._recover_intent(alert, executor, sent_at)  # noqa: E731
         elif order is None:
-            self._spawn(alert_id, self._lanes.run(plan.lane, plan.seq, lambda: self._execute(alert, executor)))
+            work = lambda: self._execute(alert, executor)  # noqa: E731
         else:
-            sent_at, placed_by = plan.sent_at, plan.placed_by
-            self._spawn(
-                alert_id,
-                self._lanes.run(
-                    plan.lane,
-                    plan.seq,
-                    lambda: self._reconciler.reconcile(alert, executor, order, sent_at, placed_by),
-                ),
-            )
+
+            async def work() -> Ending:
+                return _ended(await self._reconciler.reconcile(alert, executor, order, sent_at, placed_by))
+
+        # Its place in its lane now (recovered alerts are earlier than any admitted since).
+        self._spawn(alert_id, self._in_lane(self._lanes.join(plan.lane, plan.seq), work, True))
+
+
+def _ended(outcome: Outcome) -> Ending:
+    """An ending already settled (in the lane: a reconciliation holds it)."""
+
+    async def ending() -> Outcome:
+        return outcome
+
+    return ending

@@ -200,6 +200,28 @@ class KillSwitch:
             router=self.router,
         )
 
+    async def command(self, action: str, account: str | None, *, by: str, reason: str) -> Outcome:
+        """``POST /control/<action>`` of an operator already authorised (``Router.control``):
+        halt, flatten, resume, or the status."""
+        if action == "halt":
+            record = await self.halt(account, reason=reason or "halted over HTTP", by=by)
+            return Outcome(200, {"status": "halted", "account": account or "*", "halt": record})
+        if action == "flatten":
+            record = await self.request_flatten(account, by=by, reason=reason)
+            return Outcome(
+                202,
+                {
+                    "status": "flattening",
+                    "account": account or "*",
+                    "flatten_id": record["flatten_id"],
+                    "message": "halted; every open order is canceled and every position closed; "
+                    "see GET / (halts) and python -m core risk status",
+                },
+            )
+        if action == "resume":
+            return Outcome(200, {"status": "resumed", "accounts": await self.resume(account, by=by)})
+        return Outcome(200, await self.status())
+
     # ------------------------------------------------------------ orders the router places itself
 
     async def place(self, alert: Alert, executor: Executor, *, principal: str) -> dict[str, Any]:

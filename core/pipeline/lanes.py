@@ -1,35 +1,62 @@
 """Ordering lanes: the alerts of one (account, market) execute one at a time, in arrival order.
 
-Arrival order is the journal's ``seq``. Within this process a lane serves the lowest
-``seq`` first (admissions may complete out of order, and ``asyncio.Condition`` wakes its
-waiters first-in first-out); across processes the journal is asked whether an earlier
-alert of the lane is still unfinished. Other lanes run in parallel.
+Arrival order is the journal's ``seq``. An alert takes its place in its lane the moment its
+admission returns (``Lanes.join``, no await in between: admissions return in arrival order
+in a process), and its turn comes when every alert before it in the lane has finished:
+the lane is handed first-in first-out to the next alert only (each waits on a future of
+its own; a hand-over wakes one task). Only the work that must be ordered runs in the lane
+(the order's preparation, which reads positions, and its sending); journal writes happen
+before the turn and after it.
+
+Across processes the journal is asked, when the turn comes, whether an earlier alert of
+the lane held by another worker is still unfinished — only for an alert whose admission
+found one (``Admission.behind_others``), or that was recovered or reopened; meanwhile the
+lane is free for an alert of this process that arrived earlier still. Other lanes run in
+parallel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
+import bisect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 T = TypeVar("T")
 
-# Whether the journal holds an unfinished alert of lane ``key`` that arrived before ``seq``.
+# Whether the journal holds an unfinished alert of lane ``key``, of another worker, that
+# arrived before ``seq``.
 EarlierUnfinished = Callable[[str, int], Awaitable[bool]]
 
 
-@dataclass
+class Ticket:
+    """One alert's place in its lane."""
+
+    __slots__ = ("key", "seq", "waiter")
+
+    def __init__(self, key: str, seq: int):
+        self.key = key
+        self.seq = seq
+        self.waiter: asyncio.Future[None] | None = None
+
+    def __lt__(self, other: Ticket) -> bool:
+        return self.seq < other.seq
+
+
 class Lane:
-    """This process's alerts of one (account, market), served lowest arrival number first."""
+    """This process's alerts of one (account, market), by arrival number; ``busy`` while one runs."""
 
-    turn: asyncio.Condition = field(default_factory=asyncio.Condition)
-    waiting: list[int] = field(default_factory=list)  # a heap of arrival numbers (seq)
-    running: bool = False
+    __slots__ = ("queue", "busy")
 
-    def is_next(self, seq: int) -> bool:
-        return not self.running and self.waiting[0] == seq
+    def __init__(self) -> None:
+        self.queue: list[Ticket] = []  # sorted by seq; the first one runs next
+        self.busy = False
+
+    def wake_next(self) -> None:
+        if not self.busy and self.queue:
+            waiter = self.queue[0].waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
 
 class Lanes:
@@ -43,30 +70,53 @@ class Lanes:
     def __len__(self) -> int:
         return len(self._lanes)
 
-    async def run(self, key: str, seq: int, work: Callable[[], Awaitable[T]]) -> T:
-        """Run ``work`` once every alert that arrived earlier in lane ``key`` has finished."""
-        lane = self._lanes.setdefault(key, Lane())
-        heapq.heappush(lane.waiting, seq)
+    def join(self, key: str, seq: int) -> Ticket:
+        """Take the place of arrival ``seq`` in lane ``key`` (now: before any await)."""
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = Lane()
+        ticket = Ticket(key, seq)
+        if not lane.queue or lane.queue[-1].seq <= seq:
+            lane.queue.append(ticket)  # the usual case: the latest arrival
+        else:
+            bisect.insort(lane.queue, ticket)
+        return ticket
+
+    async def run(self, ticket: Ticket, work: Callable[[], Awaitable[T]], *, check_others: bool = False) -> T:
+        """Run ``work`` once every alert that arrived before ``ticket`` in its lane has
+        finished (with ``check_others``: in every worker, as the journal tells)."""
+        lane = self._lanes[ticket.key]
+        held = False
         try:
+            delay = 0.005
             while True:
-                async with lane.turn:
-                    await lane.turn.wait_for(lambda: lane.is_next(seq))
-                delay = 0.005
-                while await self._earlier_unfinished(key, seq):
-                    await asyncio.sleep(delay)  # an earlier alert of this lane is still executing elsewhere
-                    delay = min(delay * 2, self._poll_max)
-                async with lane.turn:
-                    if lane.is_next(seq):  # no earlier alert of this process arrived meanwhile
-                        lane.running = True
-                        break
-            try:
-                return await work()
-            finally:
-                lane.running = False
+                await self._turn(lane, ticket)
+                held = True
+                if not check_others or not await self._earlier_unfinished(ticket.key, ticket.seq):
+                    break
+                # An earlier alert of this lane is still executing elsewhere: wait, leaving the
+                # lane to an alert of this process that arrived earlier still, if one comes.
+                held = False
+                lane.busy = False
+                lane.wake_next()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._poll_max)
+            return await work()
         finally:
-            async with lane.turn:
-                lane.waiting.remove(seq)
-                heapq.heapify(lane.waiting)
-                lane.turn.notify_all()
-            if not lane.waiting:
-                self._lanes.pop(key, None)
+            if held:
+                lane.busy = False
+            lane.queue.remove(ticket)
+            lane.wake_next()
+            if not lane.queue and not lane.busy:
+                self._lanes.pop(ticket.key, None)
+
+    @staticmethod
+    async def _turn(lane: Lane, ticket: Ticket) -> None:
+        """Return holding the lane: at once when it is free and ``ticket`` is first."""
+        while lane.busy or lane.queue[0] is not ticket:
+            ticket.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await ticket.waiter
+            finally:
+                ticket.waiter = None
+        lane.busy = True

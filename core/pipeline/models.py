@@ -54,6 +54,11 @@ class AuthResult:
     WEBHOOK_SECRET, and plugins that say nothing); a set of account names only those; the
     empty set the default account only. The router refuses (403) an alert, or a fan-out
     leg, for any other account.
+
+    ``replay_key``: what makes this request recognisable if it is sent again (HMAC: its
+    signature's hash), remembered until ``replay_expires_at`` (unix seconds; None: for
+    ever). The router refuses a replay and records the key with the alert's admission
+    (``core.pipeline.replays``); None: the plugin does not recognise replays.
     """
 
     accepted: bool
@@ -63,6 +68,8 @@ class AuthResult:
     accounts: frozenset[str] | None = None
     # What the credential may do beyond sending alerts, e.g. "control" (the kill switch).
     scopes: tuple[str, ...] = ()
+    replay_key: str | None = None
+    replay_expires_at: float | None = None
 
     @classmethod
     def accept(
@@ -70,9 +77,19 @@ class AuthResult:
         principal: str,
         accounts: frozenset[str] | tuple[str, ...] | list[str] | None = None,
         scopes: tuple[str, ...] = (),
+        *,
+        replay_key: str | None = None,
+        replay_expires_at: float | None = None,
     ) -> AuthResult:
         scope = None if accounts is None else frozenset(a.lower() for a in accounts)
-        return cls(True, principal=principal, accounts=scope, scopes=tuple(scopes))
+        return cls(
+            True,
+            principal=principal,
+            accounts=scope,
+            scopes=tuple(scopes),
+            replay_key=replay_key,
+            replay_expires_at=replay_expires_at,
+        )
 
     @classmethod
     def reject(cls, reason: str, status: int = 401) -> AuthResult:

@@ -2,9 +2,13 @@
 
 Every worker heartbeats into the journal. Unfinished alerts whose owner stopped
 heartbeating (a crash, kill -9) are claimed — atomically, by exactly one worker — and
-reconciled (an order attempt was journaled: it may exist) or executed (nothing was sent);
-those never sent and older than ``recovery_max_age`` are marked expired and reported
-instead. A row that cannot be read is quarantined, and the others go on.
+reconciled by client order id when their order may exist: an order attempt was journaled,
+or the alert's intent was (its admission records the client order id, and the attempts
+are written only after the exchange answered, so an alert with an intent and no outcome
+may have been sent; its order is prepared again to be looked up, and sent only once proven
+absent). An alert without either (journaled by an earlier version) was never sent: it
+is executed, or marked expired and reported when older than ``recovery_max_age``. A row
+that cannot be read is quarantined, and the others go on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Recovery:
     """What to do with one orphaned alert, in its lane: expire it (``expire`` says why),
-    reconcile ``order`` (the last one attempted), or execute it from the start."""
+    reconcile ``order`` (the last one attempted), reconcile the order of its ``intent``
+    (prepared again; ``sent_at``: the latest it can have been sent), or execute it from the start."""
 
     alert: Alert
     executor: Executor | None
@@ -34,6 +39,7 @@ class Recovery:
     order: OrderRequest | None = None
     sent_at: float = 0.0
     placed_by: str | None = None  # the plugin that placed ``order``; None: ask every lookup_order
+    intent: str | None = None  # the client order id its admission recorded, when no attempt was
 
 
 def plan_recovery(row: dict[str, Any], executors: ExecutorRegistry, *, max_age: float) -> Recovery | None:
@@ -53,6 +59,10 @@ def plan_recovery(row: dict[str, Any], executors: ExecutorRegistry, *, max_age: 
         return None
     orders = row.get("orders") or []
     log.warning("recovering alert %s (%s, %d attempt(s))", alert_id, row["state"], len(orders))
+    if not orders and row.get("client_order_id"):
+        # Sent or not, nobody can tell (the worker died before journaling the outcome):
+        # reconciled, as if sent now — this worker claimed it after its owner died.
+        return Recovery(alert, executor, row["lane"], row["seq"], intent=row["client_order_id"], sent_at=time.time())
     if not orders:
         if time.time() - row["received_at"] > max_age:
             return Recovery(alert, executor, expire="it was never sent and is too old to send now")

@@ -35,6 +35,8 @@ from core.hooks.manager import (
     create_plugin_manager,
 )
 from core.observability.redaction import REDACTOR
+from core.pipeline import admission
+from core.pipeline.admission import Replayed
 from core.pipeline.credentials import (
     PAYLOAD_CREDENTIALS_WARNING,
     describe_alert_error,
@@ -45,10 +47,11 @@ from core.pipeline.credentials import (
 )
 from core.pipeline.engine import ExecutionEngine
 from core.pipeline.fanout import fan_out
-from core.pipeline.ids import body_hash, id_namespace, journal_key, shown_id, shown_outcome
+from core.pipeline.ids import FAN_OUT_SEPARATOR, body_hash, id_namespace, journal_key, shown_id, shown_outcome
 from core.pipeline.killswitch import KillSwitch
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, InboundRequest
 from core.pipeline.outcomes import Outcome
+from core.pipeline.replays import RecentKeys
 from core.store.factory import StateBackend, StateOptions
 from core.store.protocols import Journal
 from core.store.sqlite.database import private_dir
@@ -81,6 +84,7 @@ class Router:
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
         self._unproven = AddressTurns()  # one authentication at a time per unproven address
+        self._replays = RecentKeys()  # the replay keys of requests in progress and admitted lately
         for secret in (
             settings.webhook_secret,
             settings.default_api_key,
@@ -214,7 +218,22 @@ class Router:
         if acceptance is None:
             log.warning("request from %s refused: no credentials", request.remote_addr)
             return AuthResult.reject("no credentials")
+        if acceptance.replay_key is not None and not self._replays.claim(
+            acceptance.replay_key, acceptance.replay_expires_at
+        ):
+            log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
+            return AuthResult.reject("replayed signature (accepted before)")
         return acceptance
+
+    async def remember_replay(self, request: InboundRequest, auth: AuthResult) -> None:
+        """A signed request that admits no alert (a read, the kill switch): its replay key is
+        recorded on its own now; 401 if the journal remembers it (a replay)."""
+        if auth.replay_key is not None and not await self._replays.remember(
+            self.open_journal(), auth.replay_key, auth.replay_expires_at
+        ):
+            log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
+            await self.limits.failed(request.remote_addr)
+            raise Unauthorized("authentication failed")
 
     async def build_alert(self, request: InboundRequest, principal: str | None) -> Alert:
         payload = request.payload
@@ -280,6 +299,7 @@ class Router:
         presented = presented_secrets(request.payload)
         auth = await self.authenticate_within_budget(request)
         register_secrets(presented)
+        await self.remember_replay(request, auth)
         journal = self.open_journal()
         namespace = id_namespace(auth.principal)
         key = journal_key(namespace, alert_id) if namespace else alert_id
@@ -303,6 +323,7 @@ class Router:
         presented = presented_secrets(request.payload)
         auth = await self.authenticate_within_budget(request)
         register_secrets(presented)
+        await self.remember_replay(request, auth)
         if auth.principal != OWNER_PRINCIPAL and "control" not in auth.scopes:
             log.warning("control %s refused for %s: no control scope", action, auth.principal)
             raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
@@ -316,25 +337,7 @@ class Router:
                 )
             self.check_scope(auth, account)
         reason = str(request.payload.get("reason") or "")[:200]
-        by = f"http:{auth.principal}"
-        if action == "halt":
-            record = await self.kill_switch.halt(account, reason=reason or "halted over HTTP", by=by)
-            return Outcome(200, {"status": "halted", "account": account or "*", "halt": record})
-        if action == "flatten":
-            record = await self.kill_switch.request_flatten(account, by=by, reason=reason)
-            return Outcome(
-                202,
-                {
-                    "status": "flattening",
-                    "account": account or "*",
-                    "flatten_id": record["flatten_id"],
-                    "message": "halted; every open order is canceled and every position closed; "
-                    "see GET / (halts) and python -m core risk status",
-                },
-            )
-        if action == "resume":
-            return Outcome(200, {"status": "resumed", "accounts": await self.kill_switch.resume(account, by=by)})
-        return Outcome(200, await self.kill_switch.status())
+        return await self.kill_switch.command(action, account, by=f"http:{auth.principal}", reason=reason)
 
     async def authenticate_within_budget(self, request: InboundRequest, *, proven: bool = False) -> AuthResult:
         """``authenticate`` within the failure budget of the client's address.
@@ -386,23 +389,41 @@ class Router:
         whether its address authenticated lately (both ``core.web.intake``).
         """
         auth = await self.authenticate_within_budget(request, proven=proven)
-        if on_authenticated is not None:
-            on_authenticated()
-        payload = await self.parse(request.body, content_type)
-        register_secrets(presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
-        payload.pop("token", None)
-        request.payload = payload
-        return await self._receive_authenticated(request, auth)
+        try:
+            if on_authenticated is not None:
+                on_authenticated()
+            payload = await self.parse(request.body, content_type)
+            register_secrets(presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
+            payload.pop("token", None)
+            request.payload = payload
+            return await self._receive_authenticated(request, auth)
+        finally:
+            self._release_replay_key(auth)
 
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request whose body is already parsed (``request.payload``) through
         the pipeline; the answer to send. ``POST /webhook`` uses ``receive_body``."""
         presented = presented_secrets(request.payload)  # auth plugins may pop them
         auth = await self.authenticate_within_budget(request)
-        register_secrets(presented)
-        return await self._receive_authenticated(request, auth)
+        try:
+            register_secrets(presented)
+            return await self._receive_authenticated(request, auth)
+        finally:
+            self._release_replay_key(auth)
+
+    def _release_replay_key(self, auth: AuthResult) -> None:
+        """The request ended: its replay key may come again unless it was admitted."""
+        if auth.replay_key is not None:
+            self._replays.release(auth.replay_key)
 
     async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
+        try:
+            return await self._receive_alert(request, auth)
+        except Replayed:
+            await self.limits.failed(request.remote_addr)
+            raise Unauthorized("authentication failed") from None
+
+    async def _receive_alert(self, request: InboundRequest, auth: AuthResult) -> Outcome:
         await self.limits.authenticated(auth.principal or "")
         alert = await self.build_alert(request, auth.principal)
         # Each principal's ids live in a namespace of their own: another sender's "a-2"
@@ -413,14 +434,23 @@ class Router:
         if len(alert.accounts) > 1:
 
             async def receive_leg(leg: Alert, leg_hash: str) -> Outcome:
-                return await self._receive_one(request, leg, auth, leg_hash)
+                # Each leg is admitted on its own: its own replay key, derived from the request's.
+                leg_key = None if auth.replay_key is None else f"{auth.replay_key}{FAN_OUT_SEPARATOR}{leg.account}"
+                try:
+                    return await self._receive_one(request, leg, auth, leg_hash, replay_key=leg_key)
+                except Replayed:
+                    return Outcome.error(401, Unauthorized.code, "authentication failed", state="rejected")
 
             outcome = await fan_out(alert, request.body, namespace, receive_leg)
+            if outcome.status == 401:  # every leg a replay (or refused): the request is one
+                raise Replayed()
         else:
             outcome = await self._receive_one(request, alert, auth, body_hash(namespace, request.body))
         return shown_outcome(namespace, outcome)
 
-    async def _receive_one(self, request: InboundRequest, alert: Alert, auth: AuthResult, body_hash: str) -> Outcome:
+    async def _receive_one(
+        self, request: InboundRequest, alert: Alert, auth: AuthResult, body_hash: str, *, replay_key: str | None = None
+    ) -> Outcome:
         executor = await self.executor_for(alert, auth)
         if not executor.ready:
             raise ServiceUnavailable(
@@ -428,46 +458,40 @@ class Router:
             )
         # Journal and start together, shielded: once the alert is journaled its execution
         # task must exist, even if the client goes away mid-request.
-        started = await asyncio.shield(asyncio.ensure_future(self.admit(request, alert, executor, auth, body_hash)))
+        started = await asyncio.shield(
+            asyncio.ensure_future(
+                self.admit(request, alert, executor, auth, body_hash, replay_key=replay_key or auth.replay_key)
+            )
+        )
         if isinstance(started, Outcome):
             return started
         return await self.engine.answer_within_budget(alert.alert_id or "", started, request.received_at)
 
     async def admit(
-        self, request: InboundRequest, alert: Alert, executor: Executor, auth: AuthResult, body_hash: str
+        self,
+        request: InboundRequest,
+        alert: Alert,
+        executor: Executor,
+        auth: AuthResult,
+        body_hash: str,
+        *,
+        replay_key: str | None = None,
     ) -> Outcome | asyncio.Task[Outcome]:
-        """Journal ``alert`` for ``executor`` and start its execution: the task, or the
-        outcome of the alert it duplicates (recognised by id, else by ``body_hash``)."""
-        journal = self.open_journal()
-        try:
-            lane = f"{executor.account}|{executor.lane_key(alert)}"
-        except WebhookError:
-            lane = f"{executor.account}|{alert.symbol.upper()}"  # prepare() refuses it with the reason
-        admission = await journal.admit(
-            explicit_id=alert.alert_id,
-            body_hash=body_hash,
-            received_at=request.received_at,
-            authenticated_at=request.authenticated_at,
+        """Journal ``alert`` for ``executor`` and start its execution (``core.pipeline.admission``):
+        the task, or the outcome of the alert it duplicates. ``replay_key``: the request's,
+        recorded in the same step (``Replayed`` if the journal remembers it)."""
+        return await admission.admit(
+            self.open_journal(),
+            self.engine,
+            self._replays,
+            request,
+            alert,
+            executor,
+            auth,
+            body_hash,
             dedup_window=self.options.dedup_window,
-            principal=auth.principal,
-            account=executor.account,
-            symbol=alert.symbol,
-            side=alert.side or alert.action,
-            amount=str(alert.amount) if alert.amount is not None else "",
-            # Without the id: the row's id is the journal's key (namespaced, a fan-out leg's).
-            payload=alert.model_dump(mode="json", exclude={"credentials", "alert_id"}),
-            owner=self.engine.worker_id,
-            lane=lane,
+            replay_key=replay_key,
         )
-        alert.alert_id = admission.alert_id
-        if admission.duplicate:
-            reopened = await journal.reopen(admission.alert_id, self.engine.worker_id)
-            if reopened is None:
-                return await self.engine.duplicate_outcome(admission.alert_id, request.received_at)
-            # It failed with nothing sent (a 5xx): this resend is what the 5xx asked for.
-            log.info("alert %s is sent again: its last attempt failed before anything was sent", alert.alert_id)
-            return self.engine.submit(alert, executor, lane=reopened["lane"], seq=reopened["seq"])
-        return self.engine.submit(alert, executor, lane=lane, seq=admission.seq)
 
 
 def _forbidden(auth: AuthResult) -> WebhookError:

@@ -2,8 +2,8 @@
 
 ``STATE_URL=redis://host:6379/0`` (or ``state.url`` in plugins.yaml; without either,
 ``REDIS_TLS_URL`` or ``REDIS_URL`` as Heroku Redis sets them) moves the journal
-of record, deduplication, arrival order, worker heartbeats and recovery claims, the
-replay cache, tokens and rate limits to Redis, so every guarantee holds across workers
+of record (with the replay keys of signed requests), deduplication, arrival order, worker
+heartbeats and recovery claims, tokens and rate limits to Redis, so every guarantee holds across workers
 and machines. With SQLite they hold across the workers of one machine
 (``hypercorn --workers N``) sharing DATA_DIR.
 """
@@ -16,7 +16,7 @@ from pydantic import Field
 
 from core.config import PluginOptions, PluginsFile, RouterOptions, Settings
 from core.errors import ConfigError
-from core.store.protocols import Journal, RateStore, ReplayCache, RiskStore, TokenStore
+from core.store.protocols import Journal, RateStore, RiskStore, TokenStore
 
 
 class StateOptions(PluginOptions):
@@ -59,8 +59,6 @@ class StoreBackend(Protocol):
     def kind(self) -> Literal["sqlite", "redis"]: ...
 
     def journal(self) -> Journal: ...
-
-    def replay_cache(self) -> ReplayCache: ...
 
     def token_store(self, *, synchronous: str = "FULL") -> TokenStore: ...
 
@@ -140,9 +138,6 @@ class StateBackend:
 
     def journal(self) -> Journal:
         return self.backend.journal()
-
-    def replay_cache(self) -> ReplayCache:
-        return self.backend.replay_cache()
 
     def token_store(self, *, synchronous: str = "FULL") -> TokenStore:
         """``synchronous`` (SQLite): FULL for issuing and revoking, NORMAL for verifying."""

@@ -1,8 +1,12 @@
 """The journal of record, whatever holds it: what it returns and how rows are stored.
 
-Every accepted alert is written (and committed) before the webhook answers, and each
-order attempt is recorded with the client order id, the route, the request, the
-exchange's answer or error, and its timings. The states an alert goes through are
+Every accepted alert is written (and committed) before the webhook answers, in one step
+with the order's *intent* (the client order id its order will carry) and the request's
+replay key (a signature accepted once). Each order attempt is recorded once it ended
+— after the answer, grouped with other writes (``Journal.record``) — with the client order
+id, the route, the request, the exchange's answer or error, and its timings. So after a
+crash, an unfinished alert with an intent and no recorded outcome may have been sent: it
+is reconciled by client order id, never sent blindly again. The states an alert goes through are
 ``core.store.states.AlertState``; the contract is ``core.store.protocols.Journal``, kept by
 ``core.store.sqlite.journal`` and ``core.store.redis.journal``.
 
@@ -41,6 +45,37 @@ class Admission:
     alert_id: str
     duplicate: bool
     seq: int = 0  # the alert's place in the journal: arrival order (0 for a duplicate)
+    # The request's replay key was recorded before: nothing was admitted (the alert id is "").
+    replayed: bool = False
+    # A new alert: whether an earlier alert of its lane, of another worker (or of none),
+    # still held the lane when it was admitted. Only then must its turn ask the journal.
+    behind_others: bool = False
+    # A duplicate: the state and HTTP status of the alert it duplicates, as committed.
+    state: str = ""
+    http_status: int | None = None
+
+
+def new_alert_id(explicit_id: str | None, body_hash: str, received_at: float) -> str:
+    """The id ``Journal.admit`` gives a new alert: the explicit one, else the body hash's
+    first 20 characters, ``-``, the arrival in milliseconds."""
+    return explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One order attempt as ``Journal.record`` writes it, once it ended (``state`` is the
+    attempt's: filled, failed, unknown, ...; ``finished_at`` None while it is not over)."""
+
+    client_order_id: str
+    account: str
+    exchange: str
+    route: str
+    request: dict[str, Any]
+    state: str
+    started_at: float
+    finished_at: float | None = None
+    response: dict[str, Any] | None = None
+    error: str | None = None  # redacted by the caller
 
 
 @dataclass(frozen=True)

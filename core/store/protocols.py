@@ -5,10 +5,9 @@
 the same behaviour. A store of either backend may raise ``core.errors.StoreUnavailable``
 (503: nothing was done; a resend is safe) when it cannot be reached.
 
-* ``Journal`` — the journal of record (``core.store.journal``): admission and
-  deduplication, order attempts, outcomes, worker heartbeats, recovery of orphans.
+* ``Journal`` — the journal of record (``core.store.journal``): admission, deduplication
+  and replay keys, order attempts, outcomes, worker heartbeats, recovery of orphans.
 * ``TokenStore`` — token mode's tokens, hashed (``core.store.tokens``).
-* ``ReplayCache`` — keys remembered until they expire, recorded atomically once.
 * ``RiskStore`` — the kill switch's halts and flattens, order counts, day baselines
   (``core.store.risk``).
 * ``RateStore`` — theoretical arrival times of the rate limiter (``core.web.ratelimit``).
@@ -16,11 +15,13 @@ the same behaviour. A store of either backend may raise ``core.errors.StoreUnava
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from core.store.journal import Admission, AlertRow, JournalStats, OrderAttempt
+from core.store.journal import Admission, AlertRow, AttemptRecord, JournalStats, OrderAttempt
 from core.store.risk import FlattenRecord, HaltRecord
 from core.store.tokens import TokenInfo
 
@@ -31,7 +32,8 @@ RateEntry = tuple[str, float, float]
 class Journal(Protocol):
     """Every accepted alert and every order attempt, durably; see ``core.store.journal``.
 
-    Each write is committed (and, on Redis, acknowledged) when the call returns. States are
+    Each write is committed (and, on Redis, acknowledged) when the call returns — except
+    ``record``'s, committed when the future it returns is done. States are
     ``core.store.states.AlertState`` values; another is a ``ValueError``.
     """
 
@@ -57,6 +59,9 @@ class Journal(Protocol):
         owner: str | None = None,
         lane: str = "",
         authenticated_at: float | None = None,
+        client_order_id: str | None = None,
+        replay_key: str | None = None,
+        replay_expires_at: float | None = None,
     ) -> Admission:
         """Record a new alert (state ``received``), or return the one it duplicates; atomic
         across processes and machines sharing the store.
@@ -64,8 +69,14 @@ class Journal(Protocol):
         An explicit id is a duplicate of the same id seen at any time the journal keeps it.
         An alert without one is a duplicate of an alert with the same ``body_hash``
         received within ``dedup_window`` seconds (TradingView's resends); later, it is new
-        (its id: the hash's first 20 characters, ``-``, the arrival in milliseconds). A new
-        alert gets the next arrival number (``Admission.seq``) of the whole deployment.
+        (its id: ``core.store.journal.new_alert_id``). A new alert gets the next arrival
+        number (``Admission.seq``) of the whole deployment, and keeps ``client_order_id``
+        as its order's intent.
+
+        ``replay_key``: the request's (an authenticated signature's). If it is remembered
+        (recorded before and not expired) nothing is admitted (``Admission.replayed``);
+        else it is remembered until ``replay_expires_at`` (unix seconds; None: for ever)
+        in the same step as the alert or its duplicate.
         """
 
     async def set_state(
@@ -80,6 +91,31 @@ class Journal(Protocol):
     ) -> None:
         """Move an alert to ``state``; ``result`` and ``http_status`` are kept when not given,
         the error code and message replaced (the message redacted)."""
+
+    def record(
+        self,
+        alert_id: str,
+        attempts: Sequence[AttemptRecord] = (),
+        *,
+        state: str | None = None,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue, without waiting: append ``attempts`` to the alert's (numbered after those
+        recorded) and, with ``state``, move it there as ``set_state`` does — one step,
+        committed with other queued writes (SQLite: with the next write waited for, or
+        within a few milliseconds; Redis: in the next pipeline). The future is done once it
+        is committed (its exception if it failed); ``expedite`` commits what is queued now."""
+
+    def expedite(self) -> None:
+        """Commit the writes ``record`` queued now rather than with the next write."""
+
+    async def remember_replay(self, key: str, expires_at: float | None) -> bool:
+        """Record a replay key outside an admission (a signed read or kill-switch request):
+        ``True`` when it was not remembered (it is now, until ``expires_at``; None: for
+        ever), ``False`` when it was. Atomic across the processes sharing the store."""
 
     async def order_started(
         self,
@@ -133,9 +169,10 @@ class Journal(Protocol):
         again: back to ``received`` for ``owner``. Of concurrent resends exactly one gets
         the row; the others (and any alert in another state) ``None``."""
 
-    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
-        """Whether an alert that arrived before ``seq`` in ``lane`` still holds the lane
-        (in any worker): the cross-process half of per-lane ordering."""
+    async def earlier_unfinished(self, lane: str, seq: int, owner: str | None = None) -> bool:
+        """Whether an alert that arrived before ``seq`` in ``lane`` still holds the lane,
+        in any worker but ``owner`` (whose alerts its own lanes order): the cross-process
+        half of per-lane ordering. Answers from what is committed."""
 
     async def get(self, alert_id: str) -> AlertRow | None:
         """The alert with its order attempts; never raises on a row that cannot be decoded
@@ -185,20 +222,6 @@ class TokenStore(Protocol):
 
     async def list(self) -> builtins.list[TokenInfo]:
         """Every stored token, oldest first (expired ones not yet removed may be included)."""
-
-
-class ReplayCache(Protocol):
-    """Keys remembered until they expire: the check and the record are one atomic step,
-    across the workers and processes that share the store."""
-
-    async def add_if_absent(self, key: str, expires_at: float | None) -> bool:
-        """Record ``key`` until ``expires_at`` (unix seconds; ``None``: for ever).
-
-        ``True`` when the key was not remembered (it is now), ``False`` when it was. A key
-        whose ``expires_at`` has passed is not remembered (``True``)."""
-
-    async def close(self) -> None:
-        """Release what this cache opened."""
 
 
 class RiskStore(Protocol):

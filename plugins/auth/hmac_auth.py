@@ -13,10 +13,12 @@ decided here: accepted or rejected, never passed on to the token plugin. Without
 this plugin abstains.
 
 A timestamp more than SIGNATURE_CACHE_TTL seconds from the server's clock is refused,
-and **a request accepted once is never accepted again**: every signature that verified
-is recorded in the replay cache (``core.store.protocols.ReplayCache``, ``DATA_DIR/replay.sqlite3``: shared by
-all workers and processes on that DATA_DIR, kept across restarts) in the same atomic
-step that checks it.
+and **a request accepted once is never accepted again**: a signature that verified is
+the request's replay key (``AuthResult.replay_key``), which the router refuses if it saw
+it before and records in the journal in the same atomic step as the alert's admission
+(``core.pipeline.replays``: shared by all workers and processes on the state store, kept
+across restarts). A request refused after it authenticated (nothing admitted) records
+nothing.
 
 * Timestamp-bound signatures are remembered until their timestamp leaves the ±TTL
   window; after that the timestamp check refuses them, and a fresh timestamp needs a
@@ -27,7 +29,7 @@ step that checks it.
   sender using that form must make every body unique (an ``id`` or a time in it).
 
 Only signatures that verified are recorded, so no one without the secret can fill the
-cache. The cache is keyed by the signature's hash, whatever the form.
+journal with keys. The key is the signature's hash, whatever the form.
 """
 
 from __future__ import annotations
@@ -43,7 +45,6 @@ from core.errors import ConfigError
 from core.hooks.manager import hookimpl
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import NAME_PATTERN, AuthResult, InboundRequest
-from core.store.protocols import ReplayCache
 
 TIMESTAMP = re.compile(r"^[0-9]{1,12}$")  # ASCII digits only: int() would take "1_700", "+17", "١٧"
 REMEMBER_BOUND_AT_LEAST = 86400  # seconds; see the module docstring
@@ -99,13 +100,11 @@ class Plugin:
 
     def __init__(self, options: Plugin.Options):
         self.options = options
-        self.replay: ReplayCache | None = None
         # (principal, secret, accounts): the owner's WEBHOOK_SECRET first, then the named keys.
         self.keys: list[tuple[str, str, frozenset[str] | None]] = []
 
     @hookimpl
     def router_startup(self, router) -> None:
-        self.replay = router.state.replay_cache()
         owner = router.settings.webhook_secret
         if owner and any(k.secret == owner for k in self.options.keys.values()):
             raise ConfigError(
@@ -115,12 +114,6 @@ class Plugin:
         for name, key in self.options.keys.items():
             REDACTOR.add(key.secret, static=True)
             self.keys.append((f"hmac:{name}", key.secret, key.scope))
-
-    @hookimpl
-    async def router_shutdown(self, router) -> None:
-        if self.replay is not None:
-            await self.replay.close()
-            self.replay = None
 
     @hookimpl
     async def authenticate(self, request: InboundRequest, router) -> AuthResult | None:
@@ -152,7 +145,4 @@ class Plugin:
             return AuthResult.reject("bad signature")
         # Bound: refused by the window check once the timestamp is older than this.
         expires_at = sent_at + max(window, REMEMBER_BOUND_AT_LEAST) + 1 if bound else None
-        assert self.replay is not None, "router_startup opens the replay cache"
-        if not await self.replay.add_if_absent(replay_key(presented), expires_at):
-            return AuthResult.reject("replayed signature (accepted before)")
-        return AuthResult.accept(principal, scope)
+        return AuthResult.accept(principal, scope, replay_key=replay_key(presented), replay_expires_at=expires_at)

@@ -107,38 +107,36 @@ class Plugin(Notifier):
 
     async def _poll_commands(self, router) -> None:
         api = f"{self.options.base_url}/bot{self.options.bot_token}"
-        seen = router.state.replay_cache()
         bot = hashlib.sha256(self.options.bot_token.encode()).hexdigest()[:16]
         offset: int | None = None
         pause = 1.0
         timeout = aiohttp.ClientTimeout(total=self.options.poll_timeout + 15)
-        try:
-            async with aiohttp.ClientSession(timeout=timeout) as session:
-                while True:
-                    try:
-                        params: dict[str, Any] = {
-                            "timeout": self.options.poll_timeout,
-                            "allowed_updates": '["message"]',
-                        }
-                        if offset is not None:
-                            params["offset"] = offset
-                        async with session.get(f"{api}/getUpdates", params=params) as response:
-                            if response.status != 200:  # 409: another worker is polling right now
-                                raise RuntimeError(f"getUpdates answered HTTP {response.status}")
-                            updates = (await response.json()).get("result") or []
-                        pause = 1.0
-                        for update in updates:
-                            offset = max(offset or 0, int(update["update_id"]) + 1)
-                            if await seen.add_if_absent(f"telegram:{bot}:{update['update_id']}", time.time() + 86400):
-                                await self._command(session, api, update.get("message") or {}, router)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        log.debug("telegram commands: %s; polling again in %.0fs", type(exc).__name__, pause)
-                        await asyncio.sleep(pause)
-                        pause = min(pause * 2, 30.0)
-        finally:
-            await seen.close()
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    params: dict[str, Any] = {
+                        "timeout": self.options.poll_timeout,
+                        "allowed_updates": '["message"]',
+                    }
+                    if offset is not None:
+                        params["offset"] = offset
+                    async with session.get(f"{api}/getUpdates", params=params) as response:
+                        if response.status != 200:  # 409: another worker is polling right now
+                            raise RuntimeError(f"getUpdates answered HTTP {response.status}")
+                        updates = (await response.json()).get("result") or []
+                    pause = 1.0
+                    for update in updates:
+                        offset = max(offset or 0, int(update["update_id"]) + 1)
+                        # Once, whichever worker polled it: the journal remembers the update (a replay key).
+                        key = f"telegram:{bot}:{update['update_id']}"
+                        if await router.open_journal().remember_replay(key, time.time() + 86400):
+                            await self._command(session, api, update.get("message") or {}, router)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.debug("telegram commands: %s; polling again in %.0fs", type(exc).__name__, pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 30.0)
 
     async def _command(self, session: aiohttp.ClientSession, api: str, message: dict[str, Any], router) -> None:
         text = message.get("text")

@@ -98,12 +98,14 @@ def test_kill_9_in_flight_and_before_sending_then_restart_executes_each_exactly_
     assert emulator.control.orders(client_order_id=cid("crash-unsent")) == []
 
     restarted = start_server(port=server.port)
+    # Both were admitted with their intent and neither outcome was journaled: each is looked up
+    # by client order id; crash-unsent, absent, is sent once resubmit_after (15 s) has passed.
     states = wait_until(
         lambda: (lambda a, b: (a, b) if a in ("reconciled", "filled") and b == "filled" else None)(
             alert_status(restarted.url, "crash-sent").get("state"),
             alert_status(restarted.url, "crash-unsent").get("state"),
         ),
-        20,
+        40,
         "recovery of both alerts",
     )
     assert states == ("reconciled", "filled")
@@ -239,9 +241,9 @@ def test_journal_survives_kill_9_during_writes_and_recovery_completes_it(start_s
     assert accepted <= set(journal_rows(data_dir)), "an answered alert is missing from the journal"
 
     restarted = start_server(port=server.port)
-    wait_until(
+    wait_until(  # the unfinished are reconciled in their lanes; the absent are sent after resubmit_after (15 s)
         lambda: not [s for s in journal_rows(data_dir).values() if s in ("received", "submitting", "unknown")],
-        30,
+        60,
         "recovery to finish every journaled alert",
     )
     rows = journal_rows(data_dir)

@@ -13,7 +13,6 @@ import redis.asyncio as aioredis
 from core.store.protocols import RateStore
 from core.store.redis.client import redis_client
 from core.store.redis.journal import RedisJournal
-from core.store.redis.replay import RedisReplayCache
 from core.store.redis.risk import RedisRiskStore
 from core.store.redis.tokens import RedisTokenStore
 
@@ -54,9 +53,6 @@ class RedisBackend:
             wait_replicas=self.wait_replicas,
             worker_stale_after=self.worker_stale_after,
         )
-
-    def replay_cache(self) -> RedisReplayCache:
-        return RedisReplayCache(self.client, self.prefix)
 
     def token_store(self, *, synchronous: str = "FULL") -> RedisTokenStore:
         return RedisTokenStore(self.client, self.prefix)  # durability is Redis's (appendfsync)

@@ -16,6 +16,11 @@ Keys, under a prefix (``state.prefix``, default ``tvr``):
     {p}:w:{worker}     a live worker's heartbeat (expires after worker_stale_after)
     {p}:recent         alerts by arrival time, for listing (trimmed)
     {p}:stats          alerts per state
+    {p}:r:{key}        a replay key, until it expires
+
+Admissions and ``record``'s writes go out in grouped, ordered pipelines
+(``core.store.redis.batch``): one round trip for an admission (its replay key and intent
+included), and an outcome's writes in one script call.
 
 Durability is Redis's: run it with ``appendonly yes`` and ``appendfsync always`` (or
 ``everysec``, accepting up to a second of loss on a Redis crash), and set
@@ -27,10 +32,11 @@ keeps retrying the writes of orders already in flight until Redis is back.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar, cast
 
@@ -40,32 +46,21 @@ from core.observability.redaction import REDACTOR
 from core.store.journal import (
     Admission,
     AlertRow,
+    AttemptRecord,
     JournalStats,
     OrderAttempt,
-    decode_json_fields,
     dumps,
     log_quarantined,
     quarantine_reason,
 )
 from core.store.redis import journal_scripts as scripts
+from core.store.redis.batch import Pipelines
 from core.store.redis.client import guarded
+from core.store.redis.rows import decode_alert
 from core.store.states import SUCCESS_STATES, AlertState, alert_state, holds_lane
 
 T = TypeVar("T")
 _QUARANTINED = AlertState.QUARANTINED.value
-
-_JSON_FIELDS = ("payload", "result")
-_NUMBER_FIELDS = {
-    "received_at": float,
-    "updated_at": float,
-    "seq": int,
-    "duplicates": int,
-    "http_status": int,
-    "explicit_id": int,
-    "attempts": int,
-    "authenticated_at": float,
-    "journaled_at": float,
-}
 
 
 class RedisJournal:
@@ -89,6 +84,18 @@ class RedisJournal:
         self._set_state = self.client.register_script(scripts.SET_STATE)
         self._claim = self.client.register_script(scripts.CLAIM)
         self._reopen = self.client.register_script(scripts.REOPEN)
+        self._record = self.client.register_script(scripts.RECORD)
+        self._remember = self.client.register_script(scripts.REMEMBER)
+        self._earlier = self.client.register_script(scripts.EARLIER)
+        self._pipelines = Pipelines(client, wait_replicas=wait_replicas)
+        self._recording: dict[str, asyncio.Future[None]] = {}  # the last record() write queued, per alert
+
+    async def _recorded(self, alert_id: str | None = None) -> None:
+        """Wait for the record() writes of ``alert_id`` (None: of every alert) to be done."""
+        pending = list(self._recording.values()) if alert_id is None else [self._recording.get(alert_id)]
+        waits = [f for f in pending if f is not None and not f.done()]
+        if waits:
+            await asyncio.wait(waits)
 
     def _key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
@@ -124,7 +131,12 @@ class RedisJournal:
         owner: str | None = None,
         lane: str = "",
         authenticated_at: float | None = None,
+        client_order_id: str | None = None,
+        replay_key: str | None = None,
+        replay_expires_at: float | None = None,
     ) -> Admission:
+        if replay_expires_at is not None and replay_expires_at <= time.time():
+            replay_key = None  # already expired: nothing to remember
         fields = {
             "body_hash": body_hash,
             "received_at": repr(received_at),
@@ -138,6 +150,7 @@ class RedisJournal:
             "owner": owner or "",
             "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
             "journaled_at": repr(time.time()),
+            "client_order_id": client_order_id or "",
         }
         args = [
             self.prefix,
@@ -147,11 +160,29 @@ class RedisJournal:
             str(int(dedup_window * 1000)),
             str(self.retention),
             lane,
+            owner or "",
+            replay_key or "",
+            "" if replay_expires_at is None else str(int(replay_expires_at * 1000)),
         ]
         for key, value in fields.items():
             args += [key, value]
-        alert_id, duplicate, seq = await self._durable(self._admit(args=args))
-        return Admission(alert_id, bool(int(duplicate)), seq=int(seq))
+        alert_id, kind, seq, state, status, behind = await self._pipelines.call(self._admit, args)
+        if int(kind) == 2:
+            return Admission("", False, replayed=True)
+        return Admission(
+            alert_id,
+            int(kind) == 1,
+            seq=int(seq),
+            behind_others=bool(int(behind)),
+            state=state,
+            http_status=int(status) if status else None,
+        )
+
+    async def remember_replay(self, key: str, expires_at: float | None) -> bool:
+        if expires_at is not None and expires_at <= time.time():
+            return True  # already expired: nothing to remember
+        expiry = "" if expires_at is None else str(int(expires_at * 1000))
+        return bool(await self._durable(self._remember(args=[self.prefix, key, expiry])))
 
     async def set_state(
         self,
@@ -178,6 +209,64 @@ class RedisJournal:
         for key, value in fields.items():
             args += [key, value]
         await self._durable(self._set_state(args=args))
+
+    def record(
+        self,
+        alert_id: str,
+        attempts: Sequence[AttemptRecord] = (),
+        *,
+        state: str | None = None,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> asyncio.Future[None]:
+        args = [self.prefix, alert_id, str(self.retention), state or "", "0", str(len(attempts))]
+        for attempt in attempts:
+            stored = asdict(attempt)
+            stored["request"] = json.loads(dumps(attempt.request))
+            if attempt.response is not None:
+                stored["response"] = json.loads(dumps(attempt.response))
+            args.append(json.dumps({"alert_id": alert_id, **stored}))  # the script puts its number first
+        if state is not None:
+            alert_state(state)
+            args[4] = "0" if holds_lane(state, error_code) else "1"
+            fields = {
+                "updated_at": repr(time.time()),
+                "error_code": error_code or "",
+                "error_message": REDACTOR.redact(error_message) if error_message else "",
+            }
+            if result is not None:
+                fields["result"] = dumps(result)
+            if http_status is not None:
+                fields["http_status"] = str(http_status)
+            for key, value in fields.items():
+                args += [key, value]
+        future = self._pipelines.call(self._record, args)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def settle(reply: asyncio.Future[Any]) -> None:
+            if done.cancelled():
+                return
+            if reply.cancelled():
+                done.cancel()
+            elif reply.exception() is not None:
+                done.set_exception(cast(BaseException, reply.exception()))
+            else:
+                done.set_result(None)
+
+        future.add_done_callback(settle)
+        self._recording[alert_id] = done
+
+        def forget(_: asyncio.Future[None]) -> None:
+            if self._recording.get(alert_id) is done:
+                del self._recording[alert_id]
+
+        done.add_done_callback(forget)
+        return done
+
+    def expedite(self) -> None:
+        pass  # every queued write is in the next pipeline already
 
     async def order_started(
         self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]
@@ -271,39 +360,18 @@ class RedisJournal:
         return int(await self._durable(self.client.hget(self._key("stats"), _QUARANTINED)) or 0)
 
     async def reopen(self, alert_id: str, owner: str) -> AlertRow | None:
+        await self._recorded(alert_id)
         if not await self._durable(self._reopen(args=[self.prefix, alert_id, owner, repr(time.time())])):
             return None
         return await self.get(alert_id)
 
-    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
-        found = await self._durable(self.client.zrangebyscore(self._key("l", lane), "-inf", f"({seq}", start=0, num=1))
-        return bool(found)
+    async def earlier_unfinished(self, lane: str, seq: int, owner: str | None = None) -> bool:
+        return bool(await guarded(self._earlier(args=[self.prefix, lane, str(seq), owner or ""])))
 
     # -- reading ---------------------------------------------------------------
 
-    @staticmethod
-    def _decode(raw: dict[str, str], problems: builtins.list[str] | None = None) -> AlertRow:
-        """The stored hash as a row. A field that cannot be decoded is None and named in
-        ``unreadable`` (and in ``problems``), never an exception."""
-        data: dict[str, Any] = dict(raw)
-        problems = [] if problems is None else problems
-        for key, number in _NUMBER_FIELDS.items():
-            if data.get(key) not in (None, ""):
-                try:
-                    data[key] = number(float(data[key])) if number is int else number(data[key])
-                except (TypeError, ValueError, OverflowError):
-                    data[key] = None
-                    problems.append(f"{key} is not a number")
-            else:
-                data[key] = None
-        decode_json_fields(data, _JSON_FIELDS, "", problems)
-        for key in ("error_code", "error_message", "principal", "owner"):
-            data[key] = data.get(key) or None
-        if problems:
-            data["unreadable"] = problems
-        return data
-
     async def get(self, alert_id: str) -> AlertRow | None:
+        await self._recorded(alert_id)
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(self._key("a", alert_id))
         pipe.hgetall(self._key("o", alert_id))
@@ -322,11 +390,12 @@ class RedisJournal:
                 attempts.append(attempt)
             else:
                 problems.append(f"order attempt {number} is not a JSON object")
-        data = self._decode(raw, problems)
+        data = decode_alert(raw, problems)
         data["orders"] = attempts
         return data
 
     async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
+        await self._recorded()
         ids = cast(
             "list[str]",
             await self._durable(
@@ -340,7 +409,7 @@ class RedisJournal:
                 pipe.hgetall(self._key("a", alert_id))
             for raw in await self._durable(pipe.execute()):
                 if raw and (state is None or raw.get("state") == state):
-                    rows.append(self._decode(raw))
+                    rows.append(decode_alert(raw))
                 if len(rows) >= limit:
                     return rows
         return rows
@@ -348,6 +417,7 @@ class RedisJournal:
     async def timings(self, since: float, limit: int = 5000) -> builtins.list[dict[str, Any]]:
         """The newest alerts received since ``since`` (at most ``limit``), oldest first, with
         their timestamps and their order attempts' — for the dashboard's latency plots."""
+        await self._recorded()
         ids = cast(
             "list[str]",
             await self._durable(
@@ -390,6 +460,7 @@ class RedisJournal:
         return rows[::-1]
 
     async def stats(self) -> JournalStats:
+        await self._recorded()
         counts = cast("dict[str, str]", await self._durable(self.client.hgetall(self._key("stats"))))
         alerts = {k: int(v) for k, v in counts.items() if int(v)}
         return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}

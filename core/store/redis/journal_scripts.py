@@ -15,17 +15,30 @@ def _script(text: str) -> str:
     return Template(text).substitute(received=AlertState.RECEIVED, failed=AlertState.FAILED)
 
 
-# ARGV: prefix, explicit id, body hash, arrival ms, dedup window ms, retention s, lane, then
-# field/value pairs. Returns {alert id, duplicate (0/1), arrival number (0 for a duplicate)}.
+# ARGV: prefix, explicit id, body hash, arrival ms, dedup window ms, retention s, lane, owner,
+# replay key ('' none), replay expiry ms ('' for ever), then field/value pairs. Returns {alert
+# id, 0 new / 1 duplicate / 2 replayed, arrival number (0 unless new), a duplicate's state and
+# HTTP status, 1 when an earlier alert of the lane owned by another worker holds it}.
 ADMIT = _script("""
 local p, explicit, bh, ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local window, retention, lane = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local window, retention, lane, owner = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7], ARGV[8]
+local rkey, rexpiry = ARGV[9], ARGV[10]
+if rkey ~= '' and redis.call('EXISTS', p..':r:'..rkey) == 1 then return {'', 2, 0, '', '', 0} end
+local function remember()
+  if rkey == '' then return end
+  if rexpiry == '' then redis.call('SET', p..':r:'..rkey, '1')
+  else redis.call('SET', p..':r:'..rkey, '1', 'PXAT', rexpiry) end
+end
+local function duplicate(existing)
+  local key = p..':a:'..existing
+  redis.call('HINCRBY', key, 'duplicates', 1)
+  remember()
+  local seen = redis.call('HMGET', key, 'state', 'http_status')
+  return {existing, 1, 0, seen[1] or '', seen[2] or '', 0}
+end
 local id
 if explicit ~= '' then
-  if redis.call('EXISTS', p..':a:'..explicit) == 1 then
-    redis.call('HINCRBY', p..':a:'..explicit, 'duplicates', 1)
-    return {explicit, 1, 0}
-  end
+  if redis.call('EXISTS', p..':a:'..explicit) == 1 then return duplicate(explicit) end
   id = explicit
 else
   -- value "<alert_id> <arrival ms>": a resend is a duplicate within the window of arrival
@@ -34,8 +47,7 @@ else
     local sep = string.find(seen, ' ', 1, true)
     local existing, at = string.sub(seen, 1, sep - 1), tonumber(string.sub(seen, sep + 1))
     if tonumber(ms) - at <= window and redis.call('EXISTS', p..':a:'..existing) == 1 then
-      redis.call('HINCRBY', p..':a:'..existing, 'duplicates', 1)
-      return {existing, 1, 0}
+      return duplicate(existing)
     end
   end
   id = string.sub(bh, 1, 20)..'-'..ms
@@ -44,35 +56,87 @@ local seq = redis.call('INCR', p..':seq')
 local key = p..':a:'..id
 redis.call('HSET', key, 'alert_id', id, 'seq', seq, 'state', '$received', 'lane', lane, 'duplicates', 0,
            'explicit_id', explicit ~= '' and 1 or 0)
-for i = 8, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+for i = 11, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
 redis.call('EXPIRE', key, retention)
 if explicit == '' and window > 0 then redis.call('SET', p..':b:'..bh, id..' '..ms, 'PX', window + 60000) end
+local behind = 0
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', p..':l:'..lane, '-inf', '('..seq)) do
+  if redis.call('HGET', p..':a:'..other, 'owner') ~= owner then behind = 1 break end
+end
 redis.call('ZADD', p..':u', seq, id)
 redis.call('ZADD', p..':l:'..lane, seq, id)
 redis.call('ZADD', p..':recent', ms, id)
 redis.call('ZREMRANGEBYRANK', p..':recent', 0, -100001)
 redis.call('HINCRBY', p..':stats', '$received', 1)
-return {id, 0, seq}
+remember()
+return {id, 0, seq, '', '', behind}
 """)
 
-# ARGV: prefix, alert id, state, finished (1: it no longer holds its lane), then field/value pairs.
-SET_STATE = _script("""
-local p, id, state, finished = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local key = p..':a:'..id
-if redis.call('EXISTS', key) == 0 then return 0 end
-local old = redis.call('HGET', key, 'state')
-for i = 5, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-redis.call('HSET', key, 'state', state)
-if old ~= state then
-  redis.call('HINCRBY', p..':stats', old, -1)
-  redis.call('HINCRBY', p..':stats', state, 1)
-end
-if finished == '1' then
-  redis.call('ZREM', p..':u', id)
-  redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
-end
+# ARGV: prefix, key, expiry ms ('' for ever). 1 when the key was not remembered (it is now), else 0.
+REMEMBER = """
+local key = ARGV[1]..':r:'..ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+if ARGV[3] == '' then redis.call('SET', key, '1') else redis.call('SET', key, '1', 'PXAT', ARGV[3]) end
 return 1
-""")
+"""
+
+# ARGV: prefix, lane, seq, owner ('' any). 1 when an alert before seq of another owner holds the lane.
+EARLIER = """
+local p, lane, owner = ARGV[1], ARGV[2], ARGV[4]
+for _, other in ipairs(redis.call('ZRANGEBYSCORE', p..':l:'..lane, '-inf', '('..ARGV[3])) do
+  if owner == '' or redis.call('HGET', p..':a:'..other, 'owner') ~= owner then return 1 end
+end
+return 0
+"""
+
+# Moves alert ``id`` to ``state`` with the field/value pairs ARGV[from..]; ``finished`` '1': it no
+# longer holds its lane. 0 when the alert is unknown.
+_SET_STATE_FUNCTION = """
+local function set_state(p, id, state, finished, from)
+  local key = p..':a:'..id
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local old = redis.call('HGET', key, 'state')
+  for i = from, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+  redis.call('HSET', key, 'state', state)
+  if old ~= state then
+    redis.call('HINCRBY', p..':stats', old, -1)
+    redis.call('HINCRBY', p..':stats', state, 1)
+  end
+  if finished == '1' then
+    redis.call('ZREM', p..':u', id)
+    redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
+  end
+  return 1
+end
+"""
+
+# ARGV: prefix, alert id, state, finished (1: it no longer holds its lane), then field/value pairs.
+SET_STATE = (
+    _SET_STATE_FUNCTION
+    + """
+return set_state(ARGV[1], ARGV[2], ARGV[3], ARGV[4], 5)
+"""
+)
+
+# ARGV: prefix, alert id, retention s, state ('' to keep it), finished, number of attempts n,
+# n attempts (JSON objects without their number, which is given here), then field/value pairs.
+RECORD = (
+    _SET_STATE_FUNCTION
+    + """
+local p, id, retention, state, finished, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if redis.call('EXISTS', p..':a:'..id) == 0 then return 0 end
+if n > 0 then
+  local orders = p..':o:'..id
+  for i = 7, 6 + n do
+    local number = redis.call('HINCRBY', p..':a:'..id, 'attempts', 1)
+    redis.call('HSET', orders, tostring(number), '{"attempt":'..number..','..string.sub(ARGV[i], 2))
+  end
+  redis.call('EXPIRE', orders, retention)
+end
+if state == '' then return 1 end
+return set_state(p, id, state, finished, 7 + n)
+"""
+)
 
 # ARGV: prefix, alert id, owner, now. A failed alert answered 5xx back to received: 1, else 0.
 REOPEN = _script("""

@@ -9,7 +9,6 @@ from typing import Literal
 from core.store.protocols import RateStore
 from core.store.sqlite.database import private_dir
 from core.store.sqlite.journal import SqliteJournal
-from core.store.sqlite.replay import SqliteReplayCache
 from core.store.sqlite.risk import SqliteRiskStore
 from core.store.sqlite.tokens import SqliteTokenStore
 
@@ -28,10 +27,11 @@ class SqliteBackend:
         return private_dir(self.data_path)
 
     def journal(self) -> SqliteJournal:
-        return SqliteJournal(self.data_dir / "journal.sqlite3", synchronous=self.journal_synchronous)
-
-    def replay_cache(self) -> SqliteReplayCache:
-        return SqliteReplayCache(self.data_dir / "replay.sqlite3")
+        return SqliteJournal(
+            self.data_dir / "journal.sqlite3",
+            synchronous=self.journal_synchronous,
+            replay_file=self.data_dir / "replay.sqlite3",  # an earlier version's replay keys, moved in
+        )
 
     def token_store(self, *, synchronous: str = "FULL") -> SqliteTokenStore:
         return SqliteTokenStore(self.data_dir / "tokens.sqlite3", synchronous=synchronous)

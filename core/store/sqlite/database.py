@@ -23,7 +23,15 @@ write this process made before it) and the read takes no lock wait (``busy_timeo
 a busy database sends the job to the thread). ``SqliteDatabase(..., inline=True)`` does
 the same for every job of a database with ``synchronous=OFF`` (no fsync: rate-limit
 counters), each inline job in its own transaction (undone whole, then sent to the thread,
-if it meets a lock).
+if it meets a lock). ``run(fn, read_only=True, fresh=False)`` runs inline even while jobs
+are queued: it sees what was committed, not what is still queued (a lock wait still sends
+it to the thread).
+
+**Later.** ``later(fn)`` queues a write that nobody waits for now (an alert's outcome,
+written after its answer): it joins the next batch a caller does wait for, sharing that
+batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued when no
+such batch comes (``expedite()``: at once). The future it returns is done once it is
+committed. ``close()`` commits what is still deferred.
 """
 
 from __future__ import annotations
@@ -100,6 +108,7 @@ class SqliteDatabase:
         schema: str = "",
         inline: bool = False,
         max_batch: int = 128,
+        defer_for: float = 0.02,
     ):
         if inline and synchronous.upper() != "OFF":
             raise ValueError(
@@ -119,6 +128,9 @@ class SqliteDatabase:
         self._max_batch = max_batch
         self._inline = inline
         self._inline_conn: sqlite3.Connection | None = None
+        self._deferred: list[_Job] = []  # later(): committed with the next batch, or at _deferred_due
+        self._deferred_due = 0.0  # time.monotonic() by which the deferred jobs commit
+        self._defer_for = defer_for
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -146,32 +158,58 @@ class SqliteDatabase:
         with self._lock:
             return fn(self._connect())
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool = False) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool = False, fresh: bool = True) -> T:
         """Run ``fn(conn)`` and return its result once its writes are committed.
 
         ``read_only``: ``fn`` only reads; it may run at once on this thread (see the module
-        docstring). Either way it sees every write this process committed before.
+        docstring). Then it sees every write this process committed before — and, unless
+        ``fresh`` is False, every write queued before it too (it waits behind them).
         """
         # Inline only once the thread's connection exists (it creates the schema, waiting
         # for other processes as long as it takes).
-        if (read_only or self._inline) and self._busy == 0 and self._conn is not None and not self._closed:
+        if (
+            (read_only or self._inline)
+            and (self._busy == 0 or (read_only and not fresh))
+            and self._conn is not None
+            and not self._closed
+        ):
             try:
                 return self._run_inline(fn, read_only=read_only and not self._inline)
             except _Busy:
                 pass
+        return await self._enqueue(fn, deferred=False)
+
+    def later(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn`` to commit with the next batch (see the module docstring), without waiting."""
+        return self._enqueue(fn, deferred=True)
+
+    def expedite(self) -> None:
+        """Commit the deferred jobs now instead of with the next batch."""
+        with self._queued:
+            if self._deferred:
+                self._deferred_due = 0.0
+                self._queued.notify()
+
+    def _enqueue(self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         job = _Job(fn, loop, future)
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
-            self._jobs.append(job)
-            self._busy += 1
+            if deferred:
+                self._deferred.append(job)
+                if len(self._deferred) > 1:
+                    return future  # the thread knows when the first one is due
+                self._deferred_due = time.monotonic() + self._defer_for
+            else:
+                self._jobs.append(job)
+                self._busy += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
                 self._thread.start()
             self._queued.notify()
-        return await future
+        return future
 
     # -- inline ----------------------------------------------------------------
 
@@ -203,10 +241,19 @@ class SqliteDatabase:
         while True:
             with self._queued:
                 while not self._jobs and not self._closed:
-                    self._queued.wait()
-                if not self._jobs:
+                    if not self._deferred:
+                        self._queued.wait()
+                        continue
+                    due = self._deferred_due - time.monotonic()
+                    if due <= 0:
+                        break
+                    self._queued.wait(due)
+                if not self._jobs and not self._deferred:
                     return  # closed, and every queued job has run
-                batch = [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+                # The deferred jobs first: they were queued before the jobs waited for.
+                batch, self._deferred = self._deferred, []
+                self._busy += len(batch)
+                batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:
                 try:
                     self._execute(self._connect(), batch)

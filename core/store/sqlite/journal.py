@@ -8,10 +8,12 @@ the tables are ``core.store.sqlite.journal_schema``.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import json
 import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +21,46 @@ from core.observability.redaction import REDACTOR
 from core.store.journal import (
     Admission,
     AlertRow,
+    AttemptRecord,
     JournalStats,
     OrderAttempt,
     decode_json_fields,
     dumps,
     log_quarantined,
+    new_alert_id,
     quarantine_reason,
 )
 from core.store.sqlite.database import SqliteDatabase, transaction
-from core.store.sqlite.journal_schema import EARLIER_IN_LANE_SQL, HOLDS_LANE_SQL, SCHEMA, migrate, update_alert
+from core.store.sqlite.journal_schema import (
+    EARLIER_IN_LANE_SQL,
+    EARLIER_OF_OTHERS_SQL,
+    HOLDS_LANE_SQL,
+    SCHEMA,
+    import_replay_file,
+    migrate,
+    update_alert,
+)
 from core.store.states import SUCCESS_STATES, AlertState, alert_state
 
 _QUARANTINED = AlertState.QUARANTINED.value
+REPLAY_PRUNE_INTERVAL = 60.0  # seconds between two deletions of expired replay keys
 
 
 class SqliteJournal:
     """The journal in one SQLite file (WAL). ``synchronous``: FULL survives a power loss,
-    NORMAL a crash of the process (``router.journal_synchronous``)."""
+    NORMAL a crash of the process (``router.journal_synchronous``). ``replay_file``: the
+    ``replay.sqlite3`` of earlier versions, whose keys are moved in when it exists."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL"):
+    def __init__(self, path: str | Path, *, synchronous: str = "FULL", replay_file: Path | None = None):
         self.db = SqliteDatabase(path, synchronous=synchronous, schema=SCHEMA)
         self.db.run_sync(migrate)
+        if replay_file is not None:
+            self.db.run_sync(lambda conn: import_replay_file(conn, replay_file, time.time()))
+        self._next_prune = 0.0
+        self._recording = 0  # record() writes not yet committed: reads then wait behind them
+
+    def _done_recording(self, _: asyncio.Future[None]) -> None:
+        self._recording -= 1
 
     def close(self) -> None:
         """Close the file now, from synchronous code (tests, tools)."""
@@ -69,27 +90,34 @@ class SqliteJournal:
         owner: str | None = None,
         lane: str = "",
         authenticated_at: float | None = None,
+        client_order_id: str | None = None,
+        replay_key: str | None = None,
+        replay_expires_at: float | None = None,
     ) -> Admission:
-        payload_json = dumps(payload)
-
         def admit(conn: sqlite3.Connection) -> Admission:
+            journaled_at = time.time()
             with transaction(conn):
+                if replay_key is not None and self._replayed(conn, replay_key, journaled_at):
+                    return Admission("", False, replayed=True)
                 if explicit_id is not None:
-                    row = conn.execute("SELECT * FROM alerts WHERE alert_id = ?", (explicit_id,)).fetchone()
+                    row = conn.execute(
+                        "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (explicit_id,)
+                    ).fetchone()
                 else:
                     row = conn.execute(
-                        "SELECT * FROM alerts WHERE body_hash = ? AND explicit_id = 0 AND received_at >= ? "
-                        "ORDER BY received_at DESC LIMIT 1",
+                        "SELECT alert_id, state, http_status FROM alerts WHERE body_hash = ? AND explicit_id = 0"
+                        " AND received_at >= ? ORDER BY received_at DESC LIMIT 1",
                         (body_hash, received_at - dedup_window),
                     ).fetchone()
                 if row is not None:
                     conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
-                    return Admission(row["alert_id"], True)
-                alert_id = explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
+                    self._remember(conn, replay_key, replay_expires_at, journaled_at)
+                    return Admission(row["alert_id"], True, state=row["state"], http_status=row["http_status"])
+                alert_id = new_alert_id(explicit_id, body_hash, received_at)
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
-                    " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at,"
+                    " client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         alert_id,
                         int(explicit_id is not None),
@@ -102,16 +130,46 @@ class SqliteJournal:
                         side,
                         amount,
                         AlertState.RECEIVED.value,
-                        payload_json,
+                        dumps(payload),
                         owner,
                         lane,
                         authenticated_at,
-                        time.time(),
+                        journaled_at,
+                        client_order_id,
                     ),
                 )
-                return Admission(alert_id, False, seq=int(cur.lastrowid or 0))
+                seq = int(cur.lastrowid or 0)
+                behind = conn.execute(EARLIER_OF_OTHERS_SQL, (lane, seq, owner or "")).fetchone() is not None
+                self._remember(conn, replay_key, replay_expires_at, journaled_at)
+                return Admission(alert_id, False, seq=seq, behind_others=behind)
 
         return await self.db.run(admit)
+
+    # -- replay keys -----------------------------------------------------------
+
+    @staticmethod
+    def _replayed(conn: sqlite3.Connection, key: str, now: float) -> bool:
+        row = conn.execute("SELECT expires_at FROM replay WHERE key = ?", (key,)).fetchone()
+        return row is not None and (row[0] is None or row[0] >= now)
+
+    def _remember(self, conn: sqlite3.Connection, key: str | None, expires_at: float | None, now: float) -> None:
+        if key is None or (expires_at is not None and expires_at <= now):
+            return  # no key, or already expired: nothing to remember
+        conn.execute("INSERT OR REPLACE INTO replay (key, expires_at) VALUES (?, ?)", (key, expires_at))
+        if now >= self._next_prune:
+            conn.execute("DELETE FROM replay WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
+            self._next_prune = now + REPLAY_PRUNE_INTERVAL
+
+    async def remember_replay(self, key: str, expires_at: float | None) -> bool:
+        def remember(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            with transaction(conn):
+                if self._replayed(conn, key, now):
+                    return False
+                self._remember(conn, key, expires_at, now)
+                return True
+
+        return await self.db.run(remember)
 
     # -- state -----------------------------------------------------------------
 
@@ -132,6 +190,61 @@ class SqliteJournal:
         await self.db.run(
             lambda conn: update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
         )
+
+    def record(
+        self,
+        alert_id: str,
+        attempts: Sequence[AttemptRecord] = (),
+        *,
+        state: str | None = None,
+        result: dict[str, Any] | None = None,
+        error_code: str | None = None,
+        error_message: str | None = None,
+        http_status: int | None = None,
+    ) -> asyncio.Future[None]:
+        if state is not None:
+            alert_state(state)
+        message = REDACTOR.redact(error_message) if error_message else None
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            with transaction(conn):
+                if attempts:
+                    number = int(
+                        conn.execute("SELECT COUNT(*) FROM orders WHERE alert_id = ?", (alert_id,)).fetchone()[0]
+                    )
+                    conn.executemany(
+                        "INSERT INTO orders (alert_id, attempt, client_order_id, account, exchange, route, request,"
+                        " state, response, error, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [
+                            (
+                                alert_id,
+                                number + i,
+                                a.client_order_id,
+                                a.account,
+                                a.exchange,
+                                a.route,
+                                dumps(a.request),
+                                a.state,
+                                dumps(a.response) if a.response is not None else None,
+                                a.error,
+                                a.started_at,
+                                a.finished_at,
+                            )
+                            for i, a in enumerate(attempts, 1)
+                        ],
+                    )
+                if state is not None:
+                    result_json = dumps(result) if result is not None else None
+                    update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
+
+        future = self.db.later(write)
+        self._recording += 1
+        future.add_done_callback(self._done_recording)
+        return future
+
+    def expedite(self) -> None:
+        self.db.expedite()
 
     async def order_started(
         self, alert_id: str, *, client_order_id: str, account: str, exchange: str, route: str, request: dict[str, Any]
@@ -266,10 +379,12 @@ class SqliteJournal:
 
         return await self.db.run(reopen)
 
-    async def earlier_unfinished(self, lane: str, seq: int) -> bool:
+    async def earlier_unfinished(self, lane: str, seq: int, owner: str | None = None) -> bool:
+        query = EARLIER_IN_LANE_SQL if owner is None else EARLIER_OF_OTHERS_SQL
+        args: tuple[Any, ...] = (lane, seq) if owner is None else (lane, seq, owner)
+        # Inline, on the reader connection, even while writes are queued: no thread hop.
         return await self.db.run(
-            lambda conn: conn.execute(EARLIER_IN_LANE_SQL, (lane, seq)).fetchone() is not None,
-            read_only=True,  # inline when idle: no thread hop
+            lambda conn: conn.execute(query, args).fetchone() is not None, read_only=True, fresh=False
         )
 
     # -- reading ---------------------------------------------------------------
@@ -278,17 +393,20 @@ class SqliteJournal:
         """``get`` from synchronous code (tests, tools)."""
         return self.db.run_sync(lambda conn: _get(conn, alert_id))
 
+    # Inline when no record() write is queued; else on the thread, behind those writes (the
+    # thread runs deferred jobs first), so that a read sees every write this journal queued.
+
     async def get(self, alert_id: str) -> AlertRow | None:
-        return await self.db.run(lambda conn: _get(conn, alert_id))
+        return await self.db.run(lambda conn: _get(conn, alert_id), read_only=not self._recording)
 
     async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
-        return await self.db.run(lambda conn: _list(conn, limit, state))
+        return await self.db.run(lambda conn: _list(conn, limit, state), read_only=not self._recording)
 
     async def timings(self, since: float, limit: int = 5000) -> builtins.list[dict[str, Any]]:
-        return await self.db.run(lambda conn: _timings(conn, since, limit))
+        return await self.db.run(lambda conn: _timings(conn, since, limit), read_only=not self._recording)
 
     async def stats(self) -> JournalStats:
-        return await self.db.run(_stats)
+        return await self.db.run(_stats, read_only=not self._recording)
 
 
 def _alert_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> AlertRow:

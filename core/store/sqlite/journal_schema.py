@@ -1,13 +1,17 @@
 """The SQLite journal's tables, their migrations, and the SQL both share.
 
-Tables: ``alerts`` (one row per alert; ``rowid`` is its arrival number), ``orders`` (one
-row per order attempt), ``workers`` (heartbeats). A journal file written by an earlier
-version is brought up to date when it is opened (``migrate``).
+Tables: ``alerts`` (one row per alert; ``rowid`` is its arrival number; ``client_order_id``
+its order's intent), ``orders`` (one row per order attempt), ``workers`` (heartbeats),
+``replay`` (the replay keys of accepted requests, until they expire). A journal file
+written by an earlier version is brought up to date when it is opened (``migrate``), and
+the replay keys of the former ``replay.sqlite3`` are moved in (``import_replay_file``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from pathlib import Path
 
 from core.store.states import GAVE_UP, AlertState, alert_state
 
@@ -33,7 +37,8 @@ CREATE TABLE IF NOT EXISTS alerts (
     owner         TEXT,
     lane          TEXT NOT NULL DEFAULT '',
     authenticated_at REAL,
-    journaled_at  REAL
+    journaled_at  REAL,
+    client_order_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
 CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
@@ -59,6 +64,11 @@ CREATE TABLE IF NOT EXISTS workers (
     worker_id    TEXT PRIMARY KEY,
     heartbeat_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS replay (
+    key        TEXT PRIMARY KEY,
+    expires_at REAL            -- unix seconds; NULL: remembered for ever
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replay_expiry ON replay(expires_at) WHERE expires_at IS NOT NULL;
 """
 
 _RECEIVED, _SUBMITTING, _UNKNOWN = AlertState.RECEIVED.value, AlertState.SUBMITTING.value, AlertState.UNKNOWN.value
@@ -74,17 +84,52 @@ EARLIER_IN_LANE_SQL = (
 )
 
 
+# An earlier alert of the lane that holds it and belongs to another worker (or to none).
+EARLIER_OF_OTHERS_SQL = EARLIER_IN_LANE_SQL.replace(" LIMIT 1", " AND COALESCE(owner, '') != ? LIMIT 1")
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """A journal written before alerts recorded when they were authenticated and journaled
-    gets the two columns (empty for its old rows)."""
+    """A journal written before alerts recorded when they were authenticated and journaled,
+    and their order's intent, gets the columns (empty for its old rows: an old unfinished
+    alert without an order attempt was never sent)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
-    for column in ("authenticated_at", "journaled_at"):
+    for column, kind in (("authenticated_at", "REAL"), ("journaled_at", "REAL"), ("client_order_id", "TEXT")):
         if column not in columns:
             try:
-                conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} REAL")
+                conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:  # another process added it meanwhile
                 if "duplicate column" not in str(exc):
                     raise
+
+
+def import_replay_file(conn: sqlite3.Connection, path: Path, now: float) -> int:
+    """Move the replay keys of ``path`` (the ``replay.sqlite3`` of earlier versions) that
+    have not expired into the ``replay`` table, then delete the file: a request accepted
+    before the upgrade stays refused after it. How many keys were moved."""
+    if not path.exists():
+        return 0
+    conn.execute("ATTACH DATABASE ? AS former", (str(path),))
+    try:
+        found = conn.execute("SELECT 1 FROM former.sqlite_master WHERE name = 'seen_signatures'").fetchone()
+        moved = 0
+        if found is not None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                moved = conn.execute(
+                    "INSERT OR IGNORE INTO main.replay (key, expires_at) SELECT key, expires_at FROM"
+                    " former.seen_signatures WHERE expires_at IS NULL OR expires_at >= ?",
+                    (now,),
+                ).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.execute("DETACH DATABASE former")
+    for suffix in ("", "-wal", "-shm"):  # moved: only now may the file go
+        with contextlib.suppress(FileNotFoundError):
+            Path(f"{path}{suffix}").unlink()
+    return moved
 
 
 def update_alert(

@@ -40,7 +40,6 @@ async def test_data_dir_and_its_files_are_private(app_client, make_settings, tmp
         "journal.sqlite3-wal",
         "journal.sqlite3-shm",
         "tokens.sqlite3",  # (one worker: rate limits in memory, no ratelimit.sqlite3)
-        "replay.sqlite3",
         "paper.sqlite3",
         "metrics",
     ):

@@ -10,7 +10,9 @@ import time
 import pytest
 
 from core.errors import OrderRejected, OutcomeUnknown, VenueBusy
-from core.pipeline.models import InboundRequest
+from core.pipeline.models import Alert, InboundRequest
+from core.store.states import GAVE_UP
+from core.trading.execution import LookupResult, client_order_id
 from core.web.app import read_signature_message
 from tests.conftest import STATE_BACKENDS
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
@@ -269,3 +271,162 @@ async def test_duplicate_of_a_refused_alert_is_200_with_the_original_outcome(app
     assert first[0] == 422
     assert again[0] == 200 and again[1]["duplicate"] is True and again[1]["error"]["code"] == "exchange_rejected"
     assert len(scripted.calls) == 1
+
+
+# ---------------------------------------------------------------- one durable write; outcomes after the answer
+
+
+async def admit_orphan(router, alert_id: str, *, intent: bool = True) -> None:
+    """Journal ``alert_id`` as a worker that died after admitting it (its intent recorded),
+    before its outcome was journaled: sent or not, nobody can tell."""
+    received_at = time.time()
+    payload = {
+        "alert_id": alert_id,
+        "account": "script",
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "amount": "0.001",
+        "price": "50000",
+        "order_type": "market",
+        "params": {},
+        "raw": {},
+        "received_at": received_at,
+    }
+    await router.journal.admit(
+        explicit_id=alert_id,
+        body_hash=alert_id * 4,
+        received_at=received_at,
+        dedup_window=60,
+        principal="hmac",
+        account="script",
+        symbol="BTCUSDT",
+        side="buy",
+        amount="0.001",
+        payload=payload,
+        owner="dead-worker",
+        lane="script|BTC/USDT",
+        client_order_id=client_order_id(alert_id, "script") if intent else None,
+    )
+
+
+async def settled_row(router, alert_id: str, states: tuple[str, ...]) -> dict:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        row = await router.journal.get(alert_id)
+        if row["state"] in states and alert_id not in router.engine.inflight:
+            return row
+        await asyncio.sleep(0.02)  # polling the journal for the recovery's result, bounded
+    raise AssertionError(f"{alert_id} is {row['state']}, not one of {states}")
+
+
+async def test_an_alert_recovered_from_its_intent_that_was_sent_is_found_not_sent_again(app_client, scripted):
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        # The dead worker had sent it: the exchange booked it, the journal never heard.
+        prepared = await scripted.prepare(
+            Alert(symbol="BTCUSDT", side="buy", amount="0.001", price="50000"), client_order_id("sent-1", "script")
+        )
+        scripted._book(prepared)
+        await admit_orphan(router, "sent-1")
+        row = await settled_row(router, "sent-1", ("reconciled",))
+    assert scripted.calls == [] and len(scripted.orders_for(client_order_id("sent-1", "script"))) == 1
+    assert [(o["state"], o["route"]) for o in row["orders"]] == [("filled", "lookup")]
+
+
+async def test_an_alert_recovered_from_its_intent_and_absent_is_sent_once_after_resubmit_after(app_client, scripted):
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        await admit_orphan(router, "unsent-1")
+        claimed_by = time.time()
+        row = await settled_row(router, "unsent-1", ("filled",))
+    assert len(scripted.calls) == 1 and len(scripted.booked) == 1 and scripted.lookups >= 1
+    # Never sooner than resubmit_after (0.2 s) after this worker claimed it: the lost request
+    # could have been sent until the moment its worker died.
+    assert row["orders"][-1]["started_at"] >= claimed_by + 0.2 - 0.05
+    assert row["orders"][-1]["client_order_id"] == client_order_id("unsent-1", "script")
+
+
+async def test_an_alert_recovered_from_its_intent_that_cannot_be_told_is_never_sent(app_client, scripted, monkeypatch):
+    async def cannot_tell(order):
+        scripted.lookups += 1
+        return LookupResult.cannot_tell("the venue has no lookup by client id", ask_again=False)
+
+    monkeypatch.setattr(scripted, "lookup", cannot_tell)
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        await admit_orphan(router, "unknowable-1")
+        row = await settled_row(router, "unknowable-1", ("unknown",))
+        assert row["error_code"] == GAVE_UP and alert_not_in_lane(row)
+    assert scripted.calls == [] and scripted.lookups >= 1
+
+
+def alert_not_in_lane(row: dict) -> bool:
+    return row["state"] == "unknown" and row["error_code"] == GAVE_UP
+
+
+async def test_the_answer_does_not_wait_for_the_outcome_write_and_a_duplicate_meanwhile_gets_it(
+    app_client, scripted, monkeypatch
+):
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        journal = router.journal
+        release = asyncio.Event()
+        held: list[asyncio.Task] = []
+        record = journal.record
+
+        def record_later(alert_id, attempts=(), **fields):
+            done = asyncio.get_running_loop().create_future()
+
+            async def write() -> None:
+                await release.wait()
+                await record(alert_id, attempts, **fields)
+                done.set_result(None)
+
+            held.append(asyncio.create_task(write()))
+            return done
+
+        monkeypatch.setattr(journal, "record", record_later)
+        status, answer = await post(client, id="quick-1")
+        assert status == 200 and answer["status"] == "filled"
+        assert (await journal.get("quick-1"))["state"] == "received"  # the outcome is not journaled yet
+        again_status, again = await post(client, id="quick-1")
+        assert again_status == 200 and again["duplicate"] is True
+        assert again["order"]["order_id"] == answer["order"]["order_id"] and len(scripted.calls) == 1
+        release.set()
+        assert await router.engine.writes.flush(timeout=5)
+        row = await journal.get("quick-1")
+    assert row["state"] == "filled" and [o["state"] for o in row["orders"]] == ["filled"]
+    assert row["duplicates"] == 1 and row["client_order_id"] == client_order_id("quick-1", "script")
+
+
+async def test_an_alert_waits_for_one_durable_write_its_admission(app_client, scripted, write_plugins_yaml, state_url):
+    if state_url != "sqlite":
+        pytest.skip("counts the SQLite writer's jobs")
+    write_plugins_yaml(
+        FAST.format(budget=1.0, resubmit_after=0.2).replace("worker_heartbeat: 0.05", "worker_heartbeat: 60")
+    )
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        db = router.journal.db
+        awaited: list[str] = []
+        queued: list[str] = []
+        run, later = db.run, db.later
+
+        async def counting_run(fn, *, read_only=False, fresh=True):
+            if not read_only:
+                awaited.append(getattr(fn, "__qualname__", "?"))
+            return await run(fn, read_only=read_only, fresh=fresh)
+
+        def counting_later(fn):
+            queued.append(getattr(fn, "__qualname__", "?"))
+            return later(fn)
+
+        db.run, db.later = counting_run, counting_later
+        for i in range(5):
+            status, _ = await post(client, id=f"one-write-{i}")
+            assert status == 200
+        await router.engine.writes.flush(timeout=5)
+        during, queued_during = list(awaited), len(queued)
+    alerts = [name for name in during if not name.startswith(("SqliteJournal.heartbeat", "SqliteJournal.claim"))]
+    assert alerts == ["SqliteJournal.admit.<locals>.admit"] * 5, during  # awaited: the admission only
+    assert queued_during == 5  # and one queued write each: its attempt and its ending

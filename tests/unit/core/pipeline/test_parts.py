@@ -129,9 +129,19 @@ def _attempt(route: str = "rest", placed_by: str | None = None, started_at: floa
     }
 
 
+def test_an_alert_with_an_intent_and_no_outcome_is_reconciled_as_if_sent_at_its_claim():
+    # Its admission recorded the client order id; the worker died before journaling an outcome.
+    before = time.time()
+    for age in (0, 3600):  # even too old to send: it may have been sent (reconciliation expires it if absent)
+        plan = plan_recovery(_row(client_order_id="tv1", received_at=time.time() - age), _registry(), max_age=60)
+        assert plan is not None and plan.expire is None and plan.order is None and plan.intent == "tv1"
+        assert (plan.lane, plan.seq) == ("main|BTC/USDT", 7) and plan.sent_at >= before
+
+
 def test_an_alert_never_sent_is_executed_in_its_lane():
+    # An earlier version's row: no intent, no attempt: it was never sent.
     plan = plan_recovery(_row(), _registry(), max_age=60)
-    assert plan is not None and plan.expire is None and plan.order is None
+    assert plan is not None and plan.expire is None and plan.order is None and plan.intent is None
     assert (plan.alert.alert_id, plan.alert.amount, plan.lane, plan.seq) == ("a-1", Decimal("0.01"), "main|BTC/USDT", 7)
     assert plan.executor is not None and plan.executor.account == "main"
 
@@ -172,7 +182,13 @@ def test_an_unreadable_row_raises_for_the_caller_to_quarantine():
 
 async def test_a_lane_serves_the_lowest_arrival_first_and_others_in_parallel():
     earlier_elsewhere = {"x": True}
-    lanes = Lanes(lambda key, seq: _answer(earlier_elsewhere.get(key, False)), poll_max=0.01)
+    asked: list[tuple[str, int]] = []
+
+    async def earlier(key: str, seq: int) -> bool:
+        asked.append((key, seq))
+        return earlier_elsewhere.get(key, False)
+
+    lanes = Lanes(earlier, poll_max=0.01)
     ran: list[str] = []
     release = asyncio.Event()
 
@@ -182,18 +198,69 @@ async def test_a_lane_serves_the_lowest_arrival_first_and_others_in_parallel():
             await release.wait()
         return name
 
-    first = asyncio.create_task(lanes.run("a", 3, lambda: work("a3")))
+    def run(key: str, seq: int, *, check_others: bool = False) -> asyncio.Task[str]:
+        ticket = lanes.join(key, seq)  # its place now, as the admission returns
+        return asyncio.create_task(lanes.run(ticket, lambda: work(f"{key}{seq}"), check_others=check_others))
+
+    first = run("a", 3)
     await asyncio.sleep(0)  # a3 runs and holds lane a
-    later = [asyncio.create_task(lanes.run("a", seq, lambda s=seq: work(f"a{s}"))) for seq in (9, 5)]
-    other = asyncio.create_task(lanes.run("b", 1, lambda: work("b1")))
+    later = [run("a", seq) for seq in (9, 5)]  # 9's admission returned first; 5 arrived before it
+    other = run("b", 1)
     assert await other == "b1"  # another lane does not wait for lane a
-    held = asyncio.create_task(lanes.run("x", 1, lambda: work("x1")))
+    held = run("x", 1, check_others=True)
     release.set()
     assert [await first, *[await t for t in later]] == ["a3", "a9", "a5"]
     assert ran[:1] == ["a3"] and ran.index("a5") < ran.index("a9")  # 5 arrived before 9
     assert "x1" not in ran  # an earlier alert of lane x is unfinished in another worker
     earlier_elsewhere["x"] = False
     assert await held == "x1"
+    assert {key for key, _ in asked} == {"x"}  # only the alert told to check asked the journal
+    assert len(lanes) == 0
+
+
+async def test_a_lane_is_handed_to_the_next_alert_only():
+    lanes = Lanes(lambda key, seq: _answer(False))
+    releases = [asyncio.Event() for _ in range(6)]
+    started: list[int] = []
+
+    async def work(seq: int) -> int:
+        started.append(seq)
+        await releases[seq].wait()
+        return seq
+
+    tickets = [lanes.join("a", seq) for seq in range(6)]
+    tasks = [asyncio.create_task(lanes.run(t, lambda s=t.seq: work(s))) for t in tickets]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert started == [0]
+    waiting = [t.waiter for t in tickets[1:]]
+    assert all(w is not None and not w.done() for w in waiting)
+    releases[0].set()
+    await tasks[0]
+    # Alert 0 is done: the lane went to alert 1 alone (its waiter settled), nobody else was woken.
+    assert [w.done() for w in waiting if w is not None] == [True, False, False, False, False]
+    for release in releases:
+        release.set()
+    assert await asyncio.gather(*tasks) == list(range(6)) and started == list(range(6))
+
+
+async def test_a_cancelled_waiter_hands_its_place_on():
+    lanes = Lanes(lambda key, seq: _answer(False))
+    release = asyncio.Event()
+
+    async def work(seq: int) -> int:
+        if seq == 1:
+            await release.wait()
+        return seq
+
+    tickets = [lanes.join("a", seq) for seq in (1, 2, 3)]
+    tasks = [asyncio.create_task(lanes.run(t, lambda s=t.seq: work(s))) for t in tickets]
+    await asyncio.sleep(0)
+    tasks[1].cancel()  # alert 2 goes away while it waits its turn
+    release.set()
+    assert await tasks[0] == 1 and await tasks[2] == 3
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[1]
     assert len(lanes) == 0
 
 

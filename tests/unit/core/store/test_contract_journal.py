@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from core.store.journal import OrderAttempt
+from core.store.journal import AttemptRecord, OrderAttempt, new_alert_id
 from core.store.protocols import Journal
 from core.store.sqlite.journal import SqliteJournal
 from core.store.states import GAVE_UP, AlertState
@@ -41,6 +41,7 @@ def admit(
     owner: str | None = "w1",
     window: float = 60.0,
     payload: dict[str, Any] | None = None,
+    **more: Any,
 ):
     return journal.admit(
         explicit_id=alert_id,
@@ -55,6 +56,7 @@ def admit(
         payload=payload if payload is not None else {"symbol": "BTCUSDT", "side": "buy"},
         owner=owner,
         lane=lane,
+        **more,
     )
 
 
@@ -168,6 +170,84 @@ async def test_order_attempts_are_numbered_and_finished_with_the_alert(journal):
     assert all(o["finished_at"] >= o["started_at"] for o in orders)
 
 
+def attempt(state: str, **more: Any) -> AttemptRecord:
+    now = time.time()
+    return AttemptRecord(
+        **{
+            "client_order_id": "tv-rec",
+            "account": "acct",
+            "exchange": "binance",
+            "route": "rest",
+            "request": {"amount": "1", "apiKey": "never-stored"},
+            "state": state,
+            "started_at": now,
+            "finished_at": now + 0.01,
+        }
+        | more
+    )
+
+
+async def test_an_admission_keeps_the_intent_of_its_order(journal):
+    admitted = await admit(journal, "intent-1", client_order_id="tv-intent-1")
+    assert not admitted.duplicate
+    row = await journal.get("intent-1")
+    assert row["client_order_id"] == "tv-intent-1" and row["orders"] == [] and row["state"] == "received"
+    at = time.time()
+    anonymous = await admit(journal, body_hash="f" * 64, at=at, client_order_id="tv-anon")
+    assert anonymous.alert_id == new_alert_id(None, "f" * 64, at)  # known before admission: its intent too
+    assert (await journal.get(anonymous.alert_id))["client_order_id"] == "tv-anon"
+
+
+async def test_record_appends_attempts_and_ends_the_alert_in_one_step(journal):
+    await admit(journal, "rec-1")
+    attempted = await start(journal, "rec-1")  # an attempt recorded before (an earlier version's)
+    await journal.order_finished(attempted, "unknown", error="timed out")
+    busy = attempt("failed", error="rate limited", response=None)
+    filled = attempt("filled", response={"order_id": "9", "secret": "never-stored"})
+    written = journal.record(
+        "rec-1",
+        [busy, filled],
+        state=AlertState.FILLED,
+        result={"order_id": "9"},
+        http_status=200,
+    )
+    journal.expedite()
+    await asyncio.wait_for(written, 5)
+    row = await journal.get("rec-1")
+    assert (row["state"], row["result"], row["http_status"], row["error_code"]) == (
+        "filled",
+        {"order_id": "9"},
+        200,
+        None,
+    )
+    orders = row["orders"]
+    assert [(o["attempt"], o["state"]) for o in orders] == [(1, "unknown"), (2, "failed"), (3, "filled")]
+    assert orders[1]["error"] == "rate limited" and orders[2]["response"] == {"order_id": "9"}
+    assert orders[2]["request"] == {"amount": "1"} and orders[2]["client_order_id"] == "tv-rec"
+    assert orders[2]["finished_at"] > orders[2]["started_at"] and orders[2]["alert_id"] == "rec-1"
+    assert "never-stored" not in json.dumps(row, default=str)
+    assert await journal.earlier_unfinished(LANE, row["seq"] + 1) is False  # final: the lane moves on
+
+
+async def test_record_without_a_state_keeps_the_alert_unfinished(journal):
+    admitted = await admit(journal, "rec-2")
+    await journal.record("rec-2", [attempt("unknown", error="timed out")])
+    await journal.record(
+        "rec-2", state=AlertState.UNKNOWN, error_code="outcome_unknown", error_message="lost", http_status=202
+    )
+    row = await journal.get("rec-2")
+    assert (row["state"], row["error_code"], row["error_message"], row["http_status"]) == (
+        "unknown",
+        "outcome_unknown",
+        "lost",
+        202,
+    )
+    assert [o["state"] for o in row["orders"]] == ["unknown"]
+    assert await journal.earlier_unfinished(LANE, admitted.seq + 1) is True  # unknown holds its lane
+    with pytest.raises(ValueError, match="not an alert state"):
+        journal.record("rec-2", state="sideways")
+
+
 async def test_a_failed_attempt_keeps_its_error_only_with_a_code(journal):
     await admit(journal, "orders-2")
     attempt = await start(journal, "orders-2")
@@ -221,6 +301,23 @@ async def test_an_alert_holds_its_lane_until_it_is_final(journal):
     assert await journal.earlier_unfinished(LANE, b.seq) is True  # unknown still holds it
     await journal.set_state("lane-a", AlertState.UNKNOWN, error_code=GAVE_UP)
     assert await journal.earlier_unfinished(LANE, b.seq) is False  # given up: the lane moves on
+
+
+async def test_an_admission_tells_whether_another_worker_holds_the_lane(journal):
+    mine = await admit(journal, "own-1", owner="w1")
+    also_mine = await admit(journal, "own-2", owner="w1")
+    theirs = await admit(journal, "their-1", owner="w2")
+    mine_again = await admit(journal, "own-3", owner="w1")
+    elsewhere = await admit(journal, "own-4", owner="w2", lane="acct|ETH/USDT")
+    assert (mine.behind_others, also_mine.behind_others) == (False, False)
+    assert theirs.behind_others and mine_again.behind_others and not elsewhere.behind_others
+    # The journal answers for other workers' alerts only when asked with an owner.
+    assert await journal.earlier_unfinished(LANE, also_mine.seq, owner="w1") is False
+    assert await journal.earlier_unfinished(LANE, also_mine.seq) is True
+    assert await journal.earlier_unfinished(LANE, mine_again.seq, owner="w1") is True
+    await journal.set_state("their-1", AlertState.FILLED)
+    assert await journal.earlier_unfinished(LANE, mine_again.seq, owner="w1") is False
+    assert await journal.earlier_unfinished(LANE, mine_again.seq, owner="w2") is True
 
 
 async def test_orphans_of_a_dead_worker_are_claimed_by_exactly_one_worker(journal):

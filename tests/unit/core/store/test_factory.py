@@ -42,7 +42,7 @@ async def test_a_redis_url_opens_every_store_on_one_client(data_dir):
         journal = state.journal()
         assert isinstance(journal, RedisJournal)
         assert (journal.prefix, journal.retention, journal.wait_replicas) == ("pfx", 2 * 86400, 1)
-        stores = [journal, state.token_store(), state.replay_cache(), state.risk_store(), state.rate_store()]
+        stores = [journal, state.token_store(), state.risk_store(), state.rate_store()]
         assert {id(s.client) for s in stores} == {id(state.client)}
     finally:
         await state.aclose()

@@ -1,9 +1,11 @@
-"""HMAC mode: both signature forms, the window, constant-time comparison and the replay
-cache (a request accepted once is never accepted again)."""
+"""HMAC mode: both signature forms, the window, constant-time comparison and replays (a
+request accepted once is never accepted again: its key is recorded with its admission)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import time
 
 import pytest
@@ -88,17 +90,60 @@ async def test_without_webhook_secret_every_signature_is_refused(app_client, mak
         assert await post(client, body, signed_headers(body, secret="")) == (401, UNAUTHORIZED)
 
 
+def replay_rows(app) -> dict[str, float | None]:
+    """The replay keys in the journal (SQLite: its ``replay`` table)."""
+    journal = app.extensions["router"].journal
+    return dict(journal.db.run_sync(lambda c: c.execute("SELECT key, expires_at FROM replay").fetchall()))
+
+
 async def test_only_verified_signatures_are_recorded(app_client):
     async with app_client() as (client, app):
-        cache = app.extensions["router"].plugins.get("hmac").replay
         for i in range(20):
             body = alert_body(id=f"junk-{i}")
             await post(client, body, signed_headers(body, secret="attacker"))
             await post(client, body, signed_headers(body, timestamp=int(time.time()) - 10_000))
-        assert await cache.count() == 0
+        assert replay_rows(app) == {}
         body = alert_body(id="good")
-        await post(client, body, signed_headers(body))
-        assert await cache.count() == 1
+        headers = signed_headers(body)
+        await post(client, body, headers)
+        assert list(replay_rows(app)) == [replay_key(headers["X-Signature"].encode())]
+
+
+async def test_a_request_refused_after_authenticating_records_nothing(app_client, data_dir):
+    # Authenticated, then refused (422): nothing admitted, nothing recorded — the same bytes
+    # get the same refusal again, not a 401.
+    body = json.dumps({"symbol": "BTCUSDT", "side": "buy", "amount": "-1", "id": "bad-amount"}).encode()
+    headers = signed_headers(body)
+    async with app_client() as (client, app):
+        first = await post(client, body, headers)
+        again = await post(client, body, headers)
+        assert first[0] == again[0] == 422 and again[1]["error"]["code"] == "invalid_alert"
+        assert replay_rows(app) == {}
+    assert ledger_count(data_dir) == 0
+
+
+async def test_a_replay_is_refused_after_a_restart_and_admits_nothing(app_client, data_dir):
+    body = alert_body(id="restart-replay")
+    headers = signed_headers(body)
+    other = alert_body(id="restart-other")
+    async with app_client() as (client, app):
+        assert (await post(client, body, headers))[0] == 200
+    async with app_client() as (client, app):  # this process never saw it: the journal remembers
+        assert await post(client, body, headers) == (401, UNAUTHORIZED)
+        # The same signature on another body does not verify; the journal holds one row.
+        assert (await post(client, other, headers))[0] == 401
+        assert await app.extensions["router"].journal.get("restart-other") is None
+        assert (await app.extensions["router"].journal.get("restart-replay"))["duplicates"] == 0
+    assert ledger_count(data_dir) == 1
+
+
+async def test_the_same_request_sent_concurrently_is_accepted_once(app_client, data_dir):
+    body = alert_body(id="concurrent-replay")
+    headers = signed_headers(body)
+    async with app_client() as (client, app):
+        answers = await asyncio.gather(*(post(client, body, headers) for _ in range(5)))
+    assert sorted(status for status, _ in answers) == [200, 401, 401, 401, 401]
+    assert ledger_count(data_dir) == 1
 
 
 @pytest.mark.parametrize("ttl, remembered", [(120, 86400), (200_000, 200_000)])
@@ -110,18 +155,11 @@ async def test_bound_signatures_are_remembered_until_their_window_ends(app_clien
     headers = signed_headers(body, timestamp=sent_at)
     async with app_client(SIGNATURE_CACHE_TTL=str(ttl)) as (client, app):
         assert (await post(client, body, headers))[0] == 200
-        cache = app.extensions["router"].plugins.get("hmac").replay
         key = replay_key(headers["X-Signature"].encode())
-        rows = await cache.db.run(
-            lambda c: c.execute("SELECT expires_at FROM seen_signatures WHERE key = ?", (key,)).fetchall()
-        )
-        assert [r[0] for r in rows] == [sent_at + remembered + 1]
+        assert replay_rows(app)[key] == sent_at + remembered + 1
         body_only = alert_body(id=f"expiry-body-{ttl}")
         assert (await post(client, body_only, signed_headers(body_only, bound=False)))[0] == 200
-        forever = await cache.db.run(
-            lambda c: c.execute("SELECT COUNT(*) FROM seen_signatures WHERE expires_at IS NULL").fetchone()[0]
-        )
-        assert forever == 1
+        assert list(replay_rows(app).values()).count(None) == 1
 
 
 async def test_signatures_are_compared_in_constant_time(app_client, monkeypatch):

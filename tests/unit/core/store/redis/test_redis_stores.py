@@ -30,7 +30,7 @@ async def test_an_unreachable_redis_is_store_unavailable_for_every_store(state_u
             dead.journal().ping(),
             dead.journal().get("x"),
             dead.token_store().verify("x"),
-            dead.replay_cache().add_if_absent("x", None),
+            dead.journal().remember_replay("x", None),
             dead.risk_store().halts(),
         ]
         for call in calls:

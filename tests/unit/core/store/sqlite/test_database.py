@@ -151,3 +151,79 @@ async def test_close_runs_the_jobs_already_queued(db):
     assert [await job for job in jobs] == [f"q{i}" for i in range(5)]
     with pytest.raises(RuntimeError):
         await db.run(rows)
+
+
+class BatchCounter:
+    """Counts the batches (one COMMIT each) the database's thread runs."""
+
+    def __init__(self, db: SqliteDatabase, monkeypatch):
+        self.batches: list[int] = []
+        original = db._execute
+
+        def counting(conn, batch):
+            self.batches.append(len(batch))
+            return original(conn, batch)
+
+        monkeypatch.setattr(db, "_execute", counting)
+
+
+async def test_a_later_write_shares_the_commit_of_the_next_write_waited_for(tmp_path, monkeypatch):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    try:
+        await db.run(lambda conn: None)
+        counter = BatchCounter(db, monkeypatch)
+        later = db.later(insert("later"))
+        await asyncio.sleep(0.05)
+        assert not later.done()  # nothing to share a commit with yet, and not due for 30 s
+        assert await db.run(insert("now")) == "now"
+        assert later.done() and later.result() == "later"
+        assert counter.batches == [2]
+        assert await db.run(rows) == {"later": 1, "now": 1}
+    finally:
+        db.close()
+
+
+async def test_a_later_write_commits_alone_once_due_or_expedited(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.01)
+    try:
+        assert await db.later(insert("due")) == "due"
+        slow = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+        try:
+            later = slow.later(insert("expedited"))
+            slow.expedite()
+            assert await asyncio.wait_for(later, 5) == "expedited"
+        finally:
+            slow.close()
+        assert await db.run(rows) == {"due": 1, "expedited": 1}
+    finally:
+        db.close()
+
+
+async def test_close_commits_what_is_deferred_and_a_failed_later_write_reports_its_error(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    await db.run(insert("dup"))
+    kept, failed = db.later(insert("kept")), db.later(insert("dup"))
+    db.close()
+    assert await kept == "kept"
+    with pytest.raises(sqlite3.IntegrityError):
+        await failed
+    reopened = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA)
+    try:
+        assert await reopened.run(rows) == {"dup": 1, "kept": 1}
+    finally:
+        reopened.close()
+
+
+async def test_a_read_that_need_not_be_fresh_runs_inline_while_writes_are_queued(db):
+    await db.run(insert("committed"))
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    write = asyncio.ensure_future(db.run(insert("queued")))
+    try:
+        # Answered at once, on this thread: what was committed, not what is queued.
+        assert await db.run(rows, read_only=True, fresh=False) == {"committed": 1}
+        assert not write.done()
+    finally:
+        release.set()
+        await asyncio.gather(first, write)

@@ -1,7 +1,7 @@
 """What only the SQLite stores promise beyond the contract suite: token files hold hashes
 only and every verification does the same indexed lookup; files written by earlier versions
-keep working; the replay cache survives reopening, prunes expired keys and is atomic across
-connections (processes)."""
+keep working; the journal's replay keys survive reopening, are pruned once expired, are atomic
+across connections (processes), and those of an earlier version's replay.sqlite3 are moved in."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import asyncio
 import sqlite3
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from core.store.sqlite.replay import SqliteReplayCache
+from core.store.sqlite.journal import SqliteJournal
 from core.store.sqlite.tokens import SqliteTokenStore
 from core.store.tokens import hash_token, new_token
 
@@ -100,49 +101,52 @@ async def test_a_token_file_from_before_token_scopes_reads_as_no_scopes(tmp_path
         await store.close()
 
 
+def replay_rows(journal: SqliteJournal) -> dict[str, float | None]:
+    return dict(journal.db.run_sync(lambda c: c.execute("SELECT key, expires_at FROM replay").fetchall()))
+
+
 async def test_expired_replay_keys_are_pruned_and_permanent_ones_stay(tmp_path):
-    clock = FakeClock()
-    cache = SqliteReplayCache(tmp_path / "replay.sqlite3", clock=clock, prune_interval=0)
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
     try:
-        assert await cache.add_if_absent("bound", clock.now + 10)
-        assert await cache.add_if_absent("body", None)
-        clock.now += 5
-        assert not await cache.add_if_absent("bound", clock.now + 10)
-        clock.now += 100  # years later, as far as the cache can tell
-        assert not await cache.add_if_absent("body", None), "a body-only signature is remembered for ever"
-        assert await cache.add_if_absent("other", None)  # this insert prunes the expired row
-        assert await cache.count() == 2
-        assert await cache.add_if_absent("bound", clock.now + 10), "an expired key may be recorded again"
+        now = time.time()
+        assert await journal.remember_replay("bound", now + 0.05)
+        assert await journal.remember_replay("body", None)
+        await asyncio.sleep(0.1)
+        journal._next_prune = 0.0  # the next record prunes (at most once a minute otherwise)
+        assert await journal.remember_replay("other", None)
+        assert replay_rows(journal) == {"body": None, "other": None}, "a body-only signature is kept for ever"
+        assert await journal.remember_replay("bound", time.time() + 10), "an expired key may be recorded again"
     finally:
-        await cache.close()
+        journal.close()
 
 
-async def test_the_replay_cache_survives_reopening(tmp_path):
-    first = SqliteReplayCache(tmp_path / "replay.sqlite3")
-    assert await first.add_if_absent("k", None)
-    await first.close()
-    second = SqliteReplayCache(tmp_path / "replay.sqlite3")
+async def test_replay_keys_survive_reopening(tmp_path):
+    first = SqliteJournal(tmp_path / "journal.sqlite3")
+    assert await first.remember_replay("k", None)
+    first.close()
+    second = SqliteJournal(tmp_path / "journal.sqlite3")
     try:
-        assert not await second.add_if_absent("k", None)
+        assert not await second.remember_replay("k", None)
     finally:
-        await second.close()
+        second.close()
 
 
-def test_set_if_absent_is_atomic_across_connections(tmp_path):
-    # Eight caches (eight connections, as eight workers would have) race for the same keys.
-    path = tmp_path / "replay.sqlite3"
+def test_remembering_a_key_is_atomic_across_connections(tmp_path):
+    # Eight journals (eight connections, as eight workers would have) race for the same keys.
+    path = tmp_path / "journal.sqlite3"
+    SqliteJournal(path).close()  # the schema exists before the race
     wins: list[bool] = []
     lock = threading.Lock()
     barrier = threading.Barrier(8)
 
     def worker() -> None:
         async def run() -> list[bool]:
-            cache = SqliteReplayCache(path)
+            journal = SqliteJournal(path)
             try:
                 barrier.wait()
-                return [await cache.add_if_absent(f"key-{i}", None) for i in range(20)]
+                return [await journal.remember_replay(f"key-{i}", None) for i in range(20)]
             finally:
-                await cache.close()
+                journal.close()
 
         results = asyncio.run(run())
         with lock:
@@ -154,3 +158,24 @@ def test_set_if_absent_is_atomic_across_connections(tmp_path):
     for thread in threads:
         thread.join(60)
     assert len(wins) == 160 and sum(wins) == 20, "each key is accepted exactly once"
+
+
+def test_the_replay_keys_of_an_earlier_version_are_moved_into_the_journal(tmp_path):
+    former = tmp_path / "replay.sqlite3"
+    now = time.time()
+    with sqlite3.connect(former) as conn:  # as the replay cache of earlier versions left it
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE seen_signatures (key TEXT PRIMARY KEY, expires_at REAL) WITHOUT ROWID")
+        conn.executemany(
+            "INSERT INTO seen_signatures VALUES (?, ?)",
+            [("bound", now + 3600), ("body-only", None), ("expired", now - 1)],
+        )
+    conn.close()
+    journal = SqliteJournal(tmp_path / "journal.sqlite3", replay_file=former)
+    try:
+        assert replay_rows(journal) == {"bound": now + 3600, "body-only": None}
+        assert not former.exists() and not Path(f"{former}-wal").exists()
+        assert not asyncio.run(journal.remember_replay("body-only", None)), "accepted before: still a replay"
+    finally:
+        journal.close()
+    SqliteJournal(tmp_path / "journal.sqlite3", replay_file=former).close()  # no file: nothing to move
