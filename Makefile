@@ -7,7 +7,7 @@ CLI := $(PY) -m core
 HOST ?= $(shell grep -s '^HOST=' .env | cut -d= -f2)
 PORT ?= $(shell grep -s '^PORT=' .env | cut -d= -f2)
 
-.PHONY: run check-config test test-fast emulator bench clean
+.PHONY: run check-config lint test test-fast emulator bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, this is " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -34,13 +34,21 @@ check-config: $(VENV)/.installed .env
 
 ## Install and run the whole test suite (slow fault/load tests included).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 ## The suite without the slow fault/load tests.
 test-fast: $(VENV)/.installed-test
-	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -n 2 -m 'not slow'
 
 ## The exchange emulator on 127.0.0.1:9000.
+# ruff, the formatter's check, mypy and the docs site, as CI runs them before the suite.
+lint: $(VENV)/.installed-test
+	$(PY) -m pip install --quiet -e '.[lint,docs]'
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/mkdocs build --strict --site-dir $(VENV)/site
+
 emulator: $(VENV)/.installed-test
 	$(CLI) emulator --port 9000
 
