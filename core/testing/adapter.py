@@ -6,13 +6,14 @@ and a case's ``CaseReport``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import OrderRejected, VenueBusy
 from core.hooks.manager import hookimpl
-from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, OrderRequest, OrderResult
+from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, InboundRequest, OrderRequest, OrderResult
 from core.trading.execution import Executor, LookupResult
 
 # The account the kit registers the plugin's executor as.
@@ -135,20 +136,20 @@ class Harness:
         self.results: dict[str, list[str]] = {}
 
     @hookimpl
-    def register_executors(self, register) -> None:
+    def register_executors(self, register: Callable[[str, Executor], None]) -> None:
         register(ACCOUNT, self.executor)
 
     @hookimpl(tryfirst=True)
-    def authenticate(self, request) -> AuthResult:
+    def authenticate(self, request: InboundRequest) -> AuthResult:
         # The owner's principal: its alert ids are journaled as sent (no namespace), every account.
         return AuthResult.accept(OWNER_PRINCIPAL)
 
     @hookimpl
-    def after_execute(self, alert, state) -> None:
+    def after_execute(self, alert: Alert, state: str) -> None:
         self.results.setdefault(alert.alert_id or "", []).append(state)
 
     @hookimpl
-    def on_error(self, alert, state) -> None:
+    def on_error(self, alert: Alert, state: str) -> None:
         self.errors.setdefault(alert.alert_id or "", []).append(state)
 
 
