@@ -136,7 +136,7 @@ class Harness:
         self.results: dict[str, list[str]] = {}
 
     @hookimpl
-    def register_executors(self, register: Callable[..., None]) -> None:
+    def register_executors(self, register: Callable[[str, Executor], None]) -> None:
         register(ACCOUNT, self.executor)
 
     @hookimpl(tryfirst=True)

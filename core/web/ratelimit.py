@@ -63,7 +63,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from limits import (
     RateLimitItem,
@@ -80,6 +80,7 @@ from quart_rate_limiter import RateLimit, RateLimiter, RateLimitExceeded
 from quart_rate_limiter.store import RateLimiterStoreABC
 
 from core.errors import RateLimited, StoreUnavailable
+from core.store.protocols import RateStore
 
 PERIODS: dict[str, type[RateLimitItem]] = {
     "second": RateLimitItemPerSecond,
@@ -141,17 +142,6 @@ def address_keys(address: str) -> list[tuple[str, int]]:
 
 
 # ---------------------------------------------------------------- storages
-
-
-@runtime_checkable
-class RateStorage(Protocol):
-    """What ``WebhookLimits`` needs of a storage beyond limits' ``Storage`` with moving-window
-    support (``acquire_entry``, ``get_moving_window``; ``incr``/``get`` for plain expiring
-    counters): give back the newest entry of a window, and close."""
-
-    async def refund(self, key: str) -> None: ...
-
-    async def after_serving(self) -> None: ...
 
 
 class MemoryRateStorage(MemoryStorage):
@@ -235,21 +225,21 @@ class WebhookLimits:
         failure_limits: list[RateLimitItem],
         *,
         key_by: str = "ip",
-        store: Storage | None = None,
+        store: RateStore | None = None,
     ):
         if key_by not in ("ip", "principal"):
             raise ValueError("key_by must be 'ip' or 'principal'")
         self.limits = limits
         self.failure_limits = failure_limits
         self.key_by = key_by
-        self.store: Storage = store if store is not None else MemoryRateStorage()
-        if not isinstance(self.store, RateStorage):
-            raise TypeError(f"{type(self.store).__name__} cannot refund a hit (see core.web.ratelimit.RateStorage)")
-        self._refunds: RateStorage = self.store
+        self.store: RateStore = store if store is not None else MemoryRateStorage()
+        if not isinstance(self.store, Storage):
+            raise TypeError(f"{type(self.store).__name__} is not a limits storage (see core.store.protocols.RateStore)")
+        self._refunds: RateStore = self.store
         self.limiter = MovingWindowRateLimiter(self.store)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, store: Storage | None = None) -> WebhookLimits:
+    def from_settings(cls, settings: Any, *, store: RateStore | None = None) -> WebhookLimits:
         return cls(
             parse_rate_limits(settings.rate_limit),
             parse_rate_limits(settings.auth_failure_limit),

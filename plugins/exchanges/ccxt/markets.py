@@ -9,7 +9,7 @@ alternative names (``XBTUSD`` for ``XXBTZUSD``) become the market's aliases.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from core.trading.markets import MarketBook
 from core.trading.venue import Market, MarketLimits, MarketType
@@ -74,7 +74,7 @@ def market_from_ccxt(
         id=str(market.get("id") or market["symbol"]),
         base=market.get("base") or "",
         quote=market.get("quote") or "",
-        type=cast(MarketType, kind),
+        type=kind,
         settle=market.get("settle"),
         contract=bool(market.get("contract")),
         linear=market.get("linear"),
