@@ -61,7 +61,7 @@ __all__ = ["DEFAULTS", "QUICK", "dashboard_summary", "main", "parse_args", "run"
 DEFAULTS = {
     "rounds": 5,
     "n1": 500,
-    "n32": 2000,
+    "n32": 1000,
     "n_ws": 300,
     "n_same": 500,
     "warmup": 300,
@@ -158,7 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "and the top 15 self-time functions in the table",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
-    parser.add_argument("--timeout", type=float, default=1200.0, help="abort after this many seconds (default 1200)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="abort after this many seconds (default 1800)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journals)")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS

@@ -143,7 +143,8 @@ def _check_venv(python: Path, log_dir: Path) -> None:
         timeout=120,
     )
     if probe.returncode != 0:
-        (log_dir / "original-venv.log").open("a").write(probe.stderr)
+        with (log_dir / "original-venv.log").open("a") as log:
+            log.write(probe.stderr)
         raise OriginalUnavailable(f"its venv {python.parent.parent} lacks its requirements: {probe.stderr[-200:]}")
 
 

@@ -82,6 +82,7 @@ class Recorder:
         if not self.out.exists():
             return {"skipped": f"py-spy wrote no profile: {self.process.log(600).strip()[-300:]}"}
         names = thread_names(self.pid)
+        cpu_ms = sum(cpu - self.threads_before.get(tid, 0.0) for tid, cpu in after.items()) * 1000 / max(1, alerts)
         threads = [
             {
                 "tid": tid,
@@ -91,7 +92,7 @@ class Recorder:
             for tid, cpu in sorted(after.items(), key=lambda x: x[1] - self.threads_before.get(x[0], 0.0), reverse=True)
             if cpu - self.threads_before.get(tid, 0.0) > 0
         ]
-        return {**summarize(self.out, alerts), "threads": threads}
+        return {**summarize(self.out, alerts, cpu_ms), "threads": threads}
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -133,36 +134,63 @@ def thread_names(pid: int) -> dict[int, str]:
     return names
 
 
-def summarize(path: Path, alerts: int, top: int = 15) -> dict[str, Any]:
-    """Self samples per function (file without line) over the folded stacks in ``path``."""
+def summarize(path: Path, alerts: int, cpu_ms_per_alert: float | None = None, top: int = 15) -> dict[str, Any]:
+    """Self samples per function (file without line) and per package over the folded stacks
+    in ``path``. ``us_per_alert`` is each share of ``cpu_ms_per_alert`` (the worker's
+    measured CPU per alert), else of the sampled time: on a busy machine a sample also
+    lands while the thread holding the GIL waits for a CPU, so the sampled time per alert
+    exceeds the CPU time, while the shares hold."""
     own: collections.Counter[tuple[str, str]] = collections.Counter()
     total = 0
     for line in path.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
             continue
         leaf = stack.split(";")[-1]
         found = FRAME.match(leaf)
         function, file = (found["function"], short(found["file"])) if found else (leaf, "")
-        own[(function, file)] += int(count)
-        total += int(count)
-    per_alert_us = 1e6 / RATE / alerts if alerts else 0.0
+        own[(function, file)] += int(samples)
+        total += int(samples)
+    sampled_ms = total * 1000 / RATE / alerts if alerts else 0.0
+    budget_us = 1000 * (cpu_ms_per_alert if cpu_ms_per_alert is not None else sampled_ms)
+    packages: collections.Counter[str] = collections.Counter()
+    for (_, file), count in own.items():
+        packages[package_of(file)] += count
+
+    def share(count: int) -> float:
+        return count / total if total else 0.0
+
     return {
         "path": str(path),
         "rate_hz": RATE,
         "samples": total,
         "alerts": alerts,
+        "sampled_ms_per_alert": sampled_ms,
+        "cpu_ms_per_alert": cpu_ms_per_alert,
         "top_self": [
             {
                 "function": function,
                 "file": file,
                 "samples": count,
-                "share": count / total if total else 0.0,
-                "us_per_alert": count * per_alert_us,
+                "share": share(count),
+                "us_per_alert": share(count) * budget_us,
             }
             for (function, file), count in own.most_common(top)
         ],
+        "by_package": [
+            {"package": name, "samples": count, "share": share(count), "us_per_alert": share(count) * budget_us}
+            for name, count in packages.most_common(top)
+        ],
     }
+
+
+def package_of(file: str) -> str:
+    """``aiohttp/client.py`` → ``aiohttp``, ``core/store/sqlite/database.py`` → ``core.store``,
+    ``selectors.py`` → ``selectors`` (the standard library's modules by name)."""
+    parts = file.removesuffix(".py").split("/")
+    if parts[0] in ("core", "plugins") and len(parts) > 2:
+        return ".".join(parts[:2])
+    return parts[0] or "?"
 
 
 def short(file: str) -> str:

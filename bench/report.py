@@ -209,11 +209,12 @@ def profile_rows(prof: dict[str, Any]) -> list[str]:
     """``--profile``: the top self-time functions of the server's worker during a c=32 run."""
     if "skipped" in prof:
         return ["", f"  profile: skipped — {prof['skipped']}"]
+    cpu = prof.get("cpu_ms_per_alert")
     lines = [
         "",
-        f"  profile of the server's worker during an extra c=32 run of {prof['alerts']} alerts (py-spy, "
-        f"{prof['rate_hz']} Hz, the thread holding the GIL, {prof['samples']} samples; not a measured run): "
-        "top self time by function",
+        f"  profile of the server's worker during an extra c=32 run of {prof['alerts']} alerts (py-spy --gil, "
+        f"{prof['rate_hz']} Hz, {prof['samples']} samples; not a measured run): self time by function; "
+        f"µs/alert = its share of the worker's {_fmt(cpu)} ms CPU per alert in that run",
         f"    {'function':44}{'file':52}{'samples':>8}{'share':>8}{'µs/alert':>10}",
     ]
     for x in prof["top_self"]:
@@ -221,6 +222,10 @@ def profile_rows(prof: dict[str, Any]) -> list[str]:
             f"    {x['function'][:43]:44}{x['file'][-51:]:52}{x['samples']:>8}{x['share'] * 100:>7.1f}%"
             f"{x['us_per_alert']:>10.0f}"
         )
+    packages = " · ".join(
+        f"{x['package']} {x['share'] * 100:.0f}% ({x['us_per_alert']:.0f})" for x in prof.get("by_package", [])[:12]
+    )
+    lines.append(f"    by package (share, µs/alert): {packages}")
     threads = " · ".join(f"{x['thread']} {x['cpu_ms_per_alert']:.2f}" for x in prof.get("threads", [])[:8])
     lines.append(f"    the worker's threads, CPU ms per alert over the same run: {threads}")
     lines.append(f"    folded stacks: {prof['path']}")

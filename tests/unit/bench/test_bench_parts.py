@@ -136,3 +136,10 @@ def test_the_profile_summary_counts_self_samples_by_function(tmp_path):
     assert top == [("handle", "h11/_conn.py", 40), ("run", "core/web/app.py", 40), ("select", "selectors.py", 20)]
     assert summary["samples"] == 100
     assert summary["top_self"][0]["us_per_alert"] == pytest.approx(40 * 1e6 / pyspy.RATE / 10)
+    scaled = pyspy.summarize(folded, alerts=10, cpu_ms_per_alert=2.0)  # shares of the measured CPU
+    assert scaled["top_self"][0]["us_per_alert"] == pytest.approx(0.4 * 2000)
+    assert [(x["package"], x["samples"]) for x in scaled["by_package"]] == [
+        ("h11", 40),
+        ("core.web", 40),
+        ("selectors", 20),
+    ]
