@@ -1,34 +1,43 @@
-"""``python -m bench``: the router against the least any such server can do, in one run.
+"""``python -m bench``: the router against the durable limit, the bare limit and the original, in one run.
 
 Everything runs on 127.0.0.1, each part in its own process (group), on free ports:
 
 1. the project's exchange emulator (``bench.emulator``: ``emulator.Emulator`` with
    32 extra spot markets, one per alert in flight at concurrency 32), with a benchmark
-   API key holding ample balances;
-2. start-up: the server (hypercorn ``core.web.app:app``) and the limit (``bench.limit_app``)
-   are each started cold, alternately, ``--startup-samples`` times, and timed from the
-   spawn to the first answer 200 with a filled order;
-3. load: both are started once more and driven by the load generator
-   (``bench.loadgen``, its own process per run) with N signed alerts at concurrency 1
-   and at concurrency 32, in ``--rounds`` rounds, server and limit interleaved (the
-   order alternates every round); each round also sends the concurrency-1 alerts to
-   the server's WebSocket account, for the REST vs WebSocket comparison;
-4. RSS of both workers after the load, then the check that every 2xx answer corresponds
-   to exactly one order booked at the emulator (by client order id) and no order was
-   booked without one;
-5. the pipeline alone, in process (``bench.pipeline``);
+   API key holding ample balances (and one for the original implementation);
+2. the targets, each under test in turn:
 
-With ``--dashboard``, a third target joins the same interleaved rounds of step 3 (at
-concurrency 1 and 32): the server started with DASHBOARD_PASSWORD set and, during each of
-its load runs, a browser (``bench.dashclient``, its own process) logged in to the
-dashboard and polling the live alert feed as the page does; the table adds its figures
-over the plain server's, round by round, with the spread.
-6. the table, and ``bench/results/latest.json``.
+   * **server**: hypercorn ``core.web.app:app``;
+   * **durable**: the durable limit (``bench.limit_app`` with ``BENCH_DURABLE_DIR``): the
+     bare limit + one group-committed, fsynced SQLite row per alert before the order;
+   * **limit**: the bare limit (``bench.limit_app``): raw ASGI, HMAC, one warm ccxt client;
+   * **original**: the implementation this project replaces (``bench.original``), run
+     unchanged from a checkout given with ``--original PATH`` (or ``BENCH_ORIGINAL``) in a
+     venv of its own; without one the report says it was not measured;
+   * **redis** (``--redis URL``): the server with ``STATE_URL`` (shared state on Redis);
+   * **dashboard** (``--dashboard``): the server with its dashboard on and a browser
+     (``bench.dashclient``) polling the live feed during its runs;
 
-Both servers: hypercorn with the same options, one worker, no access log; ccxt's
-throttle (``enableRateLimit``) off, since the emulator does not ban; the router with
-LOG_LEVEL=WARNING, its journal at the default synchronous=FULL, and RATE_LIMIT high
-enough never to refuse (the limiter still runs).
+3. start-up: each target started cold ``--startup-samples`` times, timed from the spawn
+   to the first answer 200 with a filled order;
+4. load: every target started once more and driven by the load generator
+   (``bench.loadgen``, its own process per run) in ``--rounds`` rounds, the targets
+   interleaved (the order rotating each round): N alerts at concurrency 1, at
+   concurrency 32 over 32 markets (many strategies on one candle close) and at
+   concurrency 32 on one market (the router's in-order lane, its worst case); the
+   server's WebSocket account at concurrency 1 too. The CPU time (user + system) of each
+   target's process tree is read before and after each run: CPU per alert;
+5. ``--profile``: py-spy on the server's worker during an extra c=32 run (``bench.pyspy``);
+6. RSS of each worker after its first order and after the load, then the check that every
+   2xx answer corresponds to exactly one order booked at the emulator (by client order
+   id; the original's, which has none, by count on its own account);
+7. the pipeline alone, in process (``bench.pipeline``);
+8. the table (medians of the rounds, ratios of the server to each reference, the targets
+   met or not) and ``bench/results/latest.json``.
+
+Every target: one worker, no access log, ccxt's throttle (``enableRateLimit``) off, since
+the emulator does not ban. The router with LOG_LEVEL=WARNING, its journal at the default
+synchronous=FULL, and RATE_LIMIT high enough never to refuse (the limiter still runs).
 """
 
 from __future__ import annotations
@@ -42,18 +51,17 @@ import tempfile
 from pathlib import Path
 
 from bench import report
-from bench.processes import ROOT, Process
-from bench.runner import run
+from bench.original import OriginalUnavailable
+from bench.processes import Process
+from bench.runner import RESULTS, run
 from bench.summary import dashboard_summary
 from bench.targets import say
 
 __all__ = ["DEFAULTS", "QUICK", "dashboard_summary", "main", "parse_args", "run"]
-
-RESULTS = ROOT / "bench" / "results"
 DEFAULTS = {
     "rounds": 5,
     "n1": 500,
-    "n32": 2000,
+    "n32": 1000,
     "n_ws": 300,
     "n_same": 500,
     "warmup": 300,
@@ -124,8 +132,33 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=2.0,
         help="seconds between the browser's feed polls (default 2, as the page)",
     )
+    parser.add_argument(
+        "--original",
+        type=Path,
+        metavar="PATH",
+        help="a checkout of samkomo/ccxt-trading-webhook at commit 4c888e79 (default: $BENCH_ORIGINAL): adds the "
+        "original implementation as a target, run unchanged in a venv of its own (made once under bench/results/)",
+    )
+    parser.add_argument(
+        "--original-venv",
+        type=Path,
+        metavar="DIR",
+        help="an existing venv with the original's requirements, instead of the benchmark's own",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default="",
+        help="add the server with STATE_URL=URL (shared state on Redis, its own key prefix, removed after) as a target",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on the server's worker during an extra c=32 run: folded stacks in bench/results/profile-*.txt "
+        "and the top 15 self-time functions in the table",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
-    parser.add_argument("--timeout", type=float, default=290.0, help="abort after this many seconds (default 290)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="abort after this many seconds (default 1800)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journals)")
     args = parser.parse_args(argv)
     base = QUICK if args.quick else DEFAULTS
@@ -146,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupted)
     try:
         result = run(args, tmp)
+    except OriginalUnavailable as exc:
+        Process.stop_all()
+        say(f"bench: the original implementation cannot be run: {exc}")
+        return 2
     except BaseException as exc:
         Process.stop_all()
         if isinstance(exc, KeyboardInterrupt):

@@ -1,6 +1,6 @@
 """The project's exchange emulator (``emulator.Emulator``) with the benchmark's markets.
 
-    python -m bench.emulator --key KEY --secret SECRET
+    python -m bench.emulator --key KEY --secret SECRET [--extra-account KEY:SECRET ...]
 
 Prints ``emulator listening on http://127.0.0.1:PORT`` like ``python -m emulator``.
 Besides the emulator's default instruments it lists ``SYMBOLS`` Binance spot markets
@@ -8,7 +8,8 @@ Besides the emulator's default instruments it lists ``SYMBOLS`` Binance spot mar
 their own market, as many strategies firing on one candle close do: the router executes
 the alerts of one (account, market) one at a time, in arrival order, and a burst on a
 single market measures that guarantee, not the router's concurrency. The benchmark
-account holds ample balances of every asset.
+account (and each ``--extra-account``, e.g. the original implementation's, whose orders
+are counted apart) holds ample balances of every asset.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def bench_tickers() -> list[str]:
     return [f"{base}USDT" for base in bench_bases()]
 
 
-async def serve(key: str, secret: str) -> None:
+async def serve(accounts: dict[str, str]) -> None:
     from emulator import Emulator
     from emulator.__main__ import serve_until_signalled
     from emulator.markets import BINANCE, SPOT, D, MarketSpec, default_markets
@@ -66,7 +67,7 @@ async def serve(key: str, secret: str) -> None:
         }
     }
     prices = {f"{base}USDT": PRICE for base in bench_bases()}
-    emulator = Emulator(accounts={key: secret}, prices=prices, balances=balances, markets=markets)
+    emulator = Emulator(accounts=accounts, prices=prices, balances=balances, markets=markets)
     await serve_until_signalled(emulator, "127.0.0.1", 0)
 
 
@@ -74,8 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.emulator", description=__doc__.split("\n\n")[0])
     parser.add_argument("--key", required=True)
     parser.add_argument("--secret", required=True)
+    parser.add_argument("--extra-account", action="append", default=[], metavar="KEY:SECRET")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.key, args.secret))
+    accounts = {args.key: args.secret}
+    for pair in args.extra_account:
+        key, _, secret = pair.partition(":")
+        accounts[key] = secret
+    asyncio.run(serve(accounts))
     return 0
 
 

@@ -1,6 +1,7 @@
 """The limit: the least work any webhook-to-exchange server can do, as a raw ASGI app.
 
-    hypercorn bench.limit_app:app
+    hypercorn bench.limit_app:app                                 # the bare limit
+    BENCH_DURABLE_DIR=/some/dir hypercorn bench.limit_app:app     # the durable limit
 
 No framework, no plugins, no journal, no replay cache, no rate limit: it checks the HMAC
 of ``"<X-Timestamp>.<body>"`` (the router's recommended form) and the timestamp window,
@@ -14,6 +15,13 @@ Environment: ``BENCH_WEBHOOK_SECRET``; ``BENCH_CCXT_CONFIG``, the ccxt construct
 as JSON (the emulator's urls and keys, ``enableRateLimit: false``, spot markets only: the
 same as the router's benchmark account); ``BENCH_ACCOUNT``, the account name client order
 ids are derived from, as the router does.
+
+With ``BENCH_DURABLE_DIR`` set it is the **durable limit**: the same app plus one SQLite
+row per alert (alert id, client order id, time, body) in that directory, group-committed
+and fsynced (``bench.durable``: WAL, ``synchronous=FULL``, one writer thread committing
+whatever is queued in one transaction) before the order is sent — the one durable write
+that "never lose an accepted alert" needs. An alert id journaled before is answered 409
+and not sent.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import hmac
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 SIGNATURE_WINDOW = 300
@@ -42,6 +51,13 @@ async def _startup() -> None:
 
     client = ccxt_async.binance(json.loads(os.environ["BENCH_CCXT_CONFIG"]))
     await client.load_markets()
+    durable_dir = os.environ.get("BENCH_DURABLE_DIR", "")
+    if durable_dir:
+        from bench.durable import GroupCommitJournal
+
+        journal = GroupCommitJournal(Path(durable_dir))
+        journal.start()
+        _state["journal"] = journal
     _state.update(
         client=client,
         secret=os.environ["BENCH_WEBHOOK_SECRET"].encode(),
@@ -56,6 +72,9 @@ async def _shutdown() -> None:
     client = _state.pop("client", None)
     if client is not None:
         await client.close()
+    journal = _state.pop("journal", None)
+    if journal is not None:
+        journal.close()
 
 
 async def _answer(send, status: int, body: dict[str, Any]) -> None:
@@ -120,6 +139,10 @@ async def app(scope, receive, send) -> None:
         coid = client_order_id(str(alert["id"]), _state["account"])
     except Exception as exc:
         await _answer(send, 422, {"error": f"{type(exc).__name__}: {exc}"})
+        return
+    journal = _state.get("journal")
+    if journal is not None and not await journal.write((str(alert["id"]), coid, time.time(), body)):
+        await _answer(send, 409, {"error": "duplicate alert id", "alert_id": alert["id"]})
         return
     try:
         order = await client.create_order(symbol, "market", side, amount, None, {"clientOrderId": coid})

@@ -13,6 +13,13 @@ answer read. The client is a few lines of asyncio streams rather than aiohttp or
 the load generator shares the machine's two cores with what it measures, so the less
 CPU it spends per request, the more the figures are the server's.
 
+``--payload classic`` sends the classic interface's payload instead, as the original
+implementation (``bench.original``) takes it: ``exchange``, ``apiKey``, ``secret``,
+``symbol``, ``side``, ``amount``, ``price`` and a unique ``nonce`` (the alert id here: that
+implementation refuses a signature it has seen, so every body differs), signed with
+``X-Signature`` = HMAC-SHA256 of the body alone and ``X-Timestamp``; the exchange
+credentials from ``BENCH_CLASSIC_API_KEY`` and ``BENCH_CLASSIC_API_SECRET``.
+
 Writes JSON: n, concurrency, elapsed_s, requests_per_s, latencies_ms (per request, in
 sending order), statuses, ids_2xx, errors, samples (one answer body per status).
 """
@@ -43,12 +50,49 @@ def alert_body(
     ).encode()
 
 
-def signed_request(
-    host: str, body: bytes, secret: str, *, path: str = "/webhook", timestamp: int | None = None
-) -> bytes:
-    """The whole HTTP/1.1 request: headers signed with the recommended ``<ts>.<body>`` form."""
+def classic_symbol(ticker: str) -> str:
+    """``B00USDT`` → ``B00/USDT``: the classic payload names the ccxt symbol."""
+    return f"{ticker[: -len('USDT')]}/USDT" if ticker.endswith("USDT") else ticker
+
+
+def classic_body(nonce: str, api_key: str, secret: str, side: str, ticker: str = "B00USDT") -> bytes:
+    """The classic interface's payload (exchange credentials in the body), as the original
+    implementation receives it; ``nonce`` makes every body, hence every signature, unique."""
+    return json.dumps(
+        {
+            "exchange": "binance",
+            "apiKey": api_key,
+            "secret": secret,
+            "symbol": classic_symbol(ticker),
+            "side": side,
+            "amount": 0.1,
+            "price": 100,
+            "nonce": nonce,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def signature_headers(body: bytes, secret: str, payload: str = "tradingview", timestamp: int | None = None) -> dict:
+    """X-Timestamp and X-Signature: HMAC-SHA256 of ``"<ts>.<body>"`` (the router's recommended
+    form), or of the body alone for the classic payload (the original implementation's)."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    signed = body if payload == "classic" else ts.encode() + b"." + body
+    return {"X-Timestamp": ts, "X-Signature": hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()}
+
+
+def signed_request(
+    host: str,
+    body: bytes,
+    secret: str,
+    *,
+    path: str = "/webhook",
+    timestamp: int | None = None,
+    payload: str = "tradingview",
+) -> bytes:
+    """The whole HTTP/1.1 request, signed as ``signature_headers`` says."""
+    headers = signature_headers(body, secret, payload, timestamp)
+    ts, signature = headers["X-Timestamp"], headers["X-Signature"]
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nX-Timestamp: {ts}\r\nX-Signature: {signature}\r\n\r\n"
@@ -162,7 +206,14 @@ async def run(url: str, requests: list[tuple[str, bytes]], concurrency: int) -> 
 
 
 def build_requests(
-    url: str, n: int, account: str, id_prefix: str, secret: str, tickers: list[str]
+    url: str,
+    n: int,
+    account: str,
+    id_prefix: str,
+    secret: str,
+    tickers: list[str],
+    payload: str = "tradingview",
+    classic_credentials: tuple[str, str] = ("", ""),
 ) -> list[tuple[str, bytes]]:
     """Alert i trades ``tickers[i % len(tickers)]``: the alerts in flight at once trade
     different markets (as many strategies firing on one candle close), unless one ticker
@@ -173,8 +224,12 @@ def build_requests(
     for i in range(n):
         alert_id = f"{id_prefix}-{i}"
         side = "buy" if (i // len(tickers)) % 2 == 0 else "sell"
-        body = alert_body(alert_id, account, side, ticker=tickers[i % len(tickers)])
-        out.append((alert_id, signed_request(host, body, secret)))
+        ticker = tickers[i % len(tickers)]
+        if payload == "classic":
+            body = classic_body(alert_id, *classic_credentials, side, ticker)
+        else:
+            body = alert_body(alert_id, account, side, ticker=ticker)
+        out.append((alert_id, signed_request(host, body, secret, payload=payload)))
     return out
 
 
@@ -188,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tickers", default="B00USDT", help="comma-separated TradingView tickers, used in turn (default B00USDT)"
     )
+    parser.add_argument(
+        "--payload",
+        choices=("tradingview", "classic"),
+        default="tradingview",
+        help="tradingview (the router's, default) or classic (the original implementation's)",
+    )
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     secret = os.environ.get("BENCH_WEBHOOK_SECRET", "")
@@ -195,7 +256,13 @@ def main(argv: list[str] | None = None) -> int:
         print("BENCH_WEBHOOK_SECRET is not set", file=sys.stderr)
         return 2
     tickers = [t for t in args.tickers.split(",") if t]
-    requests = build_requests(args.url, args.n, args.account, args.id_prefix, secret, tickers)
+    credentials = (os.environ.get("BENCH_CLASSIC_API_KEY", ""), os.environ.get("BENCH_CLASSIC_API_SECRET", ""))
+    if args.payload == "classic" and not all(credentials):
+        print("BENCH_CLASSIC_API_KEY and BENCH_CLASSIC_API_SECRET must be set for --payload classic", file=sys.stderr)
+        return 2
+    requests = build_requests(
+        args.url, args.n, args.account, args.id_prefix, secret, tickers, args.payload, credentials
+    )
     coro = run(args.url, requests, max(1, args.concurrency))
     try:
         import uvloop  # the load generator's own loop: less CPU per request on a shared machine

@@ -151,3 +151,33 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def rss_mib(pid: int) -> float | None:
+    """VmRSS of ``pid`` in MiB (2^20 bytes), or None when it is gone."""
+    mb = rss_mb(pid)
+    return None if mb is None else mb * 1e6 / 2**20
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children, and so on."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) used so far by ``pid`` and its descendants,
+    from /proc/<pid>/stat (clock ticks: 10 ms resolution); a process gone counts 0."""
+    ticks = 0
+    for each in [pid, *descendants(pid)]:
+        try:
+            with open(f"/proc/{each}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")

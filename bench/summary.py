@@ -1,14 +1,53 @@
-"""What a benchmark run adds up to beyond the load figures: every 2xx answer against the
-orders booked at the emulator, the dashboard target over the plain server, the logs' warnings."""
+"""What a benchmark run adds up to: the medians and ratios of every target, every 2xx answer
+against the orders booked at the emulator, the dashboard target over the plain server, the
+logs' warnings."""
 
 from __future__ import annotations
 
 import collections
+import math
 import time
 from typing import Any
 
-from bench import report
-from bench.targets import API_KEY, Deadline
+from bench import original, report
+from bench.targets import API_KEY, CLASSIC, Deadline
+
+# The loads of the table: (summary key, concurrency, route).
+SECTIONS = (("c1", 1, "rest"), ("c32", 32, "rest"), ("c32_one_market", 32, "one-market"))
+# The ratios reported in every section: the server over each reference, and Redis over the durable limit.
+RATIOS = (("server", "durable"), ("server", "limit"), ("server", "original"), ("redis", "durable"))
+
+
+def load_summary(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
+    """Per section: each target's medians across rounds (``None`` for a target not run) and
+    ``ratios``: ``"server/durable"`` etc., each figure's ratio of the medians."""
+    out: dict[str, Any] = {}
+    for key, concurrency, route in SECTIONS:
+        section: dict[str, Any] = {}
+        for kind in kinds:
+            picked = [x for x in runs if (x["target"], x["concurrency"], x["route"]) == (kind, concurrency, route)]
+            section[kind] = report.median_of(picked) if picked else None
+        ratios: dict[str, Any] = {}
+        for a, b in RATIOS:
+            if a == "server" or a in kinds:  # server/original is None when the original was not measured
+                mine, theirs = section.get(a), section.get(b)
+                ratios[f"{a}/{b}"] = report.ratios(mine, theirs) if mine and theirs else None
+        section["ratios"] = ratios
+        out[key] = section
+    return out
+
+
+def durability_cost(loads: dict[str, Any]) -> dict[str, float]:
+    """What the durable limit's one fsynced row per alert costs over the bare limit."""
+    c1, c32 = loads["c1"], loads["c32"]
+    durable, bare = c1["durable"], c1["limit"]
+    return {
+        "c1_p50_added_ms": durable["p50_ms"] - bare["p50_ms"],
+        "c1_p50_ratio": durable["p50_ms"] / bare["p50_ms"] if bare["p50_ms"] else math.nan,
+        "c32_rps_ratio": c32["durable"]["rps"] / c32["limit"]["rps"] if c32["limit"]["rps"] else math.nan,
+        "c32_p99_ratio": c32["durable"]["p99_ms"] / c32["limit"]["p99_ms"] if c32["limit"]["p99_ms"] else math.nan,
+        "c32_cpu_added_ms": c32["durable"]["cpu_ms_per_alert"] - c32["limit"]["cpu_ms_per_alert"],
+    }
 
 
 def dashboard_summary(runs: list[dict[str, Any]], polls: list[dict[str, Any]], interval: float) -> dict[str, Any]:
@@ -58,15 +97,18 @@ def _warnings(log: str) -> list[str]:
 
 
 def check_orders(emulator_url: str, answered: list[tuple[str, str]], deadline: Deadline) -> dict[str, Any]:
-    """Every 2xx answer ↔ exactly one order booked at the emulator, matched by client order id."""
+    """Every 2xx answer ↔ exactly one order booked at the emulator, matched by client order id;
+    the original implementation's (account ``CLASSIC``: it sends no client order id of its
+    own) by count on its emulator account."""
     from core.trading.execution import client_order_id
     from emulator.control import EmulatorControl
 
     control = EmulatorControl(emulator_url, timeout=30)
-    expected = {client_order_id(alert_id, account) for account, alert_id in answered}
+    expected = {client_order_id(alert_id, account) for account, alert_id in answered if account != CLASSIC}
+    classic = [alert_id for account, alert_id in answered if account == CLASSIC]
     booked: collections.Counter = collections.Counter()
     # An answer 202 leaves the order executing: wait (bounded) until the book stops growing.
-    previous = -1
+    previous, orders = -1, []
     for _ in range(20):
         orders = control.orders(account_key=API_KEY)
         if len(orders) == previous:
@@ -78,13 +120,16 @@ def check_orders(emulator_url: str, answered: list[tuple[str, str]], deadline: D
     missing = [c for c in expected if booked[c] == 0]
     doubled = [c for c, k in booked.items() if k > 1]
     unanswered = [c for c in booked if c not in expected]
+    by_original = len(control.orders(account_key=original.API_KEY))
+    original_ok = by_original == len(classic) == len(set(classic))
     return {
-        "ok": not (missing or doubled or unanswered),
-        "answered_2xx": len(answered),
+        "ok": not (missing or doubled or unanswered) and original_ok,
+        "answered_2xx": len(answered) - len(classic),
         "distinct_2xx": len(expected),
         "booked": sum(booked.values()),
         "missing": len(missing),
         "doubled": len(doubled),
         "unanswered_booked": len(unanswered),
         "examples": (missing + doubled + unanswered)[:5],
+        "original": {"answered_2xx": len(classic), "booked": by_original, "ok": original_ok},
     }

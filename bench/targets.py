@@ -1,21 +1,23 @@
-"""The benchmark's targets and their processes: the emulator, the server and the limit, their
-configuration, and the requests and load runs that measure them (``python -m bench``)."""
+"""The benchmark's targets and their processes: the emulator, the server, the durable and the
+bare limit, the original implementation, their configuration, and the requests and load
+runs that measure them (``python -m bench``)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import http.client
 import json
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from bench import original
 from bench.emulator import bench_tickers
-from bench.loadgen import alert_body
+from bench.loadgen import alert_body, classic_body, signature_headers
 from bench.processes import PYTHON, ROOT, Process, children, clean_env, free_port
 
 API_KEY, API_SECRET = "bench-key", "bench-secret-0123456789"
@@ -24,6 +26,23 @@ REST_ACCOUNT, WS_ACCOUNT = "bench", "bench_ws"
 HYPERCORN_ARGS = ["--workers", "1", "--graceful-timeout", "5"]
 SERVER_ENV_NOTE = "LOG_LEVEL=WARNING, no access log, RATE_LIMIT=1000000/second (never refuses)"
 TICKERS = ",".join(bench_tickers())
+CLASSIC = "classic"  # the account recorded for the classic payload's 2xx answers (counted, not matched)
+
+
+@dataclass
+class Target:
+    """One server the benchmark measures: how to make its process, what it is sent."""
+
+    name: str  # server, durable, limit, original, redis, dashboard
+    make: Callable[[str], tuple[Process, int]]  # a process name → (the process, not started; its port)
+    account: str = REST_ACCOUNT
+    payload: str = "tradingview"  # or "classic": the original implementation's
+    process: Process | None = None
+    port: int = 0
+
+    def launch(self, name: str) -> Process:
+        self.process, self.port = self.make(name)
+        return self.process.start()
 
 
 class Deadline:
@@ -86,9 +105,10 @@ def limit_ccxt_config(emulator_url: str) -> dict[str, Any]:
 
 
 def start_emulator(tmp: Path, deadline: Deadline) -> tuple[Process, str]:
+    accounts = ["--extra-account", f"{original.API_KEY}:{original.API_SECRET}"]
     emulator = Process(
         "emulator",
-        [PYTHON, "-m", "bench.emulator", "--key", API_KEY, "--secret", API_SECRET],
+        [PYTHON, "-m", "bench.emulator", "--key", API_KEY, "--secret", API_SECRET, *accounts],
         env=clean_env(),
         cwd=ROOT,
         log_dir=tmp,
@@ -105,6 +125,8 @@ def server_process(
     extra_args: list[str],
     journal_synchronous: str = "FULL",
     dashboard_password: str = "",
+    state_url: str = "",
+    state_prefix: str = "",
 ) -> tuple[Process, int]:
     data = tmp / name
     data.mkdir()
@@ -120,6 +142,8 @@ def server_process(
     )
     if dashboard_password:
         env["DASHBOARD_PASSWORD"] = dashboard_password
+    if state_url:  # shared state on Redis (journal, replay cache, rate limits), under its own key prefix
+        env.update(STATE_URL=state_url, STATE_PREFIX=state_prefix)
     cmd = [PYTHON, "-m", "hypercorn", "core.web.app:app", "--bind", f"127.0.0.1:{port}", *HYPERCORN_ARGS, *extra_args]
     return Process(name, cmd, env=env, cwd=data, log_dir=tmp), port
 
@@ -131,14 +155,19 @@ def limit_process(
     emulator_url: str,
     extra_args: list[str],
     journal_synchronous: str = "FULL",
+    durable: bool = False,
 ) -> tuple[Process, int]:
-    """The limit (``journal_synchronous`` is accepted like the server's and ignored: no journal)."""
+    """The bare limit, or with ``durable`` the durable limit (its journal in ``tmp/<name>``).
+    ``journal_synchronous`` is accepted like the server's and ignored: the durable limit's
+    journal is always synchronous=FULL."""
     port = free_port()
     env = clean_env(
         BENCH_WEBHOOK_SECRET=webhook_secret,
         BENCH_CCXT_CONFIG=json.dumps(limit_ccxt_config(emulator_url)),
         BENCH_ACCOUNT=REST_ACCOUNT,
     )
+    if durable:
+        env["BENCH_DURABLE_DIR"] = str(tmp / name)
     cmd = [
         PYTHON,
         "-m",
@@ -152,17 +181,20 @@ def limit_process(
     return Process(name, cmd, env=env, cwd=ROOT, log_dir=tmp), port
 
 
-def post_alert(port: int, alert_id: str, account: str, webhook_secret: str, timeout: float = 10) -> tuple[int, dict]:
-    body = alert_body(alert_id, account, "buy")
-    ts = str(int(time.time()))
-    signature = hmac.new(webhook_secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+def post_alert(
+    port: int, alert_id: str, account: str, webhook_secret: str, timeout: float = 10, payload: str = "tradingview"
+) -> tuple[int, dict]:
+    if payload == "classic":
+        body = classic_body(alert_id, original.API_KEY, original.API_SECRET, "buy")
+    else:
+        body = alert_body(alert_id, account, "buy")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(
             "POST",
             "/webhook",
             body=body,
-            headers={"Content-Type": "application/json", "X-Timestamp": ts, "X-Signature": signature},
+            headers={"Content-Type": "application/json", **signature_headers(body, webhook_secret, payload)},
         )
         response = conn.getresponse()
         text = response.read()
@@ -174,14 +206,26 @@ def post_alert(port: int, alert_id: str, account: str, webhook_secret: str, time
         return response.status, {"raw": text[:300].decode("utf-8", "replace")}
 
 
-def first_filled_order(
-    process: Process, port: int, account: str, webhook_secret: str, answered: list[tuple[str, str]], timeout: float
-) -> float:
-    """Seconds from the process's spawn to the first 200 answer carrying a filled order.
+def filled(payload: str, status: int, answer: dict) -> bool:
+    """An answer 200 carrying a filled order: the router's and the limits' ``"status":
+    "filled"``, the original implementation's ``"status": "success"`` with a closed order."""
+    if status != 200:
+        return False
+    if payload == "classic":
+        order = answer.get("order")
+        return answer.get("status") == "success" and isinstance(order, dict) and order.get("status") == "closed"
+    return answer.get("status") == "filled"
+
+
+def first_filled_order(target: Target, webhook_secret: str, answered: list[tuple[str, str]], timeout: float) -> float:
+    """Seconds from the target process's spawn to the first 200 answer carrying a filled order.
 
     Polls every 5 ms (bounded): a refused connection means not listening yet; any other
-    answer is retried with a fresh alert id.
+    answer is retried with a fresh alert id. Every 2xx goes into ``answered`` as
+    (account, alert id); a classic-payload target's as ("classic", nonce).
     """
+    process, port, account = target.process, target.port, target.account
+    assert process is not None, "launch() first"
     ends = time.monotonic() + timeout
     attempt = 0
     last = ""
@@ -191,14 +235,14 @@ def first_filled_order(
         attempt += 1
         alert_id = f"start-{process.name}-{attempt}-{time.time_ns()}"
         try:
-            status, answer = post_alert(port, alert_id, account, webhook_secret)
+            status, answer = post_alert(port, alert_id, account, webhook_secret, payload=target.payload)
         except (ConnectionError, OSError) as exc:
             last = f"{type(exc).__name__}"
             time.sleep(0.005)
             continue
         if 200 <= status < 300:
-            answered.append((account, alert_id))
-        if status == 200 and answer.get("status") == "filled":
+            answered.append((CLASSIC if target.payload == "classic" else account, alert_id))
+        if filled(target.payload, status, answer):
             return time.monotonic() - process.started_at
         last = f"{status} {answer}"
         time.sleep(0.005)
@@ -227,6 +271,7 @@ def load_run(
     tmp: Path,
     deadline: Deadline,
     tickers: str = TICKERS,
+    payload: str = "tradingview",
 ) -> dict[str, Any]:
     out = tmp / f"load-{label}.json"
     cmd = [
@@ -247,10 +292,15 @@ def load_run(
         str(out),
         "--tickers",
         tickers,
+        "--payload",
+        payload,
     ]
-    process = Process(
-        f"loadgen-{label}", cmd, env=clean_env(BENCH_WEBHOOK_SECRET=webhook_secret), cwd=ROOT, log_dir=tmp
-    ).start()
+    env = clean_env(
+        BENCH_WEBHOOK_SECRET=webhook_secret,
+        BENCH_CLASSIC_API_KEY=original.API_KEY,
+        BENCH_CLASSIC_API_SECRET=original.API_SECRET,
+    )
+    process = Process(f"loadgen-{label}", cmd, env=env, cwd=ROOT, log_dir=tmp).start()
     try:
         assert process.proc is not None
         code = process.proc.wait(timeout=min(deadline.left(), 30 + n * 0.2))

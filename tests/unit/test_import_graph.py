@@ -84,6 +84,8 @@ def build_graph(root: Path, packages: Iterable[str]) -> tuple[dict[str, set[str]
     files: dict[str, tuple[Path, bool]] = {}
     for package in packages:
         for path in sorted((root / package).rglob("*.py")):
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue  # a hidden directory holds no source of ours (bench's cached venv of the original)
             name, is_package = _module_name(root, path)
             files[name] = (path, is_package)
     raw = {name: imported_names(path, name, is_package) for name, (path, is_package) in files.items()}
