@@ -46,7 +46,7 @@ from core.observability.metrics import Metrics
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
-from core.web.asgi import BodyFirstConnection
+from core.web.asgi import BodyFirstConnection, LeanRequest
 from core.web.intake import IntakeGuard, authenticated_callback, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
 from core.web.ratelimit import route_limiter
@@ -70,6 +70,7 @@ def create_app(
     """
     app = Quart("ccxt_trading_webhook")
     app.asgi_http_class = BodyFirstConnection  # no tasks of Quart's own per request (core.web.asgi)
+    app.request_class = LeanRequest
     app.config["MAX_CONTENT_LENGTH"] = 65536
     app.config["PROPAGATE_EXCEPTIONS"] = False
     intake = IntakeGuard(app.asgi_app)  # in-flight cap per address, body deadline (core.web.intake)

@@ -17,6 +17,9 @@ intake in front: an embedding app) takes Quart's own path unchanged.
 A client that disconnects no longer cancels the view: it finishes and its answer goes
 nowhere. The webhook's pipeline is shielded from cancellation anyway (its order runs in
 a task of the execution engine); this only spares it the cancellation's work.
+
+``LeanRequest`` (``Quart.request_class``) is Quart's request whose ``blueprints``, read
+three times per request, no longer runs an import statement on each read.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import cast
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from quart.asgi import ASGIHTTPConnection, _handle_exception
+from quart.helpers import _split_blueprint_path
 from quart.wrappers import Request, Response
 
 BODY = "intake.body"
@@ -63,3 +67,12 @@ class BodyFirstConnection(ASGIHTTPConnection):
                 await self._send_response(send, response)
         except TimeoutError:
             pass
+
+
+class LeanRequest(Request):
+    """Quart's request; ``blueprints`` as Quart computes it, without its per-read import."""
+
+    @property
+    def blueprints(self) -> list[str]:
+        blueprint = self.blueprint
+        return _split_blueprint_path(blueprint) if blueprint is not None else []
