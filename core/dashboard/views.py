@@ -366,6 +366,7 @@ def _dashboard(router: Any) -> Dashboard:
 
 async def _journal() -> Any:
     board: Dashboard = g.board
+    await g.router.engine.writes.settled()  # outcomes answered before are journaled: read them
     if g.router.state.is_redis:
         return g.router.journal  # Redis serves concurrent readers itself
     async with board.opening:

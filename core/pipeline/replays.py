@@ -24,7 +24,7 @@ from collections import OrderedDict
 
 from core.store.protocols import Journal
 
-MAX_RECENT_KEYS = 100_000
+MAX_RECENT_KEYS = 10_000  # a few MB at most: the journal holds every key, this only the recent ones
 
 
 class RecentKeys:

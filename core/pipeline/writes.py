@@ -39,7 +39,8 @@ class _Write:
     attempts: Sequence[AttemptRecord]
     fields: dict[str, Any]
     delay: float = 0.0  # before the next try, after an outage
-    waiting: bool = field(default=False)  # an outage was logged for it
+    waiting: bool = False  # an outage was logged for it
+    done: asyncio.Future[None] | None = field(default=None)  # for settled(): made when asked
 
 
 class PendingWrites:
@@ -90,6 +91,19 @@ class PendingWrites:
         journal = self._journal()
         if journal is not None:
             journal.expedite()
+
+    async def settled(self) -> None:
+        """Wait until every write queued so far is committed (or failed): a reader of another
+        connection (the dashboard's) then sees every outcome answered before."""
+        waits = []
+        for queue in self._queues.values():
+            last = queue[-1]  # an alert's writes are committed in order: its last one is enough
+            if last.done is None:
+                last.done = asyncio.get_running_loop().create_future()
+            waits.append(last.done)
+        if waits:
+            self.expedite()
+            await asyncio.wait(waits)
 
     async def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every queued write; whether all were committed."""
@@ -147,7 +161,9 @@ class PendingWrites:
                 error,
             )
         queue = self._queues[alert_id]
-        queue.popleft()
+        written = queue.popleft()
+        if written.done is not None and not written.done.done():
+            written.done.set_result(None)
         if queue:
             self._send(alert_id, queue[0])
             return

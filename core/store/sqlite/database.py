@@ -128,8 +128,9 @@ class SqliteDatabase:
         self._max_batch = max_batch
         self._inline = inline
         self._inline_conn: sqlite3.Connection | None = None
-        self._deferred: list[_Job] = []  # later(): committed with the next batch, or at _deferred_due
-        self._deferred_due = 0.0  # time.monotonic() by which the deferred jobs commit
+        self._deferred: list[_Job] = []  # later(): committed with the next batch, or once due
+        self._deferred_due = False  # the deferred jobs commit now, batch or not
+        self._deferred_round = 0  # counts the times the deferred jobs were taken (see _due)
         self._defer_for = defer_for
 
     def _connect(self) -> sqlite3.Connection:
@@ -186,8 +187,16 @@ class SqliteDatabase:
     def expedite(self) -> None:
         """Commit the deferred jobs now instead of with the next batch."""
         with self._queued:
-            if self._deferred:
-                self._deferred_due = 0.0
+            if self._deferred and not self._deferred_due:
+                self._deferred_due = True
+                self._queued.notify()
+
+    def _due(self, round_: int) -> None:
+        """``defer_for`` after the first of the deferred jobs was queued: commit them now,
+        unless a batch took them meanwhile (later ones have a timer of their own)."""
+        with self._queued:
+            if round_ == self._deferred_round and self._deferred and not self._deferred_due:
+                self._deferred_due = True
                 self._queued.notify()
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool) -> asyncio.Future[T]:
@@ -197,17 +206,18 @@ class SqliteDatabase:
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
-            if deferred:
-                self._deferred.append(job)
-                if len(self._deferred) > 1:
-                    return future  # the thread knows when the first one is due
-                self._deferred_due = time.monotonic() + self._defer_for
-            else:
-                self._jobs.append(job)
-                self._busy += 1
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
                 self._thread.start()
+            if deferred:
+                # The thread is not woken (a wake-up costs more than the job): the job joins
+                # the next batch, or commits when this timer on the loop says it is due.
+                self._deferred.append(job)
+                if len(self._deferred) == 1:
+                    loop.call_later(self._defer_for, self._due, self._deferred_round)
+                return future
+            self._jobs.append(job)
+            self._busy += 1
             self._queued.notify()
         return future
 
@@ -240,18 +250,13 @@ class SqliteDatabase:
     def _serve(self) -> None:
         while True:
             with self._queued:
-                while not self._jobs and not self._closed:
-                    if not self._deferred:
-                        self._queued.wait()
-                        continue
-                    due = self._deferred_due - time.monotonic()
-                    if due <= 0:
-                        break
-                    self._queued.wait(due)
+                while not self._jobs and not self._closed and not (self._deferred and self._deferred_due):
+                    self._queued.wait()
                 if not self._jobs and not self._deferred:
                     return  # closed, and every queued job has run
                 # The deferred jobs first: they were queued before the jobs waited for.
-                batch, self._deferred = self._deferred, []
+                batch, self._deferred, self._deferred_due = self._deferred, [], False
+                self._deferred_round += 1
                 self._busy += len(batch)
                 batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:

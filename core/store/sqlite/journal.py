@@ -393,20 +393,21 @@ class SqliteJournal:
         """``get`` from synchronous code (tests, tools)."""
         return self.db.run_sync(lambda conn: _get(conn, alert_id))
 
-    # Inline when no record() write is queued; else on the thread, behind those writes (the
-    # thread runs deferred jobs first), so that a read sees every write this journal queued.
+    # ``get`` runs inline when no record() write is queued; else (and the larger reads always)
+    # on the thread, whose batches run the deferred writes first: every read sees the writes
+    # this journal queued before it.
 
     async def get(self, alert_id: str) -> AlertRow | None:
         return await self.db.run(lambda conn: _get(conn, alert_id), read_only=not self._recording)
 
     async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
-        return await self.db.run(lambda conn: _list(conn, limit, state), read_only=not self._recording)
+        return await self.db.run(lambda conn: _list(conn, limit, state))
 
     async def timings(self, since: float, limit: int = 5000) -> builtins.list[dict[str, Any]]:
-        return await self.db.run(lambda conn: _timings(conn, since, limit), read_only=not self._recording)
+        return await self.db.run(lambda conn: _timings(conn, since, limit))
 
     async def stats(self) -> JournalStats:
-        return await self.db.run(_stats, read_only=not self._recording)
+        return await self.db.run(_stats)
 
 
 def _alert_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> AlertRow:
