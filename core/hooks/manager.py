@@ -19,12 +19,12 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -37,12 +37,15 @@ log = logging.getLogger(__name__)
 hookimpl = pluggy.HookimplMarker(hookspecs.PROJECT)
 
 
-def observes_only(function):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def observes_only(function: F) -> F:
     """Mark an ``execute_order`` implementation that watches orders and never claims one
     (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
     ``lookup_order`` may have placed an order the router cannot look up, so after a crash
     mid-send the router never resends on an executor's "absent" (core.pipeline.engine)."""
-    function.observes_only = True
+    setattr(function, "observes_only", True)  # noqa: B010 (an attribute functions do not declare)
     return function
 
 
@@ -84,7 +87,7 @@ class PluginSet:
         self.loaded = loaded
 
     @property
-    def hook(self):
+    def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
 
     def names(self) -> list[str]:
@@ -164,14 +167,14 @@ def _one_line(exc: Exception) -> str:
 
 
 def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+    return pm.get_name(plugin) or str(getattr(plugin, "__name__", repr(plugin)))
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
     return sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
 
 
-def _import(name: str, origin: str, loader) -> Any:
+def _import(name: str, origin: str, loader: Callable[[], Any]) -> Any:
     try:
         return loader()
     except ConfigError:
@@ -202,7 +205,8 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(module)
         return module
 
-    return _import(path.stem, str(path), loader)
+    module: ModuleType = _import(path.stem, str(path), loader)
+    return module
 
 
 def _instantiate(name: str, obj: Any, plugins_file: PluginsFile) -> object:

@@ -33,6 +33,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,7 +79,7 @@ class MetricsRecorder:
         # router reads its settings at startup, so it is set (and the class made) here.
         self._previous = (os.environ.get(MULTIPROC_ENV), values.ValueClass)
         os.environ[MULTIPROC_ENV] = str(directory)
-        self._value_class = values.MultiProcessValue()
+        self._value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         values.ValueClass = self._value_class
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # client order id → (start, route)
         self._failed_once = False
@@ -144,7 +145,7 @@ class MetricsRecorder:
 
     # ------------------------------------------------------------ recording
 
-    def _record(self, what: str, record) -> None:
+    def _record(self, what: str, record: Callable[[], None]) -> None:
         try:
             record()
         except Exception:
@@ -200,12 +201,18 @@ class MetricsRecorder:
         encoder, content_type = choose_encoder(accept)
         return await asyncio.to_thread(self._generate, backlog, encoder, halted), content_type
 
-    def _generate(self, backlog: dict[str, int] | None, encoder, halted: dict[str, int] | None = None) -> bytes:
+    def _generate(
+        self,
+        backlog: dict[str, int] | None,
+        encoder: Callable[[CollectorRegistry], bytes],
+        halted: dict[str, int] | None = None,
+    ) -> bytes:
         for path in _process_files(self.directory, lambda pid: not _alive(pid)):
             if path.name.startswith("gauge_live"):
-                mark_process_dead(_pid_of(path), str(self.directory))  # a dead worker's orders are not in flight
+                # a dead worker's orders are not in flight
+                mark_process_dead(_pid_of(path), str(self.directory))  # type: ignore[no-untyped-call]
         registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.directory))
+        MultiProcessCollector(registry, path=str(self.directory))  # type: ignore[no-untyped-call]
         if backlog is not None:
             registry.register(_BacklogCollector(backlog))
         if halted is not None:
@@ -226,7 +233,7 @@ class _BacklogCollector:
     def __init__(self, counts: dict[str, int]):
         self.counts = counts
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             f"{NAMESPACE}_journal_backlog", "Alerts in the journal not finished yet, by state.", labels=["state"]
         )
@@ -239,7 +246,7 @@ class _HaltCollector:
     def __init__(self, halted: dict[str, int]):
         self.halted = halted
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             f"{NAMESPACE}_account_halted",
             "1 while the kill switch halts the account's opening orders.",
@@ -271,7 +278,7 @@ def _pid_of(path: Path) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _process_files(directory: Path, which) -> list[Path]:
+def _process_files(directory: Path, which: Callable[[int], bool]) -> list[Path]:
     """The sample files (``<type>_<pid>.db``) of the processes ``which(pid)`` selects."""
     found = []
     for path in directory.glob("*.db"):

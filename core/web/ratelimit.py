@@ -235,21 +235,24 @@ class WebhookLimits:
         failure_limits: list[RateLimitItem],
         *,
         key_by: str = "ip",
-        store: Storage | None = None,
+        store: RateStorage | None = None,
     ):
         if key_by not in ("ip", "principal"):
             raise ValueError("key_by must be 'ip' or 'principal'")
         self.limits = limits
         self.failure_limits = failure_limits
         self.key_by = key_by
-        self.store: Storage = store if store is not None else MemoryRateStorage()
-        if not isinstance(self.store, RateStorage):
-            raise TypeError(f"{type(self.store).__name__} cannot refund a hit (see core.web.ratelimit.RateStorage)")
-        self._refunds: RateStorage = self.store
-        self.limiter = MovingWindowRateLimiter(self.store)
+        chosen = store if store is not None else MemoryRateStorage()
+        if not isinstance(chosen, RateStorage):
+            raise TypeError(f"{type(chosen).__name__} cannot refund a hit (see core.web.ratelimit.RateStorage)")
+        if not isinstance(chosen, Storage):
+            raise TypeError(f"{type(chosen).__name__} is not a limits storage (see core.web.ratelimit.RateStorage)")
+        self.store: RateStorage = chosen
+        self._refunds: RateStorage = chosen
+        self.limiter = MovingWindowRateLimiter(chosen)
 
     @classmethod
-    def from_settings(cls, settings: Any, *, store: Storage | None = None) -> WebhookLimits:
+    def from_settings(cls, settings: Any, *, store: RateStorage | None = None) -> WebhookLimits:
         return cls(
             parse_rate_limits(settings.rate_limit),
             parse_rate_limits(settings.auth_failure_limit),
