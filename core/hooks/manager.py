@@ -44,7 +44,7 @@ def observes_only(function: F) -> F:
     (metrics, logging). Without the mark, a plugin implementing ``execute_order`` but not
     ``lookup_order`` may have placed an order the router cannot look up, so after a crash
     mid-send the router never resends on an executor's "absent" (core.pipeline.engine)."""
-    function.observes_only = True  # type: ignore[attr-defined]
+    setattr(function, "observes_only", True)  # noqa: B010 (an attribute functions do not declare)
     return function
 
 

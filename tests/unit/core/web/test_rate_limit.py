@@ -294,6 +294,16 @@ async def test_quart_rate_limiter_brakes_the_dashboard_login_form_per_address(ap
         assert page.status_code == 200, "only the form's posts are braked"
 
 
+async def test_quart_rate_limiters_hooks_run_only_on_the_blueprint_of_a_limited_route(app_client):
+    def limited(hooks: dict) -> set:
+        return {name for name, funcs in hooks.items() if any("RateLimiter" in repr(f) for f in funcs)}
+
+    async with app_client() as (_client, app):
+        hooked, after = limited(app.before_request_funcs), limited(app.after_request_funcs)
+        assert hooked == after == {"dashboard"}  # not None: the webhook's requests never run them
+        assert "RateLimiter" in repr(app.before_request_funcs["dashboard"][0])  # before the dashboard's own guard
+
+
 async def test_quart_rate_limiters_store_is_bounded():
     from datetime import UTC, datetime, timedelta
 
