@@ -33,6 +33,7 @@ async def settle(app, alert_id: str) -> dict:
     task = router.engine.inflight.get(alert_id)
     if task is not None:
         await task
+    await router.engine.writes.settled()  # the outcome is written after the answer
     return await router.journal.get(alert_id)
 
 

@@ -257,6 +257,7 @@ async def test_reconciliation_asks_the_plugin_that_placed_the_order(app_client, 
         task = app.extensions["router"].engine.inflight.get(f"routed-{implements_lookup}")
         if task:
             await task
+        await app.extensions["router"].engine.writes.settled()  # the outcome is written after the answer
         row = await app.extensions["router"].journal.get(f"routed-{implements_lookup}")
     assert (
         routed.lookups == 0 and not routed.calls
