@@ -264,8 +264,11 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
             if found["orphan-1"] == "filled" and found["orphan-2"] == "filled" and found["corrupt-1"] != "received":
                 break
             time.sleep(0.05)  # polling the real condition (the journal), bounded
+        # before-kill was answered 200 before the kill; its outcome is written after the answer,
+        # so the kill may have come first: then recovery found the order by its client order
+        # id (reconciled). Either way it was booked once (the ledger count below).
+        assert found.pop("before-kill") in ("filled", "reconciled")
         assert found == {
-            "before-kill": "filled",
             "orphan-1": "filled",
             "corrupt-1": "quarantined",
             "orphan-2": "filled",
