@@ -33,7 +33,7 @@ def test_readme_is_at_most_200_lines():
 
 
 def test_no_seed():
-    """The project's original interface is "the classic interface", never a seed."""
+    """The project's original interface is "the classic interface", never by the word for its history."""
     for path in [*POINTING, ROOT / "mkdocs.yml", ROOT / "docs" / "hooks" / "generate.py"]:
         assert not re.search(r"seed", path.read_text(encoding="utf-8"), re.I), path
 

@@ -82,7 +82,7 @@ async def test_a_failing_job_in_a_batch_undoes_only_its_own_writes(db):
 
 
 async def test_results_arrive_only_after_the_batch_is_committed(db, tmp_path):
-    await db.run(insert("seed"))
+    await db.run(insert("first"))
     started, release = threading.Event(), threading.Event()
     first = asyncio.ensure_future(db.run(blocker(started, release)))
     await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
