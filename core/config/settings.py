@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     data_dir: str = Field(
         "./data",
         alias="DATA_DIR",
-        description="Where the journal, the paper ledger, tokens and the replay cache live (SQLite state).",
+        description="Where the journal (with its replay keys), the paper ledger and tokens live (SQLite state).",
     )
     state_url: str = _secret(
         "",

@@ -57,8 +57,10 @@ class RecentKeys:
         if seen is not None:
             self._keys[key] = (seen[0], True)
 
-    def release(self, key: str) -> None:
+    def release(self, key: str | None) -> None:
         """The request of ``key`` ended without being admitted: it may come again."""
+        if key is None:
+            return
         seen = self._keys.get(key)
         if seen is not None and not seen[1]:
             del self._keys[key]

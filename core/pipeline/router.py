@@ -366,7 +366,11 @@ class Router:
                     raise
                 if not auth.accepted:
                     raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-                await self.limits.release_failure(address)
+                try:
+                    await self.limits.release_failure(address)
+                except BaseException:
+                    self._replays.release(auth.replay_key)  # refused (503): its key may come again
+                    raise
         request.authenticated_at = time.time()
         return auth
 
@@ -398,7 +402,7 @@ class Router:
             request.payload = payload
             return await self._receive_authenticated(request, auth)
         finally:
-            self._release_replay_key(auth)
+            self._replays.release(auth.replay_key)
 
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request whose body is already parsed (``request.payload``) through
@@ -409,11 +413,6 @@ class Router:
             register_secrets(presented)
             return await self._receive_authenticated(request, auth)
         finally:
-            self._release_replay_key(auth)
-
-    def _release_replay_key(self, auth: AuthResult) -> None:
-        """The request ended: its replay key may come again unless it was admitted."""
-        if auth.replay_key is not None:
             self._replays.release(auth.replay_key)
 
     async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:

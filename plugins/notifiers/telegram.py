@@ -11,7 +11,7 @@ Commands (``commands: true``, the default once configured): the bot long-polls
 ``/resume [account]`` and ``/status`` — the kill switch of ``core.pipeline.killswitch`` — sent from
 one of ``chat_ids`` only (anyone else is ignored and logged); no account means every
 account. Every worker polls; each update is acted on once (its id is recorded in the
-replay cache of the state store), and answered in the chat it came from.
+journal as a replay key, ``Journal.remember_replay``), and answered in the chat it came from.
 """
 
 from __future__ import annotations
