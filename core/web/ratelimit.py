@@ -1,16 +1,21 @@
 """Rate limits of ``POST /webhook``: RATE_LIMIT per client and a stricter budget for
 requests that fail before they authenticate (AUTH_FAILURE_LIMIT).
 
-**The library.** Counting is the ``limits`` library's moving window
-(``limits.aio.strategies.MovingWindowRateLimiter``): at most N requests in any period
-(``10/minute``: never an 11th within 60 s of the first). Each hit checks and charges one
-counter in one atomic step of its storage, which is what lets several workers or
-machines share a budget without overspending it:
+**The library.** Counting is the ``limits`` library's moving window (its rate-limit
+items, and its storages' ``acquire_entry``/``get_moving_window``, what its
+``MovingWindowRateLimiter`` calls): at most N requests in any period (``10/minute``:
+never an 11th within 60 s of the first). Each hit checks and charges one counter in one
+atomic step of its storage, which is what lets several workers or machines share a
+budget without overspending it. The keys of a client's counters (``item.key_for``, the
+keys limits builds) are built once per client, not on every request:
 
-* memory (``MemoryRateStorage``, limits' ``MemoryStorage`` made bounded): no await
-  between the check and the charge — the default with one worker and no STATE_URL,
-  chosen once by ``core.store.factory.StateBackend.rate_store`` (nothing to share, no
-  disk write per request);
+* memory (``core.store.memory_rate.MemoryRateStorage``): the default with one worker and
+  no STATE_URL, chosen once by ``core.store.factory.StateBackend.rate_store`` (nothing to
+  share, no disk write per request). limits' interface over the same moving window written
+  for one process: limits' own ``MemoryStorage`` copied its window on every hit, took a
+  lock, started a sweep task and was reached through layers of wrapping coroutines — most
+  of the rate limit's cost per alert. ``WebhookLimits`` calls it synchronously: nothing is
+  awaited between a check and its charge, so it is exact without a lock, and bounded;
 * SQLite (``core.store.sqlite.rate``, ``DATA_DIR/ratelimit.sqlite3``) for the workers of
   one machine: limits has no SQLite storage, so this one implements limits' storage
   interface with one ``BEGIN IMMEDIATE`` transaction per hit (the way every other
@@ -53,17 +58,15 @@ times each budget: rotating through the 65,536 /64s of a /48 buys no more than t
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
 import functools
-import heapq
 import ipaddress
 import math
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from limits import (
     RateLimitItem,
@@ -72,14 +75,14 @@ from limits import (
     RateLimitItemPerMinute,
     RateLimitItemPerSecond,
 )
-from limits.aio.storage import MemoryStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.storage import Storage
 from limits.errors import StorageError
 from quart import Quart, Response, jsonify, request
 from quart_rate_limiter import RateLimit, RateLimiter, RateLimitExceeded
 from quart_rate_limiter.store import RateLimiterStoreABC
 
 from core.errors import RateLimited, StoreUnavailable
+from core.store.memory_rate import MemoryRateStorage as MemoryRateStorage  # re-exported (core.store.factory)
 from core.store.protocols import RateStore
 
 PERIODS: dict[str, type[RateLimitItem]] = {
@@ -141,74 +144,17 @@ def address_keys(address: str) -> list[tuple[str, int]]:
     return [(key, 1)]
 
 
-# ---------------------------------------------------------------- storages
-
-
-class MemoryRateStorage(MemoryStorage):
-    """limits' ``MemoryStorage`` for one process, with bounded memory and no work per hit
-    beyond the hit itself.
-
-    limits' own version, after every hit, starts a task that walks every key it holds (for
-    the moving window with a thread hop per key): with 20,000 addresses that cost 0.1–3 ms
-    per hit, and its memory is bounded only by expiry. Here the same sweep (drop what has
-    expired) runs inline at most every ``sweep_every`` seconds, and beyond ``max_keys``
-    the counters hit least recently are dropped (down to 90 %, so the sweep is not
-    repeated on every new key): rotating addresses cannot exhaust the memory. A dropped
-    counter only ever forgets charges, never invents them.
-    """
-
-    def __init__(self, max_keys: int = 100_000, sweep_every: float = 10.0) -> None:
-        super().__init__()
-        self.max_keys = max_keys
-        self.sweep_every = sweep_every
-        self._swept_at = time.time()
-
-    async def _MemoryStorage__schedule_expiry(self) -> None:  # replaces limits' per-hit sweep task
-        now = time.time()
-        if len(self) >= self.max_keys or now - self._swept_at >= self.sweep_every:
-            self._swept_at = now
-            self.sweep(now)
-
-    def __len__(self) -> int:
-        return len(self.events) + len(self.storage)
-
-    def sweep(self, now: float) -> None:
-        """Drop expired entries and counters, then the least recently hit beyond the bound."""
-        for key, events in list(self.events.items()):
-            live = bisect.bisect_left(events, -now, key=lambda event: -event.expiry)  # newest first
-            if live:
-                del events[live:]
-            else:
-                self._forget(key)
-        for key, expires_at in list(self.expirations.items()):
-            if expires_at <= now:
-                self._forget(key)
-        excess = len(self) - self.max_keys * 9 // 10
-        if len(self) >= self.max_keys and excess > 0:
-            recency = [(events[0].atime, key) for key, events in self.events.items()]
-            recency += [(expires_at, key) for key, expires_at in self.expirations.items()]
-            for _, key in heapq.nsmallest(excess, recency):
-                self._forget(key)
-
-    def _forget(self, key: str) -> None:
-        self.events.pop(key, None)
-        self.storage.pop(key, None)
-        self.expirations.pop(key, None)
-        self.locks.pop(key, None)
-
-    async def refund(self, key: str) -> None:
-        events = self.events.get(key)
-        if events:
-            del events[0]  # the newest (limits keeps a window newest first)
-
-    async def after_serving(self) -> None:
-        pass
-
-
 # ---------------------------------------------------------------- the webhook's budgets
 
-# One counter: a limit and the identifiers of what it counts (budget, key).
-Counter = tuple[RateLimitItem, tuple[str, ...]]
+
+class Counter(NamedTuple):
+    """One counter: a limit and its storage key (``item.key_for`` of budget and client),
+    built once per client and budget."""
+
+    item: RateLimitItem
+    key: str
+    amount: int
+    expiry: int
 
 
 def scaled(item: RateLimitItem, factor: int) -> RateLimitItem:
@@ -216,8 +162,23 @@ def scaled(item: RateLimitItem, factor: int) -> RateLimitItem:
     return type(item)(item.amount * factor, item.multiples, item.namespace) if factor != 1 else item
 
 
+def counters(budget: str, keys: list[tuple[str, int]], items: list[RateLimitItem]) -> tuple[Counter, ...]:
+    """The counters of ``budget`` for a client counted under ``keys`` (``address_keys``)."""
+    return tuple(
+        Counter(limit, limit.key_for("webhook", budget, key), limit.amount, limit.get_expiry())
+        for key, factor in keys
+        for limit in (scaled(item, factor) for item in items)
+    )
+
+
 class WebhookLimits:
-    """The three budgets of ``POST /webhook`` over one storage (see the module docstring)."""
+    """The three budgets of ``POST /webhook`` over one storage (see the module docstring).
+
+    Each counter is checked and charged through the storage's moving window
+    (``acquire_entry``, ``get_moving_window``: what limits' ``MovingWindowRateLimiter``
+    calls, with the keys it would build, built once per client). On the memory storage
+    the same steps run synchronously (``MemoryRateStorage.take``...): no coroutine, no
+    await, so no other request between a check and its charge."""
 
     def __init__(
         self,
@@ -226,6 +187,7 @@ class WebhookLimits:
         *,
         key_by: str = "ip",
         store: RateStore | None = None,
+        cache_size: int = 4096,
     ):
         if key_by not in ("ip", "principal"):
             raise ValueError("key_by must be 'ip' or 'principal'")
@@ -235,8 +197,13 @@ class WebhookLimits:
         self.store: RateStore = store if store is not None else MemoryRateStorage()
         if not isinstance(self.store, Storage):
             raise TypeError(f"{type(self.store).__name__} is not a limits storage (see core.store.protocols.RateStore)")
-        self._refunds: RateStore = self.store
-        self.limiter = MovingWindowRateLimiter(self.store)
+        self._memory = self.store if isinstance(self.store, MemoryRateStorage) else None
+        # per client: (its failure counters, its RATE_LIMIT counters), bounded
+        self._counters = functools.lru_cache(maxsize=cache_size)(self._build_counters)
+
+    def _build_counters(self, address: str) -> tuple[tuple[Counter, ...], tuple[Counter, ...]]:
+        keys = address_keys(address)
+        return counters("auth-failures", keys, self.failure_limits), counters("requests", keys, self.limits)
 
     @classmethod
     def from_settings(cls, settings: Any, *, store: RateStore | None = None) -> WebhookLimits:
@@ -249,59 +216,81 @@ class WebhookLimits:
 
     async def before_request(self, address: str) -> None:
         """Before anything else: the failure budget (checked) and, keyed by address, RATE_LIMIT."""
-        await self.check_failures(address)
+        failures, requests = self._counters(address)
+        if self._memory is not None:
+            now = time.time()
+            _check_now(self._memory, failures, now)
+            if self.key_by == "ip":
+                _take_now(self._memory, requests, now)
+            return
+        await self._check(failures)
         if self.key_by == "ip":
-            await self._take(self._address_counters("requests", address, self.limits))
+            await self._take(requests)
 
     async def check_failures(self, address: str) -> None:
         """429 once ``address`` has spent its failure budget (nothing is charged)."""
-        spent, wait = False, 0.0
-        with self._store_errors():
-            for item, identifiers in self._address_counters("auth-failures", address, self.failure_limits):
-                stats = await self.limiter.get_window_stats(item, *identifiers)
-                if stats.remaining <= 0:
-                    spent, wait = True, max(wait, stats.reset_time - time.time())
-        if spent:
-            raise _refusal(wait)
+        failures = self._counters(address)[0]
+        if self._memory is not None:
+            _check_now(self._memory, failures, time.time())
+        else:
+            await self._check(failures)
 
     async def reserve_failure(self, address: str) -> None:
         """Right before authentication: charge the failure budget of ``address`` (each
         counter in one atomic step), or 429 when it is spent. ``release_failure`` gives it back."""
-        await self._take(self._address_counters("auth-failures", address, self.failure_limits))
+        failures = self._counters(address)[0]
+        if self._memory is not None:
+            _take_now(self._memory, failures, time.time())
+        else:
+            await self._take(failures)
 
     async def release_failure(self, address: str) -> None:
         """The request reserved by ``reserve_failure`` authenticated: give the charge back."""
+        failures = self._counters(address)[0]
+        if self._memory is not None:
+            for counter in failures:
+                self._memory.give_back(counter.key)
+            return
         with self._store_errors():
-            for item, identifiers in self._address_counters("auth-failures", address, self.failure_limits):
-                await self._refunds.refund(item.key_for(*identifiers))
+            for counter in failures:
+                await self.store.refund(counter.key)
 
     async def authenticated(self, principal: str) -> None:
         """After a successful authentication: RATE_LIMIT keyed by principal, if so configured."""
         if self.key_by == "principal":
-            await self._take([(item, ("webhook", "requests", f"principal:{principal}")) for item in self.limits])
+            taken = counters("requests", [(f"principal:{principal}", 1)], self.limits)
+            if self._memory is not None:
+                _take_now(self._memory, taken, time.time())
+            else:
+                await self._take(taken)
 
     async def failed(self, address: str) -> None:
         """A request from ``address`` was refused before authentication (not reserved)."""
         with self._store_errors():
-            for item, identifiers in self._address_counters("auth-failures", address, self.failure_limits):
-                await self.limiter.hit(item, *identifiers)
+            for counter in self._counters(address)[0]:
+                await self.store.acquire_entry(counter.key, counter.amount, counter.expiry)
 
-    @staticmethod
-    def _address_counters(budget: str, address: str, limits: list[RateLimitItem]) -> list[Counter]:
-        return _address_counters(budget, address_key(address), tuple(limits)) if limits else []
-
-    async def _take(self, counters: list[Counter]) -> None:
-        """Hit every counter, or none: a refusal refunds the hits made before it."""
-        taken: list[Counter] = []
+    async def _check(self, counters: tuple[Counter, ...]) -> None:
+        """429 when one of ``counters`` is spent (nothing is charged)."""
+        spent, wait = False, 0.0
         with self._store_errors():
-            for item, identifiers in counters:
-                if await self.limiter.hit(item, *identifiers):
-                    taken.append((item, identifiers))
+            for counter in counters:
+                start, count = await self.store.get_moving_window(counter.key, counter.amount, counter.expiry)
+                if count >= counter.amount:
+                    spent, wait = True, max(wait, start + counter.expiry - time.time())
+        if spent:
+            raise _refusal(wait)
+
+    async def _take(self, counters: tuple[Counter, ...]) -> None:
+        """Hit every counter, or none: a refusal refunds the hits made before it."""
+        with self._store_errors():
+            for taken, counter in enumerate(counters):
+                if await self.store.acquire_entry(counter.key, counter.amount, counter.expiry):
                     continue
-                for done, done_identifiers in reversed(taken):
-                    await self._refunds.refund(done.key_for(*done_identifiers))
-                stats = await self.limiter.get_window_stats(item, *identifiers)
-                raise _refusal(stats.reset_time - time.time())
+                for done in reversed(counters[:taken]):
+                    await self.store.refund(done.key)
+                start, _ = await self.store.get_moving_window(counter.key, counter.amount, counter.expiry)
+                raise _refusal(start + counter.expiry - time.time())
 
     @staticmethod
     @contextlib.contextmanager
@@ -319,9 +308,24 @@ class WebhookLimits:
             raise StoreUnavailable(f"the state store is unavailable: {type(exc.storage_error).__name__}") from None
 
 
-@functools.lru_cache(maxsize=4096)  # built once per address and budget, not on every request (bounded)
-def _address_counters(budget: str, key: str, limits: tuple[RateLimitItem, ...]) -> list[Counter]:
-    return [(scaled(item, factor), ("webhook", budget, k)) for k, factor in address_keys(key) for item in limits]
+def _check_now(store: MemoryRateStorage, counters: tuple[Counter, ...], now: float) -> None:
+    """``WebhookLimits._check`` on the memory storage."""
+    spent, wait = False, 0.0
+    for counter in counters:
+        count, first_expires = store.window(counter.key, now)
+        if count >= counter.amount:
+            spent, wait = True, max(wait, first_expires - now)
+    if spent:
+        raise _refusal(wait)
+
+
+def _take_now(store: MemoryRateStorage, counters: tuple[Counter, ...], now: float) -> None:
+    """``WebhookLimits._take`` on the memory storage."""
+    for taken, counter in enumerate(counters):
+        if not store.take(counter.key, counter.amount, counter.expiry, now):
+            for done in reversed(counters[:taken]):
+                store.give_back(done.key)
+            raise _refusal(store.window(counter.key, now)[1] - now)
 
 
 def _refusal(wait: float) -> RateLimited:

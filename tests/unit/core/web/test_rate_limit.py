@@ -10,10 +10,12 @@ import multiprocessing
 import time
 
 import pytest
+from limits import RateLimitItemPerMinute
 
 from core.config import Settings
 from core.errors import ConfigError, RateLimited
 from core.web.ratelimit import (
+    IPV6_SITE_SCALE,
     LOGIN_LIMITS,
     BoundedMemoryStore,
     MemoryRateStorage,
@@ -199,6 +201,94 @@ async def test_the_bound_drops_the_counters_hit_least_recently(clock):
     await budget.before_request("192.0.2.1")  # its counter, the oldest, went first
     with pytest.raises(RateLimited):
         await budget.before_request("10.0.0.29")  # the newest is still counted
+
+
+async def test_a_memory_window_holds_at_most_its_limit_and_refunds_its_newest_entry(clock):
+    store = MemoryRateStorage(sweep_every=3600)  # no sweep: each hit trims its own window
+    budget = WebhookLimits(parse_rate_limits("3/second"), [], store=store)
+    for _ in range(200):
+        await budget.before_request("10.0.0.1")
+        clock.now += 0.4
+    assert max(len(window) for window in store.windows.values()) <= 3
+    assert await store.acquire_entry("k", 2, 60)
+    clock.now += 10
+    assert await store.acquire_entry("k", 2, 60)
+    await store.refund("k")  # the newest goes: the window now starts at the first entry
+    start, count = await store.get_moving_window("k", 2, 60)
+    assert (start, count) == (clock.now - 10, 1)
+    clock.now += 50.5
+    assert (await store.get_moving_window("k", 2, 60))[1] == 0
+
+
+def test_the_memory_budgets_check_and_charge_without_awaiting():
+    """Nothing is awaited between a check and its charge on the memory storage: each call
+    completes on its first step, so no other request can run in between (exact without a lock)."""
+    budget = limits(rate="2/minute", failures="1/minute")
+
+    def step(call) -> None:
+        coroutine = call("10.0.0.1")
+        with pytest.raises(StopIteration):
+            coroutine.send(None)
+
+    for call in (budget.before_request, budget.check_failures, budget.reserve_failure, budget.release_failure):
+        step(call)
+    step(budget.before_request)
+    with pytest.raises(RateLimited):
+        step(budget.before_request)
+
+
+async def test_the_counters_of_each_client_are_built_once_and_bounded():
+    budget = WebhookLimits(parse_rate_limits("1000/second"), parse_rate_limits("5/minute"), cache_size=50)
+    for i in range(500):
+        await budget.before_request(f"10.1.{i // 256}.{i % 256}")
+        await budget.before_request(f"10.1.{i // 256}.{i % 256}")
+    info = budget._counters.cache_info()
+    assert info.currsize <= 50 and info.hits == 500
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+async def test_counters_are_the_ones_limits_keys_and_reads(kind, tmp_path, state_prefix):
+    """The keys are limits' own (``key_for``): workers of another version sharing SQLite or
+    Redis, and limits' ``MovingWindowRateLimiter``, see the same counts."""
+    from limits.aio.strategies import MovingWindowRateLimiter
+
+    from core.store.redis.client import redis_client
+    from core.store.redis.rate import RedisRateStorage
+    from core.store.sqlite.rate import SqliteRateStorage
+
+    if kind == "redis" and not redis_answers():
+        pytest.skip("Redis is not answering")
+    client = redis_client(REDIS_TEST_URL) if kind == "redis" else None
+    store = (
+        MemoryRateStorage()
+        if kind == "memory"
+        else SqliteRateStorage(tmp_path / "rl.sqlite3")
+        if client is None
+        else RedisRateStorage(client, state_prefix)
+    )
+    try:
+        (item,) = parse_rate_limits("4/minute")
+        budget = WebhookLimits([], [item], store=store)
+        await budget.failed("2001:db8:9:1::5")
+        await budget.failed("2001:db8:9:1::6")
+        await budget.reserve_failure("2001:db8:9:1::7")
+        reader = MovingWindowRateLimiter(store)
+        remaining = await reader.get_window_stats(item, "webhook", "auth-failures", "2001:db8:9:1::/64")
+        assert remaining.remaining == 1
+        site = await reader.get_window_stats(
+            RateLimitItemPerMinute(4 * IPV6_SITE_SCALE), "webhook", "auth-failures", "2001:db8:9::/48"
+        )
+        assert site.remaining == 4 * IPV6_SITE_SCALE - 3
+        await reader.hit(item, "webhook", "auth-failures", "2001:db8:9:1::/64")
+        with pytest.raises(RateLimited):
+            await budget.check_failures("2001:db8:9:1::8")
+    finally:
+        await store.after_serving()
+        if client is not None:
+            keys = [k async for k in client.scan_iter(match=f"{state_prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
 
 
 # ---------------------------------------------------------------- the backend, chosen once
