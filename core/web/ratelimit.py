@@ -198,12 +198,16 @@ class WebhookLimits:
         if not isinstance(self.store, Storage):
             raise TypeError(f"{type(self.store).__name__} is not a limits storage (see core.store.protocols.RateStore)")
         self._memory = self.store if isinstance(self.store, MemoryRateStorage) else None
-        # per client: (its failure counters, its RATE_LIMIT counters), bounded
-        self._counters = functools.lru_cache(maxsize=cache_size)(self._build_counters)
+        # per client address key (a /64 once for all its addresses): (its failure counters,
+        # its RATE_LIMIT counters), bounded
+        self._counters_of_key = functools.lru_cache(maxsize=cache_size)(self._build_counters)
 
-    def _build_counters(self, address: str) -> tuple[tuple[Counter, ...], tuple[Counter, ...]]:
-        keys = address_keys(address)
+    def _build_counters(self, key: str) -> tuple[tuple[Counter, ...], tuple[Counter, ...]]:
+        keys = address_keys(key)
         return counters("auth-failures", keys, self.failure_limits), counters("requests", keys, self.limits)
+
+    def _counters(self, address: str) -> tuple[tuple[Counter, ...], tuple[Counter, ...]]:
+        return self._counters_of_key(address_key(address))
 
     @classmethod
     def from_settings(cls, settings: Any, *, store: RateStore | None = None) -> WebhookLimits:
