@@ -24,7 +24,7 @@ class MemoryRateStorage(Storage, MovingWindowSupport):
     subclass: most of the rate limit's cost per alert. Its algorithm is small, so this is
     the same moving window written for one process instead: per counter a deque of the
     instants its entries expire, oldest first. A hit drops the expired ones from the left,
-    refuses when ``limit`` are left, else appends; ``refund`` pops the newest; the window
+    refuses when ``limit`` are still live, else appends; ``refund`` pops the newest; the window
     starts at the oldest live entry. An entry is live while ``now <= expiry instant``, as
     in limits (``atime >= now - expiry``). ``take``, ``window`` and ``give_back`` do that
     synchronously — nothing is awaited between a check and its charge, so they are exact
