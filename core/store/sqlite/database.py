@@ -18,7 +18,7 @@ runs alone, exactly as before, so a quiet server waits for no one.
 
 **Inline.** Handing a job to the thread and back costs more than a small read takes.
 ``run(fn, read_only=True)`` runs ``fn`` on the calling (event-loop) thread, on a second,
-query-only connection, when this process has no job queued or running (so it sees every
+query-only connection, when this process has no job queued, deferred or running (so it sees every
 write this process made before it) and the read takes no lock wait (``busy_timeout`` 0;
 a busy database sends the job to the thread). ``SqliteDatabase(..., inline=True)`` does
 the same for every job of a database with ``synchronous=OFF`` (no fsync: rate-limit
@@ -164,13 +164,14 @@ class SqliteDatabase:
 
         ``read_only``: ``fn`` only reads; it may run at once on this thread (see the module
         docstring). Then it sees every write this process committed before — and, unless
-        ``fresh`` is False, every write queued before it too (it waits behind them).
+        ``fresh`` is False, every write queued before it too (``later`` ones included: it
+        waits behind them).
         """
         # Inline only once the thread's connection exists (it creates the schema, waiting
         # for other processes as long as it takes).
         if (
             (read_only or self._inline)
-            and (self._busy == 0 or (read_only and not fresh))
+            and ((self._busy == 0 and not self._deferred) or (read_only and not fresh))
             and self._conn is not None
             and not self._closed
         ):
@@ -255,9 +256,11 @@ class SqliteDatabase:
                 if not self._jobs and not self._deferred:
                     return  # closed, and every queued job has run
                 # The deferred jobs first: they were queued before the jobs waited for.
+                # Counted busy before they leave the deferred list: a fresh inline read on the
+                # loop (which looks at both without the lock) never sees neither.
+                self._busy += len(self._deferred)
                 batch, self._deferred, self._deferred_due = self._deferred, [], False
                 self._deferred_round += 1
-                self._busy += len(batch)
                 batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:
                 try:

@@ -57,10 +57,6 @@ class SqliteJournal:
         if replay_file is not None:
             self.db.run_sync(lambda conn: import_replay_file(conn, replay_file, time.time()))
         self._next_prune = 0.0
-        self._recording = 0  # record() writes not yet committed: reads then wait behind them
-
-    def _done_recording(self, _: asyncio.Future[None]) -> None:
-        self._recording -= 1
 
     def close(self) -> None:
         """Close the file now, from synchronous code (tests, tools)."""
@@ -238,10 +234,7 @@ class SqliteJournal:
                     result_json = dumps(result) if result is not None else None
                     update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
 
-        future = self.db.later(write)
-        self._recording += 1
-        future.add_done_callback(self._done_recording)
-        return future
+        return self.db.later(write)  # a fresh read (``get``) waits behind it
 
     def expedite(self) -> None:
         self.db.expedite()
@@ -398,7 +391,7 @@ class SqliteJournal:
     # this journal queued before it.
 
     async def get(self, alert_id: str) -> AlertRow | None:
-        return await self.db.run(lambda conn: _get(conn, alert_id), read_only=not self._recording)
+        return await self.db.run(lambda conn: _get(conn, alert_id), read_only=True)
 
     async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
         return await self.db.run(lambda conn: _list(conn, limit, state))

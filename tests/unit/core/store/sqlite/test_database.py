@@ -183,6 +183,20 @@ async def test_a_later_write_shares_the_commit_of_the_next_write_waited_for(tmp_
         db.close()
 
 
+async def test_a_fresh_read_waits_behind_a_later_write(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    try:
+        await db.run(lambda conn: None)
+        later = db.later(insert("later"))
+        # Not run inline (it would miss the deferred write): it joins the next batch, after it.
+        assert await db.run(rows, read_only=True) == {"later": 1}
+        assert later.done()
+        # Nothing deferred any more: a fresh read runs inline again, and sees the write too.
+        assert await db.run(rows, read_only=True) == {"later": 1}
+    finally:
+        db.close()
+
+
 async def test_a_later_write_commits_alone_once_due_or_expedited(tmp_path):
     db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.01)
     try:
