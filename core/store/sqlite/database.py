@@ -30,8 +30,8 @@ it to the thread).
 **Later.** ``later(fn)`` queues a write that nobody waits for now (an alert's outcome,
 written after its answer): it joins the next batch a caller does wait for, sharing that
 batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued when no
-such batch comes (``expedite()``: at once). The future it returns is done once it is
-committed. ``close()`` commits what is still deferred.
+such batch comes (``expedite()``: at once; one timer on the loop at a time, not one
+per write). The future it returns is done once it is committed. ``close()`` commits what is still deferred.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ class SqliteDatabase:
         self._inline_conn: sqlite3.Connection | None = None
         self._deferred: list[_Job] = []  # later(): committed with the next batch, or once due
         self._deferred_due = False  # the deferred jobs commit now, batch or not
-        self._deferred_round = 0  # counts the times the deferred jobs were taken (see _due)
+        self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer is armed (_due)
         self._defer_for = defer_for
 
     def _connect(self) -> sqlite3.Connection:
@@ -192,13 +193,22 @@ class SqliteDatabase:
                 self._deferred_due = True
                 self._queued.notify()
 
-    def _due(self, round_: int) -> None:
-        """``defer_for`` after the first of the deferred jobs was queued: commit them now,
-        unless a batch took them meanwhile (later ones have a timer of their own)."""
+    def _due(self) -> None:
+        """The deferred jobs' timer (one at a time, on the loop): those queued ``defer_for``
+        ago or more commit now; when a batch took them meanwhile, the timer waits for the
+        first of those queued since (none queued: it is armed again by the next one)."""
+        loop, self._timer_loop = self._timer_loop, None
         with self._queued:
-            if round_ == self._deferred_round and self._deferred and not self._deferred_due:
+            if not self._deferred or self._deferred_due:
+                return
+            wait = self._deferred_since + self._defer_for - time.monotonic()
+            if wait <= 0:
                 self._deferred_due = True
                 self._queued.notify()
+                return
+        if loop is not None and not loop.is_closed():
+            self._timer_loop = loop
+            loop.call_later(wait, self._due)
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -215,7 +225,10 @@ class SqliteDatabase:
                 # the next batch, or commits when this timer on the loop says it is due.
                 self._deferred.append(job)
                 if len(self._deferred) == 1:
-                    loop.call_later(self._defer_for, self._due, self._deferred_round)
+                    self._deferred_since = time.monotonic()
+                if self._timer_loop is not loop:  # one timer at a time, not one per job
+                    self._timer_loop = loop
+                    loop.call_later(self._defer_for, self._due)
                 return future
             self._jobs.append(job)
             self._busy += 1
@@ -260,7 +273,6 @@ class SqliteDatabase:
                 # loop (which looks at both without the lock) never sees neither.
                 self._busy += len(self._deferred)
                 batch, self._deferred, self._deferred_due = self._deferred, [], False
-                self._deferred_round += 1
                 batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:
                 try:

@@ -213,6 +213,22 @@ async def test_a_later_write_commits_alone_once_due_or_expedited(tmp_path):
         db.close()
 
 
+async def test_a_later_write_queued_after_a_batch_took_the_earlier_ones_still_commits_once_due(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.05)
+    try:
+        await db.run(lambda conn: None)
+        first = db.later(insert("first"))  # arms the one timer
+        assert await db.run(insert("now")) == "now"  # the batch takes the first along
+        assert first.done()
+        second = db.later(insert("second"))  # the timer is still armed: it waits for this one
+        assert await asyncio.wait_for(second, 5) == "second"
+        third = db.later(insert("third"))  # nothing armed any more: it arms a new timer
+        assert await asyncio.wait_for(third, 5) == "third"
+        assert await db.run(rows) == {"first": 1, "now": 1, "second": 1, "third": 1}
+    finally:
+        db.close()
+
+
 async def test_close_commits_what_is_deferred_and_a_failed_later_write_reports_its_error(tmp_path):
     db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
     await db.run(insert("dup"))
