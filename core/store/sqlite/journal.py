@@ -204,6 +204,14 @@ class SqliteJournal:
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
+            # The alert's result is usually its last attempt's response, the same object: one JSON.
+            result_json = dumps(result) if result is not None and state is not None else None
+
+            def response_json(response: dict[str, Any] | None) -> str | None:
+                if response is None:
+                    return None
+                return result_json if response is result and result_json is not None else dumps(response)
+
             with transaction(conn):
                 if attempts:
                     number = int(
@@ -222,7 +230,7 @@ class SqliteJournal:
                                 a.route,
                                 dumps(a.request),
                                 a.state,
-                                dumps(a.response) if a.response is not None else None,
+                                response_json(a.response),
                                 a.error,
                                 a.started_at,
                                 a.finished_at,
@@ -231,7 +239,6 @@ class SqliteJournal:
                         ],
                     )
                 if state is not None:
-                    result_json = dumps(result) if result is not None else None
                     update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
 
         return self.db.later(write)  # a fresh read (``get``) waits behind it
