@@ -104,6 +104,9 @@ class ExecutionEngine:
                 for alert_task in still:
                     alert_task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
+                # A task cancelled before its first step never ran its own ``_forget``.
+                for alert_id in [a for a, t in self.inflight.items() if t.done()]:
+                    self._forget(alert_id)
                 await self.writes.flush(timeout=5)
                 return  # keep our heartbeat row: it goes stale and the alerts are claimed
         if not await self.writes.flush(timeout=max(grace, 5)):
@@ -155,11 +158,13 @@ class ExecutionEngine:
         try:
             return await coro
         finally:
-            self.inflight.pop(alert_id, None)
-            self.phase.pop(alert_id, None)
-            for waiter in self._answer_waiters.pop(alert_id, ()):
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._forget(alert_id)
+
+    def _forget(self, alert_id: str) -> None:
+        self.inflight.pop(alert_id, None)
+        self.phase.pop(alert_id, None)
+        for waiter in self._answer_waiters.pop(alert_id, ()):
+            _wake(waiter)
 
     # ------------------------------------------------------------ answers
 
