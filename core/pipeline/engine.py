@@ -64,6 +64,7 @@ class ExecutionEngine:
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.inflight: dict[str, asyncio.Task[Outcome]] = {}
         self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
+        self._answer_waiters: dict[str, list[asyncio.Future[None]]] = {}  # woken as the alert's task ends
         self._risk_gate = risk_gate
         self._lanes = Lanes(self._earlier_unfinished)
         self.writes = PendingWrites(lambda: self.router.journal)
@@ -103,6 +104,9 @@ class ExecutionEngine:
                 for alert_task in still:
                     alert_task.cancel()
                 await asyncio.gather(*still, return_exceptions=True)
+                # A task cancelled before its first step never ran its own ``_forget``.
+                for alert_id in [a for a, t in self.inflight.items() if t.done()]:
+                    self._forget(alert_id)
                 await self.writes.flush(timeout=5)
                 return  # keep our heartbeat row: it goes stale and the alerts are claimed
         if not await self.writes.flush(timeout=max(grace, 5)):
@@ -144,15 +148,23 @@ class ExecutionEngine:
         return await ending()
 
     def _spawn(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
-        task = asyncio.create_task(coro, name=f"alert-{alert_id}")
+        task = asyncio.create_task(self._owned(alert_id, coro), name=f"alert-{alert_id}")
         self.inflight[alert_id] = task
-
-        def done(t: asyncio.Task[Outcome]) -> None:
-            self.inflight.pop(alert_id, None)
-            self.phase.pop(alert_id, None)
-
-        task.add_done_callback(done)
         return task
+
+    async def _owned(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> Outcome:
+        """``coro`` as the alert's task; as it ends (in the task's last step, no callback
+        in between) the alert leaves ``inflight`` and its answer's waiters are woken."""
+        try:
+            return await coro
+        finally:
+            self._forget(alert_id)
+
+    def _forget(self, alert_id: str) -> None:
+        self.inflight.pop(alert_id, None)
+        self.phase.pop(alert_id, None)
+        for waiter in self._answer_waiters.pop(alert_id, ()):
+            _wake(waiter)
 
     # ------------------------------------------------------------ answers
 
@@ -162,21 +174,31 @@ class ExecutionEngine:
             # Wait on a future of the request's own: cancelling the request (client gone)
             # cancels it, never the order's task. (One future and one timer: cheaper than
             # wait_for(shield(task)).)
+            # The engine's own tasks (``_owned``) wake it as they end, in their last step;
+            # any other task through a done callback.
             remaining = max(0.05, self.options.response_budget - (time.time() - received_at))
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
-
-            def wake(_: object = None) -> None:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-            task.add_done_callback(wake)
-            timer = loop.call_later(remaining, wake)
+            owned = self.inflight.get(alert_id) is task
+            wake = None
+            if owned:
+                self._answer_waiters.setdefault(alert_id, []).append(waiter)
+            else:
+                wake = _waker(waiter)
+                task.add_done_callback(wake)
+            timer = loop.call_later(remaining, _wake, waiter)
             try:
                 await waiter
             finally:
                 timer.cancel()
-                task.remove_done_callback(wake)
+                if wake is not None:
+                    task.remove_done_callback(wake)
+                else:
+                    waiters = self._answer_waiters.get(alert_id)
+                    if waiters is not None and waiter in waiters:
+                        waiters.remove(waiter)
+                        if not waiters:
+                            del self._answer_waiters[alert_id]
         if task.done():
             return task.result()
         phase = self.phase.get(alert_id, "executing")
@@ -374,6 +396,15 @@ class ExecutionEngine:
 
         # Its place in its lane now (recovered alerts are earlier than any admitted since).
         self._spawn(alert_id, self._in_lane(self._lanes.join(plan.lane, plan.seq), work, True))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _waker(waiter: asyncio.Future[None]) -> Callable[[object], None]:
+    return lambda _: _wake(waiter)
 
 
 def _ended(outcome: Outcome) -> Ending:

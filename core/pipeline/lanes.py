@@ -90,8 +90,9 @@ class Lanes:
         try:
             delay = 0.005
             while True:
-                await self._turn(lane, ticket)
-                held = True
+                if lane.busy or lane.queue[0] is not ticket:
+                    await self._turn(lane, ticket)
+                lane.busy = held = True
                 if not check_others or not await self._earlier_unfinished(ticket.key, ticket.seq):
                     break
                 # An earlier alert of this lane is still executing elsewhere: wait, leaving the
@@ -112,11 +113,10 @@ class Lanes:
 
     @staticmethod
     async def _turn(lane: Lane, ticket: Ticket) -> None:
-        """Return holding the lane: at once when it is free and ``ticket`` is first."""
+        """Return once the lane is free and ``ticket`` is first (the caller takes it then)."""
         while lane.busy or lane.queue[0] is not ticket:
             ticket.waiter = asyncio.get_running_loop().create_future()
             try:
                 await ticket.waiter
             finally:
                 ticket.waiter = None
-        lane.busy = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from core.pipeline.models import Alert, OrderRequest, OrderResult
 log = logging.getLogger(__name__)
 
 
+@functools.lru_cache(maxsize=4096)  # asked at admission and again as the order is prepared
 def client_order_id(alert_id: str, account: str, prefix: str = "tv", length: int = 32) -> str:
     """A deterministic client order id for (alert, account).
 

@@ -18,7 +18,7 @@ runs alone, exactly as before, so a quiet server waits for no one.
 
 **Inline.** Handing a job to the thread and back costs more than a small read takes.
 ``run(fn, read_only=True)`` runs ``fn`` on the calling (event-loop) thread, on a second,
-query-only connection, when this process has no job queued or running (so it sees every
+query-only connection, when this process has no job queued, deferred or running (so it sees every
 write this process made before it) and the read takes no lock wait (``busy_timeout`` 0;
 a busy database sends the job to the thread). ``SqliteDatabase(..., inline=True)`` does
 the same for every job of a database with ``synchronous=OFF`` (no fsync: rate-limit
@@ -30,8 +30,8 @@ it to the thread).
 **Later.** ``later(fn)`` queues a write that nobody waits for now (an alert's outcome,
 written after its answer): it joins the next batch a caller does wait for, sharing that
 batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued when no
-such batch comes (``expedite()``: at once). The future it returns is done once it is
-committed. ``close()`` commits what is still deferred.
+such batch comes (``expedite()``: at once; one timer on the loop at a time, not one
+per write). The future it returns is done once it is committed. ``close()`` commits what is still deferred.
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ class SqliteDatabase:
         self._inline_conn: sqlite3.Connection | None = None
         self._deferred: list[_Job] = []  # later(): committed with the next batch, or once due
         self._deferred_due = False  # the deferred jobs commit now, batch or not
-        self._deferred_round = 0  # counts the times the deferred jobs were taken (see _due)
+        self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
+        self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer is armed (_due)
         self._defer_for = defer_for
 
     def _connect(self) -> sqlite3.Connection:
@@ -164,13 +165,14 @@ class SqliteDatabase:
 
         ``read_only``: ``fn`` only reads; it may run at once on this thread (see the module
         docstring). Then it sees every write this process committed before — and, unless
-        ``fresh`` is False, every write queued before it too (it waits behind them).
+        ``fresh`` is False, every write queued before it too (``later`` ones included: it
+        waits behind them).
         """
         # Inline only once the thread's connection exists (it creates the schema, waiting
         # for other processes as long as it takes).
         if (
             (read_only or self._inline)
-            and (self._busy == 0 or (read_only and not fresh))
+            and ((self._busy == 0 and not self._deferred) or (read_only and not fresh))
             and self._conn is not None
             and not self._closed
         ):
@@ -191,13 +193,22 @@ class SqliteDatabase:
                 self._deferred_due = True
                 self._queued.notify()
 
-    def _due(self, round_: int) -> None:
-        """``defer_for`` after the first of the deferred jobs was queued: commit them now,
-        unless a batch took them meanwhile (later ones have a timer of their own)."""
+    def _due(self) -> None:
+        """The deferred jobs' timer (one at a time, on the loop): those queued ``defer_for``
+        ago or more commit now; when a batch took them meanwhile, the timer waits for the
+        first of those queued since (none queued: it is armed again by the next one)."""
+        loop, self._timer_loop = self._timer_loop, None
         with self._queued:
-            if round_ == self._deferred_round and self._deferred and not self._deferred_due:
+            if not self._deferred or self._deferred_due:
+                return
+            wait = self._deferred_since + self._defer_for - time.monotonic()
+            if wait <= 0:
                 self._deferred_due = True
                 self._queued.notify()
+                return
+        if loop is not None and not loop.is_closed():
+            self._timer_loop = loop
+            loop.call_later(wait, self._due)
 
     def _enqueue(self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
@@ -214,7 +225,10 @@ class SqliteDatabase:
                 # the next batch, or commits when this timer on the loop says it is due.
                 self._deferred.append(job)
                 if len(self._deferred) == 1:
-                    loop.call_later(self._defer_for, self._due, self._deferred_round)
+                    self._deferred_since = time.monotonic()
+                if self._timer_loop is not loop:  # one timer at a time, not one per job
+                    self._timer_loop = loop
+                    loop.call_later(self._defer_for, self._due)
                 return future
             self._jobs.append(job)
             self._busy += 1
@@ -255,9 +269,10 @@ class SqliteDatabase:
                 if not self._jobs and not self._deferred:
                     return  # closed, and every queued job has run
                 # The deferred jobs first: they were queued before the jobs waited for.
+                # Counted busy before they leave the deferred list: a fresh inline read on the
+                # loop (which looks at both without the lock) never sees neither.
+                self._busy += len(self._deferred)
                 batch, self._deferred, self._deferred_due = self._deferred, [], False
-                self._deferred_round += 1
-                self._busy += len(batch)
                 batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:
                 try:

@@ -57,10 +57,6 @@ class SqliteJournal:
         if replay_file is not None:
             self.db.run_sync(lambda conn: import_replay_file(conn, replay_file, time.time()))
         self._next_prune = 0.0
-        self._recording = 0  # record() writes not yet committed: reads then wait behind them
-
-    def _done_recording(self, _: asyncio.Future[None]) -> None:
-        self._recording -= 1
 
     def close(self) -> None:
         """Close the file now, from synchronous code (tests, tools)."""
@@ -208,6 +204,14 @@ class SqliteJournal:
 
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
+            # The alert's result is usually its last attempt's response, the same object: one JSON.
+            result_json = dumps(result) if result is not None and state is not None else None
+
+            def response_json(response: dict[str, Any] | None) -> str | None:
+                if response is None:
+                    return None
+                return result_json if response is result and result_json is not None else dumps(response)
+
             with transaction(conn):
                 if attempts:
                     number = int(
@@ -226,7 +230,7 @@ class SqliteJournal:
                                 a.route,
                                 dumps(a.request),
                                 a.state,
-                                dumps(a.response) if a.response is not None else None,
+                                response_json(a.response),
                                 a.error,
                                 a.started_at,
                                 a.finished_at,
@@ -235,13 +239,9 @@ class SqliteJournal:
                         ],
                     )
                 if state is not None:
-                    result_json = dumps(result) if result is not None else None
                     update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
 
-        future = self.db.later(write)
-        self._recording += 1
-        future.add_done_callback(self._done_recording)
-        return future
+        return self.db.later(write)  # a fresh read (``get``) waits behind it
 
     def expedite(self) -> None:
         self.db.expedite()
@@ -398,7 +398,7 @@ class SqliteJournal:
     # this journal queued before it.
 
     async def get(self, alert_id: str) -> AlertRow | None:
-        return await self.db.run(lambda conn: _get(conn, alert_id), read_only=not self._recording)
+        return await self.db.run(lambda conn: _get(conn, alert_id), read_only=True)
 
     async def list(self, limit: int = 50, state: str | None = None) -> builtins.list[AlertRow]:
         return await self.db.run(lambda conn: _list(conn, limit, state))

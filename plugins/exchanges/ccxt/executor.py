@@ -98,8 +98,9 @@ class CcxtExecutor(SendOrders, ProtectiveOrders, CancelOrders, FindOrders, Accou
                 code="not_supported",
             )
         for what, value, feature in (
-            ("leverage", order.leverage, "setLeverage"),
-            ("margin_mode", order.margin_mode, "setMarginMode"),
+            (("leverage", order.leverage, "setLeverage"), ("margin_mode", order.margin_mode, "setMarginMode"))
+            if order.leverage or order.margin_mode
+            else ()
         ):
             if value and not self.client.has.get(feature):
                 raise Unprocessable(

@@ -17,7 +17,6 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import ccxt
@@ -60,6 +59,7 @@ class ClientLifecycle(Executor):
         self._ws_pause_reason = ""
         # Lifecycle for clients that are retired while in use (payload credentials).
         self._in_flight = 0
+        self._market_buy_price_of: tuple[Any, bool] | None = None  # (client, answer): send.py
         self._retired = False
         self._closed = False
         self._lifecycle = asyncio.Lock()
@@ -156,6 +156,7 @@ class ClientLifecycle(Executor):
                 + (f" of type {', '.join(self.options.market_types)}" if self.options.market_types else "")
             )
         self.markets_loaded_at = time.time()
+        self._market_buy_price_of = None  # the options may have changed: asked again
         # Translated now (off the event loop: thousands of markets on a big exchange), not
         # on the first alert's path.
         await asyncio.to_thread(market_book, self.client)
@@ -169,6 +170,7 @@ class ClientLifecycle(Executor):
         self.client.options.update(other._options_from_markets)
         self._options_from_markets = dict(other._options_from_markets)
         self.markets_loaded_at = other.markets_loaded_at
+        self._market_buy_price_of = None
         market_book(self.client)
 
     def start_maintenance(self) -> None:
@@ -224,21 +226,41 @@ class ClientLifecycle(Executor):
                 with contextlib.suppress(Exception):
                     await self.client.close()
 
-    @contextlib.asynccontextmanager
-    async def _use(self) -> AsyncIterator[None]:
-        if self._retired:
-            async with self._lifecycle:
-                if self._closed:  # used after retirement (a late reconciliation): reopen lazily
-                    # ccxt internal: Exchange.closed_by_user, set by close(); while it is set every
-                    # request raises ExchangeClosedByUser instead of opening a new session.
-                    self.client.closed_by_user = False
-                    self._closed = False
-                self._in_flight += 1
-        else:
+    def _use(self) -> _InUse:
+        """``async with self._use():`` around every operation on the client: counts it in
+        flight, so a retired client is closed only once the last one ended."""
+        return _InUse(self)
+
+    async def _enter_retired(self) -> None:
+        async with self._lifecycle:
+            if self._closed:  # used after retirement (a late reconciliation): reopen lazily
+                # ccxt internal: Exchange.closed_by_user, set by close(); while it is set every
+                # request raises ExchangeClosedByUser instead of opening a new session.
+                self.client.closed_by_user = False
+                self._closed = False
             self._in_flight += 1
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            if self._retired and self._in_flight == 0:
-                asyncio.get_running_loop().create_task(self._close_if_idle())
+
+    def _exit_use(self) -> None:
+        self._in_flight -= 1
+        if self._retired and self._in_flight == 0:
+            asyncio.get_running_loop().create_task(self._close_if_idle())
+
+
+class _InUse:
+    """``ClientLifecycle._use``: a plain async context manager (one per order and read; an
+    ``asynccontextmanager`` would build an async generator the loop tracks for each)."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, owner: ClientLifecycle):
+        self.owner = owner
+
+    async def __aenter__(self) -> None:
+        owner = self.owner
+        if owner._retired:
+            await owner._enter_retired()
+        else:
+            owner._in_flight += 1
+
+    async def __aexit__(self, *_: object) -> None:
+        self.owner._exit_use()

@@ -90,9 +90,7 @@ class SendOrders(ClientLifecycle):
             and order.side == "buy"
             and order.reference_price
             and order.cost is None
-            # ccxt internal: options["createOrder"]["createMarketBuyOrderRequiresPrice"] (bitget) or
-            # options["createMarketBuyOrderRequiresPrice"] (gate, htx, ...), as ccxt's handle_option reads it.
-            and self.client.handle_option("createOrder", "createMarketBuyOrderRequiresPrice", False) is True
+            and self._market_buy_requires_price()
         ):
             price = float(order.reference_price)  # the exchange sizes market buys by cost
         if order.stop_price is not None:
@@ -115,6 +113,18 @@ class SendOrders(ClientLifecycle):
             return order.symbol, float(Decimal(order.cost)), params
         assert order.amount is not None
         return order.symbol, kind, order.side, float(Decimal(order.amount)), price, params
+
+    def _market_buy_requires_price(self) -> bool:
+        """Whether the client sizes market buys by cost (asked once per client: an option
+        of its exchange class or of the account, fixed when the client is built)."""
+        client = self.client
+        known = self._market_buy_price_of
+        if known is None or known[0] is not client:
+            # ccxt internal: options["createOrder"]["createMarketBuyOrderRequiresPrice"] (bitget) or
+            # options["createMarketBuyOrderRequiresPrice"] (gate, htx, ...), as ccxt's handle_option reads it.
+            needed = client.handle_option("createOrder", "createMarketBuyOrderRequiresPrice", False) is True
+            known = self._market_buy_price_of = (client, needed)
+        return known[1]
 
     async def _configure(self, order: OrderRequest) -> None:
         """Margin mode, then leverage, on the order's symbol; "already set" is fine. Nothing

@@ -53,6 +53,8 @@ async def test_same_alert_five_times_concurrently_is_one_order_with_consistent_a
         await scripted.call_started.wait()
         release.set()
         answers = await asyncio.gather(*sends)
+        # Every answer waited on the alert's own task, which woke them as it ended: none is left behind.
+        assert app.extensions["router"].engine._answer_waiters == {}
     assert len(scripted.calls) == 1
     assert all(status == 200 for status, _ in answers), answers
     order_ids = {a["order"]["order_id"] for _, a in answers}
@@ -128,6 +130,7 @@ async def test_answer_is_202_past_the_budget_and_execution_goes_on(app_client, s
         finally:
             release.set()  # a failed request must not leave the order hanging at shutdown
         assert status == 202 and answer["alert_id"] == "slow-1" and answer["phase"] in ("executing", "submitting")
+        assert "slow-1" not in app.extensions["router"].engine._answer_waiters  # the 202 stopped waiting
         task = app.extensions["router"].engine.inflight.get("slow-1")
         if task is not None:
             await task

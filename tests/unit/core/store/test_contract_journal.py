@@ -229,6 +229,20 @@ async def test_record_appends_attempts_and_ends_the_alert_in_one_step(journal):
     assert await journal.earlier_unfinished(LANE, row["seq"] + 1) is False  # final: the lane moves on
 
 
+async def test_record_stores_the_result_that_is_also_the_last_response_twice_without_secrets(journal):
+    await admit(journal, "rec-same")
+    answer = {"order_id": "7", "info": {"apiKey": "never-stored", "fills": [{"price": "1"}]}}
+    written = journal.record(
+        "rec-same", [attempt("filled", response=answer)], state=AlertState.FILLED, result=answer, http_status=200
+    )
+    journal.expedite()
+    await asyncio.wait_for(written, 5)
+    row = await journal.get("rec-same")
+    stored = {"order_id": "7", "info": {"fills": [{"price": "1"}]}}
+    assert row["result"] == stored and row["orders"][-1]["response"] == stored
+    assert "never-stored" not in json.dumps(row, default=str)
+
+
 async def test_record_without_a_state_keeps_the_alert_unfinished(journal):
     admitted = await admit(journal, "rec-2")
     await journal.record("rec-2", [attempt("unknown", error="timed out")])

@@ -183,6 +183,20 @@ async def test_a_later_write_shares_the_commit_of_the_next_write_waited_for(tmp_
         db.close()
 
 
+async def test_a_fresh_read_waits_behind_a_later_write(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    try:
+        await db.run(lambda conn: None)
+        later = db.later(insert("later"))
+        # Not run inline (it would miss the deferred write): it joins the next batch, after it.
+        assert await db.run(rows, read_only=True) == {"later": 1}
+        assert later.done()
+        # Nothing deferred any more: a fresh read runs inline again, and sees the write too.
+        assert await db.run(rows, read_only=True) == {"later": 1}
+    finally:
+        db.close()
+
+
 async def test_a_later_write_commits_alone_once_due_or_expedited(tmp_path):
     db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.01)
     try:
@@ -195,6 +209,22 @@ async def test_a_later_write_commits_alone_once_due_or_expedited(tmp_path):
         finally:
             slow.close()
         assert await db.run(rows) == {"due": 1, "expedited": 1}
+    finally:
+        db.close()
+
+
+async def test_a_later_write_queued_after_a_batch_took_the_earlier_ones_still_commits_once_due(tmp_path):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.05)
+    try:
+        await db.run(lambda conn: None)
+        first = db.later(insert("first"))  # arms the one timer
+        assert await db.run(insert("now")) == "now"  # the batch takes the first along
+        assert first.done()
+        second = db.later(insert("second"))  # the timer is still armed: it waits for this one
+        assert await asyncio.wait_for(second, 5) == "second"
+        third = db.later(insert("third"))  # nothing armed any more: it arms a new timer
+        assert await asyncio.wait_for(third, 5) == "third"
+        assert await db.run(rows) == {"first": 1, "now": 1, "second": 1, "third": 1}
     finally:
         db.close()
 
