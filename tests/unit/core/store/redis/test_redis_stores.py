@@ -1,6 +1,8 @@
 """What only the Redis stores promise beyond the contract suite: hashes written by earlier
 versions keep working, a lost connection is ``StoreUnavailable`` (503), never redis-py's
-own error, and grouped pipelines answer in order, even from a Redis that lost its scripts."""
+own error, and grouped pipelines answer in order, even from a Redis that lost its scripts,
+share a read only among the calls queued for one round trip, and wait for replicas only
+for journal writes."""
 
 from __future__ import annotations
 
@@ -66,3 +68,56 @@ async def test_pipelined_calls_to_an_unreachable_redis_are_store_unavailable(sta
             await journal.record("x", state="filled")
     finally:
         await dead.aclose()
+
+
+async def test_identical_shared_reads_queued_for_one_round_trip_run_once(backend):
+    client = backend.client
+    pipelines = Pipelines(client)
+    key = f"{backend.prefix}:shared-count"
+    # A "read" that counts its runs: the calls queued before the pipeline is sent share one run.
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    first = [pipelines.call(script, [], [key], share=("count", key)) for _ in range(5)]
+    unshared = pipelines.call(script, [], [key])
+    assert await asyncio.gather(*first, unshared) == [1, 1, 1, 1, 1, 2]
+    # Asked once that pipeline is gone: a run of its own, which sees every write before it.
+    assert await pipelines.call(script, [], [key], share=("count", key)) == 3
+    assert await pipelines.command("GET", key, share=("GET", key)) == "3"
+
+
+async def test_a_caller_cancelled_while_sharing_a_read_leaves_the_others_their_answer(backend):
+    pipelines = Pipelines(backend.client)
+    key = f"{backend.prefix}:shared-cancel"
+    await pipelines.command("SET", key, "v")
+    gone = pipelines.command("GET", key, share=("GET", key))
+    kept = pipelines.command("GET", key, share=("GET", key))
+    gone.cancel()
+    assert await kept == "v"
+
+
+async def test_replicas_are_waited_for_only_in_a_round_trip_carrying_a_journal_write(backend, monkeypatch):
+    client = backend.client
+    sent: list[list[str]] = []
+    pipeline = client.pipeline
+
+    def recording(*args, **kwargs):
+        pipe = pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        async def execute_recorded(*a, **k):
+            names = [str(command[0]).upper() for command, _ in pipe.command_stack]
+            sent.append(names)
+            if names[-1] != "WAIT":
+                return await execute(*a, **k)
+            pipe.command_stack.pop()  # this Redis has no replica: WAIT answered 0, as it would
+            return [*(await execute(*a, **k)), 0]
+
+        pipe.execute = execute_recorded
+        return pipe
+
+    monkeypatch.setattr(client, "pipeline", recording)
+    pipelines = Pipelines(client, wait_replicas=1)
+    key = f"{backend.prefix}:waited"
+    assert await pipelines.command("GET", key) is None
+    assert await pipelines.command("SET", key, "1", durable=True)
+    assert await asyncio.gather(pipelines.command("GET", key), pipelines.command("INCR", key, durable=True)) == ["1", 2]
+    assert sent == [["GET"], ["SET", "WAIT"], ["GET", "INCR", "WAIT"]]
