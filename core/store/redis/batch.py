@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from core.store.redis.client import guarded
 
@@ -117,15 +117,10 @@ class Pipelines:
             if script.sha not in self._loaded:
                 await guarded(self.client.script_load(script.script))
                 self._loaded.add(script.sha)
-        pipe = self.client.pipeline(transaction=False)
-        for call in batch:
-            if call.script is None:
-                pipe.execute_command(*call.args)
-            else:
-                pipe.execute_command("EVALSHA", call.script.sha, *call.args)
+        commands = [call.args if call.script is None else ("EVALSHA", call.script.sha, *call.args) for call in batch]
         if self.wait_replicas and any(call.durable for call in batch):
-            pipe.wait(self.wait_replicas, 2000)
-        replies = await guarded(pipe.execute(raise_on_error=False))
+            commands.append(("WAIT", self.wait_replicas, 2000))
+        replies = await guarded(self._execute(commands))
         again = [call for call, reply in zip(batch, replies, strict=False) if isinstance(reply, NoScriptError)]
         if again:
             self._loaded.clear()  # Redis forgot its scripts: load them, then send those calls again
@@ -140,3 +135,46 @@ class Pipelines:
                     future.set_exception(reply)
                 else:
                     future.set_result(reply)
+
+    async def _execute(self, commands: list[Sequence[Any]]) -> list[Any]:
+        """Send ``commands`` in one write on a connection of the pool, and read their replies
+        (an error reply as its ``ResponseError``). redis-py's ``Pipeline`` does the same with
+        more machinery per command (callbacks, options); the replies here are as the
+        connection's parser decodes them (strings; a hash as a dict with RESP3, else a list)."""
+        pool: Any = self.client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(b"".join(map(pack_command, commands)))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await connection.disconnect(nowait=True)  # replies may be left unread on it
+            raise
+        finally:
+            await pool.release(connection)
+
+
+def pack_python(args: Sequence[Any]) -> bytes:
+    """A command in the Redis protocol: an array of bulk strings (numbers as ``repr`` writes them)."""
+    out = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else (arg if isinstance(arg, str) else repr(arg)).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _pack_hiredis(args: Sequence[Any]) -> bytes:
+    return cast(bytes, hiredis.pack_command(tuple(args)))
+
+
+try:  # hiredis (the redis extra installs it) packs in C; the same bytes as pack_python
+    import hiredis
+
+    pack_command = _pack_hiredis
+except ImportError:  # pragma: no cover - without the extra's hiredis
+    pack_command = pack_python

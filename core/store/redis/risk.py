@@ -62,7 +62,9 @@ class RedisRiskStore:
     async def halts(self) -> dict[str, HaltRecord]:
         # read before every order: one read shared by the orders queued for the same round trip
         key = f"{self.prefix}:risk:halts"
-        raw = cast("dict[str, str]", await self.pipelines.command("HGETALL", key, share=("HGETALL", key)))
+        raw = await self.pipelines.command("HGETALL", key, share=("HGETALL", key))
+        if isinstance(raw, list):  # RESP2: field, value, field, value, ...
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         return {k: json.loads(v) for k, v in raw.items()}
 
     async def set_halt(self, account: str, record: HaltRecord) -> None:

@@ -10,10 +10,11 @@ import asyncio
 import uuid
 
 import pytest
+from redis.exceptions import ResponseError
 
 from core.errors import StoreUnavailable
 from core.store.redis.backend import RedisBackend
-from core.store.redis.batch import Pipelines
+from core.store.redis.batch import Pipelines, pack_command, pack_python
 from tests.conftest import REDIS_TEST_URL
 
 pytestmark = pytest.mark.parametrize("state_url", [REDIS_TEST_URL], indirect=True)
@@ -95,29 +96,42 @@ async def test_a_caller_cancelled_while_sharing_a_read_leaves_the_others_their_a
 
 
 async def test_replicas_are_waited_for_only_in_a_round_trip_carrying_a_journal_write(backend, monkeypatch):
-    client = backend.client
+    pipelines = Pipelines(backend.client, wait_replicas=1)
     sent: list[list[str]] = []
-    pipeline = client.pipeline
+    execute = pipelines._execute
 
-    def recording(*args, **kwargs):
-        pipe = pipeline(*args, **kwargs)
-        execute = pipe.execute
+    async def recording(commands):
+        sent.append([str(command[0]) for command in commands])
+        if sent[-1][-1] != "WAIT":
+            return await execute(commands)
+        return [*(await execute(commands[:-1])), 0]  # this Redis has no replica: WAIT answers 0, as it would
 
-        async def execute_recorded(*a, **k):
-            names = [str(command[0]).upper() for command, _ in pipe.command_stack]
-            sent.append(names)
-            if names[-1] != "WAIT":
-                return await execute(*a, **k)
-            pipe.command_stack.pop()  # this Redis has no replica: WAIT answered 0, as it would
-            return [*(await execute(*a, **k)), 0]
-
-        pipe.execute = execute_recorded
-        return pipe
-
-    monkeypatch.setattr(client, "pipeline", recording)
-    pipelines = Pipelines(client, wait_replicas=1)
+    monkeypatch.setattr(pipelines, "_execute", recording)
     key = f"{backend.prefix}:waited"
     assert await pipelines.command("GET", key) is None
-    assert await pipelines.command("SET", key, "1", durable=True)
+    assert await pipelines.command("SET", key, "1", durable=True) == "OK"
     assert await asyncio.gather(pipelines.command("GET", key), pipelines.command("INCR", key, durable=True)) == ["1", 2]
     assert sent == [["GET"], ["SET", "WAIT"], ["GET", "INCR", "WAIT"]]
+
+
+@pytest.mark.parametrize("args", [("SET", "k", "ünï", 12, 1796613214.0436718, b"\x00\r\n"), ("PING",)])
+def test_commands_are_packed_as_the_redis_protocol_says(args, state_url):
+    packed = pack_python(args)
+    assert packed.startswith(b"*%d\r\n" % len(args))
+    assert pack_command(args) == packed  # hiredis's packing (the redis extra) is the same
+    if args[0] == "SET":
+        assert b"$5\r\n\xc3\xbcn\xc3\xaf\r\n$2\r\n12\r\n$18\r\n1796613214.0436718\r\n$3\r\n\x00\r\n\r\n" in packed
+
+
+async def test_every_kind_of_reply_reaches_its_caller(backend):
+    pipelines = Pipelines(backend.client)
+    key = f"{backend.prefix}:kinds"
+    replies = await asyncio.gather(
+        pipelines.command("HSET", key, "a", "ü", "b", "2"),
+        pipelines.command("HGETALL", key),
+        pipelines.command("INCR", key),  # a hash: an error reply, for this call only
+        pipelines.command("HLEN", key),
+        return_exceptions=True,
+    )
+    assert replies[0] == 2 and dict(replies[1]) == {"a": "ü", "b": "2"} and replies[3] == 2
+    assert isinstance(replies[2], ResponseError) and "WRONGTYPE" in str(replies[2])
