@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError, ResponseError
@@ -159,22 +159,10 @@ class Pipelines:
             await pool.release(connection)
 
 
-def pack_python(args: Sequence[Any]) -> bytes:
+def pack_command(args: Sequence[Any]) -> bytes:
     """A command in the Redis protocol: an array of bulk strings (numbers as ``repr`` writes them)."""
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
         data = arg if isinstance(arg, bytes) else (arg if isinstance(arg, str) else repr(arg)).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(out)
-
-
-def _pack_hiredis(args: Sequence[Any]) -> bytes:
-    return cast(bytes, hiredis.pack_command(tuple(args)))
-
-
-try:  # hiredis (the redis extra installs it) packs in C; the same bytes as pack_python
-    import hiredis
-
-    pack_command = _pack_hiredis
-except ImportError:  # pragma: no cover - without the extra's hiredis
-    pack_command = pack_python
