@@ -1,7 +1,9 @@
 """One Redis shared by every worker and machine: the backend for scaling out.
 
 All stores share one connection pool (``client``), opened on first use and closed by
-``aclose``; their keys start with the deployment's prefix.
+``aclose``, and one ``Pipelines`` (``core.store.redis.batch``): the hot path's calls of the
+journal, the rate limits and the risk store travel grouped, in one round trip per batch.
+Their keys start with the deployment's prefix.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 
 from core.store.protocols import RateStore
+from core.store.redis.batch import Pipelines
 from core.store.redis.client import redis_client
 from core.store.redis.journal import RedisJournal
 from core.store.redis.risk import RedisRiskStore
@@ -37,6 +40,7 @@ class RedisBackend:
         self.worker_stale_after = worker_stale_after
         self.client_options = client_options or {}
         self._client: aioredis.Redis | None = None
+        self._pipelines: Pipelines | None = None
 
     @property
     def client(self) -> aioredis.Redis:
@@ -45,9 +49,17 @@ class RedisBackend:
             self._client = redis_client(self.url, **self.client_options)
         return self._client
 
+    @property
+    def pipelines(self) -> Pipelines:
+        """The grouped pipelines every store of this backend sends its hot-path calls through."""
+        if self._pipelines is None:
+            self._pipelines = Pipelines(self.client, wait_replicas=self.wait_replicas)
+        return self._pipelines
+
     def journal(self) -> RedisJournal:
         return RedisJournal(
             self.client,
+            pipelines=self.pipelines,
             prefix=self.prefix,
             retention_days=self.retention_days,
             wait_replicas=self.wait_replicas,
@@ -60,12 +72,13 @@ class RedisBackend:
     def rate_store(self) -> RateStore:
         from core.store.redis.rate import RedisRateStorage
 
-        return RedisRateStorage(self.client, self.prefix)
+        return RedisRateStorage(self.client, self.prefix, self.pipelines)
 
     def risk_store(self) -> RedisRiskStore:
-        return RedisRiskStore(self.client, self.prefix)
+        return RedisRiskStore(self.client, self.prefix, self.pipelines)
 
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+            self._pipelines = None

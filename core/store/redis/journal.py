@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import dataclasses
 import json
 import time
 from collections.abc import Awaitable, Sequence
@@ -61,6 +62,7 @@ from core.store.states import SUCCESS_STATES, AlertState, alert_state, holds_lan
 
 T = TypeVar("T")
 _QUARANTINED = AlertState.QUARANTINED.value
+_ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptRecord))
 
 
 class RedisJournal:
@@ -74,6 +76,7 @@ class RedisJournal:
         retention_days: float = 7.0,
         wait_replicas: int = 0,
         worker_stale_after: float = 6.0,
+        pipelines: Pipelines | None = None,
     ):
         self.client = client  # owned by the backend (core.store.redis.backend)
         self.prefix = prefix
@@ -87,7 +90,8 @@ class RedisJournal:
         self._record = self.client.register_script(scripts.RECORD)
         self._remember = self.client.register_script(scripts.REMEMBER)
         self._earlier = self.client.register_script(scripts.EARLIER)
-        self._pipelines = Pipelines(client, wait_replicas=wait_replicas)
+        # the backend's, shared with its other stores (one round trip carries all their calls)
+        self._pipelines = pipelines or Pipelines(client, wait_replicas=wait_replicas)
         self._recording: dict[str, asyncio.Future[None]] = {}  # the last record() write queued, per alert
 
     async def _recorded(self, alert_id: str | None = None) -> None:
@@ -223,7 +227,8 @@ class RedisJournal:
     ) -> asyncio.Future[None]:
         args = [self.prefix, alert_id, str(self.retention), state or "", "0", str(len(attempts))]
         for attempt in attempts:
-            stored = {"alert_id": alert_id, **asdict(attempt)}  # the script puts its number first
+            # the script puts its number first; the fields as they are (dumps copies what it keeps)
+            stored = {"alert_id": alert_id, **{name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}}
             args.append(dumps(stored))  # secret-named fields dropped (request, response)
         if state is not None:
             alert_state(state)

@@ -55,8 +55,7 @@ end
 local seq = redis.call('INCR', p..':seq')
 local key = p..':a:'..id
 redis.call('HSET', key, 'alert_id', id, 'seq', seq, 'state', '$received', 'lane', lane, 'duplicates', 0,
-           'explicit_id', explicit ~= '' and 1 or 0)
-for i = 11, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
+           'explicit_id', explicit ~= '' and 1 or 0, unpack(ARGV, 11))
 redis.call('EXPIRE', key, retention)
 if explicit == '' and window > 0 then redis.call('SET', p..':b:'..bh, id..' '..ms, 'PX', window + 60000) end
 local behind = 0
@@ -94,17 +93,17 @@ return 0
 _SET_STATE_FUNCTION = """
 local function set_state(p, id, state, finished, from)
   local key = p..':a:'..id
-  if redis.call('EXISTS', key) == 0 then return 0 end
-  local old = redis.call('HGET', key, 'state')
-  for i = from, #ARGV, 2 do redis.call('HSET', key, ARGV[i], ARGV[i + 1]) end
-  redis.call('HSET', key, 'state', state)
+  local seen = redis.call('HMGET', key, 'state', 'lane')
+  if not seen[1] and redis.call('EXISTS', key) == 0 then return 0 end
+  local old = seen[1] or ''
+  redis.call('HSET', key, 'state', state, unpack(ARGV, from))  -- the pairs never name 'state'
   if old ~= state then
-    redis.call('HINCRBY', p..':stats', old, -1)
+    if old ~= '' then redis.call('HINCRBY', p..':stats', old, -1) end
     redis.call('HINCRBY', p..':stats', state, 1)
   end
   if finished == '1' then
     redis.call('ZREM', p..':u', id)
-    redis.call('ZREM', p..':l:'..redis.call('HGET', key, 'lane'), id)
+    redis.call('ZREM', p..':l:'..(seen[2] or ''), id)
   end
   return 1
 end

@@ -12,6 +12,7 @@ from typing import cast
 
 import redis.asyncio as aioredis
 
+from core.store.redis.batch import Pipelines
 from core.store.redis.client import guarded
 from core.store.risk import FlattenRecord, HaltRecord
 from core.store.states import OPEN_FLATTEN_STATES, FlattenState
@@ -48,9 +49,10 @@ class RedisRiskStore:
     """Keys: ``{p}:risk:halts`` (hash account → JSON), ``{p}:risk:flattens`` (hash id →
     JSON), ``{p}:risk:n:{key}`` (sorted set of order times), ``{p}:risk:b:{account}:{day}``."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str):
+    def __init__(self, client: aioredis.Redis, prefix: str, pipelines: Pipelines | None = None):
         self.client = client
         self.prefix = prefix
+        self.pipelines = pipelines or Pipelines(client)
         self._claim = client.register_script(_CLAIM)
         self._count = client.register_script(_COUNT)
 
@@ -58,7 +60,11 @@ class RedisRiskStore:
         pass  # the backend owns the client
 
     async def halts(self) -> dict[str, HaltRecord]:
-        raw = cast("dict[str, str]", await guarded(self.client.hgetall(f"{self.prefix}:risk:halts")))
+        # read before every order: one read shared by the orders queued for the same round trip
+        key = f"{self.prefix}:risk:halts"
+        raw = await self.pipelines.command("HGETALL", key, share=("HGETALL", key))
+        if isinstance(raw, list):  # RESP2: field, value, field, value, ...
+            raw = dict(zip(raw[::2], raw[1::2], strict=True))
         return {k: json.loads(v) for k, v in raw.items()}
 
     async def set_halt(self, account: str, record: HaltRecord) -> None:
@@ -90,9 +96,8 @@ class RedisRiskStore:
         return json.loads(raw) if raw else None
 
     async def count_order(self, key: str, limit: int, window: float) -> tuple[bool, int]:
-        counted, seen = await guarded(
-            self._count(keys=[f"{self.prefix}:risk:n:{key}"], args=[time.time(), window, limit, uuid.uuid4().hex])
-        )
+        args = [time.time(), window, limit, uuid.uuid4().hex]
+        counted, seen = await self.pipelines.call(self._count, args, [f"{self.prefix}:risk:n:{key}"], durable=False)
         return bool(counted), int(seen)
 
     async def recent_orders(self, key: str, window: float) -> int:

@@ -1,6 +1,8 @@
 """What only the Redis stores promise beyond the contract suite: hashes written by earlier
 versions keep working, a lost connection is ``StoreUnavailable`` (503), never redis-py's
-own error, and grouped pipelines answer in order, even from a Redis that lost its scripts."""
+own error, and grouped pipelines answer in order, even from a Redis that lost its scripts,
+share a read only among the calls queued for one round trip, and wait for replicas only
+for journal writes."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import asyncio
 import uuid
 
 import pytest
+from redis.exceptions import ResponseError
 
 from core.errors import StoreUnavailable
 from core.store.redis.backend import RedisBackend
-from core.store.redis.batch import Pipelines
+from core.store.redis.batch import Pipelines, pack_command
 from tests.conftest import REDIS_TEST_URL
 
 pytestmark = pytest.mark.parametrize("state_url", [REDIS_TEST_URL], indirect=True)
@@ -66,3 +69,73 @@ async def test_pipelined_calls_to_an_unreachable_redis_are_store_unavailable(sta
             await journal.record("x", state="filled")
     finally:
         await dead.aclose()
+
+
+async def test_identical_shared_reads_queued_for_one_round_trip_run_once(backend):
+    client = backend.client
+    pipelines = Pipelines(client)
+    key = f"{backend.prefix}:shared-count"
+    # A "read" that counts its runs: the calls queued before the pipeline is sent share one run.
+    script = client.register_script("return redis.call('INCR', KEYS[1])")
+    first = [pipelines.call(script, [], [key], share=("count", key)) for _ in range(5)]
+    unshared = pipelines.call(script, [], [key])
+    assert await asyncio.gather(*first, unshared) == [1, 1, 1, 1, 1, 2]
+    # Asked once that pipeline is gone: a run of its own, which sees every write before it.
+    assert await pipelines.call(script, [], [key], share=("count", key)) == 3
+    assert await pipelines.command("GET", key, share=("GET", key)) == "3"
+
+
+async def test_a_caller_cancelled_while_sharing_a_read_leaves_the_others_their_answer(backend):
+    pipelines = Pipelines(backend.client)
+    key = f"{backend.prefix}:shared-cancel"
+    await pipelines.command("SET", key, "v")
+    gone = pipelines.command("GET", key, share=("GET", key))
+    kept = pipelines.command("GET", key, share=("GET", key))
+    gone.cancel()
+    assert await kept == "v"
+
+
+async def test_replicas_are_waited_for_only_in_a_round_trip_carrying_a_journal_write(backend, monkeypatch):
+    pipelines = Pipelines(backend.client, wait_replicas=1)
+    sent: list[list[str]] = []
+    execute = pipelines._execute
+
+    async def recording(commands):
+        sent.append([str(command[0]) for command in commands])
+        if sent[-1][-1] != "WAIT":
+            return await execute(commands)
+        return [*(await execute(commands[:-1])), 0]  # this Redis has no replica: WAIT answers 0, as it would
+
+    monkeypatch.setattr(pipelines, "_execute", recording)
+    key = f"{backend.prefix}:waited"
+    assert await pipelines.command("GET", key) is None
+    assert await pipelines.command("SET", key, "1", durable=True) == "OK"
+    assert await asyncio.gather(pipelines.command("GET", key), pipelines.command("INCR", key, durable=True)) == ["1", 2]
+    assert sent == [["GET"], ["SET", "WAIT"], ["GET", "INCR", "WAIT"]]
+
+
+@pytest.mark.parametrize("args", [("SET", "k", "ünï", 12, 1796613214.0436718, b"\x00\r\n"), ("PING",)])
+def test_commands_are_packed_as_the_redis_protocol_says(args, state_url):
+    packed = pack_command(args)
+    assert packed.startswith(b"*%d\r\n$%d\r\n%s\r\n" % (len(args), len(args[0]), args[0].encode()))
+    if args[0] == "SET":
+        assert b"$5\r\n\xc3\xbcn\xc3\xaf\r\n$2\r\n12\r\n$18\r\n1796613214.0436718\r\n$3\r\n\x00\r\n\r\n" in packed
+
+
+async def test_every_kind_of_reply_reaches_its_caller(backend):
+    pipelines = Pipelines(backend.client)
+    key = f"{backend.prefix}:kinds"
+    replies = await asyncio.gather(
+        pipelines.command("HSET", key, "a", "ü", "b", "2"),
+        pipelines.command("HGETALL", key),
+        pipelines.command("INCR", key),  # a hash: an error reply, for this call only
+        pipelines.command("HLEN", key),
+        return_exceptions=True,
+    )
+    assert replies[0] == 2 and dict(replies[1]) == {"a": "ü", "b": "2"} and replies[3] == 2
+    assert isinstance(replies[2], ResponseError) and "WRONGTYPE" in str(replies[2])
+    text = f"{backend.prefix}:text"
+    assert await pipelines.command("SET", text, "line\r\n$3\r\n*1 ü", durable=True) == "OK"
+    assert await pipelines.command("GET", text) == "line\r\n$3\r\n*1 ü"
+    assert await pipelines.command("SET", text, 1796613214.0436718) == "OK"
+    assert float(await pipelines.command("GET", text)) == 1796613214.0436718
