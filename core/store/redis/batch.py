@@ -137,14 +137,15 @@ class Pipelines:
                     future.set_result(reply)
 
     async def _execute(self, commands: list[Sequence[Any]]) -> list[Any]:
-        """Send ``commands`` in one write on a connection of the pool, and read their replies
-        (an error reply as its ``ResponseError``). redis-py's ``Pipeline`` does the same with
-        more machinery per command (callbacks, options); the replies here are as the
-        connection's parser decodes them (strings; a hash as a dict with RESP3, else a list)."""
+        """Send ``commands`` in one write on a connection of the pool (packed by redis-py's
+        ``Connection.pack_commands``), and read their replies (an error reply as its
+        ``ResponseError``). redis-py's ``Pipeline`` does the same with more machinery per
+        command (callbacks, options); the replies here are as the connection's parser
+        decodes them (strings; a hash as a dict with RESP3, else a list)."""
         pool: Any = self.client.connection_pool
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command(b"".join(map(pack_command, commands)))
+            await connection.send_packed_command(connection.pack_commands(commands))
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -157,12 +158,3 @@ class Pipelines:
             raise
         finally:
             await pool.release(connection)
-
-
-def pack_command(args: Sequence[Any]) -> bytes:
-    """A command in the Redis protocol: an array of bulk strings (numbers as ``repr`` writes them)."""
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else (arg if isinstance(arg, str) else repr(arg)).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)

@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from core.errors import StoreUnavailable
 from core.store.redis.backend import RedisBackend
-from core.store.redis.batch import Pipelines, pack_command
+from core.store.redis.batch import Pipelines
 from tests.conftest import REDIS_TEST_URL
 
 pytestmark = pytest.mark.parametrize("state_url", [REDIS_TEST_URL], indirect=True)
@@ -112,14 +112,6 @@ async def test_replicas_are_waited_for_only_in_a_round_trip_carrying_a_journal_w
     assert await pipelines.command("SET", key, "1", durable=True) == "OK"
     assert await asyncio.gather(pipelines.command("GET", key), pipelines.command("INCR", key, durable=True)) == ["1", 2]
     assert sent == [["GET"], ["SET", "WAIT"], ["GET", "INCR", "WAIT"]]
-
-
-@pytest.mark.parametrize("args", [("SET", "k", "ünï", 12, 1796613214.0436718, b"\x00\r\n"), ("PING",)])
-def test_commands_are_packed_as_the_redis_protocol_says(args, state_url):
-    packed = pack_command(args)
-    assert packed.startswith(b"*%d\r\n$%d\r\n%s\r\n" % (len(args), len(args[0]), args[0].encode()))
-    if args[0] == "SET":
-        assert b"$5\r\n\xc3\xbcn\xc3\xaf\r\n$2\r\n12\r\n$18\r\n1796613214.0436718\r\n$3\r\n\x00\r\n\r\n" in packed
 
 
 async def test_every_kind_of_reply_reaches_its_caller(backend):
