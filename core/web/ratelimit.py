@@ -256,8 +256,7 @@ class WebhookLimits:
                 self._memory.give_back(counter.key)
             return
         with self._store_errors():
-            for counter in failures:
-                await self.store.refund(counter.key)
+            await asyncio.gather(*(self.store.refund(counter.key) for counter in failures))
 
     async def authenticated(self, principal: str) -> None:
         """After a successful authentication: RATE_LIMIT keyed by principal, if so configured."""
@@ -271,30 +270,35 @@ class WebhookLimits:
     async def failed(self, address: str) -> None:
         """A request from ``address`` was refused before authentication (not reserved)."""
         with self._store_errors():
-            for counter in self._counters(address)[0]:
-                await self.store.acquire_entry(counter.key, counter.amount, counter.expiry)
+            await asyncio.gather(
+                *(self.store.acquire_entry(c.key, c.amount, c.expiry) for c in self._counters(address)[0])
+            )
 
     async def _check(self, counters: tuple[Counter, ...]) -> None:
         """429 when one of ``counters`` is spent (nothing is charged)."""
         spent, wait = False, 0.0
         with self._store_errors():
-            for counter in counters:
-                start, count = await self.store.get_moving_window(counter.key, counter.amount, counter.expiry)
-                if count >= counter.amount:
-                    spent, wait = True, max(wait, start + counter.expiry - time.time())
+            # Together: a shared store answers them in one round trip (core.store.redis.batch).
+            windows = await asyncio.gather(*(self.store.get_moving_window(c.key, c.amount, c.expiry) for c in counters))
+        for counter, (start, count) in zip(counters, windows, strict=True):
+            if count >= counter.amount:
+                spent, wait = True, max(wait, start + counter.expiry - time.time())
         if spent:
             raise _refusal(wait)
 
     async def _take(self, counters: tuple[Counter, ...]) -> None:
-        """Hit every counter, or none: a refusal refunds the hits made before it."""
+        """Hit every counter, or none: a refusal refunds the hits the others made.
+
+        The hits are sent together (a shared store answers them in one round trip), each
+        still one atomic check-and-charge of its counter."""
         with self._store_errors():
-            for taken, counter in enumerate(counters):
-                if await self.store.acquire_entry(counter.key, counter.amount, counter.expiry):
-                    continue
-                for done in reversed(counters[:taken]):
-                    await self.store.refund(done.key)
-                start, _ = await self.store.get_moving_window(counter.key, counter.amount, counter.expiry)
-                raise _refusal(start + counter.expiry - time.time())
+            hits = await asyncio.gather(*(self.store.acquire_entry(c.key, c.amount, c.expiry) for c in counters))
+            if all(hits):
+                return
+            await asyncio.gather(*(self.store.refund(c.key) for c, hit in zip(counters, hits, strict=True) if hit))
+            refused = [c for c, hit in zip(counters, hits, strict=True) if not hit]
+            windows = await asyncio.gather(*(self.store.get_moving_window(c.key, c.amount, c.expiry) for c in refused))
+        raise _refusal(max(start + c.expiry for c, (start, _) in zip(refused, windows, strict=True)) - time.time())
 
     @staticmethod
     @contextlib.contextmanager
