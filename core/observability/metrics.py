@@ -72,6 +72,23 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SERVICE_NAME = "metrics"
 
 
+# This process's id, for prometheus_client's sample files: read once (and again in a forked
+# child) instead of a getpid() system call on every sample update.
+_pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class MetricsRecorder:
     """One worker's metrics, in prometheus_client's multiprocess mode in ``directory``."""
 
@@ -84,7 +101,7 @@ class MetricsRecorder:
         # router reads its settings at startup, so it is set (and the class made) here.
         self._previous = (os.environ.get(MULTIPROC_ENV), values.ValueClass)
         os.environ[MULTIPROC_ENV] = str(directory)
-        self._value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        self._value_class = values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
         values.ValueClass = self._value_class
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # client order id → (start, route)
         self._failed_once = False

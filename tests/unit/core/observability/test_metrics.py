@@ -325,3 +325,24 @@ def test_a_failing_recording_is_logged_once_and_never_raised(tmp_path, caplog):
         assert value(samples, "alerts_total", outcome="filled") == 1
     finally:
         recorder.close()
+
+
+def test_samples_are_filed_under_this_process_id_also_in_a_forked_child(tmp_path):
+    import multiprocessing
+    import os
+
+    from core.observability import metrics
+
+    assert metrics._process_id() == os.getpid()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child_pid, seen = pool.apply(_pids)
+    assert child_pid != os.getpid() and seen == child_pid
+
+
+def _pids() -> tuple[int, int]:
+    import os
+
+    from core.observability import metrics
+
+    return os.getpid(), metrics._process_id()
