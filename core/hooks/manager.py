@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
+from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -266,21 +267,51 @@ def _instantiate(name: str, obj: Any, plugins_file: PluginsFile) -> object:
 
 # ---------------------------------------------------------------- calling hooks
 
+# A hook's implementations in calling order, with what calling each needs (its function and
+# a getter of its arguments), resolved once per hook and kept while its implementations
+# stay the same: pluggy changes a hook's list only when a plugin registers or unregisters,
+# and a changed list is resolved again (``_resolved`` compares it, item by item, with the
+# one it resolved). Bounded: managers made and dropped (tests) cannot grow it for ever.
+_Resolved = tuple[tuple[pluggy.HookImpl, Callable[..., Any], Callable[[dict[str, Any]], Any] | None, int], ...]
+_RESOLVED: dict[pluggy.HookCaller, tuple[list[pluggy.HookImpl], _Resolved]] = {}
+_MAX_RESOLVED = 512
+
+
+def _resolved(hook: pluggy.HookCaller) -> _Resolved:
+    current = hook._hookimpls  # what get_hookimpls() copies; compared, never changed here
+    cached = _RESOLVED.get(hook)
+    if cached is not None and cached[0] == current:
+        return cached[1]
+    # pluggy keeps trylast first and tryfirst last and calls the list in reverse. Hook
+    # wrappers never get here: registration refuses them (``_register``).
+    resolved = tuple(
+        (impl, impl.function, itemgetter(*impl.argnames) if impl.argnames else None, len(impl.argnames))
+        for impl in reversed(current)
+    )
+    if len(_RESOLVED) >= _MAX_RESOLVED:
+        _RESOLVED.clear()
+    _RESOLVED[hook] = (list(current), resolved)
+    return resolved
+
 
 def hook_implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
     """A hook's implementations in calling order (what ``call_hook`` calls, one by one)."""
-    return _implementations(hook)
-
-
-def _implementations(hook: pluggy.HookCaller) -> Iterator[pluggy.HookImpl]:
-    # pluggy keeps trylast first and tryfirst last and calls the list in reverse. Hook
-    # wrappers never get here: registration refuses them (``_register``).
-    yield from reversed(hook.get_hookimpls())
+    return (impl for impl, _, _, _ in _resolved(hook))
 
 
 # The hooks called while the server starts: an exception from one stops startup with one
 # line naming the plugin and the hook (a ConfigError is a plugin's own one-line message).
 STARTUP_HOOKS = frozenset({"register_routes", "register_executors", "router_startup"})
+
+
+def _startup_failure(impl: pluggy.HookImpl, exc: Exception) -> None:
+    """Raise the one-line ConfigError of a startup hook's failure; return for any other
+    hook, or for a ConfigError (the caller re-raises ``exc`` as it is)."""
+    if isinstance(exc, ConfigError):
+        return
+    hook = impl.opts.get("specname") or impl.function.__name__
+    if hook in STARTUP_HOOKS:
+        raise ConfigError(f"plugin '{impl.plugin_name}': {hook} failed: {type(exc).__name__}: {exc}") from exc
 
 
 async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
@@ -289,25 +320,42 @@ async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> 
         result = impl.function(*[kwargs[arg] for arg in impl.argnames])
         if result is not None and inspect.isawaitable(result):  # most implementations return None at once
             result = await result
-    except ConfigError:
-        raise
     except Exception as exc:
-        hook = impl.opts.get("specname") or impl.function.__name__
-        if hook not in STARTUP_HOOKS:
-            raise
-        raise ConfigError(f"plugin '{impl.plugin_name}': {hook} failed: {type(exc).__name__}: {exc}") from exc
+        _startup_failure(impl, exc)
+        raise
     return result
+
+
+# The three ways of calling a hook below inline what ``call_implementation`` does (one
+# coroutine fewer per implementation): the function with the arguments it names (``args``
+# gets them: one value for one name, a tuple for several), an awaitable result awaited.
 
 
 async def call_hook(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     """Call every implementation in order, awaiting each before the next; all results."""
-    return [await call_implementation(impl, kwargs) for impl in _implementations(hook)]
+    results = []
+    for impl, function, args, arity in _resolved(hook):
+        try:
+            result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
+            if result is not None and inspect.isawaitable(result):  # most implementations return None at once
+                result = await result
+        except Exception as exc:
+            _startup_failure(impl, exc)
+            raise
+        results.append(result)
+    return results
 
 
 async def call_hook_first(hook: pluggy.HookCaller, **kwargs: Any) -> Any:
     """Call implementations in order until one returns non-None; that result."""
-    for impl in _implementations(hook):
-        result = await call_implementation(impl, kwargs)
+    for impl, function, args, arity in _resolved(hook):
+        try:
+            result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
+            if result is not None and inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:
+            _startup_failure(impl, exc)
+            raise
         if result is not None:
             return result
     return None
@@ -315,9 +363,11 @@ async def call_hook_first(hook: pluggy.HookCaller, **kwargs: Any) -> Any:
 
 async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
     """Call every implementation; log and swallow each one's exception."""
-    for impl in _implementations(hook):
+    for impl, function, args, arity in _resolved(hook):
         try:
-            await call_implementation(impl, kwargs)
+            result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
+            if result is not None and inspect.isawaitable(result):
+                await result
         except Exception:
             log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)
 
@@ -331,7 +381,7 @@ async def collect_routes(
     naming the plugin."""
     routes: list[tuple[str, str, Any, tuple[str, ...]]] = []
     owners: dict[str, str] = {}
-    for impl in _implementations(hook):
+    for impl in hook_implementations(hook):
 
         def register(path: str, view: Any, methods: Any = ("GET",), _plugin: str = impl.plugin_name) -> None:
             if not isinstance(path, str) or not path.startswith("/"):

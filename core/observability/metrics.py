@@ -51,7 +51,7 @@ from core.config import PluginOptions
 from core.errors import OrderError
 from core.hooks.manager import hookimpl, observes_only
 from core.observability.redaction import REDACTOR
-from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error, event_from_result
+from core.pipeline.events import EVENT_STATES, AlertEvent, error_type, event_from_error
 from core.pipeline.models import Alert, OrderRequest, OrderResult
 from core.pipeline.outcomes import AlertExpired, OutcomeStillUnknown
 from core.store.sqlite.database import private_dir
@@ -72,6 +72,23 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SERVICE_NAME = "metrics"
 
 
+# This process's id, for prometheus_client's sample files: read once (and again in a forked
+# child) instead of a getpid() system call on every sample update.
+_pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class MetricsRecorder:
     """One worker's metrics, in prometheus_client's multiprocess mode in ``directory``."""
 
@@ -84,7 +101,7 @@ class MetricsRecorder:
         # router reads its settings at startup, so it is set (and the class made) here.
         self._previous = (os.environ.get(MULTIPROC_ENV), values.ValueClass)
         os.environ[MULTIPROC_ENV] = str(directory)
-        self._value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        self._value_class = values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
         values.ValueClass = self._value_class
         self._sent: OrderedDict[str, tuple[float, str]] = OrderedDict()  # client order id → (start, route)
         self._failed_once = False
@@ -126,8 +143,13 @@ class MetricsRecorder:
         )
         # Each label set's child, looked up once: labels() converts, checks and locks on every call.
         self._children: dict[tuple[object, ...], Any] = {}
+        # The counters an alert's answer and ending update, bound once per label value: recording
+        # is a dict lookup and the sample's update (memory-mapped, shared with the other workers).
+        self._answered: dict[int, Callable[[], None]] = {}
+        self._finished: dict[str, Callable[[], None]] = {}
+        self._latency: dict[tuple[str, str], Callable[[float], None]] = {}
         for outcome in EVENT_STATES:
-            self._child(self.alerts, outcome)  # exported as 0 until the first one
+            self._finished[outcome] = self._child(self.alerts, outcome).inc  # exported as 0 until the first one
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -150,45 +172,69 @@ class MetricsRecorder:
 
     # ------------------------------------------------------------ recording
 
-    def _record(self, what: str, record: Callable[[], None]) -> None:
-        try:
-            record()
-        except Exception:
-            if not self._failed_once:  # once: a broken metrics directory must not flood the log
-                self._failed_once = True
-                log.exception("recording metrics failed (%s); the pipeline is not affected", what)
+    def _failed(self, what: str, exc: Exception) -> None:
+        """A recording failed: logged once, never raised."""
+        if not self._failed_once:  # once: a broken metrics directory must not flood the log
+            self._failed_once = True
+            log.error("recording metrics failed (%s); the pipeline is not affected", what, exc_info=exc)
 
     def webhook_answered(self, status: int) -> None:
-        self._record("webhook", lambda: self._child(self.webhook_requests, str(status)).inc())
+        try:
+            inc = self._answered.get(status)
+            if inc is None:
+                inc = self._answered[status] = self._child(self.webhook_requests, str(status)).inc
+            inc()
+        except Exception as exc:
+            self._failed("webhook", exc)
 
     def order_sent(self, order: OrderRequest, executor: Executor) -> None:
-        def record() -> None:
+        try:
             coid = order.client_order_id
-            if coid not in self._sent:
+            sent = self._sent
+            if coid not in sent:
                 self.orders_in_flight.inc()  # a retry of the same order is not another one
-            self._sent[coid] = (time.perf_counter(), executor.route)
-            self._sent.move_to_end(coid)
-            while len(self._sent) > MAX_TRACKED_ORDERS:
-                self._sent.popitem(last=False)
+            sent[coid] = (time.perf_counter(), executor.route)
+            sent.move_to_end(coid)
+            while len(sent) > MAX_TRACKED_ORDERS:
+                sent.popitem(last=False)
                 self.orders_in_flight.dec()
-
-        self._record("order sent", record)
+        except Exception as exc:
+            self._failed("order sent", exc)
 
     def alert_finished(self, event: AlertEvent, error: BaseException | None = None) -> None:
-        def record() -> None:
-            self._child(self.alerts, event.state).inc()
-            exchange = event.exchange or "unknown"
-            sent = self._sent.pop(event.client_order_id, None) if event.client_order_id else None
+        """An alert ended as ``event`` says (``error``: the exception that ended it)."""
+        self.order_finished(event.state, event.exchange, event.client_order_id, event.route, error)
+
+    def order_finished(
+        self,
+        state: str,
+        exchange: str | None,
+        client_order_id: str | None,
+        route: str | None,
+        error: BaseException | None = None,
+    ) -> None:
+        """An alert ended in ``state`` (``alert_finished`` without building the event): its
+        order (``client_order_id``, None without one) on ``exchange`` through ``route``."""
+        try:
+            inc = self._finished.get(state)
+            if inc is None:
+                inc = self._finished[state] = self._child(self.alerts, state).inc
+            inc()
+            exchange = exchange or "unknown"
+            sent = self._sent.pop(client_order_id, None) if client_order_id else None
             if sent is not None:
                 self.orders_in_flight.dec()
-                if _exchange_answered(event, error):
-                    started, route = sent
-                    latency = self._child(self.order_latency, exchange, event.route or route)
-                    latency.observe(time.perf_counter() - started)
+                if _exchange_answered(state, error):
+                    started, sent_route = sent
+                    key = (exchange, route or sent_route)
+                    observe = self._latency.get(key)
+                    if observe is None:
+                        observe = self._latency[key] = self._child(self.order_latency, *key).observe
+                    observe(time.perf_counter() - started)
             if isinstance(error, OrderError):
                 self._child(self.exchange_errors, exchange, error_type(error)).inc()
-
-        self._record("alert finished", record)
+        except Exception as exc:
+            self._failed("alert finished", exc)
 
     # ------------------------------------------------------------ scraping
 
@@ -226,10 +272,10 @@ class MetricsRecorder:
         return bytes(encoder(registry))
 
 
-def _exchange_answered(event: AlertEvent, error: BaseException | None) -> bool:
+def _exchange_answered(state: str, error: BaseException | None) -> bool:
     """Whether the exchange answered the order (booked or refused it): what latency means."""
     if error is None:
-        return event.state != "reconciled"  # found by a lookup later: no answer to time
+        return state != "reconciled"  # found by a lookup later: no answer to time
     if isinstance(error, OrderError):
         return not (error.may_be_booked or error.retry)  # refused by the exchange, not lost or never sent
     return not isinstance(error, (AlertExpired, OutcomeStillUnknown))
@@ -385,8 +431,8 @@ class Metrics:
 
     @hookimpl
     def after_execute(self, alert: Alert, order: OrderRequest, result: OrderResult, state: str) -> None:
-        if self.recorder is not None:
-            self.recorder.alert_finished(event_from_result(alert, order, result, state))
+        if self.recorder is not None:  # what event_from_result would report, without building the event
+            self.recorder.order_finished(state, result.exchange, result.client_order_id, result.route)
 
     @hookimpl
     def on_error(

@@ -121,10 +121,13 @@ class KillSwitch:
         return {k: v for k, v in (await self.store.halts()).items() if not v.get("until") or v["until"] > now}
 
     async def halted(self, account: str) -> tuple[str, dict[str, Any]] | None:
-        halts = await self.halts()
+        """The halt in force on ``account`` (its own, else every account's), as ``halts`` sees it."""
+        halts = await self.store.halts()
+        now = time.time()
         for key in (account.lower(), ALL):
-            if key in halts:
-                return key, halts[key]
+            record = halts.get(key)
+            if record is not None and (not record.get("until") or record["until"] > now):
+                return key, record
         return None
 
     async def halt(

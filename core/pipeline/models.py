@@ -140,17 +140,21 @@ def parse_decimal(value: Any, name: str) -> Decimal | None:
         raise ValueError(
             f"{name} must be a decimal number like 0.01, -2 or 1e-5 (ASCII digits, no separators), got {shown!r}"
         )
-    out_of_range = ValueError(
-        f"{name} is out of range (between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT + 1})"
-    )
-    if sum(c.isdigit() for c in form["mantissa"]) > MAX_NUMBER_DIGITS:
+    mantissa, exponent = form.group("mantissa", "exponent")
+    # The mantissa is ASCII digits and at most one decimal point: its digits are its length
+    # less the point.
+    if len(mantissa) - ("." in mantissa) > MAX_NUMBER_DIGITS:
         raise ValueError(f"{name} has more than {MAX_NUMBER_DIGITS} digits")
-    if form["exponent"] is not None and len(form["exponent"].lstrip("+-").lstrip("0")) > 3:
-        raise out_of_range  # |exponent| >= 1000: far outside the range, whatever the digits
+    if exponent is not None and len(exponent.lstrip("+-").lstrip("0")) > 3:
+        raise _out_of_range(name)  # |exponent| >= 1000: far outside the range, whatever the digits
     number = Decimal(text)
     if number and not -MAX_NUMBER_EXPONENT <= number.adjusted() <= MAX_NUMBER_EXPONENT:
-        raise out_of_range
+        raise _out_of_range(name)
     return number
+
+
+def _out_of_range(name: str) -> ValueError:
+    return ValueError(f"{name} is out of range (between 1e-{MAX_NUMBER_EXPONENT} and 1e{MAX_NUMBER_EXPONENT + 1})")
 
 
 def parse_integer(value: Any, name: str) -> int | None:

@@ -208,13 +208,16 @@ class Router:
         return payload
 
     async def authenticate(self, request: InboundRequest) -> AuthResult:
-        answers = await call_hook(self.hook.authenticate, request=request, router=self)
-        results: list[AuthResult] = [r for r in answers if r is not None]
-        rejection = next((r for r in results if not r.accepted), None)
-        if rejection is not None:
-            log.warning("request from %s refused: %s", request.remote_addr, rejection.reason)
-            return rejection
-        acceptance = next((r for r in results if r.accepted), None)
+        answers: list[AuthResult | None] = await call_hook(self.hook.authenticate, request=request, router=self)
+        acceptance = None
+        for answer in answers:  # any refusal wins; else the first acceptance
+            if answer is None:
+                continue
+            if not answer.accepted:
+                log.warning("request from %s refused: %s", request.remote_addr, answer.reason)
+                return answer
+            if acceptance is None:
+                acceptance = answer
         if acceptance is None:
             log.warning("request from %s refused: no credentials", request.remote_addr)
             return AuthResult.reject("no credentials")

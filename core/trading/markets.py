@@ -120,15 +120,20 @@ class MarketBook:
 
     def amount_to_precision(self, market: Market, value: Any) -> str:
         """An amount truncated to the market's step (never rounded up past what was asked)."""
-        return _to_step(Decimal(str(value)), market.amount_step, ROUND_DOWN)
+        return _to_step(_decimal(value), market.amount_step, ROUND_DOWN)
 
     def price_to_precision(self, market: Market, value: Any) -> str:
         """A price rounded (half up) to the market's tick."""
-        return _to_step(Decimal(str(value)), market.price_tick, ROUND_HALF_UP)
+        return _to_step(_decimal(value), market.price_tick, ROUND_HALF_UP)
 
     def cost_to_precision(self, market: Market, value: Any) -> str:
         """A quote amount truncated to the price tick."""
-        return _to_step(Decimal(str(value)), market.price_tick, ROUND_DOWN)
+        return _to_step(_decimal(value), market.price_tick, ROUND_DOWN)
+
+
+def _decimal(value: Any) -> Decimal:
+    """``value`` as a Decimal: a Decimal as it is, anything else through its text."""
+    return value if type(value) is Decimal else Decimal(str(value))
 
 
 def _to_step(value: Decimal, step: Decimal | None, rounding: str) -> str:
@@ -138,7 +143,8 @@ def _to_step(value: Decimal, step: Decimal | None, rounding: str) -> str:
 
 
 def _fmt(value: Any) -> str:
-    return format(Decimal(str(value)).normalize(), "f")
+    # A Decimal as it is (Decimal(str(d)) is d); anything else through its text (a float's shortest form).
+    return format((value if type(value) is Decimal else Decimal(str(value))).normalize(), "f")
 
 
 def resolve_market(book: MarketBook, alert: Alert, default_type: str | None = None) -> Market:
@@ -292,37 +298,45 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
     symbol, venue, unit = market.symbol, book.venue, market.unit
     limits = market.limits
     requested = required(sizing.amount, "amount")
-    subject = sizing.story or f"amount {_fmt(requested)} {unit}"
-    lead = f"{sizing.story}," if sizing.story else f"{subject} is"
+
+    # The words of a refusal, written only for one (an amount that passes needs none).
+    def subject() -> str:
+        return sizing.story or f"amount {_fmt(requested)} {unit}"
+
+    def lead() -> str:
+        return f"{sizing.story}," if sizing.story else f"{subject()} is"
+
+    def step_text() -> str:
+        return _fmt(market.amount_step) if market.amount_step else "?"
+
     min_amount = limits.amount_min
     if min_amount is not None and requested < min_amount:
         raise Unprocessable(
-            f"{lead} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum"
+            f"{lead()} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum"
         )
     max_amount = limits.amount_max
     if max_amount is not None and requested > max_amount:
         raise Unprocessable(
-            f"{lead} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum"
+            f"{lead()} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum"
         )
     max_market = limits.market_amount_max  # binance's MARKET_LOT_SIZE
     if order_type in ("market", "stop") and max_market and requested > max_market:
         raise Unprocessable(
-            f"{lead} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
+            f"{lead()} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
             code="amount_above_maximum",
         )
     amount = book.amount_to_precision(market, requested)
-    step = market.amount_step
-    step_text = _fmt(step) if step else "?"
-    if Decimal(amount) <= 0:
+    rounded = Decimal(amount)
+    if rounded <= 0:
         raise Unprocessable(
-            f"{subject}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text} on {venue}",
+            f"{subject()}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text()} on {venue}",
             code="amount_below_minimum",
         )
-    if min_amount is not None and Decimal(amount) < min_amount:
+    if min_amount is not None and rounded < min_amount:
         # A step that does not divide the minimum: the rounded amount fell below it.
         raise Unprocessable(
-            f"{subject}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step {step_text}, "
-            f"below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
+            f"{subject()}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step "
+            f"{step_text()}, below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
             code="amount_below_minimum",
         )
     return amount

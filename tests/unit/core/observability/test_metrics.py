@@ -12,10 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import OrderRejected, OutcomeUnknown
+from core.observability.metrics import MetricsRecorder
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, SECRET, alert_body, signed_headers
 from tests.unit.core.pipeline.test_engine import FAST
@@ -295,3 +297,52 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
         assert value(samples, "orders_in_flight") == 0
         assert value(samples, "journal_backlog", state="received") == 0
     assert json.loads(httpx.get(server.url + "/").text)["status"] == "ok"
+
+
+def test_a_failing_recording_is_logged_once_and_never_raised(tmp_path, caplog):
+    recorder = MetricsRecorder(tmp_path / "metrics")
+    try:
+        recorder.webhook_answered(200)
+        recorder.order_finished("filled", "paper", None, "paper")
+
+        def broken(*_args: object) -> None:
+            raise OSError("disk gone")
+
+        recorder._answered[200] = broken
+        recorder._finished["filled"] = broken
+        with caplog.at_level("ERROR", logger="core.observability.metrics"):
+            recorder.webhook_answered(200)
+            recorder.order_finished("filled", "paper", None, "paper")
+            recorder.webhook_answered(200)
+        failures = [r for r in caplog.records if "recording metrics failed" in r.getMessage()]
+        assert len(failures) == 1
+        assert "(webhook)" in failures[0].getMessage()
+        assert "OSError: disk gone" in caplog.text  # with its traceback (the redactor may have formatted it)
+        recorder.webhook_answered(404)  # another status still counts
+        samples = parse(recorder._generate(None, generate_latest).decode())
+        assert value(samples, "webhook_requests_total", status="200") == 1
+        assert value(samples, "webhook_requests_total", status="404") == 1
+        assert value(samples, "alerts_total", outcome="filled") == 1
+    finally:
+        recorder.close()
+
+
+def test_samples_are_filed_under_this_process_id_also_in_a_forked_child(tmp_path):
+    import multiprocessing
+    import os
+
+    from core.observability import metrics
+
+    assert metrics._process_id() == os.getpid()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        child_pid, seen = pool.apply(_pids)
+    assert child_pid != os.getpid() and seen == child_pid
+
+
+def _pids() -> tuple[int, int]:
+    import os
+
+    from core.observability import metrics
+
+    return os.getpid(), metrics._process_id()

@@ -5,6 +5,7 @@ and signed alerts that used to answer 500 (or hang) are refused with 422 naming 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from decimal import Decimal
 
 import pytest
@@ -173,3 +174,14 @@ def test_the_alert_model_reads_every_number_with_the_one_parser():
             Alert.model_validate({"symbol": "BTCUSDT", "side": "buy", "amount": "1", name: "1_000"})
     alert = Alert.model_validate(json.loads('{"symbol": "BTCUSDT", "side": "buy", "amount": "0.5", "leverage": "5"}'))
     assert alert.amount == Decimal("0.5") and alert.leverage == 5
+
+
+@pytest.mark.parametrize(
+    ("text", "digits"),
+    [("1." + "0" * 39, 40), ("1" + "0" * 19 + "." + "0" * 20, 40), ("." + "5" * 40, 40), ("5" * 30 + ".", 30)],
+)
+def test_at_most_40_digits_however_the_point_splits_them(text, digits):
+    assert parse_decimal(text, "amount") == Decimal(text)
+    longer = text + "0" if "." in text else text + ".0"
+    with pytest.raises(ValueError, match="^amount has more than 40 digits") if digits == 40 else nullcontext():
+        parse_decimal(longer, "amount")

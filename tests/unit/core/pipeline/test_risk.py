@@ -425,3 +425,56 @@ def test_a_flatten_requested_from_the_command_line_is_carried_out_by_the_running
     record = status["flattens"][0]
     assert record["state"] == "done" and record["by"] == "cli" and len(record["steps"]) == 3, record
     assert status["halts"]["paper"]["by"] == "cli"
+
+
+async def test_the_gate_refuses_only_halts_in_force_the_accounts_own_or_every_accounts(monkeypatch):
+    """A halt whose ``until`` has passed (a daily-loss halt the next day) no longer refuses."""
+    import time
+    from types import SimpleNamespace
+
+    from core.errors import RiskLimitExceeded
+    from core.pipeline.killswitch import KillSwitch
+    from core.store.risk import ALL
+
+    class Store:
+        records: dict = {}
+
+        async def halts(self):
+            return dict(self.records)
+
+    async def no_check_risk(hook, **_kwargs):
+        return []
+
+    monkeypatch.setattr("core.pipeline.killswitch.call_hook", no_check_risk)
+    switch = KillSwitch(SimpleNamespace(hook=SimpleNamespace(check_risk=None)))
+    switch.store = Store()
+    alert = Alert(symbol="BTC/USDT", side="buy", amount=Decimal("1"))
+    order = OrderRequest(
+        account="main",
+        exchange="paper",
+        symbol="BTC/USDT",
+        market_type="spot",
+        side="buy",
+        amount="1",
+        client_order_id="c1",
+    )
+    executor = SimpleNamespace(account="Main")
+    now = time.time()
+    for records, refused_by in [
+        ({}, None),
+        ({"main": {"reason": "over", "until": now - 1}}, None),
+        ({"main": {"reason": "day", "until": now + 60}}, "main"),
+        ({"main": {"reason": "manual", "until": None}}, "main"),
+        ({"main": {"reason": "over", "until": now - 1}, ALL: {"reason": "all", "until": None}}, ALL),
+        ({"other": {"reason": "not ours"}}, None),
+    ]:
+        Store.records = records
+        expected = None if refused_by is None else (refused_by, records[refused_by])
+        assert await switch.halted("Main") == expected, records
+        if refused_by is None:
+            await switch.check(alert, executor, order)
+        else:
+            with pytest.raises(RiskLimitExceeded, match=records[refused_by]["reason"]):
+                await switch.check(alert, executor, order)
+        in_force = {k for k, v in records.items() if not v.get("until") or v["until"] > now}
+        assert set(await switch.halts()) == in_force

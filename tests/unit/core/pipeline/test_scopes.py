@@ -198,3 +198,26 @@ def test_scopes_end_to_end_through_the_real_server_and_manage_tokens(server_fact
         assert http.get("/alerts/e2e-1", headers=bearer(other)).json()["account"] == "paper"
         assert http.get("/alerts/e2e-1", headers={"Authorization": "Bearer " + "x" * 43}).status_code == 401
     assert ledger_count(data_dir) == 2
+
+
+class Vetoing:
+    """An auth plugin called after the built-ins (trylast) that refuses requests carrying
+    X-Test-Veto and abstains otherwise."""
+
+    from core.hooks.manager import hookimpl
+
+    @hookimpl(trylast=True)
+    def authenticate(self, request):
+        from core.pipeline.models import AuthResult
+
+        return AuthResult.reject("vetoed", status=403) if request.header("x-test-veto") else None
+
+
+async def test_any_refusal_wins_over_an_acceptance_before_it(app_client):
+    async with app_client(extra_plugins=[("veto", Vetoing())]) as (client, _app):
+        body = alert_body(id="veto-1")
+        refused = await client.post("/webhook", data=body, headers={**signed_headers(body), "X-Test-Veto": "1"})
+        assert refused.status_code == 403, await refused.get_data(as_text=True)
+        body = alert_body(id="veto-2")
+        accepted = await client.post("/webhook", data=body, headers=signed_headers(body))
+        assert accepted.status_code == 200, await accepted.get_data(as_text=True)
