@@ -32,12 +32,19 @@ a signal receiver or a secret key brings Quart's own step back for the next requ
 with the request and its response once the app has answered (the metrics service counts
 the webhook's answers there).
 
+Binding a URL adapter to a request (host parsing, IDNA encoding) costs as much as
+matching it: ``LeanQuart`` keeps the adapters of the last ``MAX_ADAPTERS`` distinct
+(host, scheme, path, method, query, ...) it bound, as a ``MapAdapter`` is not changed by
+matching or building URLs.
+
 ``json_response`` is ``jsonify`` — the same bytes, the app's JSON provider's settings —
 encoded by one prebuilt ``json.JSONEncoder`` instead of a new one per answer, into a
 Response built with its status and headers at once.
 
 ``LeanRequest`` (``Quart.request_class``) is Quart's request whose ``blueprints``, read
-three times per request, no longer runs an import statement on each read.
+three times per request, no longer runs an import statement on each read, and whose
+``content_length`` no longer raises and catches a ``KeyError`` for the absent
+``Transfer-Encoding``.
 ``scope_headers`` is the lower-cased header dict the view would build from
 ``request.headers``, read from the scope (whose names are already lower-case bytes).
 """
@@ -67,12 +74,17 @@ from quart.signals import (
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.utils import encode_headers
-from quart.wrappers import Request, Response
+from quart.wrappers import BaseRequestWebsocket, Request, Response
 from quart.wrappers.response import DataBody
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import MapAdapter
+from werkzeug.sansio.utils import get_content_length
+from werkzeug.utils import cached_property
 
 BODY = "intake.body"
 """Scope key: the whole body of the request, read by ``core.web.intake``."""
+
+MAX_ADAPTERS = 256  # URL adapters LeanQuart keeps, for as many distinct (host, path, ...) of requests
 
 
 class BodyFirstConnection(ASGIHTTPConnection):
@@ -118,12 +130,26 @@ class BodyFirstConnection(ASGIHTTPConnection):
 
 
 class LeanRequest(Request):
-    """Quart's request; ``blueprints`` as Quart computes it, without its per-read import."""
+    """Quart's request; ``blueprints`` as Quart computes it, without its per-read import, and
+    ``content_length`` as werkzeug computes it, in one pass over the headers: werkzeug's
+    lookup of the absent ``Transfer-Encoding`` raises and catches a ``KeyError`` for every
+    request."""
 
     @property
     def blueprints(self) -> list[str]:
         blueprint = self.blueprint
         return _split_blueprint_path(blueprint) if blueprint is not None else []
+
+    @cached_property
+    def content_length(self) -> int | None:
+        length = encoding = None
+        for name, value in self.headers.items():  # the first of each, as Headers.get finds it
+            name = name.lower()
+            if name == "content-length":
+                length = value if length is None else length
+            elif name == "transfer-encoding":
+                encoding = value if encoding is None else encoding
+        return get_content_length(http_content_length=length, http_transfer_encoding=encoding)
 
 
 def scope_headers(scope: WWWScope, server_name: str | None = None) -> dict[str, str]:
@@ -236,9 +262,37 @@ class LeanQuart(Quart):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answered: Callable[[Request, ResponseTypes], None] | None = None
+        self._url_adapters: dict[tuple[object, ...], MapAdapter | None] = {}
 
     def request_context(self, request: Request) -> RequestContext:
         return LeanRequestContext(self, request)
+
+    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
+        """Quart's adapter for ``request``, bound once per distinct set of what binding reads
+        (the last ``MAX_ADAPTERS`` kept): a ``MapAdapter`` is not changed by matching or
+        building, and binding one (host parsing, IDNA encoding) costs as much as matching."""
+        if request is None:
+            return super().create_url_adapter(None)
+        key = (
+            type(request),
+            request.host,
+            request.scheme,
+            request.root_path,
+            request.method,
+            request.path,
+            request.query_string,
+            self.config["SERVER_NAME"],
+            self.subdomain_matching,
+            self.url_map.default_subdomain,
+            self.url_map.host_matching,
+        )
+        adapter = self._url_adapters.get(key)
+        if adapter is None:
+            adapter = super().create_url_adapter(request)
+            self._url_adapters[key] = adapter
+            if len(self._url_adapters) > MAX_ADAPTERS:
+                del self._url_adapters[next(iter(self._url_adapters))]
+        return adapter
 
     async def handle_request(self, request: Request) -> ResponseTypes:
         response = await super().handle_request(request)

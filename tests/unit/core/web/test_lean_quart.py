@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 
 import pytest
-from quart import Blueprint, Quart, after_this_request, current_app, g, jsonify, request, session
+from quart import Blueprint, Quart, after_this_request, current_app, g, jsonify, request, session, url_for
 from quart.signals import (
     appcontext_popped,
     appcontext_pushed,
@@ -336,3 +336,87 @@ async def test_every_webhook_answer_is_counted_error_handlers_included(app_clien
         await client.get("/")  # not a webhook answer
     assert (plain.status_code, secure.status_code, forged.status_code) == (403, 200, 401)
     assert counted == [403, 200, 401]
+
+
+async def test_routing_with_kept_url_adapters_answers_as_quart_does():
+    """Adapters are kept per (host, scheme, path, method, query, ...): each request still
+    matches and builds URLs for itself — other hosts, redirects, 404 and 405 included."""
+    answers = {}
+    for cls in (Quart, LeanQuart):
+        app = cls("routes")
+        app.config["PROPAGATE_EXCEPTIONS"] = False
+
+        @app.route("/where/", methods=["GET", "POST"])
+        async def where():
+            return {"self": url_for("where", _external=True, q=request.args.get("q"))}
+
+        @app.get("/item/<int:number>")
+        async def item(number: int):
+            return {"number": number, "url": url_for("item", number=number + 1, _external=True)}
+
+        client = app.test_client()
+        got = []
+        requests = [
+            ("GET", "/where/", "a.test", "http"),
+            ("GET", "/where/?q=1", "b.test:8080", "http"),
+            ("POST", "/where/", "a.test", "https"),
+            ("GET", "/where", "a.test", "http"),  # strict slashes: a redirect
+            ("GET", "/item/7", "a.test", "http"),
+            ("GET", "/item/8", "c.test", "http"),
+            ("POST", "/item/7", "a.test", "http"),  # 405
+            ("GET", "/item/x", "a.test", "http"),  # 404
+            ("GET", "/where/", "d.test", "http"),  # as the first but for the host
+            ("GET", "/where/", "a.test", "https"),  # ... the scheme
+            ("GET", "/where/?q=2", "b.test:8080", "http"),  # ... the query
+            ("POST", "/where/", "a.test", "http"),  # ... the method
+            ("GET", "/where?q=5", "a.test", "http"),  # a redirect keeps the query
+            ("GET", "/where?q=6", "a.test", "http"),
+        ]
+        for method, path, host, scheme in requests * 2:  # the second round from kept adapters
+            response = await client.open(path, method=method, headers={"Host": host}, scheme=scheme)
+            got.append((response.status_code, response.headers.get("Location"), await response.get_data()))
+        answers[cls.__name__] = got
+    assert answers["LeanQuart"] == answers["Quart"]
+    statuses = [status for status, _, _ in answers["LeanQuart"]][: len(answers["LeanQuart"]) // 2]
+    assert statuses == [200, 200, 200, 308, 200, 200, 405, 404, 200, 200, 200, 200, 308, 308]
+
+
+async def test_kept_url_adapters_are_bounded():
+    from core.web.asgi import MAX_ADAPTERS
+
+    app = LeanQuart("bounded")
+
+    @app.get("/<path:anything>")
+    async def anything(anything: str):
+        return {"path": anything}
+
+    client = app.test_client()
+    for i in range(MAX_ADAPTERS + 20):
+        assert (await client.get(f"/p{i}")).status_code == 200
+    assert len(app._url_adapters) == MAX_ADAPTERS
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [("Content-Length", "12")],
+        [("content-length", "12"), ("Content-Length", "99")],
+        [("Content-Length", "12"), ("Transfer-Encoding", "chunked")],
+        [("Transfer-Encoding", "gzip, chunked"), ("Content-Length", "5")],
+        [("Transfer-Encoding", "gzip"), ("Content-Length", "5")],
+        [("Content-Length", "-3")],
+        [("Content-Length", "twelve")],
+        [("Content-Length", "+4")],
+    ],
+)
+def test_the_requests_content_length_is_werkzeugs(headers):
+    from quart.wrappers import Request
+    from werkzeug.datastructures import Headers
+
+    from core.web.asgi import LeanRequest
+
+    def make(cls):
+        return cls("POST", "http", "/", b"", Headers(headers), "", "1.1", {}, send_push_promise=None)
+
+    assert make(LeanRequest).content_length == make(Request).content_length
