@@ -33,7 +33,9 @@ import os
 import sys
 import time
 
-from quart import Quart, Response, jsonify, request
+from quart import Quart, Response, request
+from quart.typing import ResponseTypes
+from quart.wrappers import Request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.checks.preflight import STARTUP_REPORT_ENV
@@ -46,7 +48,7 @@ from core.observability.metrics import Metrics
 from core.observability.redaction import REDACTOR
 from core.pipeline.models import InboundRequest
 from core.pipeline.router import Router
-from core.web.asgi import BodyFirstConnection, LeanRequest
+from core.web.asgi import BODY, LeanQuart, json_response, scope_headers
 from core.web.intake import IntakeGuard, authenticated_callback, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
 from core.web.ratelimit import route_limiter
@@ -68,9 +70,7 @@ def create_app(
     ``extra_plugins`` — ``[(name, plugin), ...]`` registered before the built-ins — is
     for tests and embedding.
     """
-    app = Quart("ccxt_trading_webhook")
-    app.asgi_http_class = BodyFirstConnection  # no tasks of Quart's own per request (core.web.asgi)
-    app.request_class = LeanRequest
+    app = LeanQuart("ccxt_trading_webhook")  # Quart without per-request work nothing needs (core.web.asgi)
     app.config["MAX_CONTENT_LENGTH"] = 65536
     app.config["PROPAGATE_EXCEPTIONS"] = False
     intake = IntakeGuard(app.asgi_app)  # in-flight cap per address, body deadline (core.web.intake)
@@ -149,44 +149,48 @@ def create_app(
         full = await router.health()
         reader = await _monitoring_reader(router, "GET /", tokens=True)
         if reader is None:
-            return jsonify({"status": full["status"]})
+            return json_response(app, {"status": full["status"]})
         if not reader:
             raise Unauthorized("authentication failed")
-        return jsonify(full)
+        return json_response(app, full)
 
     @app.post("/webhook")
-    async def webhook() -> tuple[Response, int, dict[str, str]]:
+    async def webhook() -> Response:
         router = _router(app)
         received_at = time.time()
         client = request.remote_addr or ""
+        scope = request.scope
         _require_https(router)
         await router.limits.before_request(client)
-        limit = router.options.max_body_bytes
-        try:
-            if request.content_length is not None and request.content_length > limit:
-                raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-            # read whole by core.web.intake, in time
-            body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-        except (WebhookError, RequestEntityTooLarge):
-            await router.limits.failed(client)  # refused before authenticating
-            raise
+        # Read whole by core.web.intake, in time and within router.max_body_bytes (its
+        # max_body); without the intake in front, read here under the same limit.
+        body = scope.get(BODY)
+        if not isinstance(body, bytes):
+            limit = router.options.max_body_bytes
+            try:
+                if request.content_length is not None and request.content_length > limit:
+                    raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+                body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+            except (WebhookError, RequestEntityTooLarge):
+                await router.limits.failed(client)  # refused before authenticating
+                raise
         inbound = InboundRequest(
             body=body,
-            headers={k.lower(): v for k, v in request.headers.items()},
+            headers=scope_headers(scope, app.config["SERVER_NAME"]),
             remote_addr=client,
             scheme=request.scheme,
             payload={},  # parsed only once the request has authenticated (Router.receive_body)
             received_at=received_at,
-            query=dict(request.args),
+            query=dict(request.args) if request.query_string else {},
         )
         # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.web.intake).
         outcome = await router.receive_body(
             inbound,
             request.mimetype or "",
-            on_authenticated=authenticated_callback(request.scope),
+            on_authenticated=authenticated_callback(scope),
             proven=intake.proven(client),
         )
-        return jsonify(outcome.body), outcome.status, outcome.headers
+        return json_response(app, outcome.body, outcome.status, outcome.headers)
 
     @app.get("/alerts/<alert_id>")
     async def alert_status(alert_id: str) -> Response:
@@ -208,10 +212,10 @@ def create_app(
             received_at=time.time(),
             query={},
         )
-        return jsonify(await router.alert_status(inbound, alert_id))
+        return json_response(app, await router.alert_status(inbound, alert_id))
 
     @app.post("/control/<action>")
-    async def control(action: str) -> tuple[Response, int]:
+    async def control(action: str) -> Response:
         """The kill switch over HTTP: ``halt``, ``flatten``, ``resume`` (``status`` reads).
         Authenticated like a webhook, with HMAC headers whose signed "body" is the request
         line, a newline and the body (``control_signature_message``), or a token in the
@@ -244,7 +248,7 @@ def create_app(
             query={},
         )
         outcome = await router.control(inbound, action)
-        return jsonify(outcome.body), outcome.status
+        return json_response(app, outcome.body, outcome.status)
 
     @app.get("/metrics")
     async def serve_metrics() -> Response:
@@ -266,35 +270,37 @@ def create_app(
         body, content_type = await metrics.exposition(router, request.headers.get("Accept", ""))
         return Response(body, content_type=content_type)
 
-    @app.after_request
-    async def count_webhook_answer(response: Response) -> Response:
-        if request.path == "/webhook" and request.method == "POST":
+    def count_webhook_answer(answered: Request, response: ResponseTypes) -> None:
+        """Every answer to POST /webhook, error handlers' included, counted by status
+        (``LeanQuart.answered``: called once the app answered, with no hook per request)."""
+        if answered.path == "/webhook" and answered.method == "POST":
             metrics: Metrics | None = app.extensions.get("metrics")
             if metrics is not None:
                 metrics.webhook_answered(response.status_code)
-        return response
+
+    app.answered = count_webhook_answer
 
     @app.errorhandler(WebhookError)
-    async def webhook_error(error: WebhookError) -> tuple[Response, int, dict[str, str]]:
+    async def webhook_error(error: WebhookError) -> Response:
         body = error.to_body()
         body["error"]["message"] = REDACTOR.redact(body["error"]["message"])
-        return jsonify(body), error.status, error.headers
+        return json_response(app, body, error.status, error.headers)
 
     @app.errorhandler(RequestEntityTooLarge)
-    async def too_large(error: RequestEntityTooLarge) -> tuple[Response, int, dict[str, str]]:
+    async def too_large(error: RequestEntityTooLarge) -> Response:
         return await webhook_error(PayloadTooLarge(f"the body is larger than {app.config['MAX_CONTENT_LENGTH']} bytes"))
 
     @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> tuple[Response, int]:
+    async def http_error(error: HTTPException) -> Response:
         code = (error.name or "error").lower().replace(" ", "_")
-        return jsonify({"error": {"code": code, "message": error.description or error.name}}), error.code or 500
+        body = {"error": {"code": code, "message": error.description or error.name}}
+        return json_response(app, body, error.code or 500)
 
     @app.errorhandler(Exception)
-    async def unexpected(error: Exception) -> tuple[Response, int]:
+    async def unexpected(error: Exception) -> Response:
         log.error("unexpected error handling %s %s", request.method, request.path, exc_info=error)
-        return jsonify(
-            {"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}
-        ), 500
+        body = {"error": {"code": "internal_error", "message": "internal error; nothing was sent to the exchange"}}
+        return json_response(app, body, 500)
 
     return app
 

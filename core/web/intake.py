@@ -14,7 +14,9 @@ TRUSTED_PROXIES established), in front of Quart:
 * **A deadline for the body**: the whole body must arrive within ``router.body_timeout``
   seconds of the headers, else 408 and the connection is closed (Quart's own timeout is
   60 s). The body is read here, bounded by ``router.max_body_bytes`` (413), and handed to
-  the app whole. The headers have hypercorn's deadline: ``keep_alive_timeout`` in
+  the app whole. The deadline's timer is armed only when a part of the body must be
+  waited for: a body that came with the headers (already queued by hypercorn) is taken
+  at once, with no timer to set and cancel. The headers have hypercorn's deadline: ``keep_alive_timeout`` in
   hypercorn.toml, counted from the connection's start or the end of its last answer.
 * **No log flood**: these refusals are logged at most once per address (key) per
   ``LOG_INTERVAL`` seconds, with the number refused since the last line; hypercorn's
@@ -224,12 +226,18 @@ class IntakeGuard:
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
         try:
-            # asyncio.timeout, not wait_for: no task per receive (the body has usually come with the headers)
-            async with asyncio.timeout(self.body_timeout):
+            # asyncio.timeout, not wait_for: no task per receive. Its timer is armed only if a
+            # message must be waited for: the body has usually come with the headers.
+            async with asyncio.timeout(None) as timer:
                 more = True
                 while more:
-                    message = await receive()
+                    message = _queued(receive)
+                    if message is None:
+                        if timer.when() is None:
+                            timer.reschedule(deadline)
+                        message = await receive()
                     if message["type"] != "http.request":
                         return  # the client went away: nothing to answer
                     chunk = message.get("body", b"")
@@ -316,6 +324,17 @@ class IntakeGuard:
             except Exception as exc:  # the store being down must not turn a refusal into a 500
                 log.debug("charging the failure budget of %s failed: %s", address, exc)
         await _answer(send, status, code, message)
+
+
+def _queued(receive: ASGIReceiveCallable) -> ASGIReceiveEvent | None:
+    """The next message, if the server has it already: hypercorn's ``receive`` is the ``get``
+    of an ``asyncio.Queue`` of the request's messages. ``None`` when it has none yet (or
+    ``receive`` is something else): then it must be awaited."""
+    queue = getattr(receive, "__self__", None)
+    if type(queue) is asyncio.Queue and getattr(receive, "__func__", None) is asyncio.Queue.get and queue.qsize():
+        message: ASGIReceiveEvent = queue.get_nowait()
+        return message
+    return None
 
 
 def _content_length(scope: HTTPScope) -> int | None:

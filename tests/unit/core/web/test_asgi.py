@@ -93,3 +93,54 @@ async def test_the_scope_key_is_what_the_intake_sets():
 
     await _call(IntakeGuard(app), b"abc")
     assert seen == [b"abc"]
+
+
+async def test_a_body_of_bytes_goes_out_in_two_messages_and_a_stream_as_quart_sends_it():
+    app = _app()
+
+    @app.post("/stream")
+    async def stream():  # a streamed body: Quart's own sending, its empty last message included
+        async def chunks():
+            yield b"a"
+            yield b"b"
+
+        return chunks(), 200
+
+    intake = IntakeGuard(app.asgi_app)
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    def scope(path: str) -> dict:
+        return {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"test")],
+            "client": ("127.0.0.1", 1234),
+        }
+
+    await intake(scope("/echo"), receive, send)
+    start, body = sent
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    headers = dict(start["headers"])
+    assert body == {"type": "http.response.body", "body": body["body"], "more_body": False}
+    assert headers[b"content-length"] == str(len(body["body"])).encode()
+    assert json.loads(body["body"])["body"] == ""
+    sent.clear()
+    await intake(scope("/stream"), receive, send)
+    assert [(m["type"], m.get("body"), m.get("more_body")) for m in sent] == [
+        ("http.response.start", None, None),
+        ("http.response.body", b"a", True),
+        ("http.response.body", b"b", True),
+        ("http.response.body", b"", False),
+    ]

@@ -256,3 +256,58 @@ async def test_an_address_that_authenticated_may_have_more_in_flight():
     release.set()
     await asyncio.gather(*held, *more)
     assert statuses == [429] + [200] * (2 * PROVEN_FACTOR)
+
+
+async def _through_guard(queued: list[dict], *, body_timeout: float = 5) -> tuple[list[int], list[bytes | None]]:
+    """POST through an IntakeGuard whose ``receive`` is, as hypercorn's, the ``get`` of an
+    ``asyncio.Queue`` holding ``queued`` (nothing more ever arrives). (statuses, bodies the app got)."""
+    import asyncio
+
+    from core.web.asgi import BODY
+    from core.web.intake import IntakeGuard
+
+    got: list[bytes | None] = []
+
+    async def app(scope, receive, send):
+        got.append(scope.get(BODY))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = IntakeGuard(app, max_inflight=4, body_timeout=body_timeout)
+    guard.vouch("198.51.100.7")  # a proven address: no queue of unproven ones in the way
+    messages: asyncio.Queue = asyncio.Queue(10)
+    for message in queued:
+        messages.put_nowait(message)
+    statuses: list[int] = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {"type": "http", "method": "POST", "client": ("198.51.100.7", 1), "headers": []}
+    await guard(scope, messages.get, send)
+    return statuses, got
+
+
+async def test_a_body_already_queued_is_taken_without_arming_the_deadline(monkeypatch):
+    import asyncio
+
+    armed: list[float | None] = []
+    reschedule = asyncio.Timeout.reschedule
+
+    def spy(self, when):
+        armed.append(when)
+        reschedule(self, when)
+
+    monkeypatch.setattr(asyncio.Timeout, "reschedule", spy)
+    parts = [
+        {"type": "http.request", "body": b'{"a":', "more_body": True},
+        {"type": "http.request", "body": b"1}", "more_body": False},
+    ]
+    assert await _through_guard(parts) == ([200], [b'{"a":1}'])
+    assert [when for when in armed if when is not None] == []
+
+
+async def test_the_deadline_still_holds_for_a_body_whose_rest_must_be_waited_for():
+    parts = [{"type": "http.request", "body": b'{"a":', "more_body": True}]  # the rest never comes
+    assert await _through_guard(parts, body_timeout=0.05) == ([408], [])
