@@ -45,7 +45,7 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return report_config_error(exc)
     # --config, else ./hypercorn.toml, else the one next to the code (the server settings
-    # shipped with the project: timeouts, limits, access log).
+    # shipped with the project: timeouts, limits).
     config_path = Path(args.config or HYPERCORN_CONFIG)
     if not args.config and not config_path.is_file():
         config_path = Path(__file__).resolve().parents[2] / HYPERCORN_CONFIG
@@ -67,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
         config.workers = args.workers
     if args.graceful_timeout is not None:
         config.graceful_timeout = args.graceful_timeout
-    if config.accesslog is None:
+    if args.access_log:
         config.accesslog = "-"
     with tempfile.TemporaryDirectory(prefix="router-start-") as tmp:
         report = Path(tmp) / "startup.txt"
@@ -143,6 +143,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         dest="graceful_timeout",
         metavar="SECONDS",
         help="how long a stopping worker may finish its requests",
+    )
+    serving.add_argument(
+        "--access-log",
+        action="store_true",
+        dest="access_log",
+        help="hypercorn's access log on stdout (off by default: a line per request costs the event loop "
+        "~0.25 ms; every alert is in the journal)",
     )
     serving.add_argument(
         "--config", metavar="FILE", help=f"a hypercorn TOML file (default: ./{HYPERCORN_CONFIG} if it exists)"

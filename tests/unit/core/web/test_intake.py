@@ -21,11 +21,13 @@ from tests.support import ServerProcess, alert_body, base_env, signed_headers
 PLUGINS_YAML = "router:\n  body_timeout: {body_timeout}\n  max_inflight_per_address: 4\n"
 
 
-def start_server(root: Path, *, body_timeout: float, port: int | None = None, preexec=None) -> ServerProcess:
+def start_server(
+    root: Path, *, body_timeout: float, port: int | None = None, preexec=None, extra_args: list[str] | None = None
+) -> ServerProcess:
     data = root / "data"
     data.mkdir(exist_ok=True)
     (data / "plugins.yaml").write_text(PLUGINS_YAML.format(body_timeout=body_timeout))
-    server = ServerProcess(base_env(data), root, port=port)
+    server = ServerProcess(base_env(data), root, port=port, extra_args=extra_args or [])
     server.preexec = preexec
     return server.start()
 
@@ -65,10 +67,24 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(server):
         assert http.post("/webhook", content=body, headers=signed_headers(body)).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "sent", [b"", b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Le"], ids=["idle", "partial-headers"]
+)
+def test_a_connection_whose_headers_never_complete_is_closed_by_the_keep_alive_timeout(server, sent):
+    """hypercorn.toml has no read_timeout (a task and a timer per socket read): headers that
+    stop arriving are the keep-alive timeout's (5 s), as docs/security.md's table says."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20, source_address=("127.0.0.22", 0)) as sock:
+        sock.sendall(sent)
+        opened = time.monotonic()
+        assert sock.recv(4096) == b""  # closed by the server, long before the socket's own 20 s
+        assert time.monotonic() - opened < 15
+
+
 @pytest.fixture(scope="module")
 def patient_server(tmp_path_factory):
-    """Bodies may take 30 s: a refusal seen sooner was decided before the body was read."""
-    server = start_server(tmp_path_factory.mktemp("intake-cap"), body_timeout=30)
+    """Bodies may take 30 s: a refusal seen sooner was decided before the body was read.
+    With hypercorn's access log (off by default), whose refusal lines are throttled too."""
+    server = start_server(tmp_path_factory.mktemp("intake-cap"), body_timeout=30, extra_args=["--access-logfile", "-"])
     yield server
     server.stop()
 
