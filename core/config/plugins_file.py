@@ -17,6 +17,10 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import ConfigError
 
+# libyaml's parser where PyYAML was built with it (the wheels are): the same safe loading,
+# ~10x faster than the pure-Python one (~7 ms of every start for the shipped plugins.yaml).
+_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -40,7 +44,7 @@ class PluginsFile:
         if not p.exists():
             return cls(path, {}, environ)
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_SAFE_LOADER) or {}
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""
