@@ -34,6 +34,7 @@ from core.trading.venue import Market
 
 _PERP_SUFFIX = re.compile(r"(\.P|PERP)$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[-_/:.]")
+RESOLVED_KEPT = 4096  # resolved tickers a MarketBook remembers
 _TYPE_ALIASES = {
     "spot": "spot",
     "swap": "swap",
@@ -66,6 +67,9 @@ class MarketBook:
             keys = {_squash(market.id), _squash(f"{market.base}{market.quote}")} | {_squash(a) for a in market.aliases}
             for key in keys:
                 self.by_squashed.setdefault(key, []).append(market)
+        # Tickers resolved before: the book never changes (a reload builds a new one), so a
+        # ticker resolves to the same market every time; refusals are not kept.
+        self._resolved: dict[tuple[str, str | None, str | None], Market] = {}
 
     def __len__(self) -> int:
         return len(self.markets)
@@ -81,6 +85,17 @@ class MarketBook:
             raise Unprocessable(f"symbol '{symbol}' is not a market on {self.venue}", code="unknown_symbol") from None
 
     def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> Market:
+        """The market ``ticker`` names (of ``market_type``, else preferring ``default_type``); 422 when none."""
+        key = (ticker, market_type, default_type)
+        market = self._resolved.get(key)
+        if market is None:
+            market = self._resolve(ticker, market_type, default_type)
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()  # a bound on what many distinct tickers could grow it to
+            self._resolved[key] = market
+        return market
+
+    def _resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> Market:
         # An exchange prefix (BINANCE:BTCUSDT, BINANCE:BTC/USDT) goes; a settle suffix
         # (BTC/USDT:USDT) stays: the prefix is the part before ':' without a '/'.
         head, colon, tail = ticker.partition(":")
