@@ -135,7 +135,11 @@ class MarketBook:
 
     def amount_to_precision(self, market: Market, value: Any) -> str:
         """An amount truncated to the market's step (never rounded up past what was asked)."""
-        return _to_step(_decimal(value), market.amount_step, ROUND_DOWN)
+        return format(self.amount_on_step(market, value), "f")
+
+    def amount_on_step(self, market: Market, value: Any) -> Decimal:
+        """``amount_to_precision`` as the Decimal its text reads (normalized), without the text."""
+        return _on_step(_decimal(value), market.amount_step, ROUND_DOWN).normalize()
 
     def price_to_precision(self, market: Market, value: Any) -> str:
         """A price rounded (half up) to the market's tick."""
@@ -152,9 +156,13 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _to_step(value: Decimal, step: Decimal | None, rounding: str) -> str:
+    return _fmt(_on_step(value, step, rounding))
+
+
+def _on_step(value: Decimal, step: Decimal | None, rounding: str) -> Decimal:
     if step is None or step <= 0:
-        return _fmt(value)
-    return _fmt((value / step).to_integral_value(rounding=rounding) * step)
+        return value
+    return (value / step).to_integral_value(rounding=rounding) * step
 
 
 def _fmt(value: Any) -> str:
@@ -262,8 +270,9 @@ def prepare_order(
         raise Unprocessable("an order sized by cost must be a market buy", code="invalid_order")
 
     amount: str | None = None
+    amount_value: Decimal | None = None  # the amount's Decimal, for the cost check
     if sizing.amount is not None:
-        amount = _checked_amount(book, market, sizing, alert.order_type)
+        amount, amount_value = _checked_amount(book, market, sizing, alert.order_type)
 
     price = _checked_price(book, market, "price", alert.price) if limit_like else None
     stop_price = (
@@ -281,7 +290,7 @@ def prepare_order(
     cost: str | None = None
     if sizing.cost is not None:
         cost = book.cost_to_precision(market, sizing.cost)
-    _check_cost(market, venue, sizing, amount, cost, value_price, reduce_only=reduce_only and contract)
+    _check_cost(market, venue, sizing, amount_value, cost, value_price, reduce_only=reduce_only and contract)
     stop_loss, take_profit = _protection(book, market, alert, sizing, value_price)
     return OrderRequest(
         account=account,
@@ -308,8 +317,8 @@ def prepare_order(
     )
 
 
-def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> str:
-    """The amount after the market's precision, within its limits; 422 otherwise."""
+def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> tuple[str, Decimal]:
+    """The amount after the market's precision (its text and its Decimal), within its limits; 422 otherwise."""
     symbol, venue, unit = market.symbol, book.venue, market.unit
     limits = market.limits
     requested = required(sizing.amount, "amount")
@@ -340,8 +349,8 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
             f"{lead()} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
             code="amount_above_maximum",
         )
-    amount = book.amount_to_precision(market, requested)
-    rounded = Decimal(amount)
+    rounded = book.amount_on_step(market, requested)
+    amount = format(rounded, "f")
     if rounded <= 0:
         raise Unprocessable(
             f"{subject()}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text()} on {venue}",
@@ -354,7 +363,7 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
             f"{step_text()}, below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
             code="amount_below_minimum",
         )
-    return amount
+    return amount, rounded
 
 
 def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:
@@ -393,7 +402,7 @@ def _check_cost(
     market: Market,
     venue: str,
     sizing: Sizing,
-    amount: str | None,
+    amount: Decimal | None,
     cost: str | None,
     value_price: Decimal | None,
     *,
@@ -405,7 +414,7 @@ def _check_cost(
     if cost is not None:
         value = Decimal(cost)
     elif amount is not None and value_price is not None:
-        value = Decimal(amount) * market.contract_size * value_price
+        value = amount * market.contract_size * value_price
     else:
         return  # a market order without a price: the exchange checks
     symbol, quote = market.symbol, market.quote
