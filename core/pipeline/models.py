@@ -430,11 +430,22 @@ class OrderResult(BaseModel):
         return order_status(value)
 
 
+_INT_EXACT = 10**28  # whole numbers normalize() keeps digit for digit (28 digits of precision)
+
+
 def decimal_str(value: Any) -> str | None:
     """Numbers as plain decimal strings for the JSON answer and the journal."""
     if value is None:
         return None
-    if isinstance(value, float) and not math.isfinite(value):
+    if type(value) is float:
+        if not math.isfinite(value):
+            return None
+        text = repr(value)  # the shortest form, as Decimal(str(value)) reads it
+        if "e" not in text:  # 0.001, 50000.0: the trailing zeros dropped, as normalize() does
+            return text.rstrip("0").rstrip(".") if "." in text else text
+    elif type(value) is int and -_INT_EXACT < value < _INT_EXACT:
+        return str(value)
+    elif isinstance(value, float) and not math.isfinite(value):
         return None
     d = value if isinstance(value, Decimal) else Decimal(str(value))
     text = format(d.normalize(), "f")

@@ -34,6 +34,7 @@ from core.trading.venue import Market
 
 _PERP_SUFFIX = re.compile(r"(\.P|PERP)$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[-_/:.]")
+RESOLVED_KEPT = 4096  # resolved tickers a MarketBook remembers
 _TYPE_ALIASES = {
     "spot": "spot",
     "swap": "swap",
@@ -66,6 +67,9 @@ class MarketBook:
             keys = {_squash(market.id), _squash(f"{market.base}{market.quote}")} | {_squash(a) for a in market.aliases}
             for key in keys:
                 self.by_squashed.setdefault(key, []).append(market)
+        # Tickers resolved before: the book never changes (a reload builds a new one), so a
+        # ticker resolves to the same market every time; refusals are not kept.
+        self._resolved: dict[tuple[str, str | None, str | None], Market] = {}
 
     def __len__(self) -> int:
         return len(self.markets)
@@ -81,6 +85,17 @@ class MarketBook:
             raise Unprocessable(f"symbol '{symbol}' is not a market on {self.venue}", code="unknown_symbol") from None
 
     def resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> Market:
+        """The market ``ticker`` names (of ``market_type``, else preferring ``default_type``); 422 when none."""
+        key = (ticker, market_type, default_type)
+        market = self._resolved.get(key)
+        if market is None:
+            market = self._resolve(ticker, market_type, default_type)
+            if len(self._resolved) >= RESOLVED_KEPT:
+                self._resolved.clear()  # a bound on what many distinct tickers could grow it to
+            self._resolved[key] = market
+        return market
+
+    def _resolve(self, ticker: str, market_type: str | None, default_type: str | None) -> Market:
         # An exchange prefix (BINANCE:BTCUSDT, BINANCE:BTC/USDT) goes; a settle suffix
         # (BTC/USDT:USDT) stays: the prefix is the part before ':' without a '/'.
         head, colon, tail = ticker.partition(":")
@@ -120,7 +135,11 @@ class MarketBook:
 
     def amount_to_precision(self, market: Market, value: Any) -> str:
         """An amount truncated to the market's step (never rounded up past what was asked)."""
-        return _to_step(_decimal(value), market.amount_step, ROUND_DOWN)
+        return format(self.amount_on_step(market, value), "f")
+
+    def amount_on_step(self, market: Market, value: Any) -> Decimal:
+        """``amount_to_precision`` as the Decimal its text reads (normalized), without the text."""
+        return _on_step(_decimal(value), market.amount_step, ROUND_DOWN).normalize()
 
     def price_to_precision(self, market: Market, value: Any) -> str:
         """A price rounded (half up) to the market's tick."""
@@ -137,9 +156,13 @@ def _decimal(value: Any) -> Decimal:
 
 
 def _to_step(value: Decimal, step: Decimal | None, rounding: str) -> str:
+    return _fmt(_on_step(value, step, rounding))
+
+
+def _on_step(value: Decimal, step: Decimal | None, rounding: str) -> Decimal:
     if step is None or step <= 0:
-        return _fmt(value)
-    return _fmt((value / step).to_integral_value(rounding=rounding) * step)
+        return value
+    return (value / step).to_integral_value(rounding=rounding) * step
 
 
 def _fmt(value: Any) -> str:
@@ -247,8 +270,9 @@ def prepare_order(
         raise Unprocessable("an order sized by cost must be a market buy", code="invalid_order")
 
     amount: str | None = None
+    amount_value: Decimal | None = None  # the amount's Decimal, for the cost check
     if sizing.amount is not None:
-        amount = _checked_amount(book, market, sizing, alert.order_type)
+        amount, amount_value = _checked_amount(book, market, sizing, alert.order_type)
 
     price = _checked_price(book, market, "price", alert.price) if limit_like else None
     stop_price = (
@@ -266,7 +290,7 @@ def prepare_order(
     cost: str | None = None
     if sizing.cost is not None:
         cost = book.cost_to_precision(market, sizing.cost)
-    _check_cost(market, venue, sizing, amount, cost, value_price, reduce_only=reduce_only and contract)
+    _check_cost(market, venue, sizing, amount_value, cost, value_price, reduce_only=reduce_only and contract)
     stop_loss, take_profit = _protection(book, market, alert, sizing, value_price)
     return OrderRequest(
         account=account,
@@ -293,8 +317,8 @@ def prepare_order(
     )
 
 
-def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> str:
-    """The amount after the market's precision, within its limits; 422 otherwise."""
+def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> tuple[str, Decimal]:
+    """The amount after the market's precision (its text and its Decimal), within its limits; 422 otherwise."""
     symbol, venue, unit = market.symbol, book.venue, market.unit
     limits = market.limits
     requested = required(sizing.amount, "amount")
@@ -325,8 +349,8 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
             f"{lead()} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
             code="amount_above_maximum",
         )
-    amount = book.amount_to_precision(market, requested)
-    rounded = Decimal(amount)
+    rounded = book.amount_on_step(market, requested)
+    amount = format(rounded, "f")
     if rounded <= 0:
         raise Unprocessable(
             f"{subject()}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text()} on {venue}",
@@ -339,7 +363,7 @@ def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type
             f"{step_text()}, below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
             code="amount_below_minimum",
         )
-    return amount
+    return amount, rounded
 
 
 def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:
@@ -378,7 +402,7 @@ def _check_cost(
     market: Market,
     venue: str,
     sizing: Sizing,
-    amount: str | None,
+    amount: Decimal | None,
     cost: str | None,
     value_price: Decimal | None,
     *,
@@ -390,7 +414,7 @@ def _check_cost(
     if cost is not None:
         value = Decimal(cost)
     elif amount is not None and value_price is not None:
-        value = Decimal(amount) * market.contract_size * value_price
+        value = amount * market.contract_size * value_price
     else:
         return  # a market order without a price: the exchange checks
     symbol, quote = market.symbol, market.quote

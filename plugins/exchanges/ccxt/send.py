@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from decimal import Decimal
 from typing import Any
 
 import ccxt
@@ -110,9 +109,9 @@ class SendOrders(ClientLifecycle):
             if order.take_profit:
                 params["takeProfit"] = {"triggerPrice": float(order.take_profit)}
         if order.cost is not None:
-            return order.symbol, float(Decimal(order.cost)), params
+            return order.symbol, float(order.cost), params  # float(text) == float(Decimal(text)): both exact
         assert order.amount is not None
-        return order.symbol, kind, order.side, float(Decimal(order.amount)), price, params
+        return order.symbol, kind, order.side, float(order.amount), price, params
 
     def _market_buy_requires_price(self) -> bool:
         """Whether the client sizes market buys by cost (asked once per client: an option
@@ -129,6 +128,8 @@ class SendOrders(ClientLifecycle):
     async def _configure(self, order: OrderRequest) -> None:
         """Margin mode, then leverage, on the order's symbol; "already set" is fine. Nothing
         of the order has been sent when this fails."""
+        if not (order.margin_mode or order.leverage):
+            return
         settings = (
             ("margin mode", order.margin_mode, self.client.set_margin_mode),
             ("leverage", order.leverage, self.client.set_leverage),

@@ -9,8 +9,10 @@ from contextlib import nullcontext
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from core.pipeline.models import Alert, parse_decimal, parse_integer
+from core.pipeline.models import Alert, decimal_str, parse_decimal, parse_integer
 from tests.support import alert_body, signed_headers
 
 
@@ -185,3 +187,24 @@ def test_at_most_40_digits_however_the_point_splits_them(text, digits):
     longer = text + "0" if "." in text else text + ".0"
     with pytest.raises(ValueError, match="^amount has more than 40 digits") if digits == 40 else nullcontext():
         parse_decimal(longer, "amount")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 1.0, 100.0, 50000.0, 0.001, 1e-7, 1e16, 1e22, 123.456, -5.5, 0.1 + 0.2, 12345678901234567.0, 5e-324]
+    + [10, 0, -3, 10**30, Decimal("1.500"), Decimal("1E+2"), "0.0100"],
+)
+def test_decimal_str_writes_every_number_as_its_decimal_reading(value):
+    """A venue's floats and ints take a shortcut in ``decimal_str``; it writes what the Decimal of their
+    text writes (plain digits, no exponent, no trailing zeros)."""
+    assert decimal_str(value) == format(Decimal(str(value)).normalize(), "f")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), None])
+def test_decimal_str_writes_no_number_for_what_is_not_one(value):
+    assert decimal_str(value) is None
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers())
+def test_decimal_str_of_any_float_or_int_is_its_decimal_reading(value):
+    assert decimal_str(value) == format(Decimal(str(value)).normalize(), "f")

@@ -322,3 +322,31 @@ async def test_a_price_far_below_any_tick_is_refused_not_an_underflow(load):
     with pytest.raises(Unprocessable) as info:
         prepare_order(market_book(binance), alert, account="acct", client_order_id="tv" + "0" * 30)
     assert info.value.status == 422 and "price" in info.value.message
+
+
+def test_a_resolved_ticker_is_remembered_and_a_refusal_is_not(monkeypatch):
+    """The book keeps what a ticker resolved to (the same market for the same ticker, type and
+    default), never a refusal, and forgets everything past its bound rather than grow."""
+    import core.trading.markets as markets
+    from core.trading.venue import Market
+
+    book = markets.MarketBook(
+        "venue",
+        [
+            Market(symbol="BTC/USDT", id="BTCUSDT", base="BTC", quote="USDT"),
+            Market(symbol="BTC/USDT:USDT", id="BTCUSDT", base="BTC", quote="USDT", type="swap", contract=True),
+        ],
+    )
+    spot = book.resolve("BINANCE:BTCUSDT", None, None)
+    assert spot.symbol == "BTC/USDT"
+    assert book.resolve("BINANCE:BTCUSDT", None, None) is spot
+    assert book.resolve("BINANCE:BTCUSDT", None, "swap").symbol == "BTC/USDT:USDT"
+    assert book.resolve("BTCUSDT.P", None, None).symbol == "BTC/USDT:USDT"
+    assert book.resolve("BINANCE:BTCUSDT", "swap", None).symbol == "BTC/USDT:USDT"
+    for _ in range(2):
+        with pytest.raises(Unprocessable, match="not a market"):
+            book.resolve("ETHUSDT", None, None)
+    monkeypatch.setattr(markets, "RESOLVED_KEPT", 3)
+    for ticker in ("BTC/USDT", "BTCUSDT", "btcusdt", "BTC-USDT", "BTC_USDT"):
+        assert book.resolve(ticker, None, None) is spot
+        assert len(book._resolved) <= 3

@@ -152,6 +152,9 @@ def test_market_book_precision_and_lookups():
     assert book.amount_to_precision(btc, "0.0123456") == "0.01234"  # truncated, never rounded up
     assert book.price_to_precision(btc, "100.25") == "100.5" and book.price_to_precision(btc, "100.24") == "100"
     assert book.amount_to_precision(aapl, "1.23456789") == "1.23456789"  # no step known: left as asked
+    # The Decimal an order's checks use is the number its text says, digit for digit.
+    for market, value in ((btc, "0.0123456"), (btc, "100"), (aapl, "1.23456789"), (aapl, "1" * 40), (btc, "0.000001")):
+        assert book.amount_on_step(market, value) == Decimal(book.amount_to_precision(market, value))
     assert book.resolve("BINANCE:BTCUSDT", None, None) is btc
     assert book.resolve("BTCUSDT.P", None, None) is perp
     assert book.resolve("BTCUSDT", None, "swap") is perp

@@ -635,6 +635,8 @@ async def test_a_market_buy_carries_its_price_where_the_exchange_sizes_it_by_cos
         client_order_id="tv" + "0" * 30,
     )
     try:
-        assert ex._order_args(order)[4] == (50000.0 if priced else None)
+        args = ex._order_args(order)
+        assert args[4] == (50000.0 if priced else None)
+        assert args[:4] == ("BTC/USDT", "market", "buy", 0.01)  # the amount as ccxt takes it, a float
     finally:
         await ex.close()
