@@ -8,7 +8,8 @@ five tasks and a dozen turns of the event loop per request before the view does 
 
 ``core.web.intake`` has already read the whole body, within its deadline and size limit,
 when a request reaches Quart, and says so in the scope (``BODY``). For such a request
-``BodyFirstConnection`` builds Quart's request with that body complete and handles it in
+``BodyFirstConnection`` builds Quart's request (its ``Headers`` filled in one step, not
+one checked ``add`` per header) with that body complete and handles it in
 the task the server started for it: the same routing, hooks, error handlers and
 response as Quart's own path, with no task of its own and the response sent under
 ``asyncio.timeout`` (RESPONSE_TIMEOUT, as Quart's). A request without ``BODY`` (no
@@ -39,7 +40,7 @@ matching or building URLs.
 
 ``json_response`` is ``jsonify`` — the same bytes, the app's JSON provider's settings —
 encoded by one prebuilt ``json.JSONEncoder`` instead of a new one per answer, into a
-Response built with its status and headers at once.
+Response built with its status and prebuilt Content-Type and Content-Length headers.
 
 ``LeanRequest`` (``Quart.request_class``) is Quart's request whose ``blueprints``, read
 three times per request, no longer runs an import statement on each read, and whose
@@ -54,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, cast
 
 from flask.json.provider import DefaultJSONProvider
@@ -76,10 +78,11 @@ from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.utils import encode_headers
 from quart.wrappers import BaseRequestWebsocket, Request, Response
 from quart.wrappers.response import DataBody
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import MapAdapter
 from werkzeug.sansio.utils import get_content_length
-from werkzeug.utils import cached_property
+from werkzeug.utils import cached_property, get_content_type
 
 BODY = "intake.body"
 """Scope key: the whole body of the request, read by ``core.web.intake``."""
@@ -95,11 +98,47 @@ class BodyFirstConnection(ASGIHTTPConnection):
         if not isinstance(body, bytes):
             await super().__call__(receive, send)
             return
-        request = self._create_request_from_scope(send)
+        request = self._request_from_scope(send)
         request.body_timeout = None  # complete already: awaiting it needs no deadline (nor a task)
         request.body.append(body)
         request.body.set_complete()
         await self.handle_request(request, send)
+
+    def _request_from_scope(self, send: ASGISendCallable) -> Request:
+        """Quart's ``_create_request_from_scope``, with the request's ``Headers`` filled in one
+        step: the same (``.title()``-cased, latin-1) pairs in the same order, where ``Headers.add``
+        checks each name and value for a line break (none here: checked on the bytes first;
+        with one, Quart's own build raises its error) and appends them one by one."""
+        scope = self.scope
+        raw = scope["headers"]
+        for name, value in raw:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                return self._create_request_from_scope(send)
+        path = scope["path"]
+        root_path = scope.get("root_path", "")
+        if path[:1] != "/" or root_path != "":
+            return self._create_request_from_scope(send)
+        client = scope.get("client")
+        pairs = [("Remote-Addr", str(client[0]) if client else "<local>")]
+        pairs += [(name.decode("latin1").title(), value.decode("latin1")) for name, value in raw]
+        headers = Headers()
+        headers._list = pairs
+        config = self.app.config
+        if scope["http_version"] < "1.1":
+            headers.setdefault("Host", config["SERVER_NAME"] or "")
+        return self.app.request_class(
+            scope["method"],
+            scope["scheme"],
+            path,
+            scope["query_string"],
+            headers,
+            root_path,
+            scope["http_version"],
+            max_content_length=config["MAX_CONTENT_LENGTH"],
+            body_timeout=config["BODY_TIMEOUT"],
+            send_push_promise=partial(self._send_push_promise, send),
+            scope=scope,
+        )
 
     async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
         try:
@@ -174,7 +213,8 @@ def json_response(app: Quart, body: Any, status: int = 200, headers: Mapping[str
     and headers, with one encoder per JSON setting of the app instead of one per call."""
     provider = app.json
     if (
-        not isinstance(provider, DefaultJSONProvider)
+        app.response_class is not Response
+        or not isinstance(provider, DefaultJSONProvider)
         or provider.compact is False
         or (provider.compact is None and app.debug)
     ):
@@ -188,7 +228,15 @@ def json_response(app: Quart, body: Any, status: int = 200, headers: Mapping[str
                 ensure_ascii=key[0], sort_keys=key[1], default=key[2], separators=(",", ":")
             )
         data = (encoder.encode(body) + "\n").encode()
-        response = app.response_class(data, status, None, None, provider.mimetype)
+        # The headers Response(data, status, mimetype=...) sets one by one, prebuilt: its
+        # Content-Type (application/json takes no charset) and Content-Length, in that order
+        # (Quart's own Response; a response_class of the app's own is built as jsonify does).
+        prebuilt = Headers()
+        prebuilt._list = [
+            ("Content-Type", get_content_type(provider.mimetype, "utf-8")),
+            ("Content-Length", str(len(data))),
+        ]
+        response = app.response_class(DataBody(data), status, prebuilt)
     if headers:
         response.headers.update(headers)
     return response

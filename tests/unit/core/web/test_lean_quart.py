@@ -12,7 +12,7 @@ from contextlib import ExitStack, contextmanager
 from functools import partial
 
 import pytest
-from quart import Blueprint, Quart, after_this_request, current_app, g, jsonify, request, session, url_for
+from quart import Blueprint, Quart, Response, after_this_request, current_app, g, jsonify, request, session, url_for
 from quart.signals import (
     appcontext_popped,
     appcontext_pushed,
@@ -22,7 +22,7 @@ from quart.signals import (
     request_tearing_down,
 )
 
-from core.web.asgi import BodyFirstConnection, LeanQuart, json_response, scope_headers
+from core.web.asgi import BodyFirstConnection, LeanQuart, LeanRequest, json_response, scope_headers
 from tests.support import alert_body, signed_headers
 
 SIGNALS = {
@@ -244,6 +244,68 @@ async def test_scope_headers_are_the_views_header_dict(http_version):
         }
         built = BodyFirstConnection(app, scope)._create_request_from_scope(None)  # type: ignore[arg-type]
         assert scope_headers(scope, app.config["SERVER_NAME"]) == {k.lower(): v for k, v in built.headers.items()}
+
+
+SCOPES = [
+    {},
+    {"http_version": "1.0"},
+    {"client": None},
+    {"root_path": "/root", "path": "/root/webhook"},
+    {"path": "http://h.test/webhook"},
+    {"query_string": b"a=1&b=%C3%A9"},
+    {"headers": [(b"host", b"h.test"), (b"x-bad", b"a\r\nb")]},
+    {"headers": [(b"host", b"h.test"), (b"x-bad\n", b"a")]},
+]
+
+
+@pytest.mark.parametrize("changes", SCOPES)
+async def test_a_request_built_from_the_scope_is_quarts(changes):
+    app = LeanQuart("request")
+    app.config["SERVER_NAME"] = "example.test"
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "https",
+        "path": "/webhook",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"h.test"), (b"content-length", b"2"), (b"x-dup", b"1"), (b"X-Dup", b"2")],
+        "client": ("10.1.2.3", 5),
+        **changes,
+    }
+    connection = BodyFirstConnection(app, scope)
+    try:
+        expected = connection._create_request_from_scope(None)  # type: ignore[arg-type]
+    except ValueError as error:  # a line break in a header: the same error either way
+        with pytest.raises(ValueError, match=str(error)):
+            connection._request_from_scope(None)  # type: ignore[arg-type]
+        return
+    built = connection._request_from_scope(None)  # type: ignore[arg-type]
+    assert type(built) is type(expected) is LeanRequest
+    assert list(built.headers.items()) == list(expected.headers.items())
+    for name in ("method", "scheme", "path", "root_path", "query_string", "http_version", "remote_addr", "host"):
+        assert getattr(built, name) == getattr(expected, name), name
+    assert built.content_length == expected.content_length
+    assert built.body_timeout == expected.body_timeout
+    assert built.body._max_content_length == expected.body._max_content_length
+    assert built.scope is expected.scope
+
+
+async def test_json_response_of_an_app_with_its_own_response_class_is_what_jsonify_makes():
+    class Answer(Response):
+        automatically_set_content_length = False
+        default_mimetype = "text/plain"
+
+    app = LeanQuart("json")
+    app.response_class = Answer
+    async with app.app_context():
+        expected = await app.make_response((jsonify({"a": 1}), 201))
+        made = json_response(app, {"a": 1}, 201)
+        assert type(made) is type(expected) is Answer
+        assert made.status == expected.status
+        assert list(made.headers.items()) == list(expected.headers.items())
+        assert await made.get_data() == await expected.get_data()
 
 
 HOOKS = [
