@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import sys
 import time
+from typing import cast
 
 from quart import Quart, Response, request
 from quart.typing import ResponseTypes
@@ -164,9 +165,10 @@ def create_app(
     async def webhook() -> Response:
         router = _router(app)
         received_at = time.time()
-        client = request.remote_addr or ""
-        scope = request.scope
-        _require_https(router)
+        current = cast(Request, request._get_current_object())  # type: ignore[attr-defined]  # one lookup, not one per read
+        client = current.remote_addr or ""
+        scope = current.scope
+        _require_https(router, current.scheme)
         await router.limits.before_request(client)
         # Read whole by core.web.intake, in time and within router.max_body_bytes (its
         # max_body); without the intake in front, read here under the same limit.
@@ -174,9 +176,9 @@ def create_app(
         if not isinstance(body, bytes):
             limit = router.options.max_body_bytes
             try:
-                if request.content_length is not None and request.content_length > limit:
+                if current.content_length is not None and current.content_length > limit:
                     raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-                body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+                body = await current.get_data(cache=False, as_text=False, parse_form_data=False)
             except (WebhookError, RequestEntityTooLarge):
                 await router.limits.failed(client)  # refused before authenticating
                 raise
@@ -184,15 +186,15 @@ def create_app(
             body=body,
             headers=scope_headers(scope, app.config["SERVER_NAME"]),
             remote_addr=client,
-            scheme=request.scheme,
+            scheme=current.scheme,
             payload={},  # parsed only once the request has authenticated (Router.receive_body)
             received_at=received_at,
-            query=dict(request.args) if request.query_string else {},
+            query=dict(current.args) if current.query_string else {},
         )
         # Once authenticated, the address's requests are no longer queued behind anonymous ones (core.web.intake).
         outcome = await router.receive_body(
             inbound,
-            request.mimetype or "",
+            current.mimetype or "",
             on_authenticated=authenticated_callback(scope),
             proven=intake.proven(client),
         )
@@ -395,9 +397,10 @@ def _router(app: Quart) -> Router:
     return router
 
 
-def _require_https(router: Router) -> None:
-    """REQUIRE_HTTPS: the scheme is the client's (``core.web.proxy`` applied TRUSTED_PROXIES)."""
-    if router.settings.require_https and request.scheme != "https":
+def _require_https(router: Router, scheme: str | None = None) -> None:
+    """REQUIRE_HTTPS: the scheme is the client's (``core.web.proxy`` applied TRUSTED_PROXIES);
+    ``scheme``: the request's, when the view has read it already."""
+    if router.settings.require_https and (request.scheme if scheme is None else scheme) != "https":
         raise Forbidden("this endpoint accepts HTTPS only", code="https_required")
 
 
