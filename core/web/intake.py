@@ -14,10 +14,11 @@ TRUSTED_PROXIES established), in front of Quart:
 * **A deadline for the body**: the whole body must arrive within ``router.body_timeout``
   seconds of the headers, else 408 and the connection is closed (Quart's own timeout is
   60 s). The body is read here, bounded by ``router.max_body_bytes`` (413), and handed to
-  the app whole. The deadline's timer is armed only when a part of the body must be
-  waited for: a body that came with the headers (already queued by hypercorn) is taken
-  at once, with no timer to set and cancel. The headers have hypercorn's deadline: ``keep_alive_timeout`` in
-  hypercorn.toml, counted from the connection's start or the end of its last answer.
+  the app whole. The deadline's timer is armed only around a part of the body that must
+  be waited for: a body that came with the headers (already queued by hypercorn) is taken
+  at once, with no timeout to enter or timer to set and cancel. The headers have
+  hypercorn's deadline: ``keep_alive_timeout`` in hypercorn.toml, counted from the
+  connection's start or the end of its last answer.
 * **No log flood**: these refusals are logged at most once per address (key) per
   ``LOG_INTERVAL`` seconds, with the number refused since the last line; hypercorn's
   access log (``hypercorn.access``) likewise writes at most one line per address per
@@ -227,30 +228,33 @@ class IntakeGuard:
         chunks: list[bytes] = []
         size = 0
         deadline = asyncio.get_running_loop().time() + self.body_timeout
-        try:
-            # asyncio.timeout, not wait_for: no task per receive. Its timer is armed only if a
-            # message must be waited for: the body has usually come with the headers.
-            async with asyncio.timeout(None) as timer:
-                more = True
-                while more:
-                    message = _queued(receive)
-                    if message is None:
-                        if timer.when() is None:
-                            timer.reschedule(deadline)
+        more = True
+        while more:
+            message = _queued(receive)
+            if message is None:
+                # A message to wait for, by the deadline of the whole body (asyncio.timeout_at,
+                # not wait_for: no task per receive); none when the body came with the headers.
+                try:
+                    async with asyncio.timeout_at(deadline):
                         message = await receive()
-                    if message["type"] != "http.request":
-                        return  # the client went away: nothing to answer
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        break
-                    chunks.append(chunk)
-                    more = message.get("more_body", False)
-        except TimeoutError:
-            await self._refuse(
-                scope, send, address, 408, "body_timeout", f"the body did not arrive within {self.body_timeout:g} s"
-            )
-            return
+                except TimeoutError:
+                    await self._refuse(
+                        scope,
+                        send,
+                        address,
+                        408,
+                        "body_timeout",
+                        f"the body did not arrive within {self.body_timeout:g} s",
+                    )
+                    return
+            if message["type"] != "http.request":
+                return  # the client went away: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
         if size > self.max_body:
             await self._refuse(
                 scope, send, address, 413, "payload_too_large", f"the body is larger than {self.max_body} bytes"
