@@ -45,7 +45,8 @@ Response built with its status and prebuilt Content-Type and Content-Length head
 ``LeanRequest`` (``Quart.request_class``) is Quart's request whose ``blueprints``, read
 three times per request, no longer runs an import statement on each read, and whose
 ``content_length`` no longer raises and catches a ``KeyError`` for the absent
-``Transfer-Encoding``.
+``Transfer-Encoding`` (``BodyFirstConnection`` gives it, found in the same pass over the
+scope's headers that builds the request's).
 ``scope_headers`` is the lower-cased header dict the view would build from
 ``request.headers``, read from the scope (whose names are already lower-case bytes).
 """
@@ -56,6 +57,7 @@ import asyncio
 import json
 from collections.abc import Callable, Mapping
 from functools import partial
+from types import EllipsisType
 from typing import Any, cast
 
 from flask.json.provider import DefaultJSONProvider
@@ -111,9 +113,15 @@ class BodyFirstConnection(ASGIHTTPConnection):
         with one, Quart's own build raises its error) and appends them one by one."""
         scope = self.scope
         raw = scope["headers"]
+        length = encoding = None
         for name, value in raw:
             if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
                 return self._create_request_from_scope(send)
+            lowered = name.lower()
+            if lowered == b"content-length":
+                length = value if length is None else length
+            elif lowered == b"transfer-encoding":
+                encoding = value if encoding is None else encoding
         path = scope["path"]
         root_path = scope.get("root_path", "")
         if path[:1] != "/" or root_path != "":
@@ -126,7 +134,14 @@ class BodyFirstConnection(ASGIHTTPConnection):
         config = self.app.config
         if scope["http_version"] < "1.1":
             headers.setdefault("Host", config["SERVER_NAME"] or "")
-        return self.app.request_class(
+        request_class = self.app.request_class
+        extra: dict[str, Any] = {}
+        if issubclass(request_class, LeanRequest):  # its content_length, from the same first values
+            extra["content_length"] = get_content_length(
+                http_content_length=None if length is None else length.decode("latin1"),
+                http_transfer_encoding=None if encoding is None else encoding.decode("latin1"),
+            )
+        return request_class(
             scope["method"],
             scope["scheme"],
             path,
@@ -138,6 +153,7 @@ class BodyFirstConnection(ASGIHTTPConnection):
             body_timeout=config["BODY_TIMEOUT"],
             send_push_promise=partial(self._send_push_promise, send),
             scope=scope,
+            **extra,
         )
 
     async def handle_request(self, request: Request, send: ASGISendCallable) -> None:
@@ -173,6 +189,13 @@ class LeanRequest(Request):
     ``content_length`` as werkzeug computes it, in one pass over the headers: werkzeug's
     lookup of the absent ``Transfer-Encoding`` raises and catches a ``KeyError`` for every
     request."""
+
+    def __init__(self, *args: Any, content_length: int | None | EllipsisType = ..., **kwargs: Any) -> None:
+        """Quart's; ``content_length``: the value of the property, when the builder of the
+        request found it already (``BodyFirstConnection`` reading the scope's headers)."""
+        if content_length is not Ellipsis:
+            self.__dict__["content_length"] = content_length  # what the cached_property keeps
+        super().__init__(*args, **kwargs)
 
     @property
     def blueprints(self) -> list[str]:

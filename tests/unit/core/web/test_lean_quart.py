@@ -253,6 +253,11 @@ SCOPES = [
     {"root_path": "/root", "path": "/root/webhook"},
     {"path": "http://h.test/webhook"},
     {"query_string": b"a=1&b=%C3%A9"},
+    {"headers": [(b"host", b"h.test")]},
+    {"headers": [(b"Content-Length", b"12"), (b"content-length", b"5")]},
+    {"headers": [(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]},
+    {"headers": [(b"content-length", b"x")]},
+    {"headers": [(b"content-length", b"-1")]},
     {"headers": [(b"host", b"h.test"), (b"x-bad", b"a\r\nb")]},
     {"headers": [(b"host", b"h.test"), (b"x-bad\n", b"a")]},
 ]
