@@ -3,7 +3,10 @@
 ``admit`` journals an alert in one step (``Journal.admit``) with what a crash must not
 lose: the alert, the order's intent (its client order id: deterministic, from the alert
 id and the account) and the request's replay key. A new alert then takes its place in its
-lane with no await in between (``ExecutionEngine.submit``); a duplicate is answered with
+lane with no await in between (``ExecutionEngine.submit``), in the admission's
+continuation (``Journal.admit(then=...)``): it runs as the admission commits even if the
+request was cancelled meanwhile (a graceful shutdown's end), so no task has to shield
+the admission from the request's cancellation. A duplicate is answered with
 the outcome of the alert it duplicates — or, when that one failed with nothing sent (a
 5xx), executed again (``Journal.reopen``).
 """
@@ -50,6 +53,22 @@ async def admit(
         lane = f"{executor.account}|{executor.lane_key(alert)}"
     except WebhookError:
         lane = f"{executor.account}|{alert.symbol.upper()}"  # prepare() refuses it with the reason
+    started: list[asyncio.Task[Outcome]] = []
+
+    def start(admission: Admission) -> None:
+        # On the loop as the admission commits, whether or not the request still waits for
+        # it (a request cancelled meanwhile leaves no journaled alert unexecuted), and with
+        # no await since it returned: the alert takes its place in its lane in arrival order.
+        if admission.replayed:
+            return
+        if auth.replay_key is not None and replay_key is not None:
+            replays.admitted(auth.replay_key)
+        alert.alert_id = admission.alert_id
+        if not admission.duplicate:
+            started.append(
+                engine.submit(alert, executor, lane=lane, seq=admission.seq, check_others=admission.behind_others)
+            )
+
     admission = await journal.admit(
         explicit_id=alert.alert_id,
         body_hash=body_hash,
@@ -69,16 +88,27 @@ async def admit(
         client_order_id=client_order_id(new_alert_id(alert.alert_id, body_hash, request.received_at), executor.account),
         replay_key=replay_key,
         replay_expires_at=auth.replay_expires_at,
+        then=start,
     )
     if admission.replayed:
         log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
         raise Replayed()
-    if auth.replay_key is not None and replay_key is not None:
-        replays.admitted(auth.replay_key)
-    alert.alert_id = admission.alert_id
-    if not admission.duplicate:
-        # No await since the admission returned: the alert takes its place in its lane in arrival order.
-        return engine.submit(alert, executor, lane=lane, seq=admission.seq, check_others=admission.behind_others)
+    if started:
+        return started[0]
+    # A duplicate. Shielded: a reopened alert must start even if the request is gone.
+    return await asyncio.shield(asyncio.ensure_future(duplicate(journal, engine, alert, executor, admission, request)))
+
+
+async def duplicate(
+    journal: Journal,
+    engine: ExecutionEngine,
+    alert: Alert,
+    executor: Executor,
+    admission: Admission,
+    request: InboundRequest,
+) -> Outcome | asyncio.Task[Outcome]:
+    """A duplicate admitted: the outcome of the alert it duplicates, or that alert executed
+    again when it failed with nothing sent."""
     if may_reopen(engine, admission):
         reopened = await journal.reopen(admission.alert_id, engine.worker_id)
         if reopened is not None:

@@ -458,13 +458,9 @@ class Router:
             raise ServiceUnavailable(
                 f"account '{executor.account}' is not ready; nothing was sent", code="account_not_ready"
             )
-        # Journal and start together, shielded: once the alert is journaled its execution
-        # task must exist, even if the client goes away mid-request.
-        started = await asyncio.shield(
-            asyncio.ensure_future(
-                self.admit(request, alert, executor, auth, body_hash, replay_key=replay_key or auth.replay_key)
-            )
-        )
+        # Journal and start together: once the alert is journaled its execution task exists,
+        # even if this request is cancelled mid-admission (``core.pipeline.admission``).
+        started = await self.admit(request, alert, executor, auth, body_hash, replay_key=replay_key or auth.replay_key)
         if isinstance(started, Outcome):
             return started
         return await self.engine.answer_within_budget(alert.alert_id or "", started, request.received_at)

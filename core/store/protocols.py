@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ class Journal(Protocol):
     async def aclose(self) -> None:
         """Release what this journal opened (a shared Redis client stays open)."""
 
-    async def admit(
+    def admit(
         self,
         *,
         explicit_id: str | None,
@@ -62,7 +62,8 @@ class Journal(Protocol):
         client_order_id: str | None = None,
         replay_key: str | None = None,
         replay_expires_at: float | None = None,
-    ) -> Admission:
+        then: Callable[[Admission], None] | None = None,
+    ) -> asyncio.Future[Admission]:
         """Record a new alert (state ``received``), or return the one it duplicates; atomic
         across processes and machines sharing the store.
 
@@ -77,6 +78,14 @@ class Journal(Protocol):
         (recorded before and not expired) nothing is admitted (``Admission.replayed``);
         else it is remembered until ``replay_expires_at`` (unix seconds; None: for ever)
         in the same step as the alert or its duplicate.
+
+        The returned future is done once the admission is committed. ``then(admission)``
+        is called on the loop just before that — also when the future was cancelled
+        meanwhile (its caller is gone), never when the admission failed — and the
+        ``then`` of one process's admissions run in the order they were committed: what
+        must follow a committed admission whatever happens to its request (starting the
+        alert's execution, ``core.pipeline.admission``) runs there, with no await in
+        between. An exception of ``then`` is the future's.
         """
 
     async def set_state(

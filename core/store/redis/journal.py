@@ -36,8 +36,9 @@ import asyncio
 import builtins
 import dataclasses
 import json
+import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar, cast
 
@@ -61,6 +62,7 @@ from core.store.redis.rows import decode_alert
 from core.store.states import SUCCESS_STATES, AlertState, alert_state, holds_lane
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _QUARANTINED = AlertState.QUARANTINED.value
 _ATTEMPT_FIELDS = tuple(f.name for f in dataclasses.fields(AttemptRecord))
 
@@ -119,7 +121,7 @@ class RedisJournal:
 
     # -- admission and state ---------------------------------------------------
 
-    async def admit(
+    def admit(
         self,
         *,
         explicit_id: str | None,
@@ -138,7 +140,8 @@ class RedisJournal:
         client_order_id: str | None = None,
         replay_key: str | None = None,
         replay_expires_at: float | None = None,
-    ) -> Admission:
+        then: Callable[[Admission], None] | None = None,
+    ) -> asyncio.Future[Admission]:
         if replay_expires_at is not None and replay_expires_at <= time.time():
             replay_key = None  # already expired: nothing to remember
         fields = {
@@ -170,17 +173,10 @@ class RedisJournal:
         ]
         for key, value in fields.items():
             args += [key, value]
-        alert_id, kind, seq, state, status, behind = await self._pipelines.call(self._admit, args)
-        if int(kind) == 2:
-            return Admission("", False, replayed=True)
-        return Admission(
-            alert_id,
-            int(kind) == 1,
-            seq=int(seq),
-            behind_others=bool(int(behind)),
-            state=state,
-            http_status=int(status) if status else None,
-        )
+        # Cancelling the caller's future never cancels the reply's: ``then`` runs as the reply comes.
+        admitted: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._pipelines.call(self._admit, args).add_done_callback(lambda reply: _admitted(reply, admitted, then))
+        return admitted
 
     async def remember_replay(self, key: str, expires_at: float | None) -> bool:
         if expires_at is not None and expires_at <= time.time():
@@ -466,3 +462,39 @@ class RedisJournal:
         counts = cast("dict[str, str]", await self._durable(self.client.hgetall(self._key("stats"))))
         alerts = {k: int(v) for k, v in counts.items() if int(v)}
         return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}
+
+
+def _admitted(
+    reply: asyncio.Future[Any], admitted: asyncio.Future[Admission], then: Callable[[Admission], None] | None
+) -> None:
+    """The admission script's reply: ``then`` (see ``Journal.admit``), then the caller's future."""
+    if reply.cancelled():
+        admitted.cancel()
+        return
+    try:
+        alert_id, kind, seq, state, status, behind = reply.result()
+        admission = (
+            Admission("", False, replayed=True)
+            if int(kind) == 2
+            else Admission(
+                alert_id,
+                int(kind) == 1,
+                seq=int(seq),
+                behind_others=bool(int(behind)),
+                state=state,
+                http_status=int(status) if status else None,
+            )
+        )
+        if then is not None:
+            then(admission)
+    except (Exception, asyncio.CancelledError) as exc:
+        if admitted.done():
+            if reply.exception() is None:
+                log.exception("a committed admission's continuation failed (its caller is gone)")
+        elif isinstance(exc, asyncio.CancelledError):
+            admitted.cancel()
+        else:
+            admitted.set_exception(exc)
+        return
+    if not admitted.done():
+        admitted.set_result(admission)

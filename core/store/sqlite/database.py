@@ -32,12 +32,18 @@ written after its answer): it joins the next batch a caller does wait for, shari
 batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued when no
 such batch comes (``expedite()``: at once; one timer on the loop at a time, not one
 per write). The future it returns is done once it is committed. ``close()`` commits what is still deferred.
+
+**Submit.** ``submit(fn, then)`` is ``run`` without a coroutine (no task to await it
+in): ``then(result)`` runs on the loop as the job's COMMIT is delivered, even when the
+future it returns was cancelled meanwhile — the journal's admission starts the alert's
+execution there, so a request cancelled mid-admission never leaves a journaled alert behind.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -48,6 +54,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 _BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (primary codes: BUSY_SNAPSHOT is 517)
 
@@ -73,16 +81,21 @@ class _Busy(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "loop", "future", "result", "error")
+    __slots__ = ("fn", "loop", "future", "result", "error", "then")
 
     def __init__(
-        self, fn: Callable[[sqlite3.Connection], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
+        self,
+        fn: Callable[[sqlite3.Connection], Any],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[Any],
+        then: Callable[[Any], None] | None = None,
     ):
         self.fn = fn
         self.loop = loop
         self.future = future
         self.result: Any = None
         self.error: BaseException | None = None
+        self.then = then  # called with the result on the loop once committed, cancelled or not (submit)
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -182,6 +195,17 @@ class SqliteDatabase:
                 pass
         return await self._enqueue(fn, deferred=False)
 
+    def submit(
+        self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None
+    ) -> asyncio.Future[T]:
+        """Queue ``fn`` as ``run`` does (on the thread, answered after its COMMIT), without a
+        coroutine: the future gets its result. ``then(result)`` is called on the loop once
+        it is committed, just before the future is done — also when the future was
+        cancelled meanwhile (its caller is gone): what must follow a committed write runs
+        there. The ``then`` of one batch's jobs run in the jobs' order; one that raises
+        gives the future its exception."""
+        return self._enqueue(fn, deferred=False, then=then)
+
     def later(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue ``fn`` to commit with the next batch (see the module docstring), without waiting."""
         return self._enqueue(fn, deferred=True)
@@ -210,10 +234,12 @@ class SqliteDatabase:
             self._timer_loop = loop
             loop.call_later(wait, self._due)
 
-    def _enqueue(self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool) -> asyncio.Future[T]:
+    def _enqueue(
+        self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool, then: Callable[[T], None] | None = None
+    ) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job = _Job(fn, loop, future)
+        job = _Job(fn, loop, future, then)
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
@@ -358,6 +384,13 @@ class SqliteDatabase:
 
 def _settle(jobs: list[_Job]) -> None:
     for job in jobs:
+        if job.then is not None and job.error is None:
+            try:
+                job.then(job.result)
+            except Exception as exc:
+                job.error = exc
+                if job.future.cancelled():
+                    log.exception("a committed job's continuation failed (its caller is gone)")
         if job.future.cancelled():
             continue
         if job.error is not None:

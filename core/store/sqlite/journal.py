@@ -13,7 +13,7 @@ import builtins
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ class SqliteJournal:
 
     # -- admission -------------------------------------------------------------
 
-    async def admit(
+    def admit(
         self,
         *,
         explicit_id: str | None,
@@ -89,7 +89,8 @@ class SqliteJournal:
         client_order_id: str | None = None,
         replay_key: str | None = None,
         replay_expires_at: float | None = None,
-    ) -> Admission:
+        then: Callable[[Admission], None] | None = None,
+    ) -> asyncio.Future[Admission]:
         def admit(conn: sqlite3.Connection) -> Admission:
             journaled_at = time.time()
             with transaction(conn):
@@ -139,7 +140,7 @@ class SqliteJournal:
                 self._remember(conn, replay_key, replay_expires_at, journaled_at)
                 return Admission(alert_id, False, seq=seq, behind_others=behind)
 
-        return await self.db.run(admit)
+        return self.db.submit(admit, then)
 
     # -- replay keys -----------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 
 import pytest
@@ -152,6 +153,85 @@ async def test_client_going_away_never_cancels_the_order(app_client, scripted):
         release.set()
         await task
         row = await app.extensions["router"].journal.get("gone-1")
+    assert len(scripted.calls) == 1 and len(scripted.orders_for(scripted.calls[0].client_order_id)) == 1
+    assert row["state"] == "filled" and [o["state"] for o in row["orders"]] == ["filled"]
+
+
+def hold_admissions(journal, gate: asyncio.Event, admitting: asyncio.Event) -> list[asyncio.Task]:
+    """Hold the journal's admissions until ``gate`` is set (``admitting`` set as one is queued)."""
+    held: list[asyncio.Task] = []
+    if hasattr(journal, "db"):  # SQLite: the job waits on the writer thread
+        submit = journal.db.submit
+        ready = threading.Event()
+        held_gate = asyncio.create_task(gate.wait())
+        held_gate.add_done_callback(lambda _: ready.set())
+        held.append(held_gate)
+
+        def gated_submit(fn, then=None):
+            admitting.set()
+            return submit(lambda conn: (ready.wait(10), fn(conn))[1], then)
+
+        journal.db.submit = gated_submit
+    else:  # Redis: the admission script is sent once the gate opens
+        pipelines = journal._pipelines
+        call = pipelines.call
+
+        def gated_call(script, args, keys=(), **options):
+            if script is not journal._admit:
+                return call(script, args, keys, **options)
+            admitting.set()
+            reply = asyncio.get_running_loop().create_future()
+
+            async def send() -> None:
+                await gate.wait()
+                try:
+                    reply.set_result(await call(script, args, keys, **options))
+                except Exception as exc:
+                    reply.set_exception(exc)
+
+            held.append(asyncio.create_task(send()))
+            return reply
+
+        pipelines.call = gated_call
+    return held
+
+
+async def test_a_request_cancelled_during_its_admission_still_executes_its_alert_once(app_client, scripted):
+    # A graceful shutdown's end cancels the requests still running: one cancelled while its
+    # admission commits must leave no journaled alert unexecuted (and execute it once).
+    gate, admitting, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    scripted.script = [("wait", release)]
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        held = hold_admissions(router.journal, gate, admitting)
+        delivered = asyncio.Event()
+        admit = router.journal.admit
+
+        def admit_then_tell(*, then=None, **fields):  # tells when the admission's continuation ran
+            def continuation(admission) -> None:
+                if then is not None:
+                    then(admission)
+                delivered.set()
+
+            return admit(then=continuation, **fields)
+
+        router.journal.admit = admit_then_tell
+        request = asyncio.create_task(post(client, id="cut-1"))
+        await admitting.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert "cut-1" not in router.engine.inflight and not scripted.calls  # still being admitted
+        gate.set()
+        await asyncio.gather(*held)
+        await delivered.wait()
+        assert "cut-1" in router.engine.inflight  # its execution started as the admission committed
+        await scripted.call_started.wait()
+        task = router.engine.inflight["cut-1"]
+        release.set()
+        await task
+        assert await router.engine.writes.flush(timeout=5)
+        row = await router.journal.get("cut-1")
     assert len(scripted.calls) == 1 and len(scripted.orders_for(scripted.calls[0].client_order_id)) == 1
     assert row["state"] == "filled" and [o["state"] for o in row["orders"]] == ["filled"]
 
@@ -413,18 +493,22 @@ async def test_an_alert_waits_for_one_durable_write_its_admission(app_client, sc
         db = router.journal.db
         awaited: list[str] = []
         queued: list[str] = []
-        run, later = db.run, db.later
+        run, submit, later = db.run, db.submit, db.later
 
         async def counting_run(fn, *, read_only=False, fresh=True):
             if not read_only:
                 awaited.append(getattr(fn, "__qualname__", "?"))
             return await run(fn, read_only=read_only, fresh=fresh)
 
+        def counting_submit(fn, then=None):  # a write waited for without a coroutine
+            awaited.append(getattr(fn, "__qualname__", "?"))
+            return submit(fn, then)
+
         def counting_later(fn):
             queued.append(getattr(fn, "__qualname__", "?"))
             return later(fn)
 
-        db.run, db.later = counting_run, counting_later
+        db.run, db.submit, db.later = counting_run, counting_submit, counting_later
         for i in range(5):
             status, _ = await post(client, id=f"one-write-{i}")
             assert status == 200
