@@ -21,7 +21,7 @@ from core.pipeline.engine import ExecutionEngine
 from core.pipeline.models import Alert, AuthResult, InboundRequest
 from core.pipeline.outcomes import Outcome
 from core.pipeline.replays import RecentKeys
-from core.store.journal import Admission, new_alert_id
+from core.store.journal import Admission, AdmissionRequest, new_alert_id
 from core.store.protocols import Journal
 from core.trading.execution import Executor, client_order_id
 
@@ -69,7 +69,7 @@ async def admit(
                 engine.submit(alert, executor, lane=lane, seq=admission.seq, check_others=admission.behind_others)
             )
 
-    admission = await journal.admit(
+    recorded = AdmissionRequest(
         explicit_id=alert.alert_id,
         body_hash=body_hash,
         received_at=request.received_at,
@@ -88,8 +88,8 @@ async def admit(
         client_order_id=client_order_id(new_alert_id(alert.alert_id, body_hash, request.received_at), executor.account),
         replay_key=replay_key,
         replay_expires_at=auth.replay_expires_at,
-        then=start,
     )
+    admission = await journal.admit(recorded, then=start)
     if admission.replayed:
         log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
         raise Replayed()

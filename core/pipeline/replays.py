@@ -7,7 +7,7 @@ instead of keeping a cache of its own. The router then
 * refuses at once (401, "replayed signature") a key this process saw lately
   (``RecentKeys``: the keys of requests in progress and of those it admitted);
 * records the key in the journal in the same step as the alert's admission
-  (``Journal.admit(replay_key=...)``): the authority across workers, machines and
+  (``Journal.admit``, ``AdmissionRequest.replay_key``): the authority across workers, machines and
   restarts. A key the journal remembers admits nothing (401 as well);
 * records the key of a signed request that admits no alert (``GET /alerts/<id>``, the kill
   switch) on its own (``Journal.remember_replay``).

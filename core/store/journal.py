@@ -38,6 +38,28 @@ log = logging.getLogger(__name__)
 AlertRow = dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    """What ``Journal.admit`` records of a new alert, in one value (see ``Journal.admit``)."""
+
+    explicit_id: str | None  # the alert's own id, if it has one (else the journal makes one)
+    body_hash: str
+    received_at: float
+    dedup_window: float  # seconds within which an alert without an id and the same body_hash is a resend
+    principal: str | None
+    account: str
+    symbol: str
+    side: str
+    amount: str
+    payload: dict[str, Any]
+    owner: str | None = None  # the worker that executes it
+    lane: str = ""
+    authenticated_at: float | None = None
+    client_order_id: str | None = None  # the order's intent: after a crash, it may have been sent
+    replay_key: str | None = None  # the request's, remembered in the same step
+    replay_expires_at: float | None = None
+
+
 @dataclass(frozen=True)
 class Admission:
     """The journal's answer to a new alert: its id, and whether it was seen before."""

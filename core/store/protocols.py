@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from core.store.journal import Admission, AlertRow, AttemptRecord, JournalStats, OrderAttempt
+from core.store.journal import Admission, AdmissionRequest, AlertRow, AttemptRecord, JournalStats, OrderAttempt
 from core.store.risk import FlattenRecord, HaltRecord
 from core.store.tokens import TokenInfo
 
@@ -44,28 +44,10 @@ class Journal(Protocol):
         """Release what this journal opened (a shared Redis client stays open)."""
 
     def admit(
-        self,
-        *,
-        explicit_id: str | None,
-        body_hash: str,
-        received_at: float,
-        dedup_window: float,
-        principal: str | None,
-        account: str,
-        symbol: str,
-        side: str,
-        amount: str,
-        payload: dict[str, Any],
-        owner: str | None = None,
-        lane: str = "",
-        authenticated_at: float | None = None,
-        client_order_id: str | None = None,
-        replay_key: str | None = None,
-        replay_expires_at: float | None = None,
-        then: Callable[[Admission], None] | None = None,
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
     ) -> asyncio.Future[Admission]:
         """Record a new alert (state ``received``), or return the one it duplicates; atomic
-        across processes and machines sharing the store.
+        across processes and machines sharing the store. ``request`` holds what is recorded.
 
         An explicit id is a duplicate of the same id seen at any time the journal keeps it.
         An alert without one is a duplicate of an alert with the same ``body_hash``

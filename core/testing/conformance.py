@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from core.pipeline.models import Alert
+from core.store.journal import AdmissionRequest
 from core.store.states import SUCCESS_STATES, AlertState, is_final
 from core.testing.adapter import (
     ACCOUNT,
@@ -323,18 +324,20 @@ class ConformanceKit:
             journal, dead = router.journal, "crashed-worker-" + secrets.token_hex(4)
             await journal.heartbeat(dead)  # alive while it journals, then never again
             await journal.admit(
-                explicit_id=alert_id,
-                body_hash=hashlib.sha256(alert_id.encode()).hexdigest(),
-                received_at=now,
-                dedup_window=60,
-                principal="conformance",
-                account=ACCOUNT,
-                symbol=alert.symbol,
-                side=alert.side or alert.action,
-                amount=str(alert.amount or ""),
-                payload=alert.model_dump(mode="json", exclude={"credentials"}),
-                owner=dead,
-                lane=f"{ACCOUNT}|{injector.lane_key(alert)}",
+                AdmissionRequest(
+                    explicit_id=alert_id,
+                    body_hash=hashlib.sha256(alert_id.encode()).hexdigest(),
+                    received_at=now,
+                    dedup_window=60,
+                    principal="conformance",
+                    account=ACCOUNT,
+                    symbol=alert.symbol,
+                    side=alert.side or alert.action,
+                    amount=str(alert.amount or ""),
+                    payload=alert.model_dump(mode="json", exclude={"credentials"}),
+                    owner=dead,
+                    lane=f"{ACCOUNT}|{injector.lane_key(alert)}",
+                )
             )
             await journal.order_started(
                 alert_id,

@@ -47,6 +47,7 @@ import redis.asyncio as aioredis
 from core.observability.redaction import REDACTOR
 from core.store.journal import (
     Admission,
+    AdmissionRequest,
     AlertRow,
     AttemptRecord,
     JournalStats,
@@ -122,54 +123,37 @@ class RedisJournal:
     # -- admission and state ---------------------------------------------------
 
     def admit(
-        self,
-        *,
-        explicit_id: str | None,
-        body_hash: str,
-        received_at: float,
-        dedup_window: float,
-        principal: str | None,
-        account: str,
-        symbol: str,
-        side: str,
-        amount: str,
-        payload: dict[str, Any],
-        owner: str | None = None,
-        lane: str = "",
-        authenticated_at: float | None = None,
-        client_order_id: str | None = None,
-        replay_key: str | None = None,
-        replay_expires_at: float | None = None,
-        then: Callable[[Admission], None] | None = None,
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
     ) -> asyncio.Future[Admission]:
-        if replay_expires_at is not None and replay_expires_at <= time.time():
+        replay_key = request.replay_key
+        if request.replay_expires_at is not None and request.replay_expires_at <= time.time():
             replay_key = None  # already expired: nothing to remember
         fields = {
-            "body_hash": body_hash,
-            "received_at": repr(received_at),
-            "updated_at": repr(received_at),
-            "principal": principal or "",
-            "account": account,
-            "symbol": symbol,
-            "side": side,
-            "amount": amount,
-            "payload": dumps(payload),
-            "owner": owner or "",
-            "authenticated_at": repr(authenticated_at) if authenticated_at is not None else "",
+            "body_hash": request.body_hash,
+            "received_at": repr(request.received_at),
+            "updated_at": repr(request.received_at),
+            "principal": request.principal or "",
+            "account": request.account,
+            "symbol": request.symbol,
+            "side": request.side,
+            "amount": request.amount,
+            "payload": dumps(request.payload),
+            "owner": request.owner or "",
+            "authenticated_at": repr(request.authenticated_at) if request.authenticated_at is not None else "",
             "journaled_at": repr(time.time()),
-            "client_order_id": client_order_id or "",
+            "client_order_id": request.client_order_id or "",
         }
         args = [
             self.prefix,
-            explicit_id or "",
-            body_hash,
-            str(int(received_at * 1000)),
-            str(int(dedup_window * 1000)),
+            request.explicit_id or "",
+            request.body_hash,
+            str(int(request.received_at * 1000)),
+            str(int(request.dedup_window * 1000)),
             str(self.retention),
-            lane,
-            owner or "",
+            request.lane,
+            request.owner or "",
             replay_key or "",
-            "" if replay_expires_at is None else str(int(replay_expires_at * 1000)),
+            "" if request.replay_expires_at is None else str(int(request.replay_expires_at * 1000)),
         ]
         for key, value in fields.items():
             args += [key, value]

@@ -20,6 +20,7 @@ from typing import Any
 from core.observability.redaction import REDACTOR
 from core.store.journal import (
     Admission,
+    AdmissionRequest,
     AlertRow,
     AttemptRecord,
     JournalStats,
@@ -71,73 +72,57 @@ class SqliteJournal:
     # -- admission -------------------------------------------------------------
 
     def admit(
-        self,
-        *,
-        explicit_id: str | None,
-        body_hash: str,
-        received_at: float,
-        dedup_window: float,
-        principal: str | None,
-        account: str,
-        symbol: str,
-        side: str,
-        amount: str,
-        payload: dict[str, Any],
-        owner: str | None = None,
-        lane: str = "",
-        authenticated_at: float | None = None,
-        client_order_id: str | None = None,
-        replay_key: str | None = None,
-        replay_expires_at: float | None = None,
-        then: Callable[[Admission], None] | None = None,
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
     ) -> asyncio.Future[Admission]:
         def admit(conn: sqlite3.Connection) -> Admission:
             journaled_at = time.time()
             with transaction(conn):
-                if replay_key is not None and self._replayed(conn, replay_key, journaled_at):
+                if request.replay_key is not None and self._replayed(conn, request.replay_key, journaled_at):
                     return Admission("", False, replayed=True)
-                if explicit_id is not None:
+                if request.explicit_id is not None:
                     row = conn.execute(
-                        "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (explicit_id,)
+                        "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (request.explicit_id,)
                     ).fetchone()
                 else:
                     row = conn.execute(
                         "SELECT alert_id, state, http_status FROM alerts WHERE body_hash = ? AND explicit_id = 0"
                         " AND received_at >= ? ORDER BY received_at DESC LIMIT 1",
-                        (body_hash, received_at - dedup_window),
+                        (request.body_hash, request.received_at - request.dedup_window),
                     ).fetchone()
                 if row is not None:
                     conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
-                    self._remember(conn, replay_key, replay_expires_at, journaled_at)
+                    self._remember(conn, request.replay_key, request.replay_expires_at, journaled_at)
                     return Admission(row["alert_id"], True, state=row["state"], http_status=row["http_status"])
-                alert_id = new_alert_id(explicit_id, body_hash, received_at)
+                alert_id = new_alert_id(request.explicit_id, request.body_hash, request.received_at)
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
                     " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at,"
                     " client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         alert_id,
-                        int(explicit_id is not None),
-                        body_hash,
-                        received_at,
-                        received_at,
-                        principal,
-                        account,
-                        symbol,
-                        side,
-                        amount,
+                        int(request.explicit_id is not None),
+                        request.body_hash,
+                        request.received_at,
+                        request.received_at,
+                        request.principal,
+                        request.account,
+                        request.symbol,
+                        request.side,
+                        request.amount,
                         AlertState.RECEIVED.value,
-                        dumps(payload),
-                        owner,
-                        lane,
-                        authenticated_at,
+                        dumps(request.payload),
+                        request.owner,
+                        request.lane,
+                        request.authenticated_at,
                         journaled_at,
-                        client_order_id,
+                        request.client_order_id,
                     ),
                 )
                 seq = int(cur.lastrowid or 0)
-                behind = conn.execute(EARLIER_OF_OTHERS_SQL, (lane, seq, owner or "")).fetchone() is not None
-                self._remember(conn, replay_key, replay_expires_at, journaled_at)
+                behind = (
+                    conn.execute(EARLIER_OF_OTHERS_SQL, (request.lane, seq, request.owner or "")).fetchone() is not None
+                )
+                self._remember(conn, request.replay_key, request.replay_expires_at, journaled_at)
                 return Admission(alert_id, False, seq=seq, behind_others=behind)
 
         return self.db.submit(admit, then)

@@ -12,6 +12,7 @@ import pytest
 
 from core.errors import OrderRejected, OutcomeUnknown, VenueBusy
 from core.pipeline.models import Alert, InboundRequest
+from core.store.journal import AdmissionRequest
 from core.store.states import GAVE_UP
 from core.trading.execution import LookupResult, client_order_id
 from core.web.app import read_signature_message
@@ -207,13 +208,13 @@ async def test_a_request_cancelled_during_its_admission_still_executes_its_alert
         delivered = asyncio.Event()
         admit = router.journal.admit
 
-        def admit_then_tell(*, then=None, **fields):  # tells when the admission's continuation ran
+        def admit_then_tell(request, *, then=None):  # tells when the admission's continuation ran
             def continuation(admission) -> None:
                 if then is not None:
                     then(admission)
                 delivered.set()
 
-            return admit(then=continuation, **fields)
+            return admit(request, then=continuation)
 
         router.journal.admit = admit_then_tell
         request = asyncio.create_task(post(client, id="cut-1"))
@@ -310,18 +311,20 @@ async def test_recovery_executes_unsent_alerts_and_expires_old_ones(app_client, 
                 "received_at": received_at,
             }
             await router.journal.admit(
-                explicit_id=alert_id,
-                body_hash=alert_id * 4,
-                received_at=received_at,
-                dedup_window=60,
-                principal="hmac",
-                account="script",
-                symbol="BTCUSDT",
-                side="buy",
-                amount="0.001",
-                payload=payload,
-                owner="dead-worker",
-                lane="script|BTC/USDT",
+                AdmissionRequest(
+                    explicit_id=alert_id,
+                    body_hash=alert_id * 4,
+                    received_at=received_at,
+                    dedup_window=60,
+                    principal="hmac",
+                    account="script",
+                    symbol="BTCUSDT",
+                    side="buy",
+                    amount="0.001",
+                    payload=payload,
+                    owner="dead-worker",
+                    lane="script|BTC/USDT",
+                )
             )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -376,19 +379,21 @@ async def admit_orphan(router, alert_id: str, *, intent: bool = True) -> None:
         "received_at": received_at,
     }
     await router.journal.admit(
-        explicit_id=alert_id,
-        body_hash=alert_id * 4,
-        received_at=received_at,
-        dedup_window=60,
-        principal="hmac",
-        account="script",
-        symbol="BTCUSDT",
-        side="buy",
-        amount="0.001",
-        payload=payload,
-        owner="dead-worker",
-        lane="script|BTC/USDT",
-        client_order_id=client_order_id(alert_id, "script") if intent else None,
+        AdmissionRequest(
+            explicit_id=alert_id,
+            body_hash=alert_id * 4,
+            received_at=received_at,
+            dedup_window=60,
+            principal="hmac",
+            account="script",
+            symbol="BTCUSDT",
+            side="buy",
+            amount="0.001",
+            payload=payload,
+            owner="dead-worker",
+            lane="script|BTC/USDT",
+            client_order_id=client_order_id(alert_id, "script") if intent else None,
+        )
     )
 
 

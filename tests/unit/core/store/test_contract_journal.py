@@ -8,12 +8,12 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from core.store.journal import AttemptRecord, OrderAttempt, new_alert_id
+from core.store.journal import Admission, AdmissionRequest, AttemptRecord, OrderAttempt, new_alert_id
 from core.store.protocols import Journal
 from core.store.sqlite.journal import SqliteJournal
 from core.store.states import GAVE_UP, AlertState
@@ -41,22 +41,26 @@ def admit(
     owner: str | None = "w1",
     window: float = 60.0,
     payload: dict[str, Any] | None = None,
+    then: Callable[[Admission], None] | None = None,
     **more: Any,
 ):
     return journal.admit(
-        explicit_id=alert_id,
-        body_hash=body_hash,
-        received_at=at or time.time(),
-        dedup_window=window,
-        principal="hmac",
-        account="acct",
-        symbol="BTCUSDT",
-        side="buy",
-        amount="1",
-        payload=payload if payload is not None else {"symbol": "BTCUSDT", "side": "buy"},
-        owner=owner,
-        lane=lane,
-        **more,
+        AdmissionRequest(
+            explicit_id=alert_id,
+            body_hash=body_hash,
+            received_at=at or time.time(),
+            dedup_window=window,
+            principal="hmac",
+            account="acct",
+            symbol="BTCUSDT",
+            side="buy",
+            amount="1",
+            payload=payload if payload is not None else {"symbol": "BTCUSDT", "side": "buy"},
+            owner=owner,
+            lane=lane,
+            **more,
+        ),
+        then=then,
     )
 
 

@@ -16,6 +16,7 @@ import time
 import pytest
 
 from core.observability.redaction import REDACTOR
+from core.store.journal import AdmissionRequest
 from core.store.sqlite.journal import SqliteJournal
 from core.trading.execution import client_order_id
 from tests.abuse_support import ledger_count
@@ -127,18 +128,20 @@ async def _journal_orphan(journal, alert_id: str, lane: str = "paper|BTC/USDT") 
     """An alert journaled by the worker "holder", which has not executed it yet."""
     received_at = time.time() - 1
     await journal.admit(
-        explicit_id=alert_id,
-        body_hash=alert_id * 4,
-        received_at=received_at,
-        dedup_window=60,
-        principal="hmac",
-        account="paper",
-        symbol="BTCUSDT",
-        side="buy",
-        amount="0.001",
-        payload=_orphan_payload(alert_id, received_at),
-        owner="holder",
-        lane=lane,
+        AdmissionRequest(
+            explicit_id=alert_id,
+            body_hash=alert_id * 4,
+            received_at=received_at,
+            dedup_window=60,
+            principal="hmac",
+            account="paper",
+            symbol="BTCUSDT",
+            side="buy",
+            amount="0.001",
+            payload=_orphan_payload(alert_id, received_at),
+            owner="holder",
+            lane=lane,
+        )
     )
 
 

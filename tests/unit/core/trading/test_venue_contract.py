@@ -15,6 +15,7 @@ from core.hooks.host import JournalReader, PluginHost
 from core.hooks.manager import hookimpl
 from core.pipeline.models import OrderResult
 from core.pipeline.outcomes import classify_exception
+from core.store.journal import AdmissionRequest
 from core.store.states import GAVE_UP
 from core.trading.execution import Executor, child_order_id, client_order_id
 from core.trading.markets import MarketBook
@@ -378,18 +379,20 @@ async def test_after_a_crash_mid_send_an_absent_from_the_executor_is_not_trusted
         order = await routed.prepare(alert, client_order_id("crashed-1", "script"))
         await router.journal.heartbeat("dead-worker")
         await router.journal.admit(
-            explicit_id="crashed-1",
-            body_hash=hashlib.sha256(b"crashed-1").hexdigest(),
-            received_at=alert.received_at,
-            dedup_window=60,
-            principal="hmac",
-            account="script",
-            symbol="BTCUSDT",
-            side="buy",
-            amount="0.001",
-            payload=alert.model_dump(mode="json", exclude={"credentials"}),
-            owner="dead-worker",
-            lane="script|BTC/USDT",
+            AdmissionRequest(
+                explicit_id="crashed-1",
+                body_hash=hashlib.sha256(b"crashed-1").hexdigest(),
+                received_at=alert.received_at,
+                dedup_window=60,
+                principal="hmac",
+                account="script",
+                symbol="BTCUSDT",
+                side="buy",
+                amount="0.001",
+                payload=alert.model_dump(mode="json", exclude={"credentials"}),
+                owner="dead-worker",
+                lane="script|BTC/USDT",
+            )
         )
         await router.journal.order_started(
             "crashed-1",
