@@ -297,35 +297,7 @@ async def test_recovery_executes_unsent_alerts_and_expires_old_ones(app_client, 
         router = app.extensions["router"]
         # Journaled by a worker that died (it never heartbeated) before executing them.
         for alert_id, age in (("orphan-fresh", 5), ("orphan-old", 3600)):
-            received_at = time.time() - age
-            payload = {
-                "alert_id": alert_id,
-                "account": "script",
-                "symbol": "BTCUSDT",
-                "side": "buy",
-                "amount": "0.001",
-                "price": "50000",
-                "order_type": "market",
-                "params": {},
-                "raw": {},
-                "received_at": received_at,
-            }
-            await router.journal.admit(
-                AdmissionRequest(
-                    explicit_id=alert_id,
-                    body_hash=alert_id * 4,
-                    received_at=received_at,
-                    dedup_window=60,
-                    principal="hmac",
-                    account="script",
-                    symbol="BTCUSDT",
-                    side="buy",
-                    amount="0.001",
-                    payload=payload,
-                    owner="dead-worker",
-                    lane="script|BTC/USDT",
-                )
-            )
+            await admit_orphan(router, alert_id, intent=False, age=age)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             fresh, old = await router.journal.get("orphan-fresh"), await router.journal.get("orphan-old")
@@ -362,10 +334,11 @@ async def test_duplicate_of_a_refused_alert_is_200_with_the_original_outcome(app
 # ---------------------------------------------------------------- one durable write; outcomes after the answer
 
 
-async def admit_orphan(router, alert_id: str, *, intent: bool = True) -> None:
-    """Journal ``alert_id`` as a worker that died after admitting it (its intent recorded),
-    before its outcome was journaled: sent or not, nobody can tell."""
-    received_at = time.time()
+async def admit_orphan(router, alert_id: str, *, intent: bool = True, age: float = 0) -> None:
+    """Journal ``alert_id``, received ``age`` seconds ago, as a worker that died after
+    admitting it (with ``intent``, its client order id recorded: sent or not, nobody can
+    tell; without, it died before executing it)."""
+    received_at = time.time() - age
     payload = {
         "alert_id": alert_id,
         "account": "script",
