@@ -98,5 +98,12 @@ def test_make_run_then_simulate_fills_on_paper(fresh_checkout: Path):
             ("BTC/USDT", "buy", "closed")
         ]
     finally:
+        # A graceful stop (hypercorn.toml's graceful_timeout, 15 s, for requests still open),
+        # with room for a loaded CI machine: usually ~1 s. If it hangs, say what it printed.
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+        try:
+            proc.wait(45)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output = proc.communicate(timeout=10)[0].decode(errors="replace")
+            pytest.fail(f"`make run` did not stop within 45 s of SIGTERM; it printed:\n{output[-4000:]}")
