@@ -306,6 +306,8 @@ class Router:
         journal = self.open_journal()
         namespace = id_namespace(auth.principal)
         key = journal_key(namespace, alert_id) if namespace else alert_id
+        # An outcome answered but not yet journaled (written after the answer) is waited for.
+        await self.engine.writes.written(key, timeout=self.options.response_budget)
         row: dict[str, Any] | None = await journal.get(key)
         if row is None and namespace:
             row = await journal.get(alert_id)  # an id the journal made (no id sent): its principal decides

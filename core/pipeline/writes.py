@@ -11,12 +11,15 @@ The writes of one alert are committed in the order they were queued (the next on
 once the one before it is committed). A write that meets a state-store outage is sent
 again, with backoff, until the store is back (one error logged per wait); any other
 failure is logged (the alert then stays unfinished in the journal: after a restart it is
-reconciled by its client order id). Shutdown waits for every write (``flush``).
+reconciled by its client order id). Shutdown waits for every write (``flush``),
+and a reader of one alert (``GET /alerts/<id>``) for that alert's (``written``: a write
+waiting out an outage's backoff is tried again at once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,6 +44,7 @@ class _Write:
     delay: float = 0.0  # before the next try, after an outage
     waiting: bool = False  # an outage was logged for it
     done: asyncio.Future[None] | None = field(default=None)  # for settled(): made when asked
+    retry: asyncio.TimerHandle | None = None  # its next try, after an outage
 
 
 class PendingWrites:
@@ -105,6 +109,24 @@ class PendingWrites:
             self.expedite()
             await asyncio.wait(waits)
 
+    async def written(self, alert_id: str, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for ``alert_id``'s queued writes, a write waiting to
+        be tried again after an outage tried now: a reader of the journal (``GET
+        /alerts/<id>``) then sees the outcome the alert was answered with."""
+        queue = self._queues.get(alert_id)
+        if queue is None:
+            return
+        last = queue[-1]
+        if last.done is None:
+            last.done = asyncio.get_running_loop().create_future()
+        head = queue[0]
+        if head.retry is not None:  # the store may be back: no need to wait out the backoff
+            head.retry.cancel()
+            self._retried(alert_id, head)
+        self.expedite()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(last.done), timeout)
+
     async def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every queued write; whether all were committed."""
         if not self._queues:
@@ -149,7 +171,11 @@ class PendingWrites:
             log.error("alert %s: its journal write waits for the state store: %s", alert_id, error.message)
             write.waiting = True
         write.delay = min(write.delay * 2, MAX_DELAY) if write.delay else self._first_delay
-        asyncio.get_running_loop().call_later(write.delay, self._send, alert_id, write)
+        write.retry = asyncio.get_running_loop().call_later(write.delay, self._retried, alert_id, write)
+
+    def _retried(self, alert_id: str, write: _Write) -> None:
+        write.retry = None
+        self._send(alert_id, write)
 
     def _done(self, alert_id: str, error: BaseException | None) -> None:
         if error is not None:

@@ -106,3 +106,22 @@ async def test_a_closed_journal_is_waited_out_like_an_outage():
             break
         await asyncio.sleep(0.01)  # the retry's backoff, bounded
     assert journal.calls == [("a-1", {"state": "filled"})]
+
+
+async def test_a_reader_waiting_for_an_alert_sends_its_write_again_without_waiting_out_the_backoff():
+    # GET /alerts/<id> right after an outage: the write answered "filled" must be journaled
+    # before the read, not after a backoff of up to MAX_DELAY.
+    journal = FakeJournal()
+    writes = PendingWrites(lambda: journal, first_delay=3600)
+    writes.record("a-1", outcome=Outcome(200, {"status": "filled"}, state="filled"), state="filled")
+    writes.record("b-1", state="skipped")
+    journal.futures[0].set_exception(StoreUnavailable("the state store (Redis) is unavailable"))
+    await turn()
+    assert len(journal.calls) == 2  # a-1 waits an hour for its next try
+    reading = asyncio.create_task(writes.written("a-1", timeout=30))
+    await turn()
+    assert [c[0] for c in journal.calls] == ["a-1", "b-1", "a-1"] and not reading.done()  # tried again at once
+    journal.futures[2].set_result(None)
+    await asyncio.wait_for(reading, 5)
+    assert not writes.pending("a-1") and writes.pending("b-1")  # b-1's own write is not waited for
+    await writes.written("nothing-queued", timeout=30)  # nothing to wait for: returns at once
