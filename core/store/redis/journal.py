@@ -179,19 +179,9 @@ class RedisJournal:
         http_status: int | None = None,
     ) -> None:
         alert_state(state)
-        fields: dict[str, str] = {
-            "updated_at": repr(time.time()),
-            "error_code": error_code or "",
-            "error_message": REDACTOR.redact(error_message) if error_message else "",
-        }
-        if result is not None:
-            fields["result"] = dumps(result)
-        if http_status is not None:
-            fields["http_status"] = str(http_status)
         finished = not holds_lane(state, error_code)
         args = [self.prefix, alert_id, state, "1" if finished else "0"]
-        for key, value in fields.items():
-            args += [key, value]
+        args += _state_fields(result, error_code, error_message, http_status)
         await self._durable(self._set_state(args=args))
 
     def record(
@@ -213,17 +203,7 @@ class RedisJournal:
         if state is not None:
             alert_state(state)
             args[4] = "0" if holds_lane(state, error_code) else "1"
-            fields = {
-                "updated_at": repr(time.time()),
-                "error_code": error_code or "",
-                "error_message": REDACTOR.redact(error_message) if error_message else "",
-            }
-            if result is not None:
-                fields["result"] = dumps(result)
-            if http_status is not None:
-                fields["http_status"] = str(http_status)
-            for key, value in fields.items():
-                args += [key, value]
+            args += _state_fields(result, error_code, error_message, http_status)
         future = self._pipelines.call(self._record, args)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -446,6 +426,22 @@ class RedisJournal:
         counts = cast("dict[str, str]", await self._durable(self.client.hgetall(self._key("stats"))))
         alerts = {k: int(v) for k, v in counts.items() if int(v)}
         return {"alerts": alerts, "unfinished": await self._durable(self.client.zcard(self._key("u")))}
+
+
+def _state_fields(
+    result: dict[str, Any] | None, error_code: str | None, error_message: str | None, http_status: int | None
+) -> list[str]:
+    """The alert hash's fields a state change writes, as the scripts take them: name, value, ..."""
+    fields = {
+        "updated_at": repr(time.time()),
+        "error_code": error_code or "",
+        "error_message": REDACTOR.redact(error_message) if error_message else "",
+    }
+    if result is not None:
+        fields["result"] = dumps(result)
+    if http_status is not None:
+        fields["http_status"] = str(http_status)
+    return [item for pair in fields.items() for item in pair]
 
 
 def _admitted(
