@@ -9,8 +9,10 @@ limits it would in production.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 BINANCE = "binance"
 BYBIT = "bybit"
@@ -94,7 +96,7 @@ class MarketSpec:
     quote_precision: int = 8
     price_precision: int = 2
     quantity_precision: int = 3
-    # Bybit spot only: basePrecision is the qty step, minOrderAmt the minimum value.
+    # Binance USD-M: the step and minimum of the MARKET_LOT_SIZE filter (0: not rendered by other venues).
     market_step_size: Decimal = D(0)
     market_min_qty: Decimal = D(0)
     max_notional: Decimal = D("9000000")
@@ -117,103 +119,74 @@ class MarketSpec:
         return symbol if self.market_type == SPOT else f"{symbol}:{self.settle}"
 
 
-def _binance_spot(symbol: str, base: str, tick: str, step: str, market_max: str, max_qty: str = "9000") -> MarketSpec:
-    return MarketSpec(
-        venue=BINANCE,
-        market_type=SPOT,
-        symbol=symbol,
-        base=base,
-        quote="USDT",
-        tick_size=D(tick),
-        min_price=D(tick),
-        max_price=D("1000000"),
-        step_size=D(step),
-        min_qty=D(step),
-        max_qty=D(max_qty),
-        market_max_qty=D(market_max),
-        min_notional=D("5"),
-        base_precision=8,
-        quote_precision=8,
-        taker_fee=D("0.001"),
-        maker_fee=D("0.001"),
-    )
-
-
-def _binance_usdm(
+def _usdt_market(
+    venue: str,
+    market_type: str,
     symbol: str,
     base: str,
+    *,
     tick: str,
-    min_price: str,
     step: str,
     max_qty: str,
-    market_max: str,
-    notional: str,
-    price_precision: int,
-    quantity_precision: int,
+    max_price: str,
+    min_notional: str,
+    min_price: str | None = None,
+    min_qty: str | None = None,
+    market_max: str | None = None,
+    **rules: Any,
 ) -> MarketSpec:
+    """A USDT-quoted instrument. Its lowest price is one tick, its smallest quantity one step
+    and its largest market order ``max_qty`` unless the venue says otherwise; ``rules`` are
+    the other :class:`MarketSpec` fields."""
     return MarketSpec(
-        venue=BINANCE,
-        market_type=LINEAR,
+        venue=venue,
+        market_type=market_type,
         symbol=symbol,
         base=base,
         quote="USDT",
         tick_size=D(tick),
-        min_price=D(min_price),
-        max_price=D("4529764"),
+        min_price=D(min_price or tick),
+        max_price=D(max_price),
         step_size=D(step),
-        min_qty=D(step),
+        min_qty=D(min_qty or step),
         max_qty=D(max_qty),
+        market_max_qty=D(market_max or max_qty),
+        min_notional=D(min_notional),
+        **rules,
+    )
+
+
+# What the instruments of one venue's product have in common; default_markets() adds each one's own numbers.
+_binance_spot = functools.partial(_usdt_market, BINANCE, SPOT, max_qty="9000", max_price="1000000", min_notional="5")
+_bybit_spot = functools.partial(
+    _usdt_market, BYBIT, SPOT, max_price="10000000", min_notional="1", max_notional=D("4000000")
+)
+_bybit_linear = functools.partial(
+    _usdt_market,
+    BYBIT,
+    LINEAR,
+    max_price="1999999.80",
+    min_notional="5",
+    taker_fee=D("0.00055"),
+    maker_fee=D("0.0002"),
+    max_leverage=100,
+)
+
+
+def _binance_usdm(symbol: str, base: str, *, step: str, **numbers: Any) -> MarketSpec:
+    """A USD-M perpetual: its MARKET_LOT_SIZE filter has the lot step as step and minimum."""
+    return _usdt_market(
+        BINANCE,
+        LINEAR,
+        symbol,
+        base,
+        step=step,
         market_step_size=D(step),
         market_min_qty=D(step),
-        market_max_qty=D(market_max),
-        min_notional=D(notional),
-        price_precision=price_precision,
-        quantity_precision=quantity_precision,
+        max_price="4529764",
         taker_fee=D("0.0005"),
         maker_fee=D("0.0002"),
-        max_leverage=125,
-    )
-
-
-def _bybit_spot(symbol: str, base: str, tick: str, base_step: str, min_qty: str, max_qty: str) -> MarketSpec:
-    return MarketSpec(
-        venue=BYBIT,
-        market_type=SPOT,
-        symbol=symbol,
-        base=base,
-        quote="USDT",
-        tick_size=D(tick),
-        min_price=D(tick),
-        max_price=D("10000000"),
-        step_size=D(base_step),
-        min_qty=D(min_qty),
-        max_qty=D(max_qty),
-        market_max_qty=D(max_qty),
-        min_notional=D("1"),
-        max_notional=D("4000000"),
-        taker_fee=D("0.001"),
-        maker_fee=D("0.001"),
-    )
-
-
-def _bybit_linear(symbol: str, base: str, tick: str, step: str, max_qty: str, market_max: str) -> MarketSpec:
-    return MarketSpec(
-        venue=BYBIT,
-        market_type=LINEAR,
-        symbol=symbol,
-        base=base,
-        quote="USDT",
-        tick_size=D(tick),
-        min_price=D(tick),
-        max_price=D("1999999.80"),
-        step_size=D(step),
-        min_qty=D(step),
-        max_qty=D(max_qty),
-        market_max_qty=D(market_max),
-        min_notional=D("5"),
-        taker_fee=D("0.00055"),
-        maker_fee=D("0.0002"),
-        max_leverage=100,
+        **numbers,
     )
 
 
@@ -231,7 +204,7 @@ def default_markets() -> list[MarketSpec]:
             step="0.001",
             max_qty="1000",
             market_max="120",
-            notional="100",
+            min_notional="100",
             price_precision=2,
             quantity_precision=3,
         ),
@@ -243,12 +216,12 @@ def default_markets() -> list[MarketSpec]:
             step="0.001",
             max_qty="10000",
             market_max="2000",
-            notional="20",
+            min_notional="20",
             price_precision=2,
             quantity_precision=3,
         ),
-        _bybit_spot("BTCUSDT", "BTC", tick="0.01", base_step="0.000001", min_qty="0.000048", max_qty="71.73956243"),
-        _bybit_spot("ETHUSDT", "ETH", tick="0.01", base_step="0.00001", min_qty="0.00062", max_qty="1229.2336343"),
+        _bybit_spot("BTCUSDT", "BTC", tick="0.01", step="0.000001", min_qty="0.000048", max_qty="71.73956243"),
+        _bybit_spot("ETHUSDT", "ETH", tick="0.01", step="0.00001", min_qty="0.00062", max_qty="1229.2336343"),
         _bybit_linear("BTCUSDT", "BTC", tick="0.10", step="0.001", max_qty="1190", market_max="119"),
         _bybit_linear("ETHUSDT", "ETH", tick="0.01", step="0.01", max_qty="7240", market_max="724"),
     ]
