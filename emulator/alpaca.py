@@ -38,7 +38,16 @@ from typing import Any
 from aiohttp import web
 
 from . import faults as F
-from .dispatch import Endpoint, Reply, RequestContext, VenueError, query_and_json_params, truthy
+from .dispatch import (
+    Endpoint,
+    Reply,
+    RequestContext,
+    VenueError,
+    gateway_page,
+    query_and_json_params,
+    truthy,
+    unavailable_page,
+)
 from .faults import Fault
 from .markets import SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -183,6 +192,8 @@ class AlpacaVenue:
     """Alpaca Trading API v2 semantics on top of :class:`ExchangeState`."""
 
     venue = ALPACA
+    prefix = ALPACA_PREFIX
+    key_header = "APCA-API-KEY-ID"
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
@@ -195,20 +206,12 @@ class AlpacaVenue:
     parse_params = staticmethod(query_and_json_params)
 
     @staticmethod
-    def api_key_of(headers: Any, params: dict[str, Any]) -> str | None:
-        return headers.get("APCA-API-KEY-ID")
-
-    @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str | None:
         return SPOT
 
-    @staticmethod
-    def aliases_of(endpoint: Endpoint) -> tuple[str, ...]:
-        return (f"alpaca {endpoint.alias}",) if endpoint.alias else ()
-
     # ================================================================ auth
     def authenticate_rest(self, ctx: RequestContext, security: str) -> None:
-        key = ctx.headers.get("APCA-API-KEY-ID") or ""
+        key = ctx.headers.get(self.key_header) or ""
         secret = ctx.headers.get("APCA-API-SECRET-KEY") or ""
         account = self.state.accounts.get(key)
         if not key or not secret or account is None:
@@ -230,11 +233,10 @@ class AlpacaVenue:
             return Reply(fault.status or 429, {"code": RATE_LIMITED, "message": "rate limit exceeded"}, headers)
         if fault.kind == F.KEY_ERROR:
             return Reply(401, {"code": UNAUTHORIZED, "message": "request is not authorized"})
-        status = fault.status or 503
-        return Reply(status, f"<html><body><h1>{status}</h1></body></html>")
+        return gateway_page(fault.status or 503)
 
     def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
-        return Reply(503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>")
+        return unavailable_page()
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
@@ -255,11 +257,6 @@ class AlpacaVenue:
         }
 
     # ============================================================ helpers
-    @staticmethod
-    def _account(ctx: RequestContext) -> Account:
-        assert ctx.account is not None
-        return ctx.account
-
     def market_of(self, symbol: Any) -> MarketSpec | None:
         """An asset by symbol, crypto also without the slash (``BTCUSD``), or by asset id."""
         text = str(symbol or "").upper()
@@ -294,7 +291,7 @@ class AlpacaVenue:
     # ============================================================= orders
     async def create_order(self, ctx: RequestContext) -> Reply:
         p = ctx.params
-        account = self._account(ctx)
+        account = ctx.authenticated()
         market = self.market_of(p.get("symbol"))
         if market is None:
             raise error(422, UNPROCESSABLE, f'asset "{p.get("symbol")}" not found')
@@ -408,10 +405,7 @@ class AlpacaVenue:
                 self.state.submit(order)
         except Rejection as rejection:
             raise self._rejected(rejection, account, market, order) from None
-        if ctx.log is not None:
-            ctx.log.update(
-                outcome="booked", order_id=order.order_id, client_order_id=client_order_id, status=self.status_of(order)
-            )
+        ctx.log_booked(order, self.status_of(order))
         return Reply(200, self.render_order(order))
 
     def _legs(
@@ -531,7 +525,7 @@ class AlpacaVenue:
 
     def _find(self, ctx: RequestContext, order_id: str | None = None, client_order_id: str | None = None) -> Order:
         order = self.state.find_order(
-            BOOK, self._account(ctx).key, None, order_id=order_id, client_order_id=client_order_id
+            BOOK, ctx.authenticated().key, None, order_id=order_id, client_order_id=client_order_id
         )
         if order is None:
             raise error(404, NOT_FOUND, "order not found")
@@ -551,7 +545,7 @@ class AlpacaVenue:
         status = str(p.get("status") or "open")
         if status not in ("open", "closed", "all"):
             raise error(422, BAD_REQUEST, "invalid status")
-        orders = self.state.orders_of(BOOK, self._account(ctx).key)
+        orders = self.state.orders_of(BOOK, ctx.authenticated().key)
         if status == "open":
             orders = [o for o in orders if o.is_open]
         elif status == "closed":
@@ -575,7 +569,7 @@ class AlpacaVenue:
 
     async def cancel_all(self, ctx: RequestContext) -> Reply:
         results = []
-        for order in self.state.orders_of(BOOK, self._account(ctx).key, open_only=True):
+        for order in self.state.orders_of(BOOK, ctx.authenticated().key, open_only=True):
             self.state.cancel(order)
             results.append({"id": order.order_id, "status": 200, "body": self.render_order(order)})
         return Reply(207, results)
@@ -675,7 +669,7 @@ class AlpacaVenue:
 
     # =========================================================== account
     async def account(self, ctx: RequestContext) -> Reply:
-        account = self._account(ctx)
+        account = ctx.authenticated()
         cash = account.balance(BOOK, "USD")
         holdings = self._holdings(account)
         market_value = sum((qty * self.state.price(m) for m, qty in holdings), D(0))
@@ -753,11 +747,11 @@ class AlpacaVenue:
         }
 
     async def positions(self, ctx: RequestContext) -> Reply:
-        account = self._account(ctx)
+        account = ctx.authenticated()
         return Reply(200, [self._render_position(account, m, qty) for m, qty in self._holdings(account)])
 
     def _position(self, ctx: RequestContext) -> tuple[Account, MarketSpec, Decimal]:
-        account = self._account(ctx)
+        account = ctx.authenticated()
         market = self.market_of(ctx.params.get("symbol"))
         held = {m.symbol: q for m, q in self._holdings(account)}
         if market is None or market.symbol not in held:

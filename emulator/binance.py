@@ -15,6 +15,7 @@ them since Binance moved conditional orders there; the classic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -22,12 +23,12 @@ import secrets
 import string
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Literal, NoReturn, overload
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from . import binance_render as R
 from . import faults as F
-from .dispatch import Endpoint, Handler, Reply, RequestContext, VenueError
+from .dispatch import Endpoint, Handler, MarketLookup, Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -38,7 +39,6 @@ from .state import (
     POST_ONLY_WOULD_TAKE,
     REDUCE_ONLY_REJECTED,
     SELL,
-    Account,
     ExchangeState,
     Order,
     Rejection,
@@ -124,13 +124,21 @@ class BinanceVenue:
     """Binance semantics on top of :class:`ExchangeState`."""
 
     venue = BINANCE
+    prefix = ""
+    key_header = "X-MBX-APIKEY"
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
+        self._market = MarketLookup(
+            state,
+            BINANCE,
+            missing=lambda: error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."),
+            unknown=lambda: error(-1121, "Invalid symbol."),
+        )
 
     # ================================================================ auth
     def authenticate_rest(self, ctx: RequestContext, security: str) -> None:
-        key = ctx.headers.get("X-MBX-APIKEY")
+        key = ctx.headers.get(self.key_header)
         if not key:
             raise error(-2014, "API-key format invalid.", 401)
         account = self.state.accounts.get(key)
@@ -223,18 +231,10 @@ class BinanceVenue:
         return parse_form(raw_query, raw_body)
 
     @staticmethod
-    def api_key_of(headers: Any, params: dict[str, Any]) -> str | None:
-        return headers.get("X-MBX-APIKEY")
-
-    @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str:
         if endpoint.market_type is None:  # every Binance route names its market (spot or linear)
             raise ValueError(f"binance route {endpoint.path} has no market type")
         return endpoint.market_type
-
-    @staticmethod
-    def aliases_of(endpoint: Endpoint) -> tuple[str, ...]:
-        return ()
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
@@ -248,21 +248,6 @@ class BinanceVenue:
         }
 
     # ===================================================== param helpers
-    @overload
-    def _market(self, market_type: str, params: dict[str, Any], required: Literal[True] = True) -> MarketSpec: ...
-    @overload
-    def _market(self, market_type: str, params: dict[str, Any], required: bool) -> MarketSpec | None: ...
-    def _market(self, market_type: str, params: dict[str, Any], required: bool = True) -> MarketSpec | None:
-        symbol = params.get("symbol")
-        if not symbol:
-            if required:
-                raise error(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
-            return None
-        market = self.state.market(f"binance.{market_type}", str(symbol))
-        if market is None:
-            raise error(-1121, "Invalid symbol.")
-        return market
-
     @staticmethod
     def _required(params: dict[str, Any], name: str, label: str | None = None) -> str:
         value = params.get(name)
@@ -327,15 +312,8 @@ class BinanceVenue:
         except Rejection as rejection:
             code, msg = rejections.get(rejection.reason, (-2010, rejection.reason))
             raise error(code, msg) from None
-        if ctx.log is not None:
-            ctx.log.update(
-                outcome="booked", order_id=order.order_id, client_order_id=order.client_order_id, status=order.status
-            )
+        ctx.log_booked(order, order.status)
         return order
-
-    def _account(self, ctx: RequestContext) -> Account:
-        assert ctx.account is not None
-        return ctx.account
 
     # ================================================================ spot
     async def spot_new_order(self, ctx: RequestContext) -> Reply:
@@ -371,7 +349,7 @@ class BinanceVenue:
                 self._required(p, "stopPrice")
         self._spot_filters(market, order_type, quantity, quote_qty, price, stop)
         client_id = self._client_id(p, "newClientOrderId", -1100)
-        account = self._account(ctx)
+        account = ctx.authenticated()
         if self.state.client_id_taken(market.book, account.key, market.symbol, client_id, open_only=True):
             raise error(*SPOT_REJECTIONS[DUPLICATE_CLIENT_ID])
         execution, trigger_direction = "limit" if price is not None else "market", None
@@ -444,7 +422,7 @@ class BinanceVenue:
         if order_id is None and client_id is None:
             raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
         order = self.state.find_order(
-            market.book, self._account(ctx).key, market.symbol, order_id=order_id, client_order_id=client_id
+            market.book, ctx.authenticated().key, market.symbol, order_id=order_id, client_order_id=client_id
         )
         if order is not None and order_id is not None and client_id is not None:
             if order.client_order_id != client_id:
@@ -470,13 +448,13 @@ class BinanceVenue:
     async def spot_open_orders(self, ctx: RequestContext) -> Reply:
         market = self._market(SPOT, ctx.params, required=False)
         orders = self.state.orders_of(
-            "binance.spot", self._account(ctx).key, market.symbol if market else None, open_only=True
+            "binance.spot", ctx.authenticated().key, market.symbol if market else None, open_only=True
         )
         return ok([R.spot_order_query(o) for o in orders])
 
     async def spot_cancel_all(self, ctx: RequestContext) -> Reply:
         market = self._market(SPOT, ctx.params)
-        orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol, open_only=True)
+        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol, open_only=True)
         if not orders:
             raise error(-2011, "Unknown order sent.")
         for order in orders:
@@ -496,12 +474,12 @@ class BinanceVenue:
 
     async def spot_all_orders(self, ctx: RequestContext) -> Reply:
         market = self._market(SPOT, ctx.params)
-        orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol)
+        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
         return ok([R.spot_order_query(o) for o in self._history(ctx, orders)])
 
     async def spot_my_trades(self, ctx: RequestContext) -> Reply:
         market = self._market(SPOT, ctx.params)
-        orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol)
+        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
         order_id = ctx.params.get("orderId")
         trades = [
             R.spot_trade(o, f) for o in orders for f in o.fills if order_id in (None, "") or o.order_id == str(order_id)
@@ -510,7 +488,7 @@ class BinanceVenue:
         return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
 
     async def spot_account(self, ctx: RequestContext) -> Reply:
-        return ok(R.spot_account(self._account(ctx)))
+        return ok(R.spot_account(ctx.authenticated()))
 
     # ============================================================= futures
     def _futures_checks(
@@ -578,7 +556,7 @@ class BinanceVenue:
                 f"(unless you choose reduce only).",
             )
         client_id = self._client_id(p, "newClientOrderId", -4015)
-        account = self._account(ctx)
+        account = ctx.authenticated()
         if self.state.client_id_taken(market.book, account.key, market.symbol, client_id, open_only=True):
             raise error(*FUTURES_REJECTIONS[DUPLICATE_CLIENT_ID])
         order = Order(
@@ -637,7 +615,7 @@ class BinanceVenue:
             if (rising and trigger <= now) or (not rising and trigger >= now):
                 raise error(-2021, "Order would immediately trigger.")
         client_id = self._client_id(p, "clientAlgoId", -4015)
-        account = self._account(ctx)
+        account = ctx.authenticated()
         if any(
             o.client_order_id == client_id and o.is_open and o.extra.get("algo")
             for o in self.state.orders_of(market.book, account.key, market.symbol)
@@ -679,7 +657,12 @@ class BinanceVenue:
         if order_id is None and client_id is None:
             raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
         return self.state.find_order(
-            market.book, self._account(ctx).key, market.symbol, order_id=order_id, client_order_id=client_id, algo=False
+            market.book,
+            ctx.authenticated().key,
+            market.symbol,
+            order_id=order_id,
+            client_order_id=client_id,
+            algo=False,
         )
 
     async def futures_query_order(self, ctx: RequestContext) -> Reply:
@@ -707,7 +690,7 @@ class BinanceVenue:
     def _futures_orders(self, ctx: RequestContext, algo: bool, open_only: bool) -> list[tuple[Order, MarketSpec]]:
         market = self._market(LINEAR, ctx.params, required=False)
         orders = self.state.orders_of(
-            "binance.linear", self._account(ctx).key, market.symbol if market else None, open_only=open_only
+            "binance.linear", ctx.authenticated().key, market.symbol if market else None, open_only=open_only
         )
         orders = [o for o in orders if bool(o.extra.get("algo")) == algo]
         if not open_only:
@@ -722,7 +705,7 @@ class BinanceVenue:
 
     async def futures_cancel_all(self, ctx: RequestContext) -> Reply:
         market = self._market(LINEAR, ctx.params)
-        for order in self.state.orders_of(market.book, self._account(ctx).key, market.symbol, open_only=True):
+        for order in self.state.orders_of(market.book, ctx.authenticated().key, market.symbol, open_only=True):
             if not order.extra.get("algo"):
                 self.state.cancel(order)
         return ok({"code": 200, "msg": "The operation of cancel all open order is done."})
@@ -735,7 +718,7 @@ class BinanceVenue:
         market = self._market(LINEAR, p, required=False)
         order = self.state.find_order(
             "binance.linear",
-            self._account(ctx).key,
+            ctx.authenticated().key,
             market.symbol if market else None,
             order_id=algo_id,
             client_order_id=client_id,
@@ -766,14 +749,14 @@ class BinanceVenue:
 
     async def futures_cancel_all_algos(self, ctx: RequestContext) -> Reply:
         market = self._market(LINEAR, ctx.params)
-        for order in self.state.orders_of(market.book, self._account(ctx).key, market.symbol, open_only=True):
+        for order in self.state.orders_of(market.book, ctx.authenticated().key, market.symbol, open_only=True):
             if order.extra.get("algo"):
                 self.state.cancel(order)
         return ok({"code": 200, "msg": "The operation of cancel all open order is done."})
 
     async def futures_user_trades(self, ctx: RequestContext) -> Reply:
         market = self._market(LINEAR, ctx.params)
-        orders = self.state.orders_of(market.book, self._account(ctx).key, market.symbol)
+        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
         order_id = ctx.params.get("orderId")
         trades = [
             R.futures_trade(o, f, market)
@@ -795,7 +778,7 @@ class BinanceVenue:
             ) from None
         if leverage < 1 or leverage > market.max_leverage:
             raise error(-4028, f"Leverage {leverage} is not valid")
-        self._account(ctx).leverage[(market.book, market.symbol)] = leverage
+        ctx.authenticated().leverage[(market.book, market.symbol)] = leverage
         return ok({"leverage": leverage, "maxNotionalValue": "1000000", "symbol": market.symbol})
 
     async def futures_margin_type(self, ctx: RequestContext) -> Reply:
@@ -803,7 +786,7 @@ class BinanceVenue:
         margin_type = self._required(ctx.params, "marginType")
         if margin_type not in ("ISOLATED", "CROSSED"):
             raise error(-4044, "The status of margin type is invalid.")
-        account = self._account(ctx)
+        account = ctx.authenticated()
         key = (market.book, market.symbol)
         if account.margin_type.get(key, "CROSSED") == margin_type:
             raise error(-4046, "No need to change margin type.")
@@ -827,19 +810,19 @@ class BinanceVenue:
         return [market.symbol] if market else []
 
     async def futures_position_risk_v2(self, ctx: RequestContext) -> Reply:
-        return ok(R.FuturesAccountView(self.state, self._account(ctx)).position_risk_v2(self._symbols(ctx)))
+        return ok(R.FuturesAccountView(self.state, ctx.authenticated()).position_risk_v2(self._symbols(ctx)))
 
     async def futures_position_risk_v3(self, ctx: RequestContext) -> Reply:
-        return ok(R.FuturesAccountView(self.state, self._account(ctx)).position_risk_v3(self._symbols(ctx)))
+        return ok(R.FuturesAccountView(self.state, ctx.authenticated()).position_risk_v3(self._symbols(ctx)))
 
     async def futures_balance(self, ctx: RequestContext) -> Reply:
-        return ok(R.FuturesAccountView(self.state, self._account(ctx)).balance_entries())
+        return ok(R.FuturesAccountView(self.state, ctx.authenticated()).balance_entries())
 
     async def futures_account_v2(self, ctx: RequestContext) -> Reply:
-        return ok(R.FuturesAccountView(self.state, self._account(ctx)).account_v3(v2=True))
+        return ok(R.FuturesAccountView(self.state, ctx.authenticated()).account_v3(v2=True))
 
     async def futures_account_v3(self, ctx: RequestContext) -> Reply:
-        return ok(R.FuturesAccountView(self.state, self._account(ctx)).account_v3())
+        return ok(R.FuturesAccountView(self.state, ctx.authenticated()).account_v3())
 
     async def futures_leverage_bracket(self, ctx: RequestContext) -> Reply:
         markets = self.state.markets_of("binance.linear")
@@ -847,7 +830,7 @@ class BinanceVenue:
         return ok(R.leverage_brackets([m for m in markets if not symbols or m.symbol in symbols]))
 
     async def futures_symbol_config(self, ctx: RequestContext) -> Reply:
-        account = self._account(ctx)
+        account = ctx.authenticated()
         symbols = self._symbols(ctx)
         return ok(
             [
@@ -942,52 +925,52 @@ class BinanceVenue:
     # ============================================================ routing
     async def api_restrictions(self, ctx: RequestContext) -> Reply:
         """The key's permissions (withdrawals, spot and futures trading)."""
-        return ok({**self._account(ctx).api_restrictions, "createTime": now_ms() - 86_400_000})
+        return ok({**ctx.authenticated().api_restrictions, "createTime": now_ms() - 86_400_000})
 
     def endpoints(self) -> list[Endpoint]:
         E = Endpoint
         routes = [E("GET", f"/api/v3/{name}", h, F.PUBLIC, SPOT) for name, h in self.public_handlers(SPOT).items()]
-        routes += [
-            E("GET", f"/fapi/v1/{name}", h, F.PUBLIC, LINEAR) for name, h in self.public_handlers(LINEAR).items()
-        ]
         linear_public = self.public_handlers(LINEAR)
+        routes += [E("GET", f"/fapi/v1/{name}", h, F.PUBLIC, LINEAR) for name, h in linear_public.items()]
         routes.append(E("GET", "/fapi/v2/ticker/price", linear_public["ticker/price"], F.PUBLIC, LINEAR))
-        signed = "signed"
+        spot = functools.partial(Endpoint, market_type=SPOT, security="signed")
+        usdm = functools.partial(Endpoint, market_type=LINEAR, security="signed")
+        # ws: the WebSocket API method (binance_ws.py) that the same handler serves.
         routes += [
-            E("POST", "/api/v3/order", self.spot_new_order, F.PLACE, SPOT, signed),
-            E("GET", "/api/v3/order", self.spot_query_order, F.STATUS, SPOT, signed),
-            E("DELETE", "/api/v3/order", self.spot_cancel_order, F.CANCEL, SPOT, signed),
-            E("GET", "/api/v3/openOrders", self.spot_open_orders, F.QUERY, SPOT, signed),
-            E("DELETE", "/api/v3/openOrders", self.spot_cancel_all, F.CANCEL, SPOT, signed),
-            E("GET", "/api/v3/allOrders", self.spot_all_orders, F.QUERY, SPOT, signed),
-            E("GET", "/api/v3/myTrades", self.spot_my_trades, F.QUERY, SPOT, signed),
-            E("GET", "/api/v3/account", self.spot_account, F.QUERY, SPOT, signed),
-            E("POST", "/fapi/v1/order", self.futures_new_order, F.PLACE, LINEAR, signed),
-            E("GET", "/fapi/v1/order", self.futures_query_order, F.STATUS, LINEAR, signed),
-            E("DELETE", "/fapi/v1/order", self.futures_cancel_order, F.CANCEL, LINEAR, signed),
-            E("GET", "/fapi/v1/openOrder", self.futures_query_open_order, F.STATUS, LINEAR, signed),
-            E("GET", "/fapi/v1/openOrders", self.futures_open_orders, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v1/allOrders", self.futures_all_orders, F.QUERY, LINEAR, signed),
-            E("DELETE", "/fapi/v1/allOpenOrders", self.futures_cancel_all, F.CANCEL, LINEAR, signed),
-            E("POST", "/fapi/v1/algoOrder", self.futures_new_algo_order, F.PLACE, LINEAR, signed),
-            E("GET", "/fapi/v1/algoOrder", self.futures_query_algo, F.STATUS, LINEAR, signed),
-            E("DELETE", "/fapi/v1/algoOrder", self.futures_cancel_algo, F.CANCEL, LINEAR, signed),
-            E("GET", "/fapi/v1/openAlgoOrders", self.futures_open_algos, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v1/allAlgoOrders", self.futures_all_algos, F.QUERY, LINEAR, signed),
-            E("DELETE", "/fapi/v1/algoOpenOrders", self.futures_cancel_all_algos, F.CANCEL, LINEAR, signed),
-            E("GET", "/fapi/v1/userTrades", self.futures_user_trades, F.QUERY, LINEAR, signed),
-            E("POST", "/fapi/v1/leverage", self.futures_leverage, F.QUERY, LINEAR, signed),
-            E("POST", "/fapi/v1/marginType", self.futures_margin_type, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v1/positionSide/dual", self.futures_position_mode, F.QUERY, LINEAR, signed),
-            E("POST", "/fapi/v1/positionSide/dual", self.futures_set_position_mode, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v2/positionRisk", self.futures_position_risk_v2, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v3/positionRisk", self.futures_position_risk_v3, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v2/balance", self.futures_balance, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v3/balance", self.futures_balance, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v2/account", self.futures_account_v2, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v3/account", self.futures_account_v3, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v1/leverageBracket", self.futures_leverage_bracket, F.QUERY, LINEAR, signed),
-            E("GET", "/fapi/v1/symbolConfig", self.futures_symbol_config, F.QUERY, LINEAR, signed),
-            E("GET", "/sapi/v1/account/apiRestrictions", self.api_restrictions, F.QUERY, SPOT, signed),
+            spot("POST", "/api/v3/order", self.spot_new_order, F.PLACE, ws="order.place"),
+            spot("GET", "/api/v3/order", self.spot_query_order, F.STATUS, ws="order.status"),
+            spot("DELETE", "/api/v3/order", self.spot_cancel_order, F.CANCEL, ws="order.cancel"),
+            spot("GET", "/api/v3/openOrders", self.spot_open_orders, F.QUERY, ws="openOrders.status"),
+            spot("DELETE", "/api/v3/openOrders", self.spot_cancel_all, F.CANCEL, ws="openOrders.cancelAll"),
+            spot("GET", "/api/v3/allOrders", self.spot_all_orders, F.QUERY, ws="allOrders"),
+            spot("GET", "/api/v3/myTrades", self.spot_my_trades, F.QUERY),
+            spot("GET", "/api/v3/account", self.spot_account, F.QUERY, ws="account.status"),
+            usdm("POST", "/fapi/v1/order", self.futures_new_order, F.PLACE, ws="order.place"),
+            usdm("GET", "/fapi/v1/order", self.futures_query_order, F.STATUS, ws="order.status"),
+            usdm("DELETE", "/fapi/v1/order", self.futures_cancel_order, F.CANCEL, ws="order.cancel"),
+            usdm("GET", "/fapi/v1/openOrder", self.futures_query_open_order, F.STATUS),
+            usdm("GET", "/fapi/v1/openOrders", self.futures_open_orders, F.QUERY),
+            usdm("GET", "/fapi/v1/allOrders", self.futures_all_orders, F.QUERY),
+            usdm("DELETE", "/fapi/v1/allOpenOrders", self.futures_cancel_all, F.CANCEL),
+            usdm("POST", "/fapi/v1/algoOrder", self.futures_new_algo_order, F.PLACE, ws="algoOrder.place"),
+            usdm("GET", "/fapi/v1/algoOrder", self.futures_query_algo, F.STATUS),
+            usdm("DELETE", "/fapi/v1/algoOrder", self.futures_cancel_algo, F.CANCEL, ws="algoOrder.cancel"),
+            usdm("GET", "/fapi/v1/openAlgoOrders", self.futures_open_algos, F.QUERY),
+            usdm("GET", "/fapi/v1/allAlgoOrders", self.futures_all_algos, F.QUERY),
+            usdm("DELETE", "/fapi/v1/algoOpenOrders", self.futures_cancel_all_algos, F.CANCEL),
+            usdm("GET", "/fapi/v1/userTrades", self.futures_user_trades, F.QUERY),
+            usdm("POST", "/fapi/v1/leverage", self.futures_leverage, F.QUERY),
+            usdm("POST", "/fapi/v1/marginType", self.futures_margin_type, F.QUERY),
+            usdm("GET", "/fapi/v1/positionSide/dual", self.futures_position_mode, F.QUERY),
+            usdm("POST", "/fapi/v1/positionSide/dual", self.futures_set_position_mode, F.QUERY),
+            usdm("GET", "/fapi/v2/positionRisk", self.futures_position_risk_v2, F.QUERY),
+            usdm("GET", "/fapi/v3/positionRisk", self.futures_position_risk_v3, F.QUERY, ws="account.position"),
+            usdm("GET", "/fapi/v2/balance", self.futures_balance, F.QUERY, ws="account.balance"),
+            usdm("GET", "/fapi/v3/balance", self.futures_balance, F.QUERY),
+            usdm("GET", "/fapi/v2/account", self.futures_account_v2, F.QUERY),
+            usdm("GET", "/fapi/v3/account", self.futures_account_v3, F.QUERY, ws="account.status"),
+            usdm("GET", "/fapi/v1/leverageBracket", self.futures_leverage_bracket, F.QUERY),
+            usdm("GET", "/fapi/v1/symbolConfig", self.futures_symbol_config, F.QUERY),
+            spot("GET", "/sapi/v1/account/apiRestrictions", self.api_restrictions, F.QUERY),
         ]
         return routes

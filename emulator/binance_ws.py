@@ -20,12 +20,10 @@ from aiohttp import WSMsgType, web
 from . import binance_render as R
 from . import faults as F
 from .binance import BinanceVenue
-from .dispatch import DROP, CallRunner, Reply, RequestContext
+from .dispatch import DROP, CallRunner, Handler, Reply, RequestContext
 from .faults import Call
 from .markets import BINANCE, SPOT
 from .state import now_ms
-
-SIGNED, PUBLIC = True, False
 
 
 def _text(value: Any) -> str:
@@ -45,36 +43,15 @@ class BinanceWsApi:
         self.market_type = market_type
         self.route_name = "ws-api" if market_type == SPOT else "ws-fapi"
         self.path = "/ws-api/v3" if market_type == SPOT else "/ws-fapi/v1"
-        v = venue
-        self.methods: dict[str, tuple[Any, str, bool]] = {
-            "ping": (self._ping, F.PUBLIC, PUBLIC),
-            "time": (self._time, F.PUBLIC, PUBLIC),
+        # method name: (handler, fault-matching action, signed)
+        self.methods: dict[str, tuple[Handler, str, bool]] = {
+            "ping": (self._ping, F.PUBLIC, False),
+            "time": (self._time, F.PUBLIC, False),
         }
-        if market_type == SPOT:
-            self.methods.update(
-                {
-                    "order.place": (v.spot_new_order, F.PLACE, SIGNED),
-                    "order.cancel": (v.spot_cancel_order, F.CANCEL, SIGNED),
-                    "order.status": (v.spot_query_order, F.STATUS, SIGNED),
-                    "openOrders.status": (v.spot_open_orders, F.QUERY, SIGNED),
-                    "openOrders.cancelAll": (v.spot_cancel_all, F.CANCEL, SIGNED),
-                    "allOrders": (v.spot_all_orders, F.QUERY, SIGNED),
-                    "account.status": (v.spot_account, F.QUERY, SIGNED),
-                }
-            )
-        else:
-            self.methods.update(
-                {
-                    "order.place": (v.futures_new_order, F.PLACE, SIGNED),
-                    "order.cancel": (v.futures_cancel_order, F.CANCEL, SIGNED),
-                    "order.status": (v.futures_query_order, F.STATUS, SIGNED),
-                    "algoOrder.place": (v.futures_new_algo_order, F.PLACE, SIGNED),
-                    "algoOrder.cancel": (v.futures_cancel_algo, F.CANCEL, SIGNED),
-                    "account.position": (v.futures_position_risk_v3, F.QUERY, SIGNED),
-                    "account.balance": (v.futures_balance, F.QUERY, SIGNED),
-                    "account.status": (v.futures_account_v3, F.QUERY, SIGNED),
-                }
-            )
+        # The other methods are REST endpoints' handlers under the names the REST table gives them.
+        for endpoint in venue.endpoints():
+            if endpoint.ws is not None and endpoint.market_type == market_type:
+                self.methods[endpoint.ws] = (endpoint.handler, endpoint.action, endpoint.security == "signed")
 
     async def _ping(self, ctx: RequestContext) -> Reply:
         return Reply(200, {})

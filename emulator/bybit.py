@@ -22,11 +22,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 from decimal import Decimal
-from typing import Any, Literal, overload
+from typing import Any
 from urllib.parse import unquote
 
 from . import faults as F
-from .dispatch import Endpoint, Reply, RequestContext, VenueError, query_and_json_params, truthy
+from .dispatch import (
+    Endpoint,
+    MarketLookup,
+    Reply,
+    RequestContext,
+    VenueError,
+    gateway_page,
+    query_and_json_params,
+    truthy,
+    unavailable_page,
+)
 from .faults import Fault
 from .markets import BYBIT, LINEAR, SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -83,30 +93,25 @@ class BybitVenue:
     """Bybit v5 semantics on top of :class:`ExchangeState`."""
 
     venue = BYBIT
+    prefix = BYBIT_PREFIX
+    key_header = "X-BAPI-API-KEY"
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
+        self._market = MarketLookup(state, BYBIT, missing=self._bad_symbol, unknown=self._bad_symbol)
 
     # ======================================================= request shape
     parse_params = staticmethod(query_and_json_params)
-
-    @staticmethod
-    def api_key_of(headers: Any, params: dict[str, Any]) -> str | None:
-        return headers.get("X-BAPI-API-KEY")
 
     @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str | None:
         category = params.get("category")
         return category if category in (SPOT, LINEAR) else endpoint.market_type
 
-    @staticmethod
-    def aliases_of(endpoint: Endpoint) -> tuple[str, ...]:
-        return (f"bybit {endpoint.alias}",) if endpoint.alias else ()
-
     # ================================================================ auth
     def authenticate_rest(self, ctx: RequestContext, security: str) -> None:
         headers = ctx.headers
-        key = headers.get("X-BAPI-API-KEY")
+        key = headers.get(self.key_header)
         account = self.state.accounts.get(key or "")
         if account is None:
             raise error(10003, "API key is invalid.")
@@ -150,11 +155,10 @@ class BybitVenue:
             return Reply(fault.status or 200, envelope({}, 10006, "Too many visits!"), headers)
         if fault.kind == F.KEY_ERROR:
             return Reply(200, envelope({}, 10003, "API key is invalid."))
-        status = fault.status or 503
-        return Reply(status, f"<html><body><h1>{status}</h1></body></html>")
+        return gateway_page(fault.status or 503)
 
     def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
-        return Reply(503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>")
+        return unavailable_page()
 
     def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
         p = ctx.params
@@ -175,20 +179,9 @@ class BybitVenue:
             raise error(10001, "Illegal category")
         return str(category)
 
-    @overload
-    def _market(self, category: str, params: dict[str, Any], required: Literal[True] = True) -> MarketSpec: ...
-    @overload
-    def _market(self, category: str, params: dict[str, Any], required: bool) -> MarketSpec | None: ...
-    def _market(self, category: str, params: dict[str, Any], required: bool = True) -> MarketSpec | None:
-        symbol = params.get("symbol")
-        if not symbol:
-            if required:
-                raise error(10001, "params error: symbol invalid")
-            return None
-        market = self.state.market(f"bybit.{category}", str(symbol))
-        if market is None:
-            raise error(10001, "params error: symbol invalid")
-        return market
+    @staticmethod
+    def _bad_symbol() -> VenueError:
+        return error(10001, "params error: symbol invalid")
 
     @staticmethod
     def _number(params: dict[str, Any], name: str) -> Decimal | None:
@@ -200,11 +193,6 @@ class BybitVenue:
         except ValueError:
             raise error(10001, f"params error: {name} invalid") from None
         return number
-
-    @staticmethod
-    def _account(ctx: RequestContext) -> Account:
-        assert ctx.account is not None
-        return ctx.account
 
     # ============================================================= orders
     async def create_order(self, ctx: RequestContext) -> Reply:
@@ -243,7 +231,7 @@ class BybitVenue:
         if trigger is not None:
             direction = self._trigger_direction(market, p, trigger)
         attached = self._attached_tpsl(market, p, side, price if order_type == "Limit" else None)
-        account = self._account(ctx)
+        account = ctx.authenticated()
         link_id = str(p.get("orderLinkId") or "")
         if link_id:
             if len(link_id) > 36:
@@ -282,8 +270,7 @@ class BybitVenue:
         except Rejection as rejection:
             code, msg = REJECTIONS[category].get(rejection.reason, (10001, rejection.reason))
             raise error(code, msg) from None
-        if ctx.log is not None:
-            ctx.log.update(outcome="booked", order_id=order.order_id, client_order_id=link_id, status=order.status)
+        ctx.log_booked(order, order.status)
         return ok({"orderId": order.order_id, "orderLinkId": link_id})
 
     def _attached_tpsl(self, market: MarketSpec, p: dict[str, Any], side: str, price: Decimal | None) -> dict[str, Any]:
@@ -362,7 +349,7 @@ class BybitVenue:
             raise error(10001, "orderId or orderLinkId is required")
         return self.state.find_order(
             f"bybit.{category}",
-            self._account(ctx).key,
+            ctx.authenticated().key,
             market.symbol if market else None,
             order_id=str(order_id) if order_id else None,
             client_order_id=link_id,
@@ -386,7 +373,7 @@ class BybitVenue:
         if market is None and category == LINEAR and not (ctx.params.get("settleCoin") or ctx.params.get("baseCoin")):
             raise error(10001, "Missing some parameters that must be filled in, symbol or settleCoin or baseCoin")
         orders = self.state.orders_of(
-            f"bybit.{category}", self._account(ctx).key, market.symbol if market else None, open_only=True
+            f"bybit.{category}", ctx.authenticated().key, market.symbol if market else None, open_only=True
         )
         for order in orders:
             self.state.cancel(order)
@@ -396,7 +383,7 @@ class BybitVenue:
     def _selected(self, ctx: RequestContext, category: str) -> list[Order]:
         p = ctx.params
         market = self._market(category, p, required=False)
-        orders = self.state.orders_of(f"bybit.{category}", self._account(ctx).key, market.symbol if market else None)
+        orders = self.state.orders_of(f"bybit.{category}", ctx.authenticated().key, market.symbol if market else None)
         if p.get("orderId"):  # orderId takes priority over orderLinkId, as documented
             orders = [o for o in orders if o.order_id == str(p["orderId"])]
         elif p.get("orderLinkId"):
@@ -561,7 +548,7 @@ class BybitVenue:
         account_type = ctx.params.get("accountType")
         if account_type != "UNIFIED":
             raise error(10001, "accountType only support UNIFIED.")
-        account = self._account(ctx)
+        account = ctx.authenticated()
         wanted = [c for c in str(ctx.params.get("coin") or "").split(",") if c]
         coins = []
         total_equity = D(0)
@@ -636,7 +623,7 @@ class BybitVenue:
         market = self._market(category, p, required=False)
         if market is None and not (p.get("settleCoin") or p.get("baseCoin")):
             raise error(10001, "Missing some parameters that must be filled in, symbol or settleCoin")
-        account = self._account(ctx)
+        account = ctx.authenticated()
         rows = []
         for m in self.state.markets_of("bybit.linear"):
             if market is not None and m.symbol != market.symbol:
@@ -701,14 +688,14 @@ class BybitVenue:
             raise error(10001, "buy leverage not equal to sell leverage in one-way mode")
         if buy < 1 or buy > market.max_leverage:
             raise error(10001, "leverage invalid")
-        account = self._account(ctx)
+        account = ctx.authenticated()
         if D(self.state.leverage(account, market)) == buy:
             raise error(110043, "leverage not modified")
         account.leverage[(market.book, market.symbol)] = int(buy)
         return ok({})
 
     async def query_api(self, ctx: RequestContext) -> Reply:
-        account = self._account(ctx)
+        account = ctx.authenticated()
         return ok(
             {
                 "id": str(abs(hash(account.key)) % 10**8),
@@ -753,7 +740,7 @@ class BybitVenue:
         mode = str(ctx.params.get("setMarginMode") or "")
         if mode not in ("ISOLATED_MARGIN", "REGULAR_MARGIN", "PORTFOLIO_MARGIN"):
             raise error(10001, "params error: setMarginMode invalid")
-        account = self._account(ctx)
+        account = ctx.authenticated()
         for market in self.state.markets_of("bybit.linear"):
             account.margin_type[(market.book, market.symbol)] = "ISOLATED" if mode == "ISOLATED_MARGIN" else "CROSSED"
         account.margin_type[("bybit", "*")] = mode
@@ -762,7 +749,7 @@ class BybitVenue:
     async def account_info(self, ctx: RequestContext) -> Reply:
         return ok(
             {
-                "marginMode": self._account(ctx).margin_type.get(("bybit", "*"), "REGULAR_MARGIN"),
+                "marginMode": ctx.authenticated().margin_type.get(("bybit", "*"), "REGULAR_MARGIN"),
                 "updatedTime": str(now_ms()),
                 "unifiedMarginStatus": 6,
                 "dcpStatus": "OFF",

@@ -14,12 +14,13 @@ import enum
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, overload
 from urllib.parse import parse_qsl
 
 from . import faults as F
 from .faults import Call, Fault
-from .state import Account, ExchangeState
+from .markets import MarketSpec
+from .state import Account, ExchangeState, Order
 
 
 def truthy(value: Any) -> bool:
@@ -61,6 +62,16 @@ class _Drop(enum.Enum):
 DROP = _Drop.DROP  # close the connection without answering
 
 
+def gateway_page(status: int, title: str | None = None) -> Reply:
+    """The bare HTML page a failing gateway in front of Bybit or Alpaca answers, not an API error object."""
+    return Reply(status, f"<html><body><h1>{title or status}</h1></body></html>")
+
+
+def unavailable_page() -> Reply:
+    """What Bybit's and Alpaca's gateways answer while the venue is down."""
+    return gateway_page(503, "503 Service Temporarily Unavailable")
+
+
 class VenueError(Exception):
     """A refusal rendered in the venue's own error format."""
 
@@ -84,6 +95,18 @@ class RequestContext:
     log: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def authenticated(self) -> Account:
+        """The account the request's keys named; only for routes that authenticate."""
+        assert self.account is not None
+        return self.account
+
+    def log_booked(self, order: Order, status: str) -> None:
+        """Note in the placement log, when this request is a placement, that ``order`` was booked."""
+        if self.log is not None:
+            self.log.update(
+                outcome="booked", order_id=order.order_id, client_order_id=order.client_order_id, status=status
+            )
+
 
 Handler = Callable[[RequestContext], Awaitable[Reply]]
 
@@ -105,6 +128,41 @@ class Endpoint:
     market_type: str | None = None
     security: str = "none"
     alias: str | None = None
+    ws: str | None = None  # the WebSocket API method served by the same handler (Binance)
+
+    def aliases(self, venue: str) -> tuple[str, ...]:
+        """The other names fault matching knows the route by (``bybit order.create``)."""
+        return (f"{venue} {self.alias}",) if self.alias else ()
+
+
+class MarketLookup:
+    """A request's ``symbol`` resolved to one of a venue's markets, refused in the venue's words.
+
+    ``missing`` and ``unknown`` build the venue's error for a symbol not sent and one it does not list.
+    """
+
+    def __init__(
+        self, state: ExchangeState, venue: str, missing: Callable[[], Exception], unknown: Callable[[], Exception]
+    ) -> None:
+        self.state = state
+        self.venue = venue
+        self.missing = missing
+        self.unknown = unknown
+
+    @overload
+    def __call__(self, market_type: str, params: Mapping[str, Any], required: Literal[True] = True) -> MarketSpec: ...
+    @overload
+    def __call__(self, market_type: str, params: Mapping[str, Any], required: bool) -> MarketSpec | None: ...
+    def __call__(self, market_type: str, params: Mapping[str, Any], required: bool = True) -> MarketSpec | None:
+        symbol = params.get("symbol")
+        if not symbol:
+            if required:
+                raise self.missing()
+            return None
+        market = self.state.market(f"{self.venue}.{market_type}", str(symbol))
+        if market is None:
+            raise self.unknown()
+        return market
 
 
 class FaultRenderer(Protocol):

@@ -75,10 +75,10 @@ from typing import Any
 from aiohttp import web
 
 from . import faults as F
-from .alpaca import ALPACA_PREFIX, AlpacaVenue, alpaca_markets
+from .alpaca import AlpacaVenue, alpaca_markets
 from .binance import BinanceVenue
 from .binance_ws import BinanceWsApi
-from .bybit import BYBIT_PREFIX, BybitVenue
+from .bybit import BybitVenue
 from .dispatch import DROP, CallRunner, Reply, RequestContext
 from .faults import Call
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, default_markets
@@ -261,20 +261,9 @@ class Emulator:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=4 * 1024 * 1024)
         self._control_routes(app)
-        for endpoint in self.binance.endpoints():
-            app.router.add_route(endpoint.method, endpoint.path, self._rest_adapter(self.binance, endpoint))
-        for bybit_endpoint in self.bybit.endpoints():
-            app.router.add_route(
-                bybit_endpoint.method,
-                BYBIT_PREFIX + bybit_endpoint.path,
-                self._rest_adapter(self.bybit, bybit_endpoint),
-            )
-        for alpaca_endpoint in self.alpaca.endpoints():
-            app.router.add_route(
-                alpaca_endpoint.method,
-                ALPACA_PREFIX + alpaca_endpoint.path,
-                self._rest_adapter(self.alpaca, alpaca_endpoint),
-            )
+        for venue in (self.binance, self.bybit, self.alpaca):
+            for endpoint in venue.endpoints():
+                app.router.add_route(endpoint.method, venue.prefix + endpoint.path, self._rest_adapter(venue, endpoint))
         self.alpaca.control_routes(app)
         for market_type in (SPOT, LINEAR):
             ws_api = BinanceWsApi(self.binance, self.runner, market_type)
@@ -294,9 +283,9 @@ class Emulator:
                 action=endpoint.action,
                 transport="rest",
                 market_type=venue.market_type_of(endpoint, params),
-                api_key=venue.api_key_of(request.headers, params),
+                api_key=request.headers.get(venue.key_header),
                 symbol=params.get("symbol"),
-                aliases=venue.aliases_of(endpoint),
+                aliases=endpoint.aliases(venue.venue),
             )
             ctx = RequestContext(
                 call=call, params=params, headers=request.headers, raw_query=raw_query, raw_body=raw_body
