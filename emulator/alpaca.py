@@ -371,11 +371,8 @@ class AlpacaVenue:
         attached = {
             leg["kind"]: D(leg["limit_price"] if leg["kind"] == "take_profit" else leg["stop_price"]) for leg in legs
         }
-        order = Order(
-            venue=ALPACA,
-            market_type=SPOT,
-            account_key=account.key,
-            symbol=market.symbol,
+        order = ctx.new_order(
+            market,
             side=side,
             venue_type=order_type,
             execution=execution,
@@ -386,7 +383,6 @@ class AlpacaVenue:
             time_in_force=tif,
             trigger_price=stop_price,
             trigger_direction=None if stop_price is None else ("rise" if side == BUY else "fall"),
-            transport=ctx.call.transport,
             order_id=str(uuid.uuid4()),
             extra={
                 "order_class": order_class,
@@ -765,11 +761,8 @@ class AlpacaVenue:
     async def close_position(self, ctx: RequestContext) -> Reply:
         account, market, _ = self._position(ctx)
         available = account.balance(BOOK, market.base).free
-        order = Order(
-            venue=ALPACA,
-            market_type=SPOT,
-            account_key=account.key,
-            symbol=market.symbol,
+        order = ctx.new_order(
+            market,
             side=SELL,
             venue_type="market",
             execution="market",

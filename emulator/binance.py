@@ -40,6 +40,7 @@ from .state import (
     REDUCE_ONLY_REJECTED,
     SELL,
     ExchangeState,
+    Fill,
     Order,
     Rejection,
     now_ms,
@@ -315,6 +316,40 @@ class BinanceVenue:
         ctx.log_booked(order, order.status)
         return order
 
+    def _trigger_direction(
+        self, market: MarketSpec, side: str, is_stop: bool, trigger: Decimal, refusal: tuple[int, str]
+    ) -> str:
+        """Which way the price must move to reach ``trigger``: up for a buy stop and a sell
+        take-profit, down for the others. A trigger the price has passed is refused with ``refusal``."""
+        rising = (side == BUY) == is_stop
+        now = self.state.price(market)
+        if (rising and trigger <= now) or (not rising and trigger >= now):
+            raise error(*refusal)
+        return "rise" if rising else "fall"
+
+    def _order_ids(self, params: dict[str, Any], id_name: str, client_name: str) -> tuple[str | None, str | None]:
+        """The order a request names by its id or its client id (one at least)."""
+        order_id, client_id = self._id(params, id_name), params.get(client_name) or None
+        if order_id is None and client_id is None:
+            raise error(-1102, f"Param '{client_name}' or '{id_name}' must be sent, but both were empty/null!")
+        return order_id, client_id
+
+    def _trades(
+        self, ctx: RequestContext, market_type: str, render: Callable[[Order, Fill, MarketSpec], dict]
+    ) -> Reply:
+        """``myTrades`` / ``userTrades``: the account's fills on one symbol (of one order), oldest first."""
+        market = self._market(market_type, ctx.params)
+        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
+        order_id = ctx.params.get("orderId")
+        trades = [
+            render(o, f, market)
+            for o in orders
+            for f in o.fills
+            if order_id in (None, "") or o.order_id == str(order_id)
+        ]
+        limit = min(int(str(ctx.params.get("limit") or 500)), 1000)
+        return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
+
     # ================================================================ spot
     async def spot_new_order(self, ctx: RequestContext) -> Reply:
         p = ctx.params
@@ -356,18 +391,13 @@ class BinanceVenue:
         if order_type in SPOT_STOP_TYPES or order_type in SPOT_TAKE_PROFIT_TYPES:
             is_stop = order_type in SPOT_STOP_TYPES
             execution = (SPOT_STOP_TYPES if is_stop else SPOT_TAKE_PROFIT_TYPES)[order_type]
-            rising = (side == BUY) == is_stop
-            trigger_direction = "rise" if rising else "fall"
-            now = self.state.price(market)
             if stop is None:  # refused above already; this narrows the type
                 self._missing("stopPrice")
-            if (rising and stop <= now) or (not rising and stop >= now):
-                raise error(-2010, "Stop price would trigger immediately.")
-        order = Order(
-            venue=BINANCE,
-            market_type=SPOT,
-            account_key=account.key,
-            symbol=market.symbol,
+            trigger_direction = self._trigger_direction(
+                market, side, is_stop, stop, (-2010, "Stop price would trigger immediately.")
+            )
+        order = ctx.new_order(
+            market,
             side=side,
             venue_type=order_type,
             execution=execution,
@@ -379,7 +409,6 @@ class BinanceVenue:
             post_only=order_type == "LIMIT_MAKER",
             trigger_price=stop,
             trigger_direction=trigger_direction,
-            transport=ctx.call.transport,
         )
         if order.time_in_force is None:
             order.time_in_force = "GTC"
@@ -417,10 +446,7 @@ class BinanceVenue:
             raise error(-1013, "Filter failure: NOTIONAL")
 
     def _spot_order_by_ids(self, ctx: RequestContext, market: MarketSpec) -> Order | None:
-        p = ctx.params
-        order_id, client_id = self._id(p, "orderId"), p.get("origClientOrderId") or None
-        if order_id is None and client_id is None:
-            raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        order_id, client_id = self._order_ids(ctx.params, "orderId", "origClientOrderId")
         order = self.state.find_order(
             market.book, ctx.authenticated().key, market.symbol, order_id=order_id, client_order_id=client_id
         )
@@ -478,14 +504,7 @@ class BinanceVenue:
         return ok([R.spot_order_query(o) for o in self._history(ctx, orders)])
 
     async def spot_my_trades(self, ctx: RequestContext) -> Reply:
-        market = self._market(SPOT, ctx.params)
-        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
-        order_id = ctx.params.get("orderId")
-        trades = [
-            R.spot_trade(o, f) for o in orders for f in o.fills if order_id in (None, "") or o.order_id == str(order_id)
-        ]
-        limit = min(int(str(ctx.params.get("limit") or 500)), 1000)
-        return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
+        return self._trades(ctx, SPOT, lambda order, fill, _market: R.spot_trade(order, fill))
 
     async def spot_account(self, ctx: RequestContext) -> Reply:
         return ok(R.spot_account(ctx.authenticated()))
@@ -559,11 +578,8 @@ class BinanceVenue:
         account = ctx.authenticated()
         if self.state.client_id_taken(market.book, account.key, market.symbol, client_id, open_only=True):
             raise error(*FUTURES_REJECTIONS[DUPLICATE_CLIENT_ID])
-        order = Order(
-            venue=BINANCE,
-            market_type=LINEAR,
-            account_key=account.key,
-            symbol=market.symbol,
+        order = ctx.new_order(
+            market,
             side=side,
             venue_type=order_type,
             execution=order_type.lower(),
@@ -573,7 +589,6 @@ class BinanceVenue:
             time_in_force=time_in_force if order_type == "LIMIT" else "GTC",
             reduce_only=reduce_only,
             post_only=time_in_force == "GTX",
-            transport=ctx.call.transport,
             extra={"position_side": position_side},
         )
         self._submit(ctx, order, FUTURES_REJECTIONS)
@@ -609,11 +624,9 @@ class BinanceVenue:
         direction = None
         if trigger is not None:
             is_stop = order_type.startswith("STOP")
-            rising = (side == BUY) == is_stop
-            direction = "rise" if rising else "fall"
-            now = self.state.price(market)
-            if (rising and trigger <= now) or (not rising and trigger >= now):
-                raise error(-2021, "Order would immediately trigger.")
+            direction = self._trigger_direction(
+                market, side, is_stop, trigger, (-2021, "Order would immediately trigger.")
+            )
         client_id = self._client_id(p, "clientAlgoId", -4015)
         account = ctx.authenticated()
         if any(
@@ -621,11 +634,8 @@ class BinanceVenue:
             for o in self.state.orders_of(market.book, account.key, market.symbol)
         ):
             raise error(*FUTURES_REJECTIONS[DUPLICATE_CLIENT_ID])
-        order = Order(
-            venue=BINANCE,
-            market_type=LINEAR,
-            account_key=account.key,
-            symbol=market.symbol,
+        order = ctx.new_order(
+            market,
             side=side,
             venue_type=order_type,
             execution=execution,
@@ -637,7 +647,6 @@ class BinanceVenue:
             trigger_price=trigger if trigger is not None else self.state.price(market),
             trigger_direction=direction,
             trigger_mode="spawn_child",
-            transport=ctx.call.transport,
             order_id=self.state.new_order_id("binance.linear.algo"),
             extra={
                 "algo": True,
@@ -652,10 +661,7 @@ class BinanceVenue:
         return ok(R.algo_order(order, market))
 
     def _futures_order_by_ids(self, ctx: RequestContext, market: MarketSpec) -> Order | None:
-        p = ctx.params
-        order_id, client_id = self._id(p, "orderId"), p.get("origClientOrderId") or None
-        if order_id is None and client_id is None:
-            raise error(-1102, "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!")
+        order_id, client_id = self._order_ids(ctx.params, "orderId", "origClientOrderId")
         return self.state.find_order(
             market.book,
             ctx.authenticated().key,
@@ -703,19 +709,20 @@ class BinanceVenue:
     async def futures_all_orders(self, ctx: RequestContext) -> Reply:
         return ok([R.futures_order(o, m) for o, m in self._futures_orders(ctx, algo=False, open_only=False)])
 
-    async def futures_cancel_all(self, ctx: RequestContext) -> Reply:
+    def _futures_cancel_all(self, ctx: RequestContext, algo: bool) -> Reply:
+        """Cancel the account's open orders on one symbol: the algo orders, or the others."""
         market = self._market(LINEAR, ctx.params)
         for order in self.state.orders_of(market.book, ctx.authenticated().key, market.symbol, open_only=True):
-            if not order.extra.get("algo"):
+            if bool(order.extra.get("algo")) == algo:
                 self.state.cancel(order)
         return ok({"code": 200, "msg": "The operation of cancel all open order is done."})
 
+    async def futures_cancel_all(self, ctx: RequestContext) -> Reply:
+        return self._futures_cancel_all(ctx, algo=False)
+
     def _algo_by_ids(self, ctx: RequestContext) -> Order | None:
-        p = ctx.params
-        algo_id, client_id = self._id(p, "algoId"), p.get("clientAlgoId") or None
-        if algo_id is None and client_id is None:
-            raise error(-1102, "Param 'clientAlgoId' or 'algoId' must be sent, but both were empty/null!")
-        market = self._market(LINEAR, p, required=False)
+        algo_id, client_id = self._order_ids(ctx.params, "algoId", "clientAlgoId")
+        market = self._market(LINEAR, ctx.params, required=False)
         order = self.state.find_order(
             "binance.linear",
             ctx.authenticated().key,
@@ -748,24 +755,10 @@ class BinanceVenue:
         return ok([R.algo_order(o, m) for o, m in self._futures_orders(ctx, algo=True, open_only=False)])
 
     async def futures_cancel_all_algos(self, ctx: RequestContext) -> Reply:
-        market = self._market(LINEAR, ctx.params)
-        for order in self.state.orders_of(market.book, ctx.authenticated().key, market.symbol, open_only=True):
-            if order.extra.get("algo"):
-                self.state.cancel(order)
-        return ok({"code": 200, "msg": "The operation of cancel all open order is done."})
+        return self._futures_cancel_all(ctx, algo=True)
 
     async def futures_user_trades(self, ctx: RequestContext) -> Reply:
-        market = self._market(LINEAR, ctx.params)
-        orders = self.state.orders_of(market.book, ctx.authenticated().key, market.symbol)
-        order_id = ctx.params.get("orderId")
-        trades = [
-            R.futures_trade(o, f, market)
-            for o in orders
-            for f in o.fills
-            if order_id in (None, "") or o.order_id == str(order_id)
-        ]
-        limit = min(int(str(ctx.params.get("limit") or 500)), 1000)
-        return ok(sorted(trades, key=lambda t: t["id"])[-limit:])
+        return self._trades(ctx, LINEAR, R.futures_trade)
 
     async def futures_leverage(self, ctx: RequestContext) -> Reply:
         market = self._market(LINEAR, ctx.params)

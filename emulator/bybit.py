@@ -238,11 +238,8 @@ class BybitVenue:
                 raise error(10001, "params error: orderLinkId invalid")
             if self.state.client_id_taken(market.book, account.key, None, link_id, open_only=False):
                 raise error(*REJECTIONS[category][DUPLICATE_CLIENT_ID])
-        order = Order(
-            venue=BYBIT,
-            market_type=category,
-            account_key=account.key,
-            symbol=market.symbol,
+        order = ctx.new_order(
+            market,
             side=side,
             venue_type=order_type,
             execution=order_type.lower(),
@@ -256,7 +253,6 @@ class BybitVenue:
             post_only_policy="cancel",
             trigger_price=trigger,
             trigger_direction=direction,
-            transport=ctx.call.transport,
             extra={
                 "reduce_only_policy": "clamp",
                 "market_unit": "quoteCoin" if quote_unit else "baseCoin",

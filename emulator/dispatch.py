@@ -100,6 +100,17 @@ class RequestContext:
         assert self.account is not None
         return self.account
 
+    def new_order(self, market: MarketSpec, **fields: Any) -> Order:
+        """An order this request places on ``market`` for its account; ``fields``: the rest of :class:`Order`."""
+        return Order(
+            venue=market.venue,
+            market_type=market.market_type,
+            account_key=self.authenticated().key,
+            symbol=market.symbol,
+            transport=self.call.transport,
+            **fields,
+        )
+
     def log_booked(self, order: Order, status: str) -> None:
         """Note in the placement log, when this request is a placement, that ``order`` was booked."""
         if self.log is not None:
