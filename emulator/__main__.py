@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any
 
 from .server import Emulator
 
@@ -26,6 +27,17 @@ def _pair(text: str, separator: str, what: str) -> tuple[str, str]:
     if not sep or not left or not right:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return left, right
+
+
+def _pairs(metavar: str, separator: str, help: str) -> dict[str, Any]:
+    """The argparse settings of a repeatable ``LEFT<separator>RIGHT`` option (a list of pairs)."""
+    return {
+        "action": "append",
+        "default": [],
+        "metavar": metavar,
+        "type": lambda text: _pair(text, separator, metavar),
+        "help": help,
+    }
 
 
 def parse_args(argv: list[str] | None = None, prog: str = "python -m emulator") -> argparse.Namespace:
@@ -38,19 +50,11 @@ def parse_args(argv: list[str] | None = None, prog: str = "python -m emulator") 
     parser.add_argument("--port", type=int, default=9000, help="0 picks a free port")
     parser.add_argument(
         "--price",
-        action="append",
-        default=[],
-        metavar="SYMBOL=PRICE",
-        type=lambda t: _pair(t, "=", "SYMBOL=PRICE"),
-        help="starting price, e.g. BTC/USDT=50000, BTC/USDT:USDT=50010 or BTCUSDT=50000",
+        **_pairs("SYMBOL=PRICE", "=", "starting price, e.g. BTC/USDT=50000, BTC/USDT:USDT=50010 or BTCUSDT=50000"),
     )
     parser.add_argument(
         "--account",
-        action="append",
-        default=[],
-        metavar="KEY:SECRET",
-        type=lambda t: _pair(t, ":", "KEY:SECRET"),
-        help="API key/secret pair (replaces the default emu-key-1/emu-key-2 accounts)",
+        **_pairs("KEY:SECRET", ":", "API key/secret pair (replaces the default emu-key-1/emu-key-2 accounts)"),
     )
     parser.add_argument(
         "--markets",

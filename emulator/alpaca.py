@@ -38,16 +38,7 @@ from typing import Any
 from aiohttp import web
 
 from . import faults as F
-from .dispatch import (
-    Endpoint,
-    Reply,
-    RequestContext,
-    VenueError,
-    gateway_page,
-    query_and_json_params,
-    truthy,
-    unavailable_page,
-)
+from .dispatch import Endpoint, JsonApiVenue, OrderLogParams, Reply, RequestContext, VenueError, truthy
 from .faults import Fault
 from .markets import SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -188,12 +179,27 @@ def _asset_id(symbol: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-emulator/{symbol}"))
 
 
-class AlpacaVenue:
+class AlpacaVenue(JsonApiVenue):
     """Alpaca Trading API v2 semantics on top of :class:`ExchangeState`."""
 
     venue = ALPACA
     prefix = ALPACA_PREFIX
     key_header = "APCA-API-KEY-ID"
+    order_log_params: OrderLogParams = {
+        "symbol": "symbol",
+        "side": "side",
+        "type": "type",
+        "quantity": "qty",
+        "notional": "notional",
+        "price": "limit_price",
+        "stop_price": "stop_price",
+        "time_in_force": "time_in_force",
+        "extended_hours": "extended_hours",
+        "order_class": "order_class",
+        "take_profit": "take_profit",
+        "stop_loss": "stop_loss",
+        "client_order_id": "client_order_id",
+    }
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
@@ -201,9 +207,6 @@ class AlpacaVenue:
 
     def reset(self) -> None:
         self.is_open = True
-
-    # ======================================================= request shape
-    parse_params = staticmethod(query_and_json_params)
 
     @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str | None:
@@ -233,28 +236,7 @@ class AlpacaVenue:
             return Reply(fault.status or 429, {"code": RATE_LIMITED, "message": "rate limit exceeded"}, headers)
         if fault.kind == F.KEY_ERROR:
             return Reply(401, {"code": UNAUTHORIZED, "message": "request is not authorized"})
-        return gateway_page(fault.status or 503)
-
-    def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
-        return unavailable_page()
-
-    def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
-        p = ctx.params
-        return {
-            "symbol": p.get("symbol"),
-            "side": p.get("side"),
-            "type": p.get("type"),
-            "quantity": p.get("qty"),
-            "notional": p.get("notional"),
-            "price": p.get("limit_price"),
-            "stop_price": p.get("stop_price"),
-            "time_in_force": p.get("time_in_force"),
-            "extended_hours": p.get("extended_hours"),
-            "order_class": p.get("order_class"),
-            "take_profit": p.get("take_profit"),
-            "stop_loss": p.get("stop_loss"),
-            "client_order_id": p.get("client_order_id"),
-        }
+        return self.gateway_page(fault.status or 503)
 
     # ============================================================ helpers
     def market_of(self, symbol: Any) -> MarketSpec | None:

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from . import binance_render as R
 from . import faults as F
-from .dispatch import Endpoint, Handler, MarketLookup, Reply, RequestContext, VenueError
+from .dispatch import Endpoint, Handler, MarketLookup, OrderLogParams, Reply, RequestContext, VenueError
 from .faults import Fault
 from .markets import BINANCE, LINEAR, SPOT, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -127,6 +127,14 @@ class BinanceVenue:
     venue = BINANCE
     prefix = ""
     key_header = "X-MBX-APIKEY"
+    order_log_params: OrderLogParams = {
+        "symbol": "symbol",
+        "side": "side",
+        "type": "type",
+        "quantity": ("quantity", "quoteOrderQty"),
+        "price": "price",
+        "client_order_id": ("newClientOrderId", "clientAlgoId"),
+    }
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
@@ -236,17 +244,6 @@ class BinanceVenue:
         if endpoint.market_type is None:  # every Binance route names its market (spot or linear)
             raise ValueError(f"binance route {endpoint.path} has no market type")
         return endpoint.market_type
-
-    def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
-        p = ctx.params
-        return {
-            "symbol": p.get("symbol"),
-            "side": p.get("side"),
-            "type": p.get("type"),
-            "quantity": p.get("quantity") or p.get("quoteOrderQty"),
-            "price": p.get("price"),
-            "client_order_id": p.get("newClientOrderId") or p.get("clientAlgoId"),
-        }
 
     # ===================================================== param helpers
     @staticmethod

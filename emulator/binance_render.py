@@ -205,8 +205,20 @@ def exchange_info(state: ExchangeState, market_type: str, symbols: list[str] | N
 
 
 # -------------------------------------------------------------------- orders
-def _spot_stop(order: Order) -> dict[str, Any]:
-    return {"stopPrice": _s8(order.trigger_price)} if order.trigger_price is not None else {}
+def _spot_order_state(order: Order) -> dict[str, Any]:
+    """What the answers to a placement (RESULT, FULL) and to a cancel say of the order, in this order."""
+    return {
+        "price": _s8(order.price),
+        "origQty": _s8(order.quantity),
+        "executedQty": _s8(order.executed_qty),
+        "origQuoteOrderQty": _s8(order.quote_quantity),
+        "cummulativeQuoteQty": _s8(order.cum_quote),
+        "status": order.status,
+        "timeInForce": order.time_in_force or "GTC",
+        "type": order.venue_type,
+        "side": order.side,
+        **({"stopPrice": _s8(order.trigger_price)} if order.trigger_price is not None else {}),
+    }
 
 
 def spot_order_result(order: Order, resp_type: str) -> dict[str, Any]:
@@ -223,16 +235,7 @@ def spot_order_result(order: Order, resp_type: str) -> dict[str, Any]:
         return result
     result.update(
         {
-            "price": _s8(order.price),
-            "origQty": _s8(order.quantity),
-            "executedQty": _s8(order.executed_qty),
-            "origQuoteOrderQty": _s8(order.quote_quantity),
-            "cummulativeQuoteQty": _s8(order.cum_quote),
-            "status": order.status,
-            "timeInForce": order.time_in_force or "GTC",
-            "type": order.venue_type,
-            "side": order.side,
-            **_spot_stop(order),
+            **_spot_order_state(order),
             "workingTime": transact if order.working else NO_TIME,
             "selfTradePreventionMode": STP_MODE,
         }
@@ -286,16 +289,7 @@ def spot_cancel_result(order: Order, cancel_client_id: str) -> dict[str, Any]:
         "orderListId": -1,
         "clientOrderId": cancel_client_id,
         "transactTime": order.updated_ms,
-        "price": _s8(order.price),
-        "origQty": _s8(order.quantity),
-        "executedQty": _s8(order.executed_qty),
-        "origQuoteOrderQty": _s8(order.quote_quantity),
-        "cummulativeQuoteQty": _s8(order.cum_quote),
-        "status": order.status,
-        "timeInForce": order.time_in_force or "GTC",
-        "type": order.venue_type,
-        "side": order.side,
-        **_spot_stop(order),
+        **_spot_order_state(order),
         "selfTradePreventionMode": STP_MODE,
     }
 

@@ -26,17 +26,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from . import faults as F
-from .dispatch import (
-    Endpoint,
-    MarketLookup,
-    Reply,
-    RequestContext,
-    VenueError,
-    gateway_page,
-    query_and_json_params,
-    truthy,
-    unavailable_page,
-)
+from .dispatch import Endpoint, JsonApiVenue, MarketLookup, OrderLogParams, Reply, RequestContext, VenueError, truthy
 from .faults import Fault
 from .markets import BYBIT, LINEAR, SPOT, D, MarketSpec, dec, decimals_of, is_multiple, plain
 from .state import (
@@ -89,19 +79,24 @@ def error(code: int, msg: str, status: int = 200) -> VenueError:
     return VenueError(Reply(status, envelope({}, code, msg)), code, msg)
 
 
-class BybitVenue:
+class BybitVenue(JsonApiVenue):
     """Bybit v5 semantics on top of :class:`ExchangeState`."""
 
     venue = BYBIT
     prefix = BYBIT_PREFIX
     key_header = "X-BAPI-API-KEY"
+    order_log_params: OrderLogParams = {
+        "symbol": "symbol",
+        "side": "side",
+        "type": "orderType",
+        "quantity": "qty",
+        "price": "price",
+        "client_order_id": "orderLinkId",
+    }
 
     def __init__(self, state: ExchangeState) -> None:
         self.state = state
         self._market = MarketLookup(state, BYBIT, missing=self._bad_symbol, unknown=self._bad_symbol)
-
-    # ======================================================= request shape
-    parse_params = staticmethod(query_and_json_params)
 
     @staticmethod
     def market_type_of(endpoint: Endpoint, params: dict[str, Any]) -> str | None:
@@ -155,21 +150,7 @@ class BybitVenue:
             return Reply(fault.status or 200, envelope({}, 10006, "Too many visits!"), headers)
         if fault.kind == F.KEY_ERROR:
             return Reply(200, envelope({}, 10003, "API key is invalid."))
-        return gateway_page(fault.status or 503)
-
-    def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
-        return unavailable_page()
-
-    def summarize_order(self, ctx: RequestContext) -> dict[str, Any]:
-        p = ctx.params
-        return {
-            "symbol": p.get("symbol"),
-            "side": p.get("side"),
-            "type": p.get("orderType"),
-            "quantity": p.get("qty"),
-            "price": p.get("price"),
-            "client_order_id": p.get("orderLinkId"),
-        }
+        return self.gateway_page(fault.status or 503)
 
     # ============================================================ helpers
     @staticmethod

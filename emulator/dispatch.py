@@ -62,16 +62,6 @@ class _Drop(enum.Enum):
 DROP = _Drop.DROP  # close the connection without answering
 
 
-def gateway_page(status: int, title: str | None = None) -> Reply:
-    """The bare HTML page a failing gateway in front of Bybit or Alpaca answers, not an API error object."""
-    return Reply(status, f"<html><body><h1>{title or status}</h1></body></html>")
-
-
-def unavailable_page() -> Reply:
-    """What Bybit's and Alpaca's gateways answer while the venue is down."""
-    return gateway_page(503, "503 Service Temporarily Unavailable")
-
-
 class VenueError(Exception):
     """A refusal rendered in the venue's own error format."""
 
@@ -176,12 +166,44 @@ class MarketLookup:
         return market
 
 
+class JsonApiVenue:
+    """What Bybit and Alpaca share: parameters from the query string and a JSON body, and a
+    gateway in front of the API that answers its own failures with bare HTML pages."""
+
+    parse_params = staticmethod(query_and_json_params)
+
+    @staticmethod
+    def gateway_page(status: int) -> Reply:
+        return Reply(status, f"<html><body><h1>{status}</h1></body></html>")
+
+    def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply:
+        return Reply(503, "<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>")
+
+
+# A field of the placement log (``/_emu/requests``): the request parameter it is read from,
+# or several, of which the first with a value counts.
+OrderLogParams = Mapping[str, str | tuple[str, ...]]
+
+
+def order_summary(params: Mapping[str, Any], fields: OrderLogParams) -> dict[str, Any]:
+    """The placement log's view of an order request, in a venue's parameter names."""
+    summary = {}
+    for name, sources in fields.items():
+        value = None
+        for source in (sources,) if isinstance(sources, str) else sources:
+            value = params.get(source)
+            if value:
+                break
+        summary[name] = value
+    return summary
+
+
 class FaultRenderer(Protocol):
+    order_log_params: OrderLogParams
+
     def fault_reply(self, fault: Fault, ctx: RequestContext) -> Reply: ...
 
     def down_reply(self, fault: Fault, ctx: RequestContext) -> Reply: ...
-
-    def summarize_order(self, ctx: RequestContext) -> dict[str, Any]: ...
 
 
 class CallRunner:
@@ -200,7 +222,7 @@ class CallRunner:
             return DROP if down.mode == "reset" else venue.down_reply(down, ctx)
         fault = self.state.faults.take(call)
         if call.action == F.PLACE:
-            ctx.log = self.state.log_request(call, venue.summarize_order(ctx))
+            ctx.log = self.state.log_request(call, order_summary(ctx.params, venue.order_log_params))
             if fault is not None:
                 ctx.log["fault"] = fault.kind
         if fault is not None and fault.kind in F.SHORT_CIRCUIT_KINDS:

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from emulator import binance_render as R
 from emulator import faults as F
 from emulator.alpaca import AlpacaVenue
 from emulator.binance import BinanceVenue
 from emulator.binance_ws import BinanceWsApi
 from emulator.bybit import BybitVenue
-from emulator.dispatch import CallRunner, Endpoint, RequestContext, VenueError
+from emulator.dispatch import CallRunner, Endpoint, RequestContext, VenueError, order_summary
 from emulator.faults import Call, Fault
 from emulator.markets import BINANCE, BYBIT, LINEAR, SPOT, D, default_markets
-from emulator.state import ExchangeState
+from emulator.state import ExchangeState, Order
 
 
 async def _no_sleep(seconds: float) -> None:
@@ -115,3 +116,63 @@ def test_catalogue_defaults_min_price_and_quantity_to_one_tick_and_step():
     assert (bybit_spot.min_qty, bybit_spot.market_max_qty) == (D("0.000048"), D("71.73956243"))
     assert bybit_spot.market_step_size == 0
     assert markets[("bybit.linear", "ETHUSDT")].max_leverage == 100
+
+
+def test_placement_log_reads_each_field_from_the_first_parameter_with_a_value(state):
+    params = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "", "quoteOrderQty": "100"}
+    assert order_summary(params, BinanceVenue.order_log_params) == {
+        "symbol": "BTCUSDT",
+        "side": "BUY",
+        "type": "MARKET",
+        "quantity": "100",
+        "price": None,
+        "client_order_id": None,
+    }
+    bybit = {"category": "linear", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Limit", "qty": "0.01"}
+    assert order_summary({**bybit, "price": "50000", "orderLinkId": "x"}, BybitVenue.order_log_params) == {
+        "symbol": "BTCUSDT",
+        "side": "Buy",
+        "type": "Limit",
+        "quantity": "0.01",
+        "price": "50000",
+        "client_order_id": "x",
+    }
+    assert list(order_summary({}, AlpacaVenue.order_log_params)) == [
+        "symbol",
+        "side",
+        "type",
+        "quantity",
+        "notional",
+        "price",
+        "stop_price",
+        "time_in_force",
+        "extended_hours",
+        "order_class",
+        "take_profit",
+        "stop_loss",
+        "client_order_id",
+    ]
+
+
+def test_binance_spot_placement_and_cancel_answers_keep_their_field_order():
+    # venue, market type, account, symbol, side, type, execution, quantity, price
+    order = Order(BINANCE, SPOT, "k", "BTCUSDT", "BUY", "STOP_LOSS_LIMIT", "limit", D("0.01"), D("50000"))
+    order.order_id, order.trigger_price = "7", D("49000")
+    state_fields = ["price", "origQty", "executedQty", "origQuoteOrderQty", "cummulativeQuoteQty", "status"]
+    state_fields += ["timeInForce", "type", "side", "stopPrice"]
+    head = ["symbol", "orderId", "orderListId", "clientOrderId", "transactTime"]
+    assert list(R.spot_order_result(order, "RESULT")) == head + state_fields + [
+        "workingTime",
+        "selfTradePreventionMode",
+    ]
+    assert list(R.spot_cancel_result(order, "c")) == [
+        "symbol",
+        "origClientOrderId",
+        "orderId",
+        "orderListId",
+        "clientOrderId",
+        "transactTime",
+        *state_fields,
+        "selfTradePreventionMode",
+    ]
+    assert R.spot_cancel_result(order, "c")["stopPrice"] == "49000.00000000"
