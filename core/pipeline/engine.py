@@ -137,28 +137,37 @@ class ExecutionEngine:
         as the admission returns (no await in between): the alert takes its place in its
         lane now. ``check_others``: the journal is asked, when its turn comes, whether
         another worker's earlier alert still holds the lane (``Admission.behind_others``)."""
+        alert_id = alert.alert_id or ""
         ticket = self._lanes.join(lane, seq)
-        return self._spawn(
-            alert.alert_id or "", self._in_lane(ticket, lambda: self._execute(alert, executor), check_others)
-        )
+        work = lambda: self._execute(alert, executor)  # noqa: E731
+        return self._spawn(alert_id, self._in_lane(alert_id, ticket, work, check_others))
 
-    async def _in_lane(self, ticket: Ticket, work: Callable[[], Awaitable[Ending]], check_others: bool) -> Outcome:
-        """``work`` in its lane; then, the lane released, how it ends."""
-        ending = await self._lanes.run(ticket, work, check_others=check_others)
-        return await ending()
-
-    def _spawn(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
-        task = asyncio.create_task(self._owned(alert_id, coro), name=f"alert-{alert_id}")
-        self.inflight[alert_id] = task
-        return task
+    async def _in_lane(
+        self, alert_id: str, ticket: Ticket, work: Callable[[], Awaitable[Ending]], check_others: bool
+    ) -> Outcome:
+        """The alert's task: ``work`` in its lane; then, the lane released, how it ends. As
+        it ends (in the task's last step, no callback in between) the alert leaves
+        ``inflight`` and its answer's waiters are woken."""
+        try:
+            ending = await self._lanes.run(ticket, work, check_others=check_others)
+            return await ending()
+        finally:
+            self._forget(alert_id)
 
     async def _owned(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> Outcome:
-        """``coro`` as the alert's task; as it ends (in the task's last step, no callback
-        in between) the alert leaves ``inflight`` and its answer's waiters are woken."""
+        """``coro`` as the alert's task, ended as ``_in_lane`` ends (for an alert that needs no lane)."""
         try:
             return await coro
         finally:
             self._forget(alert_id)
+
+    def _spawn(self, alert_id: str, coro: Coroutine[Any, Any, Outcome]) -> asyncio.Task[Outcome]:
+        """Run ``coro`` (``_in_lane`` or ``_owned``: it forgets the alert as it ends) as the
+        alert's task, owned by the engine. (One coroutine per alert, not a wrapper around
+        another: every step of the task resumes each of them.)"""
+        task = asyncio.create_task(coro, name=f"alert-{alert_id}")
+        self.inflight[alert_id] = task
+        return task
 
     def _forget(self, alert_id: str) -> None:
         self.inflight.pop(alert_id, None)
@@ -379,7 +388,7 @@ class ExecutionEngine:
             return  # its account is not ready: claimed again on a later round
         alert, executor, order = plan.alert, plan.executor, plan.order
         if plan.expire is not None:
-            self._spawn(alert_id, self._settle.expired(alert, None, plan.expire))
+            self._spawn(alert_id, self._owned(alert_id, self._settle.expired(alert, None, plan.expire)))
             return
         if executor is None:
             raise TypeError(f"alert {alert_id}: a recovery without an executor must expire")
@@ -395,7 +404,7 @@ class ExecutionEngine:
                 return _ended(await self._reconciler.reconcile(alert, executor, order, sent_at, placed_by))
 
         # Its place in its lane now (recovered alerts are earlier than any admitted since).
-        self._spawn(alert_id, self._in_lane(self._lanes.join(plan.lane, plan.seq), work, True))
+        self._spawn(alert_id, self._in_lane(alert_id, self._lanes.join(plan.lane, plan.seq), work, True))
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

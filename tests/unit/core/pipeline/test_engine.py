@@ -158,6 +158,27 @@ async def test_client_going_away_never_cancels_the_order(app_client, scripted):
     assert row["state"] == "filled" and [o["state"] for o in row["orders"]] == ["filled"]
 
 
+async def test_an_alert_task_cancelled_mid_send_leaves_the_engine_and_its_lane(app_client, scripted):
+    # Only shutdown cancels an alert's task; as it ends it still leaves ``inflight``, its
+    # phase and its lane, and a request waiting for its answer is woken.
+    release = asyncio.Event()
+    scripted.script = [("wait", release)]
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        engine = app.extensions["router"].engine
+        request = asyncio.create_task(post(client, id="cut-1"))
+        await scripted.call_started.wait()
+        task = engine.inflight["cut-1"]
+        assert engine.phase["cut-1"] == "submitting" and len(engine._lanes) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert "cut-1" not in engine.inflight and "cut-1" not in engine.phase and len(engine._lanes) == 0
+        assert not engine._answer_waiters
+        await asyncio.wait([request], timeout=5)
+        assert request.done()
+        release.set()
+
+
 def hold_admissions(journal, gate: asyncio.Event, admitting: asyncio.Event) -> list[asyncio.Task]:
     """Hold the journal's admissions until ``gate`` is set (``admitting`` set as one is queued)."""
     held: list[asyncio.Task] = []
