@@ -60,7 +60,7 @@ class AdmissionRequest:
     replay_expires_at: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Admission:
     """The journal's answer to a new alert: its id, and whether it was seen before."""
 
@@ -83,7 +83,7 @@ def new_alert_id(explicit_id: str | None, body_hash: str, received_at: float) ->
     return explicit_id or f"{body_hash[:20]}-{int(received_at * 1000)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AttemptRecord:
     """One order attempt as ``Journal.record`` writes it, once it ended (``state`` is the
     attempt's: filled, failed, unknown, ...; ``finished_at`` None while it is not over)."""
@@ -124,9 +124,14 @@ class JournalStats(TypedDict):
     duplicates: NotRequired[int]
 
 
+# ``json.dumps`` with options builds an encoder per call; this one is built once (it keeps
+# no state between calls: the loop and a database thread may share it).
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
-    return json.dumps(without_secrets(value), default=str, separators=(",", ":"))
+    return _ENCODER.encode(without_secrets(value))
 
 
 def decode_json_fields(data: dict[str, Any], keys: tuple[str, ...], where: str, problems: list[str]) -> None:

@@ -12,11 +12,12 @@ import asyncio
 import json
 import sqlite3
 import time
+from decimal import Decimal
 
 import pytest
 
-from core.observability.redaction import REDACTOR
-from core.store.journal import AdmissionRequest
+from core.observability.redaction import REDACTOR, without_secrets
+from core.store.journal import AdmissionRequest, dumps
 from core.store.sqlite.journal import SqliteJournal
 from core.trading.execution import client_order_id
 from tests.abuse_support import ledger_count
@@ -284,3 +285,12 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
     finally:
         server.stop()
     assert ledger_count(data_dir) == 3
+
+
+def test_stored_json_is_compact_without_secret_named_fields_and_stringifies_the_rest():
+    # ``dumps`` reuses one encoder across calls (and threads): each call is independent.
+    value = {"amount": Decimal("0.10"), "note": "é", "params": {"apiKey": "k-1", "tif": "GTC"}, "at": [1, None]}
+    first = dumps(value)
+    assert first == '{"amount":"0.10","note":"\\u00e9","params":{"tif":"GTC"},"at":[1,null]}'
+    assert first == json.dumps(without_secrets(value), default=str, separators=(",", ":"))
+    assert dumps(value) == first and dumps({"a": 1}) == '{"a":1}'
