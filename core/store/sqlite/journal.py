@@ -200,16 +200,16 @@ class SqliteJournal:
 
             with transaction(conn):
                 if attempts:
-                    number = int(
-                        conn.execute("SELECT COUNT(*) FROM orders WHERE alert_id = ?", (alert_id,)).fetchone()[0]
-                    )
+                    # Each attempt numbered after those already written (the earlier ones
+                    # of this write included) in its own INSERT: no separate count query.
                     conn.executemany(
                         "INSERT INTO orders (alert_id, attempt, client_order_id, account, exchange, route, request,"
-                        " state, response, error, started_at, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " state, response, error, started_at, finished_at)"
+                        " VALUES (?1, (SELECT COUNT(*) FROM orders WHERE alert_id = ?1) + 1,"
+                        " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                         [
                             (
                                 alert_id,
-                                number + i,
                                 a.client_order_id,
                                 a.account,
                                 a.exchange,
@@ -221,7 +221,7 @@ class SqliteJournal:
                                 a.started_at,
                                 a.finished_at,
                             )
-                            for i, a in enumerate(attempts, 1)
+                            for a in attempts
                         ],
                     )
                 if state is not None:
