@@ -7,7 +7,7 @@ The request only *waits* for execution: the order runs in a task owned by the en
 so a client disconnect or the answer deadline never cancels it, and shutdown waits
 (bounded) for orders in flight. Alert ids and duplicates: ``core.pipeline.ids``; one
 alert for several accounts: ``core.pipeline.fanout``; secrets in the payload:
-``core.pipeline.credentials``.
+``core.pipeline.credentials``; who sent a request: ``core.pipeline.authentication``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from core import __version__
 from core.checks.startup import check_startup
 from core.config import PluginsFile, RouterOptions, Settings
-from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable, WebhookError
+from core.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, Unauthorized, Unprocessable
 from core.hooks.manager import (
     PluginSet,
     call_hook,
@@ -37,6 +37,7 @@ from core.hooks.manager import (
 from core.observability.redaction import REDACTOR
 from core.pipeline import admission
 from core.pipeline.admission import Replayed
+from core.pipeline.authentication import Authenticator
 from core.pipeline.credentials import (
     PAYLOAD_CREDENTIALS_WARNING,
     describe_alert_error,
@@ -51,12 +52,11 @@ from core.pipeline.ids import FAN_OUT_SEPARATOR, body_hash, id_namespace, journa
 from core.pipeline.killswitch import KillSwitch
 from core.pipeline.models import OWNER_PRINCIPAL, Alert, AuthResult, InboundRequest
 from core.pipeline.outcomes import Outcome
-from core.pipeline.replays import RecentKeys
 from core.store.factory import StateBackend, StateOptions
 from core.store.protocols import Journal
 from core.store.sqlite.database import private_dir
 from core.trading.execution import Executor, ExecutorRegistry
-from core.web.ratelimit import AddressTurns, WebhookLimits
+from core.web.ratelimit import WebhookLimits
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,7 @@ class Router:
         self.engine = ExecutionEngine(self, risk_gate=self.kill_switch.check)
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
-        self._unproven = AddressTurns()  # one authentication at a time per unproven address
-        self._replays = RecentKeys()  # the replay keys of requests in progress and admitted lately
+        self.authenticator = Authenticator(self)
         for secret in (
             settings.webhook_secret,
             settings.default_api_key,
@@ -207,36 +206,16 @@ class Router:
         # Not registered with the redactor here: only values that authenticate are (receive()).
         return payload
 
+    # Authentication (``core.pipeline.authentication``), for callers that hold the router.
+
     async def authenticate(self, request: InboundRequest) -> AuthResult:
-        answers: list[AuthResult | None] = await call_hook(self.hook.authenticate, request=request, router=self)
-        acceptance = None
-        for answer in answers:  # any refusal wins; else the first acceptance
-            if answer is None:
-                continue
-            if not answer.accepted:
-                log.warning("request from %s refused: %s", request.remote_addr, answer.reason)
-                return answer
-            if acceptance is None:
-                acceptance = answer
-        if acceptance is None:
-            log.warning("request from %s refused: no credentials", request.remote_addr)
-            return AuthResult.reject("no credentials")
-        if acceptance.replay_key is not None and not self._replays.claim(
-            acceptance.replay_key, acceptance.replay_expires_at
-        ):
-            log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
-            return AuthResult.reject("replayed signature (accepted before)")
-        return acceptance
+        return await self.authenticator.authenticate(request)
 
     async def remember_replay(self, request: InboundRequest, auth: AuthResult) -> None:
-        """A signed request that admits no alert (a read, the kill switch): its replay key is
-        recorded on its own now; 401 if the journal remembers it (a replay)."""
-        if auth.replay_key is not None and not await self._replays.remember(
-            self.open_journal(), auth.replay_key, auth.replay_expires_at
-        ):
-            log.warning("request from %s refused: replayed signature (accepted before)", request.remote_addr)
-            await self.limits.failed(request.remote_addr)
-            raise Unauthorized("authentication failed")
+        await self.authenticator.remember_replay(request, auth)
+
+    async def authenticate_within_budget(self, request: InboundRequest, *, proven: bool = False) -> AuthResult:
+        return await self.authenticator.within_budget(request, proven=proven)
 
     async def build_alert(self, request: InboundRequest, principal: str | None) -> Alert:
         payload = request.payload
@@ -300,9 +279,9 @@ class Router:
         owner reads any alert, any other principal only its own (others are "not found",
         exactly like an id that does not exist)."""
         presented = presented_secrets(request.payload)
-        auth = await self.authenticate_within_budget(request)
+        auth = await self.authenticator.within_budget(request)
         register_secrets(presented)
-        await self.remember_replay(request, auth)
+        await self.authenticator.remember_replay(request, auth)
         journal = self.open_journal()
         namespace = id_namespace(auth.principal)
         key = journal_key(namespace, alert_id) if namespace else alert_id
@@ -326,9 +305,9 @@ class Router:
         """The kill switch for an authenticated operator: HMAC (the webhook secret's holder)
         or a token with the ``control`` scope."""
         presented = presented_secrets(request.payload)
-        auth = await self.authenticate_within_budget(request)
+        auth = await self.authenticator.within_budget(request)
         register_secrets(presented)
-        await self.remember_replay(request, auth)
+        await self.authenticator.remember_replay(request, auth)
         if auth.principal != OWNER_PRINCIPAL and "control" not in auth.scopes:
             log.warning("control %s refused for %s: no control scope", action, auth.principal)
             raise Forbidden("this credential may not use the kill switch (it needs the control scope)")
@@ -343,41 +322,6 @@ class Router:
             self.check_scope(auth, account)
         reason = str(request.payload.get("reason") or "")[:200]
         return await self.kill_switch.command(action, account, by=f"http:{auth.principal}", reason=reason)
-
-    async def authenticate_within_budget(self, request: InboundRequest, *, proven: bool = False) -> AuthResult:
-        """``authenticate`` within the failure budget of the client's address.
-
-        An address not ``proven`` (no request from it authenticated lately, ``core.web.intake``)
-        authenticates one request at a time in this worker, with the budget reserved in one
-        atomic step before and given back on success (``core.web.ratelimit``): concurrent bad
-        requests from it cannot reach authentication beyond their budget, and a burst of
-        good ones (TradingView's first alerts after a restart) waits its turn instead of
-        spending the budget. A proven address (TradingView's, once one alert authenticated)
-        has its budget checked before and charged after a failure: no store writes for a
-        good alert, and its concurrent alerts never refuse each other."""
-        address = request.remote_addr
-        if proven:
-            auth = await self.authenticate(request)
-            if not auth.accepted:
-                await self.limits.failed(address)
-                raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-        else:
-            async with self._unproven.turn(address):
-                await self.limits.reserve_failure(address)
-                try:
-                    auth = await self.authenticate(request)
-                except BaseException:
-                    await self.limits.release_failure(address)  # not the credentials' fault (503)
-                    raise
-                if not auth.accepted:
-                    raise Unauthorized("authentication failed") if auth.status == 401 else _forbidden(auth)
-                try:
-                    await self.limits.release_failure(address)
-                except BaseException:
-                    self._replays.release(auth.replay_key)  # refused (503): its key may come again
-                    raise
-        request.authenticated_at = time.time()
-        return auth
 
     async def receive_body(
         self,
@@ -397,7 +341,7 @@ class Router:
         ``on_authenticated`` is called once the request authenticated, and ``proven`` says
         whether its address authenticated lately (both ``core.web.intake``).
         """
-        auth = await self.authenticate_within_budget(request, proven=proven)
+        auth = await self.authenticator.within_budget(request, proven=proven)
         try:
             if on_authenticated is not None:
                 on_authenticated()
@@ -407,18 +351,18 @@ class Router:
             request.payload = payload
             return await self._receive_authenticated(request, auth)
         finally:
-            self._replays.release(auth.replay_key)
+            self.authenticator.replays.release(auth.replay_key)
 
     async def receive(self, request: InboundRequest) -> Outcome:
         """Run one webhook request whose body is already parsed (``request.payload``) through
         the pipeline; the answer to send. ``POST /webhook`` uses ``receive_body``."""
         presented = presented_secrets(request.payload)  # auth plugins may pop them
-        auth = await self.authenticate_within_budget(request)
+        auth = await self.authenticator.within_budget(request)
         try:
             register_secrets(presented)
             return await self._receive_authenticated(request, auth)
         finally:
-            self._replays.release(auth.replay_key)
+            self.authenticator.replays.release(auth.replay_key)
 
     async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
         try:
@@ -483,7 +427,7 @@ class Router:
         return await admission.admit(
             self.open_journal(),
             self.engine,
-            self._replays,
+            self.authenticator.replays,
             request,
             alert,
             executor,
@@ -492,8 +436,3 @@ class Router:
             dedup_window=self.options.dedup_window,
             replay_key=replay_key,
         )
-
-
-def _forbidden(auth: AuthResult) -> WebhookError:
-    # One body for every refusal of this kind, like 401 (the reason is logged).
-    return Forbidden("this request is not allowed")
