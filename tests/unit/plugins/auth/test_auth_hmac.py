@@ -181,6 +181,28 @@ async def test_signatures_are_compared_in_constant_time(app_client, monkeypatch)
     assert len(calls) == 4 and all(t == (bytes, bytes) for t in calls)
 
 
+async def test_a_good_bound_signature_skips_the_body_only_digest(app_client, monkeypatch):
+    digests: list[bool] = []
+    real = hmac_auth.sign
+
+    def spy(secret, body, timestamp=None):
+        digests.append(timestamp is not None)
+        return real(secret, body, timestamp)
+
+    monkeypatch.setattr(hmac_auth, "sign", spy)
+    async with app_client() as (client, app):
+        body = alert_body(id="one-digest")
+        assert (await post(client, body, signed_headers(body)))[0] == 200
+        assert digests == [True], "the bound form matched: no body-only digest"
+        digests.clear()
+        body = alert_body(id="two-digests")
+        assert (await post(client, body, signed_headers(body, bound=False)))[0] == 200
+        assert digests == [True, False]
+        digests.clear()
+        assert (await post(client, body, signed_headers(body) | {"X-Signature": "00" * 32}))[0] == 401
+        assert digests == [True, False], "a refusal computes both"
+
+
 def test_sign_matches_the_documented_construction():
     body = b'{"a":1}'
     assert sign("k", body, "1700000000") == hmac.new(b"k", b"1700000000." + body, "sha256").hexdigest()
