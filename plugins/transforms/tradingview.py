@@ -41,6 +41,7 @@ friends are understood.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from core.config import PluginOptions
@@ -165,6 +166,88 @@ def _word(value: str) -> str:
     return _SEPARATORS.sub("_", value.strip().lower())
 
 
+def _named(names: dict[str, str], upper: bool = False) -> Callable[[Any], Any]:
+    """A value one of ``names`` (in any case, spaces or dashes for underscores), else
+    stripped and in lower (``upper``: upper) case for the model to refuse; not a string: as is."""
+
+    def normalized(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return names.get(_word(value), value.strip().upper() if upper else value.strip().lower())
+
+    return normalized
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _boolean(value: Any) -> Any:
+    """true/false, "true"/"false", "yes"/"no", 1/0 as booleans; anything else as is."""
+    if isinstance(value, str) and value.strip().lower() in BOOLEANS:
+        return BOOLEANS[value.strip().lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    return value
+
+
+def _number(value: Any) -> Any:
+    return value.strip(ASCII_SPACE) if isinstance(value, str) else value
+
+
+def _leverage(value: Any) -> Any:
+    """ "5x" → "5"; the number is read by core.pipeline.models.parse_integer."""
+    if isinstance(value, str):
+        return value.strip(ASCII_SPACE).lower().removesuffix("x").strip(ASCII_SPACE)
+    return value
+
+
+def _name(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def _identifier(value: Any) -> Any:
+    """An id sent as a number is its text; a string is stripped."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+def _alert_id(value: Any) -> Any:
+    """An alert id sent as a number is its text (the model strips a string)."""
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+# How each field's value is written, whatever form it was sent in (side and action, which
+# refuse or move values between fields, are decided before these).
+VALUE_FORMS: dict[str, Callable[[Any], Any]] = {
+    "order_type": _named(ORDER_TYPES),
+    "market_type": _named(MARKET_TYPES),
+    "amount_type": _named(AMOUNT_TYPES),
+    "margin_mode": _named(MARGIN_MODES),
+    "time_in_force": _named(TIMES_IN_FORCE, upper=True),
+    "market_position": _lower,
+    "reduce_only": _boolean,
+    "post_only": _boolean,
+    "amount": _number,
+    "price": _number,
+    "stop_price": _number,
+    "stop_loss": _number,
+    "take_profit": _number,
+    "target_position": _number,
+    "market_position_size": _number,
+    "leverage": _leverage,
+    "symbol": _name,
+    "exchange": _name,
+    "account": _name,
+    "cancel_client_order_id": _name,
+    "order_id": _identifier,
+    "alert_id": _alert_id,
+}
+
+
 class Plugin:
     class Options(PluginOptions):
         aliases: dict[str, str] = {
@@ -231,51 +314,14 @@ class Plugin:
                     f"side must be buy or sell (or long/short), got {payload['side'][:20]!r}", code="invalid_alert"
                 )
             payload["side"] = SIDES[side]
-        for key, names in (
-            ("order_type", ORDER_TYPES),
-            ("market_type", MARKET_TYPES),
-            ("amount_type", AMOUNT_TYPES),
-            ("margin_mode", MARGIN_MODES),
-        ):
-            if isinstance(payload.get(key), str):
-                payload[key] = names.get(_word(payload[key]), payload[key].strip().lower())
-        if isinstance(payload.get("time_in_force"), str):
-            payload["time_in_force"] = TIMES_IN_FORCE.get(
-                _word(payload["time_in_force"]), payload["time_in_force"].strip().upper()
-            )
-        if isinstance(payload.get("market_position"), str):
-            payload["market_position"] = payload["market_position"].strip().lower()
-        for key in ("reduce_only", "post_only"):
-            value = payload.get(key)
-            if isinstance(value, str) and value.strip().lower() in BOOLEANS:
-                payload[key] = BOOLEANS[value.strip().lower()]
-            elif isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
-                payload[key] = bool(value)
-        for key in (
-            "amount",
-            "price",
-            "stop_price",
-            "stop_loss",
-            "take_profit",
-            "target_position",
-            "market_position_size",
-        ):
-            if isinstance(payload.get(key), str):
-                payload[key] = payload[key].strip(ASCII_SPACE)
+        # Each field's value in its own form: only the fields present are visited, and each
+        # normalizer changes its own field alone, so their order does not matter.
+        for key in payload.keys() & VALUE_FORMS.keys():
+            payload[key] = VALUE_FORMS[key](payload[key])
         if isinstance(payload.get("amount"), str) and payload["amount"].endswith("%"):
             payload["amount"] = payload["amount"][:-1].strip(ASCII_SPACE)
             payload.setdefault("amount_type", "percent_of_balance")
-        if isinstance(
-            payload.get("leverage"), str
-        ):  # "5x" → "5"; the number is read by core.pipeline.models.parse_integer
-            payload["leverage"] = payload["leverage"].strip(ASCII_SPACE).lower().removesuffix("x").strip(ASCII_SPACE)
         self._position_size(payload)
-        for key in ("symbol", "exchange", "account", "order_id", "cancel_client_order_id"):
-            if isinstance(payload.get(key), str):
-                payload[key] = payload[key].strip()
-        for key in ("alert_id", "order_id"):
-            if isinstance(payload.get(key), (int, float)) and not isinstance(payload.get(key), bool):
-                payload[key] = str(payload[key])
         if payload.get("exchange") == "":
             payload.pop("exchange")
 

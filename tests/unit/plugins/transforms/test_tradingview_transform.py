@@ -165,3 +165,28 @@ def test_numeric_alert_id_becomes_a_string(transform):
 
 def test_empty_exchange_is_dropped(transform):
     assert transform({"symbol": "BTCUSDT", "side": "buy", "amount": "1", "exchange": ""}).exchange is None
+
+
+def test_each_value_form_touches_its_own_field_only():
+    """The value forms (plugins.transforms.tradingview.VALUE_FORMS) are applied in no fixed
+    order: each changes its own field, leaves what it does not understand as it is, and a
+    field absent stays absent."""
+    from plugins.transforms.tradingview import VALUE_FORMS, Plugin
+
+    plugin = Plugin(Plugin.Options())
+    odd = {"nested": [1]}
+    payload = {key: odd for key in VALUE_FORMS if key not in ("amount", "account")} | {"side": "buy"}
+    plugin.transform_payload(payload)
+    assert all(payload[key] is odd for key in VALUE_FORMS if key not in ("amount", "account"))
+    assert "amount" not in payload and "account" not in payload
+    payload = {"symbol": " BTCUSDT ", "side": "Long", "qty": " 10% ", "leverage": " 5X ", "order_id": 7, "id": 8}
+    plugin.transform_payload(payload)
+    assert payload == {
+        "symbol": "BTCUSDT",
+        "side": "buy",
+        "leverage": "5",
+        "order_id": "7",
+        "amount": "10",
+        "alert_id": "8",
+        "amount_type": "percent_of_balance",
+    }
