@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from core.errors import WebhookError
 from core.pipeline.engine import ExecutionEngine
@@ -80,8 +81,7 @@ async def admit(
         symbol=alert.symbol,
         side=alert.side or alert.action,
         amount=str(alert.amount) if alert.amount is not None else "",
-        # Without the id: the row's id is the journal's key (namespaced, a fan-out leg's).
-        payload=alert.model_dump(mode="json", exclude={"credentials", "alert_id"}),
+        payload=journal_payload(alert),
         owner=engine.worker_id,
         lane=lane,
         # The order's intent: after a crash, an alert with one and no outcome may have been sent.
@@ -97,6 +97,16 @@ async def admit(
         return started[0]
     # A duplicate. Shielded: a reopened alert must start even if the request is gone.
     return await asyncio.shield(asyncio.ensure_future(duplicate(journal, engine, alert, executor, admission, request)))
+
+
+def journal_payload(alert: Alert) -> dict[str, Any]:
+    """The alert as its journal row keeps it: its fields in JSON form, without its
+    credentials (a field never dumped) and without its id (the row's id is the journal's
+    key: namespaced, a fan-out leg's). The id is deleted from the dump rather than
+    excluded in it: the same dict, without pydantic building an exclusion per call."""
+    payload = alert.model_dump(mode="json")
+    del payload["alert_id"]
+    return payload
 
 
 async def duplicate(

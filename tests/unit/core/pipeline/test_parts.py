@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from core.pipeline.admission import journal_payload
 from core.pipeline.fanout import combined
 from core.pipeline.ids import body_hash, fan_out_id, id_namespace, journal_key, shown_id, shown_outcome
 from core.pipeline.lanes import Lanes
@@ -266,3 +267,24 @@ async def test_a_cancelled_waiter_hands_its_place_on():
 
 async def _answer(value: bool) -> bool:
     return value
+
+
+def test_the_journaled_payload_is_the_alert_in_json_without_its_id_and_credentials():
+    alert = Alert.model_validate(
+        {
+            "alert_id": "a-1",
+            "symbol": "BTC/USDT",
+            "side": "buy",
+            "amount": "1e-3",
+            "price": 50000,
+            "account": ["x", "y"],
+            "params": {"n": Decimal("1.50"), "list": [1, "a"]},
+            "raw": {"note": "hi"},
+            "credentials": {"api_key": "key-0123456789", "secret": "secret-0123456789"},
+            "received_at": 1.5,
+        }
+    )
+    payload = journal_payload(alert)
+    assert payload == alert.model_dump(mode="json", exclude={"credentials", "alert_id"})
+    assert list(payload) == [f for f in Alert.model_fields if f not in ("alert_id", "credentials")]
+    assert payload["amount"] == "0.001" and payload["params"]["n"] == "1.50"
