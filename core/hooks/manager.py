@@ -19,13 +19,13 @@ import importlib.util
 import inspect
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from operator import itemgetter
 from pathlib import Path
-from types import ModuleType
-from typing import Any, TypeVar
+from types import CoroutineType, ModuleType
+from typing import Any, TypeGuard, TypeVar
 
 import pluggy
 
@@ -314,11 +314,25 @@ def _startup_failure(impl: pluggy.HookImpl, exc: Exception) -> None:
         raise ConfigError(f"plugin '{impl.plugin_name}': {hook} failed: {type(exc).__name__}: {exc}") from exc
 
 
+# Results that are never awaitable, by exact type (a subclass may define __await__).
+_PLAIN_RESULTS = frozenset({dict, list, tuple, str, bytes, int, float, bool})
+
+
+def _awaitable(result: Any) -> TypeGuard[Awaitable[Any]]:
+    """``inspect.isawaitable`` of a non-None hook result, with the usual answers first: an
+    async implementation's coroutine, or a plain value such as the parser's dict, which
+    isawaitable would put through the ``Awaitable`` ABC's isinstance machinery."""
+    kind = type(result)
+    if kind is CoroutineType:
+        return True
+    return kind not in _PLAIN_RESULTS and inspect.isawaitable(result)
+
+
 async def call_implementation(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> Any:
     """Call one implementation with the arguments it names, awaiting an awaitable result."""
     try:
         result = impl.function(*[kwargs[arg] for arg in impl.argnames])
-        if result is not None and inspect.isawaitable(result):  # most implementations return None at once
+        if result is not None and _awaitable(result):  # most implementations return None at once
             result = await result
     except Exception as exc:
         _startup_failure(impl, exc)
@@ -337,7 +351,7 @@ async def call_hook(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     for impl, function, args, arity in _resolved(hook):
         try:
             result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
-            if result is not None and inspect.isawaitable(result):  # most implementations return None at once
+            if result is not None and _awaitable(result):  # most implementations return None at once
                 result = await result
         except Exception as exc:
             _startup_failure(impl, exc)
@@ -351,7 +365,7 @@ async def call_hook_first(hook: pluggy.HookCaller, **kwargs: Any) -> Any:
     for impl, function, args, arity in _resolved(hook):
         try:
             result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
-            if result is not None and inspect.isawaitable(result):
+            if result is not None and _awaitable(result):
                 result = await result
         except Exception as exc:
             _startup_failure(impl, exc)
@@ -366,7 +380,7 @@ async def call_hook_safely(hook: pluggy.HookCaller, **kwargs: Any) -> None:
     for impl, function, args, arity in _resolved(hook):
         try:
             result = function() if args is None else function(args(kwargs)) if arity == 1 else function(*args(kwargs))
-            if result is not None and inspect.isawaitable(result):
+            if result is not None and _awaitable(result):
                 await result
         except Exception:
             log.exception("plugin %s failed in %s", impl.plugin_name, hook.name)

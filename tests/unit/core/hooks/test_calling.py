@@ -110,3 +110,36 @@ async def test_failures_startup_hooks_name_the_plugin_others_raise_as_they_are_o
         await call_hook_safely(pm.hook.transform_payload, payload={}, request=None, router=None)
     assert "plugin raising failed in transform_payload" in caplog.text
     assert [name for name, _ in calls.seen] == ["after"]  # the next one is still called
+
+
+async def test_every_kind_of_awaitable_result_is_awaited_and_plain_values_are_not():
+    import asyncio
+    import types
+
+    class Awaitable:
+        def __await__(self):
+            return (yield from asyncio.sleep(0, result="custom").__await__())
+
+    class AwaitableDict(dict):  # a subclass of a plain type may be awaitable
+        def __await__(self):
+            return (yield from asyncio.sleep(0, result="dict subclass").__await__())
+
+    @types.coroutine
+    def generator_based():
+        yield
+        return "generator-based"
+
+    for answer, expected in (
+        ({"a": 1}, {"a": 1}),
+        ([1], [1]),
+        ("text", "text"),
+        (Awaitable(), "custom"),
+        (AwaitableDict(), "dict subclass"),
+        (asyncio.sleep(0, result="coroutine"), "coroutine"),
+        (generator_based(), "generator-based"),
+    ):
+        calls = Calls()
+        pm = manager(("p", named(calls, "p", answer=answer)))
+        assert await call_hook_first(pm.hook.transform_payload, payload={}, request=None, router=None) == expected
+        if not isinstance(answer, types.CoroutineType | types.GeneratorType):  # awaited once only
+            assert (await call_hook(pm.hook.transform_payload, payload={}, request=None, router=None)) == [expected]
