@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +349,7 @@ class Router:
             register_secrets(presented_secrets(payload))  # it authenticated: its token and keys are masked in logs
             payload.pop("token", None)
             request.payload = payload
-            return await self._receive_authenticated(request, auth)
+            return await self._receive_alert(request, auth)
         finally:
             self.authenticator.replays.release(auth.replay_key)
 
@@ -360,40 +360,39 @@ class Router:
         auth = await self.authenticator.within_budget(request)
         try:
             register_secrets(presented)
-            return await self._receive_authenticated(request, auth)
+            return await self._receive_alert(request, auth)
         finally:
             self.authenticator.replays.release(auth.replay_key)
 
-    async def _receive_authenticated(self, request: InboundRequest, auth: AuthResult) -> Outcome:
+    async def _receive_alert(self, request: InboundRequest, auth: AuthResult) -> Outcome:
+        """An authenticated request's alert, built, admitted and answered; 401 when the
+        journal remembers its replay key (``Replayed``: nothing was admitted)."""
         try:
-            return await self._receive_alert(request, auth)
+            await self.limits.authenticated(auth.principal or "")
+            alert = await self.build_alert(request, auth.principal)
+            # Each principal's ids live in a namespace of their own: another sender's "a-2"
+            # (or its identical body) is never taken for this one's.
+            namespace = id_namespace(auth.principal)
+            if alert.alert_id is not None and namespace:
+                alert.alert_id = journal_key(namespace, alert.alert_id)
+            if len(alert.accounts) > 1:
+
+                async def receive_leg(leg: Alert, leg_hash: str) -> Outcome:
+                    # Each leg is admitted on its own: its own replay key, derived from the request's.
+                    leg_key = None if auth.replay_key is None else f"{auth.replay_key}{FAN_OUT_SEPARATOR}{leg.account}"
+                    try:
+                        return await self._receive_one(request, leg, auth, leg_hash, replay_key=leg_key)
+                    except Replayed:
+                        return Outcome.error(401, Unauthorized.code, "authentication failed", state="rejected")
+
+                outcome = await fan_out(alert, request.body, namespace, receive_leg)
+                if outcome.status == 401:  # every leg a replay (or refused): the request is one
+                    raise Replayed()
+            else:
+                outcome = await self._receive_one(request, alert, auth, body_hash(namespace, request.body))
         except Replayed:
             await self.limits.failed(request.remote_addr)
             raise Unauthorized("authentication failed") from None
-
-    async def _receive_alert(self, request: InboundRequest, auth: AuthResult) -> Outcome:
-        await self.limits.authenticated(auth.principal or "")
-        alert = await self.build_alert(request, auth.principal)
-        # Each principal's ids live in a namespace of their own: another sender's "a-2"
-        # (or its identical body) is never taken for this one's.
-        namespace = id_namespace(auth.principal)
-        if alert.alert_id is not None and namespace:
-            alert.alert_id = journal_key(namespace, alert.alert_id)
-        if len(alert.accounts) > 1:
-
-            async def receive_leg(leg: Alert, leg_hash: str) -> Outcome:
-                # Each leg is admitted on its own: its own replay key, derived from the request's.
-                leg_key = None if auth.replay_key is None else f"{auth.replay_key}{FAN_OUT_SEPARATOR}{leg.account}"
-                try:
-                    return await self._receive_one(request, leg, auth, leg_hash, replay_key=leg_key)
-                except Replayed:
-                    return Outcome.error(401, Unauthorized.code, "authentication failed", state="rejected")
-
-            outcome = await fan_out(alert, request.body, namespace, receive_leg)
-            if outcome.status == 401:  # every leg a replay (or refused): the request is one
-                raise Replayed()
-        else:
-            outcome = await self._receive_one(request, alert, auth, body_hash(namespace, request.body))
         return shown_outcome(namespace, outcome)
 
     async def _receive_one(
@@ -411,7 +410,7 @@ class Router:
             return started
         return await self.engine.answer_within_budget(alert.alert_id or "", started, request.received_at)
 
-    async def admit(
+    def admit(
         self,
         request: InboundRequest,
         alert: Alert,
@@ -420,11 +419,12 @@ class Router:
         body_hash: str,
         *,
         replay_key: str | None = None,
-    ) -> Outcome | asyncio.Task[Outcome]:
+    ) -> Coroutine[Any, Any, Outcome | asyncio.Task[Outcome]]:
         """Journal ``alert`` for ``executor`` and start its execution (``core.pipeline.admission``):
-        the task, or the outcome of the alert it duplicates. ``replay_key``: the request's,
-        recorded in the same step (``Replayed`` if the journal remembers it)."""
-        return await admission.admit(
+        awaited, the task, or the outcome of the alert it duplicates. ``replay_key``: the
+        request's, recorded in the same step (``Replayed`` if the journal remembers it).
+        ``admission.admit``'s own coroutine: no coroutine of this method's in between."""
+        return admission.admit(
             self.open_journal(),
             self.engine,
             self.authenticator.replays,
