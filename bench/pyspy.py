@@ -13,8 +13,10 @@ as folded stacks (``py-spy record --format raw``: one line per distinct stack,
 Native work that releases the GIL (SQLite's statements and fsync) is not in those
 samples, so the worker's threads are accounted too: each thread's CPU time
 (/proc/<pid>/task) over the same run, per alert, named as ``py-spy dump`` names it. py-spy
-pauses the process for each sample, so the profiled run is an extra run, not one of the
-measured rounds.
+samples with ``--nonblocking``: pausing the process for each sample (its default) makes a
+line that enters the kernel (``getpid()`` inside ``asyncio.get_running_loop``, a lock)
+collect samples out of all proportion to its cost. Sampling still slows the process, so
+the profiled run is an extra run, not one of the measured rounds.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class Recorder:
         if spy is None:
             return "py-spy is not installed (pip install py-spy; it is in the dev extra)"
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [spy, "record", "--pid", str(self.pid), "--gil", "--format", "raw", "--rate", str(RATE)]
+        cmd = [spy, "record", "--pid", str(self.pid), "--gil", "--nonblocking", "--format", "raw", "--rate", str(RATE)]
         cmd += ["-o", str(self.out)]
         self.process = Process("py-spy", cmd, env=clean_env(), cwd=ROOT, log_dir=self.log_dir).start()
         try:

@@ -193,7 +193,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         say(f"bench: round {r + 1}/{args.rounds}: {line}")
 
     profile = None
-    if args.profile:  # an extra run, not one of the measured ones: py-spy pauses the worker to sample it
+    if args.profile:  # an extra run, not one of the measured ones: sampling slows the worker
         assert server.process is not None
         out = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.txt"
         recorder = pyspy.Recorder(worker_pid(server.process), out, tmp)
