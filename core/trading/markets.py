@@ -319,51 +319,58 @@ def prepare_order(
 
 def _checked_amount(book: MarketBook, market: Market, sizing: Sizing, order_type: str) -> tuple[str, Decimal]:
     """The amount after the market's precision (its text and its Decimal), within its limits; 422 otherwise."""
-    symbol, venue, unit = market.symbol, book.venue, market.unit
+    symbol, venue = market.symbol, book.venue
     limits = market.limits
     requested = required(sizing.amount, "amount")
-
-    # The words of a refusal, written only for one (an amount that passes needs none).
-    def subject() -> str:
-        return sizing.story or f"amount {_fmt(requested)} {unit}"
-
-    def lead() -> str:
-        return f"{sizing.story}," if sizing.story else f"{subject()} is"
-
-    def step_text() -> str:
-        return _fmt(market.amount_step) if market.amount_step else "?"
-
     min_amount = limits.amount_min
     if min_amount is not None and requested < min_amount:
         raise Unprocessable(
-            f"{lead()} below the minimum {_fmt(min_amount)} for {symbol} on {venue}", code="amount_below_minimum"
+            f"{_lead(sizing, market)} below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
+            code="amount_below_minimum",
         )
     max_amount = limits.amount_max
     if max_amount is not None and requested > max_amount:
         raise Unprocessable(
-            f"{lead()} above the maximum {_fmt(max_amount)} for {symbol} on {venue}", code="amount_above_maximum"
+            f"{_lead(sizing, market)} above the maximum {_fmt(max_amount)} for {symbol} on {venue}",
+            code="amount_above_maximum",
         )
     max_market = limits.market_amount_max  # binance's MARKET_LOT_SIZE
     if order_type in ("market", "stop") and max_market and requested > max_market:
         raise Unprocessable(
-            f"{lead()} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
+            f"{_lead(sizing, market)} above the maximum {_fmt(max_market)} for a market order on {symbol} on {venue}",
             code="amount_above_maximum",
         )
     rounded = book.amount_on_step(market, requested)
     amount = format(rounded, "f")
     if rounded <= 0:
         raise Unprocessable(
-            f"{subject()}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step {step_text()} on {venue}",
+            f"{_subject(sizing, market)}{', which' if sizing.story else ''} rounds to 0 at {symbol}'s step "
+            f"{_step_text(market)} on {venue}",
             code="amount_below_minimum",
         )
     if min_amount is not None and rounded < min_amount:
         # A step that does not divide the minimum: the rounded amount fell below it.
         raise Unprocessable(
-            f"{subject()}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the step "
-            f"{step_text()}, below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
+            f"{_subject(sizing, market)}{', which' if sizing.story else ''} rounds down to {_fmt(amount)} at the "
+            f"step {_step_text(market)}, below the minimum {_fmt(min_amount)} for {symbol} on {venue}",
             code="amount_below_minimum",
         )
     return amount, rounded
+
+
+# The words of an amount's refusal, written only for one (an amount that passes needs none).
+
+
+def _subject(sizing: Sizing, market: Market) -> str:
+    return sizing.story or f"amount {_fmt(sizing.amount)} {market.unit}"
+
+
+def _lead(sizing: Sizing, market: Market) -> str:
+    return f"{sizing.story}," if sizing.story else f"{_subject(sizing, market)} is"
+
+
+def _step_text(market: Market) -> str:
+    return _fmt(market.amount_step) if market.amount_step else "?"
 
 
 def _checked_price(book: MarketBook, market: Market, name: str, value: Decimal | None) -> str:

@@ -92,15 +92,17 @@ async def prepare_alert(
     market = resolve_market(book, alert, default_type)
     if alert.action in ("cancel", "cancel_all"):
         return await _cancel(book, alert, reader, market, account=account, client_order_id=client_order_id)
-    planner = _Planner(book, alert, reader, market, leverage)
-    if alert.action == "order":
-        sizing = await planner.order()
-    elif alert.action == "target":
-        sizing = await planner.target()
-    elif alert.action == "close":
-        sizing = await planner.close()
-    else:
-        sizing = await planner.flip()
+    sizing: Sizing | None = None  # a plain order in base units: prepare_order takes its side and amount
+    if alert.action != "order" or alert.amount_type != "base":
+        planner = _Planner(book, alert, reader, market, leverage)
+        if alert.action == "order":
+            sizing = await planner.order()
+        elif alert.action == "target":
+            sizing = await planner.target()
+        elif alert.action == "close":
+            sizing = await planner.close()
+        else:
+            sizing = await planner.flip()
     return prepare_order(
         book,
         alert,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from decimal import Decimal
 
 import ccxt
 import ccxt.async_support as ccxt_async
@@ -350,3 +351,23 @@ def test_a_resolved_ticker_is_remembered_and_a_refusal_is_not(monkeypatch):
     for ticker in ("BTC/USDT", "BTCUSDT", "btcusdt", "BTC-USDT", "BTC_USDT"):
         assert book.resolve(ticker, None, None) is spot
         assert len(book._resolved) <= 3
+
+
+def test_an_amount_that_rounds_to_nothing_is_refused_with_how_it_was_reached():
+    from core.trading.markets import MarketBook, Sizing
+    from core.trading.venue import Market
+
+    book = MarketBook("venue", [Market(symbol="ABC/USDT", id="ABCUSDT", base="ABC", quote="USDT", amount_step="0.01")])
+    alert = Alert.model_validate({"symbol": "ABCUSDT", "side": "buy", "amount": "0.004"})
+    with pytest.raises(Unprocessable) as info:
+        prepare_order(book, alert, account="acct", client_order_id="tv1")
+    assert info.value.message == "amount 0.004 ABC rounds to 0 at ABC/USDT's step 0.01 on venue"
+    assert info.value.code == "amount_below_minimum"
+    story = "1% of 0.4 ABC free is 0.004 ABC"
+    with pytest.raises(Unprocessable) as info:
+        prepare_order(
+            book, alert, account="acct", client_order_id="tv1", sizing=Sizing("sell", Decimal("0.004"), story=story)
+        )
+    assert info.value.message == f"{story}, which rounds to 0 at ABC/USDT's step 0.01 on venue"
+    enough = Alert.model_validate({"symbol": "ABCUSDT", "side": "buy", "amount": "0.019"})
+    assert prepare_order(book, enough, account="acct", client_order_id="tv1").amount == "0.01"
