@@ -318,7 +318,8 @@ class ClientIdRule:
     prefix: str = "tv"
 
     def for_alert(self, alert_id: str, account: str, proposed: str) -> str:
-        if len(proposed) <= self.length and proposed.startswith(self.prefix) and self == DEFAULT_CLIENT_ID_RULE:
+        default = self is DEFAULT_CLIENT_ID_RULE or self == DEFAULT_CLIENT_ID_RULE  # `is`: no tuples compared per order
+        if default and len(proposed) <= self.length and proposed.startswith(self.prefix):
             return proposed
         return client_order_id(alert_id, account, prefix=self.prefix, length=self.length)
 

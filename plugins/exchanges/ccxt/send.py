@@ -73,6 +73,8 @@ class SendOrders(ClientLifecycle):
             finally:
                 for throttler in throttlers + [t for t in self._throttlers() if t not in throttlers]:
                     mark_idle(throttler)
+            if order.stop_loss is None and order.take_profit is None:
+                return result  # no stop-loss or take-profit to place or report
             return await self._protect(order, result, raw)
 
     def _throttlers(self) -> list[Any]:
