@@ -58,6 +58,8 @@ from core.web.proxy import ProxyHeadersMiddleware
 from core.web.ratelimit import route_limiter
 from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
 
+GC_YOUNG_THRESHOLD = 10_000  # allocations between two passes of the cyclic GC once serving (start_router)
+
 log = logging.getLogger(__name__)
 
 CONTROL_MAX_BODY = 2048
@@ -132,6 +134,12 @@ def create_app(
         # The cyclic GC was paused while startup built it (no pass over ~10^5 new objects,
         # ~30 ms of CPU): frozen uncollected, with the ~1,200 objects of garbage it left.
         gc.freeze()
+        # Then a pass over the young generation every GC_YOUNG_THRESHOLD allocations instead
+        # of 700: the default's passes — above all the full ones, over what the worker
+        # allocated since startup — took ≈60 µs of CPU per alert at c=32 (gc.callbacks over
+        # 5,000 alerts: 937, 85 and 7 passes of each generation), with it ≈8 µs (10, 0, 0).
+        # Cyclic garbage lives a little longer; refcounting frees everything else at once.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         gc.enable()
 
     @app.after_serving

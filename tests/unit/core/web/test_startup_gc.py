@@ -1,6 +1,7 @@
 """The cyclic GC is paused while the app is imported and while the router starts (no
 passes over the ~10^5 objects a start builds, ~80 ms of CPU per start: issue 14), and it
-is on again afterwards, whether the start succeeded or failed."""
+is on again afterwards, whether the start succeeded or failed; once serving, its young
+generation is collected every ``GC_YOUNG_THRESHOLD`` allocations."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import sys
 
 import pytest
 
-from core.web.app import create_app
+from core.web.app import GC_YOUNG_THRESHOLD, create_app
 from tests.support import ROOT
 
 
@@ -21,12 +22,15 @@ def test_the_gc_is_on_after_importing_the_app():
 
 
 async def test_the_gc_is_on_after_a_start(make_settings):
+    before = gc.get_threshold()
     app = create_app(make_settings())
     await app.startup()
     try:
         assert gc.isenabled()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
     finally:
         await app.shutdown()
+        gc.set_threshold(*before)
 
 
 async def test_the_gc_is_on_after_a_failed_start(make_settings, write_plugins_yaml, monkeypatch):
