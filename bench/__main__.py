@@ -1,4 +1,5 @@
-"""``python -m bench``: the router against the durable limit, the bare limit and the original, in one run.
+"""``python -m bench``: the router against the durable limit (raw and as a Quart route), the bare limit and the
+original, in one run.
 
 Everything runs on 127.0.0.1, each part in its own process (group), on free ports:
 
@@ -11,6 +12,9 @@ Everything runs on 127.0.0.1, each part in its own process (group), on free port
    * **durable**: the durable limit (``bench.limit_app`` with ``BENCH_DURABLE_DIR``): the
      bare limit + one group-committed, fsynced SQLite row per alert before the order;
    * **limit**: the bare limit (``bench.limit_app``): raw ASGI, HMAC, one warm ccxt client;
+   * **quart**: the durable limit as a Quart route (``bench.quart_limit_app``): the same
+     work served by a plain ``quart.Quart`` — the floor under the project's fixed choice of
+     framework, reported as information (no target uses it);
    * **original**: the implementation this project replaces (``bench.original``), run
      unchanged from a checkout given with ``--original PATH`` (or ``BENCH_ORIGINAL``) in a
      venv of its own; without one the report says it was not measured;

@@ -22,6 +22,10 @@ and fsynced (``bench.durable``: WAL, ``synchronous=FULL``, one writer thread com
 whatever is queued in one transaction) before the order is sent — the one durable write
 that "never lose an accepted alert" needs. An alert id journaled before is answered 409
 and not sent.
+
+``startup``, ``shutdown`` and ``webhook`` (the checks, the row and the order) are shared
+with ``bench.quart_limit_app``, the durable limit as a plain Quart route; this module
+imports no framework.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ def client_order_id(alert_id: str, account: str) -> str:
     return ("tv" + hashlib.sha256(f"{account}\x00{alert_id}".encode()).hexdigest())[:32]
 
 
-async def _startup() -> None:
+async def startup() -> None:
     import ccxt.async_support as ccxt_async
 
     client = ccxt_async.binance(json.loads(os.environ["BENCH_CCXT_CONFIG"]))
@@ -68,7 +72,7 @@ async def _startup() -> None:
     gc.freeze()  # as the router does after startup: no full GC passes over ccxt's objects
 
 
-async def _shutdown() -> None:
+async def shutdown() -> None:
     client = _state.pop("client", None)
     if client is not None:
         await client.close()
@@ -89,19 +93,59 @@ async def _answer(send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": data})
 
 
+async def webhook(body: bytes, timestamp: bytes, signature: bytes) -> tuple[int, dict[str, Any]]:
+    """One ``POST /webhook``, after the request is read: the HMAC and the timestamp window,
+    the alert's fields, the journal's row (the durable limit) and the order; the answer's
+    status and JSON body. The raw ASGI ``app`` below and ``bench.quart_limit_app`` (the same
+    work as a Quart route) both answer with it, so they differ only by what serves them."""
+    expected = hmac.new(_state["secret"], timestamp + b"." + body, hashlib.sha256).hexdigest().encode()
+    if (
+        not hmac.compare_digest(signature, expected)
+        or not timestamp.isdigit()
+        or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW
+    ):
+        return 401, {"error": "authentication failed"}
+    try:
+        alert = json.loads(body)
+        client = _state["client"]
+        symbol = client.markets_by_id[alert["ticker"]][0]["symbol"]
+        side = alert["action"].lower()
+        amount = float(alert["contracts"])
+        coid = client_order_id(str(alert["id"]), _state["account"])
+    except Exception as exc:
+        return 422, {"error": f"{type(exc).__name__}: {exc}"}
+    journal = _state.get("journal")
+    if journal is not None and not await journal.write((str(alert["id"]), coid, time.time(), body)):
+        return 409, {"error": "duplicate alert id", "alert_id": alert["id"]}
+    try:
+        order = await client.create_order(symbol, "market", side, amount, None, {"clientOrderId": coid})
+    except _state["ccxt"].BaseError as exc:
+        return 502, {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    return 200, {
+        "status": "filled" if order.get("status") == "closed" else "submitted",
+        "alert_id": alert["id"],
+        "order": {
+            "id": order.get("id"),
+            "client_order_id": order.get("clientOrderId"),
+            "status": order.get("status"),
+            "filled": order.get("filled"),
+        },
+    }
+
+
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await _startup()
+                    await startup()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await _shutdown()
+                await shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
@@ -118,49 +162,6 @@ async def app(scope, receive, send) -> None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    body = b"".join(chunks)
     headers = dict(scope["headers"])
-    timestamp = headers.get(b"x-timestamp", b"")
-    signature = headers.get(b"x-signature", b"")
-    expected = hmac.new(_state["secret"], timestamp + b"." + body, hashlib.sha256).hexdigest().encode()
-    if (
-        not hmac.compare_digest(signature, expected)
-        or not timestamp.isdigit()
-        or abs(time.time() - int(timestamp)) > SIGNATURE_WINDOW
-    ):
-        await _answer(send, 401, {"error": "authentication failed"})
-        return
-    try:
-        alert = json.loads(body)
-        client = _state["client"]
-        symbol = client.markets_by_id[alert["ticker"]][0]["symbol"]
-        side = alert["action"].lower()
-        amount = float(alert["contracts"])
-        coid = client_order_id(str(alert["id"]), _state["account"])
-    except Exception as exc:
-        await _answer(send, 422, {"error": f"{type(exc).__name__}: {exc}"})
-        return
-    journal = _state.get("journal")
-    if journal is not None and not await journal.write((str(alert["id"]), coid, time.time(), body)):
-        await _answer(send, 409, {"error": "duplicate alert id", "alert_id": alert["id"]})
-        return
-    try:
-        order = await client.create_order(symbol, "market", side, amount, None, {"clientOrderId": coid})
-    except _state["ccxt"].BaseError as exc:
-        await _answer(send, 502, {"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
-        return
-    state = "filled" if order.get("status") == "closed" else "submitted"
-    await _answer(
-        send,
-        200,
-        {
-            "status": state,
-            "alert_id": alert["id"],
-            "order": {
-                "id": order.get("id"),
-                "client_order_id": order.get("clientOrderId"),
-                "status": order.get("status"),
-                "filled": order.get("filled"),
-            },
-        },
-    )
+    status, answer = await webhook(b"".join(chunks), headers.get(b"x-timestamp", b""), headers.get(b"x-signature", b""))
+    await _answer(send, status, answer)

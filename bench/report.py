@@ -22,8 +22,14 @@ TARGETS: dict[str, tuple[str, str, float]] = {
     "pipeline_p50_us": ("pipeline alone (in process, null exchange), p50 µs per alert", "<=", 300.0),
 }
 # The table's columns: the targets (those run), then the server's ratios to each reference.
-COLUMNS = ("server", "durable", "limit", "original", "redis")
-RATIO_COLUMNS = (("server/durable", "srv/dur"), ("server/limit", "srv/lim"), ("server/original", "srv/orig"))
+# The quart target is information, not a target: no bound of issue 14 uses it.
+COLUMNS = ("server", "durable", "limit", "quart", "original", "redis")
+RATIO_COLUMNS = (
+    ("server/durable", "srv/dur"),
+    ("server/quart", "srv/quart"),
+    ("server/limit", "srv/lim"),
+    ("server/original", "srv/orig"),
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,7 +105,7 @@ def table(result: dict[str, Any]) -> str:
     """The human summary printed at the end of a run."""
     s, t, cfg = result["summary"], result["targets"], result["config"]
     kinds = [k for k in COLUMNS if k in cfg["targets"]]
-    ratio_columns = [(key, label) for key, label in RATIO_COLUMNS if key != "server/original" or "original" in kinds]
+    ratio_columns = [(key, label) for key, label in RATIO_COLUMNS if key.partition("/")[2] in kinds]
     orig = s["original"]
     lines = [
         f"ccxt-trading-webhook benchmark: {cfg['rounds']} rounds, per round and target {cfg['n1']} alerts at c=1, "
@@ -113,6 +119,12 @@ def table(result: dict[str, Any]) -> str:
         "(WAL, synchronous=FULL) before the order is sent; same hypercorn options",
         "  limit:    the bare limit — bench/limit_app.py, raw ASGI: HMAC check + create_order on one warm ccxt client",
     ]
+    if "quart" in kinds:
+        lines.append(
+            "  quart:    the durable limit as a Quart route — bench/quart_limit_app.py: plain quart.Quart, one "
+            "@app.post route, the same checks, row, order and answers; same hypercorn options (information: the "
+            "framework's floor, no target)"
+        )
     if orig["measured"]:
         lines.append(
             f"  original: {orig['repository']}@{orig['commit'][:8]} (FastAPI; uvicorn main:app --no-access-log; "
@@ -155,6 +167,13 @@ def table(result: dict[str, Any]) -> str:
         f"{_ratio(cost['c32_rps_ratio'])}, p99 {_ratio(cost['c32_p99_ratio'])}, CPU "
         f"{cost['c32_cpu_added_ms']:+.2f} ms per alert",
     ]
+    quart = s.get("framework_cost")
+    if quart:
+        lines.append(
+            f"  what the Quart route costs (quart over durable limit): c=1 p50 {_ratio(quart['c1_p50_ratio'])}, "
+            f"c=32 requests/s {_ratio(quart['c32_rps_ratio'])}, p99 {_ratio(quart['c32_p99_ratio'])}, CPU "
+            f"{quart['c32_cpu_added_ms']:+.2f} ms per alert ({_ratio(quart['c32_cpu_ratio'])})"
+        )
     ws = s["routes"]
     lines.append(
         f"  server's WebSocket account at c=1: p50 {_fmt(ws['ws_p50_ms'])} ms, REST {_fmt(ws['rest_p50_ms'])} ms "

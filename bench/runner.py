@@ -19,10 +19,18 @@ from typing import Any
 from bench import original, pyspy, report
 from bench.emulator import bench_tickers
 from bench.processes import PYTHON, ROOT, Process, clean_env, rss_mib, tree_cpu_s
-from bench.summary import _warnings, check_orders, dashboard_summary, durability_cost, load_summary
+from bench.summary import (
+    _warnings,
+    check_orders,
+    dashboard_summary,
+    durability_cost,
+    framework_cost,
+    load_summary,
+)
 from bench.targets import (
     CLASSIC,
     HYPERCORN_ARGS,
+    QUART_LIMIT,
     SERVER_ENV_NOTE,
     TICKERS,
     WS_ACCOUNT,
@@ -93,6 +101,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "server": lambda name: server_process(name, *common),
             "durable": lambda name: limit_process(name, *common, durable=True),
             "limit": lambda name: limit_process(name, *common),
+            "quart": lambda name: limit_process(name, *common, durable=True, app=QUART_LIMIT),
             "original": lambda name: original.original_process(
                 name, tmp, Path(orig["checkout"]), Path(orig["python"]), webhook_secret, emulator_url
             ),
@@ -103,7 +112,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         }
         return makers[kind]
 
-    kinds = ["server", "durable", "limit"]
+    kinds = ["server", "durable", "limit", "quart"]
     kinds += ["original"] * orig["measured"] + ["redis"] * bool(args.redis) + ["dashboard"] * args.dashboard
     targets = {k: Target(k, maker(k), payload="classic" if k == "original" else "tradingview") for k in kinds}
 
@@ -223,6 +232,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     summary["routes"] = {"rest_p50_ms": rest_p50, "ws_p50_ms": ws["p50_ms"], "ws_over_rest": ws["p50_ms"] / rest_p50}
     summary["routes"]["ws"] = ws
     summary["durability_cost"] = durability_cost(summary)
+    summary["framework_cost"] = framework_cost(summary)
     summary["startup"] = {f"{k}_s": statistics.median(v) for k, v in startup.items()}
     summary["startup"]["samples"] = startup
     summary["rss_mib"] = {"after_first_order": rss_first, "after_run": rss_run}

@@ -15,7 +15,13 @@ from bench.targets import API_KEY, CLASSIC, Deadline
 # The loads of the table: (summary key, concurrency, route).
 SECTIONS = (("c1", 1, "rest"), ("c32", 32, "rest"), ("c32_one_market", 32, "one-market"))
 # The ratios reported in every section: the server over each reference, and Redis over the durable limit.
-RATIOS = (("server", "durable"), ("server", "limit"), ("server", "original"), ("redis", "durable"))
+RATIOS = (
+    ("server", "durable"),
+    ("server", "quart"),
+    ("server", "limit"),
+    ("server", "original"),
+    ("redis", "durable"),
+)
 
 
 def load_summary(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
@@ -47,6 +53,25 @@ def durability_cost(loads: dict[str, Any]) -> dict[str, float]:
         "c32_rps_ratio": c32["durable"]["rps"] / c32["limit"]["rps"] if c32["limit"]["rps"] else math.nan,
         "c32_p99_ratio": c32["durable"]["p99_ms"] / c32["limit"]["p99_ms"] if c32["limit"]["p99_ms"] else math.nan,
         "c32_cpu_added_ms": c32["durable"]["cpu_ms_per_alert"] - c32["limit"]["cpu_ms_per_alert"],
+    }
+
+
+def framework_cost(loads: dict[str, Any]) -> dict[str, float] | None:
+    """What serving the durable limit's work from a plain Quart route costs over the raw ASGI
+    app (the quart target over the durable limit): the floor under the project's fixed
+    choice of framework. ``None`` when the quart target was not run."""
+    c1, c32 = loads["c1"], loads["c32"]
+    if not c1.get("quart") or not c32.get("quart"):
+        return None
+    durable, quart = c32["durable"], c32["quart"]
+    return {
+        "c1_p50_ratio": c1["quart"]["p50_ms"] / c1["durable"]["p50_ms"] if c1["durable"]["p50_ms"] else math.nan,
+        "c32_rps_ratio": quart["rps"] / durable["rps"] if durable["rps"] else math.nan,
+        "c32_p99_ratio": quart["p99_ms"] / durable["p99_ms"] if durable["p99_ms"] else math.nan,
+        "c32_cpu_added_ms": quart["cpu_ms_per_alert"] - durable["cpu_ms_per_alert"],
+        "c32_cpu_ratio": (
+            quart["cpu_ms_per_alert"] / durable["cpu_ms_per_alert"] if durable["cpu_ms_per_alert"] else math.nan
+        ),
     }
 
 

@@ -1,6 +1,6 @@
 """The benchmark's targets and their processes: the emulator, the server, the durable and the
-bare limit, the original implementation, their configuration, and the requests and load
-runs that measure them (``python -m bench``)."""
+bare limit, the durable limit as a Quart route, the original implementation, their
+configuration, and the requests and load runs that measure them (``python -m bench``)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ REST_ACCOUNT, WS_ACCOUNT = "bench", "bench_ws"
 HYPERCORN_ARGS = ["--workers", "1", "--graceful-timeout", "5"]
 SERVER_ENV_NOTE = "LOG_LEVEL=WARNING, no access log, RATE_LIMIT=1000000/second (never refuses)"
 TICKERS = ",".join(bench_tickers())
+QUART_LIMIT = "bench.quart_limit_app:app"  # the durable limit as a Quart route (target "quart")
 CLASSIC = "classic"  # the account recorded for the classic payload's 2xx answers (counted, not matched)
 
 
@@ -33,7 +34,7 @@ CLASSIC = "classic"  # the account recorded for the classic payload's 2xx answer
 class Target:
     """One server the benchmark measures: how to make its process, what it is sent."""
 
-    name: str  # server, durable, limit, original, redis, dashboard
+    name: str  # server, durable, limit, quart, original, redis, dashboard
     make: Callable[[str], tuple[Process, int]]  # a process name → (the process, not started; its port)
     account: str = REST_ACCOUNT
     payload: str = "tradingview"  # or "classic": the original implementation's
@@ -156,8 +157,10 @@ def limit_process(
     extra_args: list[str],
     journal_synchronous: str = "FULL",
     durable: bool = False,
+    app: str = "bench.limit_app:app",
 ) -> tuple[Process, int]:
-    """The bare limit, or with ``durable`` the durable limit (its journal in ``tmp/<name>``).
+    """The bare limit, or with ``durable`` the durable limit (its journal in ``tmp/<name>``);
+    ``app`` another ASGI app on the same environment and hypercorn options (``QUART_LIMIT``).
     ``journal_synchronous`` is accepted like the server's and ignored: the durable limit's
     journal is always synchronous=FULL."""
     port = free_port()
@@ -172,7 +175,7 @@ def limit_process(
         PYTHON,
         "-m",
         "hypercorn",
-        "bench.limit_app:app",
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         *HYPERCORN_ARGS,

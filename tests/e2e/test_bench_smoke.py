@@ -2,8 +2,8 @@
 
 No timing is asserted (the figures of a tiny run on a shared machine mean nothing); only
 that every part ran, the table was printed, the JSON has its keys — the server, the
-durable limit and the bare limit in every section with the server's ratios to each, CPU
-per alert, the targets of issue 14 — and every 2xx answer matched exactly one order
+durable limit, the bare limit and the durable limit as a Quart route in every section with
+the server's ratios to each, CPU per alert, the targets of issue 14 — and every 2xx answer matched exactly one order
 booked at the emulator (the command exits non-zero otherwise). Without a checkout of the
 original implementation the report says it was not measured and why; with one
 (``BENCH_ORIGINAL``), it is a fourth target.
@@ -52,6 +52,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     for line in (
         "srv/dur",
         "srv/lim",
+        "srv/quart",
         "c=1   p50 ms",
         "c=32  requests/s, 32 markets",
         "c=32  requests/s, one market",
@@ -59,6 +60,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
         "start → first filled order",
         "RSS MiB after the first order",
         "what one durable write per alert costs",
+        "what the Quart route costs (quart over durable limit)",
         "pipeline alone",
         "original: NOT MEASURED — no checkout",
         "every 2xx ↔ exactly one booked order: OK",
@@ -66,21 +68,23 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
         assert line in run.stdout, line
     result = json.loads(out.read_text())
     assert {"config", "summary", "targets", "runs", "wall_s"} <= set(result)
-    assert result["config"]["targets"] == ["server", "durable", "limit"]
+    assert result["config"]["targets"] == ["server", "durable", "limit", "quart"]
     summary = result["summary"]
     assert {"c1", "c32", "c32_one_market", "routes", "startup", "rss_mib", "pipeline", "integrity"} <= set(summary)
     for section in ("c1", "c32", "c32_one_market"):
         x = summary[section]
-        assert set(x) == {"server", "durable", "limit", "ratios"}
-        for kind in ("server", "durable", "limit"):
+        assert set(x) == {"server", "durable", "limit", "quart", "ratios"}
+        for kind in ("server", "durable", "limit", "quart"):
             assert {"rps", "p50_ms", "p99_ms", "cpu_ms_per_alert"} <= set(x[kind])
-        assert set(x["ratios"]) == {"server/durable", "server/limit", "server/original"}
+        assert set(x["ratios"]) == {"server/durable", "server/quart", "server/limit", "server/original"}
         assert x["ratios"]["server/original"] is None
         assert x["ratios"]["server/durable"]["p50_ms"] == pytest.approx(x["server"]["p50_ms"] / x["durable"]["p50_ms"])
+        assert x["ratios"]["server/quart"]["rps"] == pytest.approx(x["server"]["rps"] / x["quart"]["rps"])
     assert {"c1_p50_added_ms", "c32_rps_ratio", "c32_cpu_added_ms"} <= set(summary["durability_cost"])
+    assert {"c1_p50_ratio", "c32_rps_ratio", "c32_cpu_added_ms"} <= set(summary["framework_cost"])
     assert summary["original"]["measured"] is False and "no checkout" in summary["original"]["reason"]
-    assert {"server_s", "durable_s", "limit_s"} <= set(summary["startup"])
-    assert set(summary["rss_mib"]["after_first_order"]) == {"server", "durable", "limit"}
+    assert {"server_s", "durable_s", "limit_s", "quart_s"} <= set(summary["startup"])
+    assert set(summary["rss_mib"]["after_first_order"]) == {"server", "durable", "limit", "quart"}
     assert {"rest_p50_ms", "ws_p50_ms"} <= set(summary["routes"])
     assert {"p50_us", "cpu_us_per_alert", "durable_commits_per_alert"} <= set(summary["pipeline"])
     assert summary["integrity"]["ok"] and summary["integrity"]["answered_2xx"] > 0
@@ -90,7 +94,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert vs_original["met"] is None and "original not measured" in vs_original["why"]
     assert targets["integrity_mismatches"]["value"] == 0 and targets["integrity_mismatches"]["met"] is True
     assert isinstance(targets["cpu_per_alert_vs_durable"]["value"], float)
-    assert {run["target"] for run in result["runs"]} == {"server", "durable", "limit"}
+    assert {run["target"] for run in result["runs"]} == {"server", "durable", "limit", "quart"}
     assert result["config"]["ccxt_rate_limit"] is False
 
 
