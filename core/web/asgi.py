@@ -33,10 +33,9 @@ a signal receiver or a secret key brings Quart's own step back for the next requ
 with the request and its response once the app has answered (the metrics service counts
 the webhook's answers there).
 
-Binding a URL adapter to a request (host parsing, IDNA encoding) costs as much as
-matching it: ``LeanQuart`` keeps the adapters of the last ``MAX_ADAPTERS`` distinct
-(host, scheme, path, method, query, ...) it bound, as a ``MapAdapter`` is not changed by
-matching or building URLs.
+URL adapters are Quart's, bound for each request: nothing is kept from one request for
+the next (a kept adapter, keyed by a request's host, path and query, would be state that
+an unauthenticated request could add and evict; binding costs ≈5 µs).
 
 ``json_response`` is ``jsonify`` — the same bytes, the app's JSON provider's settings —
 encoded by one prebuilt ``json.JSONEncoder`` instead of a new one per answer, into a
@@ -78,18 +77,15 @@ from quart.signals import (
 )
 from quart.typing import ResponseReturnValue, ResponseTypes
 from quart.utils import encode_headers
-from quart.wrappers import BaseRequestWebsocket, Request, Response
+from quart.wrappers import Request, Response
 from quart.wrappers.response import DataBody
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
-from werkzeug.routing import MapAdapter
 from werkzeug.sansio.utils import get_content_length
 from werkzeug.utils import cached_property, get_content_type
 
 BODY = "intake.body"
 """Scope key: the whole body of the request, read by ``core.web.intake``."""
-
-MAX_ADAPTERS = 256  # URL adapters LeanQuart keeps, for as many distinct (host, path, ...) of requests
 
 
 class BodyFirstConnection(ASGIHTTPConnection):
@@ -334,37 +330,9 @@ class LeanQuart(Quart):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.answered: Callable[[Request, ResponseTypes], None] | None = None
-        self._url_adapters: dict[tuple[object, ...], MapAdapter | None] = {}
 
     def request_context(self, request: Request) -> RequestContext:
         return LeanRequestContext(self, request)
-
-    def create_url_adapter(self, request: BaseRequestWebsocket | None) -> MapAdapter | None:
-        """Quart's adapter for ``request``, bound once per distinct set of what binding reads
-        (the last ``MAX_ADAPTERS`` kept): a ``MapAdapter`` is not changed by matching or
-        building, and binding one (host parsing, IDNA encoding) costs as much as matching."""
-        if request is None:
-            return super().create_url_adapter(None)
-        key = (
-            type(request),
-            request.host,
-            request.scheme,
-            request.root_path,
-            request.method,
-            request.path,
-            request.query_string,
-            self.config["SERVER_NAME"],
-            self.subdomain_matching,
-            self.url_map.default_subdomain,
-            self.url_map.host_matching,
-        )
-        adapter = self._url_adapters.get(key)
-        if adapter is None:
-            adapter = super().create_url_adapter(request)
-            self._url_adapters[key] = adapter
-            if len(self._url_adapters) > MAX_ADAPTERS:
-                del self._url_adapters[next(iter(self._url_adapters))]
-        return adapter
 
     async def handle_request(self, request: Request) -> ResponseTypes:
         response = await super().handle_request(request)
