@@ -1,7 +1,8 @@
 """What only the SQLite stores promise beyond the contract suite: token files hold hashes
 only and every verification does the same indexed lookup; files written by earlier versions
-keep working; the journal's replay keys survive reopening, are pruned once expired, are atomic
-across connections (processes), and those of an earlier version's replay.sqlite3 are moved in."""
+keep working (a journal loses the indexes no query uses); the journal's replay keys survive
+reopening, are pruned once expired, are atomic across connections (processes), and those of
+an earlier version's replay.sqlite3 are moved in."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from core.store.journal import AdmissionRequest, AttemptRecord
 from core.store.sqlite.journal import SqliteJournal
 from core.store.sqlite.tokens import SqliteTokenStore
 from core.store.tokens import hash_token, new_token
@@ -179,3 +181,54 @@ def test_the_replay_keys_of_an_earlier_version_are_moved_into_the_journal(tmp_pa
     finally:
         journal.close()
     SqliteJournal(tmp_path / "journal.sqlite3", replay_file=former).close()  # no file: nothing to move
+
+
+def journal_indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")}
+    conn.close()
+    return names
+
+
+def new_alert(alert_id: str) -> AdmissionRequest:
+    return AdmissionRequest(
+        explicit_id=alert_id,
+        body_hash="b" * 64,
+        received_at=time.time(),
+        dedup_window=60.0,
+        principal="hmac",
+        account="acct",
+        symbol="BTCUSDT",
+        side="buy",
+        amount="1",
+        payload={"symbol": "BTCUSDT"},
+        lane="acct|BTCUSDT",
+    )
+
+
+async def test_a_journal_from_before_loses_the_index_no_query_uses_and_keeps_its_alerts(tmp_path):
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteJournal(path)
+    await journal.admit(new_alert("old-1"))
+    now = time.time()
+    attempt = AttemptRecord("tv-old-1", "acct", "binance", "rest", {"amount": "1"}, "filled", now, now, {"id": "7"})
+    await journal.record("old-1", [attempt], state="filled", result={"id": "7"}, http_status=200)
+    journal.close()
+    assert "orders_client_id" not in journal_indexes(path), "a new journal never has it"
+    with sqlite3.connect(path) as conn:  # as earlier versions made it: orders indexed by client order id too
+        conn.execute("CREATE INDEX orders_client_id ON orders(client_order_id)")
+    conn.close()
+
+    journal = SqliteJournal(path)
+    try:
+        indexes = journal_indexes(path)
+        assert "orders_client_id" not in indexes
+        assert {"alerts_lane", "alerts_body_hash", "alerts_state", "orders_alert", "replay_expiry"} <= indexes
+        row = journal.get_sync("old-1")
+        assert row is not None and row["state"] == "filled"
+        assert [(o["attempt"], o["client_order_id"], o["response"]) for o in row["orders"]] == [
+            (1, "tv-old-1", {"id": "7"})
+        ]
+        assert (await journal.admit(new_alert("old-1"))).duplicate
+    finally:
+        journal.close()
