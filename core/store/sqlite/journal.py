@@ -36,6 +36,7 @@ from core.store.sqlite.journal_schema import (
     EARLIER_IN_LANE_SQL,
     EARLIER_OF_OTHERS_SQL,
     HOLDS_LANE_SQL,
+    RESEND_SQL,
     SCHEMA,
     import_replay_file,
     migrate,
@@ -85,9 +86,7 @@ class SqliteJournal:
                     ).fetchone()
                 else:
                     row = conn.execute(
-                        "SELECT alert_id, state, http_status FROM alerts WHERE body_hash = ? AND explicit_id = 0"
-                        " AND received_at >= ? ORDER BY received_at DESC LIMIT 1",
-                        (request.body_hash, request.received_at - request.dedup_window),
+                        RESEND_SQL, (request.body_hash, request.received_at - request.dedup_window)
                     ).fetchone()
                 if row is not None:
                     conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))

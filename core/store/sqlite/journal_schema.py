@@ -41,7 +41,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     client_order_id TEXT
 );
 CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
-CREATE INDEX IF NOT EXISTS alerts_body_hash ON alerts(body_hash, received_at);
+-- Only an alert without an id of its own is looked up by its body (RESEND_SQL): the others
+-- are left out, and their random hashes cost no page written.
+CREATE INDEX IF NOT EXISTS alerts_body_hash_without_id ON alerts(body_hash, received_at) WHERE explicit_id = 0;
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
 CREATE TABLE IF NOT EXISTS orders (
     id              INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,17 +89,24 @@ EARLIER_IN_LANE_SQL = (
 EARLIER_OF_OTHERS_SQL = EARLIER_IN_LANE_SQL.replace(" LIMIT 1", " AND COALESCE(owner, '') != ? LIMIT 1")
 
 
-# Indexes of earlier versions that no query uses: each one was written on every alert.
-UNUSED_INDEXES = ("orders_client_id",)
+# The latest alert without an id of its own with this body, within the window: a resend.
+RESEND_SQL = (
+    "SELECT alert_id, state, http_status FROM alerts WHERE body_hash = ? AND explicit_id = 0"
+    " AND received_at >= ? ORDER BY received_at DESC LIMIT 1"
+)
+
+# Indexes of earlier versions, dropped when a journal is opened: no query reads orders by
+# client order id, and alerts_body_hash_without_id replaces alerts_body_hash (which held
+# every alert). Their random keys cost a page written per alert each.
+FORMER_INDEXES = ("orders_client_id", "alerts_body_hash")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
     """A journal written before alerts recorded when they were authenticated and journaled,
     and their order's intent, gets the columns (empty for its old rows: an old unfinished
-    alert without an order attempt was never sent), and loses the indexes nothing reads
-    (``UNUSED_INDEXES``: orders by client order id, a random key, cost a page written per
-    order attempt — about one WAL frame of ~8 per alert)."""
-    for index in UNUSED_INDEXES:
+    alert without an order attempt was never sent), and loses the indexes of earlier
+    versions (``FORMER_INDEXES``; ``SCHEMA`` made their replacements)."""
+    for index in FORMER_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
     for column, kind in (("authenticated_at", "REAL"), ("journaled_at", "REAL"), ("client_order_id", "TEXT")):

@@ -1,6 +1,6 @@
 """What only the SQLite stores promise beyond the contract suite: token files hold hashes
 only and every verification does the same indexed lookup; files written by earlier versions
-keep working (a journal loses the indexes no query uses); the journal's replay keys survive
+keep working (a journal gets the indexes of now); the journal's replay keys survive
 reopening, are pruned once expired, are atomic across connections (processes), and those of
 an earlier version's replay.sqlite3 are moved in."""
 
@@ -16,6 +16,7 @@ import pytest
 
 from core.store.journal import AdmissionRequest, AttemptRecord
 from core.store.sqlite.journal import SqliteJournal
+from core.store.sqlite.journal_schema import RESEND_SQL
 from core.store.sqlite.tokens import SqliteTokenStore
 from core.store.tokens import hash_token, new_token
 
@@ -190,12 +191,12 @@ def journal_indexes(path: Path) -> set[str]:
     return names
 
 
-def new_alert(alert_id: str) -> AdmissionRequest:
+def new_alert(alert_id: str | None, body_hash: str = "b" * 64) -> AdmissionRequest:
     return AdmissionRequest(
         explicit_id=alert_id,
-        body_hash="b" * 64,
+        body_hash=body_hash,
         received_at=time.time(),
-        dedup_window=60.0,
+        dedup_window=3600.0,
         principal="hmac",
         account="acct",
         symbol="BTCUSDT",
@@ -206,29 +207,51 @@ def new_alert(alert_id: str) -> AdmissionRequest:
     )
 
 
-async def test_a_journal_from_before_loses_the_index_no_query_uses_and_keeps_its_alerts(tmp_path):
+async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alerts(tmp_path):
     path = tmp_path / "journal.sqlite3"
     journal = SqliteJournal(path)
     await journal.admit(new_alert("old-1"))
+    resent = await journal.admit(new_alert(None, body_hash="c" * 64))
     now = time.time()
     attempt = AttemptRecord("tv-old-1", "acct", "binance", "rest", {"amount": "1"}, "filled", now, now, {"id": "7"})
     await journal.record("old-1", [attempt], state="filled", result={"id": "7"}, http_status=200)
     journal.close()
-    assert "orders_client_id" not in journal_indexes(path), "a new journal never has it"
-    with sqlite3.connect(path) as conn:  # as earlier versions made it: orders indexed by client order id too
+    assert not {"orders_client_id", "alerts_body_hash"} & journal_indexes(path), "a new journal never has them"
+    with sqlite3.connect(path) as conn:  # as earlier versions made it
         conn.execute("CREATE INDEX orders_client_id ON orders(client_order_id)")
+        conn.execute("CREATE INDEX alerts_body_hash ON alerts(body_hash, received_at)")
+        conn.execute("DROP INDEX alerts_body_hash_without_id")
     conn.close()
 
     journal = SqliteJournal(path)
     try:
         indexes = journal_indexes(path)
-        assert "orders_client_id" not in indexes
-        assert {"alerts_lane", "alerts_body_hash", "alerts_state", "orders_alert", "replay_expiry"} <= indexes
+        assert not {"orders_client_id", "alerts_body_hash"} & indexes
+        assert {
+            "alerts_lane",
+            "alerts_body_hash_without_id",
+            "alerts_state",
+            "orders_alert",
+            "replay_expiry",
+        } <= indexes
         row = journal.get_sync("old-1")
         assert row is not None and row["state"] == "filled"
         assert [(o["attempt"], o["client_order_id"], o["response"]) for o in row["orders"]] == [
             (1, "tv-old-1", {"id": "7"})
         ]
         assert (await journal.admit(new_alert("old-1"))).duplicate
+        again = await journal.admit(new_alert(None, body_hash="c" * 64))
+        assert again.duplicate and again.alert_id == resent.alert_id, "a resend from before the upgrade is found"
+    finally:
+        journal.close()
+
+
+def test_a_resend_is_looked_up_in_the_index_of_alerts_without_an_id(tmp_path):
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    try:
+        plan = journal.db.run_sync(lambda conn: conn.execute("EXPLAIN QUERY PLAN " + RESEND_SQL, ("c", 0.0)).fetchall())
+        assert [row[3] for row in plan] == [
+            "SEARCH alerts USING INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)"
+        ]
     finally:
         journal.close()
