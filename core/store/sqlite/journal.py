@@ -46,6 +46,12 @@ from core.store.states import SUCCESS_STATES, AlertState, alert_state
 
 _QUARANTINED = AlertState.QUARANTINED.value
 REPLAY_PRUNE_INTERVAL = 60.0  # seconds between two deletions of expired replay keys
+# A replay key remembered unless it is there and live: no row changed when it is (a replay).
+# An expired one is replaced; NULL (remembered for ever) is never "< now".
+_CLAIM_SQL = (
+    "INSERT INTO replay (key, expires_at) VALUES (?, ?)"
+    " ON CONFLICT(key) DO UPDATE SET expires_at = excluded.expires_at WHERE replay.expires_at < ?"
+)
 
 
 class SqliteJournal:
@@ -78,7 +84,8 @@ class SqliteJournal:
         def admit(conn: sqlite3.Connection) -> Admission:
             journaled_at = time.time()
             with transaction(conn):
-                if request.replay_key is not None and self._replayed(conn, request.replay_key, journaled_at):
+                key = request.replay_key
+                if key is not None and not self._claim(conn, key, request.replay_expires_at, journaled_at):
                     return Admission("", False, replayed=True)
                 if request.explicit_id is not None:
                     row = conn.execute(
@@ -90,7 +97,6 @@ class SqliteJournal:
                     ).fetchone()
                 if row is not None:
                     conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
-                    self._remember(conn, request.replay_key, request.replay_expires_at, journaled_at)
                     return Admission(row["alert_id"], True, state=row["state"], http_status=row["http_status"])
                 alert_id = new_alert_id(request.explicit_id, request.body_hash, request.received_at)
                 cur = conn.execute(
@@ -121,34 +127,28 @@ class SqliteJournal:
                 behind = (
                     conn.execute(EARLIER_OF_OTHERS_SQL, (request.lane, seq, request.owner or "")).fetchone() is not None
                 )
-                self._remember(conn, request.replay_key, request.replay_expires_at, journaled_at)
                 return Admission(alert_id, False, seq=seq, behind_others=behind)
 
         return self.db.submit(admit, then)
 
     # -- replay keys -----------------------------------------------------------
 
-    @staticmethod
-    def _replayed(conn: sqlite3.Connection, key: str, now: float) -> bool:
-        row = conn.execute("SELECT expires_at FROM replay WHERE key = ?", (key,)).fetchone()
-        return row is not None and (row[0] is None or row[0] >= now)
-
-    def _remember(self, conn: sqlite3.Connection, key: str | None, expires_at: float | None, now: float) -> None:
-        if key is None or (expires_at is not None and expires_at <= now):
-            return  # no key, or already expired: nothing to remember
-        conn.execute("INSERT OR REPLACE INTO replay (key, expires_at) VALUES (?, ?)", (key, expires_at))
-        if now >= self._next_prune:
+    def _claim(self, conn: sqlite3.Connection, key: str, expires_at: float | None, now: float) -> bool:
+        """Remember ``key`` until ``expires_at`` (None: for ever) unless it is remembered and
+        has not expired: whether it was new (False: a replay), in one statement."""
+        if expires_at is not None and expires_at <= now:  # already expired: nothing to remember
+            row = conn.execute("SELECT expires_at FROM replay WHERE key = ?", (key,)).fetchone()
+            return row is None or (row[0] is not None and row[0] < now)
+        claimed = conn.execute(_CLAIM_SQL, (key, expires_at, now)).rowcount == 1
+        if claimed and now >= self._next_prune:
             conn.execute("DELETE FROM replay WHERE expires_at IS NOT NULL AND expires_at < ?", (now,))
             self._next_prune = now + REPLAY_PRUNE_INTERVAL
+        return claimed
 
     async def remember_replay(self, key: str, expires_at: float | None) -> bool:
         def remember(conn: sqlite3.Connection) -> bool:
-            now = time.time()
             with transaction(conn):
-                if self._replayed(conn, key, now):
-                    return False
-                self._remember(conn, key, expires_at, now)
-                return True
+                return self._claim(conn, key, expires_at, time.time())
 
         return await self.db.run(remember)
 

@@ -10,6 +10,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,26 @@ async def test_expired_replay_keys_are_pruned_and_permanent_ones_stay(tmp_path):
         assert await journal.remember_replay("other", None)
         assert replay_rows(journal) == {"body": None, "other": None}, "a body-only signature is kept for ever"
         assert await journal.remember_replay("bound", time.time() + 10), "an expired key may be recorded again"
+    finally:
+        journal.close()
+
+
+async def test_a_stored_key_is_taken_over_once_expired_and_left_alone_while_live(tmp_path):
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    try:
+        now = time.time()
+        journal.db.run_sync(
+            lambda c: c.executemany(
+                "INSERT INTO replay VALUES (?, ?)", [("expired", now - 5), ("live", now + 60), ("ever", None)]
+            )
+        )
+        journal._next_prune = now + 3600  # not pruned meanwhile: the expired key is still stored
+        assert await journal.remember_replay("expired", now + 30)
+        assert not await journal.remember_replay("live", now + 999)
+        assert not await journal.remember_replay("ever", now + 999)
+        replayed = await journal.admit(replace(new_alert("r-1"), replay_key="live", replay_expires_at=now + 999))
+        assert replayed.replayed and journal.get_sync("r-1") is None, "a replay admits nothing"
+        assert replay_rows(journal) == {"expired": now + 30, "live": now + 60, "ever": None}
     finally:
         journal.close()
 
