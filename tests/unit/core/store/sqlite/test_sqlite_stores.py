@@ -271,8 +271,7 @@ def test_a_resend_is_looked_up_in_the_index_of_alerts_without_an_id(tmp_path):
     journal = SqliteJournal(tmp_path / "journal.sqlite3")
     try:
         plan = journal.db.run_sync(lambda conn: conn.execute("EXPLAIN QUERY PLAN " + RESEND_SQL, ("c", 0.0)).fetchall())
-        assert [row[3] for row in plan] == [
-            "SEARCH alerts USING INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)"
-        ]
+        (step,) = [row[3] for row in plan]  # one search, no scan, no sort (wording varies by SQLite version)
+        assert step.startswith("SEARCH") and "INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)" in step
     finally:
         journal.close()
