@@ -15,7 +15,17 @@ from pathlib import Path
 
 from core.store.states import GAVE_UP, AlertState, alert_state
 
-SCHEMA = """
+_RECEIVED, _SUBMITTING, _UNKNOWN = AlertState.RECEIVED.value, AlertState.SUBMITTING.value, AlertState.UNKNOWN.value
+# An alert that holds its lane (core.store.states.holds_lane), as SQL over the alerts table.
+HOLDS_LANE_SQL = (
+    f"(state IN ('{_RECEIVED}', '{_SUBMITTING}') OR (state = '{_UNKNOWN}' AND COALESCE(error_code, '') != '{GAVE_UP}'))"
+)
+# The states of an alert that may hold its lane (an unknown one unless it gave up): the
+# alerts the index by lane holds, and the same text in the query that uses it (SQLite uses
+# a partial index only for a query whose WHERE has its condition).
+_UNFINISHED = f"state IN ('{_RECEIVED}', '{_SUBMITTING}', '{_UNKNOWN}')"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id      TEXT PRIMARY KEY,
     explicit_id   INTEGER NOT NULL,
@@ -40,7 +50,10 @@ CREATE TABLE IF NOT EXISTS alerts (
     journaled_at  REAL,
     client_order_id TEXT
 );
-CREATE INDEX IF NOT EXISTS alerts_lane ON alerts(lane, state);
+-- Only the unfinished alerts, by lane (EARLIER_IN_LANE_SQL): a few rows, written as an
+-- alert arrives and ends, instead of every alert's (lane, state) moved between regions
+-- of a big index.
+CREATE INDEX IF NOT EXISTS alerts_unfinished_by_lane ON alerts(lane) WHERE {_UNFINISHED};
 -- Only an alert without an id of its own is looked up by its body (RESEND_SQL): the others
 -- are left out, and their random hashes cost no page written.
 CREATE INDEX IF NOT EXISTS alerts_body_hash_without_id ON alerts(body_hash, received_at) WHERE explicit_id = 0;
@@ -72,16 +85,11 @@ CREATE TABLE IF NOT EXISTS replay (
 CREATE INDEX IF NOT EXISTS replay_expiry ON replay(expires_at) WHERE expires_at IS NOT NULL;
 """
 
-_RECEIVED, _SUBMITTING, _UNKNOWN = AlertState.RECEIVED.value, AlertState.SUBMITTING.value, AlertState.UNKNOWN.value
-# An alert that holds its lane (core.store.states.holds_lane), as SQL over the alerts table.
-HOLDS_LANE_SQL = (
-    f"(state IN ('{_RECEIVED}', '{_SUBMITTING}') OR (state = '{_UNKNOWN}' AND COALESCE(error_code, '') != '{GAVE_UP}'))"
-)
-# The same condition, written so that the (lane, state) index finds a lane's unfinished
+# The same condition, written so that alerts_unfinished_by_lane finds a lane's unfinished
 # alerts directly: a scan of the lane's whole history cost ~1 ms per 10,000 alerts, on every alert.
 EARLIER_IN_LANE_SQL = (
-    f"SELECT 1 FROM alerts INDEXED BY alerts_lane WHERE lane = ? AND state IN ('{_RECEIVED}', '{_SUBMITTING}',"
-    f" '{_UNKNOWN}') AND rowid < ? AND (state != '{_UNKNOWN}' OR COALESCE(error_code, '') != '{GAVE_UP}') LIMIT 1"
+    f"SELECT 1 FROM alerts INDEXED BY alerts_unfinished_by_lane WHERE lane = ? AND {_UNFINISHED} AND rowid < ?"
+    f" AND (state != '{_UNKNOWN}' OR COALESCE(error_code, '') != '{GAVE_UP}') LIMIT 1"
 )
 
 
@@ -95,10 +103,12 @@ RESEND_SQL = (
     " AND received_at >= ? ORDER BY received_at DESC LIMIT 1"
 )
 
-# Indexes of earlier versions, dropped when a journal is opened: no query reads orders by
-# client order id, and alerts_body_hash_without_id replaces alerts_body_hash (which held
-# every alert). Their random keys cost a page written per alert each.
-FORMER_INDEXES = ("orders_client_id", "alerts_body_hash")
+# Indexes of earlier versions, dropped when a journal is opened (all of a machine's workers
+# restart together: one of the version before would not find alerts_lane): no query reads
+# orders by client order id; alerts_body_hash_without_id and alerts_unfinished_by_lane
+# replace alerts_body_hash and alerts_lane, which held every alert. Each cost a page
+# written per alert or so.
+FORMER_INDEXES = ("orders_client_id", "alerts_body_hash", "alerts_lane")
 
 
 def migrate(conn: sqlite3.Connection) -> None:

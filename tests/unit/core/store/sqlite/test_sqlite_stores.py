@@ -17,7 +17,7 @@ import pytest
 
 from core.store.journal import AdmissionRequest, AttemptRecord
 from core.store.sqlite.journal import SqliteJournal
-from core.store.sqlite.journal_schema import RESEND_SQL
+from core.store.sqlite.journal_schema import EARLIER_IN_LANE_SQL, EARLIER_OF_OTHERS_SQL, RESEND_SQL
 from core.store.sqlite.tokens import SqliteTokenStore
 from core.store.tokens import hash_token, new_token
 
@@ -236,20 +236,24 @@ async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alert
     now = time.time()
     attempt = AttemptRecord("tv-old-1", "acct", "binance", "rest", {"amount": "1"}, "filled", now, now, {"id": "7"})
     await journal.record("old-1", [attempt], state="filled", result={"id": "7"}, http_status=200)
+    await journal.admit(new_alert("old-2"))  # unfinished across the upgrade: it still holds its lane
     journal.close()
-    assert not {"orders_client_id", "alerts_body_hash"} & journal_indexes(path), "a new journal never has them"
+    former = {"orders_client_id", "alerts_body_hash", "alerts_lane"}
+    assert not former & journal_indexes(path), "a new journal never has them"
     with sqlite3.connect(path) as conn:  # as earlier versions made it
         conn.execute("CREATE INDEX orders_client_id ON orders(client_order_id)")
         conn.execute("CREATE INDEX alerts_body_hash ON alerts(body_hash, received_at)")
+        conn.execute("CREATE INDEX alerts_lane ON alerts(lane, state)")
         conn.execute("DROP INDEX alerts_body_hash_without_id")
+        conn.execute("DROP INDEX alerts_unfinished_by_lane")
     conn.close()
 
     journal = SqliteJournal(path)
     try:
         indexes = journal_indexes(path)
-        assert not {"orders_client_id", "alerts_body_hash"} & indexes
+        assert not former & indexes
         assert {
-            "alerts_lane",
+            "alerts_unfinished_by_lane",
             "alerts_body_hash_without_id",
             "alerts_state",
             "orders_alert",
@@ -263,6 +267,11 @@ async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alert
         assert (await journal.admit(new_alert("old-1"))).duplicate
         again = await journal.admit(new_alert(None, body_hash="c" * 64))
         assert again.duplicate and again.alert_id == resent.alert_id, "a resend from before the upgrade is found"
+        later = await journal.admit(new_alert("new-1"))
+        assert await journal.earlier_unfinished("acct|BTCUSDT", later.seq), "behind old-2 (and the resent one)"
+        for alert_id in ("old-2", resent.alert_id):
+            await journal.record(alert_id, state="failed", http_status=503)
+        assert not await journal.earlier_unfinished("acct|BTCUSDT", later.seq)
     finally:
         journal.close()
 
@@ -273,5 +282,18 @@ def test_a_resend_is_looked_up_in_the_index_of_alerts_without_an_id(tmp_path):
         plan = journal.db.run_sync(lambda conn: conn.execute("EXPLAIN QUERY PLAN " + RESEND_SQL, ("c", 0.0)).fetchall())
         (step,) = [row[3] for row in plan]  # one search, no scan, no sort (wording varies by SQLite version)
         assert step.startswith("SEARCH") and "INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)" in step
+    finally:
+        journal.close()
+
+
+def test_the_earlier_alerts_of_a_lane_are_looked_up_among_its_unfinished_ones(tmp_path):
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    try:
+        for sql, args in ((EARLIER_IN_LANE_SQL, ("l", 5)), (EARLIER_OF_OTHERS_SQL, ("l", 5, "w1"))):
+            plan = journal.db.run_sync(
+                lambda conn, sql=sql, args=args: conn.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall()
+            )
+            (step,) = [row[3] for row in plan]
+            assert step.startswith("SEARCH") and "INDEX alerts_unfinished_by_lane (lane=? AND rowid<?)" in step
     finally:
         journal.close()
