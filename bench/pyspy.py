@@ -33,7 +33,7 @@ from typing import Any
 
 from bench.processes import ROOT, Process, clean_env
 
-RATE = 100  # samples per second
+RATE = 1000  # samples per second (--nonblocking: reading the worker does not pause it)
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
