@@ -231,8 +231,9 @@ def profile_rows(prof: dict[str, Any]) -> list[str]:
     cpu = prof.get("cpu_ms_per_alert")
     lines = [
         "",
-        f"  profile of the server's worker during an extra c=32 run of {prof['alerts']} alerts (py-spy --gil --nonblocking, "
-        f"{prof['rate_hz']} Hz, {prof['samples']} samples; not a measured run): self time by function; "
+        f"  profile of the server's worker during an extra c=32 run of {prof['alerts']} alerts "
+        f"(py-spy --gil --nonblocking, {prof['rate_hz']} Hz, {prof['samples']} samples; not a measured run): "
+        "self time by function; "
         f"µs/alert = its share of the worker's {_fmt(cpu)} ms CPU per alert in that run",
         f"    {'function':44}{'file':52}{'samples':>8}{'share':>8}{'µs/alert':>10}",
     ]
