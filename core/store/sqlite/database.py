@@ -14,7 +14,11 @@ that raises undoes only its own changes — and share its single COMMIT, so one 
 COMMIT: when ``await db.run(fn)`` returns, ``fn``'s writes are as durable as they were
 with one transaction per job; if the COMMIT fails, every job of the batch gets its
 error. ``transaction(conn)`` inside a batch becomes a SAVEPOINT. A job alone in the queue
-runs alone, exactly as before, so a quiet server waits for no one.
+runs alone, exactly as before, so a quiet server waits for no one. An idle thread is woken
+once the turn of the event loop that queued a job is over (``call_soon``), not by the job
+itself: the jobs the rest of that turn queues — the other requests that arrived together —
+join the same batch, and the thread does not take the GIL from the loop while it is still
+making them. (A lone job waits for the end of its own turn: a few µs.)
 
 **Inline.** Handing a job to the thread and back costs more than a small read takes.
 ``run(fn, read_only=True)`` runs ``fn`` on the calling (event-loop) thread, on a second,
@@ -146,6 +150,7 @@ class SqliteDatabase:
         self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer is armed (_due)
         self._defer_for = defer_for
+        self._wake_pending = False  # a call of _wake is scheduled on a loop (one per turn)
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -258,8 +263,19 @@ class SqliteDatabase:
                 return future
             self._jobs.append(job)
             self._busy += 1
-            self._queued.notify()
+            if self._wake_pending:
+                return future
+            self._wake_pending = True
+        # The thread is woken once this turn of the loop is over, not by every job: the
+        # jobs that the rest of the turn queues (the other requests that arrived together)
+        # join the same batch, and the thread does not take the GIL from the loop meanwhile.
+        loop.call_soon(self._wake)
         return future
+
+    def _wake(self) -> None:
+        with self._queued:
+            self._wake_pending = False
+            self._queued.notify()
 
     # -- inline ----------------------------------------------------------------
 

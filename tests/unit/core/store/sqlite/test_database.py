@@ -58,6 +58,25 @@ async def test_concurrent_jobs_share_one_commit_and_keep_their_own_outcomes(db):
     assert await db.run(rows) == {"a": 1, "b": 1, "c": 1}
 
 
+async def test_the_jobs_of_one_turn_of_the_loop_share_one_commit(db):
+    """The thread is woken once the turn that queued a job is over, not by the job: the
+    jobs the rest of the turn queues (requests that arrived together) join its batch."""
+    await db.run(lambda conn: None)  # the worker exists, idle
+    started = threading.Event()
+
+    def first(conn: sqlite3.Connection) -> bool:
+        started.set()
+        return conn.in_transaction  # a job alone runs outside a transaction; in a batch, inside one
+
+    queued = db.submit(first)
+    # Still in the same turn: the thread, which a job used to wake at once, has not started it.
+    assert not started.wait(0.2)
+    later = [db.submit(insert(name)) for name in ("a", "b")]
+    assert await queued is True  # it ran in the batch of all three
+    assert [await job for job in later] == ["a", "b"]
+    assert started.is_set()
+
+
 async def test_a_failing_job_in_a_batch_undoes_only_its_own_writes(db):
     await db.run(lambda conn: None)
     started, release = threading.Event(), threading.Event()
