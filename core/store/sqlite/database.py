@@ -150,7 +150,9 @@ class SqliteDatabase:
         self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer is armed (_due)
         self._defer_for = defer_for
-        self._wake_pending = False  # a call of _wake is scheduled on a loop (one per turn)
+        # The loop on which a call of _wake is scheduled (one per turn). Another loop's job
+        # schedules its own: a loop closed before its call ran leaves no job unwoken.
+        self._wake_loop: asyncio.AbstractEventLoop | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -263,18 +265,19 @@ class SqliteDatabase:
                 return future
             self._jobs.append(job)
             self._busy += 1
-            if self._wake_pending:
+            if self._wake_loop is loop:
                 return future
-            self._wake_pending = True
+            self._wake_loop = loop
         # The thread is woken once this turn of the loop is over, not by every job: the
         # jobs that the rest of the turn queues (the other requests that arrived together)
         # join the same batch, and the thread does not take the GIL from the loop meanwhile.
-        loop.call_soon(self._wake)
+        loop.call_soon(self._wake, loop)
         return future
 
-    def _wake(self) -> None:
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._queued:
-            self._wake_pending = False
+            if self._wake_loop is loop:
+                self._wake_loop = None
             self._queued.notify()
 
     # -- inline ----------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 
 import pytest
 
@@ -32,6 +33,15 @@ def insert(name: str, value: int = 1):
 
 def rows(conn: sqlite3.Connection) -> dict[str, int]:
     return {r["name"]: r["value"] for r in conn.execute("SELECT name, value FROM items")}
+
+
+def parked(database: SqliteDatabase, timeout: float = 5.0) -> None:
+    """Return once the worker thread waits for a job (having delivered its last batch, it
+    takes a job queued meanwhile without being woken)."""
+    deadline = time.monotonic() + timeout
+    while not database._queued._waiters:  # type: ignore[attr-defined]  # threading.Condition's waiters
+        assert time.monotonic() < deadline, "the worker thread never waited for a job"
+        time.sleep(0.001)
 
 
 def blocker(started: threading.Event, release: threading.Event):
@@ -61,7 +71,8 @@ async def test_concurrent_jobs_share_one_commit_and_keep_their_own_outcomes(db):
 async def test_the_jobs_of_one_turn_of_the_loop_share_one_commit(db):
     """The thread is woken once the turn that queued a job is over, not by the job: the
     jobs the rest of the turn queues (requests that arrived together) join its batch."""
-    await db.run(lambda conn: None)  # the worker exists, idle
+    await db.run(lambda conn: None)  # the worker exists
+    await asyncio.get_running_loop().run_in_executor(None, parked, db)
     started = threading.Event()
 
     def first(conn: sqlite3.Connection) -> bool:
@@ -75,6 +86,25 @@ async def test_the_jobs_of_one_turn_of_the_loop_share_one_commit(db):
     assert await queued is True  # it ran in the batch of all three
     assert [await job for job in later] == ["a", "b"]
     assert started.is_set()
+
+
+def test_a_loop_closed_before_its_turn_ended_leaves_no_later_job_unwoken(tmp_path):
+    database = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA)
+    try:
+        asyncio.run(database.run(lambda conn: None))  # the worker exists ...
+        parked(database)  # ... and waits for a job
+        first = asyncio.new_event_loop()
+        # A job queued in the last turn the loop runs: its call to wake the thread never runs.
+        first.call_soon(lambda: (database.submit(insert("a")), first.stop()))
+        first.run_forever()
+        first.close()
+
+        async def on_another_loop() -> tuple[str, dict[str, int]]:
+            return await asyncio.wait_for(database.run(insert("b")), 5), await database.run(rows)
+
+        assert asyncio.run(on_another_loop()) == ("b", {"a": 1, "b": 1})
+    finally:
+        database.close()
 
 
 async def test_a_failing_job_in_a_batch_undoes_only_its_own_writes(db):
