@@ -181,3 +181,39 @@ def tree_cpu_s(pid: int) -> float:
             continue
         ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_FIGURES = ("loop_user", "loop_system", "threads_user", "threads_system")
+
+
+def thread_cpu_s(pid: int) -> dict[int, tuple[float, float]]:
+    """Each live thread of ``pid``: its user and system CPU seconds so far, by thread id
+    (/proc/<pid>/task/<tid>/stat; 10 ms ticks). Empty when the process is gone."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, tuple[float, float]] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        found[int(tid)] = (int(fields[11]) / tick, int(fields[12]) / tick)
+    return found
+
+
+def thread_cpu_split(pid: int, before: dict[int, tuple[float, float]]) -> dict[str, float]:
+    """CPU seconds ``pid``'s threads used since ``before`` (``thread_cpu_s``), split into its
+    main thread — the event loop of an asyncio server — and the others (database writers,
+    executors), each as user and system time (``THREAD_FIGURES``). A thread that ended
+    meanwhile is not counted; one that started is counted whole."""
+    split = dict.fromkeys(THREAD_FIGURES, 0.0)
+    for tid, (user, system) in thread_cpu_s(pid).items():
+        user0, system0 = before.get(tid, (0.0, 0.0))
+        side = "loop" if tid == pid else "threads"
+        split[f"{side}_user"] += max(0.0, user - user0)
+        split[f"{side}_system"] += max(0.0, system - system0)
+    return split

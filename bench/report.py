@@ -54,11 +54,33 @@ def run_stats(run: dict[str, Any]) -> dict[str, float]:
     }
 
 
+# The worker's CPU per alert by thread (``thread_stats``): its event loop and its other
+# threads, each in all and the system (kernel) part of it.
+THREAD_KEYS = (
+    "loop_ms_per_alert",
+    "loop_system_ms_per_alert",
+    "threads_ms_per_alert",
+    "threads_system_ms_per_alert",
+)
+
+
+def thread_stats(split: dict[str, float], alerts: int) -> dict[str, float]:
+    """``bench.processes.thread_cpu_split`` of one run as ms per alert (``THREAD_KEYS``)."""
+    per = 1000 / max(1, alerts)
+    return {
+        "loop_ms_per_alert": (split["loop_user"] + split["loop_system"]) * per,
+        "loop_system_ms_per_alert": split["loop_system"] * per,
+        "threads_ms_per_alert": (split["threads_user"] + split["threads_system"]) * per,
+        "threads_system_ms_per_alert": split["threads_system"] * per,
+    }
+
+
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    """The median of each figure across rounds (CPU per alert where every run has it)."""
+    """The median of each figure across rounds (the CPU figures where every run has them)."""
     keys = ["rps", "p50_ms", "p90_ms", "p99_ms"]
-    if runs and all("cpu_ms_per_alert" in r for r in runs):
-        keys.append("cpu_ms_per_alert")
+    for key in ("cpu_ms_per_alert", *THREAD_KEYS):
+        if runs and all(key in r for r in runs):
+            keys.append(key)
     return {k: statistics.median(r[k] for r in runs) for k in keys}
 
 
@@ -139,6 +161,8 @@ def table(result: dict[str, Any]) -> str:
 
     def row(label: str, section: str, key: str, digits: int = 2) -> None:
         x = s[section]
+        if key in THREAD_KEYS and not any(key in (x.get(k) or {}) for k in kinds):
+            return  # a result from before the thread split
         cells = "".join(f"{_fmt((x.get(k) or {}).get(key), digits):>10}" for k in kinds)
         cells += "".join(f"{_ratio((x['ratios'].get(r) or {}).get(key)):>10}" for r, _ in ratio_columns)
         lines.append(f"  {label:38}{cells}")
@@ -153,6 +177,10 @@ def table(result: dict[str, Any]) -> str:
     row("c=32  p99 ms, one market", "c32_one_market", "p99_ms")
     row("server CPU ms per alert, c=1", "c1", "cpu_ms_per_alert")
     row("server CPU ms per alert, c=32", "c32", "cpu_ms_per_alert")
+    row("  its event loop (main thread), c=1", "c1", "loop_ms_per_alert")
+    row("  its other threads, c=1", "c1", "threads_ms_per_alert")
+    row("  its event loop (main thread), c=32", "c32", "loop_ms_per_alert")
+    row("  its other threads, c=32", "c32", "threads_ms_per_alert")
     for label, values, digits in (
         ("start → first filled order, s", {k: s["startup"].get(f"{k}_s") for k in kinds}, 2),
         ("RSS MiB after the first order", s["rss_mib"]["after_first_order"], 1),

@@ -18,7 +18,7 @@ from typing import Any
 
 from bench import original, pyspy, report
 from bench.emulator import bench_tickers
-from bench.processes import PYTHON, ROOT, Process, clean_env, rss_mib, tree_cpu_s
+from bench.processes import PYTHON, ROOT, Process, clean_env, rss_mib, thread_cpu_s, thread_cpu_split, tree_cpu_s
 from bench.summary import (
     _warnings,
     check_orders,
@@ -158,6 +158,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             )
 
         cpu_before = tree_cpu_s(target.process.pid)
+        worker = worker_pid(target.process)
+        threads_before = thread_cpu_s(worker)
         if target.name == "dashboard":
             result, polls = with_browser(label, port, dashboard_password, args.dashboard_interval, tmp, deadline, load)
             if record is not None:
@@ -165,6 +167,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         else:
             result = load()
         cpu = tree_cpu_s(target.process.pid) - cpu_before
+        threads = thread_cpu_split(worker, threads_before)
         key = CLASSIC if target.payload == "classic" else account
         answered.extend((key, alert_id) for alert_id in result["ids_2xx"])
         statuses.update(result["statuses"])
@@ -172,6 +175,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             say(f"bench: {label}: {len(result['errors'])} request errors, e.g. {result['errors'][0]}")
         if record is not None:
             stats = {**report.run_stats(result), "cpu_ms_per_alert": cpu * 1000 / max(1, n)}
+            stats.update(report.thread_stats(threads, n))
             runs.append({**record, **stats, "statuses": result["statuses"], "reconnects": result["reconnects"]})
         return result
 

@@ -57,6 +57,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
         "c=32  requests/s, 32 markets",
         "c=32  requests/s, one market",
         "server CPU ms per alert, c=32",
+        "its event loop (main thread), c=32",
         "start → first filled order",
         "RSS MiB after the first order",
         "what one durable write per alert costs",
@@ -75,7 +76,9 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
         x = summary[section]
         assert set(x) == {"server", "durable", "limit", "quart", "ratios"}
         for kind in ("server", "durable", "limit", "quart"):
-            assert {"rps", "p50_ms", "p99_ms", "cpu_ms_per_alert"} <= set(x[kind])
+            assert {"rps", "p50_ms", "p99_ms", "cpu_ms_per_alert", "loop_ms_per_alert", "threads_ms_per_alert"} <= set(
+                x[kind]
+            )
         assert set(x["ratios"]) == {"server/durable", "server/quart", "server/limit", "server/original"}
         assert x["ratios"]["server/original"] is None
         assert x["ratios"]["server/durable"]["p50_ms"] == pytest.approx(x["server"]["p50_ms"] / x["durable"]["p50_ms"])

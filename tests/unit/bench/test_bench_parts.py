@@ -1,7 +1,7 @@
 """The benchmark's own parts, each against the real thing it stands for: the durable limit's
 journal on SQLite, the original implementation's checkout verification and its emulator
 hook (``sitecustomize``) in a real interpreter, the classic payload's signature, and the
-profile's self-time summary. No timing is asserted."""
+profile's self-time summary, the CPU accounting by thread. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from bench import original, pyspy
 from bench.durable import GroupCommitJournal
 from bench.loadgen import build_requests, classic_body, classic_symbol, signature_headers
+from bench.processes import thread_cpu_s, thread_cpu_split
 from tests.support import ROOT
 
 
@@ -143,3 +146,30 @@ def test_the_profile_summary_counts_self_samples_by_function(tmp_path):
         ("core.web", 40),
         ("selectors", 20),
     ]
+
+
+def test_a_threads_cpu_is_counted_apart_from_the_main_threads():
+    def burn(burned: threading.Event, release: threading.Event) -> None:
+        start = time.thread_time()  # ~0.3 s of this thread's own CPU, as the thread counts it
+        digest = b""
+        while time.thread_time() - start < 0.3:
+            digest = hashlib.sha256(digest * 64).digest()
+        burned.set()
+        release.wait(10)
+
+    pid = os.getpid()
+    before = thread_cpu_s(pid)
+    burned, release = threading.Event(), threading.Event()
+    worker = threading.Thread(target=burn, args=(burned, release))
+    worker.start()
+    assert burned.wait(10)  # the main thread meanwhile uses next to nothing
+    alive = thread_cpu_split(pid, before)
+    release.set()
+    worker.join()
+    assert set(alive) == {"loop_user", "loop_system", "threads_user", "threads_system"}
+    others = alive["threads_user"] + alive["threads_system"]
+    assert others >= 0.2  # /proc counts in 10 ms ticks
+    assert alive["loop_user"] + alive["loop_system"] < others
+    # Ended before the split was taken: not counted (thread_cpu_split's rule).
+    ended = thread_cpu_split(pid, before)
+    assert ended["threads_user"] + ended["threads_system"] < others

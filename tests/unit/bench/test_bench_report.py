@@ -117,3 +117,41 @@ def test_a_run_without_the_quart_route_has_no_quart_column_ratio_or_line():
     assert "srv/dur" in text and "srv/lim" in text
     assert "quart" not in text.lower()
     assert "what one durable write per alert costs" in text
+
+
+def test_the_cpu_of_the_event_loop_and_of_the_other_threads_are_rows_of_their_own_with_the_servers_ratios():
+    kinds = ["server", "durable", "limit"]
+    runs = made_up_runs(kinds)
+    loop_share = {"server": 0.85, "durable": 0.9, "limit": 0.95}  # of each target's CPU per alert
+    for run in runs:
+        cpu, share = run["cpu_ms_per_alert"], loop_share[run["target"]]
+        run.update(
+            report.thread_stats(
+                {
+                    "loop_user": cpu * share * 0.9 / 1000,
+                    "loop_system": cpu * share * 0.1 / 1000,
+                    "threads_user": cpu * (1 - share) / 1000,
+                    "threads_system": 0.0,
+                },
+                alerts=1,
+            )
+        )
+    summary = load_summary(runs, kinds)
+    c32 = summary["c32"]
+    assert c32["server"]["loop_ms_per_alert"] == pytest.approx(1.6 * 0.85)
+    assert c32["server"]["loop_system_ms_per_alert"] == pytest.approx(1.6 * 0.85 * 0.1)
+    assert c32["server"]["threads_ms_per_alert"] == pytest.approx(1.6 * 0.15)
+    assert c32["ratios"]["server/durable"]["threads_ms_per_alert"] == pytest.approx((1.6 * 0.15) / (0.8 * 0.1))
+    result = made_up_result(kinds)
+    result["summary"]["c1"], result["summary"]["c32"] = summary["c1"], summary["c32"]
+    table = report.table(result).splitlines()
+    loop = next(line for line in table if line.strip().startswith("its event loop (main thread), c=32"))
+    assert loop.split()[-5:] == ["1.36", "0.72", "0.57", "1.89×", "2.39×"]
+    others = next(line for line in table if line.strip().startswith("its other threads, c=1"))
+    assert others.split()[-5:] == ["0.24", "0.08", "0.03", "3.00×", "8.00×"]
+
+
+def test_a_result_from_before_the_thread_split_shows_no_thread_rows():
+    text = report.table(made_up_result(KINDS))
+    assert "server CPU ms per alert, c=32" in text
+    assert "its event loop" not in text and "its other threads" not in text
