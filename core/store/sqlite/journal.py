@@ -54,6 +54,12 @@ _CLAIM_SQL = (
 )
 
 
+def _duplicate(conn: sqlite3.Connection, row: sqlite3.Row) -> Admission:
+    """The admission of a duplicate of the alert ``row``: counted on that alert's row."""
+    conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
+    return Admission(row["alert_id"], True, state=row["state"], http_status=row["http_status"])
+
+
 class SqliteJournal:
     """The journal in one SQLite file (WAL). ``synchronous``: FULL survives a power loss,
     NORMAL a crash of the process (``router.journal_synchronous``). ``replay_file``: the
@@ -87,22 +93,18 @@ class SqliteJournal:
                 key = request.replay_key
                 if key is not None and not self._claim(conn, key, request.replay_expires_at, journaled_at):
                     return Admission("", False, replayed=True)
-                if request.explicit_id is not None:
-                    row = conn.execute(
-                        "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (request.explicit_id,)
-                    ).fetchone()
-                else:
+                if request.explicit_id is None:  # an alert with an id of its own is found by the INSERT
                     row = conn.execute(
                         RESEND_SQL, (request.body_hash, request.received_at - request.dedup_window)
                     ).fetchone()
-                if row is not None:
-                    conn.execute("UPDATE alerts SET duplicates = duplicates + 1 WHERE alert_id = ?", (row["alert_id"],))
-                    return Admission(row["alert_id"], True, state=row["state"], http_status=row["http_status"])
+                    if row is not None:
+                        return _duplicate(conn, row)
                 alert_id = new_alert_id(request.explicit_id, request.body_hash, request.received_at)
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
                     " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at,"
-                    " client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " ON CONFLICT(alert_id) DO NOTHING",
                     (
                         alert_id,
                         int(request.explicit_id is not None),
@@ -123,6 +125,11 @@ class SqliteJournal:
                         request.client_order_id,
                     ),
                 )
+                if cur.rowcount == 0:  # admitted before under this id: a duplicate
+                    row = conn.execute(
+                        "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (alert_id,)
+                    ).fetchone()
+                    return _duplicate(conn, row)
                 seq = int(cur.lastrowid or 0)
                 behind = (
                     conn.execute(EARLIER_OF_OTHERS_SQL, (request.lane, seq, request.owner or "")).fetchone() is not None
