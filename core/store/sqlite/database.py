@@ -80,6 +80,15 @@ def create_private_file(path: Path) -> None:
         pass
 
 
+class _Connection(sqlite3.Connection):
+    """A connection of ``SqliteDatabase``: it remembers whether the job running on it is in
+    a savepoint of its own with nothing written yet (``transaction`` then uses that one)."""
+
+    # conn.total_changes when the job's SAVEPOINT was taken; None outside a job of a batch,
+    # or once a block of the job took it over.
+    job_changes: int | None = None
+
+
 class _Busy(Exception):
     """An inline job met a lock: it runs on the thread instead (nothing of it was kept)."""
 
@@ -161,7 +170,13 @@ class SqliteDatabase:
 
     def _open(self, *, busy_timeout_ms: int, query_only: bool, schema: bool) -> sqlite3.Connection:
         create_private_file(self.path)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000)
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=busy_timeout_ms / 1000,
+            factory=_Connection,
+        )
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         if not query_only:
@@ -349,10 +364,15 @@ class SqliteDatabase:
         done: list[_Job] = []
         for index, job in enumerate(batch):
             conn.execute("SAVEPOINT job")
+            if isinstance(conn, _Connection):
+                conn.job_changes = conn.total_changes
             try:
                 job.result = job.fn(conn)
             except BaseException as exc:
                 job.error = exc
+            finally:
+                if isinstance(conn, _Connection):
+                    conn.job_changes = None
             if not conn.in_transaction:
                 # SQLite rolled the whole transaction back (I/O error, disk full): the jobs
                 # before this one lost their writes too; the rest start a new batch.
@@ -426,29 +446,40 @@ def _rollback(conn: sqlite3.Connection) -> None:
 
 class _immediate:
     """``with _immediate(conn):`` — a write transaction taken up front (BEGIN IMMEDIATE),
-    or a SAVEPOINT when the connection is already in a transaction (a group commit)."""
+    or a SAVEPOINT when the connection is already in a transaction (a group commit).
+
+    In a batch, each job runs in a savepoint of its own (``SAVEPOINT job``). A block that
+    starts before the job wrote anything uses that one instead of taking another: rolling
+    back to it then undoes exactly the block (nothing was written before it), and on
+    success the batch releases it. Two statements fewer per job; nested blocks, and a block
+    after the job wrote, take their own."""
 
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
-        self.nested = False
+        self.savepoint: str | None = None  # None: a transaction of its own
 
     def __enter__(self) -> sqlite3.Connection:
-        if self.conn.in_transaction:
-            self.nested = True
-            self.conn.execute("SAVEPOINT tx")
+        conn = self.conn
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        elif isinstance(conn, _Connection) and conn.job_changes == conn.total_changes:
+            conn.job_changes = None  # the blocks nested in this one take savepoints of their own
+            self.savepoint = "job"
         else:
-            self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
+            self.savepoint = "tx"
+            conn.execute("SAVEPOINT tx")
+        return conn
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        if not self.nested:
+        if self.savepoint is None:
             self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         elif not self.conn.in_transaction:
             return  # SQLite already rolled everything back; the batch reports it
         elif exc_type:
-            self.conn.execute("ROLLBACK TO tx")
-            self.conn.execute("RELEASE tx")
-        else:
+            self.conn.execute(f"ROLLBACK TO {self.savepoint}")
+            if self.savepoint == "tx":
+                self.conn.execute("RELEASE tx")
+        elif self.savepoint == "tx":
             self.conn.execute("RELEASE tx")
 
 

@@ -306,3 +306,66 @@ async def test_a_read_that_need_not_be_fresh_runs_inline_while_writes_are_queued
     finally:
         release.set()
         await asyncio.gather(first, write)
+
+
+async def run_as_one_batch(db: SqliteDatabase, jobs) -> list:
+    """Run ``jobs`` in one batch (queued while the thread is busy); their results or errors."""
+    await db.run(lambda conn: None)
+    started, release = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(db.run(blocker(started, release)))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    futures = [asyncio.ensure_future(db.run(job)) for job in jobs]
+    release.set()
+    await first
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+
+async def test_a_block_that_starts_a_job_in_a_batch_uses_the_jobs_savepoint(db):
+    """No SAVEPOINT of its own for a block that starts its job (nothing written before
+    it): two statements fewer per job. A block after the job wrote takes its own."""
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+
+    def writes_first(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO items (name, value) VALUES ('before', 1)")
+        with transaction(conn):
+            conn.execute("INSERT INTO items (name, value) VALUES ('inside', 1)")
+        return "inside"
+
+    try:
+        results = await run_as_one_batch(db, [insert("a"), insert("b"), writes_first])
+    finally:
+        await db.run(lambda conn: conn.set_trace_callback(None))
+    assert results == ["a", "b", "inside"]
+    assert statements.count("SAVEPOINT job") == 3
+    assert statements.count("SAVEPOINT tx") == 1  # writes_first's block alone
+    assert await db.run(rows) == {"a": 1, "b": 1, "before": 1, "inside": 1}
+
+
+async def test_a_failed_block_that_a_job_catches_undoes_only_the_block(db):
+    def catches(conn: sqlite3.Connection) -> str:
+        try:
+            with transaction(conn):  # the job's first block: on the job's savepoint
+                conn.execute("INSERT INTO items (name, value) VALUES ('undone', 1)")
+                with transaction(conn):  # nested: a savepoint of its own
+                    conn.execute("INSERT INTO items (name, value) VALUES ('nested', 1)")
+                raise ValueError("the block fails")
+        except ValueError:
+            pass
+        with transaction(conn):
+            conn.execute("INSERT INTO items (name, value) VALUES ('after', 1)")
+        return "caught"
+
+    def writes_then_catches(conn: sqlite3.Connection) -> str:
+        conn.execute("INSERT INTO items (name, value) VALUES ('kept', 1)")
+        try:
+            with transaction(conn):  # after a write: a savepoint of its own, 'kept' stays
+                conn.execute("INSERT INTO items (name, value) VALUES ('undone-too', 1)")
+                raise ValueError("fails too")
+        except ValueError:
+            pass
+        return "kept"
+
+    results = await run_as_one_batch(db, [insert("a"), catches, writes_then_catches, insert("z")])
+    assert results == ["a", "caught", "kept", "z"]
+    assert await db.run(rows) == {"a": 1, "after": 1, "kept": 1, "z": 1}
