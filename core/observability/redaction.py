@@ -100,7 +100,9 @@ def without_secrets(value: Any) -> Any:
     on the way to a dropped field are copied. Nothing else is touched."""
     if isinstance(value, dict):
         if _PLAIN_NAMES.issuperset(value):  # no name here to drop: only in the values, if any
-            if _LEAVES.issuperset(map(type, value.values())):
+            # Every value a leaf or empty (falsy: "", 0, None, {} and [] alike): nothing to
+            # visit. Decided in C; only a dict with a non-empty dict or list inside goes on.
+            if _LEAVES.issuperset(map(type, filter(None, value.values()))):
                 return value
             cleaned = {k: c for k, v in value.items() if type(v) not in _LEAVES and (c := without_secrets(v)) is not v}
             return {**value, **cleaned} if cleaned else value

@@ -44,6 +44,9 @@ def test_a_secret_below_known_plain_names_is_dropped_and_the_parents_are_copied(
     order = {"symbol": "BTC/USDT", "params": {"timeInForce": "GTC"}}
     assert without_secrets(order) == order  # its names decided one by one, the first time
     assert without_secrets(order) is order  # known plain names, nothing to drop: no copy
+    dumped = {"symbol": "BTC/USDT", "params": {}, "children": [], "price": None, "amount": 0}
+    without_secrets(dumped)
+    assert without_secrets(dumped) is dumped  # empty dicts and lists inside: nothing to visit
     with_secret = {"symbol": "BTC/USDT", "params": {"timeInForce": "GTC", "apiKey": "k-1"}}
     cleaned = without_secrets(with_secret)
     assert cleaned == {"symbol": "BTC/USDT", "params": {"timeInForce": "GTC"}}
