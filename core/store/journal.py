@@ -24,7 +24,9 @@ rows are read and recovered as usual.
 from __future__ import annotations
 
 import json
+import json.encoder
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
 
@@ -127,11 +129,24 @@ class JournalStats(TypedDict):
 # ``json.dumps`` with options builds an encoder per call; this one is built once (it keeps
 # no state between calls: the loop and a database thread may share it).
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+# And the C encoder that ``JSONEncoder.encode`` itself builds on every call, built once
+# with the same options (compact, ASCII, ``default=str``, NaN allowed). Without the check
+# for circular references: ``without_secrets`` gives it nothing cyclic (it would recurse
+# for ever on a cycle first). None where CPython's ``_json`` is missing.
+_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE: Callable[[Any, int], list[str] | tuple[str, ...]] | None = (
+    _make_c_encoder(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+    if _make_c_encoder is not None
+    else None
+)
 
 
 def dumps(value: Any) -> str:
     """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
-    return _ENCODER.encode(without_secrets(value))
+    clean = without_secrets(value)
+    if _C_ENCODE is None:
+        return _ENCODER.encode(clean)
+    return "".join(_C_ENCODE(clean, 0))
 
 
 def decode_json_fields(data: dict[str, Any], keys: tuple[str, ...], where: str, problems: list[str]) -> None:
