@@ -290,6 +290,7 @@ class Plugin:
         # Decided once, not per alert: field names by their lower case, and the names they become.
         self._by_lower = {name.lower(): name for name in (*options.aliases, *ALERT_FIELD_NAMES)}
         self._canonical = frozenset(self._by_lower.values())
+        self._alias_rank = {alias: rank for rank, alias in enumerate(options.aliases)}
 
     @hookimpl
     def transform_payload(self, payload: dict[str, Any]) -> None:
@@ -299,13 +300,18 @@ class Plugin:
                 f"field '{field}' holds an unreplaced TradingView placeholder", code="unreplaced_placeholder"
             )
         # Field names in any case ("Ticker", "Side"); secrets keep theirs (apiKey, secret).
-        by_lower = self._by_lower
-        for key in [k for k in payload if isinstance(k, str) and k not in self._canonical and k.lower() in by_lower]:
-            if by_lower[key.lower()] not in payload:
-                payload[by_lower[key.lower()]] = payload.pop(key)
-        for alias, target in self.options.aliases.items():
-            if alias in payload and target not in payload:
-                payload[target] = payload.pop(alias)
+        # The usual payload has its names in their own case and one alias or two: both
+        # found by set operations, not by a look at every field and every alias.
+        by_lower, canonical = self._by_lower, self._canonical
+        if not payload.keys() <= canonical:
+            for key in [k for k in payload if isinstance(k, str) and k not in canonical and k.lower() in by_lower]:
+                if by_lower[key.lower()] not in payload:
+                    payload[by_lower[key.lower()]] = payload.pop(key)
+        aliases = self.options.aliases
+        # In the aliases' order: of two aliases of one field, the first one present wins.
+        for alias in sorted(payload.keys() & self._alias_rank.keys(), key=self._alias_rank.__getitem__):
+            if aliases[alias] not in payload:
+                payload[aliases[alias]] = payload.pop(alias)
         self._action(payload)
         if isinstance(payload.get("side"), str):
             side = payload["side"].strip().lower()

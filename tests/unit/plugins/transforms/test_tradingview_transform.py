@@ -71,6 +71,16 @@ def test_amount_field_aliases_accept_strings_and_numbers(transform, key):
     assert transform({"symbol": "BTCUSDT", "side": "buy", key: 0.5}).amount == Decimal("0.5")
 
 
+def test_of_two_aliases_of_one_field_the_first_in_the_alias_table_wins_whatever_the_payloads_order(transform):
+    # "contracts" comes before "qty" and "size" in the table; "Ticker" is found in any case.
+    alert = transform({"size": "3", "qty": "2", "Ticker": "BTCUSDT", "side": "buy", "contracts": "1"})
+    assert (alert.amount, alert.symbol) == (Decimal("1"), "BTCUSDT")
+    alert = transform({"size": "3", "qty": "2", "symbol": "BTCUSDT", "side": "buy"})
+    assert alert.amount == Decimal("2")
+    alert = transform({"qty": "2", "amount": "5", "symbol": "BTCUSDT", "side": "buy"})
+    assert alert.amount == Decimal("5")  # the field itself over any alias
+
+
 @pytest.mark.parametrize(
     "ticker",
     [
