@@ -291,6 +291,9 @@ class Plugin:
         self._by_lower = {name.lower(): name for name in (*options.aliases, *ALERT_FIELD_NAMES)}
         self._canonical = frozenset(self._by_lower.values())
         self._alias_rank = {alias: rank for rank, alias in enumerate(options.aliases)}
+        # An alias whose field is another alias (a → b, b → c in plugins.yaml) is followed
+        # when it comes first in the table: such a table is applied one alias at a time.
+        self._chained = any(target in options.aliases for target in options.aliases.values())
 
     @hookimpl
     def transform_payload(self, payload: dict[str, Any]) -> None:
@@ -309,8 +312,11 @@ class Plugin:
                     payload[by_lower[key.lower()]] = payload.pop(key)
         aliases = self.options.aliases
         # In the aliases' order: of two aliases of one field, the first one present wins.
-        for alias in sorted(payload.keys() & self._alias_rank.keys(), key=self._alias_rank.__getitem__):
-            if aliases[alias] not in payload:
+        present = (
+            aliases if self._chained else sorted(payload.keys() & aliases.keys(), key=self._alias_rank.__getitem__)
+        )
+        for alias in present:
+            if alias in payload and aliases[alias] not in payload:
                 payload[aliases[alias]] = payload.pop(alias)
         self._action(payload)
         if isinstance(payload.get("side"), str):

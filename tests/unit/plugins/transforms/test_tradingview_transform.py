@@ -81,6 +81,19 @@ def test_of_two_aliases_of_one_field_the_first_in_the_alias_table_wins_whatever_
     assert alert.amount == Decimal("5")  # the field itself over any alias
 
 
+def test_an_alias_of_an_alias_in_plugins_yaml_is_followed_when_it_comes_first():
+    from plugins.transforms.tradingview import Plugin
+
+    chained = Plugin(Plugin.Options(aliases={"lots": "units", "units": "amount", "ticker": "symbol"}))
+    payload = {"ticker": "BTCUSDT", "side": "buy", "lots": "3"}
+    chained.transform_payload(payload)
+    assert payload == {"symbol": "BTCUSDT", "side": "buy", "amount": "3"}
+    backwards = Plugin(Plugin.Options(aliases={"units": "amount", "lots": "units"}))
+    payload = {"symbol": "BTCUSDT", "side": "buy", "lots": "3"}
+    backwards.transform_payload(payload)
+    assert payload == {"symbol": "BTCUSDT", "side": "buy", "units": "3"}  # one pass, in the table's order
+
+
 @pytest.mark.parametrize(
     "ticker",
     [
