@@ -101,9 +101,13 @@ def without_secrets(value: Any) -> Any:
     if isinstance(value, dict):
         if _PLAIN_NAMES.issuperset(value):  # no name here to drop: only in the values, if any
             # Every value a leaf or empty (falsy: "", 0, None, {} and [] alike): nothing to
-            # visit. Decided in C; only a dict with a non-empty dict or list inside goes on.
-            if _LEAVES.issuperset(map(type, filter(None, value.values()))):
-                return value
+            # visit. Decided in C; only a dict with a non-empty dict or list inside goes on
+            # (or one holding an object whose truth cannot be told, such as an array's).
+            try:
+                if _LEAVES.issuperset(map(type, filter(None, value.values()))):
+                    return value
+            except Exception:  # any error of a value's __bool__: visit the values one by one
+                pass
             cleaned = {k: c for k, v in value.items() if type(v) not in _LEAVES and (c := without_secrets(v)) is not v}
             return {**value, **cleaned} if cleaned else value
         kept = {

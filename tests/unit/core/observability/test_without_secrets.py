@@ -54,6 +54,22 @@ def test_a_secret_below_known_plain_names_is_dropped_and_the_parents_are_copied(
     assert [1, {"secret": "s"}] != without_secrets([1, {"secret": "s"}]) == [1, {}]
 
 
+def test_a_value_whose_truth_cannot_be_told_is_visited_like_any_other():
+    class Ambiguous:  # like an array: bool() raises
+        def __bool__(self) -> bool:
+            raise ValueError("the truth value is ambiguous")
+
+    odd = Ambiguous()
+    value = {"symbol": "BTC/USDT", "weights": odd}
+    without_secrets({"symbol": "x", "weights": 1})  # the names known plain
+    assert without_secrets(value) is value
+    assert without_secrets({"symbol": "BTC/USDT", "weights": odd, "nested": {"token": "t"}}) == {
+        "symbol": "BTC/USDT",
+        "weights": odd,
+        "nested": {},
+    }
+
+
 def test_the_plain_names_are_bounded_and_past_the_bound_names_are_still_decided(monkeypatch):
     monkeypatch.setattr(redaction, "_PLAIN_NAMES", set())
     monkeypatch.setattr(redaction, "_PLAIN_NAMES_MAX", 3)
