@@ -88,7 +88,8 @@ def _names_a_secret(name: str) -> bool:
 _LEAVES = frozenset({str, int, float, bool, type(None)})
 # Field names (exact ``str``) already found to name no secret: a dict whose names are all
 # here is checked by one set operation in C instead of a call per field. Bounded: a payload
-# may bring any number of names; past the bound, new names are decided one by one.
+# may bring any number of names; at the bound the set starts again (the names in use are
+# back after one more look each).
 _PLAIN_NAMES: set[str] = set()
 _PLAIN_NAMES_MAX = 4096
 
@@ -115,8 +116,9 @@ def without_secrets(value: Any) -> Any:
             for k, v in value.items()
             if not (isinstance(k, str) and _names_a_secret(k))
         }
-        if len(_PLAIN_NAMES) < _PLAIN_NAMES_MAX:
-            _PLAIN_NAMES.update(k for k in kept if type(k) is str)
+        if len(_PLAIN_NAMES) >= _PLAIN_NAMES_MAX:
+            _PLAIN_NAMES.clear()
+        _PLAIN_NAMES.update(k for k in kept if type(k) is str)
         return kept
     if isinstance(value, list):
         if _LEAVES.issuperset(map(type, value)):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +22,12 @@ def reference(value: Any) -> Any:
     if isinstance(value, list):
         return [reference(v) for v in value]
     return value
+
+
+@pytest.fixture(autouse=True)
+def no_names_known_yet(monkeypatch):
+    """Each test starts with no plain names known (other tests of the process add theirs)."""
+    monkeypatch.setattr(redaction, "_PLAIN_NAMES", set())
 
 
 NAMES = st.sampled_from(
@@ -70,13 +77,14 @@ def test_a_value_whose_truth_cannot_be_told_is_visited_like_any_other():
     }
 
 
-def test_the_plain_names_are_bounded_and_past_the_bound_names_are_still_decided(monkeypatch):
-    monkeypatch.setattr(redaction, "_PLAIN_NAMES", set())
+def test_the_plain_names_are_bounded_and_start_again_at_the_bound(monkeypatch):
     monkeypatch.setattr(redaction, "_PLAIN_NAMES_MAX", 3)
     without_secrets({f"field{i}": i for i in range(10)})  # under the bound before, past it after
     assert len(redaction._PLAIN_NAMES) == 10
-    without_secrets({"more": 1, "other": 2})
-    assert "more" not in redaction._PLAIN_NAMES
+    order = {"more": 1, "other": 2}
+    assert without_secrets(order) == order
+    assert redaction._PLAIN_NAMES == {"more", "other"}  # started again with the names in use
+    assert without_secrets(order) is order
     assert without_secrets({"more": 1, "secretKey": 2, "field1": 3}) == {"more": 1, "field1": 3}
     assert without_secrets({1: "int keys", "passphrase": "p"}) == {1: "int keys"}
     assert 1 not in redaction._PLAIN_NAMES  # only str names are remembered
