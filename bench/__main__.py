@@ -35,7 +35,10 @@ Everything runs on 127.0.0.1, each part in its own process (group), on free port
 6. RSS of each worker after its first order and after the load, then the check that every
    2xx answer corresponds to exactly one order booked at the emulator (by client order
    id; the original's, which has none, by count on its own account);
-7. the pipeline alone, in process (``bench.pipeline``);
+7. the pipeline alone, in process (``bench.pipeline``); with ``--instructions``, the
+   instructions per alert at c=32 of the server, the quart target and the durable limit
+   under callgrind (``bench.instructions``), which do not drift with the machine as CPU
+   seconds do;
 8. the table (medians of the rounds, ratios of the server to each reference, the targets
    met or not) and ``bench/results/latest.json``.
 
@@ -71,6 +74,7 @@ DEFAULTS = {
     "warmup": 300,
     "startup_samples": 3,
     "pipeline_n": 3000,
+    "instructions_n": 600,
 }
 QUICK = {
     "rounds": 3,
@@ -81,6 +85,7 @@ QUICK = {
     "warmup": 32,
     "startup_samples": 1,
     "pipeline_n": 200,
+    "instructions_n": 32,
 }
 
 
@@ -160,6 +165,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="py-spy on the server's worker during an extra c=32 run: folded stacks in bench/results/profile-*.txt "
         "and the top 15 self-time functions in the table",
+    )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions per alert at c=32 of the server, the quart target and the durable limit "
+        "under callgrind (bench.instructions; valgrind; a few minutes more), beside their CPU per alert",
+    )
+    parser.add_argument(
+        "--instructions-n",
+        type=int,
+        help=f"alerts per target counted by --instructions (default {DEFAULTS['instructions_n']})",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="abort after this many seconds (default 1800)")

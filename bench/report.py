@@ -217,6 +217,8 @@ def table(result: dict[str, Any]) -> str:
     if commits is not None and fsync is not None:
         line += f"; {_fmt(commits, 1)} durable commits waited for × {_fmt(fsync, 0)} µs each"
     lines.append(line)
+    if "instructions" in s:
+        lines.extend(instruction_rows(s["instructions"]))
     if "dashboard" in s:
         lines.extend(dashboard_rows(s["dashboard"]))
     lines += ["", "  targets (issue 14; ratios within this run):"]
@@ -250,6 +252,28 @@ def table(result: dict[str, Any]) -> str:
         f"{result['wall_s']:.0f} s; JSON: {result['json_path']}"
     )
     return "\n".join(lines)
+
+
+def instruction_rows(counted: dict[str, Any]) -> list[str]:
+    """``--instructions``: instructions per alert at c=32 under callgrind, and the server's ratios."""
+    if "skipped" in counted:
+        return [f"  instructions per alert: skipped — {counted['skipped']}"]
+    by = counted["targets"]
+    shown = ", ".join(f"{name} {r['per_alert'] / 1e3:,.0f}k" for name, r in by.items())
+    line = (
+        f"  instructions per alert at c=32 (callgrind, {counted['n']} alerts per target; the same code counts "
+        f"the same within ~1 %): {shown}"
+    )
+    server = by.get("server")
+    if server is not None:
+        line += (
+            f"; the server's event loop {server['main_thread_per_alert'] / 1e3:,.0f}k, "
+            f"its other threads {server['other_threads_per_alert'] / 1e3:,.0f}k"
+        )
+        for reference in ("durable", "quart"):
+            if reference in by:
+                line += f"; server / {reference} {_ratio(server['per_alert'] / by[reference]['per_alert'])}"
+    return [line]
 
 
 def profile_rows(prof: dict[str, Any]) -> list[str]:

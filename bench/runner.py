@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import time
@@ -228,6 +229,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if args.redis:
         forget_redis_keys(args.redis, redis_prefix)
     pipe = pipeline_alone(args, loop, tmp, deadline)
+    counted = instructions_alone(args, tmp, deadline) if args.instructions else None
 
     # -- summary
     summary: dict[str, Any] = load_summary(runs, kinds)
@@ -246,6 +248,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     summary["original"] = {k: v for k, v in orig.items() if k != "python"}
     if profile is not None:
         summary["profile"] = profile
+    if counted is not None:
+        summary["instructions"] = counted
     if args.dashboard:
         summary["dashboard"] = dashboard_summary(runs, browser_polls, args.dashboard_interval)
     return {
@@ -274,6 +278,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             "dashboard": args.dashboard,
             "dashboard_interval_s": args.dashboard_interval,
             "profile": args.profile,
+            "instructions": args.instructions,
         },
         "summary": summary,
         "targets": target_values(summary),
@@ -342,6 +347,27 @@ def pipeline_alone(args: argparse.Namespace, loop: str, tmp: Path, deadline: Dea
         raise RuntimeError(f"bench.pipeline exited with {code}:\n{pipeline.log()}")
     result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def instructions_alone(args: argparse.Namespace, tmp: Path, deadline: Deadline) -> dict[str, Any]:
+    """``bench.instructions`` at c=32 for the server, the quart target and the durable limit,
+    nothing else running (its own emulator); or why it was skipped (no valgrind)."""
+    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    if missing:
+        return {"skipped": f"{', '.join(missing)} not found (Debian: apt-get install valgrind)"}
+    say("bench: instructions per alert under callgrind ...")
+    out = tmp / "instructions.json"
+    cmd = [PYTHON, "-m", "bench.instructions", "--n", str(args.instructions_n), "--concurrency", "32"]
+    cmd += ["--warmup", str(min(64, args.instructions_n)), "--out", str(out)]
+    counting = Process("instructions", cmd, env=clean_env(), cwd=ROOT, log_dir=tmp).start()
+    try:
+        assert counting.proc is not None
+        code = counting.proc.wait(timeout=min(deadline.left(), 1200))
+    finally:
+        counting.stop()
+    if code != 0:
+        raise RuntimeError(f"bench.instructions exited with {code}:\n{counting.log()}")
+    return {"n": args.instructions_n, "concurrency": 32, "targets": json.loads(out.read_text())}
 
 
 def with_browser(

@@ -3,8 +3,9 @@
 No timing is asserted (the figures of a tiny run on a shared machine mean nothing); only
 that every part ran, the table was printed, the JSON has its keys — the server, the
 durable limit, the bare limit and the durable limit as a Quart route in every section with
-the server's ratios to each, CPU per alert, the targets of issue 14 — and every 2xx answer matched exactly one order
-booked at the emulator (the command exits non-zero otherwise). Without a checkout of the
+the server's ratios to each, CPU per alert, the targets of issue 14, the instructions per alert under callgrind
+(``--instructions``; skipped with why where valgrind is missing, never in CI) — and every 2xx answer matched
+exactly one order booked at the emulator (the command exits non-zero otherwise). Without a checkout of the
 original implementation the report says it was not measured and why; with one
 (``BENCH_ORIGINAL``), it is a fourth target.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -41,12 +43,12 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "latest.json"
     env = {k: v for k, v in os.environ.items() if k != "BENCH_ORIGINAL"}  # the run without the original
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "bench", "--quick", "--instructions", "--out", str(out)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=420,  # --instructions: the three targets under callgrind, about 80 s more
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     for line in (
@@ -99,6 +101,13 @@ def test_quick_benchmark_runs_end_to_end(tmp_path):
     assert isinstance(targets["cpu_per_alert_vs_durable"]["value"], float)
     assert {run["target"] for run in result["runs"]} == {"server", "durable", "limit", "quart"}
     assert result["config"]["ccxt_rate_limit"] is False
+    counted = summary["instructions"]
+    if shutil.which("callgrind_control") is None and os.environ.get("CI", "").lower() != "true":
+        assert "valgrind" in counted["skipped"] and "instructions per alert: skipped" in run.stdout
+    else:
+        assert set(counted["targets"]) == {"server", "quart", "durable"}
+        assert all(r["per_alert"] > 0 for r in counted["targets"].values())
+        assert "instructions per alert at c=32 (callgrind" in run.stdout and "server / durable" in run.stdout
 
 
 @pytest.mark.skipif(not os.environ.get("BENCH_ORIGINAL"), reason="BENCH_ORIGINAL names no checkout of the original")

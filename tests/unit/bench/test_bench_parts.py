@@ -1,7 +1,8 @@
 """The benchmark's own parts, each against the real thing it stands for: the durable limit's
 journal on SQLite, the original implementation's checkout verification and its emulator
 hook (``sitecustomize``) in a real interpreter, the classic payload's signature, and the
-profile's self-time summary, the CPU accounting by thread. No timing is asserted."""
+profile's self-time summary, the CPU accounting by thread, and ``--instructions`` on a machine
+without valgrind. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -170,3 +171,16 @@ def test_a_threads_cpu_is_counted_apart_from_the_main_threads():
     others = alive["threads_user"] + alive["threads_system"]
     assert others >= 0.2  # /proc counts in 10 ms ticks
     assert alive["loop_user"] + alive["loop_system"] < others
+
+
+def test_instructions_without_valgrind_are_skipped_with_why(tmp_path, monkeypatch):
+    from bench import runner
+    from bench.__main__ import parse_args
+    from bench.targets import Deadline
+
+    args = parse_args(["--quick", "--instructions"])
+    assert args.instructions and args.instructions_n == 32
+    monkeypatch.setattr(runner.shutil, "which", lambda tool: None)
+    skipped = runner.instructions_alone(args, tmp_path, Deadline(60))
+    assert skipped == {"skipped": "valgrind, callgrind_control not found (Debian: apt-get install valgrind)"}
+    assert not parse_args([]).instructions and parse_args([]).instructions_n == 600

@@ -155,3 +155,25 @@ def test_a_result_from_before_the_thread_split_shows_no_thread_rows():
     text = report.table(made_up_result(KINDS))
     assert "server CPU ms per alert, c=32" in text
     assert "its event loop" not in text and "its other threads" not in text
+
+
+def counted(per_alert: float, loop: float) -> dict:
+    return {"per_alert": per_alert, "main_thread_per_alert": loop, "other_threads_per_alert": per_alert - loop}
+
+
+def test_the_instructions_per_alert_are_a_line_with_the_servers_ratios():
+    result = made_up_result(KINDS)
+    targets = {"server": counted(4.94e6, 4.48e6), "quart": counted(3.98e6, 3.95e6), "durable": counted(3.15e6, 3.12e6)}
+    result["summary"]["instructions"] = {"n": 600, "concurrency": 32, "targets": targets}
+    (line,) = [x for x in report.table(result).splitlines() if "instructions per alert" in x]
+    assert "at c=32 (callgrind, 600 alerts per target" in line
+    assert "server 4,940k, quart 3,980k, durable 3,150k" in line
+    assert "the server's event loop 4,480k, its other threads 460k" in line
+    assert "server / durable 1.57×; server / quart 1.24×" in line
+
+
+def test_instructions_not_counted_say_why_and_a_run_without_them_has_no_line():
+    result = made_up_result(KINDS)
+    assert "instructions per alert" not in report.table(result)
+    result["summary"]["instructions"] = {"skipped": "valgrind not found (Debian: apt-get install valgrind)"}
+    assert "  instructions per alert: skipped — valgrind not found" in report.table(result)
