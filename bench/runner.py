@@ -334,19 +334,9 @@ def forget_redis_keys(url: str, prefix: str) -> None:
 def pipeline_alone(args: argparse.Namespace, loop: str, tmp: Path, deadline: Deadline) -> dict[str, Any]:
     """``bench.pipeline`` in its own process, nothing else running."""
     say("bench: pipeline alone ...")
-    out = tmp / "pipeline.json"
-    cmd = [PYTHON, "-m", "bench.pipeline", "--n", str(args.pipeline_n), "--loop", loop]
+    cmd = ["bench.pipeline", "--n", str(args.pipeline_n), "--loop", loop]
     cmd += ["--journal-synchronous", args.journal_synchronous, "--data-dir", str(tmp / "pipeline-data")]
-    pipeline = Process("pipeline", [*cmd, "--out", str(out)], env=clean_env(), cwd=ROOT, log_dir=tmp).start()
-    try:
-        assert pipeline.proc is not None
-        code = pipeline.proc.wait(timeout=min(deadline.left(), 120))
-    finally:
-        pipeline.stop()
-    if code != 0:
-        raise RuntimeError(f"bench.pipeline exited with {code}:\n{pipeline.log()}")
-    result: dict[str, Any] = json.loads(out.read_text())
-    return result
+    return run_module("pipeline", cmd, tmp, deadline, limit=120)
 
 
 def instructions_alone(args: argparse.Namespace, tmp: Path, deadline: Deadline) -> dict[str, Any]:
@@ -356,18 +346,26 @@ def instructions_alone(args: argparse.Namespace, tmp: Path, deadline: Deadline) 
     if missing:
         return {"skipped": f"{', '.join(missing)} not found (Debian: apt-get install valgrind)"}
     say("bench: instructions per alert under callgrind ...")
-    out = tmp / "instructions.json"
-    cmd = [PYTHON, "-m", "bench.instructions", "--n", str(args.instructions_n), "--concurrency", "32"]
-    cmd += ["--warmup", str(min(64, args.instructions_n)), "--out", str(out)]
-    counting = Process("instructions", cmd, env=clean_env(), cwd=ROOT, log_dir=tmp).start()
+    cmd = ["bench.instructions", "--n", str(args.instructions_n), "--concurrency", "32"]
+    cmd += ["--warmup", str(min(64, args.instructions_n))]
+    targets = run_module("instructions", cmd, tmp, deadline, limit=1200)
+    return {"n": args.instructions_n, "concurrency": 32, "targets": targets}
+
+
+def run_module(name: str, args: list[str], tmp: Path, deadline: Deadline, limit: float) -> dict[str, Any]:
+    """``python -m <args> --out tmp/<name>.json`` as a process of its own (at most ``limit``
+    seconds): the JSON it wrote, or a RuntimeError with its log if it failed."""
+    out = tmp / f"{name}.json"
+    process = Process(name, [PYTHON, "-m", *args, "--out", str(out)], env=clean_env(), cwd=ROOT, log_dir=tmp).start()
     try:
-        assert counting.proc is not None
-        code = counting.proc.wait(timeout=min(deadline.left(), 1200))
+        assert process.proc is not None
+        code = process.proc.wait(timeout=min(deadline.left(), limit))
     finally:
-        counting.stop()
+        process.stop()
     if code != 0:
-        raise RuntimeError(f"bench.instructions exited with {code}:\n{counting.log()}")
-    return {"n": args.instructions_n, "concurrency": 32, "targets": json.loads(out.read_text())}
+        raise RuntimeError(f"{args[0]} exited with {code}:\n{process.log()}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 def with_browser(
