@@ -59,6 +59,15 @@ from bench.targets import (
 )
 
 TARGETS = ("server", "quart", "durable")
+TOOLS = ("valgrind", "callgrind_control")
+
+
+def missing_tools() -> str | None:
+    """Why the count cannot run here (valgrind's tools not on PATH), or None."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    return f"{', '.join(missing)} not found (Debian: apt-get install valgrind)" if missing else None
+
+
 VALGRIND = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes", "--dump-instr=no"]
 
 
@@ -93,11 +102,11 @@ _SUMMARY = re.compile(r"^summary:\s*(\d+)", re.MULTILINE)
 _NAME = re.compile(r"^c?ob=(?:\((\d+)\))?\s*(.*)$")
 
 
-def summary(path: Path) -> int:
-    """The instructions a callgrind dump file counted (its ``summary:`` line)."""
-    found = _SUMMARY.search(path.read_text(errors="replace"))
+def summary(text: str, name: str = "dump") -> int:
+    """The instructions a callgrind dump file's text counted (its ``summary:`` line)."""
+    found = _SUMMARY.search(text)
     if found is None:
-        raise ValueError(f"{path.name}: not a callgrind dump (no summary line)")
+        raise ValueError(f"{name}: not a callgrind dump (no summary line)")
     return int(found.group(1))
 
 
@@ -142,18 +151,21 @@ def by_object(text: str) -> dict[str, int]:
     return dict(objects)
 
 
-def objects_of(paths: list[Path]) -> dict[str, float]:
-    """Instructions per shared object over several dump files (a worker's threads). A dump
-    taken after ``--zero`` holds a few per cent more self cost than its ``summary`` counted
-    (costs at the boundaries): each file's objects are scaled to its summary, so that they
-    add up to the total."""
+def counts(paths: list[Path]) -> tuple[list[int], dict[str, float]]:
+    """Each dump file's instructions (a worker's threads, in order) and the instructions per
+    shared object over all of them, each file read once. A dump taken after ``--zero`` holds
+    a few per cent more self cost than its ``summary`` counted (costs at the boundaries):
+    each file's objects are scaled to its summary, so that they add up to the total."""
+    threads: list[int] = []
     total: collections.Counter[str] = collections.Counter()
     for path in paths:
-        objects = by_object(path.read_text(errors="replace"))
+        text = path.read_text(errors="replace")
+        threads.append(summary(text, path.name))
+        objects = by_object(text)
         counted = sum(objects.values())
-        scale = summary(path) / counted if counted else 0.0
+        scale = threads[-1] / counted if counted else 0.0
         total.update({name: count * scale for name, count in objects.items()})
-    return dict(total)
+    return threads, dict(total)
 
 
 def measure(target: Target, args: argparse.Namespace, tmp: Path, secret: str, deadline: Deadline) -> dict[str, Any]:
@@ -179,8 +191,7 @@ def measure(target: Target, args: argparse.Namespace, tmp: Path, secret: str, de
     if answered != args.n:
         statuses = load["statuses"]
         raise RuntimeError(f"{target.name}: {answered} of {args.n} alerts answered 2xx under callgrind: {statuses}")
-    threads = [summary(path) for path in files]
-    objects = objects_of(files)
+    threads, objects = counts(files)
     return {
         "n": args.n,
         "concurrency": args.concurrency,
@@ -228,10 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(TARGETS))
     if unknown or not names:
         parser.error(f"--targets: {', '.join(unknown) or 'none given'}; choose from {', '.join(TARGETS)}")
-    for tool in ("valgrind", "callgrind_control", "callgrind_annotate"):
-        if shutil.which(tool) is None:
-            print(f"bench.instructions: {tool} not found (Debian: apt-get install valgrind)", file=sys.stderr)
-            return 2
+    missing = missing_tools()
+    if missing:
+        print(f"bench.instructions: {missing}", file=sys.stderr)
+        return 2
     deadline = Deadline(args.timeout)
     secret = "bench-instructions-" + "0" * 32
     results: dict[str, dict[str, Any]] = {}

@@ -9,7 +9,6 @@ import collections
 import json
 import os
 import secrets
-import shutil
 import statistics
 import sys
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import original, pyspy, report
+from bench import instructions, original, pyspy, report
 from bench.emulator import bench_tickers
 from bench.processes import PYTHON, ROOT, Process, clean_env, rss_mib, thread_cpu_s, thread_cpu_split, tree_cpu_s
 from bench.summary import (
@@ -342,9 +341,9 @@ def pipeline_alone(args: argparse.Namespace, loop: str, tmp: Path, deadline: Dea
 def instructions_alone(args: argparse.Namespace, tmp: Path, deadline: Deadline) -> dict[str, Any]:
     """``bench.instructions`` at c=32 for the server, the quart target and the durable limit,
     nothing else running (its own emulator); or why it was skipped (no valgrind)."""
-    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    missing = instructions.missing_tools()
     if missing:
-        return {"skipped": f"{', '.join(missing)} not found (Debian: apt-get install valgrind)"}
+        return {"skipped": missing}
     say("bench: instructions per alert under callgrind ...")
     cmd = ["bench.instructions", "--n", str(args.instructions_n), "--concurrency", "32"]
     cmd += ["--warmup", str(min(64, args.instructions_n))]

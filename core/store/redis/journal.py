@@ -197,7 +197,7 @@ class RedisJournal:
     ) -> asyncio.Future[None]:
         args = [self.prefix, alert_id, str(self.retention), state or "", "0", str(len(attempts))]
         for attempt in attempts:
-            # the script puts its number first; the fields as they are (dumps copies what it keeps)
+            # the script puts its number first; the fields as they are (dumps never changes them)
             stored = {"alert_id": alert_id, **{name: getattr(attempt, name) for name in _ATTEMPT_FIELDS}}
             args.append(dumps(stored))  # secret-named fields dropped (request, response)
         if state is not None:

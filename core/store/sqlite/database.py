@@ -142,7 +142,7 @@ class SqliteDatabase:
             )
         self.path = Path(path)
         private_dir(self.path.parent)
-        self._conn: sqlite3.Connection | None = None
+        self._conn: _Connection | None = None
         self._synchronous = synchronous
         self._schema = schema
         self._lock = threading.Lock()  # the worker's connection: the worker thread or run_sync
@@ -153,7 +153,7 @@ class SqliteDatabase:
         self._thread: threading.Thread | None = None
         self._max_batch = max_batch
         self._inline = inline
-        self._inline_conn: sqlite3.Connection | None = None
+        self._inline_conn: _Connection | None = None
         self._deferred: list[_Job] = []  # later(): committed with the next batch, or once due
         self._deferred_due = False  # the deferred jobs commit now, batch or not
         self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
@@ -163,12 +163,12 @@ class SqliteDatabase:
         # schedules its own: a loop closed before its call ran leaves no job unwoken.
         self._wake_loop: asyncio.AbstractEventLoop | None = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         if self._conn is None:
             self._conn = self._open(busy_timeout_ms=30000, query_only=False, schema=True)
         return self._conn
 
-    def _open(self, *, busy_timeout_ms: int, query_only: bool, schema: bool) -> sqlite3.Connection:
+    def _open(self, *, busy_timeout_ms: int, query_only: bool, schema: bool) -> _Connection:
         create_private_file(self.path)
         conn = sqlite3.connect(
             self.path,
@@ -344,7 +344,7 @@ class SqliteDatabase:
                 self._busy -= len(batch)
             self._deliver(batch)
 
-    def _execute(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+    def _execute(self, conn: _Connection, batch: list[_Job]) -> None:
         if len(batch) == 1:
             job = batch[0]
             try:
@@ -364,15 +364,13 @@ class SqliteDatabase:
         done: list[_Job] = []
         for index, job in enumerate(batch):
             conn.execute("SAVEPOINT job")
-            if isinstance(conn, _Connection):
-                conn.job_changes = conn.total_changes
+            conn.job_changes = conn.total_changes
             try:
                 job.result = job.fn(conn)
             except BaseException as exc:
                 job.error = exc
             finally:
-                if isinstance(conn, _Connection):
-                    conn.job_changes = None
+                conn.job_changes = None
             if not conn.in_transaction:
                 # SQLite rolled the whole transaction back (I/O error, disk full): the jobs
                 # before this one lost their writes too; the rest start a new batch.

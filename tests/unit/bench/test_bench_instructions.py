@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.instructions import by_object, objects_of, summary, table
+from bench.instructions import by_object, counts, table
 
 # A dump in callgrind's format, as valgrind 3.19 writes one after --zero: objects named in
 # full the first time (by ob= or cob=), by id after; positions relative (+n, -n, *).
@@ -55,8 +55,8 @@ def test_objects_are_scaled_to_each_files_summary(tmp_path):
     first.write_text(DUMP)
     second = tmp_path / "cg.4242.1-02"
     second.write_text(DUMP.replace("summary: 1000", "summary: 500"))  # counted 1000 self, summary 500
-    assert summary(first) == 1000 and summary(second) == 500
-    objects = objects_of([first, second])
+    threads, objects = counts([first, second])
+    assert threads == [1000, 500]
     assert objects == pytest.approx({"libpython3.11.so.1.0": 780, "libsqlite3.so.0.8.6": 450, "libc.so.6": 270})
     assert sum(objects.values()) == pytest.approx(1500)
 
@@ -64,8 +64,8 @@ def test_objects_are_scaled_to_each_files_summary(tmp_path):
 def test_a_file_without_a_summary_is_refused(tmp_path):
     path = tmp_path / "cg.1.1-01"
     path.write_text("events: Ir\n")
-    with pytest.raises(ValueError, match="no summary"):
-        summary(path)
+    with pytest.raises(ValueError, match="cg.1.1-01: not a callgrind dump"):
+        counts([path])
 
 
 def test_the_table_gives_the_servers_ratios_to_each_reference_measured():

@@ -180,7 +180,7 @@ def test_instructions_without_valgrind_are_skipped_with_why(tmp_path, monkeypatc
 
     args = parse_args(["--quick", "--instructions"])
     assert args.instructions and args.instructions_n == 32
-    monkeypatch.setattr(runner.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(runner.instructions.shutil, "which", lambda tool: None)
     skipped = runner.instructions_alone(args, tmp_path, Deadline(60))
     assert skipped == {"skipped": "valgrind, callgrind_control not found (Debian: apt-get install valgrind)"}
     assert not parse_args([]).instructions and parse_args([]).instructions_n == 600
