@@ -27,13 +27,21 @@ plugins.yaml, else ``$PROMETHEUS_MULTIPROC_DIR``, else ``DATA_DIR/metrics``. hyp
 master never runs the app, so each worker removes, when it starts, the files of processes
 that are gone (a previous run) and never a running sibling's.
 
+Recorded in memory, written in batches: the pipeline's recording is a dict update; a
+worker writes what it counted to its files at most ``metrics.flush_interval`` seconds later
+(default 1), and at once before it serves a scrape and as it stops. So a scrape served by
+one worker includes all of its own counts and its siblings' up to that interval ago; a
+worker killed outright (``kill -9``) loses at most that interval of its counts.
+
 Recording never raises into the pipeline: a metrics failure is logged, the order goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
+import math
 import os
 import time
 from collections import OrderedDict
@@ -92,8 +100,9 @@ os.register_at_fork(after_in_child=_forked)
 class MetricsRecorder:
     """One worker's metrics, in prometheus_client's multiprocess mode in ``directory``."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, flush_interval: float = 1.0):
         self.directory = directory
+        self.flush_interval = flush_interval
         private_dir(directory)  # 0700: the samples name accounts and exchanges
         for path in _process_files(directory, lambda pid: pid == os.getpid() or not _alive(pid)):
             path.unlink(missing_ok=True)  # left by a process that is gone: a previous run
@@ -143,13 +152,19 @@ class MetricsRecorder:
         )
         # Each label set's child, looked up once: labels() converts, checks and locks on every call.
         self._children: dict[tuple[object, ...], Any] = {}
-        # The counters an alert's answer and ending update, bound once per label value: recording
-        # is a dict lookup and the sample's update (memory-mapped, shared with the other workers).
-        self._answered: dict[int, Callable[[], None]] = {}
-        self._finished: dict[str, Callable[[], None]] = {}
-        self._latency: dict[tuple[str, str], Callable[[float], None]] = {}
+        # The samples ``flush`` updates (memory-mapped, shared with the other workers): each
+        # label value's child, looked up once.
+        self._answered: dict[int, Any] = {}
+        self._finished: dict[str, Any] = {}
+        self._latency: dict[tuple[str, str], Any] = {}
         for outcome in EVENT_STATES:
-            self._finished[outcome] = self._child(self.alerts, outcome).inc  # exported as 0 until the first one
+            self._finished[outcome] = self._child(self.alerts, outcome)  # exported as 0 until the first one
+        # What was counted and not yet written to the files (``flush``): per label value.
+        self._answers: dict[int, int] = {}
+        self._outcomes: dict[str, int] = {}
+        self._latencies: dict[tuple[str, str], list[float]] = {}
+        self._in_flight = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (metric, *labels)
@@ -159,6 +174,7 @@ class MetricsRecorder:
         return child
 
     def close(self) -> None:
+        self.flush()
         close = getattr(self._value_class, "close_all_files", None)  # not in every prometheus-client release
         if close is not None:
             close()
@@ -179,25 +195,22 @@ class MetricsRecorder:
             log.error("recording metrics failed (%s); the pipeline is not affected", what, exc_info=exc)
 
     def webhook_answered(self, status: int) -> None:
-        try:
-            inc = self._answered.get(status)
-            if inc is None:
-                inc = self._answered[status] = self._child(self.webhook_requests, str(status)).inc
-            inc()
-        except Exception as exc:
-            self._failed("webhook", exc)
+        answers = self._answers
+        answers[status] = answers.get(status, 0) + 1
+        self._written_soon()
 
     def order_sent(self, order: OrderRequest, executor: Executor) -> None:
         try:
             coid = order.client_order_id
             sent = self._sent
             if coid not in sent:
-                self.orders_in_flight.inc()  # a retry of the same order is not another one
+                self._in_flight += 1  # a retry of the same order is not another one
             sent[coid] = (time.perf_counter(), executor.route)
             sent.move_to_end(coid)
             while len(sent) > MAX_TRACKED_ORDERS:
                 sent.popitem(last=False)
-                self.orders_in_flight.dec()
+                self._in_flight -= 1
+            self._written_soon()
         except Exception as exc:
             self._failed("order sent", exc)
 
@@ -216,25 +229,75 @@ class MetricsRecorder:
         """An alert ended in ``state`` (``alert_finished`` without building the event): its
         order (``client_order_id``, None without one) on ``exchange`` through ``route``."""
         try:
-            inc = self._finished.get(state)
-            if inc is None:
-                inc = self._finished[state] = self._child(self.alerts, state).inc
-            inc()
+            outcomes = self._outcomes
+            outcomes[state] = outcomes.get(state, 0) + 1
             exchange = exchange or "unknown"
             sent = self._sent.pop(client_order_id, None) if client_order_id else None
             if sent is not None:
-                self.orders_in_flight.dec()
+                self._in_flight -= 1
                 if _exchange_answered(state, error):
                     started, sent_route = sent
                     key = (exchange, route or sent_route)
-                    observe = self._latency.get(key)
-                    if observe is None:
-                        observe = self._latency[key] = self._child(self.order_latency, *key).observe
-                    observe(time.perf_counter() - started)
-            if isinstance(error, OrderError):
+                    latencies = self._latencies.get(key)
+                    if latencies is None:
+                        latencies = self._latencies[key] = []
+                    latencies.append(time.perf_counter() - started)
+            if isinstance(error, OrderError):  # rare: written at once
                 self._child(self.exchange_errors, exchange, error_type(error)).inc()
+            self._written_soon()
         except Exception as exc:
             self._failed("alert finished", exc)
+
+    # ------------------------------------------------------------ writing
+
+    def _written_soon(self) -> None:
+        """Have ``flush`` run ``flush_interval`` seconds from now (once per interval, not per
+        count); with no event loop running (a script, a test), at once."""
+        if self._flush_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_timer = loop.call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Write what was counted since the last flush to this worker's sample files: one
+        update per label value, whatever the number of alerts. Never raises."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        answers, self._answers = self._answers, {}
+        outcomes, self._outcomes = self._outcomes, {}
+        latencies, self._latencies = self._latencies, {}
+        in_flight, self._in_flight = self._in_flight, 0
+        # Each label value on its own: one that fails (logged once) does not keep the others out.
+        for status, count in answers.items():
+            self._write(self._answered, status, self.webhook_requests, count)
+        for state, count in outcomes.items():
+            self._write(self._finished, state, self.alerts, count)
+        if in_flight:
+            self._write(None, None, self.orders_in_flight, in_flight)
+        for key, seconds in latencies.items():
+            self._write(self._latency, key, self.order_latency, seconds)
+
+    def _write(self, children: dict[Any, Any] | None, key: Any, metric: Any, amount: float | list[float]) -> None:
+        """Add ``amount`` (a count, or a histogram's amounts) to ``metric``'s sample for the
+        label value(s) ``key``, its child looked up once in ``children`` (None: no labels)."""
+        try:
+            if children is None:
+                child = metric
+            else:
+                child = children.get(key)
+                if child is None:
+                    labels = key if isinstance(key, tuple) else (str(key),)
+                    child = children[key] = self._child(metric, *labels)
+            if isinstance(amount, list):
+                observe_all(child, amount)
+            else:
+                child.inc(amount)
+        except Exception as exc:
+            self._failed("writing the samples", exc)
 
     # ------------------------------------------------------------ scraping
 
@@ -243,6 +306,7 @@ class MetricsRecorder:
     ) -> tuple[bytes, str]:
         """Every worker's samples plus the journal's backlog, in the format ``accept``
         asks for (Prometheus text by default, OpenMetrics on request); and its media type."""
+        self.flush()  # this worker's own counts, up to now
         backlog = None
         if journal is not None:
             try:
@@ -270,6 +334,28 @@ class MetricsRecorder:
         if halted is not None:
             registry.register(_HaltCollector(halted))
         return bytes(encoder(registry))
+
+
+def observe_all(histogram: Any, amounts: list[float]) -> None:
+    """``histogram.observe(a)`` for each of ``amounts`` (one label set's child), as one update
+    of its sum and one of each bucket that gets any: a bucket file write per bucket, not two
+    per amount. Through the child's own sum and buckets when it has prometheus_client's
+    layout (``_sum``, ``_upper_bounds``, one ``_buckets`` value per bound; a test compares
+    the result with ``observe``'s), else one ``observe`` per amount."""
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1  # the first bound >= amount (the last is +Inf)
+    total.inc(math.fsum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _exchange_answered(state: str, error: BaseException | None) -> bool:
@@ -366,6 +452,9 @@ class MetricsOptions(PluginOptions):
     public: bool = False
     # The directory the workers share their samples in (see the module docstring).
     directory: str = ""
+    # Seconds a worker keeps its counts in memory before writing them to that directory
+    # (a scrape it serves itself always includes them).
+    flush_interval: float = Field(1.0, gt=0, le=60)
 
 
 def metrics_options(router: Router) -> MetricsOptions | None:
@@ -403,7 +492,7 @@ class Metrics:
     def start(self) -> None:
         """Open this worker's sample files (dropping those of processes that are gone)."""
         if self.recorder is None:
-            self.recorder = MetricsRecorder(self.directory)
+            self.recorder = MetricsRecorder(self.directory, self.options.flush_interval)
 
     def close(self) -> None:
         if self.recorder is not None:

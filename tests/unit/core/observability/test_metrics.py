@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.errors import OrderRejected, OutcomeUnknown
-from core.observability.metrics import MetricsRecorder
+from core.observability.metrics import LATENCY_BUCKETS, MetricsRecorder, observe_all
+from core.pipeline.models import OrderRequest
 from tests.scripted_executor import ScriptedExecutor, ScriptedPlugin
 from tests.support import MONITOR, SECRET, alert_body, signed_headers
 from tests.unit.core.pipeline.test_engine import FAST
@@ -249,9 +250,20 @@ def per_worker_webhook_answers(folder: Path) -> dict[str, float]:
     return counts
 
 
+def written_answers(folder: Path, expected: int, deadline: float) -> dict[str, float]:
+    """Each worker's count of webhook answers once their files add up to ``expected``: a
+    worker writes its counts by itself within ``metrics.flush_interval`` (bounded wait)."""
+    while True:
+        counts = per_worker_webhook_answers(folder)
+        if sum(counts.values()) == expected:
+            return counts
+        assert time.monotonic() < deadline, f"the workers' files hold {counts}, not {expected} answers in all"
+        time.sleep(0.02)  # polling the files for a condition, bounded by the deadline
+
+
 @pytest.mark.slow
 def test_metrics_add_up_over_several_workers(server_factory, data_dir):
-    (data_dir / "plugins.yaml").write_text("router:\n  journal_synchronous: NORMAL\n")
+    (data_dir / "plugins.yaml").write_text("router:\n  journal_synchronous: NORMAL\nmetrics:\n  flush_interval: 0.1\n")
     server = server_factory(workers=2)
     folder = data_dir / "metrics"
     sent = 0
@@ -272,7 +284,7 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
         statuses = asyncio.run(burst(20))
         assert statuses == [200] * 20, statuses
         sent += 20
-        served = per_worker_webhook_answers(folder)
+        served = written_answers(folder, sent, deadline)
         if len([c for c in served.values() if c > 0]) >= 2:
             break
         assert time.monotonic() < deadline, f"one worker served everything: {served}"
@@ -284,7 +296,7 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
         == 401
     )
 
-    assert sum(per_worker_webhook_answers(folder).values()) == sent + 1
+    written_answers(folder, sent + 1, deadline)  # no scrape needed: each worker writes by itself
     for _ in range(4):  # whichever worker serves the scrape, it reports every worker's alerts
         with httpx.Client(base_url=server.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
             response = client.get("/metrics", headers=MONITOR)
@@ -299,24 +311,120 @@ def test_metrics_add_up_over_several_workers(server_factory, data_dir):
     assert json.loads(httpx.get(server.url + "/").text)["status"] == "ok"
 
 
+# ---------------------------------------------------------------- recording in memory
+
+
+def file_samples(folder: Path) -> dict:
+    """What this process's sample files hold now (not what it holds in memory)."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(folder))
+    return parse(generate_latest(registry).decode())
+
+
+async def test_counts_are_written_to_the_files_by_a_timer_not_per_alert(tmp_path):
+    recorder = MetricsRecorder(tmp_path / "metrics", flush_interval=0.5)
+    try:
+        loop = asyncio.get_running_loop()
+        before = loop.time()
+        for _ in range(3):
+            recorder.webhook_answered(200)
+            recorder.order_finished("filled", "paper", None, "paper")
+        recorder.webhook_answered(422)
+        # Nothing written yet: one timer, due flush_interval from the first count.
+        assert value(file_samples(tmp_path / "metrics"), "webhook_requests_total", status="200") == 0
+        timer = recorder._flush_timer
+        assert timer is not None and before + 0.5 <= timer.when() <= loop.time() + 0.5
+        written = loop.create_future()
+        loop.call_at(timer.when(), lambda: written.set_result(None))  # runs after the timer's flush
+        await written
+        assert recorder._flush_timer is None
+        samples = file_samples(tmp_path / "metrics")
+        assert value(samples, "webhook_requests_total", status="200") == 3
+        assert value(samples, "webhook_requests_total", status="422") == 1
+        assert value(samples, "alerts_total", outcome="filled") == 3
+        recorder.webhook_answered(200)  # a new interval, a new timer
+        assert recorder._flush_timer is not None and recorder._flush_timer is not timer
+    finally:
+        recorder.close()  # writes what is still in memory
+    assert value(file_samples(tmp_path / "metrics"), "webhook_requests_total", status="200") == 4
+
+
+async def test_a_scrape_includes_the_counts_not_yet_written(tmp_path):
+    recorder = MetricsRecorder(tmp_path / "metrics", flush_interval=60)
+    try:
+        order = OrderRequest(
+            account="a",
+            exchange="paper",
+            symbol="BTC/USDT",
+            market_type="spot",
+            side="buy",
+            order_type="market",
+            amount="1",
+            client_order_id="c-1",
+        )
+        recorder.order_sent(order, PaperLike())
+        recorder.webhook_answered(200)
+        body, _media_type = await recorder.exposition(None)
+        samples = parse(body.decode())
+        assert value(samples, "webhook_requests_total", status="200") == 1
+        assert value(samples, "orders_in_flight") == 1
+        recorder.order_finished("filled", "paper", "c-1", "paper")
+        samples = parse((await recorder.exposition(None))[0].decode())
+        assert value(samples, "orders_in_flight") == 0
+        assert value(samples, "order_latency_seconds_count", exchange="paper", route="paper") == 1
+    finally:
+        recorder.close()
+
+
+class PaperLike:
+    route = "paper"
+
+
+def test_many_latencies_written_at_once_equal_one_observe_each(tmp_path):
+    amounts = [0.0, 0.004, 0.005, 0.0050001, 0.01, 0.3, 2.5, 29.0, 30.0, 31.0, 1e9, 0.02, 0.02]
+    by_one = Histogram("one", "h", ["x"], buckets=LATENCY_BUCKETS, registry=None).labels("y")
+    at_once = Histogram("many", "h", ["x"], buckets=LATENCY_BUCKETS, registry=None).labels("y")
+    for amount in amounts:
+        by_one.observe(amount)
+    observe_all(at_once, amounts)
+
+    def samples(child) -> list[tuple[str, dict, float]]:
+        return [(s.name, s.labels, s.value) for s in child._samples()]
+
+    assert [(n, lbl) for n, lbl, _ in samples(at_once)] == [(n, lbl) for n, lbl, _ in samples(by_one)]
+    for (_, _, got), (_, _, want) in zip(samples(at_once), samples(by_one), strict=True):
+        assert got == pytest.approx(want)
+
+    class Opaque:  # a histogram without prometheus_client's layout: one observe per amount
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def observe(self, amount: float) -> None:
+            self.seen.append(amount)
+
+    opaque = Opaque()
+    observe_all(opaque, amounts)
+    assert opaque.seen == amounts
+
+
 def test_a_failing_recording_is_logged_once_and_never_raised(tmp_path, caplog):
     recorder = MetricsRecorder(tmp_path / "metrics")
     try:
         recorder.webhook_answered(200)
         recorder.order_finished("filled", "paper", None, "paper")
 
-        def broken(*_args: object) -> None:
-            raise OSError("disk gone")
+        class Broken:
+            def inc(self, amount: float) -> None:
+                raise OSError("disk gone")
 
-        recorder._answered[200] = broken
-        recorder._finished["filled"] = broken
+        recorder._answered[200] = recorder._finished["filled"] = Broken()
         with caplog.at_level("ERROR", logger="core.observability.metrics"):
             recorder.webhook_answered(200)
             recorder.order_finished("filled", "paper", None, "paper")
             recorder.webhook_answered(200)
         failures = [r for r in caplog.records if "recording metrics failed" in r.getMessage()]
         assert len(failures) == 1
-        assert "(webhook)" in failures[0].getMessage()
+        assert "(writing the samples)" in failures[0].getMessage()
         assert "OSError: disk gone" in caplog.text  # with its traceback (the redactor may have formatted it)
         recorder.webhook_answered(404)  # another status still counts
         samples = parse(recorder._generate(None, generate_latest).decode())
