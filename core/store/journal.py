@@ -24,11 +24,11 @@ rows are read and recovered as usual.
 from __future__ import annotations
 
 import json
-import json.encoder
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict
+
+import orjson
 
 from core.observability.redaction import without_secrets
 
@@ -126,27 +126,27 @@ class JournalStats(TypedDict):
     duplicates: NotRequired[int]
 
 
-# ``json.dumps`` with options builds an encoder per call; this one is built once (it keeps
-# no state between calls: the loop and a database thread may share it).
+# Stored JSON is written by orjson: compact, and several times faster than the standard
+# library's encoder on the journal's values (every alert writes three). What it does not
+# take as JSON goes through ``default=str``, as ``json.dumps(..., default=str)`` would: a
+# Decimal, and (passed through rather than written orjson's way) datetimes and dataclasses.
+# Dict keys that are not strings are written as json.dumps writes them, an enum member as
+# its value. NaN and infinities become null (JSON has no such numbers; a browser's
+# JSON.parse refuses them), and text is UTF-8, not \u-escaped.
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+# What orjson refuses (an integer beyond 64 bits, a lone surrogate, nesting deeper than 254)
+# goes through the standard library's encoder, built once (it keeps no state between calls:
+# the loop and a database thread may share it).
 _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
-# And the C encoder that ``JSONEncoder.encode`` itself builds on every call, built once
-# with the same options (compact, ASCII, ``default=str``, NaN allowed). Without the check
-# for circular references: ``without_secrets`` gives it nothing cyclic (it would recurse
-# for ever on a cycle first). None where CPython's ``_json`` is missing.
-_make_c_encoder = getattr(json.encoder, "c_make_encoder", None)
-_C_ENCODE: Callable[[Any, int], list[str] | tuple[str, ...]] | None = (
-    _make_c_encoder(None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
-    if _make_c_encoder is not None
-    else None
-)
 
 
 def dumps(value: Any) -> str:
     """Stored JSON: secret-named fields dropped first; the text itself is never rewritten."""
     clean = without_secrets(value)
-    if _C_ENCODE is None:
+    try:
+        return orjson.dumps(clean, default=str, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
         return _ENCODER.encode(clean)
-    return "".join(_C_ENCODE(clean, 0))
 
 
 def decode_json_fields(data: dict[str, Any], keys: tuple[str, ...], where: str, problems: list[str]) -> None:

@@ -291,6 +291,6 @@ def test_stored_json_is_compact_without_secret_named_fields_and_stringifies_the_
     # ``dumps`` reuses one encoder across calls (and threads): each call is independent.
     value = {"amount": Decimal("0.10"), "note": "é", "params": {"apiKey": "k-1", "tif": "GTC"}, "at": [1, None]}
     first = dumps(value)
-    assert first == '{"amount":"0.10","note":"\\u00e9","params":{"tif":"GTC"},"at":[1,null]}'
-    assert first == json.dumps(without_secrets(value), default=str, separators=(",", ":"))
+    assert first == '{"amount":"0.10","note":"é","params":{"tif":"GTC"},"at":[1,null]}'
+    assert json.loads(first) == json.loads(json.dumps(without_secrets(value), default=str))
     assert dumps(value) == first and dumps({"a": 1}) == '{"a":1}'
