@@ -6,7 +6,9 @@ id and the account) and the request's replay key. A new alert then takes its pla
 lane with no await in between (``ExecutionEngine.submit``), in the admission's
 continuation (``Journal.admit(then=...)``): it runs as the admission commits even if the
 request was cancelled meanwhile (a graceful shutdown's end), so no task has to shield
-the admission from the request's cancellation. A duplicate is answered with
+the admission from the request's cancellation. Should its execution fail to start, the
+alert ends at once as failed with nothing sent (a 5xx), and the sender's resend executes
+it. A duplicate is answered with
 the outcome of the alert it duplicates — or, when that one failed with nothing sent (a
 5xx), executed again (``Journal.reopen``).
 """
@@ -66,9 +68,12 @@ async def admit(
             replays.admitted(auth.replay_key)
         alert.alert_id = admission.alert_id
         if not admission.duplicate:
-            started.append(
-                engine.submit(alert, executor, lane=lane, seq=admission.seq, check_others=admission.behind_others)
-            )
+            try:
+                behind = admission.behind_others
+                task = engine.submit(alert, executor, lane=lane, seq=admission.seq, check_others=behind)
+            except Exception as exc:  # journaled, not started: a 5xx with nothing sent, which a resend executes
+                task = engine.not_started(alert, exc)
+            started.append(task)
 
     recorded = AdmissionRequest(
         explicit_id=alert.alert_id,

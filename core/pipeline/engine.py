@@ -140,7 +140,28 @@ class ExecutionEngine:
         alert_id = alert.alert_id or ""
         ticket = self._lanes.join(lane, seq)
         work = lambda: self._execute(alert, executor)  # noqa: E731
-        return self._spawn(alert_id, self._in_lane(alert_id, ticket, work, check_others))
+        coro = self._in_lane(alert_id, ticket, work, check_others)
+        try:
+            return self._spawn(alert_id, coro)
+        except BaseException:
+            coro.close()
+            self._lanes.leave(ticket)  # never run: the alerts behind it must not wait for it
+            raise
+
+    def not_started(self, alert: Alert, error: BaseException) -> asyncio.Task[Outcome]:
+        """A freshly journaled alert whose execution could not start (``submit`` raised):
+        ended as failed with nothing sent, a 5xx, so that the sender's resend executes it
+        (``Journal.reopen``) instead of it waiting unexecuted for the next start's recovery."""
+        alert_id = alert.alert_id or ""
+        log.error("alert %s was journaled but its execution could not start", alert_id, exc_info=error)
+        ending = self._settle.failed(alert, None, error, sent=False)
+        owned = self._owned(alert_id, ending)
+        try:
+            return self._spawn(alert_id, owned)
+        except BaseException:  # nor can this task be made: the next start's recovery takes it up
+            owned.close()
+            ending.close()
+            raise
 
     async def _in_lane(
         self, alert_id: str, ticket: Ticket, work: Callable[[], Awaitable[Ending]], check_others: bool

@@ -82,6 +82,16 @@ class Lanes:
             bisect.insort(lane.queue, ticket)
         return ticket
 
+    def leave(self, ticket: Ticket) -> None:
+        """Give up the place of a ticket whose ``run`` never started (its task could not be made)."""
+        lane = self._lanes.get(ticket.key)
+        if lane is None or ticket not in lane.queue:
+            return
+        lane.queue.remove(ticket)
+        lane.wake_next()
+        if not lane.queue and not lane.busy:
+            self._lanes.pop(ticket.key, None)
+
     async def run(self, ticket: Ticket, work: Callable[[], Awaitable[T]], *, check_others: bool = False) -> T:
         """Run ``work`` once every alert that arrived before ``ticket`` in its lane has
         finished (with ``check_others``: in every worker, as the journal tells)."""

@@ -258,6 +258,38 @@ async def test_a_request_cancelled_during_its_admission_still_executes_its_alert
     assert row["state"] == "filled" and [o["state"] for o in row["orders"]] == ["filled"]
 
 
+async def test_an_alert_whose_execution_cannot_start_is_a_5xx_and_the_resend_executes_it_once(app_client, scripted):
+    # Journaled, then its task cannot be made: it must not wait unexecuted (holding its lane)
+    # until the next start's recovery. It ends as failed with nothing sent; the resend runs it.
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        engine = router.engine
+        spawn = engine._spawn
+        refused: list[str] = []
+
+        def spawn_refusing_once(alert_id, coro):
+            if not refused:
+                refused.append(alert_id)
+                raise RuntimeError("no task can be made now")
+            return spawn(alert_id, coro)
+
+        engine._spawn = spawn_refusing_once
+        status, answer = await post(client, id="ns-1")
+        assert refused == ["ns-1"]
+        assert status == 500 and answer["error"]["code"] == "internal_error"
+        assert "nothing was sent" in answer["error"]["message"]
+        assert not scripted.calls and len(engine._lanes) == 0  # its place in the lane was given up
+        assert await engine.writes.flush(timeout=5)
+        row = await router.journal.get("ns-1")
+        assert row["state"] == "failed" and row["http_status"] == 500
+        again_status, again = await post(client, id="ns-1")  # the sender resends on a 5xx
+        assert await engine.writes.flush(timeout=5)
+        row = await router.journal.get("ns-1")
+    assert again_status == 200 and again["status"] == "filled"
+    assert len(scripted.calls) == 1 and len(scripted.booked) == 1
+    assert row["state"] == "filled"
+
+
 async def test_rate_limited_attempts_are_retried_then_filled_once(app_client, scripted):
     scripted.script = [VenueBusy("binance 429"), VenueBusy("binance 418"), "ok"]
     async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):

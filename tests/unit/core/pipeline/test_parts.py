@@ -265,6 +265,19 @@ async def test_a_cancelled_waiter_hands_its_place_on():
     assert len(lanes) == 0
 
 
+async def test_a_place_left_before_its_run_started_holds_no_one_up():
+    lanes = Lanes(lambda key, seq: _answer(False))
+    first, never_run, third = (lanes.join("a", seq) for seq in (1, 2, 3))
+    running = asyncio.create_task(lanes.run(first, lambda: _answer(True)))
+    lanes.leave(never_run)  # its task could not be made
+    lanes.leave(never_run)  # twice: nothing more
+    assert await asyncio.wait_for(lanes.run(third, lambda: _answer(True)), 5) is True
+    assert await running is True and len(lanes) == 0
+    alone = lanes.join("b", 1)
+    lanes.leave(alone)
+    assert len(lanes) == 0  # an emptied lane is dropped
+
+
 async def _answer(value: bool) -> bool:
     return value
 
