@@ -46,7 +46,7 @@ totals: 1000
 """
 
 
-def test_self_cost_per_object_skips_the_inclusive_cost_of_calls(tmp_path):
+def test_self_cost_per_object_skips_the_inclusive_cost_of_calls():
     assert by_object(DUMP) == {"libpython3.11.so.1.0": 520, "libsqlite3.so.0.8.6": 300, "libc.so.6": 180}
 
 
