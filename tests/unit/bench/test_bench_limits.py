@@ -41,25 +41,33 @@ def signed(body: bytes, timestamp: int | None = None) -> dict[str, str]:
     return {"Content-Type": "application/json", **signature_headers(body, SECRET, timestamp=timestamp)}
 
 
-# (method, path, body, headers): the same requests, in order, to each app
-REQUESTS: list[tuple[str, str, bytes, dict[str, str]]] = [
-    ("POST", "/webhook", alert_body("a1", "bench", "buy"), signed(alert_body("a1", "bench", "buy"))),
-    ("POST", "/webhook", alert_body("a1", "bench", "buy"), signed(alert_body("a1", "bench", "buy"))),  # again
-    ("POST", "/webhook", alert_body("a2", "bench", "sell"), signed(alert_body("a2", "bench", "buy"))),  # forged
-    ("POST", "/webhook", alert_body("a3", "bench", "buy"), signed(alert_body("a3", "bench", "buy"), 1_000_000)),
-    ("POST", "/webhook", b"not json", signed(b"not json")),
-    ("POST", "/webhook", alert_body("a4", "bench", "buy", "NOPE"), signed(alert_body("a4", "bench", "buy", "NOPE"))),
-    (
-        "POST",
-        "/webhook",
-        alert_body("a5", "bench", "buy", contracts="666"),
-        signed(alert_body("a5", "bench", "buy", contracts="666")),
-    ),
-    ("POST", "/webhook", alert_body("a6", "bench", "SELL"), signed(alert_body("a6", "bench", "SELL"))),
-    ("GET", "/", b"", {}),
-    ("GET", "/webhook", b"", {}),
-    ("POST", "/elsewhere", b"{}", {}),
-]
+def requests() -> list[tuple[str, str, bytes, dict[str, str]]]:
+    """(method, path, body, headers): the same requests, in order, to each app. Signed when
+    the test runs, not when the module is collected: a suite slower than the limits'
+    300 s timestamp window would otherwise find its signatures expired."""
+    return [
+        ("POST", "/webhook", alert_body("a1", "bench", "buy"), signed(alert_body("a1", "bench", "buy"))),
+        ("POST", "/webhook", alert_body("a1", "bench", "buy"), signed(alert_body("a1", "bench", "buy"))),  # again
+        ("POST", "/webhook", alert_body("a2", "bench", "sell"), signed(alert_body("a2", "bench", "buy"))),  # forged
+        ("POST", "/webhook", alert_body("a3", "bench", "buy"), signed(alert_body("a3", "bench", "buy"), 1_000_000)),
+        ("POST", "/webhook", b"not json", signed(b"not json")),
+        (
+            "POST",
+            "/webhook",
+            alert_body("a4", "bench", "buy", "NOPE"),
+            signed(alert_body("a4", "bench", "buy", "NOPE")),
+        ),
+        (
+            "POST",
+            "/webhook",
+            alert_body("a5", "bench", "buy", contracts="666"),
+            signed(alert_body("a5", "bench", "buy", contracts="666")),
+        ),
+        ("POST", "/webhook", alert_body("a6", "bench", "SELL"), signed(alert_body("a6", "bench", "SELL"))),
+        ("GET", "/", b"", {}),
+        ("GET", "/webhook", b"", {}),
+        ("POST", "/elsewhere", b"{}", {}),
+    ]
 
 
 async def raw_limit(method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
@@ -98,7 +106,7 @@ async def test_each_durable_limit_answers_journals_and_orders_alike(serve, tmp_p
     state = {"client": exchange, "secret": SECRET.encode(), "account": "bench", "ccxt": ccxt_async, "journal": journal}
     monkeypatch.setattr(limit_app, "_state", state)
     try:
-        answers = [await serve(*request) for request in REQUESTS]
+        answers = [await serve(*request) for request in requests()]
     finally:
         journal.close()
     statuses = [status for status, _ in answers]
