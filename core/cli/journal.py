@@ -1,5 +1,6 @@
 """The journal of alerts and orders of this deployment's state backend (SQLite under
-DATA_DIR, or Redis with STATE_URL): list, show, stats; read while the server runs."""
+DATA_DIR, or Redis with STATE_URL): list, show, stats; read while the server runs.
+upgrade: bring an earlier version's SQLite journal fully up to date, the server stopped."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +68,42 @@ async def journal_command(args: argparse.Namespace, settings: Settings) -> int:
                 return 1
             alert.pop("body_hash", None)
             print(json.dumps(alert, indent=2, default=str))
+        elif args.journal_action == "upgrade":
+            return await _upgrade(journal, force=args.force)
         else:
             print(json.dumps(await journal.stats(), indent=2))
     finally:
         await journal.aclose()
         await backend.aclose()
+    return 0
+
+
+# A worker that heartbeat this recently may still be running (a stopped one removes its row).
+RUNNING_WITHIN = 120.0
+
+
+async def _upgrade(journal: Any, *, force: bool) -> int:
+    """Rebuild the orders table of a SQLite journal made before it lost AUTOINCREMENT (one
+    page fewer written per alert). It holds the journal's write lock throughout, so it is
+    refused while a worker heartbeats, unless ``force``."""
+    from core.store.sqlite.journal import SqliteJournal
+
+    if not isinstance(journal, SqliteJournal):
+        print("nothing to upgrade: the journal is on Redis")
+        return 0
+    running = await journal.workers_seen_since(time.time() - RUNNING_WITHIN)
+    if running and not force:
+        print(
+            f"error: {running} worker(s) heartbeat in the last {RUNNING_WITHIN:.0f} s: stop the server first"
+            " (the rebuild holds the journal's write lock; --force to go on anyway)",
+            file=sys.stderr,
+        )
+        return 1
+    started = time.monotonic()
+    if await journal.rebuild_orders():
+        print(f"orders table rebuilt without AUTOINCREMENT in {time.monotonic() - started:.1f} s")
+    else:
+        print("the journal is up to date")
     return 0
 
 
@@ -88,5 +121,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     show = actions.add_parser("show", help="one alert with its orders, as JSON")
     show.add_argument("alert_id", help="the alert's id as listed (the journal's, principal-scoped for tokens)")
     actions.add_parser("stats", help="counts of alerts and orders by state, duplicates and unfinished, as JSON")
+    upgrade = actions.add_parser(
+        "upgrade",
+        help="rebuild an earlier version's SQLite orders table (the server stopped)",
+        description="Rebuild the orders table of a SQLite journal made by an earlier version without"
+        " AUTOINCREMENT, every attempt kept with its id: one page fewer written per alert. It holds the"
+        " journal's write lock throughout (about 20 s per million attempts) and needs as much free disk"
+        " as the table takes; refused while a worker heartbeats.",
+    )
+    upgrade.add_argument("--force", action="store_true", help="go on although a worker heartbeat recently")
     for action in actions.choices.values():
         action.set_defaults(handler=_run)

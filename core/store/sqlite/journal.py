@@ -33,6 +33,7 @@ from core.store.journal import (
 )
 from core.store.sqlite.database import SqliteDatabase, transaction
 from core.store.sqlite.journal_schema import (
+    ALERT_REPLAY_SQL,
     EARLIER_IN_LANE_SQL,
     EARLIER_OF_OTHERS_SQL,
     HOLDS_LANE_SQL,
@@ -40,11 +41,14 @@ from core.store.sqlite.journal_schema import (
     SCHEMA,
     import_replay_file,
     migrate,
+    rebuild_orders,
     update_alert,
 )
 from core.store.states import SUCCESS_STATES, AlertState, alert_state
 
 _QUARANTINED = AlertState.QUARANTINED.value
+# Columns of an alert's row that are the journal's own business, not the alert's (``get``).
+_INTERNAL_COLUMNS = ("replay_key", "replay_expires_at")
 REPLAY_PRUNE_INTERVAL = 60.0  # seconds between two deletions of expired replay keys
 # A replay key remembered unless it is there and live: no row changed when it is (a replay).
 # An expired one is replaced; NULL (remembered for ever) is never "< now".
@@ -90,20 +94,29 @@ class SqliteJournal:
         def admit(conn: sqlite3.Connection) -> Admission:
             journaled_at = time.time()
             with transaction(conn):
-                key = request.replay_key
-                if key is not None and not self._claim(conn, key, request.replay_expires_at, journaled_at):
+                key, expires_at = request.replay_key, request.replay_expires_at
+                if key is not None and self._remembers(conn, key, journaled_at):
                     return Admission("", False, replayed=True)
+                if key is not None and expires_at is not None and expires_at <= journaled_at:
+                    key = None  # already expired: nothing to remember
+
+                def duplicate(row: sqlite3.Row) -> Admission:
+                    if key is not None:  # a duplicate keeps no row of its own: its key goes to the replay table
+                        self._claim(conn, key, expires_at, journaled_at)
+                    return _duplicate(conn, row)
+
                 if request.explicit_id is None:  # an alert with an id of its own is found by the INSERT
                     row = conn.execute(
                         RESEND_SQL, (request.body_hash, request.received_at - request.dedup_window)
                     ).fetchone()
                     if row is not None:
-                        return _duplicate(conn, row)
+                        return duplicate(row)
                 alert_id = new_alert_id(request.explicit_id, request.body_hash, request.received_at)
+                # A new alert keeps its request's replay key on its row (journal_schema).
                 cur = conn.execute(
                     "INSERT INTO alerts (alert_id, explicit_id, body_hash, received_at, updated_at, principal, account,"
                     " symbol, side, amount, state, payload, owner, lane, authenticated_at, journaled_at,"
-                    " client_order_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                    " client_order_id, replay_key, replay_expires_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
                     " ON CONFLICT(alert_id) DO NOTHING",
                     (
                         alert_id,
@@ -123,13 +136,15 @@ class SqliteJournal:
                         request.authenticated_at,
                         journaled_at,
                         request.client_order_id,
+                        key,
+                        expires_at if key is not None else None,
                     ),
                 )
                 if cur.rowcount == 0:  # admitted before under this id: a duplicate
                     row = conn.execute(
                         "SELECT alert_id, state, http_status FROM alerts WHERE alert_id = ?", (alert_id,)
                     ).fetchone()
-                    return _duplicate(conn, row)
+                    return duplicate(row)
                 seq = int(cur.lastrowid or 0)
                 behind = (
                     conn.execute(EARLIER_OF_OTHERS_SQL, (request.lane, seq, request.owner or "")).fetchone() is not None
@@ -140,9 +155,19 @@ class SqliteJournal:
 
     # -- replay keys -----------------------------------------------------------
 
+    @staticmethod
+    def _remembers(conn: sqlite3.Connection, key: str, now: float) -> bool:
+        """Whether ``key`` is remembered and live at ``now``: in the replay table, or as the
+        replay key of an admitted alert (two reads by index)."""
+        row = conn.execute("SELECT expires_at FROM replay WHERE key = ?", (key,)).fetchone()
+        if row is not None and (row[0] is None or row[0] >= now):
+            return True
+        return conn.execute(ALERT_REPLAY_SQL, (key, now)).fetchone() is not None
+
     def _claim(self, conn: sqlite3.Connection, key: str, expires_at: float | None, now: float) -> bool:
-        """Remember ``key`` until ``expires_at`` (None: for ever) unless it is remembered and
-        has not expired: whether it was new (False: a replay), in one statement."""
+        """Remember ``key`` until ``expires_at`` (None: for ever) in the replay table unless it
+        is remembered there and has not expired: whether it was new (False: a replay), in one
+        statement. The keys on alert rows are the caller's to check (``_remembers``)."""
         if expires_at is not None and expires_at <= now:  # already expired: nothing to remember
             row = conn.execute("SELECT expires_at FROM replay WHERE key = ?", (key,)).fetchone()
             return row is None or (row[0] is not None and row[0] < now)
@@ -154,8 +179,11 @@ class SqliteJournal:
 
     async def remember_replay(self, key: str, expires_at: float | None) -> bool:
         def remember(conn: sqlite3.Connection) -> bool:
+            now = time.time()
             with transaction(conn):
-                return self._claim(conn, key, expires_at, time.time())
+                if conn.execute(ALERT_REPLAY_SQL, (key, now)).fetchone() is not None:
+                    return False  # an alert's admission remembers it
+                return self._claim(conn, key, expires_at, now)
 
         return await self.db.run(remember)
 
@@ -351,6 +379,22 @@ class SqliteJournal:
         await self.set_state(alert_id, _QUARANTINED, error_code=_QUARANTINED, error_message=reason[:500])
         log_quarantined(alert_id, reason)
 
+    # -- upkeep (``python -m core journal upgrade``) ------------------------------
+
+    async def workers_seen_since(self, since: float) -> int:
+        """How many workers heartbeat at or after ``since`` (unix seconds)."""
+        return await self.db.run(
+            lambda conn: int(
+                conn.execute("SELECT COUNT(*) FROM workers WHERE heartbeat_at >= ?", (since,)).fetchone()[0]
+            ),
+            read_only=True,
+        )
+
+    async def rebuild_orders(self) -> bool:
+        """The orders table of an earlier version's journal rebuilt without AUTOINCREMENT
+        (``journal_schema.rebuild_orders``): whether there was one to rebuild."""
+        return await self.db.run(rebuild_orders)
+
     async def quarantined_count(self) -> int:
         return await self.db.run(
             lambda conn: int(
@@ -406,6 +450,8 @@ def _alert_dict(conn: sqlite3.Connection, row: sqlite3.Row) -> AlertRow:
     """The row with its JSON decoded. A column that cannot be decoded is None and the row
     carries ``unreadable`` (a list of what is wrong) instead of raising."""
     data = dict(row)
+    for column in _INTERNAL_COLUMNS:
+        data.pop(column, None)
     problems: list[str] = []
     decode_json_fields(data, ("payload", "result"), "", problems)
     data["orders"] = []

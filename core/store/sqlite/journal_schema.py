@@ -1,10 +1,12 @@
 """The SQLite journal's tables, their migrations, and the SQL both share.
 
 Tables: ``alerts`` (one row per alert; ``rowid`` is its arrival number; ``client_order_id``
-its order's intent), ``orders`` (one row per order attempt), ``workers`` (heartbeats),
-``replay`` (the replay keys of accepted requests, until they expire). A journal file
-written by an earlier version is brought up to date when it is opened (``migrate``), and
-the replay keys of the former ``replay.sqlite3`` are moved in (``import_replay_file``).
+its order's intent; ``replay_key`` the replay key of the request that admitted it),
+``orders`` (one row per order attempt), ``workers`` (heartbeats), ``replay`` (the other
+replay keys of accepted requests — a duplicate's, one remembered on its own — until they
+expire). A journal file written by an earlier version is brought up to date when it is
+opened (``migrate``), and the replay keys of the former ``replay.sqlite3`` are moved in
+(``import_replay_file``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,27 @@ HOLDS_LANE_SQL = (
 # thread's instructions, by ``bench.instructions``).
 _UNFINISHED = f"(state = '{_RECEIVED}' OR state = '{_SUBMITTING}' OR state = '{_UNKNOWN}')"
 
+# One row per order attempt. ``id`` is a plain rowid, not AUTOINCREMENT: that keyword makes
+# SQLite write its ``sqlite_sequence`` table on every INSERT, one page more in every commit
+# that records an attempt (about one WAL page in eleven per alert). Order rows are never
+# deleted, so the ids are the same either way: the next is the largest plus one.
+ORDERS_TABLE = """CREATE TABLE IF NOT EXISTS orders (
+    id              INTEGER PRIMARY KEY,
+    alert_id        TEXT NOT NULL REFERENCES alerts(alert_id),
+    attempt         INTEGER NOT NULL,
+    client_order_id TEXT NOT NULL,
+    account         TEXT NOT NULL,
+    exchange        TEXT NOT NULL,
+    route           TEXT NOT NULL,
+    request         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    response        TEXT,
+    error           TEXT,
+    started_at      REAL NOT NULL,
+    finished_at     REAL
+);"""
+ORDERS_INDEX = "CREATE INDEX IF NOT EXISTS orders_alert ON orders(alert_id);"
+
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id      TEXT PRIMARY KEY,
@@ -52,7 +75,9 @@ CREATE TABLE IF NOT EXISTS alerts (
     lane          TEXT NOT NULL DEFAULT '',
     authenticated_at REAL,
     journaled_at  REAL,
-    client_order_id TEXT
+    client_order_id TEXT,
+    replay_key    TEXT,  -- the admitting request's replay key, while live (ALERT_REPLAY_SQL)
+    replay_expires_at REAL  -- unix seconds; NULL: for ever
 );
 -- Only the unfinished alerts, by lane (EARLIER_IN_LANE_SQL): a few rows, written as an
 -- alert arrives and ends, instead of every alert's (lane, state) moved between regions
@@ -62,22 +87,8 @@ CREATE INDEX IF NOT EXISTS alerts_unfinished_in_lane ON alerts(lane) WHERE {_UNF
 -- are left out, and their random hashes cost no page written.
 CREATE INDEX IF NOT EXISTS alerts_body_hash_without_id ON alerts(body_hash, received_at) WHERE explicit_id = 0;
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts(state);
-CREATE TABLE IF NOT EXISTS orders (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
-    alert_id        TEXT NOT NULL REFERENCES alerts(alert_id),
-    attempt         INTEGER NOT NULL,
-    client_order_id TEXT NOT NULL,
-    account         TEXT NOT NULL,
-    exchange        TEXT NOT NULL,
-    route           TEXT NOT NULL,
-    request         TEXT NOT NULL,
-    state           TEXT NOT NULL,
-    response        TEXT,
-    error           TEXT,
-    started_at      REAL NOT NULL,
-    finished_at     REAL
-);
-CREATE INDEX IF NOT EXISTS orders_alert ON orders(alert_id);
+{ORDERS_TABLE}
+{ORDERS_INDEX}
 CREATE TABLE IF NOT EXISTS workers (
     worker_id    TEXT PRIMARY KEY,
     heartbeat_at REAL NOT NULL
@@ -101,6 +112,18 @@ EARLIER_IN_LANE_SQL = (
 EARLIER_OF_OTHERS_SQL = EARLIER_IN_LANE_SQL.replace(" LIMIT 1", " AND COALESCE(owner, '') != ? LIMIT 1")
 
 
+# The replay key of an admission is kept on its alert's row, not in the replay table: the
+# admission writes one index page for it (alerts_replay) instead of two (the replay table
+# and its expiry index), about one WAL page in eleven per alert. Such a key is never
+# pruned; once expired it is ignored, as an expired row of the replay table is replaced.
+# The index is made by ``migrate``, after the columns exist in a journal of before.
+ALERTS_REPLAY_INDEX = "CREATE INDEX IF NOT EXISTS alerts_replay ON alerts(replay_key) WHERE replay_key IS NOT NULL"
+# An alert admitted by a request with this replay key, the key still live at this time.
+ALERT_REPLAY_SQL = (
+    "SELECT 1 FROM alerts INDEXED BY alerts_replay WHERE replay_key = ?"
+    " AND (replay_expires_at IS NULL OR replay_expires_at >= ?) LIMIT 1"
+)
+
 # The latest alert without an id of its own with this body, within the window: a resend.
 RESEND_SQL = (
     "SELECT alert_id, state, http_status FROM alerts WHERE body_hash = ? AND explicit_id = 0"
@@ -118,19 +141,62 @@ FORMER_INDEXES = ("orders_client_id", "alerts_body_hash", "alerts_lane", "alerts
 
 def migrate(conn: sqlite3.Connection) -> None:
     """A journal written before alerts recorded when they were authenticated and journaled,
-    and their order's intent, gets the columns (empty for its old rows: an old unfinished
-    alert without an order attempt was never sent), and loses the indexes of earlier
-    versions (``FORMER_INDEXES``; ``SCHEMA`` made their replacements)."""
+    their order's intent and their replay key gets the columns (empty for its old rows: an
+    old unfinished alert without an order attempt was never sent; its replay key is in the
+    replay table) and the index of replay keys, and loses the indexes of earlier versions
+    (``FORMER_INDEXES``; ``SCHEMA`` made their replacements). Its orders table keeps
+    AUTOINCREMENT: rebuilding it takes a while on a large journal (``rebuild_orders``, run
+    by ``python -m core journal upgrade`` with the server stopped)."""
     for index in FORMER_INDEXES:
         conn.execute(f"DROP INDEX IF EXISTS {index}")
     columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
-    for column, kind in (("authenticated_at", "REAL"), ("journaled_at", "REAL"), ("client_order_id", "TEXT")):
+    for column, kind in (
+        ("authenticated_at", "REAL"),
+        ("journaled_at", "REAL"),
+        ("client_order_id", "TEXT"),
+        ("replay_key", "TEXT"),
+        ("replay_expires_at", "REAL"),
+    ):
         if column not in columns:
             try:
                 conn.execute(f"ALTER TABLE alerts ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:  # another process added it meanwhile
                 if "duplicate column" not in str(exc):
                     raise
+    conn.execute(ALERTS_REPLAY_INDEX)
+
+
+def rebuild_orders(conn: sqlite3.Connection) -> bool:
+    """Rebuild the orders table of a journal that earlier versions made with ``id INTEGER
+    PRIMARY KEY AUTOINCREMENT`` as ``ORDERS_TABLE``: every row copied with its id, in one
+    transaction that holds the write lock throughout (about 20 s per million attempts on
+    this project's CI machine, with as much free disk as the table takes). Whether it was
+    rebuilt; False when there was nothing to do."""
+
+    def made_with_autoincrement() -> bool:
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'").fetchone()
+        return row is not None and "AUTOINCREMENT" in row[0].upper()
+
+    if not made_with_autoincrement():
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if not made_with_autoincrement():  # another process rebuilt it meanwhile
+            conn.execute("ROLLBACK")
+            return False
+        conn.execute("DROP TABLE IF EXISTS orders_rebuilt")
+        conn.execute(ORDERS_TABLE.replace("orders (", "orders_rebuilt (", 1))
+        columns = ", ".join(row[1] for row in conn.execute("PRAGMA table_info(orders)"))
+        conn.execute(f"INSERT INTO orders_rebuilt ({columns}) SELECT {columns} FROM orders")
+        conn.execute("DROP TABLE orders")
+        conn.execute("ALTER TABLE orders_rebuilt RENAME TO orders")
+        conn.execute(ORDERS_INDEX)
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = 'orders'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
 
 
 def import_replay_file(conn: sqlite3.Connection, path: Path, now: float) -> int:

@@ -6,6 +6,7 @@ one line; ``init`` writes .env once; ``emulator`` and ``bench`` pass their optio
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import subprocess
 import sys
@@ -33,7 +34,7 @@ SUBCOMMANDS = {
 }
 ACTIONS = {
     "tokens": {"issue", "revoke", "list"},
-    "journal": {"list", "show", "stats"},
+    "journal": {"list", "show", "stats", "upgrade"},
     "risk": {"halt", "resume", "status"},
 }
 
@@ -171,3 +172,35 @@ def test_the_parser_holds_no_value_of_the_environment(monkeypatch):
 
     shown = " ".join(map(str, defaults(build_parser({})))) + build_parser({}).format_help()
     assert "local-secret" not in shown and "4321" not in shown
+
+
+async def test_journal_upgrade_rebuilds_an_old_orders_table_once_the_server_is_stopped(tmp_path, monkeypatch, capsys):
+    from core.store.sqlite.journal import SqliteJournal
+    from tests.unit.core.store.sqlite.test_sqlite_stores import (
+        journal_with_orders,
+        make_orders_table_autoincrement,
+        orders_table_sql,
+    )
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("PLUGINS_FILE", "STATE_URL", "REDIS_URL", "REDIS_TLS_URL", "LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "data" / "journal.sqlite3"
+    await journal_with_orders(path)
+    make_orders_table_autoincrement(path)
+    journal = SqliteJournal(path)
+    await journal.heartbeat("worker-1")  # a server running on this journal
+    journal.close()
+
+    def upgrade(*args: str) -> int:
+        return main(["journal", "upgrade", *args])
+
+    assert await asyncio.to_thread(upgrade) == 1
+    assert "1 worker(s) heartbeat" in capsys.readouterr().err
+    assert "AUTOINCREMENT" in orders_table_sql(path).upper(), "refused: nothing changed"
+    assert await asyncio.to_thread(upgrade, "--force") == 0
+    assert "rebuilt without AUTOINCREMENT" in capsys.readouterr().out
+    assert "AUTOINCREMENT" not in orders_table_sql(path).upper()
+    assert await asyncio.to_thread(upgrade, "--force") == 0
+    assert "up to date" in capsys.readouterr().out

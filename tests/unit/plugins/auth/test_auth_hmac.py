@@ -91,9 +91,14 @@ async def test_without_webhook_secret_every_signature_is_refused(app_client, mak
 
 
 def replay_rows(app) -> dict[str, float | None]:
-    """The replay keys in the journal (SQLite: its ``replay`` table)."""
+    """The replay keys in the journal (SQLite: its ``replay`` table, and those kept on the
+    rows of the alerts they admitted)."""
     journal = app.extensions["router"].journal
-    return dict(journal.db.run_sync(lambda c: c.execute("SELECT key, expires_at FROM replay").fetchall()))
+    query = (
+        "SELECT key, expires_at FROM replay UNION ALL"
+        " SELECT replay_key, replay_expires_at FROM alerts WHERE replay_key IS NOT NULL"
+    )
+    return dict(journal.db.run_sync(lambda c: c.execute(query).fetchall()))
 
 
 async def test_only_verified_signatures_are_recorded(app_client):

@@ -144,6 +144,104 @@ async def test_a_stored_key_is_taken_over_once_expired_and_left_alone_while_live
         journal.close()
 
 
+def alert_replay_keys(journal: SqliteJournal) -> dict[str, tuple[str, float | None]]:
+    rows = journal.db.run_sync(
+        lambda c: c.execute(
+            "SELECT alert_id, replay_key, replay_expires_at FROM alerts WHERE replay_key IS NOT NULL"
+        ).fetchall()
+    )
+    return {alert_id: (key, expires_at) for alert_id, key, expires_at in rows}
+
+
+async def test_an_admission_keeps_its_replay_key_on_its_alert_and_a_duplicate_in_the_replay_table(tmp_path):
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteJournal(path)
+    now = time.time()
+    try:
+        admitted = await journal.admit(replace(new_alert("k-1"), replay_key="sig-1", replay_expires_at=now + 60))
+        assert not admitted.replayed and not admitted.duplicate
+        assert alert_replay_keys(journal) == {"k-1": ("sig-1", now + 60)} and replay_rows(journal) == {}
+        assert "replay_key" not in journal.get_sync("k-1") and "replay_expires_at" not in journal.get_sync("k-1")
+        duplicate = await journal.admit(replace(new_alert("k-1"), replay_key="sig-2", replay_expires_at=None))
+        assert duplicate.duplicate and replay_rows(journal) == {"sig-2": None}
+        stale = await journal.admit(replace(new_alert("k-2"), replay_key="sig-3", replay_expires_at=now - 1))
+        assert not stale.replayed and "k-2" not in alert_replay_keys(journal), "already expired: not kept"
+        assert not await journal.remember_replay("sig-1", None), "a key on an alert is a replay for every path"
+    finally:
+        journal.close()
+    journal = SqliteJournal(path)
+    try:
+        assert (await journal.admit(replace(new_alert("k-9"), replay_key="sig-1"))).replayed
+        assert (await journal.admit(replace(new_alert("k-9"), replay_key="sig-2"))).replayed
+        assert journal.get_sync("k-9") is None
+    finally:
+        journal.close()
+
+
+def test_a_key_on_an_alert_is_looked_up_in_its_partial_index(tmp_path):
+    from core.store.sqlite.journal_schema import ALERT_REPLAY_SQL
+
+    journal = SqliteJournal(tmp_path / "journal.sqlite3")
+    try:
+        plan = journal.db.run_sync(lambda c: c.execute("EXPLAIN QUERY PLAN " + ALERT_REPLAY_SQL, ("k", 0.0)).fetchall())
+        assert any("alerts_replay" in row[-1] for row in plan), plan
+    finally:
+        journal.close()
+
+
+def wal_btrees(path: Path) -> list[list[str]]:
+    """The b-trees whose pages each commit in ``path``'s WAL wrote, in order (by SQLite's
+    dbstat table: page number -> name)."""
+    import struct
+
+    wal = Path(f"{path}-wal").read_bytes()
+    page_size, salts = struct.unpack(">I", wal[8:12])[0], wal[16:24]
+    with sqlite3.connect(path) as conn:
+        names = {page: name for name, page in conn.execute("SELECT name, pageno FROM dbstat")}
+    conn.close()
+    commits: list[list[str]] = []
+    current: list[str] = []
+    for offset in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
+        page, commit = struct.unpack(">II", wal[offset : offset + 8])
+        if wal[offset + 8 : offset + 16] != salts:
+            break
+        current.append(names.get(page, "(file header)" if page == 1 else f"page {page}"))
+        if commit:
+            commits.append(current)
+            current = []
+    return commits
+
+
+async def test_an_alerts_way_through_the_journal_writes_no_page_of_the_replay_tables_or_sqlite_sequence(tmp_path):
+    """Each b-tree a commit touches is one WAL page written and fsynced: the admission and
+    the outcome of an alert touch the alerts table and its indexes and the orders table and
+    its index, and nothing else."""
+    try:
+        sqlite3.connect(":memory:").execute("SELECT * FROM dbstat").fetchall()
+    except sqlite3.Error:
+        pytest.skip("this SQLite has no dbstat table")
+    path = tmp_path / "journal.sqlite3"
+    journal = SqliteJournal(path)
+    now = time.time()
+    try:
+        for i in range(3):  # past the first pages of each b-tree
+            await journal.admit(replace(new_alert(f"warm-{i}"), replay_key=f"w-{i}", replay_expires_at=now + 60))
+        journal.db.run_sync(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        await journal.admit(replace(new_alert("a-1"), replay_key="sig-a", replay_expires_at=now + 60))
+        attempt = AttemptRecord("tv-a-1", "acct", "binance", "rest", {"amount": "1"}, "filled", now, now, {"id": "1"})
+        await journal.record("a-1", [attempt], state="filled", result={"id": "1"}, http_status=200)
+        journal.expedite()
+        await journal.get("a-1")  # waits behind the outcome's commit
+        admission, outcome = wal_btrees(path)
+    finally:
+        journal.close()
+    assert sorted(set(admission)) == sorted(
+        {"alerts", "sqlite_autoindex_alerts_1", "alerts_state", "alerts_unfinished_in_lane", "alerts_replay"}
+    ), admission
+    assert set(outcome) <= {"alerts", "alerts_state", "alerts_unfinished_in_lane", "orders", "orders_alert"}, outcome
+    assert {"orders", "orders_alert"} <= set(outcome)
+
+
 async def test_replay_keys_survive_reopening(tmp_path):
     first = SqliteJournal(tmp_path / "journal.sqlite3")
     assert await first.remember_replay("k", None)
@@ -250,6 +348,9 @@ async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alert
             "CREATE INDEX alerts_unfinished_by_lane ON alerts(lane)"
             " WHERE state IN ('received', 'submitting', 'unknown')"
         )
+        conn.execute("DROP INDEX alerts_replay")  # alerts kept no replay key
+        conn.execute("ALTER TABLE alerts DROP COLUMN replay_key")
+        conn.execute("ALTER TABLE alerts DROP COLUMN replay_expires_at")
     conn.close()
 
     journal = SqliteJournal(path)
@@ -262,6 +363,7 @@ async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alert
             "alerts_state",
             "orders_alert",
             "replay_expiry",
+            "alerts_replay",
         } <= indexes
         row = journal.get_sync("old-1")
         assert row is not None and row["state"] == "filled"
@@ -271,11 +373,79 @@ async def test_a_journal_from_before_gets_the_indexes_of_now_and_keeps_its_alert
         assert (await journal.admit(new_alert("old-1"))).duplicate
         again = await journal.admit(new_alert(None, body_hash="c" * 64))
         assert again.duplicate and again.alert_id == resent.alert_id, "a resend from before the upgrade is found"
-        later = await journal.admit(new_alert("new-1"))
+        later = await journal.admit(replace(new_alert("new-1"), replay_key="sig-new", replay_expires_at=None))
+        assert (await journal.admit(replace(new_alert("new-2"), replay_key="sig-new"))).replayed
         assert await journal.earlier_unfinished("acct|BTCUSDT", later.seq), "behind old-2 (and the resent one)"
         for alert_id in ("old-2", resent.alert_id):
             await journal.record(alert_id, state="failed", http_status=503)
         assert not await journal.earlier_unfinished("acct|BTCUSDT", later.seq)
+    finally:
+        journal.close()
+
+
+def orders_table_sql(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'orders'").fetchone()[0]
+    conn.close()
+    return str(sql)
+
+
+def make_orders_table_autoincrement(path: Path) -> list[tuple]:
+    """Give the journal at ``path`` the orders table of earlier versions (AUTOINCREMENT),
+    its rows kept; the rows, by id."""
+    with sqlite3.connect(path) as conn:
+        old_sql = orders_table_sql(path).replace("INTEGER PRIMARY KEY", "INTEGER PRIMARY KEY AUTOINCREMENT", 1)
+        conn.execute("ALTER TABLE orders RENAME TO orders_now")
+        conn.execute(old_sql)
+        conn.execute("INSERT INTO orders SELECT * FROM orders_now")
+        conn.execute("DROP TABLE orders_now")
+        conn.execute("CREATE INDEX orders_alert ON orders(alert_id)")
+        rows = conn.execute("SELECT * FROM orders ORDER BY id").fetchall()
+    conn.close()
+    return rows
+
+
+async def journal_with_orders(path: Path, alerts: int = 2) -> None:
+    journal = SqliteJournal(path)
+    now = time.time()
+    for i in range(1, alerts + 1):
+        await journal.admit(new_alert(f"old-{i}"))
+        attempt = AttemptRecord(f"tv-old-{i}", "acct", "binance", "rest", {"amount": "1"}, "filled", now, now, {})
+        await journal.record(f"old-{i}", [attempt, attempt], state="filled", http_status=200)
+    journal.close()
+
+
+async def test_an_orders_table_with_autoincrement_is_rebuilt_on_request_keeping_every_order(tmp_path):
+    """AUTOINCREMENT makes SQLite write sqlite_sequence on every INSERT: one page more per
+    commit that records an attempt. Journals of earlier versions have it and keep it when
+    opened (a rebuild holds the write lock for a while); ``rebuild_orders`` (``python -m
+    core journal upgrade``) rebuilds the table, each row with its id."""
+    path = tmp_path / "journal.sqlite3"
+    await journal_with_orders(path)
+    assert "AUTOINCREMENT" not in orders_table_sql(path).upper(), "a new journal's table never has it"
+    before = make_orders_table_autoincrement(path)
+    assert len(before) == 4
+
+    journal = SqliteJournal(path)
+    try:
+        assert "AUTOINCREMENT" in orders_table_sql(path).upper(), "opening a journal does not rebuild it"
+        assert await journal.rebuild_orders() is True
+        assert "AUTOINCREMENT" not in orders_table_sql(path).upper()
+        assert "orders_alert" in journal_indexes(path)
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT * FROM orders ORDER BY id").fetchall() == before
+        conn.close()
+        row = journal.get_sync("old-2")
+        assert row is not None and [(o["id"], o["attempt"]) for o in row["orders"]] == [(3, 1), (4, 2)]
+        await journal.admit(new_alert("new-1"))
+        now = time.time()
+        attempt = AttemptRecord("tv-new-1", "acct", "binance", "rest", {}, "filled", now, now, {})
+        await journal.record("new-1", [attempt], state="filled", http_status=200)
+        assert [o["id"] for o in journal.get_sync("new-1")["orders"]] == [5]  # type: ignore[index]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'orders'").fetchone() == (0,)
+        conn.close()
+        assert await journal.rebuild_orders() is False, "nothing left to rebuild"
     finally:
         journal.close()
 
