@@ -253,20 +253,32 @@ async def test_replay_keys_survive_reopening(tmp_path):
         second.close()
 
 
-def test_remembering_a_key_is_atomic_across_connections(tmp_path):
-    # Eight journals (eight connections, as eight workers would have) race for the same keys.
+@pytest.mark.parametrize("how", ["remember", "admit", "both"])
+def test_remembering_a_key_is_atomic_across_connections(tmp_path, how):
+    # Eight journals (eight connections, as eight workers would have) race for the same keys:
+    # remembered on their own, by admissions (the key kept on the alert's row), or half each.
     path = tmp_path / "journal.sqlite3"
     SqliteJournal(path).close()  # the schema exists before the race
     wins: list[bool] = []
     lock = threading.Lock()
     barrier = threading.Barrier(8)
+    workers = iter(range(8))
 
     def worker() -> None:
+        number = next(workers)
+        admits = how == "admit" or (how == "both" and number % 2 == 1)
+
+        async def claim(journal: SqliteJournal, i: int) -> bool:
+            if not admits:
+                return await journal.remember_replay(f"key-{i}", None)
+            admission = await journal.admit(replace(new_alert(f"w{number}-{i}"), replay_key=f"key-{i}"))
+            return not admission.replayed
+
         async def run() -> list[bool]:
             journal = SqliteJournal(path)
             try:
                 barrier.wait()
-                return [await journal.remember_replay(f"key-{i}", None) for i in range(20)]
+                return [await claim(journal, i) for i in range(20)]
             finally:
                 journal.close()
 
@@ -280,6 +292,11 @@ def test_remembering_a_key_is_atomic_across_connections(tmp_path):
     for thread in threads:
         thread.join(60)
     assert len(wins) == 160 and sum(wins) == 20, "each key is accepted exactly once"
+    if how != "remember":
+        with sqlite3.connect(path) as conn:
+            admitted = conn.execute("SELECT COUNT(*), COUNT(DISTINCT replay_key) FROM alerts").fetchone()
+        conn.close()
+        assert admitted[0] == admitted[1], "no key admitted two alerts"
 
 
 def test_the_replay_keys_of_an_earlier_version_are_moved_into_the_journal(tmp_path):
