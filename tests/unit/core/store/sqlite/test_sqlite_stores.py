@@ -178,15 +178,22 @@ async def test_an_admission_keeps_its_replay_key_on_its_alert_and_a_duplicate_in
         journal.close()
 
 
+def query_plan(path: Path, sql: str, args: tuple[object, ...]) -> list[str]:
+    """The steps of SQLite's plan for ``sql`` in a new journal at ``path``."""
+    journal = SqliteJournal(path)
+    try:
+        return [
+            row[3] for row in journal.db.run_sync(lambda c: c.execute("EXPLAIN QUERY PLAN " + sql, args).fetchall())
+        ]
+    finally:
+        journal.close()
+
+
 def test_a_key_on_an_alert_is_looked_up_in_its_partial_index(tmp_path):
     from core.store.sqlite.journal_schema import ALERT_REPLAY_SQL
 
-    journal = SqliteJournal(tmp_path / "journal.sqlite3")
-    try:
-        plan = journal.db.run_sync(lambda c: c.execute("EXPLAIN QUERY PLAN " + ALERT_REPLAY_SQL, ("k", 0.0)).fetchall())
-        assert any("alerts_replay" in row[-1] for row in plan), plan
-    finally:
-        journal.close()
+    (step,) = query_plan(tmp_path / "journal.sqlite3", ALERT_REPLAY_SQL, ("k", 0.0))
+    assert step.startswith("SEARCH") and "INDEX alerts_replay (replay_key=?)" in step, step
 
 
 def wal_btrees(path: Path) -> list[list[str]]:
@@ -492,13 +499,9 @@ def test_no_statement_of_an_alerts_way_through_the_journal_builds_a_temporary_b_
 
 
 def test_a_resend_is_looked_up_in_the_index_of_alerts_without_an_id(tmp_path):
-    journal = SqliteJournal(tmp_path / "journal.sqlite3")
-    try:
-        plan = journal.db.run_sync(lambda conn: conn.execute("EXPLAIN QUERY PLAN " + RESEND_SQL, ("c", 0.0)).fetchall())
-        (step,) = [row[3] for row in plan]  # one search, no scan, no sort (wording varies by SQLite version)
-        assert step.startswith("SEARCH") and "INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)" in step
-    finally:
-        journal.close()
+    # One search, no scan, no sort (wording varies by SQLite version).
+    (step,) = query_plan(tmp_path / "journal.sqlite3", RESEND_SQL, ("c", 0.0))
+    assert step.startswith("SEARCH") and "INDEX alerts_body_hash_without_id (body_hash=? AND received_at>?)" in step
 
 
 def test_the_earlier_alerts_of_a_lane_are_looked_up_among_its_unfinished_ones(tmp_path):
