@@ -15,6 +15,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
+from core.store.sqlite.database import transaction
 from core.store.states import GAVE_UP, AlertState, alert_state
 
 _RECEIVED, _SUBMITTING, _UNKNOWN = AlertState.RECEIVED.value, AlertState.SUBMITTING.value, AlertState.UNKNOWN.value
@@ -179,10 +180,8 @@ def rebuild_orders(conn: sqlite3.Connection) -> bool:
 
     if not made_with_autoincrement():
         return False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         if not made_with_autoincrement():  # another process rebuilt it meanwhile
-            conn.execute("ROLLBACK")
             return False
         conn.execute("DROP TABLE IF EXISTS orders_rebuilt")
         conn.execute(ORDERS_TABLE.replace("orders (", "orders_rebuilt (", 1))
@@ -192,10 +191,6 @@ def rebuild_orders(conn: sqlite3.Connection) -> bool:
         conn.execute("ALTER TABLE orders_rebuilt RENAME TO orders")
         conn.execute(ORDERS_INDEX)
         conn.execute("DELETE FROM sqlite_sequence WHERE name = 'orders'")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return True
 
 
