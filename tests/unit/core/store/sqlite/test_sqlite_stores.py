@@ -242,10 +242,17 @@ async def test_an_alerts_way_through_the_journal_writes_no_page_of_the_replay_ta
         admission, outcome = wal_btrees(path)
     finally:
         journal.close()
-    assert sorted(set(admission)) == sorted(
-        {"alerts", "sqlite_autoindex_alerts_1", "alerts_state", "alerts_unfinished_in_lane", "alerts_replay"}
-    ), admission
-    assert set(outcome) <= {"alerts", "alerts_state", "alerts_unfinished_in_lane", "orders", "orders_alert"}, outcome
+    grown = {"(file header)"}  # page 1 is written when a commit makes the file longer
+    assert set(admission) - grown == {
+        "alerts",
+        "sqlite_autoindex_alerts_1",
+        "alerts_state",
+        "alerts_unfinished_in_lane",
+        "alerts_replay",
+    }, admission
+    assert set(outcome) - grown <= {"alerts", "alerts_state", "alerts_unfinished_in_lane", "orders", "orders_alert"}, (
+        outcome
+    )
     assert {"orders", "orders_alert"} <= set(outcome)
 
 
