@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,54 @@ from core.cli.common import load_settings, report_config_error
 from core.errors import ConfigError
 
 HYPERCORN_CONFIG = "hypercorn.toml"
+
+
+class OneSignalAtATime:
+    """Signal handlers that never run inside one another: a signal that arrives while a
+    handler runs is handled once that one returns.
+
+    hypercorn's master handles SIGTERM, SIGINT and SIGHUP by setting or clearing a
+    multiprocessing Event, whose lock is not reentrant. Python runs a handler between two
+    bytecodes of whatever the main thread was doing, so a second SIGTERM that arrived while
+    the first handler held that lock ran inside it and waited for the lock for ever: the
+    master hung, and so did every worker, which reads the same Event. Two SIGTERMs in a row
+    are common: ``make run`` forwards the one its process group got to the master, which
+    had it already (seen about once in fifteen stops of ``make run`` on a loaded machine)."""
+
+    def __init__(self) -> None:
+        self.running = False
+        self.pending: list[tuple[Callable[..., Any], int, Any]] = []
+
+    def wrap(self, handler: Callable[..., Any]) -> Callable[[int, Any], None]:
+        def handle(signum: int, frame: Any) -> None:
+            if self.running:  # inside another handler: after it
+                self.pending.append((handler, signum, frame))
+                return
+            # A signal before the next line runs its handler whole, then this one goes on.
+            self.running = True
+            try:
+                handler(signum, frame)
+                while self.pending:
+                    later, later_signum, later_frame = self.pending.pop(0)
+                    later(later_signum, later_frame)
+            finally:
+                self.running = False
+
+        return handle
+
+
+class _GuardedSignalModule:
+    """The ``signal`` module as ``hypercorn.run`` sees it while ``serve`` runs it: the
+    same, except that its handlers are installed through ``OneSignalAtATime``."""
+
+    def __init__(self, guard: OneSignalAtATime):
+        self._guard = guard
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(signal, name)
+
+    def signal(self, signum: int, handler: Any) -> Any:
+        return signal.signal(signum, self._guard.wrap(handler) if callable(handler) else handler)
 
 
 def default_bind(host: str, port: int | None) -> str | None:
@@ -33,8 +83,8 @@ def serve(args: argparse.Namespace) -> int:
     to a report file and exits; the master then stops, prints that line once and exits 3
     (hypercorn's master alone would exit 0).
     """
+    import hypercorn.run
     from hypercorn.config import Config
-    from hypercorn.run import run
 
     from core.checks.preflight import STARTUP_REPORT_ENV
     from core.config import PluginsFile
@@ -69,16 +119,21 @@ def serve(args: argparse.Namespace) -> int:
         config.graceful_timeout = args.graceful_timeout
     if args.access_log:
         config.accesslog = "-"
+    from core.web.worker import dump_stacks_on_sigusr1
+
+    dump_stacks_on_sigusr1()  # the master's stacks too (hypercorn leaves SIGUSR1 alone)
     with tempfile.TemporaryDirectory(prefix="router-start-") as tmp:
         report = Path(tmp) / "startup.txt"
         os.environ[STARTUP_REPORT_ENV] = str(report)
+        hypercorn.run.signal = _GuardedSignalModule(OneSignalAtATime())  # type: ignore[assignment]
         try:
-            status: int = run(config)
+            status: int = hypercorn.run.run(config)
         except OSError as exc:  # the address is in use, a privileged port, ...
             return report_config_error(
                 ConfigError(f"--bind {', '.join(config.bind)}: cannot listen: {exc.strerror or exc}")
             )
         finally:
+            hypercorn.run.signal = signal
             os.environ.pop(STARTUP_REPORT_ENV, None)
         failure = report.read_text(encoding="utf-8").splitlines() if report.exists() else []
     if failure:

@@ -56,7 +56,7 @@ from core.web.asgi import BODY, LeanQuart, json_response, scope_headers
 from core.web.intake import IntakeGuard, authenticated_callback, quiet_refusals_in_access_log
 from core.web.proxy import ProxyHeadersMiddleware
 from core.web.ratelimit import route_limiter
-from core.web.worker import die_with_parent, in_hypercorn_worker, raise_file_limit
+from core.web.worker import die_with_parent, dump_stacks_on_sigusr1, in_hypercorn_worker, raise_file_limit
 
 GC_YOUNG_THRESHOLD = 10_000  # allocations between two passes of the cyclic GC once serving (start_router)
 
@@ -87,10 +87,11 @@ def create_app(
 
     @app.before_serving
     async def arrange_worker() -> None:
-        # The open-file limit up to the hard limit; in a hypercorn worker, a graceful
-        # SIGTERM and an exit when the master dies (core.web.worker).
+        # The open-file limit up to the hard limit, stacks dumped on SIGUSR1; in a hypercorn
+        # worker, a graceful SIGTERM and an exit when the master dies (core.web.worker).
         raise_file_limit()
         quiet_refusals_in_access_log()
+        dump_stacks_on_sigusr1()
         if in_hypercorn_worker():
             app.extensions["parent_watcher"] = die_with_parent(asyncio.get_running_loop())
 

@@ -10,6 +10,8 @@
   worker then shuts down gracefully (orders in flight are waited for, as on SIGTERM to
   the master) by setting the shutdown event hypercorn gave it; if that event cannot be
   found, it exits at once (the journal recovers what was in flight).
+* **SIGUSR1 prints every thread's stack** to stderr (``faulthandler``), in the worker and
+  in ``python -m core serve``'s master: what a process that does not stop is waiting for.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import faulthandler
 import logging
 import multiprocessing
 import os
@@ -44,6 +47,17 @@ def raise_file_limit() -> tuple[int, int] | None:
         except (ValueError, OSError) as exc:
             log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
     return soft, hard
+
+
+def dump_stacks_on_sigusr1() -> bool:
+    """SIGUSR1 writes every thread's Python stack to stderr and the process goes on (its
+    default would end it). From C, so it works while the event loop is stuck. Whether it
+    is set (not on platforms without SIGUSR1)."""
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is None:
+        return False
+    faulthandler.register(usr1, all_threads=True)
+    return True
 
 
 def in_hypercorn_worker() -> bool:

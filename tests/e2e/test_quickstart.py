@@ -104,6 +104,10 @@ def test_make_run_then_simulate_fills_on_paper(fresh_checkout: Path):
         try:
             proc.wait(45)
         except subprocess.TimeoutExpired:
+            # Every thread's stack of the master and the worker (SIGUSR1: core.web.worker),
+            # then the end: what the stop waited for is in the failure.
+            os.killpg(proc.pid, signal.SIGUSR1)
+            time.sleep(1)  # the dumps are written by the signal handlers; no event to wait on
             os.killpg(proc.pid, signal.SIGKILL)
             output = proc.communicate(timeout=10)[0].decode(errors="replace")
-            pytest.fail(f"`make run` did not stop within 45 s of SIGTERM; it printed:\n{output[-4000:]}")
+            pytest.fail(f"`make run` did not stop within 45 s of SIGTERM; it printed:\n{output[-12000:]}")
