@@ -67,3 +67,12 @@ def test_a_handler_that_raises_leaves_the_guard_ready_for_the_next_signal():
     seen: list[int] = []
     guard.wrap(lambda signum, frame: seen.append(signum))(signal.SIGTERM, None)
     assert seen == [signal.SIGTERM] and not guard.running
+
+
+def test_stack_dumps_are_skipped_when_stderr_is_no_file(monkeypatch):
+    import io
+
+    from core.web.worker import dump_stacks_on_sigusr1
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # as pytest's capsys leaves it
+    assert dump_stacks_on_sigusr1() is False  # and the app starts all the same
