@@ -37,8 +37,8 @@ Everything runs on 127.0.0.1, each part in its own process (group), on free port
    id; the original's, which has none, by count on its own account);
 7. the pipeline alone, in process (``bench.pipeline``); with ``--instructions``, the
    instructions per alert at c=32 of the server, the quart target and the durable limit
-   under callgrind (``bench.instructions``), which do not drift with the machine as CPU
-   seconds do;
+   (``--instructions-targets``) under callgrind (``bench.instructions``), which do not
+   drift with the machine as CPU seconds do;
 8. the table (medians of the rounds, ratios of the server to each reference, the targets
    met or not) and ``bench/results/latest.json``.
 
@@ -58,6 +58,7 @@ import tempfile
 from pathlib import Path
 
 from bench import report
+from bench.instructions import TARGETS as INSTRUCTION_TARGETS
 from bench.original import OriginalUnavailable
 from bench.processes import Process
 from bench.runner import RESULTS, run
@@ -177,10 +178,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help=f"alerts per target counted by --instructions (default {DEFAULTS['instructions_n']})",
     )
+    parser.add_argument(
+        "--instructions-targets",
+        default=",".join(INSTRUCTION_TARGETS),
+        metavar="NAMES",
+        help="the targets --instructions counts, comma-separated, of "
+        f"{', '.join(INSTRUCTION_TARGETS)} (default all three; the server alone takes about a third of the time)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="abort after this many seconds (default 1800)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, journals)")
     args = parser.parse_args(argv)
+    names = [name.strip() for name in args.instructions_targets.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(INSTRUCTION_TARGETS))
+    if unknown or not names:
+        choices = ", ".join(INSTRUCTION_TARGETS)
+        parser.error(f"--instructions-targets: {', '.join(unknown) or 'none given'}; choose from {choices}")
+    args.instructions_targets = ",".join(dict.fromkeys(names))
     base = QUICK if args.quick else DEFAULTS
     for key, value in base.items():
         if getattr(args, key) is None:

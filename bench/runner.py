@@ -339,14 +339,15 @@ def pipeline_alone(args: argparse.Namespace, loop: str, tmp: Path, deadline: Dea
 
 
 def instructions_alone(args: argparse.Namespace, tmp: Path, deadline: Deadline) -> dict[str, Any]:
-    """``bench.instructions`` at c=32 for the server, the quart target and the durable limit,
-    nothing else running (its own emulator); or why it was skipped (no valgrind)."""
+    """``bench.instructions`` at c=32 for ``--instructions-targets`` (the server, the quart
+    target and the durable limit), nothing else running (its own emulator); or why it was
+    skipped (no valgrind)."""
     missing = instructions.missing_tools()
     if missing:
         return {"skipped": missing}
     say("bench: instructions per alert under callgrind ...")
     cmd = ["bench.instructions", "--n", str(args.instructions_n), "--concurrency", "32"]
-    cmd += ["--warmup", str(min(64, args.instructions_n))]
+    cmd += ["--warmup", str(min(64, args.instructions_n)), "--targets", args.instructions_targets]
     targets = run_module("instructions", cmd, tmp, deadline, limit=1200)
     return {"n": args.instructions_n, "concurrency": 32, "targets": targets}
 

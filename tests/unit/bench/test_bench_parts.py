@@ -1,8 +1,8 @@
 """The benchmark's own parts, each against the real thing it stands for: the durable limit's
 journal on SQLite, the original implementation's checkout verification and its emulator
 hook (``sitecustomize``) in a real interpreter, the classic payload's signature, and the
-profile's self-time summary, the CPU accounting by thread, and ``--instructions`` on a machine
-without valgrind. No timing is asserted."""
+profile's self-time summary, the CPU accounting by thread, and ``--instructions``: the targets
+it counts, and a machine without valgrind. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -184,3 +184,26 @@ def test_instructions_without_valgrind_are_skipped_with_why(tmp_path, monkeypatc
     skipped = runner.instructions_alone(args, tmp_path, Deadline(60))
     assert skipped == {"skipped": "valgrind, callgrind_control not found (Debian: apt-get install valgrind)"}
     assert not parse_args([]).instructions and parse_args([]).instructions_n == 600
+
+
+def test_instructions_count_the_targets_named_and_refuse_others(tmp_path, monkeypatch, capsys):
+    from bench import runner
+    from bench.__main__ import parse_args
+    from bench.targets import Deadline
+
+    assert parse_args(["--instructions"]).instructions_targets == "server,quart,durable"
+    args = parse_args(["--quick", "--instructions", "--instructions-targets", " durable, server,durable"])
+    assert args.instructions_targets == "durable,server"
+    for wrong in ("server,nginx", ","):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(["--instructions-targets", wrong])
+        assert exit_.value.code == 2
+    assert "--instructions-targets: nginx; choose from server, quart, durable" in capsys.readouterr().err
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(runner.instructions, "missing_tools", lambda: None)
+    monkeypatch.setattr(runner, "run_module", lambda name, cmd, *rest, **kw: ran.append(cmd) or {"server": {}})
+    counted = runner.instructions_alone(args, tmp_path, Deadline(60))
+    assert counted == {"n": 32, "concurrency": 32, "targets": {"server": {}}}
+    [cmd] = ran
+    assert cmd[0] == "bench.instructions" and cmd[cmd.index("--targets") + 1] == "durable,server"
