@@ -198,7 +198,9 @@ def test_instructions_count_the_targets_named_and_refuse_others(tmp_path, monkey
         with pytest.raises(SystemExit) as exit_:
             parse_args(["--instructions-targets", wrong])
         assert exit_.value.code == 2
-    assert "--instructions-targets: nginx; choose from server, quart, durable" in capsys.readouterr().err
+    refused = capsys.readouterr().err
+    assert "--instructions-targets: nginx; choose from server, quart, durable" in refused
+    assert "--instructions-targets: none given; choose from" in refused
 
     ran: list[list[str]] = []
     monkeypatch.setattr(runner.instructions, "missing_tools", lambda: None)
