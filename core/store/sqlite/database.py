@@ -37,6 +37,16 @@ batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued 
 such batch comes (``expedite()``: at once; one timer on the loop at a time, not one
 per write). The future it returns is done once it is committed. ``close()`` commits what is still deferred.
 
+**Writers of several processes.** SQLite lets one process write at a time and makes the
+others poll: a connection that finds the database locked sleeps 1, 2, 5, 10 ms and more
+before it tries again, and a worker whose commit lost the race several times stalls every
+alert behind it. So the thread takes an exclusive ``flock`` on ``<database>-writer`` for
+each batch: the workers of one ``DATA_DIR`` queue for it in the kernel, and the next one
+goes as soon as the previous one's COMMIT is done; a process that dies lets it go at once.
+It orders the threads, nothing more: SQLite's own locks still decide, so a writer that
+does not take it (a CLI, ``run_sync``, an inline job) is waited for as before, within
+``busy_timeout``. Where the file cannot be opened (no ``fcntl``), batches go without it.
+
 **Submit.** ``submit(fn, then)`` is ``run`` without a coroutine (no task to await it
 in): ``then(result)`` runs on the loop as the job's COMMIT is delivered, even when the
 future it returns was cancelled meanwhile — the journal's admission starts the alert's
@@ -53,9 +63,14 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: batches go without the writer lock (SQLite's locks still hold)
+    fcntl = None  # type: ignore[assignment]
 
 T = TypeVar("T")
 
@@ -135,6 +150,7 @@ class SqliteDatabase:
         inline: bool = False,
         max_batch: int = 128,
         defer_for: float = 0.02,
+        writer_lock: bool = True,
     ):
         if inline and synchronous.upper() != "OFF":
             raise ValueError(
@@ -162,6 +178,10 @@ class SqliteDatabase:
         # The loop on which a call of _wake is scheduled (one per turn). Another loop's job
         # schedules its own: a loop closed before its call ran leaves no job unwoken.
         self._wake_loop: asyncio.AbstractEventLoop | None = None
+        self.writer_lock_path = self.path.with_name(self.path.name + "-writer")
+        # The lock file's descriptor, opened by the thread (-1: none; writer_lock=False: a
+        # benchmark's comparison, bench.contention).
+        self._writer_lock: int | None = None if writer_lock else -1
 
     def _connect(self) -> _Connection:
         if self._conn is None:
@@ -336,13 +356,49 @@ class SqliteDatabase:
                 batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
             with self._lock:
                 try:
-                    self._execute(self._connect(), batch)
+                    conn = self._connect()
+                    with self._writer_turn():
+                        self._execute(conn, batch)
                 except BaseException as exc:  # no connection: every job of the batch fails
                     for job in batch:
                         job.error = exc
             with self._queued:
                 self._busy -= len(batch)
             self._deliver(batch)
+
+    @contextlib.contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """This process's turn to write among the processes of this database (see the module
+        docstring): the thread blocks in ``flock`` until the writer before it is done."""
+        if self._writer_lock is None:
+            self._writer_lock = self._open_writer_lock()
+        if self._writer_lock < 0:
+            yield
+            return
+        try:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_EX)  # releases the GIL while it waits
+        except OSError as exc:  # e.g. a file system without flock: SQLite's locks still hold
+            os.close(self._writer_lock)
+            self._writer_lock = self._no_writer_lock(exc)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+
+    def _open_writer_lock(self) -> int:
+        if fcntl is None:
+            return -1
+        try:
+            create_private_file(self.writer_lock_path)
+            return os.open(self.writer_lock_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            return self._no_writer_lock(exc)
+
+    def _no_writer_lock(self, exc: OSError) -> int:
+        log.warning("%s: no writer lock (%s); writers of several processes wait as SQLite makes them", self.path, exc)
+        return -1
 
     def _execute(self, conn: _Connection, batch: list[_Job]) -> None:
         if len(batch) == 1:
@@ -414,6 +470,9 @@ class SqliteDatabase:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._writer_lock is not None and self._writer_lock >= 0:
+                os.close(self._writer_lock)
+                self._writer_lock = None
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None

@@ -1,5 +1,5 @@
 """DATA_DIR and what is in it are the owner's alone (issue 11, finding 11): the directory is
-created 0700 and every file 0600 (SQLite's -wal and -shm files too), whatever the umask;
+created 0700 and every file 0600 (SQLite's -wal and -shm files and the writer lock too), whatever the umask;
 ``python -m core init-env`` creates .env 0600 from its first byte."""
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ async def test_data_dir_and_its_files_are_private(app_client, make_settings, tmp
         "journal.sqlite3",
         "journal.sqlite3-wal",
         "journal.sqlite3-shm",
+        "journal.sqlite3-writer",  # the writer lock (core.store.sqlite.database)
         "tokens.sqlite3",  # (one worker: rate limits in memory, no ratelimit.sqlite3)
         "paper.sqlite3",
         "metrics",

@@ -1,15 +1,26 @@
 """core.store.sqlite.database: group commit keeps every job's own outcome; inline reads see what was
-committed before them; a busy database sends inline work to the thread."""
+committed before them; a busy database sends inline work to the thread; the writers of several
+processes take turns through a lock in the kernel."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import fcntl
+import os
+import platform
 import sqlite3
+import stat
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
+from core.store.sqlite import database
 from core.store.sqlite.database import SqliteDatabase, transaction
 
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
@@ -369,3 +380,108 @@ async def test_a_failed_block_that_a_job_catches_undoes_only_the_block(db):
     results = await run_as_one_batch(db, [insert("a"), catches, writes_then_catches, insert("z")])
     assert results == ["a", "caught", "kept", "z"]
     assert await db.run(rows) == {"a": 1, "after": 1, "kept": 1, "z": 1}
+
+
+# -- the writer lock: the processes of one database take turns in the kernel -----------------
+
+SYS_FLOCK = {"x86_64": 73, "aarch64": 32}.get(platform.machine())
+
+
+def probe_lock(path) -> bool:
+    """Whether another open file could take the writer lock now (it is let go at once)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing lets go of a lock it took
+    return True
+
+
+async def test_each_batch_holds_the_writer_lock_and_lets_it_go_after(db):
+    held_during: list[bool] = []
+
+    def job(conn: sqlite3.Connection) -> str:
+        held_during.append(not probe_lock(db.writer_lock_path))
+        return insert("a")(conn)
+
+    assert await db.run(job) == "a"
+    assert held_during == [True]
+    assert probe_lock(db.writer_lock_path)  # free between batches
+    assert db.writer_lock_path.name == "t.sqlite3-writer"
+    assert stat.S_IMODE(db.writer_lock_path.stat().st_mode) == 0o600
+
+
+@contextlib.contextmanager
+def held_by_another_process(path):
+    """The writer lock taken by another process, as another worker's batch holds it; the
+    process is yielded, to be killed (SIGKILL) while it holds the lock."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); fcntl.flock(fd, fcntl.LOCK_EX);"
+            " print('held', flush=True); sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def current_syscall(thread: threading.Thread) -> int:
+    """The number of the system call ``thread`` (of this process) is in (Linux)."""
+    return int(Path(f"/proc/self/task/{thread.native_id}/syscall").read_text().split()[0])
+
+
+async def test_a_writer_of_another_process_is_waited_for_and_its_death_lets_the_next_one_go(db):
+    await db.run(insert("before"))
+    with held_by_another_process(db.writer_lock_path) as holder:
+        job = asyncio.ensure_future(db.run(insert("after")))
+        if SYS_FLOCK is not None:  # the thread waits in flock(), not in SQLite's sleeps
+            assert db._thread is not None
+            deadline = time.monotonic() + 10
+            while current_syscall(db._thread) != SYS_FLOCK:
+                assert time.monotonic() < deadline, "the writer thread never waited for the lock"
+                await asyncio.sleep(0.001)
+            assert not job.done()
+        holder.kill()  # SIGKILL: the kernel lets its lock go
+        assert await asyncio.wait_for(job, 10) == "after"
+    assert set(await db.run(rows)) == {"before", "after"}
+
+
+async def test_without_fcntl_batches_go_without_the_writer_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(database, "fcntl", None)
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA)
+    try:
+        assert await db.run(insert("a")) == "a"
+        assert not db.writer_lock_path.exists()
+    finally:
+        db.close()
+
+
+async def test_a_file_system_without_flock_leaves_the_batches_to_sqlites_locks(tmp_path, monkeypatch, caplog):
+    class NoFlock:
+        LOCK_EX, LOCK_UN = fcntl.LOCK_EX, fcntl.LOCK_UN
+
+        @staticmethod
+        def flock(fd: int, operation: int) -> None:
+            raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(database, "fcntl", NoFlock)
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA)
+    try:
+        assert await db.run(insert("a")) == "a"  # committed all the same
+        assert await db.run(insert("b")) == "b"  # and the lock is not tried again
+        (warning,) = [r.getMessage() for r in caplog.records if "writer lock" in r.getMessage()]
+        assert "no writer lock ([Errno" in warning and "No locks available" in warning
+    finally:
+        db.close()
