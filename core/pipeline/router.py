@@ -75,7 +75,8 @@ class Router:
         self.plugins: PluginSet = create_plugin_manager(self.plugins_file, extra_plugins)
         self.options: RouterOptions = self.plugins_file.validate("router", RouterOptions)  # type: ignore[assignment]
         self.state = StateBackend(settings, self.plugins_file.validate("state", StateOptions), self.options)  # type: ignore[arg-type]
-        REDACTOR.add(self.state.url, static=True)
+        if self.state.kind != "sqlite":  # a shared store's URL may hold its password; "sqlite" names the default
+            REDACTOR.add(self.state.url, static=True)
         self.executors = ExecutorRegistry(default_account=settings.default_exchange)
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
         self.journal: Journal | None = None  # opened at start(), on the state backend

@@ -21,7 +21,7 @@ from core.store.journal import AdmissionRequest, dumps
 from core.store.sqlite.journal import SqliteJournal
 from core.trading.execution import client_order_id
 from tests.abuse_support import ledger_count
-from tests.conftest import STATE_BACKENDS
+from tests.conftest import REDIS_TEST_URL, STATE_BACKENDS
 from tests.support import ServerProcess, alert_body, base_env, signed_headers
 
 POISON = '"action":"create"'  # a substring of every order request the journal stores as JSON
@@ -105,6 +105,21 @@ async def test_a_token_that_authenticated_is_masked_in_logs_and_one_that_did_not
     assert token not in logs
     assert "mentions *** and never-authenticated-value-123" in logs
     assert REDACTOR.redact(refused) == refused
+
+
+@pytest.mark.parametrize("state_url", ["", "sqlite"])
+async def test_the_embedded_stores_name_is_no_secret(app_client, state_url):
+    # "sqlite" (the default STATE_URL) was registered as a secret like a Redis URL: every
+    # log line naming journal.sqlite3 read "journal.***3".
+    async with app_client(STATE_URL=state_url) as (_client, app):
+        assert app.extensions["router"].state.kind == "sqlite"
+        assert REDACTOR.redact("DATA_DIR/journal.sqlite3 is locked") == "DATA_DIR/journal.sqlite3 is locked"
+
+
+async def test_a_shared_stores_url_is_a_secret(app_client):
+    async with app_client(STATE_URL=REDIS_TEST_URL) as (_client, app):
+        assert app.extensions["router"].state.kind == "redis"
+        assert REDACTOR.redact(f"cannot reach {REDIS_TEST_URL}") == "cannot reach ***"
 
 
 # ---------------------------------------------------------------- quarantine
