@@ -45,7 +45,9 @@ each batch: the workers of one ``DATA_DIR`` queue for it in the kernel, and the 
 goes as soon as the previous one's COMMIT is done; a process that dies lets it go at once.
 It orders the threads, nothing more: SQLite's own locks still decide, so a writer that
 does not take it (a CLI, ``run_sync``, an inline job) is waited for as before, within
-``busy_timeout``. Where the file cannot be opened (no ``fcntl``), batches go without it.
+``busy_timeout``. Where the lock cannot be had, batches go without it: no ``fcntl`` (not
+POSIX), or, with one warning, a lock file that cannot be opened or a file system without
+``flock``.
 
 **Submit.** ``submit(fn, then)`` is ``run`` without a coroutine (no task to await it
 in): ``then(result)`` runs on the loop as the job's COMMIT is delivered, even when the
