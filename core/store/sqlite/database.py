@@ -394,9 +394,16 @@ class SqliteDatabase:
             return -1
         try:
             create_private_file(self.writer_lock_path)
-            return os.open(self.writer_lock_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(self.writer_lock_path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
             return self._no_writer_lock(exc)
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            # As SQLite does with -wal and -shm: a CLI run as root leaves the lock file to the
+            # database's owner (the server's user), who could not open it otherwise.
+            with contextlib.suppress(OSError):
+                owner = self.path.stat()
+                os.fchown(fd, owner.st_uid, owner.st_gid)
+        return fd
 
     def _no_writer_lock(self, exc: OSError) -> int:
         log.warning("%s: no writer lock (%s); writers of several processes wait as SQLite makes them", self.path, exc)

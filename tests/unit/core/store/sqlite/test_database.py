@@ -485,3 +485,21 @@ async def test_a_file_system_without_flock_leaves_the_batches_to_sqlites_locks(t
         assert "no writer lock ([Errno" in warning and "No locks available" in warning
     finally:
         db.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give a file away")
+async def test_a_writer_running_as_root_leaves_the_lock_file_to_the_databases_owner(tmp_path):
+    # A CLI run with sudo creates the lock file first: the server's user must still open it.
+    path = tmp_path / "t.sqlite3"
+    made = SqliteDatabase(path, synchronous="FULL", schema=SCHEMA)
+    made.run_sync(lambda conn: None)  # the database file, owned by root
+    made.close()
+    os.chown(path, 65534, 65534)  # now the service user's (nobody)
+    db = SqliteDatabase(path, synchronous="FULL", schema=SCHEMA)
+    try:
+        assert await db.run(insert("a")) == "a"
+        owner = db.writer_lock_path.stat()
+        assert (owner.st_uid, owner.st_gid) == (65534, 65534)
+        assert stat.S_IMODE(owner.st_mode) == 0o600
+    finally:
+        db.close()
