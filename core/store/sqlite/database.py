@@ -1,7 +1,8 @@
-"""SQLite access for async code: one connection, one thread, WAL, group commit.
+"""SQLite access for async code: one writer thread, WAL, group commit.
 
 Every job (``await db.run(fn)``: ``fn(conn)`` on the database's connection) runs on the
-database's own worker thread, so the event loop never blocks on disk and writes are
+database's own worker thread — or, a quick one, on the loop with its COMMIT on the thread
+(see "Quick jobs") — so the event loop never waits for a lock or an fsync, and writes are
 serialized without locks in Python. Several processes (``hypercorn --workers N``) may
 share a file: WAL lets readers run alongside the one writer, ``BEGIN IMMEDIATE`` makes
 read-then-write steps atomic across processes and ``busy_timeout`` waits for another
@@ -19,6 +20,18 @@ once the turn of the event loop that queued a job is over (``call_soon``), not b
 itself: the jobs the rest of that turn queues — the other requests that arrived together —
 join the same batch, and the thread does not take the GIL from the loop while it is still
 making them. (A lone job waits for the end of its own turn: a few µs.)
+
+**Quick jobs.** A job marked ``quick`` (a few statements by index: the journal's admission
+and an alert's outcome) has its statements run on the event loop, in the loop's own
+connection, and only the COMMIT — the fsync — on the thread. The sqlite3 module lets go of
+the GIL around every statement, so a job on the thread takes the GIL back from the loop
+after each one: on a busy loop, each of those is a wake-up of the one thread by the other
+and a wait for the GIL; a quick batch costs the thread one. Its statements never wait on
+the loop: the writer lock is tried without waiting and ``BEGIN IMMEDIATE`` runs with
+``busy_timeout`` 0, so when another process is writing, the thread runs the batch instead
+and waits its turn. A batch runs on the loop only when every job of it is quick and of
+that loop. One batch is in flight at a time, from the moment it is taken until its COMMIT is
+delivered; the jobs queued meanwhile form the next one, started by that delivery.
 
 **Inline.** Handing a job to the thread and back costs more than a small read takes.
 ``run(fn, read_only=True)`` runs ``fn`` on the calling (event-loop) thread, on a second,
@@ -111,7 +124,7 @@ class _Busy(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "loop", "future", "result", "error", "then")
+    __slots__ = ("fn", "loop", "future", "result", "error", "then", "quick")
 
     def __init__(
         self,
@@ -119,6 +132,7 @@ class _Job:
         loop: asyncio.AbstractEventLoop,
         future: asyncio.Future[Any],
         then: Callable[[Any], None] | None = None,
+        quick: bool = False,
     ):
         self.fn = fn
         self.loop = loop
@@ -126,6 +140,20 @@ class _Job:
         self.result: Any = None
         self.error: BaseException | None = None
         self.then = then  # called with the result on the loop once committed, cancelled or not (submit)
+        self.quick = quick  # its statements may run on the loop (see "Quick jobs")
+
+
+class _Handoff:
+    """A batch for the thread: to run (``conn`` None), or whose statements ran on the loop in
+    ``conn``'s open transaction, for the thread to COMMIT (``rest``: the jobs still to run
+    after SQLite rolled that transaction back, or None)."""
+
+    __slots__ = ("batch", "conn", "rest")
+
+    def __init__(self, batch: list[_Job], conn: _Connection | None = None, rest: list[_Job] | None = None):
+        self.batch = batch
+        self.conn = conn
+        self.rest = rest
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -184,6 +212,12 @@ class SqliteDatabase:
         # The lock file's descriptor, opened by the thread (-1: none; writer_lock=False: a
         # benchmark's comparison, bench.contention).
         self._writer_lock: int | None = None if writer_lock else -1
+        # One batch at a time, from the moment it is taken until its COMMIT is delivered:
+        # run by the thread, or its statements run on the loop and its COMMIT by the thread.
+        self._in_flight = False
+        self._handoff: _Handoff | None = None  # what the thread is to do next
+        self._thread_turn = False  # the thread takes the queued jobs itself (no loop will)
+        self._loop_conn: _Connection | None = None  # the quick jobs' connection (busy_timeout 0)
 
     def _connect(self) -> _Connection:
         if self._conn is None:
@@ -217,13 +251,16 @@ class SqliteDatabase:
         with self._lock:
             return fn(self._connect())
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool = False, fresh: bool = True) -> T:
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, read_only: bool = False, fresh: bool = True, quick: bool = False
+    ) -> T:
         """Run ``fn(conn)`` and return its result once its writes are committed.
 
         ``read_only``: ``fn`` only reads; it may run at once on this thread (see the module
         docstring). Then it sees every write this process committed before — and, unless
         ``fresh`` is False, every write queued before it too (``later`` ones included: it
-        waits behind them).
+        waits behind them). ``quick``: ``fn`` runs a few statements by index and nothing
+        else that takes time; its statements may run on the loop (see "Quick jobs").
         """
         # Inline only once the thread's connection exists (it creates the schema, waiting
         # for other processes as long as it takes).
@@ -237,29 +274,37 @@ class SqliteDatabase:
                 return self._run_inline(fn, read_only=read_only and not self._inline)
             except _Busy:
                 pass
-        return await self._enqueue(fn, deferred=False)
+        return await self._enqueue(fn, deferred=False, quick=quick)
 
     def submit(
-        self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None
+        self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None, *, quick: bool = False
     ) -> asyncio.Future[T]:
         """Queue ``fn`` as ``run`` does (on the thread, answered after its COMMIT), without a
         coroutine: the future gets its result. ``then(result)`` is called on the loop once
         it is committed, just before the future is done — also when the future was
         cancelled meanwhile (its caller is gone): what must follow a committed write runs
         there. The ``then`` of one batch's jobs run in the jobs' order; one that raises
-        gives the future its exception."""
-        return self._enqueue(fn, deferred=False, then=then)
+        gives the future its exception. ``quick`` as for ``run``."""
+        return self._enqueue(fn, deferred=False, then=then, quick=quick)
 
-    def later(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """Queue ``fn`` to commit with the next batch (see the module docstring), without waiting."""
-        return self._enqueue(fn, deferred=True)
+    def later(self, fn: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> asyncio.Future[T]:
+        """Queue ``fn`` to commit with the next batch (see the module docstring), without
+        waiting. ``quick`` as for ``run``."""
+        return self._enqueue(fn, deferred=True, quick=quick)
 
     def expedite(self) -> None:
         """Commit the deferred jobs now instead of with the next batch."""
         with self._queued:
-            if self._deferred and not self._deferred_due:
-                self._deferred_due = True
+            if not self._deferred or self._deferred_due:
+                return
+            self._deferred_due = True
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop here to run them: the thread does
+                self._thread_turn = True
                 self._queued.notify()
+                return
+        loop.call_soon(self._wake, loop)
 
     def _due(self) -> None:
         """The deferred jobs' timer (one at a time, on the loop): those queued ``defer_for``
@@ -272,18 +317,24 @@ class SqliteDatabase:
             wait = self._deferred_since + self._defer_for - time.monotonic()
             if wait <= 0:
                 self._deferred_due = True
-                self._queued.notify()
-                return
+        if wait <= 0:
+            self._wake(asyncio.get_running_loop())  # the loop this timer runs on
+            return
         if loop is not None and not loop.is_closed():
             self._timer_loop = loop
             loop.call_later(wait, self._due)
 
     def _enqueue(
-        self, fn: Callable[[sqlite3.Connection], T], *, deferred: bool, then: Callable[[T], None] | None = None
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        *,
+        deferred: bool,
+        then: Callable[[T], None] | None = None,
+        quick: bool = False,
     ) -> asyncio.Future[T]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        job = _Job(fn, loop, future, then)
+        job = _Job(fn, loop, future, then, quick)
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
@@ -305,17 +356,69 @@ class SqliteDatabase:
             if self._wake_loop is loop:
                 return future
             self._wake_loop = loop
-        # The thread is woken once this turn of the loop is over, not by every job: the
-        # jobs that the rest of the turn queues (the other requests that arrived together)
-        # join the same batch, and the thread does not take the GIL from the loop meanwhile.
+        # The batch starts once this turn of the loop is over, not with every job: the jobs
+        # that the rest of the turn queues (the other requests that arrived together) join
+        # it, and the thread does not take the GIL from the loop meanwhile.
         loop.call_soon(self._wake, loop)
         return future
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the next batch (on ``loop``): its statements here when every job of it is
+        quick and of this loop, else on the thread. Nothing while a batch is in flight: its
+        delivery calls this again."""
         with self._queued:
             if self._wake_loop is loop:
                 self._wake_loop = None
-            self._queued.notify()
+            if self._in_flight or self._closed or not (self._jobs or (self._deferred and self._deferred_due)):
+                return
+            batch = self._take()
+            self._in_flight = True
+            if self._conn is None or not all(job.quick and job.loop is loop for job in batch):
+                self._hand_over(_Handoff(batch))
+                return
+        handoff = None
+        try:
+            handoff = self._statements_on_loop(batch)
+        finally:  # whatever happens here, the thread gets the batch: to commit, or to run
+            with self._queued:
+                self._hand_over(handoff or _Handoff(batch))
+
+    def _take(self) -> list[_Job]:
+        """The next batch (under ``_queued``): the deferred jobs first — queued before the
+        jobs waited for, and counted busy before they leave the deferred list, so that a
+        fresh inline read on the loop (which looks at both without the lock) never sees
+        neither — then the jobs, up to ``max_batch``."""
+        self._busy += len(self._deferred)
+        batch, self._deferred, self._deferred_due = self._deferred, [], False
+        batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+        return batch
+
+    def _hand_over(self, handoff: _Handoff) -> None:
+        self._handoff = handoff
+        self._queued.notify()
+
+    def _statements_on_loop(self, batch: list[_Job]) -> _Handoff | None:
+        """Run the quick ``batch``'s statements on the loop, in a transaction the thread
+        commits; None, having run nothing, when another process holds the writer lock or
+        SQLite's write lock (the thread then waits its turn and runs the batch)."""
+        if not self._try_writer_turn():
+            return None
+        try:
+            if self._loop_conn is None:
+                self._loop_conn = self._open(busy_timeout_ms=0, query_only=False, schema=False)
+            conn = self._loop_conn
+            conn.execute("BEGIN IMMEDIATE")  # busy_timeout 0: never waits on the loop
+        except (sqlite3.Error, OSError):
+            self._end_writer_turn()
+            return None
+        try:
+            rest = self._statements(conn, batch)
+        except BaseException as exc:  # a SAVEPOINT failed (I/O error): every job of the batch fails
+            _rollback(conn)
+            for job in batch:
+                job.result, job.error = None, job.error or exc
+            rest = []
+        return _Handoff(batch, conn, rest)
 
     # -- inline ----------------------------------------------------------------
 
@@ -346,27 +449,78 @@ class SqliteDatabase:
     def _serve(self) -> None:
         while True:
             with self._queued:
-                while not self._jobs and not self._closed and not (self._deferred and self._deferred_due):
+                while self._handoff is None and not self._thread_turn and not self._closed:
                     self._queued.wait()
-                if not self._jobs and not self._deferred:
-                    return  # closed, and every queued job has run
-                # The deferred jobs first: they were queued before the jobs waited for.
-                # Counted busy before they leave the deferred list: a fresh inline read on the
-                # loop (which looks at both without the lock) never sees neither.
-                self._busy += len(self._deferred)
-                batch, self._deferred, self._deferred_due = self._deferred, [], False
-                batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
-            with self._lock:
-                try:
-                    conn = self._connect()
-                    with self._writer_turn():
-                        self._execute(conn, batch)
-                except BaseException as exc:  # no connection: every job of the batch fails
-                    for job in batch:
-                        job.error = exc
+                while self._in_flight and self._handoff is None:  # closed while the loop runs a batch
+                    self._queued.wait()
+                handoff, self._handoff = self._handoff, None
+                if handoff is None:  # the thread's turn, or closed: it takes what is queued
+                    self._thread_turn = False
+                    if not self._jobs and not self._deferred:
+                        if self._closed:
+                            return  # every queued job has run
+                        continue
+                    handoff = _Handoff(self._take())
+                    self._in_flight = True
+            if handoff.conn is None:
+                self._run(handoff.batch)
+            else:
+                self._commit(handoff)
             with self._queued:
-                self._busy -= len(batch)
-            self._deliver(batch)
+                self._busy -= len(handoff.batch)
+                self._in_flight = False
+            if not self._deliver(handoff.batch):
+                with self._queued:  # no loop will start the next batch: the thread does
+                    self._thread_turn = True
+
+    def _run(self, batch: list[_Job]) -> None:
+        """The whole batch on the thread: waiting for its turn to write, if it must."""
+        with self._lock:
+            try:
+                conn = self._connect()
+                with self._writer_turn():
+                    self._execute(conn, batch)
+            except BaseException as exc:  # no connection: every job of the batch fails
+                for job in batch:
+                    job.error = exc
+
+    def _commit(self, handoff: _Handoff) -> None:
+        """COMMIT the transaction in which the loop ran the batch's statements (the fsync
+        waits here, not on the loop), then run the jobs SQLite's rollback left to run."""
+        conn = handoff.conn
+        assert conn is not None
+        try:
+            if conn.in_transaction:
+                try:
+                    conn.execute("COMMIT")
+                except BaseException as exc:
+                    _rollback(conn)
+                    for job in handoff.batch:
+                        job.result, job.error = None, job.error or exc
+        finally:
+            self._end_writer_turn()
+        if handoff.rest:
+            self._run(handoff.rest)
+
+    def _try_writer_turn(self) -> bool:
+        """The writer lock without waiting (on the loop): whether this process may write now.
+        False before the thread opened it (its first batch does), or while it is held."""
+        fd = self._writer_lock
+        if fd is None:
+            return False
+        if fd < 0:
+            return True  # no writer lock here: SQLite's locks alone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process's turn (or a failing flock, which the thread reports)
+            return False
+        return True
+
+    def _end_writer_turn(self) -> None:
+        fd = self._writer_lock
+        if fd is not None and fd >= 0:
+            with contextlib.suppress(OSError):  # not on an open descriptor; the thread must not die of it
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _writer_turn(self) -> Iterator[None]:
@@ -426,6 +580,25 @@ class SqliteDatabase:
             for job in batch:
                 job.error = exc
             return
+        rest = self._statements(conn, batch)
+        if rest is not None:  # SQLite rolled the transaction back: nothing to commit
+            if rest:
+                self._execute(conn, rest)
+            return
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            for job in batch:
+                job.result, job.error = None, job.error or exc
+
+    @staticmethod
+    def _statements(conn: _Connection, batch: list[_Job]) -> list[_Job] | None:
+        """Run each job of ``batch`` in a savepoint of its own, in ``conn``'s open
+        transaction: a job that raises undoes only its own writes. None when the transaction
+        is still open (for the COMMIT); when SQLite rolled it back (I/O error, disk full),
+        the jobs run before lost their writes and get the error, and the jobs after are
+        returned, to start a new one."""
         done: list[_Job] = []
         for index, job in enumerate(batch):
             conn.execute("SAVEPOINT job")
@@ -442,30 +615,31 @@ class SqliteDatabase:
                 lost = job.error or sqlite3.OperationalError("the transaction was rolled back")
                 for earlier in done + [job]:
                     earlier.result, earlier.error = None, earlier.error or lost
-                if index + 1 < len(batch):
-                    self._execute(conn, batch[index + 1 :])
-                return
+                return batch[index + 1 :]
             if job.error is None:
                 conn.execute("RELEASE job")
             else:
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
             done.append(job)
-        try:
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            _rollback(conn)
-            for job in batch:
-                job.result, job.error = None, job.error or exc
+        return None
 
-    @staticmethod
-    def _deliver(batch: list[_Job]) -> None:
+    def _deliver(self, batch: list[_Job]) -> bool:
+        """Answer the batch's jobs on their loops, each of which then starts the next batch;
+        False when no loop could be reached (every one closed: no one is waiting)."""
         by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in batch:
             by_loop.setdefault(job.loop, []).append(job)
+        reached = False
         for loop, jobs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # the loop is closed: no one is waiting
-                loop.call_soon_threadsafe(_settle, jobs)
+                loop.call_soon_threadsafe(self._delivered, jobs, loop)
+                reached = True
+        return reached
+
+    def _delivered(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        _settle(jobs)
+        self._wake(loop)
 
     def close(self) -> None:
         """Run the jobs already queued, then close the connections."""
@@ -485,6 +659,9 @@ class SqliteDatabase:
         if self._inline_conn is not None:
             self._inline_conn.close()
             self._inline_conn = None
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
 
 
 def _settle(jobs: list[_Job]) -> None:

@@ -151,7 +151,7 @@ class SqliteJournal:
                 )
                 return Admission(alert_id, False, seq=seq, behind_others=behind)
 
-        return self.db.submit(admit, then)
+        return self.db.submit(admit, then, quick=True)  # a few lookups by index and one INSERT
 
     # -- replay keys -----------------------------------------------------------
 
@@ -261,7 +261,7 @@ class SqliteJournal:
                 if state is not None:
                     update_alert(conn, alert_id, state, now, result_json, error_code, message, http_status)
 
-        return self.db.later(write)  # a fresh read (``get``) waits behind it
+        return self.db.later(write, quick=True)  # a fresh read (``get``) waits behind it
 
     def expedite(self) -> None:
         self.db.expedite()

@@ -189,8 +189,9 @@ def hold_admissions(journal, gate: asyncio.Event, admitting: asyncio.Event) -> l
         held_gate.add_done_callback(lambda _: ready.set())
         held.append(held_gate)
 
-        def gated_submit(fn, then=None):
+        def gated_submit(fn, then=None, *, quick=False):
             admitting.set()
+            # The gated job blocks until the gate opens: on the thread, never quick (on the loop).
             return submit(lambda conn: (ready.wait(10), fn(conn))[1], then)
 
         journal.db.submit = gated_submit
@@ -526,18 +527,22 @@ async def test_an_alert_waits_for_one_durable_write_its_admission(app_client, sc
         queued: list[str] = []
         run, submit, later = db.run, db.submit, db.later
 
-        async def counting_run(fn, *, read_only=False, fresh=True):
+        slow: list[str] = []  # the writes of the alerts not marked quick (statements on the thread)
+
+        async def counting_run(fn, *, read_only=False, fresh=True, quick=False):
             if not read_only:
                 awaited.append(getattr(fn, "__qualname__", "?"))
-            return await run(fn, read_only=read_only, fresh=fresh)
+            return await run(fn, read_only=read_only, fresh=fresh, quick=quick)
 
-        def counting_submit(fn, then=None):  # a write waited for without a coroutine
+        def counting_submit(fn, then=None, *, quick=False):  # a write waited for without a coroutine
             awaited.append(getattr(fn, "__qualname__", "?"))
-            return submit(fn, then)
+            slow.extend([] if quick else awaited[-1:])
+            return submit(fn, then, quick=quick)
 
-        def counting_later(fn):
+        def counting_later(fn, *, quick=False):
             queued.append(getattr(fn, "__qualname__", "?"))
-            return later(fn)
+            slow.extend([] if quick else queued[-1:])
+            return later(fn, quick=quick)
 
         db.run, db.submit, db.later = counting_run, counting_submit, counting_later
         for i in range(5):
@@ -548,3 +553,4 @@ async def test_an_alert_waits_for_one_durable_write_its_admission(app_client, sc
     alerts = [name for name in during if not name.startswith(("SqliteJournal.heartbeat", "SqliteJournal.claim"))]
     assert alerts == ["SqliteJournal.admit.<locals>.admit"] * 5, during  # awaited: the admission only
     assert queued_during == 5  # and one queued write each: its attempt and its ending
+    assert slow == []  # both quick: their statements run on the loop, only the COMMIT on the thread

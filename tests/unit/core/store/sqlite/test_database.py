@@ -503,3 +503,173 @@ async def test_a_writer_running_as_root_leaves_the_lock_file_to_the_databases_ow
         assert stat.S_IMODE(owner.st_mode) == 0o600
     finally:
         db.close()
+
+
+# -- quick jobs: their statements on the loop, their COMMIT on the thread -----------------------
+
+
+def where(ran: list[int]):
+    """A quick insert that records the thread its statements ran on."""
+
+    def job(conn: sqlite3.Connection) -> str:
+        ran.append(threading.get_ident())
+        return insert(f"n{len(ran)}")(conn)
+
+    return job
+
+
+class CommitCounter:
+    """Records the thread of each COMMIT the thread runs for a batch the loop ran."""
+
+    def __init__(self, db: SqliteDatabase, monkeypatch):
+        self.threads: list[int] = []
+        original = db._commit
+
+        def counting(handoff):
+            self.threads.append(threading.get_ident())
+            return original(handoff)
+
+        monkeypatch.setattr(db, "_commit", counting)
+
+
+def seen_by_another_connection(path) -> dict[str, int]:
+    other = sqlite3.connect(path)
+    other.row_factory = sqlite3.Row
+    try:
+        return rows(other)
+    finally:
+        other.close()
+
+
+async def test_a_quick_batch_runs_its_statements_on_the_loop_and_one_commit_on_the_thread(db, tmp_path, monkeypatch):
+    await db.run(lambda conn: None)  # the thread's connection exists (it makes the schema)
+    commits = CommitCounter(db, monkeypatch)
+    ran: list[int] = []
+    jobs = [db.submit(where(ran), quick=True) for _ in range(3)]  # one turn of the loop: one batch
+    assert await asyncio.gather(*jobs) == ["n1", "n2", "n3"]
+    assert ran == [threading.get_ident()] * 3
+    assert len(commits.threads) == 1 and commits.threads[0] == db._thread.ident  # type: ignore[union-attr]
+    # Answered once committed: another connection (another process) sees every write.
+    assert seen_by_another_connection(tmp_path / "t.sqlite3") == {"n1": 1, "n2": 1, "n3": 1}
+
+
+async def test_a_failing_quick_job_undoes_only_its_own_writes(db):
+    await db.run(lambda conn: None)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO items (name, value) VALUES ('half', 1)")
+        raise ValueError("boom")
+
+    jobs = [
+        db.submit(insert("x"), quick=True),
+        db.submit(half_then_fail, quick=True),
+        db.submit(insert("y"), quick=True),
+    ]
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert results[0] == "x" and results[2] == "y" and isinstance(results[1], ValueError)
+    assert await db.run(rows) == {"x": 1, "y": 1}
+
+
+async def test_a_quick_batch_whose_commit_fails_gives_every_job_the_error(tmp_path):
+    schema = (
+        SCHEMA + "CREATE TABLE IF NOT EXISTS parents (id TEXT PRIMARY KEY);"
+        "CREATE TABLE IF NOT EXISTS children (parent TEXT REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);"
+    )
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=schema)
+    try:
+        await db.run(lambda conn: None)
+        orphan = db.submit(lambda conn: conn.execute("INSERT INTO children VALUES ('none')").rowcount, quick=True)
+        fine = db.submit(insert("a"), quick=True)
+        # The statements succeed on the loop; the deferred key fails the COMMIT, on the thread.
+        for job in (orphan, fine):
+            with pytest.raises(sqlite3.IntegrityError):
+                await job
+        assert await db.run(rows) == {}
+        assert await db.submit(insert("b"), quick=True) == "b"  # the loop's connection is usable again
+        assert await db.run(rows) == {"b": 1}
+    finally:
+        db.close()
+
+
+async def test_a_quick_job_goes_to_the_thread_while_another_connection_writes(db, tmp_path):
+    await db.run(lambda conn: None)
+    other = sqlite3.connect(tmp_path / "t.sqlite3", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # SQLite's write lock, as a CLI or another process holds it
+        ran: list[int] = []
+        job = db.submit(where(ran), quick=True)
+        await asyncio.sleep(0.05)
+        # BEGIN IMMEDIATE on the loop met the lock at once (busy_timeout 0): the loop went on,
+        # and the thread runs the batch, waiting for the lock.
+        assert not job.done() and threading.get_ident() not in ran
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(job, 10) == "n1"
+        assert ran == [db._thread.ident]  # type: ignore[union-attr]
+    finally:
+        other.close()
+
+
+async def test_a_quick_job_waits_on_the_thread_while_another_process_holds_the_writer_lock(db):
+    await db.run(insert("before"))
+    ran: list[int] = []
+    with held_by_another_process(db.writer_lock_path) as holder:
+        job = db.submit(where(ran), quick=True)
+        if SYS_FLOCK is not None:  # the thread waits in flock(); the loop is free meanwhile
+            assert db._thread is not None
+            deadline = time.monotonic() + 10
+            while current_syscall(db._thread) != SYS_FLOCK:
+                assert time.monotonic() < deadline, "the writer thread never waited for the lock"
+                await asyncio.sleep(0.001)
+        assert not job.done() and ran == []
+        holder.kill()
+        assert await asyncio.wait_for(job, 10) == "n1"
+    assert ran == [db._thread.ident]  # type: ignore[union-attr]
+    assert probe_lock(db.writer_lock_path)  # let go after the batch
+    # The next quick batch takes the lock on the loop again, and lets it go after its COMMIT.
+    held_during: list[bool] = []
+
+    def probing(conn: sqlite3.Connection) -> str:
+        held_during.append(not probe_lock(db.writer_lock_path))
+        return insert("after")(conn)
+
+    assert await db.submit(probing, quick=True) == "after"
+    assert held_during == [True] and probe_lock(db.writer_lock_path)
+
+
+async def test_a_batch_with_a_job_that_is_not_quick_runs_on_the_thread(db):
+    await db.run(lambda conn: None)
+    ran: list[int] = []
+    quick, slow = db.submit(where(ran), quick=True), db.submit(where(ran))  # one turn: one batch
+    assert await asyncio.gather(quick, slow) == ["n1", "n2"]
+    assert ran == [db._thread.ident] * 2  # type: ignore[union-attr]
+
+
+async def test_quick_later_writes_join_the_next_quick_batch_or_commit_on_the_loop_once_due(tmp_path, monkeypatch):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=0.05)
+    try:
+        await db.run(lambda conn: None)
+        commits = CommitCounter(db, monkeypatch)
+        ran: list[int] = []
+        first = db.later(where(ran), quick=True)
+        assert await db.submit(where(ran), quick=True) == "n2"
+        assert first.done() and first.result() == "n1"
+        assert len(commits.threads) == 1  # one batch, one COMMIT
+        due = db.later(where(ran), quick=True)  # nothing to join: committed once due
+        assert await asyncio.wait_for(due, 5) == "n3"
+        assert ran == [threading.get_ident()] * 3 and len(commits.threads) == 2
+        assert await db.run(rows) == {"n1": 1, "n2": 1, "n3": 1}
+    finally:
+        db.close()
+
+
+async def test_jobs_queued_while_a_quick_batch_commits_form_the_next_batch(db, monkeypatch):
+    await db.run(lambda conn: None)
+    commits = CommitCounter(db, monkeypatch)
+    ran: list[int] = []
+    first = db.submit(where(ran), quick=True)
+    await asyncio.sleep(0)  # the first batch is taken (its statements run) at the end of that turn
+    assert ran == [threading.get_ident()]
+    following = [db.submit(where(ran), quick=True) for _ in range(3)]
+    assert await first == "n1" and await asyncio.gather(*following) == ["n2", "n3", "n4"]
+    # Not started while the first was in flight: they waited for its delivery, then shared a COMMIT.
+    assert len(commits.threads) == 2
