@@ -141,24 +141,29 @@ def fsync_commit_us(directory: Path, n: int = 300) -> float:
 
 
 class CommitCounter:
-    """Counts the jobs that the FULL databases (journal, replay cache) commit on their
-    threads: at concurrency 1 each is one durable commit (one fsync) the alert waits for."""
+    """Counts the batches that the FULL databases (journal, replay cache) commit on their
+    threads — run there whole (``_execute``), or run on the loop and committed there
+    (``_commit``, quick jobs): at concurrency 1 each is one durable commit (one fsync) the
+    alert waits for."""
 
     def __init__(self) -> None:
         from core.store.sqlite.database import SqliteDatabase
 
         self.count = 0
         self.enabled = False
-        original = SqliteDatabase._execute
         counter = self
 
-        def counting(db, conn, batch):
-            if counter.enabled and db._synchronous.upper() == "FULL":
-                counter.count += 1
-            return original(db, conn, batch)
+        def counted(original):
+            def counting(db, *args):
+                if counter.enabled and db._synchronous.upper() == "FULL":
+                    counter.count += 1
+                return original(db, *args)
+
+            return counting
 
         # bench instrumentation only, in this process
-        SqliteDatabase._execute = counting  # type: ignore[method-assign]
+        SqliteDatabase._execute = counted(SqliteDatabase._execute)  # type: ignore[method-assign]
+        SqliteDatabase._commit = counted(SqliteDatabase._commit)  # type: ignore[method-assign]
 
 
 def _write_plugins_file(data_dir: Path, journal_synchronous: str) -> None:

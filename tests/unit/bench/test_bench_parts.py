@@ -211,25 +211,28 @@ def test_instructions_count_the_targets_named_and_refuse_others(tmp_path, monkey
     assert cmd[0] == "bench.instructions" and cmd[cmd.index("--targets") + 1] == "durable,server"
 
 
-@pytest.mark.parametrize("lock", [True, False])
-def test_contention_runs_writer_processes_on_one_file_and_reports_each(tmp_path, capsys, lock):
+@pytest.mark.parametrize(("lock", "quick"), [(True, False), (False, False), (True, True)])
+def test_contention_runs_writer_processes_on_one_file_and_reports_each(tmp_path, capsys, lock, quick):
     from bench import contention
 
     out = tmp_path / "contention.json"
     argv = ["--processes", "2", "--n", "40", "--concurrency", "2", "--out", str(out)]
-    assert contention.main(argv + ([] if lock else ["--no-writer-lock"])) == 0
+    argv += ([] if lock else ["--no-writer-lock"]) + (["--quick"] if quick else [])
+    assert contention.main(argv) == 0
     result = json.loads(out.read_text())
-    assert {k: result[k] for k in ("processes", "n", "concurrency", "writer_lock")} == {
+    assert {k: result[k] for k in ("processes", "n", "concurrency", "writer_lock", "quick")} == {
         "processes": 2,
         "n": 40,
         "concurrency": 2,
         "writer_lock": lock,
+        "quick": quick,
     }
     assert [row["process"] for row in result["rows"]] == ["p0", "p1"]
     for row in result["rows"]:
         assert row["commits_per_s"] > 0 and 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
     printed = capsys.readouterr().out
     assert ("with the writer lock" if lock else "without the writer lock") in printed and "  all " in printed
+    assert ("quick jobs" if quick else "jobs on the thread") in printed
 
 
 def test_contention_refuses_impossible_settings(capsys):
