@@ -438,8 +438,10 @@ def held_by_another_process(path):
 
 
 def current_syscall(thread: threading.Thread) -> int:
-    """The number of the system call ``thread`` (of this process) is in (Linux)."""
-    return int(Path(f"/proc/self/task/{thread.native_id}/syscall").read_text().split()[0])
+    """The number of the system call ``thread`` (of this process) is in (Linux); -1 while it
+    runs outside one (the file then reads "running")."""
+    first = Path(f"/proc/self/task/{thread.native_id}/syscall").read_text().split()[0]
+    return int(first) if first.lstrip("-").isdigit() else -1
 
 
 async def test_a_writer_of_another_process_is_waited_for_and_its_death_lets_the_next_one_go(db):
