@@ -673,5 +673,5 @@ async def test_jobs_queued_while_a_quick_batch_commits_form_the_next_batch(db, m
     assert ran == [threading.get_ident()]
     following = [db.submit(where(ran), quick=True) for _ in range(3)]
     assert await first == "n1" and await asyncio.gather(*following) == ["n2", "n3", "n4"]
-    # Not started while the first was in flight: they waited for its delivery, then shared a COMMIT.
+    # Queued while the first was in flight, they were not taken one by one: one batch, one COMMIT.
     assert len(commits.threads) == 2
