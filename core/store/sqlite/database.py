@@ -53,9 +53,11 @@ per write). The future it returns is done once it is committed. ``close()`` comm
 **Writers of several processes.** SQLite lets one process write at a time and makes the
 others poll: a connection that finds the database locked sleeps 1, 2, 5, 10 ms and more
 before it tries again, and a worker whose commit lost the race several times stalls every
-alert behind it. So the thread takes an exclusive ``flock`` on ``<database>-writer`` for
-each batch: the workers of one ``DATA_DIR`` queue for it in the kernel, and the next one
-goes as soon as the previous one's COMMIT is done; a process that dies lets it go at once.
+alert behind it. So each batch holds an exclusive ``flock`` on ``<database>-writer`` until
+its COMMIT is done: the workers of one ``DATA_DIR`` queue for it in the kernel (the thread
+waits in ``flock``; a quick batch tries it on the loop without waiting, and leaves the
+batch to the thread when it is taken), and the next one goes as soon as the previous one's
+COMMIT is done; a process that dies lets it go at once.
 It orders the threads, nothing more: SQLite's own locks still decide, so a writer that
 does not take it (a CLI, ``run_sync``, an inline job) is waited for as before, within
 ``busy_timeout``. Where the lock cannot be had, batches go without it: no ``fcntl`` (not
@@ -541,7 +543,7 @@ class SqliteDatabase:
         try:
             yield
         finally:
-            fcntl.flock(self._writer_lock, fcntl.LOCK_UN)
+            self._end_writer_turn()
 
     def _open_writer_lock(self) -> int:
         if fcntl is None:
