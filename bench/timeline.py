@@ -10,7 +10,7 @@ which marks a few of their functions as they are called and return. Each round d
 reads the marks back (``GET /__timeline``) and splits them into requests. Per stage the
 table gives the median over the round medians, in µs, and the server's excess:
 
-    request → journal         the ASGI app called (body read) → the journal write asked for
+    request → journal         the ASGI app called (the body is read in it) → the journal write
     journal → committed       → its COMMIT returned (on the writer thread)
     committed → on the loop   → the loop has the result
     on the loop → fetch       → ccxt's HTTP request starts (engine, then ccxt builds the order)
