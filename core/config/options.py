@@ -57,6 +57,13 @@ class RouterOptions(PluginOptions):
         "stored); off because keys in alert messages are readable by anyone who sees them (docs/security.md).",
     )
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds shutdown waits for orders in flight.")
+    group_admissions_behind: int = Field(
+        8,
+        ge=0,
+        description="An alert arriving with this many of its market's alerts ahead of it in the worker (waiting "
+        "or executing) has its journal write grouped with the next ones (SQLite), as it cannot execute sooner; "
+        "0: every admission commits at once.",
+    )
     retry_base_delay: float = Field(
         0.1,
         gt=0,

@@ -36,7 +36,7 @@ from typing import Any
 
 from core.errors import RiskLimitExceeded, ServiceUnavailable, StoreUnavailable, WebhookError
 from core.pipeline.host import EngineHost
-from core.pipeline.lanes import Lanes, Ticket
+from core.pipeline.lanes import Lane, Lanes, Ticket
 from core.pipeline.models import Alert, NothingToDo, OrderRequest, OrderResult
 from core.pipeline.outcomes import Outcome, as_order_error, describe, may_be_booked, retries
 from core.pipeline.periodic import every
@@ -66,8 +66,10 @@ class ExecutionEngine:
         self.phase: dict[str, str] = {}  # alert_id → what it is doing now (for 202 answers)
         self._answer_waiters: dict[str, list[asyncio.Future[None]]] = {}  # woken as the alert's task ends
         self._risk_gate = risk_gate
-        self._lanes = Lanes(self._earlier_unfinished)
         self.writes = PendingWrites(lambda: self.router.journal)
+        self._lanes = Lanes(
+            self._earlier_unfinished, patience=self.options.group_admissions_behind, hurry=self.writes.expedite
+        )
         self._settle = Settlement(router, self.writes)
         self._reconciler = Reconciler(
             router, self.options, writes=self.writes, place=self._place, settle=self._settle, phase=self.phase
@@ -88,6 +90,7 @@ class ExecutionEngine:
         # The loop ends on this event rather than on cancellation alone: a store client
         # may swallow a CancelledError delivered in the middle of its call.
         self._stopping.set()
+        self.writes.expedite()  # patient admissions too: their alerts are waited for below
         if self._background:
             _, stuck = await asyncio.wait(self._background, timeout=5)
             for task in stuck:
@@ -147,6 +150,11 @@ class ExecutionEngine:
             coro.close()
             self._lanes.leave(ticket)  # never run: the alerts behind it must not wait for it
             raise
+
+    def patient_lane(self, lane: str) -> Lane | None:
+        """``lane`` when an alert admitted into it now may be admitted patiently
+        (``core.pipeline.lanes``, "Patient admissions"), else None."""
+        return self._lanes.patient(lane)
 
     def not_started(self, alert: Alert, error: BaseException) -> asyncio.Task[Outcome]:
         """A freshly journaled alert whose execution could not start (``submit`` raised):

@@ -13,6 +13,15 @@ the lane held by another worker is still unfinished — only for an alert whose 
 found one (``Admission.behind_others``), or that was recovered or reopened; meanwhile the
 lane is free for an alert of this process that arrived earlier still. Other lanes run in
 parallel.
+
+**Patient admissions.** An alert that arrives with ``patience`` or more of this process's
+alerts already in its lane cannot execute before they have, a lane's time each. Its
+admission need not commit at once (``Lanes.patient``, ``Journal.admit(patient=True)``): it
+shares a commit with the admissions that follow it instead of each paying an fsync, a wake-up
+of the writer thread and one of the loop — what a busy market's alerts, answered one at a
+time, would otherwise cost. The lane counts such admissions until they return and, as the
+alerts ahead leave, calls ``hurry`` once fewer than half of ``patience`` are left: they
+commit then (or once the journal's short deferral is up), while the lane still has work.
 """
 
 from __future__ import annotations
@@ -46,11 +55,12 @@ class Ticket:
 class Lane:
     """This process's alerts of one (account, market), by arrival number; ``busy`` while one runs."""
 
-    __slots__ = ("queue", "busy")
+    __slots__ = ("queue", "busy", "patient")
 
     def __init__(self) -> None:
         self.queue: list[Ticket] = []  # sorted by seq; the first one runs next
         self.busy = False
+        self.patient = 0  # patient admissions of this lane not yet returned (see Lanes.patient)
 
     def wake_next(self) -> None:
         if not self.busy and self.queue:
@@ -62,13 +72,35 @@ class Lane:
 class Lanes:
     """Every lane of this process with an alert waiting or running."""
 
-    def __init__(self, earlier_unfinished: EarlierUnfinished, *, poll_max: float = 0.1):
+    def __init__(
+        self,
+        earlier_unfinished: EarlierUnfinished,
+        *,
+        poll_max: float = 0.1,
+        patience: int = 0,
+        hurry: Callable[[], None] | None = None,
+    ):
+        """``patience``: how many alerts ahead in its lane make an admission patient (0:
+        none is); ``hurry``: commits the patient admissions now (``Journal.expedite``)."""
         self._earlier_unfinished = earlier_unfinished
         self._poll_max = poll_max
         self._lanes: dict[str, Lane] = {}
+        self._patience = patience if hurry is not None else 0
+        self._hurry = hurry
+        self._short = max(1, patience // 2)
 
     def __len__(self) -> int:
         return len(self._lanes)
+
+    def patient(self, key: str) -> Lane | None:
+        """Lane ``key`` when an alert arriving in it now would wait behind ``patience`` or
+        more of this process's alerts (waiting or executing): its admission may be patient.
+        The caller counts it (``Lane.patient``) until the admission returns. None (the
+        usual case): the admission commits at once."""
+        lane = self._lanes.get(key)
+        if lane is None or not self._patience or len(lane.queue) < self._patience:
+            return None
+        return lane
 
     def join(self, key: str, seq: int) -> Ticket:
         """Take the place of arrival ``seq`` in lane ``key`` (now: before any await)."""
@@ -118,6 +150,8 @@ class Lanes:
                 lane.busy = False
             lane.queue.remove(ticket)
             lane.wake_next()
+            if lane.patient and len(lane.queue) < self._short and self._hurry is not None:
+                self._hurry()  # the patient admissions commit while the lane still has work
             if not lane.queue and not lane.busy:
                 self._lanes.pop(ticket.key, None)
 

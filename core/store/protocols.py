@@ -44,7 +44,7 @@ class Journal(Protocol):
         """Release what this journal opened (a shared Redis client stays open)."""
 
     def admit(
-        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None, patient: bool = False
     ) -> asyncio.Future[Admission]:
         """Record a new alert (state ``received``), or return the one it duplicates; atomic
         across processes and machines sharing the store. ``request`` holds what is recorded.
@@ -68,6 +68,11 @@ class Journal(Protocol):
         must follow a committed admission whatever happens to its request (starting the
         alert's execution, ``core.pipeline.admission``) runs there, with no await in
         between. An exception of ``then`` is the future's.
+
+        ``patient``: the alert waits behind others of its market anyway, so its admission
+        need not commit at once: a store may hold it to share a later commit (SQLite: with
+        the next write waited for, within a few milliseconds, or at ``expedite``). Nothing
+        else changes: the future and ``then`` still come only once it is committed.
         """
 
     async def set_state(
@@ -101,7 +106,8 @@ class Journal(Protocol):
         is committed (its exception if it failed); ``expedite`` commits what is queued now."""
 
     def expedite(self) -> None:
-        """Commit the writes ``record`` queued now rather than with the next write."""
+        """Commit the writes ``record`` queued, and the patient admissions, now rather than
+        with the next write."""
 
     async def remember_replay(self, key: str, expires_at: float | None) -> bool:
         """Record a replay key outside an admission (a signed read or kill-switch request):

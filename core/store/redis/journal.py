@@ -123,8 +123,9 @@ class RedisJournal:
     # -- admission and state ---------------------------------------------------
 
     def admit(
-        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None, patient: bool = False
     ) -> asyncio.Future[Admission]:
+        # ``patient`` changes nothing here: each admission is one round trip of its own.
         replay_key = request.replay_key
         if request.replay_expires_at is not None and request.replay_expires_at <= time.time():
             replay_key = None  # already expired: nothing to remember

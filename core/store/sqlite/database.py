@@ -49,6 +49,10 @@ written after its answer): it joins the next batch a caller does wait for, shari
 batch's COMMIT, or commits on its own ``defer_for`` seconds after it was queued when no
 such batch comes (``expedite()``: at once; one timer on the loop at a time, not one
 per write). The future it returns is done once it is committed. ``close()`` commits what is still deferred.
+``submit(fn, then, patient=True)`` queues a write its caller does wait for, but need not
+have committed at once, the same way: the journal's admission of an alert that waits behind
+others of its market anyway (``core.pipeline.lanes``), so that such admissions share commits
+instead of each paying its own.
 
 **Writers of several processes.** SQLite lets one process write at a time and makes the
 others poll: a connection that finds the database locked sleeps 1, 2, 5, 10 ms and more
@@ -279,15 +283,22 @@ class SqliteDatabase:
         return await self._enqueue(fn, deferred=False, quick=quick)
 
     def submit(
-        self, fn: Callable[[sqlite3.Connection], T], then: Callable[[T], None] | None = None, *, quick: bool = False
+        self,
+        fn: Callable[[sqlite3.Connection], T],
+        then: Callable[[T], None] | None = None,
+        *,
+        quick: bool = False,
+        patient: bool = False,
     ) -> asyncio.Future[T]:
         """Queue ``fn`` as ``run`` does (on the thread, answered after its COMMIT), without a
         coroutine: the future gets its result. ``then(result)`` is called on the loop once
         it is committed, just before the future is done — also when the future was
         cancelled meanwhile (its caller is gone): what must follow a committed write runs
         there. The ``then`` of one batch's jobs run in the jobs' order; one that raises
-        gives the future its exception. ``quick`` as for ``run``."""
-        return self._enqueue(fn, deferred=False, then=then, quick=quick)
+        gives the future its exception. ``quick`` as for ``run``. ``patient``: committed as
+        a ``later`` write is — with the next batch, once due (``defer_for``) or at
+        ``expedite()`` — not at once; its future and ``then`` as without."""
+        return self._enqueue(fn, deferred=patient, then=then, quick=quick)
 
     def later(self, fn: Callable[[sqlite3.Connection], T], *, quick: bool = False) -> asyncio.Future[T]:
         """Queue ``fn`` to commit with the next batch (see the module docstring), without

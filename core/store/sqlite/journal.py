@@ -89,7 +89,7 @@ class SqliteJournal:
     # -- admission -------------------------------------------------------------
 
     def admit(
-        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None
+        self, request: AdmissionRequest, *, then: Callable[[Admission], None] | None = None, patient: bool = False
     ) -> asyncio.Future[Admission]:
         def admit(conn: sqlite3.Connection) -> Admission:
             journaled_at = time.time()
@@ -151,7 +151,7 @@ class SqliteJournal:
                 )
                 return Admission(alert_id, False, seq=seq, behind_others=behind)
 
-        return self.db.submit(admit, then, quick=True)  # a few lookups by index and one INSERT
+        return self.db.submit(admit, then, quick=True, patient=patient)  # a few lookups by index and one INSERT
 
     # -- replay keys -----------------------------------------------------------
 

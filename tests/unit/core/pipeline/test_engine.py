@@ -110,6 +110,48 @@ async def test_alerts_for_one_symbol_execute_in_arrival_order(app_client, script
     assert scripted.started_calls == arrival
 
 
+@pytest.mark.parametrize("behind", [8, 0])
+async def test_alerts_behind_a_queue_of_their_market_are_admitted_patiently_and_keep_their_order(
+    app_client, scripted, write_plugins_yaml, state_url, behind
+):
+    write_plugins_yaml(FAST.format(budget=2.0, resubmit_after=0.2) + f"  group_admissions_behind: {behind}\n")
+    release = asyncio.Event()
+    scripted.script = [("wait", release)]
+    async with app_client(extra_plugins=[("scripted", ScriptedPlugin(scripted))]) as (client, app):
+        router = app.extensions["router"]
+        journal = router.journal
+        patience: list[tuple[str, bool]] = []
+        in_lane = {8: asyncio.Event(), 12: asyncio.Event()}  # set once that many took their places
+        admit = journal.admit
+
+        def noting_admit(request, *, then=None, patient=False):
+            patience.append((request.explicit_id, patient))
+
+            def continuation(admission) -> None:
+                then(admission)  # committed: the alert takes its place in its lane
+                committed = sum(len(lane.queue) for lane in router.engine._lanes._lanes.values())
+                if committed in in_lane:
+                    in_lane[committed].set()
+
+            return admit(request, then=continuation, patient=patient)
+
+        journal.admit = noting_admit
+        ids = [f"queue-{i:02d}" for i in range(12)]
+        first = [asyncio.create_task(post(client, id=alert_id)) for alert_id in ids[:8]]
+        await in_lane[8].wait()  # the first holds the lane, the others wait behind it
+        assert [patient for _, patient in patience] == [False] * 8  # each arrived with fewer than 8 ahead
+        rest = [asyncio.create_task(post(client, id=alert_id)) for alert_id in ids[8:]]
+        await in_lane[12].wait()  # committed (within the journal's deferral) and in the lane
+        release.set()
+        answers = await asyncio.gather(*first, *rest)
+        rows = [await journal.get(alert_id) for alert_id in ids]
+    assert dict(patience[8:]) == {alert_id: bool(behind) for alert_id in ids[8:]}
+    assert [status for status, _ in answers] == [200] * 12, answers
+    arrival = [row["orders"][0]["client_order_id"] for row in sorted(rows, key=lambda r: r["seq"])]
+    assert scripted.started_calls == arrival  # in arrival order, the patient ones after the rest
+    assert {row["alert_id"] for row in rows[8:]} == set(ids[8:])
+
+
 async def test_other_symbols_are_not_blocked_by_a_slow_one(app_client, scripted):
     release = asyncio.Event()
     scripted.script = [("wait", release)]
@@ -189,7 +231,7 @@ def hold_admissions(journal, gate: asyncio.Event, admitting: asyncio.Event) -> l
         held_gate.add_done_callback(lambda _: ready.set())
         held.append(held_gate)
 
-        def gated_submit(fn, then=None, *, quick=False):
+        def gated_submit(fn, then=None, *, quick=False, patient=False):
             admitting.set()
             # The gated job blocks until the gate opens: on the thread, never quick (on the loop).
             return submit(lambda conn: (ready.wait(10), fn(conn))[1], then)
@@ -534,10 +576,10 @@ async def test_an_alert_waits_for_one_durable_write_its_admission(app_client, sc
                 awaited.append(getattr(fn, "__qualname__", "?"))
             return await run(fn, read_only=read_only, fresh=fresh, quick=quick)
 
-        def counting_submit(fn, then=None, *, quick=False):  # a write waited for without a coroutine
+        def counting_submit(fn, then=None, *, quick=False, patient=False):  # a write waited for without a coroutine
             awaited.append(getattr(fn, "__qualname__", "?"))
             slow.extend([] if quick else awaited[-1:])
-            return submit(fn, then, quick=quick)
+            return submit(fn, then, quick=quick, patient=patient)
 
         def counting_later(fn, *, quick=False):
             queued.append(getattr(fn, "__qualname__", "?"))

@@ -278,6 +278,49 @@ async def test_a_place_left_before_its_run_started_holds_no_one_up():
     assert len(lanes) == 0  # an emptied lane is dropped
 
 
+async def test_an_admission_behind_a_queue_is_patient_and_hurried_as_the_queue_runs_short():
+    hurried: list[int] = []
+    lanes = Lanes(lambda key, seq: _answer(False), patience=4, hurry=lambda: hurried.append(len(lanes_queue())))
+    releases = {seq: asyncio.Event() for seq in range(5)}
+
+    def lanes_queue() -> list:
+        return lanes._lanes["a"].queue if "a" in lanes._lanes else []
+
+    async def work(seq: int) -> int:
+        await releases[seq].wait()
+        return seq
+
+    assert lanes.patient("a") is None  # nothing ahead
+    tickets = [lanes.join("a", seq) for seq in range(3)]
+    assert lanes.patient("a") is None  # three ahead: fewer than the patience
+    tickets.append(lanes.join("a", 3))
+    lane = lanes.patient("a")
+    assert lane is not None and lanes.patient("b") is None  # four ahead in lane a; lane b is empty
+    tasks = [asyncio.create_task(lanes.run(t, lambda s=t.seq: work(s))) for t in tickets]
+    lane.patient += 1  # a patient admission of lane a is on its way (core.pipeline.admission)
+    for seq in range(2):
+        releases[seq].set()
+        assert await tasks[seq] == seq
+    assert hurried == []  # two left ahead: not short yet (half the patience)
+    releases[2].set()
+    await tasks[2]
+    assert hurried == [1]  # one left: the patient admission is to commit now, while the lane has work
+    tickets.append(lanes.join("a", 4))  # it committed and took its place
+    lane.patient -= 1
+    tasks.append(asyncio.create_task(lanes.run(tickets[-1], lambda: work(4))))
+    releases[3].set()
+    releases[4].set()
+    assert await asyncio.gather(*tasks[3:]) == [3, 4]
+    assert hurried == [1] and len(lanes) == 0  # none waiting any more: never hurried again
+
+
+async def test_no_admission_is_patient_without_a_patience_or_a_way_to_hurry_it():
+    for lanes in (Lanes(lambda key, seq: _answer(False)), Lanes(lambda key, seq: _answer(False), patience=2)):
+        for seq in range(5):
+            lanes.join("a", seq)
+        assert lanes.patient("a") is None
+
+
 async def _answer(value: bool) -> bool:
     return value
 

@@ -243,6 +243,28 @@ async def test_a_later_write_shares_the_commit_of_the_next_write_waited_for(tmp_
         db.close()
 
 
+async def test_a_patient_write_is_committed_with_the_next_batch_or_when_expedited(tmp_path, monkeypatch):
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    try:
+        await db.run(lambda conn: None)
+        counter = BatchCounter(db, monkeypatch)
+        continued: list[str] = []
+        patient = db.submit(insert("patient"), continued.append, quick=True, patient=True)
+        for _ in range(5):
+            await asyncio.sleep(0)  # turns of the loop: nothing starts a batch for it
+        assert not patient.done() and continued == []
+        assert await db.run(rows, read_only=True, fresh=False) == {}  # not committed: not even begun
+        assert await db.run(insert("now")) == "now"  # the next batch takes it along, first
+        assert patient.done() and patient.result() == "patient" and continued == ["patient"]
+        assert counter.batches == [2]
+        second = db.submit(insert("second"), continued.append, patient=True)
+        db.expedite()
+        assert await asyncio.wait_for(second, 5) == "second" and continued == ["patient", "second"]
+        assert await db.run(rows) == {"patient": 1, "now": 1, "second": 1}
+    finally:
+        db.close()
+
+
 async def test_a_fresh_read_waits_behind_a_later_write(tmp_path):
     db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
     try:
