@@ -1,7 +1,7 @@
 """Instructions per alert, counted by callgrind: the server's CPU cost beside the durable limit's
 and the Quart route's, without the noise of a shared machine.
 
-    python -m bench.instructions [--n 300] [--concurrency 1] [--targets server,quart,durable]
+    python -m bench.instructions [--n 300] [--concurrency 1] [--one-market] [--targets server,quart,durable]
 
 CPU seconds on a VM that shares its host drift from one run to the next by more than most
 changes to the hot path save (docs/performance.md shows the Quart route, unchanged, between
@@ -43,10 +43,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.emulator import bench_tickers
 from bench.processes import ROOT, Process
 from bench.targets import (
     QUART_LIMIT,
     REST_ACCOUNT,
+    TICKERS,
     Deadline,
     Target,
     first_filled_order,
@@ -174,13 +176,13 @@ def measure(target: Target, args: argparse.Namespace, tmp: Path, secret: str, de
     try:
         first_filled_order(target, secret, [], timeout=min(deadline.left(), args.start_timeout))
         warmup = f"{target.name}-warmup"
-        load_run(warmup, target.port, args.warmup, args.concurrency, target.account, secret, tmp, deadline)
+        tickers = bench_tickers()[0] if args.one_market else TICKERS
+        load_run(warmup, target.port, args.warmup, args.concurrency, target.account, secret, tmp, deadline, tickers)
         worker = worker_pid(process)
         callgrind_control("zero", worker)
         say(f"bench.instructions: {target.name}: {args.n} alerts at concurrency {args.concurrency} ...")
-        load = load_run(
-            f"{target.name}-counted", target.port, args.n, args.concurrency, target.account, secret, tmp, deadline
-        )
+        counted = f"{target.name}-counted"
+        load = load_run(counted, target.port, args.n, args.concurrency, target.account, secret, tmp, deadline, tickers)
         callgrind_control("dump", worker)
         files = dump_files(tmp / f"callgrind-{process.name}", worker)
     finally:
@@ -195,6 +197,7 @@ def measure(target: Target, args: argparse.Namespace, tmp: Path, secret: str, de
     return {
         "n": args.n,
         "concurrency": args.concurrency,
+        "one_market": args.one_market,
         "per_alert": sum(threads) / args.n,
         "main_thread_per_alert": threads[0] / args.n,
         "other_threads_per_alert": sum(threads[1:]) / args.n,
@@ -230,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=300, help="alerts counted per target (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="alerts sent before counting (default 30)")
     parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument(
+        "--one-market",
+        action="store_true",
+        help="every alert on one market (the benchmark's one-market load: the server executes them one at a time)",
+    )
     parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated, of " + ", ".join(TARGETS))
     parser.add_argument("--start-timeout", type=float, default=300, help="seconds to start under callgrind")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds for the whole run")

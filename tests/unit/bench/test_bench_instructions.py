@@ -83,3 +83,38 @@ def test_the_table_gives_the_servers_ratios_to_each_reference_measured():
     assert "server: libpython3.11.so.1.0 5,400k, libsqlite3.so.0.8.6 600k" in text
     only = table({"server": result(6e6, 5e6)})
     assert "server /" not in only  # no reference measured: no ratio
+
+
+@pytest.mark.parametrize("one_market", [False, True])
+def test_the_alerts_counted_go_to_one_market_when_asked(tmp_path, monkeypatch, one_market):
+    import argparse
+
+    from bench import instructions
+    from bench.emulator import bench_tickers
+    from bench.targets import TICKERS, Deadline, Target
+
+    loads: list[tuple[str, int, str]] = []
+
+    def load_run(label, port, n, concurrency, account, secret, tmp, deadline, tickers=TICKERS):
+        loads.append((label, n, tickers))
+        return {"ids_2xx": [str(i) for i in range(n)], "statuses": {"200": n}}
+
+    class Launched:
+        name, pid = "server-instructions", 1
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(Target, "launch", lambda self, name: Launched())
+    monkeypatch.setattr(instructions, "first_filled_order", lambda *a, **k: 0.1)
+    monkeypatch.setattr(instructions, "load_run", load_run)
+    monkeypatch.setattr(instructions, "worker_pid", lambda process: 2)
+    monkeypatch.setattr(instructions, "callgrind_control", lambda *a: None)
+    monkeypatch.setattr(instructions, "dump_files", lambda *a: [tmp_path / "callgrind.out.2-01"])
+    monkeypatch.setattr(instructions, "counts", lambda files: ([3000, 1000], {"libpython": 4000}))
+    args = argparse.Namespace(n=4, warmup=2, concurrency=32, one_market=one_market, start_timeout=5)
+    measured = instructions.measure(Target("server", lambda name: None), args, tmp_path, "secret", Deadline(60))
+    expected = bench_tickers()[0] if one_market else TICKERS
+    assert [(n, tickers) for _, n, tickers in loads] == [(2, expected), (4, expected)]
+    assert measured["per_alert"] == 1000 and measured["one_market"] is one_market
+    assert expected.count(",") == (0 if one_market else len(bench_tickers()) - 1)
