@@ -130,7 +130,7 @@ class _Busy(Exception):
 
 
 class _Job:
-    __slots__ = ("fn", "loop", "future", "result", "error", "then", "quick")
+    __slots__ = ("fn", "loop", "future", "result", "error", "then", "quick", "order")
 
     def __init__(
         self,
@@ -147,6 +147,7 @@ class _Job:
         self.error: BaseException | None = None
         self.then = then  # called with the result on the loop once committed, cancelled or not (submit)
         self.quick = quick  # its statements may run on the loop (see "Quick jobs")
+        self.order = 0  # when it was queued, among this database's jobs (a batch runs them in that order)
 
 
 class _Handoff:
@@ -207,6 +208,7 @@ class SqliteDatabase:
         self._inline = inline
         self._inline_conn: _Connection | None = None
         self._deferred: list[_Job] = []  # later(): committed with the next batch, or once due
+        self._queue_order = 0  # the last job's _Job.order
         self._deferred_due = False  # the deferred jobs commit now, batch or not
         self._deferred_since = 0.0  # when the first of the deferred jobs was queued (monotonic)
         self._timer_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer is armed (_due)
@@ -351,6 +353,8 @@ class SqliteDatabase:
         with self._queued:
             if self._closed:
                 raise RuntimeError(f"database {self.path.name} is closed")
+            self._queue_order += 1
+            job.order = self._queue_order
             if self._thread is None:
                 self._thread = threading.Thread(target=self._serve, name=f"sqlite-{self.path.stem}", daemon=True)
                 self._thread.start()
@@ -397,13 +401,23 @@ class SqliteDatabase:
                 self._hand_over(handoff or _Handoff(batch))
 
     def _take(self) -> list[_Job]:
-        """The next batch (under ``_queued``): the deferred jobs first — queued before the
-        jobs waited for, and counted busy before they leave the deferred list, so that a
-        fresh inline read on the loop (which looks at both without the lock) never sees
-        neither — then the jobs, up to ``max_batch``."""
+        """The next batch (under ``_queued``): every deferred job — counted busy before they
+        leave the deferred list, so that a fresh inline read on the loop (which looks at
+        both without the lock) never sees neither — and the jobs, up to ``max_batch``, in
+        the order they were all queued. A job queued before a deferred one is never left
+        for a later batch: an alert admitted at once and one admitted patiently after it
+        keep their order (the journal's arrival numbers)."""
         self._busy += len(self._deferred)
         batch, self._deferred, self._deferred_due = self._deferred, [], False
-        batch += [self._jobs.popleft() for _ in range(min(len(self._jobs), self._max_batch))]
+        jobs = self._jobs
+        count = min(len(jobs), self._max_batch)
+        if not batch:
+            return [jobs.popleft() for _ in range(count)]
+        newest = batch[-1].order
+        while jobs and (count > 0 or jobs[0].order < newest):
+            batch.append(jobs.popleft())
+            count -= 1
+        batch.sort(key=_queued_at)
         return batch
 
     def _hand_over(self, handoff: _Handoff) -> None:
@@ -675,6 +689,10 @@ class SqliteDatabase:
         if self._loop_conn is not None:
             self._loop_conn.close()
             self._loop_conn = None
+
+
+def _queued_at(job: _Job) -> int:
+    return job.order
 
 
 def _settle(jobs: list[_Job]) -> None:

@@ -265,6 +265,43 @@ async def test_a_patient_write_is_committed_with_the_next_batch_or_when_expedite
         db.close()
 
 
+async def test_a_batch_runs_its_jobs_in_the_order_they_were_queued_patient_or_not(tmp_path):
+    # An alert admitted at once, then one admitted patiently: the first must get the lower
+    # arrival number (the journal's seq: the order its lane executes them in).
+    db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
+    try:
+        await db.run(lambda conn: None)
+        ran: list[str] = []
+
+        def job(name: str):
+            def run(conn: sqlite3.Connection) -> str:
+                ran.append(name)
+                return insert(name)(conn)
+
+            return run
+
+        outcome = db.later(job("outcome"))  # queued first, waited for by no one
+        waited = db.submit(job("waited"), quick=True)  # its batch starts at the end of this turn
+        patient = db.submit(job("patient"), quick=True, patient=True)  # queued last: it rides along
+        assert await asyncio.gather(outcome, waited, patient) == ["outcome", "waited", "patient"]
+        assert ran == ["outcome", "waited", "patient"]
+        rowids = await db.run(lambda conn: [r[0] for r in conn.execute("SELECT name FROM items ORDER BY rowid")])
+        assert rowids == ["outcome", "waited", "patient"]
+    finally:
+        db.close()
+    # Batches of one job: the jobs queued before a patient one still go no later than it.
+    small = SqliteDatabase(tmp_path / "s.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30, max_batch=1)
+    try:
+        await small.run(lambda conn: None)
+        ran.clear()
+        queued = [small.submit(job(name), quick=True) for name in ("first", "second")]
+        queued.append(small.submit(job("third"), quick=True, patient=True))
+        await asyncio.gather(*queued)
+        assert ran == ["first", "second", "third"]
+    finally:
+        small.close()
+
+
 async def test_a_fresh_read_waits_behind_a_later_write(tmp_path):
     db = SqliteDatabase(tmp_path / "t.sqlite3", synchronous="FULL", schema=SCHEMA, defer_for=30)
     try:
