@@ -3,7 +3,7 @@ and the ``router`` section's (how plugins are found, and core limits)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class PluginOptions(BaseModel):
@@ -62,8 +62,18 @@ class RouterOptions(PluginOptions):
         ge=0,
         description="An alert arriving with this many of its market's alerts ahead of it in the worker (waiting "
         "or executing) has its journal write grouped with the next ones (SQLite), as it cannot execute sooner; "
-        "0: every admission commits at once.",
+        "0: every admission commits at once. 1 is refused: the market's queue would wait for each commit.",
     )
+
+    @field_validator("group_admissions_behind")
+    @classmethod
+    def _group_behind_a_queue(cls, value: int) -> int:
+        # The grouped admissions commit once fewer than half as many are left ahead; behind
+        # one alert that is when the queue is empty, and the market would wait for the commit.
+        if value == 1:
+            raise ValueError("must be 0 (off) or at least 2")
+        return value
+
     retry_base_delay: float = Field(
         0.1,
         gt=0,
