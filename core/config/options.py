@@ -61,8 +61,9 @@ class RouterOptions(PluginOptions):
         8,
         ge=0,
         description="An alert arriving with this many of its market's alerts ahead of it in the worker (waiting "
-        "or executing) has its journal write grouped with the next ones (SQLite), as it cannot execute sooner; "
-        "0: every admission commits at once. 1 is refused: the market's queue would wait for each commit.",
+        "or executing) has its journal write grouped with the next ones (SQLite, one worker), as it cannot "
+        "execute sooner; 0: every admission commits at once. 1 is refused: the market's queue would wait for "
+        "each commit.",
     )
 
     @field_validator("group_admissions_behind")

@@ -58,7 +58,9 @@ Ending = Callable[[], Awaitable[Outcome]]
 
 
 class ExecutionEngine:
-    def __init__(self, router: EngineHost, *, risk_gate: RiskGate):
+    def __init__(self, router: EngineHost, *, risk_gate: RiskGate, patience: int = 0):
+        """``patience``: how many alerts ahead in its lane make an alert's admission patient
+        (``core.pipeline.lanes``, "Patient admissions"); 0, none is."""
         self.router = router
         self.options = router.options
         self.worker_id = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -67,9 +69,7 @@ class ExecutionEngine:
         self._answer_waiters: dict[str, list[asyncio.Future[None]]] = {}  # woken as the alert's task ends
         self._risk_gate = risk_gate
         self.writes = PendingWrites(lambda: self.router.journal)
-        self._lanes = Lanes(
-            self._earlier_unfinished, patience=self.options.group_admissions_behind, hurry=self.writes.expedite
-        )
+        self._lanes = Lanes(self._earlier_unfinished, patience=patience, hurry=self.writes.expedite)
         self._settle = Settlement(router, self.writes)
         self._reconciler = Reconciler(
             router, self.options, writes=self.writes, place=self._place, settle=self._settle, phase=self.phase

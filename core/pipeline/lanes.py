@@ -22,6 +22,8 @@ of the writer thread and one of the loop — what a busy market's alerts, answer
 time, would otherwise cost. The lane counts such admissions until they return and, as the
 alerts ahead leave, calls ``hurry`` once fewer than half of ``patience`` are left: they
 commit then (or once the journal's short deferral is up), while the lane still has work.
+Only a process that is the only one admitting into its journal is patient (the router
+decides): across workers, a held admission could be overtaken by a later one.
 """
 
 from __future__ import annotations

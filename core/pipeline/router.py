@@ -57,6 +57,7 @@ from core.store.protocols import Journal
 from core.store.sqlite.database import private_dir
 from core.trading.execution import Executor, ExecutorRegistry
 from core.web.ratelimit import WebhookLimits
+from core.web.worker import hypercorn_workers
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class Router:
         self.limits = WebhookLimits.from_settings(settings, store=self.state.rate_store())
         self.journal: Journal | None = None  # opened at start(), on the state backend
         self.kill_switch = KillSwitch(self)
-        self.engine = ExecutionEngine(self, risk_gate=self.kill_switch.check)
+        self.engine = ExecutionEngine(self, risk_gate=self.kill_switch.check, patience=self._admission_patience())
         self.started_at = time.time()
         self._plugin_state: dict[str, dict[str, Any]] = {}
         self.authenticator = Authenticator(self)
@@ -93,6 +94,13 @@ class Router:
             settings.dashboard_password,
         ):
             REDACTOR.add(secret, static=True)
+
+    def _admission_patience(self) -> int:
+        """``router.group_admissions_behind`` when this process is the only one admitting
+        alerts into its journal (one worker); else 0. Alerts of one market that arrive at
+        different workers are ordered by their admissions' commits: one held back for the
+        next commit could be overtaken by a later one that another worker commits at once."""
+        return self.options.group_admissions_behind if hypercorn_workers() == 1 else 0
 
     @property
     def hook(self) -> pluggy.HookRelay:
