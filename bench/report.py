@@ -88,9 +88,16 @@ def ratios(server: dict[str, float], limit: dict[str, float]) -> dict[str, float
     return {k: (server[k] / limit[k] if limit[k] else math.nan) for k in server}
 
 
-def check_targets(values: dict[str, float | None], why_not: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Each target: its value, bound, met (None when not measured, with ``why`` from ``why_not``)."""
-    out = {}
+def check_targets(
+    values: dict[str, float | None],
+    why_not: dict[str, str] | None = None,
+    rounds: dict[str, list[float]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each target: its value, bound, met (None when not measured, with ``why`` from
+    ``why_not``). ``rounds``: a ratio target's value in each round
+    (``bench.summary.round_ratios``), kept with how many of them meet the bound: a median
+    that meets it in one round of three is a verdict the next run may reverse."""
+    out: dict[str, dict[str, Any]] = {}
     compare = {"<=": float.__le__, "<": float.__lt__, ">=": float.__ge__}
     for name, (what, op, bound) in TARGETS.items():
         value = values.get(name)
@@ -98,6 +105,9 @@ def check_targets(values: dict[str, float | None], why_not: dict[str, str] | Non
         out[name] = {"what": what, "value": value, "target": f"{op} {bound:g}", "met": met}
         if met is None:
             out[name]["why"] = (why_not or {}).get(name, "not measured")
+        elif rounds and rounds.get(name):
+            out[name]["rounds"] = rounds[name]
+            out[name]["met_rounds"] = sum(compare[op](float(v), bound) for v in rounds[name])
     return out
 
 
@@ -221,10 +231,14 @@ def table(result: dict[str, Any]) -> str:
         lines.extend(instruction_rows(s["instructions"]))
     if "dashboard" in s:
         lines.extend(dashboard_rows(s["dashboard"]))
-    lines += ["", "  targets (issue 14; ratios within this run):"]
+    lines += ["", "  targets (issue 14; ratios within this run, and the range of the rounds' own ratios):"]
     for x in t.values():
         mark = _mark(x["met"]) + ("" if x["met"] is not None else f" ({x['why']})")
-        lines.append(f"    {x['what']:76}{_value(x['value'], x['what']):>10}  {x['target']:>8}  {mark}")
+        line = f"    {x['what']:76}{_value(x['value'], x['what']):>10}  {x['target']:>8}  {mark:6}"
+        per_round = x.get("rounds") or []
+        if len(per_round) > 1:
+            line += f"  rounds {min(per_round):.2f}–{max(per_round):.2f}×, met in {x['met_rounds']} of {len(per_round)}"
+        lines.append(line.rstrip())
     prof = s.get("profile")
     if prof:
         lines.extend(profile_rows(prof))

@@ -26,6 +26,7 @@ from bench.summary import (
     durability_cost,
     framework_cost,
     load_summary,
+    round_ratios,
 )
 from bench.targets import (
     CLASSIC,
@@ -232,6 +233,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
     # -- summary
     summary: dict[str, Any] = load_summary(runs, kinds)
+    summary["round_ratios"] = round_ratios(runs)
     ws = report.median_of([x for x in runs if x["route"] == "websocket"])
     rest_p50 = summary["c1"]["server"]["p50_ms"]
     summary["routes"] = {"rest_p50_ms": rest_p50, "ws_p50_ms": ws["p50_ms"], "ws_over_rest": ws["p50_ms"] / rest_p50}
@@ -315,7 +317,7 @@ def target_values(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "c32_rps_vs_original": no_original,
         "redis_c32_rps_vs_durable": "no --redis URL given",
     }
-    return report.check_targets(values, why_not)
+    return report.check_targets(values, why_not, summary.get("round_ratios"))
 
 
 def forget_redis_keys(url: str, prefix: str) -> None:

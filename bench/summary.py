@@ -24,6 +24,40 @@ RATIOS = (
 )
 
 
+# The targets that are one target's figure over another's in one load (bench.report.TARGETS):
+# (numerator, denominator, summary key, figure).
+RATIO_TARGETS = {
+    "c1_p50_vs_durable": ("server", "durable", "c1", "p50_ms"),
+    "c1_p50_vs_original": ("server", "original", "c1", "p50_ms"),
+    "c32_rps_vs_durable": ("server", "durable", "c32", "rps"),
+    "c32_rps_vs_original": ("server", "original", "c32", "rps"),
+    "c32_p99_vs_durable": ("server", "durable", "c32", "p99_ms"),
+    "cpu_per_alert_vs_durable": ("server", "durable", "c32", "cpu_ms_per_alert"),
+    "redis_c32_rps_vs_durable": ("redis", "durable", "c32", "rps"),
+}
+
+
+def round_ratios(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each ratio target's value in each round (``RATIO_TARGETS``): the two targets ran in
+    the same round, minutes apart, so each round is a comparison of its own. A target whose
+    two sides did not both run in a round has no value for it; one never run, none."""
+    where = {key: (concurrency, route) for key, concurrency, route in SECTIONS}
+    figures: dict[tuple[int, str, int, str], dict[str, Any]] = {}
+    for run in runs:
+        figures[(run["round"], run["target"], run["concurrency"], run["route"])] = run
+    out: dict[str, list[float]] = {}
+    for name, (mine, theirs, key, figure) in RATIO_TARGETS.items():
+        concurrency, route = where[key]
+        values = []
+        for r in sorted({run["round"] for run in runs}):
+            a, b = figures.get((r, mine, concurrency, route)), figures.get((r, theirs, concurrency, route))
+            if a is not None and b is not None and figure in a and figure in b and b[figure]:
+                values.append(a[figure] / b[figure])
+        if values:
+            out[name] = values
+    return out
+
+
 def load_summary(runs: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
     """Per section: each target's medians across rounds (``None`` for a target not run) and
     ``ratios``: ``"server/durable"`` etc., each figure's ratio of the medians."""

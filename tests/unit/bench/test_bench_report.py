@@ -177,3 +177,27 @@ def test_instructions_not_counted_say_why_and_a_run_without_them_has_no_line():
     assert "instructions per alert" not in report.table(result)
     result["summary"]["instructions"] = {"skipped": "valgrind not found (Debian: apt-get install valgrind)"}
     assert "  instructions per alert: skipped — valgrind not found" in report.table(result)
+
+
+def test_each_ratio_target_has_its_rounds_own_ratios_and_how_many_of_them_meet_it():
+    from bench.summary import round_ratios
+
+    runs = made_up_runs(KINDS)
+    for run in runs:  # the server's p99 at c=32: 1.2×, 1.5× and 1.8× the durable limit's, round by round
+        if run["target"] == "server" and (run["concurrency"], run["route"]) == (32, "rest"):
+            run["p99_ms"] = FIGURES["durable"][2] * (0.9, 1.0, 1.1)[run["round"]] * (1.2, 1.5, 1.8)[run["round"]]
+    missing = ("durable", 2, 1)  # the durable limit's run at c=1 in round 2
+    rounds = round_ratios([r for r in runs if (r["target"], r["round"], r["concurrency"]) != missing])
+    assert rounds["c32_p99_vs_durable"] == pytest.approx([1.2, 1.5, 1.8])
+    assert rounds["c32_rps_vs_durable"] == pytest.approx([0.5, 0.5, 0.5])
+    assert rounds["c1_p50_vs_durable"] == pytest.approx([1.3, 1.3])  # round 2's durable limit did not run at c=1
+    assert "c1_p50_vs_original" not in rounds and "redis_c32_rps_vs_durable" not in rounds  # never run
+
+    values = {"c32_p99_vs_durable": 1.5, "c32_rps_vs_durable": 0.5, "c1_p50_vs_durable": 1.3}
+    targets = report.check_targets(values, rounds=rounds)
+    assert targets["c32_p99_vs_durable"]["met"] and targets["c32_p99_vs_durable"]["met_rounds"] == 2
+    assert targets["c32_rps_vs_durable"]["met_rounds"] == 0 and "rounds" not in targets["rss_mib"]
+    result = made_up_result(KINDS)
+    result["targets"] = targets
+    [line] = [line for line in report.table(result).splitlines() if line.startswith("    p99 latency at c=32")]
+    assert line.endswith("1.50×    <= 1.5  met     rounds 1.20–1.80×, met in 2 of 3")
