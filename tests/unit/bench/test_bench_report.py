@@ -180,8 +180,9 @@ def test_instructions_not_counted_say_why_and_a_run_without_them_has_no_line():
 
 
 def test_each_ratio_target_has_its_rounds_own_ratios_and_how_many_of_them_meet_it():
-    from bench.summary import round_ratios
+    from bench.summary import RATIO_TARGETS, round_ratios
 
+    assert set(RATIO_TARGETS) == {name for name in report.TARGETS if "_vs_" in name}  # every ratio target
     runs = made_up_runs(KINDS)
     for run in runs:  # the server's p99 at c=32: 1.2×, 1.5× and 1.8× the durable limit's, round by round
         if run["target"] == "server" and (run["concurrency"], run["route"]) == (32, "rest"):
