@@ -137,8 +137,18 @@ class Lanes:
                 if lane.busy or lane.queue[0] is not ticket:
                     await self._turn(lane, ticket)
                 lane.busy = held = True
-                if not check_others or not await self._earlier_unfinished(ticket.key, ticket.seq):
+                if not check_others:
                     break
+                if not await self._earlier_unfinished(ticket.key, ticket.seq):
+                    if lane.queue[0] is ticket:
+                        break
+                    # While the journal was asked, an earlier alert joined this process's lane
+                    # (recovered from a dead worker: the answer no longer counts it, it is
+                    # ours now): it goes first.
+                    held = False
+                    lane.busy = False
+                    lane.wake_next()
+                    continue
                 # An earlier alert of this lane is still executing elsewhere: wait, leaving the
                 # lane to an alert of this process that arrived earlier still, if one comes.
                 held = False

@@ -278,6 +278,33 @@ async def test_a_place_left_before_its_run_started_holds_no_one_up():
     assert len(lanes) == 0  # an emptied lane is dropped
 
 
+async def test_an_earlier_alert_that_joins_while_a_later_one_asks_the_journal_goes_first():
+    # Alert 7 holds the lane while it asks whether another worker still has an earlier alert
+    # unfinished. Meanwhile this process claims that alert (3, recovered from a dead worker)
+    # and the journal's answer no longer counts it (it is ours now): 7 must not go first.
+    lanes: Lanes
+    ran: list[int] = []
+    claimed = asyncio.Event()
+    recovered: list[asyncio.Task[int]] = []
+
+    async def earlier(key: str, seq: int) -> bool:
+        if seq == 7 and not claimed.is_set():
+            claimed.set()
+            recovered.append(asyncio.create_task(lanes.run(lanes.join(key, 3), lambda: work(3), check_others=True)))
+            await asyncio.sleep(0)  # the claim commits while the question is on its way
+        return False  # nothing of another worker's: the recovered alert is this process's now
+
+    async def work(seq: int) -> int:
+        ran.append(seq)
+        return seq
+
+    lanes = Lanes(earlier, poll_max=0.01)
+    later = asyncio.create_task(lanes.run(lanes.join("a", 7), lambda: work(7), check_others=True))
+    assert await asyncio.wait_for(later, 5) == 7
+    assert await recovered[0] == 3
+    assert ran == [3, 7] and len(lanes) == 0
+
+
 async def test_an_admission_behind_a_queue_is_patient_and_hurried_as_the_queue_runs_short():
     hurried: list[int] = []
     lanes = Lanes(lambda key, seq: _answer(False), patience=4, hurry=lambda: hurried.append(len(lanes_queue())))
