@@ -280,7 +280,10 @@ def test_kill_9_then_recovery_quarantines_a_corrupt_row_and_completes_the_others
         found: dict[str, str] = {}
         while time.monotonic() < deadline:
             found = _run_with_journal(data_dir, state_url, state_prefix, states)
-            if found["orphan-1"] == "filled" and found["orphan-2"] == "filled" and found["corrupt-1"] != "received":
+            # before-kill's ending is journaled after it leaves the lane, and may be committed
+            # after the orphans' behind it: wait for it too.
+            settled = found["before-kill"] in ("filled", "reconciled") and found["corrupt-1"] != "received"
+            if settled and found["orphan-1"] == "filled" and found["orphan-2"] == "filled":
                 break
             time.sleep(0.05)  # polling the real condition (the journal), bounded
         # before-kill was answered 200 before the kill; its outcome is written after the answer,
