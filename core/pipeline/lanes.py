@@ -139,23 +139,19 @@ class Lanes:
                 lane.busy = held = True
                 if not check_others:
                     break
-                if not await self._earlier_unfinished(ticket.key, ticket.seq):
-                    if lane.queue[0] is ticket:
-                        break
-                    # While the journal was asked, an earlier alert joined this process's lane
-                    # (recovered from a dead worker: the answer no longer counts it, it is
-                    # ours now): it goes first.
-                    held = False
-                    lane.busy = False
-                    lane.wake_next()
-                    continue
-                # An earlier alert of this lane is still executing elsewhere: wait, leaving the
-                # lane to an alert of this process that arrived earlier still, if one comes.
+                elsewhere = await self._earlier_unfinished(ticket.key, ticket.seq)
+                if not elsewhere and lane.queue[0] is ticket:
+                    break
+                # An earlier alert of this lane is still executing elsewhere, or one joined this
+                # process's lane while the journal was asked (recovered from a dead worker: the
+                # answer no longer counts it, it is ours now). The lane goes to it; elsewhere,
+                # this one waits and asks again.
                 held = False
                 lane.busy = False
                 lane.wake_next()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._poll_max)
+                if elsewhere:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._poll_max)
             return await work()
         finally:
             if held:
